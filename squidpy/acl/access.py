@@ -1,0 +1,156 @@
+"""Named ACLs and access lists (``http_access`` and its kin), Squid's semantics.
+
+* ``acl NAME TYPE [-flags] VALUE ...``: lines with one NAME accumulate values.
+* ``http_access allow|deny [!]ACL ...``: the ACLs of a line are ANDed, ``!``
+  negates, lines are tried in order and the first full match decides; when
+  none matches the answer is the opposite of the last line's action, and an
+  empty list answers with the list's default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from squidpy.acl.checklist import Checklist
+from squidpy.acl.types import ACL_TYPES, AclType
+
+
+class Acl:
+    """A named ACL: one type, the values of every line that names it."""
+
+    __slots__ = ("name", "type_name", "where", "matcher")
+
+    def __init__(self, name: str, type_name: str, where: str, matcher: AclType):
+        self.name = name
+        self.type_name = type_name
+        self.where = where
+        self.matcher = matcher
+
+    def match(self, ch: Checklist) -> bool:
+        return self.matcher.match(ch)
+
+    def __repr__(self) -> str:
+        return f"<Acl {self.name} {self.type_name}>"
+
+
+# Squid 5 defines these before reading squid.conf.
+PREDEFINED = (
+    ("all", "src", ["all"]),
+    ("localhost", "src", ["127.0.0.1/32", "::1"]),
+    ("to_localhost", "dst", ["127.0.0.0/8", "0.0.0.0/32", "::1/128", "::/128"]),
+    ("to_linklocal", "dst", ["169.254.0.0/16", "fe80::/10"]),
+    ("manager", "url_regex", ["-i", "^cache_object://", "+i", "^[^:]+://[^/]+/squid-internal-mgr/"]),
+    ("CONNECT", "method", ["CONNECT"]),
+)
+
+
+class AclTable:
+    """Every ACL of a configuration, by name."""
+
+    def __init__(self):
+        self.acls: dict[str, Acl] = {}
+        for name, type_name, values in PREDEFINED:
+            acl = self.define(name, type_name, [], "<predefined>")
+            for v in values:
+                acl.matcher.add(v)
+            acl.matcher.finish()
+
+    def define(self, name: str, type_name: str, flags: list[str], where: str) -> Acl:
+        """The ACL called ``name`` (created on first use); raises ValueError."""
+        cls = ACL_TYPES.get(type_name)
+        if cls is None:
+            raise ValueError(f"unknown ACL type '{type_name}'")
+        bad = [f for f in flags if f not in cls.flags_allowed]
+        if bad:
+            raise ValueError(f"ACL type '{type_name}' does not take the option '{bad[0]}'")
+        acl = self.acls.get(name)
+        if acl is None:
+            acl = Acl(name, type_name, where, cls(frozenset(flags)))
+            self.acls[name] = acl
+        elif acl.type_name != type_name:
+            raise ValueError(
+                f"ACL '{name}' is already defined as type '{acl.type_name}' at {acl.where}; "
+                f"it cannot also be '{type_name}'"
+            )
+        return acl
+
+    def get(self, name: str) -> Acl | None:
+        return self.acls.get(name)
+
+
+@dataclass
+class AccessRule:
+    """One ``http_access`` line."""
+
+    allow: bool
+    acls: list[tuple[bool, Acl]]      # (negated, acl)
+    where: str
+    text: str
+
+    @property
+    def action(self) -> str:
+        return "allow" if self.allow else "deny"
+
+
+@dataclass
+class Verdict:
+    """The answer of an access list and why, for logs, deny_info and ``squidpy check``."""
+
+    allowed: bool
+    rule: AccessRule | None = None
+    matched: list[str] = field(default_factory=list)   # ACL names as written (with '!')
+    implicit: bool = False
+
+    @property
+    def last_acl(self) -> str | None:
+        """The ACL that completed the deciding line (Squid's deny_info key)."""
+        if self.rule is None or not self.rule.acls:
+            return None
+        return self.rule.acls[-1][1].name
+
+
+class AccessList:
+    """An ordered list of allow/deny rules (``http_access``, ``cache`` ...)."""
+
+    def __init__(self, name: str, empty_allows: bool = False):
+        self.name = name
+        self.empty_allows = empty_allows
+        self.rules: list[AccessRule] = []
+
+    def add_rule(self, args: list[str], acls: AclTable, where: str, text: str,
+                 allow_reply: bool = False) -> AccessRule:
+        """Parse ``allow|deny [!]ACL ...``; raises ValueError."""
+        if not args or args[0] not in ("allow", "deny"):
+            raise ValueError(f"{self.name} needs 'allow' or 'deny' first")
+        refs = []
+        for word in args[1:]:
+            negated = word.startswith("!")
+            name = word[1:] if negated else word
+            acl = acls.get(name)
+            if acl is None:
+                raise ValueError(f"ACL '{name}' is used before it is defined (define it with an 'acl {name} ...' line first)")
+            if acl.matcher.reply and not allow_reply:
+                raise ValueError(
+                    f"ACL '{name}' is of type '{acl.type_name}', which needs a reply; "
+                    f"{self.name} is checked before there is one (use http_reply_access)"
+                )
+            refs.append((negated, acl))
+        rule = AccessRule(args[0] == "allow", refs, where, text)
+        self.rules.append(rule)
+        return rule
+
+    def check(self, ch: Checklist) -> Verdict:
+        """First full match decides; may raise :class:`Pending` for a lookup."""
+        for rule in self.rules:
+            for negated, acl in rule.acls:
+                if acl.match(ch) == negated:
+                    break
+            else:
+                return Verdict(rule.allow, rule, [("!" if n else "") + a.name for n, a in rule.acls])
+        if not self.rules:
+            return Verdict(self.empty_allows, None, [], implicit=True)
+        last = self.rules[-1]
+        return Verdict(not last.allow, last, [], implicit=True)
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)

@@ -1,0 +1,111 @@
+"""IP address lists for ``src``, ``dst`` and ``localip``.
+
+Entries are written as Squid accepts them: ``10.0.0.1``, ``10.0.0.0/8``,
+``10.0.0.0/255.0.0.0``, ``10.0.0.1-10.0.0.9``, ``fc00::/7``, ``all``.
+They become merged ``[low, high]`` integer intervals per IP version, so a
+lookup is one binary search whatever the list length.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+
+
+def parse_address_entry(text: str) -> list[tuple[int, int, int]]:
+    """One ACL value -> ``[(version, low, high)]``; raises ValueError."""
+    if text == "all":
+        return [(4, 0, 2 ** 32 - 1), (6, 0, 2 ** 128 - 1)]
+    if "-" in text:
+        first, _, rest = text.partition("-")
+        lo_ip = _ip(first)
+        hi_text, slash, mask = rest.partition("/")
+        hi_ip = _ip(hi_text)
+        if lo_ip.version != hi_ip.version:
+            raise ValueError(f"'{text}': the two ends of a range must be of one IP version")
+        lo, hi = int(lo_ip), int(hi_ip)
+        if slash:
+            # Squid's 'a-b/mask': the range of networks; widen the top to its net's end
+            net = _network(f"{hi_text}/{mask}", text)
+            hi = int(net.broadcast_address)
+        if lo > hi:
+            raise ValueError(f"'{text}': the range starts after it ends")
+        return [(lo_ip.version, lo, hi)]
+    if "/" in text:
+        net = _network(text, text)
+        return [(net.version, int(net.network_address), int(net.broadcast_address))]
+    ip = _ip(text)
+    return [(ip.version, int(ip), int(ip))]
+
+
+def _ip(text: str):
+    try:
+        ip = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise ValueError(f"'{text}' is not an IP address") from None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip
+
+
+def _network(spec: str, original: str):
+    try:
+        # strict=False: Squid masks host bits ('10.0.0.1/8' means 10.0.0.0/8)
+        return ipaddress.ip_network(spec, strict=False)
+    except ValueError:
+        raise ValueError(f"'{original}' is not a valid network (use ADDRESS/BITS or ADDRESS/NETMASK)") from None
+
+
+class AddressSet:
+    """Sorted, merged intervals per IP version; ``(version, int) in set``."""
+
+    __slots__ = ("_lows", "_highs", "_pending")
+
+    def __init__(self):
+        self._lows = {4: [], 6: []}
+        self._highs = {4: [], 6: []}
+        self._pending: list[tuple[int, int, int]] = []
+
+    def add(self, entries: list[tuple[int, int, int]]) -> None:
+        self._pending.extend(entries)
+
+    def finish(self) -> list[str]:
+        """Merge what was added; returns a warning per value another one covers."""
+        warnings = []
+        for version in (4, 6):
+            spans = [(lo, hi) for v, lo, hi in self._pending if v == version]
+            if not spans:
+                continue
+            spans.extend(zip(self._lows[version], self._highs[version]))
+            spans.sort(key=lambda s: (s[0], -s[1]))
+            lows, highs = [], []
+            for lo, hi in spans:
+                if highs and hi <= highs[-1] and lo >= lows[-1]:
+                    warnings.append(
+                        f"{_fmt(version, lo, hi)} is already covered by {_fmt(version, lows[-1], highs[-1])}"
+                    )
+                    continue
+                if highs and lo <= highs[-1] + 1:
+                    highs[-1] = hi
+                else:
+                    lows.append(lo)
+                    highs.append(hi)
+            self._lows[version], self._highs[version] = lows, highs
+        self._pending = []
+        return warnings
+
+    def __contains__(self, key: tuple[int, int]) -> bool:
+        version, value = key
+        lows = self._lows[version]
+        i = bisect.bisect_right(lows, value) - 1
+        return i >= 0 and value <= self._highs[version][i]
+
+    def __bool__(self) -> bool:
+        return bool(self._lows[4] or self._lows[6])
+
+
+def _fmt(version: int, lo: int, hi: int) -> str:
+    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    if lo == hi:
+        return f"'{cls(lo)}'"
+    return f"'{cls(lo)}-{cls(hi)}'"

@@ -1,0 +1,104 @@
+"""The facts an ACL is matched against, as Squid's ACLChecklist holds them.
+
+The proxy fills a :class:`Checklist` from the connection and the parsed
+request; ACL types only read it.  Facts that need a lookup (``dst`` needs
+DNS) start as ``None``; an ACL that needs one raises :class:`Pending` and the
+caller fetches it and asks again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+
+class Pending(Exception):
+    """An ACL needs a fact that is not known yet (``"dst"``, ``"srcdomain"``)."""
+
+    def __init__(self, fact: str):
+        super().__init__(fact)
+        self.fact = fact
+
+
+def ip_key(address: str) -> tuple[int, int]:
+    """``(version, integer)`` of an address; IPv4-mapped IPv6 counts as IPv4."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.version, int(ip)
+
+
+class Checklist:
+    """One transaction's facts.  Reply facts stay ``None`` until a reply exists."""
+
+    __slots__ = (
+        "src", "src_port", "local_ip", "local_port", "port_name",
+        "method", "scheme", "host", "port", "path", "url",
+        "request_headers", "dst", "src_name", "client_connections",
+        "reply_status", "reply_headers", "user", "now", "_src_key",
+    )
+
+    def __init__(
+        self,
+        src: str = "127.0.0.1",
+        method: str = "GET",
+        url: str = "",
+        scheme: str = "http",
+        host: str = "",
+        port: int = 80,
+        path: str = "/",
+        request_headers: list[tuple[bytes, bytes]] | None = None,
+        src_port: int = 0,
+        local_ip: str = "127.0.0.1",
+        local_port: int = 3128,
+        port_name: str = "",
+        dst: list[str] | None = None,
+        now: float | None = None,
+    ):
+        self.src = src
+        self.src_port = src_port
+        self.local_ip = local_ip
+        self.local_port = local_port
+        self.port_name = port_name
+        self.method = method
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.path = path
+        self.url = url
+        self.request_headers = request_headers if request_headers is not None else []
+        self.dst = dst
+        self.src_name = None
+        self.client_connections = 0
+        self.reply_status = None
+        self.reply_headers = None
+        self.user = None
+        self.now = now
+        self._src_key = None
+
+    @property
+    def src_key(self) -> tuple[int, int]:
+        key = self._src_key
+        if key is None:
+            key = self._src_key = ip_key(self.src)
+        return key
+
+    def timestamp(self) -> float:
+        if self.now is None:
+            self.now = time.time()
+        return self.now
+
+    def request_header(self, name: bytes) -> str | None:
+        """All values of a request header joined by ``, `` (``None`` if absent)."""
+        return _header(self.request_headers, name)
+
+    def reply_header(self, name: bytes) -> str | None:
+        return _header(self.reply_headers or (), name)
+
+
+def _header(headers, name: bytes) -> str | None:
+    name = name.lower()
+    values = [v for k, v in headers if k.lower() == name]
+    if not values:
+        return None
+    return b", ".join(values).decode("latin-1")

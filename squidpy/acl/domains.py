@@ -1,0 +1,72 @@
+"""Domain lists for ``dstdomain`` (and ``srcdomain``), matched as Squid does.
+
+``.example.com`` matches example.com and every name under it;
+``example.com`` matches only itself.  Names compare case-insensitively and a
+trailing dot is ignored.  A lookup costs one set probe per label of the host,
+so a 100,000-name blocklist is as fast as a list of ten.
+"""
+
+from __future__ import annotations
+
+
+def normalize_host(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
+class DomainSet:
+    __slots__ = ("exact", "wild", "_pending")
+
+    def __init__(self):
+        self.exact: set[str] = set()      # 'example.com': only itself
+        self.wild: set[str] = set()       # '.example.com' stored as 'example.com'
+        self._pending: list[str] = []
+
+    def add(self, value: str) -> None:
+        value = value.lower().rstrip(".")
+        if not value or value == ".":
+            raise ValueError("an empty domain name")
+        if value.startswith("."):
+            self.wild.add(value[1:])
+        else:
+            self.exact.add(value)
+        self._pending.append(value)
+
+    def finish(self) -> list[str]:
+        """Warnings for names a listed parent already covers (as Squid warns)."""
+        warnings = []
+        for value in self._pending:
+            name = value.lstrip(".")
+            parent = self._wild_parent(name)
+            if parent is None and not value.startswith(".") and name in self.wild:
+                parent = name
+            if parent is not None:
+                warnings.append(f"'{value}' is already matched by '.{parent}'")
+        self._pending = []
+        return warnings
+
+    def _wild_parent(self, name: str) -> str | None:
+        """The nearest proper parent domain listed with a leading dot."""
+        wild = self.wild
+        i = name.find(".")
+        while i >= 0:
+            suffix = name[i + 1:]
+            if suffix in wild:
+                return suffix
+            i = name.find(".", i + 1)
+        return None
+
+    def __contains__(self, host: str) -> bool:
+        if host in self.exact or host in self.wild:
+            return True
+        wild = self.wild
+        if not wild:
+            return False
+        i = host.find(".")
+        while i >= 0:
+            if host[i + 1:] in wild:
+                return True
+            i = host.find(".", i + 1)
+        return False
+
+    def __len__(self) -> int:
+        return len(self.exact) + len(self.wild)

@@ -1,0 +1,108 @@
+"""The ``squidpy`` command: run, parse, signal (Squid's -N, -k parse, -k ACTION)."""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+import sys
+
+import click
+
+from squidpy import __version__
+from squidpy.config import loader
+
+CONFIG_HELP = "configuration file (default: the embedded default, same as etc/squidpy.conf)"
+
+
+def _load(path: str | None):
+    """Load a configuration or exit 1 printing every error as FILE:LINE: message."""
+    try:
+        return loader.load(path)
+    except loader.ConfigErrors as e:
+        for problem in [*e.warnings, *e.errors]:
+            click.echo(str(problem), err=True)
+        click.echo(f"squidpy: {len(e.errors)} error(s) in the configuration", err=True)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", prog_name="squidpy")
+def main():
+    """squidpy: a caching forward proxy in the style of Squid."""
+
+
+@main.command()
+@click.option("-f", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("-d", "--debug", is_flag=True, help="also print cache_log lines on stderr")
+def run(config_path, debug):
+    """Run the proxy in the foreground (Ctrl-C or SIGTERM stops it gracefully)."""
+    config = _load(config_path)
+    from twisted.internet import reactor
+
+    from squidpy.proxy.service import AlreadyRunning, ProxyService
+
+    service = ProxyService(config, reactor, echo=debug)
+    try:
+        service.start()
+    except AlreadyRunning as e:
+        click.echo(f"squidpy: {e}", err=True)
+        sys.exit(1)
+    except Exception as e:
+        click.echo(f"squidpy: cannot start: {e}", err=True)
+        sys.exit(1)
+    service.install_signal_handlers()
+    for port in service.listening_ports():
+        click.echo(f"squidpy/{__version__} listening on port {port}", err=True)
+    reactor.run(installSignalHandlers=False)
+
+
+@main.command()
+@click.option("-f", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+def parse(config_path):
+    """Check a configuration like 'squid -k parse': exit 0 when it is valid."""
+    config = _load(config_path)
+    for warning in config.warnings:
+        click.echo(str(warning), err=True)
+    click.echo(f"{config.source}: OK")
+
+
+SIGNALS = {
+    "reconfigure": signals.SIGHUP,
+    "rotate": signals.SIGUSR1,
+    "shutdown": signals.SIGTERM,
+    "interrupt": signals.SIGINT,
+    "kill": signals.SIGKILL,
+    "check": 0,
+}
+
+
+@main.command()
+@click.argument("action", type=click.Choice(list(SIGNALS)))
+@click.option("-f", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+def signal(action, config_path):
+    """Send ACTION to the running squidpy (like 'squid -k ACTION').
+
+    reconfigure (SIGHUP) re-reads the configuration, rotate (SIGUSR1)
+    rotates the logs, shutdown (SIGTERM) stops gracefully, check tells
+    whether it is running.
+    """
+    config = _load(config_path)
+    from squidpy.proxy.service import read_pid
+
+    path = config.pid_filename
+    if path is None:
+        click.echo("squidpy: pid_filename is 'none': cannot find the running squidpy", err=True)
+        sys.exit(1)
+    pid = read_pid(path)
+    if pid is None:
+        click.echo(f"squidpy: no running squidpy found ({path} is missing or empty)", err=True)
+        sys.exit(1)
+    try:
+        os.kill(pid, SIGNALS[action])
+    except ProcessLookupError:
+        click.echo(f"squidpy: process {pid} from {path} is not running", err=True)
+        sys.exit(1)
+    except PermissionError:
+        click.echo(f"squidpy: not allowed to signal process {pid}", err=True)
+        sys.exit(1)
+    click.echo(f"squidpy: sent {action} to process {pid}" if action != "check" else f"squidpy: running as process {pid}")

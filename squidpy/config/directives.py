@@ -1,0 +1,338 @@
+"""Every squid.conf directive squidpy understands, registered in one place.
+
+Read top to bottom this is also the reference: ``squidpy/config/reference.py``
+renders it into ``docs/reference.md``.  Defaults are written as configuration
+text and parsed by the same code as the admin's lines.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from squidpy.acl.access import AccessList, AccessRule
+from squidpy.acl.types import ACL_TYPES
+from squidpy.config.reader import ConfigError, Quoted, read_value_file
+from squidpy.config.registry import APPEND, CUSTOM, directive
+from squidpy.config.values import (
+    parse_http_port, parse_int, parse_ip, parse_onoff, parse_port_number, parse_size,
+    parse_time,
+)
+from squidpy.log.logformat import PREDEFINED_FORMATS, compile_format
+
+
+def _time(default_unit: str):
+    return lambda args, ctx: parse_time(args, default_unit)
+
+
+def _size(default_unit: str):
+    return lambda args, ctx: parse_size(args, default_unit)
+
+
+def _onoff(args, ctx):
+    return parse_onoff(args)
+
+
+def _word(args, ctx):
+    if len(args) != 1:
+        raise ValueError("expected one value")
+    return args[0]
+
+
+def _choice(*choices: str):
+    def parse(args, ctx):
+        if len(args) != 1 or args[0] not in choices:
+            raise ValueError(f"expected one of: {', '.join(choices)}")
+        return args[0]
+    return parse
+
+
+def _path_or_none(args, ctx):
+    value = _word(args, ctx)
+    return None if value == "none" else ctx.path(value)
+
+
+# ---------------------------------------------------------------- network
+
+directive(
+    "http_port", "[ADDRESS:]PORT [name=NAME]", lambda args, ctx: parse_http_port(args),
+    "3128", "Network", kind=APPEND,
+    doc="""Where squidpy listens for browsers. A bare port listens on every IPv4
+    and IPv6 address; write 127.0.0.1:3128 or [::1]:3128 to listen on one.
+    Several lines open several ports. name=NAME gives the port a name for the
+    myportname ACL. Port 0 (a squidpy extension) picks a free port and logs
+    it in cache_log.""",
+)
+
+directive(
+    "visible_hostname", "HOSTNAME", _word, "${hostname}", "Network",
+    doc="""The name squidpy calls itself in Via headers, error pages and
+    X-Cache headers. It must be unique among chained proxies: a request whose
+    Via already carries it is a forwarding loop and is refused.""",
+)
+
+# ---------------------------------------------------------------- access control
+
+
+def _acl(args, ctx):
+    if len(args) < 2:
+        raise ValueError("expected: acl NAME TYPE [-i|-n] VALUE ...")
+    name, type_name, rest = args[0], args[1], args[2:]
+    if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise ValueError(f"'{name}' is not a valid ACL name (letters, digits, '-', '_', '.')")
+    flags = []
+    allowed = ACL_TYPES[type_name].flags_allowed if type_name in ACL_TYPES else frozenset()
+    while rest and not isinstance(rest[0], Quoted) and rest[0] in allowed:
+        flags.append(rest.pop(0))
+    if rest and rest[0] == "--":
+        rest.pop(0)
+    acl = ctx.config.acls.define(name, type_name, flags, ctx.where)
+    acl.matcher.begin_line(frozenset(flags))
+    ctx.config.acl_lines.setdefault(name, []).append(ctx.where)
+    values = []
+    for token in rest:
+        if isinstance(token, Quoted):
+            try:
+                for lineno, value in read_value_file(token, ctx.base_dir):
+                    values.append((ctx.file_where(token, lineno), value))
+            except OSError as e:
+                raise ValueError(f"cannot read the values of ACL '{name}' from \"{token}\": {e.strerror}") from None
+        else:
+            values.append((ctx.where, token))
+    if not values:
+        ctx.warn(f"ACL '{name}' has no values on this line")
+    for where, value in values:
+        try:
+            acl.matcher.add(value)
+        except ValueError as e:
+            ctx.error_at(where, f"ACL '{name}': {e}")
+
+
+directive(
+    "acl", "NAME TYPE [-i] [-n] VALUE ... | \"FILE\"", _acl, None, "Access control", kind=CUSTOM,
+    doc="""Defines a named test on a request. Lines with the same NAME add
+    values (any one value matching makes the ACL match). A value written in
+    double quotes names a file with one value per line. Predefined: all,
+    localhost, to_localhost, to_linklocal, manager, CONNECT. See docs/acl.md
+    for every TYPE.""",
+)
+
+
+def _access_list(list_name: str, allow_reply: bool = False):
+    def parse(args, ctx):
+        getattr(ctx.config, list_name).add_rule(
+            args, ctx.config.acls, ctx.where, ctx.text, allow_reply=allow_reply)
+    return parse
+
+
+directive(
+    "http_access", "allow|deny [!]ACL ...", _access_list("http_access"), None,
+    "Access control", kind=CUSTOM, empty=lambda: AccessList("http_access", empty_allows=False),
+    doc="""Allows or denies a request. The ACLs of one line must all match
+    (! negates one); lines are tried in order and the first line that matches
+    decides. When no line matches, the answer is the opposite of the last
+    line's; with no http_access line at all every request is denied. End
+    the list with 'http_access deny all' to make this explicit.""",
+)
+
+directive(
+    "http_reply_access", "allow|deny [!]ACL ...", _access_list("http_reply_access", allow_reply=True),
+    None, "Access control", kind=CUSTOM,
+    empty=lambda: AccessList("http_reply_access", empty_allows=True),
+    doc="""Like http_access, checked once the origin's reply headers are in,
+    so reply ACL types (http_status, rep_mime_type, rep_header) may be used.
+    A denied reply is replaced by an access-denied page. Without any line,
+    every reply is allowed.""",
+)
+
+# ---------------------------------------------------------------- logging
+
+
+@dataclass
+class AccessLogSpec:
+    """One ``access_log`` line: where, in which format, for which requests."""
+
+    destination: str
+    format_name: str
+    filter: AccessRule | None
+    where: str
+
+
+def _logformat(args, ctx):
+    name, _, spec = ctx.rest.partition(" ")
+    spec = spec.strip()
+    if not name or not spec:
+        raise ValueError("expected: logformat NAME FORMAT")
+    if name in PREDEFINED_FORMATS:
+        raise ValueError(f"logformat '{name}' is predefined and cannot be redefined")
+    ctx.config.logformat[name] = compile_format(spec)
+
+
+directive(
+    "logformat", "NAME FORMAT", _logformat, None, "Logging", kind=CUSTOM, empty=dict,
+    doc="""Names an access log format made of Squid's % codes (docs/logs.md
+    lists them). Predefined: squid (Squid's native format), common,
+    combined, referrer, useragent.""",
+)
+
+
+def _access_log(args, ctx):
+    if not args:
+        raise ValueError("expected: access_log DESTINATION [FORMAT [ACL ...]]")
+    destination, rest = args[0], args[1:]
+    fmt = "squid"
+    if rest:
+        fmt = rest.pop(0)
+        if fmt.startswith("logformat="):
+            fmt = fmt[len("logformat="):]
+        if fmt not in PREDEFINED_FORMATS and fmt not in ctx.config.logformat:
+            raise ValueError(f"unknown logformat '{fmt}' (define it with a logformat line first)")
+    if destination != "none" and ":" not in destination.split("/", 1)[0]:
+        destination = ctx.path(destination)
+    elif destination.startswith(("stdio:", "daemon:")):
+        kind, _, path = destination.partition(":")
+        destination = f"{kind}:{ctx.path(path)}"
+    rule = None
+    if rest:
+        holder = AccessList("access_log")
+        rule = holder.add_rule(["allow", *rest], ctx.config.acls, ctx.where, ctx.text)
+    return AccessLogSpec(destination, fmt, rule, ctx.where)
+
+
+directive(
+    "access_log", "PATH|stdio:PATH|daemon:PATH|syslog:FACILITY.PRIORITY|tcp://HOST:PORT|udp://HOST:PORT|none [FORMAT [ACL ...]]",
+    _access_log, "${state_dir}/access.log squid", "Logging", kind=APPEND,
+    doc="""Where each finished transaction is logged, in which logformat
+    (default: squid, Squid's native format), and optionally only for the
+    requests matching all the ACLs given. Several lines log to several
+    places; 'none' logs nothing.""",
+)
+
+directive(
+    "cache_log", "PATH", lambda args, ctx: ctx.path(_word(args, ctx)), "${state_dir}/cache.log", "Logging",
+    doc="""squidpy's diagnostics: start-up, reconfiguration, errors talking
+    to origins, configuration warnings. Each line starts with the time.""",
+)
+
+directive(
+    "pid_filename", "PATH|none", _path_or_none, "${state_dir}/squidpy.pid", "Logging",
+    doc="""File holding the process id of the running squidpy; 'squidpy
+    signal' reads it to deliver reconfigure, rotate and shutdown.""",
+)
+
+directive(
+    "logfile_rotate", "N", lambda args, ctx: parse_int(args, 0, 1000), "10", "Logging",
+    doc="""How many rotated copies of each log 'squidpy signal rotate' keeps
+    (access.log.0 is the newest). With 0, rotate only reopens the files, for
+    use with an external logrotate.""",
+)
+
+# ---------------------------------------------------------------- headers
+
+directive(
+    "via", "on|off", _onoff, "on", "Headers",
+    doc="""Add 'Via: 1.1 visible_hostname (squidpy/VERSION)' to requests and
+    replies, as RFC 9110 section 7.6.3 asks of proxies. Turning it off also
+    turns off forwarding-loop detection.""",
+)
+
+directive(
+    "forwarded_for", "on|off|transparent|delete|truncate",
+    _choice("on", "off", "transparent", "delete", "truncate"), "on", "Headers",
+    doc="""What to do with X-Forwarded-For on requests: on appends the
+    client's address; off appends 'unknown'; transparent leaves the header
+    as it came; delete removes it; truncate replaces it with the client's
+    address alone.""",
+)
+
+# ---------------------------------------------------------------- timeouts
+
+directive("connect_timeout", "TIME", _time("second"), "1 minute", "Timeouts",
+          doc="""How long to wait for a TCP connection to an origin (each address
+          tried gets this long).""")
+directive("read_timeout", "TIME", _time("second"), "15 minutes", "Timeouts",
+          doc="""How long an origin connection or a tunnel may stay silent while
+          a transaction waits on it before it is given up (ERR_READ_TIMEOUT).""")
+directive("request_timeout", "TIME", _time("second"), "5 minutes", "Timeouts",
+          doc="""How long a new client connection may take to send complete
+          request headers.""")
+directive("client_idle_pconn_timeout", "TIME", _time("second"), "2 minutes", "Timeouts",
+          doc="""How long an idle persistent client connection is kept open
+          waiting for the next request.""")
+directive("server_idle_pconn_timeout", "TIME", _time("second"), "1 minute", "Timeouts",
+          doc="""How long an idle connection to an origin is kept in the pool for
+          reuse.""")
+directive("shutdown_lifetime", "TIME", _time("second"), "30 seconds", "Timeouts",
+          doc="""On shutdown, how long transactions in progress may go on before
+          their connections are closed.""")
+
+# ---------------------------------------------------------------- limits
+
+directive("request_header_max_size", "SIZE", _size("KB"), "64 KB", "Limits",
+          doc="""Largest request head (request line and headers) accepted; a
+          larger one is answered 431 (ERR_TOO_BIG).""")
+directive("reply_header_max_size", "SIZE", _size("KB"), "64 KB", "Limits",
+          doc="""Largest reply head accepted from an origin; a larger one is
+          answered 502 (ERR_TOO_BIG).""")
+directive("request_body_max_size", "SIZE", _size("KB"), "0 KB", "Limits",
+          doc="""Largest request body accepted (0: no limit). A larger declared
+          body is answered 413 (ERR_TOO_BIG) before anything is forwarded.""")
+
+# ---------------------------------------------------------------- error pages
+
+directive(
+    "error_directory", "DIRECTORY", lambda args, ctx: ctx.directory(_word(args, ctx)), None, "Error pages",
+    doc="""A directory of error page templates named as Squid names them
+    (ERR_ACCESS_DENIED ...). Templates missing there are taken from
+    squidpy's built-in set. Templates use Squid's % codes (docs/errors.md).""",
+)
+
+directive(
+    "cache_mgr", "EMAIL", _word, "webmaster", "Error pages",
+    doc="""The administrator's e-mail address, shown on error pages.""",
+)
+
+# ---------------------------------------------------------------- DNS
+
+
+def _nameservers(args, ctx):
+    if not args:
+        raise ValueError("expected one or more IP addresses")
+    servers = []
+    for arg in args:
+        port = 53
+        if arg.startswith("[") and "]:" in arg:
+            arg, _, port_text = arg.rpartition(":")
+            port = parse_port_number(port_text)
+        elif arg.count(":") == 1:
+            arg, _, port_text = arg.partition(":")
+            port = parse_port_number(port_text)
+        servers.append((parse_ip(arg), port))
+    return servers
+
+
+directive(
+    "dns_nameservers", "IP ...", _nameservers, None, "DNS",
+    doc="""DNS servers to ask instead of those of /etc/resolv.conf. Names in
+    /etc/hosts are always answered from there first. squidpy also accepts
+    IP:PORT (and [IPv6]:PORT) for a server on another port than 53.""",
+)
+directive("positive_dns_ttl", "TIME", _time("second"), "6 hours", "DNS",
+          doc="""Upper bound on how long a DNS answer is reused (the record's own
+          TTL is used when shorter).""")
+directive("negative_dns_ttl", "TIME", _time("second"), "1 minute", "DNS",
+          doc="""How long a failed DNS lookup is remembered before it is tried
+          again.""")
+
+
+def finish_config(config, warn_at) -> None:
+    """Checks that need the whole file: each ACL's values, once all are in."""
+    for acl in config.acls.acls.values():
+        lines = config.acl_lines.get(acl.name)
+        if lines is None and acl.where == "<predefined>":
+            continue
+        for message in acl.matcher.finish():
+            warn_at(lines[0] if lines else acl.where, f"ACL '{acl.name}': {message}")
+
+
+__all__ = ["AccessLogSpec", "ConfigError", "finish_config"]

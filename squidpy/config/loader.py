@@ -1,0 +1,159 @@
+"""Load a squid.conf into a :class:`Config`, collecting every error at once.
+
+``load(path)`` returns a Config or raises :class:`ConfigErrors` listing each
+problem as ``FILE:LINE: message``; warnings ride along on ``config.warnings``.
+Without a path the embedded default configuration is used (the same text as
+``etc/squidpy.conf``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from importlib import resources
+
+from squidpy.acl.access import AclTable
+from squidpy.config import directives
+from squidpy.config.reader import ConfigError, ConfigLine, expand_macros, read_config
+from squidpy.config.registry import APPEND, CUSTOM, DIRECTIVES
+
+DEFAULT_CONFIG_NAME = "squidpy.conf"
+
+
+class ConfigErrors(Exception):
+    def __init__(self, errors: list[ConfigError], warnings: list[ConfigError] = ()):
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+        self.warnings = list(warnings)
+
+
+def state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "squidpy")
+
+
+def cache_root() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "squidpy")
+
+
+def default_macros() -> dict[str, str]:
+    """``${name}`` values usable in any configuration line."""
+    return {
+        "service_name": "squidpy",
+        "process_number": "1",
+        "hostname": socket.gethostname() or "localhost",
+        "state_dir": state_dir(),
+        "cache_root": cache_root(),
+    }
+
+
+def default_config_path() -> str:
+    return str(resources.files("squidpy.config").joinpath(DEFAULT_CONFIG_NAME))
+
+
+class Config:
+    """Directive values as attributes named after the directives."""
+
+    def __init__(self, source: str):
+        self.source = source                # the main file
+        self.acls = AclTable()
+        self.acl_lines: dict[str, list[str]] = {}
+        self.warnings: list[ConfigError] = []
+        for d in DIRECTIVES.values():
+            setattr(self, d.name, d.initial())
+
+
+class ParseContext:
+    """What a directive parser may use: the config being built and the line."""
+
+    def __init__(self, config: Config, line: ConfigLine, errors: list[ConfigError]):
+        self.config = config
+        self.line = line
+        self._errors = errors
+
+    @property
+    def where(self) -> str:
+        return self.line.where
+
+    @property
+    def text(self) -> str:
+        return self.line.text
+
+    @property
+    def rest(self) -> str:
+        return self.line.rest
+
+    @property
+    def base_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.line.filename))
+
+    def path(self, value: str) -> str:
+        """A file path; relative paths are taken from the config file's directory."""
+        return value if os.path.isabs(value) else os.path.join(self.base_dir, value)
+
+    def directory(self, value: str) -> str:
+        path = self.path(value)
+        if not os.path.isdir(path):
+            raise ValueError(f"'{value}' is not a directory")
+        return path
+
+    def file_where(self, filename: str, lineno: int) -> str:
+        return f"{self.path(filename)}:{lineno}"
+
+    def warn(self, message: str) -> None:
+        self.config.warnings.append(ConfigError(self.line.filename, self.line.lineno, message, warning=True))
+
+    def error_at(self, where: str, message: str) -> None:
+        filename, _, lineno = where.rpartition(":")
+        self._errors.append(ConfigError(filename, int(lineno), message))
+
+
+def load(path: str | None = None, text: str | None = None,
+         macros: dict[str, str] | None = None) -> Config:
+    """Parse a configuration file (or ``text`` named ``path``) with defaults applied."""
+    if path is None:
+        path = default_config_path()
+    if text is None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigErrors([ConfigError(path, 0, f"cannot read the configuration: {e.strerror}")]) from None
+    macros = default_macros() if macros is None else macros
+    config = Config(path)
+    errors: list[ConfigError] = []
+    seen: set[str] = set()
+    for line in read_config(text, path, macros, errors):
+        _apply(config, line, errors, seen)
+    for name, d in DIRECTIVES.items():
+        if d.default is not None and name not in seen:
+            default_line = ConfigLine(f"<default {name}>", 0, name, expand_macros(d.default, macros))
+            _apply(config, default_line, errors, seen)
+
+    def warn_at(where: str, message: str) -> None:
+        filename, _, lineno = where.rpartition(":")
+        config.warnings.append(ConfigError(filename, int(lineno or 0), message, warning=True))
+
+    directives.finish_config(config, warn_at)
+    if errors:
+        raise ConfigErrors(errors, config.warnings)
+    return config
+
+
+def _apply(config: Config, line: ConfigLine, errors: list[ConfigError], seen: set[str]) -> None:
+    d = DIRECTIVES.get(line.name)
+    if d is None:
+        errors.append(ConfigError(line.filename, line.lineno, f"unknown directive '{line.name}'"))
+        return
+    ctx = ParseContext(config, line, errors)
+    try:
+        value = d.parse(line.args, ctx)
+    except ValueError as e:
+        errors.append(ConfigError(line.filename, line.lineno, f"{line.name}: {e}"))
+        return
+    seen.add(line.name)
+    if d.kind == APPEND:
+        getattr(config, d.name).append(value)
+    elif d.kind != CUSTOM:
+        setattr(config, d.name, value)

@@ -1,0 +1,299 @@
+"""Request and response heads as plain data, and how a proxy rewrites them.
+
+Headers are kept as received: a list of ``(name, value)`` byte pairs in
+order.  :class:`RequestHead` and :class:`ResponseHead` also note the fields
+that decide framing and forwarding, found in one pass when the head is
+complete.  The rewriting functions apply RFC 9110 section 7.6 (hop-by-hop
+fields, Via) and RFC 9112 section 3.2.2 (Host from the target URI); they
+return the bytes to send, and do no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+
+from squidpy import __version__
+
+# RFC 9110 7.6.1 and RFC 9112 section 9.6: fields meant for one connection only.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
+})
+
+SERVER_NAME = f"squidpy/{__version__}"
+
+
+def comma_tokens(values: list[bytes]) -> set[bytes]:
+    """Lower-cased members of comma-separated field values."""
+    tokens = set()
+    for value in values:
+        for part in value.split(b","):
+            part = part.strip().lower()
+            if part:
+                tokens.add(part)
+    return tokens
+
+
+class RequestHead:
+    __slots__ = (
+        "method", "target", "version", "headers", "connection", "content_length",
+        "chunked", "transfer_encoding", "upgrade", "expect_continue", "via",
+        "forwarded_for", "max_forwards", "host", "size",
+    )
+
+    def __init__(self, method: str, target: str, version: str, headers: list[tuple[bytes, bytes]], size: int = 0):
+        self.method = method
+        self.target = target
+        self.version = version            # "1.0" or "1.1"
+        self.headers = headers
+        self.size = size                  # bytes of the head as received
+        self.connection: set[bytes] = set()
+        self.content_length: int | None = None
+        self.transfer_encoding: list[bytes] = []
+        self.chunked = False
+        self.upgrade: bytes | None = None
+        self.expect_continue = False
+        self.via: list[bytes] = []
+        self.forwarded_for: list[bytes] = []
+        self.max_forwards: bytes | None = None
+        self.host: bytes | None = None
+        connection_values = []
+        for name, value in headers:
+            key = _INTERESTING.get(name.lower())
+            if key is None:
+                continue
+            if key == 1:
+                connection_values.append(value)
+            elif key == 2:
+                self.content_length = int(value.strip())
+            elif key == 3:
+                self.transfer_encoding.extend(comma_tokens([value]))
+            elif key == 4:
+                self.upgrade = value
+            elif key == 5:
+                self.expect_continue = value.strip().lower() == b"100-continue"
+            elif key == 6:
+                self.via.append(value)
+            elif key == 7:
+                self.forwarded_for.append(value)
+            elif key == 8:
+                self.max_forwards = value.strip()
+            elif key == 9:
+                self.host = value.strip()
+            elif key == 10:
+                connection_values.append(value)
+        self.connection = comma_tokens(connection_values) if connection_values else set()
+        self.chunked = bool(self.transfer_encoding) and self.transfer_encoding[-1] == b"chunked"
+        if self.upgrade is not None and b"upgrade" not in self.connection:
+            self.upgrade = None
+
+    @property
+    def keep_alive(self) -> bool:
+        """RFC 9112 9.3: 1.1 persists unless 'close'; 1.0 only with keep-alive."""
+        if self.version == "1.1":
+            return b"close" not in self.connection
+        return b"keep-alive" in self.connection
+
+    def header(self, name: bytes) -> bytes | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+
+_INTERESTING = {
+    b"connection": 1, b"content-length": 2, b"transfer-encoding": 3, b"upgrade": 4,
+    b"expect": 5, b"via": 6, b"x-forwarded-for": 7, b"max-forwards": 8, b"host": 9,
+    b"proxy-connection": 10,
+}
+
+
+class ResponseHead:
+    __slots__ = (
+        "status", "reason", "version", "headers", "connection", "content_length",
+        "chunked", "content_type", "has_date", "size",
+    )
+
+    def __init__(self, status: int, reason: bytes, version: str, headers: list[tuple[bytes, bytes]], size: int = 0):
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.size = size
+        self.content_length: int | None = None
+        self.chunked = False
+        self.content_type: bytes | None = None
+        self.has_date = False
+        connection_values = []
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                self.content_length = int(value.strip())
+            elif lname == b"transfer-encoding":
+                self.chunked = value.strip().lower().endswith(b"chunked")
+            elif lname == b"connection":
+                connection_values.append(value)
+            elif lname == b"content-type":
+                self.content_type = value
+            elif lname == b"date":
+                self.has_date = True
+        self.connection = comma_tokens(connection_values) if connection_values else set()
+
+    @property
+    def keep_alive(self) -> bool:
+        if self.version == "1.1":
+            return b"close" not in self.connection
+        return b"keep-alive" in self.connection
+
+    @property
+    def mime_type(self) -> str | None:
+        if self.content_type is None:
+            return None
+        return self.content_type.split(b";", 1)[0].strip().decode("latin-1") or None
+
+
+def via_value(version: str, hostname: str) -> bytes:
+    """RFC 9110 7.6.3: ``received-protocol received-by (comment)``."""
+    return f"{version} {hostname} ({SERVER_NAME})".encode("latin-1")
+
+
+def is_forwarding_loop(via_values: list[bytes], hostname: str) -> bool:
+    """True when one of the Via entries was added by a proxy called ``hostname``."""
+    name = hostname.lower().encode("latin-1")
+    for value in via_values:
+        for entry in value.split(b","):
+            parts = entry.split()
+            if len(parts) >= 2 and parts[1].lower() == name:
+                return True
+    return False
+
+
+_date_cache = [0, b""]
+
+
+def http_date(now: float | None = None) -> bytes:
+    """IMF-fixdate, recomputed at most once a second."""
+    now = int(time.time() if now is None else now)
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = formatdate(now, usegmt=True).encode("ascii")
+    return _date_cache[1]
+
+
+def forwarded_for(mode: str, existing: list[bytes], client_ip: str) -> bytes | None:
+    """The X-Forwarded-For value to send for ``forwarded_for MODE``, None to send none."""
+    if mode == "transparent":
+        return b", ".join(existing) if existing else None
+    if mode == "delete":
+        return None
+    me = client_ip.encode("ascii") if mode in ("on", "truncate") else b"unknown"
+    if mode == "truncate" or not existing:
+        return me
+    return b", ".join(existing) + b", " + me
+
+
+def request_head_for_origin(
+    req: RequestHead,
+    path: str,
+    authority: str,
+    client_ip: str,
+    via: bytes | None,
+    xff_mode: str,
+    max_forwards: int | None = None,
+) -> bytes:
+    """The origin-form request squidpy sends upstream for ``req``."""
+    drop = HOP_BY_HOP
+    if req.connection:
+        drop = drop | req.connection
+    out = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (
+        req.method.encode("ascii"), path.encode("latin-1"), authority.encode("latin-1"))]
+    append = out.append
+    for name, value in req.headers:
+        lname = name.lower()
+        if lname in drop or lname in _REWRITTEN_REQUEST:
+            continue
+        append(b"%s: %s\r\n" % (name, value))
+    if req.chunked:
+        append(b"Transfer-Encoding: chunked\r\n")
+    if req.upgrade is not None:
+        append(b"Connection: Upgrade\r\nUpgrade: %s\r\n" % req.upgrade)
+    if max_forwards is not None:
+        append(b"Max-Forwards: %d\r\n" % max_forwards)
+    elif req.max_forwards is not None:
+        append(b"Max-Forwards: %s\r\n" % req.max_forwards)
+    if req.via:
+        for value in req.via:
+            append(b"Via: %s\r\n" % value)
+    if via is not None:
+        append(b"Via: %s\r\n" % via)
+    xff = forwarded_for(xff_mode, req.forwarded_for, client_ip)
+    if xff is not None:
+        append(b"X-Forwarded-For: %s\r\n" % xff)
+    append(b"\r\n")
+    return b"".join(out)
+
+
+_REWRITTEN_REQUEST = frozenset({b"host", b"via", b"x-forwarded-for", b"max-forwards"})
+
+# How the body of a reply is framed towards the client.
+LENGTH, CHUNKED, CLOSE, NO_BODY = "length", "chunked", "close", "none"
+
+
+def response_head_for_client(
+    resp: ResponseHead,
+    framing: str,
+    keep_alive: bool,
+    client_version: str,
+    via: bytes | None,
+    x_cache: bytes | None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """The reply head squidpy sends to the client for the origin's ``resp``."""
+    upgrading = resp.status == 101
+    drop = HOP_BY_HOP
+    if resp.connection:
+        drop = drop | resp.connection
+    if upgrading:
+        drop = drop - {b"upgrade", b"connection"}
+    out = [b"HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason)]
+    append = out.append
+    for name, value in resp.headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname == b"content-length" and framing in (CHUNKED, CLOSE):
+            continue
+        append(b"%s: %s\r\n" % (name, value))
+    if not resp.has_date:
+        append(b"Date: %s\r\n" % http_date())
+    if extra:
+        for name, value in extra:
+            append(b"%s: %s\r\n" % (name, value))
+    if framing == CHUNKED:
+        append(b"Transfer-Encoding: chunked\r\n")
+    if via is not None:
+        append(b"Via: %s\r\n" % via)
+    if x_cache is not None:
+        append(b"X-Cache: %s\r\n" % x_cache)
+    if not upgrading:
+        if not keep_alive:
+            append(b"Connection: close\r\n")
+        elif client_version == "1.0":
+            append(b"Connection: keep-alive\r\n")
+    append(b"\r\n")
+    return b"".join(out)
+
+
+def response_framing(request_method: str, resp: ResponseHead, client_version: str) -> str:
+    """How to frame ``resp``'s body to the client (RFC 9112 6.3)."""
+    status = resp.status
+    if request_method == "HEAD" or status < 200 or status in (204, 304):
+        return NO_BODY
+    if resp.chunked:
+        return CHUNKED if client_version == "1.1" else CLOSE
+    if resp.content_length is not None:
+        return LENGTH
+    # close-delimited from the origin: chunk it for 1.1 clients to keep them alive
+    return CHUNKED if client_version == "1.1" else CLOSE

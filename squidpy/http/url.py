@@ -1,0 +1,135 @@
+"""Request targets (RFC 9112 section 3.2): absolute-form, authority-form, origin-form.
+
+A forward proxy is sent ``GET http://host:port/path HTTP/1.1`` and
+``CONNECT host:port HTTP/1.1``.  :func:`parse_target` turns the target into
+a :class:`Target` or raises :class:`BadTarget` with Squid's error page name.
+Hosts are strict DNS names or IP literals: userinfo, empty hosts, stray
+characters and bad ports are refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
+
+
+class BadTarget(ValueError):
+    def __init__(self, error: str, detail: str, status: int = 400):
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+        self.status = status
+
+
+class Target:
+    """Where a request goes.  ``kind`` is 'absolute', 'authority' or 'origin'."""
+
+    __slots__ = ("kind", "scheme", "host", "port", "path", "url", "ip_literal")
+
+    def __init__(self, kind: str, scheme: str, host: str, port: int, path: str, ip_literal: bool):
+        self.kind = kind
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.path = path
+        self.ip_literal = ip_literal
+        self.url = canonical_url(kind, scheme, host, port, path)
+
+    @property
+    def authority(self) -> str:
+        """``host[:port]`` as sent in Host: the port only when not the default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port == DEFAULT_PORTS.get(self.scheme):
+            return host
+        return f"{host}:{self.port}"
+
+
+def canonical_url(kind: str, scheme: str, host: str, port: int, path: str) -> str:
+    """The URL as Squid logs it: lower-case host, no default port."""
+    shown = f"[{host}]" if ":" in host else host
+    if kind == "authority":
+        return f"{shown}:{port}"
+    if port != DEFAULT_PORTS.get(scheme):
+        shown = f"{shown}:{port}"
+    return f"{scheme}://{shown}{path}"
+
+
+def parse_host(text: str) -> tuple[str, bool]:
+    """Validate a host; returns ``(host, is_ip_literal)`` with IPv6 unbracketed."""
+    if text.startswith("["):
+        if not text.endswith("]"):
+            raise BadTarget("ERR_INVALID_URL", f"malformed IPv6 address '{text}'")
+        try:
+            ip = ipaddress.IPv6Address(text[1:-1])
+        except ValueError:
+            raise BadTarget("ERR_INVALID_URL", f"malformed IPv6 address '{text}'") from None
+        return str(ip), True
+    host = text.lower()
+    if not host:
+        raise BadTarget("ERR_INVALID_URL", "the URL has no host")
+    if len(host) > 255 or not _HOST_CHARS.issuperset(host):
+        raise BadTarget("ERR_INVALID_URL", f"'{text}' is not a valid host name")
+    if host.rstrip(".").replace(".", "").isdigit():
+        try:
+            return str(ipaddress.IPv4Address(host.rstrip("."))), True
+        except ValueError:
+            raise BadTarget("ERR_INVALID_URL", f"'{text}' is not a valid IPv4 address") from None
+    if host.startswith((".", "-")) or ".." in host:
+        raise BadTarget("ERR_INVALID_URL", f"'{text}' is not a valid host name")
+    return host, False
+
+
+def split_authority(authority: str, default_port: int | None) -> tuple[str, int]:
+    """``host[:port]`` -> (host text, port); refuses userinfo."""
+    if "@" in authority:
+        raise BadTarget("ERR_INVALID_URL", "user names and passwords in URLs are not accepted")
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end < 0:
+            raise BadTarget("ERR_INVALID_URL", f"malformed IPv6 address in '{authority}'")
+        host, rest = authority[:end + 1], authority[end + 1:]
+        if rest and not rest.startswith(":"):
+            raise BadTarget("ERR_INVALID_URL", f"malformed authority '{authority}'")
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text = authority.partition(":")
+        if not colon:
+            port_text = None
+    if port_text is None or port_text == "":
+        if default_port is None:
+            raise BadTarget("ERR_INVALID_URL", f"'{authority}' has no port")
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise BadTarget("ERR_INVALID_URL", f"'{port_text}' is not a valid port")
+    return host, int(port_text)
+
+
+def parse_target(method: str, target: str) -> Target:
+    if method == "CONNECT":
+        host_text, port = split_authority(target, None)
+        host, literal = parse_host(host_text)
+        return Target("authority", "authority", host, port, "", literal)
+    if target.startswith("/") or target == "*":
+        return Target("origin", "", "", 0, target, False)
+    scheme, sep, rest = target.partition("://")
+    scheme = scheme.lower()
+    if not sep or not scheme.isascii() or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
+        raise BadTarget("ERR_INVALID_URL", f"'{target[:200]}' is not a URL")
+    if "#" in rest:
+        raise BadTarget("ERR_INVALID_URL", "a request target cannot carry a #fragment")
+    cut = len(rest)
+    for ch in "/?":
+        i = rest.find(ch)
+        if 0 <= i < cut:
+            cut = i
+    authority, path = rest[:cut], rest[cut:]
+    if not path.startswith("/"):
+        path = "/" + path
+    if scheme not in DEFAULT_PORTS:
+        raise BadTarget("ERR_UNSUP_REQ", f"the '{scheme}' protocol is not supported", status=501)
+    host_text, port = split_authority(authority, DEFAULT_PORTS[scheme])
+    host, literal = parse_host(host_text)
+    return Target("absolute", scheme, host, port, path, literal)

@@ -1,0 +1,52 @@
+"""cache_log: squidpy's diagnostics, one timestamped line per event.
+
+Lines look like Squid's: ``2026/11/23 10:00:00| message``.  The handler can
+be reopened for rotation; with ``echo`` the same lines also go to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from squidpy.log.rotate import rotate_numbered
+
+log = logging.getLogger("squidpy")
+
+_FORMAT = logging.Formatter("%(asctime)s| %(message)s", "%Y/%m/%d %H:%M:%S")
+
+
+class CacheLog:
+    def __init__(self, path: str, echo: bool = False):
+        self.path = path
+        self.handler: logging.Handler | None = None
+        self.echo_handler: logging.Handler | None = None
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        self.open()
+        if echo:
+            self.echo_handler = logging.StreamHandler(sys.stderr)
+            self.echo_handler.setFormatter(_FORMAT)
+            log.addHandler(self.echo_handler)
+
+    def open(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        handler = logging.FileHandler(self.path, encoding="utf-8", delay=False)
+        handler.setFormatter(_FORMAT)
+        if self.handler is not None:
+            log.removeHandler(self.handler)
+            self.handler.close()
+        self.handler = handler
+        log.addHandler(handler)
+
+    def rotate(self, keep: int) -> None:
+        rotate_numbered(self.path, keep)
+        self.open()
+
+    def close(self) -> None:
+        for h in (self.handler, self.echo_handler):
+            if h is not None:
+                log.removeHandler(h)
+                h.close()
+        self.handler = self.echo_handler = None

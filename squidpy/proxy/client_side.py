@@ -1,0 +1,330 @@
+"""The client side: a browser's connection to squidpy (Squid's client_side).
+
+:class:`ClientConnection` parses requests with httptools, queues pipelined
+ones and runs them one at a time as :class:`Transaction` objects, so replies
+leave in request order.  It enforces the client timeouts and the request
+head size limit, and becomes one half of a tunnel after CONNECT or a 101.
+:class:`ClientFactory` is the Twisted factory behind every ``http_port``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import httptools
+from twisted.internet import interfaces
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
+
+from squidpy.acl.checklist import Checklist
+from squidpy.http.message import RequestHead
+from squidpy.proxy.transaction import Transaction
+
+MAX_PIPELINE = 16          # queued requests before we stop reading
+LINGER = 2.0               # seconds to drain a client we refused before closing
+MAX_RAW_BUFFER = 256 * 1024
+
+
+class _HeadTooBig(Exception):
+    pass
+
+
+def plain_ip(host: str) -> str:
+    """'::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host.split("%", 1)[0]
+
+
+@implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
+class ClientConnection(Protocol):
+    def __init__(self, service, port_name: str):
+        self.service = service
+        self.port_name = port_name
+        self.queue: deque[Transaction] = deque()
+        self.active: Transaction | None = None
+        self.tunnel = None
+        self.parser = None
+        self.deadline = None
+        self.closing = False       # no more requests will be read
+        self.eof = False           # the client half-closed
+        self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
+        self._paused_by: set[str] = set()
+        self._starting = False
+        self._reset_request()
+
+    # ------------------------------------------------------------ connection
+    def connectionMade(self):
+        t = self.transport
+        peer, host = t.getPeer(), t.getHost()
+        self.client_ip, self.client_port = plain_ip(peer.host), peer.port
+        self.local_ip, self.local_port = plain_ip(host.host), host.port
+        t.setTcpNoDelay(True)
+        t.registerProducer(self, True)
+        self.parser = httptools.HttpRequestParser(self)
+        self.deadline = time.monotonic() + self.service.config.request_timeout
+        self.service.client_connected(self)
+
+    def connectionLost(self, reason):
+        self.closing = True
+        self.service.client_disconnected(self)
+        if self.tunnel is not None:
+            self.tunnel.client_closed()
+            return
+        active, self.active = self.active, None
+        if active is not None:
+            active.client_aborted()
+        self.queue.clear()
+
+    def readConnectionLost(self):
+        """The client sent EOF: finish what was asked, then close."""
+        if self.tunnel is not None:
+            self.tunnel.client_eof()
+            return
+        self.eof = True
+        self.closing = True
+        if self.active is None and not self.queue:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        self.transport.loseConnection()
+
+    def checklist(self, head: RequestHead, target) -> Checklist:
+        ch = Checklist(
+            src=self.client_ip, method=head.method, url=target.url, scheme=target.scheme,
+            host=target.host, port=target.port, path=target.path,
+            request_headers=head.headers, src_port=self.client_port, local_ip=self.local_ip,
+            local_port=self.local_port, port_name=self.port_name,
+        )
+        ch.client_connections = self.service.connections_from(self.client_ip)
+        return ch
+
+    # ------------------------------------------------------------ reading
+    def dataReceived(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
+        if self.raw is not None:
+            self.raw.append(data)
+            if sum(map(len, self.raw)) > MAX_RAW_BUFFER:
+                self.pause_reading("raw")
+            return
+        if self.closing:
+            return      # lingering after a refusal: drain and drop
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self.raw = [data[e.args[0]:]] if e.args[0] < len(data) else []
+            return
+        except httptools.HttpParserError as e:
+            if isinstance(e.__context__, _HeadTooBig):
+                return self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size", 431)
+            return self._refuse(*_classify_parse_error(e))
+        if self._in_head and self._head_bytes > self.service.config.request_header_max_size:
+            self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size", 431)
+
+    def _reset_request(self) -> None:
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._head_bytes = 0
+        self._in_head = False
+        self._txn: Transaction | None = None     # the request whose body is being read
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._started = time.time()
+        self.deadline = time.monotonic() + self.service.config.request_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return      # a trailer field after a chunked body: dropped
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.service.config.request_header_max_size:
+            raise _HeadTooBig()
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        method = parser.get_method().decode("ascii")
+        url = self._url.decode("latin-1")
+        size = len(method) + len(url) + 12 + self._head_size + 2
+        head = RequestHead(method, url, parser.get_http_version(), self._headers, size)
+        txn = Transaction(self, head, self._started)
+        self._txn = txn
+        self._in_head = False
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._head_bytes = 0
+        self.deadline = None
+        if not head.keep_alive:
+            self.closing = True
+        self.queue.append(txn)
+        if len(self.queue) > MAX_PIPELINE:
+            self.pause_reading("pipeline")
+        self._start_next()
+
+    def on_body(self, data: bytes) -> None:
+        txn = self._txn
+        if txn is not None:
+            txn.client_body(data)
+
+    def on_message_complete(self) -> None:
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.client_body_done()
+
+    def _refuse(self, error: str, detail: str, status: int) -> None:
+        """A request that cannot be parsed: answer it, then stop reading this client."""
+        head = RequestHead("NONE", "error:invalid-request", "1.1", [], self._head_bytes)
+        txn = Transaction(self, head, time.time())
+        txn.entry.url = "error:invalid-request"
+        txn.keep_alive = False
+        self.closing = True
+        self._txn = None
+        txn.refusal = (error, detail, status)
+        self.queue.append(txn)
+        self._start_next()
+
+    # ------------------------------------------------------------ transactions
+    def _start_next(self) -> None:
+        if self._starting:
+            return
+        self._starting = True
+        try:
+            while self.active is None and self.queue:
+                self.active = self.queue.popleft()
+                if len(self.queue) <= MAX_PIPELINE:
+                    self.resume_reading("pipeline")
+                self.active.start()
+        finally:
+            self._starting = False
+
+    def transaction_done(self, txn: Transaction) -> None:
+        if txn is not self.active:
+            return
+        self.active = None
+        self.resume_reading("body")
+        if self.raw is not None and self.tunnel is None:
+            # an Upgrade the origin declined: what followed the request is HTTP again
+            raw, self.raw = self.raw, None
+            self.resume_reading("raw")
+            if txn.keep_alive and txn.head.method != "CONNECT":
+                self.parser = httptools.HttpRequestParser(self)
+                self._start_next()
+                for data in raw:
+                    self.dataReceived(data)
+                return
+            txn.keep_alive = False
+        if not txn.keep_alive or (self.closing and not self.queue):
+            self.closing = True
+            self.queue.clear()
+            self._close_after_reply(txn)
+            return
+        if not self.queue:
+            self.deadline = time.monotonic() + self.service.config.client_idle_pconn_timeout
+        self._start_next()
+
+    def _close_after_reply(self, txn: Transaction) -> None:
+        if self.tunnel is not None:
+            return
+        if txn.body_done or self.eof:
+            self.transport.loseConnection()
+        else:
+            # the client may still be sending a body we refused: let it drain,
+            # so the reply is not lost to a reset (a lingering close)
+            self.transport.loseWriteConnection()
+            self.deadline = time.monotonic() + LINGER
+
+    def become_tunnel(self, tunnel) -> None:
+        self.tunnel = tunnel
+        self.deadline = None
+        raw, self.raw = self.raw, None
+        self.resume_reading("raw")
+        for data in raw or ():
+            if data:
+                tunnel.from_client(data)
+
+    def raw_head(self, head: RequestHead) -> bytes:
+        """The request head as received (for TRACE)."""
+        lines = [f"{head.method} {head.target} HTTP/{head.version}".encode("latin-1")]
+        lines.extend(b"%s: %s" % kv for kv in head.headers)
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    # ------------------------------------------------------------ writing
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def write_sequence(self, parts) -> None:
+        self.transport.writeSequence(parts)
+
+    def abort(self) -> None:
+        self.closing = True
+        self.transport.abortConnection()
+
+    # ------------------------------------------------------------ flow control
+    def pause_reading(self, reason: str) -> None:
+        if not self._paused_by:
+            self.transport.pauseProducing()
+        self._paused_by.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self._paused_by:
+            self._paused_by.discard(reason)
+            if not self._paused_by:
+                self.transport.resumeProducing()
+
+    def pauseProducing(self):
+        """Our write buffer to the client is full: stop reading the origin."""
+        source = self._source()
+        if source is not None:
+            source.pause_reading("client")
+
+    def resumeProducing(self):
+        source = self._source()
+        if source is not None:
+            source.resume_reading("client")
+
+    def stopProducing(self):
+        pass
+
+    def _source(self):
+        if self.tunnel is not None:
+            return self.tunnel.server
+        if self.active is not None:
+            return self.active.server
+        return None
+
+    def timed_out(self) -> None:
+        if self.active is None and not self.queue and self.tunnel is None:
+            self.transport.abortConnection() if self.closing else self.transport.loseConnection()
+
+
+def _classify_parse_error(e: Exception) -> tuple[str, str, int]:
+    text = str(e) or e.__class__.__name__
+    if isinstance(e, httptools.HttpParserInvalidMethodError):
+        return "ERR_UNSUP_REQ", "the request method is not supported", 501
+    if isinstance(e, httptools.HttpParserInvalidURLError):
+        return "ERR_INVALID_URL", f"the request target is malformed ({text})", 400
+    return "ERR_INVALID_REQ", f"the request is malformed: {text}", 400
+
+
+class ClientFactory(Factory):
+    """Builds a :class:`ClientConnection` for each browser connection on one http_port."""
+
+    def __init__(self, service, listen):
+        self.service = service
+        self.listen = listen
+
+    def buildProtocol(self, addr):
+        conn = ClientConnection(self.service, self.listen.name)
+        conn.factory = self
+        return conn

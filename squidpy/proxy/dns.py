@@ -1,0 +1,115 @@
+"""Asynchronous DNS with Squid's positive and negative caching.
+
+Names are looked up in /etc/hosts first, then with Twisted's DNS client
+(``dns_nameservers`` or /etc/resolv.conf), A and AAAA in parallel.  Answers
+are kept for the record's TTL capped by ``positive_dns_ttl``; failures for
+``negative_dns_ttl``.  Concurrent lookups of one name share one query.
+IPv4 addresses are tried before IPv6 ones.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from twisted.internet import defer
+from twisted.names import client, dns, error, hosts, resolve
+
+
+class DnsError(Exception):
+    """A name could not be resolved; the message is shown on ERR_DNS_FAIL."""
+
+
+def build_resolver(servers: list[tuple[str, int]] | None):
+    """/etc/hosts first, then ``servers`` (or /etc/resolv.conf when None)."""
+    upstream = client.Resolver(resolv=None if servers else "/etc/resolv.conf", servers=servers)
+    return resolve.ResolverChain([hosts.Resolver(b"/etc/hosts"), upstream])
+
+
+class DnsCache:
+    def __init__(self, resolver, positive_ttl: float, negative_ttl: float, timeout: float = 10.0):
+        self.resolver = resolver
+        self.positive_ttl = positive_ttl
+        self.negative_ttl = negative_ttl
+        self.timeout = timeout
+        self._cache: dict[str, tuple[float, list[str] | DnsError]] = {}
+        self._waiting: dict[str, list[defer.Deferred]] = {}
+
+    def cached(self, host: str) -> list[str] | None:
+        """Addresses for ``host`` without waiting, if fresh in the cache."""
+        hit = self._cache.get(host)
+        if hit is not None and hit[0] > time.monotonic() and isinstance(hit[1], list):
+            return hit[1]
+        return None
+
+    def resolve(self, host: str) -> defer.Deferred:
+        """Fires with a non-empty list of addresses or fails with :class:`DnsError`."""
+        hit = self._cache.get(host)
+        if hit is not None and hit[0] > time.monotonic():
+            if isinstance(hit[1], DnsError):
+                return defer.fail(hit[1])
+            return defer.succeed(hit[1])
+        d = defer.Deferred()
+        waiting = self._waiting.get(host)
+        if waiting is not None:
+            waiting.append(d)
+            return d
+        self._waiting[host] = [d]
+        self._query(host)
+        return d
+
+    def _query(self, host: str) -> None:
+        name = host.encode("idna") if not host.isascii() else host.encode("ascii")
+        timeout = (self.timeout / 2, self.timeout / 2)
+        a = self.resolver.lookupAddress(name, timeout=timeout)
+        aaaa = self.resolver.lookupIPV6Address(name, timeout=timeout)
+        done = defer.DeferredList([a, aaaa], consumeErrors=True)
+        done.addCallback(self._answered, host)
+
+    def _answered(self, results, host: str) -> None:
+        addresses: list[str] = []
+        ttl = self.positive_ttl
+        failures = []
+        for ok, value in results:
+            if not ok:
+                failures.append(value)
+                continue
+            for record in value[0]:
+                if record.type == dns.A or record.type == dns.AAAA:
+                    addresses.append(record.payload.dottedQuad() if record.type == dns.A
+                                     else _ipv6_text(record.payload))
+                    ttl = min(ttl, max(record.ttl, 0) or ttl)
+        now = time.monotonic()
+        if addresses:
+            result: list[str] | DnsError = sorted(dict.fromkeys(addresses), key=lambda a: ":" in a)
+            self._cache[host] = (now + ttl, result)
+        else:
+            result = DnsError(_describe(failures, host))
+            self._cache[host] = (now + self.negative_ttl, result)
+        for d in self._waiting.pop(host, ()):
+            if isinstance(result, DnsError):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+def _ipv6_text(payload) -> str:
+    return socket.inet_ntop(socket.AF_INET6, payload.address)
+
+
+def _describe(failures, host: str) -> str:
+    for f in failures:
+        if f.check(error.DNSNameError):
+            return f"Name Error: the domain name '{host}' does not exist"
+    for f in failures:
+        if f.check(defer.TimeoutError, error.DNSQueryTimeoutError):
+            return f"Timeout: no DNS server answered for '{host}'"
+    for f in failures:
+        if f.check(error.DNSServerError):
+            return f"Server Failure: the DNS server could not answer for '{host}'"
+    if failures:
+        return f"DNS lookup of '{host}' failed: {failures[0].getErrorMessage()}"
+    return f"No address records: '{host}' has no IPv4 or IPv6 address"

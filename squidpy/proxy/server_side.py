@@ -1,0 +1,345 @@
+"""The server side: connections to origins, and the pool that reuses them.
+
+A :class:`ServerConnection` carries one transaction at a time: it writes the
+request head the transaction gives it, parses the reply with httptools and
+hands the events back (``response_head``, ``response_body``,
+``response_done``, ``server_failed``).  Between transactions it waits in the
+:class:`ServerPool`, keyed by (scheme, host, port), until
+``server_idle_pconn_timeout``.  After a CONNECT or a 101 it becomes one half
+of a tunnel and passes bytes through untouched.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httptools
+from twisted.internet import defer, error as ierror, ssl
+from twisted.internet.protocol import ClientFactory, Protocol
+
+from squidpy.http.message import ResponseHead
+
+MAX_IDLE_PER_ORIGIN = 32
+
+
+class UpstreamError(Exception):
+    """Talking to the origin failed; ``error`` is the ERR_* page to show."""
+
+    def __init__(self, error: str, detail: str, status: int = 502, retriable: bool = False,
+                 server_ip: str | None = None):
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+        self.status = status
+        self.retriable = retriable
+        self.server_ip = server_ip
+
+
+class _StopParsing(Exception):
+    pass
+
+
+class ServerConnection(Protocol):
+    def __init__(self, pool: "ServerPool", key: tuple):
+        self.pool = pool
+        self.key = key
+        self.txn = None
+        self.tunnel = None
+        self.parser = None
+        self.deadline = None
+        self.idle = False
+        self.peer_ip = None
+        self.peer_port = None
+        self.local_ip = None
+        self.local_port = None
+        self.used = 0              # transactions carried so far
+        self.connected = False
+        self._paused_by = set()
+        self._response_started = False
+        self._head: ResponseHead | None = None
+        self._headers = None
+        self._reason = b""
+        self._head_bytes = 0
+        self._no_body = False
+        self._close_delimited = False
+        self._done = False
+        self.bytes_in = 0
+
+    # ------------------------------------------------------------ connection
+    def connectionMade(self):
+        self.connected = True
+        peer, host = self.transport.getPeer(), self.transport.getHost()
+        self.peer_ip, self.peer_port = peer.host, peer.port
+        self.local_ip, self.local_port = host.host, host.port
+        self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
+        self.pool.timeouts.add(self)
+        d, self._connected_d = self._connected_d, None
+        if d is not None:
+            d.callback(self)
+
+    def connectionLost(self, reason):
+        self.connected = False
+        self.pool.timeouts.discard(self)
+        self.pool.forget(self)
+        if self.tunnel is not None:
+            self.tunnel.server_closed()
+            return
+        txn, self.txn = self.txn, None
+        if txn is None:
+            return
+        if self._close_delimited and self._head is not None and not self._done:
+            self._done = True
+            txn.response_done(reusable=False)
+            return
+        if self._done:
+            return
+        if self._head is None:
+            nothing = self.bytes_in == 0
+            txn.server_failed(UpstreamError(
+                "ERR_ZERO_SIZE_OBJECT" if nothing else "ERR_READ_ERROR",
+                "the server closed the connection before sending a reply" if nothing
+                else "the server closed the connection in the middle of the reply headers",
+                retriable=nothing and self.used > 1,
+            ))
+        else:
+            txn.server_failed(UpstreamError(
+                "ERR_READ_ERROR", "the server closed the connection before the end of the reply"))
+
+    # ------------------------------------------------------------ requests
+    def start(self, txn, head: bytes, read_timeout: float, no_body: bool) -> None:
+        """Send a request head and expect its reply (``no_body`` for HEAD)."""
+        self.txn = txn
+        self.idle = False
+        self.used += 1
+        self.bytes_in = 0
+        self._head = None
+        self._headers = []
+        self._head_bytes = 0
+        self._no_body = no_body
+        self._close_delimited = False
+        self._done = False
+        self._read_timeout = read_timeout
+        self.parser = httptools.HttpResponseParser(self)
+        self.deadline = time.monotonic() + read_timeout
+        self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_server(data)
+            return
+        if self.txn is None:
+            # bytes nobody asked for: this connection cannot be trusted again
+            self.transport.loseConnection()
+            return
+        self.bytes_in += len(data)
+        self.deadline = time.monotonic() + self._read_timeout
+        if self._head is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.pool.reply_header_max_size:
+                return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._upgraded(data[e.args[0]:])
+        except httptools.HttpParserError as e:
+            cause = e.__context__
+            if isinstance(cause, _StopParsing):
+                if not data.endswith(b"\r\n\r\n"):
+                    self.transport.loseConnection()
+                return
+            self._fail("ERR_INVALID_RESP", f"the server sent an invalid reply: {e}")
+
+    def _fail(self, error: str, detail: str) -> None:
+        txn, self.txn = self.txn, None
+        self.transport.abortConnection()
+        if txn is not None and not self._done:
+            self._done = True
+            txn.server_failed(UpstreamError(error, detail))
+
+    # ------------------------------------------------------------ httptools callbacks
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head is not None:
+            return      # trailer fields: not forwarded
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        head = ResponseHead(status, self._reason or b"", parser.get_http_version(), self._headers)
+        self._reason = b""
+        self._headers = []
+        if status < 200 and status != 101:
+            self.txn.interim_response(head)
+            return
+        self._head = head
+        self._close_delimited = head.content_length is None and not head.chunked and status not in (204, 304)
+        txn = self.txn
+        txn.response_head(head)
+        if self._no_body and status != 101 and self.txn is txn:
+            self._done = True
+            self.txn = None
+            txn.response_done(reusable=head.keep_alive)
+            raise _StopParsing()
+
+    def on_body(self, data: bytes) -> None:
+        txn = self.txn
+        if txn is not None:
+            txn.response_body(data)
+
+    def on_message_complete(self) -> None:
+        if self._head is None:
+            return      # end of an interim 1xx reply
+        txn, self.txn = self.txn, None
+        if txn is not None and not self._done:
+            self._done = True
+            txn.response_done(reusable=self._head.keep_alive and not self._close_delimited)
+
+    def _upgraded(self, rest: bytes) -> None:
+        txn = self.txn
+        if txn is not None:
+            txn.server_upgraded(self, rest)
+
+    # ------------------------------------------------------------ flow control
+    def pause_reading(self, reason: str) -> None:
+        if not self._paused_by:
+            self.transport.pauseProducing()
+        self._paused_by.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self._paused_by:
+            self._paused_by.discard(reason)
+            if not self._paused_by and self.connected:
+                self.transport.resumeProducing()
+
+    def pauseProducing(self):
+        """Our write buffer to the origin is full: stop reading the client."""
+        owner = self.tunnel or self.txn
+        if owner is not None:
+            owner.client.pause_reading("server")
+
+    def resumeProducing(self):
+        owner = self.tunnel or self.txn
+        if owner is not None:
+            owner.client.resume_reading("server")
+
+    def stopProducing(self):
+        pass
+
+    def timed_out(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.timed_out()
+        elif self.idle or self.txn is None:
+            self.transport.loseConnection()
+        else:
+            self._fail("ERR_READ_TIMEOUT", "the server did not answer within read_timeout")
+
+    def detach(self) -> None:
+        """The transaction is over: undo any pause it caused."""
+        for reason in list(self._paused_by):
+            self.resume_reading(reason)
+
+
+class _Connector(ClientFactory):
+    def __init__(self, pool: "ServerPool", key: tuple, d: defer.Deferred):
+        self.pool = pool
+        self.key = key
+        self.d = d
+
+    def buildProtocol(self, addr):
+        conn = ServerConnection(self.pool, self.key)
+        conn._connected_d = self.d
+        return conn
+
+    def clientConnectionFailed(self, connector, reason):
+        d, self.d = self.d, None
+        if d is not None:
+            d.errback(reason)
+
+
+class ServerPool:
+    """Idle origin connections by (scheme, host, port), newest reused first."""
+
+    def __init__(self, reactor, timeouts, config):
+        self.reactor = reactor
+        self.timeouts = timeouts
+        self.idle: dict[tuple, list[ServerConnection]] = {}
+        self.configure(config)
+
+    def configure(self, config) -> None:
+        self.connect_timeout = config.connect_timeout
+        self.idle_timeout = config.server_idle_pconn_timeout
+        self.reply_header_max_size = config.reply_header_max_size
+
+    def get_idle(self, key: tuple) -> ServerConnection | None:
+        conns = self.idle.get(key)
+        while conns:
+            conn = conns.pop()
+            if conn.connected:
+                conn.idle = False
+                return conn
+        return None
+
+    def release(self, conn: ServerConnection) -> None:
+        conn.detach()
+        conn.txn = None
+        conn.parser = None
+        conns = self.idle.setdefault(conn.key, [])
+        if not conn.connected or len(conns) >= MAX_IDLE_PER_ORIGIN or self.idle_timeout <= 0:
+            conn.transport.loseConnection()
+            return
+        conn.idle = True
+        conn.deadline = time.monotonic() + self.idle_timeout
+        conns.append(conn)
+
+    def forget(self, conn: ServerConnection) -> None:
+        conns = self.idle.get(conn.key)
+        if conns and conn in conns:
+            conns.remove(conn)
+
+    def close_idle(self) -> None:
+        for conns in self.idle.values():
+            for conn in conns:
+                conn.transport.loseConnection()
+        self.idle.clear()
+
+    @defer.inlineCallbacks
+    def connect(self, key: tuple, addresses: list[str]):
+        """Connect to the first address that answers; fails with UpstreamError."""
+        scheme, host, port = key
+        last = None
+        for address in addresses:
+            d = defer.Deferred()
+            factory = _Connector(self, key, d)
+            if scheme == "https":
+                creator = ssl.optionsForClientTLS(host)
+                self.reactor.connectSSL(address, port, factory, creator, timeout=self.connect_timeout)
+            else:
+                self.reactor.connectTCP(address, port, factory, timeout=self.connect_timeout)
+            try:
+                conn = yield d
+            except Exception as e:
+                last = (address, e)
+                continue
+            return conn
+        address, e = last if last else (None, None)
+        raise UpstreamError("ERR_CONNECT_FAIL", _describe_connect_error(e), status=503,
+                            server_ip=address) from None
+
+
+def _describe_connect_error(e) -> str:
+    if isinstance(e, ierror.ConnectionRefusedError):
+        return "(111) Connection refused"
+    if isinstance(e, (ierror.TimeoutError, ierror.TCPTimedOutError)):
+        return "(110) Connection timed out"
+    if isinstance(e, ierror.NoRouteError):
+        return "(113) No route to host"
+    if e is None:
+        return "no address to connect to"
+    return str(e) or e.__class__.__name__

@@ -1,0 +1,282 @@
+"""The running proxy: listening ports, shared state, and Squid's -k actions.
+
+:class:`ProxyService` owns what every connection shares (the configuration,
+DNS cache, origin connection pool, logs, error pages, timeouts) and carries
+out reconfigure (SIGHUP), rotate (SIGUSR1) and shutdown (SIGTERM/SIGINT).
+A reconfigure swaps the configuration for new transactions and reconciles
+the listening ports; live connections and listening sockets that stay are
+untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import Counter
+
+from twisted.internet import defer, error as ierror
+from twisted.internet.task import LoopingCall
+
+from squidpy import __version__
+from squidpy.config import loader
+from squidpy.errors import ErrorPages
+from squidpy.http.message import via_value
+from squidpy.log.access_log import AccessLog
+from squidpy.log.cache_log import CacheLog
+from squidpy.proxy.client_side import ClientFactory
+from squidpy.proxy.dns import DnsCache, build_resolver
+from squidpy.proxy.server_side import ServerPool
+from squidpy.proxy.timeouts import Timeouts
+
+log = logging.getLogger("squidpy")
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class ProxyService:
+    def __init__(self, config, reactor, echo: bool = False):
+        self.reactor = reactor
+        self.config = config
+        self.echo = echo
+        self.listeners: dict[tuple[str, int], object] = {}
+        self.clients: set = set()
+        self._per_ip: Counter = Counter()
+        self.shutting_down = False
+        self.timeouts = Timeouts(_sweep_interval(config))
+        self.pool = ServerPool(reactor, self.timeouts, config)
+        self.dns = None
+        self.access_log = None
+        self.cache_log = None
+        self._flush = LoopingCall(self.flush_logs)
+        self._apply(config)
+
+    # ------------------------------------------------------------ configuration
+    def _apply(self, config) -> None:
+        """Derive everything that depends on the configuration."""
+        self.config = config
+        self.visible_hostname = config.visible_hostname
+        self.via_name = config.visible_hostname if config.via else None
+        self.via_header = via_value("1.1", config.visible_hostname) if config.via else None
+        self.x_cache_miss = b"MISS from " + config.visible_hostname.encode("latin-1")
+        self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr)
+        self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl, config.negative_dns_ttl)
+        self.pool.configure(config)
+        self.timeouts.set_interval(_sweep_interval(config))
+
+    def start(self) -> None:
+        """Open logs, write the pid file, listen.  Raises on a port that cannot be opened."""
+        config = self.config
+        self.cache_log = CacheLog(config.cache_log, echo=self.echo)
+        self._write_pid()
+        self.access_log = AccessLog(config.access_log, config.logformat)
+        log.info("Starting squidpy/%s (pid %d) with %s", __version__, os.getpid(), config.source)
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        try:
+            for listen in config.http_port:
+                self._listen(listen)
+        except Exception:
+            self._remove_pid()
+            raise
+        self.timeouts.start()
+        self._flush.start(1.0, now=False)
+
+    def _listen(self, listen) -> None:
+        factory = ClientFactory(self, listen)
+        if listen.host:
+            port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface=listen.host)
+        else:
+            try:
+                port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface="::")
+            except ierror.CannotListenError:
+                port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface="0.0.0.0")
+        self.listeners[listen.key] = port
+        address = port.getHost()
+        shown = f"[{address.host}]" if ":" in address.host else address.host
+        log.info("Accepting HTTP connections at %s:%d", shown, address.port)
+
+    def listening_ports(self) -> list[int]:
+        return [p.getHost().port for p in self.listeners.values()]
+
+    def reconfigure(self) -> None:
+        """Re-read the configuration file; on any error keep the running one."""
+        log.info("Reconfiguring squidpy from %s", self.config.source)
+        try:
+            new = loader.load(self.config.source)
+        except loader.ConfigErrors as e:
+            for err in e.errors:
+                log.error("reconfigure: %s", err)
+            log.error("reconfigure failed: the previous configuration stays in force")
+            return
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        old = self.config
+        wanted = {listen.key: listen for listen in new.http_port}
+        for key in list(self.listeners):
+            if key not in wanted:
+                port = self.listeners.pop(key)
+                port.stopListening()
+                log.info("Closed HTTP port %s:%d", key[0] or "*", key[1])
+        for key, listen in wanted.items():
+            if key not in self.listeners:
+                try:
+                    self._listen(listen)
+                except ierror.CannotListenError as e:
+                    log.error("reconfigure: cannot listen on %s:%d: %s", key[0] or "*", key[1], e.socketError)
+            else:
+                self.listeners[key].factory.listen = listen
+        self._apply(new)
+        if new.cache_log != old.cache_log:
+            self.cache_log.close()
+            self.cache_log = CacheLog(new.cache_log, echo=self.echo)
+        self.access_log.close()
+        self.access_log = AccessLog(new.access_log, new.logformat)
+        if new.pid_filename != old.pid_filename:
+            _unlink(old.pid_filename)
+            self._write_pid()
+        log.info("Reconfigured: %d http_port(s), %d http_access rule(s)",
+                 len(self.listeners), len(new.http_access.rules))
+
+    def rotate(self) -> None:
+        keep = self.config.logfile_rotate
+        self.access_log.rotate(keep)
+        self.cache_log.rotate(keep)
+        log.info("Rotated logs (keeping %d)", keep)
+
+    # ------------------------------------------------------------ shutdown
+    def shutdown(self) -> defer.Deferred:
+        """Stop accepting, let transactions finish for shutdown_lifetime, then stop."""
+        if self.shutting_down:
+            return defer.succeed(None)
+        self.shutting_down = True
+        lifetime = self.config.shutdown_lifetime
+        log.info("Shutting down: waiting up to %.0f seconds for %d active transaction(s)",
+                 lifetime, sum(1 for c in self.clients if c.active is not None or c.tunnel is not None))
+        stops = [defer.maybeDeferred(p.stopListening) for p in self.listeners.values()]
+        self.listeners.clear()
+        for client in list(self.clients):
+            client.closing = True
+            if client.active is None and not client.queue and client.tunnel is None:
+                client.transport.loseConnection()
+        self.pool.close_idle()
+        done = defer.Deferred()
+        deadline = time.monotonic() + lifetime
+
+        def check():
+            busy = [c for c in self.clients if c.active is not None or c.tunnel is not None]
+            if busy and time.monotonic() < deadline:
+                self.reactor.callLater(0.1, check)
+                return
+            for client in list(self.clients):
+                client.transport.abortConnection()
+            self.reactor.callLater(0, done.callback, None)
+
+        defer.DeferredList(stops).addCallback(lambda _: check())
+        done.addCallback(lambda _: self._stopped())
+        return done
+
+    def _stopped(self) -> None:
+        self.timeouts.stop()
+        if self._flush.running:
+            self._flush.stop()
+        if self.access_log is not None:
+            self.access_log.close()
+        log.info("squidpy/%s stopped", __version__)
+        self._remove_pid()
+        if self.cache_log is not None:
+            self.cache_log.close()
+
+    # ------------------------------------------------------------ shared state for connections
+    def client_connected(self, client) -> None:
+        if self.shutting_down:
+            client.transport.loseConnection()
+        self.clients.add(client)
+        self._per_ip[client.client_ip] += 1
+        self.timeouts.add(client)
+
+    def client_disconnected(self, client) -> None:
+        if client in self.clients:
+            self.clients.discard(client)
+            self._per_ip[client.client_ip] -= 1
+            if self._per_ip[client.client_ip] <= 0:
+                del self._per_ip[client.client_ip]
+        self.timeouts.discard(client)
+
+    def connections_from(self, ip: str) -> int:
+        return self._per_ip.get(ip, 0)
+
+    def log_transaction(self, entry, checklist) -> None:
+        if self.access_log is not None:
+            self.access_log.log(entry, checklist)
+
+    def log_error(self, fmt: str, *args) -> None:
+        log.error(fmt, *args)
+
+    def flush_logs(self) -> None:
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    # ------------------------------------------------------------ pid file and signals
+    def _write_pid(self) -> None:
+        path = self.config.pid_filename
+        if path is None:
+            return
+        other = read_pid(path)
+        if other is not None and other != os.getpid() and _alive(other):
+            raise AlreadyRunning(f"squidpy is already running as process {other} (pid_filename {path})")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def _remove_pid(self) -> None:
+        path = self.config.pid_filename
+        if path is not None and read_pid(path) == os.getpid():
+            _unlink(path)
+
+    def install_signal_handlers(self) -> None:
+        call = self.reactor.callFromThread
+        signal.signal(signal.SIGHUP, lambda *_: call(self.reconfigure))
+        signal.signal(signal.SIGUSR1, lambda *_: call(self.rotate))
+        signal.signal(signal.SIGTERM, lambda *_: call(self._stop_reactor))
+        signal.signal(signal.SIGINT, lambda *_: call(self._stop_reactor))
+
+    def _stop_reactor(self) -> None:
+        d = self.shutdown()
+        d.addBoth(lambda _: self.reactor.stop() if self.reactor.running else None)
+
+
+def read_pid(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unlink(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _sweep_interval(config) -> float:
+    """Sweep often enough that the shortest timeout fires within a quarter of itself."""
+    shortest = min(config.request_timeout, config.read_timeout, config.client_idle_pconn_timeout,
+                   config.server_idle_pconn_timeout, config.connect_timeout)
+    return max(0.05, min(1.0, shortest / 4))

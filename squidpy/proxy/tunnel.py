@@ -1,0 +1,79 @@
+"""A tunnel: bytes both ways between a client and an origin, untouched.
+
+Used after ``CONNECT`` (TCP_TUNNEL) and after a ``101 Switching Protocols``
+(WebSocket).  Each side's write buffer throttles the other side's reads
+(Twisted producers), a half-close is passed on as a half-close, and the
+tunnel ends when both directions are done, either side resets, or nothing
+moves for ``read_timeout``.  The transaction is logged when it ends.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class Tunnel:
+    def __init__(self, client, server, idle_timeout: float, on_end):
+        self.client = client
+        self.server = server
+        self.idle_timeout = idle_timeout
+        self.on_end = on_end
+        self.bytes_up = 0          # client -> server
+        self.bytes_down = 0        # server -> client
+        self.client_done = False   # the client sent EOF
+        self.server_done = False
+        self.ended = False
+        self.deadline = time.monotonic() + idle_timeout
+        client.tunnel = self
+        server.tunnel = self
+        server.deadline = None
+        client.deadline = None
+        server.pool.timeouts.add(self)
+
+    def from_client(self, data: bytes) -> None:
+        self.bytes_up += len(data)
+        self.deadline = time.monotonic() + self.idle_timeout
+        self.server.transport.write(data)
+
+    def from_server(self, data: bytes) -> None:
+        self.bytes_down += len(data)
+        self.deadline = time.monotonic() + self.idle_timeout
+        self.client.transport.write(data)
+
+    def client_eof(self) -> None:
+        self.client_done = True
+        if self.server_done:
+            self._close_both()
+        else:
+            self.server.transport.loseWriteConnection()
+
+    def server_eof(self) -> None:
+        self.server_done = True
+        if self.client_done:
+            self._close_both()
+        else:
+            self.client.transport.loseWriteConnection()
+
+    def client_closed(self) -> None:
+        self.server.transport.loseConnection()
+        self._end()
+
+    def server_closed(self) -> None:
+        self.client.transport.loseConnection()
+        self._end()
+
+    def timed_out(self) -> None:
+        self.client.transport.abortConnection()
+        self.server.transport.abortConnection()
+        self._end()
+
+    def _close_both(self) -> None:
+        self.client.transport.loseConnection()
+        self.server.transport.loseConnection()
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.server.pool.timeouts.discard(self)
+        self.on_end(self)
