@@ -117,12 +117,18 @@ class ClientConnection(Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
+            self._upgrade_pending = None
             self.raw = [data[e.args[0]:]] if e.args[0] < len(data) else []
             return
         except httptools.HttpParserError as e:
             if isinstance(e.__context__, _HeadTooBig):
                 return self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size", 431)
             return self._refuse(*_classify_parse_error(e))
+        pending, self._upgrade_pending = self._upgrade_pending, None
+        if pending is not None and not pending.finished and self.raw is None and self.tunnel is None:
+            # httptools raises only when bytes follow the request; either way
+            # what comes next belongs to the tunnel (or, if declined, to HTTP)
+            self.raw = []
         if self._in_head and self._head_bytes > self.service.config.request_header_max_size:
             self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size", 431)
 
@@ -132,6 +138,7 @@ class ClientConnection(Protocol):
         self._head_size = 0
         self._head_bytes = 0
         self._in_head = False
+        self._upgrade_pending: Transaction | None = None   # a CONNECT or Upgrade request
         self._txn: Transaction | None = None     # the request whose body is being read
 
     # httptools callbacks
@@ -167,6 +174,8 @@ class ClientConnection(Protocol):
         self.deadline = None
         if not head.keep_alive:
             self.closing = True
+        if head.method == "CONNECT" or head.upgrade is not None:
+            self._upgrade_pending = txn
         self.queue.append(txn)
         if len(self.queue) > MAX_PIPELINE:
             self.pause_reading("pipeline")
@@ -213,6 +222,8 @@ class ClientConnection(Protocol):
             return
         self.active = None
         self.resume_reading("body")
+        if txn.head.method == "CONNECT" and self.tunnel is None:
+            txn.keep_alive = False      # bytes meant for a tunnel may follow a refused CONNECT
         if self.raw is not None and self.tunnel is None:
             # an Upgrade the origin declined: what followed the request is HTTP again
             raw, self.raw = self.raw, None

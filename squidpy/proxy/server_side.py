@@ -137,10 +137,6 @@ class ServerConnection(Protocol):
             return
         self.bytes_in += len(data)
         self.deadline = time.monotonic() + self._read_timeout
-        if self._head is None:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.pool.reply_header_max_size:
-                return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -151,7 +147,11 @@ class ServerConnection(Protocol):
                 if not data.endswith(b"\r\n\r\n"):
                     self.transport.loseConnection()
                 return
-            self._fail("ERR_INVALID_RESP", f"the server sent an invalid reply: {e}")
+            return self._fail("ERR_INVALID_RESP", f"the server sent an invalid reply: {e}")
+        if self._head is None and self.txn is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.pool.reply_header_max_size:
+                self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
 
     def _fail(self, error: str, detail: str) -> None:
         txn, self.txn = self.txn, None
@@ -196,14 +196,23 @@ class ServerConnection(Protocol):
     def on_message_complete(self) -> None:
         if self._head is None:
             return      # end of an interim 1xx reply
+        if self._head.status == 101:
+            self._upgraded(b"")
+            return
         txn, self.txn = self.txn, None
         if txn is not None and not self._done:
             self._done = True
             txn.response_done(reusable=self._head.keep_alive and not self._close_delimited)
 
     def _upgraded(self, rest: bytes) -> None:
-        txn = self.txn
+        """After a 101 the bytes that follow belong to the new protocol."""
+        if self.tunnel is not None:
+            if rest:
+                self.tunnel.from_server(rest)
+            return
+        txn, self.txn = self.txn, None
         if txn is not None:
+            self._done = True
             txn.server_upgraded(self, rest)
 
     # ------------------------------------------------------------ flow control

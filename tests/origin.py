@@ -1,0 +1,201 @@
+"""A real origin server on loopback for end-to-end tests.
+
+It counts what it receives (so a test can assert that something did or did
+not reach the origin) and answers from a small set of paths:
+
+    /size/N           N bytes, Content-Length
+    /chunked/N        N bytes, chunked
+    /close/N          N bytes, no length: the connection close ends the body
+    /echo             JSON of the request as received (method, path, headers, body)
+    /status/CODE      an empty reply with that status
+    /slow/SECONDS     waits, then answers
+    /truncate         promises 1000 bytes, sends 10, closes
+    /reset            closes without answering
+    /headers?K=V&...  a reply carrying the given headers
+    /ws               WebSocket-style upgrade, then echoes bytes back
+    /big/N            N bytes streamed in 64 KB writes
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class OriginHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "origin/1"
+
+    def log_message(self, *args):
+        pass
+
+    def _record(self, body: bytes) -> None:
+        self.server.record(self.command, self.path, list(self.headers.items()), body)
+
+    def _read_body(self) -> bytes:
+        te = self.headers.get("Transfer-Encoding", "")
+        if "chunked" in te.lower():
+            out = []
+            while True:
+                line = self.rfile.readline()
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                out.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(out)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes = b"", headers=(), length: bool = True) -> None:
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        if length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        except (ConnectionError, socket.timeout, ValueError):
+            self.close_connection = True
+
+    def _dispatch(self):
+        body = self._read_body()
+        self._record(body)
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        route, arg = parts[0], (parts[1] if len(parts) > 1 else "")
+        handler = getattr(self, "route_" + route, None)
+        if handler is None:
+            return self._send(404, b"no such route\n", [("Content-Type", "text/plain")])
+        handler(arg, url, body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = do_TRACE = _dispatch
+
+    # routes
+    def route_size(self, arg, url, body):
+        n = int(arg)
+        self._send(200, b"x" * n, [("Content-Type", "application/octet-stream"), ("Cache-Control", "no-store")])
+
+    def route_chunked(self, arg, url, body):
+        n = int(arg)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        data = b"c" * n
+        for i in range(0, n, 1000):
+            piece = data[i:i + 1000]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def route_close(self, arg, url, body):
+        n = int(arg)
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" + b"z" * n)
+        self.close_connection = True
+
+    def route_echo(self, arg, url, body):
+        doc = {
+            "method": self.command, "path": self.path, "version": self.request_version,
+            "headers": list(self.headers.items()), "body": body.decode("latin-1"),
+        }
+        self._send(200, json.dumps(doc).encode(), [("Content-Type", "application/json")])
+
+    def route_status(self, arg, url, body):
+        self._send(int(arg), b"", [("Content-Type", "text/plain")], length=int(arg) not in (204, 304))
+
+    def route_slow(self, arg, url, body):
+        time.sleep(float(arg))
+        self._send(200, b"slow\n", [("Content-Type", "text/plain")])
+
+    def route_truncate(self, arg, url, body):
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"t" * 10)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def route_reset(self, arg, url, body):
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.close_connection = True
+
+    def route_headers(self, arg, url, body):
+        headers = urllib.parse.parse_qsl(url.query)
+        self._send(200, b"headers\n", headers)
+
+    def route_ws(self, arg, url, body):
+        if self.headers.get("Upgrade", "").lower() != "websocket":
+            return self._send(426, b"upgrade required\n")
+        self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        self.wfile.flush()
+        conn = self.connection
+        conn.settimeout(10)
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def route_big(self, arg, url, body):
+        n = int(arg)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        block = bytes(range(256)) * 256
+        sent = 0
+        while sent < n:
+            piece = block[: min(len(block), n - sent)]
+            self.wfile.write(piece)
+            sent += len(piece)
+
+
+class Origin(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, 0), OriginHandler)
+        self.requests: list[tuple[str, str, list, bytes]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def url(self, path: str) -> str:
+        host = self.server_address[0]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}{path}"
+
+    def record(self, method, path, headers, body) -> None:
+        with self._lock:
+            self.requests.append((method, path, headers, body))
+
+    def count(self, path: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if path is None or r[1] == path)
+
+    def start(self) -> "Origin":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

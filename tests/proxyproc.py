@@ -1,0 +1,120 @@
+"""Start the real squidpy as a subprocess on a free loopback port, for tests.
+
+``ProxyProcess(tmp_path, config_text)`` writes a configuration (adding
+``http_port 127.0.0.1:0``, logs and pid file in ``tmp_path`` unless the text
+sets them), runs ``python -m squidpy run -f FILE``, and learns the port from
+cache_log.  Everything stops by itself: every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PORT_LINE = re.compile(r"Accepting HTTP connections at (\S+):(\d+)")
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+class ProxyProcess:
+    def __init__(self, tmp_path: Path, config: str, listen: str = "127.0.0.1:0", env: dict | None = None,
+                 start: bool = True):
+        self.dir = Path(tmp_path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.access_log = self.dir / "access.log"
+        self.cache_log = self.dir / "cache.log"
+        self.pid_file = self.dir / "squidpy.pid"
+        lines = []
+        if "http_port" not in config:
+            lines.append(f"http_port {listen}")
+        if "access_log" not in config:
+            lines.append(f"access_log {self.access_log} squid")
+        if "cache_log" not in config:
+            lines.append(f"cache_log {self.cache_log}")
+        if "pid_filename" not in config:
+            lines.append(f"pid_filename {self.pid_file}")
+        self.config_path = self.dir / "squidpy.conf"
+        self.config_path.write_text(config + "\n" + "\n".join(lines) + "\n")
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+        self.port = None
+        self.ports: list[int] = []
+        if start:
+            self.start()
+
+    def start(self) -> "ProxyProcess":
+        self.stderr = open(self.dir / "stderr.txt", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "squidpy", "run", "-f", str(self.config_path)],
+            stdout=subprocess.DEVNULL, stderr=self.stderr, env=self.env,
+        )
+        found = wait_for(self._ports_from_log, timeout=15)
+        if not found:
+            self.stop()
+            raise RuntimeError(f"squidpy did not start:\n{self.read_stderr()}\n{self.read_cache_log()}")
+        self.ports = found
+        self.port = found[0]
+        return self
+
+    def _ports_from_log(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"squidpy exited with {self.proc.returncode}:\n{self.read_stderr()}")
+        text = self.read_cache_log()
+        ports = [int(m.group(2)) for m in PORT_LINE.finditer(text)]
+        return ports or None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def read_cache_log(self) -> str:
+        try:
+            return self.cache_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def read_stderr(self) -> str:
+        try:
+            return (self.dir / "stderr.txt").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self, count: int = 1, timeout: float = 5.0) -> list[str]:
+        """Wait (bounded) until the access log holds at least ``count`` lines."""
+        def lines():
+            try:
+                text = self.access_log.read_text()
+            except FileNotFoundError:
+                return None
+            got = [l for l in text.splitlines() if l]
+            return got if len(got) >= count else None
+        return wait_for(lines, timeout) or []
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.stderr.close()
+        return self.proc.returncode
