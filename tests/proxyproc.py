@@ -103,6 +103,17 @@ class ProxyProcess:
             return got if len(got) >= count else None
         return wait_for(lines, timeout) or []
 
+    def log_line(self, needle: str, timeout: float = 5.0) -> str | None:
+        """Wait (bounded) for the last access log line containing ``needle``."""
+        def find():
+            try:
+                text = self.access_log.read_text()
+            except FileNotFoundError:
+                return None
+            hits = [l for l in text.splitlines() if needle in l]
+            return hits[-1] if hits else None
+        return wait_for(find, timeout)
+
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 

@@ -9,6 +9,7 @@ head size limit, and becomes one half of a tunnel after CONNECT or a 101.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 
@@ -123,7 +124,7 @@ class ClientConnection(Protocol):
         except httptools.HttpParserError as e:
             if isinstance(e.__context__, _HeadTooBig):
                 return self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size", 431)
-            return self._refuse(*_classify_parse_error(e))
+            return self._refuse(*_classify_parse_error(e, data))
         pending, self._upgrade_pending = self._upgrade_pending, None
         if pending is not None and not pending.finished and self.raw is None and self.tunnel is None:
             # httptools raises only when bytes follow the request; either way
@@ -278,8 +279,10 @@ class ClientConnection(Protocol):
         self.transport.writeSequence(parts)
 
     def abort(self) -> None:
+        """End a reply that cannot be completed: close without the rest of the body,
+        so the client sees a short body or a missing last chunk, never a whole reply."""
         self.closing = True
-        self.transport.abortConnection()
+        self.transport.loseConnection()
 
     # ------------------------------------------------------------ flow control
     def pause_reading(self, reason: str) -> None:
@@ -319,9 +322,14 @@ class ClientConnection(Protocol):
             self.transport.abortConnection() if self.closing else self.transport.loseConnection()
 
 
-def _classify_parse_error(e: Exception) -> tuple[str, str, int]:
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/1\.[01]\r?\n")
+
+
+def _classify_parse_error(e: Exception, data: bytes) -> tuple[str, str, int]:
+    """Squid's answer to a request httptools refused: 501 for a well-formed line
+    with a method we do not know, 400 for anything malformed."""
     text = str(e) or e.__class__.__name__
-    if isinstance(e, httptools.HttpParserInvalidMethodError):
+    if isinstance(e, httptools.HttpParserInvalidMethodError) and _REQUEST_LINE.match(data):
         return "ERR_UNSUP_REQ", "the request method is not supported", 501
     if isinstance(e, httptools.HttpParserInvalidURLError):
         return "ERR_INVALID_URL", f"the request target is malformed ({text})", 400

@@ -1,0 +1,75 @@
+"""A tiny real DNS server on loopback UDP for tests.
+
+Answers A and AAAA queries from a name -> [addresses] table, NXDOMAIN for
+other names, and records every query name so a test can assert that a
+lookup did (or did not) happen.  Point squidpy at it with
+``dns_nameservers 127.0.0.1:PORT``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import threading
+
+
+class DnsServer:
+    def __init__(self, records: dict[str, list[str]] | None = None, ttl: int = 60):
+        self.records = {k.lower(): v for k, v in (records or {}).items()}
+        self.ttl = ttl
+        self.queries: list[tuple[str, int]] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> "DnsServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.queries]
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                self.sock.sendto(self._answer(data), addr)
+            except (ValueError, IndexError, struct.error, OSError):
+                continue
+
+    def _answer(self, query: bytes) -> bytes:
+        qid, _flags, qdcount = struct.unpack("!HHH", query[:6])
+        i, labels = 12, []
+        while query[i]:
+            n = query[i]
+            labels.append(query[i + 1:i + 1 + n].decode("ascii"))
+            i += 1 + n
+        qtype, _qclass = struct.unpack("!HH", query[i + 1:i + 5])
+        question = query[12:i + 5]
+        name = ".".join(labels).lower()
+        self.queries.append((name, qtype))
+        addresses = self.records.get(name)
+        if addresses is None:
+            return struct.pack("!HHHHHH", qid, 0x8183, 1, 0, 0, 0) + question   # NXDOMAIN
+        family = 4 if qtype == 1 else 6 if qtype == 28 else 0
+        answers = []
+        for a in addresses:
+            ip = ipaddress.ip_address(a)
+            if ip.version != family:
+                continue
+            answers.append(struct.pack("!HHHIH", 0xC00C, qtype, 1, self.ttl, len(ip.packed)) + ip.packed)
+        return struct.pack("!HHHHHH", qid, 0x8180, 1, len(answers), 0, 0) + question + b"".join(answers)
