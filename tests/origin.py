@@ -14,10 +14,12 @@ not reach the origin) and answers from a small set of paths:
     /headers?K=V&...  a reply carrying the given headers
     /ws               WebSocket-style upgrade, then echoes bytes back
     /big/N            N bytes streamed in 64 KB writes
+    /sink             reads the request body without keeping it; JSON of its length and SHA-256
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import threading
@@ -70,6 +72,8 @@ class OriginHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _dispatch(self):
+        if self.path.startswith("/sink"):
+            return self.route_sink()
         body = self._read_body()
         self._record(body)
         url = urllib.parse.urlsplit(self.path)
@@ -149,6 +153,19 @@ class OriginHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
         self.close_connection = True
+
+    def route_sink(self):
+        digest, total = hashlib.sha256(), 0
+        length = int(self.headers.get("Content-Length") or 0)
+        while total < length:
+            piece = self.rfile.read(min(1 << 20, length - total))
+            if not piece:
+                break
+            digest.update(piece)
+            total += len(piece)
+        self._record(b"")
+        out = json.dumps({"length": total, "sha256": digest.hexdigest()}).encode()
+        self._send(200, out, [("Content-Type", "application/json")])
 
     def route_big(self, arg, url, body):
         n = int(arg)

@@ -183,3 +183,36 @@ def test_proxy_survives_a_storm_of_garbage(proxy, origin):
         raw_request(proxy.port, junk, timeout=2)
     status, _, body = get(proxy.port, origin.url("/size/2"))
     assert (status, body) == (200, b"xx")
+
+
+def test_url_too_long_is_414(proxy, origin):
+    raw = raw_request(proxy.port, f"GET {origin.url('/' + 'a' * 9000)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 414")
+    assert b"ERR_TOO_BIG" in raw
+
+
+def test_slow_request_head_times_out_with_408(make_proxy):
+    proxy = make_proxy(LOCAL_POLICY + "request_timeout 1 second\n")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        started = time.monotonic()
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 408")
+        assert b"ERR_LIFETIME_EXP" in data
+        assert time.monotonic() - started < 3.5
+
+
+def test_idle_client_connection_is_closed(make_proxy, origin):
+    proxy = make_proxy(LOCAL_POLICY + "client_idle_pconn_timeout 1 second\n")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(f"GET {origin.url('/size/1')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        f = s.makefile("rb")
+        assert read_response(f)[0] == 200
+        started = time.monotonic()
+        assert f.read() == b""          # closed by the proxy
+        assert 0.5 < time.monotonic() - started < 3.5

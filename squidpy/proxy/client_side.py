@@ -27,7 +27,14 @@ LINGER = 2.0               # seconds to drain a client we refused before closing
 MAX_RAW_BUFFER = 256 * 1024
 
 
+MAX_URL = 8192             # Squid's MAX_URL: a longer request target is answered 414
+
+
 class _HeadTooBig(Exception):
+    pass
+
+
+class _UrlTooLong(Exception):
     pass
 
 
@@ -124,6 +131,8 @@ class ClientConnection(Protocol):
         except httptools.HttpParserError as e:
             if isinstance(e.__context__, _HeadTooBig):
                 return self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size", 431)
+            if isinstance(e.__context__, _UrlTooLong):
+                return self._refuse("ERR_TOO_BIG", f"the URL is longer than {MAX_URL} bytes", 414)
             return self._refuse(*_classify_parse_error(e, data))
         pending, self._upgrade_pending = self._upgrade_pending, None
         if pending is not None and not pending.finished and self.raw is None and self.tunnel is None:
@@ -150,6 +159,8 @@ class ClientConnection(Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > MAX_URL:
+            raise _UrlTooLong()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
@@ -318,8 +329,16 @@ class ClientConnection(Protocol):
         return None
 
     def timed_out(self) -> None:
-        if self.active is None and not self.queue and self.tunnel is None:
-            self.transport.abortConnection() if self.closing else self.transport.loseConnection()
+        if self.active is not None or self.queue or self.tunnel is not None:
+            return
+        if self._in_head and not self.closing:
+            # a request started but did not arrive in time (slow or stalled client)
+            self.deadline = None
+            return self._refuse("ERR_LIFETIME_EXP", "the request did not arrive within request_timeout", 408)
+        if self.closing:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
 
 
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/1\.[01]\r?\n")
