@@ -116,9 +116,10 @@ def test_request_headers_too_large_is_431(proxy):
 
 def test_request_body_too_large_is_413(make_proxy, origin):
     proxy = make_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
+    before = origin.count("/echo")
     raw = raw_request(proxy.port, f"POST {origin.url('/echo')} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".encode())
     assert raw.startswith(b"HTTP/1.1 413")
-    assert origin.count("/echo") == 0
+    assert origin.count("/echo") == before
 
 
 def test_forwarding_loop_is_403(proxy, origin):
@@ -216,3 +217,17 @@ def test_idle_client_connection_is_closed(make_proxy, origin):
         started = time.monotonic()
         assert f.read() == b""          # closed by the proxy
         assert 0.5 < time.monotonic() - started < 3.5
+
+
+def test_refused_upload_is_answered_not_reset(make_proxy, origin, tmp_path):
+    """Lingering close: the client still sending a body we refused gets the 413 page."""
+    proxy = make_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
+    f = tmp_path / "big.bin"
+    f.write_bytes(b"b" * (3 * 1024 * 1024))
+    before = origin.count("/echo")
+    import subprocess
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Expect:",
+                          "-x", proxy.url, "--data-binary", f"@{f}", origin.url("/echo")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout == "413"
+    assert origin.count("/echo") == before

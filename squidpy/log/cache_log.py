@@ -44,6 +44,22 @@ class CacheLog:
         rotate_numbered(self.path, keep)
         self.open()
 
+    def capture_twisted(self) -> None:
+        """Send Twisted's own messages (unhandled errors above all) to cache_log."""
+        from twisted.logger import LogLevel, formatEvent, globalLogBeginner
+
+        def observer(event):
+            level = event.get("log_level")
+            if level is None or level < LogLevel.warn:
+                return
+            text = formatEvent(event)
+            failure = event.get("log_failure")
+            if failure is not None:
+                text = f"{text}\n{failure.getTraceback()}"
+            log.error("%s", text.rstrip())
+
+        globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
     def close(self) -> None:
         for h in (self.handler, self.echo_handler):
             if h is not None:

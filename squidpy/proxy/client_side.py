@@ -96,7 +96,7 @@ class ClientConnection(Protocol):
             self.transport.loseConnection()
 
     def writeConnectionLost(self):
-        self.transport.loseConnection()
+        """Our own half-close completed (loseWriteConnection); reading goes on."""
 
     def checklist(self, head: RequestHead, target) -> Checklist:
         ch = Checklist(
@@ -234,6 +234,7 @@ class ClientConnection(Protocol):
             return
         self.active = None
         self.resume_reading("body")
+        self.resume_reading("server")
         if txn.head.method == "CONNECT" and self.tunnel is None:
             txn.keep_alive = False      # bytes meant for a tunnel may follow a refused CONNECT
         if self.raw is not None and self.tunnel is None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import time
 
 import httptools
-from twisted.internet import defer, error as ierror, ssl
+from twisted.internet import defer, error as ierror, interfaces, ssl
 from twisted.internet.protocol import ClientFactory, Protocol
+from zope.interface import implementer
 
 from squidpy.http.message import ResponseHead
 
@@ -39,6 +40,7 @@ class _StopParsing(Exception):
     pass
 
 
+@implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ServerConnection(Protocol):
     def __init__(self, pool: "ServerPool", key: tuple):
         self.pool = pool
@@ -105,6 +107,16 @@ class ServerConnection(Protocol):
         else:
             txn.server_failed(UpstreamError(
                 "ERR_READ_ERROR", "the server closed the connection before the end of the reply"))
+
+    def readConnectionLost(self):
+        """The origin sent EOF: a half-close inside a tunnel, else the end of it."""
+        if self.tunnel is not None:
+            self.tunnel.server_eof()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        """Our own half-close completed (loseWriteConnection); reading goes on."""
 
     # ------------------------------------------------------------ requests
     def start(self, txn, head: bytes, read_timeout: float, no_body: bool) -> None:

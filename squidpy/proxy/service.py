@@ -71,6 +71,7 @@ class ProxyService:
         """Open logs, write the pid file, listen.  Raises on a port that cannot be opened."""
         config = self.config
         self.cache_log = CacheLog(config.cache_log, echo=self.echo)
+        self.cache_log.capture_twisted()
         self._write_pid()
         self.access_log = AccessLog(config.access_log, config.logformat)
         log.info("Starting squidpy/%s (pid %d) with %s", __version__, os.getpid(), config.source)
