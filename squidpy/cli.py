@@ -37,6 +37,9 @@ def main():
 def run(config_path, debug):
     """Run the proxy in the foreground (Ctrl-C or SIGTERM stops it gracefully)."""
     config = _load(config_path)
+    if config.workers > 1:
+        from squidpy.proxy.workers import Master
+        sys.exit(Master(config, config.workers, debug).run())
     from twisted.internet import reactor
 
     from squidpy.proxy.service import AlreadyRunning, ProxyService

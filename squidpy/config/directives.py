@@ -71,6 +71,14 @@ directive(
     Via already carries it is a forwarding loop and is refused.""",
 )
 
+directive(
+    "workers", "N", lambda args, ctx: parse_int(args, 1, 64), "1", "Network",
+    doc="""How many squidpy processes serve the http_ports. With more than one,
+    a master process starts N kids that share each port (SO_REUSEPORT), the
+    cache_dir and the log files, passes signals on to them, and restarts a
+    kid that dies. Changing it needs a restart.""",
+)
+
 # ---------------------------------------------------------------- access control
 
 

@@ -14,26 +14,35 @@ from squidpy.log.rotate import rotate_numbered
 
 log = logging.getLogger("squidpy")
 
-_FORMAT = logging.Formatter("%(asctime)s| %(message)s", "%Y/%m/%d %H:%M:%S")
+def _formatter(tag: str | None) -> logging.Formatter:
+    prefix = f" {tag}" if tag else ""
+    return logging.Formatter(f"%(asctime)s{prefix}| %(message)s", "%Y/%m/%d %H:%M:%S")
 
 
 class CacheLog:
-    def __init__(self, path: str, echo: bool = False):
+    """``tag`` names the process under 'workers N' (kid1, kid2 ... or master)."""
+
+    def __init__(self, path: str, echo: bool = False, tag: str | None = None):
         self.path = path
+        self.format = _formatter(tag)
         self.handler: logging.Handler | None = None
         self.echo_handler: logging.Handler | None = None
         log.setLevel(logging.INFO)
         log.propagate = False
+        for inherited in list(log.handlers):
+            # a kid forked from the master starts with the master's handlers
+            log.removeHandler(inherited)
+            inherited.close()
         self.open()
         if echo:
             self.echo_handler = logging.StreamHandler(sys.stderr)
-            self.echo_handler.setFormatter(_FORMAT)
+            self.echo_handler.setFormatter(self.format)
             log.addHandler(self.echo_handler)
 
     def open(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         handler = logging.FileHandler(self.path, encoding="utf-8", delay=False)
-        handler.setFormatter(_FORMAT)
+        handler.setFormatter(self.format)
         if self.handler is not None:
             log.removeHandler(self.handler)
             self.handler.close()

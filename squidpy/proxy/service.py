@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
 from collections import Counter
 
@@ -38,10 +39,11 @@ class AlreadyRunning(Exception):
 
 
 class ProxyService:
-    def __init__(self, config, reactor, echo: bool = False):
+    def __init__(self, config, reactor, echo: bool = False, kid: int | None = None):
         self.reactor = reactor
         self.config = config
         self.echo = echo
+        self.kid = kid                # the kid number under 'workers N', else None
         self.listeners: dict[tuple[str, int], object] = {}
         self.clients: set = set()
         self._per_ip: Counter = Counter()
@@ -70,9 +72,10 @@ class ProxyService:
     def start(self) -> None:
         """Open logs, write the pid file, listen.  Raises on a port that cannot be opened."""
         config = self.config
-        self.cache_log = CacheLog(config.cache_log, echo=self.echo)
+        self.cache_log = CacheLog(config.cache_log, echo=self.echo, tag=self._tag())
         self.cache_log.capture_twisted()
-        self._write_pid()
+        if self.kid is None:
+            write_pid_file(config.pid_filename)
         self.access_log = AccessLog(config.access_log, config.logformat)
         log.info("Starting squidpy/%s (pid %d) with %s", __version__, os.getpid(), config.source)
         for warning in config.warnings:
@@ -81,14 +84,20 @@ class ProxyService:
             for listen in config.http_port:
                 self._listen(listen)
         except Exception:
-            self._remove_pid()
+            if self.kid is None:
+                remove_pid_file(config.pid_filename)
             raise
         self.timeouts.start()
         self._flush.start(1.0, now=False)
 
+    def _tag(self) -> str | None:
+        return f"kid{self.kid}" if self.kid is not None else None
+
     def _listen(self, listen) -> None:
         factory = ClientFactory(self, listen)
-        if listen.host:
+        if self.kid is not None or "reuseport" in listen.options:
+            port = self._listen_reuseport(listen, factory)
+        elif listen.host:
             port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface=listen.host)
         else:
             try:
@@ -99,6 +108,26 @@ class ProxyService:
         address = port.getHost()
         shown = f"[{address.host}]" if ":" in address.host else address.host
         log.info("Accepting HTTP connections at %s:%d", shown, address.port)
+
+    def _listen_reuseport(self, listen, factory):
+        """A listening socket other processes may share (SO_REUSEPORT): the kernel spreads
+        new connections among them."""
+        host = listen.host or "::"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6 and not listen.host:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((host, listen.port))
+            sock.listen(1024)
+            sock.setblocking(False)
+            return self.reactor.adoptStreamPort(sock.fileno(), family, factory)
+        except OSError as e:
+            raise ierror.CannotListenError(host, listen.port, e) from None
+        finally:
+            sock.close()
 
     def listening_ports(self) -> list[int]:
         return [p.getHost().port for p in self.listeners.values()]
@@ -133,12 +162,12 @@ class ProxyService:
         self._apply(new)
         if new.cache_log != old.cache_log:
             self.cache_log.close()
-            self.cache_log = CacheLog(new.cache_log, echo=self.echo)
+            self.cache_log = CacheLog(new.cache_log, echo=self.echo, tag=self._tag())
         self.access_log.close()
         self.access_log = AccessLog(new.access_log, new.logformat)
-        if new.pid_filename != old.pid_filename:
-            _unlink(old.pid_filename)
-            self._write_pid()
+        if new.pid_filename != old.pid_filename and self.kid is None:
+            remove_pid_file(old.pid_filename)
+            write_pid_file(new.pid_filename)
         log.info("Reconfigured: %d http_port(s), %d http_access rule(s)",
                  len(self.listeners), len(new.http_access.rules))
 
@@ -147,6 +176,11 @@ class ProxyService:
         self.access_log.rotate(keep)
         self.cache_log.rotate(keep)
         log.info("Rotated logs (keeping %d)", keep)
+
+    def reopen_logs(self) -> None:
+        """Under workers the master renamed the files: write on in new ones."""
+        self.access_log.rotate(0)
+        self.cache_log.rotate(0)
 
     # ------------------------------------------------------------ shutdown
     def shutdown(self) -> defer.Deferred:
@@ -187,7 +221,8 @@ class ProxyService:
         if self.access_log is not None:
             self.access_log.close()
         log.info("squidpy/%s stopped", __version__)
-        self._remove_pid()
+        if self.kid is None:
+            remove_pid_file(self.config.pid_filename)
         if self.cache_log is not None:
             self.cache_log.close()
 
@@ -221,33 +256,35 @@ class ProxyService:
         if self.access_log is not None:
             self.access_log.flush()
 
-    # ------------------------------------------------------------ pid file and signals
-    def _write_pid(self) -> None:
-        path = self.config.pid_filename
-        if path is None:
-            return
-        other = read_pid(path)
-        if other is not None and other != os.getpid() and _alive(other):
-            raise AlreadyRunning(f"squidpy is already running as process {other} (pid_filename {path})")
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as f:
-            f.write(f"{os.getpid()}\n")
-
-    def _remove_pid(self) -> None:
-        path = self.config.pid_filename
-        if path is not None and read_pid(path) == os.getpid():
-            _unlink(path)
-
+    # ------------------------------------------------------------ signals
     def install_signal_handlers(self) -> None:
         call = self.reactor.callFromThread
         signal.signal(signal.SIGHUP, lambda *_: call(self.reconfigure))
         signal.signal(signal.SIGUSR1, lambda *_: call(self.rotate))
+        signal.signal(signal.SIGUSR2, lambda *_: call(self.reopen_logs))
         signal.signal(signal.SIGTERM, lambda *_: call(self._stop_reactor))
         signal.signal(signal.SIGINT, lambda *_: call(self._stop_reactor))
 
     def _stop_reactor(self) -> None:
         d = self.shutdown()
         d.addBoth(lambda _: self.reactor.stop() if self.reactor.running else None)
+
+
+def write_pid_file(path: str | None) -> None:
+    """Write our pid; refuses when another live squidpy holds the file."""
+    if path is None:
+        return
+    other = read_pid(path)
+    if other is not None and other != os.getpid() and _alive(other):
+        raise AlreadyRunning(f"squidpy is already running as process {other} (pid_filename {path})")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def remove_pid_file(path: str | None) -> None:
+    if path is not None and read_pid(path) == os.getpid():
+        _unlink(path)
 
 
 def read_pid(path: str) -> int | None:

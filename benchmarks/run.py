@@ -1,0 +1,442 @@
+"""squidpy against Squid, side by side, on loopback: one command, a table of ratios.
+
+    python benchmarks/run.py [--rounds 3] [--duration 8] [--only miss,hit1k,...]
+
+Starts an origin (nginx when installed, else a built-in Twisted one), squidpy
+and, when installed, Squid; runs every path for both, alternating which goes
+first, and prints medians and squidpy/Squid ratios.  Installs nothing: the
+tools it uses are wrk, curl, nginx and squid from Debian (`apt-get install
+wrk curl nginx-light squid`); a path whose tool is missing is skipped and
+says so.  Everything listens on 127.0.0.1 and stops when the run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LUA = """
+local target = os.getenv("TARGET")
+local host = target:match("^https?://([^/]+)")
+request = function() return wrk.format("GET", target, { ["Host"] = host }) end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
+
+
+def children(pid: int) -> list[int]:
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in out.split()]
+
+
+# ---------------------------------------------------------------- the processes
+
+class Origin:
+    """nginx serving /n/ (no-store) and /c/ (cacheable) files, or the built-in origin."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.port = free_port()
+        www = work / "www"
+        for d in ("n", "c", "scale"):
+            (www / d).mkdir(parents=True, exist_ok=True)
+        for d in ("n", "c"):
+            (www / d / "1k.bin").write_bytes(os.urandom(1024))
+            (www / d / "100k.bin").write_bytes(os.urandom(100 * 1024))
+        self.proc = None
+        self.kind = "nginx" if shutil.which("nginx") else "builtin"
+
+    def start(self) -> None:
+        if self.kind == "nginx":
+            conf = self.work / "nginx.conf"
+            conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {self.work}/nginx.pid;
+error_log {self.work}/nginx.err;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  server {{
+    listen 127.0.0.1:{self.port} backlog=4096;
+    root {self.work}/www;
+    location /n/ {{ add_header Cache-Control "no-store"; }}
+    location /c/ {{ add_header Cache-Control "max-age=86400"; }}
+    location /big/ {{ return 404; }}
+    location /scale/ {{ add_header Cache-Control "max-age=86400"; try_files /c/1k.bin =404; }}
+  }}
+}}
+""")
+            self.proc = subprocess.Popen(["nginx", "-c", str(conf)], stderr=subprocess.DEVNULL)
+        else:
+            self.proc = subprocess.Popen([sys.executable, str(HERE / "origin.py"), str(self.port), str(self.work / "www")])
+        wait_port(self.port)
+        self.big = self.work / "www" / "c" / "big.bin"
+
+    def make_big(self, size: int) -> str:
+        """A file of ``size`` bytes (sparse: no disk needed) served from /n/."""
+        path = self.work / "www" / "n" / f"big{size}.bin"
+        if not path.exists():
+            with open(path, "wb") as f:
+                f.truncate(size)
+        return f"http://127.0.0.1:{self.port}/n/{path.name}"
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+
+
+class Proxy:
+    name = ""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.port = free_port()
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+POLICY = """
+acl local src 127.0.0.0/8
+http_access allow local
+http_access deny all
+"""
+
+
+SQUIDPY_CACHE = """
+cache_mem 256 MB
+maximum_object_size_in_memory 512 KB
+"""
+
+
+def _knows(directive: str) -> bool:
+    sys.path.insert(0, str(ROOT))
+    import squidpy.config.directives  # noqa: F401  (fills the registry)
+    from squidpy.config.registry import DIRECTIVES as registry
+    return directive in registry
+
+
+class Squidpy(Proxy):
+    name = "squidpy"
+
+    def start(self, extra: str = "", workers: int = 1) -> None:
+        d = self.work / "squidpy"
+        d.mkdir(exist_ok=True)
+        conf = d / "squidpy.conf"
+        conf.write_text(POLICY + f"""
+http_port 127.0.0.1:{self.port}
+access_log {d}/access.log squid
+cache_log {d}/cache.log
+pid_filename {d}/squidpy.pid
+""" + (SQUIDPY_CACHE if _knows("cache_mem") else "")
+            + (f"workers {workers}\n" if workers > 1 else "") + extra)
+        self.proc = subprocess.Popen([sys.executable, "-m", "squidpy", "run", "-f", str(conf)],
+                                     cwd=ROOT, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+
+class Squid(Proxy):
+    name = "squid"
+
+    def start(self, extra: str = "", workers: int = 1) -> None:
+        d = self.work / "squid"
+        d.mkdir(exist_ok=True)
+        user = "proxy" if _user_exists("proxy") else "nobody"
+        conf = d / "squid.conf"
+        conf.write_text(POLICY + f"""
+http_port 127.0.0.1:{self.port}
+cache_effective_user {user}
+access_log {d}/access.log squid
+cache_log {d}/cache.log
+pid_filename {d}/squid.pid
+coredump_dir {d}
+cache_mem 256 MB
+maximum_object_size_in_memory 512 KB
+shutdown_lifetime 1 second
+""" + extra)
+        if os.geteuid() == 0:
+            shutil.chown(d, user)
+        self.proc = subprocess.Popen(["squid", "-f", str(conf), "-N"], stderr=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL)
+        wait_port(self.port)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+# ---------------------------------------------------------------- measurements
+
+def wrk(proxy: Proxy, target: str, duration: int, connections: int = 50) -> dict:
+    lua = proxy.work / "proxy.lua"
+    lua.write_text(LUA)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua), proxy.url],
+        capture_output=True, text=True, env=dict(os.environ, TARGET=target), timeout=duration + 60)
+    text = out.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p99 = _ms(re.search(r"\s99%\s+([\d.]+\w+)", text).group(1))
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", text)
+    mbs = float(transfer.group(1)) * {"B": 1e-6, "KB": 1e-3, "MB": 1, "GB": 1e3}[transfer.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {"rps": rps, "p99_ms": p99, "MB/s": mbs * 1.048576, "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(\w+)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+
+def curl_tunnel(proxy: Proxy, url: str) -> float:
+    """MB/s of one download through CONNECT (curl -p)."""
+    out = subprocess.run(["curl", "-s", "-p", "-x", proxy.url, "-o", "/dev/null", "-w", "%{speed_download}", url],
+                         capture_output=True, text=True, timeout=600)
+    return float(out.stdout) / 1e6
+
+
+def parallel_tunnels(proxy: Proxy, url: str, n: int) -> float:
+    """Total MB/s of ``n`` simultaneous CONNECT downloads."""
+    started = time.monotonic()
+    procs = [subprocess.Popen(["curl", "-s", "-p", "-x", proxy.url, "-o", "/dev/null", "-w", "%{size_download}", url],
+                              stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    total = sum(int(p.communicate(timeout=600)[0] or 0) for p in procs)
+    return total / (time.monotonic() - started) / 1e6
+
+
+def warm(proxy: Proxy, url: str, count: int = 3) -> None:
+    for _ in range(count):
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-x", proxy.url, url], timeout=30)
+
+
+def idle_connections_rss(proxy: Proxy, n: int) -> float:
+    socks = []
+    try:
+        for _ in range(n):
+            socks.append(socket.create_connection(("127.0.0.1", proxy.port), timeout=5))
+        time.sleep(1.0)
+        return rss_mb(proxy.proc.pid)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def streaming_rss(proxy: Proxy, url: str) -> float:
+    peak = 0.0
+    p = subprocess.Popen(["curl", "-s", "-x", proxy.url, "-o", "/dev/null", "--limit-rate", "400M", url])
+    while p.poll() is None:
+        peak = max(peak, rss_mb(proxy.proc.pid))
+        time.sleep(0.1)
+    return peak
+
+
+# ---------------------------------------------------------------- the run
+
+PATHS = ["miss", "hit1k", "hit100k", "connect", "tunnels50", "blocklist", "scale", "memory"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    ap.add_argument("--only", default=",".join(PATHS), help="comma-separated: " + ",".join(PATHS))
+    ap.add_argument("--workers", type=int, default=0, help="also measure squidpy with workers N")
+    ap.add_argument("--json", help="write the raw results here")
+    args = ap.parse_args()
+    only = args.only.split(",")
+    missing = [t for t in ("wrk", "curl") if not shutil.which(t)]
+    if missing:
+        sys.exit(f"benchmarks need {', '.join(missing)} (apt-get install {' '.join(missing)})")
+    have_squid = shutil.which("squid") is not None
+    if not have_squid:
+        print("squid is not installed (apt-get install squid): squidpy figures only", file=sys.stderr)
+    work = Path(tempfile.mkdtemp(prefix="squidpy-bench-"))
+    os.chmod(work, 0o755)
+    origin = Origin(work)
+    origin.start()
+    print(f"origin: {origin.kind} on port {origin.port}; rounds: {args.rounds}; wrk {args.duration}s, 50 connections")
+    results: dict[str, dict[str, list]] = {}
+
+    def record(path, name, value):
+        results.setdefault(path, {}).setdefault(name, []).append(value)
+
+    def both(extra: str = ""):
+        sides = [Squidpy(work)]
+        if have_squid:
+            sides.append(Squid(work))
+        return sides, extra
+
+    try:
+        for path in PATHS:
+            if path not in only:
+                continue
+            for rnd in range(args.rounds):
+                sides, _ = both()
+                if rnd % 2:
+                    sides.reverse()
+                for proxy in sides:
+                    run_path(path, proxy, origin, args, record, work)
+        if args.workers > 1:
+            for rnd in range(args.rounds):
+                proxy = Squidpy(work)
+                proxy.start(workers=args.workers)
+                try:
+                    record("miss", f"squidpy workers {args.workers}", wrk(proxy, origin.url("/n/1k.bin"), args.duration)["rps"])
+                    warm(proxy, origin.url("/c/1k.bin"))
+                    record("hit1k", f"squidpy workers {args.workers}", wrk(proxy, origin.url("/c/1k.bin"), args.duration)["rps"])
+                finally:
+                    proxy.stop()
+    finally:
+        origin.stop()
+    report(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def run_path(path, proxy, origin, args, record, work):
+    name = proxy.name
+    if path == "blocklist":
+        domains = work / "blocklist.txt"
+        if not domains.exists():
+            domains.write_text("".join(f".blocked{i}.example.com\n" for i in range(100_000)))
+        for label, extra in (("no list", ""), ("100k list", f'acl blocked dstdomain "{domains}"\nhttp_access deny blocked\n')):
+            proxy.start(extra)
+            try:
+                record(path, f"{name} {label}", wrk(proxy, origin.url("/n/1k.bin"), args.duration)["rps"])
+            finally:
+                proxy.stop()
+        return
+    proxy.start()
+    try:
+        if path == "miss":
+            r = wrk(proxy, origin.url("/n/1k.bin"), args.duration)
+            record("miss req/s", name, r["rps"])
+            record("miss p99 ms", name, r["p99_ms"])
+        elif path == "hit1k":
+            warm(proxy, origin.url("/c/1k.bin"))
+            r = wrk(proxy, origin.url("/c/1k.bin"), args.duration)
+            record("hit 1KB req/s", name, r["rps"])
+            record("hit 1KB p99 ms", name, r["p99_ms"])
+        elif path == "hit100k":
+            warm(proxy, origin.url("/c/100k.bin"))
+            record("hit 100KB MB/s", name, wrk(proxy, origin.url("/c/100k.bin"), args.duration)["MB/s"])
+        elif path == "connect":
+            record("CONNECT 1 GB MB/s", name, curl_tunnel(proxy, origin.make_big(1 << 30)))
+        elif path == "tunnels50":
+            record("50 tunnels total MB/s", name, parallel_tunnels(proxy, origin.make_big(100 << 20), 50))
+        elif path == "scale":
+            for count in (100, 100_000):
+                _fill(proxy, origin, count)
+                warm(proxy, origin.url("/scale/obj0"))
+                record(f"hit req/s, {count} objects", name, wrk(proxy, origin.url("/scale/obj0"), args.duration)["rps"])
+        elif path == "memory":
+            record("RSS MB, 10k idle clients", name, idle_connections_rss(proxy, 10_000))
+            record("RSS MB, streaming 2 GB", name, streaming_rss(proxy, origin.make_big(2 << 30)))
+    finally:
+        proxy.stop()
+
+
+def _fill(proxy, origin, count: int) -> None:
+    """Store ``count`` distinct cacheable objects (wrk-free: a keep-alive client)."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    for i in range(count):
+        c.request("GET", origin.url(f"/scale/obj{i}"))
+        c.getresponse().read()
+    c.close()
+
+
+def report(results: dict) -> None:
+    print()
+    header = f"{'path':34} {'squidpy':>12} {'squid':>12} {'ratio':>8}"
+    print(header)
+    print("-" * len(header))
+    for path, by_name in results.items():
+        names = sorted(by_name)
+        if path == "blocklist":
+            for side in ("squidpy", "squid"):
+                base, listed = by_name.get(f"{side} no list"), by_name.get(f"{side} 100k list")
+                if base and listed:
+                    b, l = statistics.median(base), statistics.median(listed)
+                    print(f"{'blocklist ' + side + ' req/s (none/100k)':34} {b:12.0f} {l:12.0f} {l / b:8.2f}")
+            continue
+        ours = by_name.get("squidpy")
+        theirs = by_name.get("squid")
+        o = statistics.median(ours) if ours else float("nan")
+        t = statistics.median(theirs) if theirs else float("nan")
+        ratio = o / t if ours and theirs else float("nan")
+        print(f"{path:34} {o:12.1f} {t:12.1f} {ratio:8.2f}")
+        for name in names:
+            if name not in ("squidpy", "squid"):
+                print(f"{path + ' (' + name + ')':34} {statistics.median(by_name[name]):12.1f}")
+    print("\nmedians of the rounds; ratio = squidpy / squid (for latency and RSS lower is better)")
+
+
+if __name__ == "__main__":
+    main()
