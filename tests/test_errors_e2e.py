@@ -64,6 +64,15 @@ def test_name_resolved_by_the_configured_dns_server(dproxy, dns, origin):
     assert (status, body) == (200, b"x" * 12)
 
 
+def test_dns_answers_and_failures_are_cached(dproxy, dns, origin):
+    for _ in range(3):
+        assert get(dproxy.port, f"http://www.test.example:{origin.port}/size/1")[0] == 200
+        assert get(dproxy.port, "http://cached-failure.test.example/")[0] == 503
+    names = dns.names()
+    assert names.count("cached-failure.test.example") <= 2     # one A and one AAAA query
+    assert names.count("www.test.example") <= 2
+
+
 def test_ipv6_origin_by_name(dproxy, dns):
     from tests.origin import Origin
     v6 = Origin("::1").start()
