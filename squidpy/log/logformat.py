@@ -13,6 +13,7 @@ can forge a log line.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,19 +31,27 @@ _URL_ALL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 
 def _pct(text: str, keep: frozenset) -> str:
     data = text.encode("utf-8", "surrogateescape")
-    if all(b in keep for b in data):
-        return text
     return "".join(chr(b) if b in keep else f"%{b:02X}" for b in data)
+
+
+def _needs(keep: frozenset):
+    """A regex finding the first character outside ``keep`` (fast path: none)."""
+    allowed = "".join(re.escape(chr(b)) for b in sorted(keep))
+    return re.compile(f"[^{allowed}]").search
+
+
+_DEFAULT_UNSAFE = _needs(_SAFE_URL)
+_URL_UNSAFE = _needs(_URL_ALL)
 
 
 def encode_default(text: str) -> str:
     """No encoding asked: RFC 1738 unsafe and control characters %-encoded."""
-    return _pct(text, _SAFE_URL)
+    return _pct(text, _SAFE_URL) if _DEFAULT_UNSAFE(text) else text
 
 
 def encode_url(text: str) -> str:
     """``#``: URL encoding of everything but unreserved characters."""
-    return _pct(text, _URL_ALL)
+    return _pct(text, _URL_ALL) if _URL_UNSAFE(text) else text
 
 
 def encode_quoted(text: str) -> str:
@@ -66,11 +75,12 @@ def encode_quoted(text: str) -> str:
 
 
 _SQUID_KEEP = frozenset(b for b in range(32, 127) if b not in b"%[]\\")
+_SQUID_UNSAFE = _needs(_SQUID_KEEP)
 
 
 def encode_squid(text: str) -> str:
     """``[``: %, brackets, backslash and bytes outside 32-126 %-encoded; space kept."""
-    return _pct(text, _SQUID_KEEP)
+    return _pct(text, _SQUID_KEEP) if _SQUID_UNSAFE(text) else text
 
 
 def encode_shell(text: str) -> str:
@@ -106,6 +116,11 @@ def _headers_text(headers, name: str | None) -> str | None:
     return ", ".join(values) if values else None
 
 
+def _usec(t: float) -> int:
+    """Microseconds, as Squid's timevals hold them (so .001 s prints as 001, not 000)."""
+    return int(round(t * 1e6))
+
+
 def _local_time(e: LogEntry, arg):
     return time.strftime(arg or "%d/%b/%Y:%H:%M:%S %z", time.localtime(e.end))
 
@@ -126,14 +141,14 @@ class Code:
 
 CODES: dict[str, Code] = {
     # time
-    "ts": Code("int", lambda e, a: int(e.end)),
-    "tu": Code("int", lambda e, a: int((e.end % 1) * 1000)),
+    "ts": Code("int", lambda e, a: _usec(e.end) // 1_000_000),
+    "tu": Code("int", lambda e, a: _usec(e.end) // 1000 % 1000),
     "tl": Code("str", _local_time),
     "tg": Code("str", _gmt_time),
-    "tr": Code("ms", lambda e, a: e.end - e.start),
+    "tr": Code("ms", lambda e, a: (_usec(e.end) - _usec(e.start)) / 1e6),
     "dt": Code("ms", lambda e, a: e.dns_time),
     "<tt": Code("ms", lambda e, a: e.upstream_time),
-    "tt": Code("ms", lambda e, a: e.end - e.start),
+    "tt": Code("ms", lambda e, a: (_usec(e.end) - _usec(e.start)) / 1e6),
     # client connection
     ">a": Code("str", lambda e, a: e.client_ip),
     ">A": Code("str", lambda e, a: e.client_ip),
@@ -196,42 +211,77 @@ class Field:
     max: int | None
 
     def render(self, entry: LogEntry) -> str:
-        value = self.code.get(entry, self.arg)
-        kind = self.code.kind
-        if value is None or value == "":
-            text = "-"
-        elif kind == "ms":
-            if self.max is None:
-                text = str(int(value * 1000))
-            else:
-                text = f"{value * 1000:.{self.max}f}"
-        elif kind == "int":
-            text = str(value)
-        else:
-            text = str(value)
-            if kind == "text" or self.encoding is not None:
-                text = ENCODINGS[self.encoding](text)
-            if self.max is not None:
-                text = text[:self.max]
-        if self.width and len(text) < self.width:
-            if self.left:
-                text = text.ljust(self.width)
-            elif self.zero and text != "-":
-                text = text.rjust(self.width, "0")
-            else:
-                text = text.rjust(self.width)
-        return text
+        """This field for one entry (the compiled format inlines the same steps)."""
+        return _finish(self, _text(self, self.code.get(entry, self.arg)))
+
+
+def _text(field: Field, value) -> str:
+    kind = field.code.kind
+    if value is None or value == "":
+        return "-"
+    if kind == "ms":
+        return str(int(round(value * 1e6)) // 1000) if field.max is None else f"{value * 1000:.{field.max}f}"
+    if kind == "int":
+        return str(value)
+    text = str(value)
+    if kind == "text" or field.encoding is not None:
+        text = ENCODINGS[field.encoding](text)
+    return text if field.max is None else text[:field.max]
+
+
+def _finish(field: Field, text: str) -> str:
+    if field.width and len(text) < field.width:
+        if field.left:
+            return text.ljust(field.width)
+        if field.zero and text != "-":
+            return text.rjust(field.width, "0")
+        return text.rjust(field.width)
+    return text
 
 
 class LogFormat:
-    """A compiled format: ``format(entry)`` returns one line (no newline)."""
+    """A compiled format: ``format(entry)`` returns one line (no newline).
+
+    The parts are turned into one generated function, so a line costs a few
+    attribute reads and one join instead of a dispatch per field.
+    """
 
     def __init__(self, spec: str, parts: list):
         self.spec = spec
         self.parts = parts
+        self.format = _generate(parts)
 
-    def format(self, entry: LogEntry) -> str:
-        return "".join(p if p.__class__ is str else p.render(entry) for p in self.parts)
+
+def _generate(parts: list):
+    namespace: dict[str, Any] = {"_text": _text, "_finish": _finish, "encode_default": encode_default}
+    pieces = []
+    for i, part in enumerate(parts):
+        if part.__class__ is str:
+            namespace[f"lit{i}"] = part
+            pieces.append(f"lit{i}")
+            continue
+        namespace[f"get{i}"] = part.code.get
+        namespace[f"arg{i}"] = part.arg
+        namespace[f"field{i}"] = part
+        value = f"get{i}(e, arg{i})"
+        kind = part.code.kind
+        if kind == "int" and part.max is None:
+            # the common case, inlined: '-' for a missing number
+            text = f'("-" if (v{i} := {value}) is None or v{i} == "" else str(v{i}))'
+        elif kind == "str" and part.encoding is None and part.max is None:
+            text = f'({value} or "-")'
+        elif kind == "text" and part.encoding is None and part.max is None:
+            text = f'(encode_default(v{i}) if (v{i} := {value}) else "-")'
+        elif kind == "ms" and part.max is None:
+            text = f'("-" if (v{i} := {value}) is None else str(int(round(v{i} * 1e6)) // 1000))'
+        else:
+            text = f"_text(field{i}, {value})"
+        if part.width:
+            text = f"_finish(field{i}, {text})"
+        pieces.append(text)
+    source = "def format(e):\n    return ''.join((" + ", ".join(pieces) + ",))\n"
+    exec(compile(source, "<logformat>", "exec"), namespace)
+    return namespace["format"]
 
 
 def compile_format(spec: str) -> LogFormat:
