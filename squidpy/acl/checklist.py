@@ -8,6 +8,7 @@ caller fetches it and asks again.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 
@@ -20,8 +21,12 @@ class Pending(Exception):
         self.fact = fact
 
 
+@functools.lru_cache(maxsize=65536)
 def ip_key(address: str) -> tuple[int, int]:
-    """``(version, integer)`` of an address; IPv4-mapped IPv6 counts as IPv4."""
+    """``(version, integer)`` of an address; IPv4-mapped IPv6 counts as IPv4.
+
+    Cached: the same few client and origin addresses come back on every request.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped

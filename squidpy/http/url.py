@@ -9,6 +9,7 @@ characters and bad ports are refused rather than guessed at.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -57,8 +58,12 @@ def canonical_url(kind: str, scheme: str, host: str, port: int, path: str) -> st
     return f"{scheme}://{shown}{path}"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_host(text: str) -> tuple[str, bool]:
-    """Validate a host; returns ``(host, is_ip_literal)`` with IPv6 unbracketed."""
+    """Validate a host; returns ``(host, is_ip_literal)`` with IPv6 unbracketed.
+
+    Cached: a browser asks the same hosts again and again.
+    """
     if text.startswith("["):
         if not text.endswith("]"):
             raise BadTarget("ERR_INVALID_URL", f"malformed IPv6 address '{text}'")
