@@ -40,9 +40,10 @@ def run(config_path, debug):
     if config.workers > 1:
         from squidpy.proxy.workers import Master
         sys.exit(Master(config, config.workers, debug).run())
-    from twisted.internet import reactor
-
+    from squidpy.proxy import reactor as squidpy_reactor
     from squidpy.proxy.service import AlreadyRunning, ProxyService
+
+    reactor = squidpy_reactor.install()
 
     service = ProxyService(config, reactor, echo=debug)
     try:

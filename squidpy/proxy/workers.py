@@ -132,9 +132,10 @@ class Master:
 
 def run_kid(config, number: int, echo: bool) -> int:
     """One kid: a full ProxyService with its own reactor, listening with SO_REUSEPORT."""
-    from twisted.internet import reactor
-
+    from squidpy.proxy import reactor as squidpy_reactor
     from squidpy.proxy.service import ProxyService
+
+    reactor = squidpy_reactor.install()
 
     service = ProxyService(config, reactor, echo=echo, kid=number)
     service.start()

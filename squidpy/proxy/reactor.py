@@ -1,0 +1,51 @@
+"""The reactor squidpy runs on: Twisted's epoll reactor, minus one cost.
+
+Twisted wraps every I/O event in a logging context (``callWithLogger``) so
+that a traceback names the connection it came from.  For a proxy that
+handles a few events per request this is several per cent of the CPU a
+request costs, and our own errors already say which transaction they belong
+to.  ``install()`` must run before anything imports ``twisted.internet.reactor``.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from twisted.internet import epollreactor
+
+
+class EPollReactor(epollreactor.EPollReactor):
+    def doPoll(self, timeout):
+        try:
+            events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
+        except OSError as err:
+            if err.errno == errno.EINTR:
+                return
+            raise
+        selectables = self._selectables
+        handle = self._doReadOrWrite
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is not None:
+                handle(selectable, fd, event)
+
+    doIteration = doPoll
+
+
+def install():
+    """Install this reactor (falls back to Twisted's default where epoll is missing)."""
+    import sys
+
+    if "twisted.internet.reactor" in sys.modules:
+        from twisted.internet import reactor
+        return reactor
+    try:
+        r = EPollReactor()
+    except (AttributeError, OSError):
+        from twisted.internet import default
+        default.install()
+    else:
+        from twisted.internet.main import installReactor
+        installReactor(r)
+    from twisted.internet import reactor
+    return reactor
