@@ -89,6 +89,8 @@ class ProxyService:
             raise
         self.timeouts.start()
         self._flush.start(1.0, now=False)
+        from squidpy.proxy.reactor import tune_gc
+        tune_gc()
 
     def _tag(self) -> str | None:
         return f"kid{self.kid}" if self.kid is not None else None
