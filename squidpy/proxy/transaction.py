@@ -408,6 +408,7 @@ class Transaction:
         if rest:
             self.tunnel.from_server(rest)
         self.client.become_tunnel(self.tunnel)
+        self.tunnel.maybe_splice()
 
     def _account_server(self, server) -> None:
         self.entry.upstream_bytes_in += server.bytes_in
@@ -436,6 +437,7 @@ class Transaction:
         self.client.write(CONNECTION_ESTABLISHED)
         self.tunnel = Tunnel(self.client, server, self.config.read_timeout, self._tunnel_ended)
         self.client.become_tunnel(self.tunnel)
+        self.tunnel.maybe_splice()
 
     def tunnel_failed(self, failure) -> None:
         if self.finished:
