@@ -57,7 +57,8 @@ REASONS = {
 
 @dataclass
 class ErrorContext:
-    """What a page may show; ``None`` prints as ``[unknown]`` like Squid."""
+    """What a page may show; a missing value prints as ``[unknown]`` like Squid,
+    except the details (%D, %E, %z, %R), which print nothing."""
 
     name: str
     url: str | None = None
@@ -130,6 +131,8 @@ class ErrorPages:
             return self.stylesheet()
         value = self._value(code, ctx, now)
         if value is None:
+            if code in _EMPTY_WHEN_MISSING:
+                return ""
             return "[unknown]" if code in _KNOWN else "%" + code
         return html.escape(str(value), quote=True)
 
@@ -159,3 +162,4 @@ class ErrorPages:
 
 
 _KNOWN = frozenset("cDEhHiIlLMpPRstTUuwWz")
+_EMPTY_WHEN_MISSING = frozenset("DEzRL")   # details: print nothing when there are none
