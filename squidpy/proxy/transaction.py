@@ -397,7 +397,7 @@ class Transaction:
             self.reused_server = False
             self.body_buffer = []
             return self.connect((self.target.scheme, self.target.host, self.target.port))
-        self.fail(error.error, error.detail, STATUS.get(error.error, error.status), result="TCP_MISS")
+        self.fail(error.error, error.detail, error.status, result="TCP_MISS")
 
     def server_upgraded(self, server, rest: bytes) -> None:
         """A 101 reply was passed on: the two connections become a tunnel."""
