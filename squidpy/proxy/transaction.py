@@ -91,6 +91,8 @@ class Transaction:
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
         if head.method == "CONNECT" and (head.chunked or head.content_length):
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
+        if head.unknown_coding:
+            return self.fail("ERR_INVALID_REQ", "the request body uses a transfer coding other than chunked")
         self.checklist = self.client.checklist(head, target)
         self.check_access()
 
@@ -312,6 +314,17 @@ class Transaction:
         else:
             self.server.write(data)
         self.entry.upstream_bytes_out += len(data)
+
+    def client_body_invalid(self, detail: str) -> None:
+        """The request body turned out malformed after forwarding began: nothing
+        more goes upstream, and that connection cannot be reused."""
+        if self.server is not None:
+            server, self.server = self.server, None
+            server.txn = None
+            server.detach()
+            server.transport.abortConnection()
+        self.body_done = True
+        self.fail("ERR_INVALID_REQ", detail, 400)
 
     def client_body_done(self) -> None:
         self.body_done = True
