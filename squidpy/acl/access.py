@@ -119,6 +119,17 @@ class Verdict:
         return self.rule.acls[-1][1].name
 
 
+def matches(rule: AccessRule | None, ch: Checklist) -> bool:
+    """Whether every ACL of a filter line matches (no filter matches everything);
+    may raise :class:`Pending`."""
+    if rule is None:
+        return True
+    for negated, acl in rule.acls:
+        if acl.match(ch) == negated:
+            return False
+    return True
+
+
 class AccessList:
     """An ordered list of allow/deny rules (``http_access``, ``cache`` ...)."""
 

@@ -286,6 +286,51 @@ directive("request_body_max_size", "SIZE", _size("KB"), "0 KB", "Limits",
           doc="""Largest request body accepted (0: no limit). A larger declared
           body is answered 413 (ERR_TOO_BIG) before anything is forwarded.""")
 
+@dataclass
+class SizeRule:
+    """One ``reply_body_max_size`` line: a size for the replies its ACLs match."""
+
+    size: int
+    filter: AccessRule | None
+
+
+def _reply_body_max_size(args, ctx):
+    if not args:
+        raise ValueError("expected: reply_body_max_size SIZE [ACL ...]")
+    unit_given = len(args) > 1 and args[1].lower().rstrip("s") in ("byte", "kb", "mb", "gb", "b", "k", "m", "g")
+    size = parse_size(args[:2] if unit_given else args[:1], "byte")
+    rest = args[2:] if unit_given else args[1:]
+    rule = None
+    if rest:
+        holder = AccessList("reply_body_max_size")
+        rule = holder.add_rule(["allow", *rest], ctx.config.acls, ctx.where, ctx.text, allow_reply=True)
+    return SizeRule(size, rule)
+
+
+directive(
+    "reply_body_max_size", "SIZE [ACL ...]", _reply_body_max_size, None, "Limits", kind=APPEND,
+    doc="""Largest reply body passed to the clients the ACLs match (the first
+    matching line decides; no line: no limit; 0 means no limit). A reply
+    declaring a larger Content-Length is replaced by a 403 ERR_TOO_BIG page; a
+    reply that grows past it while streaming is cut short.""",
+)
+
+directive("client_ip_max_connections", "N", lambda args, ctx: parse_int(args, -1), "-1", "Limits",
+          doc="""Most connections one client address may hold open at once (-1:
+          no limit). Connections over the limit are closed at once, as Squid
+          does, and reported in cache_log.""")
+
+directive("max_client_connections", "N", lambda args, ctx: parse_int(args, 0), "0", "Limits",
+          doc="""Most client connections squidpy serves at once, from all clients
+          together (0: derived from the file descriptor limit, half of it, since
+          each client may need an origin connection too). Over the limit a new
+          connection is answered 503 and closed. A squidpy extension.""")
+
+directive("max_filedescriptors", "N", lambda args, ctx: parse_int(args, 0), "0", "Limits",
+          doc="""Raise the process's open-file limit to N at start (0: to the hard
+          limit the system allows). Running out of descriptors never stops
+          squidpy: it pauses accepting until some are free again.""")
+
 # ---------------------------------------------------------------- error pages
 
 directive(
@@ -325,6 +370,9 @@ directive(
     /etc/hosts are always answered from there first. squidpy also accepts
     IP:PORT (and [IPv6]:PORT) for a server on another port than 53.""",
 )
+directive("dns_timeout", "TIME", _time("second"), "30 seconds", "DNS",
+          doc="""How long to wait for DNS servers to answer a lookup before the
+          request fails with ERR_DNS_FAIL.""")
 directive("positive_dns_ttl", "TIME", _time("second"), "6 hours", "DNS",
           doc="""Upper bound on how long a DNS answer is reused (the record's own
           TTL is used when shorter).""")

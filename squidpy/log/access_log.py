@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
+from squidpy.acl.access import matches
 from squidpy.acl.checklist import Pending
 from squidpy.log.rotate import rotate_numbered
 from squidpy.log.logformat import PREDEFINED_FORMATS
@@ -126,6 +127,6 @@ class AccessLog:
 def _matches(rule, checklist) -> bool:
     """An access_log filter: all its ACLs must match; one needing a lookup does not."""
     try:
-        return all(acl.match(checklist) != negated for negated, acl in rule.acls)
+        return matches(rule, checklist)
     except Pending:
         return False

@@ -197,6 +197,8 @@ class ClientConnection(Protocol):
             self._upgrade_pending = txn
         if head.chunked:
             self._chunk_meter.start(size)
+        if head.chunked or head.content_length:
+            self.deadline = self._body_deadline()
         self.queue.append(txn)
         if len(self.queue) > MAX_PIPELINE:
             self.pause_reading("pipeline")
@@ -204,18 +206,28 @@ class ClientConnection(Protocol):
 
     def on_body(self, data: bytes) -> None:
         self._chunk_meter.body += len(data)
+        self.deadline = self._body_deadline()
         txn = self._txn
         if txn is not None:
             txn.client_body(data)
+
+    def _body_deadline(self) -> float:
+        return time.monotonic() + self.service.config.read_timeout
 
     def on_chunk_header(self) -> None:
         self._chunk_meter.chunks += 1
 
     def on_message_complete(self) -> None:
         self._chunk_meter.stop()
+        if self.active is not None:
+            self.deadline = None
         txn, self._txn = self._txn, None
         if txn is not None:
             txn.client_body_done()
+
+    def refuse_now(self, error: str, detail: str, status: int) -> None:
+        """Answer a connection we will not serve, before it sends anything."""
+        self._refuse(error, detail, status)
 
     def _refuse(self, error: str, detail: str, status: int) -> None:
         """Input that cannot be parsed: answer it, then stop reading this client.
@@ -229,7 +241,7 @@ class ClientConnection(Protocol):
         if txn is not None and not txn.finished:
             txn.keep_alive = False
             if txn is self.active:
-                txn.client_body_invalid(detail)
+                txn.client_body_invalid(error, detail, status)
             else:
                 txn.refusal = (error, detail, status)
             return
@@ -386,6 +398,14 @@ class ClientConnection(Protocol):
         return None
 
     def timed_out(self) -> None:
+        if self._txn is not None and self._txn is self.active and not self._txn.body_done:
+            if self._paused_by:
+                # we stopped reading it ourselves (the origin is slow): not the client's fault
+                self.deadline = self._body_deadline()
+                return
+            # the request body stopped coming for read_timeout
+            self.deadline = None
+            return self._refuse("ERR_LIFETIME_EXP", "the request body stopped arriving (read_timeout)", 408)
         if self.active is not None or self.queue or self.tunnel is not None:
             return
         if self._in_head and not self.closing:

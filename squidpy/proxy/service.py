@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -48,12 +49,14 @@ class ProxyService:
         self.clients: set = set()
         self._per_ip: Counter = Counter()
         self.shutting_down = False
+        self._over_capacity = False
         self.timeouts = Timeouts(_sweep_interval(config))
         self.pool = ServerPool(reactor, self.timeouts, config)
         self.dns = None
         self.access_log = None
         self.cache_log = None
         self._flush = LoopingCall(self.flush_logs)
+        self.fd_limit = raise_fd_limit(config.max_filedescriptors)
         self._apply(config)
 
     # ------------------------------------------------------------ configuration
@@ -65,7 +68,9 @@ class ProxyService:
         self.via_header = via_value("1.1", config.visible_hostname) if config.via else None
         self.x_cache_miss = b"MISS from " + config.visible_hostname.encode("latin-1")
         self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr)
-        self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl, config.negative_dns_ttl)
+        self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
+                            config.negative_dns_ttl, config.dns_timeout)
+        self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
 
@@ -230,11 +235,24 @@ class ProxyService:
 
     # ------------------------------------------------------------ shared state for connections
     def client_connected(self, client) -> None:
-        if self.shutting_down:
-            client.transport.loseConnection()
+        """Count a new client; refuse it over the connection limits."""
         self.clients.add(client)
         self._per_ip[client.client_ip] += 1
         self.timeouts.add(client)
+        if self.shutting_down:
+            client.transport.loseConnection()
+            return
+        per_ip = self.config.client_ip_max_connections
+        if per_ip >= 0 and self._per_ip[client.client_ip] > per_ip:
+            log.warning("client %s exceeds client_ip_max_connections %d: connection closed", client.client_ip, per_ip)
+            client.transport.abortConnection()
+        elif len(self.clients) > self.max_clients:
+            if not self._over_capacity:
+                log.warning("%d client connections: refusing new ones (max_client_connections)", len(self.clients))
+            self._over_capacity = True
+            client.refuse_now("ERR_CANNOT_FORWARD", "this proxy is serving as many connections as it can", 503)
+        elif self._over_capacity and len(self.clients) < self.max_clients * 0.9:
+            self._over_capacity = False
 
     def client_disconnected(self, client) -> None:
         if client in self.clients:
@@ -287,6 +305,19 @@ def write_pid_file(path: str | None) -> None:
 def remove_pid_file(path: str | None) -> None:
     if path is not None and read_pid(path) == os.getpid():
         _unlink(path)
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft open-file limit towards ``wanted`` (0: the hard limit); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if wanted <= 0 else min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
+    if target != resource.RLIM_INFINITY and target != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 def read_pid(path: str) -> int | None:

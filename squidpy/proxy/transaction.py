@@ -13,6 +13,7 @@ import time
 
 from twisted.internet import defer
 
+from squidpy.acl.access import matches
 from squidpy.acl.checklist import Checklist, Pending
 from squidpy.errors import REASONS, STATUS, ErrorContext
 from squidpy.http import message
@@ -68,6 +69,7 @@ class Transaction:
         self.upstream_started = None
         self.refusal: tuple[str, str, int] | None = None   # set for unparsable requests
         self.head_cork: int | None = None     # the client cork holding our reply head, if any
+        self.reply_limit = 0
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
@@ -326,7 +328,7 @@ class Transaction:
             self.server.write(data)
         self.entry.upstream_bytes_out += len(data)
 
-    def client_body_invalid(self, detail: str) -> None:
+    def client_body_invalid(self, error: str, detail: str, status: int) -> None:
         """The request body turned out malformed after forwarding began: nothing
         more goes upstream, and that connection cannot be reused."""
         if self.server is not None:
@@ -335,7 +337,7 @@ class Transaction:
             server.detach()
             server.transport.abortConnection()
         self.body_done = True
-        self.fail("ERR_INVALID_REQ", detail, 400)
+        self.fail(error, detail, status)
 
     def client_body_done(self) -> None:
         self.body_done = True
@@ -370,6 +372,12 @@ class Transaction:
                 server.txn = None
                 server.transport.abortConnection()
                 return self.fail("ERR_ACCESS_DENIED", None, 403, result="TCP_DENIED_REPLY")
+        self.reply_limit = self._reply_body_limit(resp)
+        if self.reply_limit and resp.content_length is not None and resp.content_length > self.reply_limit:
+            server, self.server = self.server, None
+            server.txn = None
+            server.transport.abortConnection()
+            return self.fail("ERR_TOO_BIG", "the reply is larger than reply_body_max_size", 403)
         self.framing = framing = message.response_framing(self.head.method, resp, self.head.version)
         if framing == CLOSE or self.client.closing:
             self.keep_alive = False
@@ -385,10 +393,32 @@ class Transaction:
         self.head_cork = self.client.cork_number
         self.client.write(head)
 
+    def _reply_body_limit(self, resp: ResponseHead) -> int:
+        """reply_body_max_size: the first line whose ACLs match decides (0: none)."""
+        rules = self.config.reply_body_max_size
+        if not rules:
+            return 0
+        ch = self.checklist
+        ch.reply_status = resp.status
+        ch.reply_headers = resp.headers
+        for rule in rules:
+            try:
+                if matches(rule.filter, ch):
+                    return rule.size
+            except Pending:
+                continue
+        return 0
+
     def response_body(self, data: bytes) -> None:
         if self.finished:
             return
         self.entry.reply_body_size += len(data)
+        if self.reply_limit and self.entry.reply_body_size > self.reply_limit:
+            server, self.server = self.server, None
+            if server is not None:
+                server.txn = None
+                server.transport.abortConnection()
+            return self.fail("ERR_TOO_BIG", "the reply grew larger than reply_body_max_size", 403)
         if self.framing == CHUNKED:
             self.client.write_sequence((b"%x\r\n" % len(data), data, b"\r\n"))
         elif self.framing != NO_BODY:
