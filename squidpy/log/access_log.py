@@ -25,7 +25,7 @@ from itertools import islice
 
 from squidpy.acl.checklist import Pending
 from squidpy.log.destination import Destination
-from squidpy.log.logformat import PREDEFINED_FORMATS
+from squidpy.log.logformat import PREDEFINED_FORMATS, text_bytes
 from squidpy.log.rotate import rotate_numbered
 
 log = logging.getLogger("squidpy")
@@ -117,7 +117,7 @@ class FileLog(Writer):
             return
         lines, self.buffer, self.pending = self.buffer, [], 0
         prefix = b"\n" if self._partial else b""     # end the half line a failed write left
-        data = prefix + ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
+        data = prefix + text_bytes("\n".join(lines) + "\n")
         try:
             if check and self._fd is not None and not self._current():
                 log.warning("access_log %s: the file was removed or replaced; opening it again", self.path)
@@ -219,7 +219,7 @@ class SyslogLog(_QueuedWriter):
         if now != self._stamp_second:
             self._stamp_second = now
             self._stamp = time.strftime("%b %e %H:%M:%S", time.localtime(now))
-        self._enqueue(f"{self.prefix_pri}{self._stamp}{self.tag}{line}".encode("utf-8", "backslashreplace"))
+        self._enqueue(text_bytes(f"{self.prefix_pri}{self._stamp}{self.tag}{line}"))
 
     def _connect(self) -> bool:
         if self.sock is not None:
@@ -288,7 +288,7 @@ class UdpLog(_QueuedWriter):
         self.address = None
 
     def write(self, line: str) -> None:
-        self._enqueue((line + "\n").encode("utf-8", "backslashreplace"))
+        self._enqueue(text_bytes(line + "\n"))
 
     def _ready(self) -> bool:
         if self.sock is not None:
@@ -343,7 +343,7 @@ class TcpLog(_QueuedWriter):
         self.offset = 0               # bytes of queue[0] already sent
 
     def write(self, line: str) -> None:
-        self._enqueue((line + "\n").encode("utf-8", "backslashreplace"))
+        self._enqueue(text_bytes(line + "\n"))
 
     def _drop_oldest(self, reason: str) -> None:
         if self.offset and len(self.queue) > 1:

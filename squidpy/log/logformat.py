@@ -49,9 +49,17 @@ def _finder(escape: frozenset):
     return re.compile(f"[{chars}{high}]").search
 
 
+def text_bytes(text: str) -> bytes:
+    """The bytes a logged value stands for: squidpy keeps request bytes as latin-1 text;
+    anything beyond (an admin's literal text) is UTF-8."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
 def _percent(text: str, escape: frozenset) -> str:
-    data = text.encode("utf-8", "surrogateescape")
-    return "".join(f"%{b:02X}" if b in escape else chr(b) for b in data)
+    return "".join(f"%{b:02X}" if b in escape else chr(b) for b in text_bytes(text))
 
 
 _NEEDS_PASS = _finder(_PASS_ESCAPE)
