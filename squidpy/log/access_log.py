@@ -92,7 +92,9 @@ class FileLog(Writer):
             self._failed(0, f"cannot open: {e.strerror}")
 
     def _open(self) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        parent = os.path.dirname(self.path)
+        if parent and not os.path.lexists(parent):
+            os.makedirs(parent, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
     def _current(self) -> bool:
@@ -117,7 +119,10 @@ class FileLog(Writer):
             return
         lines, self.buffer, self.pending = self.buffer, [], 0
         prefix = b"\n" if self._partial else b""     # end the half line a failed write left
-        data = prefix + text_bytes("\n".join(lines) + "\n")
+        try:
+            data = prefix + ("\n".join(lines) + "\n").encode("latin-1")
+        except UnicodeEncodeError:
+            data = prefix + b"".join(text_bytes(line) + b"\n" for line in lines)
         try:
             if check and self._fd is not None and not self._current():
                 log.warning("access_log %s: the file was removed or replaced; opening it again", self.path)
