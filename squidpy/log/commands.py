@@ -158,7 +158,8 @@ def tail(ctx, file, follow, count, denied, client, user, domain, status, method,
         if as_json:
             click.echo(record_json(r))
         else:
-            click.echo(click.style(render_record(r), fg=colour_of(r), bold=colour_of(r) == "red"), color=colour)
+            text, fg = render_record(r), colour_of(r)
+            click.echo(click.style(text, fg=fg, bold=fg == "red") if fg else text, color=colour)
 
     if not os.path.exists(path) and not follow:
         raise click.FileError(path, "no such file")
