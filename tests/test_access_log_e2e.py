@@ -4,8 +4,12 @@ traffic, and going on serving through a full disk or a removed log file."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -188,3 +192,37 @@ def test_a_client_cannot_forge_lines_through_headers(make_proxy, origin):
     line = log.read_bytes().decode("latin-1").splitlines()[-1]
     assert line.endswith('"http://r/\\"> 1.2.3.4 TCP_HIT/200" "evil\\t\\"quoted\\" caf\xe9" TCP_MISS:HIER_DIRECT')
     assert not any(ord(c) < 32 or ord(c) == 127 for c in line)
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="needs Debian's logrotate (the CI script installs it)")
+def test_the_logrotate_snippet_with_real_logrotate(make_proxy, origin, tmp_path):
+    """etc/logrotate.d/squidpy as shipped, pointed at a test directory, run twice by logrotate."""
+    logs = tmp_path / "log"
+    logs.mkdir(mode=0o755)
+    proxy = make_proxy(LOCAL_POLICY + f"logfile_rotate 0\naccess_log {logs}/access.log squid\n")
+    snippet = (Path(__file__).resolve().parent.parent / "etc" / "logrotate.d" / "squidpy").read_text()
+    assert "/var/log/squidpy/*.log" in snippet and "squidpy signal rotate -f /etc/squidpy/squidpy.conf" in snippet
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(snippet.replace("/var/log/squidpy", str(logs))
+                    .replace("/run/squidpy.pid", str(proxy.pid_file))
+                    .replace("squidpy signal rotate -f /etc/squidpy/squidpy.conf",
+                             f"{sys.executable} -m squidpy signal rotate -f {proxy.config_path}"))
+    state = tmp_path / "logrotate.state"
+
+    def logrotate():
+        out = subprocess.run(["logrotate", "-f", "-s", str(state), str(conf)], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+
+    for round_ in range(2):
+        assert fetch(proxy, origin.url(f"/size/1?round={round_}")) == 200
+        assert wait_for(lambda: f"?round={round_}" in (logs / "access.log").read_text(), 10)
+        logrotate()
+        assert wait_for(lambda: (logs / "access.log").exists(), 10)     # squidpy made a new one (nocreate)
+    assert fetch(proxy, origin.url("/size/1?after")) == 200
+    assert wait_for(lambda: "?after" in (logs / "access.log").read_text(), 10)
+    assert "?round=1" in (logs / "access.log.1").read_text()              # delaycompress: newest stays plain
+    assert (logs / "access.log.2.gz").exists()                            # the older one is compressed
+    out = subprocess.run([sys.executable, "-m", "squidpy", "logs", "-f", str(proxy.config_path), "report"],
+                         capture_output=True, text=True, timeout=60)
+    assert re.search(r"requests\s+3\n", out.stdout), out.stdout + out.stderr

@@ -335,3 +335,17 @@ def test_html_report_renders_its_charts_in_chromium_on_a_phone_and_a_desktop(cra
     pdf = tmp_path / "report.pdf"
     result = chromium(tmp_path, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", page.as_uri())
     assert result.returncode == 0 and pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000
+
+
+def test_who_tried_to_reach_facebook(crafted):
+    """The auditing recipe of docs/logs.md, on the crafted log."""
+    out = squidpy("logs", "report", "--domain", "facebook.com", "--since", "2026-11-22", str(crafted))
+    assert re.search(r"requests\s+3\n", out.stdout) and re.search(r"denied requests\s+3 \(100.0%\)", out.stdout)
+    clients = re.search(r"Top 10 clients\n(.*?)\n\n", out.stdout, re.S).group(1)
+    assert [l.split()[0] for l in clients.splitlines()[2:]] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    users = re.search(r"Top 10 users\n(.*?)\n\n", out.stdout, re.S).group(1)
+    assert [l.split()[0] for l in users.splitlines()[2:]] == ["alice", "bob"]
+    piped = subprocess.run([sys.executable, "-m", "squidpy", "logs", "tail", "-", "-n", "1000", "--domain",
+                            "facebook.com", "--json"], input=crafted.read_bytes(), capture_output=True, env=ENV,
+                           timeout=60)
+    assert [json.loads(l)["client"] for l in piped.stdout.splitlines()] == ["10.0.0.2", "10.0.0.3", "10.0.0.1"]

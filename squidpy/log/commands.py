@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from collections import deque
 
 import click
 
@@ -133,6 +134,8 @@ def tail(ctx, file, follow, count, denied, client, user, domain, status, method,
          as_json, colour, fmt):
     """Show the last lines of an access log, filtered, with readable times; -f follows it.
 
+    FILE '-' reads standard input (zcat -f access.log* | squidpy logs tail - ...).
+
     Denied requests are red on a terminal, errors yellow (4xx) or magenta
     (5xx), cache hits green.  Filters combine: every filter given must match
     (a repeated filter matches any of its values).
@@ -161,6 +164,18 @@ def tail(ctx, file, follow, count, denied, client, user, domain, status, method,
             text, fg = render_record(r), colour_of(r)
             click.echo(click.style(text, fg=fg, bold=fg == "red") if fg else text, color=colour)
 
+    if path == "-":
+        if follow:
+            raise click.UsageError("-f follows a file, not standard input")
+        stdin = click.get_binary_stream("stdin")
+        last: deque = deque(maxlen=count)
+        for raw in stdin:
+            line = raw.decode("latin-1").rstrip("\r\n")
+            if line and keep(line):
+                last.append(line)
+        for line in last:
+            emit(line)
+        return
     if not os.path.exists(path) and not follow:
         raise click.FileError(path, "no such file")
     try:
@@ -181,8 +196,7 @@ def tail(ctx, file, follow, count, denied, client, user, domain, status, method,
 
 @logs.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@click.option("--since", metavar="TIME", help="from TIME: 2026-11-23, '2026-11-23 08:00', yesterday, monday, 7d")
-@click.option("--until", metavar="TIME", help="before TIME (same forms as --since)")
+@_filter_options
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="rows in each top list")
 @click.option("--min-requests", type=click.IntRange(min=1), default=5, show_default=True,
               help="requests a domain needs to be ranked among the slowest")
@@ -191,13 +205,15 @@ def tail(ctx, file, follow, count, denied, client, user, domain, status, method,
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True, help="log format")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
 @click.pass_context
-def report(ctx, files, since, until, top, min_requests, html_out, fmt, progress):
+def report(ctx, files, denied, client, user, domain, status, method, result, since, until, grep,
+           top, min_requests, html_out, fmt, progress):
     """Sum up access logs: traffic, clients, users, domains, denials, cache, status.
 
     FILES may be plain or gzip-compressed, in any order: they are read
     oldest first and merged by time.  Without FILES: the configuration's
-    access log and its rotated copies.  Malformed lines are counted and
-    shown, never fatal.
+    access log and its rotated copies.  The filters of 'tail' narrow the
+    report (who went to --domain facebook.com --since monday?).  Malformed
+    lines are counted and shown, never fatal.
     """
     from squidpy.log.report import Report, render_text
 
@@ -206,7 +222,7 @@ def report(ctx, files, since, until, top, min_requests, html_out, fmt, progress)
         paths = logfiles.rotated_siblings(_default_log(ctx))
         if not paths:
             raise click.UsageError("no access log found: name the FILES to read")
-    selection = Selection(since=_when(since, "--since"), until=_when(until, "--until"))
+    selection = _selection(denied, client, user, domain, status, method, result, since, until, grep)
     wanted = selection.predicate()
     rep = Report()
     opened: list = []
