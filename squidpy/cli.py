@@ -46,6 +46,7 @@ def run(config_path, debug):
     reactor = squidpy_reactor.install()
 
     service = ProxyService(config, reactor, echo=debug)
+    service.install_signal_handlers()
     try:
         service.start()
     except AlreadyRunning as e:
@@ -54,7 +55,6 @@ def run(config_path, debug):
     except Exception as e:
         click.echo(f"squidpy: cannot start: {e}", err=True)
         sys.exit(1)
-    service.install_signal_handlers()
     for port in service.listening_ports():
         click.echo(f"squidpy/{__version__} listening on port {port}", err=True)
     reactor.run(installSignalHandlers=False)

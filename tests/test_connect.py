@@ -105,3 +105,62 @@ def test_upgrade_declined_keeps_http(proxy, origin):
         assert status == 200 and json.loads(body)["path"] == "/echo"
         status, _, body = read_response(f)
         assert (status, body) == (200, b"xxxx")
+
+
+def _pipes(pid: int) -> int:
+    import os
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:")
+        except OSError:
+            pass
+    return count
+
+
+def test_large_tunnel_transfer_both_ways_is_intact_and_counted(make_proxy, origin):
+    """The tunnel moves to splice(2) (two pipes appear); bytes arrive intact both ways."""
+    import hashlib
+    proxy = make_proxy(TUNNEL_POLICY.format(port=origin.port))
+    pipes_before = _pipes(proxy.proc.pid)
+    n = 50 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as s:
+        s.sendall(f"CONNECT 127.0.0.1:{origin.port} HTTP/1.1\r\n\r\n".encode())
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"HTTP/1.1 200")
+        f.readline()
+        s.sendall(f"GET /big/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, headers, body = read_response(f)
+        assert status == 200 and len(body) == n
+        block = bytes(range(256)) * 256
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(block * (n // len(block))).hexdigest()
+        assert _pipes(proxy.proc.pid) == pipes_before + 4      # two pipes, one per direction
+        upload = bytes(range(251)) * 80000
+        s.sendall(f"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: {len(upload)}\r\n\r\n".encode() + upload)
+        status, _, body = read_response(f)
+        assert json.loads(body) == {"length": len(upload), "sha256": hashlib.sha256(upload).hexdigest()}
+        f.close()
+    line = proxy.log_line("CONNECT").split()
+    assert line[3] == "TCP_TUNNEL/200"
+    assert int(line[4]) > n
+    assert wait_for_pipes_closed(proxy.proc.pid, pipes_before)
+
+
+def wait_for_pipes_closed(pid, expected):
+    from tests.proxyproc import wait_for
+    return wait_for(lambda: _pipes(pid) == expected, 5)
+
+
+def test_idle_tunnel_times_out(make_proxy, origin):
+    import time
+    proxy = make_proxy(TUNNEL_POLICY.format(port=origin.port) + "read_timeout 1 second\n")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(f"CONNECT 127.0.0.1:{origin.port} HTTP/1.1\r\n\r\n".encode())
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"HTTP/1.1 200")
+        f.readline()
+        s.sendall(b"GET /size/10 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(f)[2] == b"x" * 10
+        started = time.monotonic()
+        assert f.read() == b""                   # closed for idleness
+        assert time.monotonic() - started < 4

@@ -240,3 +240,29 @@ def test_refused_upload_is_answered_not_reset(make_proxy, origin, tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.stdout == "413"
     assert origin.count("/echo") == before
+
+
+def test_reply_headers_too_large_is_502(make_proxy, origin):
+    proxy = make_proxy(LOCAL_POLICY + "reply_header_max_size 2 KB\n")
+    status, headers, _ = get(proxy.port, origin.url("/headers?X-Big=" + "h" * 5000))
+    assert status == 502
+    assert headers["x-squid-error"] == "ERR_TOO_BIG 0"
+
+
+def test_invalid_reply_is_502(make_proxy):
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def garbage():
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello")
+        conn.close()
+
+    threading.Thread(target=garbage, daemon=True).start()
+    proxy = make_proxy(LOCAL_POLICY)
+    status, headers, _ = get(proxy.port, f"http://127.0.0.1:{srv.getsockname()[1]}/")
+    srv.close()
+    assert status == 502 and headers["x-squid-error"] == "ERR_INVALID_RESP 0"

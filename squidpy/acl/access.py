@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from squidpy.acl.checklist import Checklist
 from squidpy.acl.types import ACL_TYPES, AclType
@@ -92,14 +92,24 @@ class AccessRule:
         return "allow" if self.allow else "deny"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Verdict:
-    """The answer of an access list and why, for logs, deny_info and ``squidpy check``."""
+    """The answer of an access list and why, for logs, deny_info and ``squidpy check``.
+
+    Verdicts are made once per rule when the configuration loads, so a check
+    allocates nothing.
+    """
 
     allowed: bool
     rule: AccessRule | None = None
-    matched: list[str] = field(default_factory=list)   # ACL names as written (with '!')
     implicit: bool = False
+
+    @property
+    def matched(self) -> list[str]:
+        """The ACL names of the deciding line as written (with '!'), if it matched."""
+        if self.rule is None or self.implicit:
+            return []
+        return [("!" if n else "") + a.name for n, a in self.rule.acls]
 
     @property
     def last_acl(self) -> str | None:
@@ -116,6 +126,8 @@ class AccessList:
         self.name = name
         self.empty_allows = empty_allows
         self.rules: list[AccessRule] = []
+        self._decisions: list[tuple[AccessRule, Verdict]] = []
+        self._default = Verdict(empty_allows, None, implicit=True)
 
     def add_rule(self, args: list[str], acls: AclTable, where: str, text: str,
                  allow_reply: bool = False) -> AccessRule:
@@ -137,20 +149,19 @@ class AccessList:
             refs.append((negated, acl))
         rule = AccessRule(args[0] == "allow", refs, where, text)
         self.rules.append(rule)
+        self._decisions.append((rule, Verdict(rule.allow, rule)))
+        self._default = Verdict(not rule.allow, rule, implicit=True)
         return rule
 
     def check(self, ch: Checklist) -> Verdict:
         """First full match decides; may raise :class:`Pending` for a lookup."""
-        for rule in self.rules:
+        for rule, verdict in self._decisions:
             for negated, acl in rule.acls:
                 if acl.match(ch) == negated:
                     break
             else:
-                return Verdict(rule.allow, rule, [("!" if n else "") + a.name for n, a in rule.acls])
-        if not self.rules:
-            return Verdict(self.empty_allows, None, [], implicit=True)
-        last = self.rules[-1]
-        return Verdict(not last.allow, last, [], implicit=True)
+                return verdict
+        return self._default
 
     def __bool__(self) -> bool:
         return bool(self.rules)

@@ -57,7 +57,8 @@ REASONS = {
 
 @dataclass
 class ErrorContext:
-    """What a page may show; ``None`` prints as ``[unknown]`` like Squid."""
+    """What a page may show; a missing value prints as ``[unknown]`` like Squid,
+    except the details (%D, %E, %z, %R), which print nothing."""
 
     name: str
     url: str | None = None
@@ -91,12 +92,14 @@ class ErrorPages:
         return text
 
     def _read(self, name: str) -> str | None:
-        if os.sep in name or name.startswith("."):
+        # names may come from configuration: no paths, no hidden files, no NUL
+        if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
             return None
         for directory in (self.directory, BUILTIN_DIR):
             if directory:
                 try:
-                    with open(os.path.join(directory, name), encoding="utf-8") as f:
+                    # an admin's template in another encoding must not break every error reply
+                    with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as f:
                         return f.read()
                 except OSError:
                     continue
@@ -111,6 +114,7 @@ class ErrorPages:
         """The HTML body of the page for ``ctx``, UTF-8 encoded."""
         now = time.time() if now is None else now
         template = self.template(ctx.name)
+        values = self._values(ctx, now)
         out = []
         i, n = 0, len(template)
         while i < n:
@@ -119,21 +123,23 @@ class ErrorPages:
                 out.append(template[i:])
                 break
             out.append(template[i:j])
-            out.append(self._code(template[j + 1], ctx, now))
+            out.append(self._code(template[j + 1], values))
             i = j + 2
         return "".join(out).encode("utf-8")
 
-    def _code(self, code: str, ctx: ErrorContext, now: float) -> str:
+    def _code(self, code: str, values: dict) -> str:
         if code == "%":
             return "%"
         if code == "l":
             return self.stylesheet()
-        value = self._value(code, ctx, now)
+        value = values.get(code)
         if value is None:
+            if code in _EMPTY_WHEN_MISSING:
+                return ""
             return "[unknown]" if code in _KNOWN else "%" + code
         return html.escape(str(value), quote=True)
 
-    def _value(self, code: str, ctx: ErrorContext, now: float):
+    def _values(self, ctx: ErrorContext, now: float) -> dict:
         return {
             "c": ctx.name,
             "D": ctx.detail,
@@ -155,7 +161,8 @@ class ErrorPages:
             "w": self.cache_mgr,
             "W": f"mailto:{self.cache_mgr}",
             "z": ctx.dns_error,
-        }.get(code)
+        }
 
 
 _KNOWN = frozenset("cDEhHiIlLMpPRstTUuwWz")
+_EMPTY_WHEN_MISSING = frozenset("DEzRL")   # details: print nothing when there are none

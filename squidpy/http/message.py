@@ -103,6 +103,14 @@ class RequestHead:
         return None
 
 
+    @property
+    def unknown_coding(self) -> bool:
+        """RFC 9112 6.1: a request body coded with anything but chunked alone is refused
+        (a server that does not understand a coding answers 501; a proxy cannot
+        forward what it cannot frame, so squidpy answers 400)."""
+        return bool(self.transfer_encoding) and self.transfer_encoding != [b"chunked"]
+
+
 _INTERESTING = {
     b"connection": 1, b"content-length": 2, b"transfer-encoding": 3, b"upgrade": 4,
     b"expect": 5, b"via": 6, b"x-forwarded-for": 7, b"max-forwards": 8, b"host": 9,
@@ -236,6 +244,17 @@ def request_head_for_origin(
 
 
 _REWRITTEN_REQUEST = frozenset({b"host", b"via", b"x-forwarded-for", b"max-forwards"})
+
+MAX_HEADER_FIELDS = 256          # more fields than this in one head: refused (431 / 502)
+CHUNK_HEADER_ALLOWANCE = 32      # bytes of framing a chunk may carry beyond its data
+CHUNK_SLACK = 4096               # trailers and the last chunk
+
+
+def chunk_overhead_exceeded(raw: int, body: int, chunks: int) -> bool:
+    """Bound chunk extensions and padding (RFC 9112 7.1.1): the bytes of a chunked
+    body beyond its data may not exceed a small allowance per chunk."""
+    return raw - body > CHUNK_SLACK + CHUNK_HEADER_ALLOWANCE * chunks
+
 
 # How the body of a reply is framed towards the client.
 LENGTH, CHUNKED, CLOSE, NO_BODY = "length", "chunked", "close", "none"

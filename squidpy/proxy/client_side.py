@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from squidpy.acl.checklist import Checklist
-from squidpy.http.message import RequestHead
+from squidpy.http.message import MAX_HEADER_FIELDS, RequestHead, chunk_overhead_exceeded
 from squidpy.proxy.transaction import Transaction
 
 MAX_PIPELINE = 16          # queued requests before we stop reading
@@ -122,6 +122,8 @@ class ClientConnection(Protocol):
             return      # lingering after a refusal: drain and drop
         if self._in_head:
             self._head_bytes += len(data)
+        elif self._chunked_body:
+            self._body_raw += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -130,7 +132,8 @@ class ClientConnection(Protocol):
             return
         except httptools.HttpParserError as e:
             if isinstance(e.__context__, _HeadTooBig):
-                return self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size", 431)
+                return self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size"
+                                    f" or more than {MAX_HEADER_FIELDS} fields", 431)
             if isinstance(e.__context__, _UrlTooLong):
                 return self._refuse("ERR_TOO_BIG", f"the URL is longer than {MAX_URL} bytes", 414)
             return self._refuse(*_classify_parse_error(e, data))
@@ -141,6 +144,8 @@ class ClientConnection(Protocol):
             self.raw = []
         if self._in_head and self._head_bytes > self.service.config.request_header_max_size:
             self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size", 431)
+        elif self._chunked_body and chunk_overhead_exceeded(self._body_raw, self._body_bytes, self._chunks):
+            self._refuse("ERR_INVALID_REQ", "the chunked request body carries too much besides its data", 400)
 
     def _reset_request(self) -> None:
         self._url = b""
@@ -148,6 +153,8 @@ class ClientConnection(Protocol):
         self._head_size = 0
         self._head_bytes = 0
         self._in_head = False
+        self._chunked_body = False     # a chunked request body is being read
+        self._body_raw = self._body_bytes = self._chunks = 0
         self._upgrade_pending: Transaction | None = None   # a CONNECT or Upgrade request
         self._txn: Transaction | None = None     # the request whose body is being read
 
@@ -167,7 +174,7 @@ class ClientConnection(Protocol):
             return      # a trailer field after a chunked body: dropped
         self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.service.config.request_header_max_size:
+        if self._head_size > self.service.config.request_header_max_size or len(self._headers) > MAX_HEADER_FIELDS:
             raise _HeadTooBig()
 
     def on_headers_complete(self) -> None:
@@ -188,29 +195,49 @@ class ClientConnection(Protocol):
             self.closing = True
         if head.method == "CONNECT" or head.upgrade is not None:
             self._upgrade_pending = txn
+        if head.chunked:
+            self._chunked_body = True
+            self._body_raw = self._body_bytes = self._chunks = 0
         self.queue.append(txn)
         if len(self.queue) > MAX_PIPELINE:
             self.pause_reading("pipeline")
         self._start_next()
 
     def on_body(self, data: bytes) -> None:
+        self._body_bytes += len(data)
         txn = self._txn
         if txn is not None:
             txn.client_body(data)
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_message_complete(self) -> None:
+        self._chunked_body = False
         txn, self._txn = self._txn, None
         if txn is not None:
             txn.client_body_done()
 
     def _refuse(self, error: str, detail: str, status: int) -> None:
-        """A request that cannot be parsed: answer it, then stop reading this client."""
+        """Input that cannot be parsed: answer it, then stop reading this client.
+
+        When it is the body of a request already queued or under way, that request
+        gets the error (nothing more of it goes upstream); otherwise the broken
+        request gets one of its own."""
+        self.closing = True
+        self._chunked_body = False
+        txn, self._txn = self._txn, None
+        if txn is not None and not txn.finished:
+            txn.keep_alive = False
+            if txn is self.active:
+                txn.client_body_invalid(detail)
+            else:
+                txn.refusal = (error, detail, status)
+            return
         head = RequestHead("NONE", "error:invalid-request", "1.1", [], self._head_bytes)
         txn = Transaction(self, head, time.time())
         txn.entry.url = "error:invalid-request"
         txn.keep_alive = False
-        self.closing = True
-        self._txn = None
         txn.refusal = (error, detail, status)
         self.queue.append(txn)
         self._start_next()

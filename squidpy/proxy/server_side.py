@@ -40,6 +40,10 @@ class _StopParsing(Exception):
     pass
 
 
+class _HeadTooBig(Exception):
+    pass
+
+
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ServerConnection(Protocol):
     def __init__(self, pool: "ServerPool", key: tuple):
@@ -159,18 +163,19 @@ class ServerConnection(Protocol):
                 if not data.endswith(b"\r\n\r\n"):
                     self.transport.loseConnection()
                 return
+            if isinstance(cause, _HeadTooBig):
+                return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
             return self._fail("ERR_INVALID_RESP", f"the server sent an invalid reply: {e}")
-        if self._head is None and self.txn is not None:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.pool.reply_header_max_size:
-                self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
+        if self._head is None and self.txn is not None and self.bytes_in > self.pool.reply_header_max_size:
+            # still no complete head after this much: an endless header section
+            self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
 
-    def _fail(self, error: str, detail: str) -> None:
+    def _fail(self, error: str, detail: str, status: int = 502) -> None:
         txn, self.txn = self.txn, None
         self.transport.abortConnection()
         if txn is not None and not self._done:
             self._done = True
-            txn.server_failed(UpstreamError(error, detail))
+            txn.server_failed(UpstreamError(error, detail, status))
 
     # ------------------------------------------------------------ httptools callbacks
     def on_status(self, status: bytes) -> None:
@@ -180,6 +185,9 @@ class ServerConnection(Protocol):
         if self._head is not None:
             return      # trailer fields: not forwarded
         self._headers.append((name, value))
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.pool.reply_header_max_size:
+            raise _HeadTooBig()
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -259,7 +267,7 @@ class ServerConnection(Protocol):
         elif self.idle or self.txn is None:
             self.transport.loseConnection()
         else:
-            self._fail("ERR_READ_TIMEOUT", "the server did not answer within read_timeout")
+            self._fail("ERR_READ_TIMEOUT", "the server did not answer within read_timeout", 504)
 
     def detach(self) -> None:
         """The transaction is over: undo any pause it caused."""

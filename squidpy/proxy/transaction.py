@@ -91,6 +91,8 @@ class Transaction:
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
         if head.method == "CONNECT" and (head.chunked or head.content_length):
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
+        if head.unknown_coding:
+            return self.fail("ERR_INVALID_REQ", "the request body uses a transfer coding other than chunked")
         self.checklist = self.client.checklist(head, target)
         self.check_access()
 
@@ -313,6 +315,17 @@ class Transaction:
             self.server.write(data)
         self.entry.upstream_bytes_out += len(data)
 
+    def client_body_invalid(self, detail: str) -> None:
+        """The request body turned out malformed after forwarding began: nothing
+        more goes upstream, and that connection cannot be reused."""
+        if self.server is not None:
+            server, self.server = self.server, None
+            server.txn = None
+            server.detach()
+            server.transport.abortConnection()
+        self.body_done = True
+        self.fail("ERR_INVALID_REQ", detail, 400)
+
     def client_body_done(self) -> None:
         self.body_done = True
         if self.finished or self.server is None or self.body_buffer is not None:
@@ -397,7 +410,7 @@ class Transaction:
             self.reused_server = False
             self.body_buffer = []
             return self.connect((self.target.scheme, self.target.host, self.target.port))
-        self.fail(error.error, error.detail, STATUS.get(error.error, error.status), result="TCP_MISS")
+        self.fail(error.error, error.detail, error.status, result="TCP_MISS")
 
     def server_upgraded(self, server, rest: bytes) -> None:
         """A 101 reply was passed on: the two connections become a tunnel."""
@@ -408,6 +421,7 @@ class Transaction:
         if rest:
             self.tunnel.from_server(rest)
         self.client.become_tunnel(self.tunnel)
+        self.tunnel.maybe_splice()
 
     def _account_server(self, server) -> None:
         self.entry.upstream_bytes_in += server.bytes_in
@@ -436,6 +450,7 @@ class Transaction:
         self.client.write(CONNECTION_ESTABLISHED)
         self.tunnel = Tunnel(self.client, server, self.config.read_timeout, self._tunnel_ended)
         self.client.become_tunnel(self.tunnel)
+        self.tunnel.maybe_splice()
 
     def tunnel_failed(self, failure) -> None:
         if self.finished:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+from squidpy.proxy import splice
+
 
 class Tunnel:
     def __init__(self, client, server, idle_timeout: float, on_end):
@@ -29,16 +31,38 @@ class Tunnel:
         server.deadline = None
         client.deadline = None
         server.pool.timeouts.add(self)
+        self.spliced = None
+        self._can_splice = splice.available(client.transport, server.transport)
+        self._splice_pending = False
+
+    def maybe_splice(self) -> None:
+        """Hand the sockets to splice(2) once nothing is queued in Python.
+
+        Checked on the reactor's next turn, when what was just written has
+        usually left the transports' buffers."""
+        if self._can_splice and not self._splice_pending and self.spliced is None:
+            self._splice_pending = True
+            self.server.pool.reactor.callLater(0, self._try_splice)
+
+    def _try_splice(self) -> None:
+        self._splice_pending = False
+        c, s = self.client, self.server
+        if (self.spliced is None and not self.ended and not self.client_done and not self.server_done
+                and c.transport.connected and s.transport.connected and not c._paused_by and not s._paused_by
+                and splice.buffers_empty(c.transport) and splice.buffers_empty(s.transport)):
+            self.spliced = splice.SplicedTunnel(self, s.pool.reactor)
 
     def from_client(self, data: bytes) -> None:
         self.bytes_up += len(data)
         self.deadline = time.monotonic() + self.idle_timeout
         self.server.transport.write(data)
+        self.maybe_splice()
 
     def from_server(self, data: bytes) -> None:
         self.bytes_down += len(data)
         self.deadline = time.monotonic() + self.idle_timeout
         self.client.transport.write(data)
+        self.maybe_splice()
 
     def client_eof(self) -> None:
         self.client_done = True
@@ -63,8 +87,16 @@ class Tunnel:
         self._end()
 
     def timed_out(self) -> None:
-        self.client.transport.abortConnection()
-        self.server.transport.abortConnection()
+        """Nothing moved for read_timeout: close; reset only a side that is stuck
+        with data it cannot deliver."""
+        if self.spliced is not None:
+            self.spliced.close_idle()
+        else:
+            for t in (self.client.transport, self.server.transport):
+                if splice.buffers_empty(t):
+                    t.loseConnection()
+                else:
+                    t.abortConnection()
         self._end()
 
     def _close_both(self) -> None:

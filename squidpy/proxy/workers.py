@@ -137,7 +137,7 @@ def run_kid(config, number: int, echo: bool) -> int:
     reactor = squidpy_reactor.install()
 
     service = ProxyService(config, reactor, echo=echo, kid=number)
-    service.start()
     service.install_signal_handlers()
+    service.start()
     reactor.run(installSignalHandlers=False)
     return 0
