@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LOCAL_POLICY, raw_request
+from tests.test_access_log import short_tmp  # noqa: F401  (a fixture)
 from tests.proxyproc import wait_for
 
 
@@ -32,15 +32,6 @@ def fetch(proxy, url: str, timeout: float = 10) -> int:
         return e.code
 
 
-@pytest.fixture
-def sock_dir():
-    d = tempfile.mkdtemp(prefix="sq", dir="/tmp")
-    yield d
-    for name in os.listdir(d):
-        os.unlink(os.path.join(d, name))
-    os.rmdir(d)
-
-
 def all_lines(directory: Path, name: str = "access.log") -> list[str]:
     lines = []
     for path in sorted(directory.glob(name + "*")):
@@ -48,8 +39,8 @@ def all_lines(directory: Path, name: str = "access.log") -> list[str]:
     return lines
 
 
-def test_every_destination_at_once_each_with_its_filter(make_proxy, origin, sock_dir, tmp_path):
-    syslog_path = os.path.join(sock_dir, "log")
+def test_every_destination_at_once_each_with_its_filter(make_proxy, origin, short_tmp, tmp_path):
+    syslog_path = os.path.join(short_tmp, "log")
     syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     syslog.bind(syslog_path)
     syslog.settimeout(10)

@@ -16,15 +16,7 @@ from squidpy.log.html import render_html
 from squidpy.log.parse import domain_of, is_hit, parse_common, parse_line, parse_squid
 from squidpy.log.report import Report, render_text, sections
 from tests.logdata import T0, crafted_lines, write_crafted
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+from tests.test_logformat import utc  # noqa: F401  (an autouse fixture: TZ=UTC)
 
 
 # ------------------------------------------------------------ parsing

@@ -188,6 +188,16 @@ class _QueuedWriter(Writer):
         self.backlog = backlog
         self.next_attempt = 0.0
         self.backoff = 1.0
+        self.sock: socket.socket | None = None
+
+    def close(self) -> None:
+        self.flush()
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
     def _enqueue(self, data: bytes) -> None:
         self.queue.append(data)
@@ -215,7 +225,6 @@ class SyslogLog(_QueuedWriter):
         self.socket_path = socket_path
         self.prefix_pri = f"<{destination.facility * 8 + destination.priority}>"
         self.tag = f" squidpy[{os.getpid()}]: "
-        self.sock: socket.socket | None = None
         self._stamp_second = -1
         self._stamp = ""
 
@@ -261,8 +270,7 @@ class SyslogLog(_QueuedWriter):
                 if e.errno == errno.EMSGSIZE:
                     self._drop_oldest("a line is too long for syslog")
                     continue
-                self.sock.close()
-                self.sock = None
+                self._close_socket()
                 self._wait_before_retry()
                 self._failed(0, f"syslog socket {self.socket_path}: {e.strerror}")
                 return
@@ -270,11 +278,6 @@ class SyslogLog(_QueuedWriter):
             self.queued -= len(datagram)
             self._recovered()
 
-    def close(self) -> None:
-        self.flush()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
 
 def _resolve(host: str, port: int, kind: int):
@@ -289,7 +292,6 @@ class UdpLog(_QueuedWriter):
     def __init__(self, destination: Destination, buffer_size: int = DEFAULT_BUFFER):
         super().__init__(destination.text, buffer_size)
         self.destination = destination
-        self.sock: socket.socket | None = None
         self.address = None
 
     def write(self, line: str) -> None:
@@ -325,11 +327,6 @@ class UdpLog(_QueuedWriter):
                 continue
             self._recovered()
 
-    def close(self) -> None:
-        self.flush()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
 
 class TcpLog(_QueuedWriter):
@@ -342,7 +339,6 @@ class TcpLog(_QueuedWriter):
     def __init__(self, destination: Destination, buffer_size: int = DEFAULT_BUFFER):
         super().__init__(destination.text, buffer_size)
         self.destination = destination
-        self.sock: socket.socket | None = None
         self.connecting = False
         self.connect_started = 0.0
         self.offset = 0               # bytes of queue[0] already sent
@@ -402,9 +398,7 @@ class TcpLog(_QueuedWriter):
         return True
 
     def _disconnect(self, reason: str) -> None:
-        if self.sock is not None:
-            self.sock.close()
-        self.sock = None
+        self._close_socket()
         self.connecting = False
         if self.offset:
             self.queue.popleft()
@@ -457,9 +451,7 @@ class TcpLog(_QueuedWriter):
             self._failed(len(self.queue), "closed with lines not yet sent")
             self.queue.clear()
             self.queued = self.offset = 0
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        self._close_socket()
 
 
 def open_writer(destination: Destination, buffer_size: int | None = None,
