@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from squidpy.acl.checklist import Checklist
-from squidpy.http.message import MAX_HEADER_FIELDS, RequestHead, chunk_overhead_exceeded
+from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, RequestHead
 from squidpy.proxy.transaction import Transaction
 
 MAX_PIPELINE = 16          # queued requests before we stop reading
@@ -59,6 +59,8 @@ class ClientConnection(Protocol):
         self.eof = False           # the client half-closed
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
         self._paused_by: set[str] = set()
+        self._corked: list[bytes] | None = None
+        self._cork_number = 0
         self._starting = False
         self._reset_request()
 
@@ -122,8 +124,7 @@ class ClientConnection(Protocol):
             return      # lingering after a refusal: drain and drop
         if self._in_head:
             self._head_bytes += len(data)
-        elif self._chunked_body:
-            self._body_raw += len(data)
+        self._chunk_meter.before_read(len(data))
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -144,7 +145,7 @@ class ClientConnection(Protocol):
             self.raw = []
         if self._in_head and self._head_bytes > self.service.config.request_header_max_size:
             self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size", 431)
-        elif self._chunked_body and chunk_overhead_exceeded(self._body_raw, self._body_bytes, self._chunks):
+        elif self._chunk_meter.exceeded_after_read(len(data)):
             self._refuse("ERR_INVALID_REQ", "the chunked request body carries too much besides its data", 400)
 
     def _reset_request(self) -> None:
@@ -153,8 +154,7 @@ class ClientConnection(Protocol):
         self._head_size = 0
         self._head_bytes = 0
         self._in_head = False
-        self._chunked_body = False     # a chunked request body is being read
-        self._body_raw = self._body_bytes = self._chunks = 0
+        self._chunk_meter = ChunkMeter()
         self._upgrade_pending: Transaction | None = None   # a CONNECT or Upgrade request
         self._txn: Transaction | None = None     # the request whose body is being read
 
@@ -196,24 +196,23 @@ class ClientConnection(Protocol):
         if head.method == "CONNECT" or head.upgrade is not None:
             self._upgrade_pending = txn
         if head.chunked:
-            self._chunked_body = True
-            self._body_raw = self._body_bytes = self._chunks = 0
+            self._chunk_meter.start(size)
         self.queue.append(txn)
         if len(self.queue) > MAX_PIPELINE:
             self.pause_reading("pipeline")
         self._start_next()
 
     def on_body(self, data: bytes) -> None:
-        self._body_bytes += len(data)
+        self._chunk_meter.body += len(data)
         txn = self._txn
         if txn is not None:
             txn.client_body(data)
 
     def on_chunk_header(self) -> None:
-        self._chunks += 1
+        self._chunk_meter.chunks += 1
 
     def on_message_complete(self) -> None:
-        self._chunked_body = False
+        self._chunk_meter.stop()
         txn, self._txn = self._txn, None
         if txn is not None:
             txn.client_body_done()
@@ -225,7 +224,7 @@ class ClientConnection(Protocol):
         gets the error (nothing more of it goes upstream); otherwise the broken
         request gets one of its own."""
         self.closing = True
-        self._chunked_body = False
+        self._chunk_meter.active = False
         txn, self._txn = self._txn, None
         if txn is not None and not txn.finished:
             txn.keep_alive = False
@@ -312,10 +311,40 @@ class ClientConnection(Protocol):
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            self.transport.write(data)
 
     def write_sequence(self, parts) -> None:
-        self.transport.writeSequence(parts)
+        if self._corked is not None:
+            self._corked.extend(parts)
+        else:
+            self.transport.writeSequence(parts)
+
+    def cork(self) -> int:
+        """Hold writes until uncork(): what one origin read produces leaves in one
+        write, and a reply head found faulty in that same read can still be taken back.
+        Returns the cork's number, for take_back()."""
+        self._corked = []
+        self._cork_number += 1
+        return self._cork_number
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            self.transport.write(b"".join(corked))
+
+    def take_back(self, number: int) -> bool:
+        """Drop what cork ``number`` holds; False when it was already sent."""
+        if self._corked is None or number != self._cork_number:
+            return False
+        self._corked = []
+        return True
+
+    @property
+    def cork_number(self) -> int | None:
+        return self._cork_number if self._corked is not None else None
 
     def abort(self) -> None:
         """End a reply that cannot be completed: close without the rest of the body,

@@ -18,7 +18,7 @@ from twisted.internet import defer, error as ierror, interfaces, ssl
 from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
-from squidpy.http.message import ResponseHead
+from squidpy.http.message import ChunkMeter, ResponseHead
 
 MAX_IDLE_PER_ORIGIN = 32
 
@@ -41,6 +41,10 @@ class _StopParsing(Exception):
 
 
 class _HeadTooBig(Exception):
+    pass
+
+
+class _TooMuchFraming(Exception):
     pass
 
 
@@ -69,6 +73,8 @@ class ServerConnection(Protocol):
         self._no_body = False
         self._close_delimited = False
         self._done = False
+        self._chunk_meter = ChunkMeter()
+        self._read_len = 0
         self.bytes_in = 0
 
     # ------------------------------------------------------------ connection
@@ -135,6 +141,7 @@ class ServerConnection(Protocol):
         self._no_body = no_body
         self._close_delimited = False
         self._done = False
+        self._chunk_meter = ChunkMeter()
         self._read_timeout = read_timeout
         self.parser = httptools.HttpResponseParser(self)
         self.deadline = time.monotonic() + read_timeout
@@ -153,6 +160,16 @@ class ServerConnection(Protocol):
             return
         self.bytes_in += len(data)
         self.deadline = time.monotonic() + self._read_timeout
+        self._chunk_meter.before_read(len(data))
+        self._read_len = len(data)
+        client = self.txn.client
+        client.cork()
+        try:
+            self._feed(data)
+        finally:
+            client.uncork()
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -165,10 +182,14 @@ class ServerConnection(Protocol):
                 return
             if isinstance(cause, _HeadTooBig):
                 return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
+            if isinstance(cause, _TooMuchFraming):
+                return self._fail("ERR_INVALID_RESP", "the chunked reply carries too much besides its data")
             return self._fail("ERR_INVALID_RESP", f"the server sent an invalid reply: {e}")
         if self._head is None and self.txn is not None and self.bytes_in > self.pool.reply_header_max_size:
             # still no complete head after this much: an endless header section
             self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
+        elif self._chunk_meter.exceeded_after_read(len(data)):
+            self._fail("ERR_INVALID_RESP", "the chunked reply carries too much besides its data")
 
     def _fail(self, error: str, detail: str, status: int = 502) -> None:
         txn, self.txn = self.txn, None
@@ -200,6 +221,8 @@ class ServerConnection(Protocol):
             return
         self._head = head
         self._close_delimited = head.content_length is None and not head.chunked and status not in (204, 304)
+        if head.chunked and not self._no_body:
+            self._chunk_meter.start(self._head_bytes + len(self._reason or b"") + 17)
         txn = self.txn
         txn.response_head(head)
         if self._no_body and status != 101 and self.txn is txn:
@@ -209,11 +232,18 @@ class ServerConnection(Protocol):
             raise _StopParsing()
 
     def on_body(self, data: bytes) -> None:
+        self._chunk_meter.body += len(data)
         txn = self.txn
         if txn is not None:
             txn.response_body(data)
 
+    def on_chunk_header(self) -> None:
+        self._chunk_meter.chunks += 1
+
     def on_message_complete(self) -> None:
+        if self._chunk_meter.exceeded_at_end(self._read_len):
+            raise _TooMuchFraming()
+        self._chunk_meter.stop()
         if self._head is None:
             return      # end of an interim 1xx reply
         if self._head.status == 101:

@@ -27,6 +27,10 @@ from squidpy.proxy.tunnel import Tunnel
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 CONNECTION_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 MAX_BUFFERED_BODY = 256 * 1024
+CLOSE_AFTER = frozenset({
+    "ERR_INVALID_REQ", "ERR_INVALID_URL", "ERR_UNSUP_REQ", "ERR_UNSUP_HTTPVERSION", "ERR_TOO_BIG",
+    "ERR_LIFETIME_EXP",
+})
 
 
 class Transaction:
@@ -63,6 +67,7 @@ class Transaction:
         self.tunnel = None
         self.upstream_started = None
         self.refusal: tuple[str, str, int] | None = None   # set for unparsable requests
+        self.head_cork: int | None = None     # the client cork holding our reply head, if any
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
@@ -175,6 +180,12 @@ class Transaction:
         e = self.entry
         e.error = error
         e.error_detail = detail
+        if error in CLOSE_AFTER:
+            self.keep_alive = False     # Squid closes after a request it could not make sense of
+        if self.reply_started and self.head_cork is not None and self.client.take_back(self.head_cork):
+            # the faulty reply's head is still held back: answer with the error page instead
+            self.reply_started = False
+            e.reply_header_size = e.reply_body_size = 0
         if self.reply_started:
             # the reply is under way: cut it short so the client cannot take it as complete
             if not e.result.endswith("_ABORTED"):
@@ -371,6 +382,7 @@ class Transaction:
         e.reply_headers = resp.headers
         e.reply_header_size = len(head)
         self.reply_started = True
+        self.head_cork = self.client.cork_number
         self.client.write(head)
 
     def response_body(self, data: bytes) -> None:
