@@ -110,3 +110,8 @@ def signal(action, config_path):
         click.echo(f"squidpy: not allowed to signal process {pid}", err=True)
         sys.exit(1)
     click.echo(f"squidpy: sent {action} to process {pid}" if action != "check" else f"squidpy: running as process {pid}")
+
+
+from squidpy.log.commands import logs  # noqa: E402  (feature commands register below)
+
+main.add_command(logs)

@@ -171,12 +171,14 @@ def test_relative_paths_are_from_the_config_directory(tmp_path):
     conf = tmp_path / "squidpy.conf"
     conf.write_text("access_log logs/access.log squid\ncache_log logs/cache.log\n")
     config = loader.load(str(conf))
-    assert config.access_log[0].destination == str(tmp_path / "logs/access.log")
+    assert config.access_log[0].destination.path == str(tmp_path / "logs/access.log")
     assert config.cache_log == str(tmp_path / "logs/cache.log")
 
 
 def test_access_log_unknown_format():
-    assert "unknown logformat 'fancy'" in errors_of("access_log /tmp/a.log fancy\n")[0]
+    assert "unknown logformat 'fancy'" in errors_of("access_log /tmp/a.log logformat=fancy\n")[0]
+    # the older positional form: a name that is no logformat is taken as an ACL, as in Squid
+    assert "ACL 'fancy' is used before it is defined" in errors_of("access_log /tmp/a.log fancy\n")[0]
 
 
 def test_logformat_is_read_raw():

@@ -18,6 +18,7 @@ from squidpy.config.values import (
     parse_http_port, parse_int, parse_ip, parse_onoff, parse_port_number, parse_size,
     parse_time,
 )
+from squidpy.log.destination import Destination, parse_destination
 from squidpy.log.logformat import PREDEFINED_FORMATS, compile_format
 
 
@@ -160,10 +161,12 @@ directive(
 class AccessLogSpec:
     """One ``access_log`` line: where, in which format, for which requests."""
 
-    destination: str
+    destination: Destination
     format_name: str
     filter: AccessRule | None
     where: str
+    rotate: int | None = None          # rotate=N: overrides logfile_rotate for this file
+    buffer_size: int | None = None     # buffer-size=SIZE: write out past this many bytes
 
 
 def _logformat(args, ctx):
@@ -178,42 +181,74 @@ def _logformat(args, ctx):
 
 directive(
     "logformat", "NAME FORMAT", _logformat, None, "Logging", kind=CUSTOM, empty=dict,
-    doc="""Names an access log format made of Squid's % codes (docs/logs.md
-    lists them). Predefined: squid (Squid's native format), common,
-    combined, referrer, useragent.""",
+    doc="""Names an access log format made of Squid's % codes, with Squid's
+    encodings, widths and arguments (docs/logs.md lists them all).
+    Predefined: squid (Squid's native format), common, combined, referrer,
+    useragent. Whatever the format, values from requests are escaped so that
+    no client can forge or split a log line.""",
 )
 
 
 def _access_log(args, ctx):
     if not args:
-        raise ValueError("expected: access_log DESTINATION [FORMAT [ACL ...]]")
-    destination, rest = args[0], args[1:]
-    fmt = "squid"
-    if rest:
-        fmt = rest.pop(0)
-        if fmt.startswith("logformat="):
-            fmt = fmt[len("logformat="):]
-        if fmt not in PREDEFINED_FORMATS and fmt not in ctx.config.logformat:
-            raise ValueError(f"unknown logformat '{fmt}' (define it with a logformat line first)")
-    if destination != "none" and ":" not in destination.split("/", 1)[0]:
-        destination = ctx.path(destination)
-    elif destination.startswith(("stdio:", "daemon:")):
-        kind, _, path = destination.partition(":")
-        destination = f"{kind}:{ctx.path(path)}"
+        raise ValueError("expected: access_log DESTINATION [logformat=NAME] [option=VALUE ...] [ACL ...]")
+    destination = parse_destination(args[0], ctx.path)
+    rest = list(args[1:])
+    fmt = None
+    rotate = buffer_size = None
+    while rest and "=" in rest[0]:
+        key, _, value = rest.pop(0).partition("=")
+        if key == "logformat":
+            fmt = value
+        elif key == "rotate":
+            rotate = parse_int([value], 0, 1000)
+        elif key == "buffer-size":
+            buffer_size = parse_size([value], "KB")
+        elif key == "on-error":
+            if value not in ("drop", "die"):
+                raise ValueError("on-error must be drop or die")
+            if value == "die":
+                ctx.warn("access_log on-error=die: squidpy never stops serving because of a log; "
+                         "lines that cannot be written are counted and reported (drop)")
+        else:
+            raise ValueError(f"unknown access_log option '{key}=' (logformat=, rotate=, buffer-size=, on-error=)")
+    if fmt is None and rest and (rest[0] in PREDEFINED_FORMATS or rest[0] in ctx.config.logformat):
+        fmt = rest.pop(0)          # the older syntax: access_log PLACE FORMAT [ACL ...]
+    fmt = fmt or "squid"
+    if fmt not in PREDEFINED_FORMATS and fmt not in ctx.config.logformat:
+        raise ValueError(f"unknown logformat '{fmt}' (define it with a logformat line first)")
     rule = None
     if rest:
         holder = AccessList("access_log")
         rule = holder.add_rule(["allow", *rest], ctx.config.acls, ctx.where, ctx.text)
-    return AccessLogSpec(destination, fmt, rule, ctx.where)
+    return AccessLogSpec(destination, fmt, rule, ctx.where, rotate, buffer_size)
 
 
 directive(
-    "access_log", "PATH|stdio:PATH|daemon:PATH|syslog:FACILITY.PRIORITY|tcp://HOST:PORT|udp://HOST:PORT|none [FORMAT [ACL ...]]",
+    "access_log",
+    "PATH|stdio:PATH|daemon:PATH|syslog:FACILITY.PRIORITY|udp://HOST:PORT|tcp://HOST:PORT|none "
+    "[logformat=NAME] [rotate=N] [buffer-size=SIZE] [ACL ...]",
     _access_log, "${state_dir}/access.log squid", "Logging", kind=APPEND,
     doc="""Where each finished transaction is logged, in which logformat
-    (default: squid, Squid's native format), and optionally only for the
-    requests matching all the ACLs given. Several lines log to several
-    places; 'none' logs nothing.""",
+    (default: squid, Squid's native format; the older form 'access_log PATH
+    FORMAT [ACL ...]' works too), and optionally only for the requests
+    matching all the ACLs given. Several lines log to several places; a
+    request goes to every line whose ACLs match, in order, and a matching
+    'access_log none' line stops it there (put 'access_log none ACL' first
+    to keep some requests out of every log). Files (stdio:, daemon: or a
+    bare path) are written at least once a second; syslog: sends to the
+    local syslog socket (syslog_socket) with the facility and priority given
+    (default local4.info); udp:// and tcp:// send each line to a collector,
+    reconnecting by themselves. rotate=N overrides logfile_rotate for one
+    file; buffer-size=SIZE (default 64 KB) writes out sooner. Nothing a log
+    destination does can block or stop serving: lines it cannot take are
+    counted and reported in cache_log.""",
+)
+
+directive(
+    "syslog_socket", "PATH", lambda args, ctx: ctx.path(_word(args, ctx)), "/dev/log", "Logging",
+    doc="""squidpy extension: the local syslog daemon's UNIX datagram socket,
+    where 'access_log syslog:...' lines go.""",
 )
 
 directive(
@@ -230,9 +265,10 @@ directive(
 
 directive(
     "logfile_rotate", "N", lambda args, ctx: parse_int(args, 0, 1000), "10", "Logging",
-    doc="""How many rotated copies of each log 'squidpy signal rotate' keeps
-    (access.log.0 is the newest). With 0, rotate only reopens the files, for
-    use with an external logrotate.""",
+    doc="""How many rotated copies of each log 'squidpy signal rotate' keeps:
+    access.log becomes access.log.0 (the newest) and older copies shift up
+    to access.log.N-1. With 0, rotate only reopens the files, for an
+    external logrotate that renames them first (etc/logrotate.d/squidpy).""",
 )
 
 # ---------------------------------------------------------------- headers

@@ -23,7 +23,9 @@ class LogEntry:
         "upstream_status", "upstream_time", "upstream_bytes_in", "upstream_bytes_out",
         # the reply as sent to the client
         "reply_headers", "reply_header_size", "reply_body_size", "mime_type",
-        "user", "sequence",
+        # who: Squid's %ul %ue %ui %us, and what external ACLs said (%et %ea)
+        "user_login", "user_external", "user_ident", "user_ssl", "tag", "ext_log",
+        "notes",
     )
 
     def __init__(self, start: float = 0.0):
@@ -59,12 +61,22 @@ class LogEntry:
         self.reply_header_size = 0
         self.reply_body_size = 0
         self.mime_type = None
-        self.user = None
-        self.sequence = 0
+        self.user_login = None        # authenticated user name (%ul)
+        self.user_external = None     # user name from an external ACL helper (%ue)
+        self.user_ident = None        # ident (RFC 1413) user name (%ui)
+        self.user_ssl = None          # TLS client certificate name (%us)
+        self.tag = None               # tag returned by an external ACL (%et)
+        self.ext_log = None           # log string returned by an external ACL (%ea)
+        self.notes = ()               # [(name, value)] annotations (%note)
 
     @property
     def elapsed_ms(self) -> int:
         return int((self.end - self.start) * 1000)
+
+    @property
+    def user(self) -> str | None:
+        """Squid's %un: the first name known, in Squid's order of sources."""
+        return self.user_login or self.user_external or self.user_ssl or self.user_ident
 
     @property
     def bytes_sent(self) -> int:

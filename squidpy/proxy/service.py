@@ -81,7 +81,7 @@ class ProxyService:
         self.cache_log.capture_twisted()
         if self.kid is None:
             write_pid_file(config.pid_filename)
-        self.access_log = AccessLog(config.access_log, config.logformat)
+        self.access_log = AccessLog.from_config(config)
         log.info("Starting squidpy/%s (pid %d) with %s", __version__, os.getpid(), config.source)
         for warning in config.warnings:
             log.warning("%s", warning)
@@ -170,8 +170,7 @@ class ProxyService:
         if new.cache_log != old.cache_log:
             self.cache_log.close()
             self.cache_log = CacheLog(new.cache_log, echo=self.echo, tag=self._tag())
-        self.access_log.close()
-        self.access_log = AccessLog(new.access_log, new.logformat)
+        self.access_log = AccessLog.from_config(new, previous=self.access_log)
         if new.pid_filename != old.pid_filename and self.kid is None:
             remove_pid_file(old.pid_filename)
             write_pid_file(new.pid_filename)
@@ -186,7 +185,7 @@ class ProxyService:
 
     def reopen_logs(self) -> None:
         """Under workers the master renamed the files: write on in new ones."""
-        self.access_log.rotate(0)
+        self.access_log.reopen()
         self.cache_log.rotate(0)
 
     # ------------------------------------------------------------ shutdown

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 
+from squidpy.log.access_log import file_destinations
 from squidpy.log.rotate import rotate_numbered
 
 log = logging.getLogger("squidpy")
@@ -122,10 +123,8 @@ class Master:
 
     def _rotate(self, signum, frame) -> None:
         keep = self.config.logfile_rotate
-        for spec in self.config.access_log:
-            path = spec.destination.partition(":")[2] if spec.destination.startswith(("stdio:", "daemon:")) else spec.destination
-            if path != "none" and "://" not in path and not path.startswith("syslog:"):
-                rotate_numbered(path, keep)
+        for path, copies in file_destinations(self.config.access_log, keep):
+            rotate_numbered(path, copies)
         self.cache_log.rotate(keep)
         self._signal_kids(signal.SIGUSR2)
 

@@ -1,0 +1,425 @@
+"""The access log writers against real files and real sockets (no proxy): files, disk
+full, removed files, rotation, syslog on a UNIX datagram socket, UDP and TCP collectors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import pytest
+
+from squidpy.acl.checklist import Checklist
+from squidpy.config import loader
+from squidpy.log.access_log import AccessLog, FileLog, SyslogLog, TcpLog, UdpLog
+from squidpy.log.destination import parse_destination
+from squidpy.log.entry import LogEntry
+from tests.proxyproc import wait_for
+
+
+@pytest.fixture
+def messages():
+    """cache_log messages squidpy's logger emits during the test."""
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("squidpy")
+    handler = Keep()
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(old)
+
+
+@pytest.fixture
+def short_tmp():
+    """A short directory for UNIX socket paths (108 bytes at most)."""
+    d = tempfile.mkdtemp(prefix="sq", dir="/tmp")
+    yield d
+    for name in os.listdir(d):
+        os.unlink(os.path.join(d, name))
+    os.rmdir(d)
+
+
+def lines_of(path) -> list[str]:
+    with open(path, "rb") as f:
+        return f.read().decode("latin-1").splitlines()
+
+
+# ------------------------------------------------------------ files
+
+def test_lines_wait_in_memory_until_the_flush(tmp_path):
+    path = tmp_path / "logs" / "access.log"
+    w = FileLog(str(path))
+    w.write("one")
+    w.write("two")
+    assert path.read_bytes() == b""
+    w.flush()
+    assert lines_of(path) == ["one", "two"]
+    w.close()
+
+
+def test_a_full_buffer_is_written_before_the_second(tmp_path):
+    path = tmp_path / "access.log"
+    w = FileLog(str(path), buffer_size=100)
+    for i in range(30):
+        w.write(f"line {i:02d}")
+    assert 0 < len(lines_of(path)) < 30
+    w.close()
+    assert lines_of(path) == [f"line {i:02d}" for i in range(30)]
+
+
+def test_request_bytes_are_written_back_as_they_came(tmp_path):
+    path = tmp_path / "access.log"
+    w = FileLog(str(path))
+    w.write("caf\u00e9")               # the byte 0xE9 as squidpy keeps it
+    w.write("arrow \u2192")            # an admin's literal text beyond latin-1
+    w.close()
+    assert path.read_bytes() == b"caf\xe9\n" + "arrow \u2192\n".encode()
+
+
+def test_disk_full_keeps_going_counts_and_recovers(tmp_path, messages):
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    link = tmp_path / "access.log"
+    os.symlink("/dev/full", link)
+    w = FileLog(str(link))
+    for i in range(5):
+        w.write(f"lost {i}")
+    w.flush()
+    w.write("lost 5")
+    w.flush()
+    assert w.lost == 6
+    assert sum("cannot write: No space left on device" in m for m in messages) == 1
+    # space comes back: the name now leads to a real file
+    real = tmp_path / "real.log"
+    os.symlink(real, tmp_path / "tmp-link")
+    os.replace(tmp_path / "tmp-link", link)
+    w.write("kept")
+    w.flush()
+    assert lines_of(real) == ["kept"]
+    assert "access_log %s: writing again; 6 line(s) were lost meanwhile" % link in messages
+    w.close()
+
+
+def test_a_write_cut_short_leaves_no_broken_line_after_recovery(tmp_path):
+    """RLIMIT_FSIZE makes the kernel cut a write in the middle (EFBIG), like a disk filling up."""
+    script = textwrap.dedent(f"""
+        import os, resource, signal
+        from squidpy.log.access_log import FileLog
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, hard))
+        w = FileLog({str(tmp_path / 'access.log')!r})
+        for i in range(10):
+            w.write(f"line {{i}} " + "x" * 20)
+        w.flush()
+        print(w.lost)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        w.write("after")
+        w.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = lines_of(tmp_path / "access.log")
+    assert int(out.stdout) == 10 - 3          # 3 whole lines of 28 bytes fit in 100 bytes, the 4th is cut
+    assert lines[:3] == [f"line {i} " + "x" * 20 for i in range(3)]
+    assert lines[3] == "line 3 " + "x" * 9      # the cut line stays alone on its line
+    assert lines[4:] == ["after"]
+
+
+def test_a_removed_file_is_created_again(tmp_path, messages):
+    path = tmp_path / "access.log"
+    w = FileLog(str(path))
+    w.write("before")
+    w.flush()
+    path.unlink()
+    w.write("after")
+    w.flush()
+    assert lines_of(path) == ["after"]
+    assert any("was removed or replaced" in m for m in messages)
+    assert w.lost == 0
+    w.close()
+
+
+def test_a_vanished_directory_counts_lines_until_it_is_back(tmp_path, messages):
+    """The log directory is replaced by a file (what even root cannot write through)."""
+    d = tmp_path / "logs"
+    path = d / "access.log"
+    w = FileLog(str(path))
+    path.unlink()
+    d.rmdir()
+    d.write_text("not a directory")
+    w.write("lost")
+    w.flush()
+    assert w.lost == 1 and any("cannot open: Not a directory" in m for m in messages)
+    d.unlink()
+    w.write("kept")
+    w.flush()                                  # the directory is made again
+    assert lines_of(path) == ["kept"]
+    assert any("writing again; 1 line(s) were lost meanwhile" in m for m in messages)
+    w.close()
+
+
+def test_rotate_keeps_n_copies(tmp_path):
+    path = tmp_path / "access.log"
+    w = FileLog(str(path))
+    for n in range(5):
+        w.write(f"generation {n}")
+        w.rotate(3)
+    w.write("current")
+    w.close()
+    assert lines_of(path) == ["current"]
+    assert [lines_of(tmp_path / f"access.log.{i}") for i in range(3)] == [["generation 4"], ["generation 3"], ["generation 2"]]
+    assert not (tmp_path / "access.log.3").exists()
+
+
+def test_rotate_zero_only_reopens_for_logrotate(tmp_path):
+    path = tmp_path / "access.log"
+    w = FileLog(str(path))
+    w.write("old")
+    os.rename(path, tmp_path / "access.log.1")         # what logrotate does first
+    w.rotate(0)                                        # then 'squidpy signal rotate'
+    w.write("new")
+    w.close()
+    assert lines_of(tmp_path / "access.log.1") == ["old"]
+    assert lines_of(path) == ["new"]
+
+
+# ------------------------------------------------------------ syslog
+
+def test_syslog_sends_one_rfc3164_datagram_per_line(short_tmp):
+    path = os.path.join(short_tmp, "log")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(5)
+    w = SyslogLog(parse_destination("syslog:local3.notice"), path)
+    w.write("1795369446.165 13 10.0.0.7 TCP_MISS/200 1450 GET http://example.com/ - HIER_DIRECT/1.2.3.4 text/html")
+    w.write("second")
+    w.flush()
+    first, second = server.recv(4096).decode(), server.recv(4096).decode()
+    # <PRI> is facility * 8 + priority: local3 (19) * 8 + notice (5) = 157
+    assert first.startswith("<157>") and f" squidpy[{os.getpid()}]: 1795369446.165 13 10.0.0.7 TCP_MISS/200" in first
+    assert time.strftime("%b %e ") in first[5:12]
+    assert second.endswith(": second")
+    w.close()
+    server.close()
+
+
+def test_syslog_down_then_up(short_tmp, messages):
+    path = os.path.join(short_tmp, "log")
+    w = SyslogLog(parse_destination("syslog"), path)
+    w.write("waits")
+    w.flush()
+    assert any("cannot reach the syslog socket" in m for m in messages)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(5)
+    assert wait_for(lambda: (w.flush(), not w.queue)[1], timeout=5, interval=0.1)
+    assert server.recv(4096).decode().startswith("<166>")      # local4.info, Squid's default
+    w.close()
+    server.close()
+
+
+def test_syslog_that_does_not_keep_up_loses_lines_instead_of_blocking(short_tmp, messages):
+    path = os.path.join(short_tmp, "log")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)                # bound, never read: its queue fills up
+    w = SyslogLog(parse_destination("syslog:daemon.info"), path)
+    for i in range(3000):
+        w.write(f"{i} " + "x" * 500)
+    w.flush()
+    assert w.lost > 0 and not w.queue
+    assert any("the syslog daemon does not keep up" in m for m in messages)
+    w.close()
+    server.close()
+
+
+# ------------------------------------------------------------ UDP and TCP
+
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_udp_sends_each_line_as_a_datagram(family, host):
+    server = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        server.bind((host, 0))
+    except OSError:
+        pytest.skip(f"no {host} here")
+    server.settimeout(5)
+    port = server.getsockname()[1]
+    place = f"[{host}]" if ":" in host else host
+    w = UdpLog(parse_destination(f"udp://{place}:{port}"))
+    w.write("one")
+    w.write("two")
+    w.flush()
+    assert [server.recv(2048), server.recv(2048)] == [b"one\n", b"two\n"]
+    w.close()
+    server.close()
+
+
+def listener():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(5)
+    s.settimeout(5)
+    return s
+
+
+def read_lines(conn, count: int) -> list[str]:
+    conn.settimeout(5)
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode().splitlines()
+
+
+def test_tcp_streams_lines_and_reconnects(messages):
+    server = listener()
+    port = server.getsockname()[1]
+    w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
+    for i in range(3):
+        w.write(f"line {i}")
+    assert wait_for(lambda: (w.flush(), not w.queue)[1], timeout=5, interval=0.05)
+    conn, _ = server.accept()
+    assert read_lines(conn, 3) == ["line 0", "line 1", "line 2"]
+    # the collector goes away; lines wait, then go to the next connection
+    conn.close()
+    time.sleep(0.1)
+    for i in range(3, 6):
+        w.write(f"line {i}")
+        w.flush()
+        time.sleep(0.05)
+    assert wait_for(lambda: (w.flush(), not w.queue and w.sock is not None)[1], timeout=10, interval=0.1)
+    conn, _ = server.accept()
+    got = read_lines(conn, 1)
+    assert got and got[-1] == "line 5" and all(line in {f"line {i}" for i in range(3, 6)} for line in got)
+    w.close()
+    conn.close()
+    server.close()
+
+
+def test_tcp_collector_down_keeps_a_bounded_backlog_and_reports_losses(messages):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()                           # nobody listens there now
+    w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
+    w.backlog = 1000
+    for i in range(100):
+        w.write(f"line {i:03d} " + "x" * 40)   # 50 bytes each: 20 fit in the backlog
+        w.flush()
+    assert w.queued <= 1000 and w.lost == 80
+    assert any("cannot connect" in m for m in messages)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(5)
+    server.settimeout(5)
+    assert wait_for(lambda: (w.flush(), not w.queue)[1], timeout=10, interval=0.1)
+    conn, _ = server.accept()
+    assert [line[:8] for line in read_lines(conn, 20)] == [f"line {i:03d}" for i in range(80, 100)]
+    assert f"access_log tcp://127.0.0.1:{port}: writing again; 80 line(s) were lost meanwhile" in messages
+    w.close()
+    conn.close()
+    server.close()
+
+
+def test_tcp_collector_that_never_reads_cannot_block_the_proxy():
+    server = listener()
+    port = server.getsockname()[1]
+    w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
+    w.backlog = 256 * 1024
+    line = "x" * 1000
+    for i in range(20_000):                 # 20 MB: far more than socket buffers and the backlog
+        w.write(line)
+        if i % 100 == 0:
+            w.flush()
+    assert w.lost > 0 and w.queued <= w.backlog
+    w.close()
+    server.close()
+
+
+# ------------------------------------------------------------ AccessLog: filters, order, none
+
+def config_with(text: str):
+    return loader.load(text=text, path="/tmp/squidpy-test.conf")
+
+
+def test_each_line_has_its_filter_and_none_stops_logging(tmp_path):
+    config = config_with(f"""
+acl health urlpath_regex ^/health
+acl lan src 10.0.0.0/8
+acl posts method POST
+access_log none health
+access_log {tmp_path}/all.log squid
+access_log {tmp_path}/lan.log logformat=common lan
+access_log {tmp_path}/posts.log squid posts
+logformat short %sn %>a %ru
+access_log {tmp_path}/short.log short
+""")
+    log = AccessLog.from_config(config)
+    for ip, path, method in [("10.1.1.1", "/a", "GET"), ("192.0.2.9", "/b", "POST"), ("10.1.1.1", "/health", "POST"),
+                             ("10.2.2.2", "/c", "POST")]:
+        e = LogEntry(1795369446.0)
+        e.end = 1795369446.5
+        e.client_ip, e.method, e.url, e.path, e.status = ip, method, f"http://x{path}", path, 200
+        ch = Checklist(src=ip, method=method, url=e.url, path=path, host="x")
+        log.log(e, ch)
+    log.close()
+    assert [l.split()[6] for l in lines_of(tmp_path / "all.log")] == ["http://x/a", "http://x/b", "http://x/c"]
+    assert [l.split()[0] for l in lines_of(tmp_path / "lan.log")] == ["10.1.1.1", "10.2.2.2"]
+    assert [l.split()[6] for l in lines_of(tmp_path / "posts.log")] == ["http://x/b", "http://x/c"]
+    assert ch.reply_status == 200        # reply ACLs see the status sent
+    assert lines_of(tmp_path / "short.log") == ["1 10.1.1.1 http://x/a", "2 192.0.2.9 http://x/b", "3 10.2.2.2 http://x/c"]
+
+
+def test_two_lines_to_one_file_share_one_writer_and_rotate_once(tmp_path):
+    config = config_with(f"access_log {tmp_path}/a.log squid\naccess_log stdio:{tmp_path}/a.log common\n")
+    log = AccessLog.from_config(config)
+    assert len(log.writers) == 1
+    log.rotate(2)
+    log.close()
+    assert (tmp_path / "a.log.0").exists() and not (tmp_path / "a.log.1").exists()
+
+
+def test_reconfigure_keeps_open_destinations(tmp_path):
+    server = listener()
+    port = server.getsockname()[1]
+    first = AccessLog.from_config(config_with(f"access_log {tmp_path}/a.log\naccess_log tcp://127.0.0.1:{port}\n"))
+    file_writer, tcp_writer = first.writers[f"{tmp_path}/a.log"], first.writers[f"tcp://127.0.0.1:{port}"]
+    second = AccessLog.from_config(config_with(f"access_log {tmp_path}/a.log common\naccess_log tcp://127.0.0.1:{port}\n"),
+                                   previous=first)
+    assert second.writers[f"{tmp_path}/a.log"] is file_writer
+    assert second.writers[f"tcp://127.0.0.1:{port}"] is tcp_writer
+    third = AccessLog.from_config(config_with(f"access_log {tmp_path}/b.log\n"), previous=second)
+    assert tcp_writer.sock is None and file_writer._fd is None     # dropped destinations are closed
+    third.close()
+    server.close()
+
+
+def test_destination_syntax_errors_name_the_problem():
+    for text, message in [("tcp://host", "expected HOST:PORT"), ("udp://[::1]", "expected [IPv6]:PORT"),
+                          ("tcp://h:99999", "not a port number"), ("syslog:local9.info", "unknown syslog facility"),
+                          ("syslog:daemon.loud", "unknown syslog priority"), ("kafka:topic", "unknown access_log module"),
+                          ("stdio:", "a file name must follow")]:
+        with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+            parse_destination(text)
+    errors = None
+    try:
+        config_with("access_log /tmp/a.log bogus=1\n")
+    except loader.ConfigErrors as e:
+        errors = [str(x) for x in e.errors]
+    assert errors and "unknown access_log option 'bogus='" in errors[0] and "/tmp/squidpy-test.conf:1" in errors[0]
