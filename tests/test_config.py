@@ -151,11 +151,20 @@ def test_acl_type_conflict():
 
 
 def test_acl_values_from_file(tmp_path):
-    (tmp_path / "blocked.txt").write_text("# social\n.facebook.com\n\n.fbcdn.net\nbad..name\n")
+    (tmp_path / "blocked.txt").write_text("# social\n.facebook.com\n\n.fbcdn.net\n")
     conf = tmp_path / "squidpy.conf"
     conf.write_text('acl blocked dstdomain "blocked.txt"\n')
     config = loader.load(str(conf))
     assert "www.facebook.com" in config.acls.get("blocked").matcher.domains
+
+
+def test_bad_value_in_a_value_file_names_that_file_and_line(tmp_path):
+    (tmp_path / "blocked.txt").write_text("# social\n.facebook.com\nbad..name\n")
+    conf = tmp_path / "squidpy.conf"
+    conf.write_text('acl blocked dstdomain "blocked.txt"\n')
+    with pytest.raises(loader.ConfigErrors) as e:
+        loader.load(str(conf))
+    assert [str(x) for x in e.value.errors] == [f"{tmp_path}/blocked.txt:3: ACL 'blocked': 'bad..name' is not a domain name"]
 
 
 def test_missing_acl_file(tmp_path):

@@ -52,7 +52,7 @@ class AclTable:
         for name, type_name, values in PREDEFINED:
             acl = self.define(name, type_name, [], "<predefined>")
             for v in values:
-                acl.matcher.add(v)
+                acl.matcher.add(v, None)
             acl.matcher.finish()
 
     def define(self, name: str, type_name: str, flags: list[str], where: str) -> Acl:

@@ -59,18 +59,21 @@ def _network(spec: str, original: str):
 class AddressSet:
     """Sorted, merged intervals per IP version; ``(version, int) in set``."""
 
-    __slots__ = ("_lows", "_highs", "_pending")
+    __slots__ = ("_lows", "_highs", "_pending", "_where")
 
     def __init__(self):
         self._lows = {4: [], 6: []}
         self._highs = {4: [], 6: []}
         self._pending: list[tuple[int, int, int]] = []
+        self._where: dict[tuple[int, int, int], str | None] = {}
 
-    def add(self, entries: list[tuple[int, int, int]]) -> None:
+    def add(self, entries: list[tuple[int, int, int]], where: str | None = None) -> None:
         self._pending.extend(entries)
+        for entry in entries:
+            self._where.setdefault(entry, where)
 
-    def finish(self) -> list[str]:
-        """Merge what was added; returns a warning per value another one covers."""
+    def finish(self) -> list[tuple[str | None, str]]:
+        """Merge what was added; returns ``(where, warning)`` per value another covers."""
         warnings = []
         for version in (4, 6):
             spans = [(lo, hi) for v, lo, hi in self._pending if v == version]
@@ -81,9 +84,10 @@ class AddressSet:
             lows, highs = [], []
             for lo, hi in spans:
                 if highs and hi <= highs[-1] and lo >= lows[-1]:
-                    warnings.append(
-                        f"{_fmt(version, lo, hi)} is already covered by {_fmt(version, lows[-1], highs[-1])}"
-                    )
+                    warnings.append((
+                        self._where.get((version, lo, hi)),
+                        f"{_fmt(version, lo, hi)} is already covered by {_fmt(version, lows[-1], highs[-1])}",
+                    ))
                     continue
                 if highs and lo <= highs[-1] + 1:
                     highs[-1] = hi
@@ -92,6 +96,7 @@ class AddressSet:
                     highs.append(hi)
             self._lows[version], self._highs[version] = lows, highs
         self._pending = []
+        self._where = {}
         return warnings
 
     def __contains__(self, key: tuple[int, int]) -> bool:

@@ -34,12 +34,14 @@ def ip_key(address: str) -> tuple[int, int]:
 
 
 class Checklist:
-    """One transaction's facts.  Reply facts stay ``None`` until a reply exists."""
+    """One transaction's facts.  Reply facts stay ``None`` until a reply exists;
+    looked-up facts (``dst``, ``dst_name``, ``src_name``) stay ``None`` until the
+    lookup is done, and become ``[]``/``""`` when it failed."""
 
     __slots__ = (
         "src", "src_port", "local_ip", "local_port", "port_name",
         "method", "scheme", "host", "port", "path", "url",
-        "request_headers", "dst", "src_name", "client_connections",
+        "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key",
     )
 
@@ -59,6 +61,7 @@ class Checklist:
         port_name: str = "",
         dst: list[str] | None = None,
         now: float | None = None,
+        ip_literal: bool = False,
     ):
         self.src = src
         self.src_port = src_port
@@ -73,7 +76,9 @@ class Checklist:
         self.url = url
         self.request_headers = request_headers if request_headers is not None else []
         self.dst = dst
-        self.src_name = None
+        self.dst_name = None            # reverse DNS of an IP-literal URL host
+        self.ip_literal = ip_literal    # the URL host is an IP address
+        self.src_name = None            # reverse DNS of the client
         self.client_connections = 0
         self.reply_status = None
         self.reply_headers = None

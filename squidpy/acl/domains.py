@@ -16,31 +16,41 @@ def normalize_host(host: str) -> str:
 class DomainSet:
     __slots__ = ("exact", "wild", "_pending")
 
+    _VALID = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._:[]")
+
     def __init__(self):
         self.exact: set[str] = set()      # 'example.com': only itself
         self.wild: set[str] = set()       # '.example.com' stored as 'example.com'
-        self._pending: list[str] = []
+        self._pending: list[tuple[str, str | None]] = []
 
-    def add(self, value: str) -> None:
+    def add(self, value: str, where: str | None = None) -> None:
         value = value.lower().rstrip(".")
         if not value or value == ".":
             raise ValueError("an empty domain name")
+        name = value[1:] if value.startswith(".") else value
+        if not self._VALID.issuperset(name) or ".." in name or name.startswith(("-", ".")):
+            raise ValueError(f"'{value}' is not a domain name")
         if value.startswith("."):
-            self.wild.add(value[1:])
+            self.wild.add(name)
         else:
-            self.exact.add(value)
-        self._pending.append(value)
+            self.exact.add(name)
+        self._pending.append((value, where))
 
-    def finish(self) -> list[str]:
-        """Warnings for names a listed parent already covers (as Squid warns)."""
+    def finish(self) -> list[tuple[str | None, str]]:
+        """``(where, warning)`` for names a listed parent already covers (as Squid warns)."""
         warnings = []
-        for value in self._pending:
+        seen: set[str] = set()
+        for value, where in self._pending:
+            if value in seen:
+                warnings.append((where, f"'{value}' is listed more than once"))
+                continue
+            seen.add(value)
             name = value.lstrip(".")
             parent = self._wild_parent(name)
             if parent is None and not value.startswith(".") and name in self.wild:
                 parent = name
             if parent is not None:
-                warnings.append(f"'{value}' is already matched by '.{parent}'")
+                warnings.append((where, f"'{value}' is already matched by '.{parent}'"))
         self._pending = []
         return warnings
 

@@ -112,7 +112,7 @@ def _acl(args, ctx):
         ctx.warn(f"ACL '{name}' has no values on this line")
     for where, value in values:
         try:
-            acl.matcher.add(value)
+            acl.matcher.add(value, where)
         except ValueError as e:
             ctx.error_at(where, f"ACL '{name}': {e}")
 
@@ -417,14 +417,19 @@ directive("negative_dns_ttl", "TIME", _time("second"), "1 minute", "DNS",
           again.""")
 
 
-def finish_config(config, warn_at) -> None:
+def finish_config(config, warn_at, error_at) -> None:
     """Checks that need the whole file: each ACL's values, once all are in."""
     for acl in config.acls.acls.values():
         lines = config.acl_lines.get(acl.name)
         if lines is None and acl.where == "<predefined>":
             continue
-        for message in acl.matcher.finish():
-            warn_at(lines[0] if lines else acl.where, f"ACL '{acl.name}': {message}")
+        try:
+            warnings = acl.matcher.finish()
+        except ValueError as e:
+            error_at(lines[-1] if lines else acl.where, f"ACL '{acl.name}': {e}")
+            continue
+        for where, message in warnings:
+            warn_at(where or (lines[0] if lines else acl.where), f"ACL '{acl.name}': {message}")
 
 
 __all__ = ["AccessLogSpec", "ConfigError", "finish_config"]

@@ -135,7 +135,11 @@ def load(path: str | None = None, text: str | None = None,
         filename, _, lineno = where.rpartition(":")
         config.warnings.append(ConfigError(filename, int(lineno or 0), message, warning=True))
 
-    directives.finish_config(config, warn_at)
+    def error_at(where: str, message: str) -> None:
+        filename, _, lineno = where.rpartition(":")
+        errors.append(ConfigError(filename, int(lineno or 0), message))
+
+    directives.finish_config(config, warn_at, error_at)
     if errors:
         raise ConfigErrors(errors, config.warnings)
     return config
