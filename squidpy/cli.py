@@ -112,6 +112,10 @@ def signal(action, config_path):
     click.echo(f"squidpy: sent {action} to process {pid}" if action != "check" else f"squidpy: running as process {pid}")
 
 
-from squidpy.log.commands import logs  # noqa: E402  (feature commands register below)
 
+# Feature commands, each in its own module, registered here.
+from squidpy.acl.commands import check  # noqa: E402
+from squidpy.log.commands import logs  # noqa: E402
+
+main.add_command(check)
 main.add_command(logs)

@@ -1,7 +1,7 @@
 """A tiny real DNS server on loopback UDP for tests.
 
-Answers A and AAAA queries from a name -> [addresses] table, NXDOMAIN for
-other names, and records every query name so a test can assert that a
+Answers A and AAAA queries from a name -> [addresses] table, PTR queries
+from an address -> name table, NXDOMAIN for anything else, and records every query name so a test can assert that a
 lookup did (or did not) happen.  Point squidpy at it with
 ``dns_nameservers 127.0.0.1:PORT``.
 """
@@ -15,8 +15,11 @@ import threading
 
 
 class DnsServer:
-    def __init__(self, records: dict[str, list[str]] | None = None, ttl: int = 60):
+    def __init__(self, records: dict[str, list[str]] | None = None, ttl: int = 60,
+                 names: dict[str, str] | None = None):
         self.records = {k.lower(): v for k, v in (records or {}).items()}
+        # address -> name, answered to PTR queries
+        self.pointers = {ipaddress.ip_address(a).reverse_pointer: n for a, n in (names or {}).items()}
         self.ttl = ttl
         self.queries: list[tuple[str, int]] = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -62,6 +65,13 @@ class DnsServer:
         question = query[12:i + 5]
         name = ".".join(labels).lower()
         self.queries.append((name, qtype))
+        if qtype == 12:     # PTR
+            target = self.pointers.get(name)
+            if target is None:
+                return struct.pack("!HHHHHH", qid, 0x8183, 1, 0, 0, 0) + question
+            rdata = b"".join(bytes([len(l)]) + l.encode() for l in target.split(".")) + b"\x00"
+            answer = struct.pack("!HHHIH", 0xC00C, 12, 1, self.ttl, len(rdata)) + rdata
+            return struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + answer
         addresses = self.records.get(name)
         if addresses is None:
             return struct.pack("!HHHHHH", qid, 0x8183, 1, 0, 0, 0) + question   # NXDOMAIN

@@ -174,5 +174,34 @@ class AccessList:
                 return verdict
         return self._default
 
+    def explain(self, ch: Checklist) -> tuple[Verdict, list["Step"]]:
+        """The same decision as :meth:`check`, with every ACL tried on the way
+        (for ``squidpy check`` and for deny_info after an implicit deny)."""
+        steps = []
+        for rule, verdict in self._decisions:
+            step = Step(rule, [])
+            steps.append(step)
+            for negated, acl in rule.acls:
+                matched = acl.match(ch)
+                step.tried.append((negated, acl, matched))
+                if matched == negated:
+                    break
+            else:
+                return verdict, steps
+        return self._default, steps
+
     def __bool__(self) -> bool:
         return bool(self.rules)
+
+
+@dataclass
+class Step:
+    """One line tried by :meth:`AccessList.explain`: its ACLs up to the first mismatch."""
+
+    rule: AccessRule
+    tried: list[tuple[bool, Acl, bool]]      # (negated, acl, the ACL matched)
+
+    @property
+    def last_acl(self) -> str | None:
+        """The last ACL evaluated on this line (Squid's deny_info key on an implicit deny)."""
+        return self.tried[-1][1].name if self.tried else None

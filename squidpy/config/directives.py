@@ -7,7 +7,7 @@ text and parsed by the same code as the admin's lines.
 
 from __future__ import annotations
 
-import os
+import re
 from dataclasses import dataclass
 
 from squidpy.acl.access import AccessList, AccessRule
@@ -152,6 +152,57 @@ directive(
     so reply ACL types (http_status, rep_mime_type, rep_header) may be used.
     A denied reply is replaced by an access-denied page. Without any line,
     every reply is allowed.""",
+)
+
+@dataclass
+class DenyInfo:
+    """What a denial decided by one ACL answers (``deny_info``)."""
+
+    kind: str           # "page", "redirect" or "reset"
+    value: str          # page name, or URL with % codes
+    status: int | None
+    where: str
+
+
+_STATUS_PREFIX = re.compile(r"^([1-5]\d\d):(.+)$")
+_PAGE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _deny_info(args, ctx):
+    if len(args) < 2:
+        raise ValueError("expected: deny_info ERR_PAGE|URL|NNN:URL|TCP_RESET ACL ...")
+    target, names = args[0], args[1:]
+    status = None
+    m = _STATUS_PREFIX.match(target)
+    if m:
+        status, target = int(m.group(1)), m.group(2)
+    if target == "TCP_RESET":
+        info = DenyInfo("reset", target, None, ctx.where)
+    elif "://" in target:
+        if status is not None and not 300 <= status < 400:
+            raise ValueError(f"a redirect needs a 3xx status, not {status}")
+        info = DenyInfo("redirect", target, status or 302, ctx.where)
+    elif _PAGE_NAME.match(target) and not target.startswith("."):
+        if status is not None and not 400 <= status < 600:
+            raise ValueError(f"an error page needs a 4xx or 5xx status, not {status}")
+        info = DenyInfo("page", target, status, ctx.where)
+    else:
+        raise ValueError(f"'{target}' is neither an error page name, a URL nor TCP_RESET")
+    for name in names:
+        if ctx.config.acls.get(name) is None:
+            raise ValueError(f"ACL '{name}' is used before it is defined")
+        ctx.config.deny_info[name] = info
+
+
+directive(
+    "deny_info", "ERR_PAGE|URL|NNN:URL|NNN:ERR_PAGE|TCP_RESET ACL ...", _deny_info, None, "Access control",
+    kind=CUSTOM, empty=dict,
+    doc="""What to answer when a request is denied by one of these ACLs (the last
+    ACL of the denying http_access line, or after an implicit deny the last ACL
+    evaluated): an error page by name (from error_directory or the built-in
+    set), a redirect to URL (302, or NNN:URL) whose % codes are filled as on
+    error pages (%u the URL, %i the client address ...), or TCP_RESET to reset
+    the connection.""",
 )
 
 # ---------------------------------------------------------------- logging
@@ -419,6 +470,12 @@ directive("negative_dns_ttl", "TIME", _time("second"), "1 minute", "DNS",
 
 def finish_config(config, warn_at, error_at) -> None:
     """Checks that need the whole file: each ACL's values, once all are in."""
+    from squidpy.errors import ErrorPages
+    pages = ErrorPages(config.error_directory, "", "")
+    for info in config.deny_info.values():
+        if info.kind == "page" and pages.template_exists(info.value) is False:
+            error_at(info.where, f"deny_info: no error page named '{info.value}' in "
+                                 f"{config.error_directory or 'the built-in set'}")
     for acl in config.acls.acls.values():
         lines = config.acl_lines.get(acl.name)
         if lines is None and acl.where == "<predefined>":

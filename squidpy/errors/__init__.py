@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import os
 import time
+import urllib.parse
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -105,6 +106,9 @@ class ErrorPages:
                     continue
         return None
 
+    def template_exists(self, name: str) -> bool:
+        return self._read(name) is not None
+
     def stylesheet(self) -> str:
         if self._stylesheet is None:
             self._stylesheet = self._read("errorpage.css") or ""
@@ -112,8 +116,14 @@ class ErrorPages:
 
     def render(self, ctx: ErrorContext, now: float | None = None) -> bytes:
         """The HTML body of the page for ``ctx``, UTF-8 encoded."""
+        return self._fill(self.template(ctx.name), ctx, now, _html).encode("utf-8")
+
+    def render_url(self, template: str, ctx: ErrorContext, now: float | None = None) -> str:
+        """A deny_info redirect URL with its % codes filled in, URL-encoded."""
+        return self._fill(template, ctx, now, _url)
+
+    def _fill(self, template: str, ctx: ErrorContext, now: float | None, escape) -> str:
         now = time.time() if now is None else now
-        template = self.template(ctx.name)
         values = self._values(ctx, now)
         out = []
         i, n = 0, len(template)
@@ -123,21 +133,21 @@ class ErrorPages:
                 out.append(template[i:])
                 break
             out.append(template[i:j])
-            out.append(self._code(template[j + 1], values))
+            out.append(self._code(template[j + 1], values, escape))
             i = j + 2
-        return "".join(out).encode("utf-8")
+        return "".join(out)
 
-    def _code(self, code: str, values: dict) -> str:
+    def _code(self, code: str, values: dict, escape) -> str:
         if code == "%":
             return "%"
         if code == "l":
-            return self.stylesheet()
+            return self.stylesheet() if escape is _html else ""
         value = values.get(code)
         if value is None:
             if code in _EMPTY_WHEN_MISSING:
                 return ""
-            return "[unknown]" if code in _KNOWN else "%" + code
-        return html.escape(str(value), quote=True)
+            return escape("[unknown]") if code in _KNOWN else "%" + code
+        return escape(str(value))
 
     def _values(self, ctx: ErrorContext, now: float) -> dict:
         return {
@@ -162,6 +172,14 @@ class ErrorPages:
             "W": f"mailto:{self.cache_mgr}",
             "z": ctx.dns_error,
         }
+
+
+def _html(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+def _url(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
 
 
 _KNOWN = frozenset("cDEhHiIlLMpPRstTUuwWz")

@@ -105,7 +105,7 @@ class ClientConnection(Protocol):
             src=self.client_ip, method=head.method, url=target.url, scheme=target.scheme,
             host=target.host, port=target.port, path=target.path,
             request_headers=head.headers, src_port=self.client_port, local_ip=self.local_ip,
-            local_port=self.local_port, port_name=self.port_name,
+            local_port=self.local_port, port_name=self.port_name, ip_literal=target.ip_literal,
         )
         ch.client_connections = self.service.connections_from(self.client_ip)
         return ch

@@ -9,6 +9,7 @@ IPv4 addresses are tried before IPv6 ones.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 
@@ -20,10 +21,30 @@ class DnsError(Exception):
     """A name could not be resolved; the message is shown on ERR_DNS_FAIL."""
 
 
+HOSTS_FILE = "/etc/hosts"
+
+
 def build_resolver(servers: list[tuple[str, int]] | None):
     """/etc/hosts first, then ``servers`` (or /etc/resolv.conf when None)."""
     upstream = client.Resolver(resolv=None if servers else "/etc/resolv.conf", servers=servers)
-    return resolve.ResolverChain([hosts.Resolver(b"/etc/hosts"), upstream])
+    return resolve.ResolverChain([hosts.Resolver(HOSTS_FILE.encode()), upstream])
+
+
+def hosts_names(path: str = HOSTS_FILE) -> dict[str, str]:
+    """address -> first name, from /etc/hosts (reverse lookups ask it first)."""
+    names: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split("#", 1)[0].split()
+                if len(fields) >= 2:
+                    try:
+                        names.setdefault(str(ipaddress.ip_address(fields[0])), fields[1])
+                    except ValueError:
+                        continue
+    except OSError:
+        pass
+    return names
 
 
 class DnsCache:
@@ -34,6 +55,8 @@ class DnsCache:
         self.timeout = timeout
         self._cache: dict[str, tuple[float, list[str] | DnsError]] = {}
         self._waiting: dict[str, list[defer.Deferred]] = {}
+        self._names: dict[str, tuple[float, str]] = {}
+        self._hosts_names = hosts_names()
 
     def cached(self, host: str) -> list[str] | None:
         """Addresses for ``host`` without waiting, if fresh in the cache."""
@@ -92,8 +115,39 @@ class DnsCache:
             else:
                 d.callback(result)
 
+    def reverse(self, address: str) -> defer.Deferred:
+        """The name of an address (PTR), ``""`` when it has none; never fails.
+
+        Used by the srcdomain ACL and by dstdomain for IP-literal URLs.
+        """
+        hit = self._names.get(address)
+        if hit is not None and hit[0] > time.monotonic():
+            return defer.succeed(hit[1])
+        known = self._hosts_names.get(address)
+        if known is not None:
+            return defer.succeed(known)
+        pointer = ipaddress.ip_address(address).reverse_pointer.encode("ascii")
+        upstream = self.resolver.resolvers[-1]
+        d = upstream.lookupPointer(pointer, timeout=(self.timeout,))
+
+        def answered(result):
+            for record in result[0]:
+                if record.type == dns.PTR:
+                    return str(record.payload.name).rstrip(".")
+            return ""
+
+        def remember(name):
+            ttl = self.positive_ttl if name else self.negative_ttl
+            self._names[address] = (time.monotonic() + ttl, name)
+            return name
+
+        d.addCallbacks(answered, lambda f: "")
+        d.addCallback(remember)
+        return d
+
     def clear(self) -> None:
         self._cache.clear()
+        self._names.clear()
 
 
 def _ipv6_text(payload) -> str:

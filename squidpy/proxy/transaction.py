@@ -9,6 +9,7 @@ class only sequences them and moves bytes between the two connections.
 
 from __future__ import annotations
 
+import html
 import time
 
 from twisted.internet import defer
@@ -109,7 +110,7 @@ class Transaction:
         except Pending as p:
             return self.lookup(p.fact, self.check_access)
         if not verdict.allowed:
-            return self.deny(verdict)
+            return self.deny(verdict, self.config.http_access)
         if self.head.method == "CONNECT":
             return self.open_tunnel()
         if self.head.method in ("OPTIONS", "TRACE") and self.head.max_forwards is not None:
@@ -122,21 +123,28 @@ class Transaction:
         self.forward()
 
     def lookup(self, fact: str, then) -> None:
-        """Fetch a fact an ACL needs (only ``dst`` today), then re-run ``then``."""
+        """Fetch a fact an ACL needs (``dst``, ``dst_name``, ``src_name``), then re-run ``then``.
+
+        A failed lookup leaves an empty fact, which matches nothing (as in Squid)."""
         ch = self.checklist
-        if fact != "dst":
+        if fact == "dst":
+            d = self.resolve()
+            empty = []
+        elif fact == "dst_name":
+            d = self.service.dns.reverse(self.target.host)
+            empty = ""
+        elif fact == "src_name":
+            d = self.service.dns.reverse(self.client.client_ip)
+            empty = ""
+        else:
             raise RuntimeError(f"no lookup for ACL fact {fact!r}")
-        d = self.resolve()
 
-        def got(addresses):
-            ch.dst = addresses
-            then()
+        def got(value):
+            setattr(ch, fact, value)
+            if not self.finished:
+                then()
 
-        def failed(f):
-            ch.dst = []
-            then()
-
-        d.addCallbacks(got, failed)
+        d.addCallbacks(got, lambda f: got(empty))
 
     def resolve(self) -> defer.Deferred:
         target = self.target
@@ -156,8 +164,29 @@ class Transaction:
 
         return d.addBoth(timed)
 
-    def deny(self, verdict) -> None:
-        self.fail("ERR_ACCESS_DENIED", None, 403, result="TCP_DENIED")
+    def deny(self, verdict, access_list, result: str = "TCP_DENIED") -> None:
+        """A denial, answered as deny_info says for the ACL that decided it:
+        the last ACL of the denying line, or after an implicit deny the last
+        ACL evaluated (as in Squid).  By default ERR_ACCESS_DENIED."""
+        name = verdict.last_acl
+        if verdict.implicit:
+            steps = access_list.explain(self.checklist)[1]
+            name = steps[-1].last_acl if steps else None
+        info = self.config.deny_info.get(name) if name else None
+        if info is None:
+            return self.fail("ERR_ACCESS_DENIED", None, 403, result=result)
+        if info.kind == "page":
+            return self.fail(info.value, None, info.status or 403, result=result)
+        self.entry.result = result
+        if info.kind == "reset":
+            self.entry.status = 0
+            self.keep_alive = False
+            self.client.transport.abortConnection()
+            return self.finish()
+        location = self.service.error_pages.render_url(info.value, self._error_context("ERR_ACCESS_DENIED", None))
+        body = b'<html><body>See <a href="%s">here</a>.</body></html>\n' % html.escape(location).encode("latin-1", "replace")
+        self.send_local(info.status or 302, b"text/html;charset=utf-8", body,
+                        [(b"Location", location.encode("latin-1", "replace"))])
 
     # ------------------------------------------------------------ local answers
     def serve_internal(self) -> None:
@@ -197,8 +226,13 @@ class Transaction:
             return self.finish()
         status = status or STATUS.get(error, 500)
         e.result = result
-        target = self.target
-        ctx = ErrorContext(
+        body = self.service.error_pages.render(self._error_context(error, detail, server_ip))
+        self.send_local(status, b"text/html;charset=utf-8", body,
+                        [(b"X-Squid-Error", f"{error} 0".encode())])
+
+    def _error_context(self, error: str, detail: str | None, server_ip: str | None = None) -> ErrorContext:
+        e, target = self.entry, self.target
+        return ErrorContext(
             name=error, url=e.url, method=self.head.method, client_ip=self.client.client_ip,
             server_ip=server_ip or e.server_ip, host=target.host if target else None,
             port=target.port if target else None,
@@ -206,9 +240,6 @@ class Transaction:
             errno_text=detail if error == "ERR_CONNECT_FAIL" else None,
             dns_error=detail if error == "ERR_DNS_FAIL" else None,
         )
-        body = self.service.error_pages.render(ctx)
-        self.send_local(status, b"text/html;charset=utf-8", body,
-                        [(b"X-Squid-Error", f"{error} 0".encode())])
 
     def send_local(self, status: int, content_type: bytes, body: bytes, extra: list) -> None:
         """A complete reply made by squidpy itself."""
@@ -366,12 +397,15 @@ class Transaction:
             ch = self.checklist
             ch.reply_status = resp.status
             ch.reply_headers = resp.headers
-            verdict = self.config.http_reply_access.check(ch)
-            if not verdict.allowed:
+            try:
+                verdict = self.config.http_reply_access.check(ch)
+            except Pending:
+                verdict = None      # a lookup cannot wait here: treat as no match
+            if verdict is not None and not verdict.allowed:
                 server, self.server = self.server, None
                 server.txn = None
                 server.transport.abortConnection()
-                return self.fail("ERR_ACCESS_DENIED", None, 403, result="TCP_DENIED_REPLY")
+                return self.deny(verdict, self.config.http_reply_access, result="TCP_DENIED_REPLY")
         self.reply_limit = self._reply_body_limit(resp)
         if self.reply_limit and resp.content_length is not None and resp.content_length > self.reply_limit:
             server, self.server = self.server, None

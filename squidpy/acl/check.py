@@ -1,0 +1,81 @@
+"""``squidpy check``: which http_access line decides a request, and why.
+
+Pure: :func:`evaluate` takes a configuration, a checklist and a way to fetch
+facts that need lookups (``dst``, ``dst_name``, ``src_name``), and returns
+a :class:`Report` that :func:`render` turns into the text an admin reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from squidpy.acl.access import AccessList, Step, Verdict
+from squidpy.acl.checklist import Checklist, Pending
+
+
+@dataclass
+class Report:
+    verdict: Verdict
+    steps: list[Step]
+    lookups: dict[str, object] = field(default_factory=dict)
+    deny_info: object | None = None
+    deny_acl: str | None = None
+
+
+def evaluate(access: AccessList, ch: Checklist, lookup, deny_info: dict | None = None) -> Report:
+    """Run ``access`` on ``ch``; ``lookup(fact)`` supplies facts ACLs wait for."""
+    lookups: dict[str, object] = {}
+    while True:
+        try:
+            verdict, steps = access.explain(ch)
+            break
+        except Pending as p:
+            if p.fact in lookups:
+                raise RuntimeError(f"lookup of {p.fact} did not settle") from None
+            value = lookup(p.fact)
+            lookups[p.fact] = value
+            setattr(ch, p.fact, value)
+    report = Report(verdict, steps, lookups)
+    if not verdict.allowed and deny_info:
+        name = verdict.last_acl
+        if verdict.implicit:
+            name = steps[-1].last_acl if steps else None
+        report.deny_acl = name
+        report.deny_info = deny_info.get(name) if name else None
+    return report
+
+
+def _acl_text(negated: bool, acl) -> str:
+    return f"{'!' if negated else ''}{acl.name} ({acl.type_name})"
+
+
+def render(report: Report, ch: Checklist, verbose: bool = False) -> str:
+    v = report.verdict
+    lines = [f"{'ALLOW' if v.allowed else 'DENY'}  {ch.method} {ch.url} from {ch.src}"]
+    if v.rule is None:
+        lines.append("  no http_access line at all: every request is denied")
+    elif not v.implicit:
+        lines.append(f"  decided by {v.rule.where}: {v.rule.text}")
+        step = report.steps[-1]
+        matched = ", ".join(
+            f"{_acl_text(n, a)} {'does not match' if n else 'matches'}" for n, a, _ in step.tried)
+        lines.append(f"  because {matched}" if matched else "  (a line without ACLs matches everything)")
+    else:
+        last = v.rule
+        lines.append("  no http_access line matched; the default is the opposite of the last line,")
+        lines.append(f"  {last.where}: {last.text}")
+    if report.deny_info is not None:
+        info = report.deny_info
+        lines.append(f"  answered as deny_info for ACL '{report.deny_acl}' says ({info.where}): "
+                     f"{info.kind} {info.value}" + (f" with status {info.status}" if info.status else ""))
+    elif not v.allowed:
+        lines.append("  answered with the ERR_ACCESS_DENIED page (403)")
+    for fact, value in report.lookups.items():
+        lines.append(f"  looked up {fact}: {value if value else '(nothing found)'}")
+    if verbose:
+        lines.append("  lines tried:")
+        for step in report.steps:
+            results = "; ".join(
+                f"{_acl_text(n, a)}: {'yes' if m != n else 'no'}" for n, a, m in step.tried) or "(no ACLs)"
+            lines.append(f"    {step.rule.where}: {step.rule.text}  ->  {results}")
+    return "\n".join(lines)

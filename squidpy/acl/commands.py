@@ -1,0 +1,91 @@
+"""The ``squidpy check`` command: ask the rules about a request, offline."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+import click
+
+from squidpy.acl.check import evaluate, render
+from squidpy.acl.checklist import Checklist
+from squidpy.http.url import BadTarget, parse_target
+
+
+def _lookup(target, client_ip: str, dst: tuple[str, ...]):
+    """Facts for ACLs that need them: --dst if given, else this machine's resolver."""
+    def lookup(fact: str):
+        if fact == "dst":
+            if dst:
+                return list(dst)
+            if target.ip_literal:
+                return [target.host]
+            try:
+                return sorted({info[4][0] for info in socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)})
+            except OSError:
+                return []
+        address = target.host if fact == "dst_name" else client_ip
+        try:
+            return socket.gethostbyaddr(address)[0]
+        except OSError:
+            return ""
+    return lookup
+
+
+@click.command()
+@click.argument("url")
+@click.option("-f", "config_path", type=click.Path(dir_okay=False), help="configuration file (default: the embedded one)")
+@click.option("--client", "client_ip", default="127.0.0.1", show_default=True, help="the client's address")
+@click.option("--method", default="GET", show_default=True)
+@click.option("--user-agent", help="User-Agent header")
+@click.option("--referer", help="Referer header")
+@click.option("--header", "headers", multiple=True, help="another request header, 'Name: value' (repeatable)")
+@click.option("--dst", multiple=True, help="the origin's address, instead of resolving its name (repeatable)")
+@click.option("--local-ip", default="127.0.0.1", show_default=True, help="proxy address the client used")
+@click.option("--local-port", default=3128, show_default=True, type=int, help="proxy port the client used")
+@click.option("--port-name", default="", help="name= of that http_port (myportname)")
+@click.option("--connections", default=1, show_default=True, type=int, help="connections the client has open (maxconn)")
+@click.option("--at", "at_time", help="pretend it is this local time, 'YYYY-MM-DD HH:MM' (time ACLs)")
+@click.option("-v", "--verbose", is_flag=True, help="show every line tried and each ACL's answer")
+def check(url, config_path, client_ip, method, user_agent, referer, headers, dst, local_ip, local_port,
+          port_name, connections, at_time, verbose):
+    """Which http_access line allows or denies URL, and which ACLs decided it.
+
+    For CONNECT, give URL as host:port with --method CONNECT.  Exit status:
+    0 allowed, 1 denied, 2 bad arguments or configuration.
+    """
+    from squidpy.cli import _load
+
+    config = _load(config_path)
+    method = method.upper()
+    try:
+        target = parse_target(method, url)
+    except BadTarget as e:
+        click.echo(f"squidpy check: {e.detail}", err=True)
+        sys.exit(2)
+    request_headers = []
+    if user_agent:
+        request_headers.append((b"User-Agent", user_agent.encode("latin-1")))
+    if referer:
+        request_headers.append((b"Referer", referer.encode("latin-1")))
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep:
+            click.echo(f"squidpy check: --header '{h}' is not 'Name: value'", err=True)
+            sys.exit(2)
+        request_headers.append((name.strip().encode("latin-1"), value.strip().encode("latin-1")))
+    now = None
+    if at_time:
+        try:
+            now = time.mktime(time.strptime(at_time, "%Y-%m-%d %H:%M"))
+        except ValueError:
+            click.echo("squidpy check: --at takes 'YYYY-MM-DD HH:MM'", err=True)
+            sys.exit(2)
+    ch = Checklist(src=client_ip, method=method, url=target.url, scheme=target.scheme, host=target.host,
+                   port=target.port, path=target.path, request_headers=request_headers, local_ip=local_ip,
+                   local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
+    ch.client_connections = connections
+    report = evaluate(config.http_access, ch, _lookup(target, client_ip, dst), config.deny_info)
+    click.echo(render(report, ch, verbose))
+    sys.exit(0 if report.verdict.allowed else 1)
