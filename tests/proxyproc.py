@@ -38,13 +38,17 @@ class ProxyProcess:
         self.cache_log = self.dir / "cache.log"
         self.pid_file = self.dir / "squidpy.pid"
         lines = []
-        if "http_port" not in config:
+
+        def given(directive: str) -> bool:
+            return re.search(rf"^\s*{directive}\b", config, re.M) is not None
+
+        if not given("http_port"):
             lines.append(f"http_port {listen}")
-        if "access_log" not in config:
+        if not given("access_log"):
             lines.append(f"access_log {self.access_log} squid")
-        if "cache_log" not in config:
+        if not given("cache_log"):
             lines.append(f"cache_log {self.cache_log}")
-        if "pid_filename" not in config:
+        if not given("pid_filename"):
             lines.append(f"pid_filename {self.pid_file}")
         self.config_path = self.dir / "squidpy.conf"
         self.config_path.write_text(config + "\n" + "\n".join(lines) + "\n")
