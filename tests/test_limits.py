@@ -55,7 +55,7 @@ def test_client_ip_max_connections(make_proxy, origin):
     finally:
         for s in held:
             s.close()
-    assert wait_for(lambda: get(proxy.port, origin.url("/size/2"))[0] == 200, 5)
+    assert wait_for(lambda: _ok(proxy, origin), 5)
 
 
 def test_max_client_connections_answers_503(make_proxy, origin):
@@ -69,7 +69,7 @@ def test_max_client_connections_answers_503(make_proxy, origin):
     finally:
         for s in held:
             s.close()
-    assert wait_for(lambda: get(proxy.port, origin.url("/size/2"))[0] == 200, 5)
+    assert wait_for(lambda: _ok(proxy, origin), 5)
 
 
 def test_running_out_of_file_descriptors_does_not_kill_the_proxy(make_proxy, origin):
