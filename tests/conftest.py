@@ -39,6 +39,18 @@ def make_proxy(tmp_path):
         proxy.stop()
 
 
+@pytest.fixture
+def short_tmp():
+    """A short directory for UNIX socket paths (108 bytes at most)."""
+    import os
+    import tempfile
+    d = tempfile.mkdtemp(prefix="sq", dir="/tmp")
+    yield d
+    for name in os.listdir(d):
+        os.unlink(os.path.join(d, name))
+    os.rmdir(d)
+
+
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
     """One squidpy with LOCAL_POLICY, shared by a test module."""

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
@@ -41,16 +38,6 @@ def messages():
     yield records
     logger.removeHandler(handler)
     logger.setLevel(old)
-
-
-@pytest.fixture
-def short_tmp():
-    """A short directory for UNIX socket paths (108 bytes at most)."""
-    d = tempfile.mkdtemp(prefix="sq", dir="/tmp")
-    yield d
-    for name in os.listdir(d):
-        os.unlink(os.path.join(d, name))
-    os.rmdir(d)
 
 
 def lines_of(path) -> list[str]:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LOCAL_POLICY, raw_request
-from tests.test_access_log import short_tmp  # noqa: F401  (a fixture)
 from tests.proxyproc import wait_for
 
 

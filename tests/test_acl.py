@@ -299,7 +299,7 @@ def test_reply_types_are_allowed_in_http_reply_access():
 def test_redundant_values_are_warned_about_at_their_line(tmp_path):
     (tmp_path / "list.txt").write_text(".example.com\nwww.example.com\n.example.com\n")
     main = tmp_path / "squidpy.conf"
-    main.write_text(f'acl a dstdomain "list.txt"\nacl b src 10.0.0.0/8\nacl b src 10.1.0.0/16\n')
+    main.write_text('acl a dstdomain "list.txt"\nacl b src 10.0.0.0/8\nacl b src 10.1.0.0/16\n')
     c = loader.load(str(main))
     warnings = [str(w) for w in c.warnings]
     assert f"{tmp_path}/list.txt:2: WARNING: ACL 'a': 'www.example.com' is already matched by '.example.com'" in warnings

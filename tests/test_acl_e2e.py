@@ -3,7 +3,6 @@ subnets, deny_info, reply ACLs, lookups, reloading a domain file."""
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 
 from squidpy.http import message
-from squidpy.http.message import CHUNKED, CLOSE, LENGTH, NO_BODY, RequestHead, ResponseHead
+from squidpy.http.message import (
+    CHUNKED,
+    CLOSE,
+    LENGTH,
+    NO_BODY,
+    RequestHead,
+    ResponseHead,
+)
 from squidpy.http.url import BadTarget, parse_target
-
 
 # ------------------------------------------------------------ targets
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import re
-import time
 
 import pytest
 
@@ -17,7 +16,6 @@ from squidpy.log.parse import domain_of, is_hit, parse_common, parse_line, parse
 from squidpy.log.report import Report, render_text, sections
 from tests.logdata import T0, crafted_lines, write_crafted
 from tests.test_logformat import utc  # noqa: F401  (an autouse fixture: TZ=UTC)
-
 
 # ------------------------------------------------------------ parsing
 

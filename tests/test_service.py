@@ -10,10 +10,8 @@ import sys
 import threading
 import time
 
-import pytest
-
 from tests.conftest import LOCAL_POLICY, read_response
-from tests.proxyproc import ProxyProcess, wait_for
+from tests.proxyproc import wait_for
 
 
 def squidpy(*args, env=None, timeout=30):

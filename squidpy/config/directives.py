@@ -15,7 +15,12 @@ from squidpy.acl.types import ACL_TYPES
 from squidpy.config.reader import ConfigError, Quoted, read_value_file
 from squidpy.config.registry import APPEND, CUSTOM, directive
 from squidpy.config.values import (
-    parse_http_port, parse_int, parse_ip, parse_onoff, parse_port_number, parse_size,
+    parse_http_port,
+    parse_int,
+    parse_ip,
+    parse_onoff,
+    parse_port_number,
+    parse_size,
     parse_time,
 )
 from squidpy.log.destination import Destination, parse_destination

@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from squidpy.acl.checklist import Checklist
 from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, RequestHead
+from squidpy.proxy.closing import lose
 from squidpy.proxy.transaction import Transaction
 
 MAX_PIPELINE = 16          # queued requests before we stop reading
@@ -95,7 +96,7 @@ class ClientConnection(Protocol):
         self.eof = True
         self.closing = True
         if self.active is None and not self.queue:
-            self.transport.loseConnection()
+            lose(self.transport)
 
     def writeConnectionLost(self):
         """Our own half-close completed (loseWriteConnection); reading goes on."""
@@ -299,7 +300,7 @@ class ClientConnection(Protocol):
         if self.tunnel is not None:
             return
         if txn.body_done or self.eof:
-            self.transport.loseConnection()
+            lose(self.transport)
         else:
             # the client may still be sending a body we refused: let it drain,
             # so the reply is not lost to a reset (a lingering close)
@@ -362,7 +363,7 @@ class ClientConnection(Protocol):
         """End a reply that cannot be completed: close without the rest of the body,
         so the client sees a short body or a missing last chunk, never a whole reply."""
         self.closing = True
-        self.transport.loseConnection()
+        lose(self.transport)
 
     # ------------------------------------------------------------ flow control
     def pause_reading(self, reason: str) -> None:
@@ -415,7 +416,7 @@ class ClientConnection(Protocol):
         if self.closing:
             self.transport.abortConnection()
         else:
-            self.transport.loseConnection()
+            lose(self.transport)
 
 
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/1\.[01]\r?\n")

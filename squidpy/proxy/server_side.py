@@ -14,11 +14,13 @@ from __future__ import annotations
 import time
 
 import httptools
-from twisted.internet import defer, error as ierror, interfaces, ssl
+from twisted.internet import defer, interfaces, ssl
+from twisted.internet import error as ierror
 from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
 from squidpy.http.message import ChunkMeter, ResponseHead
+from squidpy.proxy.closing import lose
 
 MAX_IDLE_PER_ORIGIN = 32
 
@@ -123,7 +125,7 @@ class ServerConnection(Protocol):
         if self.tunnel is not None:
             self.tunnel.server_eof()
         else:
-            self.transport.loseConnection()
+            lose(self.transport)
 
     def writeConnectionLost(self):
         """Our own half-close completed (loseWriteConnection); reading goes on."""
@@ -156,7 +158,7 @@ class ServerConnection(Protocol):
             return
         if self.txn is None:
             # bytes nobody asked for: this connection cannot be trusted again
-            self.transport.loseConnection()
+            lose(self.transport)
             return
         self.bytes_in += len(data)
         self.deadline = time.monotonic() + self._read_timeout
@@ -178,7 +180,7 @@ class ServerConnection(Protocol):
             cause = e.__context__
             if isinstance(cause, _StopParsing):
                 if not data.endswith(b"\r\n\r\n"):
-                    self.transport.loseConnection()
+                    lose(self.transport)
                 return
             if isinstance(cause, _HeadTooBig):
                 return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
@@ -295,7 +297,7 @@ class ServerConnection(Protocol):
         if self.tunnel is not None:
             self.tunnel.timed_out()
         elif self.idle or self.txn is None:
-            self.transport.loseConnection()
+            lose(self.transport)
         else:
             self._fail("ERR_READ_TIMEOUT", "the server did not answer within read_timeout", 504)
 
@@ -351,7 +353,7 @@ class ServerPool:
         conn.parser = None
         conns = self.idle.setdefault(conn.key, [])
         if not conn.connected or len(conns) >= MAX_IDLE_PER_ORIGIN or self.idle_timeout <= 0:
-            conn.transport.loseConnection()
+            lose(conn.transport)
             return
         conn.idle = True
         conn.deadline = time.monotonic() + self.idle_timeout
@@ -365,7 +367,7 @@ class ServerPool:
     def close_idle(self) -> None:
         for conns in self.idle.values():
             for conn in conns:
-                conn.transport.loseConnection()
+                lose(conn.transport)
         self.idle.clear()
 
     @defer.inlineCallbacks

@@ -18,7 +18,8 @@ import socket
 import time
 from collections import Counter
 
-from twisted.internet import defer, error as ierror
+from twisted.internet import defer
+from twisted.internet import error as ierror
 from twisted.internet.task import LoopingCall
 
 from squidpy import __version__
@@ -28,6 +29,7 @@ from squidpy.http.message import via_value
 from squidpy.log.access_log import AccessLog
 from squidpy.log.cache_log import CacheLog
 from squidpy.proxy.client_side import ClientFactory
+from squidpy.proxy.closing import lose
 from squidpy.proxy.dns import DnsCache, build_resolver
 from squidpy.proxy.server_side import ServerPool
 from squidpy.proxy.timeouts import Timeouts
@@ -202,7 +204,7 @@ class ProxyService:
         for client in list(self.clients):
             client.closing = True
             if client.active is None and not client.queue and client.tunnel is None:
-                client.transport.loseConnection()
+                lose(client.transport)
         self.pool.close_idle()
         done = defer.Deferred()
         deadline = time.monotonic() + lifetime
@@ -239,7 +241,7 @@ class ProxyService:
         self._per_ip[client.client_ip] += 1
         self.timeouts.add(client)
         if self.shutting_down:
-            client.transport.loseConnection()
+            lose(client.transport)
             return
         per_ip = self.config.client_ip_max_connections
         if per_ip >= 0 and self._per_ip[client.client_ip] > per_ip:

@@ -21,6 +21,8 @@ import time
 
 from twisted.internet import tcp
 
+from squidpy.proxy.closing import lose
+
 CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20
 FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -168,15 +170,15 @@ class SplicedTunnel:
     def finish(self) -> None:
         """Give the sockets back to their transports, which close them."""
         if self._release():
-            self.client_t.loseConnection()
-            self.server_t.loseConnection()
+            lose(self.client_t)
+            lose(self.server_t)
 
     def close_idle(self) -> None:
         """The tunnel timed out: close, or reset if data is stuck in a pipe."""
         stuck = self.up.in_pipe or self.down.in_pipe
         if self._release():
             for t in (self.client_t, self.server_t):
-                t.abortConnection() if stuck else t.loseConnection()
+                t.abortConnection() if stuck else lose(t)
 
     def _release(self) -> bool:
         if self.done:

@@ -22,6 +22,7 @@ from squidpy.http.message import CHUNKED, CLOSE, NO_BODY, RequestHead, ResponseH
 from squidpy.http.url import BadTarget, Target, parse_target
 from squidpy.log.entry import LogEntry
 from squidpy.proxy import internal
+from squidpy.proxy.closing import lose
 from squidpy.proxy.dns import DnsError
 from squidpy.proxy.server_side import UpstreamError
 from squidpy.proxy.tunnel import Tunnel
@@ -470,7 +471,7 @@ class Transaction:
                 self.service.pool.release(server)
             else:
                 server.detach()
-                server.transport.loseConnection()
+                lose(server.transport)
         self.finish()
 
     def server_failed(self, error: UpstreamError) -> None:
@@ -514,7 +515,7 @@ class Transaction:
 
     def tunnel_connected(self, server) -> None:
         if self.finished:
-            server.transport.loseConnection()
+            lose(server.transport)
             return
         e = self.entry
         e.hierarchy = "HIER_DIRECT"

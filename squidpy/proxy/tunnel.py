@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from squidpy.proxy import splice
+from squidpy.proxy.closing import lose
 
 
 class Tunnel:
@@ -79,11 +80,11 @@ class Tunnel:
             self.client.transport.loseWriteConnection()
 
     def client_closed(self) -> None:
-        self.server.transport.loseConnection()
+        lose(self.server.transport)
         self._end()
 
     def server_closed(self) -> None:
-        self.client.transport.loseConnection()
+        lose(self.client.transport)
         self._end()
 
     def timed_out(self) -> None:
@@ -94,14 +95,14 @@ class Tunnel:
         else:
             for t in (self.client.transport, self.server.transport):
                 if splice.buffers_empty(t):
-                    t.loseConnection()
+                    lose(t)
                 else:
                     t.abortConnection()
         self._end()
 
     def _close_both(self) -> None:
-        self.client.transport.loseConnection()
-        self.server.transport.loseConnection()
+        lose(self.client.transport)
+        lose(self.server.transport)
 
     def _end(self) -> None:
         if self.ended:
