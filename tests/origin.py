@@ -216,3 +216,43 @@ class Origin(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+class RawOrigin:
+    """A bare TCP origin on loopback for faults a real server would not commit:
+    each accepted connection is handed to ``serve(conn)`` in its own thread.
+    Counts connections; ``stop()`` ends the accept loop."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.connections += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn) -> None:
+        conn.settimeout(10)
+        with conn:
+            try:
+                self.serve(conn)
+            except OSError:
+                pass
+
+    def serve(self, conn) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()

@@ -8,11 +8,11 @@ closed, and the origin must see nothing at all.
 from __future__ import annotations
 
 import socket
-import threading
 
 import pytest
 
 from tests.conftest import LOCAL_POLICY, raw_request
+from tests.origin import RawOrigin
 
 
 def requests(origin_url: str):
@@ -97,41 +97,16 @@ def test_smuggled_second_request_after_bad_framing_is_never_forwarded(proxy, ori
     assert origin.count() == before
 
 
-class EvilOrigin:
-    """Answers every request with the same malformed bytes; counts connections."""
+class EvilOrigin(RawOrigin):
+    """Answers every request with the same malformed bytes."""
 
     def __init__(self, reply: bytes):
         self.reply = reply
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            self.connections += 1
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn):
-        conn.settimeout(5)
-        try:
-            while conn.recv(65536):
-                conn.sendall(self.reply)
-        except OSError:
-            pass
-        conn.close()
-
-    def stop(self):
-        self._stop.set()
-        self.sock.close()
+    def serve(self, conn):
+        while conn.recv(65536):
+            conn.sendall(self.reply)
 
 
 @pytest.mark.parametrize("reply", [

@@ -3,59 +3,30 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 from tests.conftest import LOCAL_POLICY, read_response
+from tests.origin import RawOrigin
 
 
-class CountingOrigin:
-    """A raw keep-alive origin: counts connections; can drop a connection instead of
-    answering its Nth request (a stale pooled connection, seen from the proxy)."""
+class CountingOrigin(RawOrigin):
+    """A raw keep-alive origin that can drop a connection instead of answering its
+    Nth request (a stale pooled connection, seen from the proxy)."""
 
     def __init__(self, drop_on_request: int | None = None):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
         self.requests = 0
         self.drop_on_request = drop_on_request
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        conn.settimeout(10)
+    def serve(self, conn):
         f = conn.makefile("rb")
-        with conn:
-            while True:
-                try:
-                    line = f.readline()
-                except OSError:
-                    return
-                if not line:
-                    return
-                while f.readline() not in (b"\r\n", b""):
-                    pass
-                self.requests += 1
-                if self.requests == self.drop_on_request:
-                    return          # close without answering
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    def stop(self):
-        self._stop.set()
-        self.sock.close()
-
+        while f.readline():
+            while f.readline() not in (b"\r\n", b""):
+                pass
+            self.requests += 1
+            if self.requests == self.drop_on_request:
+                return          # close without answering
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 def get(port, url):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

@@ -21,6 +21,7 @@ from zope.interface import implementer
 from squidpy.acl.checklist import Checklist
 from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, RequestHead
 from squidpy.proxy.closing import lose
+from squidpy.proxy.flow import PausableReading
 from squidpy.proxy.transaction import Transaction
 
 MAX_PIPELINE = 16          # queued requests before we stop reading
@@ -47,7 +48,7 @@ def plain_ip(host: str) -> str:
 
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
-class ClientConnection(Protocol):
+class ClientConnection(PausableReading, Protocol):
     def __init__(self, service, port_name: str):
         self.service = service
         self.port_name = port_name
@@ -59,7 +60,6 @@ class ClientConnection(Protocol):
         self.closing = False       # no more requests will be read
         self.eof = False           # the client half-closed
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
-        self._paused_by: set[str] = set()
         self._corked: list[bytes] | None = None
         self._cork_number = 0
         self._starting = False
@@ -366,16 +366,7 @@ class ClientConnection(Protocol):
         lose(self.transport)
 
     # ------------------------------------------------------------ flow control
-    def pause_reading(self, reason: str) -> None:
-        if not self._paused_by:
-            self.transport.pauseProducing()
-        self._paused_by.add(reason)
 
-    def resume_reading(self, reason: str) -> None:
-        if reason in self._paused_by:
-            self._paused_by.discard(reason)
-            if not self._paused_by:
-                self.transport.resumeProducing()
 
     def pauseProducing(self):
         """Our write buffer to the client is full: stop reading the origin."""

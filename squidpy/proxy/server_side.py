@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from squidpy.http.message import ChunkMeter, ResponseHead
 from squidpy.proxy.closing import lose
+from squidpy.proxy.flow import PausableReading
 
 MAX_IDLE_PER_ORIGIN = 32
 
@@ -51,7 +52,7 @@ class _TooMuchFraming(Exception):
 
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
-class ServerConnection(Protocol):
+class ServerConnection(PausableReading, Protocol):
     def __init__(self, pool: "ServerPool", key: tuple):
         self.pool = pool
         self.key = key
@@ -66,7 +67,6 @@ class ServerConnection(Protocol):
         self.local_port = None
         self.used = 0              # transactions carried so far
         self.connected = False
-        self._paused_by = set()
         self._response_started = False
         self._head: ResponseHead | None = None
         self._headers = None
@@ -268,16 +268,7 @@ class ServerConnection(Protocol):
             txn.server_upgraded(self, rest)
 
     # ------------------------------------------------------------ flow control
-    def pause_reading(self, reason: str) -> None:
-        if not self._paused_by:
-            self.transport.pauseProducing()
-        self._paused_by.add(reason)
 
-    def resume_reading(self, reason: str) -> None:
-        if reason in self._paused_by:
-            self._paused_by.discard(reason)
-            if not self._paused_by and self.connected:
-                self.transport.resumeProducing()
 
     def pauseProducing(self):
         """Our write buffer to the origin is full: stop reading the client."""
