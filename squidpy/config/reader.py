@@ -165,7 +165,7 @@ def _include(args, filename, lineno, macros, errors, depth):
     if depth >= MAX_INCLUDE_DEPTH:
         errors.append(ConfigError(filename, lineno, f"include nested deeper than {MAX_INCLUDE_DEPTH} levels"))
         return
-    base = os.path.dirname(os.path.abspath(filename)) if os.path.exists(filename) else os.getcwd()
+    base = os.path.dirname(os.path.abspath(filename))
     for pattern in args:
         path = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
         matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path]

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
+_BAD_TARGET_CHAR = re.compile(r"[^\x21-\x7e]").search     # RFC 3986: no spaces, controls, 8-bit
 
 
 class BadTarget(ValueError):
@@ -113,6 +115,8 @@ def split_authority(authority: str, default_port: int | None) -> tuple[str, int]
 
 
 def parse_target(method: str, target: str) -> Target:
+    if _BAD_TARGET_CHAR(target):
+        raise BadTarget("ERR_INVALID_URL", "the request target contains a space, a control or a non-ASCII character")
     if method == "CONNECT":
         host_text, port = split_authority(target, None)
         host, literal = parse_host(host_text)

@@ -457,7 +457,8 @@ def _generate(parts: list):
         namespace[f"enc{i}"] = ENCODINGS[part.encoding]
         value = "sn" if part.name == "sn" else f"get{i}(e, arg{i})"
         pieces.append(_fast_path(i, part, value) or f"_render(field{i}, {value})")
-    source = "def format(e, sn=0):\n    return ''.join((" + ", ".join(pieces) + ",))\n"
+    joined = ", ".join(pieces) + "," if pieces else ""
+    source = "def format(e, sn=0):\n    return ''.join((" + joined + "))\n"
     exec(compile(source, "<logformat>", "exec"), namespace)
     return namespace["format"]
 
