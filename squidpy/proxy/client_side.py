@@ -80,8 +80,13 @@ class ClientConnection(PausableReading, Protocol):
     def connectionLost(self, reason):
         self.closing = True
         self.service.client_disconnected(self)
-        if self.tunnel is not None:
-            self.tunnel.client_closed()
+        # the parser holds our bound methods: drop it so the connection is freed
+        # by reference counting, not left for the garbage collector
+        self.parser = None
+        self._txn = self._upgrade_pending = None
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None:
+            tunnel.client_closed()
             return
         active, self.active = self.active, None
         if active is not None:

@@ -96,8 +96,10 @@ class ServerConnection(PausableReading, Protocol):
         self.connected = False
         self.pool.timeouts.discard(self)
         self.pool.forget(self)
-        if self.tunnel is not None:
-            self.tunnel.server_closed()
+        self.parser = None          # it holds our bound methods (a reference cycle)
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None:
+            tunnel.server_closed()
             return
         txn, self.txn = self.txn, None
         if txn is None:

@@ -543,6 +543,7 @@ class Transaction:
         return self.fail("ERR_CANNOT_FORWARD", failure.getErrorMessage(), 503, result="TCP_TUNNEL")
 
     def _tunnel_ended(self, tunnel) -> None:
+        self.tunnel = None
         e = self.entry
         e.reply_body_size += tunnel.bytes_down
         e.request_body_size += tunnel.bytes_up

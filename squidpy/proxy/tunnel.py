@@ -109,4 +109,5 @@ class Tunnel:
             return
         self.ended = True
         self.server.pool.timeouts.discard(self)
-        self.on_end(self)
+        on_end, self.on_end = self.on_end, None
+        on_end(self)
