@@ -473,6 +473,75 @@ directive("negative_dns_ttl", "TIME", _time("second"), "1 minute", "DNS",
           again.""")
 
 
+# ---------------------------------------------------------------- cache
+
+
+@dataclass
+class CacheDir:
+    path: str
+    size_mb: int
+
+
+def _cache_dir(args, ctx):
+    if len(args) < 3:
+        raise ValueError("expected: cache_dir diskcache DIRECTORY SIZE_MB")
+    kind, path, size = args[0], args[1], args[2]
+    if kind != "diskcache":
+        raise ValueError(f"cache_dir type '{kind}' is not supported: squidpy stores with 'diskcache'")
+    size_mb = parse_int([size], 1)
+    if getattr(ctx.config, "cache_dir", None) is not None:
+        raise ValueError("only one cache_dir is supported")
+    return CacheDir(ctx.path(path), size_mb)
+
+
+def _refresh_pattern(args, ctx):
+    from squidpy.cache.refresh import parse_refresh_pattern
+    return parse_refresh_pattern(args)
+
+
+directive(
+    "cache_dir", "diskcache DIRECTORY SIZE_MB", _cache_dir, None, "Cache",
+    doc="""Keep cached objects on disk in DIRECTORY (a diskcache store, created
+    if missing), at most SIZE_MB megabytes; the least recently stored go first.
+    Several squidpy processes (workers) share it, and it survives restarts.
+    Without a cache_dir squidpy caches in memory only, as Squid does.""",
+)
+directive("cache_mem", "SIZE", _size("MB"), "256 MB", "Cache",
+          doc="""Memory for the hot tier of small objects (see
+          maximum_object_size_in_memory); the least recently used go first.""")
+directive("maximum_object_size", "SIZE", _size("KB"), "4 MB", "Cache",
+          doc="""Larger replies are passed to the client but not stored.""")
+directive("minimum_object_size", "SIZE", _size("KB"), "0 KB", "Cache",
+          doc="""Smaller replies are passed to the client but not stored.""")
+directive("maximum_object_size_in_memory", "SIZE", _size("KB"), "512 KB", "Cache",
+          doc="""Objects up to this size are also kept in memory and served from
+          there (TCP_MEM_HIT) without touching the disk.""")
+directive(
+    "cache", "allow|deny [!]ACL ...", _access_list("cache"), None, "Cache", kind=CUSTOM,
+    empty=lambda: AccessList("cache", empty_allows=True),
+    doc="""Which requests may be answered from the cache and have their replies
+    stored. Like http_access; without any line, everything cacheable is cached.""",
+)
+directive(
+    "refresh_pattern", "[-i] REGEX MIN PERCENT MAX [override-expire|override-lastmod|ignore-no-store ...]",
+    _refresh_pattern, "\n".join(("^ftp: 1440 20% 10080", r"-i (/cgi-bin/|\?) 0 0% 0", ". 0 20% 4320")),
+    "Cache", kind=APPEND,
+    doc="""Freshness for replies without max-age, s-maxage or Expires (RFC 9111
+    heuristic freshness): PERCENT of the time since Last-Modified, at least MIN
+    and at most MAX minutes (MIN when there is no Last-Modified). The first
+    pattern matching the URL applies. override-expire uses this even when the
+    reply has Expires; override-lastmod ignores Last-Modified; ignore-no-store
+    stores despite a request's no-store.""",
+)
+directive("offline_mode", "on|off", _onoff, "off", "Cache",
+          doc="""Serve every stored object without asking the origin, however
+          stale (TCP_OFFLINE_HIT): for a network that is down.""")
+directive("collapsed_forwarding", "on|off", _onoff, "on", "Cache",
+          doc="""Concurrent misses for one URL wait for a single fetch from the
+          origin and are then answered from the cache, instead of all going to
+          the origin. (Off by default in Squid.)""")
+
+
 def finish_config(config, warn_at, error_at) -> None:
     """Checks that need the whole file: each ACL's values, once all are in."""
     from squidpy.errors import ErrorPages

@@ -128,8 +128,9 @@ def load(path: str | None = None, text: str | None = None,
         _apply(config, line, errors, seen)
     for name, d in DIRECTIVES.items():
         if d.default is not None and name not in seen:
-            default_line = ConfigLine(f"<default {name}>", 0, name, expand_macros(d.default, macros))
-            _apply(config, default_line, errors, seen)
+            for text in d.default.split("\n"):
+                default_line = ConfigLine(f"<default {name}>", 0, name, expand_macros(text, macros))
+                _apply(config, default_line, errors, seen)
 
     def warn_at(where: str, message: str) -> None:
         filename, _, lineno = where.rpartition(":")

@@ -38,7 +38,8 @@ def render() -> str:
             out.append(f"\n### {d.name}\n")
             out.append(f"\n    {d.name} {d.syntax}\n")
             if d.default is not None:
-                out.append(f"\nDefault: `{d.name} {d.default}`\n")
+                defaults = "\n".join(f"    {d.name} {line}" for line in d.default.split("\n"))
+                out.append(f"\nDefault:\n\n{defaults}\n")
             else:
                 out.append("\nDefault: none\n")
             if d.kind == APPEND:

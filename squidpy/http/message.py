@@ -39,7 +39,7 @@ class RequestHead:
     __slots__ = (
         "method", "target", "version", "headers", "connection", "content_length",
         "chunked", "transfer_encoding", "upgrade", "expect_continue", "via",
-        "forwarded_for", "max_forwards", "host", "size",
+        "forwarded_for", "max_forwards", "host", "size", "cache_fields",
     )
 
     def __init__(self, method: str, target: str, version: str, headers: list[tuple[bytes, bytes]], size: int = 0):
@@ -58,6 +58,7 @@ class RequestHead:
         self.forwarded_for: list[bytes] = []
         self.max_forwards: bytes | None = None
         self.host: bytes | None = None
+        self.cache_fields = False       # any field a cache must look at (Cache-Control, If-*, Range)
         connection_values = []
         for name, value in headers:
             key = _INTERESTING.get(name.lower())
@@ -83,6 +84,8 @@ class RequestHead:
                 self.host = value.strip()
             elif key == 10:
                 connection_values.append(value)
+            elif key == 11:
+                self.cache_fields = True
         self.connection = comma_tokens(connection_values) if connection_values else set()
         self.chunked = bool(self.transfer_encoding) and self.transfer_encoding[-1] == b"chunked"
         if self.upgrade is not None and b"upgrade" not in self.connection:
@@ -115,6 +118,8 @@ _INTERESTING = {
     b"connection": 1, b"content-length": 2, b"transfer-encoding": 3, b"upgrade": 4,
     b"expect": 5, b"via": 6, b"x-forwarded-for": 7, b"max-forwards": 8, b"host": 9,
     b"proxy-connection": 10,
+    b"cache-control": 11, b"pragma": 11, b"if-none-match": 11, b"if-modified-since": 11,
+    b"range": 11, b"if-range": 11, b"if-match": 11, b"if-unmodified-since": 11,
 }
 
 
@@ -202,6 +207,9 @@ def forwarded_for(mode: str, existing: list[bytes], client_ip: str) -> bytes | N
     return b", ".join(existing) + b", " + me
 
 
+CONDITIONAL_FIELDS = frozenset({b"if-none-match", b"if-modified-since"})
+
+
 def request_head_for_origin(
     req: RequestHead,
     path: str,
@@ -210,11 +218,16 @@ def request_head_for_origin(
     via: bytes | None,
     xff_mode: str,
     max_forwards: int | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    also_drop: frozenset[bytes] | None = None,
 ) -> bytes:
-    """The origin-form request squidpy sends upstream for ``req``."""
+    """The origin-form request squidpy sends upstream for ``req`` (plus ``extra``
+    fields, without ``also_drop`` ones: a cache revalidating with its own validators)."""
     drop = HOP_BY_HOP
     if req.connection:
         drop = drop | req.connection
+    if also_drop:
+        drop = drop | also_drop
     out = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (
         req.method.encode("ascii"), path.encode("latin-1"), authority.encode("latin-1"))]
     append = out.append
@@ -223,6 +236,9 @@ def request_head_for_origin(
         if lname in drop or lname in _REWRITTEN_REQUEST:
             continue
         append(b"%s: %s\r\n" % (name, value))
+    if extra:
+        for name, value in extra:
+            append(b"%s: %s\r\n" % (name, value))
     if req.chunked:
         append(b"Transfer-Encoding: chunked\r\n")
     if req.upgrade is not None:

@@ -391,7 +391,7 @@ class ClientConnection(PausableReading, Protocol):
         if self.tunnel is not None:
             return self.tunnel.server
         if self.active is not None:
-            return self.active.server
+            return self.active.source
         return None
 
     def timed_out(self) -> None:

@@ -57,6 +57,8 @@ class ProxyService:
         self.dns = None
         self.access_log = None
         self.cache_log = None
+        self.cache = None
+        self._cache_dir = None
         self._flush = LoopingCall(self.flush_logs)
         self.fd_limit = raise_fd_limit(config.max_filedescriptors)
         self._apply(config)
@@ -69,12 +71,29 @@ class ProxyService:
         self.via_name = config.visible_hostname if config.via else None
         self.via_header = via_value("1.1", config.visible_hostname) if config.via else None
         self.x_cache_miss = b"MISS from " + config.visible_hostname.encode("latin-1")
+        self.x_cache_hit = b"X-Cache: HIT from " + config.visible_hostname.encode("latin-1") + b"\r\n"
+        self._configure_cache(config)
         self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr)
         self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
                             config.negative_dns_ttl, config.dns_timeout)
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
+
+    def _configure_cache(self, config) -> None:
+        """The cache outlives reconfigurations unless its cache_dir changes."""
+        from squidpy.cache.store import DiskTier, Store
+        from squidpy.proxy.cache_side import Cache
+
+        wanted = (config.cache_dir.path, config.cache_dir.size_mb) if config.cache_dir else None
+        if self.cache is not None and wanted == self._cache_dir:
+            self.cache.configure(config)
+            return
+        if self.cache is not None:
+            self.cache.close()
+        disk = DiskTier(*wanted) if wanted else None
+        self.cache = Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk))
+        self._cache_dir = wanted
 
     def start(self) -> None:
         """Open logs, write the pid file, listen.  Raises on a port that cannot be opened."""
@@ -228,6 +247,8 @@ class ProxyService:
             self._flush.stop()
         if self.access_log is not None:
             self.access_log.close()
+        if self.cache is not None:
+            self.cache.close()
         log.info("squidpy/%s stopped", __version__)
         if self.kid is None:
             remove_pid_file(self.config.pid_filename)
@@ -267,6 +288,8 @@ class ProxyService:
         return self._per_ip.get(ip, 0)
 
     def log_transaction(self, entry, checklist) -> None:
+        if self.cache is not None:
+            self.cache.record(entry)
         if self.access_log is not None:
             self.access_log.log(entry, checklist)
 

@@ -16,6 +16,7 @@ from twisted.internet import defer
 
 from squidpy.acl.access import matches
 from squidpy.acl.checklist import Checklist, Pending
+from squidpy.cache.policy import SAFE_METHODS
 from squidpy.errors import REASONS, STATUS, ErrorContext
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, NO_BODY, RequestHead, ResponseHead
@@ -72,6 +73,10 @@ class Transaction:
         self.refusal: tuple[str, str, int] | None = None   # set for unparsable requests
         self.head_cork: int | None = None     # the client cork holding our reply head, if any
         self.reply_limit = 0
+        self.cache_flow = None          # the cache's part, for GET/HEAD when caching is on
+        self.background = False         # a stale-while-revalidate refresh (no client, not logged)
+        self.diverted = False           # the cache answered instead of the origin's reply
+        self.upstream_started_wall: float | None = None
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
@@ -121,7 +126,22 @@ class Transaction:
                 return self.fail("ERR_INVALID_REQ", "Max-Forwards is not a number")
             if hops <= 0:
                 return self.answer_max_forwards()
+        if self.head.method == "PURGE":
+            return self.purge()
+        cache = self.service.cache
+        if cache is not None:
+            self.cache_flow = flow = cache.flow_for(self)
+            if flow is not None and flow.start():
+                return
         self.forward()
+
+    def purge(self) -> None:
+        """Squid's PURGE: remove every stored variant of the URL (200), or say there was none (404)."""
+        cache = self.service.cache
+        removed = cache.store.remove_url(self.target.url) if cache is not None else 0
+        self.entry.result = "TCP_MISS"
+        status = 200 if removed else 404
+        self.send_local(status, b"text/plain", b"%d object(s) removed\n" % removed if removed else b"not cached\n", [])
 
     def lookup(self, fact: str, then) -> None:
         """Fetch a fact an ACL needs (``dst``, ``dst_name``, ``src_name``), then re-run ``then``.
@@ -317,13 +337,20 @@ class Transaction:
         e.server_local_ip = server.local_ip
         e.server_local_port = server.local_port
         self.upstream_started = time.monotonic()
+        self.upstream_started_wall = time.time()
         head, target, svc = self.head, self.target, self.service
         max_forwards = None
         if head.max_forwards is not None and head.method in ("OPTIONS", "TRACE"):
             max_forwards = int(head.max_forwards) - 1
+        extra, drop = None, None
+        flow = self.cache_flow
+        if flow is not None and flow.revalidating:
+            extra = flow.request_headers()
+            if flow.drops_client_validators():
+                drop = message.CONDITIONAL_FIELDS
         request = message.request_head_for_origin(
             head, target.path, target.authority, self.client.client_ip,
-            svc.via_header, self.config.forwarded_for, max_forwards)
+            svc.via_header, self.config.forwarded_for, max_forwards, extra, drop)
         server.start(self, request, self.config.read_timeout, no_body=head.method == "HEAD")
         e.upstream_bytes_out = len(request)
         buffered, self.body_buffer = self.body_buffer, None
@@ -407,6 +434,8 @@ class Transaction:
                 server.txn = None
                 server.transport.abortConnection()
                 return self.deny(verdict, self.config.http_reply_access, result="TCP_DENIED_REPLY")
+        if self.cache_flow is not None and self.cache_flow.on_head(resp):
+            return
         self.reply_limit = self._reply_body_limit(resp)
         if self.reply_limit and resp.content_length is not None and resp.content_length > self.reply_limit:
             server, self.server = self.server, None
@@ -428,6 +457,11 @@ class Transaction:
         self.head_cork = self.client.cork_number
         self.client.write(head)
 
+    def divert_reply(self) -> None:
+        """The cache answers the client: the origin's reply is read to its end and dropped."""
+        self.diverted = True
+        self.framing = NO_BODY
+
     def _reply_body_limit(self, resp: ResponseHead) -> int:
         """reply_body_max_size: the first line whose ACLs match decides (0: none)."""
         rules = self.config.reply_body_max_size
@@ -445,9 +479,11 @@ class Transaction:
         return 0
 
     def response_body(self, data: bytes) -> None:
-        if self.finished:
+        if self.finished or self.diverted:
             return
         self.entry.reply_body_size += len(data)
+        if self.cache_flow is not None:
+            self.cache_flow.on_body(data)
         if self.reply_limit and self.entry.reply_body_size > self.reply_limit:
             server, self.server = self.server, None
             if server is not None:
@@ -460,18 +496,24 @@ class Transaction:
             self.client.write(data)
 
     def response_done(self, reusable: bool) -> None:
-        if self.finished:
-            return
-        if self.framing == CHUNKED:
-            self.client.write(b"0\r\n\r\n")
         server, self.server = self.server, None
         if server is not None:
+            # also after the cache answered instead (diverted): the connection is done with
             self._account_server(server)
             if reusable and self.body_done and server.connected:
                 self.service.pool.release(server)
             else:
                 server.detach()
                 lose(server.transport)
+        if self.finished:
+            return
+        if self.framing == CHUNKED:
+            self.client.write(b"0\r\n\r\n")
+        if self.cache_flow is not None:
+            self.cache_flow.on_done(complete=True)
+        cache = self.service.cache
+        if cache is not None and self.response is not None and self.head.method not in SAFE_METHODS:
+            cache.invalidate(self.head.method, self.response.status, self.target.url, self.response.headers)
         self.finish()
 
     def server_failed(self, error: UpstreamError) -> None:
@@ -487,6 +529,8 @@ class Transaction:
             self.reused_server = False
             self.body_buffer = []
             return self.connect((self.target.scheme, self.target.host, self.target.port))
+        if self.cache_flow is not None and not self.reply_started and self.cache_flow.on_error(error):
+            return
         self.fail(error.error, error.detail, error.status, result="TCP_MISS")
 
     def server_upgraded(self, server, rest: bytes) -> None:
@@ -571,11 +615,19 @@ class Transaction:
         self.keep_alive = False
         self.finish()
 
+    @property
+    def source(self):
+        """What feeds the client's connection now: the origin, or the cache's disk reader."""
+        return self.server if self.server is not None else self.cache_flow
+
     def finish(self) -> None:
         if self.finished:
             return
         self.finished = True
         e = self.entry
         e.end = time.time()
-        self.service.log_transaction(e, self.checklist)
+        if self.cache_flow is not None:
+            self.cache_flow.finish()
+        if not self.background:
+            self.service.log_transaction(e, self.checklist)
         self.client.transaction_done(self)

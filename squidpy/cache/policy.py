@@ -1,0 +1,429 @@
+"""HTTP caching decisions (RFC 9111, RFC 5861, RFC 9110 conditionals and ranges).
+
+Pure functions over plain data: no clock, no store, no sockets.  Each cites
+the section that decides it.  squidpy is a *shared* cache, so every rule is
+the shared-cache variant (``s-maxage`` counts, ``private`` is never stored).
+Headers are ``[(name bytes, value bytes)]`` lists as everywhere in squidpy.
+"""
+
+from __future__ import annotations
+
+import calendar
+import email.utils
+import re
+from dataclasses import dataclass
+
+from squidpy.http.message import HOP_BY_HOP
+
+# ---------------------------------------------------------------- field helpers
+
+
+def field_values(headers, name: bytes) -> list[bytes]:
+    name = name.lower()
+    return [v for k, v in headers if k.lower() == name]
+
+
+def field(headers, name: bytes) -> bytes | None:
+    values = field_values(headers, name)
+    return b", ".join(values) if values else None
+
+
+def parse_http_date(value: bytes | None) -> float | None:
+    """RFC 9110 5.6.7: IMF-fixdate (and the obsolete forms); None if invalid."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_tz(value.decode("latin-1").strip())
+    except (TypeError, ValueError, UnicodeError):
+        return None
+    if parsed is None or parsed[0] < 1900:
+        return None
+    try:
+        return float(calendar.timegm(parsed[:9]) - (parsed[9] or 0))
+    except (OverflowError, ValueError):
+        return None
+
+
+_DIRECTIVE = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,]*))?\s*(?:,|$)')
+
+
+def cache_control(headers) -> dict[str, str | None]:
+    """RFC 9111 5.2: directives by lower-case name; the first occurrence wins.
+
+    A directive's argument is unquoted; ``None`` when it has none.
+    """
+    out: dict[str, str | None] = {}
+    for raw in field_values(headers, b"cache-control"):
+        text = raw.decode("latin-1")
+        pos = 0
+        while pos < len(text):
+            m = _DIRECTIVE.match(text, pos)
+            if m is None or m.end() == pos:
+                comma = text.find(",", pos)
+                if comma < 0:
+                    break
+                pos = comma + 1
+                continue
+            name, value = m.group(1).lower(), m.group(2)
+            if value is not None:
+                value = value.strip()
+                if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+                    value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            out.setdefault(name, value)
+            pos = m.end()
+    return out
+
+
+def delta_seconds(value: str | None) -> int | None:
+    """RFC 9111 1.2.2: a non-negative integer; larger than 2**31 means 2**31; else None."""
+    if value is None or not value.isdigit():
+        return None
+    return min(int(value), 2 ** 31)
+
+
+# ---------------------------------------------------------------- storing (section 3)
+
+# RFC 9110 15.1: status codes that are heuristically cacheable.
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+# The codes this cache understands (for must-understand, RFC 9111 5.2.2.3).
+UNDERSTOOD_STATUSES = frozenset({200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501})
+
+
+def is_storable(method: str, status: int, request_headers, response_headers,
+                req_cc: dict | None = None, resp_cc: dict | None = None) -> tuple[bool, str]:
+    """RFC 9111 3: may a shared cache store this response?  Returns (yes, why not)."""
+    req_cc = cache_control(request_headers) if req_cc is None else req_cc
+    resp_cc = cache_control(response_headers) if resp_cc is None else resp_cc
+    if method != "GET":
+        return False, "only GET replies are stored"                        # 3: understood method
+    if status < 200 or status == 206 or status == 304:
+        return False, "not a final, complete reply"                         # 3: final; 3.3/3.4 partial
+    if "must-understand" in resp_cc:
+        if status not in UNDERSTOOD_STATUSES:
+            return False, "must-understand with a status this cache does not understand"   # 5.2.2.3
+    elif "no-store" in resp_cc:
+        return False, "the reply says no-store"                            # 5.2.2.5
+    if "no-store" in req_cc:
+        return False, "the request says no-store"                          # 5.2.1.5
+    if "private" in resp_cc:
+        return False, "the reply is private"                               # 5.2.2.7
+    if field(request_headers, b"authorization") is not None:               # 3.5
+        if not ("public" in resp_cc or "s-maxage" in resp_cc or "must-revalidate" in resp_cc):
+            return False, "a reply to a request with Authorization, not marked shareable"
+    if b"*" in [v.strip() for v in field_values(response_headers, b"vary")]:
+        return False, "Vary: * cannot be matched"                          # 4.1
+    if ("public" in resp_cc or "max-age" in resp_cc or "s-maxage" in resp_cc
+            or field(response_headers, b"expires") is not None or status in HEURISTIC_STATUSES):
+        return True, ""
+    return False, "no explicit freshness and not heuristically cacheable"
+
+
+# ---------------------------------------------------------------- freshness (section 4.2)
+
+@dataclass(frozen=True)
+class RefreshRule:
+    """A refresh_pattern line, as the heuristic needs it (times in seconds)."""
+
+    minimum: float
+    percent: float              # 0.2 for 20%
+    maximum: float
+    override_expire: bool = False
+    override_lastmod: bool = False
+
+
+def freshness_lifetime(status: int, response_headers, resp_cc: dict | None,
+                       rule: RefreshRule | None) -> tuple[float, bool]:
+    """RFC 9111 4.2.1: (lifetime in seconds, whether it is heuristic).
+
+    s-maxage, then max-age, then Expires minus Date (an invalid Expires means
+    already stale), then the refresh_pattern heuristic (4.2.2) for
+    heuristically cacheable statuses or public replies.
+    """
+    resp_cc = cache_control(response_headers) if resp_cc is None else resp_cc
+    s_maxage = delta_seconds(resp_cc.get("s-maxage"))
+    if s_maxage is not None:
+        return float(s_maxage), False
+    max_age = delta_seconds(resp_cc.get("max-age"))
+    if max_age is not None:
+        return float(max_age), False
+    expires_raw = field(response_headers, b"expires")
+    if expires_raw is not None and not (rule and rule.override_expire):
+        expires = parse_http_date(expires_raw)
+        if expires is None:
+            return 0.0, False                                  # 5.3: invalid dates mean "already expired"
+        date = parse_http_date(field(response_headers, b"date"))
+        if date is None:
+            return 0.0, False
+        return max(0.0, expires - date), False
+    if rule is None or not (status in HEURISTIC_STATUSES or "public" in resp_cc):
+        return 0.0, True
+    last_modified = parse_http_date(field(response_headers, b"last-modified"))
+    date = parse_http_date(field(response_headers, b"date"))
+    if last_modified is not None and date is not None and date >= last_modified and not rule.override_lastmod:
+        # 4.2.2: a fraction of the time since the last modification, within refresh_pattern's bounds
+        return float(min(rule.maximum, max(rule.minimum, (date - last_modified) * rule.percent))), True
+    return float(rule.minimum), True
+
+
+def initial_age(response_headers, request_time: float, response_time: float) -> float:
+    """RFC 9111 4.2.3: ``corrected_initial_age``, the age when the response was received."""
+    date = parse_http_date(field(response_headers, b"date"))
+    date_value = date if date is not None else response_time
+    age_value = delta_seconds((field(response_headers, b"age") or b"").decode("latin-1").strip()) or 0
+    apparent_age = max(0.0, response_time - date_value)
+    response_delay = response_time - request_time
+    corrected_age_value = age_value + response_delay
+    return max(apparent_age, corrected_age_value)
+
+
+def current_age(response_headers, request_time: float, response_time: float, now: float) -> float:
+    """RFC 9111 4.2.3: the age of a stored response now (initial age plus resident time)."""
+    return initial_age(response_headers, request_time, response_time) + (now - response_time)
+
+
+# ---------------------------------------------------------------- reuse (section 4)
+
+FRESH = "fresh"                     # serve it
+STALE_OK = "stale-ok"               # serve it stale (max-stale)
+STALE_REVALIDATE = "stale-while-revalidate"   # serve it stale, refresh in the background
+VALIDATE = "validate"               # ask the origin with a conditional request first
+FETCH = "fetch"                     # it cannot be used: go to the origin
+
+
+@dataclass(frozen=True)
+class Reuse:
+    decision: str
+    age: float
+    lifetime: float
+    why: str = ""
+
+
+def request_directives(request_headers) -> dict[str, str | None]:
+    """RFC 9111 5.2.1, with 5.4: ``Pragma: no-cache`` counts only without Cache-Control."""
+    cc = cache_control(request_headers)
+    if not cc and field(request_headers, b"cache-control") is None:
+        pragma = field(request_headers, b"pragma")
+        if pragma is not None and b"no-cache" in pragma.lower():
+            cc = {"no-cache": None}
+    return cc
+
+
+def can_reuse(req_cc: dict, resp_cc: dict, age: float, lifetime: float) -> Reuse:
+    """RFC 9111 4 and 5.2, RFC 5861: may this stored response answer this request?"""
+    if "no-cache" in req_cc:
+        return Reuse(VALIDATE, age, lifetime, "the request says no-cache")              # 5.2.1.4
+    if "no-cache" in resp_cc:
+        return Reuse(VALIDATE, age, lifetime, "the reply says no-cache")                # 5.2.2.4
+    max_age = delta_seconds(req_cc.get("max-age"))
+    if max_age is not None and age > max_age:
+        return Reuse(VALIDATE, age, lifetime, "older than the request's max-age")      # 5.2.1.1
+    min_fresh = delta_seconds(req_cc.get("min-fresh"))
+    if min_fresh is not None and lifetime - age < min_fresh:
+        return Reuse(VALIDATE, age, lifetime, "fresh for less than min-fresh")          # 5.2.1.3
+    if age < lifetime:
+        return Reuse(FRESH, age, lifetime)                                               # 4.2
+    staleness = age - lifetime
+    if "must-revalidate" in resp_cc or "proxy-revalidate" in resp_cc or "s-maxage" in resp_cc:
+        return Reuse(VALIDATE, age, lifetime, "stale, and the reply forbids serving it stale")   # 5.2.2.2, 5.2.2.8, 5.2.2.10
+    if "max-stale" in req_cc:                                                          # 5.2.1.2
+        limit = delta_seconds(req_cc["max-stale"]) if req_cc["max-stale"] is not None else None
+        if req_cc["max-stale"] is None or (limit is not None and staleness <= limit):
+            return Reuse(STALE_OK, age, lifetime, "stale, within the request's max-stale")
+    swr = delta_seconds(resp_cc.get("stale-while-revalidate"))
+    if swr is not None and staleness <= swr:
+        return Reuse(STALE_REVALIDATE, age, lifetime, "stale-while-revalidate")           # RFC 5861 3
+    return Reuse(VALIDATE, age, lifetime, "stale")
+
+
+def may_serve_stale_on_error(req_cc: dict, resp_cc: dict, age: float, lifetime: float) -> bool:
+    """RFC 5861 4 (stale-if-error), within the limits of RFC 9111 4.2.4."""
+    if "must-revalidate" in resp_cc or "proxy-revalidate" in resp_cc or "s-maxage" in resp_cc:
+        return False
+    staleness = max(0.0, age - lifetime)
+    for cc in (req_cc, resp_cc):
+        limit = delta_seconds(cc.get("stale-if-error"))
+        if limit is not None and staleness <= limit:
+            return True
+    return False
+
+
+# ---------------------------------------------------------------- validation (section 4.3)
+
+def validation_headers(stored_headers) -> list[tuple[bytes, bytes]]:
+    """RFC 9111 4.3.1: If-None-Match with the entity tag, If-Modified-Since with Last-Modified."""
+    out = []
+    etag = field(stored_headers, b"etag")
+    if etag is not None:
+        out.append((b"If-None-Match", etag))
+    last_modified = field(stored_headers, b"last-modified")
+    if last_modified is not None and parse_http_date(last_modified) is not None:
+        out.append((b"If-Modified-Since", last_modified))
+    return out
+
+
+# RFC 9111 3.1 and 3.2: fields a stored response keeps from its own time
+_NOT_UPDATED = frozenset({
+    b"content-length", b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+    b"content-encoding", b"content-range", b"content-type",
+})
+
+
+def freshen_headers(stored_headers, not_modified_headers) -> list[tuple[bytes, bytes]]:
+    """RFC 9111 3.2 and 4.3.4: the stored header fields updated by a 304's fields."""
+    replaced = {k.lower() for k, _ in not_modified_headers if k.lower() not in _NOT_UPDATED}
+    out = [(k, v) for k, v in stored_headers if k.lower() not in replaced]
+    out.extend((k, v) for k, v in not_modified_headers if k.lower() in replaced)
+    return out
+
+
+def headers_to_store(headers, body_size: int, date: bytes) -> list[tuple[bytes, bytes]]:
+    """RFC 9111 3.1: what is stored of a reply's fields: not the hop-by-hop ones (nor
+    those Connection names), the body's length made explicit, a Date when the origin
+    sent none (RFC 9110 6.6.1)."""
+    connection = {t.strip().lower() for v in field_values(headers, b"connection") for t in v.split(b",")}
+    drop = HOP_BY_HOP | connection | {b"content-length"}
+    out = [(k, v) for k, v in headers if k.lower() not in drop]
+    if field(headers, b"date") is None:
+        out.append((b"Date", date))
+    out.append((b"Content-Length", b"%d" % body_size))
+    return out
+
+
+def strong_etag(tag: bytes) -> bool:
+    return not tag.strip().startswith(b"W/")
+
+
+def etags_match_weak(a: bytes, b: bytes) -> bool:
+    """RFC 9110 8.8.3.2: weak comparison ignores the W/ prefix."""
+    def opaque(t: bytes) -> bytes:
+        t = t.strip()
+        return t[2:] if t.startswith(b"W/") else t
+    return opaque(a) == opaque(b)
+
+
+def not_modified_for_client(request_headers, stored_headers) -> bool:
+    """RFC 9110 13.1.2 and 13.1.3: does the client's conditional GET/HEAD get a 304?"""
+    inm = field(request_headers, b"if-none-match")
+    etag = field(stored_headers, b"etag")
+    if inm is not None:
+        if inm.strip() == b"*":
+            return True
+        if etag is None:
+            return False
+        return any(etags_match_weak(t, etag) for t in _split_tags(inm))
+    ims = parse_http_date(field(request_headers, b"if-modified-since"))
+    if ims is None:
+        return False
+    last_modified = parse_http_date(field(stored_headers, b"last-modified"))
+    reference = last_modified if last_modified is not None else parse_http_date(field(stored_headers, b"date"))
+    return reference is not None and reference <= ims
+
+
+def _split_tags(value: bytes) -> list[bytes]:
+    return [t for t in re.findall(rb'(?:W/)?"[^"]*"', value)]
+
+
+# ---------------------------------------------------------------- Vary (section 4.1)
+
+def vary_names(response_headers) -> tuple[bytes, ...]:
+    names = []
+    for value in field_values(response_headers, b"vary"):
+        for name in value.split(b","):
+            name = name.strip().lower()
+            if name and name not in names:
+                names.append(name)
+    return tuple(sorted(names))
+
+
+def vary_key(names: tuple[bytes, ...], request_headers) -> tuple[bytes, ...]:
+    """RFC 9111 4.1: the request's values of the Vary fields, normalised (lines combined,
+    whitespace collapsed; case folded for fields whose values are case-insensitive)."""
+    out = []
+    for name in names:
+        values = field_values(request_headers, name)
+        value = b",".join(b" ".join(v.split()) for v in values) if values else b"\0absent"
+        if name in (b"accept-encoding", b"accept-language", b"accept-charset", b"accept"):
+            value = b",".join(p.strip() for p in value.lower().split(b","))
+        out.append(value)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- invalidation (section 4.4)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def invalidated_urls(method: str, status: int, url: str, response_headers, same_origin) -> list[str]:
+    """RFC 9111 4.4: a non-error reply to an unsafe method invalidates the target URI, and
+    Location and Content-Location when they are on the same origin (``same_origin(u)``
+    resolves a possibly relative URI and returns it, or None)."""
+    if method in SAFE_METHODS or not (200 <= status < 400):
+        return []
+    urls = [url]
+    for name in (b"location", b"content-location"):
+        value = field(response_headers, name)
+        if value:
+            resolved = same_origin(value.decode("latin-1").strip())
+            if resolved and resolved not in urls:
+                urls.append(resolved)
+    return urls
+
+
+# ---------------------------------------------------------------- ranges (RFC 9110 14)
+
+def parse_range(value: bytes | None, length: int) -> list[tuple[int, int]] | None:
+    """RFC 9110 14.1.2: byte ranges as (first, last) within ``length``.
+
+    None when there is no usable Range (ignore it and send everything); []
+    when none of the ranges can be satisfied (416).
+    """
+    if value is None:
+        return None
+    text = value.decode("latin-1").strip()
+    unit, _, spec = text.partition("=")
+    if unit.strip().lower() != "bytes" or not spec:
+        return None
+    ranges = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first_text, dash, last_text = part.partition("-")
+        if not dash:
+            return None
+        first_text, last_text = first_text.strip(), last_text.strip()
+        if first_text == "":
+            if not last_text.isdigit():
+                return None
+            suffix = int(last_text)
+            if suffix == 0:
+                continue
+            ranges.append((max(0, length - suffix), length - 1))
+            continue
+        if not first_text.isdigit() or (last_text and not last_text.isdigit()):
+            return None
+        first = int(first_text)
+        last = int(last_text) if last_text else length - 1
+        if last < first:
+            return None
+        if first >= length:
+            continue
+        ranges.append((first, min(last, length - 1)))
+    if len(ranges) > 64:
+        return None                     # 14.2: too many ranges, as a denial of service, is ignored
+    return ranges
+
+
+def if_range_allows(request_headers, stored_headers) -> bool:
+    """RFC 9110 13.1.5: a Range with If-Range applies only if the validator still matches."""
+    value = field(request_headers, b"if-range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith((b'"', b"W/")):
+        etag = field(stored_headers, b"etag")
+        return etag is not None and strong_etag(value) and strong_etag(etag) and value == etag.strip()
+    when = parse_http_date(value)
+    last_modified = parse_http_date(field(stored_headers, b"last-modified"))
+    return when is not None and last_modified is not None and when == last_modified

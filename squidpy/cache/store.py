@@ -1,0 +1,330 @@
+"""The cache store: a memory tier of small objects over a diskcache directory.
+
+* An entry is a :class:`CachedReply`: the reply's head (pre-serialised, so a
+  memory hit is a couple of byte strings), its metadata, and its body.
+* Keys: ``entry_key(url, vary_key)``; a URL whose replies Vary keeps the
+  Vary field names under ``index_key(url)``.
+* The memory tier (``cache_mem``) holds objects up to
+  ``maximum_object_size_in_memory``, least recently used out first.
+* The disk tier (``cache_dir diskcache PATH MB``) is a diskcache Cache, safe
+  for several processes.  A body is stored completely under a fresh key before
+  the metadata that points at it is written, in one transaction each, so a
+  crash at any moment leaves either the old entry, the new one, or none, never
+  a truncated one; length and SHA-256 are checked again on the way out.
+* Every disk write happens on one writer thread fed by a bounded queue; when
+  the queue is full the object is simply not stored, so the reactor never
+  waits for the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from squidpy.cache import policy
+
+log = logging.getLogger("squidpy")
+
+WRITE_QUEUE = 256
+
+
+def entry_key(url: str, vary: tuple[bytes, ...] = ()) -> str:
+    h = hashlib.sha256(url.encode("utf-8", "surrogateescape"))
+    for value in vary:
+        h.update(b"\0")
+        h.update(value)
+    return "e:" + h.hexdigest()
+
+
+def index_key(url: str) -> str:
+    return "v:" + hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@dataclass
+class CachedReply:
+    """One stored reply.  ``head`` is the status line and stored fields, each ending in
+    CRLF, without the blank line (per-hit fields such as Age are appended)."""
+
+    url: str
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    request_time: float
+    response_time: float
+    body_size: int
+    vary_names: tuple[bytes, ...] = ()
+    vary_key: tuple[bytes, ...] = ()
+    sha256: str = ""
+    body_key: str = ""
+    head: bytes = b""
+    stored_at: float = 0.0
+    extra: dict = field(default_factory=dict)     # per-process memo of derived facts, never stored
+
+    def facts(self, rule) -> tuple[dict, float, float]:
+        """(Cache-Control, initial age, freshness lifetime under ``rule``), computed once."""
+        memo = self.extra
+        if memo.get("rule", memo) is not rule:
+            memo["cc"] = policy.cache_control(self.headers)
+            memo["initial_age"] = policy.initial_age(self.headers, self.request_time, self.response_time)
+            memo["lifetime"] = policy.freshness_lifetime(self.status, self.headers, memo["cc"], rule)[0]
+            memo["rule"] = rule
+        return memo["cc"], memo["initial_age"], memo["lifetime"]
+
+    @property
+    def mime_type(self) -> str | None:
+        memo = self.extra
+        if "mime" not in memo:
+            value = policy.field(self.headers, b"content-type") or b""
+            memo["mime"] = value.split(b";")[0].strip().decode("latin-1") or None
+        return memo["mime"]
+
+    def serialise_head(self) -> None:
+        """Status line and stored fields; Age is computed per hit, so it is left out.
+        Also forgets the derived facts, which the fields may have changed."""
+        self.extra = {}
+        lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)]
+        lines.extend(b"%s: %s\r\n" % kv for kv in self.headers if kv[0].lower() != b"age")
+        self.head = b"".join(lines)
+
+    def meta(self) -> dict:
+        """What goes to disk (the body is stored separately)."""
+        return {
+            "url": self.url, "status": self.status, "reason": self.reason, "headers": self.headers,
+            "request_time": self.request_time, "response_time": self.response_time,
+            "body_size": self.body_size, "vary_names": self.vary_names, "vary_key": self.vary_key,
+            "sha256": self.sha256, "body_key": self.body_key, "stored_at": self.stored_at,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "CachedReply":
+        reply = cls(**meta)
+        reply.serialise_head()
+        return reply
+
+
+class MemoryTier:
+    """Least recently used objects, bounded by total bytes."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.size = 0
+        self.items: OrderedDict[str, tuple[CachedReply, bytes]] = OrderedDict()
+        self.index: dict[str, tuple[bytes, ...]] = {}
+
+    def get(self, key: str):
+        item = self.items.get(key)
+        if item is not None:
+            self.items.move_to_end(key)
+        return item
+
+    def put(self, key: str, reply: CachedReply, body: bytes) -> None:
+        cost = len(body) + len(reply.head) + 256
+        if cost > self.limit:
+            return
+        self.remove(key)
+        self.items[key] = (reply, body)
+        self.size += cost
+        while self.size > self.limit and self.items:
+            old_key, (old, old_body) = self.items.popitem(last=False)
+            self.size -= len(old_body) + len(old.head) + 256
+
+    def remove(self, key: str) -> bool:
+        item = self.items.pop(key, None)
+        if item is None:
+            return False
+        self.size -= len(item[1]) + len(item[0].head) + 256
+        return True
+
+
+class DiskWriter(threading.Thread):
+    """The one thread that writes to the cache_dir; jobs are callables."""
+
+    def __init__(self):
+        super().__init__(name="squidpy-cache-writer", daemon=True)
+        self.jobs: queue.Queue = queue.Queue(WRITE_QUEUE)
+        self.start()
+
+    def submit(self, job) -> bool:
+        try:
+            self.jobs.put_nowait(job)
+            return True
+        except queue.Full:
+            return False
+
+    def run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:
+                log.exception("cache_dir write failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        try:
+            self.jobs.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self.join(timeout)
+
+
+class DiskTier:
+    """A diskcache directory shared by every squidpy process using it."""
+
+    def __init__(self, path: str, size_mb: int):
+        import diskcache
+
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.tmp = os.path.join(path, "incoming")
+        os.makedirs(self.tmp, exist_ok=True)
+        self.cache = diskcache.Cache(path, size_limit=size_mb * 1024 * 1024,
+                                     eviction_policy="least-recently-stored", cull_limit=50)
+        self.writer = DiskWriter()
+        self.failing = False
+
+    def lookup(self, key: str) -> CachedReply | None:
+        meta = self.cache.get(key, retry=True)
+        return CachedReply.from_meta(meta) if isinstance(meta, dict) else None
+
+    def index(self, url: str) -> tuple[bytes, ...] | None:
+        value = self.cache.get(index_key(url), retry=True)
+        return tuple(value) if value is not None else None
+
+    def open_body(self, reply: CachedReply):
+        """A file-like object of the body, or None if it is gone."""
+        value = self.cache.get(reply.body_key, read=True, retry=True)
+        if value is None:
+            return None
+        if isinstance(value, (bytes, bytearray)):
+            import io
+            return io.BytesIO(value)
+        return value
+
+    def store(self, key: str, reply: CachedReply, body_path: str | None, body: bytes | None) -> bool:
+        """Queue a whole reply for writing (body from memory or from a finished temp file)."""
+        def job():
+            reply.body_key = f"b:{key[2:]}:{uuid.uuid4().hex}"
+            try:
+                if body_path is not None:
+                    with open(body_path, "rb") as f:
+                        self.cache.set(reply.body_key, f, read=True, retry=True)
+                else:
+                    self.cache.set(reply.body_key, body, retry=True)
+                old = self.cache.get(key, retry=True)
+                self.cache.set(key, reply.meta(), retry=True)
+                if reply.vary_names:
+                    self.cache.set(index_key(reply.url), reply.vary_names, retry=True)
+                else:
+                    self.cache.delete(index_key(reply.url), retry=True)
+                if isinstance(old, dict) and old.get("body_key"):
+                    self.cache.delete(old["body_key"], retry=True)
+                if self.failing:
+                    log.warning("cache_dir %s writable again", self.path)
+                    self.failing = False
+            except OSError as e:
+                self.cache.delete(reply.body_key, retry=True)
+                if not self.failing:
+                    log.error("cache_dir %s: cannot store %s: %s; serving without storing", self.path, reply.url, e)
+                    self.failing = True
+            finally:
+                if body_path is not None:
+                    _unlink(body_path)
+        return self.writer.submit(job)
+
+    def new_temp(self):
+        return tempfile.NamedTemporaryFile(dir=self.tmp, prefix="obj-", delete=False)
+
+    def remove(self, key: str) -> bool:
+        meta = self.cache.get(key, retry=True)
+        if not isinstance(meta, dict):
+            return False
+        self.cache.delete(key, retry=True)
+        if meta.get("body_key"):
+            self.cache.delete(meta["body_key"], retry=True)
+        return True
+
+    def entries(self):
+        for key in self.cache.iterkeys():
+            if isinstance(key, str) and key.startswith("e:"):
+                meta = self.cache.get(key, retry=True)
+                if isinstance(meta, dict):
+                    yield key, meta
+
+    def close(self) -> None:
+        self.writer.stop()
+        self.cache.close()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class Store:
+    """Both tiers behind one interface."""
+
+    def __init__(self, cache_mem: int, max_in_memory: int, disk: DiskTier | None):
+        self.memory = MemoryTier(cache_mem)
+        self.max_in_memory = max_in_memory
+        self.disk = disk
+
+    def vary_names(self, url: str) -> tuple[bytes, ...] | None:
+        names = self.memory.index.get(url)
+        if names is None and self.disk is not None:
+            names = self.disk.index(url)
+        return names
+
+    def lookup(self, key: str):
+        """(reply, body bytes or None, in_memory) or None."""
+        item = self.memory.get(key)
+        if item is not None:
+            return item[0], item[1], True
+        if self.disk is not None:
+            reply = self.disk.lookup(key)
+            if reply is not None:
+                return reply, None, False
+        return None
+
+    def put(self, key: str, reply: CachedReply, body: bytes | None, body_path: str | None) -> None:
+        reply.serialise_head()
+        if reply.vary_names:
+            self.memory.index[reply.url] = reply.vary_names
+        else:
+            self.memory.index.pop(reply.url, None)
+        if body is not None and len(body) <= self.max_in_memory:
+            self.memory.put(key, reply, body)
+        if self.disk is not None:
+            self.disk.store(key, reply, body_path, None if body_path is not None else body)
+        elif body_path is not None:
+            _unlink(body_path)
+
+    def remove_url(self, url: str) -> int:
+        """Every stored variant of ``url`` (for PURGE and invalidation); returns how many."""
+        removed = 0
+        names = self.vary_names(url) or ()
+        keys = {entry_key(url)}
+        for key, (reply, _) in list(self.memory.items.items()):
+            if reply.url == url:
+                keys.add(key)
+        if self.disk is not None and names:
+            keys.update(k for k, meta in self.disk.entries() if meta.get("url") == url)
+        for key in keys:
+            in_memory = self.memory.remove(key)
+            on_disk = self.disk is not None and self.disk.remove(key)
+            removed += bool(in_memory or on_disk)
+        return removed
+
+    def close(self) -> None:
+        if self.disk is not None:
+            self.disk.close()
