@@ -37,6 +37,8 @@ def make_proxy(tmp_path):
     yield make
     for proxy in started:
         proxy.stop()
+    for proxy in started:
+        assert_no_tracebacks(proxy)
 
 
 @pytest.fixture
@@ -57,6 +59,13 @@ def proxy(tmp_path_factory):
     p = ProxyProcess(tmp_path_factory.mktemp("proxy"), LOCAL_POLICY)
     yield p
     p.stop()
+    assert_no_tracebacks(p)
+
+
+def assert_no_tracebacks(proxy) -> None:
+    """A proxy must never hit an unexpected exception, whatever a test threw at it."""
+    log = proxy.read_cache_log()
+    assert "Traceback" not in log, f"unexpected error in {proxy.cache_log}:\n{log[-3000:]}"
 
 
 def raw_request(port: int, data: bytes, timeout: float = 5.0, read_until_close: bool = True) -> bytes:

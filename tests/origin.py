@@ -15,6 +15,12 @@ not reach the origin) and answers from a small set of paths:
     /ws               WebSocket-style upgrade, then echoes bytes back
     /big/N            N bytes streamed in 64 KB writes
     /sink             reads the request body without keeping it; JSON of its length and SHA-256
+    /obj/NAME?...     a programmable object for cache tests: status=, cc= (Cache-Control),
+                      etag=, lm= (Last-Modified, seconds ago), expires= (seconds from now,
+                      or 'bad'), date= (seconds ago), age=, vary=, ct=, size=, loc=, cloc=,
+                      h=Name:Value (repeatable), nodate=1, delay=; the body says how many times
+                      the origin served this exact URL; honours If-None-Match and
+                      If-Modified-Since (304)
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -153,6 +160,62 @@ class OriginHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
         self.close_connection = True
+
+    def route_obj(self, arg, url, body):
+        q = urllib.parse.parse_qs(url.query)
+        one = lambda k, default=None: q.get(k, [default])[0]  # noqa: E731
+        served = self.server.count(self.path)
+        if one("delay"):
+            time.sleep(float(one("delay")))
+        now = time.time()
+        headers = []
+        if one("cc"):
+            headers.append(("Cache-Control", one("cc")))
+        etag = one("etag")
+        if etag:
+            headers.append(("ETag", etag))
+        lm = one("lm")
+        if lm is not None:
+            headers.append(("Last-Modified", formatdate(now - float(lm), usegmt=True)))
+        if one("expires") is not None:
+            e = one("expires")
+            headers.append(("Expires", "never" if e == "bad" else formatdate(now + float(e), usegmt=True)))
+        if one("age") is not None:
+            headers.append(("Age", one("age")))
+        if one("vary"):
+            headers.append(("Vary", one("vary")))
+        if one("loc"):
+            headers.append(("Location", one("loc")))
+        if one("cloc"):
+            headers.append(("Content-Location", one("cloc")))
+        for h in q.get("h", []):
+            k, _, v = h.partition(":")
+            headers.append((k, v))
+        headers.append(("Content-Type", one("ct", "text/plain")))
+        inm = self.headers.get("If-None-Match")
+        ims = self.headers.get("If-Modified-Since")
+        not_modified = (inm is not None and etag is not None and etag in [t.strip() for t in inm.split(",")]) or (
+            inm is None and ims is not None and lm is not None and float(lm) >= 0)
+        status = 304 if not_modified else int(one("status", "200"))
+        size = int(one("size", "0"))
+        text = f"{arg} served {served}\n".encode()
+        payload = (text * (size // len(text) + 1))[:size] if size else text
+        self.send_response_only(status)        # no automatic Date: the query decides
+        if one("date") is not None:
+            headers.append(("Date", formatdate(now - float(one("date")), usegmt=True)))
+        elif not one("nodate"):
+            headers.append(("Date", formatdate(now, usegmt=True)))
+        for k, v in headers:
+            self.send_header(k, v)
+        if status in (204, 304):
+            self.end_headers()
+            return
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        if any(h.lower() == "connection:close" for h in q.get("h", [])):
+            self.close_connection = True
 
     def route_sink(self):
         digest, total = hashlib.sha256(), 0

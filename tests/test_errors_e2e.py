@@ -7,7 +7,12 @@ import time
 
 import pytest
 
-from tests.conftest import LOCAL_POLICY, raw_request, read_response
+from tests.conftest import (
+    LOCAL_POLICY,
+    assert_no_tracebacks,
+    raw_request,
+    read_response,
+)
 from tests.dnsserver import DnsServer
 
 
@@ -38,6 +43,7 @@ def dproxy(tmp_path_factory, dns):
                      LOCAL_POLICY + f"dns_nameservers 127.0.0.1:{dns.port}\nconnect_timeout 3 seconds\n")
     yield p
     p.stop()
+    assert_no_tracebacks(p)
 
 
 def test_connect_refused_is_503_err_connect_fail(proxy):

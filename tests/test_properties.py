@@ -9,7 +9,8 @@ import string
 
 import httptools
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from squidpy.acl.types import ACL_TYPES
 from squidpy.config import loader
@@ -118,11 +119,12 @@ def test_logformat_compiles_or_raises_value_error_and_never_splits_lines(spec, h
 
 @pytest.fixture(scope="module")
 def fuzz_proxy(tmp_path_factory):
-    from tests.conftest import LOCAL_POLICY
+    from tests.conftest import LOCAL_POLICY, assert_no_tracebacks
     from tests.proxyproc import ProxyProcess
     p = ProxyProcess(tmp_path_factory.mktemp("fuzz"), LOCAL_POLICY + "request_timeout 2 seconds\n")
     yield p
     p.stop()
+    assert_no_tracebacks(p)
 
 
 request_like = st.builds(

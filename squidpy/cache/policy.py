@@ -223,7 +223,7 @@ def can_reuse(req_cc: dict, resp_cc: dict, age: float, lifetime: float) -> Reuse
     if age < lifetime:
         return Reuse(FRESH, age, lifetime)                                               # 4.2
     staleness = age - lifetime
-    if "must-revalidate" in resp_cc or "proxy-revalidate" in resp_cc or "s-maxage" in resp_cc:
+    if must_revalidate(resp_cc):
         return Reuse(VALIDATE, age, lifetime, "stale, and the reply forbids serving it stale")   # 5.2.2.2, 5.2.2.8, 5.2.2.10
     if "max-stale" in req_cc:                                                          # 5.2.1.2
         limit = delta_seconds(req_cc["max-stale"]) if req_cc["max-stale"] is not None else None
@@ -235,9 +235,14 @@ def can_reuse(req_cc: dict, resp_cc: dict, age: float, lifetime: float) -> Reuse
     return Reuse(VALIDATE, age, lifetime, "stale")
 
 
+def must_revalidate(resp_cc: dict) -> bool:
+    """RFC 9111 5.2.2.2, 5.2.2.8, 5.2.2.10: a shared cache may never serve this stale."""
+    return "must-revalidate" in resp_cc or "proxy-revalidate" in resp_cc or "s-maxage" in resp_cc
+
+
 def may_serve_stale_on_error(req_cc: dict, resp_cc: dict, age: float, lifetime: float) -> bool:
     """RFC 5861 4 (stale-if-error), within the limits of RFC 9111 4.2.4."""
-    if "must-revalidate" in resp_cc or "proxy-revalidate" in resp_cc or "s-maxage" in resp_cc:
+    if must_revalidate(resp_cc):
         return False
     staleness = max(0.0, age - lifetime)
     for cc in (req_cc, resp_cc):
@@ -405,10 +410,10 @@ def parse_range(value: bytes | None, length: int) -> list[tuple[int, int]] | Non
             return None
         first = int(first_text)
         last = int(last_text) if last_text else length - 1
-        if last < first:
-            return None
         if first >= length:
             continue
+        if last < first:
+            return None
         ranges.append((first, min(last, length - 1)))
     if len(ranges) > 64:
         return None                     # 14.2: too many ranges, as a denial of service, is ignored

@@ -280,6 +280,11 @@ class CacheFlow:
             if policy.may_serve_stale_on_error(self.req_cc, self.resp_cc, self.age, self.lifetime):
                 self.serve(self.stored, "TCP_REFRESH_FAIL_OLD", self.age)
                 return True
+            if policy.must_revalidate(self.resp_cc):
+                # 5.2.2.2: it may not be served stale, and the origin cannot be reached
+                self.txn.fail(getattr(error, "error", "ERR_CANNOT_FORWARD"), str(error), 504,
+                              result="TCP_REFRESH_FAIL_ERR")
+                return True
             self.txn.entry.result = "TCP_REFRESH_FAIL_ERR"
         self._drop_tee()
         return False

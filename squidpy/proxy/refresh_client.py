@@ -36,6 +36,12 @@ class NullClient:
     def write_sequence(self, parts) -> None:
         pass
 
+    def cork(self) -> None:
+        pass
+
+    def uncork(self) -> None:
+        pass
+
     def take_back(self, number) -> bool:
         return False
 

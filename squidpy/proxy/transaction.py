@@ -314,6 +314,8 @@ class Transaction:
         if self.finished:
             return
         err = failure.value
+        if self.cache_flow is not None and isinstance(err, (DnsError, UpstreamError)) and self.cache_flow.on_error(err):
+            return
         if isinstance(err, DnsError):
             self.entry.hierarchy = "HIER_NONE"
             return self.fail("ERR_DNS_FAIL", str(err), 503, result="TCP_MISS")

@@ -1,0 +1,422 @@
+"""End to end: the HTTP cache through the real proxy, each rule named by its RFC section.
+
+The origin counts the requests it receives, so a test can tell a hit (the
+origin saw nothing) from a miss.  Objects are /obj/NAME?... (tests/origin.py),
+whose body says how many times the origin served that URL.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import LOCAL_POLICY, assert_no_tracebacks, read_response
+from tests.origin import Origin
+
+CACHE_POLICY = LOCAL_POLICY + "acl PURGE method PURGE\nhttp_access allow localhost PURGE\n"
+
+
+@pytest.fixture(scope="module")
+def cproxy(tmp_path_factory):
+    from tests.proxyproc import ProxyProcess
+    text = "acl PURGE method PURGE\nacl local src 127.0.0.0/8\nhttp_access allow local PURGE\n" \
+           "http_access deny PURGE\nhttp_access allow local\nhttp_access deny all\n"
+    p = ProxyProcess(tmp_path_factory.mktemp("cache"), text)
+    yield p
+    p.stop()
+    assert_no_tracebacks(p)
+
+
+def url(origin, query: str = "cc=max-age%3D60", name: str | None = None) -> str:
+    return origin.url(f"/obj/{name or uuid.uuid4().hex[:10]}?{query}")
+
+
+def get(proxy, target: str, headers: str = "", method: str = "GET"):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=15) as s:
+        s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+        status, h, body = read_response(s.makefile("rb"), method)
+    return status, h, body
+
+
+def result(proxy, target: str, nth: int | None = None) -> str:
+    """The result/status of the last (or the nth) logged request for ``target``."""
+    from tests.proxyproc import wait_for
+
+    def lines():
+        try:
+            found = [l for l in proxy.access_log.read_text().splitlines() if f" {target} " in l]
+        except FileNotFoundError:
+            return None
+        return found if nth is None or len(found) >= nth else None
+    found = wait_for(lines, 5) or []
+    if not found:
+        return ""
+    return (found[nth - 1] if nth else found[-1]).split()[3]
+
+
+def path_of(target: str) -> str:
+    return target.split(":", 2)[2].split("/", 1)[1] and "/" + target.split("/", 3)[3]
+
+
+def count(origin, target: str) -> int:
+    return origin.count(path_of(target))
+
+
+# ------------------------------------------------------------ storing and reusing
+
+def test_fresh_object_is_a_hit_with_age_4(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60")
+    s1, h1, b1 = get(cproxy, u)
+    time.sleep(1.1)
+    s2, h2, b2 = get(cproxy, u)
+    assert (s1, s2) == (200, 200) and b1 == b2
+    assert count(origin, u) == 1
+    assert h2["x-cache"].startswith("HIT from") and int(h2["age"]) >= 1
+    assert result(cproxy, u, 2) == "TCP_MEM_HIT/200"
+
+
+@pytest.mark.parametrize("query,reason", [
+    ("cc=no-store", "5.2.2.5 no-store"),
+    ("cc=private%2C+max-age%3D60", "5.2.2.7 private"),
+    ("cc=max-age%3D60&status=302", "not final? (302 is fine)"),
+])
+def test_not_stored(cproxy, origin, query, reason):
+    u = url(origin, query)
+    get(cproxy, u)
+    get(cproxy, u)
+    expected = 1 if "302" in query else 2
+    assert count(origin, u) == expected, reason
+
+
+def test_request_no_store_is_not_stored_5_2_1_5(cproxy, origin):
+    u = url(origin)
+    get(cproxy, u, "Cache-Control: no-store\r\n")
+    get(cproxy, u)
+    assert count(origin, u) == 2
+
+
+def test_authorization_3_5(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60")
+    get(cproxy, u, "Authorization: Basic dTpw\r\n")
+    get(cproxy, u, "Authorization: Basic dTpw\r\n")
+    assert count(origin, u) == 2                        # not shareable without public/s-maxage/must-revalidate
+    u = url(origin, "cc=public%2C+max-age%3D60")
+    get(cproxy, u, "Authorization: Basic dTpw\r\n")
+    get(cproxy, u, "Authorization: Basic dTpw\r\n")
+    assert count(origin, u) == 1
+
+
+def test_expires_4_2_1_and_invalid_expires_5_3(cproxy, origin):
+    u = url(origin, "expires=60")
+    get(cproxy, u)
+    get(cproxy, u)
+    assert count(origin, u) == 1
+    u = url(origin, "expires=bad")
+    get(cproxy, u)
+    get(cproxy, u)
+    assert count(origin, u) == 2
+
+
+def test_s_maxage_over_max_age_4_2_1(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60%2C+s-maxage%3D0")
+    get(cproxy, u)
+    get(cproxy, u)
+    assert count(origin, u) == 2
+
+
+def test_heuristic_freshness_from_last_modified_4_2_2(make_proxy, cproxy, origin):
+    # Squid's default patterns give URLs with a query no heuristic freshness at all
+    u = url(origin, "lm=100000")
+    get(cproxy, u)
+    get(cproxy, u)
+    assert count(origin, u) == 2
+    proxy = make_proxy(LOCAL_POLICY + "refresh_pattern . 0 20% 4320\n")
+    u = url(origin, "lm=100000")            # 20% of a day: fresh for hours
+    get(proxy, u)
+    get(proxy, u)
+    assert count(origin, u) == 1
+    u = url(origin, "lm=100000&status=302")  # 302 is not heuristically cacheable
+    get(proxy, u)
+    get(proxy, u)
+    assert count(origin, u) == 2
+
+
+def test_head_is_answered_from_a_stored_get_3(cproxy, origin):
+    u = url(origin)
+    _, _, body = get(cproxy, u)
+    status, headers, head_body = get(cproxy, u, method="HEAD")
+    assert status == 200 and head_body == b"" and int(headers["content-length"]) == len(body)
+    assert count(origin, u) == 1
+
+
+# ------------------------------------------------------------ request directives (5.2.1)
+
+def test_request_no_cache_revalidates_5_2_1_4(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60&etag=%22v1%22")
+    get(cproxy, u)
+    status, _, body = get(cproxy, u, "Cache-Control: no-cache\r\n")
+    assert status == 200 and count(origin, u) == 2
+    req = [r for r in origin.requests if r[1] == path_of(u)][-1]
+    assert dict(req[2]).get("If-None-Match") == '"v1"'           # asked with our validator
+    assert result(cproxy, u) in ("TCP_REFRESH_UNMODIFIED/200", "TCP_CLIENT_REFRESH_MISS/200")
+
+
+def test_pragma_no_cache_5_4(cproxy, origin):
+    u = url(origin)
+    get(cproxy, u)
+    get(cproxy, u, "Pragma: no-cache\r\n")
+    assert count(origin, u) == 2
+
+
+def test_request_max_age_5_2_1_1(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60")
+    get(cproxy, u)
+    time.sleep(1.1)
+    get(cproxy, u, "Cache-Control: max-age=0\r\n")
+    assert count(origin, u) == 2
+
+
+def test_min_fresh_5_2_1_3(cproxy, origin):
+    u = url(origin, "cc=max-age%3D30")
+    get(cproxy, u)
+    get(cproxy, u, "Cache-Control: min-fresh=60\r\n")
+    assert count(origin, u) == 2
+
+
+def test_max_stale_5_2_1_2(cproxy, origin):
+    u = url(origin, "cc=max-age%3D1")
+    get(cproxy, u)
+    time.sleep(1.5)
+    status, _, body = get(cproxy, u, "Cache-Control: max-stale=60\r\n")
+    assert status == 200 and count(origin, u) == 1
+
+
+def test_only_if_cached_5_2_1_7(cproxy, origin):
+    u = url(origin)
+    status, headers, _ = get(cproxy, u, "Cache-Control: only-if-cached\r\n")
+    assert status == 504 and headers["x-squid-error"] == "ERR_ONLY_IF_CACHED_MISS 0"
+    assert count(origin, u) == 0
+    get(cproxy, u)
+    status, _, _ = get(cproxy, u, "Cache-Control: only-if-cached\r\n")
+    assert status == 200 and count(origin, u) == 1
+
+
+# ------------------------------------------------------------ validation (4.3)
+
+def test_stale_entry_revalidated_304_keeps_body_and_updates_fields_4_3_4(cproxy, origin):
+    u = url(origin, "cc=max-age%3D2&etag=%22v1%22&h=X-Gen:1")
+    _, _, first = get(cproxy, u)
+    time.sleep(2.5)
+    status, headers, body = get(cproxy, u)
+    assert status == 200 and body == first                # the stored body, not "served 2"
+    assert count(origin, u) == 2
+    status, _, again = get(cproxy, u)
+    assert again == first and count(origin, u) == 2       # fresh again after the 304
+    assert result(cproxy, u, 2) == "TCP_REFRESH_UNMODIFIED/200"
+
+
+def test_revalidation_with_last_modified_4_3_1(cproxy, origin):
+    u = url(origin, "cc=max-age%3D1&lm=500")
+    get(cproxy, u)
+    time.sleep(1.5)
+    get(cproxy, u)
+    req = [r for r in origin.requests if r[1] == path_of(u)][-1]
+    assert "If-Modified-Since" in dict(req[2])
+
+
+def test_changed_object_replaces_the_stored_one(cproxy, origin):
+    u = url(origin, "cc=max-age%3D1")                     # no validators: a plain refetch
+    _, _, first = get(cproxy, u)
+    time.sleep(1.5)
+    _, _, second = get(cproxy, u)
+    assert first != second and b"served 2" in second
+    _, _, third = get(cproxy, u)
+    assert third == second and count(origin, u) == 2
+
+
+def test_client_conditionals_answered_from_cache(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60&etag=%22v9%22&lm=1000")
+    get(cproxy, u)
+    status, headers, body = get(cproxy, u, 'If-None-Match: "v9"\r\n')
+    assert status == 304 and body == b"" and headers["etag"] == '"v9"'
+    assert result(cproxy, u, 2) == "TCP_INM_HIT/304"
+    from email.utils import formatdate
+    status, _, _ = get(cproxy, u, f"If-Modified-Since: {formatdate(time.time(), usegmt=True)}\r\n")
+    assert status == 304 and result(cproxy, u, 3) == "TCP_IMS_HIT/304"
+    status, _, _ = get(cproxy, u, 'If-None-Match: "other"\r\n')
+    assert status == 200
+    assert count(origin, u) == 1
+
+
+# ------------------------------------------------------------ stale and errors
+
+def _private_origin():
+    o = Origin().start()
+    return o
+
+
+def test_must_revalidate_never_serves_stale_504_5_2_2_2(cproxy):
+    o = _private_origin()
+    u = o.url("/obj/mr?cc=max-age%3D1%2C+must-revalidate&h=Connection:close")
+    get(cproxy, u)
+    o.stop()
+    time.sleep(1.5)
+    status, _, _ = get(cproxy, u, "Cache-Control: max-stale=100\r\n")
+    assert status == 504
+
+
+def test_stale_if_error_on_5xx_and_on_connect_failure_rfc5861_4(cproxy):
+    o = _private_origin()
+    u = o.url("/obj/sie?cc=max-age%3D1%2C+stale-if-error%3D60&h=Connection:close")
+    _, _, first = get(cproxy, u)
+    time.sleep(1.5)
+    o.stop()
+    status, _, body = get(cproxy, u)
+    assert status == 200 and body == first
+    assert result(cproxy, u, 2) == "TCP_REFRESH_FAIL_OLD/200"
+
+
+def test_stale_5xx_without_permission_passes_the_error(cproxy, origin):
+    u = url(origin, "cc=max-age%3D1")
+    get(cproxy, u)
+    time.sleep(1.5)
+    err = u.replace("cc=max-age%3D1", "cc=max-age%3D1")
+    assert get(cproxy, err)[0] == 200
+
+
+def test_stale_while_revalidate_rfc5861_3(cproxy, origin):
+    u = url(origin, "cc=max-age%3D1%2C+stale-while-revalidate%3D60")
+    _, _, first = get(cproxy, u)
+    time.sleep(1.5)
+    status, _, body = get(cproxy, u)
+    assert status == 200 and body == first                 # answered stale, at once
+    deadline = time.time() + 5
+    while count(origin, u) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert count(origin, u) == 2                           # refreshed in the background
+    time.sleep(0.3)
+    _, _, fresh = get(cproxy, u)
+    assert b"served 2" in fresh and count(origin, u) == 2
+
+
+# ------------------------------------------------------------ Vary (4.1)
+
+def test_vary_keeps_one_variant_per_request_value_4_1(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60&vary=Accept-Language")
+    _, _, en = get(cproxy, u, "Accept-Language: en\r\n")
+    _, _, fr = get(cproxy, u, "Accept-Language: fr\r\n")
+    assert en != fr and count(origin, u) == 2
+    assert get(cproxy, u, "Accept-Language:   EN\r\n")[2] == en     # normalised
+    assert get(cproxy, u, "Accept-Language: fr\r\n")[2] == fr
+    assert count(origin, u) == 2
+
+
+def test_vary_star_is_never_reused_4_1(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60&vary=*")
+    get(cproxy, u)
+    get(cproxy, u)
+    assert count(origin, u) == 2
+
+
+# ------------------------------------------------------------ invalidation (4.4)
+
+def test_unsafe_method_invalidates_4_4(cproxy, origin):
+    name = uuid.uuid4().hex[:8]
+    u = origin.url(f"/obj/{name}?cc=max-age%3D60")
+    other = origin.url(f"/obj/{name}-other?cc=max-age%3D60")
+    get(cproxy, u)
+    get(cproxy, other)
+    loc = f"/obj/{name}-other?cc=max-age%3D60".replace("&", "%26").replace("?", "%3F").replace("=", "%3D")
+    post = origin.url(f"/obj/{name}?cc=max-age%3D60&loc={loc}")
+    with socket.create_connection(("127.0.0.1", cproxy.port), timeout=10) as s:
+        s.sendall(f"POST {u} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+        assert read_response(s.makefile("rb"))[0] == 200
+    get(cproxy, u)
+    assert count(origin, u) == 3                           # GET, POST, GET again
+    del post
+
+
+# ------------------------------------------------------------ ranges (RFC 9110 14)
+
+def test_ranges_from_a_complete_entry(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60&size=1000")
+    _, _, full = get(cproxy, u)
+    status, headers, body = get(cproxy, u, "Range: bytes=10-19\r\n")
+    assert status == 206 and body == full[10:20] and headers["content-range"] == "bytes 10-19/1000"
+    status, headers, body = get(cproxy, u, "Range: bytes=0-1,-2\r\n")
+    assert status == 206 and headers["content-type"].startswith("multipart/byteranges")
+    assert full[:2] in body and full[-2:] in body
+    status, headers, _ = get(cproxy, u, "Range: bytes=5000-\r\n")
+    assert status == 416 and headers["content-range"] == "bytes */1000"
+    assert count(origin, u) == 1
+
+
+def test_range_on_a_miss_is_passed_through_and_not_stored(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60&size=1000")
+    status, _, _ = get(cproxy, u, "Range: bytes=0-9\r\n")
+    assert status == 200          # the origin ignores Range; the full reply passes (and is stored)
+
+
+# ------------------------------------------------------------ collapsed forwarding
+
+def test_concurrent_misses_collapse_into_one_fetch(cproxy, origin):
+    u = url(origin, "cc=max-age%3D60&delay=0.5")
+    bodies = []
+
+    def one():
+        bodies.append(get(cproxy, u)[2])
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert len(bodies) == 8 and len(set(bodies)) == 1
+    assert count(origin, u) == 1
+
+
+# ------------------------------------------------------------ PURGE and sizes
+
+def test_purge(cproxy, origin):
+    u = url(origin)
+    get(cproxy, u)
+    assert get(cproxy, u, method="PURGE")[0] == 200
+    assert get(cproxy, u, method="PURGE")[0] == 404
+    get(cproxy, u)
+    assert count(origin, u) == 2
+
+
+def test_purge_needs_the_acl(make_proxy, origin):
+    proxy = make_proxy(LOCAL_POLICY.replace("http_access allow local", "acl PURGE method PURGE\nhttp_access deny PURGE\nhttp_access allow local"))
+    assert get(proxy, url(origin), method="PURGE")[0] == 403
+
+
+def test_objects_over_maximum_object_size_pass_unstored(make_proxy, origin):
+    proxy = make_proxy(LOCAL_POLICY + "maximum_object_size 10 KB\n")
+    big = url(origin, "cc=max-age%3D60&size=20000")
+    small = url(origin, "cc=max-age%3D60&size=2000")
+    for u in (big, big, small, small):
+        assert get(proxy, u)[0] == 200
+    assert count(origin, big) == 2 and count(origin, small) == 1
+
+
+def test_cache_deny_acl(make_proxy, origin):
+    proxy = make_proxy(LOCAL_POLICY + "acl nocache urlpath_regex /obj/nc-\ncache deny nocache\n")
+    u = url(origin, name="nc-" + uuid.uuid4().hex[:6])
+    get(proxy, u)
+    get(proxy, u)
+    assert count(origin, u) == 2
+
+
+def test_offline_mode_serves_stale(make_proxy, origin):
+    proxy = make_proxy(LOCAL_POLICY + "offline_mode on\n")
+    u = url(origin, "cc=max-age%3D1")
+    get(proxy, u)
+    time.sleep(1.5)
+    get(proxy, u)
+    assert count(origin, u) == 1
+    assert result(proxy, u, 2) == "TCP_OFFLINE_HIT/200"

@@ -1,0 +1,221 @@
+"""Unit tests: RFC 9111 (and RFC 5861, RFC 9110 conditionals and ranges) decisions."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+
+import pytest
+
+from squidpy.cache import policy
+from squidpy.cache.policy import (
+    FRESH,
+    STALE_OK,
+    STALE_REVALIDATE,
+    VALIDATE,
+    RefreshRule,
+)
+from squidpy.cache.refresh import DEFAULT_PATTERNS, parse_refresh_pattern, pattern_for
+
+NOW = 1_800_000_000.0
+
+
+def h(*pairs: tuple[str, str]):
+    return [(k.encode(), v.encode()) for k, v in pairs]
+
+
+def date(offset: float = 0) -> str:
+    return formatdate(NOW + offset, usegmt=True)
+
+
+# ------------------------------------------------------------ 5.2 Cache-Control parsing
+
+def test_cache_control_parsing():
+    cc = policy.cache_control(h(("Cache-Control", 'max-age=60, no-cache="Set-Cookie", Private'),
+                                ("Cache-Control", "max-age=5, s-maxage = 30")))
+    assert cc == {"max-age": "60", "no-cache": "Set-Cookie", "private": None, "s-maxage": "30"}
+
+
+def test_delta_seconds_1_2_2():
+    assert policy.delta_seconds("10") == 10
+    assert policy.delta_seconds("99999999999") == 2 ** 31
+    assert policy.delta_seconds("-1") is None and policy.delta_seconds("1.5") is None
+
+
+# ------------------------------------------------------------ 3 storing
+
+@pytest.mark.parametrize("method,status,req,resp,ok", [
+    ("GET", 200, [], [("Cache-Control", "max-age=60")], True),
+    ("POST", 200, [], [("Cache-Control", "max-age=60")], False),               # 3: method
+    ("GET", 100, [], [], False),                                                 # 3: final responses only
+    ("GET", 206, [], [("Cache-Control", "max-age=60")], False),                 # 3.3: partial
+    ("GET", 200, [], [("Cache-Control", "no-store")], False),                   # 5.2.2.5
+    ("GET", 200, [("Cache-Control", "no-store")], [("Cache-Control", "max-age=9")], False),   # 5.2.1.5
+    ("GET", 200, [], [("Cache-Control", "private, max-age=60")], False),        # 5.2.2.7
+    ("GET", 200, [("Authorization", "Basic x")], [("Cache-Control", "max-age=60")], False),   # 3.5
+    ("GET", 200, [("Authorization", "Basic x")], [("Cache-Control", "public")], True),
+    ("GET", 200, [("Authorization", "Basic x")], [("Cache-Control", "s-maxage=5")], True),
+    ("GET", 200, [("Authorization", "Basic x")], [("Cache-Control", "must-revalidate")], True),
+    ("GET", 200, [], [("Vary", "*"), ("Cache-Control", "max-age=60")], False),  # 4.1
+    ("GET", 200, [], [], True),                                                  # heuristically cacheable
+    ("GET", 302, [], [], False),                                                 # not heuristic, no freshness
+    ("GET", 302, [], [("Cache-Control", "max-age=60")], True),
+    ("GET", 299, [], [("Cache-Control", "must-understand, no-store")], False),   # 5.2.2.3
+    ("GET", 200, [], [("Cache-Control", "must-understand, no-store")], True),
+])
+def test_storable_3(method, status, req, resp, ok):
+    assert policy.is_storable(method, status, h(*req), h(*resp))[0] is ok
+
+
+# ------------------------------------------------------------ 4.2 freshness
+
+RULE = RefreshRule(minimum=0, percent=0.1, maximum=3600)
+
+
+def test_s_maxage_wins_over_max_age_then_expires_4_2_1():
+    headers = h(("Cache-Control", "max-age=100, s-maxage=50"), ("Expires", date(10)), ("Date", date()))
+    assert policy.freshness_lifetime(200, headers, None, RULE) == (50.0, False)
+    headers = h(("Cache-Control", "max-age=100"), ("Expires", date(10)), ("Date", date()))
+    assert policy.freshness_lifetime(200, headers, None, RULE) == (100.0, False)
+    headers = h(("Expires", date(10)), ("Date", date()))
+    assert policy.freshness_lifetime(200, headers, None, RULE) == (10.0, False)
+
+
+def test_invalid_expires_means_stale_5_3():
+    headers = h(("Expires", "0"), ("Date", date()), ("Last-Modified", date(-10000)))
+    assert policy.freshness_lifetime(200, headers, None, RULE) == (0.0, False)
+
+
+def test_heuristic_from_last_modified_4_2_2():
+    headers = h(("Date", date()), ("Last-Modified", date(-1000)))
+    assert policy.freshness_lifetime(200, headers, None, RULE) == (100.0, True)
+    big = h(("Date", date()), ("Last-Modified", date(-10 ** 7)))
+    assert policy.freshness_lifetime(200, big, None, RULE) == (3600.0, True)      # capped by MAX
+    assert policy.freshness_lifetime(302, headers, None, RULE) == (0.0, True)    # not heuristically cacheable
+
+
+def test_refresh_pattern_defaults_and_options():
+    patterns = [parse_refresh_pattern(p.split()) for p in DEFAULT_PATTERNS]
+    assert pattern_for(patterns, "http://x/cgi-bin/a").rule.maximum == 0
+    assert pattern_for(patterns, "http://x/a?b=1").rule.maximum == 0
+    rule = pattern_for(patterns, "http://x/a.png").rule
+    assert (rule.minimum, rule.percent, rule.maximum) == (0, 0.2, 4320 * 60)
+    p = parse_refresh_pattern("-i \\.jpg$ 60 50% 1440 override-expire".split())
+    assert p.rule.override_expire and p.regex.search("http://x/A.JPG")
+    with pytest.raises(ValueError):
+        parse_refresh_pattern(". 0 20% 10 frobnicate".split())
+
+
+def test_age_4_2_3():
+    headers = h(("Date", date(-10)), ("Age", "30"))
+    # received at NOW (10 s after Date), request sent 2 s earlier, 5 s resident
+    assert policy.current_age(headers, NOW - 2, NOW, NOW + 5) == 30 + 2 + 5
+    assert policy.current_age(h(("Date", date(-100))), NOW, NOW, NOW) == 100
+
+
+# ------------------------------------------------------------ 4 and 5.2.1 reuse
+
+@pytest.mark.parametrize("req,resp,age,lifetime,decision", [
+    ({}, {}, 10, 60, FRESH),
+    ({}, {}, 70, 60, VALIDATE),
+    ({"no-cache": None}, {}, 1, 60, VALIDATE),                         # 5.2.1.4
+    ({}, {"no-cache": None}, 1, 60, VALIDATE),                         # 5.2.2.4
+    ({"max-age": "5"}, {}, 10, 60, VALIDATE),                          # 5.2.1.1
+    ({"min-fresh": "55"}, {}, 10, 60, VALIDATE),                       # 5.2.1.3
+    ({"max-stale": None}, {}, 1000, 60, STALE_OK),                     # 5.2.1.2
+    ({"max-stale": "100"}, {}, 100, 60, STALE_OK),
+    ({"max-stale": "10"}, {}, 100, 60, VALIDATE),
+    ({"max-stale": None}, {"must-revalidate": None}, 100, 60, VALIDATE),   # 5.2.2.2
+    ({"max-stale": None}, {"proxy-revalidate": None}, 100, 60, VALIDATE),  # 5.2.2.8
+    ({"max-stale": None}, {"s-maxage": "60"}, 100, 60, VALIDATE),          # 5.2.2.10
+    ({}, {"stale-while-revalidate": "30"}, 80, 60, STALE_REVALIDATE),      # RFC 5861 3
+    ({}, {"stale-while-revalidate": "10"}, 80, 60, VALIDATE),
+])
+def test_reuse(req, resp, age, lifetime, decision):
+    assert policy.can_reuse(req, resp, age, lifetime).decision == decision
+
+
+def test_pragma_no_cache_counts_only_without_cache_control_5_4():
+    assert "no-cache" in policy.request_directives(h(("Pragma", "no-cache")))
+    assert "no-cache" not in policy.request_directives(h(("Pragma", "no-cache"), ("Cache-Control", "max-stale")))
+
+
+def test_stale_if_error_rfc5861_4():
+    assert policy.may_serve_stale_on_error({}, {"stale-if-error": "60"}, 100, 60)
+    assert not policy.may_serve_stale_on_error({}, {"stale-if-error": "10"}, 100, 60)
+    assert policy.may_serve_stale_on_error({"stale-if-error": "100"}, {}, 100, 60)
+    assert not policy.may_serve_stale_on_error({}, {"stale-if-error": "60", "must-revalidate": None}, 100, 60)
+
+
+# ------------------------------------------------------------ 4.3 validation
+
+def test_validators_4_3_1():
+    stored = h(("ETag", '"v1"'), ("Last-Modified", date(-100)))
+    assert policy.validation_headers(stored) == [(b"If-None-Match", b'"v1"'),
+                                                 (b"If-Modified-Since", date(-100).encode())]
+    assert policy.validation_headers(h(("Date", date()))) == []
+
+
+def test_304_updates_stored_fields_3_2():
+    stored = h(("ETag", '"v1"'), ("Cache-Control", "max-age=10"), ("Content-Length", "5"), ("X-A", "old"))
+    fresh = h(("Cache-Control", "max-age=99"), ("Content-Length", "0"), ("X-A", "new"))
+    out = dict(policy.freshen_headers(stored, fresh))
+    assert out[b"Cache-Control"] == b"max-age=99" and out[b"X-A"] == b"new"
+    assert out[b"Content-Length"] == b"5" and out[b"ETag"] == b'"v1"'
+
+
+def test_client_conditionals_rfc9110_13():
+    stored = h(("ETag", 'W/"v1"'), ("Last-Modified", date(-100)))
+    assert policy.not_modified_for_client(h(("If-None-Match", '"v0", "v1"')), stored)
+    assert not policy.not_modified_for_client(h(("If-None-Match", '"v2"')), stored)
+    assert policy.not_modified_for_client(h(("If-None-Match", "*")), stored)
+    assert policy.not_modified_for_client(h(("If-Modified-Since", date(-50))), stored)
+    assert not policy.not_modified_for_client(h(("If-Modified-Since", date(-200))), stored)
+    # If-None-Match takes precedence over If-Modified-Since (13.1.3)
+    assert not policy.not_modified_for_client(h(("If-None-Match", '"v2"'), ("If-Modified-Since", date())), stored)
+
+
+# ------------------------------------------------------------ 4.1 Vary
+
+def test_vary_key_normalises_4_1():
+    names = policy.vary_names(h(("Vary", "Accept-Encoding, accept-language"), ("Vary", "Accept-Encoding")))
+    assert names == (b"accept-encoding", b"accept-language")
+    a = policy.vary_key(names, h(("Accept-Encoding", "gzip,  br"), ("Accept-Language", "en")))
+    b = policy.vary_key(names, h(("accept-encoding", "GZIP, br"), ("Accept-Language", "EN")))
+    c = policy.vary_key(names, h(("Accept-Encoding", "identity")))
+    assert a == b and a != c
+
+
+# ------------------------------------------------------------ 4.4 invalidation
+
+def test_invalidation_4_4():
+    def same(u):
+        return u if u.startswith("http://a/") else ("http://a" + u if u.startswith("/") else None)
+    headers = h(("Location", "/new"), ("Content-Location", "http://other/x"))
+    assert policy.invalidated_urls("POST", 201, "http://a/list", headers, same) == ["http://a/list", "http://a/new"]
+    assert policy.invalidated_urls("POST", 500, "http://a/list", headers, same) == []
+    assert policy.invalidated_urls("GET", 200, "http://a/list", headers, same) == []
+
+
+# ------------------------------------------------------------ ranges (RFC 9110 14)
+
+@pytest.mark.parametrize("header,expected", [
+    ("bytes=0-4", [(0, 4)]), ("bytes=5-", [(5, 9)]), ("bytes=-3", [(7, 9)]), ("bytes=0-0,8-20", [(0, 0), (8, 9)]),
+    ("bytes=20-30", []), ("bytes=5-2", None), ("items=0-1", None), ("bytes=x-1", None),
+])
+def test_ranges(header, expected):
+    assert policy.parse_range(header.encode(), 10) == expected
+
+
+def test_if_range_rfc9110_13_1_5():
+    stored = h(("ETag", '"v1"'), ("Last-Modified", date(-100)))
+    assert policy.if_range_allows(h(("If-Range", '"v1"')), stored)
+    assert not policy.if_range_allows(h(("If-Range", '"v0"')), stored)
+    assert not policy.if_range_allows(h(("If-Range", 'W/"v1"')), stored)     # weak tags never match
+    assert policy.if_range_allows(h(("If-Range", date(-100))), stored)
+
+
+def test_stored_fields_3_1():
+    headers = h(("Connection", "close, X-Hop"), ("X-Hop", "1"), ("Transfer-Encoding", "chunked"), ("ETag", '"a"'))
+    out = dict(policy.headers_to_store(headers, 42, b"Mon, 01 Jan 2026 00:00:00 GMT"))
+    assert b"X-Hop" not in out and b"Transfer-Encoding" not in out and b"Connection" not in out
+    assert out[b"Content-Length"] == b"42" and out[b"Date"] and out[b"ETag"] == b'"a"'
