@@ -184,7 +184,10 @@ class DiskTier:
 
         os.makedirs(path, exist_ok=True)
         self.path = path
-        self.tmp = os.path.join(path, "incoming")
+        incoming = os.path.join(path, "incoming")
+        os.makedirs(incoming, exist_ok=True)
+        _clean_incoming(incoming)
+        self.tmp = os.path.join(incoming, str(os.getpid()))
         os.makedirs(self.tmp, exist_ok=True)
         self.cache = diskcache.Cache(path, size_limit=size_mb * 1024 * 1024,
                                      eviction_policy="least-recently-stored", cull_limit=50)
@@ -260,8 +263,27 @@ class DiskTier:
                     yield key, meta
 
     def close(self) -> None:
+        import shutil
         self.writer.stop()
         self.cache.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _clean_incoming(incoming: str) -> None:
+    """Remove the temp files of processes that died while storing (one folder per pid)."""
+    import shutil
+    for name in os.listdir(incoming):
+        folder = os.path.join(incoming, name)
+        if not name.isdigit():
+            continue
+        try:
+            os.kill(int(name), 0)
+            continue                      # still alive: another worker's
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unlink(path: str) -> None:

@@ -584,14 +584,31 @@ class Cache:
         from squidpy.proxy.refresh_client import refresh_in_background
         refresh_in_background(self.service, txn)
 
+    def objects(self):
+        """Every stored object, memory first (for the cache manager and 'squidpy cache ls')."""
+        seen = set()
+        for key, (reply, body) in list(self.store.memory.items.items()):
+            seen.add(key)
+            yield {"url": reply.url, "status": reply.status, "size": reply.body_size, "tier": "memory"}
+        if self.store.disk is not None:
+            for key, meta in self.store.disk.entries():
+                if key not in seen:
+                    yield {"url": meta["url"], "status": meta["status"], "size": meta["body_size"], "tier": "disk"}
+
     def stats(self) -> dict:
         memory = self.store.memory
-        return {
+        disk = self.store.disk
+        disk_stats = {}
+        if disk is not None:
+            disk_stats = {"cache_dir": disk.path, "disk_bytes": disk.cache.volume(),
+                          "disk_limit_bytes": disk.cache.size_limit}
+        return {**disk_stats,
             "requests": self.requests, "hits": self.hits,
             "hit_ratio": self.hits / self.requests if self.requests else 0.0,
             "bytes": self.bytes, "hit_bytes": self.hit_bytes,
             "byte_hit_ratio": self.hit_bytes / self.bytes if self.bytes else 0.0,
             "memory_entries": len(memory.items), "memory_bytes": memory.size,
+            "memory_limit_bytes": memory.limit,
         }
 
     def close(self) -> None:

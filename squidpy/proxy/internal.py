@@ -3,12 +3,17 @@
 A browser (or a curious admin) that asks the proxy directly, in origin-form
 (``GET / HTTP/1.1``), is not forwarded anywhere: ``/`` explains what this
 is and how to use it, ``/proxy.pac`` and ``/wpad.dat`` give a proxy
-auto-configuration file pointing at this proxy.  Everything else is 404.
+auto-configuration file pointing at this proxy, and ``/squid-internal-mgr/``
+is the cache manager (``info``, ``objects``), as in Squid.  Everything else
+is 404.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import re
+import urllib.parse
 from dataclasses import dataclass
 
 from squidpy import __version__
@@ -62,3 +67,29 @@ def page(head, local_ip: str, local_port: int, hostname: str) -> Page:
         )
         return Page(200, b"text/html;charset=utf-8", body.encode("utf-8"))
     return Page(404, b"text/plain;charset=utf-8", b"Not found: this is a proxy, not a web server.\n")
+
+
+MANAGER_PREFIX = "/squid-internal-mgr/"
+
+
+def manager_page(target: str, report: dict) -> Page:
+    """Cache manager pages: ``info`` (key: value lines, or JSON with ?format=json)
+    and ``objects`` (one stored URL a line, filtered by ?pattern=REGEX)."""
+    path, _, query = target[len(MANAGER_PREFIX):].partition("?")
+    params = urllib.parse.parse_qs(query)
+    if path == "info":
+        info = report["info"]
+        if params.get("format") == ["json"]:
+            return Page(200, b"application/json", json.dumps(info, indent=1).encode())
+        lines = "".join(f"{k}: {v}\n" for k, v in info.items())
+        return Page(200, b"text/plain;charset=utf-8", lines.encode())
+    if path == "objects":
+        pattern = params.get("pattern", [""])[0]
+        try:
+            regex = re.compile(pattern)
+        except re.error as e:
+            return Page(400, b"text/plain;charset=utf-8", f"bad pattern: {e}\n".encode())
+        lines = [f"{o['url']} {o['status']} {o['size']} {o['tier']}\n" for o in report["objects"]()
+                 if regex.search(o["url"])]
+        return Page(200, b"text/plain;charset=utf-8", "".join(lines).encode("utf-8", "replace"))
+    return Page(404, b"text/plain;charset=utf-8", b"cache manager pages: info, objects\n")

@@ -51,6 +51,7 @@ class ProxyService:
         self.clients: set = set()
         self._per_ip: Counter = Counter()
         self.shutting_down = False
+        self.started = time.time()
         self._over_capacity = False
         self.timeouts = Timeouts(_sweep_interval(config))
         self.pool = ServerPool(reactor, self.timeouts, config)
@@ -286,6 +287,18 @@ class ProxyService:
 
     def connections_from(self, ip: str) -> int:
         return self._per_ip.get(ip, 0)
+
+    def manager_report(self) -> dict:
+        """What the cache manager pages show."""
+        info = {
+            "version": __version__, "pid": os.getpid(), "uptime_seconds": int(time.time() - self.started),
+            "client_connections": len(self.clients),
+        }
+        if self.kid is not None:
+            info["kid"] = self.kid
+        if self.cache is not None:
+            info.update(self.cache.stats())
+        return {"info": info, "objects": self.cache.objects if self.cache is not None else list}
 
     def log_transaction(self, entry, checklist) -> None:
         if self.cache is not None:

@@ -211,9 +211,29 @@ class Transaction:
 
     # ------------------------------------------------------------ local answers
     def serve_internal(self) -> None:
-        page = internal.page(self.head, self.client.local_ip, self.client.local_port, self.service.visible_hostname)
-        self.entry.url = f"http://{self.head.host.decode('latin-1') if self.head.host else self.client.local_ip}{self.head.target}"
+        """A request to the proxy itself: its own pages, and the cache manager
+        (``/squid-internal-mgr/...``), which http_access guards through the
+        ``manager`` ACL as in Squid."""
+        host = self.head.host.decode("latin-1") if self.head.host else self.client.local_ip
+        self.entry.url = url = f"http://{host}{self.head.target}"
         self.entry.result = "TCP_MISS"
+        if self.head.target.startswith(internal.MANAGER_PREFIX):
+            try:
+                self.target = parse_target(self.head.method, url)
+            except BadTarget as bad:
+                return self.fail(bad.error, bad.detail, bad.status)
+            self.checklist = self.client.checklist(self.head, self.target)
+            try:
+                verdict = self.config.http_access.check(self.checklist)
+            except Pending:
+                verdict = None
+            if verdict is None or not verdict.allowed:
+                return self.fail("ERR_ACCESS_DENIED", "the cache manager is not open to this client", 403,
+                                 result="TCP_DENIED")
+            page = internal.manager_page(self.head.target, self.service.manager_report())
+        else:
+            page = internal.page(self.head, self.client.local_ip, self.client.local_port,
+                                 self.service.visible_hostname)
         self.send_local(page.status, page.content_type, page.body, [])
 
     def answer_max_forwards(self) -> None:
