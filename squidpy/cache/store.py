@@ -19,11 +19,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
+import pickle
 import queue
+import shutil
+import sqlite3
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,6 +38,8 @@ from squidpy.cache import policy
 log = logging.getLogger("squidpy")
 
 WRITE_QUEUE = 256
+# what a misbehaving disk or database raises
+DISK_ERRORS = (OSError, sqlite3.Error, pickle.UnpicklingError, EOFError)
 
 
 def entry_key(url: str, vary: tuple[bytes, ...] = ()) -> str:
@@ -177,41 +184,112 @@ class DiskWriter(threading.Thread):
 
 
 class DiskTier:
-    """A diskcache directory shared by every squidpy process using it."""
+    """A diskcache directory shared by every squidpy process using it.
+
+    Every operation survives the disk misbehaving: a failure (disk full, a
+    read-only or vanished directory, a corrupted database) makes the store
+    answer "not stored" / "not found", is reported once in cache_log, and a
+    corrupted database is moved aside and started afresh, so the proxy keeps
+    serving, uncached, and recovers by itself.
+    """
 
     def __init__(self, path: str, size_mb: int):
-        import diskcache
-
         os.makedirs(path, exist_ok=True)
         self.path = path
+        self.size_limit = size_mb * 1024 * 1024
         incoming = os.path.join(path, "incoming")
         os.makedirs(incoming, exist_ok=True)
         _clean_incoming(incoming)
         self.tmp = os.path.join(incoming, str(os.getpid()))
         os.makedirs(self.tmp, exist_ok=True)
-        self.cache = diskcache.Cache(path, size_limit=size_mb * 1024 * 1024,
-                                     eviction_policy="least-recently-stored", cull_limit=50)
+        self.cache = self._open()
         self.writer = DiskWriter()
         self.failing = False
+        self._repairing = False
 
+    def _open(self):
+        import diskcache
+        return diskcache.Cache(self.path, size_limit=self.size_limit,
+                               eviction_policy="least-recently-stored", cull_limit=50)
+
+    # ---------------------------------------------------------------- failures
+    def _failed(self, what: str, error: Exception) -> None:
+        if not self.failing:
+            log.error("cache_dir %s: %s failed: %s; serving without the disk cache until it recovers",
+                      self.path, what, error)
+            self.failing = True
+        corrupt = isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError)
+        if corrupt and not self._repairing:     # "file is not a database", "malformed" (not a full disk)
+            self._repairing = True
+            self.writer.submit(self._repair)
+
+    def _recovered(self) -> None:
+        if self.failing:
+            log.warning("cache_dir %s works again", self.path)
+            self.failing = False
+
+    def _repair(self) -> None:
+        """A database that cannot be read is moved aside and replaced by an empty one."""
+        try:
+            try:
+                self.cache.close()
+            except DISK_ERRORS:
+                pass
+            try:
+                fresh = self._open()
+                fresh.get("probe")          # does it read?
+            except DISK_ERRORS:
+                stamp = time.strftime("%Y%m%d%H%M%S")
+                for name in os.listdir(self.path):
+                    if name.startswith("cache.db"):
+                        os.replace(os.path.join(self.path, name), os.path.join(self.path, f"{name}.corrupt-{stamp}"))
+                log.error("cache_dir %s: the database was damaged; moved aside, starting empty", self.path)
+                fresh = self._open()
+            self.cache = fresh
+        except DISK_ERRORS as e:
+            log.error("cache_dir %s: cannot reopen: %s", self.path, e)
+        finally:
+            self._repairing = False
+
+    # ---------------------------------------------------------------- reading (reactor thread)
     def lookup(self, key: str) -> CachedReply | None:
-        meta = self.cache.get(key, retry=True)
+        try:
+            meta = self.cache.get(key, retry=True)
+        except DISK_ERRORS as e:
+            self._failed("reading", e)
+            return None
         return CachedReply.from_meta(meta) if isinstance(meta, dict) else None
 
     def index(self, url: str) -> tuple[bytes, ...] | None:
-        value = self.cache.get(index_key(url), retry=True)
+        try:
+            value = self.cache.get(index_key(url), retry=True)
+        except DISK_ERRORS as e:
+            self._failed("reading", e)
+            return None
         return tuple(value) if value is not None else None
 
     def open_body(self, reply: CachedReply):
         """A file-like object of the body, or None if it is gone."""
-        value = self.cache.get(reply.body_key, read=True, retry=True)
+        try:
+            value = self.cache.get(reply.body_key, read=True, retry=True)
+        except DISK_ERRORS as e:
+            self._failed("reading", e)
+            return None
         if value is None:
             return None
         if isinstance(value, (bytes, bytearray)):
-            import io
             return io.BytesIO(value)
         return value
 
+    def new_temp(self):
+        """A temp file for a large body being received; None when the disk refuses."""
+        try:
+            return tempfile.NamedTemporaryFile(dir=self.tmp, prefix="obj-", delete=False)
+        except DISK_ERRORS as e:
+            self._failed("creating a temp file", e)
+            return None
+
+    # ---------------------------------------------------------------- writing (writer thread)
     def store(self, key: str, reply: CachedReply, body_path: str | None, body: bytes | None) -> bool:
         """Queue a whole reply for writing (body from memory or from a finished temp file)."""
         def job():
@@ -230,48 +308,52 @@ class DiskTier:
                     self.cache.delete(index_key(reply.url), retry=True)
                 if isinstance(old, dict) and old.get("body_key"):
                     self.cache.delete(old["body_key"], retry=True)
-                if self.failing:
-                    log.warning("cache_dir %s writable again", self.path)
-                    self.failing = False
-            except OSError as e:
-                self.cache.delete(reply.body_key, retry=True)
-                if not self.failing:
-                    log.error("cache_dir %s: cannot store %s: %s; serving without storing", self.path, reply.url, e)
-                    self.failing = True
+                self._recovered()
+            except DISK_ERRORS as e:
+                try:
+                    self.cache.delete(reply.body_key, retry=True)
+                except DISK_ERRORS:
+                    pass
+                self._failed(f"storing {reply.url}", e)
             finally:
                 if body_path is not None:
                     _unlink(body_path)
         return self.writer.submit(job)
 
-    def new_temp(self):
-        return tempfile.NamedTemporaryFile(dir=self.tmp, prefix="obj-", delete=False)
-
     def remove(self, key: str) -> bool:
-        meta = self.cache.get(key, retry=True)
-        if not isinstance(meta, dict):
+        try:
+            meta = self.cache.get(key, retry=True)
+            if not isinstance(meta, dict):
+                return False
+            self.cache.delete(key, retry=True)
+            if meta.get("body_key"):
+                self.cache.delete(meta["body_key"], retry=True)
+            return True
+        except DISK_ERRORS as e:
+            self._failed("removing", e)
             return False
-        self.cache.delete(key, retry=True)
-        if meta.get("body_key"):
-            self.cache.delete(meta["body_key"], retry=True)
-        return True
 
     def entries(self):
-        for key in self.cache.iterkeys():
-            if isinstance(key, str) and key.startswith("e:"):
-                meta = self.cache.get(key, retry=True)
-                if isinstance(meta, dict):
-                    yield key, meta
+        try:
+            for key in self.cache.iterkeys():
+                if isinstance(key, str) and key.startswith("e:"):
+                    meta = self.cache.get(key, retry=True)
+                    if isinstance(meta, dict):
+                        yield key, meta
+        except DISK_ERRORS as e:
+            self._failed("listing", e)
 
     def close(self) -> None:
-        import shutil
         self.writer.stop()
-        self.cache.close()
+        try:
+            self.cache.close()
+        except DISK_ERRORS:
+            pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _clean_incoming(incoming: str) -> None:
     """Remove the temp files of processes that died while storing (one folder per pid)."""
-    import shutil
     for name in os.listdir(incoming):
         folder = os.path.join(incoming, name)
         if not name.isdigit():

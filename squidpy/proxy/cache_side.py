@@ -445,6 +445,9 @@ class Tee:
                     self.discard()
                     return False
                 self.temp = disk.new_temp()
+                if self.temp is None:
+                    self.discard()
+                    return False
                 pending, self.chunks = b"".join(self.chunks), []
                 return self._write(pending)
             return True

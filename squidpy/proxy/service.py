@@ -316,6 +316,9 @@ class ProxyService:
     # ------------------------------------------------------------ signals
     def install_signal_handlers(self) -> None:
         call = self.reactor.callFromThread
+        # a file size limit makes writes fail (EFBIG), which the logs and the
+        # cache handle; it must not kill the proxy
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, lambda *_: call(self.reconfigure))
         signal.signal(signal.SIGUSR1, lambda *_: call(self.rotate))
         signal.signal(signal.SIGUSR2, lambda *_: call(self.reopen_logs))
