@@ -2,8 +2,9 @@
 
 * An entry is a :class:`CachedReply`: the reply's head (pre-serialised, so a
   memory hit is a couple of byte strings), its metadata, and its body.
-* Keys: ``entry_key(url, vary_key)``; a URL whose replies Vary keeps the
-  Vary field names under ``index_key(url)``.
+* Keys: ``entry_key(url, vary_key)``, the URL itself when its replies do not
+  Vary (so a memory hit costs one dict lookup); on disk a digest of it.  A URL
+  whose replies Vary keeps the Vary field names under ``index_key(url)``.
 * The memory tier (``cache_mem``) holds objects up to
   ``maximum_object_size_in_memory``, least recently used out first.
 * The disk tier (``cache_dir diskcache PATH MB``) is a diskcache Cache, safe
@@ -43,11 +44,15 @@ DISK_ERRORS = (OSError, sqlite3.Error, pickle.UnpicklingError, EOFError)
 
 
 def entry_key(url: str, vary: tuple[bytes, ...] = ()) -> str:
-    h = hashlib.sha256(url.encode("utf-8", "surrogateescape"))
-    for value in vary:
-        h.update(b"\0")
-        h.update(value)
-    return "e:" + h.hexdigest()
+    """The store's key for a URL and, when its replies Vary, the request's values."""
+    if not vary:
+        return url
+    return url + "\0" + "\0".join(v.decode("latin-1") for v in vary)
+
+
+def disk_key(key: str) -> str:
+    """Keys on disk are fixed-length digests of the store's keys."""
+    return "e:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def index_key(url: str) -> str:
@@ -74,14 +79,15 @@ class CachedReply:
     stored_at: float = 0.0
     extra: dict = field(default_factory=dict)     # per-process memo of derived facts, never stored
 
-    def facts(self, rule) -> tuple[dict, float, float]:
-        """(Cache-Control, initial age, freshness lifetime under ``rule``), computed once."""
+    def facts(self, rule_for, generation: int) -> tuple[dict, float, float]:
+        """(Cache-Control, initial age, freshness lifetime), computed once per configuration
+        (``rule_for(url)`` gives the refresh_pattern rule; ``generation`` changes on reconfigure)."""
         memo = self.extra
-        if memo.get("rule", memo) is not rule:
+        if memo.get("generation") != generation:
             memo["cc"] = policy.cache_control(self.headers)
             memo["initial_age"] = policy.initial_age(self.headers, self.request_time, self.response_time)
-            memo["lifetime"] = policy.freshness_lifetime(self.status, self.headers, memo["cc"], rule)[0]
-            memo["rule"] = rule
+            memo["lifetime"] = policy.freshness_lifetime(self.status, self.headers, memo["cc"], rule_for(self.url))[0]
+            memo["generation"] = generation
         return memo["cc"], memo["initial_age"], memo["lifetime"]
 
     @property
@@ -254,7 +260,7 @@ class DiskTier:
     # ---------------------------------------------------------------- reading (reactor thread)
     def lookup(self, key: str) -> CachedReply | None:
         try:
-            meta = self.cache.get(key, retry=True)
+            meta = self.cache.get(disk_key(key), retry=True)
         except DISK_ERRORS as e:
             self._failed("reading", e)
             return None
@@ -292,16 +298,18 @@ class DiskTier:
     # ---------------------------------------------------------------- writing (writer thread)
     def store(self, key: str, reply: CachedReply, body_path: str | None, body: bytes | None) -> bool:
         """Queue a whole reply for writing (body from memory or from a finished temp file)."""
+        on_disk = disk_key(key)
+
         def job():
-            reply.body_key = f"b:{key[2:]}:{uuid.uuid4().hex}"
+            reply.body_key = f"b:{on_disk[2:]}:{uuid.uuid4().hex}"
             try:
                 if body_path is not None:
                     with open(body_path, "rb") as f:
                         self.cache.set(reply.body_key, f, read=True, retry=True)
                 else:
                     self.cache.set(reply.body_key, body, retry=True)
-                old = self.cache.get(key, retry=True)
-                self.cache.set(key, reply.meta(), retry=True)
+                old = self.cache.get(on_disk, retry=True)
+                self.cache.set(on_disk, reply.meta(), retry=True)
                 if reply.vary_names:
                     self.cache.set(index_key(reply.url), reply.vary_names, retry=True)
                 else:
@@ -321,11 +329,12 @@ class DiskTier:
         return self.writer.submit(job)
 
     def remove(self, key: str) -> bool:
+        on_disk = disk_key(key)
         try:
-            meta = self.cache.get(key, retry=True)
+            meta = self.cache.get(on_disk, retry=True)
             if not isinstance(meta, dict):
                 return False
-            self.cache.delete(key, retry=True)
+            self.cache.delete(on_disk, retry=True)
             if meta.get("body_key"):
                 self.cache.delete(meta["body_key"], retry=True)
             return True
@@ -334,12 +343,13 @@ class DiskTier:
             return False
 
     def entries(self):
+        """(store key, metadata) of every entry on disk."""
         try:
             for key in self.cache.iterkeys():
                 if isinstance(key, str) and key.startswith("e:"):
                     meta = self.cache.get(key, retry=True)
                     if isinstance(meta, dict):
-                        yield key, meta
+                        yield entry_key(meta["url"], tuple(meta.get("vary_key") or ())), meta
         except DISK_ERRORS as e:
             self._failed("listing", e)
 

@@ -115,6 +115,14 @@ def split_authority(authority: str, default_port: int | None) -> tuple[str, int]
 
 
 def parse_target(method: str, target: str) -> Target:
+    """A request target as a :class:`Target` (shared: treat it as read-only)."""
+    return _parse_target(method == "CONNECT", target)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_target(connect: bool, target: str) -> Target:
+    """Cached: browsers ask for the same URLs again and again."""
+    method = "CONNECT" if connect else "GET"
     if _BAD_TARGET_CHAR(target):
         raise BadTarget("ERR_INVALID_URL", "the request target contains a space, a control or a non-ASCII character")
     if method == "CONNECT":

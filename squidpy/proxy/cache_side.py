@@ -43,8 +43,9 @@ class CacheFlow:
         self.streamer = None
 
     # ------------------------------------------------------------ lookup
-    def start(self) -> bool:
-        """Answer from the cache if possible; True when the transaction is taken care of."""
+    def start(self, may_wait: bool = True) -> bool:
+        """Answer from the cache if possible; True when the transaction is taken care of
+        (``may_wait``: it may wait for another transaction's fetch of the same URL)."""
         txn = self.txn
         head = txn.head
         self.req_cc = policy.request_directives(head.headers) if head.cache_fields else {}
@@ -63,10 +64,10 @@ class CacheFlow:
             if "only-if-cached" in self.req_cc:
                 txn.fail("ERR_ONLY_IF_CACHED_MISS", "the request asked for a cached reply only", 504, result="TCP_MISS")
                 return True
-            return self._miss()
+            return self._miss(may_wait)
         now = time.time()
         reply = self.stored
-        resp_cc, initial_age, lifetime = reply.facts(self.cache.refresh_rule(url))
+        resp_cc, initial_age, lifetime = reply.facts(self.cache.refresh_rule, self.cache.generation)
         age = initial_age + (now - reply.response_time)
         if self.cache.offline:
             return self.serve(reply, "TCP_OFFLINE_HIT", age)
@@ -80,34 +81,43 @@ class CacheFlow:
             return self.serve(reply, None, age)
         if "no-cache" in self.req_cc and not policy.validation_headers(reply.headers):
             txn.entry.result = "TCP_CLIENT_REFRESH_MISS"
-            return self._miss(count_refresh=True)
+            return self._miss(False)
         # stale or no-cache: ask the origin with our validators
         self.revalidating = True
         if "no-cache" in self.req_cc:
             txn.entry.result = "TCP_CLIENT_REFRESH_MISS"
         return False
 
-    def _miss(self, count_refresh: bool = False) -> bool:
-        """Nothing usable is stored: fetch, unless someone is already fetching it."""
-        txn = self.txn
-        if txn.head.method == "GET" and self.cache.collapsed and "no-cache" not in self.req_cc:
-            pending = self.cache.pending.get(self.key)
+    def _miss(self, may_wait: bool) -> bool:
+        """Nothing usable is stored: fetch, unless someone is already fetching it
+        (collapsed forwarding) and that URL's replies have been cacheable."""
+        txn, cache = self.txn, self.cache
+        if (may_wait and txn.head.method == "GET" and cache.collapsed and "no-cache" not in self.req_cc
+                and not cache.recently_uncacheable(self.key)):
+            pending = cache.pending.get(self.key)
             if pending is not None:
                 pending.append(self)
                 txn.entry.result = "TCP_MISS"
-                return True                 # resumed by the leader's finish()
-            self.cache.pending[self.key] = []
+                return True                 # resumed when the leader's reply is known
+            cache.pending[self.key] = []
             self.leader = True
         return False
 
     def resume_after_collapse(self) -> None:
-        """The fetch we waited for ended: look again (a hit now, or fetch ourselves)."""
+        """The fetch we waited for is over (or will not be stored): look again, and
+        fetch ourselves if it is not there — without waiting a second time."""
         txn = self.txn
         if txn.finished:
             return
         self.stored = self.stored_body = None
-        if not self.start():
+        if not self.start(may_wait=False):
             txn.forward()
+
+    def _release_waiters(self) -> None:
+        if self.leader:
+            self.leader = False
+            for waiter in self.cache.pending.pop(self.key, []):
+                waiter.resume_after_collapse()
 
     # ------------------------------------------------------------ serving from the store
     def serve(self, reply: CachedReply, result: str | None, age: float, body: bytes | None = None) -> bool:
@@ -298,9 +308,12 @@ class CacheFlow:
             return
         ok, why = policy.is_storable("GET", resp.status, txn.head.headers, resp.headers,
                                      self.req_cc, policy.cache_control(resp.headers))
+        if ok and resp.content_length is not None and not cache.size_allowed(resp.content_length):
+            ok = False
         if not ok:
-            return
-        if resp.content_length is not None and not cache.size_allowed(resp.content_length):
+            # nobody should wait for this URL: the waiters fetch on their own, now and next time
+            cache.mark_uncacheable(self.key)
+            self._release_waiters()
             return
         self.tee = Tee(cache, resp, txn.upstream_started_wall or time.time())
 
@@ -331,11 +344,7 @@ class CacheFlow:
         self._drop_tee()
         if self.streamer is not None:
             self.streamer.stop()
-        if self.leader:
-            self.leader = False
-            waiters = self.cache.pending.pop(self.key, [])
-            for waiter in waiters:
-                waiter.resume_after_collapse()
+        self._release_waiters()
 
     # flow control, when a disk hit feeds the client
     def pause_reading(self, reason: str) -> None:
@@ -526,6 +535,7 @@ class Cache:
         self.service = service
         self.store = store
         self.pending: dict[str, list[CacheFlow]] = {}
+        self.uncacheable: dict[str, float] = {}
         self.requests = self.hits = 0
         self.bytes = self.hit_bytes = 0
         self.configure(config)
@@ -533,6 +543,7 @@ class Cache:
     def configure(self, config) -> None:
         from squidpy.cache.refresh import pattern_for
         self._pattern_for = pattern_for
+        self.generation = getattr(self, "generation", 0) + 1     # stored entries' memos are stale now
         self.config = config
         self.patterns = config.refresh_pattern
         self.max_in_memory = config.maximum_object_size_in_memory
@@ -540,6 +551,17 @@ class Cache:
         self.store.memory.limit = config.cache_mem
         self.offline = config.offline_mode
         self.collapsed = config.collapsed_forwarding
+
+    UNCACHEABLE_MEMORY = 60.0     # seconds a URL with an unstorable reply is not collapsed
+
+    def mark_uncacheable(self, key: str) -> None:
+        if len(self.uncacheable) > 10000:
+            self.uncacheable.clear()
+        self.uncacheable[key] = time.monotonic() + self.UNCACHEABLE_MEMORY
+
+    def recently_uncacheable(self, key: str) -> bool:
+        until = self.uncacheable.get(key)
+        return until is not None and until > time.monotonic()
 
     def refresh_rule(self, url: str):
         pattern = self._pattern_for(self.patterns, url)
