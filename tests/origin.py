@@ -9,7 +9,7 @@ not reach the origin) and answers from a small set of paths:
     /echo             JSON of the request as received (method, path, headers, body)
     /status/CODE      an empty reply with that status
     /slow/SECONDS     waits, then answers
-    /truncate         promises 1000 bytes, sends 10, closes
+    /truncate         promises 1000 bytes (cacheable), sends 10, closes
     /reset            closes without answering
     /headers?K=V&...  a reply carrying the given headers
     /ws               WebSocket-style upgrade, then echoes bytes back
@@ -18,7 +18,8 @@ not reach the origin) and answers from a small set of paths:
     /obj/NAME?...     a programmable object for cache tests: status=, cc= (Cache-Control),
                       etag=, lm= (Last-Modified, seconds ago), expires= (seconds from now,
                       or 'bad'), date= (seconds ago), age=, vary=, ct=, size=, loc=, cloc=,
-                      h=Name:Value (repeatable), nodate=1, delay=; the body says how many times
+                      h=Name:Value (repeatable), h304=Name:Value (on a 304 instead of the
+                      h= and ct= fields), nodate=1, delay=; the body says how many times
                       the origin served this exact URL; honours If-None-Match and
                       If-Modified-Since (304)
 """
@@ -132,7 +133,8 @@ class OriginHandler(BaseHTTPRequestHandler):
         self._send(200, b"slow\n", [("Content-Type", "text/plain")])
 
     def route_truncate(self, arg, url, body):
-        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"t" * 10)
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nCache-Control: max-age=600\r\n\r\n"
+                         + b"t" * 10)
         self.wfile.flush()
         self.close_connection = True
 
@@ -188,15 +190,19 @@ class OriginHandler(BaseHTTPRequestHandler):
             headers.append(("Location", one("loc")))
         if one("cloc"):
             headers.append(("Content-Location", one("cloc")))
-        for h in q.get("h", []):
-            k, _, v = h.partition(":")
-            headers.append((k, v))
-        headers.append(("Content-Type", one("ct", "text/plain")))
         inm = self.headers.get("If-None-Match")
         ims = self.headers.get("If-Modified-Since")
         not_modified = (inm is not None and etag is not None and etag in [t.strip() for t in inm.split(",")]) or (
             inm is None and ims is not None and lm is not None and float(lm) >= 0)
         status = 304 if not_modified else int(one("status", "200"))
+        if status == 304 and "h304" in q:
+            extra = q["h304"]
+        else:
+            extra = q.get("h", [])
+            headers.append(("Content-Type", one("ct", "text/plain")))
+        for h in extra:
+            k, _, v = h.partition(":")
+            headers.append((k, v))
         size = int(one("size", "0"))
         text = f"{arg} served {served}\n".encode()
         payload = (text * (size // len(text) + 1))[:size] if size else text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -217,6 +218,45 @@ def test_stale_entry_revalidated_304_keeps_body_and_updates_fields_4_3_4(cproxy,
     status, _, again = get(cproxy, u)
     assert again == first and count(origin, u) == 2       # fresh again after the 304
     assert result(cproxy, u, 2) == "TCP_REFRESH_UNMODIFIED/200"
+
+
+def test_304_fields_replace_the_stored_ones_3_2(cproxy, origin):
+    q = urllib.parse.urlencode([("cc", "max-age=1"), ("etag", '"v1"'), ("h", "X-T:A"), ("h", "Set-Cookie:a=b"),
+                                ("h304", "X-T:B"), ("h304", "Set-Cookie:a=c"),
+                                ("h304", "Content-Type:text/plain;charset=utf-8")])
+    u = url(origin, q)
+    _, headers, first = get(cproxy, u)
+    assert headers["x-t"] == "A" and headers["content-type"] == "text/plain"
+    time.sleep(1.5)
+    for nth in (2, 3):          # the revalidated reply, then the stored one
+        status, headers, body = get(cproxy, u)
+        assert status == 200 and body == first
+        assert headers["x-t"] == "B" and headers["set-cookie"] == "a=c"
+        assert headers["content-type"] == "text/plain;charset=utf-8"
+    assert count(origin, u) == 2
+
+
+def test_fields_named_by_a_qualified_no_cache_are_not_stored_5_2_2_4(cproxy, origin):
+    u = url(origin, urllib.parse.urlencode([("cc", 'max-age=60, no-cache="X-A"'), ("h", "X-A:1"), ("h", "X-B:2")]))
+    _, headers, _ = get(cproxy, u)
+    assert headers["x-a"] == "1"                  # the client that fetched it sees everything
+    _, headers, _ = get(cproxy, u)
+    assert count(origin, u) == 1                  # reused without revalidation...
+    assert "x-a" not in headers and headers["x-b"] == "2"      # ...but without the named field
+
+
+def test_truncated_reply_is_never_stored(cproxy, origin):
+    target = origin.url("/truncate")
+    before = origin.count("/truncate")
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", cproxy.port), timeout=10) as s:
+            s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.endswith(b"\r\n\r\n" + b"t" * 10)
+    assert origin.count("/truncate") == before + 2
+    assert result(cproxy, target, 2) == "TCP_MISS_ABORTED/200"
 
 
 def test_revalidation_with_last_modified_4_3_1(cproxy, origin):

@@ -219,3 +219,25 @@ def test_stored_fields_3_1():
     out = dict(policy.headers_to_store(headers, 42, b"Mon, 01 Jan 2026 00:00:00 GMT"))
     assert b"X-Hop" not in out and b"Transfer-Encoding" not in out and b"Connection" not in out
     assert out[b"Content-Length"] == b"42" and out[b"Date"] and out[b"ETag"] == b'"a"'
+
+
+def test_304_updates_content_type_and_other_fields_3_2():
+    stored = h(("Content-Type", "text/plain"), ("Content-Length", "5"), ("Set-Cookie", "a=b"))
+    fresh = h(("Content-Type", "text/plain;charset=utf-8"), ("Set-Cookie", "a=c"),
+              ("Connection", "x-hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5"))
+    out = dict(policy.freshen_headers(stored, fresh))
+    assert out[b"Content-Type"] == b"text/plain;charset=utf-8" and out[b"Set-Cookie"] == b"a=c"
+    assert b"X-Hop" not in out and b"Keep-Alive" not in out and b"Connection" not in out
+
+
+def test_qualified_no_cache_and_private_keep_only_the_named_fields_out():
+    resp = h(("Cache-Control", 'max-age=60, no-cache="a, B"'), ("A", "1"), ("b", "2"), ("c", "3"))
+    stored = dict(policy.headers_to_store(resp, 0, b"Mon, 01 Jan 2026 00:00:00 GMT"))
+    assert b"A" not in stored and b"b" not in stored and stored[b"c"] == b"3"
+    cc = policy.cache_control(resp)
+    assert policy.can_reuse({}, cc, 1, 60).decision == policy.FRESH           # 5.2.2.4 qualified
+    assert policy.can_reuse({}, {"no-cache": None}, 1, 60).decision == policy.VALIDATE
+    priv = h(("Cache-Control", 'max-age=60, private="Set-Cookie"'), ("Set-Cookie", "s=1"))
+    assert policy.is_storable("GET", 200, h(), priv)[0]                          # 5.2.2.7 qualified
+    assert b"Set-Cookie" not in dict(policy.headers_to_store(priv, 0, b"x"))
+    assert not policy.is_storable("GET", 200, h(), h(("Cache-Control", "max-age=60, private")))[0]

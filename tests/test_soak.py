@@ -1,7 +1,8 @@
 """Soak: 500 concurrent clients for about a minute through one proxy.
 
-Well-behaved clients mix keep-alive GETs of bodies up to 200 KB, POST uploads,
-CONNECT tunnels and slow senders; every reply body is checked byte for byte,
+Well-behaved clients mix keep-alive GETs of bodies up to 200 KB (uncacheable
+misses, and cacheable objects served from the memory and disk cache), POST
+uploads, CONNECT tunnels and slow senders; every reply body is checked byte for byte,
 none may fail, and the proxy's memory must stay flat.  Loopback only; the
 run stops by itself.
 """
@@ -9,6 +10,7 @@ run stops by itself.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import os
 import random
@@ -25,8 +27,14 @@ def blob(n: int) -> bytes:
     return (hashlib.sha256(str(n).encode()).digest() * (n // 32 + 1))[:n]
 
 
+def cached_size(n: int) -> int:
+    """The size of cacheable object N: from empty to 120 KB, memory and disk sized."""
+    return (n * 7919) % 120000 if n % 3 else n
+
+
 class AsyncOrigin:
-    """A small asyncio origin: /blob/N, /hash (POST: SHA-256 of the body)."""
+    """A small asyncio origin: /blob/N (no-store), /c/N (cacheable for a while),
+    /hash (POST: SHA-256 of the body)."""
 
     def __init__(self):
         self.loop = asyncio.new_event_loop()
@@ -54,11 +62,14 @@ class AsyncOrigin:
                     if h.lower().startswith(b"content-length:"):
                         length = int(h.split(b":")[1])
                 body = await reader.readexactly(length) if length else b""
+                cc = b"no-store"
                 if path.startswith("/blob/"):
                     out = blob(int(path[6:]))
+                elif path.startswith("/c/"):
+                    out, cc = blob(cached_size(int(path[3:]))), b"max-age=600"
                 else:
                     out = hashlib.sha256(body).hexdigest().encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nCache-Control: no-store\r\n\r\n" % len(out) + out)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nCache-Control: %s\r\n\r\n" % (len(out), cc) + out)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
@@ -84,7 +95,7 @@ async def client(n: int, proxy_port: int, origin_port: int, deadline: float, sta
     base = f"http://127.0.0.1:{origin_port}"
     reader = writer = None
     while time.monotonic() < deadline:
-        kind = rng.choices(["get", "post", "tunnel", "slow"], weights=[60, 20, 10, 10])[0]
+        kind = rng.choices(["get", "hit", "post", "tunnel", "slow"], weights=[30, 30, 20, 10, 10])[0]
         try:
             if writer is None or kind in ("tunnel", "slow"):
                 if writer is not None:
@@ -94,6 +105,10 @@ async def client(n: int, proxy_port: int, origin_port: int, deadline: float, sta
                 size = rng.choice([0, 1, 100, 1024, 20000, 200000])
                 writer.write(f"GET {base}/blob/{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 assert await asyncio.wait_for(read_reply(reader), 30) == blob(size)
+            elif kind == "hit":
+                n = rng.randrange(300)
+                writer.write(f"GET {base}/c/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert await asyncio.wait_for(read_reply(reader), 30) == blob(cached_size(n))
             elif kind == "post":
                 body = os.urandom(rng.choice([1, 5000, 100000]))
                 writer.write(f"POST {base}/hash HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
@@ -140,6 +155,8 @@ acl origin_port port {origin.port}
 http_access allow local
 http_access deny all
 request_timeout 30 seconds
+cache_dir diskcache {tmp_path}/cache 200
+maximum_object_size_in_memory 32 KB
 """)
     try:
         stats: dict = {}
@@ -158,8 +175,11 @@ request_timeout 30 seconds
         errors = stats.pop("errors", [])
         assert not errors, f"{len(errors)} failures, e.g. {errors[:5]}"
         assert sum(stats.values()) > CLIENTS * 5, stats
-        assert all(stats.get(k, 0) > 50 for k in ("get", "post", "tunnel", "slow")), stats
+        assert all(stats.get(k, 0) > 50 for k in ("get", "hit", "post", "tunnel", "slow")), stats
         assert proxy.proc.poll() is None
+        results = collections.Counter(line.split()[3].split("/")[0] for line in proxy.log_lines()
+                                      if "/c/" in line)
+        assert results["TCP_MEM_HIT"] > 50 and results["TCP_HIT"] > 50, results
         # memory: flat once warm (the second half grows by less than 20 MB)
         half = samples[len(samples) // 2:]
         assert max(half) - half[0] < 20, samples

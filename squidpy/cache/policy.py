@@ -105,8 +105,8 @@ def is_storable(method: str, status: int, request_headers, response_headers,
         return False, "the reply says no-store"                            # 5.2.2.5
     if "no-store" in req_cc:
         return False, "the request says no-store"                          # 5.2.1.5
-    if "private" in resp_cc:
-        return False, "the reply is private"                               # 5.2.2.7
+    if "private" in resp_cc and not resp_cc["private"]:
+        return False, "the reply is private"            # 5.2.2.7 (private="f" only keeps f out)
     if field(request_headers, b"authorization") is not None:               # 3.5
         if not ("public" in resp_cc or "s-maxage" in resp_cc or "must-revalidate" in resp_cc):
             return False, "a reply to a request with Authorization, not marked shareable"
@@ -212,7 +212,7 @@ def can_reuse(req_cc: dict, resp_cc: dict, age: float, lifetime: float) -> Reuse
     """RFC 9111 4 and 5.2, RFC 5861: may this stored response answer this request?"""
     if "no-cache" in req_cc:
         return Reuse(VALIDATE, age, lifetime, "the request says no-cache")              # 5.2.1.4
-    if "no-cache" in resp_cc:
+    if "no-cache" in resp_cc and not resp_cc["no-cache"]:
         return Reuse(VALIDATE, age, lifetime, "the reply says no-cache")                # 5.2.2.4
     max_age = delta_seconds(req_cc.get("max-age"))
     if max_age is not None and age > max_age:
@@ -266,28 +266,34 @@ def validation_headers(stored_headers) -> list[tuple[bytes, bytes]]:
     return out
 
 
-# RFC 9111 3.1 and 3.2: fields a stored response keeps from its own time
-_NOT_UPDATED = frozenset({
-    b"content-length", b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
-    b"content-encoding", b"content-range", b"content-type",
-})
+def unstored_fields(headers, resp_cc: dict | None = None) -> frozenset[bytes]:
+    """RFC 9111 3.1: the fields a shared cache never stores: hop-by-hop ones, those
+    Connection names, and those a qualified ``no-cache`` or ``private`` names
+    (5.2.2.4, 5.2.2.7)."""
+    resp_cc = cache_control(headers) if resp_cc is None else resp_cc
+    named = {t.strip().lower() for v in field_values(headers, b"connection") for t in v.split(b",")}
+    for directive in ("no-cache", "private"):
+        listed = resp_cc.get(directive)
+        if listed:
+            named.update(t.strip().lower().encode("latin-1") for t in listed.split(","))
+    return HOP_BY_HOP | named
 
 
 def freshen_headers(stored_headers, not_modified_headers) -> list[tuple[bytes, bytes]]:
-    """RFC 9111 3.2 and 4.3.4: the stored header fields updated by a 304's fields."""
-    replaced = {k.lower() for k, _ in not_modified_headers if k.lower() not in _NOT_UPDATED}
+    """RFC 9111 3.2 and 4.3.4: the stored header fields updated by a 304's fields:
+    every field it carries replaces the stored one, except those never stored and
+    Content-Length (the 304 has no body; the stored one is still the same)."""
+    keep = unstored_fields(not_modified_headers) | {b"content-length"}
+    replaced = {k.lower() for k, _ in not_modified_headers if k.lower() not in keep}
     out = [(k, v) for k, v in stored_headers if k.lower() not in replaced]
     out.extend((k, v) for k, v in not_modified_headers if k.lower() in replaced)
     return out
 
 
 def headers_to_store(headers, body_size: int, date: bytes) -> list[tuple[bytes, bytes]]:
-    """RFC 9111 3.1: what is stored of a reply's fields: not the hop-by-hop ones (nor
-    those Connection names), the body's length made explicit, a Date when the origin
-    sent none (RFC 9110 6.6.1)."""
-    connection = {t.strip().lower() for v in field_values(headers, b"connection") for t in v.split(b",")}
-    drop = HOP_BY_HOP | connection | {b"content-length"}
+    """RFC 9111 3.1: what is stored of a reply's fields: not the unstored ones, the
+    body's length made explicit, a Date when the origin sent none (RFC 9110 6.6.1)."""
+    drop = unstored_fields(headers) | {b"content-length"}
     out = [(k, v) for k, v in headers if k.lower() not in drop]
     if field(headers, b"date") is None:
         out.append((b"Date", date))

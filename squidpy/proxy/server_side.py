@@ -316,6 +316,11 @@ class _Connector(ClientFactory):
         if d is not None:
             d.errback(reason)
 
+    def clientConnectionLost(self, connector, reason):
+        # Twisted's connector and its transport point at each other: part them so
+        # a closed origin connection is freed by reference counting
+        connector.transport = None
+
 
 class ServerPool:
     """Idle origin connections by (scheme, host, port), newest reused first."""

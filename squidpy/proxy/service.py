@@ -116,8 +116,9 @@ class ProxyService:
             raise
         self.timeouts.start()
         self._flush.start(1.0, now=False)
-        from squidpy.proxy.reactor import tune_gc
+        from squidpy.proxy.reactor import tune_gc, tune_malloc
         tune_gc()
+        tune_malloc()
 
     def _tag(self) -> str | None:
         return f"kid{self.kid}" if self.kid is not None else None

@@ -648,8 +648,9 @@ class Transaction:
         self.finished = True
         e = self.entry
         e.end = time.time()
-        if self.cache_flow is not None:
-            self.cache_flow.finish()
+        flow, self.cache_flow = self.cache_flow, None     # (a reference cycle)
+        if flow is not None:
+            flow.finish()
         if not self.background:
             self.service.log_transaction(e, self.checklist)
         self.client.transaction_done(self)
