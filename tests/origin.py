@@ -19,7 +19,7 @@ not reach the origin) and answers from a small set of paths:
                       etag=, lm= (Last-Modified, seconds ago), expires= (seconds from now,
                       or 'bad'), date= (seconds ago), age=, vary=, ct=, size=, loc=, cloc=,
                       h=Name:Value (repeatable), h304=Name:Value (on a 304 instead of the
-                      h= and ct= fields), nodate=1, delay=; the body says how many times
+                      h= and ct= fields), cond=STATUS (the answer to any conditional request), nodate=1, delay=; the body says how many times
                       the origin served this exact URL; honours If-None-Match and
                       If-Modified-Since (304)
 """
@@ -195,6 +195,8 @@ class OriginHandler(BaseHTTPRequestHandler):
         not_modified = (inm is not None and etag is not None and etag in [t.strip() for t in inm.split(",")]) or (
             inm is None and ims is not None and lm is not None and float(lm) >= 0)
         status = 304 if not_modified else int(one("status", "200"))
+        if one("cond") and (inm or ims):
+            status = int(one("cond"))
         if status == 304 and "h304" in q:
             extra = q["h304"]
         else:

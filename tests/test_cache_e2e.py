@@ -321,11 +321,32 @@ def test_stale_if_error_on_5xx_and_on_connect_failure_rfc5861_4(cproxy):
 
 
 def test_stale_5xx_without_permission_passes_the_error(cproxy, origin):
-    u = url(origin, "cc=max-age%3D1")
-    get(cproxy, u)
+    u = url(origin, "cc=max-age%3D1&etag=%22e%22&cond=503")
+    _, _, first = get(cproxy, u)
     time.sleep(1.5)
-    err = u.replace("cc=max-age%3D1", "cc=max-age%3D1")
-    assert get(cproxy, err)[0] == 200
+    status, _, body = get(cproxy, u)
+    assert status == 503 and body != first        # the origin answered: not "disconnected"
+    assert result(cproxy, u, 2) == "TCP_REFRESH_FAIL_ERR/503"
+
+
+@pytest.mark.parametrize("cc, request_cc, served", [
+    ("max-age%3D1", "", True),                          # disconnected: Squid's TCP_REFRESH_FAIL_OLD
+    ("max-age%3D1%2C+must-revalidate", "", False),      # 5.2.2.2
+    ("max-age%3D1%2C+no-cache", "", False),             # 5.2.2.4
+    ("max-age%3D1", "Cache-Control: max-age=0\r\n", False),   # the client asked for validation
+])
+def test_stale_when_the_origin_is_unreachable_4_2_4(cproxy, cc, request_cc, served):
+    o = _private_origin()
+    u = o.url(f"/obj/down{uuid.uuid4().hex[:6]}?cc={cc}&etag=%22e%22&h=Connection:close")
+    _, _, first = get(cproxy, u)
+    time.sleep(1.5)
+    o.stop()
+    status, _, body = get(cproxy, u, request_cc)
+    if served:
+        assert (status, body) == (200, first)
+        assert result(cproxy, u, 2) == "TCP_REFRESH_FAIL_OLD/200"
+    else:
+        assert status in (502, 503, 504) and body != first
 
 
 def test_stale_while_revalidate_rfc5861_3(cproxy, origin):

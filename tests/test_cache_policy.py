@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from email.utils import formatdate
 
 import pytest
@@ -241,3 +242,68 @@ def test_qualified_no_cache_and_private_keep_only_the_named_fields_out():
     assert policy.is_storable("GET", 200, h(), priv)[0]                          # 5.2.2.7 qualified
     assert b"Set-Cookie" not in dict(policy.headers_to_store(priv, 0, b"x"))
     assert not policy.is_storable("GET", 200, h(), h(("Cache-Control", "max-age=60, private")))[0]
+
+
+@pytest.mark.parametrize("value, valid", [
+    ("Sun, 06 Nov 1994 08:49:37 GMT", True),          # IMF-fixdate
+    ("sun, 06 nov 1994 08:49:37 gmt", True),          # case does not matter
+    ("Sunday, 06-Nov-94 08:49:37 GMT", True),         # RFC 850
+    ("Sun Nov  6 08:49:37 1994", True),               # asctime
+    ("Sun, 06 Nov 1994 08:49:37 UTC", False),
+    ("Sun, 06 Nov 94 08:49:37 GMT", False),           # two-digit year in a fixdate
+    ("Sun 06 Nov 1994 08:49:37 GMT", False),          # no comma
+    ("Sun, 06  Nov 1994 08:49:37 GMT", False),        # two spaces
+    ("Sun, 06-Nov-1994 08:49:37 GMT", False),
+    ("Sun, 06 Nov 1994 08.49.37 GMT", False),
+    ("Sun, 06 Nov 1994 8:49:37 GMT", False),          # one-digit hour
+    ("Sun, 31 Feb 1994 08:49:37 GMT", False),
+    ("Sun, 06 Nov 1994 08:49:37 GMT, Sun, 06 Nov 1994 08:49:37 GMT", False),   # two lines
+    ("0", False), ("", False),
+])
+def test_http_dates_rfc9110_5_6_7(value, valid):
+    parsed = policy.parse_http_date(value.encode())
+    assert (parsed == 784111777.0) if valid else parsed is None
+
+
+def test_rfc850_two_digit_years_are_at_most_50_years_ahead():
+    now = 1795369446.0                                                      # 2026
+    assert time.gmtime(policy.parse_http_date(b"Monday, 01-Jan-70 00:00:00 GMT", now)).tm_year == 2070
+    assert time.gmtime(policy.parse_http_date(b"Friday, 01-Jan-99 00:00:00 GMT", now)).tm_year == 1999
+
+
+@pytest.mark.parametrize("lines, age", [
+    (["7200"], 7200), (["7200, 0"], 7200), (["0, 7200"], 0), (["7200", "0"], 7200),
+    (["7200;foo=bar"], 7200), (["abc"], None), (["-7200"], None), (["7200.0"], None),
+    (["2147483649"], 2 ** 31),
+])
+def test_age_is_the_first_member_5_1(lines, age):
+    assert policy.age_field([(b"Age", v.encode()) for v in lines]) == age
+
+
+@pytest.mark.parametrize("vary", ["*", "*, *", ", *", "*, Foo", "Foo, *"])
+def test_vary_star_anywhere_in_the_list_4_1(vary):
+    assert not policy.is_storable("GET", 200, h(), h(("Cache-Control", "max-age=60"), ("Vary", vary)))[0]
+
+
+def test_vary_key_normalisation_4_1():
+    key = lambda *pairs: policy.vary_key((b"accept-language", b"foo"), h(*pairs))   # noqa: E731
+    assert key(("Accept-Language", "en, de"), ("Foo", "1,2")) == key(("Accept-Language", "DE,en"), ("Foo", " 1,  2 "))
+    assert key(("Foo", "1"), ("Foo", "2")) == key(("Foo", "1, 2"))
+    assert key(("Foo", "1, 2")) != key(("Foo", "2, 1"))             # order matters outside Accept-*
+    assert key(("Foo", "")) != key()                                # empty is not absent
+
+
+def test_invalid_date_is_replaced_by_the_time_received_rfc9110_6_6_1():
+    now = b"Mon, 01 Jan 2026 00:00:00 GMT"
+    stored = policy.headers_to_store(h(("Date", "foo"), ("Expires", "Mon, 01 Jan 2026 00:00:10 GMT")), 0, now)
+    assert dict(stored)[b"Date"] == now
+    assert policy.freshness_lifetime(200, stored, None, None) == (10.0, False)
+
+
+def test_stale_when_disconnected_4_2_4():
+    assert policy.may_serve_stale_disconnected({}, {"max-age": "1"})
+    assert policy.may_serve_stale_disconnected({}, {"no-cache": "Set-Cookie"})
+    for req, resp in [({}, {"must-revalidate": None}), ({}, {"proxy-revalidate": None}),
+                      ({}, {"s-maxage": "1"}), ({}, {"no-cache": None}),
+                      ({"no-cache": None}, {}), ({"max-age": "0"}, {})]:
+        assert not policy.may_serve_stale_disconnected(req, resp), (req, resp)

@@ -9,8 +9,8 @@ Headers are ``[(name bytes, value bytes)]`` lists as everywhere in squidpy.
 from __future__ import annotations
 
 import calendar
-import email.utils
 import re
+import time
 from dataclasses import dataclass
 
 from squidpy.http.message import HOP_BY_HOP
@@ -28,20 +28,40 @@ def field(headers, name: bytes) -> bytes | None:
     return b", ".join(values) if values else None
 
 
-def parse_http_date(value: bytes | None) -> float | None:
-    """RFC 9110 5.6.7: IMF-fixdate (and the obsolete forms); None if invalid."""
+_MONTHS = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_TIME = r"(\d\d):(\d\d):(\d\d)"
+_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+_IMF_FIXDATE = re.compile(r"(?:mon|tue|wed|thu|fri|sat|sun), (\d\d) " + _MONTH + r" (\d{4}) " + _TIME + " gmt")
+_RFC850_DATE = re.compile(r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday), (\d\d)-"
+                          + _MONTH + r"-(\d\d) " + _TIME + " gmt")
+_ASCTIME_DATE = re.compile(r"(?:mon|tue|wed|thu|fri|sat|sun) " + _MONTH + r" ( \d|\d\d) " + _TIME + r" (\d{4})")
+
+
+def parse_http_date(value: bytes | None, now: float | None = None) -> float | None:
+    """RFC 9110 5.6.7: an IMF-fixdate, or one of the two obsolete forms, exactly
+    (case aside); anything else is invalid (None), which for Expires means
+    "already expired" (RFC 9111 5.3) and for a condition means "ignore it"."""
     if not value:
         return None
-    try:
-        parsed = email.utils.parsedate_tz(value.decode("latin-1").strip())
-    except (TypeError, ValueError, UnicodeError):
+    text = value.decode("latin-1").strip().lower()
+    if m := _IMF_FIXDATE.fullmatch(text):
+        day, month, year, hh, mm, ss = m.groups()
+    elif m := _ASCTIME_DATE.fullmatch(text):
+        month, day, hh, mm, ss, year = m.groups()
+    elif m := _RFC850_DATE.fullmatch(text):
+        day, month, yy, hh, mm, ss = m.groups()
+        # a two-digit year more than 50 years ahead is in the past century
+        this_year = time.gmtime(now).tm_year
+        year = this_year // 100 * 100 + int(yy)
+        if year > this_year + 50:
+            year -= 100
+    else:
         return None
-    if parsed is None or parsed[0] < 1900:
+    y, mo, d, h, mi, sec = int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss)
+    if not (y >= 1 and 1 <= d <= calendar.monthrange(y, mo)[1] and h <= 23 and mi <= 59 and sec <= 60):
         return None
-    try:
-        return float(calendar.timegm(parsed[:9]) - (parsed[9] or 0))
-    except (OverflowError, ValueError):
-        return None
+    return float(calendar.timegm((y, mo, d, h, mi, sec)))
 
 
 _DIRECTIVE = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,]*))?\s*(?:,|$)')
@@ -110,7 +130,7 @@ def is_storable(method: str, status: int, request_headers, response_headers,
     if field(request_headers, b"authorization") is not None:               # 3.5
         if not ("public" in resp_cc or "s-maxage" in resp_cc or "must-revalidate" in resp_cc):
             return False, "a reply to a request with Authorization, not marked shareable"
-    if b"*" in [v.strip() for v in field_values(response_headers, b"vary")]:
+    if b"*" in vary_names(response_headers):
         return False, "Vary: * cannot be matched"                          # 4.1
     if ("public" in resp_cc or "max-age" in resp_cc or "s-maxage" in resp_cc
             or field(response_headers, b"expires") is not None or status in HEURISTIC_STATUSES):
@@ -165,11 +185,21 @@ def freshness_lifetime(status: int, response_headers, resp_cc: dict | None,
     return float(rule.minimum), True
 
 
+def age_field(response_headers) -> int | None:
+    """RFC 9111 5.1: Age is one delta-seconds; of a list (or several lines) the first
+    member counts, parameters aside; anything else is invalid and ignored."""
+    values = field_values(response_headers, b"age")
+    if not values:
+        return None
+    first = values[0].split(b",")[0].split(b";")[0].strip().decode("latin-1")
+    return delta_seconds(first)
+
+
 def initial_age(response_headers, request_time: float, response_time: float) -> float:
     """RFC 9111 4.2.3: ``corrected_initial_age``, the age when the response was received."""
     date = parse_http_date(field(response_headers, b"date"))
     date_value = date if date is not None else response_time
-    age_value = delta_seconds((field(response_headers, b"age") or b"").decode("latin-1").strip()) or 0
+    age_value = age_field(response_headers) or 0
     apparent_age = max(0.0, response_time - date_value)
     response_delay = response_time - request_time
     corrected_age_value = age_value + response_delay
@@ -252,6 +282,16 @@ def may_serve_stale_on_error(req_cc: dict, resp_cc: dict, age: float, lifetime: 
     return False
 
 
+def may_serve_stale_disconnected(req_cc: dict, resp_cc: dict) -> bool:
+    """RFC 9111 4.2.4: with the origin unreachable (disconnected) a stale response may
+    be served, as Squid does (TCP_REFRESH_FAIL_OLD), unless a directive forbids it:
+    must-revalidate and its kin, an unqualified no-cache, or a client that asked for
+    validation (no-cache, max-age)."""
+    if must_revalidate(resp_cc) or ("no-cache" in resp_cc and not resp_cc["no-cache"]):
+        return False
+    return "no-cache" not in req_cc and "max-age" not in req_cc
+
+
 # ---------------------------------------------------------------- validation (section 4.3)
 
 def validation_headers(stored_headers) -> list[tuple[bytes, bytes]]:
@@ -292,10 +332,13 @@ def freshen_headers(stored_headers, not_modified_headers) -> list[tuple[bytes, b
 
 def headers_to_store(headers, body_size: int, date: bytes) -> list[tuple[bytes, bytes]]:
     """RFC 9111 3.1: what is stored of a reply's fields: not the unstored ones, the
-    body's length made explicit, a Date when the origin sent none (RFC 9110 6.6.1)."""
+    body's length made explicit, and a Date (the time it came) when the origin sent
+    none or an invalid one (RFC 9110 6.6.1), so that Expires can be used."""
     drop = unstored_fields(headers) | {b"content-length"}
+    if parse_http_date(field(headers, b"date")) is None:
+        drop |= {b"date"}                       # RFC 9110 6.6.1: an invalid Date may be replaced
     out = [(k, v) for k, v in headers if k.lower() not in drop]
-    if field(headers, b"date") is None:
+    if field(out, b"date") is None:
         out.append((b"Date", date))
     out.append((b"Content-Length", b"%d" % body_size))
     return out
@@ -347,16 +390,25 @@ def vary_names(response_headers) -> tuple[bytes, ...]:
     return tuple(sorted(names))
 
 
+_CASELESS_LISTS = frozenset({b"accept-encoding", b"accept-language", b"accept-charset", b"accept"})
+
+
 def vary_key(names: tuple[bytes, ...], request_headers) -> tuple[bytes, ...]:
-    """RFC 9111 4.1: the request's values of the Vary fields, normalised (lines combined,
-    whitespace collapsed; case folded for fields whose values are case-insensitive)."""
+    """RFC 9111 4.1: the request's values of the Vary fields, normalised as the RFC
+    allows: lines combined, whitespace collapsed and dropped around commas, empty
+    members ignored (RFC 9110 5.6.1); the Accept fields' members also case-folded
+    and sorted, their order carrying no meaning."""
     out = []
     for name in names:
         values = field_values(request_headers, name)
-        value = b",".join(b" ".join(v.split()) for v in values) if values else b"\0absent"
-        if name in (b"accept-encoding", b"accept-language", b"accept-charset", b"accept"):
-            value = b",".join(p.strip() for p in value.lower().split(b","))
-        out.append(value)
+        if not values:
+            out.append(b"\0absent")
+            continue
+        members = [b" ".join(m.split()) for v in values for m in v.split(b",")]
+        members = [m for m in members if m]
+        if name in _CASELESS_LISTS:
+            members = sorted(m.lower().replace(b" ", b"") for m in members)
+        out.append(b",".join(members))
     return tuple(out)
 
 

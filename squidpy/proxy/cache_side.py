@@ -285,9 +285,11 @@ class CacheFlow:
         return False
 
     def on_error(self, error) -> bool:
-        """Talking to the origin failed.  True when a stale entry answers instead (RFC 5861 4)."""
+        """The origin could not be reached.  True when a stale entry answers instead
+        (RFC 5861 4, RFC 9111 4.2.4)."""
         if self.revalidating and self.stored is not None:
-            if policy.may_serve_stale_on_error(self.req_cc, self.resp_cc, self.age, self.lifetime):
+            if (policy.may_serve_stale_on_error(self.req_cc, self.resp_cc, self.age, self.lifetime)
+                    or policy.may_serve_stale_disconnected(self.req_cc, self.resp_cc)):
                 self.serve(self.stored, "TCP_REFRESH_FAIL_OLD", self.age)
                 return True
             if policy.must_revalidate(self.resp_cc):
