@@ -346,9 +346,9 @@ def main() -> None:
                 proxy = Squidpy(work)
                 proxy.start(workers=args.workers)
                 try:
-                    record("miss", f"squidpy workers {args.workers}", wrk(proxy, origin.url("/n/1k.bin"), args.duration)["rps"])
+                    record("miss req/s", f"squidpy workers {args.workers}", wrk(proxy, origin.url("/n/1k.bin"), args.duration)["rps"])
                     warm(proxy, origin.url("/c/1k.bin"))
-                    record("hit1k", f"squidpy workers {args.workers}", wrk(proxy, origin.url("/c/1k.bin"), args.duration)["rps"])
+                    record("hit 1KB req/s", f"squidpy workers {args.workers}", wrk(proxy, origin.url("/c/1k.bin"), args.duration)["rps"])
                 finally:
                     proxy.stop()
     finally:
@@ -426,6 +426,12 @@ def report(results: dict) -> None:
                     b, l = statistics.median(base), statistics.median(listed)
                     print(f"{'blocklist ' + side + ' req/s (none/100k)':34} {b:12.0f} {l:12.0f} {l / b:8.2f}")
             continue
+        if path == "hit req/s, 100000 objects":
+            few = results.get("hit req/s, 100 objects", {})
+            for side in ("squidpy", "squid"):
+                if by_name.get(side) and few.get(side):
+                    b, l = statistics.median(few[side]), statistics.median(by_name[side])
+                    print(f"{'scale ' + side + ' req/s (100/100k)':34} {b:12.0f} {l:12.0f} {l / b:8.2f}")
         ours = by_name.get("squidpy")
         theirs = by_name.get("squid")
         o = statistics.median(ours) if ours else float("nan")

@@ -115,15 +115,19 @@ class DnsCache:
             else:
                 d.callback(result)
 
+    def cached_name(self, address: str) -> str | None:
+        """The name of an address if it is already known (``""``: it has none), else None."""
+        hit = self._names.get(address)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return self._hosts_names.get(address)
+
     def reverse(self, address: str) -> defer.Deferred:
         """The name of an address (PTR), ``""`` when it has none; never fails.
 
         Used by the srcdomain ACL and by dstdomain for IP-literal URLs.
         """
-        hit = self._names.get(address)
-        if hit is not None and hit[0] > time.monotonic():
-            return defer.succeed(hit[1])
-        known = self._hosts_names.get(address)
+        known = self.cached_name(address)
         if known is not None:
             return defer.succeed(known)
         pointer = ipaddress.ip_address(address).reverse_pointer.encode("ascii")

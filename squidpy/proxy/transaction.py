@@ -107,7 +107,9 @@ class Transaction:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
         if head.unknown_coding:
             return self.fail("ERR_INVALID_REQ", "the request body uses a transfer coding other than chunked")
-        self.checklist = self.client.checklist(head, target)
+        self.checklist = ch = self.client.checklist(head, target)
+        if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
+            ch.dst_name = svc.dns.cached_name(target.host)
         self.check_access()
 
     def check_access(self) -> None:
