@@ -80,6 +80,58 @@ def test_large_hit_streams_from_disk_with_bounded_memory(tmp_path, origin):
         p.stop()
 
 
+def test_ranges_of_a_large_disk_object_are_read_from_where_they_start(tmp_path, origin):
+    cache_dir = tmp_path / "cache"
+    big = obj(origin, 40_000_000)
+    p = ProxyProcess(tmp_path / "p", conf(cache_dir, 200))
+    try:
+        _, _, full = get(p.port, big)
+        assert wait_stored(cache_dir, 1, 30)
+        for spec, first, last in (("bytes=30000000-30000999", 30_000_000, 30_000_999), ("bytes=-10", 39_999_990, 39_999_999),
+                                  ("bytes=39999000-", 39_999_000, 39_999_999)):
+            status, headers, body = get(p.port, big, f"Range: {spec}\r\n")
+            assert status == 206 and body == full[first:last + 1], spec
+            assert headers["content-range"] == f"bytes {first}-{last}/40000000"
+        assert get(p.port, big, "Range: bytes=50000000-\r\n")[0] == 416
+        status, headers, body = get(p.port, big, "Range: bytes=0-1,-2\r\n")   # several ranges of a large object:
+        assert status == 200 and body == full                                   # the whole of it (RFC 9110 14.2)
+        assert origin.count(path_of(big)) == 1
+        results = [line.split()[3] for line in p.log_lines(6)]
+        assert results.count("TCP_HIT/206") == 3 and results[-1] == "TCP_HIT/200", results
+        with open(f"/proc/{p.proc.pid}/status") as f:
+            peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+        assert peak < 100                       # no range read the 40 MB body into memory
+    finally:
+        p.stop()
+
+
+def _disk_meta(cache_dir) -> dict:
+    import diskcache
+    with diskcache.Cache(str(cache_dir)) as c:
+        return next(c.get(k) for k in c.iterkeys() if isinstance(k, str) and k.startswith("e:"))
+
+
+def test_a_304_refreshes_a_disk_entry_without_rewriting_its_body(tmp_path, origin):
+    cache_dir = tmp_path / "cache"
+    target = origin.url(f"/obj/{uuid.uuid4().hex[:10]}?cc=max-age%3D2&etag=%22v1%22&size=3000000")
+    p = ProxyProcess(tmp_path / "p", conf(cache_dir))
+    try:
+        _, _, first = get(p.port, target)
+        assert wait_stored(cache_dir, 1, 30)
+        before = _disk_meta(cache_dir)
+        time.sleep(2.5)
+        status, headers, second = get(p.port, target)                     # stale: revalidated, 304
+        assert status == 200 and second == first and int(headers["age"]) == 0
+        third = get(p.port, target)[2]                                      # fresh again, from disk
+        assert third == first and origin.count(path_of(target)) == 2
+        results = [line.split()[3] for line in p.log_lines(3)]
+        assert results == ["TCP_MISS/200", "TCP_REFRESH_UNMODIFIED/200", "TCP_HIT/200"], results
+        after = wait_for(lambda: (m := _disk_meta(cache_dir))["response_time"] > before["response_time"] and m, 10)
+        assert after and after["body_key"] == before["body_key"]          # new fields on disk, same body
+    finally:
+        p.stop()
+
+
 def test_eviction_keeps_the_cache_dir_within_its_size(tmp_path, origin):
     cache_dir = tmp_path / "cache"
     p = ProxyProcess(tmp_path / "p", conf(cache_dir, 2, "cache_mem 1 MB\nmaximum_object_size_in_memory 1 KB\n"))

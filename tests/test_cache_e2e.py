@@ -259,6 +259,16 @@ def test_truncated_reply_is_never_stored(cproxy, origin):
     assert result(cproxy, target, 2) == "TCP_MISS_ABORTED/200"
 
 
+def test_a_200_to_a_head_freshens_the_stored_get_4_3_5(cproxy, origin):
+    u = url(origin, "cc=max-age%3D2&etag=%22v1%22&cond=200")      # the origin ignores conditionals
+    _, _, first = get(cproxy, u)
+    time.sleep(2.5)
+    status, headers, body = get(cproxy, u, method="HEAD")
+    assert status == 200 and body == b"" and headers["etag"] == '"v1"'
+    assert result(cproxy, u, 2) == "TCP_REFRESH_UNMODIFIED/200"
+    assert get(cproxy, u)[2] == first and count(origin, u) == 2       # fresh again: a hit
+
+
 def test_revalidation_with_last_modified_4_3_1(cproxy, origin):
     u = url(origin, "cc=max-age%3D1&lm=500")
     get(cproxy, u)

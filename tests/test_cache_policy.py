@@ -307,3 +307,12 @@ def test_stale_when_disconnected_4_2_4():
                       ({}, {"s-maxage": "1"}), ({}, {"no-cache": None}),
                       ({"no-cache": None}, {}), ({"max-age": "0"}, {})]:
         assert not policy.may_serve_stale_disconnected(req, resp), (req, resp)
+
+
+def test_head_reply_updates_a_stored_get_only_with_matching_validators_4_3_5():
+    stored = h(("ETag", '"a"'), ("Last-Modified", date(-100)), ("Content-Length", "10"))
+    assert policy.head_updates_stored(stored, 10, h(("ETag", '"a"'), ("Content-Length", "10")))
+    assert policy.head_updates_stored(stored, 10, h(("Last-Modified", date(-100))))
+    assert not policy.head_updates_stored(stored, 10, h(("ETag", '"b"')))
+    assert not policy.head_updates_stored(stored, 10, h(("ETag", '"a"'), ("Content-Length", "11")))
+    assert not policy.head_updates_stored(stored, 10, h(("Content-Length", "10")))     # no validator

@@ -330,6 +330,25 @@ def freshen_headers(stored_headers, not_modified_headers) -> list[tuple[bytes, b
     return out
 
 
+def head_updates_stored(stored_headers, body_size: int, head_headers) -> bool:
+    """RFC 9111 4.3.5: a 200 to a HEAD updates a stored GET reply like a 304 when the
+    validators it carries (ETag, Last-Modified) are the stored ones and its
+    Content-Length, if any, is the stored body's; squidpy also wants at least one
+    validator, so that a HEAD reply without one never vouches for a stored body."""
+    received = 0
+    for name in (b"etag", b"last-modified"):
+        value = field(head_headers, name)
+        if value is not None:
+            if value.strip() != (field(stored_headers, name) or b"").strip():
+                return False
+            received += 1
+    length = field(head_headers, b"content-length")
+    if length is not None:
+        if length.strip() != b"%d" % body_size:
+            return False
+    return received > 0
+
+
 def headers_to_store(headers, body_size: int, date: bytes) -> list[tuple[bytes, bytes]]:
     """RFC 9111 3.1: what is stored of a reply's fields: not the unstored ones, the
     body's length made explicit, and a Date (the time it came) when the origin sent

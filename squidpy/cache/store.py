@@ -90,6 +90,12 @@ class CachedReply:
             memo["generation"] = generation
         return memo["cc"], memo["initial_age"], memo["lifetime"]
 
+    def freshen(self, headers, request_time: float, response_time: float) -> None:
+        """New fields and times from a 304 (RFC 9111 4.3.4): the derived facts are redone."""
+        self.headers, self.request_time, self.response_time = headers, request_time, response_time
+        self.extra = {}
+        self.serialise_head()
+
     @property
     def mime_type(self) -> str | None:
         memo = self.extra
@@ -332,6 +338,23 @@ class DiskTier:
                     _unlink(body_path)
         return self.writer.submit(job)
 
+    def refresh(self, key: str, reply: CachedReply) -> bool:
+        """Queue new metadata for an entry whose body stays (after a 304): the body is
+        neither read nor rewritten, and nothing changes if the entry was replaced meanwhile."""
+        on_disk = disk_key(key)
+        body_key = reply.body_key
+
+        def job():
+            try:
+                with self.cache.transact(retry=True):
+                    current = self.cache.get(on_disk, retry=True)
+                    if isinstance(current, dict) and body_key and current.get("body_key") == body_key:
+                        self.cache.set(on_disk, reply.meta(), retry=True)
+                self._recovered()
+            except DISK_ERRORS as e:
+                self._failed(f"updating {reply.url}", e)
+        return self.writer.submit(job)
+
     def remove(self, key: str) -> bool:
         on_disk = disk_key(key)
         try:
@@ -426,6 +449,13 @@ class Store:
             self.disk.store(key, reply, body_path, None if body_path is not None else body)
         elif body_path is not None:
             _unlink(body_path)
+
+    def refresh(self, key: str, reply: CachedReply, body: bytes | None) -> None:
+        """A stored entry revalidated (its fields changed, its body did not)."""
+        if body is not None and len(body) <= self.max_in_memory:
+            self.memory.put(key, reply, body)
+        if self.disk is not None:
+            self.disk.refresh(key, reply)
 
     def remove_url(self, url: str) -> int:
         """Every stored variant of ``url`` (for PURGE and invalidation); returns how many."""

@@ -27,6 +27,7 @@ from squidpy.http import message
 log = logging.getLogger("squidpy")
 
 STREAM_CHUNK = 64 * 1024
+MULTIRANGE_READ_LIMIT = 8 << 20    # several ranges of a disk object are cut from it in memory up to this size
 
 
 class CacheFlow:
@@ -147,10 +148,19 @@ class CacheFlow:
             ranges = policy.parse_range(policy.field(head.headers, b"range"), reply.body_size)
         if ranges is not None and from_memory:
             return self._send_ranges(reply, body, ranges, age, result)
-        if ranges is not None:
+        if ranges is not None and len(ranges) == 1:
+            first, last = ranges[0]
+            fields = b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (
+                first, last, reply.body_size, last - first + 1)
+            return self._stream(reply, stream, age, result, (206, b"Partial Content", fields), ranges[0])
+        if ranges is not None and reply.body_size <= MULTIRANGE_READ_LIMIT:
             body = stream.read()
             stream.close()
             return self._send_ranges(reply, body, ranges, age, result)
+        if ranges == []:
+            stream.close()
+            return self._send_ranges(reply, b"", ranges, age, result, reply.body_size)
+        # several ranges of a large object: the whole object (RFC 9110 14.2 allows ignoring Range)
         if from_memory:
             return self._send(reply, reply.status, reply.reason, age, body, result)
         return self._stream(reply, stream, age, result)
@@ -192,9 +202,9 @@ class CacheFlow:
         txn.finish()
         return True
 
-    def _send_ranges(self, reply, body: bytes, ranges, age: float, result: str) -> bool:
+    def _send_ranges(self, reply, body: bytes, ranges, age: float, result: str, length: int | None = None) -> bool:
         """RFC 9110 14: 206 with one range or multipart/byteranges; 416 when none fits."""
-        length = len(body)
+        length = len(body) if length is None else length
         if not ranges:
             fields = b"Content-Range: bytes */%d\r\nContent-Length: 0\r\n" % length
             return self._send(reply, 416, b"Range Not Satisfiable", age, b"", result, fields)
@@ -220,14 +230,16 @@ class CacheFlow:
         reply_copy.serialise_head()
         return self._send(reply_copy, 206, b"Partial Content", age, payload, result, fields)
 
-    def _stream(self, reply, stream, age: float, result: str) -> bool:
-        """A disk hit: the body goes out in chunks as the client takes them."""
+    def _stream(self, reply, stream, age: float, result: str, partial=None, window=None) -> bool:
+        """A disk hit: the body (or the ``window`` of it a 206 ``partial`` status,
+        reason and fields announce) goes out in chunks as the client takes them."""
         txn = self.txn
         if not txn.body_done:
             txn.keep_alive = False
-        head = self._hit_head(reply, reply.status, reply.reason, age, b"")
+        status, reason, fields = partial or (reply.status, reply.reason, b"")
+        head = self._hit_head(reply, status, reason, age, fields)
         e = txn.entry
-        e.result, e.status, e.reply_headers = result, reply.status, reply.headers
+        e.result, e.status, e.reply_headers = result, status, reply.headers
         e.mime_type = reply.mime_type
         e.reply_header_size = len(head)
         txn.reply_started = True
@@ -236,7 +248,7 @@ class CacheFlow:
             stream.close()
             txn.finish()
             return True
-        self.streamer = BodyStreamer(self, reply, stream)
+        self.streamer = BodyStreamer(self, reply, stream, window)
         self.streamer.resume_reading("start")
         return True
 
@@ -256,26 +268,9 @@ class CacheFlow:
         txn = self.txn
         e = txn.entry
         if self.revalidating and self.stored is not None:
-            if resp.status == 304:
-                # 4.3.4: freshen the stored entry, answer from it
-                reply = self.stored
-                reply.headers = policy.freshen_headers(reply.headers, resp.headers)
-                reply.request_time = txn.upstream_started_wall or time.time()
-                reply.response_time = time.time()
-                body = self.stored_body
-                if body is None and self.cache.store.disk is not None:
-                    stream = self.cache.store.disk.open_body(reply)
-                    body = stream.read() if stream is not None else None
-                    if stream is not None:
-                        stream.close()
-                if body is None:
-                    return False        # the body vanished: the 304 cannot be used
-                self.cache.store.put(self.key, reply, body, None)
-                e.result = "TCP_REFRESH_UNMODIFIED"
-                self.stored_body = body
-                txn.divert_reply()
-                self.serve(reply, "TCP_REFRESH_UNMODIFIED", 0.0, body)
-                return True
+            if resp.status == 304 or (resp.status == 200 and txn.head.method == "HEAD" and policy.head_updates_stored(
+                    self.stored.headers, self.stored.body_size, resp.headers)):
+                return self._freshen_and_serve(resp)        # 4.3.4, 4.3.5
             if resp.status >= 500 and policy.may_serve_stale_on_error(self.req_cc, self.resp_cc, self.age, self.lifetime):
                 txn.divert_reply()
                 self.serve(self.stored, "TCP_REFRESH_FAIL_OLD", self.age)
@@ -283,6 +278,22 @@ class CacheFlow:
             e.result = "TCP_REFRESH_MODIFIED" if resp.status < 500 else "TCP_REFRESH_FAIL_ERR"
         self._maybe_tee(resp)
         return False
+
+    def _freshen_and_serve(self, resp) -> bool:
+        """The origin says the stored entry is still good: update its fields, answer from it."""
+        txn, reply = self.txn, self.stored
+        if self.stored_body is None:
+            stream = self.cache.store.disk.open_body(reply) if self.cache.store.disk else None
+            if stream is None:
+                return False        # the body vanished: the origin's reply is passed on
+            stream.close()
+        reply.freshen(policy.freshen_headers(reply.headers, resp.headers),
+                      txn.upstream_started_wall or time.time(), time.time())
+        self.cache.store.refresh(self.key, reply, self.stored_body)
+        txn.entry.result = "TCP_REFRESH_UNMODIFIED"
+        txn.divert_reply()
+        self.serve(reply, "TCP_REFRESH_UNMODIFIED", 0.0)
+        return True
 
     def on_error(self, error) -> bool:
         """The origin could not be reached.  True when a stale entry answers instead
@@ -362,11 +373,16 @@ class BodyStreamer:
     """Sends a stored body from disk in chunks, pausing when the client is full,
     and checks its length and SHA-256 on the way (a corrupt entry is removed)."""
 
-    def __init__(self, flow: CacheFlow, reply: CachedReply, stream):
+    def __init__(self, flow: CacheFlow, reply: CachedReply, stream, window: tuple[int, int] | None = None):
         self.flow = flow
         self.reply = reply
         self.stream = stream
         self.sent = 0
+        # a byte range (first, last) sends only that part: its length is checked, not the digest
+        self.expected = reply.body_size if window is None else window[1] - window[0] + 1
+        self.whole = window is None
+        if window is not None and window[0]:
+            stream.seek(window[0])
         self.digest = hashlib.sha256()
         self.paused = {"start"}
         self.scheduled = False
@@ -388,16 +404,17 @@ class BodyStreamer:
             return self.stop()
         while not self.paused:
             try:
-                chunk = self.stream.read(STREAM_CHUNK)
+                chunk = self.stream.read(STREAM_CHUNK if self.whole else min(STREAM_CHUNK, self.expected - self.sent))
             except OSError:
                 chunk = None
             if not chunk:
                 return self._end()
             self.sent += len(chunk)
-            self.digest.update(chunk)
+            if self.whole:
+                self.digest.update(chunk)
             txn.entry.reply_body_size += len(chunk)
             txn.client.write(chunk)
-            if self.sent > self.reply.body_size:
+            if self.sent > self.expected or (not self.whole and self.sent == self.expected):
                 return self._end()
             if not self.paused:
                 # let other connections run between chunks
@@ -407,8 +424,8 @@ class BodyStreamer:
 
     def _end(self) -> None:
         txn = self.flow.txn
-        intact = self.sent == self.reply.body_size and (
-            not self.reply.sha256 or self.digest.hexdigest() == self.reply.sha256)
+        intact = self.sent == self.expected and (
+            not self.whole or not self.reply.sha256 or self.digest.hexdigest() == self.reply.sha256)
         self.stop()
         if not intact:
             log.error("cache_dir entry for %s is damaged (%d of %d bytes): removed", self.reply.url,

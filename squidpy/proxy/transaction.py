@@ -529,8 +529,8 @@ class Transaction:
             else:
                 server.detach()
                 lose(server.transport)
-        if self.finished:
-            return
+        if self.finished or self.diverted:
+            return                  # (a diverted transaction ends when the cache's answer has gone out)
         if self.framing == CHUNKED:
             self.client.write(b"0\r\n\r\n")
         if self.cache_flow is not None:
