@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections import deque
 
 import httptools
 from twisted.internet import interfaces
@@ -52,7 +51,7 @@ class ClientConnection(PausableReading, Protocol):
     def __init__(self, service, port_name: str):
         self.service = service
         self.port_name = port_name
-        self.queue: deque[Transaction] = deque()
+        self.queue: list[Transaction] = []      # pipelined requests (a list: a deque costs 600 bytes)
         self.active: Transaction | None = None
         self.tunnel = None
         self.parser = None
@@ -73,7 +72,6 @@ class ClientConnection(PausableReading, Protocol):
         self.local_ip, self.local_port = plain_ip(host.host), host.port
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
-        self.parser = httptools.HttpRequestParser(self)
         self.deadline = time.monotonic() + self.service.config.request_timeout
         self.service.client_connected(self)
 
@@ -131,6 +129,8 @@ class ClientConnection(PausableReading, Protocol):
         if self._in_head:
             self._head_bytes += len(data)
         self._chunk_meter.before_read(len(data))
+        if self.parser is None:         # made at the first bytes: idle (preconnected) clients cost less
+            self.parser = httptools.HttpRequestParser(self)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -266,7 +266,7 @@ class ClientConnection(PausableReading, Protocol):
         self._starting = True
         try:
             while self.active is None and self.queue:
-                self.active = self.queue.popleft()
+                self.active = self.queue.pop(0)
                 if len(self.queue) <= MAX_PIPELINE:
                     self.resume_reading("pipeline")
                 self.active.start()
