@@ -42,6 +42,11 @@ def wait_stored(cache_dir, count: int, timeout: float = 10) -> bool:
     return wait_for(enough, timeout)
 
 
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
 def test_objects_survive_a_restart(tmp_path, origin):
     cache_dir = tmp_path / "cache"
     small, large = obj(origin, 2000), obj(origin, 2_000_000)
@@ -73,9 +78,7 @@ def test_large_hit_streams_from_disk_with_bounded_memory(tmp_path, origin):
         assert wait_stored(cache_dir, 1, 30)
         _, headers, second = get(p.port, big)
         assert headers["x-cache"].startswith("HIT") and hashlib.sha256(second).digest() == hashlib.sha256(first).digest()
-        with open(f"/proc/{p.proc.pid}/status") as f:
-            peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
-        assert peak < 100
+        assert peak_rss_mb(p.proc.pid) < 100
     finally:
         p.stop()
 
@@ -98,9 +101,7 @@ def test_ranges_of_a_large_disk_object_are_read_from_where_they_start(tmp_path, 
         assert origin.count(path_of(big)) == 1
         results = [line.split()[3] for line in p.log_lines(6)]
         assert results.count("TCP_HIT/206") == 3 and results[-1] == "TCP_HIT/200", results
-        with open(f"/proc/{p.proc.pid}/status") as f:
-            peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
-        assert peak < 100                       # no range read the 40 MB body into memory
+        assert peak_rss_mb(p.proc.pid) < 100    # no range read the 40 MB body into memory
     finally:
         p.stop()
 

@@ -306,11 +306,11 @@ def validation_headers(stored_headers) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def unstored_fields(headers, resp_cc: dict | None = None) -> frozenset[bytes]:
+def unstored_fields(headers) -> frozenset[bytes]:
     """RFC 9111 3.1: the fields a shared cache never stores: hop-by-hop ones, those
     Connection names, and those a qualified ``no-cache`` or ``private`` names
     (5.2.2.4, 5.2.2.7)."""
-    resp_cc = cache_control(headers) if resp_cc is None else resp_cc
+    resp_cc = cache_control(headers)
     named = {t.strip().lower() for v in field_values(headers, b"connection") for t in v.split(b",")}
     for directive in ("no-cache", "private"):
         listed = resp_cc.get(directive)

@@ -146,21 +146,16 @@ class CacheFlow:
         if (head.cache_fields and head.method == "GET" and reply.status == 200
                 and policy.if_range_allows(head.headers, reply.headers)):
             ranges = policy.parse_range(policy.field(head.headers, b"range"), reply.body_size)
-        if ranges is not None and from_memory:
-            return self._send_ranges(reply, body, ranges, age, result)
-        if ranges is not None and len(ranges) == 1:
-            first, last = ranges[0]
-            fields = b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (
-                first, last, reply.body_size, last - first + 1)
-            return self._stream(reply, stream, age, result, (206, b"Partial Content", fields), ranges[0])
-        if ranges is not None and reply.body_size <= MULTIRANGE_READ_LIMIT:
-            body = stream.read()
-            stream.close()
-            return self._send_ranges(reply, body, ranges, age, result)
-        if ranges == []:
-            stream.close()
-            return self._send_ranges(reply, b"", ranges, age, result, reply.body_size)
-        # several ranges of a large object: the whole object (RFC 9110 14.2 allows ignoring Range)
+        if ranges is not None:
+            if from_memory:
+                return self._send_ranges(reply, body, ranges, age, result)
+            if len(ranges) == 1:
+                return self._stream(reply, stream, age, result, ranges[0])
+            if not ranges or reply.body_size <= MULTIRANGE_READ_LIMIT:
+                body = stream.read() if ranges else b""
+                stream.close()
+                return self._send_ranges(reply, body, ranges, age, result)
+            # several ranges of a large object: the whole object (RFC 9110 14.2 allows ignoring Range)
         if from_memory:
             return self._send(reply, reply.status, reply.reason, age, body, result)
         return self._stream(reply, stream, age, result)
@@ -202,16 +197,16 @@ class CacheFlow:
         txn.finish()
         return True
 
-    def _send_ranges(self, reply, body: bytes, ranges, age: float, result: str, length: int | None = None) -> bool:
+    def _send_ranges(self, reply, body: bytes, ranges, age: float, result: str) -> bool:
         """RFC 9110 14: 206 with one range or multipart/byteranges; 416 when none fits."""
-        length = len(body) if length is None else length
+        length = reply.body_size
         if not ranges:
             fields = b"Content-Range: bytes */%d\r\nContent-Length: 0\r\n" % length
             return self._send(reply, 416, b"Range Not Satisfiable", age, b"", result, fields)
         if len(ranges) == 1:
             first, last = ranges[0]
-            fields = b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (first, last, length, last - first + 1)
-            return self._send(reply, 206, b"Partial Content", age, body[first:last + 1], result, fields)
+            return self._send(reply, 206, b"Partial Content", age, body[first:last + 1], result,
+                              _single_range_fields(first, last, length))
         boundary = hashlib.sha1(b"%d" % time.monotonic_ns()).hexdigest()[:24].encode()
         content_type = policy.field(reply.headers, b"content-type")
         parts = []
@@ -230,13 +225,16 @@ class CacheFlow:
         reply_copy.serialise_head()
         return self._send(reply_copy, 206, b"Partial Content", age, payload, result, fields)
 
-    def _stream(self, reply, stream, age: float, result: str, partial=None, window=None) -> bool:
-        """A disk hit: the body (or the ``window`` of it a 206 ``partial`` status,
-        reason and fields announce) goes out in chunks as the client takes them."""
+    def _stream(self, reply, stream, age: float, result: str, window: tuple[int, int] | None = None) -> bool:
+        """A disk hit: the body (or one byte range of it, a 206) goes out in chunks as
+        the client takes them."""
         txn = self.txn
         if not txn.body_done:
             txn.keep_alive = False
-        status, reason, fields = partial or (reply.status, reply.reason, b"")
+        if window is None:
+            status, reason, fields = reply.status, reply.reason, b""
+        else:
+            status, reason, fields = 206, b"Partial Content", _single_range_fields(*window, reply.body_size)
         head = self._hit_head(reply, status, reason, age, fields)
         e = txn.entry
         e.result, e.status, e.reply_headers = result, status, reply.headers
@@ -367,6 +365,10 @@ class CacheFlow:
     def resume_reading(self, reason: str) -> None:
         if self.streamer is not None:
             self.streamer.resume_reading(reason)
+
+
+def _single_range_fields(first: int, last: int, length: int) -> bytes:
+    return b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (first, last, length, last - first + 1)
 
 
 class BodyStreamer:
