@@ -274,3 +274,20 @@ def test_cache_commands_against_a_running_proxy_and_offline(tmp_path, origin):
     assert out.returncode == 0 and b in out.stdout and a not in out.stdout
     out = squidpy("stats")
     assert "not running" in out.stdout and "disk_entries: 1" in out.stdout
+
+
+def test_a_short_temp_file_is_never_stored(tmp_path):
+    """A temp write that failed (disk full) leaves a short body file: it is refused."""
+    from squidpy.cache.store import CachedReply, DiskTier
+    disk = DiskTier(str(tmp_path / "c"), 10)
+    body = tmp_path / "body"
+    body.write_bytes(b"x" * 10)
+    reply = CachedReply(url="http://a.example/", status=200, reason=b"OK", headers=[],
+                        request_time=0.0, response_time=0.0, body_size=20)
+    assert disk.store("http://a.example/", reply, str(body), None)
+    disk.writer.stop()
+    try:
+        assert disk.lookup("http://a.example/") is None and disk.failing
+        assert not body.exists()
+    finally:
+        disk.close()

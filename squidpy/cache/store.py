@@ -229,7 +229,7 @@ class DiskTier:
                                sqlite_cache_size=1024, sqlite_mmap_size=1 << 22)
 
     # ---------------------------------------------------------------- failures
-    def _failed(self, what: str, error: Exception) -> None:
+    def report_failure(self, what: str, error: Exception) -> None:
         if not self.failing:
             log.error("cache_dir %s: %s failed: %s; serving without the disk cache until it recovers",
                       self.path, what, error)
@@ -272,7 +272,7 @@ class DiskTier:
         try:
             meta = self.cache.get(disk_key(key), retry=True)
         except DISK_ERRORS as e:
-            self._failed("reading", e)
+            self.report_failure("reading", e)
             return None
         return CachedReply.from_meta(meta) if isinstance(meta, dict) else None
 
@@ -280,7 +280,7 @@ class DiskTier:
         try:
             value = self.cache.get(index_key(url), retry=True)
         except DISK_ERRORS as e:
-            self._failed("reading", e)
+            self.report_failure("reading", e)
             return None
         return tuple(value) if value is not None else None
 
@@ -289,7 +289,7 @@ class DiskTier:
         try:
             value = self.cache.get(reply.body_key, read=True, retry=True)
         except DISK_ERRORS as e:
-            self._failed("reading", e)
+            self.report_failure("reading", e)
             return None
         if value is None:
             return None
@@ -302,7 +302,7 @@ class DiskTier:
         try:
             return tempfile.NamedTemporaryFile(dir=self.tmp, prefix="obj-", delete=False)
         except DISK_ERRORS as e:
-            self._failed("creating a temp file", e)
+            self.report_failure("creating a temp file", e)
             return None
 
     # ---------------------------------------------------------------- writing (writer thread)
@@ -314,6 +314,9 @@ class DiskTier:
             reply.body_key = f"b:{on_disk[2:]}:{uuid.uuid4().hex}"
             try:
                 if body_path is not None:
+                    if os.path.getsize(body_path) != reply.body_size:     # a temp write failed
+                        raise OSError(f"the body's temp file is short ({os.path.getsize(body_path)} "
+                                      f"of {reply.body_size} bytes)")
                     with open(body_path, "rb") as f:
                         self.cache.set(reply.body_key, f, read=True, retry=True)
                 else:
@@ -332,7 +335,7 @@ class DiskTier:
                     self.cache.delete(reply.body_key, retry=True)
                 except DISK_ERRORS:
                     pass
-                self._failed(f"storing {reply.url}", e)
+                self.report_failure(f"storing {reply.url}", e)
             finally:
                 if body_path is not None:
                     _unlink(body_path)
@@ -352,7 +355,7 @@ class DiskTier:
                         self.cache.set(on_disk, reply.meta(), retry=True)
                 self._recovered()
             except DISK_ERRORS as e:
-                self._failed(f"updating {reply.url}", e)
+                self.report_failure(f"updating {reply.url}", e)
         return self.writer.submit(job)
 
     def remove(self, key: str) -> bool:
@@ -366,7 +369,7 @@ class DiskTier:
                 self.cache.delete(meta["body_key"], retry=True)
             return True
         except DISK_ERRORS as e:
-            self._failed("removing", e)
+            self.report_failure("removing", e)
             return False
 
     def entries(self):
@@ -378,7 +381,7 @@ class DiskTier:
                     if isinstance(meta, dict):
                         yield entry_key(meta["url"], tuple(meta.get("vary_key") or ())), meta
         except DISK_ERRORS as e:
-            self._failed("listing", e)
+            self.report_failure("listing", e)
 
     def close(self) -> None:
         self.writer.stop()

@@ -484,14 +484,17 @@ class Tee:
         return self._write(data)
 
     def _write(self, data: bytes) -> bool:
-        temp = self.temp
+        temp, disk = self.temp, self.cache.store.disk
 
         def job():
+            if self.failed:
+                return
             try:
                 temp.write(data)
-            except OSError:
+            except OSError as e:
                 self.failed = True
-        if not self.cache.store.disk.writer.submit(job):
+                disk.report_failure(f"writing {temp.name}", e)
+        if not disk.writer.submit(job):
             self.discard()
             return False
         return True
