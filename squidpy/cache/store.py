@@ -121,6 +121,12 @@ class CachedReply:
             "sha256": self.sha256, "body_key": self.body_key, "stored_at": self.stored_at,
         }
 
+    def without_field(self, name: bytes) -> "CachedReply":
+        """A copy without the field ``name`` (a multipart reply has its own Content-Type)."""
+        copy = CachedReply(**{**self.meta(), "headers": [kv for kv in self.headers if kv[0].lower() != name]})
+        copy.serialise_head()
+        return copy
+
     @classmethod
     def from_meta(cls, meta: dict) -> "CachedReply":
         reply = cls(**meta)
