@@ -435,6 +435,15 @@ class Store:
             names = self.disk.index(url)
         return names
 
+    def find(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple]:
+        """The stored reply for a request: (reply or None, its body when in memory,
+        the Vary field names the URL's replies use)."""
+        names = self.vary_names(url) or ()
+        found = self.lookup(entry_key(url, policy.vary_key(names, request_headers) if names else ()))
+        if found is None:
+            return None, None, names
+        return found[0], found[1], names
+
     def lookup(self, key: str):
         """(reply, body bytes or None, in_memory) or None."""
         item = self.memory.get(key)

@@ -612,8 +612,9 @@ class Exchange:
             self.entry.result = "TCP_TUNNEL"
         self.state = State.CONNECTING
         self.upstream = "connecting"
+        addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
         self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=tunnel,
-                             addresses=self.checklist.dst or None))
+                             addresses=addresses))
 
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:

@@ -19,7 +19,8 @@ from twisted.internet import error as ierror
 from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
-from squidpy.http.message import ChunkMeter, ResponseHead
+from squidpy.exchange import events as ev
+from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, ResponseHead
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
 
@@ -53,10 +54,14 @@ class _TooMuchFraming(Exception):
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ServerConnection(PausableReading, Protocol):
+    """One origin connection.  While a request is under way its ``driver`` gets the
+    reply as events, one list per read (so what one read carries is handled, and
+    written to the client, at once)."""
+
     def __init__(self, pool: "ServerPool", key: tuple):
         self.pool = pool
         self.key = key
-        self.txn = None
+        self.driver = None
         self.tunnel = None
         self.parser = None
         self.deadline = None
@@ -65,11 +70,11 @@ class ServerConnection(PausableReading, Protocol):
         self.peer_port = None
         self.local_ip = None
         self.local_port = None
-        self.used = 0              # transactions carried so far
+        self.used = 0              # requests carried so far
         self.connected = False
-        self._response_started = False
+        self._events: list | None = None   # the events of the read being parsed
         self._head: ResponseHead | None = None
-        self._headers = None
+        self._headers: list = []
         self._reason = b""
         self._head_bytes = 0
         self._no_body = False
@@ -77,6 +82,7 @@ class ServerConnection(PausableReading, Protocol):
         self._done = False
         self._chunk_meter = ChunkMeter()
         self._read_len = 0
+        self._read_timeout = 0.0
         self.bytes_in = 0
 
     # ------------------------------------------------------------ connection
@@ -101,26 +107,23 @@ class ServerConnection(PausableReading, Protocol):
         if tunnel is not None:
             tunnel.server_closed()
             return
-        txn, self.txn = self.txn, None
-        if txn is None:
+        driver, self.driver = self.driver, None
+        if driver is None or self._done:
             return
-        if self._close_delimited and self._head is not None and not self._done:
-            self._done = True
-            txn.response_done(reusable=False)
-            return
-        if self._done:
-            return
-        if self._head is None:
+        self._done = True
+        if self._close_delimited and self._head is not None:
+            driver.feed(ev.ResponseEnd(reusable=False, bytes_in=self.bytes_in))
+        elif self._head is None:
             nothing = self.bytes_in == 0
-            txn.server_failed(UpstreamError(
+            driver.feed(ev.UpstreamFailed(
                 "ERR_ZERO_SIZE_OBJECT" if nothing else "ERR_READ_ERROR",
                 "the server closed the connection before sending a reply" if nothing
                 else "the server closed the connection in the middle of the reply headers",
-                retriable=nothing and self.used > 1,
-            ))
+                retriable=nothing and self.used > 1, bytes_in=self.bytes_in))
         else:
-            txn.server_failed(UpstreamError(
-                "ERR_READ_ERROR", "the server closed the connection before the end of the reply"))
+            driver.feed(ev.UpstreamFailed(
+                "ERR_READ_ERROR", "the server closed the connection before the end of the reply",
+                bytes_in=self.bytes_in))
 
     def readConnectionLost(self):
         """The origin sent EOF: a half-close inside a tunnel, else the end of it."""
@@ -133,14 +136,15 @@ class ServerConnection(PausableReading, Protocol):
         """Our own half-close completed (loseWriteConnection); reading goes on."""
 
     # ------------------------------------------------------------ requests
-    def start(self, txn, head: bytes, read_timeout: float, no_body: bool) -> None:
+    def start(self, driver, head: bytes, read_timeout: float, no_body: bool) -> None:
         """Send a request head and expect its reply (``no_body`` for HEAD)."""
-        self.txn = txn
+        self.driver = driver
         self.idle = False
         self.used += 1
         self.bytes_in = 0
         self._head = None
         self._headers = []
+        self._reason = b""
         self._head_bytes = 0
         self._no_body = no_body
         self._close_delimited = False
@@ -151,27 +155,25 @@ class ServerConnection(PausableReading, Protocol):
         self.deadline = time.monotonic() + read_timeout
         self.transport.write(head)
 
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
     def dataReceived(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.from_server(data)
             return
-        if self.txn is None:
+        driver = self.driver
+        if driver is None or self._done:
             # bytes nobody asked for: this connection cannot be trusted again
-            lose(self.transport)
+            self._done = True
+            self.transport.abortConnection()
             return
         self.bytes_in += len(data)
         self.deadline = time.monotonic() + self._read_timeout
         self._chunk_meter.before_read(len(data))
         self._read_len = len(data)
-        client = self.txn.client
-        client.cork()
-        try:
-            self._feed(data)
-        finally:
-            client.uncork()
+        self._events = events = []
+        self._feed(data)
+        self._events = None
+        if events:
+            driver.feed_all(events)
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -182,27 +184,40 @@ class ServerConnection(PausableReading, Protocol):
             cause = e.__context__
             if isinstance(cause, _StopParsing):
                 if not data.endswith(b"\r\n\r\n"):
-                    lose(self.transport)
+                    self._tainted()     # bytes after a reply that has no body
                 return
             if isinstance(cause, _HeadTooBig):
                 return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
             if isinstance(cause, _TooMuchFraming):
                 return self._fail("ERR_INVALID_RESP", "the chunked reply carries too much besides its data")
             return self._fail("ERR_INVALID_RESP", f"the server sent an invalid reply: {e}")
-        if self._head is None and self.txn is not None and self.bytes_in > self.pool.reply_header_max_size:
+        if self._done:
+            return
+        if self._head is None and self.bytes_in > self.pool.reply_header_max_size:
             # still no complete head after this much: an endless header section
             self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
         elif self._chunk_meter.exceeded_after_read(len(data)):
             self._fail("ERR_INVALID_RESP", "the chunked reply carries too much besides its data")
 
     def _fail(self, error: str, detail: str, status: int = 502) -> None:
-        txn, self.txn = self.txn, None
-        self.transport.abortConnection()
-        if txn is not None and not self._done:
-            self._done = True
-            txn.server_failed(UpstreamError(error, detail, status))
+        """The reply is faulty: the exchange hears of it; this connection is never reused."""
+        if self._done:
+            return
+        self._done = True
+        self._events.append(ev.UpstreamFailed(error, detail, status, bytes_in=self.bytes_in))
 
     # ------------------------------------------------------------ httptools callbacks
+    def on_message_begin(self) -> None:
+        if self._done:
+            # more bytes after a complete reply: never parsed into the next one
+            self._tainted()
+            raise _StopParsing()
+
+    def _tainted(self) -> None:
+        for event in self._events:
+            if type(event) is ev.ResponseEnd:
+                event.reusable = False
+
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
@@ -211,35 +226,32 @@ class ServerConnection(PausableReading, Protocol):
             return      # trailer fields: not forwarded
         self._headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.pool.reply_header_max_size:
+        if self._head_bytes > self.pool.reply_header_max_size or len(self._headers) > MAX_HEADER_FIELDS:
             raise _HeadTooBig()
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
-        head = ResponseHead(status, self._reason or b"", parser.get_http_version(), self._headers)
+        head = ResponseHead(status, self._reason, parser.get_http_version(), self._headers)
         self._reason = b""
         self._headers = []
         if status < 200 and status != 101:
-            self.txn.interim_response(head)
+            self._head_bytes = 0
+            self._events.append(ev.InterimResponse(head))
             return
         self._head = head
         self._close_delimited = head.content_length is None and not head.chunked and status not in (204, 304)
         if head.chunked and not self._no_body:
-            self._chunk_meter.start(self._head_bytes + len(self._reason or b"") + 17)
-        txn = self.txn
-        txn.response_head(head)
-        if self._no_body and status != 101 and self.txn is txn:
-            self._done = True
-            self.txn = None
-            txn.response_done(reusable=head.keep_alive)
+            self._chunk_meter.start(self._head_bytes + 17)
+        self._events.append(ev.ResponseStarted(head))
+        if self._no_body and status != 101:
+            self._close_delimited = False
+            self._end(reusable=head.keep_alive)
             raise _StopParsing()
 
     def on_body(self, data: bytes) -> None:
         self._chunk_meter.body += len(data)
-        txn = self.txn
-        if txn is not None:
-            txn.response_body(data)
+        self._events.append(ev.ResponseBody(data))
 
     def on_chunk_header(self) -> None:
         self._chunk_meter.chunks += 1
@@ -251,35 +263,31 @@ class ServerConnection(PausableReading, Protocol):
         if self._head is None:
             return      # end of an interim 1xx reply
         if self._head.status == 101:
-            self._upgraded(b"")
-            return
-        txn, self.txn = self.txn, None
-        if txn is not None and not self._done:
-            self._done = True
-            txn.response_done(reusable=self._head.keep_alive and not self._close_delimited)
+            return self._upgraded(b"")
+        self._end(reusable=self._head.keep_alive and not self._close_delimited)
+
+    def _end(self, reusable: bool) -> None:
+        self._done = True
+        self.deadline = None
+        self._events.append(ev.ResponseEnd(reusable, self.bytes_in))
 
     def _upgraded(self, rest: bytes) -> None:
         """After a 101 the bytes that follow belong to the new protocol."""
-        if self.tunnel is not None:
-            if rest:
-                self.tunnel.from_server(rest)
+        if self._done:
             return
-        txn, self.txn = self.txn, None
-        if txn is not None:
-            self._done = True
-            txn.server_upgraded(self, rest)
+        self._done = True
+        self.deadline = None
+        self._events.append(ev.Upgraded(rest, self.bytes_in))
 
     # ------------------------------------------------------------ flow control
-
-
     def pauseProducing(self):
         """Our write buffer to the origin is full: stop reading the client."""
-        owner = self.tunnel or self.txn
+        owner = self.tunnel or self.driver
         if owner is not None:
             owner.client.pause_reading("server")
 
     def resumeProducing(self):
-        owner = self.tunnel or self.txn
+        owner = self.tunnel or self.driver
         if owner is not None:
             owner.client.resume_reading("server")
 
@@ -289,13 +297,14 @@ class ServerConnection(PausableReading, Protocol):
     def timed_out(self) -> None:
         if self.tunnel is not None:
             self.tunnel.timed_out()
-        elif self.idle or self.txn is None:
-            lose(self.transport)
+        elif self.driver is None or self._done:
+            lose(self.transport)        # idle in the pool, or nobody waits for it any more
         else:
-            self._fail("ERR_READ_TIMEOUT", "the server did not answer within read_timeout", 504)
+            self._done = True
+            self.driver.feed(ev.TimedOut("read"))
 
     def detach(self) -> None:
-        """The transaction is over: undo any pause it caused."""
+        """The exchange is over: undo any pause it caused."""
         for reason in list(self._paused_by):
             self.resume_reading(reason)
 
@@ -347,7 +356,7 @@ class ServerPool:
 
     def release(self, conn: ServerConnection) -> None:
         conn.detach()
-        conn.txn = None
+        conn.driver = None
         conn.parser = None
         conns = self.idle.setdefault(conn.key, [])
         if not conn.connected or len(conns) >= MAX_IDLE_PER_ORIGIN or self.idle_timeout <= 0:
