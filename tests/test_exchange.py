@@ -613,3 +613,36 @@ def test_purge():
     assert x.handle(ev.RequestStarted) == [c.Purge("http://o.test/a")]
     out = x.handle(ev.Purged(2))
     assert sent(out).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+# ---------------------------------------------------------------- memory
+@pytest.mark.parametrize("path", ["miss", "hit", "denied", "tunnel"])
+def test_an_exchange_is_freed_by_reference_counting(path):
+    """No reference cycles: a finished exchange goes at once, not at the next full
+    garbage collection (which, with many cached objects, comes rarely)."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        if path == "miss":
+            x = make(GET)
+            forwarded(x)
+        elif path == "hit":
+            x = make(GET, cache_shared())
+            x.handle(ev.RequestStarted)
+            x.handle(ev.CacheFound(stored("http://o.test/a", [(b"Cache-Control", b"max-age=60")], b"hi"), b"hi", ()))
+        elif path == "denied":
+            x = make(GET, client_ip="192.168.1.1")
+            x.handle(ev.RequestStarted)
+        else:
+            x = make(b"CONNECT o.test:443 HTTP/1.1\r\n\r\n")
+            x.handle(ev.RequestStarted)
+            x.handle(ev.Connected("192.0.2.1", 443))
+            x.handle(ev.TunnelEnded(1, 2))
+        assert x.state is State.DONE
+        ref = weakref.ref(x)
+        del x
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -144,7 +144,7 @@ class Exchange:
         self.cache: CacheRole | None = None
         self.serving: dict | None = None     # a disk hit being streamed: what remains to do
         self.waited = False             # it already waited once for a collapsed fetch
-        self._after_check: Callable[[], None] = self._checked
+        self.for_manager = False        # http_access guards a cache manager page (not forwarding)
         self._out: list[c.Command] = []
         self._head_cmd: c.SendToClient | None = None
 
@@ -218,7 +218,6 @@ class Exchange:
         if head.unknown_coding:
             return self.fail("ERR_INVALID_REQ", "the request body uses a transfer coding other than chunked")
         self.checklist = self._checklist(target)
-        self._after_check = self._checked
         self._check()
 
     def _checklist(self, target: Target) -> Checklist:
@@ -242,7 +241,9 @@ class Exchange:
             return self._look_up(p.fact)
         if not verdict.allowed:
             return self.deny(verdict, self.config.http_access)
-        self._after_check()
+        if self.for_manager:
+            return self._serve_manager()
+        self._checked()
 
     def _look_up(self, fact: str) -> None:
         target, ch = self.target, self.checklist
@@ -314,7 +315,7 @@ class Exchange:
         except BadTarget as bad:
             return self.fail(bad.error, bad.detail, bad.status)
         self.checklist = self._checklist(self.target)
-        self._after_check = self._serve_manager
+        self.for_manager = True
         self._check()
 
     def _serve_manager(self) -> None:
