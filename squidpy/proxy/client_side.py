@@ -26,6 +26,7 @@ from squidpy.exchange.session import Begin, ClientSession, Close, PauseReading, 
 from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, RequestHead
 from squidpy.proxy.closing import lose
 from squidpy.proxy.driver import ExchangeDriver
+from squidpy.proxy import seam
 from squidpy.proxy.flow import PausableReading
 
 LINGER = 2.0               # seconds to drain a client we refused before closing
@@ -318,13 +319,10 @@ class ClientConnection(PausableReading, Protocol):
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        seam.write(self.transport, data)
 
     def write_sequence(self, parts) -> None:
-        if len(parts) == 1:
-            self.transport.write(parts[0])
-        else:
-            self.transport.writeSequence(parts)
+        seam.write_sequence(self.transport, parts)
 
     def abort(self) -> None:
         """End a reply that cannot be completed: close without the rest of the body,

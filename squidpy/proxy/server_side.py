@@ -23,6 +23,7 @@ from squidpy.exchange import events as ev
 from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, ResponseHead
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
+from squidpy.proxy.seam import forget_transport
 
 MAX_IDLE_PER_ORIGIN = 32
 
@@ -328,7 +329,7 @@ class _Connector(ClientFactory):
     def clientConnectionLost(self, connector, reason):
         # Twisted's connector and its transport point at each other: part them so
         # a closed origin connection is freed by reference counting
-        connector.transport = None
+        forget_transport(connector)
 
 
 class ServerPool:
