@@ -135,13 +135,15 @@ class CachedReply:
 
 
 class MemoryTier:
-    """Least recently used objects, bounded by total bytes."""
+    """Least recently used objects, bounded by total bytes; ``by_url`` finds every
+    variant of a URL at once (invalidation costs the same with one object or a million)."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.size = 0
         self.items: OrderedDict[str, tuple[CachedReply, bytes]] = OrderedDict()
         self.index: dict[str, tuple[bytes, ...]] = {}
+        self.by_url: dict[str, set[str]] = {}
 
     def get(self, key: str):
         item = self.items.get(key)
@@ -155,17 +157,34 @@ class MemoryTier:
             return
         self.remove(key)
         self.items[key] = (reply, body)
+        self.by_url.setdefault(reply.url, set()).add(key)
         self.size += cost
         while self.size > self.limit and self.items:
-            old_key, (old, old_body) = self.items.popitem(last=False)
-            self.size -= len(old_body) + len(old.head) + 256
+            old_key = next(iter(self.items))
+            self.remove(old_key)
 
     def remove(self, key: str) -> bool:
         item = self.items.pop(key, None)
         if item is None:
             return False
-        self.size -= len(item[1]) + len(item[0].head) + 256
+        reply, body = item
+        self.size -= len(body) + len(reply.head) + 256
+        keys = self.by_url.get(reply.url)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.by_url[reply.url]
         return True
+
+    def remove_url(self, url: str) -> int:
+        """Every variant of ``url``; returns how many there were."""
+        self.index.pop(url, None)
+        keys = self.by_url.pop(url, ())
+        for key in list(keys):
+            item = self.items.pop(key, None)
+            if item is not None:
+                self.size -= len(item[1]) + len(item[0].head) + 256
+        return len(keys)
 
 
 class DiskWriter(threading.Thread):
@@ -224,6 +243,9 @@ class DiskTier:
         self.writer = DiskWriter()
         self.failing = False
         self._repairing = False
+        # url -> when it was invalidated: entries stored before are not served while the
+        # writer thread has yet to delete them
+        self.invalidated: dict[str, float] = {}
 
     def _open(self):
         import diskcache
@@ -273,22 +295,30 @@ class DiskTier:
         finally:
             self._repairing = False
 
-    # ---------------------------------------------------------------- reading (reactor thread)
+    # ---------------------------------------------------------------- reading (reader threads)
     def lookup(self, key: str) -> CachedReply | None:
         try:
             meta = self.cache.get(disk_key(key), retry=True)
         except DISK_ERRORS as e:
             self.report_failure("reading", e)
             return None
-        return CachedReply.from_meta(meta) if isinstance(meta, dict) else None
+        if not isinstance(meta, dict):
+            return None
+        gone = self.invalidated.get(meta["url"])
+        if gone is not None and meta.get("stored_at", 0.0) <= gone:
+            return None
+        return CachedReply.from_meta(meta)
 
     def index(self, url: str) -> tuple[bytes, ...] | None:
+        """The Vary field names of ``url``'s replies, if they vary."""
         try:
             value = self.cache.get(index_key(url), retry=True)
         except DISK_ERRORS as e:
             self.report_failure("reading", e)
             return None
-        return tuple(value) if value is not None else None
+        if value is None or url in self.invalidated:
+            return None
+        return tuple(value["names"]) if isinstance(value, dict) else tuple(value)
 
     def open_body(self, reply: CachedReply):
         """A file-like object of the body, or None if it is gone."""
@@ -330,7 +360,13 @@ class DiskTier:
                 old = self.cache.get(on_disk, retry=True)
                 self.cache.set(on_disk, reply.meta(), retry=True)
                 if reply.vary_names:
-                    self.cache.set(index_key(reply.url), reply.vary_names, retry=True)
+                    # the index names the variants, so that removing the URL finds them all
+                    index = self.cache.get(index_key(reply.url), retry=True)
+                    keys = set(index["keys"]) if isinstance(index, dict) and index["names"] == reply.vary_names \
+                        else set()
+                    keys.add(on_disk)
+                    self.cache.set(index_key(reply.url), {"names": reply.vary_names, "keys": sorted(keys)},
+                                   retry=True)
                 else:
                     self.cache.delete(index_key(reply.url), retry=True)
                 if isinstance(old, dict) and old.get("body_key"):
@@ -364,19 +400,42 @@ class DiskTier:
                 self.report_failure(f"updating {reply.url}", e)
         return self.writer.submit(job)
 
-    def remove(self, key: str) -> bool:
-        on_disk = disk_key(key)
-        try:
-            meta = self.cache.get(on_disk, retry=True)
-            if not isinstance(meta, dict):
-                return False
-            self.cache.delete(on_disk, retry=True)
-            if meta.get("body_key"):
-                self.cache.delete(meta["body_key"], retry=True)
-            return True
-        except DISK_ERRORS as e:
-            self.report_failure("removing", e)
+    def _remove(self, on_disk: str) -> bool:
+        meta = self.cache.get(on_disk, retry=True)
+        if not isinstance(meta, dict):
             return False
+        self.cache.delete(on_disk, retry=True)
+        if meta.get("body_key"):
+            self.cache.delete(meta["body_key"], retry=True)
+        return True
+
+    def remove_url(self, url: str, done=None) -> None:
+        """Queue the removal of every variant of ``url`` (the variants the URL's index
+        names, so the cost does not depend on the cache's size); until it is done,
+        lookups do not find them.  ``done(count)`` runs in the writer thread."""
+        self.invalidated[url] = time.time()
+
+        def job():
+            count = 0
+            try:
+                count += self._remove(disk_key(entry_key(url)))
+                index = self.cache.get(index_key(url), retry=True)
+                if isinstance(index, dict):
+                    for on_disk in index["keys"]:
+                        count += self._remove(on_disk)
+                elif index is not None:     # an index written before variants were listed
+                    for key, meta in list(self.entries()):
+                        if meta.get("url") == url:
+                            count += self._remove(disk_key(key))
+                self.cache.delete(index_key(url), retry=True)
+            except DISK_ERRORS as e:
+                self.report_failure("removing", e)
+            finally:
+                self.invalidated.pop(url, None)
+                if done is not None:
+                    done(count)
+        if not self.writer.submit(job):
+            job()       # the queue is full: remove now rather than serve what must go
 
     def entries(self):
         """(store key, metadata) of every entry on disk."""
@@ -435,14 +494,384 @@ class Store:
             names = self.disk.index(url)
         return names
 
-    def find(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple]:
-        """The stored reply for a request: (reply or None, its body when in memory,
-        the Vary field names the URL's replies use)."""
-        names = self.vary_names(url) or ()
-        found = self.lookup(entry_key(url, policy.vary_key(names, request_headers) if names else ()))
-        if found is None:
+    def find_in_memory(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple] | None:
+        """The stored reply for a request if memory answers: (reply, body, Vary names),
+        (None, None, names) when nothing is stored at all; None when the disk must be asked."""
+        names = self.memory.index.get(url, ())
+        item = self.memory.get(entry_key(url, policy.vary_key(names, request_headers) if names else ()))
+        if item is not None:
+            return item[0], item[1], names
+        if self.disk is None:
             return None, None, names
-        return found[0], found[1], names
+        return None
+
+    def find_on_disk(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple]:
+        """The same, asking the disk (run it in a reader thread)."""
+        names = self.vary_names(url) or ()
+        key = entry_key(url, policy.vary_key(names, request_headers) if names else ())
+        reply = self.disk.lookup(key) if self.disk is not None else None
+        return reply, None, names
+
+    def put(self, key: str, reply: CachedReply, body: bytes) -> None:
+        cost = len(body) + len(reply.head) + 256
+        if cost > self.limit:
+            return
+        self.remove(key)
+        self.items[key] = (reply, body)
+        self.by_url.setdefault(reply.url, set()).add(key)
+        self.size += cost
+        while self.size > self.limit and self.items:
+            old_key = next(iter(self.items))
+            self.remove(old_key)
+
+    def remove(self, key: str) -> bool:
+        item = self.items.pop(key, None)
+        if item is None:
+            return False
+        reply, body = item
+        self.size -= len(body) + len(reply.head) + 256
+        keys = self.by_url.get(reply.url)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.by_url[reply.url]
+        return True
+
+    def remove_url(self, url: str) -> int:
+        """Every variant of ``url``; returns how many there were."""
+        self.index.pop(url, None)
+        keys = self.by_url.pop(url, ())
+        for key in list(keys):
+            item = self.items.pop(key, None)
+            if item is not None:
+                self.size -= len(item[1]) + len(item[0].head) + 256
+        return len(keys)
+
+
+class DiskWriter(threading.Thread):
+    """The one thread that writes to the cache_dir; jobs are callables."""
+
+    def __init__(self):
+        super().__init__(name="squidpy-cache-writer", daemon=True)
+        self.jobs: queue.Queue = queue.Queue(WRITE_QUEUE)
+        self.start()
+
+    def submit(self, job) -> bool:
+        try:
+            self.jobs.put_nowait(job)
+            return True
+        except queue.Full:
+            return False
+
+    def run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:
+                log.exception("cache_dir write failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        try:
+            self.jobs.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self.join(timeout)
+
+
+class DiskTier:
+    """A diskcache directory shared by every squidpy process using it.
+
+    Every operation survives the disk misbehaving: a failure (disk full, a
+    read-only or vanished directory, a corrupted database) makes the store
+    answer "not stored" / "not found", is reported once in cache_log, and a
+    corrupted database is moved aside and started afresh, so the proxy keeps
+    serving, uncached, and recovers by itself.
+    """
+
+    def __init__(self, path: str, size_mb: int):
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.size_limit = size_mb * 1024 * 1024
+        incoming = os.path.join(path, "incoming")
+        os.makedirs(incoming, exist_ok=True)
+        _clean_incoming(incoming)
+        self.tmp = os.path.join(incoming, str(os.getpid()))
+        os.makedirs(self.tmp, exist_ok=True)
+        self.cache = self._open()
+        self.writer = DiskWriter()
+        self.failing = False
+        self._repairing = False
+        # url -> when it was invalidated: entries stored before are not served while the
+        # writer thread has yet to delete them
+        self.invalidated: dict[str, float] = {}
+
+    def _open(self):
+        import diskcache
+        # sqlite's page cache and memory map are per connection (one per thread
+        # here); diskcache's defaults (32 MB and 64 MB) make a long-running
+        # proxy's memory creep up to ~200 MB, 4 MB each keeps the index hot
+        return diskcache.Cache(self.path, size_limit=self.size_limit,
+                               eviction_policy="least-recently-stored", cull_limit=50,
+                               sqlite_cache_size=1024, sqlite_mmap_size=1 << 22)
+
+    # ---------------------------------------------------------------- failures
+    def report_failure(self, what: str, error: Exception) -> None:
+        if not self.failing:
+            log.error("cache_dir %s: %s failed: %s; serving without the disk cache until it recovers",
+                      self.path, what, error)
+            self.failing = True
+        corrupt = isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError)
+        if corrupt and not self._repairing:     # "file is not a database", "malformed" (not a full disk)
+            self._repairing = True
+            self.writer.submit(self._repair)
+
+    def _recovered(self) -> None:
+        if self.failing:
+            log.warning("cache_dir %s works again", self.path)
+            self.failing = False
+
+    def _repair(self) -> None:
+        """A database that cannot be read is moved aside and replaced by an empty one."""
+        try:
+            try:
+                self.cache.close()
+            except DISK_ERRORS:
+                pass
+            try:
+                fresh = self._open()
+                fresh.get("probe")          # does it read?
+            except DISK_ERRORS:
+                stamp = time.strftime("%Y%m%d%H%M%S")
+                for name in os.listdir(self.path):
+                    if name.startswith("cache.db"):
+                        os.replace(os.path.join(self.path, name), os.path.join(self.path, f"{name}.corrupt-{stamp}"))
+                log.error("cache_dir %s: the database was damaged; moved aside, starting empty", self.path)
+                fresh = self._open()
+            self.cache = fresh
+        except DISK_ERRORS as e:
+            log.error("cache_dir %s: cannot reopen: %s", self.path, e)
+        finally:
+            self._repairing = False
+
+    # ---------------------------------------------------------------- reading (reader threads)
+    def lookup(self, key: str) -> CachedReply | None:
+        try:
+            meta = self.cache.get(disk_key(key), retry=True)
+        except DISK_ERRORS as e:
+            self.report_failure("reading", e)
+            return None
+        if not isinstance(meta, dict):
+            return None
+        gone = self.invalidated.get(meta["url"])
+        if gone is not None and meta.get("stored_at", 0.0) <= gone:
+            return None
+        return CachedReply.from_meta(meta)
+
+    def index(self, url: str) -> tuple[bytes, ...] | None:
+        """The Vary field names of ``url``'s replies, if they vary."""
+        try:
+            value = self.cache.get(index_key(url), retry=True)
+        except DISK_ERRORS as e:
+            self.report_failure("reading", e)
+            return None
+        if value is None or url in self.invalidated:
+            return None
+        return tuple(value["names"]) if isinstance(value, dict) else tuple(value)
+
+    def open_body(self, reply: CachedReply):
+        """A file-like object of the body, or None if it is gone."""
+        try:
+            value = self.cache.get(reply.body_key, read=True, retry=True)
+        except DISK_ERRORS as e:
+            self.report_failure("reading", e)
+            return None
+        if value is None:
+            return None
+        if isinstance(value, (bytes, bytearray)):
+            return io.BytesIO(value)
+        return value
+
+    def new_temp(self):
+        """A temp file for a large body being received; None when the disk refuses."""
+        try:
+            return tempfile.NamedTemporaryFile(dir=self.tmp, prefix="obj-", delete=False)
+        except DISK_ERRORS as e:
+            self.report_failure("creating a temp file", e)
+            return None
+
+    # ---------------------------------------------------------------- writing (writer thread)
+    def store(self, key: str, reply: CachedReply, body_path: str | None, body: bytes | None) -> bool:
+        """Queue a whole reply for writing (body from memory or from a finished temp file)."""
+        on_disk = disk_key(key)
+
+        def job():
+            reply.body_key = f"b:{on_disk[2:]}:{uuid.uuid4().hex}"
+            try:
+                if body_path is not None:
+                    if os.path.getsize(body_path) != reply.body_size:     # a temp write failed
+                        raise OSError(f"the body's temp file is short ({os.path.getsize(body_path)} "
+                                      f"of {reply.body_size} bytes)")
+                    with open(body_path, "rb") as f:
+                        self.cache.set(reply.body_key, f, read=True, retry=True)
+                else:
+                    self.cache.set(reply.body_key, body, retry=True)
+                old = self.cache.get(on_disk, retry=True)
+                self.cache.set(on_disk, reply.meta(), retry=True)
+                if reply.vary_names:
+                    # the index names the variants, so that removing the URL finds them all
+                    index = self.cache.get(index_key(reply.url), retry=True)
+                    keys = set(index["keys"]) if isinstance(index, dict) and index["names"] == reply.vary_names \
+                        else set()
+                    keys.add(on_disk)
+                    self.cache.set(index_key(reply.url), {"names": reply.vary_names, "keys": sorted(keys)},
+                                   retry=True)
+                else:
+                    self.cache.delete(index_key(reply.url), retry=True)
+                if isinstance(old, dict) and old.get("body_key"):
+                    self.cache.delete(old["body_key"], retry=True)
+                self._recovered()
+            except DISK_ERRORS as e:
+                try:
+                    self.cache.delete(reply.body_key, retry=True)
+                except DISK_ERRORS:
+                    pass
+                self.report_failure(f"storing {reply.url}", e)
+            finally:
+                if body_path is not None:
+                    _unlink(body_path)
+        return self.writer.submit(job)
+
+    def refresh(self, key: str, reply: CachedReply) -> bool:
+        """Queue new metadata for an entry whose body stays (after a 304): the body is
+        neither read nor rewritten, and nothing changes if the entry was replaced meanwhile."""
+        on_disk = disk_key(key)
+        body_key = reply.body_key
+
+        def job():
+            try:
+                with self.cache.transact(retry=True):
+                    current = self.cache.get(on_disk, retry=True)
+                    if isinstance(current, dict) and body_key and current.get("body_key") == body_key:
+                        self.cache.set(on_disk, reply.meta(), retry=True)
+                self._recovered()
+            except DISK_ERRORS as e:
+                self.report_failure(f"updating {reply.url}", e)
+        return self.writer.submit(job)
+
+    def _remove(self, on_disk: str) -> bool:
+        meta = self.cache.get(on_disk, retry=True)
+        if not isinstance(meta, dict):
+            return False
+        self.cache.delete(on_disk, retry=True)
+        if meta.get("body_key"):
+            self.cache.delete(meta["body_key"], retry=True)
+        return True
+
+    def remove_url(self, url: str, done=None) -> None:
+        """Queue the removal of every variant of ``url`` (the variants the URL's index
+        names, so the cost does not depend on the cache's size); until it is done,
+        lookups do not find them.  ``done(count)`` runs in the writer thread."""
+        self.invalidated[url] = time.time()
+
+        def job():
+            count = 0
+            try:
+                count += self._remove(disk_key(entry_key(url)))
+                index = self.cache.get(index_key(url), retry=True)
+                if isinstance(index, dict):
+                    for on_disk in index["keys"]:
+                        count += self._remove(on_disk)
+                elif index is not None:     # an index written before variants were listed
+                    for key, meta in list(self.entries()):
+                        if meta.get("url") == url:
+                            count += self._remove(disk_key(key))
+                self.cache.delete(index_key(url), retry=True)
+            except DISK_ERRORS as e:
+                self.report_failure("removing", e)
+            finally:
+                self.invalidated.pop(url, None)
+                if done is not None:
+                    done(count)
+        if not self.writer.submit(job):
+            job()       # the queue is full: remove now rather than serve what must go
+
+    def entries(self):
+        """(store key, metadata) of every entry on disk."""
+        try:
+            for key in self.cache.iterkeys():
+                if isinstance(key, str) and key.startswith("e:"):
+                    meta = self.cache.get(key, retry=True)
+                    if isinstance(meta, dict):
+                        yield entry_key(meta["url"], tuple(meta.get("vary_key") or ())), meta
+        except DISK_ERRORS as e:
+            self.report_failure("listing", e)
+
+    def close(self) -> None:
+        self.writer.stop()
+        try:
+            self.cache.close()
+        except DISK_ERRORS:
+            pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _clean_incoming(incoming: str) -> None:
+    """Remove the temp files of processes that died while storing (one folder per pid)."""
+    for name in os.listdir(incoming):
+        folder = os.path.join(incoming, name)
+        if not name.isdigit():
+            continue
+        try:
+            os.kill(int(name), 0)
+            continue                      # still alive: another worker's
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class Store:
+    """Both tiers behind one interface."""
+
+    def __init__(self, cache_mem: int, max_in_memory: int, disk: DiskTier | None):
+        self.memory = MemoryTier(cache_mem)
+        self.max_in_memory = max_in_memory
+        self.disk = disk
+
+    def vary_names(self, url: str) -> tuple[bytes, ...] | None:
+        names = self.memory.index.get(url)
+        if names is None and self.disk is not None:
+            names = self.disk.index(url)
+        return names
+
+    def find_in_memory(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple] | None:
+        """The stored reply for a request if memory answers: (reply, body, Vary names),
+        (None, None, names) when nothing is stored at all; None when the disk must be asked."""
+        names = self.memory.index.get(url, ())
+        item = self.memory.get(entry_key(url, policy.vary_key(names, request_headers) if names else ()))
+        if item is not None:
+            return item[0], item[1], names
+        if self.disk is None:
+            return None, None, names
+        return None
+
+    def find_on_disk(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple]:
+        """The same, asking the disk (run it in a reader thread)."""
+        names = self.vary_names(url) or ()
+        key = entry_key(url, policy.vary_key(names, request_headers) if names else ())
+        reply = self.disk.lookup(key) if self.disk is not None else None
+        return reply, None, names
 
     def lookup(self, key: str):
         """(reply, body bytes or None, in_memory) or None."""
@@ -475,21 +904,18 @@ class Store:
         if self.disk is not None:
             self.disk.refresh(key, reply)
 
-    def remove_url(self, url: str) -> int:
-        """Every stored variant of ``url`` (for PURGE and invalidation); returns how many."""
-        removed = 0
-        names = self.vary_names(url) or ()
-        keys = {entry_key(url)}
-        for key, (reply, _) in list(self.memory.items.items()):
-            if reply.url == url:
-                keys.add(key)
-        if self.disk is not None and names:
-            keys.update(k for k, meta in self.disk.entries() if meta.get("url") == url)
-        for key in keys:
-            in_memory = self.memory.remove(key)
-            on_disk = self.disk is not None and self.disk.remove(key)
-            removed += bool(in_memory or on_disk)
-        return removed
+    def remove_url(self, url: str, done=None) -> int:
+        """Every stored variant of ``url`` (for PURGE and invalidation), from memory at
+        once and from disk by the writer thread.  Returns how many were in memory;
+        ``done(count)``, when given, is called (in the writer thread, or at once without a
+        disk) with how many there were in memory or on disk."""
+        in_memory = self.memory.remove_url(url)
+        if self.disk is None:
+            if done is not None:
+                done(in_memory)
+            return in_memory
+        self.disk.remove_url(url, None if done is None else (lambda on_disk: done(max(in_memory, on_disk))))
+        return in_memory
 
     def close(self) -> None:
         if self.disk is not None:

@@ -15,6 +15,10 @@ import logging
 import os
 import time
 
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
 from squidpy.acl.checklist import Pending
 from squidpy.cache import policy
 from squidpy.cache.store import CachedReply
@@ -25,11 +29,13 @@ from squidpy.http import message
 log = logging.getLogger("squidpy")
 
 STREAM_CHUNK = 64 * 1024
+READER_THREADS = 4
 
 
 class BodyStreamer:
-    """Sends a stored body from disk in chunks, pausing when the client is full,
-    and checks its length and SHA-256 on the way (a damaged entry is removed)."""
+    """Sends a stored body from disk in chunks read by a reader thread, one chunk at a
+    time and only while the client takes them, and checks its length and SHA-256 on
+    the way (a damaged entry is removed)."""
 
     def __init__(self, driver, cache, reply: CachedReply, stream, window: tuple[int, int] | None = None):
         self.driver = driver
@@ -44,7 +50,7 @@ class BodyStreamer:
             stream.seek(window[0])
         self.digest = hashlib.sha256()
         self.paused = {"start"}
-        self.scheduled = False
+        self.reading = False
         self.done = False
 
     def pause_reading(self, reason: str) -> None:
@@ -52,35 +58,35 @@ class BodyStreamer:
 
     def resume_reading(self, reason: str) -> None:
         self.paused.discard(reason)
-        if not self.paused and not self.scheduled and not self.done:
-            self.scheduled = True
-            self.driver.service.reactor.callLater(0, self._pump)
+        if not self.paused and not self.reading and not self.done:
+            self._read()
 
-    def _pump(self) -> None:
-        self.scheduled = False
-        driver = self.driver
-        if self.done or driver.finished:
+    def _read(self) -> None:
+        if self.done or self.driver.finished:
             return self.stop()
-        while not self.paused:
-            try:
-                chunk = self.stream.read(STREAM_CHUNK if self.whole else min(STREAM_CHUNK, self.expected - self.sent))
-            except OSError:
-                chunk = None
-            if not chunk:
-                return self._end()
-            self.sent += len(chunk)
-            if self.whole:
-                self.digest.update(chunk)
-            driver.feed(ev.StoredBody(chunk))
-            if self.done:
-                return
-            if self.sent > self.expected or (not self.whole and self.sent == self.expected):
-                return self._end()
-            if not self.paused:
-                # let other connections run between chunks
-                self.scheduled = True
-                driver.service.reactor.callLater(0, self._pump)
-                return
+        size = STREAM_CHUNK if self.whole else min(STREAM_CHUNK, self.expected - self.sent)
+        self.reading = True
+        self.cache.on_disk(self.stream.read, size).addCallbacks(self._got, self._failed)
+
+    def _failed(self, failure) -> None:
+        self._got(b"")
+
+    def _got(self, chunk: bytes) -> None:
+        self.reading = False
+        if self.done or self.driver.finished:
+            return self.stop()
+        if not chunk:
+            return self._end()
+        self.sent += len(chunk)
+        if self.whole:
+            self.digest.update(chunk)
+        self.driver.feed(ev.StoredBody(chunk))
+        if self.done:
+            return
+        if self.sent > self.expected or (not self.whole and self.sent == self.expected):
+            return self._end()
+        if not self.paused:
+            self._read()
 
     def _end(self) -> None:
         intact = self.sent == self.expected and (
@@ -189,6 +195,7 @@ class Cache:
     def __init__(self, service, config, store):
         self.service = service
         self.store = store
+        self.readers: ThreadPool | None = None     # disk reads happen there, never on the reactor
         self.pending: dict[str, list[CacheFlow]] = {}
         self.uncacheable: dict[str, float] = {}
         self.requests = self.hits = 0
@@ -277,5 +284,15 @@ class Cache:
             "memory_limit_bytes": memory.limit,
         }
 
+    def on_disk(self, read, *args) -> defer.Deferred:
+        """Run a disk read in a reader thread; fires on the reactor with its result."""
+        if self.readers is None:
+            self.readers = ThreadPool(minthreads=1, maxthreads=READER_THREADS, name="squidpy-cache-reader")
+            self.readers.start()
+        return deferToThreadPool(self.service.reactor, self.readers, read, *args)
+
     def close(self) -> None:
+        readers, self.readers = self.readers, None
+        if readers is not None:
+            readers.stop()
         self.store.close()

@@ -111,11 +111,28 @@ class ExchangeDriver:
             self.feed(ev.FactKnown(fact, value, seconds))
 
     def _look_up_cache(self, cmd: c.LookUpCache) -> None:
-        reply, body, names = self.service.cache.store.find(cmd.url, cmd.request_headers)
-        self.feed(ev.CacheFound(reply, body, names))
+        cache = self.service.cache
+        found = cache.store.find_in_memory(cmd.url, cmd.request_headers)
+        if found is not None:
+            return self.feed(ev.CacheFound(*found))
+        cache.on_disk(cache.store.find_on_disk, cmd.url, cmd.request_headers).addCallbacks(
+            self._found_on_disk, self._disk_failed)
+
+    def _found_on_disk(self, found) -> None:
+        if not self.finished:
+            self.feed(ev.CacheFound(*found))
+
+    def _disk_failed(self, failure) -> None:
+        log.error("cache_dir lookup failed: %s", failure.getErrorMessage())
+        self._found_on_disk((None, None, ()))
 
     def _purge(self, cmd: c.Purge) -> None:
-        self.feed(ev.Purged(self.service.cache.store.remove_url(cmd.url)))
+        reactor = self.service.reactor
+        self.service.cache.store.remove_url(cmd.url, lambda n: reactor.callFromThread(self._purged, n))
+
+    def _purged(self, count: int) -> None:
+        if not self.finished:
+            self.feed(ev.Purged(count))
 
     def _wait_for_fetch(self, cmd: c.WaitForFetch) -> None:
         self.service.cache.pending[cmd.key].append(self)
@@ -225,10 +242,20 @@ class ExchangeDriver:
 
     # the store
     def _stream_stored(self, cmd: c.StreamStored) -> None:
+        cache = self.service.cache
+        if cache.store.disk is None:
+            return self.feed(ev.StoredBodyMissing)
+        cache.on_disk(cache.store.disk.open_body, cmd.reply).addCallbacks(
+            lambda stream: self._stored_opened(cmd, stream), lambda _f: self._stored_opened(cmd, None))
+
+    def _stored_opened(self, cmd: c.StreamStored, stream) -> None:
         from squidpy.proxy.cache_side import BodyStreamer
 
         cache = self.service.cache
-        stream = cache.store.disk.open_body(cmd.reply) if cache.store.disk is not None else None
+        if self.finished:
+            if stream is not None:
+                stream.close()
+            return
         if stream is None:
             return self.feed(ev.StoredBodyMissing)
         if cmd.head_only:
