@@ -88,10 +88,11 @@ def test_transport_internals_and_direct_write():
     assert got == payload
 
 
-def test_connector_transport_can_be_forgotten():
+def test_connector_and_transport_can_be_parted():
     _, ends, connector = run_pair(lambda server, client: None, 0)
-    assert hasattr(connector, "transport")
-    seam.forget_transport(connector)
+    client = ends["client"]
+    assert client.connector is connector and connector.transport is client
+    seam.unlink_connector(client)
     assert connector.transport is None
 
 

@@ -4,8 +4,8 @@ Twisted's public API does not cover four things a fast proxy needs: the
 reactor's poll loop without its per-event logging context, whether a
 transport's write buffers are empty (before handing its socket to splice),
 writing straight to a socket when nothing is queued (which spares two
-``epoll_ctl`` calls per reply), and unlinking a connector from its transport
-(a reference cycle).  Each is done here and nowhere else; tests/test_seam.py
+``epoll_ctl`` calls per reply), and unlinking a client transport from its
+connector (a reference cycle).  Each is done here and nowhere else; tests/test_seam.py
 checks every assumption against the installed Twisted, so an upgrade that
 changes them fails loudly, and setup.cfg bounds Twisted to the releases CI
 has proven.
@@ -58,10 +58,12 @@ def has_producer(transport) -> bool:
     return getattr(transport, "producer", None) is not None
 
 
-def forget_transport(connector) -> None:
-    """Twisted's connector and its transport point at each other: part them so a
-    closed connection is freed by reference counting."""
-    connector.transport = None
+def unlink_connector(transport) -> None:
+    """A client transport and its connector point at each other: part them when the
+    connection is lost, so it is freed by reference counting."""
+    connector = getattr(transport, "connector", None)
+    if connector is not None:
+        connector.transport = None
 
 
 def write(transport, data: bytes) -> None:

@@ -16,16 +16,22 @@ import time
 import httptools
 from twisted.internet import defer, interfaces, ssl
 from twisted.internet import error as ierror
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IHostnameResolver, IHostResolution, IReactorPluggableNameResolver, IReactorTCP, IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from squidpy.exchange import events as ev
 from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, ResponseHead
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
-from squidpy.proxy.seam import forget_transport
+from squidpy.proxy.seam import unlink_connector
 
 MAX_IDLE_PER_ORIGIN = 32
+ATTEMPT_DELAY = 0.25        # seconds before the next address is tried alongside (RFC 8305: 250 ms)
 
 
 class UpstreamError(Exception):
@@ -95,12 +101,10 @@ class ServerConnection(PausableReading, Protocol):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self.pool.timeouts.add(self)
-        d, self._connected_d = self._connected_d, None
-        if d is not None:
-            d.callback(self)
 
     def connectionLost(self, reason):
         self.connected = False
+        unlink_connector(self.transport)
         self.pool.timeouts.discard(self)
         self.pool.forget(self)
         self.parser = None          # it holds our bound methods (a reference cycle)
@@ -310,26 +314,57 @@ class ServerConnection(PausableReading, Protocol):
             self.resume_reading(reason)
 
 
-class _Connector(ClientFactory):
-    def __init__(self, pool: "ServerPool", key: tuple, d: defer.Deferred):
+class _ServerFactory(Factory):
+    def __init__(self, pool: "ServerPool", key: tuple):
         self.pool = pool
         self.key = key
-        self.d = d
 
     def buildProtocol(self, addr):
-        conn = ServerConnection(self.pool, self.key)
-        conn._connected_d = self.d
-        return conn
+        return ServerConnection(self.pool, self.key)
 
-    def clientConnectionFailed(self, connector, reason):
-        d, self.d = self.d, None
-        if d is not None:
-            d.errback(reason)
 
-    def clientConnectionLost(self, connector, reason):
-        # Twisted's connector and its transport point at each other: part them so
-        # a closed origin connection is freed by reference counting
-        forget_transport(connector)
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str):
+        self.name = name
+
+    def cancel(self) -> None:
+        """Nothing to cancel: the answer was given at once."""
+
+
+@implementer(IHostnameResolver)
+class KnownAddresses:
+    """A name resolver answering with addresses already looked up (by our DNS cache,
+    or for a dst ACL), so HostnameEndpoint only does the connecting: every
+    ATTEMPT_DELAY another address is tried alongside, and the first to answer wins
+    (happy eyeballs, RFC 8305)."""
+
+    def __init__(self, addresses: list[str]):
+        self.addresses = addresses
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"):
+        resolution = _Resolution(hostName)
+        receiver.resolutionBegan(resolution)
+        for address in self.addresses:
+            kind = IPv6Address if ":" in address else IPv4Address
+            receiver.addressResolved(kind("TCP", address, portNumber))
+        receiver.resolutionComplete()
+        return resolution
+
+
+@implementer(IReactorPluggableNameResolver, IReactorTCP, IReactorTime)
+class _ResolvedReactor:
+    """The reactor, seen by HostnameEndpoint with KnownAddresses as its resolver."""
+
+    def __init__(self, reactor, addresses: list[str]):
+        self._reactor = reactor
+        self.nameResolver = KnownAddresses(addresses)
+
+    def installNameResolver(self, resolver):
+        raise NotImplementedError
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
 
 
 class ServerPool:
@@ -378,28 +413,22 @@ class ServerPool:
                 lose(conn.transport)
         self.idle.clear()
 
-    @defer.inlineCallbacks
-    def connect(self, key: tuple, addresses: list[str]):
-        """Connect to the first address that answers; fails with UpstreamError."""
+    def connect(self, key: tuple, addresses: list[str]) -> defer.Deferred:
+        """Connect to ``addresses`` (happy eyeballs); fires with the ServerConnection
+        or fails with UpstreamError naming the last address tried."""
         scheme, host, port = key
-        last = None
-        for address in addresses:
-            d = defer.Deferred()
-            factory = _Connector(self, key, d)
-            if scheme == "https":
-                creator = ssl.optionsForClientTLS(host)
-                self.reactor.connectSSL(address, port, factory, creator, timeout=self.connect_timeout)
-            else:
-                self.reactor.connectTCP(address, port, factory, timeout=self.connect_timeout)
-            try:
-                conn = yield d
-            except Exception as e:
-                last = (address, e)
-                continue
-            return conn
-        address, e = last if last else (None, None)
-        raise UpstreamError("ERR_CONNECT_FAIL", _describe_connect_error(e), status=503,
-                            server_ip=address) from None
+        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses), host, port,
+                                    timeout=self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
+        if scheme == "https":
+            endpoint = wrapClientTLS(ssl.optionsForClientTLS(host), endpoint)
+
+        def failed(failure):
+            e = failure.value
+            if isinstance(e, UpstreamError):
+                return failure
+            raise UpstreamError("ERR_CONNECT_FAIL", _describe_connect_error(e), status=503,
+                                server_ip=addresses[-1] if addresses else None)
+        return endpoint.connect(_ServerFactory(self, key)).addErrback(failed)
 
 
 def _describe_connect_error(e) -> str:
