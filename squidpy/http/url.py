@@ -30,7 +30,9 @@ class BadTarget(ValueError):
 
 
 class Target:
-    """Where a request goes.  ``kind`` is 'absolute', 'authority' or 'origin'."""
+    """Where a request goes.  ``kind`` is 'absolute', 'authority', 'origin', or
+    'internal' (an origin-form request made into the proxy's own URL by
+    :func:`internal_target`)."""
 
     __slots__ = ("kind", "scheme", "host", "port", "path", "url", "ip_literal")
 
@@ -118,6 +120,19 @@ def split_authority(authority: str, default_port: int | None) -> tuple[str, int]
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise BadTarget("ERR_INVALID_URL", f"'{port_text}' is not a valid port")
     return host, int(port_text)
+
+
+def internal_target(path: str, hostname: str, port: int) -> Target:
+    """An origin-form request (``GET /proxy.pac``), which is addressed to the proxy
+    itself, as Squid makes it: ``http://VISIBLE_HOSTNAME:PORT/path`` with the port of
+    the first http_port; the Host header plays no part.  http_access sees these
+    facts like any request's: ``dstdomain`` the proxy's name, ``dst`` the addresses
+    that name resolves to, ``port`` its port, ``url_regex`` that URL."""
+    try:
+        host, literal = parse_host(hostname)
+    except BadTarget:
+        host, literal = hostname.lower(), False     # a visible_hostname that is no DNS name
+    return Target("internal", "http", host, port, path, literal)
 
 
 def parse_target(method: str, target: str) -> Target:
