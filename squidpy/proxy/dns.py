@@ -104,6 +104,14 @@ class DnsCache:
         self._names = LruCache(fqdncache_size, FQDNCACHE_LOW, FQDNCACHE_HIGH)   # address -> (expires, name)
         self._hosts_names = hosts_names()
 
+    @property
+    def ipcache_entries(self) -> int:
+        return len(self._cache)
+
+    @property
+    def fqdncache_entries(self) -> int:
+        return len(self._names)
+
     def cached(self, host: str) -> list[str] | None:
         """Addresses for ``host`` without waiting, if fresh in the cache."""
         hit = self._cache.get(host)

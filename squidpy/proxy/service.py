@@ -305,6 +305,9 @@ class ProxyService:
         info = {
             "version": __version__, "pid": os.getpid(), "uptime_seconds": int(time.time() - self.started),
             "client_connections": len(self.clients),
+            # the tables that grow with distinct names, each bounded (docs/security.md)
+            "ipcache_entries": self.dns.ipcache_entries, "fqdncache_entries": self.dns.fqdncache_entries,
+            "idle_server_origins": len(self.pool.idle),
         }
         if self.kid is not None:
             info["kid"] = self.kid
