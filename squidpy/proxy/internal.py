@@ -5,7 +5,8 @@ A browser (or a curious admin) that asks the proxy directly, in origin-form
 is and how to use it, ``/proxy.pac`` and ``/wpad.dat`` give a proxy
 auto-configuration file pointing at this proxy, and ``/squid-internal-mgr/``
 is the cache manager (``info``, ``objects``), as in Squid.  Everything else
-is 404.
+is 404.  Each is answered only after http_access allowed the request, which
+it sees as Squid sees a request for its own URLs (``http.url.internal_target``).
 """
 
 from __future__ import annotations
