@@ -60,6 +60,7 @@ class FakeShared:
                  names: dict | None = None, addresses: dict | None = None):
         self.config = load(text=config_text + "\nvisible_hostname proxy.test\n")
         self.visible_hostname = "proxy.test"
+        self.my_port = 3128
         self.via_name = "proxy.test"
         self.via_header = via_value("1.1", "proxy.test")
         self.x_cache_miss = b"MISS from proxy.test"

@@ -395,10 +395,13 @@ def test_every_state_is_reachable_and_every_handler_documented():
 
 
 # ---------------------------------------------------------------- pages the proxy serves itself
-def test_origin_form_requests_get_the_proxy_s_own_pages():
+def test_origin_form_requests_get_the_proxy_s_own_pages_if_allowed():
     out = make(b"GET /proxy.pac HTTP/1.1\r\nHost: proxy.test:3128\r\n\r\n").handle(ev.RequestStarted)
     assert sent(out).startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"PROXY proxy.test:3128" in sent(out)
+    assert out[1].entry.url == "http://proxy.test:3128/proxy.pac"
+    out = make(b"GET /proxy.pac HTTP/1.1\r\n\r\n", client_ip="192.168.1.1").handle(ev.RequestStarted)
+    assert sent(out).startswith(b"HTTP/1.1 403 ")
 
 
 def test_trace_with_max_forwards_zero_is_answered_here():
@@ -608,11 +611,15 @@ def test_unsafe_method_invalidates():
     assert c.Invalidate(("http://o.test/up", "http://o.test/b")) in out
 
 
-def test_purge():
-    x = make(b"PURGE http://o.test/a HTTP/1.1\r\n\r\n", cache_shared())
+def test_purge_is_refused_unless_an_acl_names_the_method():
+    out = make(b"PURGE http://o.test/a HTTP/1.1\r\n\r\n", cache_shared()).handle(ev.RequestStarted)
+    assert sent(out).startswith(b"HTTP/1.1 403 ") and out[1].entry.result == "TCP_DENIED"
+    shared = FakeShared("acl purge method PURGE\nhttp_access allow all\n", cache=FakeCache())
+    x = make(b"PURGE http://o.test/a HTTP/1.1\r\n\r\n", shared)
     assert x.handle(ev.RequestStarted) == [c.Purge("http://o.test/a")]
     out = x.handle(ev.Purged(2))
-    assert sent(out).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert sent(out).startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Type" not in sent(out)
+    assert out[1].entry.result == "TCP_MISS"
 
 
 # ---------------------------------------------------------------- memory

@@ -32,7 +32,7 @@ from squidpy.exchange import events as ev
 from squidpy.exchange.caching import CacheRole, Found, OnReply
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, NO_BODY, RequestHead, ResponseHead
-from squidpy.http.url import BadTarget, Target, parse_target, same_origin_resolver
+from squidpy.http.url import BadTarget, Target, internal_target, parse_target, same_origin_resolver
 from squidpy.log.entry import LogEntry
 from squidpy.proxy import internal
 
@@ -41,6 +41,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CONNECTION_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 MAX_BUFFERED_BODY = 256 * 1024     # request body held while connecting, before reading pauses
 MULTIRANGE_READ_LIMIT = 8 << 20     # several ranges of a disk object are cut from it in memory up to this
+REPLACED_ON_PARTS = frozenset({b"content-length", b"content-range"})   # a 304/206/416 from a stored 200
 CLOSE_AFTER = frozenset({
     "ERR_INVALID_REQ", "ERR_INVALID_URL", "ERR_UNSUP_REQ", "ERR_UNSUP_HTTPVERSION", "ERR_TOO_BIG",
     "ERR_LIFETIME_EXP",
@@ -144,7 +145,6 @@ class Exchange:
         self.cache: CacheRole | None = None
         self.serving: dict | None = None     # a disk hit being streamed: what remains to do
         self.waited = False             # it already waited once for a collapsed fetch
-        self.for_manager = False        # http_access guards a cache manager page (not forwarding)
         self._out: list[c.Command] = []
         self._head_cmd: c.SendToClient | None = None
 
@@ -201,12 +201,13 @@ class Exchange:
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
+        shared = self.shared
+        if target.kind == "origin":     # addressed to the proxy itself: checked like any request
+            self.target = target = internal_target(target.path, shared.visible_hostname, shared.my_port)
         e.url = target.url
         e.path = target.path
-        if target.kind == "origin":
-            return self._start_internal()
-        shared = self.shared
-        if shared.via_name is not None and head.via and message.is_forwarding_loop(head.via, shared.via_name):
+        if (target.kind != "internal" and shared.via_name is not None and head.via
+                and message.is_forwarding_loop(head.via, shared.via_name)):
             return self.fail("ERR_ACCESS_DENIED",
                              "forwarding loop detected: this request already passed through this proxy", 403,
                              result="TCP_DENIED")
@@ -241,8 +242,6 @@ class Exchange:
             return self._look_up(p.fact)
         if not verdict.allowed:
             return self.deny(verdict, self.config.http_access)
-        if self.for_manager:
-            return self._serve_manager()
         self._checked()
 
     def _look_up(self, fact: str) -> None:
@@ -277,6 +276,8 @@ class Exchange:
     def _checked(self) -> None:
         """http_access allowed the request."""
         head = self.head
+        if self.target.kind == "internal":
+            return self._serve_internal()
         if head.method == "CONNECT":
             return self._connect(tunnel=True)
         if head.method in ("OPTIONS", "TRACE") and head.max_forwards is not None:
@@ -287,11 +288,7 @@ class Exchange:
             if hops <= 0:
                 return self._answer_max_forwards()
         if head.method == "PURGE":
-            if self.shared.cache is None:
-                return self.send_local(404, b"text/plain", b"not cached\n")
-            self.entry.result = "TCP_MISS"
-            self.state = State.PURGING
-            return self._emit(c.Purge(self.target.url))
+            return self._purge()
         cache = self.shared.cache
         if cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist):
             self.cache = CacheRole(cache, self.target.url, head.method, head.headers, head.cache_fields,
@@ -299,28 +296,30 @@ class Exchange:
             return self._look_in_cache()
         self._connect()
 
-    def _start_internal(self) -> None:
-        """A request to the proxy itself: its own pages, and the cache manager
-        (``/squid-internal-mgr/...``), which http_access guards through the
-        ``manager`` ACL as in Squid."""
-        head = self.head
-        host = head.host.decode("latin-1") if head.host else self.client.local_ip
-        self.entry.url = url = f"http://{host}{head.target}"
+    def _serve_internal(self) -> None:
+        """A request to the proxy itself, once http_access allowed it: its own pages,
+        and the cache manager (``/squid-internal-mgr/...``), which the ``manager``
+        ACL lets a configuration guard, as in Squid."""
+        head, client = self.head, self.client
         self.entry.result = "TCP_MISS"
-        if not head.target.startswith(internal.MANAGER_PREFIX):
-            page = internal.page(head, self.client.local_ip, self.client.local_port, self.shared.visible_hostname)
-            return self.send_local(page.status, page.content_type, page.body)
-        try:
-            self.target = parse_target(head.method, url)
-        except BadTarget as bad:
-            return self.fail(bad.error, bad.detail, bad.status)
-        self.checklist = self._checklist(self.target)
-        self.for_manager = True
-        self._check()
-
-    def _serve_manager(self) -> None:
-        page = internal.manager_page(self.head.target, self.shared.manager_report())
+        if head.target.startswith(internal.MANAGER_PREFIX):
+            page = internal.manager_page(head.target, self.shared.manager_report())
+        else:
+            page = internal.page(head, client.local_ip, client.local_port, self.shared.visible_hostname)
         self.send_local(page.status, page.content_type, page.body)
+
+    def _purge(self) -> None:
+        """Squid's PURGE: refused (403) unless the configuration names the method in
+        an ACL; then every stored variant of the URL is removed: 200, or 404 when
+        there was none, with an empty body (TCP_MISS in the log), as Squid answers."""
+        if not self.config.acls.names_method("PURGE"):
+            return self.fail("ERR_ACCESS_DENIED", "PURGE is not enabled: no ACL names the PURGE method", 403,
+                             result="TCP_DENIED")
+        self.entry.result = "TCP_MISS"
+        if self.shared.cache is None:
+            return self.send_local(404, None, b"")
+        self.state = State.PURGING
+        self._emit(c.Purge(self.target.url))
 
     def _answer_max_forwards(self) -> None:
         """RFC 9110 7.6.2: Max-Forwards 0 means this proxy answers OPTIONS/TRACE itself."""
@@ -331,11 +330,8 @@ class Exchange:
 
     @on([State.PURGING], ev.Purged)
     def _purged(self, event: ev.Purged) -> None:
-        """Squid's PURGE: 200 when something was removed, else 404."""
-        if event.removed:
-            self.send_local(200, b"text/plain", b"%d object(s) removed\n" % event.removed)
-        else:
-            self.send_local(404, b"text/plain", b"not cached\n")
+        """200 when something was removed, else 404."""
+        self.send_local(200 if event.removed else 404, None, b"")
 
     # ------------------------------------------------------------ denials and errors
     def deny(self, verdict, access_list, result: str = "TCP_DENIED") -> None:
@@ -410,9 +406,9 @@ class Exchange:
             dns_error=detail if error == "ERR_DNS_FAIL" else None,
         )
 
-    def send_local(self, status: int, content_type: bytes, body: bytes,
+    def send_local(self, status: int, content_type: bytes | None, body: bytes,
                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        """A complete reply made by squidpy itself, then the end."""
+        """A complete reply made by squidpy itself (no Content-Type when None), then the end."""
         if not self.body_done:
             self.keep_alive = False     # the rest of the request body will not be read
         shared = self.shared
@@ -421,7 +417,7 @@ class Exchange:
                                         shared.now())
         e = self.entry
         e.status = status
-        e.mime_type = content_type.split(b";")[0].decode()
+        e.mime_type = content_type.split(b";")[0].decode() if content_type is not None else None
         e.reply_header_size = len(head)
         e.reply_body_size = 0 if self.head.method == "HEAD" else len(body)
         self.reply_started = True
@@ -509,8 +505,7 @@ class Exchange:
             start = reply.head
         else:
             start = b"HTTP/1.1 %d %s\r\n" % (status, reason) + b"".join(
-                b"%s: %s\r\n" % kv for kv in reply.headers
-                if kv[0].lower() not in (b"age", b"content-length", b"content-range"))
+                b"%s: %s\r\n" % kv for kv in policy.fields_for_hit(reply.headers, REPLACED_ON_PARTS))
         if not self.body_done:
             self.keep_alive = False
         return message.stored_reply_head(start, age, fields, self.keep_alive, self.head.version,

@@ -29,6 +29,7 @@ class CacheSettings(Protocol):
 class Shared(Protocol):
     config: Any                   # squidpy.config.loader.Config
     visible_hostname: str
+    my_port: int                  # the first http_port, which the proxy's own URLs carry
     via_name: str | None          # for forwarding-loop detection (None: via off)
     via_header: bytes | None      # our Via entry
     x_cache_miss: bytes           # "MISS from HOST"

@@ -401,14 +401,15 @@ def end_of_head(out: list[bytes], keep_alive: bool, client_version: str, via: by
     return b"".join(out)
 
 
-def local_reply_head(status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]] | None,
-                     keep_alive: bool, client_version: str, via: bytes | None, x_cache: bytes | None,
-                     now: float | None = None) -> bytes:
+def local_reply_head(status: int, content_type: bytes | None, length: int,
+                     extra: list[tuple[bytes, bytes]] | None, keep_alive: bool, client_version: str,
+                     via: bytes | None, x_cache: bytes | None, now: float | None = None) -> bytes:
     """The head of a reply squidpy makes itself (error pages, its own pages)."""
-    out = [
-        b"HTTP/1.1 %d %s\r\nServer: %s\r\nMime-Version: 1.0\r\nDate: %s\r\nContent-Type: %s\r\n"
-        b"Content-Length: %d\r\n" % (status, reason_phrase(status), SERVER_NAME.encode(), http_date(now),
-                                      content_type, length)]
+    out = [b"HTTP/1.1 %d %s\r\nServer: %s\r\nMime-Version: 1.0\r\nDate: %s\r\n" % (
+        status, reason_phrase(status), SERVER_NAME.encode(), http_date(now))]
+    if content_type is not None:
+        out.append(b"Content-Type: %s\r\n" % content_type)
+    out.append(b"Content-Length: %d\r\n" % length)
     if extra:
         out.extend(b"%s: %s\r\n" % kv for kv in extra)
     return end_of_head(out, keep_alive, client_version, via, x_cache)

@@ -24,6 +24,7 @@ from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import ClientInfo, Exchange, State
 from squidpy.exchange.session import Begin, ClientSession, Close, PauseReading, ResumeReading
 from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, RequestHead
+from squidpy.ip import ip_text as plain_ip     # '::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'
 from squidpy.proxy.closing import lose
 from squidpy.proxy.driver import ExchangeDriver
 from squidpy.proxy import seam
@@ -40,13 +41,6 @@ class _HeadTooBig(Exception):
 
 class _UrlTooLong(Exception):
     pass
-
-
-def plain_ip(host: str) -> str:
-    """'::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host.split("%", 1)[0]
 
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
