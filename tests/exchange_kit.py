@@ -38,6 +38,7 @@ class FakeCache:
         self._allows = allows
         self.max_size = max_size
         self.rule = rule
+        self.memory: dict = {}
 
     def allows(self, checklist) -> bool:
         return self._allows
@@ -53,6 +54,11 @@ class FakeCache:
 
     def recently_uncacheable(self, key: str, now: float) -> bool:
         return key in self.uncacheable
+
+    def find_in_memory(self, url: str, request_headers):
+        """Nothing in memory: the disk is always asked (LookUpCache), so transcripts
+        show the lookup; tests of the memory path set ``memory``."""
+        return self.memory.get(url)
 
 
 class FakeShared:

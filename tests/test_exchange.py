@@ -653,3 +653,12 @@ def test_an_exchange_is_freed_by_reference_counting(path):
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_memory_tier_answers_without_a_lookup_command():
+    shared = cache_shared()
+    reply = stored("http://o.test/a", [(b"Cache-Control", b"max-age=60")], b"hello")
+    shared.cache.memory["http://o.test/a"] = (reply, b"hello", ())
+    out = make(GET, shared).handle(ev.RequestStarted)
+    assert kinds(out) == ["SendToClient", "Log", "Finished"]
+    assert out[1].entry.result == "TCP_MEM_HIT"

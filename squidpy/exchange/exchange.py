@@ -62,6 +62,10 @@ class State(enum.Enum):
     DONE = "answered and logged"
 
 
+for _n, _state in enumerate(State):
+    _state.index = _n       # its row in _DISPATCH
+
+
 class IllegalEvent(RuntimeError):
     """An event that cannot happen in the exchange's state: a bug in the driver."""
 
@@ -87,6 +91,13 @@ ANY_STATE = tuple(State)
 BEFORE_DONE = tuple(s for s in State if s is not State.DONE)
 
 
+# The same, for dispatch: per state (by its position in State), event type -> (handler, tuple
+# of allowed next states); a tuple and a list index, because hashing an Enum member runs
+# Python code and this is the hot path of every request.
+_DISPATCH: list[dict[type, tuple[Callable, tuple[State, ...]]]] = [{} for _ in State]
+_INDEX = {state: n for n, state in enumerate(State)}
+
+
 def on(states, *event_types, to=()):
     """Declare a handler for ``event_types`` in ``states``; ``to``: where it may lead
     (besides staying and DONE)."""
@@ -96,7 +107,9 @@ def on(states, *event_types, to=()):
                 key = (state, event_type)
                 if key in TRANSITIONS:
                     raise RuntimeError(f"two handlers for {event_type.__name__} in {state.name}")
-                TRANSITIONS[key] = (handler, frozenset((state, State.DONE, *to)))
+                allowed = frozenset((state, State.DONE, *to))
+                TRANSITIONS[key] = (handler, allowed)
+                _DISPATCH[_INDEX[state]][event_type] = (handler, tuple(allowed))
         return handler
     return register
 
@@ -108,6 +121,11 @@ UPSTREAM_EVENTS = frozenset({ev.ResponseStarted, ev.InterimResponse, ev.Response
 class Exchange:
     """One request.  ``shared`` is what all exchanges share (configuration, clock,
     the cache's settings, facts already known); see :mod:`squidpy.exchange.shared`."""
+
+    __slots__ = ("shared", "config", "client", "head", "background", "state", "upstream", "target", "checklist",
+                 "entry", "body_done", "body_buffer", "buffered", "refusal", "keep_alive", "response", "framing",
+                 "reply_started", "reply_limit", "reused", "tunnel", "upgrading", "upstream_started", "cache",
+                 "serving", "waited", "_out", "_head_cmd", "__weakref__")
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -174,7 +192,7 @@ class Exchange:
 
     def _dispatch(self, event: ev.Event) -> None:
         state = self.state
-        found = TRANSITIONS.get((state, type(event)))
+        found = _DISPATCH[state.index].get(type(event))
         if found is None:
             raise IllegalEvent(f"{event!r} in state {state.name} ({self!r})")
         handler, allowed = found
@@ -187,7 +205,8 @@ class Exchange:
 
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
-        to=(State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING))
+        to=(State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
+            State.SERVING_STORED))
     def _start(self, _event) -> None:
         if self.refusal is not None:
             return self.fail(*self.refusal)
@@ -266,7 +285,7 @@ class Exchange:
         self._emit(c.LookUp(fact, name))
 
     @on([State.CHECKING], ev.FactKnown,
-        to=(State.CONNECTING, State.CACHE_LOOKUP, State.PURGING))
+        to=(State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED, State.SERVING_STORED))
     def _fact_known(self, event: ev.FactKnown) -> None:
         setattr(self.checklist, event.fact, event.value)
         if event.fact == "dst" and event.seconds:
@@ -426,14 +445,21 @@ class Exchange:
 
     # ------------------------------------------------------------ the cache
     def _look_in_cache(self) -> None:
+        """The memory tier answers at once (no I/O); the disk is asked by a command."""
+        found = self.shared.cache.find_in_memory(self.target.url, self.head.headers)
+        if found is not None:
+            return self._found(*found)
         self.state = State.CACHE_LOOKUP
         self._emit(c.LookUpCache(self.target.url, self.head.headers))
 
     @on([State.CACHE_LOOKUP], ev.CacheFound,
         to=(State.COLLAPSED, State.CONNECTING, State.SERVING_STORED))
     def _cache_found(self, event: ev.CacheFound) -> None:
+        self._found(event.reply, event.body, event.names)
+
+    def _found(self, reply, body: bytes | None, names: tuple) -> None:
         role = self.cache
-        decision = role.found(event.reply, event.body, event.names, self.shared.now(), not self.waited)
+        decision = role.found(reply, body, names, self.shared.now(), not self.waited)
         if decision is Found.ONLY_IF_CACHED_MISS:
             return self.fail("ERR_ONLY_IF_CACHED_MISS", "the request asked for a cached reply only", 504,
                              result="TCP_MISS")
@@ -452,7 +478,8 @@ class Exchange:
             self.entry.result = "TCP_CLIENT_REFRESH_MISS"
         self._connect()
 
-    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP,))
+    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING,
+                                                         State.SERVING_STORED))
     def _collapse_released(self, _event) -> None:
         """The fetch we waited for is over: look again, and fetch ourselves if it is
         not there, without waiting a second time."""

@@ -54,6 +54,9 @@ class _Idle(SessionCommand):
 
 
 Idle = _Idle()
+RESUME_BODY = ResumeReading("body")
+RESUME_PIPELINE = ResumeReading("pipeline")
+PAUSE_PIPELINE = PauseReading("pipeline")
 
 
 class ClientSession:
@@ -76,7 +79,7 @@ class ClientSession:
         self.queue.append(exchange)
         out: list[SessionCommand] = []
         if len(self.queue) > MAX_PIPELINE:
-            out.append(PauseReading("pipeline"))
+            out.append(PAUSE_PIPELINE)
         self._next(out)
         return out
 
@@ -117,7 +120,7 @@ class ClientSession:
         if exchange is not self.active:
             return []
         self.active = None
-        out: list[SessionCommand] = [ResumeReading("body")]
+        out: list[SessionCommand] = [RESUME_BODY]
         if exchange.head.method == "CONNECT" and not tunnel:
             keep_alive = False          # bytes meant for a tunnel may follow a refused CONNECT
         if not keep_alive:
@@ -151,5 +154,5 @@ class ClientSession:
         if self.active is None and self.queue:
             self.active = self.queue.pop(0)
             if len(self.queue) == MAX_PIPELINE:
-                out.append(ResumeReading("pipeline"))
+                out.append(RESUME_PIPELINE)
             out.append(Begin(self.active))

@@ -24,6 +24,9 @@ class CacheSettings(Protocol):
     def refresh_rule(self, url: str) -> Any: ...                  # its heuristic rule
     def size_allowed(self, size: int) -> bool: ...                # minimum/maximum_object_size
     def recently_uncacheable(self, key: str, now: float) -> bool: ...
+    def find_in_memory(self, url: str, request_headers: list) -> tuple | None: ...
+    # (reply, body, Vary names) from the memory tier; (None, None, names) when nothing is
+    # stored anywhere; None when the disk must be asked (LookUpCache)
 
 
 class Shared(Protocol):

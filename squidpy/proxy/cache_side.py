@@ -284,6 +284,9 @@ class Cache:
             "memory_limit_bytes": memory.limit,
         }
 
+    def find_in_memory(self, url: str, request_headers) -> tuple | None:
+        return self.store.find_in_memory(url, request_headers)
+
     def on_disk(self, read, *args) -> defer.Deferred:
         """Run a disk read in a reader thread; fires on the reactor with its result."""
         if self.readers is None:

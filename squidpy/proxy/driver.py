@@ -47,7 +47,16 @@ class ExchangeDriver:
 
     # ------------------------------------------------------------ events in
     def feed(self, event: ev.Event) -> None:
-        self.feed_all([event])
+        if self._busy:
+            self._queue.append([event])
+            return
+        self._busy = True
+        try:
+            self._run(self.exchange.handle(event))
+            while self._queue:
+                self._run(self.exchange.handle_all(self._queue.pop(0)))
+        finally:
+            self._busy = False
 
     def feed_all(self, events: list[ev.Event]) -> None:
         """Hand events to the exchange and carry out its commands.  Events that arrive
@@ -112,9 +121,6 @@ class ExchangeDriver:
 
     def _look_up_cache(self, cmd: c.LookUpCache) -> None:
         cache = self.service.cache
-        found = cache.store.find_in_memory(cmd.url, cmd.request_headers)
-        if found is not None:
-            return self.feed(ev.CacheFound(*found))
         cache.on_disk(cache.store.find_on_disk, cmd.url, cmd.request_headers).addCallbacks(
             self._found_on_disk, self._disk_failed)
 
