@@ -662,3 +662,11 @@ def test_memory_tier_answers_without_a_lookup_command():
     out = make(GET, shared).handle(ev.RequestStarted)
     assert kinds(out) == ["SendToClient", "Log", "Finished"]
     assert out[1].entry.result == "TCP_MEM_HIT"
+
+
+def test_architecture_page_shows_the_transitions_of_the_code():
+    from pathlib import Path
+
+    from squidpy.exchange import doc
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    assert doc.render() in page, "regenerate: python -m squidpy.exchange.doc --write"
