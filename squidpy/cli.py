@@ -9,21 +9,7 @@ import sys
 import click
 
 from squidpy import __version__
-from squidpy.config import loader
-
-CONFIG_HELP = "configuration file (default: the embedded default, same as etc/squidpy.conf)"
-
-
-def _load(path: str | None):
-    """Load a configuration or exit 1 printing every error as FILE:LINE: message."""
-    try:
-        return loader.load(path)
-    except loader.ConfigErrors as e:
-        for problem in [*e.warnings, *e.errors]:
-            click.echo(str(problem), err=True)
-        click.echo(f"squidpy: {len(e.errors)} error(s) in the configuration", err=True)
-        sys.exit(1)
-
+from squidpy.cli_options import config_option, load_config
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="squidpy")
@@ -32,11 +18,11 @@ def main():
 
 
 @main.command()
-@click.option("-f", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("-d", "--debug", is_flag=True, help="also print cache_log lines on stderr")
-def run(config_path, debug):
+def run(debug):
     """Run the proxy in the foreground (Ctrl-C or SIGTERM stops it gracefully)."""
-    config = _load(config_path)
+    config = load_config()
     if config.workers > 1:
         from squidpy.proxy.workers import Master
         sys.exit(Master(config, config.workers, debug).run())
@@ -61,10 +47,10 @@ def run(config_path, debug):
 
 
 @main.command()
-@click.option("-f", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
-def parse(config_path):
+@config_option
+def parse():
     """Check a configuration like 'squid -k parse': exit 0 when it is valid."""
-    config = _load(config_path)
+    config = load_config()
     for warning in config.warnings:
         click.echo(str(warning), err=True)
     click.echo(f"{config.source}: OK")
@@ -82,15 +68,15 @@ SIGNALS = {
 
 @main.command()
 @click.argument("action", type=click.Choice(list(SIGNALS)))
-@click.option("-f", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
-def signal(action, config_path):
+@config_option
+def signal(action):
     """Send ACTION to the running squidpy (like 'squid -k ACTION').
 
     reconfigure (SIGHUP) re-reads the configuration, rotate (SIGUSR1)
     rotates the logs, shutdown (SIGTERM) stops gracefully, check tells
     whether it is running.
     """
-    config = _load(config_path)
+    config = load_config()
     from squidpy.proxy.service import read_pid
 
     path = config.pid_filename
