@@ -11,6 +11,7 @@ import click
 from squidpy import __version__
 from squidpy.cli_options import config_option, load_config
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="squidpy")
 def main():
@@ -21,13 +22,20 @@ def main():
 @config_option
 @click.option("-d", "--debug", is_flag=True, help="also print cache_log lines on stderr")
 def run(debug):
-    """Run the proxy in the foreground (Ctrl-C or SIGTERM stops it gracefully)."""
+    """Run the proxy in the foreground (Ctrl-C or SIGTERM stops it gracefully).
+
+    It says on stderr which configuration it runs, where it listens and where
+    its logs are; anything that stops it from starting (a port in use, a
+    cache_dir it cannot write, a log it cannot open) is one line there and
+    in cache_log, and the exit status is 1.  Under systemd (Type=notify) it
+    reports READY, RELOADING, STOPPING and its request rate.
+    """
     config = load_config()
     if config.workers > 1:
         from squidpy.proxy.workers import Master
         sys.exit(Master(config, config.workers, debug).run())
     from squidpy.proxy import reactor as squidpy_reactor
-    from squidpy.proxy.service import AlreadyRunning, ProxyService
+    from squidpy.proxy.service import AlreadyRunning, ProxyService, StartupError
 
     reactor = squidpy_reactor.install()
 
@@ -38,12 +46,13 @@ def run(debug):
     except AlreadyRunning as e:
         click.echo(f"squidpy: {e}", err=True)
         sys.exit(1)
-    except Exception as e:
+    except StartupError as e:
         click.echo(f"squidpy: cannot start: {e}", err=True)
         sys.exit(1)
-    for port in service.listening_ports():
-        click.echo(f"squidpy/{__version__} listening on port {port}", err=True)
+    for line in service.startup_summary():
+        click.echo(line, err=True)
     reactor.run(installSignalHandlers=False)
+    sys.exit(service.exit_code)
 
 
 @main.command()
@@ -77,15 +86,15 @@ def signal(action):
     whether it is running.
     """
     config = load_config()
-    from squidpy.proxy.service import read_pid
+    from squidpy.proxy.pidfile import running_pid
 
     path = config.pid_filename
     if path is None:
         click.echo("squidpy: pid_filename is 'none': cannot find the running squidpy", err=True)
         sys.exit(1)
-    pid = read_pid(path)
+    pid, why = running_pid(path)
     if pid is None:
-        click.echo(f"squidpy: no running squidpy found ({path} is missing or empty)", err=True)
+        click.echo(f"squidpy: no running squidpy found ({why})", err=True)
         sys.exit(1)
     try:
         os.kill(pid, SIGNALS[action])
