@@ -91,6 +91,28 @@ def make_usable(identity: Identity, directories: list[str], files: list[str]) ->
 
 # ---------------------------------------------------------------- becoming the user
 
+LAZY_DEPENDENCIES = ("sqlite3", "diskcache", "encodings.idna", "twisted.names.client", "twisted.logger")
+
+
+def preload() -> None:
+    """Import now every module squidpy may need later: once it is another user, the Python
+    installation may not be readable any more (a Python under /root, a locked-down
+    system), and a module imported on first use would fail then, in the middle of a request."""
+    import importlib
+    import pkgutil
+
+    import squidpy
+
+    for name in LAZY_DEPENDENCIES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    for module in pkgutil.walk_packages(squidpy.__path__, "squidpy."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+
+
 PR_SET_KEEPCAPS = 8
 CAP_NET_BIND_SERVICE = 10
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -119,6 +141,7 @@ def _keep_only_bind_capability(libc) -> bool:
 def become(identity: Identity) -> bool:
     """Give up root for good: groups, gid, then uid (real, effective and saved).
     Returns whether CAP_NET_BIND_SERVICE was kept."""
+    preload()
     libc = None
     try:
         libc = _libc()
