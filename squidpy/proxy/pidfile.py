@@ -26,8 +26,9 @@ class PidFile:
         self.fd = fd
 
     @classmethod
-    def acquire(cls, path: str) -> "PidFile":
-        """Lock ``path`` and write our pid in it; AlreadyRunning names the process holding it."""
+    def acquire(cls, path: str, owner: tuple[int, int] | None = None) -> "PidFile":
+        """Lock ``path`` and write our pid in it; AlreadyRunning names the process holding it.
+        ``owner``: (uid, gid) the file is given to (cache_effective_user, as Squid writes it)."""
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         for _ in range(10):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -49,6 +50,8 @@ class PidFile:
             except FileNotFoundError:
                 same = False
             if same:
+                if owner is not None:
+                    os.fchown(fd, *owner)
                 pidfile = cls(path, fd)
                 pidfile.write(os.getpid())
                 return pidfile

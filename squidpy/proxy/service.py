@@ -136,7 +136,7 @@ class ProxyService:
                 raise StartupError(f"cannot prepare {e.filename}: {e.strerror}") from None
             if config.pid_filename is not None:
                 try:
-                    self.pidfile = PidFile.acquire(config.pid_filename)
+                    self.pidfile = PidFile.acquire(config.pid_filename, _owner(self.identity))
                 except OSError as e:
                     raise StartupError(f"pid_filename {config.pid_filename}: {e.strerror}") from None
         try:
@@ -577,6 +577,10 @@ def places_to_prepare(config) -> tuple[list[str], list[str]]:
     if config.cache_dir is not None:
         directories.append(config.cache_dir.path)
     return [d for d in directories if d], files
+
+
+def _owner(identity) -> tuple[int, int] | None:
+    return (identity.uid, identity.gid) if identity is not None else None
 
 
 def _where(listen) -> str:

@@ -115,17 +115,17 @@ class Master:
         resolve_port_zero(self.config)
         try:
             self.identity = privileges.effective_identity(self.config)
+            owner = (self.identity.uid, self.identity.gid) if self.identity is not None else None
             if self.identity is not None:
                 privileges.make_usable(self.identity, *places_to_prepare(self.config))
             if self.config.pid_filename is not None:
-                self.pidfile = PidFile.acquire(self.config.pid_filename)
+                self.pidfile = PidFile.acquire(self.config.pid_filename, owner)
         except (AlreadyRunning, privileges.PrivilegeError) as e:
             print(f"squidpy: {e}", file=sys.stderr)
             return 1
         except OSError as e:
             print(f"squidpy: cannot start: {e.filename}: {e.strerror}", file=sys.stderr)
             return 1
-        owner = (self.identity.uid, self.identity.gid) if self.identity is not None else None
         try:
             self.cache_log = CacheLog(self.config.cache_log, echo=self.echo, tag="master", owner=owner)
         except OSError as e:
