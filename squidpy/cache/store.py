@@ -384,11 +384,14 @@ class DiskTier:
             self.report_failure("listing", e)
 
     def probe(self) -> None:
-        """Write and remove a temp file and a key, as storing does; raises what the disk says."""
-        with tempfile.NamedTemporaryFile(dir=self.tmp):
-            pass
-        self.cache.set("squidpy:probe", b"", retry=True)
-        self.cache.delete("squidpy:probe", retry=True)
+        """Write a temp file where bodies are written, and check the database files may be
+        written (opening the database already wrote to it); raises what the disk says."""
+        with tempfile.NamedTemporaryFile(dir=self.tmp) as f:
+            f.write(b"probe")
+            f.flush()
+        for name in os.listdir(self.path):
+            if name.startswith("cache.db") and not os.access(os.path.join(self.path, name), os.W_OK):
+                raise PermissionError(13, "Permission denied", os.path.join(self.path, name))
 
     def close(self) -> None:
         self.writer.stop()

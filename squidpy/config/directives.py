@@ -469,6 +469,58 @@ directive(
     doc="""The administrator's e-mail address, shown on error pages.""",
 )
 
+# ---------------------------------------------------------------- proxy auto-configuration
+
+
+def _pac_proxy(args, ctx):
+    from squidpy.pac import parse_proxy
+    if not args:
+        raise ValueError("expected one or more HOST:PORT")
+    return [parse_proxy(word) for word in args]
+
+
+def _pac_direct(args, ctx):
+    from squidpy.pac import parse_direct
+    if not args:
+        raise ValueError("expected domains (.example.lan) or networks (10.0.0.0/8)")
+    return [parse_direct(word) for word in args]
+
+
+directive(
+    "pac_proxy", "HOST:PORT ...", _pac_proxy, None, "Proxy auto-configuration",
+    doc="""squidpy extension. The proxies the PAC file (/proxy.pac and /wpad.dat,
+    served by squidpy to browsers that ask it directly) tells browsers to use,
+    in order: a browser tries the next when one does not answer. Without it:
+    the address the browser fetched the file from.""",
+)
+directive(
+    "pac_direct", "DOMAIN|NETWORK ...", _pac_direct, None, "Proxy auto-configuration", kind=APPEND,
+    doc="""squidpy extension. Destinations browsers reach without the proxy, in
+    the PAC file: .example.lan is example.lan and every name under it,
+    intranet.example.com that host only, 10.0.0.0/8 (or one address) the
+    destinations whose address is in the network: the browser resolves a
+    name to check it, so list networks only when that lookup is cheap. IPv6
+    networks apply to IPv6 addresses in URLs, in browsers that have
+    isInNetEx. This machine (localhost, 127.0.0.0/8, ::1) always goes
+    direct. Requests that go direct are not filtered or logged by squidpy.""",
+)
+directive(
+    "pac_plain_hosts_direct", "on|off", _onoff, "on", "Proxy auto-configuration",
+    doc="""squidpy extension. Whether names without a dot (http://intranet/)
+    go direct in the PAC file.""",
+)
+directive(
+    "pac_fallback", "direct|none", _choice("direct", "none"), "direct", "Proxy auto-configuration",
+    doc="""squidpy extension. What the PAC file tells browsers to do when no
+    proxy answers: direct goes to the site without the proxy (the browser
+    keeps working, but bypasses http_access and the access log); none makes
+    the request fail, so there is no way around the proxy (fail closed).
+    Serve the PAC file from a host that stays up (a copy on a web server, or
+    the WPAD host) when failing closed: a browser that cannot fetch it at
+    all goes direct.""",
+)
+
+
 # ---------------------------------------------------------------- DNS
 
 

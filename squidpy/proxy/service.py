@@ -28,6 +28,7 @@ from squidpy.errors import ErrorPages
 from squidpy.http.message import via_value
 from squidpy.log.access_log import AccessLog
 from squidpy.log.cache_log import CacheLog
+from squidpy.pac import PacSettings
 from squidpy.proxy.client_side import ClientFactory
 from squidpy.proxy.closing import lose
 from squidpy.proxy import privileges
@@ -104,6 +105,7 @@ class ProxyService:
         self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
                             config.negative_dns_ttl, config.dns_timeout)
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
+        self.pac = PacSettings.from_config(config)
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
 
