@@ -72,7 +72,7 @@ def test_tail_f_without_a_file_says_what_f_means_now(conf):
 def test_cache_names_the_http_access_line_that_refused_it(tmp_path):
     """Safe_ports without the proxy's own port: 'deny !Safe_ports' refuses the manager request,
     and that line is named, not the manager ACL."""
-    text = ("acl Safe_ports port 80 443\nhttp_access deny !Safe_ports\n"
+    text = ("visible_hostname proxy.test\nacl Safe_ports port 80 443\nhttp_access deny !Safe_ports\n"
             "http_access allow localhost manager\nhttp_access deny manager\nhttp_access allow localhost\n")
     proxy = ProxyProcess(tmp_path / "p", text, listen="127.0.0.1:0", start=False)
     import socket
@@ -89,7 +89,8 @@ def test_cache_names_the_http_access_line_that_refused_it(tmp_path):
     assert out.returncode == 1
     lines = out.stderr.splitlines()
     assert lines[0] == "squidpy cache: the proxy refused the cache manager (403)"
-    assert lines[1].startswith(f"DENY  GET http://127.0.0.1:{port}/squid-internal-mgr/info")
-    assert f"decided by {proxy.config_path}:2: http_access deny !Safe_ports" in out.stderr
+    # the request as the proxy saw it: addressed to itself, http://VISIBLE_HOSTNAME:PORT/...
+    assert lines[1].startswith(f"DENY  GET http://proxy.test:{port}/squid-internal-mgr/info")
+    assert f"decided by {proxy.config_path}:3: http_access deny !Safe_ports" in out.stderr
     assert "because !Safe_ports (port) matches (Safe_ports does not)" in out.stderr
     assert "manager" not in out.stderr.split("decided by")[1].split("\n")[0]

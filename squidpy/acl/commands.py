@@ -11,7 +11,7 @@ import click
 from squidpy.acl.check import evaluate, render
 from squidpy.acl.checklist import Checklist
 from squidpy.cli_options import config_option, load_config
-from squidpy.http.url import BadTarget, parse_target
+from squidpy.http.url import BadTarget, internal_target, parse_target
 
 
 def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = ()):
@@ -53,8 +53,9 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, l
           port_name, connections, at_time, verbose):
     """Which http_access line allows or denies URL, and which ACLs decided it.
 
-    For CONNECT, give URL as host:port with --method CONNECT.  Exit status:
-    0 allowed, 1 denied, 2 bad arguments or configuration.
+    For CONNECT, give URL as host:port with --method CONNECT; a bare path
+    (/squid-internal-mgr/info, /proxy.pac) is a request to the proxy itself.
+    Exit status: 0 allowed, 1 denied, 2 bad arguments or configuration.
     """
     config = load_config()
     method = method.upper()
@@ -63,6 +64,9 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, l
     except BadTarget as e:
         click.echo(f"squidpy check: {e.detail}", err=True)
         sys.exit(2)
+    if target.kind == "origin":         # a request to the proxy itself, as the running proxy sees it
+        first = config.http_port[0].port if config.http_port else 0
+        target = internal_target(target.path, config.visible_hostname, first or local_port)
     request_headers = []
     if user_agent:
         request_headers.append((b"User-Agent", user_agent.encode("latin-1")))

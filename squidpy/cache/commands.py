@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import sys
 import time
 import urllib.parse
@@ -27,8 +26,9 @@ class Answer:
     status: int
     body: bytes
     method: str
-    url: str              # as the proxy sees the request
+    url: str              # the request, as an absolute URL
     client_ip: str        # the address this command spoke from
+    internal: bool        # addressed to the proxy itself (origin-form)
 
 
 def _address(config) -> tuple[str, int]:
@@ -54,7 +54,7 @@ def _ask(config, method: str, target: str) -> Answer | None:
         client_ip = conn.sock.getsockname()[0]
         response = conn.getresponse()
         url = target if "://" in target else f"http://{_authority(host, port)}{target}"
-        return Answer(response.status, response.read(), method, url, client_ip)
+        return Answer(response.status, response.read(), method, url, client_ip, "://" not in target)
     except ConnectionRefusedError:
         return None
     except OSError as e:
@@ -86,13 +86,15 @@ def explain_refusal(config, answer: Answer) -> str:
     from squidpy.acl.check import evaluate, render
     from squidpy.acl.checklist import Checklist
     from squidpy.acl.commands import lookup_facts
-    from squidpy.http.url import BadTarget, parse_target
+    from squidpy.http.url import BadTarget, internal_target, parse_target
 
     host, port = _address(config)
     try:
         target = parse_target(answer.method, answer.url)
     except BadTarget as e:
         return f"  ({e.detail})"
+    if answer.internal:     # addressed to the proxy itself: it checks http://VISIBLE_HOSTNAME:PORT/path
+        target = internal_target(target.path, config.visible_hostname, port)
     ch = Checklist(src=answer.client_ip, method=answer.method, url=target.url, scheme=target.scheme,
                    host=target.host, port=target.port, path=target.path,
                    request_headers=[(b"Host", _authority(host, port).encode())], local_ip=host,
@@ -174,6 +176,13 @@ def format_stats(info: dict) -> str:
         entries = f"{info['disk_entries']:,} objects, " if "disk_entries" in info else ""
         rows.append(("cache_dir", f"{info['cache_dir']}: {entries}{_size(info['disk_bytes'])} "
                                   f"of {_size(info['disk_limit_bytes'])}"))
+    shown = {"running", "version", "pid", "kid", "uptime_seconds", "client_connections", "requests", "hits",
+             "hit_ratio", "bytes", "hit_bytes", "byte_hit_ratio", "memory_entries", "memory_bytes",
+             "memory_limit_bytes", "cache_dir", "disk_entries", "disk_bytes", "disk_limit_bytes"}
+    for key, value in info.items():
+        if key not in shown:
+            text = f"{value:,}" if isinstance(value, int) else f"{value:.3g}" if isinstance(value, float) else value
+            rows.append((key.replace("_", " "), text))
     width = max(len(k) for k, _ in rows) + 1
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in rows)
 
@@ -182,13 +191,9 @@ def format_stats(info: dict) -> str:
 @click.argument("pattern", default="")
 @config_option
 def ls(pattern):
-    """Stored objects (URL, status, size, tier) whose URL matches PATTERN (a regex)."""
+    """Stored objects (URL, status, size, tier) whose URL contains PATTERN (plain text)."""
+    from squidpy.proxy.internal import url_contains
     config = load_config()
-    try:
-        regex = re.compile(pattern)
-    except re.error as e:
-        click.echo(f"squidpy cache: bad pattern: {e}", err=True)
-        sys.exit(2)
     answer = _ask(config, "GET", "/squid-internal-mgr/objects?" + urllib.parse.urlencode({"pattern": pattern}))
     if answer is not None:
         _denied(config, answer, "the cache manager")
@@ -197,7 +202,7 @@ def ls(pattern):
     disk = _offline_store(config)
     try:
         for _, meta in disk.entries():
-            if regex.search(meta["url"]):
+            if url_contains(meta["url"], pattern):
                 click.echo(f"{meta['url']} {meta['status']} {meta['body_size']} disk")
     finally:
         disk.close()

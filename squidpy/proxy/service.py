@@ -103,7 +103,8 @@ class ProxyService:
         self.x_cache_hit = b"X-Cache: HIT from " + config.visible_hostname.encode("latin-1") + b"\r\n"
         self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr)
         self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
-                            config.negative_dns_ttl, config.dns_timeout)
+                            config.negative_dns_ttl, config.dns_timeout,
+                            (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size)
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pac = PacSettings.from_config(config)
         self.pool.configure(config)
@@ -267,6 +268,16 @@ class ProxyService:
             address = port.getHost()
             out.append(f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}")
         return out
+
+    @property
+    def my_port(self) -> int:
+        """The port of the first http_port (as bound), which Squid puts in its own
+        URLs (``http://visible_hostname:PORT/...``)."""
+        for listen in self.config.http_port:
+            port = self.listeners.get(listen.key)
+            if port is not None:
+                return port.getHost().port
+        return 0
 
     # ------------------------------------------------------------ reconfigure
     def reconfigure(self) -> None:
@@ -517,6 +528,9 @@ class ProxyService:
         info = {
             "version": __version__, "pid": os.getpid(), "uptime_seconds": int(time.time() - self.started),
             "client_connections": len(self.clients),
+            # the tables that grow with distinct names, each bounded (docs/security.md)
+            "ipcache_entries": self.dns.ipcache_entries, "fqdncache_entries": self.dns.fqdncache_entries,
+            "idle_server_origins": len(self.pool.idle),
         }
         if self.kid is not None:
             info["kid"] = self.kid
