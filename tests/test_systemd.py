@@ -227,6 +227,18 @@ def test_notification_messages():
     assert notify.notify(["READY=1"], address="/nonexistent/notify") is False   # never raises
 
 
+def test_what_kids_report_to_the_master():
+    from squidpy.proxy.workers import KidReports
+    reports = KidReports()
+    assert [reports.feed(line) for line in ("101 ready", "102 status 3.5 4", "101 status 1.25 1",
+                                            "102 fatal cache_dir /x: Not a directory", "garbage", "103 frobnicate")] \
+        == ["ready", "status", "status", "fatal", None, None]
+    assert reports.ready == {101} and reports.fatal == {102: "cache_dir /x: Not a directory"}
+    assert reports.status(2) == "4.8 requests/s, 5 client connections, 2 kids"
+    reports.forget(102)
+    assert reports.status(1) == "1.2 requests/s, 1 client connection, 1 kid"
+
+
 # ------------------------------------------------------------ the manual pages
 
 def test_the_man_pages_are_current():

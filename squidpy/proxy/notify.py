@@ -38,7 +38,7 @@ def stopping_message() -> list[str]:
 def status_text(rate: float, clients: int, kids: int | None = None) -> str:
     """What ``systemctl status`` shows: the request rate over the last interval and the
     client connections now."""
-    who = f", {kids} kids" if kids else ""
+    who = f", {kids} kid{'s' if kids != 1 else ''}" if kids else ""
     return f"{rate:.1f} requests/s, {clients} client connection{'s' if clients != 1 else ''}{who}"
 
 
