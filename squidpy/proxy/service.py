@@ -2,10 +2,12 @@
 
 :class:`ProxyService` owns what every connection shares (the configuration,
 DNS cache, origin connection pool, logs, error pages, timeouts) and carries
-out reconfigure (SIGHUP), rotate (SIGUSR1) and shutdown (SIGTERM/SIGINT).
-A reconfigure swaps the configuration for new transactions and reconciles
-the listening ports; live connections and listening sockets that stay are
-untouched.
+out start, reconfigure (SIGHUP), rotate (SIGUSR1) and shutdown (SIGTERM/SIGINT).
+Starting fails in one line (:class:`StartupError`), never half-way.  A
+reconfigure opens everything the new configuration needs first and takes it
+whole or not at all; then it swaps the configuration for new transactions and
+reconciles the listening ports; live connections and listening sockets that
+stay are untouched.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from squidpy.http.message import via_value
 from squidpy.log.access_log import AccessLog
 from squidpy.log.cache_log import CacheLog
 from squidpy.pac import PacSettings
+from squidpy.proxy import privileges
 from squidpy.proxy.client_side import ClientFactory
 from squidpy.proxy.closing import lose
-from squidpy.proxy import privileges
 from squidpy.proxy.dns import DnsCache, build_resolver
 from squidpy.proxy.notify import STATUS_INTERVAL, Notifier, rate, status_text
 from squidpy.proxy.pidfile import AlreadyRunning, PidFile
