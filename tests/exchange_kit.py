@@ -15,6 +15,7 @@ from squidpy.errors import ErrorPages
 from squidpy.exchange import ClientInfo, Exchange
 from squidpy.exchange import commands as c
 from squidpy.http.message import RequestHead, ResponseHead, via_value
+from squidpy.pac import PacSettings
 
 NOW = 1_800_000_000.0
 
@@ -72,6 +73,7 @@ class FakeShared:
         self.x_cache_miss = b"MISS from proxy.test"
         self.x_cache_hit = b"HIT from proxy.test"
         self.error_pages = ErrorPages(None, "proxy.test", "webmaster")
+        self.pac = PacSettings.from_config(self.config)
         self.cache = cache
         self.clock = NOW
         self.names = names or {}

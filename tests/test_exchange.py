@@ -670,3 +670,13 @@ def test_architecture_page_shows_the_transitions_of_the_code():
     from squidpy.exchange import doc
     page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
     assert doc.render() in page, "regenerate: python -m squidpy.exchange.doc --write"
+
+
+def test_client_no_cache_is_a_reload_without_lookup_or_validators():
+    x = make(b"GET http://o.test/a HTTP/1.1\r\nCache-Control: no-cache\r\n\r\n", cache_shared())
+    assert x.handle(ev.RequestStarted) == [c.Connect("http", "o.test", 80)]
+    out = x.handle(ev.Connected("192.0.2.1", 80))
+    assert b"If-None-Match" not in upstream(out)
+    reply = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\n"
+    out = x.handle_all([ev.ResponseStarted(response_head(reply)), ev.ResponseBody(b"ok"), ev.ResponseEnd(True)])
+    assert "StoreEnd" in kinds(out) and out[-2].entry.result == "TCP_MISS"

@@ -25,7 +25,6 @@ HIT_RESULTS = frozenset({"TCP_HIT", "TCP_MEM_HIT", "TCP_REFRESH_UNMODIFIED", "TC
 class Found(enum.Enum):
     """What to do once the store has answered (RFC 9111 4)."""
     MISS = "fetch from the origin"
-    REFRESH_MISS = "the client asked for a reload and the stored entry has no validators: fetch it whole"
     WAIT = "wait for the fetch another exchange leads"
     LEAD = "fetch, and let later exchanges for the URL wait for it"
     ONLY_IF_CACHED_MISS = "504: the client asked for a cached reply only"
@@ -92,9 +91,6 @@ class CacheRole:
             return Found.SERVE
         if reuse.decision == policy.STALE_REVALIDATE:
             return Found.SERVE_AND_REFRESH
-        if "no-cache" in self.req_cc and not policy.validation_headers(reply.headers):
-            self.stored = None
-            return Found.REFRESH_MISS
         self.revalidating = True
         return Found.REVALIDATE
 
@@ -116,8 +112,9 @@ class CacheRole:
         self.revalidating = False
 
     @property
-    def client_refresh(self) -> bool:
-        """The client asked for an end-to-end reload (Squid's TCP_CLIENT_REFRESH_MISS)."""
+    def reload(self) -> bool:
+        """The client asked for an end-to-end reload (``no-cache``): Squid 5.7 then does
+        not look at what it stores, fetches without validators and logs TCP_MISS."""
         return "no-cache" in self.req_cc
 
     # ------------------------------------------------------------ talking to the origin

@@ -310,8 +310,12 @@ class Exchange:
             return self._purge()
         cache = self.shared.cache
         if cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist):
-            self.cache = CacheRole(cache, self.target.url, head.method, head.headers, head.cache_fields,
-                                   self.background)
+            self.cache = role = CacheRole(cache, self.target.url, head.method, head.headers, head.cache_fields,
+                                          self.background)
+            if role.reload:
+                # a reload (RFC 9111 5.2.1.4), as Squid 5.7 does it: no lookup, no validators of
+                # ours; the origin's reply is logged TCP_MISS and replaces the stored one
+                return self._connect()
             return self._look_in_cache()
         self._connect()
 
@@ -324,7 +328,8 @@ class Exchange:
         if head.target.startswith(internal.MANAGER_PREFIX):
             page = internal.manager_page(head.target, self.shared.manager_report())
         else:
-            page = internal.page(head, client.local_ip, client.local_port, self.shared.visible_hostname)
+            page = internal.page(head, client.local_ip, client.local_port, self.shared.visible_hostname,
+                                 self.shared.pac)
         self.send_local(page.status, page.content_type, page.body)
 
     def _purge(self) -> None:
@@ -474,8 +479,6 @@ class Exchange:
         elif decision is Found.SERVE_AND_REFRESH:
             self._emit(c.BackgroundRefresh(self.head.target, self.head.headers))
             return self.serve(None)
-        elif decision is Found.REFRESH_MISS or (decision is Found.REVALIDATE and role.client_refresh):
-            self.entry.result = "TCP_CLIENT_REFRESH_MISS"
         self._connect()
 
     @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING,

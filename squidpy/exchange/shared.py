@@ -38,6 +38,7 @@ class Shared(Protocol):
     x_cache_miss: bytes           # "MISS from HOST"
     x_cache_hit: bytes            # "HIT from HOST"
     error_pages: Any              # squidpy.errors.ErrorPages
+    pac: Any                      # squidpy.pac.PacSettings: the proxy.pac this proxy serves
     cache: CacheSettings | None
 
     def now(self) -> float: ...                                   # the clock (seconds since the epoch)
