@@ -422,8 +422,9 @@ class RecordingOrigin(RawOrigin):
     HTTP/1.1 server makes of them (:class:`OriginRequest`, in arrival order).  Each
     request is answered with ``answer(request)`` (default :func:`marker_reply`, whose body
     names the request, so a client can tell whose reply it got); ``answer`` may return
-    any bytes, including a malformed reply or several.  A target containing ``slow``
-    is answered after half a second."""
+    any bytes, including a malformed reply or several, or ``(bytes, True)`` to close the
+    connection after them.  A target containing ``slow`` is answered after half a second.
+    Bytes it cannot read as a request are answered 400 and noted in ``errors``."""
 
     def __init__(self, answer=None):
         self.answer = answer or marker_reply
@@ -467,7 +468,11 @@ class RecordingOrigin(RawOrigin):
                     self.requests.append(req)
                 if "slow" in target:
                     time.sleep(0.5)
-                conn.sendall(self.answer(req))
+                reply = self.answer(req)
+                close = isinstance(reply, tuple)        # (bytes, True): close after sending them
+                conn.sendall(reply[0] if close else reply)
+                if close:
+                    return
 
     def seen(self) -> list[OriginRequest]:
         with self._lock:

@@ -571,6 +571,7 @@ class Transaction:
 
     def server_upgraded(self, server, rest: bytes) -> None:
         """A 101 reply was passed on: the two connections become a tunnel."""
+        self.client.uncork()        # the 101 head leaves before any byte of the new protocol
         self.server = None
         server.txn = None
         self._account_server(server)
