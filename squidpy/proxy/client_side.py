@@ -186,8 +186,7 @@ class ClientConnection(PausableReading, Protocol):
         """httptools leaves the body of an Upgrade request unread and hands over all
         that follows its head.  That body is still HTTP: a parser primed with a head
         framed as the request's reads it, and what follows is HTTP again, since such a
-        request never upgrades (its offer is not forwarded)."""
-        txn.may_upgrade = False
+        request never upgrades (the transaction does not forward its offer)."""
         self.parser = httptools.HttpRequestParser(self)
         self._priming = True
         try:

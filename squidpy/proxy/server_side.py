@@ -19,7 +19,15 @@ from twisted.internet import error as ierror
 from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
-from squidpy.http.message import CHUNKED, CLOSE, INVALID, MAX_HEADER_FIELDS, ChunkMeter, ResponseHead, reads_end_after_heads
+from squidpy.http.message import (
+    CHUNKED,
+    CLOSE,
+    INVALID,
+    MAX_HEADER_FIELDS,
+    ChunkMeter,
+    ResponseHead,
+    reads_end_after_heads,
+)
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
 

@@ -70,7 +70,6 @@ class Transaction:
         self.reply_started = False
         self.finished = False
         self.upgrading = False
-        self.may_upgrade = True         # False once the body of an Upgrade request is read as HTTP
         self.upgrade_offer: bytes | None = None     # what http_upgrade_request_protocols let through
         self.tunnel = None
         self.upstream_started = None
@@ -135,11 +134,13 @@ class Transaction:
                 return self.answer_max_forwards()
         if self.head.method == "PURGE":
             return self.purge()
-        if self.head.upgrade is not None and self.head.version == "1.1" and self.may_upgrade:
-            # only what http_upgrade_request_protocols allows (by default nothing);
-            # RFC 9110 7.8: an Upgrade in an HTTP/1.0 request is ignored
+        head = self.head
+        if head.upgrade is not None and head.version == "1.1" and not head.framing.has_body:
+            # only what http_upgrade_request_protocols allows (by default nothing). RFC 9110
+            # 7.8: an Upgrade in an HTTP/1.0 request is ignored; squidpy ignores one on a
+            # request with a body too (that body is read as HTTP: client_side)
             self.upgrade_offer = self.config.http_upgrade_request_protocols.allowed_offers(
-                self.head.upgrade, self.checklist)
+                head.upgrade, self.checklist)
         cache = self.service.cache
         if cache is not None:
             self.cache_flow = flow = cache.flow_for(self)
