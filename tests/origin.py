@@ -358,11 +358,15 @@ def read_request(buf: bytes):
     """Split one request off the front of ``buf`` as a strict origin frames it
     (Content-Length, or chunked when Transfer-Encoding ends in chunked, else no body):
     ``(method, target, version, headers, body, raw_length)``, or None when incomplete.
-    Raises BadRequestBytes for what no server would take."""
-    end = buf.find(b"\r\n\r\n")
+    Raises BadRequestBytes for what no server would take.  Line ends before the
+    request line are skipped, as llhttp does (RFC 9112 section 2.2)."""
+    start = 0
+    while start < len(buf) and buf[start] in b"\r\n":
+        start += 1
+    end = buf.find(b"\r\n\r\n", start)
     if end < 0:
         return None
-    lines = buf[:end].decode("latin-1").split("\r\n")
+    lines = buf[start:end].decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3:
         raise BadRequestBytes(lines[0])

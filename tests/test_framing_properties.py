@@ -189,6 +189,8 @@ def test_replies_go_to_the_client_framed_exactly_as_received(mode, body, extra, 
         assert framing.kind == INVALID          # the origin tried to unframe its own reply
     if framing.kind == INVALID:
         return
+    if whole and framing.kind == LENGTH:
+        assert framing.length == len(received.body)     # the decision agrees with what llhttp read
     to_client = message.client_framing(framing, client)
     head = message.response_head_for_client(resp, to_client, True, client, b"1.1 p (squidpy)", None)
     out_names = names(head_fields(head))

@@ -25,8 +25,8 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
 })
 
-# Fields that frame a message or that squidpy writes itself: never copied from the
-# received head, so never removable by a Connection token (RFC 9112 6.1, 6.3).
+# The fields that frame a body (RFC 9112 6.1, 6.2): never copied from a received head
+# but written from the framing decision, so no received field can remove or repeat them.
 FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
 
 SERVER_NAME = f"squidpy/{__version__}"
