@@ -426,8 +426,9 @@ class RecordingOrigin(RawOrigin):
     HTTP/1.1 server makes of them (:class:`OriginRequest`, in arrival order).  Each
     request is answered with ``answer(request)`` (default :func:`marker_reply`, whose body
     names the request, so a client can tell whose reply it got); ``answer`` may return
-    any bytes, including a malformed reply or several, or ``(bytes, True)`` to close the
-    connection after them.  A target containing ``slow`` is answered after half a second.
+    any bytes, including a malformed reply or several, a list of pieces to send in
+    separate writes 10 ms apart, or either in ``(reply, True)`` to close the connection
+    after it.  A target containing ``slow`` is answered after half a second.
     Bytes it cannot read as a request are answered 400 and noted in ``errors``."""
 
     def __init__(self, answer=None):
@@ -473,8 +474,13 @@ class RecordingOrigin(RawOrigin):
                 if "slow" in target:
                     time.sleep(0.5)
                 reply = self.answer(req)
-                close = isinstance(reply, tuple)        # (bytes, True): close after sending them
-                conn.sendall(reply[0] if close else reply)
+                close = isinstance(reply, tuple)        # (reply, True): close after sending it
+                if close:
+                    reply = reply[0]
+                for i, piece in enumerate(reply if isinstance(reply, list) else [reply]):
+                    if i:
+                        time.sleep(0.01)                # a separate read for the proxy, most likely
+                    conn.sendall(piece)
                 if close:
                     return
 

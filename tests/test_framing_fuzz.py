@@ -10,8 +10,8 @@ the origin cannot read as a request.
 
 Replies: an origin answers with mutated replies (bytes appended after a complete
 reply, a foreign reply, conflicting or tampered framing, too many fields,
-interim replies, unasked 101s, truncation), to pipelined and later clients,
-with the cache on.  No client may ever receive a byte of a reply that was not
+interim replies, unasked 101s, truncation), whole or in two writes, to pipelined
+and later clients, with the cache on.  No client may ever receive a byte of a reply that was not
 its own: every complete 200 carries exactly its own request's marker, and the
 foreign marker never appears.
 """
@@ -199,48 +199,62 @@ def test_the_origin_only_ever_reads_requests_a_client_framed(fuzzed, requests, c
 FOREIGN = (b"HTTP/1.1 200 FOREIGN\r\nSet-Cookie: FOREIGN=1\r\nCache-Control: max-age=600\r\n"
            b"Content-Length: 8\r\n\r\nFOREIGN!")
 
+# kind -> (framing fields, body on the wire, bytes the origin appends after that reply)
 REPLY_MUTATIONS = {
-    "clean": lambda body: (b"Content-Length: %d\r\n" % len(body), body),
-    "chunked": lambda body: (b"Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)),
-    "foreign-after": lambda body: (b"Content-Length: %d\r\n" % len(body), body + FOREIGN),
-    "foreign-head-after": lambda body: (b"Content-Length: %d\r\n" % len(body),
-                                              body + b"HTTP/1.1 200 FOREIGN\r\nSet-Cookie: FOREIGN=1\r\n"),
-    "crlf-after": lambda body: (b"Content-Length: %d\r\n" % len(body), body + b"\r\n"),
-    "garbage-after": lambda body: (b"Content-Length: %d\r\n" % len(body), body + b"FOREIGN garbage"),
-    "chunked-foreign-after": lambda body: (b"Transfer-Encoding: chunked\r\n",
-                                                 b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) + FOREIGN),
+    "clean": lambda body: (b"Content-Length: %d\r\n" % len(body), body, b""),
+    "chunked": lambda body: (b"Transfer-Encoding: chunked\r\n", chunked(body), b""),
+    "foreign-after": lambda body: (b"Content-Length: %d\r\n" % len(body), body, FOREIGN),
+    "foreign-head-after": lambda body: (b"Content-Length: %d\r\n" % len(body), body,
+                                        b"HTTP/1.1 200 FOREIGN\r\nSet-Cookie: FOREIGN=1\r\n"),
+    "foreign-empty-after": lambda body: (b"Content-Length: %d\r\n" % len(body), body,
+                                         b"HTTP/1.1 200 FOREIGN\r\nSet-Cookie: FOREIGN=1\r\nContent-Length: 0\r\n\r\n"),
+    "crlf-after": lambda body: (b"Content-Length: %d\r\n" % len(body), body, b"\r\n"),
+    "garbage-after": lambda body: (b"Content-Length: %d\r\n" % len(body), body, b"FOREIGN garbage"),
+    "chunked-foreign-after": lambda body: (b"Transfer-Encoding: chunked\r\n", chunked(body), FOREIGN),
     "connection-unframes": lambda body: (b"Connection: Content-Length\r\nContent-Length: %d\r\n" % len(body),
-                                               body + FOREIGN),
+                                         body, FOREIGN),
     "connection-unchunks": lambda body: (b"Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n",
-                                               b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) + FOREIGN),
+                                         chunked(body), FOREIGN),
     "cl-and-te": lambda body: (b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % len(body),
-                                     b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) + FOREIGN),
+                               chunked(body), FOREIGN),
     "two-lengths": lambda body: (b"Content-Length: %d\r\nContent-Length: %d\r\n" % (len(body), len(body) + 8),
-                                       body + b"FOREIGN!"),
-    "gzip-chunked": lambda body: (b"Transfer-Encoding: gzip, chunked\r\n",
-                                        b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) + FOREIGN),
+                                 body, b"FOREIGN!"),
+    "gzip-chunked": lambda body: (b"Transfer-Encoding: gzip, chunked\r\n", chunked(body), FOREIGN),
     "many-fields": lambda body: (b"".join(b"X-%d: a\r\n" % i for i in range(300))
-                                       + b"Content-Length: %d\r\n" % len(body), body + FOREIGN),
-    "interim-with-body": lambda body: (b"Content-Length: %d\r\n" % len(body), body),   # and a 150 first
-    "truncated-then-close": lambda body: (b"Content-Length: %d\r\n" % (len(body) + 50), body),
-    "close-delimited": lambda body: (b"Connection: close\r\n", body),
-    "unasked-101": lambda body: (b"", b""),
+                                 + b"Content-Length: %d\r\n" % len(body), body, FOREIGN),
+    "interim-with-body": lambda body: (b"Content-Length: %d\r\n" % len(body), body, b""),   # and a 150 first
+    "truncated-then-close": lambda body: (b"Content-Length: %d\r\n" % (len(body) + 50), body, b""),
+    "close-delimited": lambda body: (b"Connection: close\r\n", body, b""),
+    "unasked-101": lambda body: (b"", b"", b""),
 }
 CLOSES = {"truncated-then-close", "close-delimited"}
 
 
-def mutated_reply(kind: str, req) -> bytes | tuple[bytes, bool]:
+def chunked(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+def mutated_reply(kind: str, req, split: float | None):
+    """The origin's reply of ``kind`` to ``req``; ``split``: sent in two writes, cut at that
+    fraction of the reply proper (never at its end: bytes that come after a reply in a
+    later read are, for any HTTP/1.1 proxy, the next reply)."""
     body = f"M {req.target}\n".encode()
     if kind == "unasked-101":
-        return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: FOREIGN\r\nConnection: Upgrade\r\n\r\nFOREIGN tunnel"
-    fields, wire = REPLY_MUTATIONS[kind](body)
-    if req.method == "HEAD":
-        wire = wire[len(body):] if wire.startswith(body) else b""
-    head = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n" + fields + b"\r\n"
-    if kind == "interim-with-body":
-        head = b"HTTP/1.1 150 Odd\r\nContent-Length: 8\r\n\r\nFOREIGN!" + head
-    reply = head + wire
-    return (reply, True) if kind in CLOSES else reply
+        reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: FOREIGN\r\nConnection: Upgrade\r\n\r\n"
+        extra = b"FOREIGN tunnel"
+    else:
+        fields, wire, extra = REPLY_MUTATIONS[kind](body)
+        if req.method == "HEAD":
+            wire = b""
+        reply = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n" + fields + b"\r\n" + wire
+        if kind == "interim-with-body":
+            reply = b"HTTP/1.1 150 Odd\r\nContent-Length: 8\r\n\r\nFOREIGN!" + reply
+    if split is None:
+        pieces = reply + extra
+    else:
+        cut = min(len(reply) - 1, max(1, int(len(reply) * split)))
+        pieces = [reply[:cut], reply[cut:] + extra]
+    return (pieces, True) if kind in CLOSES else pieces
 
 
 def client_replies(data: bytes, methods: list[str]) -> list[tuple[int, bytes]]:
@@ -288,13 +302,13 @@ def client_replies(data: bytes, methods: list[str]) -> list[tuple[int, bytes]]:
 
 @FUZZ
 @given(st.lists(st.sampled_from(sorted(REPLY_MUTATIONS)), min_size=3, max_size=3),
-       st.sampled_from(["GET", "HEAD"]), st.booleans())
-def test_no_reply_byte_ever_reaches_another_transaction(fuzzed, kinds, first_method, pipelined):
+       st.sampled_from(["GET", "HEAD"]), st.booleans(), st.one_of(st.none(), st.floats(0.02, 0.98)))
+def test_no_reply_byte_ever_reaches_another_transaction(fuzzed, kinds, first_method, pipelined, split):
     proxy, origin = fuzzed
     example = next(_ids)
     paths = [f"/rp/{example}/{i}" for i in range(3)]
     chosen = dict(zip(paths, kinds))
-    origin.answer = lambda req: mutated_reply(chosen.get(req.target, "clean"), req)
+    origin.answer = lambda req: mutated_reply(chosen.get(req.target, "clean"), req, split)
     try:
         # one client pipelines two requests; a second one asks for the second again, and a third URL
         first = [(first_method, paths[0]), ("GET", paths[1])]
