@@ -10,7 +10,7 @@ import click
 
 from squidpy.acl.check import evaluate, render
 from squidpy.acl.checklist import Checklist
-from squidpy.http.url import BadTarget, parse_target
+from squidpy.http.url import BadTarget, internal_target, parse_target
 
 
 def _lookup(target, client_ip: str, dst: tuple[str, ...]):
@@ -52,8 +52,9 @@ def check(url, config_path, client_ip, method, user_agent, referer, headers, dst
           port_name, connections, at_time, verbose):
     """Which http_access line allows or denies URL, and which ACLs decided it.
 
-    For CONNECT, give URL as host:port with --method CONNECT.  Exit status:
-    0 allowed, 1 denied, 2 bad arguments or configuration.
+    For CONNECT, give URL as host:port with --method CONNECT; a bare path
+    (/squid-internal-mgr/info, /proxy.pac) is a request to the proxy itself.
+    Exit status: 0 allowed, 1 denied, 2 bad arguments or configuration.
     """
     from squidpy.cli import _load
 
@@ -64,6 +65,9 @@ def check(url, config_path, client_ip, method, user_agent, referer, headers, dst
     except BadTarget as e:
         click.echo(f"squidpy check: {e.detail}", err=True)
         sys.exit(2)
+    if target.kind == "origin":         # a request to the proxy itself, as the running proxy sees it
+        first = config.http_port[0].port if config.http_port else 0
+        target = internal_target(target.path, config.visible_hostname, first or local_port)
     request_headers = []
     if user_agent:
         request_headers.append((b"User-Agent", user_agent.encode("latin-1")))

@@ -10,7 +10,6 @@ directly.
 from __future__ import annotations
 
 import http.client
-import re
 import sys
 import urllib.parse
 
@@ -93,12 +92,8 @@ def stats(config):
 @click.argument("pattern", default="")
 @click.pass_obj
 def ls(config, pattern):
-    """Stored objects (URL, status, size, tier) whose URL matches PATTERN (a regex)."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as e:
-        click.echo(f"squidpy cache: bad pattern: {e}", err=True)
-        sys.exit(2)
+    """Stored objects (URL, status, size, tier) whose URL contains PATTERN (plain text)."""
+    from squidpy.proxy.internal import url_contains
     answer = _ask(config, "GET", "/squid-internal-mgr/objects?" + urllib.parse.urlencode({"pattern": pattern}))
     if answer is not None:
         status, body = answer
@@ -108,7 +103,7 @@ def ls(config, pattern):
     disk = _offline_store(config)
     try:
         for _, meta in disk.entries():
-            if regex.search(meta["url"]):
+            if url_contains(meta["url"], pattern):
                 click.echo(f"{meta['url']} {meta['status']} {meta['body_size']} disk")
     finally:
         disk.close()

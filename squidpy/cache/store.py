@@ -105,11 +105,13 @@ class CachedReply:
         return memo["mime"]
 
     def serialise_head(self) -> None:
-        """Status line and stored fields; Age is computed per hit, so it is left out.
-        Also forgets the derived facts, which the fields may have changed."""
+        """Status line and the fields a hit carries (Age is computed per hit; no
+        per-user field such as Set-Cookie is ever replayed, see
+        :func:`policy.fields_for_hit`).  Also forgets the derived facts, which the
+        fields may have changed."""
         self.extra = {}
         lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)]
-        lines.extend(b"%s: %s\r\n" % kv for kv in self.headers if kv[0].lower() != b"age")
+        lines.extend(b"%s: %s\r\n" % kv for kv in policy.fields_for_hit(self.headers))
         self.head = b"".join(lines)
 
     def meta(self) -> dict:

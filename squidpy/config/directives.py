@@ -495,6 +495,22 @@ directive("positive_dns_ttl", "TIME", _time("second"), "6 hours", "DNS",
 directive("negative_dns_ttl", "TIME", _time("second"), "1 minute", "DNS",
           doc="""How long a failed DNS lookup is remembered before it is tried
           again.""")
+directive("ipcache_size", "N", lambda args, ctx: parse_int(args, 0), "1024", "DNS",
+          doc="""Most names whose DNS answers (addresses or failures) are
+          remembered. Past the high-water mark the least recently used are
+          forgotten down to the low-water mark, so endless distinct names cannot
+          grow the proxy's memory.""")
+directive("ipcache_low", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "90", "DNS",
+          doc="""The low-water mark of the DNS cache, in percent of ipcache_size:
+          trimming stops below it.""")
+directive("ipcache_high", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "95", "DNS",
+          doc="""The high-water mark of the DNS cache, in percent of ipcache_size:
+          holding more entries than this starts trimming (Squid trims every 10
+          seconds; squidpy as soon as the mark is passed).""")
+directive("fqdncache_size", "N", lambda args, ctx: parse_int(args, 0), "1024", "DNS",
+          doc="""Most addresses whose names (reverse DNS, for srcdomain and for
+          dstdomain on address URLs) are remembered; trimmed like ipcache_size,
+          with fixed marks of 90 and 95 percent.""")
 
 
 # ---------------------------------------------------------------- cache

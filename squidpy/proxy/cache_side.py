@@ -28,6 +28,7 @@ log = logging.getLogger("squidpy")
 
 STREAM_CHUNK = 64 * 1024
 MULTIRANGE_READ_LIMIT = 8 << 20    # several ranges of a disk object are cut from it in memory up to this size
+_REPLACED_ON_PARTS = frozenset({b"content-length", b"content-range"})   # a 304/206/416 from a stored 200
 
 
 class CacheFlow:
@@ -166,8 +167,7 @@ class CacheFlow:
             lines = [reply.head]
         else:
             lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-            lines.extend(b"%s: %s\r\n" % kv for kv in reply.headers
-                         if kv[0].lower() not in (b"age", b"content-length", b"content-range"))
+            lines.extend(b"%s: %s\r\n" % kv for kv in policy.fields_for_hit(reply.headers, _REPLACED_ON_PARTS))
         lines.append(b"Age: %d\r\n" % int(age))
         lines.append(fields)
         if svc.via_header is not None:

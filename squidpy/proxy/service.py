@@ -76,7 +76,8 @@ class ProxyService:
         self._configure_cache(config)
         self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr)
         self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
-                            config.negative_dns_ttl, config.dns_timeout)
+                            config.negative_dns_ttl, config.dns_timeout,
+                            (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size)
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
@@ -161,6 +162,16 @@ class ProxyService:
 
     def listening_ports(self) -> list[int]:
         return [p.getHost().port for p in self.listeners.values()]
+
+    @property
+    def my_port(self) -> int:
+        """The port of the first http_port (as bound), which Squid puts in its own
+        URLs (``http://visible_hostname:PORT/...``)."""
+        for listen in self.config.http_port:
+            port = self.listeners.get(listen.key)
+            if port is not None:
+                return port.getHost().port
+        return 0
 
     def reconfigure(self) -> None:
         """Re-read the configuration file; on any error keep the running one."""
@@ -294,6 +305,9 @@ class ProxyService:
         info = {
             "version": __version__, "pid": os.getpid(), "uptime_seconds": int(time.time() - self.started),
             "client_connections": len(self.clients),
+            # the tables that grow with distinct names, each bounded (docs/security.md)
+            "ipcache_entries": self.dns.ipcache_entries, "fqdncache_entries": self.dns.fqdncache_entries,
+            "idle_server_origins": len(self.pool.idle),
         }
         if self.kid is not None:
             info["kid"] = self.kid
