@@ -38,7 +38,7 @@ def test_miss_connects_forwards_relays_and_logs():
     head = upstream(out)
     assert head.startswith(b"GET /a HTTP/1.1\r\nHost: o.test\r\n")
     assert b"Via: 1.1 proxy.test" in head and b"X-Forwarded-For: 10.0.0.7\r\n" in head
-    assert out[0].head and not out[0].no_body
+    assert out[0].head and out[0].method == "GET"
     out = x.handle_all([ev.ResponseStarted(response_head(REPLY)), ev.ResponseBody(b"hello"),
                         ev.ResponseEnd(reusable=True, bytes_in=70)])
     assert kinds(out) == ["SendToClient", "SendToClient", "ReleaseUpstream", "Log", "Finished"]
@@ -58,7 +58,7 @@ def test_head_request_tells_the_driver_no_body_follows():
     x = make(b"HEAD http://o.test/ HTTP/1.1\r\nHost: o.test\r\n\r\n")
     x.handle(ev.RequestStarted)
     out = x.handle(ev.Connected("192.0.2.1", 80))
-    assert out[0].no_body
+    assert out[0].method == "HEAD"
 
 
 def test_http10_client_gets_close_delimited_reply_as_is():

@@ -103,10 +103,10 @@ class Connect(Command):
 @dataclass(slots=True)
 class SendUpstream(Command):
     """Bytes for the origin (the request head, body chunks with their framing).
-    ``no_body``: the reply to this request has no body (HEAD)."""
+    With the head, ``method``: the request's, which decides whether its reply has a body."""
     data: bytes | tuple[bytes, ...]
     head: bool = False
-    no_body: bool = False
+    method: str = ""
 
 
 @dataclass(slots=True)

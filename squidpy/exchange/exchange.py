@@ -31,7 +31,8 @@ from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
 from squidpy.exchange.caching import CacheRole, Found, OnReply
 from squidpy.http import message
-from squidpy.http.message import CHUNKED, CLOSE, NO_BODY, RequestHead, ResponseHead
+from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
+from squidpy.http.upgrade import switch_refusal
 from squidpy.http.url import BadTarget, Target, internal_target, parse_target, same_origin_resolver
 from squidpy.log.entry import LogEntry
 from squidpy.proxy import internal
@@ -125,7 +126,7 @@ class Exchange:
     __slots__ = ("shared", "config", "client", "head", "background", "state", "upstream", "target", "checklist",
                  "entry", "body_done", "body_buffer", "buffered", "refusal", "keep_alive", "response", "framing",
                  "reply_started", "reply_limit", "reused", "tunnel", "upgrading", "upstream_started", "cache",
-                 "serving", "waited", "_out", "_head_cmd", "__weakref__")
+                 "serving", "waited", "chunked_body", "upgrade_offer", "_out", "_head_cmd", "__weakref__")
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -147,7 +148,9 @@ class Exchange:
         e.version = head.version
         e.request_headers = head.headers
         e.request_header_size = head.size
-        self.body_done = not (head.chunked or head.content_length)
+        self.body_done = not head.framing.has_body
+        self.chunked_body = head.framing.kind == CHUNKED
+        self.upgrade_offer: bytes | None = None     # what http_upgrade_request_protocols let through
         self.body_buffer: list[bytes] | None = []   # None once the body goes straight upstream
         self.buffered = 0
         self.refusal: tuple[str, str, int] | None = None
@@ -230,13 +233,14 @@ class Exchange:
             return self.fail("ERR_ACCESS_DENIED",
                              "forwarding loop detected: this request already passed through this proxy", 403,
                              result="TCP_DENIED")
+        framing = head.framing
+        if framing.kind == INVALID:
+            return self.fail("ERR_INVALID_REQ", framing.problem)
         limit = self.config.request_body_max_size
-        if limit and head.content_length is not None and head.content_length > limit:
+        if limit and framing.kind == LENGTH and framing.length > limit:
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
-        if head.method == "CONNECT" and (head.chunked or head.content_length):
+        if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
-        if head.unknown_coding:
-            return self.fail("ERR_INVALID_REQ", "the request body uses a transfer coding other than chunked")
         self.checklist = self._checklist(target)
         self._check()
 
@@ -308,6 +312,12 @@ class Exchange:
                 return self._answer_max_forwards()
         if head.method == "PURGE":
             return self._purge()
+        if head.upgrade is not None and head.version == "1.1" and not head.framing.has_body:
+            # only what http_upgrade_request_protocols allows (by default nothing). RFC 9110
+            # 7.8: an Upgrade in an HTTP/1.0 request is ignored; squidpy ignores one on a
+            # request with a body too (that body is read as HTTP: client_side)
+            self.upgrade_offer = self.config.http_upgrade_request_protocols.allowed_offers(
+                head.upgrade, self.checklist)
         cache = self.shared.cache
         if cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist):
             self.cache = role = CacheRole(cache, self.target.url, head.method, head.headers, head.cache_fields,
@@ -673,17 +683,17 @@ class Exchange:
                 drop = message.CONDITIONAL_FIELDS
         request = message.request_head_for_origin(
             head, target.path, target.authority, self.client.client_ip,
-            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop)
+            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer)
         e.upstream_bytes_out = len(request)
         self.state = State.AWAITING_REPLY
-        self._emit(c.SendUpstream(request, head=True, no_body=head.method == "HEAD"))
+        self._emit(c.SendUpstream(request, head=True, method=head.method))
         buffered, self.body_buffer = self.body_buffer, None
         for chunk in buffered or ():
             self._send_body(chunk)
         if self.buffered:
             self.buffered = 0
             self._emit(c.ResumeClient("body"))
-        if self.body_done and head.chunked:
+        if self.body_done and self.chunked_body:
             self._emit(c.SendUpstream(message.LAST_CHUNK))
 
     @on([State.CONNECTING], ev.ConnectFailed, to=(State.SERVING_STORED,))
@@ -757,7 +767,7 @@ class Exchange:
         """The exchange answered before the body ended: the rest is not wanted."""
 
     def _send_body(self, data: bytes) -> None:
-        if self.head.chunked:
+        if self.chunked_body:
             self._emit(c.SendUpstream(message.chunk(data)))
         else:
             self._emit(c.SendUpstream(data))
@@ -766,7 +776,7 @@ class Exchange:
     @on(BEFORE_DONE, type(ev.RequestEnd))
     def _request_end(self, _event) -> None:
         self.body_done = True
-        if self.upstream == "open" and self.body_buffer is None and self.head.chunked and \
+        if self.upstream == "open" and self.body_buffer is None and self.chunked_body and \
                 self.state in (State.AWAITING_REPLY, State.RELAYING):
             self._emit(c.SendUpstream(message.LAST_CHUNK))
 
@@ -800,9 +810,9 @@ class Exchange:
         self.response = resp
         e.upstream_status = resp.status
         if resp.status == 101:
-            if self.head.upgrade is None:
-                return self._upstream_failed(ev.UpstreamFailed(
-                    "ERR_INVALID_RESP", "the server switched protocols without being asked"))
+            refusal = switch_refusal(self.upgrade_offer, resp.header(b"upgrade"), resp.connection)
+            if refusal is not None:
+                return self._upstream_failed(ev.UpstreamFailed("ERR_INVALID_RESP", refusal))
             self.upgrading = True
         if self.config.http_reply_access:
             ch = self.checklist
@@ -836,8 +846,9 @@ class Exchange:
         if self.reply_limit and resp.content_length is not None and resp.content_length > self.reply_limit:
             self._drop_upstream()
             return self.fail("ERR_TOO_BIG", "the reply is larger than reply_body_max_size", 403)
-        self.framing = framing = message.response_framing(self.head.method, resp, self.head.version)
-        if framing == CLOSE or self.client.closing:
+        framing = message.client_framing(resp.framing, self.head.version)
+        self.framing = framing.kind
+        if framing.kind == CLOSE or self.client.closing:
             self.keep_alive = False
         if not self.body_done and not self.upgrading:
             self.keep_alive = False

@@ -74,14 +74,21 @@ class ClientSession:
         """A request head was read."""
         if not exchange.head.keep_alive:
             self.closing = True             # read no more requests; answer those we have
-            exchange.client.closing = True
         self.receiving = exchange if has_body else None
         self.queue.append(exchange)
         out: list[SessionCommand] = []
         if len(self.queue) > MAX_PIPELINE:
             out.append(PAUSE_PIPELINE)
         self._next(out)
+        self._tell(exchange)
         return out
+
+    def _tell(self, exchange: Exchange) -> None:
+        """Exchanges see ``client.closing``: the connection closes once the active
+        request is answered (no request will be read any more and none waits behind
+        it), so its reply says ``Connection: close``; an earlier one of a pipeline
+        ending in ``Connection: close`` does not."""
+        exchange.client.closing = self.closing and not self.queue
 
     def body_target(self) -> Exchange | None:
         """Who the body bytes being read belong to (None: nobody, drop them)."""
@@ -95,23 +102,26 @@ class ClientSession:
         reader); nothing more is read from this client."""
         self.closing = True
         self.receiving = None
-        exchange.client.closing = True
         self.queue.append(exchange)
         out: list[SessionCommand] = []
         self._next(out)
+        self._tell(exchange)
         return out
 
-    def stop_reading(self) -> None:
+    def stop_reading(self, exchange: Exchange) -> None:
         """Malformed input inside a request already read: that request gets the
         error; nothing more is read."""
         self.closing = True
         self.receiving = None
+        self._tell(exchange)
 
     def half_closed(self) -> list[SessionCommand]:
         """The client sent EOF: finish what was asked, then close."""
         self.eof = self.closing = True
         if self.active is None and not self.queue:
             return [Close(linger=False)]
+        if self.active is not None:
+            self._tell(self.active)
         return []
 
     def finished(self, exchange: Exchange, keep_alive: bool, body_done: bool,
@@ -155,4 +165,5 @@ class ClientSession:
             self.active = self.queue.pop(0)
             if len(self.queue) == MAX_PIPELINE:
                 out.append(RESUME_PIPELINE)
+            self._tell(self.active)
             out.append(Begin(self.active))

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import ClientInfo, Exchange, State
 from squidpy.exchange.session import Begin, ClientSession, Close, PauseReading, ResumeReading
-from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, RequestHead
+from squidpy.http.message import CHUNKED, MAX_HEADER_FIELDS, ChunkMeter, RequestHead, body_prelude
 from squidpy.ip import ip_text as plain_ip     # '::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'
 from squidpy.proxy.closing import lose
 from squidpy.proxy.driver import ExchangeDriver
@@ -96,7 +96,6 @@ class ClientConnection(PausableReading, Protocol):
         if self.tunnel is not None:
             self.tunnel.client_eof()
             return
-        self.info.closing = True
         self._session(self.session.half_closed())
 
     def writeConnectionLost(self):
@@ -122,12 +121,17 @@ class ClientConnection(PausableReading, Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
+            rest = data[e.args[0]:]
+            body_of, self._body_after_upgrade = self._body_after_upgrade, None
+            if body_of is not None:
+                return self._read_upgrade_body(body_of, rest)
             self._upgrade_pending = None
-            self.raw = [data[e.args[0]:]] if e.args[0] < len(data) else []
+            self.raw = [rest] if rest else []
             return
         except httptools.HttpParserError as e:
-            if isinstance(e.__context__, _StopReading):
-                return
+            if isinstance(e.__context__, _StopReading) or (
+                    self.session.closing and self._body_target() is None and not self._in_head):
+                return      # bytes after the request that closes the connection: not read
             if isinstance(e.__context__, _HeadTooBig):
                 return self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size"
                                     f" or more than {MAX_HEADER_FIELDS} fields", 431)
@@ -153,6 +157,22 @@ class ClientConnection(PausableReading, Protocol):
         self._started = 0.0
         self._chunk_meter = ChunkMeter()
         self._upgrade_pending: Exchange | None = None   # a CONNECT or Upgrade request
+        self._body_after_upgrade: Exchange | None = None   # an Upgrade request with a body
+        self._priming = False
+
+    def _read_upgrade_body(self, exchange: Exchange, rest: bytes) -> None:
+        """httptools leaves the body of an Upgrade request unread and hands over all
+        that follows its head.  That body is still HTTP: a parser primed with a head
+        framed as the request's reads it, and what follows is HTTP again, since such a
+        request never upgrades (its offer is not forwarded)."""
+        self.parser = httptools.HttpRequestParser(self)
+        self._priming = True
+        try:
+            self.parser.feed_data(body_prelude(exchange.head.framing))
+        finally:
+            self._priming = False
+        if rest:
+            self.dataReceived(rest)
 
     def _body_target(self) -> ExchangeDriver | None:
         target = self.session.body_target()
@@ -160,6 +180,8 @@ class ClientConnection(PausableReading, Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        if self._priming:
+            return
         if self.session.closing:
             raise _StopReading()        # a request after one that said Connection: close
         self._in_head = True
@@ -180,6 +202,9 @@ class ClientConnection(PausableReading, Protocol):
             raise _HeadTooBig()
 
     def on_headers_complete(self) -> None:
+        if self._priming:
+            self._url = b""
+            return
         parser = self.parser
         method = parser.get_method().decode("ascii")
         url = self._url.decode("latin-1")
@@ -193,10 +218,18 @@ class ClientConnection(PausableReading, Protocol):
         self._head_size = 0
         self._head_bytes = 0
         self.deadline = None
-        if head.method == "CONNECT" or head.upgrade is not None:
+        framing = head.framing
+        has_body = framing.has_body
+        if head.method == "CONNECT":
             self._upgrade_pending = exchange
-        has_body = head.chunked or bool(head.content_length)
-        if head.chunked:
+        elif parser.should_upgrade():
+            # what follows is the new protocol's, unless the origin declines; but
+            # httptools leaves a body unread: see _read_upgrade_body
+            if has_body:
+                self._body_after_upgrade = exchange
+            else:
+                self._upgrade_pending = exchange
+        if framing.kind == CHUNKED:
             self._chunk_meter.start(size)
         if has_body:
             self.deadline = self._body_deadline()
@@ -216,6 +249,9 @@ class ClientConnection(PausableReading, Protocol):
         self._chunk_meter.chunks += 1
 
     def on_message_complete(self) -> None:
+        if self._priming or (self._body_after_upgrade is not None
+                             and self.session.body_target() is self._body_after_upgrade):
+            return      # httptools skipped the body: it is read after the head (_read_upgrade_body)
         self._chunk_meter.stop()
         if self.active is not None:
             self.deadline = None
@@ -235,10 +271,10 @@ class ClientConnection(PausableReading, Protocol):
         (nothing more of it goes upstream); otherwise the broken input gets an
         exchange of its own."""
         self._chunk_meter.active = False
+        self._in_head = False       # the parser is spent: nothing more is read
         target = self._body_target()
         if target is not None and not target.finished:
-            self.session.stop_reading()
-            self.info.closing = True
+            self.session.stop_reading(target.exchange)
             target.feed(ev.RequestInvalid(error, detail, status))
             return
         head = RequestHead("NONE", "error:invalid-request", "1.1", [], self._head_bytes)

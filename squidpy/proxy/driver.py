@@ -206,7 +206,7 @@ class ExchangeDriver:
     def _send_upstream(self, cmd: c.SendUpstream) -> None:
         server = self.server
         if cmd.head:
-            server.start(self, cmd.data, self.exchange.config.read_timeout, no_body=cmd.no_body)
+            server.start(self, cmd.data, self.exchange.config.read_timeout, cmd.method)
         elif type(cmd.data) is tuple:
             server.transport.writeSequence(cmd.data)
         else:

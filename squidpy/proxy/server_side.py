@@ -25,7 +25,15 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from squidpy.exchange import events as ev
-from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, ResponseHead
+from squidpy.http.message import (
+    CHUNKED,
+    CLOSE,
+    INVALID,
+    MAX_HEADER_FIELDS,
+    ChunkMeter,
+    ResponseHead,
+    reads_end_after_heads,
+)
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
 from squidpy.proxy.seam import unlink_connector
@@ -59,6 +67,10 @@ class _TooMuchFraming(Exception):
     pass
 
 
+class _Unframable(Exception):
+    pass
+
+
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ServerConnection(PausableReading, Protocol):
     """One origin connection.  While a request is under way its ``driver`` gets the
@@ -84,12 +96,14 @@ class ServerConnection(PausableReading, Protocol):
         self._headers: list = []
         self._reason = b""
         self._head_bytes = 0
-        self._no_body = False
+        self._method = "GET"
         self._close_delimited = False
         self._done = False
         self._chunk_meter = ChunkMeter()
         self._read_len = 0
         self._read_timeout = 0.0
+        self._heads = 0             # reply heads completed in the current read
+        self._tail = b""            # the last bytes of the previous read of this reply
         self.bytes_in = 0
 
     # ------------------------------------------------------------ connection
@@ -141,8 +155,9 @@ class ServerConnection(PausableReading, Protocol):
         """Our own half-close completed (loseWriteConnection); reading goes on."""
 
     # ------------------------------------------------------------ requests
-    def start(self, driver, head: bytes, read_timeout: float, no_body: bool) -> None:
-        """Send a request head and expect its reply (``no_body`` for HEAD)."""
+    def start(self, driver, head: bytes, read_timeout: float, method: str) -> None:
+        """Send a request head and expect its reply (``method``: the request's, which
+        decides whether the reply has a body)."""
         self.driver = driver
         self.idle = False
         self.used += 1
@@ -151,9 +166,10 @@ class ServerConnection(PausableReading, Protocol):
         self._headers = []
         self._reason = b""
         self._head_bytes = 0
-        self._no_body = no_body
+        self._method = method
         self._close_delimited = False
         self._done = False
+        self._tail = b""
         self._chunk_meter = ChunkMeter()
         self._read_timeout = read_timeout
         self.parser = httptools.HttpResponseParser(self)
@@ -174,6 +190,7 @@ class ServerConnection(PausableReading, Protocol):
         self.deadline = time.monotonic() + self._read_timeout
         self._chunk_meter.before_read(len(data))
         self._read_len = len(data)
+        self._heads = 0
         self._events = events = []
         self._feed(data)
         self._events = None
@@ -188,13 +205,16 @@ class ServerConnection(PausableReading, Protocol):
         except httptools.HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _StopParsing):
-                if not data.endswith(b"\r\n\r\n"):
-                    self._tainted()     # bytes after a reply that has no body
+                if not reads_end_after_heads(self._tail, data, self._heads):
+                    self._tainted()     # bytes no head accounted for: the connection is not reused
                 return
             if isinstance(cause, _HeadTooBig):
-                return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
+                return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size"
+                                  f" or more than {MAX_HEADER_FIELDS} fields")
             if isinstance(cause, _TooMuchFraming):
                 return self._fail("ERR_INVALID_RESP", "the chunked reply carries too much besides its data")
+            if isinstance(cause, _Unframable):
+                return self._fail("ERR_INVALID_RESP", str(cause))
             return self._fail("ERR_INVALID_RESP", f"the server sent an invalid reply: {e}")
         if self._done:
             return
@@ -203,6 +223,8 @@ class ServerConnection(PausableReading, Protocol):
             self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
         elif self._chunk_meter.exceeded_after_read(len(data)):
             self._fail("ERR_INVALID_RESP", "the chunked reply carries too much besides its data")
+        else:
+            self._tail = data[-3:]
 
     def _fail(self, error: str, detail: str, status: int = 502) -> None:
         """The reply is faulty: the exchange hears of it; this connection is never reused."""
@@ -217,6 +239,9 @@ class ServerConnection(PausableReading, Protocol):
             # more bytes after a complete reply: never parsed into the next one
             self._tainted()
             raise _StopParsing()
+        self._reason = b""          # each reply (an interim one, then the final one) starts afresh
+        self._headers = []
+        self._head_bytes = 0
 
     def _tainted(self) -> None:
         for event in self._events:
@@ -237,20 +262,21 @@ class ServerConnection(PausableReading, Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
-        head = ResponseHead(status, self._reason, parser.get_http_version(), self._headers)
-        self._reason = b""
-        self._headers = []
+        self._heads += 1
+        head = ResponseHead(status, self._reason, parser.get_http_version(), self._headers,
+                            request_method=self._method)
+        framing = head.framing.kind
+        if framing == INVALID:
+            raise _Unframable(head.framing.problem)
         if status < 200 and status != 101:
-            self._head_bytes = 0
             self._events.append(ev.InterimResponse(head))
             return
         self._head = head
-        self._close_delimited = head.content_length is None and not head.chunked and status not in (204, 304)
-        if head.chunked and not self._no_body:
-            self._chunk_meter.start(self._head_bytes + 17)
+        self._close_delimited = framing == CLOSE
+        if framing == CHUNKED:
+            self._chunk_meter.start(self._head_bytes + len(self._reason) + 17)
         self._events.append(ev.ResponseStarted(head))
-        if self._no_body and status != 101:
-            self._close_delimited = False
+        if self._method == "HEAD" and status != 101:
             self._end(reusable=head.keep_alive)
             raise _StopParsing()
 
@@ -277,8 +303,12 @@ class ServerConnection(PausableReading, Protocol):
         self._events.append(ev.ResponseEnd(reusable, self.bytes_in))
 
     def _upgraded(self, rest: bytes) -> None:
-        """After a 101 the bytes that follow belong to the new protocol."""
+        """After a 101 the bytes that follow belong to the new protocol (httptools first
+        completes the 101, then says where the rest of the read starts)."""
         if self._done:
+            for event in self._events:
+                if type(event) is ev.Upgraded:
+                    event.rest += rest
             return
         self._done = True
         self.deadline = None
