@@ -10,6 +10,7 @@ Squid 5.7's ``src/helper/Reply.cc``, ``src/helper/ChildConfig.cc``,
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from squidpy.http.url import rfc1738_unescape as unescape
@@ -39,6 +40,7 @@ class ChildConfig:
     queue_size: int = 40
     on_persistent_overload: str = "die"
     reservation_timeout: int = 64     # stateful helpers (NTLM, Negotiate): seconds a reservation lasts
+    queue_size_given: bool = False    # queue-size= written (else 2*N, or 0 under url_rewrite_bypass)
 
     @classmethod
     def parse(cls, args: list[str], warn=lambda message: None, default_queue_size=None) -> "ChildConfig":
@@ -81,9 +83,16 @@ class ChildConfig:
         if idle > n_max:
             warn(f"capping idle={idle} to the defined maximum ({n_max})")
             idle = n_max
+        given = queue_size is not None
         if queue_size is None:
             queue_size = default_queue_size(n_max) if default_queue_size else 2 * n_max
-        return cls(n_max, startup, idle, concurrency, queue_size, overload, reservation)
+        return cls(n_max, startup, idle, concurrency, queue_size, overload, reservation, given)
+
+    def bypassing(self) -> "ChildConfig":
+        """url_rewrite_bypass / store_id_bypass on: without queue-size=, the queue is 0."""
+        if self.queue_size_given:
+            return self
+        return dataclasses.replace(self, queue_size=0)
 
     def need_new(self, active: int, starting_up: bool = False) -> int:
         """How many more processes to start (Squid's needNew)."""
