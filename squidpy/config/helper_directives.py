@@ -142,12 +142,19 @@ class HelperTimeout:
 
 
 def _url_rewrite_timeout(args, ctx):
-    words = [str(a) for a in args]
+    raw = ctx.rest
+    response = None
+    if "response=" in raw:
+        raw, _, response = raw.partition("response=")
+        response = response.strip()
+        if len(response) >= 2 and response[0] == response[-1] == '"':
+            response = response[1:-1]
+    words = raw.split()
     if not words or words[0] == "none":
         return None
     numbers = [w for w in words if "=" not in w]
     seconds = parse_time(numbers, "second")
-    action, response = "fail", None
+    action = "fail"
     for word in words:
         key, eq, value = word.partition("=")
         if not eq:
@@ -156,8 +163,6 @@ def _url_rewrite_timeout(args, ctx):
             if value not in ("fail", "bypass", "retry", "use_configured_response"):
                 raise ValueError(f"unsupported on_timeout action: {value}")
             action = value
-        elif key == "response":
-            response = value
         else:
             raise ValueError(f"unknown url_rewrite_timeout option '{word}'")
     if action == "use_configured_response" and not response:

@@ -176,7 +176,7 @@ def parse_token(word: str, warn) -> FormatToken:
 
 
 def parse_external_acl_type(args: list[str], where: str, warn) -> ExternalAclType:
-    if len(args) < 3:
+    if len(args) < 2:
         raise ValueError("expected: external_acl_type NAME [options] FORMAT... /path/to/helper [args]")
     name = args[0]
     ttl, negative_ttl, grace, cache = 3600, None, 1, 256 * 1024
