@@ -37,6 +37,10 @@ def main():
 def run(config_path, debug):
     """Run the proxy in the foreground (Ctrl-C or SIGTERM stops it gracefully)."""
     config = _load(config_path)
+    from squidpy.config.helper_directives import not_yet_served
+    for problem in not_yet_served(config):
+        click.echo(f"squidpy: cannot start: {problem}", err=True)
+        sys.exit(1)
     if config.workers > 1:
         from squidpy.proxy.workers import Master
         sys.exit(Master(config, config.workers, debug).run())

@@ -44,6 +44,9 @@ class Outcome:
     close: bool = False                  # close the connection after the 407 (failed handshake)
     credentials: object = field(default=None, repr=False)
 
+    def __str__(self) -> str:
+        return f"user {self.user}" if self.kind == DONE else f"{self.kind} ({self.message or 'no credentials'})"
+
 
 @dataclass
 class ConnectionAuth:

@@ -183,6 +183,13 @@ class ProxyService:
                 log.error("reconfigure: %s", err)
             log.error("reconfigure failed: the previous configuration stays in force")
             return
+        from squidpy.config.helper_directives import not_yet_served
+        refused = not_yet_served(new)
+        if refused:
+            for problem in refused:
+                log.error("reconfigure: %s", problem)
+            log.error("reconfigure failed: the previous configuration stays in force")
+            return
         for warning in new.warnings:
             log.warning("%s", warning)
         old = self.config
