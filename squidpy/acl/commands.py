@@ -10,16 +10,19 @@ import click
 
 from squidpy.acl.check import evaluate, render
 from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending
+from squidpy.cli_options import config_option, load_config
 from squidpy.http.url import BadTarget, internal_target, parse_target
 
 
-def _lookup(target, client_ip: str, dst: tuple[str, ...], ch: Checklist, user: str | None):
+def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklist | None = None,
+                 user: str | None = None):
     """Facts for ACLs that need them: --dst if given, else this machine's resolver;
-    --user stands for credentials a helper accepted."""
+    ``user`` (--user) stands for credentials a helper accepted."""
     def lookup(fact: str):
         if fact == "auth":
             from squidpy.auth.decide import DONE, NONE, Outcome
-            ch.user = user
+            if ch is not None:
+                ch.user = user
             return Outcome(DONE, "basic", user) if user else Outcome(NONE)
         if fact == "dst":
             if dst:
@@ -40,7 +43,7 @@ def _lookup(target, client_ip: str, dst: tuple[str, ...], ch: Checklist, user: s
 
 @click.command()
 @click.argument("url")
-@click.option("-f", "config_path", type=click.Path(dir_okay=False), help="configuration file (default: the embedded one)")
+@config_option
 @click.option("--client", "client_ip", default="127.0.0.1", show_default=True, help="the client's address")
 @click.option("--method", default="GET", show_default=True)
 @click.option("--user-agent", help="User-Agent header")
@@ -54,7 +57,7 @@ def _lookup(target, client_ip: str, dst: tuple[str, ...], ch: Checklist, user: s
 @click.option("--at", "at_time", help="pretend it is this local time, 'YYYY-MM-DD HH:MM' (time ACLs)")
 @click.option("--user", help="the authenticated user (proxy_auth ACLs); without it credentials are missing")
 @click.option("-v", "--verbose", is_flag=True, help="show every line tried and each ACL's answer")
-def check(url, config_path, client_ip, method, user_agent, referer, headers, dst, local_ip, local_port,
+def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, local_port,
           port_name, connections, at_time, user, verbose):
     """Which http_access line allows or denies URL, and which ACLs decided it.
 
@@ -62,9 +65,7 @@ def check(url, config_path, client_ip, method, user_agent, referer, headers, dst
     (/squid-internal-mgr/info, /proxy.pac) is a request to the proxy itself.
     Exit status: 0 allowed, 1 denied, 2 bad arguments or configuration.
     """
-    from squidpy.cli import _load
-
-    config = _load(config_path)
+    config = load_config()
     method = method.upper()
     try:
         target = parse_target(method, url)
@@ -97,7 +98,7 @@ def check(url, config_path, client_ip, method, user_agent, referer, headers, dst
                    local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
     ch.client_connections = connections
     try:
-        report = evaluate(config.http_access, ch, _lookup(target, client_ip, dst, ch, user), config.deny_info)
+        report = evaluate(config.http_access, ch, lookup_facts(target, client_ip, dst, ch, user), config.deny_info)
     except AuthRequired:
         click.echo("407 ERR_CACHE_ACCESS_DENIED: proxy authentication is required (give --user NAME)")
         sys.exit(1)
