@@ -305,6 +305,7 @@ class ProxyService:
             for problem in refused:
                 log.error("reconfigure: %s", problem)
             log.error("reconfigure failed: the previous configuration stays in force")
+            self.notifier.ready(self.status_text())
             return
         for warning in new.warnings:
             log.warning("%s", warning)
