@@ -55,6 +55,16 @@ class CachedUser:
     ips: "OrderedDict[str, float]" = field(default_factory=OrderedDict)
 
 
+def forget_addresses(entry: CachedUser, ip: str, strict: bool) -> None:
+    """max_user_ip matched (too many addresses): with -s the address that went over
+    is dropped (the user stays denied from it); without, all are forgotten so the
+    user's next request gets in, as Squid does."""
+    if strict:
+        entry.ips.pop(ip, None)
+    else:
+        entry.ips.clear()
+
+
 class UserCache:
     def __init__(self, clock: Callable[[], float], authenticate_ttl: float = 3600,
                  ip_ttl: float = 1, garbage_interval: float = 3600):
@@ -137,13 +147,7 @@ class UserCache:
         return sum(1 for t in entry.ips.values() if now - t < self.ip_ttl)
 
     def over_limit(self, entry: CachedUser, ip: str, strict: bool) -> None:
-        """max_user_ip matched (too many addresses): with -s the address that went over
-        is dropped (the user stays denied from it); without, all are forgotten so the
-        user's next request gets in, as Squid does."""
-        if strict:
-            entry.ips.pop(ip, None)
-        else:
-            entry.ips.clear()
+        forget_addresses(entry, ip, strict)
 
     # ------------------------------------------------------------ garbage
 

@@ -55,6 +55,8 @@ class ConnectionAuth:
     child: int | None = None             # the helper child reserved for the handshake
     user: str | None = None              # set once the handshake succeeded
     notes: list[tuple[str, str]] = field(default_factory=list)
+    last_header: str | None = field(default=None, repr=False)   # the credentials that finished it
+    entry: CachedUser | None = None      # the user's cache entry (max_user_ip)
 
 
 class Authenticator:
@@ -70,8 +72,12 @@ class Authenticator:
 
     def examine(self, value: str | bytes | None, method: str = "GET", accept_language: str | None = None,
                 conn: ConnectionAuth | None = None) -> Outcome:
-        if conn is not None and conn.user is not None and value is None:
-            return Outcome(DONE, conn.scheme, conn.user, notes=conn.notes)
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if conn is not None and conn.user is not None and (value is None or value == conn.last_header):
+            # an authenticated connection: later requests need no credentials (Squid
+            # takes the same header again as the same login)
+            return Outcome(DONE, conn.scheme, conn.user, notes=conn.notes, entry=conn.entry)
         if value is None:
             return Outcome(NONE)
         basic = self.config.get("basic")
@@ -87,7 +93,10 @@ class Authenticator:
             return self._basic(creds, scheme_config)
         if isinstance(creds, cred.Digest):
             return self._digest(creds, scheme_config, method)
-        return self._token(creds, conn)
+        outcome = self._token(creds, conn)
+        if conn is not None:
+            conn.last_header = value
+        return outcome
 
     def _basic(self, creds: cred.Basic, config) -> Outcome:
         state, entry = self.cache.basic(creds.user, creds.password, config.credentialsttl)
@@ -166,9 +175,10 @@ class Authenticator:
                 conn.child = None
                 return Outcome(REFUSED, outcome.scheme, message="the helper named no user", close=True)
             conn.user, conn.notes = user, [(k, v) for k, v in notes if k != "token"]
+            conn.child = None                    # the handshake is over: the child is released
             token = next((v for k, v in notes if k == "token"), None)
-            self.cache.authenticated(outcome.scheme, user, conn.notes)
-            return Outcome(DONE, outcome.scheme, user, notes=conn.notes, token=token)
+            conn.entry = self.cache.authenticated(outcome.scheme, user, conn.notes)
+            return Outcome(DONE, outcome.scheme, user, notes=conn.notes, token=token, entry=conn.entry)
         conn.child, conn.scheme = None, None
         return Outcome(REFUSED, outcome.scheme, message=message or "authentication failed", close=True)
 

@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from squidpy.acl.checklist import Pending
+from squidpy.acl.checklist import UNDECIDED
 from squidpy.cache import policy
 from squidpy.cache.store import CachedReply
 from squidpy.exchange import events as ev
@@ -241,7 +241,7 @@ class Cache:
             return True
         try:
             return access.check(checklist).allowed
-        except Pending:
+        except UNDECIDED:
             return False
 
     def size_allowed(self, size: int) -> bool:
