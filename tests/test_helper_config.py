@@ -211,22 +211,12 @@ def test_store_id_answers():
     assert store_id_decision(parse_reply("ERR")) is None
 
 
-def test_proxy_refuses_to_serve_what_it_does_not_apply_yet():
-    from squidpy.config.helper_directives import not_yet_served
-    assert not_yet_served(conf("")) == []
-    assert not_yet_served(conf(AUTH + "acl u proxy_auth REQUIRED\nhttp_access allow u\n"))
-    assert not_yet_served(conf("url_rewrite_program /bin/true\n"))
-    assert not_yet_served(conf("store_id_program /bin/true\n"))
-
-
-def test_squidpy_run_refuses_and_check_reads_auth(tmp_path):
+def test_squidpy_check_reads_auth(tmp_path):
     import subprocess
     import sys
     path = tmp_path / "squid.conf"
     path.write_text(BASE + AUTH + "acl u proxy_auth alice\nhttp_access allow u\nhttp_access deny all\n")
     squidpy = [sys.executable, "-m", "squidpy"]
-    out = subprocess.run(squidpy + ["run", "-f", str(path)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and "not yet applied to requests" in out.stderr
     out = subprocess.run(squidpy + ["check", "-f", str(path), "http://example.com/"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1 and "407 ERR_CACHE_ACCESS_DENIED" in out.stdout

@@ -117,9 +117,11 @@ class Callout:
     that meets one (credentials, an external ACL, the rewriter), so others allocate
     nothing."""
 
-    __slots__ = ("phase", "waiting", "host", "store_id")
+    __slots__ = ("helpers", "phase", "waiting", "host", "store_id")
 
-    def __init__(self):
+    def __init__(self, helpers):
+        self.helpers = helpers       # the HelperState when helpers first met this request (a reconfigure
+                                     # may replace the shared one: this request keeps its own)
         self.phase = HTTP_ACCESS     # the list being checked: http_access, url_rewrite or store_id
         self.waiting = None          # what the awaited helper answer is for: an auth Outcome or (type, line)
         self.host = None             # url_rewrite_host_header off: the authority the client asked for
@@ -358,17 +360,20 @@ class Exchange:
     def _callout(self) -> Callout:
         callout = self.callout
         if callout is None:
-            callout = self.callout = Callout()
+            callout = self.callout = Callout(self.shared.helpers)
         return callout
 
     # ------------------------------------------------------------ proxy authentication
     def _authenticate(self) -> None:
         """An authentication ACL needs the credentials: read them (the user cache
         answers most requests at once), or ask the scheme's helper."""
-        helpers = self.shared.helpers
+        callout = self._callout()
+        helpers = callout.helpers
         authenticator = helpers.auth if helpers is not None else None
-        if authenticator is None:       # the loader refuses auth ACLs without auth_param
-            raise RuntimeError("an authentication ACL without auth_param")
+        if authenticator is None:
+            # a reconfigure removed auth_param while this request was under way: no
+            # credentials can be checked, so none are valid (denied, never let through)
+            return self._authenticated(auth.Outcome(auth.NONE))
         head, client = self.head, self.client
         conn = client.auth
         if conn is None and helpers.stateful:
@@ -377,15 +382,18 @@ class Exchange:
         outcome = authenticator.examine(value, head.method, _field(head.headers, b"accept-language"), conn)
         if outcome.kind != auth.ASK:
             return self._authenticated(outcome)
-        self._callout().waiting = outcome
+        callout.waiting = outcome
         self.state = State.CHECKING
         reservation = conn.child if conn is not None and outcome.scheme == conn.scheme else None
         self._emit(c.AskHelper(outcome.scheme, outcome.line, reservation))
 
     def _auth_answered(self, outcome: auth.Outcome, event: ev.HelperAnswered) -> None:
-        helpers, conn = self.shared.helpers, self.client.auth
+        helpers, conn = self.callout.helpers, self.client.auth
+        authenticator = helpers.auth if helpers is not None else None
+        if authenticator is None:       # a reconfigure removed auth_param meanwhile
+            return self._authenticated(auth.Outcome(auth.NONE))
         reply = event.reply
-        final = helpers.auth.answered(outcome, reply.result, reply.notes, self.head.method, conn, event.child)
+        final = authenticator.answered(outcome, reply.result, reply.notes, self.head.method, conn, event.child)
         if conn is not None and outcome.scheme in ("negotiate", "ntlm") and event.child is not None:
             if final.kind != auth.HANDSHAKE:
                 self._emit(c.ReleaseHelper(outcome.scheme, event.child))
@@ -408,19 +416,25 @@ class Exchange:
             ch.user = outcome.user
             if outcome.notes:
                 ch.notes.extend(kv for kv in outcome.notes if kv[0] not in _PRIVATE_NOTES)
-            if outcome.entry is not None:
-                ch.user_ip_count = self.shared.helpers.auth.cache.note_ip(outcome.entry, self.client.client_ip)
+            helpers = self.callout.helpers
+            if outcome.entry is not None and helpers is not None and helpers.auth is not None:
+                ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, self.client.client_ip)
         self._recheck()
 
     # ------------------------------------------------------------ external ACLs
     def _external(self, pending: ExternalPending) -> None:
         """An external ACL needs its helper's answer: from the result cache (refreshed
         in the background within its grace period), else from the helper."""
-        helpers = self.shared.helpers
+        callout = self._callout()
+        helpers = callout.helpers
         name, line = pending.type_name, pending.line
         key = (name, line)
-        callout = self._callout()
-        freshness, cached = helpers.external[name].lookup(line, self.shared.now())
+        results = helpers.external.get(name) if helpers is not None else None
+        if results is None:
+            # a reconfigure removed this external_acl_type while the request was under way
+            self.checklist.external[key] = (BH, [("message", f"external_acl_type {name} is gone")])
+            return self._recheck()
+        freshness, cached = results.lookup(line, self.shared.now())
         if cached is not None:
             self.checklist.external[key] = (cached.result, cached.notes)
             if freshness == GRACE and helpers.start_refresh(name, line):
@@ -446,7 +460,10 @@ class Exchange:
                 raise IllegalEvent(f"{event.helper} answered while {name} was asked ({self!r})")
             reply = event.reply
             self.checklist.external[waiting] = (reply.result, reply.notes)
-            self.shared.helpers.external[name].store(line, reply.result, reply.notes, self.shared.now())
+            helpers = callout.helpers
+            results = helpers.external.get(name) if helpers is not None else None
+            if results is not None:
+                results.store(line, reply.result, reply.notes, self.shared.now())
             return self._recheck()
         if waiting is None or event.helper != waiting.scheme:
             raise IllegalEvent(f"{event.helper} answered, not asked ({self!r})")
@@ -458,7 +475,8 @@ class Exchange:
         then on."""
         if self.target.kind == "internal":
             return self._serve_internal()
-        helpers = self.shared.helpers
+        callout = self.callout
+        helpers = self.shared.helpers if callout is None else callout.helpers
         if helpers is not None and helpers.callouts:
             self._callout().phase = URL_REWRITE if helpers.rewriter else STORE_ID
             return self._recheck()
@@ -482,7 +500,7 @@ class Exchange:
         allowed = self._allowed_by(config.url_rewrite_access)
         if allowed is None:
             return
-        helpers = self.shared.helpers
+        helpers = self.callout.helpers
         if allowed and config.url_rewrite_bypass and helpers.will_overload(URL_REWRITE):
             allowed = False             # every rewriter is busy: the URL stays as it is
         if not allowed:
@@ -490,7 +508,7 @@ class Exchange:
         self._ask_callout(URL_REWRITE, helpers.rewrite_extras)
 
     def _rewritten(self) -> None:
-        if self.shared.helpers.store_ids:
+        if self.callout.helpers.store_ids:
             self.callout.phase = STORE_ID
             return self._store_id()
         self._forward()
@@ -500,7 +518,7 @@ class Exchange:
         allowed = self._allowed_by(config.store_id_access)
         if allowed is None:
             return
-        helpers = self.shared.helpers
+        helpers = self.callout.helpers
         if allowed and config.store_id_bypass and helpers.will_overload(STORE_ID):
             allowed = False
         if not allowed:
@@ -719,7 +737,8 @@ class Exchange:
     def _challenge(self, page: str, status: int, result: str) -> None:
         """The 407: one Proxy-Authenticate per configured scheme (or the Negotiate/NTLM
         token of a handshake under way).  A failed handshake closes the connection."""
-        helpers = self.shared.helpers
+        callout = self.callout
+        helpers = callout.helpers if callout is not None else self.shared.helpers
         authenticator = helpers.auth if helpers is not None else None
         outcome = self.checklist.auth
         if authenticator is None or status != 407:
