@@ -629,6 +629,11 @@ class ProxyService:
         signal.signal(signal.SIGUSR2, lambda *_: call(self.reopen_logs))
         signal.signal(signal.SIGTERM, lambda *_: call(self._stop_reactor))
         signal.signal(signal.SIGINT, lambda *_: call(self._stop_reactor))
+        # helper programs: the reactor runs without its own signal handlers, so children
+        # that end are reaped here (else a helper that exits before its pipes report
+        # closing would never be seen to end, and its requests never answered)
+        from twisted.internet.process import reapAllProcesses
+        signal.signal(signal.SIGCHLD, lambda *_: call(reapAllProcesses))
 
     def _stop_reactor(self) -> None:
         d = self.shutdown()
