@@ -21,6 +21,10 @@ from tests.proxyproc import wait_for
 from tests.test_auth_e2e import REQUIRE, curl, log_fields
 
 FAKE = Path(__file__).parent / "helpers" / "fake_helper.py"
+# A request a hung helper holds stays until its client resets the connection (a
+# half-closed client still gets its answer) or the proxy stops; these tests stop
+# the proxy at once rather than wait shutdown_lifetime for it.
+HELD = "shutdown_lifetime 1 second\n"
 
 
 def fake(mode: str, *extra: str) -> str:
@@ -106,7 +110,7 @@ def test_a_helper_that_cannot_start_denies_quickly_and_the_proxy_serves_on(make_
 
 def test_a_hung_helper_holds_only_its_own_request(make_proxy, origin):
     proxy = make_proxy(f"auth_param basic program {fake('hang-on-slow')}\nauth_param basic children 3 startup=3\n"
-                       + REQUIRE)
+                       + REQUIRE + HELD)
     stuck = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", "-x",
                               proxy.url, "-U", "slow:pw", origin.url("/echo?stuck")], stdout=subprocess.PIPE,
                              text=True)
@@ -147,7 +151,7 @@ def test_answers_out_of_order_reach_the_right_requests(make_proxy, origin):
 def test_every_rewriter_busy_with_url_rewrite_bypass_passes_requests_unchanged(make_proxy, origin):
     proxy = make_proxy("acl local src 127.0.0.0/8\nhttp_access allow local\nhttp_access deny all\n"
                        f"url_rewrite_program {fake('hang-on-slow')}\nurl_rewrite_children 1 startup=1\n"
-                       "url_rewrite_bypass on\n")
+                       "url_rewrite_bypass on\n" + HELD)
     # the one rewriter never answers a URL with 'slow' in it: it stays busy
     stuck = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "4", "-x", proxy.url,
                               origin.url("/echo?slow")])
@@ -161,7 +165,7 @@ def test_every_rewriter_busy_with_url_rewrite_bypass_passes_requests_unchanged(m
 
 def test_every_external_helper_busy_refuses_without_waiting(make_proxy, origin):
     proxy = make_proxy(f"external_acl_type slowpoke children-max=1 queue-size=0 %>ha{{X-Who}} {fake('hang-on-slow')}\n"
-                       "acl ok external slowpoke\nhttp_access allow ok\nhttp_access deny all\n")
+                       "acl ok external slowpoke\nhttp_access allow ok\nhttp_access deny all\n" + HELD)
     stuck = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "4", "-x", proxy.url,
                               "-H", "X-Who: slow", origin.url("/echo?slow")])
     try:
