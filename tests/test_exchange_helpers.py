@@ -204,6 +204,17 @@ def test_max_user_ip():
     assert out == [c.Connect("http", "o.test", 80)]     # -s: only the address that went over is refused
 
 
+def test_key_extras_go_to_the_helper_and_key_the_user_cache():
+    shared = FakeShared(BASIC + 'auth_param basic key_extras "%>a"\n')
+    x = make(get(auth=basic(b"alice:pw")), shared, client_ip="10.0.0.7")
+    assert x.handle(ev.RequestStarted) == [c.AskHelper("basic", "alice pw 10.0.0.7")]
+    x.handle(answer("basic", "OK"))
+    assert make(get(auth=basic(b"alice:pw")), shared, client_ip="10.0.0.7").handle(ev.RequestStarted) == [
+        c.Connect("http", "o.test", 80)]
+    elsewhere = make(get(auth=basic(b"alice:pw")), shared, client_ip="10.0.0.8")
+    assert elsewhere.handle(ev.RequestStarted) == [c.AskHelper("basic", "alice pw 10.0.0.8")]
+
+
 def test_first_challenge_closes_with_keep_alive_off():
     config = BASIC.replace("auth_param basic realm Test proxy",
                            "auth_param ntlm program /bin/true\nauth_param ntlm keep_alive off")

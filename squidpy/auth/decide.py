@@ -43,6 +43,7 @@ class Outcome:
     token: str | None = None             # HANDSHAKE: what goes in the challenge
     close: bool = False                  # close the connection after the 407 (failed handshake)
     credentials: object = field(default=None, repr=False)
+    extras: str | None = None            # auth_param key_extras, as formatted for this request
 
     def __str__(self) -> str:
         return f"user {self.user}" if self.kind == DONE else f"{self.kind} ({self.message or 'no credentials'})"
@@ -71,7 +72,10 @@ class Authenticator:
     # ------------------------------------------------------------ reading credentials
 
     def examine(self, value: str | bytes | None, method: str = "GET", accept_language: str | None = None,
-                conn: ConnectionAuth | None = None) -> Outcome:
+                conn: ConnectionAuth | None = None, extras=None) -> Outcome:
+        """``extras(scheme)``: that scheme's ``key_extras`` for this request (or None):
+        appended to the helper's line, and part of the key users are cached under, so
+        one user seen with other extras is checked again (Squid's userKey)."""
         if isinstance(value, bytes):
             value = value.decode("latin-1")
         if conn is not None and conn.user is not None and (value is None or value == conn.last_header):
@@ -89,33 +93,35 @@ class Authenticator:
         scheme_config = self.config.get(creds.scheme)
         if scheme_config is None:
             return Outcome(MALFORMED, message=f"the {creds.scheme} scheme is not configured")
+        more = extras(creds.scheme) if extras is not None and scheme_config.key_extras else None
         if isinstance(creds, cred.Basic):
-            return self._basic(creds, scheme_config)
+            return self._basic(creds, scheme_config, more)
         if isinstance(creds, cred.Digest):
-            return self._digest(creds, scheme_config, method)
-        outcome = self._token(creds, conn)
+            return self._digest(creds, scheme_config, method, more)
+        outcome = self._token(creds, conn, more)
         if conn is not None:
             conn.last_header = value
         return outcome
 
-    def _basic(self, creds: cred.Basic, config) -> Outcome:
-        state, entry = self.cache.basic(creds.user, creds.password, config.credentialsttl)
+    def _basic(self, creds: cred.Basic, config, extras: str | None = None) -> Outcome:
+        key = _key(creds.user, extras)
+        state, entry = self.cache.basic(key, creds.password, config.credentialsttl)
         if state == OK:
             return Outcome(DONE, "basic", creds.user, notes=entry.notes, entry=entry)
         if state == FAILED:
             return Outcome(REFUSED, "basic", creds.user, message="Incorrect password", entry=entry)
-        line = f"{escape(creds.user)} {escape(creds.password)}"
-        return Outcome(ASK, "basic", creds.user, line=line, entry=entry, credentials=creds)
+        line = _line(f"{escape(creds.user)} {escape(creds.password)}", extras)
+        return Outcome(ASK, "basic", creds.user, line=line, entry=entry, credentials=creds, extras=extras)
 
-    def _digest(self, creds: cred.Digest, config, method: str) -> Outcome:
+    def _digest(self, creds: cred.Digest, config, method: str, extras: str | None = None) -> Outcome:
         if creds.realm != config.realm:
             return Outcome(MALFORMED, "digest", message="the Digest realm is not ours")
-        entry = self.cache.digest_user(creds.user, creds.realm)
+        entry = self.cache.digest_user(creds.user, _key(creds.realm, extras))
         if entry.state != OK or entry.ha1 is None:
-            return self._ask_ha1(creds, config, entry)
+            return self._ask_ha1(creds, config, entry, extras)
         if not response_matches(entry.ha1, creds, method, config.post_workaround):
             if entry.requeried_for != creds.response:
-                return self._ask_ha1(creds, config, entry)     # the password may have changed
+                return self._ask_ha1(creds, config, entry, extras)     # the password may have changed
             return Outcome(REFUSED, "digest", creds.user, message="Incorrect password", entry=entry)
         state = self.nonces.check(creds.nonce, creds.nc)
         if state == UNKNOWN:
@@ -125,14 +131,14 @@ class Authenticator:
                            message="the nonce is stale")
         return Outcome(DONE, "digest", creds.user, notes=entry.notes, entry=entry)
 
-    def _ask_ha1(self, creds: cred.Digest, config, entry) -> Outcome:
+    def _ask_ha1(self, creds: cred.Digest, config, entry, extras: str | None = None) -> Outcome:
         user = creds.user
         if config.utf8:
             user = cred.to_utf8(user.encode("latin-1", "replace"), None).decode("utf-8")
-        line = f'"{user}":"{creds.realm}"'
-        return Outcome(ASK, "digest", creds.user, line=line, entry=entry, credentials=creds)
+        line = _line(f'"{user}":"{creds.realm}"', extras)
+        return Outcome(ASK, "digest", creds.user, line=line, entry=entry, credentials=creds, extras=extras)
 
-    def _token(self, creds: cred.Token, conn: ConnectionAuth | None) -> Outcome:
+    def _token(self, creds: cred.Token, conn: ConnectionAuth | None, extras: str | None = None) -> Outcome:
         if conn is None:
             return Outcome(MALFORMED, creds.scheme, message=f"{creds.scheme} needs a persistent connection")
         if conn.user is not None and conn.scheme == creds.scheme:
@@ -140,7 +146,8 @@ class Authenticator:
             conn.user, conn.notes = None, []
         first = conn.scheme != creds.scheme or conn.child is None
         conn.scheme = creds.scheme
-        return Outcome(ASK, creds.scheme, line=f"{'YR' if first else 'KK'} {creds.token}", credentials=creds)
+        return Outcome(ASK, creds.scheme, line=_line(f"{'YR' if first else 'KK'} {creds.token}", extras),
+                       credentials=creds, extras=extras)
 
     # ------------------------------------------------------------ the helper's answer
 
@@ -150,7 +157,7 @@ class Authenticator:
         creds = outcome.credentials
         message = next((v for k, v in notes if k == "message"), None)
         if outcome.scheme == "basic":
-            entry = self.cache.record_basic(creds.user, creds.password, result, notes)
+            entry = self.cache.record_basic(_key(creds.user, outcome.extras), creds.password, result, notes)
             if result == "OK":
                 return Outcome(DONE, "basic", creds.user, notes=list(notes), entry=entry)
             return Outcome(REFUSED, "basic", creds.user, entry=entry,
@@ -158,11 +165,12 @@ class Authenticator:
                                                "the authentication helper could not check the password"))
         if outcome.scheme == "digest":
             ha1 = next((v for k, v in notes if k == "ha1"), None) if result == "OK" else None
-            entry = self.cache.record_ha1(creds.user, creds.realm, ha1, [(k, v) for k, v in notes if k != "ha1"])
+            entry = self.cache.record_ha1(creds.user, _key(creds.realm, outcome.extras), ha1,
+                                          [(k, v) for k, v in notes if k != "ha1"])
             if ha1 is None:
                 return Outcome(REFUSED, "digest", creds.user, entry=entry, message=message or "Incorrect password")
             entry.requeried_for = creds.response
-            return self._digest(creds, self.config.get("digest"), method)
+            return self._digest(creds, self.config.get("digest"), method, outcome.extras)
         # Negotiate / NTLM
         assert conn is not None
         conn.child = child
@@ -193,6 +201,14 @@ class Authenticator:
         nonce = outcome.credentials.nonce if stale and outcome.credentials is not None else None
         return challenges(self.config, self.nonces.new if self.nonces else (lambda: ""), handshake,
                           stale_digest=stale, digest_nonce=nonce)
+
+
+def _key(name: str, extras: str | None) -> str:
+    return f"{name} {extras}" if extras else name
+
+
+def _line(line: str, extras: str | None) -> str:
+    return f"{line} {extras}" if extras else line
 
 
 AUTH_ACL_TYPES = frozenset({"proxy_auth", "proxy_auth_regex"})

@@ -113,6 +113,8 @@ class AuthConfig:
         elif param == "key_extras":
             if not values:
                 raise ValueError("key_extras: expected a format")
+            from squidpy.log.logformat import compile_format
+            compile_format(str(values[0]))          # the logformat codes: an unknown one is an error here
             config.key_extras = str(values[0])
         elif param in ("keep_alive", "utf8", "casesensitive", "nonce_strictness", "check_nonce_count",
                        "post_workaround"):

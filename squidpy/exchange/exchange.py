@@ -379,7 +379,8 @@ class Exchange:
         if conn is None and helpers.stateful:
             conn = client.auth = auth.ConnectionAuth()
         value = _field(head.headers, b"proxy-authorization")
-        outcome = authenticator.examine(value, head.method, _field(head.headers, b"accept-language"), conn)
+        outcome = authenticator.examine(value, head.method, _field(head.headers, b"accept-language"), conn,
+                                        helpers.key_extras_of(self.entry))
         if outcome.kind != auth.ASK:
             return self._authenticated(outcome)
         callout.waiting = outcome

@@ -56,6 +56,8 @@ class HelperState:
             users.garbage_interval = config.authenticate_cache_garbage_interval
             self.auth = Authenticator(config.auth_param, users, clock)
             self.stateful = tuple(s for s in config.auth_param.active() if s.stateful)
+        self.key_extras = {scheme.scheme: compile_format(scheme.key_extras)
+                           for scheme in config.auth_param.active() if scheme.key_extras}
         self.external = {name: ExternalCache(definition) for name, definition in config.external_acl_type.items()}
         self.rewriter = config.url_rewrite_program is not None
         self.store_ids = config.store_id_program is not None
@@ -63,6 +65,13 @@ class HelperState:
         self.rewrite_extras = compile_format(config.url_rewrite_extras) if self.rewriter else None
         self.store_id_extras = compile_format(config.store_id_extras) if self.store_ids else None
         self.refreshing: set[tuple[str, str]] = set()          # external lookups refreshed in the background
+
+    def key_extras_of(self, entry) -> Callable[[str], str | None] | None:
+        """``auth_param SCHEME key_extras``, formatted for the request ``entry`` logs."""
+        if not self.key_extras:
+            return None
+        formats = self.key_extras
+        return lambda scheme: formats[scheme].format(entry) if scheme in formats else None
 
     def will_overload(self, helper: str) -> bool:
         return self._will_overload(helper)
