@@ -40,6 +40,18 @@ def test_auth_acls_need_a_scheme():
     assert any("test.conf:2" in e and "no authentication schemes are fully configured" in e for e in errs)
 
 
+def test_auth_acls_come_after_auth_param_as_in_squid():
+    """Squid 5.7 refuses proxy_auth, proxy_auth_regex and external ACLs with %LOGIN read
+    before an auth_param program line (max_user_ip it accepts)."""
+    for acl in ("acl users proxy_auth REQUIRED", "acl users proxy_auth_regex ^a",
+                "external_acl_type grp %LOGIN /bin/true\nacl users external grp staff"):
+        errs = errors(acl + "\n" + AUTH + "http_access allow users\n")
+        assert "no authentication schemes are fully configured" in errs[0], errs
+        assert f"test.conf:{1 + acl.count(chr(10)) + 1}" in errs[0]
+    assert conf("acl m max_user_ip 2\n" + AUTH + "http_access deny m\n")
+    assert conf("external_acl_type src %SRC /bin/true\nacl s external src\n" + AUTH + "http_access allow s\n")
+
+
 def test_auth_param_error_names_the_line():
     errs = errors("auth_param basic program /no/such/helper\n")
     assert any("test.conf:2" in e and "no such file" in e for e in errs)

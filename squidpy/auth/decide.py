@@ -4,7 +4,7 @@
 :class:`Outcome`: no credentials, malformed (407 again, never 500), known good
 (from the cache, no helper), known bad, or "ask the helper this line".  The
 helper's answer comes back through :meth:`Authenticator.answered`.  The
-exchange (phase 2 of issue 13) turns ``ask`` into a helper lookup command and
+exchange turns ``ask`` into a helper lookup command (``AskHelper``) and
 the others into its verdicts; :func:`denial` says which status and page a
 denied request gets, as Squid's clientAccessCheckDone decides.
 

@@ -125,6 +125,7 @@ def _acl(args, ctx):
         flags.append(rest.pop(0))
     if rest and rest[0] == "--":
         rest.pop(0)
+    helper_directives.check_auth_acl_order(type_name, rest, ctx.config)
     acl = ctx.config.acls.define(name, type_name, flags, ctx.where)
     acl.matcher.begin_line(frozenset(flags))
     ctx.config.acl_lines.setdefault(name, []).append(ctx.where)

@@ -239,6 +239,20 @@ directive(
 )
 
 
+def check_auth_acl_order(type_name: str, values: list, config) -> None:
+    """Squid reads an authentication ACL (proxy_auth, proxy_auth_regex, an external
+    ACL whose type uses %LOGIN) only after an auth_param program line."""
+    if config.auth_param:
+        return
+    needs_login = type_name in ("proxy_auth", "proxy_auth_regex")
+    if type_name == "external" and values:
+        definition = config.external_acl_type.get(str(values[0]))
+        needs_login = definition is not None and definition.require_auth
+    if needs_login:
+        raise ValueError("Can't use proxy auth because no authentication schemes are fully configured "
+                         "(an 'auth_param SCHEME program ...' line must come before this ACL, as in Squid)")
+
+
 def finish_helper_config(config, error_at) -> None:
     """Checks needing the whole file: Digest's realm, external ACLs bound to their
     types, authentication ACLs only with a configured scheme."""

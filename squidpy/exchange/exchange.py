@@ -709,20 +709,18 @@ class Exchange:
         info = self.config.deny_info.get(name) if name else None
         if auth_required and info is not None and info.kind == "redirect":
             info = None                 # Squid: no 30x while credentials are missing
-        if not auth_required and challenge and name is not None and self.shared.helpers is not None:
+        by_auth_acl = False
+        if challenge and not auth_required and name is not None and self.shared.helpers is not None:
             acl = self.config.acls.get(name)
-            challenge = acl is not None and is_auth_acl(acl.matcher)
-        else:
-            challenge = auth_required
-        if challenge:
-            if info is None:
-                return self._challenge("ERR_CACHE_ACCESS_DENIED", 407, result)
-            if info.kind == "page":
-                return self._challenge(info.value, info.status or 407, result)
-        if info is None:
-            return self.fail("ERR_ACCESS_DENIED", None, 403, result=result)
-        if info.kind == "page":
-            return self.fail(info.value, None, info.status or 403, result=result)
+            by_auth_acl = acl is not None and is_auth_acl(acl.matcher)
+        page = info.value if info is not None and info.kind == "page" else None
+        status, page = auth.denial(auth_required, by_auth_acl, page)
+        if info is None or info.kind == "page":
+            if info is not None and info.status:
+                status = info.status    # deny_info STATUS:PAGE
+            if status == 407:
+                return self._challenge(page, status, result)
+            return self.fail(page, None, status, result=result)
         self.entry.result = result
         if info.kind == "reset":
             self.entry.status = 0
