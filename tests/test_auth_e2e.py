@@ -285,3 +285,44 @@ def test_store_ids_let_mirrors_share_one_cached_copy(make_proxy, origin, tmp_pat
     assert first.status == second.status == 200 and first.body == second.body
     assert log_fields(proxy, "mirror2")[3] == "TCP_MEM_HIT/200"
     assert origin.count("/obj/mirror2/file?cc=max-age%3D600") == 0
+
+
+# ---------------------------------------------------------------- lifecycle
+def helper_children(proxy) -> list[str]:
+    """The command lines of the proxy's child processes."""
+    out = subprocess.run(["ps", "-o", "args=", "--ppid", str(proxy.proc.pid)], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_reconfigure_starts_and_stops_the_helpers(make_proxy, origin, passwords):
+    import signal as signals
+
+    from tests.proxyproc import wait_for
+    proxy = make_proxy(LOCAL)
+    assert curl(proxy, origin.url("/echo/open")).status == 200
+    plain = proxy.config_path.read_text()
+    program = f"{SQUID_HELPERS}/basic_ncsa_auth {passwords}"
+    proxy.config_path.write_text(f"auth_param basic program {program}\nauth_param basic children 2 startup=2\n"
+                                 + REQUIRE + plain.replace(LOCAL, ""))
+    proxy.signal(signals.SIGHUP)
+    assert wait_for(lambda: proxy.read_cache_log().count("Reconfigured") == 1, 10)
+    assert curl(proxy, origin.url("/echo/now-closed")).status == 407
+    assert curl(proxy, origin.url("/echo/with-user"), "-U", "alice:wonder land").status == 200
+    assert wait_for(lambda: sum(program in c for c in helper_children(proxy)) == 2, 5)
+    proxy.config_path.write_text(plain)
+    proxy.signal(signals.SIGHUP)
+    assert wait_for(lambda: proxy.read_cache_log().count("Reconfigured") == 2, 10)
+    assert curl(proxy, origin.url("/echo/open-again")).status == 200
+    assert wait_for(lambda: not any(program in c for c in helper_children(proxy)), 10), helper_children(proxy)
+
+
+def test_each_worker_runs_its_own_helpers(make_proxy, origin, passwords):
+    from tests.proxyproc import wait_for
+    proxy = make_proxy(f"auth_param basic program {SQUID_HELPERS}/basic_ncsa_auth {passwords}\n"
+                       "auth_param basic children 1 startup=1\nworkers 2\n" + REQUIRE)
+    for n in range(6):
+        assert curl(proxy, origin.url(f"/echo/w{n}"), "-U", "alice:wonder land").status == 200
+    assert curl(proxy, origin.url("/echo/anon")).status == 407
+    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
+    assert wait_for(lambda: subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout.count(
+        f"basic_ncsa_auth {passwords}") == 2, 5), out

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from squidpy.auth import credentials as cred
-from squidpy.auth.cache import FAILED, OK, UNCHECKED, CachedUser, UserCache
+from squidpy.auth.cache import FAILED, OK, UNCHECKED, CachedUser, UserCache, secret_digest
 from squidpy.auth.digest import STALE, UNKNOWN, VALID, NonceRules, NonceStore, response_matches
 from squidpy.auth.schemes import AuthConfig, challenges
 from squidpy.helpers.protocol import escape
@@ -44,6 +44,7 @@ class Outcome:
     close: bool = False                  # close the connection after the 407 (failed handshake)
     credentials: object = field(default=None, repr=False)
     extras: str | None = None            # auth_param key_extras, as formatted for this request
+    header: bytes | None = field(default=None, repr=False)   # Basic: keyed hash of the header value
 
     def __str__(self) -> str:
         return f"user {self.user}" if self.kind == DONE else f"{self.kind} ({self.message or 'no credentials'})"
@@ -64,6 +65,7 @@ class Authenticator:
     def __init__(self, config: AuthConfig, cache: UserCache, clock):
         self.config = config
         self.cache = cache
+        self.basic = config.get("basic")
         digest = config.get("digest")
         self.nonces = NonceStore(NonceRules(digest.nonce_max_duration, digest.nonce_max_count,
                                             digest.nonce_strictness, digest.check_nonce_count,
@@ -84,7 +86,15 @@ class Authenticator:
             return Outcome(DONE, conn.scheme, conn.user, notes=conn.notes, entry=conn.entry)
         if value is None:
             return Outcome(NONE)
-        basic = self.config.get("basic")
+        basic = self.basic
+        header = None
+        if basic is not None and value[:6].lower() == "basic ":
+            # the common case: a browser sends the header it logged in with again
+            more = extras("basic") if extras is not None and basic.key_extras else None
+            header = secret_digest(f"{value}\0{more}" if more else value)
+            entry = self.cache.known_header(header, basic.credentialsttl)
+            if entry is not None:
+                return entry.accepted
         try:
             creds = cred.parse(value, casesensitive=basic.casesensitive if basic else False,
                                utf8=basic.utf8 if basic else False, accept_language=accept_language)
@@ -95,7 +105,9 @@ class Authenticator:
             return Outcome(MALFORMED, message=f"the {creds.scheme} scheme is not configured")
         more = extras(creds.scheme) if extras is not None and scheme_config.key_extras else None
         if isinstance(creds, cred.Basic):
-            return self._basic(creds, scheme_config, more)
+            outcome = self._basic(creds, scheme_config, more)
+            outcome.header = header
+            return outcome
         if isinstance(creds, cred.Digest):
             return self._digest(creds, scheme_config, method, more)
         outcome = self._token(creds, conn, more)
@@ -159,7 +171,10 @@ class Authenticator:
         if outcome.scheme == "basic":
             entry = self.cache.record_basic(_key(creds.user, outcome.extras), creds.password, result, notes)
             if result == "OK":
-                return Outcome(DONE, "basic", creds.user, notes=list(notes), entry=entry)
+                accepted = Outcome(DONE, "basic", creds.user, notes=list(notes), entry=entry)
+                if outcome.header is not None:
+                    self.cache.remember_header(entry, outcome.header, accepted)
+                return accepted
             return Outcome(REFUSED, "basic", creds.user, entry=entry,
                            message=message or ("Incorrect password" if result == "ERR" else
                                                "the authentication helper could not check the password"))

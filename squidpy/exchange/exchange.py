@@ -379,8 +379,8 @@ class Exchange:
         if conn is None and helpers.stateful:
             conn = client.auth = auth.ConnectionAuth()
         value = _field(head.headers, b"proxy-authorization")
-        outcome = authenticator.examine(value, head.method, _field(head.headers, b"accept-language"), conn,
-                                        helpers.key_extras_of(self.entry))
+        language = _field(head.headers, b"accept-language") if helpers.reads_language else None
+        outcome = authenticator.examine(value, head.method, language, conn, helpers.key_extras_of(self.entry))
         if outcome.kind != auth.ASK:
             return self._authenticated(outcome)
         callout.waiting = outcome
@@ -418,7 +418,8 @@ class Exchange:
             if outcome.notes:
                 ch.notes.extend(kv for kv in outcome.notes if kv[0] not in _PRIVATE_NOTES)
             helpers = self.callout.helpers
-            if outcome.entry is not None and helpers is not None and helpers.auth is not None:
+            if (outcome.entry is not None and helpers is not None and helpers.auth is not None
+                    and helpers.counts_addresses):
                 ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, self.client.client_ip)
         self._recheck()
 

@@ -56,6 +56,11 @@ class HelperState:
             users.garbage_interval = config.authenticate_cache_garbage_interval
             self.auth = Authenticator(config.auth_param, users, clock)
             self.stateful = tuple(s for s in config.auth_param.active() if s.stateful)
+        # facts only some configurations need: the user's addresses (max_user_ip), the
+        # browser's language (auth_param basic utf8 reads CP1251 for Cyrillic ones)
+        self.counts_addresses = any(acl.type_name == "max_user_ip" for acl in config.acls.acls.values())
+        basic = config.auth_param.get("basic")
+        self.reads_language = basic is not None and basic.utf8
         self.key_extras = {scheme.scheme: compile_format(scheme.key_extras)
                            for scheme in config.auth_param.active() if scheme.key_extras}
         self.external = {name: ExternalCache(definition) for name, definition in config.external_acl_type.items()}
