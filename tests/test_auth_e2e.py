@@ -289,9 +289,26 @@ def test_store_ids_let_mirrors_share_one_cached_copy(make_proxy, origin, tmp_pat
 
 # ---------------------------------------------------------------- lifecycle
 def helper_children(proxy) -> list[str]:
-    """The command lines of the proxy's child processes."""
-    out = subprocess.run(["ps", "-o", "args=", "--ppid", str(proxy.proc.pid)], capture_output=True, text=True)
-    return [line for line in out.stdout.splitlines() if line.strip()]
+    """The command lines of the proxy's descendants (its kids under workers, their helpers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [proxy.proc.pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            todo.append(child)
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    found.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
+            except OSError:
+                pass
+    return found
 
 
 def test_reconfigure_starts_and_stops_the_helpers(make_proxy, origin, passwords):
@@ -323,6 +340,5 @@ def test_each_worker_runs_its_own_helpers(make_proxy, origin, passwords):
     for n in range(6):
         assert curl(proxy, origin.url(f"/echo/w{n}"), "-U", "alice:wonder land").status == 200
     assert curl(proxy, origin.url("/echo/anon")).status == 407
-    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
-    assert wait_for(lambda: subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout.count(
-        f"basic_ncsa_auth {passwords}") == 2, 5), out
+    program = f"basic_ncsa_auth {passwords}"
+    assert wait_for(lambda: sum(program in c for c in helper_children(proxy)) == 2, 5), helper_children(proxy)
