@@ -14,13 +14,18 @@ from squidpy.config import loader
 CONFIG_HELP = "configuration file (default: the embedded default, same as etc/squidpy.conf)"
 
 
+def echo_problem(problem) -> None:
+    """One configuration message, its configuration text in the file's own bytes."""
+    click.echo(str(problem).encode("latin-1", "replace"), err=True)
+
+
 def _load(path: str | None):
     """Load a configuration or exit 1 printing every error as FILE:LINE: message."""
     try:
         return loader.load(path)
     except loader.ConfigErrors as e:
         for problem in [*e.warnings, *e.errors]:
-            click.echo(str(problem), err=True)
+            echo_problem(problem)
         click.echo(f"squidpy: {len(e.errors)} error(s) in the configuration", err=True)
         sys.exit(1)
 
@@ -66,7 +71,7 @@ def parse(config_path):
     """Check a configuration like 'squid -k parse': exit 0 when it is valid."""
     config = _load(config_path)
     for warning in config.warnings:
-        click.echo(str(warning), err=True)
+        echo_problem(warning)
     click.echo(f"{config.source}: OK")
 
 

@@ -12,10 +12,23 @@ import bisect
 import ipaddress
 
 
+# Squid's "ipv6": the unicast IPv6 Internet (global, unique-local and link-local)
+_IPV6_UNICAST = ("1000::/4", "2000::/3", "4000::/2", "8000::/2", "c000::/3", "e000::/4", "fc00::/7", "fe80::/10")
+
+
 def parse_address_entry(text: str) -> list[tuple[int, int, int]]:
-    """One ACL value -> ``[(version, low, high)]``; raises ValueError."""
+    """One ACL value -> ``[(version, low, high)]``; raises ValueError.
+
+    ``all`` is every address, ``ipv4`` every IPv4 address and ``ipv6`` the
+    unicast IPv6 Internet, as in Squid.
+    """
     if text == "all":
         return [(4, 0, 2 ** 32 - 1), (6, 0, 2 ** 128 - 1)]
+    if text == "ipv4":
+        return [(4, 0, 2 ** 32 - 1)]
+    if text == "ipv6":
+        nets = [ipaddress.ip_network(n) for n in _IPV6_UNICAST]
+        return [(6, int(n.network_address), int(n.broadcast_address)) for n in nets]
     if "-" in text:
         first, _, rest = text.partition("-")
         lo_ip = _ip(first)

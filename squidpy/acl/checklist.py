@@ -43,6 +43,7 @@ class Checklist:
         "method", "scheme", "host", "port", "path", "url",
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key",
+        "notes", "client_notes", "initiator", "random", "tag", "entry",
     )
 
     def __init__(
@@ -85,6 +86,23 @@ class Checklist:
         self.user = None
         self.now = now
         self._src_key = None
+        self.notes: list[tuple[str, str]] = []     # the transaction's annotations
+        self.client_notes: list | None = None      # the client connection's, when there is one
+        self.initiator = "client"
+        self.random = None                         # a float source in [0, 1) for random ACLs (tests)
+        self.tag = None                            # an external ACL helper's tag
+        self.entry = None                          # the transaction's LogEntry, once it exists
+
+    @property
+    def hier_code(self) -> str:
+        """How the reply was obtained (%Sh): HIER_NONE until the request is forwarded."""
+        return self.entry.hierarchy if self.entry is not None else "HIER_NONE"
+
+    @property
+    def squid_error(self) -> str:
+        """The error the transaction ended with, ERR_NONE while there is none."""
+        entry = self.entry
+        return (entry.error or "ERR_NONE") if entry is not None else "ERR_NONE"
 
     @property
     def src_key(self) -> tuple[int, int]:
