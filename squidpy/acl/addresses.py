@@ -31,9 +31,11 @@ def parse_address_entry(text: str) -> list[tuple[int, int, int]]:
         return [(6, int(n.network_address), int(n.broadcast_address)) for n in nets]
     if "-" in text:
         first, _, rest = text.partition("-")
-        lo_ip = _ip(first)
         hi_text, slash, mask = rest.partition("/")
-        hi_ip = _ip(hi_text)
+        try:
+            lo_ip, hi_ip = _ip(first), _ip(hi_text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not an IP address or an address range") from None
         if lo_ip.version != hi_ip.version:
             raise ValueError(f"'{text}': the two ends of a range must be of one IP version")
         lo, hi = int(lo_ip), int(hi_ip)

@@ -43,7 +43,7 @@ class Checklist:
         "method", "scheme", "host", "port", "path", "url",
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key",
-        "notes", "client_notes", "initiator", "random", "tag", "entry",
+        "notes", "connection", "initiator", "random", "tag", "entry",
     )
 
     def __init__(
@@ -87,7 +87,7 @@ class Checklist:
         self.now = now
         self._src_key = None
         self.notes: list[tuple[str, str]] = []     # the transaction's annotations
-        self.client_notes: list | None = None      # the client connection's, when there is one
+        self.connection = None                     # the client connection (its .notes), when there is one
         self.initiator = "client"
         self.random = None                         # a float source in [0, 1) for random ACLs (tests)
         self.tag = None                            # an external ACL helper's tag

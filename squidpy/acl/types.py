@@ -539,6 +539,7 @@ class _HeaderAcl(AclType):
 
     def add(self, value: str, where: str | None = None) -> None:
         if not self._named:
+            self._named = True
             if not value or not all(33 <= ord(c) < 127 and c != ":" for c in value):
                 raise ValueError(f"'{value}' is not a header name")
             key = value.lower().encode("ascii")
@@ -546,7 +547,6 @@ class _HeaderAcl(AclType):
                 raise ValueError(f"one ACL cannot match both the {self.header.decode()} and {value} headers; "
                                  "use an any-of ACL")
             self.header = key
-            self._named = True
             return
         self.regex.add(value, where)
 
@@ -741,11 +741,11 @@ class NoteAcl(_AnnotationAcl):
 
     def add(self, value: str, where: str | None = None) -> None:
         if not self._named:
+            self._named = True
             if self.note_name is not None and value != self.note_name:
                 raise ValueError(f"one note ACL cannot test both the '{self.note_name}' and '{value}' "
                                  "annotations (Squid 5.7 would silently test only the last)")
             self.note_name = value
-            self._named = True
             return
         self.values.add(value)
 
@@ -806,9 +806,12 @@ class AnnotateClientAcl(_AnnotateAcl):
     example = "vip=yes"
 
     def match(self, ch: Checklist) -> bool:
-        if ch.client_notes is None:
+        conn = ch.connection
+        if conn is None:
             return False
-        self.annotate(ch.client_notes)
+        if conn.notes is None:
+            conn.notes = []
+        self.annotate(conn.notes)
         self.annotate(ch.notes)
         return True
 

@@ -131,8 +131,8 @@ def _acl_options(words, cls) -> tuple[list[str], list[str]]:
     carry: a regular expression's leading -i/+i)."""
     options: list[str] = []
     carried: list[str] = []
-    while (word := words.peek()) is not None and word[:1] in ("-", "+"):
-        words.next()
+    while (word := words.peek(cls.regex_values)) is not None and word[:1] in ("-", "+"):
+        words.next(cls.regex_values)
         if word == "--":
             break
         if len(word) < 2:
@@ -592,7 +592,14 @@ def _cache_dir(args, ctx):
 
 def _refresh_pattern(args, ctx):
     from squidpy.cache.refresh import parse_refresh_pattern
-    return parse_refresh_pattern(args)
+    if ctx.config.configuration_includes_quoted_values:
+        raise ValueError("regular expressions cannot be read while configuration_includes_quoted_values is on "
+                         "(as in Squid); turn it off around this line")
+    words = ctx.words()
+    parts = [words.next(quoted_pair=True)]
+    if parts[0] in ("-i", "+i"):
+        parts.append(words.next(quoted_pair=True))
+    return parse_refresh_pattern([p for p in parts if p is not None] + words.all(), ctx.warn)
 
 
 directive(
@@ -621,7 +628,7 @@ directive(
 directive(
     "refresh_pattern", "[-i] REGEX MIN PERCENT MAX [override-expire|override-lastmod|ignore-no-store ...]",
     _refresh_pattern, "\n".join(("^ftp: 1440 20% 10080", r"-i (/cgi-bin/|\?) 0 0% 0", ". 0 20% 4320")),
-    "Cache", kind=APPEND,
+    "Cache", kind=APPEND, reads_line=True,
     doc="""Freshness for replies without max-age, s-maxage or Expires (RFC 9111
     heuristic freshness): PERCENT of the time since Last-Modified, at least MIN
     and at most MAX minutes (MIN when there is no Last-Modified). The first

@@ -175,7 +175,8 @@ def _apply(config: Config, line: ConfigLine, errors: list[ConfigError], seen: se
     d = lookup(line.name)
     if d is None:
         hint = did_you_mean(line.name, [*DIRECTIVES, *ALIASES])
-        errors.append(ConfigError(line.filename, line.lineno, f"unknown directive '{line.name}'{hint}"))
+        shown = "".join(c if " " <= c != "\x7f" else f"\\x{ord(c):02x}" for c in line.name)
+        errors.append(ConfigError(line.filename, line.lineno, f"unknown directive '{shown}'{hint}"))
         return
     ctx = ParseContext(config, line, errors)
     if d.status != IMPLEMENTED:

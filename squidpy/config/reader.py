@@ -250,9 +250,15 @@ class Words:
         except OSError as e:
             raise ValueError(f"parameters(\"{path}\"): cannot read {full}: {e.strerror}") from None
 
-    def peek(self) -> str | None:
-        word = self.next()
-        if word is not None:
+    def peek(self, quoted_pair: bool = False) -> str | None:
+        """The next word, left to be read again (in whatever mode the next read uses)."""
+        if self.pushed:
+            return self.pushed[-1]
+        pos, kind, reading_files = self.pos, self.kind, bool(self.files)
+        word = self.next(quoted_pair)
+        if not reading_files and not self.files:
+            self.pos, self.kind = pos, kind
+        elif word is not None:
             self.push_back(word)
         return word
 

@@ -48,6 +48,8 @@ def plain_ip(host: str) -> str:
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ClientConnection(PausableReading, Protocol):
+    notes = None        # annotate_client ACLs' annotations: a list once one is made
+
     def __init__(self, service, port_name: str):
         self.service = service
         self.port_name = port_name
@@ -112,6 +114,9 @@ class ClientConnection(PausableReading, Protocol):
             local_port=self.local_port, port_name=self.port_name, ip_literal=target.ip_literal,
         )
         ch.client_connections = self.service.connections_from(self.client_ip)
+        ch.connection = self
+        if self.notes:
+            ch.notes = list(self.notes)     # each request starts with its connection's annotations
         return ch
 
     # ------------------------------------------------------------ reading

@@ -108,6 +108,7 @@ class Transaction:
         if head.unknown_coding:
             return self.fail("ERR_INVALID_REQ", "the request body uses a transfer coding other than chunked")
         self.checklist = ch = self.client.checklist(head, target)
+        ch.entry = self.entry           # hier_code and squid_error ACLs read what the log will say
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = svc.dns.cached_name(target.host)
         self.check_access()
