@@ -16,7 +16,10 @@ CONFIG_HELP = "configuration file (default: the embedded default, same as etc/sq
 
 def echo_problem(problem) -> None:
     """One configuration message, its configuration text in the file's own bytes."""
-    click.echo(str(problem).encode("latin-1", "replace"), err=True)
+    stream = click.get_text_stream("stderr")
+    stream.flush()
+    stream.buffer.write(str(problem).encode("latin-1", "replace") + b"\n")
+    stream.buffer.flush()
 
 
 def _load(path: str | None):

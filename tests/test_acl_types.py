@@ -176,3 +176,13 @@ def test_acl_options_are_read_as_squid_reads_them():
     assert "unsupported ACL option: -x" in problems("acl x src -x 10.0.0.1\n")[0]
     c = conf("acl d dstdomain -n -- .example.com\n")
     assert "-n" in c.acls.get("d").matcher.flags
+
+
+def test_deny_info_redirects_keep_the_method_as_squid_does():
+    c = conf("acl a src all\ndeny_info http://portal.example/ a\nacl b src 10.0.0.0/8\n"
+             "deny_info 301:http://moved.example/ b\n")
+    info = c.deny_info["a"]
+    assert info.redirect_status("GET", "1.1") == 302 and info.redirect_status("HEAD", "1.1") == 302
+    assert info.redirect_status("POST", "1.1") == 307 and info.redirect_status("CONNECT", "1.1") == 307
+    assert info.redirect_status("POST", "1.0") == 302
+    assert c.deny_info["b"].redirect_status("POST", "1.1") == 301

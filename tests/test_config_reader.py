@@ -218,7 +218,10 @@ def test_without_quoted_values_a_quoted_word_names_a_file(tmp_path):
     conf = tmp_path / "squid.conf"
     conf.write_text("acl d dstdomain 'list.txt' after.example\nhttp_access deny d\nhttp_access allow all\n")
     config = loader.load(str(conf))
-    assert not allowed(config, host="www.example.com") and not allowed(config, host="after.example")
+    assert not allowed(config, host="www.example.com")
+    # Squid stops reading the line at the end of the file: the words after it are ignored
+    assert allowed(config, host="after.example")
+    assert "'after.example' after the file of values is ignored" in warnings(config)[0]
 
 
 # ------------------------------------------------------------ what Squid accepts, with its notes

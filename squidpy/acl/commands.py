@@ -13,9 +13,14 @@ from squidpy.acl.checklist import Checklist
 from squidpy.http.url import BadTarget, parse_target
 
 
-def _lookup(target, client_ip: str, dst: tuple[str, ...]):
-    """Facts for ACLs that need them: --dst if given, else this machine's resolver."""
+def _lookup(target, client_ip: str, dst: tuple[str, ...], dst_name: str | None, client_name: str | None):
+    """Facts for ACLs that need them: --dst, --dst-name, --client-name if given,
+    else this machine's resolver."""
     def lookup(fact: str):
+        if fact == "dst_name" and dst_name is not None:
+            return dst_name
+        if fact == "src_name" and client_name is not None:
+            return client_name
         if fact == "dst":
             if dst:
                 return list(dst)
@@ -42,14 +47,16 @@ def _lookup(target, client_ip: str, dst: tuple[str, ...]):
 @click.option("--referer", help="Referer header")
 @click.option("--header", "headers", multiple=True, help="another request header, 'Name: value' (repeatable)")
 @click.option("--dst", multiple=True, help="the origin's address, instead of resolving its name (repeatable)")
+@click.option("--dst-name", help="the name of the URL's address, instead of a reverse lookup ('' for none)")
+@click.option("--client-name", help="the client's name, instead of a reverse lookup ('' for none)")
 @click.option("--local-ip", default="127.0.0.1", show_default=True, help="proxy address the client used")
 @click.option("--local-port", default=3128, show_default=True, type=int, help="proxy port the client used")
 @click.option("--port-name", default="", help="name= of that http_port (myportname)")
 @click.option("--connections", default=1, show_default=True, type=int, help="connections the client has open (maxconn)")
 @click.option("--at", "at_time", help="pretend it is this local time, 'YYYY-MM-DD HH:MM' (time ACLs)")
 @click.option("-v", "--verbose", is_flag=True, help="show every line tried and each ACL's answer")
-def check(url, config_path, client_ip, method, user_agent, referer, headers, dst, local_ip, local_port,
-          port_name, connections, at_time, verbose):
+def check(url, config_path, client_ip, method, user_agent, referer, headers, dst, dst_name, client_name,
+          local_ip, local_port, port_name, connections, at_time, verbose):
     """Which http_access line allows or denies URL, and which ACLs decided it.
 
     For CONNECT, give URL as host:port with --method CONNECT.  Exit status:
@@ -86,6 +93,7 @@ def check(url, config_path, client_ip, method, user_agent, referer, headers, dst
                    port=target.port, path=target.path, request_headers=request_headers, local_ip=local_ip,
                    local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
     ch.client_connections = connections
-    report = evaluate(config.http_access, ch, _lookup(target, client_ip, dst), config.deny_info)
+    report = evaluate(config.http_access, ch, _lookup(target, client_ip, dst, dst_name, client_name),
+                      config.deny_info)
     click.echo(render(report, ch, verbose))
     sys.exit(0 if report.verdict.allowed else 1)

@@ -170,6 +170,11 @@ def _acl_values(words, cls, ctx, name: str) -> list[tuple[str, str]]:
             except OSError as e:
                 raise ValueError(f"cannot read the values of ACL '{name}' from \"{file_name}\": "
                                  f"{e.strerror}") from None
+            rest = words.all(cls.regex_values)
+            if rest:
+                ctx.warn(f"ACL '{name}': '{' '.join(rest)}' after the file of values is ignored, "
+                         "as Squid ignores it (put those values on a line of their own)")
+            break
         else:
             values.append((getattr(word, "where", ctx.where), word))
     return values
@@ -259,6 +264,13 @@ class DenyInfo:
     status: int | None
     where: str
 
+    def redirect_status(self, method: str, version: str) -> int:
+        """A redirect's status: as written, else 302, or 307 for an HTTP/1.1 request
+        other than GET and HEAD (which must keep its method), as Squid answers."""
+        if self.status is not None:
+            return self.status
+        return 307 if method not in ("GET", "HEAD") and version >= "1.1" else 302
+
 
 _STATUS_PREFIX = re.compile(r"^([1-5]\d\d):(.+)$")
 _PAGE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -277,7 +289,7 @@ def _deny_info(args, ctx):
     elif "://" in target:
         if status is not None and not 300 <= status < 400:
             raise ValueError(f"a redirect needs a 3xx status, not {status}")
-        info = DenyInfo("redirect", target, status or 302, ctx.where)
+        info = DenyInfo("redirect", target, status, ctx.where)
     elif _PAGE_NAME.match(target) and not target.startswith("."):
         if status is not None and not 400 <= status < 600:
             raise ValueError(f"an error page needs a 4xx or 5xx status, not {status}")

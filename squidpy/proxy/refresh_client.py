@@ -21,6 +21,7 @@ class NullClient:
     closing = False
     cork_number = None
     tunnel = None
+    notes = None
 
     def __init__(self, client):
         self.service = client.service

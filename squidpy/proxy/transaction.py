@@ -209,7 +209,7 @@ class Transaction:
             return self.finish()
         location = self.service.error_pages.render_url(info.value, self._error_context("ERR_ACCESS_DENIED", None))
         body = b'<html><body>See <a href="%s">here</a>.</body></html>\n' % html.escape(location).encode("latin-1", "replace")
-        self.send_local(info.status or 302, b"text/html;charset=utf-8", body,
+        self.send_local(info.redirect_status(self.head.method, self.head.version), b"text/html;charset=utf-8", body,
                         [(b"Location", location.encode("latin-1", "replace"))])
 
     # ------------------------------------------------------------ local answers
@@ -226,17 +226,22 @@ class Transaction:
             except BadTarget as bad:
                 return self.fail(bad.error, bad.detail, bad.status)
             self.checklist = self.client.checklist(self.head, self.target)
-            try:
-                verdict = self.config.http_access.check(self.checklist)
-            except Pending:
-                verdict = None
-            if verdict is None or not verdict.allowed:
-                return self.fail("ERR_ACCESS_DENIED", "the cache manager is not open to this client", 403,
-                                 result="TCP_DENIED")
-            page = internal.manager_page(self.head.target, self.service.manager_report())
-        else:
-            page = internal.page(self.head, self.client.local_ip, self.client.local_port,
-                                 self.service.visible_hostname)
+            self.checklist.entry = self.entry
+            return self.check_manager_access()
+        page = internal.page(self.head, self.client.local_ip, self.client.local_port,
+                             self.service.visible_hostname)
+        self.send_local(page.status, page.content_type, page.body, [])
+
+    def check_manager_access(self) -> None:
+        """http_access decides on cache manager pages as on any request: lookups
+        an ACL needs are made, and a denial is answered as deny_info says."""
+        try:
+            verdict = self.config.http_access.check(self.checklist)
+        except Pending as p:
+            return self.lookup(p.fact, self.check_manager_access)
+        if not verdict.allowed:
+            return self.deny(verdict, self.config.http_access)
+        page = internal.manager_page(self.head.target, self.service.manager_report())
         self.send_local(page.status, page.content_type, page.body, [])
 
     def answer_max_forwards(self) -> None:
