@@ -23,8 +23,8 @@ INTENDED: dict[str, str] = {
                         "paths and read the same files in squidpy.",
     "to-linklocal": "`to_linklocal` (169.254.0.0/16, fe80::/10) is predefined, as in Squid 6; Squid 5.7 "
                     "refuses the Squid 6 default squid.conf for lack of it.",
-    "service-name": "`${service_name}` and `${process_name}` are `squidpy` and `${process_number}` is the "
-                    "worker's number from 1 (Squid in the foreground says `squid` and 0).",
+    "service-name": "`${service_name}` and `${process_name}` are `squidpy` and `${process_number}` is 1 in "
+                    "every process (Squid in the foreground says `squid` and 0, and numbers its SMP kids).",
     "time-units": "A time without a unit is taken in the directive's unit with a warning (Squid 5.7 refuses "
                   "it), and squidpy also accepts `ms`, `sec`, `min`, `h`; sizes may be written `64KB` and "
                   "`64 K`. Squid refuses these spellings, so no configuration that Squid accepts reads "

@@ -463,7 +463,3 @@ class PosixRegex:
         if self.icase:
             text = text.translate(_UPPER)
         return self.regex.search(text) is not None
-
-
-def compile_posix(pattern: str, icase: bool = False) -> PosixRegex:
-    return PosixRegex(pattern, icase)

@@ -42,7 +42,6 @@ MAX_INCLUDE_DEPTH = 16
 W_SPACE = " \t\n\r"                      # Squid's w_space: what separates words
 C_SPACE = " \t\n\v\f\r"                  # isspace(): what is stripped around lines
 _STRICT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,()-=_/:+")
-SQUID_MACROS = ("service_name", "process_name", "process_number")
 
 
 def read_bytes(path: str) -> str:
@@ -261,11 +260,6 @@ class Words:
         elif word is not None:
             self.push_back(word)
         return word
-
-    def rest(self) -> str:
-        """Everything not read yet, as written (Squid's NextQuotedOrToEol)."""
-        self.pushed.clear()
-        return self.text[self.pos:].strip(W_SPACE)
 
     def all(self, quoted_pair: bool = False) -> list[str]:
         words = []
