@@ -228,12 +228,27 @@ def test_stored_fields_3_1():
 
 
 def test_304_updates_content_type_and_other_fields_3_2():
-    stored = h(("Content-Type", "text/plain"), ("Content-Length", "5"), ("Set-Cookie", "a=b"))
-    fresh = h(("Content-Type", "text/plain;charset=utf-8"), ("Set-Cookie", "a=c"),
+    stored = h(("Content-Type", "text/plain"), ("Content-Length", "5"), ("X-Version", "1"))
+    fresh = h(("Content-Type", "text/plain;charset=utf-8"), ("X-Version", "2"),
               ("Connection", "x-hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5"))
     out = dict(policy.freshen_headers(stored, fresh))
-    assert out[b"Content-Type"] == b"text/plain;charset=utf-8" and out[b"Set-Cookie"] == b"a=c"
+    assert out[b"Content-Type"] == b"text/plain;charset=utf-8" and out[b"X-Version"] == b"2"
     assert b"X-Hop" not in out and b"Keep-Alive" not in out and b"Connection" not in out
+
+
+def test_cookies_are_never_stored_nor_served_from_the_cache():
+    """Squid 5.7 never serves Set-Cookie from its cache; squidpy neither stores it nor
+    Set-Cookie2, not from a 200 nor from a 304, and strips both from entries stored
+    by an older version."""
+    resp = h(("Cache-Control", "max-age=60"), ("Set-Cookie", "session=alice"), ("SET-COOKIE2", "s2=alice"),
+             ("X-Other", "1"))
+    stored = policy.headers_to_store(resp, 3, b"Mon, 01 Jan 2026 00:00:00 GMT")
+    assert [k for k, _ in stored if b"cookie" in k.lower()] == []
+    freshened = policy.freshen_headers(resp, h(("Set-Cookie", "session=bob"), ("ETag", '"x"')))
+    assert [k for k, _ in freshened if b"cookie" in k.lower()] == []
+    assert dict(freshened)[b"ETag"] == b'"x"'
+    served = policy.fields_for_hit(resp + h(("Age", "7")))
+    assert served == h(("Cache-Control", "max-age=60"), ("X-Other", "1"))
 
 
 def test_qualified_no_cache_and_private_keep_only_the_named_fields_out():

@@ -100,6 +100,11 @@ class AclTable:
     def get(self, name: str) -> Acl | None:
         return self.acls.get(acl_key(name))
 
+    def names_method(self, method: str) -> bool:
+        """Whether a ``method`` ACL lists ``method``: Squid honours PURGE only then
+        (``acl Purge method PURGE``), whether or not http_access uses that ACL."""
+        return any(acl.type_name == "method" and method in acl.matcher.words for acl in self.acls.values())
+
 
 @dataclass
 class AccessRule:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import bisect
 import ipaddress
 
+from squidpy.ip import ip_address
+
 
 # Squid's "ipv6": the unicast IPv6 Internet (global, unique-local and link-local)
 _IPV6_UNICAST = ("1000::/4", "2000::/3", "4000::/2", "8000::/2", "c000::/3", "e000::/4", "fc00::/7", "fe80::/10")
@@ -55,20 +57,24 @@ def parse_address_entry(text: str) -> list[tuple[int, int, int]]:
 
 def _ip(text: str):
     try:
-        ip = ipaddress.ip_address(text.strip("[]"))
+        return ip_address(text)
     except ValueError:
         raise ValueError(f"'{text}' is not an IP address") from None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip
+
+
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 
 
 def _network(spec: str, original: str):
     try:
         # strict=False: Squid masks host bits ('10.0.0.1/8' means 10.0.0.0/8)
-        return ipaddress.ip_network(spec, strict=False)
+        net = ipaddress.ip_network(spec, strict=False)
     except ValueError:
         raise ValueError(f"'{original}' is not a valid network (use ADDRESS/BITS or ADDRESS/NETMASK)") from None
+    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        # '::ffff:10.0.0.0/104' is 10.0.0.0/8: mapped addresses are IPv4 (squidpy.ip)
+        return ipaddress.ip_network((net.network_address.ipv4_mapped, net.prefixlen - 96))
+    return net
 
 
 class AddressSet:

@@ -8,9 +8,10 @@ caller fetches it and asks again.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import time
+
+from squidpy.http.url import rfc1738_unescape
+from squidpy.ip import ip_key
 
 
 class Pending(Exception):
@@ -19,18 +20,6 @@ class Pending(Exception):
     def __init__(self, fact: str):
         super().__init__(fact)
         self.fact = fact
-
-
-@functools.lru_cache(maxsize=65536)
-def ip_key(address: str) -> tuple[int, int]:
-    """``(version, integer)`` of an address; IPv4-mapped IPv6 counts as IPv4.
-
-    Cached: the same few client and origin addresses come back on every request.
-    """
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.version, int(ip)
 
 
 class Checklist:
@@ -42,7 +31,7 @@ class Checklist:
         "src", "src_port", "local_ip", "local_port", "port_name",
         "method", "scheme", "host", "port", "path", "url",
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
-        "reply_status", "reply_headers", "user", "now", "_src_key",
+        "reply_status", "reply_headers", "user", "now", "_src_key", "_url_unescaped", "_path_unescaped",
         "notes", "connection", "initiator", "random", "tag", "entry",
     )
 
@@ -86,6 +75,8 @@ class Checklist:
         self.user = None
         self.now = now
         self._src_key = None
+        self._url_unescaped = None
+        self._path_unescaped = None
         self.notes: list[tuple[str, str]] = []     # the transaction's annotations
         self.connection = None                     # the client connection (its .notes), when there is one
         self.initiator = "client"
@@ -110,6 +101,22 @@ class Checklist:
         if key is None:
             key = self._src_key = ip_key(self.src)
         return key
+
+    @property
+    def url_unescaped(self) -> str:
+        """The URL as ``url_regex`` sees it: percent-escapes decoded, as Squid does."""
+        text = self._url_unescaped
+        if text is None:
+            text = self._url_unescaped = rfc1738_unescape(self.url)
+        return text
+
+    @property
+    def path_unescaped(self) -> str:
+        """The path and query as ``urlpath_regex`` sees them (escapes decoded)."""
+        text = self._path_unescaped
+        if text is None:
+            text = self._path_unescaped = rfc1738_unescape(self.path)
+        return text
 
     def timestamp(self) -> float:
         if self.now is None:

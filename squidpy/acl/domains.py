@@ -2,11 +2,16 @@
 
 ``.example.com`` matches example.com and every name under it;
 ``example.com`` matches only itself.  Names compare case-insensitively and a
-trailing dot is ignored.  A lookup costs one set probe per label of the host,
+trailing dot is ignored.  An entry that is an IP address is kept as the
+address's canonical text (:mod:`squidpy.ip`), the form URL hosts are parsed
+into, so ``127.0.0.9``, ``::ffff:127.0.0.9`` and ``[::1]`` are compared as
+addresses.  A lookup costs one set probe per label of the host,
 so a 100,000-name blocklist is as fast as a list of ten.
 """
 
 from __future__ import annotations
+
+from squidpy.ip import ip_address
 
 
 def normalize_host(host: str) -> str:
@@ -30,6 +35,10 @@ class DomainSet:
         value = value.lower().rstrip(".")
         if not value or value == ".":
             raise ValueError("an empty domain name")
+        try:
+            value = str(ip_address(value))
+        except ValueError:
+            pass
         name = value[1:] if value.startswith(".") else value
         if not self._VALID.issuperset(name) or ".." in name or name.startswith(("-", ".")):
             raise ValueError(f"'{value}' is not a domain name")

@@ -456,23 +456,26 @@ def _compile_optimised(words: list[tuple[str, str | None]]) -> list[PosixRegex] 
 
 
 class UrlRegexAcl(_RegexAcl):
-    """``url_regex``: the whole URL."""
+    """``url_regex``: the whole URL, normalised as Squid normalises it (lower-case
+    scheme and host, no default port, percent-escapes decoded)."""
 
     name = "url_regex"
     example = r"-i \.mp3$ ^http://ads\."
 
     def match(self, ch: Checklist) -> bool:
-        return self.search(ch.url)
+        return self.search(ch.url_unescaped)
 
 
 class UrlPathRegexAcl(_RegexAcl):
-    """``urlpath_regex``: the URL path with its query (no scheme or host)."""
+    """``urlpath_regex``: the URL path with its query (no scheme or host),
+    percent-escapes decoded as Squid decodes them.  A CONNECT has no path and
+    matches nothing, as in Squid."""
 
     name = "urlpath_regex"
     example = r"-i \.(exe|msi)$ ^/cgi-bin/"
 
     def match(self, ch: Checklist) -> bool:
-        return self.search(ch.path)
+        return bool(ch.path) and self.search(ch.path_unescaped)
 
 
 class DstDomRegexAcl(_RegexAcl):

@@ -319,13 +319,31 @@ def unstored_fields(headers) -> frozenset[bytes]:
     return HOP_BY_HOP | named
 
 
+# Fields meant for the one user whose request reached the origin.  Squid 5.7 never
+# serves Set-Cookie from its cache (client_side_reply.cc, buildReplyHeader, on every
+# TCP_*HIT and REFRESH_UNMODIFIED); squidpy also drops the obsolete Set-Cookie2, which
+# Squid 5.7 still replays (a TODO in that function).  They are neither stored nor served.
+PER_USER_FIELDS = frozenset({b"set-cookie", b"set-cookie2"})
+_NEVER_ON_HITS = PER_USER_FIELDS | {b"age"}
+
+
+def fields_for_hit(stored_headers, also_drop: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+    """The stored fields a reply served from the cache carries: never a per-user field
+    (even from an entry stored before they were dropped at store time), never the
+    stored Age (each hit gets its own)."""
+    drop = _NEVER_ON_HITS | also_drop
+    return [(k, v) for k, v in stored_headers if k.lower() not in drop]
+
+
 def freshen_headers(stored_headers, not_modified_headers) -> list[tuple[bytes, bytes]]:
     """RFC 9111 3.2 and 4.3.4: the stored header fields updated by a 304's fields:
-    every field it carries replaces the stored one, except those never stored and
-    Content-Length (the 304 has no body; the stored one is still the same)."""
-    keep = unstored_fields(not_modified_headers) | {b"content-length"}
+    every field it carries replaces the stored one, except those never stored
+    (hop-by-hop, per-user) and Content-Length (the 304 has no body; the stored one
+    is still the same)."""
+    keep = unstored_fields(not_modified_headers) | PER_USER_FIELDS | {b"content-length"}
     replaced = {k.lower() for k, _ in not_modified_headers if k.lower() not in keep}
-    out = [(k, v) for k, v in stored_headers if k.lower() not in replaced]
+    gone = replaced | PER_USER_FIELDS
+    out = [(k, v) for k, v in stored_headers if k.lower() not in gone]
     out.extend((k, v) for k, v in not_modified_headers if k.lower() in replaced)
     return out
 
@@ -350,10 +368,11 @@ def head_updates_stored(stored_headers, body_size: int, head_headers) -> bool:
 
 
 def headers_to_store(headers, body_size: int, date: bytes) -> list[tuple[bytes, bytes]]:
-    """RFC 9111 3.1: what is stored of a reply's fields: not the unstored ones, the
-    body's length made explicit, and a Date (the time it came) when the origin sent
-    none or an invalid one (RFC 9110 6.6.1), so that Expires can be used."""
-    drop = unstored_fields(headers) | {b"content-length"}
+    """RFC 9111 3.1: what is stored of a reply's fields: not the unstored ones nor the
+    per-user ones (cookies), the body's length made explicit, and a Date (the time
+    it came) when the origin sent none or an invalid one (RFC 9110 6.6.1), so that
+    Expires can be used."""
+    drop = unstored_fields(headers) | PER_USER_FIELDS | {b"content-length"}
     if parse_http_date(field(headers, b"date")) is None:
         drop |= {b"date"}                       # RFC 9110 6.6.1: an invalid Date may be replaced
     out = [(k, v) for k, v in headers if k.lower() not in drop]

@@ -22,8 +22,6 @@ unsupported(IGNORED, "shared_memory_locking memory_pools memory_pools_limit slee
             "a Squid memory or process tuning knob; squidpy's memory is Python's")
 unsupported(IGNORED, "hopeless_kid_revival_delay", "squidpy's master restarts a dead worker at once")
 unsupported(IGNORED, "coredump_dir", "squidpy writes no core files")
-unsupported(IGNORED, "cache_effective_user cache_effective_group",
-            "squidpy does not drop privileges: start it as the user it should run as")
 unsupported(IGNORED, "pinger_enable pinger_program netdb_filename netdb_low netdb_high netdb_ping_period "
             "query_icmp test_reachability",
             "squidpy has no ICMP pinger; it only served peer selection")
@@ -43,8 +41,7 @@ unsupported(IGNORED, "announce_period announce_host announce_file announce_port"
             "the cache announcement service no longer exists")
 unsupported(IGNORED, "buffered_logs", "squidpy always buffers access_log lines and writes them every second")
 unsupported(IGNORED, "stats_collection", "squidpy's statistics count every request")
-unsupported(IGNORED, "ipcache_size ipcache_low ipcache_high fqdncache_size dns_retransmit_interval "
-            "dns_packet_max ignore_unknown_nameservers",
+unsupported(IGNORED, "dns_retransmit_interval dns_packet_max ignore_unknown_nameservers",
             "a tuning knob of Squid's DNS client; squidpy's DNS cache keeps answers for their TTL")
 unsupported(IGNORED, "incoming_udp_average incoming_tcp_average incoming_dns_average min_udp_poll_cnt "
             "min_dns_poll_cnt min_tcp_poll_cnt accept_filter pipeline_prefetch",

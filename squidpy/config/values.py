@@ -97,7 +97,7 @@ def take_size(args: list[str], default_unit: str = "bytes", warn=None) -> tuple[
         i -= 1
     if 0 < i < len(text) and size_unit(text[i:]) is not None:     # '64KB', a squidpy extension
         text, glued = text[:i], text[i:]
-    value = squid_number(text)
+    value = squid_number(text, "size such as '64 KB'")
     if value < 0:
         raise ValueError("a size cannot be negative (write none for no limit)")
     if glued is not None:

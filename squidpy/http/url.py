@@ -13,6 +13,8 @@ import functools
 import ipaddress
 import re
 
+from squidpy.ip import ip_text, numeric_ipv4
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
@@ -28,7 +30,9 @@ class BadTarget(ValueError):
 
 
 class Target:
-    """Where a request goes.  ``kind`` is 'absolute', 'authority' or 'origin'."""
+    """Where a request goes.  ``kind`` is 'absolute', 'authority', 'origin', or
+    'internal' (an origin-form request made into the proxy's own URL by
+    :func:`internal_target`)."""
 
     __slots__ = ("kind", "scheme", "host", "port", "path", "url", "ip_literal")
 
@@ -62,7 +66,11 @@ def canonical_url(kind: str, scheme: str, host: str, port: int, path: str) -> st
 
 @functools.lru_cache(maxsize=4096)
 def parse_host(text: str) -> tuple[str, bool]:
-    """Validate a host; returns ``(host, is_ip_literal)`` with IPv6 unbracketed.
+    """Validate a host; returns ``(host, is_ip_literal)``, canonical as Squid makes it:
+    lower case, trailing dots removed, IPv6 unbracketed, and an address however
+    written (``[::ffff:127.0.0.9]``, ``2130706441``, ``0x7f.0.0.9``) as its plain
+    text (``127.0.0.9``, see :mod:`squidpy.ip`), so no ACL can be sidestepped by
+    spelling one host another way.
 
     Cached: a browser asks the same hosts again and again.
     """
@@ -70,20 +78,20 @@ def parse_host(text: str) -> tuple[str, bool]:
         if not text.endswith("]"):
             raise BadTarget("ERR_INVALID_URL", f"malformed IPv6 address '{text}'")
         try:
-            ip = ipaddress.IPv6Address(text[1:-1])
+            ipaddress.IPv6Address(text[1:-1])
+            return ip_text(text), True
         except ValueError:
             raise BadTarget("ERR_INVALID_URL", f"malformed IPv6 address '{text}'") from None
-        return str(ip), True
-    host = text.lower()
+    host = text.lower().rstrip(".")
     if not host:
         raise BadTarget("ERR_INVALID_URL", "the URL has no host")
     if len(host) > 255 or not _HOST_CHARS.issuperset(host):
         raise BadTarget("ERR_INVALID_URL", f"'{text}' is not a valid host name")
-    if host.rstrip(".").replace(".", "").isdigit():
-        try:
-            return str(ipaddress.IPv4Address(host.rstrip("."))), True
-        except ValueError:
-            raise BadTarget("ERR_INVALID_URL", f"'{text}' is not a valid IPv4 address") from None
+    address = numeric_ipv4(host)
+    if address is not None:
+        return str(address), True
+    if host.replace(".", "").isdigit():
+        raise BadTarget("ERR_INVALID_URL", f"'{text}' is not a valid IPv4 address")
     if host.startswith((".", "-")) or ".." in host:
         raise BadTarget("ERR_INVALID_URL", f"'{text}' is not a valid host name")
     return host, False
@@ -112,6 +120,19 @@ def split_authority(authority: str, default_port: int | None) -> tuple[str, int]
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise BadTarget("ERR_INVALID_URL", f"'{port_text}' is not a valid port")
     return host, int(port_text)
+
+
+def internal_target(path: str, hostname: str, port: int) -> Target:
+    """An origin-form request (``GET /proxy.pac``), which is addressed to the proxy
+    itself, as Squid makes it: ``http://VISIBLE_HOSTNAME:PORT/path`` with the port of
+    the first http_port; the Host header plays no part.  http_access sees these
+    facts like any request's: ``dstdomain`` the proxy's name, ``dst`` the addresses
+    that name resolves to, ``port`` its port, ``url_regex`` that URL."""
+    try:
+        host, literal = parse_host(hostname)
+    except BadTarget:
+        host, literal = hostname.lower(), False     # a visible_hostname that is no DNS name
+    return Target("internal", "http", host, port, path, literal)
 
 
 def parse_target(method: str, target: str) -> Target:
@@ -150,3 +171,25 @@ def _parse_target(connect: bool, target: str) -> Target:
     host_text, port = split_authority(authority, DEFAULT_PORTS[scheme])
     host, literal = parse_host(host_text)
     return Target("absolute", scheme, host, port, path, literal)
+
+
+_ESCAPE = re.compile(r"%(%|[0-9a-fA-F]{2})")
+
+
+def _unescape_one(m: re.Match) -> str:
+    code = m.group(1)
+    if code == "%":
+        return "%"
+    value = int(code, 16)
+    return chr(value) if value else m.group(0)
+
+
+def rfc1738_unescape(text: str) -> str:
+    """The text ``url_regex`` and ``urlpath_regex`` are matched against, decoded as
+    Squid's ``rfc1738_unescape`` decodes it: each ``%XY`` becomes that byte (read
+    as Latin-1), ``%%`` becomes ``%``, ``%00`` and a ``%`` not followed by two hex
+    digits stay as they are.  One pass: ``%2569`` is ``%69``, not ``i``.  So
+    ``/cas%69no`` and ``/cas%49no`` are tested as ``/casino`` and ``/casIno``."""
+    if "%" not in text:
+        return text
+    return _ESCAPE.sub(_unescape_one, text)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from squidpy.ip import ip_address
 from squidpy.log.parse import Record, domain_of, is_denied
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hour|hours|d|day|days|w|week|weeks)$")
@@ -140,11 +141,9 @@ def _in_domains(domain: str, suffixes: list[str]) -> bool:
 
 def _in_networks(client: str, networks) -> bool:
     try:
-        ip = ipaddress.ip_address(client)
+        ip = ip_address(client)
     except ValueError:
         return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     return any(ip.version == n.version and ip in n for n in networks)
 
 

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from squidpy.ip import ip_text
 from squidpy.log.entry import LogEntry
 
 # ---------------------------------------------------------------- encodings
@@ -132,9 +133,7 @@ def _usec(t: float) -> int:
 
 def _plain_ip(address):
     """IPv4-mapped IPv6 addresses are logged as IPv4, as Squid logs them."""
-    if address and address.startswith("::ffff:") and "." in address:
-        return address[7:]
-    return address
+    return ip_text(address) if address and ":" in address else address
 
 
 def _headers(headers, arg) -> str | None:

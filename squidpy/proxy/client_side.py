@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from squidpy.acl.checklist import Checklist
 from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, RequestHead
+from squidpy.ip import ip_text as plain_ip     # '::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
 from squidpy.proxy.transaction import Transaction
@@ -37,13 +38,6 @@ class _HeadTooBig(Exception):
 
 class _UrlTooLong(Exception):
     pass
-
-
-def plain_ip(host: str) -> str:
-    """'::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host.split("%", 1)[0]
 
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)

@@ -5,6 +5,13 @@ Names are looked up in /etc/hosts first, then with Twisted's DNS client
 are kept for the record's TTL capped by ``positive_dns_ttl``; failures for
 ``negative_dns_ttl``.  Concurrent lookups of one name share one query.
 IPv4 addresses are tried before IPv6 ones.
+
+Both caches are bounded as Squid bounds its own: names (answers and failures)
+by ``ipcache_size``, reverse lookups by ``fqdncache_size``.  When one holds more
+than its high-water mark (``ipcache_high`` percent, 95 for names of addresses)
+the least recently used entries go until it is below the low-water mark
+(``ipcache_low`` percent, 90), so a client asking for endless distinct names
+cannot grow the proxy's memory.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from collections import OrderedDict
 
 from twisted.internet import defer
 from twisted.names import client, dns, error, hosts, resolve
@@ -47,28 +55,74 @@ def hosts_names(path: str = HOSTS_FILE) -> dict[str, str]:
     return names
 
 
+class LruCache:
+    """Entries by key, least recently used first out: over ``high`` entries it is
+    trimmed to under ``low`` (Squid's high- and low-water marks)."""
+
+    def __init__(self, size: int, low_percent: int, high_percent: int):
+        self.items: OrderedDict = OrderedDict()
+        self.high = size * high_percent // 100
+        self.low = size * low_percent // 100
+
+    def get(self, key):
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        items = self.items
+        items[key] = value
+        items.move_to_end(key)
+        if len(items) > self.high:
+            while items and len(items) >= max(self.low, 1):
+                items.popitem(last=False)
+
+    def clear(self) -> None:
+        self.items.clear()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+FQDNCACHE_LOW, FQDNCACHE_HIGH = 90, 95      # fixed in Squid (fqdncache.cc)
+
+
 class DnsCache:
-    def __init__(self, resolver, positive_ttl: float, negative_ttl: float, timeout: float = 10.0):
+    def __init__(self, resolver, positive_ttl: float, negative_ttl: float, timeout: float = 10.0,
+                 ipcache: tuple[int, int, int] = (1024, 90, 95), fqdncache_size: int = 1024,
+                 clock=time.monotonic):
+        """``ipcache`` is (ipcache_size, ipcache_low, ipcache_high); ``clock`` gives
+        monotonic seconds (tests pass their own)."""
         self.resolver = resolver
         self.positive_ttl = positive_ttl
         self.negative_ttl = negative_ttl
         self.timeout = timeout
-        self._cache: dict[str, tuple[float, list[str] | DnsError]] = {}
+        self.clock = clock
+        self._cache = LruCache(*ipcache)            # name -> (expires, addresses or DnsError)
         self._waiting: dict[str, list[defer.Deferred]] = {}
-        self._names: dict[str, tuple[float, str]] = {}
+        self._names = LruCache(fqdncache_size, FQDNCACHE_LOW, FQDNCACHE_HIGH)   # address -> (expires, name)
         self._hosts_names = hosts_names()
+
+    @property
+    def ipcache_entries(self) -> int:
+        return len(self._cache)
+
+    @property
+    def fqdncache_entries(self) -> int:
+        return len(self._names)
 
     def cached(self, host: str) -> list[str] | None:
         """Addresses for ``host`` without waiting, if fresh in the cache."""
         hit = self._cache.get(host)
-        if hit is not None and hit[0] > time.monotonic() and isinstance(hit[1], list):
+        if hit is not None and hit[0] > self.clock() and isinstance(hit[1], list):
             return hit[1]
         return None
 
     def resolve(self, host: str) -> defer.Deferred:
         """Fires with a non-empty list of addresses or fails with :class:`DnsError`."""
         hit = self._cache.get(host)
-        if hit is not None and hit[0] > time.monotonic():
+        if hit is not None and hit[0] > self.clock():
             if isinstance(hit[1], DnsError):
                 return defer.fail(hit[1])
             return defer.succeed(hit[1])
@@ -102,13 +156,13 @@ class DnsCache:
                     addresses.append(record.payload.dottedQuad() if record.type == dns.A
                                      else _ipv6_text(record.payload))
                     ttl = min(ttl, max(record.ttl, 0) or ttl)
-        now = time.monotonic()
+        now = self.clock()
         if addresses:
             result: list[str] | DnsError = sorted(dict.fromkeys(addresses), key=lambda a: ":" in a)
-            self._cache[host] = (now + ttl, result)
+            self._cache.put(host, (now + ttl, result))
         else:
             result = DnsError(_describe(failures, host))
-            self._cache[host] = (now + self.negative_ttl, result)
+            self._cache.put(host, (now + self.negative_ttl, result))
         for d in self._waiting.pop(host, ()):
             if isinstance(result, DnsError):
                 d.errback(result)
@@ -118,7 +172,7 @@ class DnsCache:
     def cached_name(self, address: str) -> str | None:
         """The name of an address if it is already known (``""``: it has none), else None."""
         hit = self._names.get(address)
-        if hit is not None and hit[0] > time.monotonic():
+        if hit is not None and hit[0] > self.clock():
             return hit[1]
         return self._hosts_names.get(address)
 
@@ -142,7 +196,7 @@ class DnsCache:
 
         def remember(name):
             ttl = self.positive_ttl if name else self.negative_ttl
-            self._names[address] = (time.monotonic() + ttl, name)
+            self._names.put(address, (self.clock() + ttl, name))
             return name
 
         d.addCallbacks(answered, lambda f: "")

@@ -5,18 +5,21 @@ A browser (or a curious admin) that asks the proxy directly, in origin-form
 is and how to use it, ``/proxy.pac`` and ``/wpad.dat`` give a proxy
 auto-configuration file pointing at this proxy, and ``/squid-internal-mgr/``
 is the cache manager (``info``, ``objects``), as in Squid.  Everything else
-is 404.
+is 404.  Each is answered only after http_access allowed the request, which
+it sees as Squid sees a request for its own URLs (``http.url.internal_target``).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import re
 import urllib.parse
 from dataclasses import dataclass
 
 from squidpy import __version__
+from squidpy.pac import CONTENT_TYPE as PAC_CONTENT_TYPE
+from squidpy.pac import PacSettings
+from squidpy.pac import render as render_pac
 
 
 @dataclass
@@ -38,21 +41,11 @@ def _proxy_address(host_header: bytes | None, local_ip: str, local_port: int) ->
     return f"{shown}:{local_port}"
 
 
-def pac_file(proxy: str) -> bytes:
-    return (
-        "function FindProxyForURL(url, host) {\n"
-        "    if (isPlainHostName(host) || host === \"localhost\" || shExpMatch(host, \"127.*\"))\n"
-        "        return \"DIRECT\";\n"
-        f"    return \"PROXY {proxy}; DIRECT\";\n"
-        "}\n"
-    ).encode("ascii")
-
-
-def page(head, local_ip: str, local_port: int, hostname: str) -> Page:
+def page(head, local_ip: str, local_port: int, hostname: str, pac: PacSettings = PacSettings()) -> Page:
     path = head.target.split("?", 1)[0]
     proxy = _proxy_address(head.host, local_ip, local_port)
     if path in ("/proxy.pac", "/wpad.dat"):
-        return Page(200, b"application/x-ns-proxy-autoconfig", pac_file(proxy))
+        return Page(200, PAC_CONTENT_TYPE, render_pac(pac, proxy).encode("ascii"))
     if path == "/":
         p = html.escape(proxy)
         body = (
@@ -72,9 +65,16 @@ def page(head, local_ip: str, local_port: int, hostname: str) -> Page:
 MANAGER_PREFIX = "/squid-internal-mgr/"
 
 
+def url_contains(url: str, pattern: str) -> bool:
+    """The ``objects`` filter: a plain substring, never a regular expression, so a
+    client cannot make the proxy backtrack for seconds on a crafted pattern (the
+    pages are answered on the reactor, which every client shares)."""
+    return pattern in url
+
+
 def manager_page(target: str, report: dict) -> Page:
     """Cache manager pages: ``info`` (key: value lines, or JSON with ?format=json)
-    and ``objects`` (one stored URL a line, filtered by ?pattern=REGEX)."""
+    and ``objects`` (one stored URL a line, those containing ?pattern=TEXT)."""
     path, _, query = target[len(MANAGER_PREFIX):].partition("?")
     params = urllib.parse.parse_qs(query)
     if path == "info":
@@ -85,11 +85,7 @@ def manager_page(target: str, report: dict) -> Page:
         return Page(200, b"text/plain;charset=utf-8", lines.encode())
     if path == "objects":
         pattern = params.get("pattern", [""])[0]
-        try:
-            regex = re.compile(pattern)
-        except re.error as e:
-            return Page(400, b"text/plain;charset=utf-8", f"bad pattern: {e}\n".encode())
         lines = [f"{o['url']} {o['status']} {o['size']} {o['tier']}\n" for o in report["objects"]()
-                 if regex.search(o["url"])]
+                 if url_contains(o["url"], pattern)]
         return Page(200, b"text/plain;charset=utf-8", "".join(lines).encode("utf-8", "replace"))
     return Page(404, b"text/plain;charset=utf-8", b"cache manager pages: info, objects\n")

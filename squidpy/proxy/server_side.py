@@ -323,7 +323,9 @@ class _Connector(ClientFactory):
 
 
 class ServerPool:
-    """Idle origin connections by (scheme, host, port), newest reused first."""
+    """Idle origin connections by (scheme, host, port), newest reused first.  A key
+    lives only while it has idle connections: its list is dropped when it empties,
+    so the table is as large as the idle connections, not as every origin ever seen."""
 
     def __init__(self, reactor, timeouts, config):
         self.reactor = reactor
@@ -338,21 +340,28 @@ class ServerPool:
 
     def get_idle(self, key: tuple) -> ServerConnection | None:
         conns = self.idle.get(key)
+        found = None
         while conns:
             conn = conns.pop()
             if conn.connected:
                 conn.idle = False
-                return conn
-        return None
+                found = conn
+                break
+        if conns is not None and not conns:
+            del self.idle[key]
+        return found
 
     def release(self, conn: ServerConnection) -> None:
         conn.detach()
         conn.txn = None
         conn.parser = None
-        conns = self.idle.setdefault(conn.key, [])
-        if not conn.connected or len(conns) >= MAX_IDLE_PER_ORIGIN or self.idle_timeout <= 0:
+        conns = self.idle.get(conn.key)
+        if (not conn.connected or self.idle_timeout <= 0
+                or (conns is not None and len(conns) >= MAX_IDLE_PER_ORIGIN)):
             lose(conn.transport)
             return
+        if conns is None:
+            conns = self.idle[conn.key] = []
         conn.idle = True
         conn.deadline = time.monotonic() + self.idle_timeout
         conns.append(conn)
@@ -361,6 +370,8 @@ class ServerPool:
         conns = self.idle.get(conn.key)
         if conns and conn in conns:
             conns.remove(conn)
+            if not conns:
+                del self.idle[conn.key]
 
     def close_idle(self) -> None:
         for conns in self.idle.values():

@@ -20,7 +20,7 @@ from squidpy.cache.policy import SAFE_METHODS
 from squidpy.errors import REASONS, STATUS, ErrorContext
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, NO_BODY, RequestHead, ResponseHead
-from squidpy.http.url import BadTarget, Target, parse_target
+from squidpy.http.url import BadTarget, Target, internal_target, parse_target
 from squidpy.log.entry import LogEntry
 from squidpy.proxy import internal
 from squidpy.proxy.closing import lose
@@ -92,12 +92,13 @@ class Transaction:
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
+        svc = self.service
+        if target.kind == "origin":     # addressed to the proxy itself: checked like any request
+            self.target = target = internal_target(target.path, svc.visible_hostname, svc.my_port)
         e.url = target.url
         e.path = target.path
-        if target.kind == "origin":
-            return self.serve_internal()
-        svc = self.service
-        if svc.via_name is not None and head.via and message.is_forwarding_loop(head.via, svc.via_name):
+        if (target.kind != "internal" and svc.via_name is not None and head.via
+                and message.is_forwarding_loop(head.via, svc.via_name)):
             return self.fail("ERR_ACCESS_DENIED", "forwarding loop detected: this request already passed through this proxy", 403,
                              result="TCP_DENIED")
         limit = self.config.request_body_max_size
@@ -120,6 +121,8 @@ class Transaction:
             return self.lookup(p.fact, self.check_access)
         if not verdict.allowed:
             return self.deny(verdict, self.config.http_access)
+        if self.target.kind == "internal":
+            return self.serve_internal()
         if self.head.method == "CONNECT":
             return self.open_tunnel()
         if self.head.method in ("OPTIONS", "TRACE") and self.head.max_forwards is not None:
@@ -139,12 +142,16 @@ class Transaction:
         self.forward()
 
     def purge(self) -> None:
-        """Squid's PURGE: remove every stored variant of the URL (200), or say there was none (404)."""
+        """Squid's PURGE: refused (403) unless the configuration names the method in
+        an ACL; then every stored variant of the URL is removed: 200, or 404 when
+        there was none, with an empty body (TCP_MISS in the log), as Squid answers."""
+        if not self.config.acls.names_method("PURGE"):
+            return self.fail("ERR_ACCESS_DENIED", "PURGE is not enabled: no ACL names the PURGE method", 403,
+                             result="TCP_DENIED")
         cache = self.service.cache
         removed = cache.store.remove_url(self.target.url) if cache is not None else 0
         self.entry.result = "TCP_MISS"
-        status = 200 if removed else 404
-        self.send_local(status, b"text/plain", b"%d object(s) removed\n" % removed if removed else b"not cached\n", [])
+        self.send_local(200 if removed else 404, None, b"", [])
 
     def lookup(self, fact: str, then) -> None:
         """Fetch a fact an ACL needs (``dst``, ``dst_name``, ``src_name``), then re-run ``then``.
@@ -214,34 +221,15 @@ class Transaction:
 
     # ------------------------------------------------------------ local answers
     def serve_internal(self) -> None:
-        """A request to the proxy itself: its own pages, and the cache manager
-        (``/squid-internal-mgr/...``), which http_access guards through the
-        ``manager`` ACL as in Squid."""
-        host = self.head.host.decode("latin-1") if self.head.host else self.client.local_ip
-        self.entry.url = url = f"http://{host}{self.head.target}"
+        """A request to the proxy itself, once http_access allowed it: its own pages,
+        and the cache manager (``/squid-internal-mgr/...``), which the ``manager``
+        ACL lets a configuration guard, as in Squid."""
         self.entry.result = "TCP_MISS"
         if self.head.target.startswith(internal.MANAGER_PREFIX):
-            try:
-                self.target = parse_target(self.head.method, url)
-            except BadTarget as bad:
-                return self.fail(bad.error, bad.detail, bad.status)
-            self.checklist = self.client.checklist(self.head, self.target)
-            self.checklist.entry = self.entry
-            return self.check_manager_access()
-        page = internal.page(self.head, self.client.local_ip, self.client.local_port,
-                             self.service.visible_hostname)
-        self.send_local(page.status, page.content_type, page.body, [])
-
-    def check_manager_access(self) -> None:
-        """http_access decides on cache manager pages as on any request: lookups
-        an ACL needs are made, and a denial is answered as deny_info says."""
-        try:
-            verdict = self.config.http_access.check(self.checklist)
-        except Pending as p:
-            return self.lookup(p.fact, self.check_manager_access)
-        if not verdict.allowed:
-            return self.deny(verdict, self.config.http_access)
-        page = internal.manager_page(self.head.target, self.service.manager_report())
+            page = internal.manager_page(self.head.target, self.service.manager_report())
+        else:
+            page = internal.page(self.head, self.client.local_ip, self.client.local_port,
+                                 self.service.visible_hostname, self.service.pac)
         self.send_local(page.status, page.content_type, page.body, [])
 
     def answer_max_forwards(self) -> None:
@@ -290,8 +278,8 @@ class Transaction:
             dns_error=detail if error == "ERR_DNS_FAIL" else None,
         )
 
-    def send_local(self, status: int, content_type: bytes, body: bytes, extra: list) -> None:
-        """A complete reply made by squidpy itself."""
+    def send_local(self, status: int, content_type: bytes | None, body: bytes, extra: list) -> None:
+        """A complete reply made by squidpy itself (no Content-Type when ``content_type`` is None)."""
         if not self.body_done:
             self.keep_alive = False     # the rest of the request body will not be read
         svc = self.service
@@ -300,9 +288,10 @@ class Transaction:
             b"Server: %s\r\n" % message.SERVER_NAME.encode(),
             b"Mime-Version: 1.0\r\n",
             b"Date: %s\r\n" % message.http_date(),
-            b"Content-Type: %s\r\n" % content_type,
-            b"Content-Length: %d\r\n" % len(body),
         ]
+        if content_type is not None:
+            lines.append(b"Content-Type: %s\r\n" % content_type)
+        lines.append(b"Content-Length: %d\r\n" % len(body))
         lines.extend(b"%s: %s\r\n" % kv for kv in extra)
         lines.append(b"X-Cache: MISS from %s\r\n" % svc.visible_hostname.encode("latin-1"))
         if svc.via_header is not None:
@@ -315,7 +304,7 @@ class Transaction:
         head = b"".join(lines)
         e = self.entry
         e.status = status
-        e.mime_type = content_type.split(b";")[0].decode()
+        e.mime_type = content_type.split(b";")[0].decode() if content_type is not None else None
         e.reply_header_size = len(head)
         e.reply_body_size = 0 if self.head.method == "HEAD" else len(body)
         self.reply_started = True
