@@ -150,7 +150,7 @@ def test_only_the_innermost_condition_counts_as_in_squid():
     ("endif\n", "1: 'endif' without 'if'"),
     ("if true\nvia on\n", "1: 'if' without 'endif'"),
     ("if maybe\nendif\n", "1: cannot evaluate the condition 'maybe'"),
-    ("if 1 = 1 junk\nendif\n", "1: '1 junk' is not an integer number"),
+    ("if 1 = 1 junk\nendif\n", "1: '1 = 1 junk' compares something that is not an integer number"),
 ])
 def test_condition_errors(text, message):
     assert problems(text)[0].startswith(f"{PATH}:{message}")

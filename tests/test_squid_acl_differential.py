@@ -60,6 +60,11 @@ CASES = [
          [Req(U + "2024", "deny"), Req(U + "abcd", "allow")]),
     Case("perl-escapes-are-literals", "acl perl urlpath_regex \\d{4}\n", ["deny perl", "allow all"],
          [Req(U + "2024", "allow"), Req(U + "dddd", "deny")]),
+    Case("regex-glibc-quirks", "acl upper urlpath_regex -i ^/[[:upper:]]+$\nacl escaped urlpath_regex -i \\ab\n"
+                               "acl escaped_upper urlpath_regex -i /\\Ax\nacl notlazy urlpath_regex ^/ba+?c$\n",
+         ["deny upper", "deny escaped", "deny escaped_upper", "deny notlazy", "allow all"],
+         [Req(U + "abc", "deny"), Req(U + "x/ab", "allow"), Req(U + "1/ax", "deny"), Req(U + "bc", "deny"),
+          Req(U + "2/b", "allow")]),
     # ---- the rest of the reader
     Case("blank-line-inside-continuation", "acl a src 127.0.0.2 \\\n\n  127.0.0.3\n", ["allow a", "deny all"],
          [Req(U, "allow", client="127.0.0.3"), Req(U, "deny", client="127.0.0.4")]),

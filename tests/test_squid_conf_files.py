@@ -123,7 +123,8 @@ def test_debian_squid_conf(tmp_path):
                      "http_access allow localhost manager", "http_access deny manager",
                      "http_access allow localhost", "http_access deny all"]
     assert [p.port for p in config.http_port] == [3128]
-    assert [str(w).split("WARNING: ")[1] for w in config.warnings] == ["coredump_dir is ignored: squidpy writes no core files"]
+    assert [str(w).split("WARNING: ")[1] for w in config.warnings] == [
+        "coredump_dir is ignored: squidpy writes no core files"]
     assert squid_parse(conf)
 
 

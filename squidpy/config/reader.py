@@ -38,6 +38,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from squidpy.config.values import squid_integer
+
 MAX_INCLUDE_DEPTH = 16
 W_SPACE = " \t\n\r"                      # Squid's w_space: what separates words
 C_SPACE = " \t\n\v\f\r"                  # isspace(): what is stripped around lines
@@ -166,7 +168,8 @@ def next_word(text: str, pos: int, quoted_values: bool, quoted_pair: bool = Fals
     word = text[start:pos]
     if quoted_values and kind == SIMPLE:
         for k, c in enumerate(word):
-            if c not in _STRICT_CHARS and not (c == "%" and k == len(word) - 1 and word[:-1].isdigit() and word[:-1].isascii()):
+            number_percent = c == "%" and k == len(word) - 1 and word[:-1].isascii() and word[:-1].isdigit()
+            if c not in _STRICT_CHARS and not number_percent:
                 raise ValueError(f"character '{c}' is not allowed in the unquoted word {word} "
                                  "while configuration_includes_quoted_values is on (quote the value)")
     if pos < n and text[pos] != "#":
@@ -360,17 +363,6 @@ def _statement(line: str, word: str) -> str | None:
     return None
 
 
-def _integer(text: str) -> int:
-    """strtol(text, 0): decimal, 0x hex or 0 octal, nothing else on the line."""
-    t = text.lstrip(C_SPACE)
-    m = re.fullmatch(r"([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", t)
-    if not m:
-        raise ValueError(f"'{text}' is not an integer number")
-    sign, digits = m.groups()
-    value = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 8) if digits.startswith("0") else int(digits)
-    return -value if sign == "-" else value
-
-
 def eval_condition(expr: str) -> bool:
     """``if`` conditions: ``true``, ``false`` or ``N = M`` (integers); raises ValueError."""
     if expr == "true":
@@ -379,7 +371,10 @@ def eval_condition(expr: str) -> bool:
         return False
     if "=" in expr:
         left, _, right = expr.partition("=")
-        return _integer(left.rstrip(C_SPACE)) == _integer(right.lstrip(C_SPACE))
+        try:
+            return squid_integer(left.strip(C_SPACE)) == squid_integer(right.strip(C_SPACE))
+        except ValueError:
+            raise ValueError(f"'{expr}' compares something that is not an integer number") from None
     raise ValueError(f"cannot evaluate the condition '{expr}' (true, false or N = M)")
 
 

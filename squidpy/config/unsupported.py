@@ -96,7 +96,6 @@ unsupported(IGNORED, "ident_timeout", "no effect without ident lookups, which sq
 unsupported(IGNORED, "allow_underscore", "no effect while check_hostnames is off")
 unsupported(IGNORED, "as_whois_server", "no effect without src_as or dst_as ACLs, which squidpy refuses")
 unsupported(IGNORED, "eui_lookup", "no effect without arp or eui64 ACLs, which squidpy refuses")
-unsupported(IGNORED, "client_db", "squidpy always counts connections per client address")
 unsupported(IGNORED, "esi_parser", "Debian's Squid is built without ESI, and so is squidpy")
 unsupported(IGNORED, "httpd_accel_surrogate_id", "no effect without accel ports, which squidpy refuses")
 unsupported(IGNORED, "err_page_stylesheet", "squidpy's built-in error pages carry their own style")
@@ -165,6 +164,8 @@ unsupported(REFUSED, "dns_defnames dns_multicast_local append_domain", "this DNS
 unsupported(REFUSED, "hosts_file", "another hosts file (squidpy reads /etc/hosts)", accepts=("/etc/hosts",))
 unsupported(REFUSED, "cachemgr_passwd", "cache manager passwords")
 unsupported(REFUSED, "chroot", "running in a chroot")
+unsupported(REFUSED, "client_db", "turning off the per-client counts maxconn ACLs read",
+            accepts=("on",))
 unsupported(REFUSED, "http_upgrade_request_protocols", "per-protocol rules for Upgrade requests")
 
 # ---------------------------------------------------------------- obsolete in Squid 5.7
