@@ -94,10 +94,6 @@ class ConfigLine:
     def text(self) -> str:
         return f"{self.name} {self.rest}".rstrip()
 
-    @property
-    def base_dir(self) -> str:
-        return os.path.dirname(os.path.abspath(self.filename))
-
 
 # ---------------------------------------------------------------- words
 
