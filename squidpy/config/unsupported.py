@@ -166,7 +166,6 @@ unsupported(REFUSED, "cachemgr_passwd", "cache manager passwords")
 unsupported(REFUSED, "chroot", "running in a chroot")
 unsupported(REFUSED, "client_db", "turning off the per-client counts maxconn ACLs read",
             accepts=("on",))
-unsupported(REFUSED, "http_upgrade_request_protocols", "per-protocol rules for Upgrade requests")
 
 # ---------------------------------------------------------------- obsolete in Squid 5.7
 
