@@ -168,7 +168,7 @@ def test_localip_and_localport():
 
 
 def test_unsupported_types_say_why_and_typos_get_a_suggestion():
-    assert "Squid ACL type external is not implemented by squidpy yet" in problems("acl x external foo\n")[0]
+    assert "Squid ACL type arp is not implemented by squidpy yet" in problems("acl x arp 00:11:22:33:44:55\n")[0]
     assert "unknown ACL type 'dstdomian' (did you mean 'dstdomain'?)" in problems("acl x dstdomian .a.com\n")[0]
 
 

@@ -204,7 +204,11 @@ COVERED = {"src", "dst", "dstdomain", "srcdomain", "dstdom_regex", "srcdom_regex
            "maxconn", "localip", "localport", "myportname", "any-of", "all-of", "annotate_transaction", "note",
            "has", "random", "hier_code", "squid_error", "transaction_initiator", "http_status", "rep_mime_type",
            "rep_header", "connections_encrypted", "tag"}
-NOT_COMPARABLE = {"annotate_client": "needs two requests on one connection (tests/test_acl_types.py)"}
+HELPER_TYPES = ("proxy_auth", "proxy_auth_regex", "max_user_ip", "ext_user", "ext_user_regex", "external")
+NOT_COMPARABLE = {
+    "annotate_client": "needs two requests on one connection (tests/test_acl_types.py)",
+    **{name: "needs helper programs; squidpy run refuses them until issue 13's phase 2" for name in HELPER_TYPES},
+}
 
 
 @pytest.fixture(scope="module")

@@ -81,8 +81,7 @@ def test_ignored_directives_warn_in_one_line():
     ]
 
 
-@pytest.mark.parametrize("line", ["auth_param basic program /usr/lib/squid/basic_ncsa_auth /etc/squid/passwd",
-                                  "ssl_bump bump all", "cache_peer parent.example parent 3128 0", "delay_pools 1",
+@pytest.mark.parametrize("line", ["auth_schemes basic all", "ssl_bump bump all", "cache_peer parent.example parent 3128 0", "delay_pools 1",
                                   "icp_port 3130", "request_header_access Cookie deny all"])
 def test_refused_directives_say_so(line):
     name = line.split()[0]

@@ -1056,9 +1056,7 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "src_as": "AS numbers (whois lookups)", "dst_as": "AS numbers (whois lookups)",
     "peername": "cache_peer, which squidpy refuses", "peername_regex": "cache_peer, which squidpy refuses",
     "urllogin": "the login part of URLs",
-    "external": "external ACL helpers", "ext_user": "external ACL helpers", "ext_user_regex": "external ACL helpers",
-    "proxy_auth": "proxy authentication", "proxy_auth_regex": "proxy authentication",
-    "max_user_ip": "proxy authentication", "ident": "ident lookups", "ident_regex": "ident lookups",
+    "ident": "ident lookups", "ident_regex": "ident lookups",
     "client_connection_mark": "netfilter connection marks", "arp": "MAC addresses", "eui64": "EUI-64 addresses",
     "ssl_error": "SslBump", "user_cert": "TLS client certificates", "ca_cert": "TLS client certificates",
     "server_cert_fingerprint": "SslBump", "at_step": "SslBump", "ssl::server_name": "SslBump",
@@ -1073,3 +1071,11 @@ RENAMED = {
     "clientside_mark": ("client_connection_mark", "ACL type 'clientside_mark' has been renamed to "
                                                   "'client_connection_mark'"),
 }
+
+def _register_helper_types() -> None:
+    """ACL types answered with a helper's help (squidpy/acl/auth_types.py)."""
+    from squidpy.acl.auth_types import AUTH_ACL_TYPES
+    ACL_TYPES.update(AUTH_ACL_TYPES)
+
+
+_register_helper_types()

@@ -71,8 +71,6 @@ unsupported(IGNORED, "icp_access htcp_access htcp_clr_access",
             "squidpy answers no ICP or HTCP queries (icp_port and htcp_port are refused)")
 unsupported(IGNORED, "snmp_access snmp_incoming_address snmp_outgoing_address",
             "squidpy has no SNMP agent (snmp_port is refused)")
-unsupported(IGNORED, "authenticate_cache_garbage_interval authenticate_ttl authenticate_ip_ttl auth_schemes",
-            "no effect without auth_param, which squidpy refuses")
 unsupported(IGNORED, "proxy_protocol_access", "no effect without require-proxy-header ports, which squidpy refuses")
 unsupported(IGNORED, "spoof_client_ip client_dst_passthru tproxy_uses_indirect_client",
             "no effect without intercept or tproxy ports, which squidpy refuses")
@@ -80,11 +78,6 @@ unsupported(IGNORED, "ssl_unclean_shutdown ssl_engine sslproxy_session_ttl sslpr
             "sslproxy_foreign_intermediate_certs sslproxy_cert_sign_hash sslpassword_program "
             "sslcrtd_program sslcrtd_children sslcrtvalidator_program sslcrtvalidator_children",
             "no effect without ssl_bump or https_port, which squidpy refuses")
-unsupported(IGNORED, "url_rewrite_children url_rewrite_host_header url_rewrite_access url_rewrite_bypass "
-            "url_rewrite_extras url_rewrite_timeout",
-            "no effect without url_rewrite_program, which squidpy refuses")
-unsupported(IGNORED, "store_id_extras store_id_children store_id_access store_id_bypass",
-            "no effect without store_id_program, which squidpy refuses")
 unsupported(IGNORED, "icap_connect_timeout icap_io_timeout icap_service_failure_limit icap_service_revival_delay "
             "icap_preview_enable icap_preview_size icap_206_enable icap_default_options_ttl "
             "icap_persistent_connections adaptation_send_client_ip adaptation_send_username "
@@ -102,7 +95,7 @@ unsupported(IGNORED, "err_page_stylesheet", "squidpy's built-in error pages carr
 
 # ---------------------------------------------------------------- refused until implemented
 
-unsupported(REFUSED, "auth_param external_acl_type", "proxy authentication and external ACL helpers")
+unsupported(REFUSED, "auth_schemes", "choosing the authentication schemes offered")
 unsupported(REFUSED, "follow_x_forwarded_for acl_uses_indirect_client log_uses_indirect_client "
             "delay_pool_uses_indirect_client", "indirect client addresses from X-Forwarded-For")
 unsupported(REFUSED, "adapted_http_access", "a second access check after adaptation")
@@ -126,7 +119,6 @@ unsupported(REFUSED, "log_mime_hdrs", "logging request and reply headers", accep
 unsupported(REFUSED, "client_netmask", "masking client addresses in logs")
 unsupported(REFUSED, "strip_query_terms", "removing query terms from logged URLs (squidpy logs them whole)",
             accepts=("off",))
-unsupported(REFUSED, "url_rewrite_program store_id_program", "URL rewriting and Store-ID helpers")
 unsupported(REFUSED, "send_hit store_miss collapsed_forwarding_access", "access lists on cache hits and stores")
 unsupported(REFUSED, "max_stale quick_abort_min quick_abort_max quick_abort_pct range_offset_limit "
             "minimum_expiry_time vary_ignore_expire cache_miss_revalidate refresh_all_ims reload_into_ims "
@@ -200,7 +192,7 @@ unsupported(OBSOLETE, "referer_log referrer_log", "use an access_log line with t
 unsupported(OBSOLETE, "useragent_log", "use an access_log line with the useragent logformat")
 unsupported(OBSOLETE, "update_headers", "remove it: stores update headers where they can")
 unsupported(OBSOLETE, "url_rewrite_concurrency",
-            "use the concurrency= option of url_rewrite_children (squidpy refuses url_rewrite_program)")
+            "use the concurrency= option of url_rewrite_children")
 unsupported(OBSOLETE, "dns_testnames", "remove it: DNS is not tested at start")
 unsupported(OBSOLETE, "extension_methods", "remove it: every valid HTTP method is accepted")
 unsupported(OBSOLETE, "zero_buffers incoming_rate", "remove it")
