@@ -186,3 +186,15 @@ def test_deny_info_redirects_keep_the_method_as_squid_does():
     assert info.redirect_status("POST", "1.1") == 307 and info.redirect_status("CONNECT", "1.1") == 307
     assert info.redirect_status("POST", "1.0") == 302
     assert c.deny_info["b"].redirect_status("POST", "1.1") == 301
+
+
+def test_user_regular_expressions_are_posix_too():
+    c = conf("auth_param basic program /bin/true\nacl admins proxy_auth_regex -i ^adm[[:digit:]]\n"
+             "acl perl ext_user_regex \\d\n")
+    req = ch()
+    req.auth, req.user = object(), "ADM7"
+    assert c.acls.get("admins").match(req)
+    req.ext_user = "7"
+    assert not c.acls.get("perl").match(req)
+    req.ext_user = "d"
+    assert c.acls.get("perl").match(req)
