@@ -21,6 +21,7 @@ from squidpy.acl.addresses import AddressSet, parse_address_entry
 from squidpy.acl.checklist import Checklist, Pending, ip_key
 from squidpy.acl.domains import DomainSet, normalize_host
 from squidpy.config.posix_regex import PosixRegex, PosixRegexError
+from squidpy.http.message import field_text
 
 AclWarning = tuple[str | None, str]     # (file:line or None, message)
 LineNote = tuple[str | None, str, bool]  # (file:line, message, is a warning)
@@ -563,9 +564,7 @@ class _HeaderAcl(AclType):
         return self.header is not None and self.regex.search(_header_value(self.headers(ch), self.header))
 
 
-def _header_value(headers, name: bytes) -> str | None:
-    values = [v for k, v in headers or () if k.lower() == name]
-    return b", ".join(values).decode("latin-1") if values else None
+_header_value = field_text
 
 
 class ReqHeaderAcl(_HeaderAcl):
