@@ -239,14 +239,14 @@ directive(
 )
 
 
-def check_auth_acl_order(type_name: str, values: list, config) -> None:
+def check_auth_acl_order(type_name: str, first_value, config) -> None:
     """Squid reads an authentication ACL (proxy_auth, proxy_auth_regex, an external
     ACL whose type uses %LOGIN) only after an auth_param program line."""
     if config.auth_param:
         return
     needs_login = type_name in ("proxy_auth", "proxy_auth_regex")
-    if type_name == "external" and values:
-        definition = config.external_acl_type.get(str(values[0]))
+    if type_name == "external" and first_value is not None:
+        definition = config.external_acl_type.get(str(first_value))
         needs_login = definition is not None and definition.require_auth
     if needs_login:
         raise ValueError("Can't use proxy auth because no authentication schemes are fully configured "
