@@ -34,7 +34,8 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from squidpy.cache import policy
+from squidpy.cache import policy, refresh
+from squidpy.cache.refresh import EntryFacts
 
 log = logging.getLogger("squidpy")
 
@@ -79,16 +80,16 @@ class CachedReply:
     stored_at: float = 0.0
     extra: dict = field(default_factory=dict)     # per-process memo of derived facts, never stored
 
-    def facts(self, rule_for, generation: int) -> tuple[dict, float, float]:
-        """(Cache-Control, initial age, freshness lifetime), computed once per configuration
-        (``rule_for(url)`` gives the refresh_pattern rule; ``generation`` changes on reconfigure)."""
+    def facts(self, cache) -> "EntryFacts":
+        """What the freshness check needs (:class:`squidpy.cache.refresh.EntryFacts`),
+        computed once per configuration (``cache.generation`` changes on reconfigure;
+        ``cache.refresh_rule(url)`` is the refresh_pattern rule)."""
         memo = self.extra
-        if memo.get("generation") != generation:
-            memo["cc"] = policy.cache_control(self.headers)
-            memo["initial_age"] = policy.initial_age(self.headers, self.request_time, self.response_time)
-            memo["lifetime"] = policy.freshness_lifetime(self.status, self.headers, memo["cc"], rule_for(self.url))[0]
-            memo["generation"] = generation
-        return memo["cc"], memo["initial_age"], memo["lifetime"]
+        if memo.get("generation") != cache.generation:
+            memo["facts"] = refresh.entry_facts(self.status, self.headers, cache.refresh_rule(self.url),
+                                                self.request_time, self.response_time, cache.refresh_settings)
+            memo["generation"] = cache.generation
+        return memo["facts"]
 
     def freshen(self, headers, request_time: float, response_time: float) -> None:
         """New fields and times from a 304 (RFC 9111 4.3.4): the derived facts are redone."""

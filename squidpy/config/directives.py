@@ -647,16 +647,44 @@ directive(
     stored. Like http_access; without any line, everything cacheable is cached.""",
 )
 directive(
-    "refresh_pattern", "[-i] REGEX MIN PERCENT MAX [override-expire|override-lastmod|ignore-no-store ...]",
-    _refresh_pattern, "\n".join(("^ftp: 1440 20% 10080", r"-i (/cgi-bin/|\?) 0 0% 0", ". 0 20% 4320")),
-    "Cache", kind=APPEND,
-    doc="""Freshness for replies without max-age, s-maxage or Expires (RFC 9111
-    heuristic freshness): PERCENT of the time since Last-Modified, at least MIN
-    and at most MAX minutes (MIN when there is no Last-Modified). The first
-    pattern matching the URL applies. override-expire uses this even when the
-    reply has Expires; override-lastmod ignores Last-Modified; ignore-no-store
-    stores despite a request's no-store.""",
+    "refresh_pattern", "[-i] REGEX MIN PERCENT MAX [OPTIONS]", _refresh_pattern, None, "Cache", kind=APPEND,
+    doc="""How long replies without explicit freshness (max-age, s-maxage, Expires)
+    stay fresh, as Squid decides it: a reply older than MAX minutes is stale;
+    with a Last-Modified, it is fresh for PERCENT of the time between
+    Last-Modified and its Date (never more than MAX, and not raised to MIN);
+    without one, for MIN minutes. The first pattern matching the URL applies; a
+    URL no pattern matches gets Squid's built-in rule (0 20% 4320 max-stale=0),
+    and so does every URL without any refresh_pattern line (the default
+    configuration file has Squid's four lines). OPTIONS, as in Squid:
+    override-expire (fresh while younger than MIN even after an explicit
+    expiry), override-lastmod (fresh while younger than MIN even when the
+    Last-Modified factor says stale), reload-into-ims (a client reload becomes
+    a revalidation), ignore-reload (a client reload, and max-age=0, are
+    ignored), ignore-no-store and ignore-private (stored despite the reply's
+    no-store or private; a private reply is revalidated on every hit),
+    refresh-ims (a client If-Modified-Since always asks the origin),
+    store-stale (stored even when it would be stale within
+    minimum_expiry_time and is empty), max-stale=N (seconds; overrides
+    max_stale for these URLs).""",
 )
+directive("max_stale", "TIME", _time("second"), "1 week", "Cache",
+          doc="""A stale reply whose revalidation fails (the origin unreachable or
+          answering 5xx) is served instead of the error (TCP_REFRESH_FAIL_OLD), but
+          never once it is stale by more than this (TCP_REFRESH_FAIL_ERR).
+          refresh_pattern's max-stale=N overrides it.""")
+directive("minimum_expiry_time", "TIME", _time("second"), "60 seconds", "Cache",
+          doc="""A reply with status 200, 203, 300, 301, 308 or 410 that will be stale
+          within this time and says Content-Length: 0 is not stored (it could not
+          be revalidated usefully), unless refresh_pattern says store-stale.""")
+directive("reload_into_ims", "on|off", _onoff, "off", "Cache",
+          doc="""A client reload (Cache-Control or Pragma no-cache) of a stored reply
+          becomes a revalidation with the stored validators (TCP_REFRESH_*)
+          instead of a fetch of a new copy; refresh_pattern's reload-into-ims
+          does it for some URLs only. Violates HTTP.""")
+directive("refresh_all_ims", "on|off", _onoff, "off", "Cache",
+          doc="""A client If-Modified-Since always makes squidpy revalidate the stored
+          reply with the origin first, even when it is fresh (refresh-ims for
+          every URL).""")
 directive("offline_mode", "on|off", _onoff, "off", "Cache",
           doc="""Serve every stored object without asking the origin, however
           stale (TCP_OFFLINE_HIT): for a network that is down.""")

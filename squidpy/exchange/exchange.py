@@ -489,6 +489,8 @@ class Exchange:
         elif decision is Found.SERVE_AND_REFRESH:
             self._emit(c.BackgroundRefresh(self.head.target, self.head.headers))
             return self.serve(None)
+        elif decision is Found.RELOAD:
+            self.entry.result = "TCP_CLIENT_REFRESH_MISS"
         self._connect()
 
     @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING,
@@ -718,7 +720,7 @@ class Exchange:
 
     def _miss_result(self) -> str:
         result = self.entry.result
-        return result if result.startswith("TCP_REFRESH") else "TCP_MISS"
+        return result if result.startswith(("TCP_REFRESH", "TCP_CLIENT_REFRESH")) else "TCP_MISS"
 
     def _stale_instead(self) -> bool:
         """The origin cannot be reached: answer stale if the cache may (else False)."""
@@ -827,7 +829,7 @@ class Exchange:
                 return self.deny(verdict, self.config.http_reply_access, result="TCP_DENIED_REPLY")
         role = self.cache
         if role is not None:
-            decision = role.on_reply(resp, self._storable_here())
+            decision = role.on_reply(resp, self.shared.cache.allows(self.checklist), shared.now())
             if decision is OnReply.FRESHEN:
                 return self._freshen(resp)
             if decision is OnReply.SERVE_STALE:
@@ -862,13 +864,6 @@ class Exchange:
         self.state = State.RELAYING
         self._head_cmd = cmd = c.SendToClient(head)
         self._emit(cmd)
-
-    def _storable_here(self) -> bool:
-        """The ``cache`` ACL allows this URL, and the request's no-store is not overridden away."""
-        role, cache = self.cache, self.shared.cache
-        if "no-store" in role.req_cc and "ignore-no-store" not in cache.options(self.target.url):
-            return False
-        return cache.allows(self.checklist)
 
     def _freshen(self, resp: ResponseHead) -> None:
         """The origin says the stored entry is still good: update its fields, answer from it."""
