@@ -525,3 +525,46 @@ def test_offline_mode_serves_stale(make_proxy, origin):
     get(proxy, u)
     assert count(origin, u) == 1
     assert result(proxy, u, 2) == "TCP_OFFLINE_HIT/200"
+
+
+# ------------------------------------------------------------ quick_abort
+def _leave_early(proxy, target: str) -> None:
+    """A client with a tiny receive buffer reads the reply's start and goes away."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(15)
+    s.connect(("127.0.0.1", proxy.port))
+    try:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = b""
+        while len(got) < 20_000:
+            piece = s.recv(4096)
+            if not piece:
+                break
+            got += piece
+        assert got.startswith(b"HTTP/1.1 200 ")
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("settings, kept", [
+    ("quick_abort_min -1 KB\n", True),                      # always finish what is being stored
+    ("", False),                                            # Squid's defaults: far from the end, abort
+])
+def test_quick_abort_finishes_a_fetch_its_client_left(make_proxy, origin, settings, kept):
+    proxy = make_proxy(LOCAL_POLICY + "cache_mem 64 MB\nmaximum_object_size_in_memory 8 MB\n"
+                       "maximum_object_size 8 MB\n" + settings)
+    u = url(origin, "cc=max-age%3D600&size=6000000")
+    _leave_early(proxy, u)
+    from tests.proxyproc import wait_for
+    assert wait_for(lambda: result(proxy, u, 1), 10) == "TCP_MISS_ABORTED/200"
+    if kept:
+        # the rest arrives and is stored with nobody to send it to; the next client gets a hit
+        wait_for(lambda: get(proxy, u, "Cache-Control: only-if-cached\r\n")[0] == 200, 10)
+        status, _, body = get(proxy, u)
+        assert status == 200 and len(body) == 6_000_000
+        assert result(proxy, u, 3) == "TCP_MEM_HIT/200" and count(origin, u) == 1
+    else:
+        status, _, body = get(proxy, u)
+        assert status == 200 and len(body) == 6_000_000
+        assert result(proxy, u, 2) == "TCP_MISS/200" and count(origin, u) == 2

@@ -25,6 +25,10 @@ HIT_RESULTS = frozenset({"TCP_HIT", "TCP_MEM_HIT", "TCP_REFRESH_UNMODIFIED", "TC
                          "TCP_INM_HIT", "TCP_IMS_HIT", "TCP_OFFLINE_HIT"})
 
 
+MISS_CONDITIONALS = frozenset({b"if-modified-since", b"if-none-match"})
+MISS_CONDITIONALS_IMS = frozenset({b"if-modified-since"})
+
+
 class Found(enum.Enum):
     """What to do once the store has answered (RFC 9111 4)."""
     MISS = "fetch from the origin"
@@ -141,6 +145,18 @@ class CacheRole:
         if self.revalidating and self.stored is not None:
             return policy.validation_headers(self.stored.headers)
         return []
+
+    def miss_conditionals(self) -> frozenset[bytes] | None:
+        """cache_miss_revalidate off (src/http.cc): the client's conditions that do not go
+        upstream on a miss, so that a whole, storable reply comes back; none when the
+        request carries credentials."""
+        headers = self.request_headers
+        if policy.field(headers, b"authorization") is not None:
+            return None
+        if_match = policy.field(headers, b"if-match")
+        if if_match is not None and b"*" in [t.strip() for t in if_match.split(b",")]:
+            return MISS_CONDITIONALS_IMS
+        return MISS_CONDITIONALS
 
     def on_reply(self, resp: ResponseHead, storable_here: bool, now: float) -> OnReply:
         """The origin's reply head (``storable_here``: the ``cache`` ACL allows storing

@@ -212,6 +212,7 @@ class Cache:
         self.max_in_memory = config.maximum_object_size_in_memory
         self.store.max_in_memory = self.max_in_memory
         self.store.memory.limit = config.cache_mem
+        self.store.set_memory_policy(config.memory_replacement_policy)
         self.offline = config.offline_mode
         self.collapsed = config.collapsed_forwarding
 

@@ -114,7 +114,8 @@ class ProxyService:
 
     @staticmethod
     def _cache_dir_of(config):
-        return (config.cache_dir.path, config.cache_dir.size_mb) if config.cache_dir else None
+        return (config.cache_dir.path, config.cache_dir.size_mb, config.cache_replacement_policy) \
+            if config.cache_dir else None
 
     def _open_cache(self, config):
         """A new cache for ``config``; raises CacheDirError when its cache_dir cannot be used."""
@@ -123,7 +124,8 @@ class ProxyService:
 
         wanted = self._cache_dir_of(config)
         disk = open_cache_dir(*wanted) if wanted else None
-        return Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk))
+        return Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk,
+                                         config.memory_replacement_policy))
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
