@@ -360,6 +360,9 @@ class DiskTier:
         # url -> when it was invalidated: entries stored before are not served while the
         # writer thread has yet to delete them
         self.invalidated: dict[str, float] = {}
+        # on-disk key -> metadata a 304 freshened, until the writer thread has written it,
+        # so that a lookup meanwhile does not find the stale fields and revalidate again
+        self.refreshed: dict[str, dict] = {}
         self.known = DiskIndex()
         # other processes (workers) write this cache_dir too: what they store is not in
         # ``known``, so every miss asks the disk
@@ -428,13 +431,17 @@ class DiskTier:
 
     # ---------------------------------------------------------------- reading (reader threads)
     def lookup(self, key: str) -> CachedReply | None:
+        on_disk = disk_key(key)
         try:
-            meta = self.cache.get(disk_key(key), retry=True)
+            meta = self.cache.get(on_disk, retry=True)
         except DISK_ERRORS as e:
             self.report_failure("reading", e)
             return None
         if not isinstance(meta, dict):
             return None
+        fresher = self.refreshed.get(on_disk)
+        if fresher is not None and fresher.get("body_key") == meta.get("body_key"):
+            meta = fresher
         gone = self.invalidated.get(meta["url"])
         if gone is not None and meta.get("stored_at", 0.0) <= gone:
             return None
@@ -521,17 +528,25 @@ class DiskTier:
         neither read nor rewritten, and nothing changes if the entry was replaced meanwhile."""
         on_disk = disk_key(key)
         body_key = reply.body_key
+        meta = reply.meta()
 
         def job():
             try:
                 with self.cache.transact(retry=True):
                     current = self.cache.get(on_disk, retry=True)
                     if isinstance(current, dict) and body_key and current.get("body_key") == body_key:
-                        self.cache.set(on_disk, reply.meta(), retry=True)
+                        self.cache.set(on_disk, meta, retry=True)
                 self._recovered()
             except DISK_ERRORS as e:
                 self.report_failure(f"updating {reply.url}", e)
-        return self.writer.submit(job)
+            finally:
+                if self.refreshed.get(on_disk) is meta:
+                    del self.refreshed[on_disk]
+        self.refreshed[on_disk] = meta
+        if not self.writer.submit(job):
+            self.refreshed.pop(on_disk, None)
+            return False
+        return True
 
     def _remove(self, on_disk: str) -> bool:
         self.known.discard(on_disk)
