@@ -212,7 +212,7 @@ class ProxyService:
         log.info("access_log: %s", ", ".join(files) if files else "none")
         log.info("cache_log: %s", self.config.cache_log)
         if self._cache_dir is not None:
-            log.info("cache_dir: %s (%d MB)", *self._cache_dir)
+            log.info("cache_dir: %s (%d MB)", *self._cache_dir[:2])
         else:
             log.info("cache_dir: none (cache_mem %d MB only)", self.config.cache_mem // (1024 * 1024))
 
