@@ -19,12 +19,13 @@ validation must pass the error on (Squid's failOnValidationError).
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from squidpy.cache import policy
 from squidpy.cache.policy import DEFAULT_RULE, RefreshRule
+from squidpy.config.posix_regex import PosixRegex, PosixRegexError
+from squidpy.config.values import squid_integer
 
 DEFAULT_PATTERNS = (
     "^ftp: 1440 20% 10080",
@@ -42,30 +43,39 @@ YEAR_MINUTES = 60 * 24 * 365
 
 @dataclass(frozen=True)
 class RefreshPattern:
-    regex: re.Pattern
+    regex: PosixRegex
     rule: RefreshRule
     options: frozenset[str]
     text: str
 
 
-def parse_refresh_pattern(args: list[str]) -> RefreshPattern:
-    """One refresh_pattern line's arguments; raises ValueError.  MIN and MAX are
-    cropped to [0, 1 year] as Squid crops them."""
+OBSOLETE_OPTIONS = {"ignore-no-cache", "ignore-must-revalidate", "ignore-auth"}
+
+
+def parse_refresh_pattern(args: list[str], warn=None) -> RefreshPattern:
+    """One refresh_pattern line's arguments; raises ValueError.
+
+    The pattern is a POSIX extended regular expression as in Squid; MIN and MAX
+    are cropped to [0, 1 year] as Squid crops them; an obsolete or unknown option
+    is ignored with a warning, as Squid ignores it.
+    """
     args = list(args)
-    flags = 0
-    if args and args[0] == "-i":
-        flags = re.IGNORECASE
-        args.pop(0)
+    icase = False
+    if args and args[0] in ("-i", "+i"):
+        icase = args.pop(0) == "-i"
     if len(args) < 4:
         raise ValueError("expected: refresh_pattern [-i] REGEX MIN PERCENT MAX [options]")
     pattern, min_text, percent_text, max_text, *options = args
     try:
-        regex = re.compile(pattern, flags)
-    except re.error as e:
+        regex = PosixRegex(pattern, icase)
+    except PosixRegexError as e:
         raise ValueError(f"bad regular expression '{pattern}': {e}") from None
+    if warn is not None:
+        for note in regex.notes:
+            warn(f"in '{pattern}': {note}")
     try:
-        minimum = min(max(int(min_text), 0), YEAR_MINUTES) * 60
-        maximum = min(max(int(max_text), 0), YEAR_MINUTES) * 60
+        minimum = min(max(squid_integer(min_text), 0), YEAR_MINUTES) * 60
+        maximum = min(max(squid_integer(max_text), 0), YEAR_MINUTES) * 60
         percent = max(float(percent_text.rstrip("%")), 0.0) / 100
     except ValueError:
         raise ValueError("MIN and MAX are whole minutes and PERCENT a number followed by %") from None
@@ -73,12 +83,19 @@ def parse_refresh_pattern(args: list[str]) -> RefreshPattern:
     max_stale = -1
     for option in options:
         name, _, value = option.partition("=")
+        if option in OBSOLETE_OPTIONS:
+            if warn is not None:
+                warn(f"UPGRADE: refresh_pattern option '{option}' is obsolete; remove it")
+            continue
         if name == "max-stale":
-            if not value.isdigit():
-                raise ValueError(f"max-stale=N takes seconds: '{option}'")
-            max_stale = int(value)
+            try:
+                max_stale = squid_integer(value)
+            except ValueError:
+                raise ValueError(f"max-stale=N takes seconds: '{option}'") from None
         elif name not in OPTIONS:
-            raise ValueError(f"unknown refresh_pattern option '{option}'")
+            if warn is not None:
+                warn(f"unknown refresh_pattern option '{option}' is ignored, as Squid ignores it")
+            continue
         chosen.add(name)
     rule = RefreshRule(float(minimum), percent, float(maximum),
                        override_expire="override-expire" in chosen,
