@@ -40,7 +40,7 @@ from squidpy.helpers.state import MAX_REQUEST_LINE, STORE_ID, URL_REWRITE, exter
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
 from squidpy.http.upgrade import switch_refusal
-from squidpy.http.url import BadTarget, Target, internal_target, parse_target, same_origin_resolver
+from squidpy.http.url import BadTarget, Target, internal_target, names_this_proxy, parse_target, same_origin_resolver
 from squidpy.log.entry import LogEntry
 from squidpy.proxy import internal
 
@@ -269,7 +269,8 @@ class Exchange:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
         shared = self.shared
-        if target.kind == "origin":     # addressed to the proxy itself: checked like any request
+        if target.kind == "origin" or names_this_proxy(target, shared.visible_hostname, shared.my_port):
+            # addressed to the proxy itself: checked like any request
             self.target = target = internal_target(target.path, shared.visible_hostname, shared.my_port)
         e.url = target.url
         e.path = target.path
@@ -649,10 +650,11 @@ class Exchange:
         ACL lets a configuration guard, as in Squid."""
         head, client = self.head, self.client
         self.entry.result = "TCP_MISS"
-        if head.target.startswith(internal.MANAGER_PREFIX):
-            page = internal.manager_page(head.target, self.shared.manager_report())
+        path = self.target.path
+        if path.startswith(internal.MANAGER_PREFIX):
+            page = internal.manager_page(path, self.shared.manager_report())
         else:
-            page = internal.page(head, client.local_ip, client.local_port, self.shared.visible_hostname,
+            page = internal.page(path, head.host, client.local_ip, client.local_port, self.shared.visible_hostname,
                                  self.shared.pac)
         self.send_local(page.status, page.content_type, page.body)
 
