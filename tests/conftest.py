@@ -1,13 +1,35 @@
-"""Shared fixtures: a real origin on loopback and real squidpy processes."""
+"""Shared fixtures: a real origin on loopback and real squidpy processes.
+
+The suite runs in parallel (pytest-xdist, ``-n auto`` in setup.cfg: one process per
+worker, each with its own ``origin`` and its own copy of every module-scoped fixture).
+tests/README.md says what a test must do to stay fast and safe to run that way.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import shutil
 import socket
+import time
 
 import pytest
 
 from tests.origin import Origin
-from tests.proxyproc import ProxyProcess
+from tests.proxyproc import ProxyProcess, public_dir
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: two workers per CPU.  Most tests wait on other processes (a proxy
+    starting, an origin answering, a log line appearing), so twice the CPUs keeps them
+    busy; more workers only add their own start-up and collection.  SQUIDPY_TEST_WORKERS
+    overrides it."""
+    wanted = os.environ.get("SQUIDPY_TEST_WORKERS")
+    if wanted:
+        return int(wanted)
+    return 2 * (len(os.sched_getaffinity(0)) or 1)
 
 # The policy most end-to-end tests run under: loopback clients only.
 LOCAL_POLICY = """
@@ -51,6 +73,42 @@ def short_tmp():
     for name in os.listdir(d):
         os.unlink(os.path.join(d, name))
     os.rmdir(d)
+
+
+@pytest.fixture
+def public_tmp():
+    """A fresh directory under /tmp that another user may enter (a process that gives up
+    root, such as squidpy with cache_effective_user, cannot enter pytest's tmp_path);
+    removed afterwards."""
+    path = public_dir("sqpy-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+LOCKS = "/tmp/squidpy-test-locks"
+
+
+@contextlib.contextmanager
+def exclusive(name: str, timeout: float = 600.0):
+    """Hold the machine-wide lock ``name`` (an flock; released if the holder dies), for a
+    test that changes state shared beyond its own processes and files (a fixed network
+    namespace name, the host's firewall or routes, a systemd unit, a sysctl): tests run in
+    parallel, and so may another checkout's suite.  Waits at most ``timeout`` seconds."""
+    os.makedirs(LOCKS, mode=0o777, exist_ok=True)
+    with open(os.path.join(LOCKS, f"{name}.lock"), "a") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the test lock {name!r} was held for more than {timeout:.0f} s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,22 @@
 ``http_port 127.0.0.1:0``, logs and pid file in ``tmp_path`` unless the text
 sets them), runs ``python -m squidpy run -f FILE``, and learns the port from
 cache_log.  Everything stops by itself: every wait has a deadline.
+
+The access_log it adds writes each line as the transaction ends (``buffer-size=1bytes``)
+instead of once a second, so a test reading the log does not wait for the flush (as
+Squid's default ``buffered_logs off`` does); a test of the buffering itself names its own
+``access_log``.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +34,18 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+def public_dir(prefix: str, owner: str | None = None) -> Path:
+    """A fresh directory under /tmp that every user may enter, for a process that runs as
+    another user (pytest's tmp_path is private to the user running the tests); owned by
+    ``owner`` when running as root.  The caller removes it (the ``public_tmp`` fixture does)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o755)
+    if owner is not None and os.geteuid() == 0:
+        user = pwd.getpwnam(owner)
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return path
 
 
 class ProxyProcess:
@@ -45,7 +64,7 @@ class ProxyProcess:
         if not given("http_port"):
             lines.append(f"http_port {listen}")
         if not given("access_log"):
-            lines.append(f"access_log {self.access_log} squid")
+            lines.append(f"access_log {self.access_log} buffer-size=1bytes squid")
         if not given("cache_log"):
             lines.append(f"cache_log {self.cache_log}")
         if not given("pid_filename"):

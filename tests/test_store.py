@@ -111,3 +111,72 @@ def test_store_remove_url_counts_memory_and_disk(tmp_path):
         assert store.find_on_disk("http://o/a", []) == (None, None, ())
     finally:
         store.close()
+
+
+def _tee_cache(tmp_path):
+    from squidpy.config.loader import load
+    from squidpy.proxy.cache_side import Cache
+    config = load(text="maximum_object_size_in_memory 1 KB\nmaximum_object_size 64 MB\n")
+    return Cache(None, config, Store(1 << 20, config.maximum_object_size_in_memory,
+                                     DiskTier(str(tmp_path / "c"), 100)))
+
+
+def _stored_body(cache, url: str) -> bytes | None:
+    reply = cache.store.disk.lookup(url)
+    if reply is None:
+        return None
+    with cache.store.disk.open_body(reply) as f:
+        return f.read()
+
+
+def _writer_idle(disk) -> None:
+    done = threading.Event()
+    assert disk.writer.submit(done.set) and done.wait(30)
+
+
+def test_a_large_reply_in_many_small_reads_is_stored_while_the_disk_lags(tmp_path):
+    """The copy of a reply waits for the writer thread in bytes, not in chunks: a reply
+    read in more pieces than the writer's queue holds, while the writer is busy, is still
+    stored whole (it used to be dropped, silently, once the queue filled)."""
+    from squidpy.cache.store import WRITE_QUEUE
+    from squidpy.http.message import ResponseHead
+    from squidpy.proxy.cache_side import Tee
+
+    cache = _tee_cache(tmp_path)
+    disk = cache.store.disk
+    try:
+        busy = threading.Event()
+        assert disk.writer.submit(lambda: busy.wait(30))         # the disk lags behind
+        tee = Tee(cache, ResponseHead(200, b"OK", "HTTP/1.1", [(b"Cache-Control", b"max-age=60")]), 1.0)
+        pieces = [bytes([i % 251]) * 1000 for i in range(4 * WRITE_QUEUE)]
+        assert all(tee.add(piece) for piece in pieces)
+        busy.set()
+        tee.commit("http://o/big", "http://o/big", (), (), 2.0)
+        _writer_idle(disk)
+        assert _stored_body(cache, "http://o/big") == b"".join(pieces)
+    finally:
+        cache.close()
+
+
+def test_a_reply_the_disk_cannot_keep_up_with_is_dropped_and_leaves_nothing(tmp_path, monkeypatch):
+    """Past WRITE_BACKLOG bytes waiting for the writer, the copy is given up: the client's
+    transfer is not affected (add() says no more), and no temp file stays behind."""
+    import os
+
+    from squidpy.http.message import ResponseHead
+    from squidpy.proxy import cache_side
+
+    monkeypatch.setattr(cache_side, "WRITE_BACKLOG", 100_000)
+    cache = _tee_cache(tmp_path)
+    disk = cache.store.disk
+    try:
+        busy = threading.Event()
+        assert disk.writer.submit(lambda: busy.wait(30))
+        tee = cache_side.Tee(cache, ResponseHead(200, b"OK", "HTTP/1.1", []), 1.0)
+        results = [tee.add(b"x" * 10_000) for _ in range(20)]
+        assert results[:10] == [True] * 10 and results[-1] is False
+        busy.set()
+        _writer_idle(disk)
+        assert os.listdir(disk.tmp) == []
+    finally:
+        cache.close()

@@ -569,7 +569,9 @@ class Store:
         if body is not None and len(body) <= self.max_in_memory:
             self.memory.put(key, reply, body)
         if self.disk is not None:
-            self.disk.store(key, reply, body_path, None if body_path is not None else body)
+            if not self.disk.store(key, reply, body_path, None if body_path is not None else body) \
+                    and body_path is not None:
+                _unlink(body_path)          # the writer's queue is full: not stored, not left behind
         elif body_path is not None:
             _unlink(body_path)
 
