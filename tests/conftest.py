@@ -63,6 +63,28 @@ def make_proxy(tmp_path):
         assert_no_tracebacks(proxy)
 
 
+@pytest.fixture(scope="module")
+def shared_proxy(tmp_path_factory):
+    """``shared_proxy(config_text)``: a squidpy with that configuration, started the first
+    time a test of the module asks for that text and shared by the module's tests that ask
+    for it again (each worker of a parallel run has its own).  For tests that only send
+    requests: one that signals, reconfigures, stops the proxy or needs its cache or log
+    empty uses ``make_proxy``.  Look for this test's access.log line by something only it
+    requested (a unique URL or query): the line of the test before may still be the last."""
+    started: dict[str, ProxyProcess] = {}
+
+    def get(config: str = LOCAL_POLICY) -> ProxyProcess:
+        if config not in started:
+            started[config] = ProxyProcess(tmp_path_factory.mktemp("shared"), config)
+        return started[config]
+
+    yield get
+    for proxy in started.values():
+        proxy.stop()
+    for proxy in started.values():
+        assert_no_tracebacks(proxy)
+
+
 @pytest.fixture
 def short_tmp():
     """A short directory for UNIX socket paths (108 bytes at most)."""

@@ -126,15 +126,17 @@ class ProxyProcess:
             return got if len(got) >= count else None
         return wait_for(lines, timeout) or []
 
-    def log_line(self, needle: str, timeout: float = 5.0) -> str | None:
-        """Wait (bounded) for the last access log line containing ``needle``."""
+    def log_line(self, needle: str, timeout: float = 5.0, count: int = 1) -> str | None:
+        """Wait (bounded) until ``count`` access log lines contain ``needle``; the last of them.
+        (A client may have its reply before the proxy logged it: to see the line of a
+        second request, ask for ``count=2``.)"""
         def find():
             try:
                 text = self.access_log.read_text()
             except FileNotFoundError:
                 return None
             hits = [l for l in text.splitlines() if needle in l]
-            return hits[-1] if hits else None
+            return hits[-1] if len(hits) >= count else None
         return wait_for(find, timeout)
 
     def signal(self, sig: int) -> None:

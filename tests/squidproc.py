@@ -150,13 +150,13 @@ class SquidProcess:
             return got if len(got) >= count else None
         return wait_for(lines, timeout) or []
 
-    def log_line(self, needle: str, timeout: float = 5.0) -> str | None:
+    def log_line(self, needle: str, timeout: float = 5.0, count: int = 1) -> str | None:
         def find():
             try:
                 hits = [line for line in self.access_log.read_text().splitlines() if needle in line]
             except FileNotFoundError:
                 return None
-            return hits[-1] if hits else None
+            return hits[-1] if len(hits) >= count else None
         return wait_for(find, timeout)
 
     def _end_process(self, timeout: float = 15.0) -> None:
