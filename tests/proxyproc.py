@@ -7,8 +7,8 @@ cache_log.  Everything stops by itself: every wait has a deadline.
 
 The access_log it adds writes each line as the transaction ends (``buffer-size=1bytes``)
 instead of once a second, so a test reading the log does not wait for the flush (as
-Squid's default ``buffered_logs off`` does); a test of the buffering itself names its own
-``access_log``.
+Squid's default ``buffered_logs off`` does); a test of the buffering itself asks for
+``flush_each_line=False`` or names its own ``access_log``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def public_dir(prefix: str, owner: str | None = None) -> Path:
 
 class ProxyProcess:
     def __init__(self, tmp_path: Path, config: str, listen: str = "127.0.0.1:0", env: dict | None = None,
-                 start: bool = True):
+                 start: bool = True, flush_each_line: bool = True):
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.access_log = self.dir / "access.log"
@@ -64,7 +64,8 @@ class ProxyProcess:
         if not given("http_port"):
             lines.append(f"http_port {listen}")
         if not given("access_log"):
-            lines.append(f"access_log {self.access_log} buffer-size=1bytes squid")
+            buffering = " buffer-size=1bytes" if flush_each_line else ""
+            lines.append(f"access_log {self.access_log}{buffering} squid")
         if not given("cache_log"):
             lines.append(f"cache_log {self.cache_log}")
         if not given("pid_filename"):
@@ -138,6 +139,17 @@ class ProxyProcess:
             hits = [l for l in text.splitlines() if needle in l]
             return hits[-1] if len(hits) >= count else None
         return wait_for(find, timeout)
+
+    def sockets(self) -> int:
+        """How many sockets the proxy process holds open (from /proc): a connection a
+        client opened counts once the proxy has accepted it."""
+        count = 0
+        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+            try:
+                count += os.readlink(f"/proc/{self.proc.pid}/fd/{fd}").startswith("socket:")
+            except OSError:
+                pass
+        return count
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 
 from tests.conftest import LOCAL_POLICY, read_response
 from tests.proxyproc import ProxyProcess, wait_for
@@ -57,7 +56,7 @@ def test_two_kids_serve_one_port_and_share_the_log(tmp_path, origin):
         # rotation happens once, and every kid writes on in the new file
         proxy.signal(signal.SIGUSR1)
         assert wait_for(lambda: proxy.access_log.with_name("access.log.0").exists(), 5)
-        time.sleep(0.5)
+        assert wait_for(lambda: proxy.read_cache_log().count("Reopened the log files after rotation") == 2, 10)
         for i in range(10):
             get(port, origin.url("/size/1"))
         assert wait_for(lambda: proxy.access_log.exists() and len(proxy.access_log.read_text().splitlines()) == 10, 5)
