@@ -12,12 +12,29 @@ import fcntl
 import os
 import shutil
 import socket
+import sys
+import tempfile
 import time
 
 import pytest
 
 from tests.origin import Origin
 from tests.proxyproc import ProxyProcess, public_dir
+
+
+def _compiled_files_outside_the_tree() -> None:
+    """With PYTHONDONTWRITEBYTECODE set (as on this project's machines, to keep source trees
+    clean) every squidpy a test starts compiles squidpy again (50 ms of CPU, hundreds of times
+    a run) and every worker rewrites every test module; for the suite, compiled files go to a
+    cache outside the tree instead (inherited by the workers and every process they start)."""
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        prefix = os.path.join(tempfile.gettempdir(), f"squidpy-test-pycache-{os.getuid()}")
+        os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix = prefix
+        del os.environ["PYTHONDONTWRITEBYTECODE"]
+        sys.dont_write_bytecode = False
+
+
+_compiled_files_outside_the_tree()
 
 
 @pytest.hookimpl(optionalhook=True)
