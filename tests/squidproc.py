@@ -33,11 +33,16 @@ from tests.proxyproc import public_dir, wait_for
 SQUID = shutil.which("squid") or "/usr/sbin/squid"
 
 
+# not the random module's generator: Hypothesis seeds that one for each example, which
+# would hand every worker (and every run) the same ports
+_PORTS = random.SystemRandom()
+
+
 def free_port() -> int:
     """A loopback port below the ephemeral range that binds without SO_REUSEADDR
     (Squid's own bind fails on a port that still has TIME_WAIT sockets)."""
     for _ in range(200):
-        port = random.randint(20000, 32000)
+        port = _PORTS.randint(20000, 32000)
         s = socket.socket()
         try:
             s.bind(("127.0.0.1", port))

@@ -127,7 +127,7 @@ def test_reconfigure_with_a_port_it_cannot_bind_changes_nothing(make_proxy, orig
     log = proxy.read_cache_log()
     assert f"reconfigure: cannot listen on 127.0.0.1:{taken}: Address already in use" in log
     assert f"Closed HTTP port 127.0.0.1:{free} again" in log            # the one that did open is closed
-    assert _refused(free)
+    assert wait_for(lambda: _refused(free), 5)     # (the close itself follows the log line)
     assert get(proxy.port, origin.url("/size/2")) == (200, b"xx")         # the old rules, whole
     assert proxy.proc.poll() is None
 

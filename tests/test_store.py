@@ -212,3 +212,56 @@ def test_a_reply_the_disk_cannot_keep_up_with_is_dropped_and_leaves_nothing(tmp_
         assert os.listdir(disk.tmp) == []
     finally:
         cache.close()
+
+
+def test_the_origin_is_held_while_the_disk_catches_up(tmp_path):
+    """Past HOLD_AT bytes waiting for the writer, the origin connection is paused
+    ("store"), and read again once the writer is down to RESUME_AT: the disk sets the pace
+    and the reply is stored whole, in bounded memory."""
+    from types import SimpleNamespace
+
+    from squidpy.http.message import ResponseHead
+    from squidpy.proxy import cache_side
+
+    class OriginConnection:
+        def __init__(self):
+            self.paused: set[str] = set()
+            self.driver = None
+
+        def pause_reading(self, reason):
+            self.paused.add(reason)
+
+        def resume_reading(self, reason):
+            self.paused.discard(reason)
+
+    class Reactor:
+        def __init__(self):
+            self.calls = []
+
+        def callFromThread(self, f, *args):
+            self.calls.append((f, args))
+
+    server, reactor = OriginConnection(), Reactor()
+    driver = SimpleNamespace(server=server, service=SimpleNamespace(reactor=reactor))
+    server.driver = driver
+    cache = _tee_cache(tmp_path)
+    disk = cache.store.disk
+    try:
+        busy = threading.Event()
+        assert disk.writer.submit(lambda: busy.wait(30))
+        tee = cache_side.Tee(cache, ResponseHead(200, b"OK", "HTTP/1.1", [(b"Cache-Control", b"max-age=60")]), 1.0,
+                             driver)
+        piece = b"y" * 65536
+        count = cache_side.HOLD_AT // len(piece) + 2
+        assert all(tee.add(piece) for _ in range(count))
+        assert server.paused == {"store"}                      # the writer lags: the origin waits
+        busy.set()
+        _writer_idle(disk)
+        for f, args in reactor.calls:                          # what the writer asked of the reactor
+            f(*args)
+        assert server.paused == set()                          # caught up: read on
+        tee.commit("http://o/held", "http://o/held", (), (), 2.0)
+        _writer_idle(disk)
+        assert _stored_body(cache, "http://o/held") == piece * count
+    finally:
+        cache.close()

@@ -189,6 +189,41 @@ class MemoryTier:
         return len(keys)
 
 
+class FinishedBody:
+    """A body received whole into a temp file in the cache_dir, to be stored by renaming
+    the file into place rather than copying it."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: str, size: int):
+        self.path, self.size = path, size
+
+
+_BODY_DISK = None
+
+
+def _body_disk():
+    """diskcache's Disk, storing a :class:`FinishedBody` by renaming its file (the temp
+    file and the cache's files are on the same file system: both in the cache_dir), so a
+    large object is written once, not written then copied."""
+    global _BODY_DISK
+    if _BODY_DISK is None:
+        import diskcache
+        from diskcache.core import MODE_BINARY
+
+        class BodyDisk(diskcache.Disk):
+            def store(self, value, read, key=diskcache.core.UNKNOWN):
+                if type(value) is not FinishedBody:
+                    return super().store(value, read, key)
+                filename, full_path = self.filename(key, value)
+                os.makedirs(os.path.dirname(full_path), exist_ok=True)
+                os.rename(value.path, full_path)
+                return value.size, MODE_BINARY, filename, None
+
+        _BODY_DISK = BodyDisk
+    return _BODY_DISK
+
+
 class DiskWriter(threading.Thread):
     """The one thread that writes to the cache_dir; jobs are callables."""
 
@@ -304,7 +339,7 @@ class DiskTier:
         # proxy's memory creep up to ~200 MB, 4 MB each keeps the index hot
         return diskcache.Cache(self.path, size_limit=self.size_limit,
                                eviction_policy="least-recently-stored", cull_limit=50,
-                               sqlite_cache_size=1024, sqlite_mmap_size=1 << 22)
+                               sqlite_cache_size=1024, sqlite_mmap_size=1 << 22, disk=_body_disk())
 
     # ---------------------------------------------------------------- failures
     def report_failure(self, what: str, error: Exception) -> None:
@@ -405,8 +440,8 @@ class DiskTier:
                     if os.path.getsize(body_path) != reply.body_size:     # a temp write failed
                         raise OSError(f"the body's temp file is short ({os.path.getsize(body_path)} "
                                       f"of {reply.body_size} bytes)")
-                    with open(body_path, "rb") as f:
-                        self.cache.set(reply.body_key, f, read=True, retry=True)
+                    self.cache.set(reply.body_key, FinishedBody(body_path, reply.body_size), read=True,
+                                   retry=True)
                 else:
                     self.cache.set(reply.body_key, body, retry=True)
                 old = self.cache.get(on_disk, retry=True)

@@ -31,8 +31,12 @@ log = logging.getLogger("squidpy")
 
 STREAM_CHUNK = 64 * 1024
 READER_THREADS = 4
-# bytes of one reply received but not yet written to its temp file: past this the disk
-# cannot keep up and the reply is not stored (the client's transfer goes on)
+# bytes of one reply received but not yet written to its temp file: past HOLD_AT the
+# origin is not read until the writer is down to RESUME_AT (the disk sets the pace, as
+# the client does when it is slower); past WRITE_BACKLOG (possible only without an origin
+# to hold) the reply is not stored, and the client's transfer goes on
+HOLD_AT = 4 * 1024 * 1024
+RESUME_AT = 1024 * 1024
 WRITE_BACKLOG = 16 * 1024 * 1024
 
 
@@ -115,10 +119,13 @@ class Tee:
 
     The chunks for the temp file wait in ``unwritten`` and one writer job at a time takes
     all of them, so the writer's queue holds at most one job per reply however small the
-    reads, and what waits is bounded in bytes (``WRITE_BACKLOG``), not in chunks."""
+    reads; what waits is bounded in bytes: past ``HOLD_AT`` the driver's origin connection
+    is paused ("store") until the writer catches up."""
 
-    def __init__(self, cache, resp, request_time: float):
+    def __init__(self, cache, resp, request_time: float, driver=None):
         self.cache = cache
+        self.driver = driver                # whose origin connection is held while the disk lags
+        self.held = None                    # that connection, while paused for the store
         self.resp = resp
         self.request_time = request_time
         self.chunks: list[bytes] = []
@@ -159,12 +166,22 @@ class Tee:
             self.unwritten.append(data)
             self.backlog += len(data)
             overflow = self.backlog > WRITE_BACKLOG
+            hold = self.backlog > HOLD_AT
             submit = not self.queued and not overflow
             self.queued = self.queued or submit
         if overflow or (submit and not self.cache.store.disk.writer.submit(self._drain)):
             self.discard()
             return False
+        if hold and self.held is None and self.driver is not None and self.driver.server is not None:
+            self.held = self.driver.server
+            self.held.pause_reading("store")
         return True
+
+    def _let_go(self) -> None:
+        """(reactor) Read the origin again, if it is still this reply's."""
+        held, self.held = self.held, None
+        if held is not None and held.driver is self.driver:
+            held.resume_reading("store")
 
     def _drain(self) -> None:
         """(writer thread) Write what was received since the last time."""
@@ -182,8 +199,12 @@ class Tee:
             self.cache.store.disk.report_failure(f"writing {self.file.name}", e)
         with self.lock:
             self.backlog -= sum(len(c) for c in chunks)
+            caught_up = self.backlog <= RESUME_AT
+        if caught_up and self.held is not None:
+            self.driver.service.reactor.callFromThread(self._let_go)
 
     def commit(self, key: str, url: str, names, vary_key, now: float) -> None:
+        self._let_go()
         if self.failed:
             return self.discard()
         headers = policy.headers_to_store(self.resp.headers, self.size, message.http_date(now))
@@ -202,6 +223,7 @@ class Tee:
         self.cache.store.put(key, reply, None, temp.name)
 
     def discard(self) -> None:
+        self._let_go()
         self.chunks = []
         self.failed = True
         temp, self.temp = self.temp, None
