@@ -148,7 +148,7 @@ def test_reconfigure_opens_and_closes_ports(make_proxy, origin):
     proxy.config_path.write_text(text)
     proxy.signal(signal.SIGHUP)
     assert wait_for(lambda: "Closed HTTP port" in proxy.read_cache_log(), 10)
-    assert _refused(second)
+    assert wait_for(lambda: _refused(second), 5)
     assert get(proxy.port, origin.url("/size/1")) == (200, b"x")
 
 
