@@ -128,8 +128,8 @@ def test_request_headers_too_large_is_431(proxy):
     assert b"ERR_TOO_BIG" in raw
 
 
-def test_request_body_too_large_is_413(make_proxy, origin):
-    proxy = make_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
+def test_request_body_too_large_is_413(shared_proxy, origin):
+    proxy = shared_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
     before = origin.count("/echo")
     raw = raw_request(proxy.port, f"POST {origin.url('/echo')} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".encode())
     assert raw.startswith(b"HTTP/1.1 413")
@@ -232,9 +232,9 @@ def test_idle_client_connection_is_closed(make_proxy, origin):
         assert f.read() == b""          # closed by the proxy
 
 
-def test_refused_upload_is_answered_not_reset(make_proxy, origin, tmp_path):
+def test_refused_upload_is_answered_not_reset(shared_proxy, origin, tmp_path):
     """Lingering close: the client still sending a body we refused gets the 413 page."""
-    proxy = make_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
+    proxy = shared_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
     f = tmp_path / "big.bin"
     f.write_bytes(b"b" * (3 * 1024 * 1024))
     before = origin.count("/echo")
