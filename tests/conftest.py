@@ -56,6 +56,14 @@ http_access deny all
 """
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules with a test marked ``slow`` first, each module's tests kept together and in
+    order: each module runs on one worker (--dist loadscope), and a long one must not be
+    the last to start."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
 @pytest.fixture(scope="session")
 def origin():
     server = Origin().start()

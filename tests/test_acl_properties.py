@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,7 @@ def cases(draw) -> Case:
     return Case("random", "\n".join(acls) + "\n", [f"{a} {' '.join(r)}" for a, r in rules], requests)
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(cases(), min_size=12, max_size=20))
 def test_check_and_the_running_proxy_agree(random_cases):

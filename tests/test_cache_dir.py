@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import hashlib
 import json
 import os
@@ -246,6 +248,7 @@ def test_damaged_entry_is_a_swapfail_miss(tmp_path, origin):
         p.stop()
 
 
+@pytest.mark.slow
 def test_cache_commands_against_a_running_proxy_and_offline(tmp_path, origin):
     import subprocess
     import sys

@@ -10,6 +10,8 @@ from __future__ import annotations
 import http.client
 import json
 
+import pytest
+
 from tests.conftest import LOCAL_POLICY
 
 GB2 = 2 * 1024 ** 3
@@ -26,6 +28,7 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
+@pytest.mark.slow
 def test_two_gigabytes_down_and_up_with_bounded_memory(make_proxy, origin):
     proxy = make_proxy(LOCAL_POLICY)
     # download: stream and check on the client side, never holding the body

@@ -319,6 +319,7 @@ def count_colour(path, rgb: tuple[int, int, int]) -> int:
     return sum(1 for row in rows for x in range(0, width * bpp, bpp) if row[x:x + 3] == target)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (the CI script installs it)")
 def test_html_report_renders_its_charts_in_chromium_on_a_phone_and_a_desktop(crafted, tmp_path):
     page = tmp_path / "report.html"

@@ -26,6 +26,8 @@ import random
 import threading
 import time
 
+import pytest
+
 from tests.proxyproc import ProxyProcess
 
 CLIENTS = 500
@@ -160,6 +162,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 def test_soak_500_clients(tmp_path):
     origin = AsyncOrigin()
     proxy = ProxyProcess(tmp_path, f"""
