@@ -12,7 +12,8 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from tests.conftest import exclusive
+from tests.conftest import LOCKS, exclusive
+from tests.proxyproc import wait_for
 from tests.squidproc import SquidProcess
 
 
@@ -40,10 +41,7 @@ def test_exclusive_lets_one_holder_in_at_a_time(tmp_path):
          os.path.dirname(os.path.dirname(os.path.abspath(__file__))), name, str(ready)],
         stdin=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert ready.exists()
+        assert wait_for(ready.exists, 30)
         with pytest.raises(TimeoutError):
             with exclusive(name, timeout=0.3):
                 pass
@@ -51,6 +49,7 @@ def test_exclusive_lets_one_holder_in_at_a_time(tmp_path):
         holder.communicate(b"", timeout=30)       # its stdin closes: it lets go and exits
     with exclusive(name, timeout=10):
         pass
+    os.unlink(os.path.join(LOCKS, f"{name}.lock"))
 
 
 def test_squid_gets_a_directory_of_its_own_and_it_goes_away(tmp_path):
