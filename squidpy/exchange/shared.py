@@ -40,6 +40,7 @@ class Shared(Protocol):
     error_pages: Any              # squidpy.errors.ErrorPages
     pac: Any                      # squidpy.pac.PacSettings: the proxy.pac this proxy serves
     cache: CacheSettings | None
+    helpers: Any                  # squidpy.helpers.state.HelperState; None when no helper is configured
 
     def now(self) -> float: ...                                   # the clock (seconds since the epoch)
     def boundary(self) -> bytes: ...                              # a fresh multipart boundary

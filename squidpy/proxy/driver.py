@@ -26,6 +26,31 @@ from squidpy.proxy.tunnel import Tunnel
 log = logging.getLogger("squidpy")
 
 
+class NullClient:
+    """Stands in for a client connection that is not there (a background refresh, a
+    fetch its client left): whatever is written to it is dropped."""
+
+    tunnel = None
+
+    def write(self, data) -> None:
+        pass
+
+    def write_sequence(self, parts) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self, reason) -> None:
+        pass
+
+    def resume_reading(self, reason) -> None:
+        pass
+
+    def exchange_finished(self, driver, keep_alive) -> None:
+        pass
+
+
 class ExchangeDriver:
     __slots__ = ("exchange", "client", "service", "server", "tee", "streamer", "tunnel", "_busy", "_queue",
                  "__weakref__")
@@ -88,6 +113,11 @@ class ExchangeDriver:
     def _abort_client(self, _cmd) -> None:
         self.client.abort()
 
+    def _detach_client(self, _cmd) -> None:
+        self.client = NullClient()
+        if self.server is not None:
+            self.server.resume_reading("client")
+
     def _pause_client(self, cmd: c.PauseClient) -> None:
         self.client.pause_reading(cmd.reason)
 
@@ -109,6 +139,24 @@ class ExchangeDriver:
     def _fact(self, fact: str, value, seconds: float = 0.0) -> None:
         if not self.finished:
             self.feed(ev.FactKnown(fact, value, seconds))
+
+    def _ask_helper(self, cmd: c.AskHelper) -> None:
+        helper = cmd.helper
+        self.service.running_helpers.ask(helper, cmd.line, cmd.reservation).addCallback(
+            lambda answer: self._helper_answered(helper, answer))
+
+    def _helper_answered(self, helper: str, answer) -> None:
+        if not self.finished:
+            self.feed(ev.HelperAnswered(helper, answer.reply, answer.child))
+
+    def _reserve_helper(self, cmd: c.ReserveHelper) -> None:
+        self.service.running_helpers.reserve(cmd.helper, cmd.child)
+
+    def _release_helper(self, cmd: c.ReleaseHelper) -> None:
+        self.service.running_helpers.release(cmd.helper, cmd.child)
+
+    def _refresh_external(self, cmd: c.RefreshExternal) -> None:
+        self.service.running_helpers.refresh_external(cmd.type_name, cmd.line)
 
     def _look_up_cache(self, cmd: c.LookUpCache) -> None:
         cache = self.service.cache
@@ -313,10 +361,15 @@ class ExchangeDriver:
 
 _HANDLERS = {
     type(c.AbortClient): ExchangeDriver._abort_client,
+    type(c.DetachClient): ExchangeDriver._detach_client,
     c.PauseClient: ExchangeDriver._pause_client,
     c.ResumeClient: ExchangeDriver._resume_client,
     c.LookUp: ExchangeDriver._look_up,
     c.LookUpCache: ExchangeDriver._look_up_cache,
+    c.AskHelper: ExchangeDriver._ask_helper,
+    c.ReserveHelper: ExchangeDriver._reserve_helper,
+    c.ReleaseHelper: ExchangeDriver._release_helper,
+    c.RefreshExternal: ExchangeDriver._refresh_external,
     c.Purge: ExchangeDriver._purge,
     c.WaitForFetch: ExchangeDriver._wait_for_fetch,
     c.LeadFetch: ExchangeDriver._lead_fetch,
