@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -81,6 +82,7 @@ def cases(draw) -> Case:
     return Case("random", "\n".join(acls) + "\n", [f"{a} {' '.join(r)}" for a, r in rules], requests)
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(cases(), min_size=12, max_size=20))

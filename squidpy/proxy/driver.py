@@ -312,7 +312,7 @@ class ExchangeDriver:
     def _store_start(self, cmd: c.StoreStart) -> None:
         from squidpy.proxy.cache_side import Tee
 
-        self.tee = Tee(self.service.cache, cmd.head, cmd.request_time)
+        self.tee = Tee(self.service.cache, cmd.head, cmd.request_time, self)
 
     def _store_body(self, cmd: c.StoreBody) -> None:
         tee = self.tee
