@@ -137,8 +137,13 @@ class ListenAddress:
     def key(self) -> tuple[str, int]:
         return (self.host, self.port)
 
+    @property
+    def require_proxy_header(self) -> bool:
+        """Connections must start with a PROXY protocol header (from a load balancer)."""
+        return "require-proxy-header" in self.options
 
-HTTP_PORT_OPTIONS = {"name", "tcpkeepalive", "reuseport"}
+
+HTTP_PORT_OPTIONS = {"name", "tcpkeepalive", "reuseport", "require-proxy-header"}
 
 
 def parse_http_port(args: list[str]) -> ListenAddress:
@@ -161,8 +166,10 @@ def parse_http_port(args: list[str]) -> ListenAddress:
     port = 0 if port_text == "0" else parse_port_number(port_text)
     options = {}
     for opt in opts:
-        key, _, value = opt.partition("=")
+        key, eq, value = opt.partition("=")
         if key not in HTTP_PORT_OPTIONS:
             raise ValueError(f"unknown http_port option '{opt}'")
+        if key == "require-proxy-header" and eq:
+            raise ValueError("require-proxy-header takes no value")
         options[key] = value
     return ListenAddress(host, port, options.get("name") or spec, options)

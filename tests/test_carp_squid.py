@@ -1,0 +1,213 @@
+"""CARP, sourcehash: the parent Squid 5.7 picks is the parent squidpy's arithmetic picks.
+
+The real Squid runs with parents on loopback ports (origins that answer anything
+and record what they got); each URL is requested through it, and the parent that
+received it is compared with :class:`squidpy.peers.hashing.HashArray`'s choice
+for the same peer lines.  Peer names, weights, carp-key and URL spellings vary,
+so the name hash (signed bytes), the load multipliers (zero factors included),
+the key building and the URL canonicalisation are all checked against Squid.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from squidpy.acl.checklist import Checklist
+from squidpy.config import directives, loader
+from squidpy.http.url import parse_target
+from squidpy.peers.selection import CARP, FIRSTUP_PARENT, SOURCEHASH_PARENT, PeerSelector, PeerTable, RequestFacts
+from tests.origin import Origin
+from tests.proxyproc import wait_for
+from tests.squidproc import SquidProcess
+
+
+@pytest.fixture
+def peers_in_force(monkeypatch):
+    monkeypatch.setattr(directives, "PEERS_IN_FORCE", True)
+
+
+@pytest.fixture
+def squid_dir():
+    """A directory the 'proxy' user Squid drops to can enter (pytest's tmp_path is private)."""
+    root = Path(tempfile.mkdtemp(prefix="squid-carp-"))
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def parents(count: int) -> list[Origin]:
+    return [Origin().start() for _ in range(count)]
+
+
+def squid_with(tmp_path, peer_lines: list[str], extra: str = "") -> SquidProcess:
+    config = "\n".join([
+        "http_access allow localhost", "http_access deny all", "never_direct allow all",
+        "cache deny all", "strip_query_terms off", "visible_hostname squid-child", *peer_lines, extra])
+    return SquidProcess(tmp_path, config)
+
+
+def fetch(squid: SquidProcess, url: str, conn_holder: list) -> tuple[int, bytes]:
+    for _ in range(2):
+        if not conn_holder:
+            conn_holder.append(http.client.HTTPConnection("127.0.0.1", squid.port, timeout=10))
+        conn = conn_holder[0]
+        try:
+            conn.request("GET", url, headers={"Host": url.split("/")[2]})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        except (http.client.HTTPException, OSError):
+            conn.close()
+            conn_holder.clear()
+    raise AssertionError(f"no answer from Squid for {url}")
+
+
+def squid_choices(squid: SquidProcess, origins: list[Origin], urls: list[str]) -> dict[str, tuple[int, str]]:
+    """Which origin (index) received each URL through Squid, and the hierarchy code it logged."""
+    holder: list = []
+
+    def warm() -> bool:
+        try:
+            return fetch(squid, "http://warm.test/size/1", holder)[0] == 200
+        except AssertionError:
+            return False
+
+    # Squid counts its parents down until its first probe connects to them
+    assert wait_for(warm, timeout=20), squid.read_cache_log()
+    for origin in origins:
+        with origin._lock:
+            origin.requests.clear()
+    for url in urls:
+        status, _ = fetch(squid, url, holder)
+        assert status == 200, (url, status, squid.read_cache_log()[-2000:])
+    lines = squid.log_lines(len(urls) + 1)
+    codes = {}
+    for line in lines:
+        fields = line.split()
+        codes[fields[6]] = fields[8].split("/")[0]
+    chosen = {}
+    for i, origin in enumerate(origins):
+        with origin._lock:
+            for method, path, headers, body in origin.requests:
+                chosen[path] = (i, codes.get(path))
+    return chosen
+
+
+def our_choices(peer_lines: list[str], urls: list[str], origins: list[Origin],
+                client: str = "127.0.0.1") -> dict[str, tuple[int, str]]:
+    """The same requests through squidpy's peer selection, every parent up."""
+    config = loader.load(text="\n".join(peer_lines + ["never_direct allow all"]) + "\n")
+    table = PeerTable(config.cache_peer)
+    for peer in config.cache_peer:
+        table.resolved(peer, ["127.0.0.1"])
+        table.connect_succeeded(peer, 0)
+    ports = {o.port: i for i, o in enumerate(origins)}
+    chosen = {}
+    for url in urls:
+        target = parse_target("GET", url)
+        ch = Checklist(src=client, url=target.url, host=target.host, port=target.port, path=target.path)
+        facts = RequestFacts("GET", target.url, target.scheme, target.host, target.port, target.path, client, ch)
+        selected = PeerSelector(table, config, facts, 0).start()
+        first = selected.destinations[0]
+        chosen[target.url] = (ports[first.peer.http_port], first.code)
+    return chosen
+
+
+NAMES = ["proxy-a.example.net", "proxy-b.example.net", "cache3.corp", "Cache-Four.Example.COM",
+         "p5", "PARENT_six", "x", "very-long-parent-name-number-eight.internal.example.org"]
+
+
+def urls_for(count: int, seed: int) -> list[str]:
+    rnd = random.Random(seed)
+    hosts = ["www.example.com", "cdn.test", "a.b.c.example.org", "img7.shop.test", "10.1.2.3"]
+    urls = []
+    for i in range(count):
+        host = rnd.choice(hosts)
+        port = rnd.choice(["", "", ":8080", ":80"])
+        query = rnd.choice(["", f"?q={rnd.randrange(10**6)}", "?a=1&b=%41%2F"])
+        urls.append(f"http://{host}{port}/size/{rnd.randrange(1, 50)}/{i}{query}")
+    return urls
+
+
+def run_case(squid_dir, peer_lines_for, count: int, urls: list[str]) -> dict[str, tuple[int, str]]:
+    """Squid's choice and hierarchy code for each URL, once squidpy's are found the same."""
+    origins = parents(count)
+    try:
+        lines = peer_lines_for(origins)
+        squid = squid_with(squid_dir, lines)
+        try:
+            theirs = squid_choices(squid, origins, urls)
+        finally:
+            squid.stop()
+        ours = our_choices(lines, urls, origins)
+        assert len(theirs) == len(urls)
+        differ = {u: (ours[u], theirs.get(u)) for u in ours if ours[u] != theirs.get(u)}
+        assert not differ, f"{len(differ)} of {len(urls)} URLs went elsewhere: {list(differ.items())[:5]}"
+        return theirs
+    finally:
+        for o in origins:
+            o.stop()
+
+
+def spread(choices) -> set[int]:
+    return {peer for peer, code in choices.values()}
+
+
+def codes(choices) -> set[str]:
+    return {code for peer, code in choices.values()}
+
+
+def test_carp_equal_weights(squid_dir, peers_in_force):
+    choices = run_case(squid_dir, lambda origins: [
+        f"cache_peer 127.0.0.1 parent {o.port} 0 carp no-query no-digest name={NAMES[i]}"
+        for i, o in enumerate(origins)], 5, urls_for(300, 1))
+    assert spread(choices) == set(range(5)) and codes(choices) == {CARP}
+
+
+def test_carp_weights_and_signed_name_bytes(squid_dir, peers_in_force):
+    weights = [1, 3, 2, 7, 1, 5]
+    choices = run_case(squid_dir, lambda origins: [
+        f"cache_peer 127.0.0.1 parent {o.port} 0 carp weight={weights[i]} no-query no-digest "
+        f"name={NAMES[i]}{'-é' if i == 2 else ''}"
+        for i, o in enumerate(origins)], 6, urls_for(300, 2))
+    assert len(spread(choices)) == 6 and codes(choices) == {CARP}
+
+
+def test_carp_zero_load_factor(squid_dir, peers_in_force):
+    """A weight under a thousandth of the total gets load factor 0: Squid's multipliers
+    then turn NaN, CARP picks nobody, and the first parent that is up takes everything."""
+    weights = [1, 1500, 1200, 2]
+    choices = run_case(squid_dir, lambda origins: [
+        f"cache_peer 127.0.0.1 parent {o.port} 0 carp weight={weights[i]} no-query no-digest name={NAMES[i]}"
+        for i, o in enumerate(origins)], 4, urls_for(200, 3))
+    assert spread(choices) == {0} and codes(choices) == {FIRSTUP_PARENT}
+
+
+def test_carp_keys(squid_dir, peers_in_force):
+    keys = ["host", "host,path", "scheme,host,port,path,params", "path,params"]
+    choices = run_case(squid_dir, lambda origins: [
+        f"cache_peer 127.0.0.1 parent {o.port} 0 carp carp-key={keys[i]} no-query no-digest name={NAMES[i]}"
+        for i, o in enumerate(origins)], 4, urls_for(250, 4))
+    assert len(spread(choices)) == 4 and codes(choices) == {CARP}
+
+
+def test_carp_thirty_two_parents(squid_dir, peers_in_force):
+    choices = run_case(squid_dir, lambda origins: [
+        f"cache_peer 127.0.0.1 parent {o.port} 0 carp weight={1 + i % 3} no-query no-digest name=parent{i:02d}.fleet"
+        for i, o in enumerate(origins)], 32, urls_for(400, 5))
+    assert len(spread(choices)) > 24 and codes(choices) == {CARP}
+
+
+def test_sourcehash(squid_dir, peers_in_force):
+    """sourcehash hashes the client's address: every URL from 127.0.0.1 goes to the one
+    parent squidpy's arithmetic names."""
+    choices = run_case(squid_dir, lambda origins: [
+        f"cache_peer 127.0.0.1 parent {o.port} 0 sourcehash no-query no-digest name={NAMES[i]}"
+        for i, o in enumerate(origins)], 4, urls_for(20, 6))
+    assert len(spread(choices)) == 1 and codes(choices) == {SOURCEHASH_PARENT}
