@@ -54,7 +54,7 @@ class PeerHealth:
         self.rtt = 0                  # ms, ICP round trip average
         self.pings_sent = 0
         self.pings_acked = 0
-        self.rr_count = 1
+        self.rr_count = 0
         self.conn_open = 0
         self.standby_idle = 0         # standby=N: connections opened ahead and waiting
         self.fetches = 0

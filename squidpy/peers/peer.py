@@ -202,7 +202,7 @@ def _option(peer: CachePeer, token: str, warn, path) -> None:
             raise ValueError(f"non-parent carp peer {peer.host}/{peer.http_port}")
         peer.carp = True
         return
-    refused = REFUSED.get(token) or REFUSED.get(name + eq) or (
+    refused = REFUSED.get(token) or REFUSED.get(name + eq) or REFUSED.get(name) or (
         REFUSED["htcp"] if name == "htcp" or token.startswith("htcp-") else None)
     if refused:
         raise ValueError(refused)

@@ -73,16 +73,25 @@ class Direct(enum.Enum):
 
 
 class PeerTable:
-    """One configuration's peers and their runtime state."""
+    """One configuration's peers and their runtime state.
 
-    def __init__(self, peers: list[CachePeer], now: float = 0.0):
+    Round-robin counters start as Squid's do: its first reset runs while the first
+    cache_peer line is read, so in the process's first configuration that peer
+    starts at 1 and the others at 0, and after a reconfigure every peer starts at 0;
+    all are reset to 1 every 5 minutes from ``started`` (the process's start)."""
+
+    def __init__(self, peers: list[CachePeer], now: float = 0.0, first: bool = True,
+                 started: float | None = None):
         self.peers = peers
         self.by_name = {p.name.lower(): p for p in peers}
         self.health: dict[int, PeerHealth] = {id(p): PeerHealth(p) for p in peers}
+        for i, state in enumerate(self.health.values()):
+            state.rr_count = 1 if first and i == 0 else 0
         self.carp = HashArray(p for p in peers if p.carp)
         self.sourcehash = HashArray(p for p in peers if p.sourcehash)
         self.userhash = HashArray(p for p in peers if p.userhash)
-        self.rr_cleared = int(now)
+        start = int(now if started is None else started)
+        self.rr_cleared = start + (int(now) - start) // RR_CLEAR_INTERVAL * RR_CLEAR_INTERVAL
         self.reqnum = 0                 # ICP request numbers
 
     def __bool__(self) -> bool:
@@ -149,7 +158,7 @@ class PeerTable:
     def tick(self, now: float) -> None:
         """The periodic round-robin reset (every 5 minutes)."""
         if int(now) - self.rr_cleared >= RR_CLEAR_INTERVAL:
-            self.rr_cleared = int(now)
+            self.rr_cleared += (int(now) - self.rr_cleared) // RR_CLEAR_INTERVAL * RR_CLEAR_INTERVAL
             self.clear_rr()
 
     def next_reqnum(self) -> int:

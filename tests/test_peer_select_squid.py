@@ -1,11 +1,12 @@
-"""CARP, sourcehash: the parent Squid 5.7 picks is the parent squidpy's arithmetic picks.
+"""Peer selection against the real Squid 5.7: the parent it picks, and the hierarchy code it
+logs, are the ones :class:`squidpy.peers.selection.PeerSelector` picks for the same lines.
 
-The real Squid runs with parents on loopback ports (origins that answer anything
-and record what they got); each URL is requested through it, and the parent that
-received it is compared with :class:`squidpy.peers.hashing.HashArray`'s choice
-for the same peer lines.  Peer names, weights, carp-key and URL spellings vary,
-so the name hash (signed bytes), the load multipliers (zero factors included),
-the key building and the URL canonicalisation are all checked against Squid.
+Squid runs with parents on loopback ports (origins that answer anything and record what
+they got); each URL is requested through it in turn, and the same requests, in the same
+order, go through squidpy's selection.  For CARP, peer names, weights, carp-key and URL
+spellings vary, so the name hash (signed bytes), the load multipliers (zero factors
+included), the key building and the URL canonicalisation are all checked; round-robin
+is checked request by request.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import pytest
 from squidpy.acl.checklist import Checklist
 from squidpy.config import directives, loader
 from squidpy.http.url import parse_target
-from squidpy.peers.selection import CARP, FIRSTUP_PARENT, SOURCEHASH_PARENT, PeerSelector, PeerTable, RequestFacts
+from squidpy.peers.selection import (
+    CARP, FIRSTUP_PARENT, ROUNDROBIN_PARENT, SOURCEHASH_PARENT, PeerSelector, PeerTable, RequestFacts)
 from tests.origin import Origin
 from tests.proxyproc import wait_for
 from tests.squidproc import SquidProcess
@@ -68,13 +70,17 @@ def fetch(squid: SquidProcess, url: str, conn_holder: list) -> tuple[int, bytes]
     raise AssertionError(f"no answer from Squid for {url}")
 
 
+WARM_URL = "http://warm.test/size/1"
+
+
 def squid_choices(squid: SquidProcess, origins: list[Origin], urls: list[str]) -> dict[str, tuple[int, str]]:
-    """Which origin (index) received each URL through Squid, and the hierarchy code it logged."""
+    """Which origin (index) received each URL through Squid, and the hierarchy code it logged
+    (after one warm-up request, which Squid serves once its probes found the parents up)."""
     holder: list = []
 
     def warm() -> bool:
         try:
-            return fetch(squid, "http://warm.test/size/1", holder)[0] == 200
+            return fetch(squid, WARM_URL, holder)[0] == 200
         except AssertionError:
             return False
 
@@ -109,13 +115,14 @@ def our_choices(peer_lines: list[str], urls: list[str], origins: list[Origin],
         table.connect_succeeded(peer, 0)
     ports = {o.port: i for i, o in enumerate(origins)}
     chosen = {}
-    for url in urls:
+    for url in [WARM_URL, *urls]:
         target = parse_target("GET", url)
         ch = Checklist(src=client, url=target.url, host=target.host, port=target.port, path=target.path)
         facts = RequestFacts("GET", target.url, target.scheme, target.host, target.port, target.path, client, ch)
         selected = PeerSelector(table, config, facts, 0).start()
         first = selected.destinations[0]
         chosen[target.url] = (ports[first.peer.http_port], first.code)
+    del chosen[WARM_URL]
     return chosen
 
 
@@ -202,6 +209,24 @@ def test_carp_thirty_two_parents(squid_dir, peers_in_force):
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp weight={1 + i % 3} no-query no-digest name=parent{i:02d}.fleet"
         for i, o in enumerate(origins)], 32, urls_for(400, 5))
     assert len(spread(choices)) > 24 and codes(choices) == {CARP}
+
+
+def test_round_robin(squid_dir, peers_in_force):
+    urls = [f"http://rr.test/size/1/{i}" for i in range(12)]
+    choices = run_case(squid_dir, lambda origins: [
+        f"cache_peer 127.0.0.1 parent {o.port} 0 round-robin weight={(1, 2, 1)[i]} no-query no-digest name=rr{i}"
+        for i, o in enumerate(origins)], 3, urls)
+    picks = [choices[u][0] for u in urls]
+    assert picks.count(1) > picks.count(0) and picks.count(1) > picks.count(2)      # weight=2
+    assert codes(choices) == {ROUNDROBIN_PARENT}
+
+
+def test_weighted_round_robin_is_logged_as_roundrobin(squid_dir, peers_in_force):
+    urls = [f"http://wrr.test/size/1/{i}" for i in range(9)]
+    choices = run_case(squid_dir, lambda origins: [
+        f"cache_peer 127.0.0.1 parent {o.port} 0 weighted-round-robin no-query no-digest name=w{i}"
+        for i, o in enumerate(origins)], 3, urls)
+    assert spread(choices) == {0, 1, 2} and codes(choices) == {ROUNDROBIN_PARENT}
 
 
 def test_sourcehash(squid_dir, peers_in_force):
