@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import http.client
-import os
-import shutil
 import socket
 import struct
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -75,14 +71,6 @@ def test_every_message_reads_back(opcode, reqnum, url, flags, pad):
 
 # ------------------------------------------------------------ against Squid 5.7
 
-@pytest.fixture
-def squid_dir():
-    root = Path(tempfile.mkdtemp(prefix="squid-icp-"))
-    os.chmod(root, 0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def udp_socket() -> socket.socket:
     """A UDP socket on 127.0.0.2: Squid ignores ICP from its own address (whatever the
     port), so on one machine its peers must use another loopback address."""
@@ -101,17 +89,17 @@ def ask_squid(s: socket.socket, port: int, message: bytes) -> IcpMessage | None:
     return decode(data)
 
 
-def start_squid(squid_dir, extra: str) -> tuple[SquidProcess, int]:
+def start_squid(make_squid, extra: str) -> tuple[SquidProcess, int]:
     icp_port = free_port()
-    squid = SquidProcess(squid_dir, f"icp_port {icp_port}\nudp_incoming_address 127.0.0.1\n"
+    squid = make_squid(f"icp_port {icp_port}\nudp_incoming_address 127.0.0.1\n"
                                     "acl peers src 127.0.0.2\nhttp_access allow localhost\n"
                                     f"http_access deny all\n{extra}")
     return squid, icp_port
 
 
-def test_squid_answers_our_queries(squid_dir):
+def test_squid_answers_our_queries(make_squid):
     origin = Origin().start()
-    squid, icp_port = start_squid(squid_dir, "icp_access allow peers\nicp_access deny all\n")
+    squid, icp_port = start_squid(make_squid, "icp_access allow peers\nicp_access deny all\n")
     s = udp_socket()
     try:
         url = origin.url("/obj/icp-hit?cc=max-age%3D600")
@@ -136,8 +124,8 @@ def test_squid_answers_our_queries(squid_dir):
         origin.stop()
 
 
-def test_squid_denies_without_icp_access(squid_dir):
-    squid, icp_port = start_squid(squid_dir, "")
+def test_squid_denies_without_icp_access(make_squid):
+    squid, icp_port = start_squid(make_squid, "")
     s = udp_socket()
     try:
         denied = ask_squid(s, icp_port, encode(IcpMessage(icp.ICP_QUERY, 7, "http://www.example.com/")))
@@ -175,13 +163,13 @@ class FakeSibling:
 
 
 @pytest.mark.parametrize("opcode, code", [(icp.ICP_HIT, "SIBLING_HIT"), (icp.ICP_MISS, "HIER_DIRECT")])
-def test_squid_reads_our_replies(squid_dir, opcode, code):
+def test_squid_reads_our_replies(make_squid, opcode, code):
     """Squid queries our sibling port; our encoded HIT makes it fetch from the sibling,
     our MISS makes it go direct."""
     sibling_http = Origin("127.0.0.2").start()
     origin = Origin().start()
     sibling = FakeSibling(opcode)
-    squid, _ = start_squid(squid_dir, f"cache_peer 127.0.0.2 sibling {sibling_http.port} {sibling.port} "
+    squid, _ = start_squid(make_squid, f"cache_peer 127.0.0.2 sibling {sibling_http.port} {sibling.port} "
                                       "no-digest name=sib\nicp_query_timeout 3000\n")
     try:
         # a new URL each time ('cache deny' would keep siblings out, as would a revalidation)

@@ -12,11 +12,7 @@ is checked request by request.
 from __future__ import annotations
 
 import http.client
-import os
 import random
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +23,7 @@ from squidpy.peers.selection import (
     CARP, FIRSTUP_PARENT, ROUNDROBIN_PARENT, SOURCEHASH_PARENT, PeerSelector, PeerTable, RequestFacts)
 from tests.origin import Origin
 from tests.proxyproc import wait_for
-from tests.squidproc import SquidProcess
+from tests.squidproc import SquidProcess, child_config, get_through, parent_config, wait_until_forwarding
 
 
 @pytest.fixture
@@ -35,24 +31,12 @@ def peers_in_force(monkeypatch):
     monkeypatch.setattr(directives, "PEERS_IN_FORCE", True)
 
 
-@pytest.fixture
-def squid_dir():
-    """A directory the 'proxy' user Squid drops to can enter (pytest's tmp_path is private)."""
-    root = Path(tempfile.mkdtemp(prefix="squid-carp-"))
-    os.chmod(root, 0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def parents(count: int) -> list[Origin]:
     return [Origin().start() for _ in range(count)]
 
 
-def squid_with(tmp_path, peer_lines: list[str], extra: str = "") -> SquidProcess:
-    config = "\n".join([
-        "http_access allow localhost", "http_access deny all", "never_direct allow all",
-        "cache deny all", "strip_query_terms off", "visible_hostname squid-child", *peer_lines, extra])
-    return SquidProcess(tmp_path, config)
+def squid_with(make_squid, peer_lines: list[str]) -> SquidProcess:
+    return make_squid(child_config(peer_lines, extra="cache deny all"))
 
 
 def fetch(squid: SquidProcess, url: str, conn_holder: list) -> tuple[int, bytes]:
@@ -142,12 +126,12 @@ def urls_for(count: int, seed: int) -> list[str]:
     return urls
 
 
-def run_case(squid_dir, peer_lines_for, count: int, urls: list[str]) -> dict[str, tuple[int, str]]:
+def run_case(make_squid, peer_lines_for, count: int, urls: list[str]) -> dict[str, tuple[int, str]]:
     """Squid's choice and hierarchy code for each URL, once squidpy's are found the same."""
     origins = parents(count)
     try:
         lines = peer_lines_for(origins)
-        squid = squid_with(squid_dir, lines)
+        squid = squid_with(make_squid, lines)
         try:
             theirs = squid_choices(squid, origins, urls)
         finally:
@@ -170,50 +154,50 @@ def codes(choices) -> set[str]:
     return {code for peer, code in choices.values()}
 
 
-def test_carp_equal_weights(squid_dir, peers_in_force):
-    choices = run_case(squid_dir, lambda origins: [
+def test_carp_equal_weights(make_squid, peers_in_force):
+    choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp no-query no-digest name={NAMES[i]}"
         for i, o in enumerate(origins)], 5, urls_for(300, 1))
     assert spread(choices) == set(range(5)) and codes(choices) == {CARP}
 
 
-def test_carp_weights_and_signed_name_bytes(squid_dir, peers_in_force):
+def test_carp_weights_and_signed_name_bytes(make_squid, peers_in_force):
     weights = [1, 3, 2, 7, 1, 5]
-    choices = run_case(squid_dir, lambda origins: [
+    choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp weight={weights[i]} no-query no-digest "
         f"name={NAMES[i]}{'-é' if i == 2 else ''}"
         for i, o in enumerate(origins)], 6, urls_for(300, 2))
     assert len(spread(choices)) == 6 and codes(choices) == {CARP}
 
 
-def test_carp_zero_load_factor(squid_dir, peers_in_force):
+def test_carp_zero_load_factor(make_squid, peers_in_force):
     """A weight under a thousandth of the total gets load factor 0: Squid's multipliers
     then turn NaN, CARP picks nobody, and the first parent that is up takes everything."""
     weights = [1, 1500, 1200, 2]
-    choices = run_case(squid_dir, lambda origins: [
+    choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp weight={weights[i]} no-query no-digest name={NAMES[i]}"
         for i, o in enumerate(origins)], 4, urls_for(200, 3))
     assert spread(choices) == {0} and codes(choices) == {FIRSTUP_PARENT}
 
 
-def test_carp_keys(squid_dir, peers_in_force):
+def test_carp_keys(make_squid, peers_in_force):
     keys = ["host", "host,path", "scheme,host,port,path,params", "path,params"]
-    choices = run_case(squid_dir, lambda origins: [
+    choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp carp-key={keys[i]} no-query no-digest name={NAMES[i]}"
         for i, o in enumerate(origins)], 4, urls_for(250, 4))
     assert len(spread(choices)) == 4 and codes(choices) == {CARP}
 
 
-def test_carp_thirty_two_parents(squid_dir, peers_in_force):
-    choices = run_case(squid_dir, lambda origins: [
+def test_carp_thirty_two_parents(make_squid, peers_in_force):
+    choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp weight={1 + i % 3} no-query no-digest name=parent{i:02d}.fleet"
         for i, o in enumerate(origins)], 32, urls_for(400, 5))
     assert len(spread(choices)) > 24 and codes(choices) == {CARP}
 
 
-def test_round_robin(squid_dir, peers_in_force):
+def test_round_robin(make_squid, peers_in_force):
     urls = [f"http://rr.test/size/1/{i}" for i in range(12)]
-    choices = run_case(squid_dir, lambda origins: [
+    choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 round-robin weight={(1, 2, 1)[i]} no-query no-digest name=rr{i}"
         for i, o in enumerate(origins)], 3, urls)
     picks = [choices[u][0] for u in urls]
@@ -221,18 +205,31 @@ def test_round_robin(squid_dir, peers_in_force):
     assert codes(choices) == {ROUNDROBIN_PARENT}
 
 
-def test_weighted_round_robin_is_logged_as_roundrobin(squid_dir, peers_in_force):
+def test_weighted_round_robin_is_logged_as_roundrobin(make_squid, peers_in_force):
     urls = [f"http://wrr.test/size/1/{i}" for i in range(9)]
-    choices = run_case(squid_dir, lambda origins: [
+    choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 weighted-round-robin no-query no-digest name=w{i}"
         for i, o in enumerate(origins)], 3, urls)
     assert spread(choices) == {0, 1, 2} and codes(choices) == {ROUNDROBIN_PARENT}
 
 
-def test_sourcehash(squid_dir, peers_in_force):
+def test_sourcehash(make_squid, peers_in_force):
     """sourcehash hashes the client's address: every URL from 127.0.0.1 goes to the one
     parent squidpy's arithmetic names."""
-    choices = run_case(squid_dir, lambda origins: [
+    choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 sourcehash no-query no-digest name={NAMES[i]}"
         for i, o in enumerate(origins)], 4, urls_for(20, 6))
     assert len(spread(choices)) == 1 and codes(choices) == {SOURCEHASH_PARENT}
+
+
+def test_squid_child_and_parent(make_squid, origin):
+    """The fixtures phase 2 builds on: a Squid child forwards through a Squid parent."""
+    parent = make_squid(parent_config())
+    child = make_squid(child_config([f"cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest"]))
+    url = origin.url("/size/7?chain=1")
+    assert wait_until_forwarding(child.port, url)
+    status, headers, body = get_through(child.port, url)
+    assert (status, body) == (200, b"x" * 7)
+    assert "squid-parent" in headers["via"] and "squid-child" in headers["via"]
+    assert child.log_line(f"FIRSTUP_PARENT/127.0.0.1")
+    assert parent.log_line(f"GET {url} - HIER_DIRECT/127.0.0.1")

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import base64
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from squidpy.config import directives, loader
 from squidpy.peers.peer import PARENT, SIBLING, CarpKey, login_fields, parse_cache_peer
-from tests.squidproc import SquidProcess
 
 CONF = "/etc/squidpy/peers.conf"
 
@@ -275,14 +270,6 @@ def test_login_fields(login, has_own, user, expected):
 
 # ------------------------------------------------------------ the same verdicts as Squid
 
-@pytest.fixture
-def squid_dir():
-    root = Path(tempfile.mkdtemp(prefix="squid-peerconf-"))
-    os.chmod(root, 0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 ACCEPTED_BY_BOTH = [
     "cache_peer Parent.Example.COM parent 3128 3130 proxy-only weight=0 carp carp-key=host,path name=P1",
     "cache_peer 127.0.0.1 sibling 3128 3130 no-query allow-miss login=*:x connect-fail-limit=0 name=S1",
@@ -301,14 +288,14 @@ REFUSED_BY_BOTH = [
 
 
 @pytest.mark.parametrize("line", ACCEPTED_BY_BOTH)
-def test_squid_accepts_what_squidpy_accepts(squid_dir, in_force, line):
-    squid = SquidProcess(squid_dir, line, start=False)
+def test_squid_accepts_what_squidpy_accepts(make_squid, in_force, line):
+    squid = make_squid(line, start=False)
     assert squid.parse().returncode == 0, squid.parse().stderr
     load(line + "\n")
 
 
 @pytest.mark.parametrize("line", REFUSED_BY_BOTH)
-def test_squid_refuses_what_squidpy_refuses(squid_dir, in_force, line):
-    squid = SquidProcess(squid_dir, line, start=False)
+def test_squid_refuses_what_squidpy_refuses(make_squid, in_force, line):
+    squid = make_squid(line, start=False)
     assert squid.parse().returncode != 0
     assert errors_of(line + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from squidpy.proxyp import (LOCAL, PROXY, V1_MAX, V2_MAGIC, ProxyHeader, ProxyHeaderError, encode_v1, encode_v2,
                             parse)
+from tests.squidproc import free_port
 
 REQUEST = b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
@@ -249,7 +251,6 @@ SQUID_CASES = [
 def squid_reads(port: int, header: bytes) -> bytes | None:
     """What Squid answers to a denied request after ``header``: None when it closed the
     connection without a word (it refused the header)."""
-    import socket
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(header + b"GET http://blocked.test/ HTTP/1.1\r\nHost: blocked.test\r\nConnection: close\r\n\r\n")
         data = b""
@@ -261,34 +262,20 @@ def squid_reads(port: int, header: bytes) -> bytes | None:
     return data or None
 
 
-def test_squid_accepts_and_refuses_the_same_headers(tmp_path):
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from tests.squidproc import SquidProcess, free_port
-
-    root = Path(tempfile.mkdtemp(prefix="squid-proxyp-"))
-    os.chmod(root, 0o755)
+def test_squid_accepts_and_refuses_the_same_headers(make_squid):
     port = free_port()
-    squid = SquidProcess(root, f"http_port 127.0.0.1:{port} require-proxy-header\n"
-                               "proxy_protocol_access allow localhost\nhttp_access deny all\n"
-                               "strip_query_terms off\n")
-    try:
-        for i, header in enumerate(SQUID_CASES):
-            answer = squid_reads(port, header)
-            try:
-                ours = parse(header)
-                refused = False
-            except ProxyHeaderError:
-                refused = True
-            assert refused == (answer is None), (header, answer)
-            if not refused:
-                assert answer.startswith(b"HTTP/1.1 403 "), answer[:100]
-                client = ours.source[0] if ours.forwarded else "127.0.0.1"
-                assert squid.log_line(f" {client} TCP_DENIED/403 "), (header, client, squid.access_log.read_text())
-                squid.access_log.write_text("")
-    finally:
-        squid.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    squid = make_squid(f"http_port 127.0.0.1:{port} require-proxy-header\n"
+                       "proxy_protocol_access allow localhost\nhttp_access deny all\n")
+    for header in SQUID_CASES:
+        answer = squid_reads(port, header)
+        try:
+            ours = parse(header)
+            refused = False
+        except ProxyHeaderError:
+            refused = True
+        assert refused == (answer is None), (header, answer)
+        if not refused:
+            assert answer.startswith(b"HTTP/1.1 403 "), answer[:100]
+            client = ours.source[0] if ours.forwarded else "127.0.0.1"
+            assert squid.log_line(f" {client} TCP_DENIED/403 "), (header, client, squid.access_log.read_text())
+            squid.access_log.write_text("")
