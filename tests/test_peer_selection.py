@@ -407,3 +407,14 @@ def test_rtt_average_is_squids():
     state = PeerHealth(loader.load("/x.conf", text="cache_peer p parent 3128 3130\n").cache_peer[0])
     state.reply_received(NOW, 20000)                # outside 1..10000 ms: ignored
     assert state.rtt == 0 and state.pings_acked == 1
+
+
+def test_the_other_parents_are_worked_out_when_a_retry_needs_them():
+    config, table = setup("cache_peer a parent 3128 0 carp\ncache_peer b parent 3129 0\ncache_peer c parent 3130 0\n")
+    result = PeerSelector(table, config, facts(), NOW).start()
+    first = result.next(NOW)
+    assert (first.peer.name, first.code) == ("a", CARP)
+    table.state(config.cache_peer[1]).tcp_up = 0        # b died while a was tried
+    second = result.next(NOW + 1)
+    assert (second.peer.name, second.code) == ("c", ANY_OLD_PARENT)
+    assert result.next(NOW + 1).direct and result.next(NOW + 1) is None

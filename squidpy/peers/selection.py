@@ -38,7 +38,7 @@ all`` sends everything to the parents.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from squidpy.acl.checklist import Pending
@@ -87,6 +87,8 @@ class PeerTable:
         self.health: dict[int, PeerHealth] = {id(p): PeerHealth(p) for p in peers}
         for i, state in enumerate(self.health.values()):
             state.rr_count = 1 if first and i == 0 else 0
+        self.parents = [p for p in peers if p.type == PARENT]
+        self.icp_peers = [p for p in peers if p.icp_port and not p.no_query]
         self.carp = HashArray(p for p in peers if p.carp)
         self.sourcehash = HashArray(p for p in peers if p.sourcehash)
         self.userhash = HashArray(p for p in peers if p.userhash)
@@ -229,13 +231,45 @@ class Destination:
         return self.peer is None
 
 
-@dataclass
-class Selected:
-    """The candidates, best first; ``timed_out``: ICP replies did not all come in time."""
+_ALL_PARENTS = object()     # where every other usable parent goes in the list, once it is wanted
 
-    destinations: list[Destination]
-    timed_out: bool = False
-    lines: list[str] = field(default_factory=list)     # cache_log lines (peers found dead)
+
+class Selected:
+    """The candidates, best first; ``timed_out``: ICP replies did not all come in time;
+    ``lines``: cache_log lines (peers found dead).
+
+    The one parent a method picked comes first; every other usable parent
+    (ANY_OLD_PARENT, as Squid lists them) is only worked out when a retry gets that
+    far, with the peers' health as it is then: with 32 parents that list costs more
+    than everything else, and most requests never need it."""
+
+    __slots__ = ("_selector", "_plan", "timed_out", "lines")
+
+    def __init__(self, selector: "PeerSelector", plan: list, timed_out: bool, lines: list[str]):
+        self._selector = selector
+        self._plan = plan
+        self.timed_out = timed_out
+        self.lines = lines
+
+    def next(self, now: float | None = None) -> Destination | None:
+        """The next candidate (None: there is none left)."""
+        plan = self._plan
+        while plan:
+            item = plan.pop(0)
+            if item is _ALL_PARENTS:
+                plan[0:0] = self._selector._all_parents(now)
+                continue
+            return item
+        return None
+
+    @property
+    def destinations(self) -> list[Destination]:
+        """Every candidate left, in order (works out the full list)."""
+        plan = self._plan
+        if _ALL_PARENTS in plan:
+            at = plan.index(_ALL_PARENTS)
+            plan[at:at + 1] = self._selector._all_parents(None)
+        return list(plan)
 
 
 class PeerSelector:
@@ -250,6 +284,7 @@ class PeerSelector:
         self.never: bool | None = None
         self.direct: Direct | None = None
         self.servers: list[Destination] = []
+        self._chosen: set[int] = set()         # id() of the peers in servers (None: direct)
         self.ping_state = "none"        # none, waiting, done
         self.ping_start = 0.0
         self.expected = 0
@@ -330,22 +365,22 @@ class PeerSelector:
             self._select_some_direct()
         elif direct is Direct.NO:
             self._select_some_parent()
-            self._select_all_parents()
+            self.servers.append(_ALL_PARENTS)
         else:
             if config.prefer_direct:
                 self._select_some_direct()
             if self.request.hierarchical or not config.nonhierarchical_direct:
                 self._select_some_parent()
-                self._select_all_parents()
+                self.servers.append(_ALL_PARENTS)
             if not config.prefer_direct:
                 self._select_some_direct()
-        return Selected(self.servers, self.timed_out, self.lines)
+        return Selected(self, self.servers, self.timed_out, self.lines)
 
     def _add(self, peer: CachePeer | None, code: str) -> None:
-        for server in self.servers:
-            if server.peer is peer:
-                return
-        self.servers.append(Destination(peer, code))
+        key = id(peer)
+        if key not in self._chosen:
+            self._chosen.add(key)
+            self.servers.append(Destination(peer, code))
 
     def _select_some_direct(self) -> None:
         if self.direct is not Direct.NO:
@@ -377,13 +412,20 @@ class PeerSelector:
         if peer is not None:
             self._add(peer, code)
 
-    def _select_all_parents(self) -> None:
-        for p in self.table.peers:
-            if p.type == PARENT and self.http_okay(p):
-                self._add(p, ANY_OLD_PARENT)
+    def _all_parents(self, now: float | None) -> list[Destination]:
+        """Squid's selectAllParents: every usable parent not listed yet, then the default one."""
+        if now is not None:
+            self.now = now
+        chosen, found = self._chosen, []
+        for p in self.table.parents:
+            if id(p) not in chosen and self.http_okay(p):
+                chosen.add(id(p))
+                found.append(Destination(p, ANY_OLD_PARENT))
         default = self._default_parent()
-        if default is not None:
-            self._add(default, DEFAULT_PARENT)
+        if default is not None and id(default) not in chosen:
+            chosen.add(id(default))
+            found.append(Destination(default, DEFAULT_PARENT))
+        return found
 
     def _round_robin(self) -> CachePeer | None:
         chosen, chosen_state = None, None
@@ -479,7 +521,7 @@ class PeerSelector:
         if not self.request.hierarchical and self.direct is not Direct.NO:
             return None
         table, config, now = self.table, self.config, self.now
-        pinged = [p for p in table.peers if self._would_be_pinged(p)]
+        pinged = [p for p in table.icp_peers if self._would_be_pinged(p)]
         if not pinged or not config.icp_port:
             return None
         queries = []
