@@ -100,7 +100,7 @@ def test_squid_tries_the_next_parent_after_a_502_or_504(make_squid, first_status
         assert bad.count == 1
         if retried:
             assert (status, body) == (200, b"xxxxx")
-            assert squid.log_line(f"TCP_MISS/200 ") and squid.log_line("ANY_OLD_PARENT/127.0.0.1")
+            assert squid.log_line("TCP_MISS/200 ") and squid.log_line("ANY_OLD_PARENT/127.0.0.1")
         else:
             assert status == first_status and body == b"fixed parent\n"
             assert squid.log_line(f"TCP_MISS/{first_status} ") and squid.log_line("FIRSTUP_PARENT/127.0.0.1")

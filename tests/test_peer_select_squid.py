@@ -231,5 +231,5 @@ def test_squid_child_and_parent(make_squid, origin):
     status, headers, body = get_through(child.port, url)
     assert (status, body) == (200, b"x" * 7)
     assert "squid-parent" in headers["via"] and "squid-child" in headers["via"]
-    assert child.log_line(f"FIRSTUP_PARENT/127.0.0.1")
+    assert child.log_line("FIRSTUP_PARENT/127.0.0.1")
     assert parent.log_line(f"GET {url} - HIER_DIRECT/127.0.0.1")

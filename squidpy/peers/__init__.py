@@ -6,7 +6,8 @@
 * :mod:`.health`: whether a peer is up (connect failures, probes, ICP silence),
   with the clock passed in.
 * :mod:`.selection`: Squid's peer selection (direct or hierarchy, in which
-  order), the hierarchy codes the access log shows, and forwarding retries.
+  order) and the hierarchy codes the access log shows.
+* :mod:`.forwarding`: when a request may be tried on the next candidate.
 * :mod:`.icp`: ICP (RFC 2186) messages to and from bytes.
 
 Nothing here touches a socket or reads a clock.
