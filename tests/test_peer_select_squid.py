@@ -233,3 +233,103 @@ def test_squid_child_and_parent(make_squid, origin):
     assert "squid-parent" in headers["via"] and "squid-child" in headers["via"]
     assert child.log_line("FIRSTUP_PARENT/127.0.0.1")
     assert parent.log_line(f"GET {url} - HIER_DIRECT/127.0.0.1")
+
+
+def test_userhash(make_squid, peers_in_force):
+    """userhash hashes the user name Squid authenticated (a Basic login checked by Squid's
+    own basic_ncsa_auth helper)."""
+    import base64
+    import hashlib
+
+    origins = parents(4)
+    try:
+        users = [f"user{i:02d}" for i in range(40)] + ["Ünïcode-ish", "a.b@example.com"]
+        squid_lines = [f"cache_peer 127.0.0.1 parent {o.port} 0 userhash no-query no-digest name={NAMES[i]}"
+                       for i, o in enumerate(origins)]
+        passwd = "".join(f"{u}:{hashlib.md5(b'pw').hexdigest()}\n" for u in users)
+        squid = make_squid("\n".join([
+            "visible_hostname squid-child", "auth_param basic program /usr/lib/squid/basic_ncsa_auth PASSWD",
+            "acl users proxy_auth REQUIRED", "http_access allow users", "http_access deny all",
+            "never_direct allow all", *squid_lines]), start=False)
+        (squid.dir / "passwd").write_bytes(passwd.encode("latin-1"))
+        squid.config_path.write_text(squid.config_path.read_text().replace("PASSWD", str(squid.dir / "passwd")))
+        squid.start()
+        ports = [o.port for o in origins]
+
+        def login(user: str) -> dict:
+            return {"Proxy-Authorization": "Basic " + base64.b64encode(f"{user}:pw".encode("latin-1")).decode()}
+
+        assert wait_for(lambda: get_through(squid.port, "http://warm.test/size/1", login("user00"))[0] == 200,
+                        timeout=20), squid.read_cache_log()
+        config = loader.load(text="\n".join(squid_lines) + "\n")
+        table = PeerTable(config.cache_peer)
+        for i, user in enumerate(users):
+            url = f"http://users.test/size/1/{i}"
+            for o in origins:
+                o.requests.clear()
+            status, _, _ = get_through(squid.port, url, login(user))
+            assert status == 200
+            chosen = [j for j, o in enumerate(origins) if o.requests]
+            expected = table.userhash.ranking_for_key(user)[0]
+            assert chosen == [ports.index(expected.http_port)], user
+        assert squid.log_line("USERHASH_PARENT/127.0.0.1")
+    finally:
+        for o in origins:
+            o.stop()
+
+
+def test_which_requests_use_the_parent(make_squid, origin, peers_in_force):
+    """Only hierarchical requests (GET and TRACE without Authorization, any scheme) go to a
+    parent when going direct is allowed; squidpy's flag says the same as Squid's choice.
+    The parent cases use names Squid cannot resolve: see test_squid_goes_direct_to_hosts_it_knows."""
+    import http.client
+
+    from squidpy.peers.selection import is_hierarchical
+
+    parent = Origin().start()
+    try:
+        squid = make_squid(child_config([f"cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest"],
+                                        never_direct=False), hosts={"origin.test": "127.0.0.1"})
+        warm = (f"http://warm{i}.test/size/1" for i in range(1000))
+        # Squid counts the parent as down until its first probe connects to it
+        assert wait_for(lambda: get_through(squid.port, next(warm)) and parent.count() > 0, timeout=20)
+        direct = f"http://origin.test:{origin.port}/size/1"
+        cases = [("GET", "http://hier1.test/size/1?a", {}), ("GET", "https://hier2.test/size/1?b", {}),
+                 ("HEAD", direct + "?c", {}), ("POST", direct + "?d", {"Content-Length": "0"}),
+                 ("GET", direct + "?e", {"Authorization": "Basic dTpw"}), ("OPTIONS", direct + "?f", {}),
+                 ("PUT", direct + "?g", {"Content-Length": "0"})]
+        for method, url, headers in cases:
+            conn = http.client.HTTPConnection("127.0.0.1", squid.port, timeout=10)
+            conn.request(method, url, headers={"Host": url.split("/")[2], **headers})
+            conn.getresponse().read()
+            conn.close()
+            line = squid.log_line(f" {method} {url} ")
+            assert line, (method, url, squid.access_log.read_text())
+            theirs = line.split()[8].split("/")[0]
+            scheme = url.split(":")[0]
+            ours = FIRSTUP_PARENT if is_hierarchical(method, scheme, [(k.encode(), b"") for k in headers]) \
+                else "HIER_DIRECT"
+            assert theirs == ours, (method, url, squid.access_log.read_text())
+    finally:
+        parent.stop()
+
+
+def test_squid_goes_direct_to_hosts_it_knows(make_squid, origin):
+    """A difference squidpy keeps: Debian's Squid 5.7 is built with ICMP, and once it has
+    forwarded a request for a host whose name resolves, its network gets a netdb entry whose
+    round trip (1 ms until measured) is under minimum_direct_rtt, so later requests for it go
+    direct whenever going direct is allowed.  squidpy measures nothing and keeps to the
+    parents' order: use never_direct for a Squid/squidpy array to agree (docs/fleet.md)."""
+    parent = Origin().start()
+    try:
+        squid = make_squid(child_config([f"cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest"],
+                                        never_direct=False), hosts={"origin.test": "127.0.0.1"})
+        warm = (f"http://warm{i}.test/size/1" for i in range(1000))
+        assert wait_for(lambda: get_through(squid.port, next(warm)) and parent.count() > 0, timeout=20)
+        url = f"http://origin.test:{origin.port}/size/1"
+        get_through(squid.port, url + "?first")
+        assert squid.log_line(f" GET {url}?first - FIRSTUP_PARENT/127.0.0.1")
+        assert wait_for(lambda: get_through(squid.port, url + "?again") and squid.log_line(
+            f" GET {url}?again - HIER_DIRECT/127.0.0.1"), timeout=5)
+    finally:
+        parent.stop()

@@ -62,7 +62,7 @@ def test_non_hierarchical_requests_go_direct_unless_told_otherwise():
     config, table = setup("cache_peer p parent 3128 0\n")
     assert select(config, table, method="POST") == [(None, HIER_DIRECT)]
     assert select(config, table, url="www.example.com:443", method="CONNECT") == [(None, HIER_DIRECT)]
-    assert select(config, table, url="https://www.example.com/") == [(None, HIER_DIRECT)]
+    assert select(config, table, url="https://www.example.com/") == [("p", FIRSTUP_PARENT), (None, HIER_DIRECT)]
     config, table = setup("cache_peer p parent 3128 0\nnonhierarchical_direct off\n")
     assert select(config, table, method="POST") == [("p", FIRSTUP_PARENT), (None, HIER_DIRECT)]
 
@@ -71,7 +71,8 @@ def test_hierarchical_is_squids_flag():
     assert is_hierarchical("GET", "http", [])
     assert is_hierarchical("TRACE", "http", [])
     assert not is_hierarchical("GET", "http", [(b"Authorization", b"Basic x")])
-    assert not is_hierarchical("GET", "https", [])
+    assert is_hierarchical("GET", "https", [])      # Squid: only http GETs look at the method's cacheability
+    assert not is_hierarchical("GET", "cache_object", [])
     assert not is_hierarchical("HEAD", "http", [])
     assert not is_hierarchical("GET", "http", [], loop_detected=True)
 

@@ -194,16 +194,16 @@ class RequestFacts:
 
 
 def is_hierarchical(method: str, scheme: str, headers, loop_detected: bool = False) -> bool:
-    """Squid's clientHierarchical for a forward proxy: TRACE, or GET of an http URL
-    without an Authorization field (If-Modified-Since is fine: squidpy's peers, like
-    Squid's, use private keys)."""
+    """Squid's clientHierarchical for a forward proxy: TRACE, or a GET without an
+    Authorization field that did not loop (If-Modified-Since is fine: squidpy's peers,
+    like Squid's, use private keys); every URL scheme counts but the cache manager's."""
     if any(k.lower() == b"authorization" for k, _ in headers):
         return False
     if method == "TRACE":
         return True
     if method != "GET" or loop_detected:
         return False
-    return scheme == "http"
+    return scheme != "cache_object"
 
 
 @dataclass
