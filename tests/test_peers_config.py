@@ -209,7 +209,7 @@ def test_directive_defaults():
     assert (config.dead_peer_timeout, config.peer_connect_timeout, config.background_ping_rate) == (10, 30, 10)
     assert (config.icp_port, config.icp_query_timeout, config.maximum_icp_query_timeout,
             config.minimum_icp_query_timeout) == (0, 0, 2000, 5)
-    assert (config.icp_hit_stale, config.log_icp_queries) == (False, True)
+    assert (config.icp_hit_stale, config.log_icp_queries, config.udp_incoming_address) == (False, True, "")
     assert not config.icp_access and not config.proxy_protocol_access
 
 
@@ -217,11 +217,12 @@ def test_direct_rules_and_switches(in_force):
     config = load("acl local dstdomain .corp\nalways_direct allow local\nnever_direct allow all\n"
                   "prefer_direct on\nnonhierarchical_direct off\nforward_max_tries 3\n"
                   "dead_peer_timeout 1 minute\npeer_connect_timeout 5\nicp_port 3130\nicp_access allow all\n"
-                  "icp_query_timeout 500\nretry_on_error on\n")
+                  "icp_query_timeout 500\nretry_on_error on\nudp_incoming_address 127.0.0.2\n")
     assert len(config.always_direct.rules) == 1 and len(config.never_direct.rules) == 1
     assert (config.prefer_direct, config.nonhierarchical_direct, config.forward_max_tries) == (True, False, 3)
     assert (config.dead_peer_timeout, config.peer_connect_timeout, config.icp_port) == (60, 5, 3130)
     assert (config.icp_query_timeout, config.retry_on_error, len(config.icp_access.rules)) == (500, True, 1)
+    assert config.udp_incoming_address == "127.0.0.2"
 
 
 def test_require_proxy_header(in_force):

@@ -847,6 +847,17 @@ directive(
     ICP_MISS, and ICP_DENIED when icp_access denies the sender.""",
 )
 
+def _udp_address(args, ctx):
+    value = _word(args, ctx)
+    return "" if value == "any_addr" else parse_ip(value)
+
+
+directive(
+    "udp_incoming_address", "ADDRESS|any_addr", _udp_address, "any_addr", "ICP",
+    doc="""The address the icp_port listens on and queries peers from (any_addr: every
+    address). Squid's DNS client uses it too; squidpy's does not.""",
+)
+
 directive(
     "icp_access", "allow|deny [!]ACL ...", _access_list("icp_access"), None, "ICP", kind=CUSTOM,
     empty=lambda: AccessList("icp_access", empty_allows=False),
