@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from squidpy.acl.checklist import Checklist  # noqa: E402
-from squidpy.config import directives, loader  # noqa: E402
+from squidpy.config import loader  # noqa: E402
 from squidpy.http.url import parse_target  # noqa: E402
 from squidpy.peers.selection import PeerSelector, PeerTable, RequestFacts  # noqa: E402
 
@@ -36,7 +36,6 @@ URLS = 20000
 
 
 def setup():
-    directives.PEERS_IN_FORCE = True
     lines = [f"cache_peer 10.0.{i // 200}.{i % 200 + 1} parent 3128 0 carp weight={1 + i % 3} "
              f"name=parent{i:02d}.fleet.example.net" for i in range(PARENTS)]
     config = loader.load("/bench.conf", text="\n".join(lines) + "\nnever_direct allow all\n")

@@ -14,21 +14,15 @@ from __future__ import annotations
 import http.client
 import random
 
-import pytest
 
 from squidpy.acl.checklist import Checklist
-from squidpy.config import directives, loader
+from squidpy.config import loader
 from squidpy.http.url import parse_target
 from squidpy.peers.selection import (
     CARP, FIRSTUP_PARENT, ROUNDROBIN_PARENT, SOURCEHASH_PARENT, PeerSelector, PeerTable, RequestFacts)
 from tests.origin import Origin
 from tests.proxyproc import wait_for
 from tests.squidproc import SquidProcess, child_config, get_through, parent_config, wait_until_forwarding
-
-
-@pytest.fixture
-def peers_in_force(monkeypatch):
-    monkeypatch.setattr(directives, "PEERS_IN_FORCE", True)
 
 
 def parents(count: int) -> list[Origin]:
@@ -154,14 +148,14 @@ def codes(choices) -> set[str]:
     return {code for peer, code in choices.values()}
 
 
-def test_carp_equal_weights(make_squid, peers_in_force):
+def test_carp_equal_weights(make_squid):
     choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp no-query no-digest name={NAMES[i]}"
         for i, o in enumerate(origins)], 5, urls_for(300, 1))
     assert spread(choices) == set(range(5)) and codes(choices) == {CARP}
 
 
-def test_carp_weights_and_signed_name_bytes(make_squid, peers_in_force):
+def test_carp_weights_and_signed_name_bytes(make_squid):
     weights = [1, 3, 2, 7, 1, 5]
     choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp weight={weights[i]} no-query no-digest "
@@ -170,7 +164,7 @@ def test_carp_weights_and_signed_name_bytes(make_squid, peers_in_force):
     assert len(spread(choices)) == 6 and codes(choices) == {CARP}
 
 
-def test_carp_zero_load_factor(make_squid, peers_in_force):
+def test_carp_zero_load_factor(make_squid):
     """A weight under a thousandth of the total gets load factor 0: Squid's multipliers
     then turn NaN, CARP picks nobody, and the first parent that is up takes everything."""
     weights = [1, 1500, 1200, 2]
@@ -180,7 +174,7 @@ def test_carp_zero_load_factor(make_squid, peers_in_force):
     assert spread(choices) == {0} and codes(choices) == {FIRSTUP_PARENT}
 
 
-def test_carp_keys(make_squid, peers_in_force):
+def test_carp_keys(make_squid):
     keys = ["host", "host,path", "scheme,host,port,path,params", "path,params"]
     choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp carp-key={keys[i]} no-query no-digest name={NAMES[i]}"
@@ -188,14 +182,14 @@ def test_carp_keys(make_squid, peers_in_force):
     assert len(spread(choices)) == 4 and codes(choices) == {CARP}
 
 
-def test_carp_thirty_two_parents(make_squid, peers_in_force):
+def test_carp_thirty_two_parents(make_squid):
     choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 carp weight={1 + i % 3} no-query no-digest name=parent{i:02d}.fleet"
         for i, o in enumerate(origins)], 32, urls_for(400, 5))
     assert len(spread(choices)) > 24 and codes(choices) == {CARP}
 
 
-def test_round_robin(make_squid, peers_in_force):
+def test_round_robin(make_squid):
     urls = [f"http://rr.test/size/1/{i}" for i in range(12)]
     choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 round-robin weight={(1, 2, 1)[i]} no-query no-digest name=rr{i}"
@@ -205,7 +199,7 @@ def test_round_robin(make_squid, peers_in_force):
     assert codes(choices) == {ROUNDROBIN_PARENT}
 
 
-def test_weighted_round_robin_is_logged_as_roundrobin(make_squid, peers_in_force):
+def test_weighted_round_robin_is_logged_as_roundrobin(make_squid):
     urls = [f"http://wrr.test/size/1/{i}" for i in range(9)]
     choices = run_case(make_squid, lambda origins: [
         f"cache_peer 127.0.0.1 parent {o.port} 0 weighted-round-robin no-query no-digest name=w{i}"
@@ -213,7 +207,7 @@ def test_weighted_round_robin_is_logged_as_roundrobin(make_squid, peers_in_force
     assert spread(choices) == {0, 1, 2} and codes(choices) == {ROUNDROBIN_PARENT}
 
 
-def test_sourcehash(make_squid, peers_in_force):
+def test_sourcehash(make_squid):
     """sourcehash hashes the client's address: every URL from 127.0.0.1 goes to the one
     parent squidpy's arithmetic names."""
     choices = run_case(make_squid, lambda origins: [
@@ -235,7 +229,7 @@ def test_squid_child_and_parent(make_squid, origin):
     assert parent.log_line(f"GET {url} - HIER_DIRECT/127.0.0.1")
 
 
-def test_userhash(make_squid, peers_in_force):
+def test_userhash(make_squid):
     """userhash hashes the user name Squid authenticated (a Basic login checked by Squid's
     own basic_ncsa_auth helper)."""
     import base64
@@ -278,7 +272,7 @@ def test_userhash(make_squid, peers_in_force):
             o.stop()
 
 
-def test_which_requests_use_the_parent(make_squid, origin, peers_in_force):
+def test_which_requests_use_the_parent(make_squid, origin):
     """Only hierarchical requests (GET and TRACE without Authorization, any scheme) go to a
     parent when going direct is allowed; squidpy's flag says the same as Squid's choice.
     The parent cases use names Squid cannot resolve: see test_squid_goes_direct_to_hosts_it_knows."""

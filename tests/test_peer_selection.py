@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from squidpy.acl.checklist import Checklist, Pending
-from squidpy.config import directives, loader
+from squidpy.config import loader
 from squidpy.http.url import parse_target
 from squidpy.peers.health import PeerHealth, int_average
 from squidpy.peers.selection import (
@@ -14,11 +14,6 @@ from squidpy.peers.selection import (
     is_hierarchical)
 
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture(autouse=True)
-def in_force(monkeypatch):
-    monkeypatch.setattr(directives, "PEERS_IN_FORCE", True)
 
 
 def setup(text: str, up: bool = True):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 
 import pytest
 
@@ -10,11 +12,6 @@ from squidpy.config import directives, loader
 from squidpy.peers.peer import PARENT, SIBLING, CarpKey, login_fields, parse_cache_peer
 
 CONF = "/etc/squidpy/peers.conf"
-
-
-@pytest.fixture
-def in_force(monkeypatch):
-    monkeypatch.setattr(directives, "PEERS_IN_FORCE", True)
 
 
 def load(text: str):
@@ -175,7 +172,7 @@ def test_tls_options(tmp_path):
 
 # ------------------------------------------------------------ the whole configuration
 
-def test_peers_in_order_and_their_access_rules(in_force):
+def test_peers_in_order_and_their_access_rules():
     config = load("acl intranet dstdomain .corp\n"
                   "cache_peer a.example.net parent 3128 0 name=A\n"
                   "cache_peer 127.0.0.1 parent 3129 3130 name=B\n"
@@ -188,14 +185,14 @@ def test_peers_in_order_and_their_access_rules(in_force):
     assert len(b.access.rules) == 2
 
 
-def test_a_name_used_twice_is_an_error(in_force):
+def test_a_name_used_twice_is_an_error():
     assert errors_of("cache_peer 127.0.0.1 parent 3128 0\ncache_peer 127.0.0.1 parent 3129 0\n") == [
         f"{CONF}:2: cache_peer: cache_peer 127.0.0.1 specified twice (first at {CONF}:1); "
         "give one of them another name= to tell them apart"]
     assert errors_of("cache_peer a parent 3128 0 name=X\ncache_peer b parent 3129 0 name=x\n")
 
 
-def test_cache_peer_access_names_a_peer(in_force):
+def test_cache_peer_access_names_a_peer():
     assert errors_of("cache_peer a parent 3128 0\ncache_peer_access b deny all\n") == [
         f"{CONF}:2: cache_peer_access: No cache_peer 'b' (name a cache_peer line above: its name= or its host)"]
     assert errors_of("cache_peer a parent 3128 0\ncache_peer_access a deny nosuchacl\n")
@@ -213,7 +210,7 @@ def test_directive_defaults():
     assert not config.icp_access and not config.proxy_protocol_access
 
 
-def test_direct_rules_and_switches(in_force):
+def test_direct_rules_and_switches():
     config = load("acl local dstdomain .corp\nalways_direct allow local\nnever_direct allow all\n"
                   "prefer_direct on\nnonhierarchical_direct off\nforward_max_tries 3\n"
                   "dead_peer_timeout 1 minute\npeer_connect_timeout 5\nicp_port 3130\nicp_access allow all\n"
@@ -225,7 +222,7 @@ def test_direct_rules_and_switches(in_force):
     assert config.udp_incoming_address == "127.0.0.2"
 
 
-def test_require_proxy_header(in_force):
+def test_require_proxy_header():
     config = load("http_port 127.0.0.1:3128 require-proxy-header\nhttp_port 3129\n"
                   "acl lb src 10.0.0.5\nproxy_protocol_access allow lb\n")
     assert [p.require_proxy_header for p in config.http_port] == [True, False]
@@ -234,15 +231,29 @@ def test_require_proxy_header(in_force):
         f"{CONF}:1: http_port: require-proxy-header takes no value"]
 
 
-def test_what_the_proxy_cannot_carry_out_yet_is_refused_with_its_line():
-    assert errors_of("cache_peer a parent 3128 0\nhttp_port 3128 require-proxy-header\n"
-                     "icp_port 3130\nnever_direct allow all\n") == [
-        f"{CONF}:1: cache_peer: cache_peer {directives.NOT_IN_FORCE}",
-        f"{CONF}:2: http_port: http_port ... require-proxy-header {directives.NOT_IN_FORCE}",
-        f"{CONF}:3: icp_port: icp_port {directives.NOT_IN_FORCE}",
-        f"{CONF}:4: never_direct: never_direct {directives.NOT_IN_FORCE}"]
-    # lines without effect while no peer is configured are accepted
-    load("always_direct allow all\nprefer_direct on\nicp_port 0\nicp_access deny all\nproxy_protocol_access deny all\n")
+def test_what_the_proxy_cannot_carry_out_yet_is_read_but_not_served():
+    config = load("cache_peer a parent 3128 0\nhttp_port 3128 require-proxy-header\n"
+                  "icp_port 3130\nnever_direct allow all\n")
+    assert directives.not_yet_served(config) == [
+        "cache_peer, never_direct, icp_port, http_port require-proxy-header: read and checked, but not yet "
+        "carried out by squidpy (issue 15 phase 2); refusing to serve rather than send requests elsewhere "
+        "than configured"]
+    # lines without effect while no peer is configured are served
+    assert directives.not_yet_served(load("always_direct allow all\nprefer_direct on\nicp_port 0\n"
+                                          "icp_access deny all\nproxy_protocol_access deny all\n")) == []
+
+
+def test_squidpy_run_refuses_them(tmp_path):
+    conf = tmp_path / "squidpy.conf"
+    conf.write_text(f"http_port 127.0.0.1:0\ncache_log {tmp_path}/cache.log\npid_filename {tmp_path}/p.pid\n"
+                    f"access_log {tmp_path}/access.log\ncache_peer 127.0.0.1 parent 3128 0\n")
+    run = subprocess.run([sys.executable, "-m", "squidpy", "run", "-f", str(conf)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 1
+    assert "squidpy: cannot start: cache_peer: read and checked, but not yet carried out" in run.stderr
+    check = subprocess.run([sys.executable, "-m", "squidpy", "parse", "-f", str(conf)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
 
 
 # ------------------------------------------------------------ login=
@@ -289,14 +300,14 @@ REFUSED_BY_BOTH = [
 
 
 @pytest.mark.parametrize("line", ACCEPTED_BY_BOTH)
-def test_squid_accepts_what_squidpy_accepts(make_squid, in_force, line):
+def test_squid_accepts_what_squidpy_accepts(make_squid, line):
     squid = make_squid(line, start=False)
     assert squid.parse().returncode == 0, squid.parse().stderr
     load(line + "\n")
 
 
 @pytest.mark.parametrize("line", REFUSED_BY_BOTH)
-def test_squid_refuses_what_squidpy_refuses(make_squid, in_force, line):
+def test_squid_refuses_what_squidpy_refuses(make_squid, line):
     squid = make_squid(line, start=False)
     assert squid.parse().returncode != 0
     assert errors_of(line + "\n")

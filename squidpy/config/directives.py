@@ -59,31 +59,11 @@ def _path_or_none(args, ctx):
     return None if value == "none" else ctx.path(value)
 
 
-# The proxy does not forward through peers, answer ICP nor read PROXY headers
-# yet (issue 15 builds them as states of the request exchange).  Until it does,
-# the lines that would change where requests go are read and checked, then
-# refused, so no configuration is accepted and silently not carried out.
-PEERS_IN_FORCE = False
-NOT_IN_FORCE = "is read but not carried out by squidpy yet (issue 15): requests would not go where it says"
-
-
-def _in_force(what: str) -> None:
-    if not PEERS_IN_FORCE:
-        raise ValueError(f"{what} {NOT_IN_FORCE}")
-
-
 # ---------------------------------------------------------------- network
 
 
-def _http_port(args, ctx):
-    listen = parse_http_port(args)
-    if listen.require_proxy_header:
-        _in_force("http_port ... require-proxy-header")
-    return listen
-
-
 directive(
-    "http_port", "[ADDRESS:]PORT [name=NAME] [require-proxy-header]", _http_port,
+    "http_port", "[ADDRESS:]PORT [name=NAME] [require-proxy-header]", lambda args, ctx: parse_http_port(args),
     "3128", "Network", kind=APPEND,
     doc="""Where squidpy listens for browsers. A bare port listens on every IPv4
     and IPv6 address; write 127.0.0.1:3128 or [::1]:3128 to listen on one.
@@ -712,7 +692,6 @@ def _cache_peer(args, ctx):
                              "give one of them another name= to tell them apart")
     peer.where = ctx.where
     peer.index = len(peers) + 1
-    _in_force("cache_peer")
     peers.append(peer)
 
 
@@ -773,13 +752,8 @@ directive(
     request (the last line's opposite), as in Squid.""",
 )
 
-def _never_direct(args, ctx):
-    _access_list("never_direct")(args, ctx)
-    _in_force("never_direct")
-
-
 directive(
-    "never_direct", "allow|deny [!]ACL ...", _never_direct, None, "Peers", kind=CUSTOM,
+    "never_direct", "allow|deny [!]ACL ...", _access_list("never_direct"), None, "Peers", kind=CUSTOM,
     empty=lambda: AccessList("never_direct", empty_allows=False),
     doc="""Requests these rules allow never go straight to the origin: only
     through parents (every request, CONNECT and POST included, with 'never_direct
@@ -829,10 +803,7 @@ directive(
 
 
 def _icp_port(args, ctx):
-    port = parse_int(args, 0, 65535)
-    if port:
-        _in_force("icp_port")
-    return port
+    return parse_int(args, 0, 65535)
 
 
 def _msec(args, ctx):
@@ -924,3 +895,24 @@ def finish_config(config, warn_at, error_at) -> None:
 
 
 __all__ = ["AccessLogSpec", "ConfigError", "finish_config"]
+
+
+def not_yet_served(config) -> list[str]:
+    """What the configuration asks for that the request path does not carry out yet.
+    ``squidpy run`` and reconfigure refuse such a configuration (``squidpy parse`` and
+    ``squidpy check`` read it): requests must not go elsewhere than configured, nor
+    through unchecked."""
+    problems = helper_directives.not_yet_served(config)
+    peers = []
+    if config.cache_peer:
+        peers.append("cache_peer")
+    if config.never_direct:
+        peers.append("never_direct")
+    if config.icp_port:
+        peers.append("icp_port")
+    if any(listen.require_proxy_header for listen in config.http_port):
+        peers.append("http_port require-proxy-header")
+    if peers:
+        problems.append(f"{', '.join(peers)}: read and checked, but not yet carried out by squidpy "
+                        "(issue 15 phase 2); refusing to serve rather than send requests elsewhere than configured")
+    return problems

@@ -299,7 +299,7 @@ class ProxyService:
             log.error("reconfigure failed: the previous configuration stays in force")
             self.notifier.ready(self.status_text())
             return
-        from squidpy.config.helper_directives import not_yet_served
+        from squidpy.config.directives import not_yet_served
         refused = not_yet_served(new)
         if refused:
             for problem in refused:
