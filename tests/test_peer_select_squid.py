@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.client
 import random
 
-
 from squidpy.acl.checklist import Checklist
 from squidpy.config import loader
 from squidpy.http.url import parse_target
