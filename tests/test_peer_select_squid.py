@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import random
+import tempfile
 
 from squidpy.acl.checklist import Checklist
 from squidpy.config import loader
@@ -84,8 +85,12 @@ def squid_choices(squid: SquidProcess, origins: list[Origin], urls: list[str]) -
 
 def our_choices(peer_lines: list[str], urls: list[str], origins: list[Origin],
                 client: str = "127.0.0.1") -> dict[str, tuple[int, str]]:
-    """The same requests through squidpy's peer selection, every parent up."""
-    config = loader.load(text="\n".join(peer_lines + ["never_direct allow all"]) + "\n")
+    """The same requests through squidpy's peer selection, every parent up.  The lines are
+    read from a file written as Squid's is, so peer names are the same bytes for both."""
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", encoding="utf-8") as f:
+        f.write("\n".join(peer_lines + ["never_direct allow all"]) + "\n")
+        f.flush()
+        config = loader.load(f.name)
     table = PeerTable(config.cache_peer)
     for peer in config.cache_peer:
         table.resolved(peer, ["127.0.0.1"])

@@ -50,7 +50,9 @@ def _signed(data: bytes) -> list[int]:
 
 
 def text_bytes(text: str) -> bytes:
-    """The bytes a configuration word was written with (the reader decodes UTF-8)."""
+    """The bytes a configuration word was written with: the inverse of how
+    squidpy.config.reader decodes files (UTF-8).  tests/test_peer_select_squid.py
+    checks a non-ASCII peer name against Squid, which hashes the file's bytes."""
     return text.encode("utf-8", "surrogateescape")
 
 
