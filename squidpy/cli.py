@@ -31,7 +31,7 @@ def run(debug):
     reports READY, RELOADING, STOPPING and its request rate.
     """
     config = load_config()
-    from squidpy.config.directives import not_yet_served
+    from squidpy.config.helper_directives import not_yet_served
     for problem in not_yet_served(config):
         click.echo(f"squidpy: cannot start: {problem}", err=True)
         sys.exit(1)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 
 import pytest
 
-from squidpy.config import directives, loader
+from squidpy.config import loader
 from squidpy.peers.peer import PARENT, SIBLING, CarpKey, login_fields, parse_cache_peer
 
 CONF = "/etc/squidpy/peers.conf"
@@ -229,31 +227,6 @@ def test_require_proxy_header():
     assert len(config.proxy_protocol_access.rules) == 1
     assert errors_of("http_port 3128 require-proxy-header=yes\n") == [
         f"{CONF}:1: http_port: require-proxy-header takes no value"]
-
-
-def test_what_the_proxy_cannot_carry_out_yet_is_read_but_not_served():
-    config = load("cache_peer a parent 3128 0\nhttp_port 3128 require-proxy-header\n"
-                  "icp_port 3130\nnever_direct allow all\n")
-    assert directives.not_yet_served(config) == [
-        "cache_peer, never_direct, icp_port, http_port require-proxy-header: read and checked, but not yet "
-        "carried out by squidpy (issue 15 phase 2); refusing to serve rather than send requests elsewhere "
-        "than configured"]
-    # lines without effect while no peer is configured are served
-    assert directives.not_yet_served(load("always_direct allow all\nprefer_direct on\nicp_port 0\n"
-                                          "icp_access deny all\nproxy_protocol_access deny all\n")) == []
-
-
-def test_squidpy_run_refuses_them(tmp_path):
-    conf = tmp_path / "squidpy.conf"
-    conf.write_text(f"http_port 127.0.0.1:0\ncache_log {tmp_path}/cache.log\npid_filename {tmp_path}/p.pid\n"
-                    f"access_log {tmp_path}/access.log\ncache_peer 127.0.0.1 parent 3128 0\n")
-    run = subprocess.run([sys.executable, "-m", "squidpy", "run", "-f", str(conf)], capture_output=True,
-                         text=True, timeout=60)
-    assert run.returncode == 1
-    assert "squidpy: cannot start: cache_peer: read and checked, but not yet carried out" in run.stderr
-    check = subprocess.run([sys.executable, "-m", "squidpy", "parse", "-f", str(conf)], capture_output=True,
-                           text=True, timeout=60)
-    assert check.returncode == 0, check.stderr
 
 
 # ------------------------------------------------------------ login=

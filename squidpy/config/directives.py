@@ -895,24 +895,3 @@ def finish_config(config, warn_at, error_at) -> None:
 
 
 __all__ = ["AccessLogSpec", "ConfigError", "finish_config"]
-
-
-def not_yet_served(config) -> list[str]:
-    """What the configuration asks for that the request path does not carry out yet.
-    ``squidpy run`` and reconfigure refuse such a configuration (``squidpy parse`` and
-    ``squidpy check`` read it): requests must not go elsewhere than configured, nor
-    through unchecked."""
-    problems = helper_directives.not_yet_served(config)
-    peers = []
-    if config.cache_peer:
-        peers.append("cache_peer")
-    if config.never_direct:
-        peers.append("never_direct")
-    if config.icp_port:
-        peers.append("icp_port")
-    if any(listen.require_proxy_header for listen in config.http_port):
-        peers.append("http_port require-proxy-header")
-    if peers:
-        problems.append(f"{', '.join(peers)}: read and checked, but not yet carried out by squidpy "
-                        "(issue 15 phase 2); refusing to serve rather than send requests elsewhere than configured")
-    return problems

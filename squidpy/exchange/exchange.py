@@ -35,6 +35,9 @@ from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, Reque
 from squidpy.http.upgrade import switch_refusal
 from squidpy.http.url import BadTarget, Target, internal_target, parse_target, same_origin_resolver
 from squidpy.log.entry import LogEntry
+from squidpy.peers.forwarding import NO_CANDIDATE, Forwarding
+from squidpy.peers.peer import SIBLING, login_fields
+from squidpy.peers.selection import HIER_DIRECT, TIMEOUT_PREFIX, PeerSelector, Ping, RequestFacts, is_hierarchical
 from squidpy.proxy import internal
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -55,7 +58,8 @@ class State(enum.Enum):
     CACHE_LOOKUP = "the store is being asked"
     COLLAPSED = "waiting for another exchange's fetch of the same URL"
     PURGING = "the store is removing the URL"
-    CONNECTING = "a connection to the origin is being made"
+    SELECTING = "peer selection waits for a fact (always_direct/never_direct) or ICP replies"
+    CONNECTING = "a connection to the origin (or a peer) is being made"
     AWAITING_REPLY = "the request went upstream; no final reply head yet"
     RELAYING = "the origin's reply streams to the client"
     SERVING_STORED = "a stored body streams from disk"
@@ -126,7 +130,9 @@ class Exchange:
     __slots__ = ("shared", "config", "client", "head", "background", "state", "upstream", "target", "checklist",
                  "entry", "body_done", "body_buffer", "buffered", "refusal", "keep_alive", "response", "framing",
                  "reply_started", "reply_limit", "reused", "tunnel", "upgrading", "upstream_started", "cache",
-                 "serving", "waited", "chunked_body", "upgrade_offer", "_out", "_head_cmd", "__weakref__")
+                 "serving", "waited", "chunked_body", "upgrade_offer", "selector", "selected", "destination", "forwarding",
+                 "attempts",
+                 "_out", "_head_cmd", "__weakref__")
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -166,6 +172,11 @@ class Exchange:
         self.cache: CacheRole | None = None
         self.serving: dict | None = None     # a disk hit being streamed: what remains to do
         self.waited = False             # it already waited once for a collapsed fetch
+        self.selector: PeerSelector | None = None     # with cache_peer lines: where it may go, in order
+        self.selected = None            # the candidates selection found (peers.selection.Selected)
+        self.destination = None         # the candidate being tried (None: straight to the origin)
+        self.forwarding: Forwarding | None = None
+        self.attempts = 0               # connections asked for (the events of one read belong to one)
         self._out: list[c.Command] = []
         self._head_cmd: c.SendToClient | None = None
 
@@ -186,9 +197,10 @@ class Exchange:
         can still be replaced by an error page.  Once the exchange lets go of the
         origin's connection, the rest of the batch is not for it."""
         self._out = out = []
+        attempts = self.attempts
         for event in events:
-            if self.upstream is None and type(event) in UPSTREAM_EVENTS:
-                break
+            if type(event) in UPSTREAM_EVENTS and (self.upstream is None or self.attempts != attempts):
+                break       # it let go of that connection (or moved on to another candidate)
             self._dispatch(event)
         self._head_cmd = None
         return out
@@ -208,7 +220,7 @@ class Exchange:
 
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
-        to=(State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
+        to=(State.CHECKING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
             State.SERVING_STORED))
     def _start(self, _event) -> None:
         if self.refusal is not None:
@@ -262,22 +274,27 @@ class Exchange:
         try:
             verdict = self.config.http_access.check(self.checklist)
         except Pending as p:
-            return self._look_up(p.fact)
+            if self._need(p.fact):
+                return self._check()
+            self.state = State.CHECKING
+            return
         if not verdict.allowed:
             return self.deny(verdict, self.config.http_access)
         self._checked()
 
-    def _look_up(self, fact: str) -> None:
+    def _need(self, fact: str) -> bool:
+        """An ACL needs ``fact``: True when it is known at once (set on the checklist),
+        else a LookUp is emitted and FactKnown will bring it."""
         target, ch = self.target, self.checklist
         assert target is not None and ch is not None
         if fact == "dst":
             if target.ip_literal:
                 ch.dst = [target.host]
-                return self._check()
+                return True
             cached = self.shared.cached_addresses(target.host)
             if cached is not None:
                 ch.dst = cached
-                return self._check()
+                return True
             name = target.host
         elif fact == "dst_name":
             name = target.host
@@ -285,11 +302,12 @@ class Exchange:
             name = self.client.client_ip
         else:
             raise RuntimeError(f"no lookup for ACL fact {fact!r}")
-        self.state = State.CHECKING
         self._emit(c.LookUp(fact, name))
+        return False
 
     @on([State.CHECKING], ev.FactKnown,
-        to=(State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED, State.SERVING_STORED))
+        to=(State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
+            State.SERVING_STORED))
     def _fact_known(self, event: ev.FactKnown) -> None:
         setattr(self.checklist, event.fact, event.value)
         if event.fact == "dst" and event.seconds:
@@ -302,7 +320,7 @@ class Exchange:
         if self.target.kind == "internal":
             return self._serve_internal()
         if head.method == "CONNECT":
-            return self._connect(tunnel=True)
+            return self._forward(tunnel=True)
         if head.method in ("OPTIONS", "TRACE") and head.max_forwards is not None:
             try:
                 hops = int(head.max_forwards)
@@ -325,9 +343,9 @@ class Exchange:
             if role.reload:
                 # a reload (RFC 9111 5.2.1.4), as Squid 5.7 does it: no lookup, no validators of
                 # ours; the origin's reply is logged TCP_MISS and replaces the stored one
-                return self._connect()
+                return self._forward()
             return self._look_in_cache()
-        self._connect()
+        self._forward()
 
     def _serve_internal(self) -> None:
         """A request to the proxy itself, once http_access allowed it: its own pages,
@@ -468,7 +486,7 @@ class Exchange:
         self._emit(c.LookUpCache(self.target.url, self.head.headers))
 
     @on([State.CACHE_LOOKUP], ev.CacheFound,
-        to=(State.COLLAPSED, State.CONNECTING, State.SERVING_STORED))
+        to=(State.COLLAPSED, State.SELECTING, State.CONNECTING, State.SERVING_STORED))
     def _cache_found(self, event: ev.CacheFound) -> None:
         self._found(event.reply, event.body, event.names)
 
@@ -489,9 +507,9 @@ class Exchange:
         elif decision is Found.SERVE_AND_REFRESH:
             self._emit(c.BackgroundRefresh(self.head.target, self.head.headers))
             return self.serve(None)
-        self._connect()
+        self._forward()
 
-    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING,
+    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.SELECTING, State.CONNECTING,
                                                          State.SERVING_STORED))
     def _collapse_released(self, _event) -> None:
         """The fetch we waited for is over: look again, and fetch ourselves if it is
@@ -628,7 +646,7 @@ class Exchange:
             self._emit(c.AbortClient)
         self.finish()
 
-    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.CONNECTING,))
+    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.SELECTING, State.CONNECTING))
     def _stored_body_missing(self, _event) -> None:
         self._swap_failed()
 
@@ -638,24 +656,132 @@ class Exchange:
         self.cache.forget_stored()
         self.serving = None
         self._drop_upstream()       # a revalidation's 304 still draining
-        self._connect()
+        self._forward()
 
     # ------------------------------------------------------------ forwarding
-    def _connect(self, tunnel: bool = False, fresh: bool = False) -> None:
-        target = self.target
+    def _forward(self, tunnel: bool = False) -> None:
+        """The request goes upstream: straight to the origin, or, with cache_peer lines,
+        to the candidates peer selection finds, in their order (Squid's FwdState)."""
         self.tunnel = tunnel
         if tunnel:
             self.entry.result = "TCP_TUNNEL"
+        peers = self.shared.peers
+        if not peers:
+            return self._connect()
+        if self.selector is None:
+            self.forwarding = Forwarding(self.config.forward_max_tries)
+            self.selector = PeerSelector(peers, self.config, self._selection_facts(), self.shared.now())
+        self._select()
+
+    def _selection_facts(self) -> RequestFacts:
+        head, target, role = self.head, self.target, self.cache
+        scheme = "" if head.method == "CONNECT" else target.scheme
+        no_cache = role is None and head.method in ("GET", "HEAD") or (role is not None and role.reload)
+        return RequestFacts(
+            head.method, target.url, scheme, target.host, target.port, target.path, self.client.client_ip,
+            self.checklist, user=self.checklist.user, hierarchical=is_hierarchical(head.method, scheme, head.headers),
+            no_cache=no_cache, refresh=role is not None and role.reload,
+            need_validation=role is not None and role.revalidating)
+
+    def _select(self) -> None:
+        """Ask peer selection; it may need a fact (a lookup) or ICP replies first."""
+        try:
+            step = self.selector.start()
+        except Pending as p:
+            if self._need(p.fact):
+                return self._select()
+            self.state = State.SELECTING
+            return
+        if isinstance(step, Ping):
+            self.state = State.SELECTING
+            return self._emit(c.SendIcp(step.queries, step.timeout))
+        self._selected(step)
+
+    @on([State.SELECTING], ev.FactKnown, to=(State.CONNECTING,))
+    def _selection_fact(self, event: ev.FactKnown) -> None:
+        setattr(self.checklist, event.fact, event.value)
+        self._select()
+
+    @on([State.SELECTING], ev.IcpReply, to=(State.CONNECTING,))
+    def _icp_reply(self, event: ev.IcpReply) -> None:
+        selected = self.selector.icp_reply(event.peer, event.opcode, event.reqnum, event.at)
+        if selected is not None:
+            self._emit(c.ForgetIcp(tuple(self.selector.queried)))
+            self._selected(selected)
+
+    @on([State.SELECTING], ev.TimedOut, to=(State.CONNECTING,))
+    def _icp_timed_out(self, _event: ev.TimedOut) -> None:
+        selected = self.selector.ping_timeout()
+        self._emit(c.ForgetIcp(tuple(self.selector.queried)))
+        if selected is not None:
+            self._selected(selected)
+
+    def _selected(self, selected) -> None:
+        self.selected = selected
+        for line in selected.lines:
+            self._emit(c.Report("warning", line))
+        self._next_destination(None)
+
+    def _next_destination(self, failure: tuple | None) -> None:
+        """Try the next candidate; ``failure``: why the last one failed (error, detail,
+        status, server IP), the answer when no candidate is left."""
+        if not self.forwarding.exhausted:
+            destination = self.selected.next(self.shared.now())
+            if destination is not None:
+                self.destination = destination
+                return self._connect()
+        e = self.entry
+        if failure is None:
+            # Squid 5.7 when selection found nothing (never_direct, every parent down)
+            e.hierarchy = "HIER_NONE"
+            error, status = NO_CANDIDATE
+            return self.fail(error, "no peer or origin server could be used for this request", status,
+                             result="TCP_TUNNEL" if self.tunnel else self._miss_result())
+        error, detail, status, server_ip = failure
+        if self.tunnel:
+            self.keep_alive = False
+        self.fail(error, detail, status, result="TCP_TUNNEL" if self.tunnel else self._miss_result(),
+                  server_ip=server_ip)
+
+    def _may_retry(self, connected: bool) -> bool:
+        """Another candidate may be tried after this failure (Squid's checkRetry)."""
+        if self.forwarding is None:
+            return False
+        return self.forwarding.may_retry(self.head.method, connected, self.entry.upstream_bytes_out > 0
+                                         and self.entry.request_body_size > 0, self.reply_started)
+
+    def _connect(self, fresh: bool = False) -> None:
+        target, peer = self.target, self.peer
         self.state = State.CONNECTING
         self.upstream = "connecting"
+        self.attempts += 1
+        if self.forwarding is not None:
+            self.forwarding.attempt()
+        if peer is not None:
+            state = self.shared.peers.state(peer)
+            return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
+                                        addresses=state.addresses or None, peer=peer))
         addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
-        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=tunnel,
+        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
                              addresses=addresses))
+
+    @property
+    def peer(self):
+        """The peer being tried (None: the origin itself)."""
+        destination = self.destination
+        return destination.peer if destination is not None else None
+
+    def _hierarchy_code(self) -> str:
+        destination = self.destination
+        if destination is None:
+            return HIER_DIRECT
+        timed_out = self.selected is not None and self.selected.timed_out
+        return (TIMEOUT_PREFIX if timed_out else "") + destination.code
 
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
         e = self.entry
-        e.hierarchy = "HIER_DIRECT"
+        e.hierarchy = self._hierarchy_code()
         e.server_ip, e.server_port = event.peer_ip, event.peer_port
         e.server_local_ip, e.server_local_port = event.local_ip, event.local_port
         if event.seconds:
@@ -663,7 +789,11 @@ class Exchange:
         self.upstream = "open"
         self.reused = event.reused
         self.upstream_started = self.shared.now()
-        if self.tunnel:
+        peer = self.peer
+        if peer is not None and not event.reused:
+            for line in self.shared.peers.connect_succeeded(peer, self.upstream_started):
+                self._emit(c.Report("warning", line))
+        if self.tunnel and peer is None:
             e.status = 200
             e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
@@ -681,12 +811,23 @@ class Exchange:
             extra = role.validators()
             if extra:
                 drop = message.CONDITIONAL_FIELDS
+        path, proxy_auth, keep_proxy_auth = target.path, None, False
+        if peer is not None:
+            # to a proxy: the absolute URL (host:port for CONNECT), login= credentials, and
+            # to a sibling only what it has (only-if-cached, unless allow-miss)
+            path = target.url
+            keep_proxy_auth, proxy_auth = login_fields(peer.login, head.headers, self.checklist.user)
+            if peer.type == SIBLING and not peer.allow_miss and not self.tunnel:
+                extra = [*(extra or ()), (b"Cache-Control", b"only-if-cached")]
         request = message.request_head_for_origin(
-            head, target.path, target.authority, self.client.client_ip,
-            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer)
+            head, path, target.authority, self.client.client_ip,
+            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer,
+            proxy_authorization=proxy_auth, keep_proxy_authorization=keep_proxy_auth)
         e.upstream_bytes_out = len(request)
         self.state = State.AWAITING_REPLY
         self._emit(c.SendUpstream(request, head=True, method=head.method))
+        if self.tunnel:
+            return          # CONNECT through a parent: its answer comes first
         buffered, self.body_buffer = self.body_buffer, None
         for chunk in buffered or ():
             self._send_body(chunk)
@@ -696,24 +837,29 @@ class Exchange:
         if self.body_done and self.chunked_body:
             self._emit(c.SendUpstream(message.LAST_CHUNK))
 
-    @on([State.CONNECTING], ev.ConnectFailed, to=(State.SERVING_STORED,))
+    @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.SERVING_STORED))
     def _connect_failed(self, event: ev.ConnectFailed) -> None:
         self.upstream = None
         e = self.entry
+        peer = self.peer
+        if peer is not None and event.error != "ERR_DNS_FAIL":
+            for line in self.shared.peers.connect_failed(peer, self.shared.now()):
+                self._emit(c.Report("warning", line))
+        if event.error == "ERR_DNS_FAIL" and peer is None:
+            e.hierarchy = "HIER_NONE"
+        else:
+            e.hierarchy = self._hierarchy_code()
+            e.server_ip = event.server_ip
+        if self.selected is not None and self._may_retry(connected=False):
+            return self._next_destination((event.error, event.detail, event.status, event.server_ip))
         if self.tunnel:
             self.keep_alive = False
-            if event.error != "ERR_DNS_FAIL":
-                e.hierarchy = "HIER_DIRECT"
-                e.server_ip = event.server_ip
             return self.fail(event.error, event.detail, event.status, result="TCP_TUNNEL",
                              server_ip=event.server_ip)
         if self._stale_instead():
             return
         if event.error == "ERR_DNS_FAIL":
-            e.hierarchy = "HIER_NONE"
             return self.fail(event.error, event.detail, event.status, result=self._miss_result())
-        e.hierarchy = "HIER_DIRECT"
-        e.server_ip = event.server_ip
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)
 
     def _miss_result(self) -> str:
@@ -809,6 +955,18 @@ class Exchange:
         e, shared = self.entry, self.shared
         self.response = resp
         e.upstream_status = resp.status
+        if self.tunnel and resp.status == 200:
+            # CONNECT through a parent: it connected; the tunnel starts with the bytes after its answer
+            e.status = 200
+            e.reply_header_size = len(CONNECTION_ESTABLISHED)
+            self.reply_started = True
+            self.state = State.RELAYING
+            return self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+        if self.tunnel:
+            self.keep_alive = False         # the parent's refusal is passed on; the CONNECT is over
+        elif self.selected is not None and self.forwarding.may_reforward(
+                resp.status, self.config.retry_on_error, e.request_body_size > 0) and self._try_next():
+            return
         if resp.status == 101:
             refusal = switch_refusal(self.upgrade_offer, resp.header(b"upgrade"), resp.connection)
             if refusal is not None:
@@ -863,8 +1021,23 @@ class Exchange:
         self._head_cmd = cmd = c.SendToClient(head)
         self._emit(cmd)
 
+    def _try_next(self) -> bool:
+        """The reply head is one the next candidate may do better than (a 502 or 504 from
+        a parent, as Squid reforwards it): drop it and try that candidate, if there is one."""
+        destination = self.selected.next(self.shared.now())
+        if destination is None:
+            return False
+        self._drop_upstream()
+        self.destination = destination
+        self._connect()
+        return True
+
     def _storable_here(self) -> bool:
-        """The ``cache`` ACL allows this URL, and the request's no-store is not overridden away."""
+        """The ``cache`` ACL allows this URL, the request's no-store is not overridden away,
+        and it did not come through a proxy-only peer."""
+        peer = self.peer
+        if peer is not None and peer.proxy_only:
+            return False
         role, cache = self.cache, self.shared.cache
         if "no-store" in role.req_cc and "ignore-no-store" not in cache.options(self.target.url):
             return False
@@ -979,12 +1152,14 @@ class Exchange:
             self.reused = False
             self.body_buffer = []
             return self._connect(fresh=True)
+        if self.selected is not None and not self.reply_started and self._may_retry(connected=True):
+            return self._next_destination((event.error, event.detail, event.status, self.entry.server_ip))
         if not self.reply_started and self._stale_instead():
             return
         self._stop_teeing()
         self.fail(event.error, event.detail, event.status, result=self._miss_result())
 
-    @on([State.AWAITING_REPLY, State.RELAYING], ev.TimedOut, to=(State.SERVING_STORED,))
+    @on([State.AWAITING_REPLY, State.RELAYING], ev.TimedOut, to=(State.CONNECTING, State.SERVING_STORED))
     def _timed_out(self, event: ev.TimedOut) -> None:
         """read_timeout: the origin stopped sending."""
         self._upstream_failed(ev.UpstreamFailed("ERR_READ_TIMEOUT", "the server did not answer within read_timeout",

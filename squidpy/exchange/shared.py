@@ -40,6 +40,7 @@ class Shared(Protocol):
     error_pages: Any              # squidpy.errors.ErrorPages
     pac: Any                      # squidpy.pac.PacSettings: the proxy.pac this proxy serves
     cache: CacheSettings | None
+    peers: Any                    # squidpy.peers.selection.PeerTable (empty: every request goes direct)
 
     def now(self) -> float: ...                                   # the clock (seconds since the epoch)
     def boundary(self) -> bytes: ...                              # a fresh multipart boundary

@@ -92,6 +92,8 @@ class ProxyService:
         self.transactions = 0             # finished transactions, for the request rate
         self._rate_mark = (0, time.monotonic())
         self.fd_limit = raise_fd_limit(config.max_filedescriptors)
+        from squidpy.proxy.peering import Peering
+        self.peering = Peering(self)
         self._derive(config)
 
     # ------------------------------------------------------------ configuration
@@ -111,6 +113,12 @@ class ProxyService:
         self.pac = PacSettings.from_config(config)
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
+        self.peering.configure(config)
+
+    @property
+    def peers(self):
+        """The configuration's peers and their state (empty: every request goes direct)."""
+        return self.peering.table
 
     @staticmethod
     def _cache_dir_of(config):
@@ -177,6 +185,7 @@ class ProxyService:
         for failure in self.access_log.failures():
             self._fail_start(failure)
         self._announce()
+        self.peering.start()
         self.timeouts.start()
         self._flush.start(1.0, now=False)
         if self.notifier.wanted:
@@ -299,7 +308,7 @@ class ProxyService:
             log.error("reconfigure failed: the previous configuration stays in force")
             self.notifier.ready(self.status_text())
             return
-        from squidpy.config.directives import not_yet_served
+        from squidpy.config.helper_directives import not_yet_served
         refused = not_yet_served(new)
         if refused:
             for problem in refused:
@@ -476,6 +485,7 @@ class ProxyService:
         return done
 
     def _stopped(self) -> None:
+        self.peering.stop()
         self.timeouts.stop()
         for loop in (self._flush, self._status):
             if loop.running:

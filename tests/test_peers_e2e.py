@@ -1,0 +1,224 @@
+"""squidpy through parents, end to end: real squidpy processes, real origins, raw sockets."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+
+import pytest
+
+from tests.conftest import LOCAL_POLICY
+from tests.origin import Origin, RawOrigin
+from tests.proxyproc import wait_for
+from tests.squidproc import get_through, wait_until_forwarding
+
+
+def child_of(make_proxy, peer_lines: list[str], extra: str = "", name: str = "child"):
+    return make_proxy(LOCAL_POLICY + f"visible_hostname {name}.test\n" + "\n".join(peer_lines) + "\n" + extra,
+                      name=name)
+
+
+def parent(make_proxy, name: str = "parent", extra: str = ""):
+    return make_proxy(LOCAL_POLICY + f"visible_hostname {name}.test\n" + extra, name=name)
+
+
+def fields(proxy, needle: str) -> list[str]:
+    line = proxy.log_line(needle)
+    assert line, (needle, proxy.access_log.read_text() if proxy.access_log.exists() else "")
+    return line.split()
+
+
+def test_a_child_forwards_through_its_parent(make_proxy, origin):
+    p = parent(make_proxy)
+    c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {p.port} 0 no-query name=head-office"],
+                 "never_direct allow all\n")
+    url = origin.url("/echo?chain")
+    assert wait_until_forwarding(c.port, origin.url("/size/1?warm"))
+    status, headers, body = get_through(c.port, url)
+    assert status == 200
+    assert b'"path": "/echo?chain"' in body
+    assert b"X-Forwarded-For" in body and b"127.0.0.1, 127.0.0.1" in body      # each hop appended
+    assert b"1.1 child.test (squidpy/" in body and b"1.1 parent.test (squidpy/" in body
+    assert fields(c, url)[8] == "FIRSTUP_PARENT/127.0.0.1"
+    assert fields(p, url)[8] == "HIER_DIRECT/127.0.0.1"
+
+
+def test_post_and_connect_go_direct_unless_never_direct(make_proxy, origin):
+    p = parent(make_proxy)
+    c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {p.port} 0 no-query"])
+    assert wait_until_forwarding(c.port, origin.url("/size/1?warm"))
+    conn = socket.create_connection(("127.0.0.1", c.port), timeout=10)
+    conn.sendall(b"POST " + origin.url("/echo?post").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Length: 2\r\nConnection: close\r\n\r\nhi")
+    while conn.recv(65536):
+        pass
+    conn.close()
+    assert fields(c, "/echo?post")[8] == "HIER_DIRECT/127.0.0.1"
+    assert get_through(c.port, origin.url("/size/2?get"))[0] == 200
+    assert fields(c, "/size/2?get")[8] == "FIRSTUP_PARENT/127.0.0.1"
+
+
+class Echo(RawOrigin):
+    """A TCP echo server: what a tunnel carries comes back."""
+
+    def serve(self, conn):
+        while data := conn.recv(65536):
+            conn.sendall(data)
+
+
+def test_connect_through_a_parent(make_proxy):
+    echo = Echo()
+    try:
+        p = parent(make_proxy, extra=f"acl echo port {echo.port}\n")
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {p.port} 0 no-query login=tunnel:user"],
+                     "never_direct allow all\n")
+        assert wait_for(lambda: "Configuring Parent" in c.read_cache_log())
+
+        def tunnel() -> bytes | None:
+            s = socket.create_connection(("127.0.0.1", c.port), timeout=10)
+            with s:
+                s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (echo.port, echo.port))
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        return None
+                    head += chunk
+                if not head.startswith(b"HTTP/1.1 200 "):
+                    return head
+                s.sendall(b"ping through two proxies")
+                got = b""
+                while len(got) < 24:
+                    got += s.recv(4096)
+                return got
+
+        assert wait_for(lambda: tunnel() == b"ping through two proxies", timeout=10)
+        assert fields(c, f"CONNECT 127.0.0.1:{echo.port}")[3] == "TCP_TUNNEL/200"
+        assert fields(c, f"CONNECT 127.0.0.1:{echo.port}")[8] == "FIRSTUP_PARENT/127.0.0.1"
+        assert fields(p, f"CONNECT 127.0.0.1:{echo.port}")[8] == "HIER_DIRECT/127.0.0.1"
+    finally:
+        echo.stop()
+
+
+def test_login_reaches_the_parent(make_proxy, origin):
+    recorder = Origin().start()         # a "parent" that records what it is sent
+    try:
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {recorder.port} 0 no-query login=alice:s%3Acret"],
+                     "never_direct allow all\n")
+        assert wait_until_forwarding(c.port, "http://login.test/size/1")
+        method, path, headers, _ = recorder.requests[-1]
+        assert (method, path) == ("GET", "http://login.test/size/1")
+        assert ("Proxy-Authorization", "Basic " + base64.b64encode(b"alice:s:cret").decode()) in headers
+    finally:
+        recorder.stop()
+
+
+def test_carp_among_three_parents(make_proxy):
+    """Each URL reaches the parent the CARP arithmetic names, and only that one."""
+    recorders = [Origin().start() for _ in range(3)]
+    try:
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {r.port} 0 carp no-query name=node{i}"
+                                  for i, r in enumerate(recorders)], "never_direct allow all\n")
+        assert wait_until_forwarding(c.port, "http://carp.test/size/1?warm")
+        from squidpy.config import loader
+        from squidpy.peers.hashing import HashArray
+        array = HashArray(loader.load(str(c.config_path)).cache_peer)
+        for r in recorders:
+            r.requests.clear()
+        urls = [f"http://carp{i % 7}.test/size/1/{i}" for i in range(60)]
+        for url in urls:
+            assert get_through(c.port, url)[0] == 200
+        for url in urls:
+            expected = array.carp_ranking(url, "http", url.split("/")[2], 80, "/" + url.split("/", 3)[3])[0]
+            got = [i for i, r in enumerate(recorders) if any(req[1] == url for req in r.requests)]
+            assert got == [int(expected.name[-1])], url
+        assert len({r.count() for r in recorders}) > 1 or all(r.count() for r in recorders)
+        assert c.log_line(f"GET {urls[0]} - CARP/127.0.0.1")
+    finally:
+        for r in recorders:
+            r.stop()
+
+
+def test_a_dead_parent_is_skipped_and_with_never_direct_squids_502(make_proxy, origin):
+    from tests.squidproc import free_port
+    gone = free_port()
+    p = parent(make_proxy)
+    c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {gone} 0 no-query name=gone",
+                              f"cache_peer 127.0.0.1 parent {p.port} 0 no-query name=alive"],
+                 "never_direct allow all\n")
+    assert wait_until_forwarding(c.port, origin.url("/size/1?warm"))
+    assert get_through(c.port, origin.url("/size/3?skip"))[0] == 200
+    assert fields(c, "/size/3?skip")[8] == "FIRSTUP_PARENT/127.0.0.1"      # 'gone' never came up
+    lonely = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {gone} 0 no-query name=gone"],
+                      "never_direct allow all\n", name="lonely")
+    status, headers, _ = get_through(lonely.port, origin.url("/size/3?nowhere"))
+    assert (status, headers["x-squid-error"]) == (502, "ERR_READ_ERROR 0")
+    assert fields(lonely, "/size/3?nowhere")[8] == "HIER_NONE/-"
+
+
+class Faulty(RawOrigin):
+    """A parent that misbehaves as ``mode`` says."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        super().__init__()
+
+    def serve(self, conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        if self.mode == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()
+        elif self.mode == "garbage":
+            conn.sendall(b"\x00\x01garbage that is no HTTP\r\n\r\n")
+        elif self.mode == "hang":
+            threading.Event().wait(8)
+        elif self.mode == "502":
+            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope")
+        elif self.mode == "500":
+            conn.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops")
+
+
+@pytest.mark.parametrize("mode, retried", [("reset", True), ("garbage", True), ("hang", True), ("502", True),
+                                           ("500", False)])
+def test_a_faulty_parent_and_the_next_one(make_proxy, origin, mode, retried):
+    bad = Faulty(mode)
+    try:
+        p = parent(make_proxy)
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {bad.port} 0 no-query name=bad",
+                                  f"cache_peer 127.0.0.1 parent {p.port} 0 no-query name=good"],
+                     "never_direct allow all\nread_timeout 2 seconds\n")
+        assert wait_for(lambda: c.read_cache_log().count("Configuring Parent") == 2)
+        url = origin.url(f"/size/4?{mode}")
+        status, _, body = get_through(c.port, url, timeout=20)
+        if retried:
+            assert (status, body) == (200, b"xxxx")
+            assert fields(c, url)[8] == "ANY_OLD_PARENT/127.0.0.1"
+            assert fields(p, url)[8] == "HIER_DIRECT/127.0.0.1"
+        else:
+            assert (status, body) == (500, b"oops")
+            assert fields(c, url)[8] == "FIRSTUP_PARENT/127.0.0.1"
+    finally:
+        bad.stop()
+
+
+def test_a_loop_between_peers_is_caught_by_via(make_proxy, origin):
+    from tests.squidproc import free_port
+    port_a, port_b = free_port(), free_port()
+    a = make_proxy(LOCAL_POLICY + f"visible_hostname a.test\ncache_peer 127.0.0.1 parent {port_b} 0 no-query\n"
+                   "never_direct allow all\n", listen=f"127.0.0.1:{port_a}", name="a")
+    b = make_proxy(LOCAL_POLICY + f"visible_hostname b.test\ncache_peer 127.0.0.1 parent {port_a} 0 no-query\n"
+                   "never_direct allow all\n", listen=f"127.0.0.1:{port_b}", name="b")
+    url = origin.url("/size/1?loop")
+
+    def answered():
+        status, headers, _ = get_through(a.port, url)
+        return status == 403 and (status, headers)
+    assert wait_for(answered, timeout=15)
+    assert origin.count("/size/1?loop") == 0
+    assert b.log_line("TCP_DENIED/403") or a.log_line("TCP_DENIED/403")
