@@ -6,7 +6,8 @@ PROXY protocol header ``proxy`` names: "v1" is ``send-proxy``, "v2"
 ``send-proxy-v2``, None none), runs ``haproxy -db -f FILE`` in the foreground and
 waits until the frontend accepts connections.  With ``check=True`` HAProxy checks
 each server every 200 ms (sending the PROXY header first, as a require-proxy-header
-port wants) and takes a dead one out after one failed check.  ``stop()`` ends it.
+port wants) and takes a dead one out after one failed check; a connection a server
+refuses is sent to another (``option redispatch``).  ``stop()`` ends it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class HAProxyProcess:
             f"    pidfile {self.pid_file}",
             "defaults",
             "    mode tcp",
+            "    retries 3",
+            "    option redispatch",
             "    timeout connect 5s",
             "    timeout client 60s",
             "    timeout server 60s",

@@ -758,6 +758,13 @@ class Exchange:
         if self.forwarding is not None:
             self.forwarding.attempt()
         if peer is not None:
+            role = self.cache
+            if role is not None and role.leader:
+                # collapsed forwarding is for fetches from the origin: through a peer the
+                # request may come back to this very proxy (a CARP fleet forwards to itself),
+                # where waiting for this fetch would wait forever; the peer collapses instead
+                role.leader = False
+                self._emit(c.ReleaseFetch(role.key))
             state = self.shared.peers.state(peer)
             return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
                                         addresses=state.addresses or None, peer=peer))
