@@ -222,3 +222,94 @@ def test_a_loop_between_peers_is_caught_by_via(make_proxy, origin):
     assert wait_for(answered, timeout=15)
     assert origin.count("/size/1?loop") == 0
     assert b.log_line("TCP_DENIED/403") or a.log_line("TCP_DENIED/403")
+
+
+@pytest.mark.parametrize("options, works", [
+    ("tls tls-cafile={ca}", True),
+    ("tls tls-flags=DONT_VERIFY_PEER", True),
+    ("tls", False),                                 # a self-signed certificate no system CA vouches for
+    ("tls tls-cafile={ca} tls-domain=other.test", False),
+])
+def test_a_parent_over_tls(make_proxy, tls_origin, options, works):
+    """The TLS origin of the test suite answers absolute-form requests: a parent over TLS."""
+    c = child_of(make_proxy, [f"cache_peer localhost parent {tls_origin.port} 0 no-query "
+                              + options.format(ca=tls_origin.cafile)], "never_direct allow all\n")
+    assert wait_for(lambda: "Configuring Parent localhost" in c.read_cache_log())
+    url = f"http://tls-parent.test/size/6?{len(options)}{works}"
+
+    def answer():
+        status, _, body = get_through(c.port, url)
+        return status, body
+    if works:
+        assert wait_for(lambda: answer() == (200, b"xxxxxx"), timeout=10)
+        assert fields(c, url)[8] == "FIRSTUP_PARENT/127.0.0.1"
+    else:
+        status, body = answer()
+        assert status >= 500 and body != b"xxxxxx"
+
+
+class CountingParent(RawOrigin):
+    """A parent answering each request with 200 on persistent connections, counting the
+    connections open at once."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay, self.open, self.most = delay, 0, 0
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def serve(self, conn):
+        with self._lock:
+            self.open += 1
+            self.most = max(self.most, self.open)
+        try:
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                data = data.split(b"\r\n\r\n", 1)[1]
+                if self.delay:
+                    threading.Event().wait(self.delay)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: no-store\r\n\r\nok")
+        finally:
+            with self._lock:
+                self.open -= 1
+
+
+def test_standby_connections_wait_open_for_requests(make_proxy):
+    p = CountingParent()
+    try:
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {p.port} 0 no-query standby=2"],
+                     "never_direct allow all\n")
+        assert wait_for(lambda: p.open == 2, timeout=10)
+        before = p.connections
+        assert get_through(c.port, "http://standby.test/a")[2] == b"ok"
+        assert wait_for(lambda: p.open == 2, timeout=10)        # the used one went back idle, or was replaced
+        assert p.connections - before <= 1
+    finally:
+        p.stop()
+
+
+def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
+    slow, spare = CountingParent(delay=1.5), CountingParent()
+    try:
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {slow.port} 0 no-query max-conn=1 name=slow",
+                                  f"cache_peer 127.0.0.1 parent {spare.port} 0 no-query name=spare"],
+                     "never_direct allow all\nserver_idle_pconn_timeout 0 seconds\n")
+        assert wait_for(lambda: c.read_cache_log().count("Configuring Parent") == 2)
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(get_through(c.port, f"http://mc.test/{i}")))
+                   for i in range(3)]
+        for t in threads:
+            t.start()
+            threading.Event().wait(0.2)
+        for t in threads:
+            t.join(20)
+        assert [r[2] for r in results] == [b"ok"] * 3
+        assert slow.most == 1
+        assert spare.connections >= 2
+    finally:
+        slow.stop()
+        spare.stop()

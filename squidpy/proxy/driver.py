@@ -159,7 +159,7 @@ class ExchangeDriver:
         pool, peer = self.service.pool, cmd.peer
         if peer is not None:
             # connections to a peer serve every request sent through it
-            key = ("tcp" if cmd.tunnel else "peer", peer.name, cmd.port)
+            key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
         else:
             key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
         if not cmd.fresh and not cmd.tunnel:

@@ -72,14 +72,18 @@ class Peering:
         self.waiting: dict[int, tuple] = {}      # reqnum -> (driver, sent at)
         self.timers: dict[object, object] = {}   # driver -> its ICP wait
         self._tls: dict[int, object] = {}
+        self._standby_opening: set[int] = set()     # id() of the peers a standby connection is opening to
         self._loop = LoopingCall(self.tick)
+        service.pool.on_peer_connections = self._peer_connections
 
     # ------------------------------------------------------------ configuration
     def configure(self, config) -> None:
         """A configuration is taken: a new table of its peers (their state starts over,
         as Squid's does on reconfigure)."""
         self.config = config
+        old = self.table
         self.table = PeerTable(config.cache_peer, time.time(), first=self.first, started=self.service.started)
+        self.table.reqnum = old.reqnum      # ICP request numbers never repeat while replies may be out
         self.first = False
         self._tls = {}
         if self.started:
@@ -125,12 +129,48 @@ class Peering:
             log.info("%s", line)
         self.tick()
 
-    # ------------------------------------------------------------ probes
+    # ------------------------------------------------------------ probes and standby connections
     def tick(self) -> None:
-        """Probes due now (peers that are down, asked about by a selection)."""
+        """Probes due now (peers that are down, asked about by a selection), and the
+        standby connections to keep open."""
         table, now = self.table, time.time()
         for peer in table.probes_due(now):
             self._probe(table, peer)
+        for peer in table.peers:
+            if peer.standby:
+                self._standby(table, peer, now)
+
+    def _peer_connections(self, name: str, delta: int) -> None:
+        """A connection to a peer opened (+1) or closed (-1): max-conn counts them."""
+        peer = self.table.find(name)
+        if peer is not None:
+            state = self.table.state(peer)
+            state.conn_open = max(0, state.conn_open + delta)
+
+    def _standby(self, table: PeerTable, peer, now: float) -> None:
+        """standby=N: keep N idle connections open to an up peer, opening one at a time
+        (as Squid does); requests take them like any idle connection to the peer."""
+        pool, state = self.service.pool, table.state(peer)
+        key = ("peer", peer.name, peer.http_port)
+        state.standby_idle = pool.idle_count(key)
+        if (state.standby_idle >= peer.standby or id(peer) in self._standby_opening
+                or not state.up(now, self.config.dead_peer_timeout) or not state.can_open_more()):
+            return
+        self._standby_opening.add(id(peer))
+
+        def opened(server) -> None:
+            self._standby_opening.discard(id(peer))
+            pool.release(server)
+            if table is self.table:
+                state.standby_idle = pool.idle_count(key)
+
+        def failed(_failure) -> None:
+            self._standby_opening.discard(id(peer))
+            if table is self.table:     # standby failures count towards connect-fail-limit
+                for line in table.connect_failed(peer, time.time()):
+                    log.warning("%s", line)
+        pool.connect(key, state.addresses, tls=self.tls_for(peer), timeout=self.connect_timeout(peer)).addCallbacks(
+            opened, failed)
 
     def _probe(self, table: PeerTable, peer) -> None:
         addresses = table.state(peer).addresses

@@ -117,12 +117,15 @@ class ServerConnection(PausableReading, Protocol):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self.pool.timeouts.add(self)
+        self.pool.opened(self, 1)
 
     def connectionLost(self, reason):
-        self.connected = False
+        was_connected, self.connected = self.connected, False
         unlink_connector(self.transport)
         self.pool.timeouts.discard(self)
         self.pool.forget(self)
+        if was_connected:
+            self.pool.opened(self, -1)
         self.parser = None          # it holds our bound methods (a reference cycle)
         tunnel, self.tunnel = self.tunnel, None
         if tunnel is not None:
@@ -435,7 +438,16 @@ class ServerPool:
         self.reactor = reactor
         self.timeouts = timeouts
         self.idle: dict[tuple, list[ServerConnection]] = {}
+        self.on_peer_connections = None     # (peer name, +1/-1): connections to cache_peers, for max-conn
         self.configure(config)
+
+    def opened(self, conn: ServerConnection, delta: int) -> None:
+        key = conn.key
+        if key[0] in ("peer", "peer-tunnel") and self.on_peer_connections is not None:
+            self.on_peer_connections(key[1], delta)
+
+    def idle_count(self, key: tuple) -> int:
+        return len(self.idle.get(key, ()))
 
     def configure(self, config) -> None:
         self.connect_timeout = config.connect_timeout
