@@ -757,8 +757,8 @@ directive(
     empty=lambda: AccessList("never_direct", empty_allows=False),
     doc="""Requests these rules allow never go straight to the origin: only
     through parents (every request, CONNECT and POST included, with 'never_direct
-    allow all'). When no parent is usable they fail with ERR_CANNOT_FORWARD.
-    always_direct is asked first.""",
+    allow all'). When no parent is usable they are answered 502 (ERR_READ_ERROR,
+    logged HIER_NONE), as Squid 5.7 answers them. always_direct is asked first.""",
 )
 
 directive(
