@@ -313,3 +313,42 @@ def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
     finally:
         slow.stop()
         spare.stop()
+
+
+def test_reconfigure_changes_the_parents(make_proxy, origin):
+    import signal
+    first, second = Origin().start(), Origin().start()
+    try:
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {first.port} 0 no-query name=first"],
+                     "never_direct allow all\n")
+        assert wait_until_forwarding(c.port, "http://reconf.test/size/1?a")
+        assert first.count() and not second.count()
+        c.config_path.write_text(c.config_path.read_text().replace(
+            f"parent {first.port} 0 no-query name=first", f"parent {second.port} 0 no-query name=second"))
+        c.signal(signal.SIGHUP)
+        assert wait_for(lambda: "Reconfigured" in c.read_cache_log())
+        assert wait_until_forwarding(c.port, "http://reconf.test/size/1?b")
+        assert wait_for(lambda: any(r[1] == "http://reconf.test/size/1?b" for r in second.requests))
+        assert not any(r[1] == "http://reconf.test/size/1?b" for r in first.requests)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_icp_without_its_socket_queries_nobody(make_proxy, origin):
+    """An icp_port that cannot be opened (taken) is reported; peers are then not queried
+    and requests do not wait for replies that cannot come."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        p = parent(make_proxy)
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 sibling {p.port} 3130",
+                                  f"cache_peer 127.0.0.1 parent {p.port} 0 no-query name=p"],
+                     f"icp_port {taken.getsockname()[1]}\nudp_incoming_address 127.0.0.1\nicp_query_timeout 5000\n")
+        assert wait_for(lambda: "cannot open icp_port" in c.read_cache_log())
+        url = origin.url("/size/2?noicp")
+        assert wait_until_forwarding(c.port, url)
+        assert fields(c, url)[8] in ("FIRSTUP_PARENT/127.0.0.1", "HIER_DIRECT/127.0.0.1")
+        assert not fields(c, url)[8].startswith("TIMEOUT_")
+    finally:
+        taken.close()

@@ -95,6 +95,7 @@ class PeerTable:
         start = int(now if started is None else started)
         self.rr_cleared = start + (int(now) - start) // RR_CLEAR_INTERVAL * RR_CLEAR_INTERVAL
         self.reqnum = 0                 # ICP request numbers
+        self.icp_open = True            # our ICP socket is open (Squid also asks IsConnOpen(icpOutgoingConn))
 
     def __bool__(self) -> bool:
         return bool(self.peers)
@@ -522,7 +523,7 @@ class PeerSelector:
             return None
         table, config, now = self.table, self.config, self.now
         pinged = [p for p in table.icp_peers if self._would_be_pinged(p)]
-        if not pinged or not config.icp_port:
+        if not pinged or not config.icp_port or not table.icp_open:
             return None
         queries = []
         parent_rtt = parent_n = sibling_rtt = sibling_n = 0

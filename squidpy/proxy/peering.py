@@ -84,6 +84,7 @@ class Peering:
         old = self.table
         self.table = PeerTable(config.cache_peer, time.time(), first=self.first, started=self.service.started)
         self.table.reqnum = old.reqnum      # ICP request numbers never repeat while replies may be out
+        self.table.icp_open = self.icp_port is not None
         self.first = False
         self._tls = {}
         if self.started:
@@ -238,6 +239,10 @@ class Peering:
 
     # ------------------------------------------------------------ ICP: answering other proxies
     def _open_icp(self) -> None:
+        self._open_icp_port()
+        self.table.icp_open = self.icp_port is not None
+
+    def _open_icp_port(self) -> None:
         config = self.config
         wanted = (config.udp_incoming_address, config.icp_port) if config.icp_port else None
         if wanted == self.icp_key:
@@ -251,7 +256,7 @@ class Peering:
             self.icp_port = self.reactor.listenUDP(config.icp_port, IcpPort(self),
                                                    interface=config.udp_incoming_address or "")
         except Exception as e:      # a port in use must not stop the proxy: Squid logs it too
-            log.error("cannot open icp_port %s: %s", config.icp_port, e)
+            log.error("cannot open icp_port %s: %s (no ICP: peers are not queried)", config.icp_port, e)
             return
         self.icp_key = wanted
         log.info("Accepting ICP messages on %s:%d", config.udp_incoming_address or "*",
