@@ -409,9 +409,8 @@ def request_head_for_origin(
             if name.lower() not in _NOT_COPIED_REQUEST:
                 append(b"%s: %s\r\n" % (name, value))
     if keep_proxy_authorization:
-        for name, value in req.headers:
-            if name.lower() == b"proxy-authorization":
-                append(b"Proxy-Authorization: %s\r\n" % value)
+        for value in field_values(req.headers, b"proxy-authorization"):
+            append(b"Proxy-Authorization: %s\r\n" % value)
     elif proxy_authorization is not None:
         append(b"Proxy-Authorization: %s\r\n" % proxy_authorization)
     if framing is not BODILESS:

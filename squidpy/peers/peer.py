@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass, field
 
 from squidpy.acl.access import AccessList
+from squidpy.http.message import field_values
 from squidpy.http.url import rfc1738_unescape
 
 PARENT = "parent"
@@ -339,7 +340,7 @@ def login_fields(login: str | None, request_headers, username: str | None) -> tu
     if login is None:
         return False, None
     passes = login in ("PASS", "PROXYPASS", "PASSTHRU")
-    if passes and any(k.lower() == b"proxy-authorization" for k, _ in request_headers):
+    if passes and field_values(request_headers, b"proxy-authorization"):
         return True, None
     if login in ("PASS", "PASSTHRU") or login.startswith("NEGOTIATE"):
         return passes, None

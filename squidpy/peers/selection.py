@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from squidpy.acl.checklist import Pending
+from squidpy.http.message import field_values
 from squidpy.peers.hashing import HashArray
 from squidpy.peers.health import PeerHealth
 from squidpy.peers.peer import PARENT, SIBLING, CachePeer
@@ -198,7 +199,7 @@ def is_hierarchical(method: str, scheme: str, headers, loop_detected: bool = Fal
     """Squid's clientHierarchical for a forward proxy: TRACE, or a GET without an
     Authorization field that did not loop (If-Modified-Since is fine: squidpy's peers,
     like Squid's, use private keys); every URL scheme counts but the cache manager's."""
-    if any(k.lower() == b"authorization" for k, _ in headers):
+    if field_values(headers, b"authorization"):
         return False
     if method == "TRACE":
         return True
