@@ -102,8 +102,13 @@ def test_refresh_pattern_defaults_and_options():
     assert (rule.minimum, rule.percent, rule.maximum) == (0, 0.2, 4320 * 60)
     p = parse_refresh_pattern("-i \\.jpg$ 60 50% 1440 override-expire".split())
     assert p.rule.override_expire and p.regex.search("http://x/A.JPG")
-    with pytest.raises(ValueError):
-        parse_refresh_pattern(". 0 20% 10 frobnicate".split())
+    said = []
+    p = parse_refresh_pattern(". 0 20% 10 frobnicate ignore-no-cache".split(), said.append)
+    assert p.options == frozenset()         # ignored, as Squid ignores them
+    assert said == ["unknown refresh_pattern option 'frobnicate' is ignored, as Squid ignores it",
+                    "UPGRADE: refresh_pattern option 'ignore-no-cache' is obsolete; remove it"]
+    assert parse_refresh_pattern(r"[[:digit:]]\.jpg$ 0 20% 10".split()).regex.search("http://x/1.jpg")
+    assert not parse_refresh_pattern(r"\d\.jpg$ 0 20% 10".split()).regex.search("http://x/1.jpg")
 
 
 def test_age_4_2_3():

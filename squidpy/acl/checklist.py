@@ -49,6 +49,7 @@ class Checklist:
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key", "_url_unescaped", "_path_unescaped",
         "auth", "ext_user", "tag", "notes", "external", "user_ip_count",
+        "connection", "initiator", "random", "entry",
     )
 
     def __init__(
@@ -92,13 +93,28 @@ class Checklist:
         self.auth = None                # the request's authentication outcome (squidpy.auth.decide), once examined
         self.ext_user = None            # user= from an external ACL helper
         self.tag = None                 # tag= from an external ACL helper
-        self.notes: list[tuple[str, str]] = []     # helper annotations (group=, log=, ...)
+        self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
         self.external: dict[tuple[str, str], tuple[str, list]] = {}   # (type, line) -> (result, notes)
         self.user_ip_count = 0          # addresses the user came from within authenticate_ip_ttl
         self.now = now
         self._src_key = None
         self._url_unescaped = None
         self._path_unescaped = None
+        self.connection = None          # the client connection (its .notes: annotate_client), when there is one
+        self.initiator = "client"
+        self.random = None              # a float source in [0, 1) for random ACLs (tests)
+        self.entry = None               # the transaction's LogEntry, once it exists
+
+    @property
+    def hier_code(self) -> str:
+        """How the reply was obtained (%Sh): HIER_NONE until the request is forwarded."""
+        return self.entry.hierarchy if self.entry is not None else "HIER_NONE"
+
+    @property
+    def squid_error(self) -> str:
+        """The error the transaction ended with, ERR_NONE while there is none."""
+        entry = self.entry
+        return (entry.error or "ERR_NONE") if entry is not None else "ERR_NONE"
 
     @property
     def src_key(self) -> tuple[int, int]:

@@ -11,10 +11,11 @@ s-maxage or Expires always win unless ``override-expire`` says otherwise.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from squidpy.cache.policy import RefreshRule
+from squidpy.config.posix_regex import PosixRegex, PosixRegexError
+from squidpy.config.values import squid_integer
 
 DEFAULT_PATTERNS = (
     "^ftp: 1440 20% 10080",
@@ -30,39 +31,52 @@ OPTIONS = {
 
 @dataclass(frozen=True)
 class RefreshPattern:
-    regex: re.Pattern
+    regex: PosixRegex
     rule: RefreshRule
     options: frozenset[str]
     text: str
 
 
-def parse_refresh_pattern(args: list[str]) -> RefreshPattern:
-    """One refresh_pattern line's arguments; raises ValueError."""
+OBSOLETE_OPTIONS = {"ignore-no-cache", "ignore-must-revalidate", "ignore-auth"}
+
+
+def parse_refresh_pattern(args: list[str], warn=None) -> RefreshPattern:
+    """One refresh_pattern line's arguments; raises ValueError.
+
+    The pattern is a POSIX extended regular expression as in Squid; an obsolete
+    or unknown option is ignored with a warning, as Squid ignores it.
+    """
     args = list(args)
-    flags = 0
-    if args and args[0] == "-i":
-        flags = re.IGNORECASE
-        args.pop(0)
+    icase = False
+    if args and args[0] in ("-i", "+i"):
+        icase = args.pop(0) == "-i"
     if len(args) < 4:
         raise ValueError("expected: refresh_pattern [-i] REGEX MIN PERCENT MAX [options]")
     pattern, min_text, percent_text, max_text, *options = args
     try:
-        regex = re.compile(pattern, flags)
-    except re.error as e:
+        regex = PosixRegex(pattern, icase)
+    except PosixRegexError as e:
         raise ValueError(f"bad regular expression '{pattern}': {e}") from None
+    if warn is not None:
+        for note in regex.notes:
+            warn(f"in '{pattern}': {note}")
     try:
-        minimum = float(min_text) * 60
-        maximum = float(max_text) * 60
-        percent = float(percent_text.rstrip("%")) / 100
+        minimum = min(max(squid_integer(min_text), 0), 525600) * 60
+        maximum = min(max(squid_integer(max_text), 0), 525600) * 60
+        percent = max(float(percent_text.rstrip("%")), 0.0) / 100
     except ValueError:
-        raise ValueError("MIN and MAX are minutes and PERCENT a number followed by %") from None
-    if minimum < 0 or maximum < 0 or percent < 0:
-        raise ValueError("MIN, PERCENT and MAX cannot be negative")
+        raise ValueError("MIN and MAX are whole minutes and PERCENT a number followed by %") from None
     chosen = set()
     for option in options:
         name = option.split("=", 1)[0]
+        if option in OBSOLETE_OPTIONS:
+            if warn is not None:
+                warn(f"UPGRADE: refresh_pattern option '{option}' is obsolete; remove it")
+            continue
         if name not in OPTIONS and name != "max-stale":
-            raise ValueError(f"unknown refresh_pattern option '{option}'")
+            if warn is not None:
+                warn(f"unknown refresh_pattern option '{option}' is ignored, as Squid ignores it")
+            continue
         chosen.add(name)
     rule = RefreshRule(minimum, percent, maximum,
                        override_expire="override-expire" in chosen,

@@ -79,7 +79,7 @@ class ClientInfo:
     """The client connection as the exchange sees it (plain data, updated by the
     connection: ``closing`` once no further request will be read)."""
 
-    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing")
+    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "notes")
 
     def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = ""):
         self.client_ip = client_ip
@@ -88,6 +88,7 @@ class ClientInfo:
         self.local_port = local_port
         self.port_name = port_name
         self.closing = False
+        self.notes = None           # annotate_client ACLs' annotations: a list once one is made
 
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
@@ -263,6 +264,10 @@ class Exchange:
             port_name=client.port_name, ip_literal=target.ip_literal,
         )
         ch.client_connections = self.shared.connections_from(client.client_ip)
+        ch.connection = client
+        if client.notes:
+            ch.notes = list(client.notes)   # each request starts with its connection's annotations
+        ch.entry = self.entry               # hier_code and squid_error ACLs read what the log will say
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
         return ch
@@ -406,7 +411,7 @@ class Exchange:
         location = self.shared.error_pages.render_url(info.value, self._error_context("ERR_ACCESS_DENIED", None))
         body = (b'<html><body>See <a href="%s">here</a>.</body></html>\n'
                 % html.escape(location).encode("latin-1", "replace"))
-        self.send_local(info.status or 302, b"text/html;charset=utf-8", body,
+        self.send_local(info.redirect_status(self.head.method, self.head.version), b"text/html;charset=utf-8", body,
                         [(b"Location", location.encode("latin-1", "replace"))])
 
     def fail(self, error: str, detail: str | None, status: int | None = None, result: str = "NONE_NONE",

@@ -50,10 +50,10 @@ def _signed(data: bytes) -> list[int]:
 
 
 def text_bytes(text: str) -> bytes:
-    """The bytes a configuration word was written with: the inverse of how
-    squidpy.config.reader decodes files (UTF-8).  tests/test_peer_select_squid.py
-    checks a non-ASCII peer name against Squid, which hashes the file's bytes."""
-    return text.encode("utf-8", "surrogateescape")
+    """The bytes a configuration word was written with: squidpy.config.reader reads
+    files as Latin-1, as Squid reads bytes.  tests/test_peer_select_squid.py checks a
+    non-ASCII peer name against Squid, which hashes the file's bytes."""
+    return text.encode("latin-1", "replace")
 
 
 def update(h: int, data: Iterable[int]) -> int:

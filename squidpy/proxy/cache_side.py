@@ -196,7 +196,7 @@ class Cache:
         self.service = service
         self.store = store
         self.readers: ThreadPool | None = None     # disk reads happen there, never on the reactor
-        self.pending: dict[str, list[CacheFlow]] = {}
+        self.pending: dict[str, list] = {}      # key -> drivers waiting for its fetch
         self.uncacheable: dict[str, float] = {}
         self.requests = self.hits = 0
         self.bytes = self.hit_bytes = 0
