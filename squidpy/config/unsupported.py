@@ -110,17 +110,13 @@ unsupported(REFUSED, "ssl_bump sslproxy_cert_error sslproxy_cert_sign sslproxy_c
 unsupported(REFUSED, "neighbor_type_domain", "a cache_peer of another type for some domains")
 unsupported(REFUSED, "connect_retries", "retrying a connection to the same address")
 unsupported(REFUSED, "memory_cache_mode", "choosing which objects the memory cache keeps", accepts=("always",))
-unsupported(REFUSED, "memory_replacement_policy cache_replacement_policy",
-            "choosing the cache's replacement policy")
 unsupported(REFUSED, "cache_store_log", "the store.log", accepts=("none",))
 unsupported(REFUSED, "log_mime_hdrs", "logging request and reply headers", accepts=("off",))
 unsupported(REFUSED, "client_netmask", "masking client addresses in logs")
 unsupported(REFUSED, "strip_query_terms", "removing query terms from logged URLs (squidpy logs them whole)",
             accepts=("off",))
 unsupported(REFUSED, "send_hit store_miss collapsed_forwarding_access", "access lists on cache hits and stores")
-unsupported(REFUSED, "max_stale quick_abort_min quick_abort_max quick_abort_pct range_offset_limit "
-            "minimum_expiry_time vary_ignore_expire cache_miss_revalidate refresh_all_ims reload_into_ims "
-            "negative_ttl", "this cache policy setting")
+unsupported(REFUSED, "range_offset_limit vary_ignore_expire negative_ttl", "this cache policy setting")
 unsupported(REFUSED, "broken_posts request_entities force_request_body_continuation",
             "this handling of request bodies")
 unsupported(REFUSED, "request_header_access reply_header_access request_header_replace reply_header_replace "
