@@ -230,6 +230,7 @@ def _acl(args, ctx):
         hint = did_you_mean(type_name, [*ACL_TYPES, *NOT_IMPLEMENTED])
         raise ValueError(f"unknown ACL type '{type_name}'{hint}")
     options, carried = _acl_options(words, cls)
+    helper_directives.check_auth_acl_order(type_name, words.peek(cls.regex_values), ctx.config)
     acl = acls.define(name, type_name, [], ctx.where)
     values = [(ctx.where, flag) for flag in carried] + _acl_values(words, cls, ctx, name)
     acl.matcher.begin_line(frozenset(options))

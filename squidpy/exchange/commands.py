@@ -8,7 +8,7 @@ commands are singletons.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -94,6 +94,38 @@ class ReleaseFetch(Command):
     ``uncacheable``: its reply will not be stored, so for a while nobody waits for it."""
     key: str
     uncacheable: bool = False
+
+
+@dataclass(slots=True)
+class AskHelper(Command):
+    """Send ``line`` to ``helper`` (``basic``, ``digest``, ``negotiate``, ``ntlm``,
+    ``external:NAME``, ``url_rewrite``, ``store_id``) -> HelperAnswered.
+    ``reservation``: the child a Negotiate/NTLM handshake is bound to."""
+    helper: str
+    line: str = field(repr=False)         # may carry a password: never shown
+    reservation: int | None = None
+
+
+@dataclass(slots=True)
+class ReserveHelper(Command):
+    """Keep child ``child`` of ``helper`` for this connection's handshake (after TT)."""
+    helper: str
+    child: int
+
+
+@dataclass(slots=True)
+class ReleaseHelper(Command):
+    """The handshake on child ``child`` of ``helper`` is over: others may use it."""
+    helper: str
+    child: int
+
+
+@dataclass(slots=True)
+class RefreshExternal(Command):
+    """An external ACL answer in its grace period was used: ask the helper again
+    in the background and keep the new answer (nothing is fed back)."""
+    type_name: str
+    line: str
 
 
 # ---------------------------------------------------------------- the origin

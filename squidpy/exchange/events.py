@@ -60,6 +60,16 @@ class FactKnown(Event):
 
 
 @dataclass(slots=True)
+class HelperAnswered(Event):
+    """The answer to :class:`~squidpy.exchange.commands.AskHelper` (a helper that
+    died, timed out or is overloaded answers too: ``Unknown``, ``TimedOut``, ``ERR``);
+    ``child``: which of its children answered."""
+    helper: str
+    reply: Any                  # squidpy.helpers.protocol.Reply
+    child: int | None = None
+
+
+@dataclass(slots=True)
 class CacheFound(Event):
     """The answer to :class:`~squidpy.exchange.commands.LookUpCache`."""
     reply: Any                  # CachedReply or None

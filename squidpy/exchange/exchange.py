@@ -24,13 +24,19 @@ import html
 from typing import Any, Callable
 
 from squidpy.acl.access import matches
-from squidpy.acl.checklist import Checklist, Pending
+from squidpy.acl.auth_types import is_auth_acl
+from squidpy.acl.checklist import UNDECIDED, AuthRequired, Checklist, ExternalPending, Pending, Undecided
+from squidpy.auth import decide as auth
 from squidpy.cache import policy
 from squidpy.cache.quick_abort import QuickAbort, keeps_fetching
 from squidpy.errors import STATUS, ErrorContext
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
 from squidpy.exchange.caching import CacheRole, Found, OnReply
+from squidpy.helpers.external import GRACE
+from squidpy.helpers.protocol import BH, ERR, OK, TIMEDOUT, UNKNOWN
+from squidpy.helpers.rewrite import REDIRECT, REWRITE, store_id_decision, url_rewrite_decision
+from squidpy.helpers.state import MAX_REQUEST_LINE, STORE_ID, URL_REWRITE, external_helper
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
 from squidpy.http.upgrade import switch_refusal
@@ -55,7 +61,8 @@ CLOSE_AFTER = frozenset({
 
 class State(enum.Enum):
     IDLE = "waiting for its turn (pipelined); its body may already arrive"
-    CHECKING = "an ACL needs a fact that is being looked up"
+    CHECKING = "an ACL needs a fact that is being looked up (DNS, credentials, an external ACL helper)"
+    REWRITING = "the URL rewriter or the store-ID helper is being asked"
     CACHE_LOOKUP = "the store is being asked"
     COLLAPSED = "waiting for another exchange's fetch of the same URL"
     PURGING = "the store is removing the URL"
@@ -72,6 +79,21 @@ for _n, _state in enumerate(State):
     _state.index = _n       # its row in _DISPATCH
 
 
+# where an exchange may go once a looked-up fact (or a helper's answer) lets its checks go on
+AFTER_A_FACT = (State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP,
+                State.PURGING, State.COLLAPSED, State.SERVING_STORED)
+_PRIVATE_NOTES = frozenset({"password", "token", "ha1"})     # helper keys that never reach a log
+_CALLOUT_KEYS = frozenset({"url", "rewrite-url", "status", "store-id", "message"})
+
+
+def _field(headers, name: bytes) -> bytes | None:
+    """The first value of a request field (its name in lower case)."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
 class IllegalEvent(RuntimeError):
     """An event that cannot happen in the exchange's state: a bug in the driver."""
 
@@ -80,7 +102,7 @@ class ClientInfo:
     """The client connection as the exchange sees it (plain data, updated by the
     connection: ``closing`` once no further request will be read)."""
 
-    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "notes")
+    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "notes", "auth")
 
     def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = ""):
         self.client_ip = client_ip
@@ -90,6 +112,26 @@ class ClientInfo:
         self.port_name = port_name
         self.closing = False
         self.notes = None           # annotate_client ACLs' annotations: a list once one is made
+        self.auth = None        # squidpy.auth.decide.ConnectionAuth: Negotiate/NTLM on this connection
+
+
+HTTP_ACCESS = "http_access"
+
+
+class Callout:
+    """What an exchange keeps while helpers decide about it: made only for a request
+    that meets one (credentials, an external ACL, the rewriter), so others allocate
+    nothing."""
+
+    __slots__ = ("helpers", "phase", "waiting", "host", "store_id")
+
+    def __init__(self, helpers):
+        self.helpers = helpers       # the HelperState when helpers first met this request (a reconfigure
+                                     # may replace the shared one: this request keeps its own)
+        self.phase = HTTP_ACCESS     # the list being checked: http_access, url_rewrite or store_id
+        self.waiting = None          # what the awaited helper answer is for: an auth Outcome or (type, line)
+        self.host = None             # url_rewrite_host_header off: the authority the client asked for
+        self.store_id = None         # the cache key a store-ID helper gave
 
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
@@ -154,6 +196,7 @@ class Exchange:
     destination = None                  # the candidate being tried (None: straight to the origin)
     forwarding: Forwarding | None = None
     attempts = 0                        # connections asked for (the events of one read belong to one)
+    callout: Callout | None = None      # what helpers decide about it (only when they do)
     _head_cmd: c.SendToClient | None = None
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
@@ -220,7 +263,7 @@ class Exchange:
 
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
-        to=(State.CHECKING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
+        to=(State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
             State.SERVING_STORED))
     def _start(self, _event) -> None:
         if self.refusal is not None:
@@ -274,20 +317,41 @@ class Exchange:
         return ch
 
     def _check(self) -> None:
-        """http_access; an ACL that needs a fact not known yet makes us look it up."""
+        """http_access; an ACL that needs a fact not known yet makes us look it up
+        (or check the credentials, or ask an external ACL helper)."""
         try:
             verdict = self.config.http_access.check(self.checklist)
         except Pending as p:
-            if self._need(p.fact):
-                return self._check()
-            self.state = State.CHECKING
-            return
+            return self._look_up(p)
+        except AuthRequired as needed:
+            return self._deny_as(needed.acl.name, auth_required=True)
+        except Undecided as failed:
+            return self._deny_as(failed.acl.name)
         if not verdict.allowed:
             return self.deny(verdict, self.config.http_access)
         self._checked()
 
+    def _recheck(self) -> None:
+        """A fact arrived: ask again the access list that waited for it."""
+        callout = self.callout
+        if callout is None or callout.phase == HTTP_ACCESS:
+            return self._check()
+        if callout.phase == URL_REWRITE:
+            return self._rewrite()
+        self._store_id()
+
+    def _look_up(self, pending: Pending) -> None:
+        fact = pending.fact
+        if fact == "auth":
+            return self._authenticate()
+        if fact == "external":
+            return self._external(pending)
+        if self._need(fact):
+            return self._recheck()
+        self.state = State.CHECKING
+
     def _need(self, fact: str) -> bool:
-        """An ACL needs ``fact``: True when it is known at once (set on the checklist),
+        """A DNS fact an ACL needs: True when it is known at once (set on the checklist),
         else a LookUp is emitted and FactKnown will bring it."""
         target, ch = self.target, self.checklist
         assert target is not None and ch is not None
@@ -309,22 +373,265 @@ class Exchange:
         self._emit(c.LookUp(fact, name))
         return False
 
-    @on([State.CHECKING], ev.FactKnown,
-        to=(State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
-            State.SERVING_STORED))
+    @on([State.CHECKING], ev.FactKnown, to=AFTER_A_FACT)
     def _fact_known(self, event: ev.FactKnown) -> None:
         setattr(self.checklist, event.fact, event.value)
         if event.fact == "dst" and event.seconds:
             self.entry.dns_time = (self.entry.dns_time or 0) + event.seconds
-        self._check()
+        self._recheck()
 
+    def _callout(self) -> Callout:
+        callout = self.callout
+        if callout is None:
+            callout = self.callout = Callout(self.shared.helpers)
+        return callout
+
+    # ------------------------------------------------------------ proxy authentication
+    def _authenticate(self) -> None:
+        """An authentication ACL needs the credentials: read them (the user cache
+        answers most requests at once), or ask the scheme's helper."""
+        callout = self._callout()
+        helpers = callout.helpers
+        authenticator = helpers.auth if helpers is not None else None
+        if authenticator is None:
+            # a reconfigure removed auth_param while this request was under way: no
+            # credentials can be checked, so none are valid (denied, never let through)
+            return self._authenticated(auth.Outcome(auth.NONE))
+        head, client = self.head, self.client
+        conn = client.auth
+        if conn is None and helpers.stateful:
+            conn = client.auth = auth.ConnectionAuth()
+        value = _field(head.headers, b"proxy-authorization")
+        language = _field(head.headers, b"accept-language") if helpers.reads_language else None
+        outcome = authenticator.examine(value, head.method, language, conn, helpers.key_extras_of(self.entry))
+        if outcome.kind != auth.ASK:
+            return self._authenticated(outcome)
+        callout.waiting = outcome
+        self.state = State.CHECKING
+        reservation = conn.child if conn is not None and outcome.scheme == conn.scheme else None
+        self._emit(c.AskHelper(outcome.scheme, outcome.line, reservation))
+
+    def _auth_answered(self, outcome: auth.Outcome, event: ev.HelperAnswered) -> None:
+        helpers, conn = self.callout.helpers, self.client.auth
+        authenticator = helpers.auth if helpers is not None else None
+        if authenticator is None:       # a reconfigure removed auth_param meanwhile
+            return self._authenticated(auth.Outcome(auth.NONE))
+        reply = event.reply
+        final = authenticator.answered(outcome, reply.result, reply.notes, self.head.method, conn, event.child)
+        if conn is not None and outcome.scheme in ("negotiate", "ntlm") and event.child is not None:
+            if final.kind != auth.HANDSHAKE:
+                self._emit(c.ReleaseHelper(outcome.scheme, event.child))
+            elif self.keep_alive and not self.client.closing:
+                self._emit(c.ReserveHelper(outcome.scheme, event.child))
+            else:
+                # the handshake goes on over this connection only, which is about to close
+                conn.child = conn.scheme = None
+                final = auth.Outcome(auth.REFUSED, outcome.scheme, close=True,
+                                     message=f"{outcome.scheme} authentication requires a persistent connection")
+        self._authenticated(final)
+
+    def _authenticated(self, outcome: auth.Outcome) -> None:
+        """The credentials are known good, bad, missing or unreadable: the ACLs decide."""
+        ch = self.checklist
+        ch.auth = outcome
+        if outcome.user is not None:
+            self.entry.user_login = outcome.user     # logged even when the password was wrong, as Squid does
+        if outcome.kind == auth.DONE:
+            ch.user = outcome.user
+            if outcome.notes:
+                ch.notes.extend(kv for kv in outcome.notes if kv[0] not in _PRIVATE_NOTES)
+            helpers = self.callout.helpers
+            if (outcome.entry is not None and helpers is not None and helpers.auth is not None
+                    and helpers.counts_addresses):
+                ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, self.client.client_ip)
+        self._recheck()
+
+    # ------------------------------------------------------------ external ACLs
+    def _external(self, pending: ExternalPending) -> None:
+        """An external ACL needs its helper's answer: from the result cache (refreshed
+        in the background within its grace period), else from the helper."""
+        callout = self._callout()
+        helpers = callout.helpers
+        name, line = pending.type_name, pending.line
+        key = (name, line)
+        results = helpers.external.get(name) if helpers is not None else None
+        if results is None:
+            # a reconfigure removed this external_acl_type while the request was under way
+            self.checklist.external[key] = (BH, [("message", f"external_acl_type {name} is gone")])
+            return self._recheck()
+        freshness, cached = results.lookup(line, self.shared.now())
+        if cached is not None:
+            self.checklist.external[key] = (cached.result, cached.notes)
+            if freshness == GRACE and helpers.start_refresh(name, line):
+                self._emit(c.RefreshExternal(name, line))
+            return self._recheck()
+        helper = external_helper(name)
+        if helpers.will_overload(helper):
+            self._emit(c.Report("warning", f"WARNING: external ACL '{name}' queue full. Request rejected."))
+            self.checklist.external[key] = (BH, [("message", "SYSTEM TOO BUSY, TRY AGAIN LATER")])
+            return self._recheck()
+        callout.waiting = key
+        self.state = State.CHECKING
+        self._emit(c.AskHelper(helper, line))
+
+    @on([State.CHECKING], ev.HelperAnswered, to=AFTER_A_FACT)
+    def _acl_helper_answered(self, event: ev.HelperAnswered) -> None:
+        """Credentials checked, or an external ACL answered: the ACLs decide again."""
+        callout = self.callout
+        waiting, callout.waiting = callout.waiting, None
+        if type(waiting) is tuple:
+            name, line = waiting
+            if event.helper != external_helper(name):
+                raise IllegalEvent(f"{event.helper} answered while {name} was asked ({self!r})")
+            reply = event.reply
+            self.checklist.external[waiting] = (reply.result, reply.notes)
+            helpers = callout.helpers
+            results = helpers.external.get(name) if helpers is not None else None
+            if results is not None:
+                results.store(line, reply.result, reply.notes, self.shared.now())
+            return self._recheck()
+        if waiting is None or event.helper != waiting.scheme:
+            raise IllegalEvent(f"{event.helper} answered, not asked ({self!r})")
+        self._auth_answered(waiting, event)
+
+    # ------------------------------------------------------------ after http_access
     def _checked(self) -> None:
-        """http_access allowed the request."""
-        head = self.head
+        """http_access allowed the request: the rewriter and the store-ID helper, if any,
+        then on."""
         if self.target.kind == "internal":
             return self._serve_internal()
+        callout = self.callout
+        helpers = self.shared.helpers if callout is None else callout.helpers
+        if helpers is not None and helpers.callouts:
+            self._callout().phase = URL_REWRITE if helpers.rewriter else STORE_ID
+            return self._recheck()
+        self._forward()
+
+    def _allowed_by(self, access_list) -> bool | None:
+        """url_rewrite_access / store_id_access (no lines: all); None while a fact is
+        being looked up.  A check that ends without an answer skips the helper."""
+        if not access_list:
+            return True
+        try:
+            return access_list.check(self.checklist).allowed
+        except Pending as p:
+            self._look_up(p)
+            return None
+        except (AuthRequired, Undecided):
+            return False
+
+    def _rewrite(self) -> None:
+        config = self.config
+        allowed = self._allowed_by(config.url_rewrite_access)
+        if allowed is None:
+            return
+        helpers = self.callout.helpers
+        if allowed and config.url_rewrite_bypass and helpers.will_overload(URL_REWRITE):
+            allowed = False             # every rewriter is busy: the URL stays as it is
+        if not allowed:
+            return self._rewritten()
+        self._ask_callout(URL_REWRITE, helpers.rewrite_extras)
+
+    def _rewritten(self) -> None:
+        if self.callout.helpers.store_ids:
+            self.callout.phase = STORE_ID
+            return self._store_id()
+        self._forward()
+
+    def _store_id(self) -> None:
+        config = self.config
+        allowed = self._allowed_by(config.store_id_access)
+        if allowed is None:
+            return
+        helpers = self.callout.helpers
+        if allowed and config.store_id_bypass and helpers.will_overload(STORE_ID):
+            allowed = False
+        if not allowed:
+            return self._forward()
+        self._ask_callout(STORE_ID, helpers.store_id_extras)
+
+    def _ask_callout(self, helper: str, extras) -> None:
+        """The request line is the URL, then the extras (logformat codes)."""
+        line = self.target.url
+        if extras is not None:
+            more = extras.format(self.entry)
+            if more:
+                line = f"{line} {more}"
+        if len(line) >= MAX_REQUEST_LINE or "\n" in line or "\r" in line:
+            self._emit(c.Report("error", f"ERROR: Gateway Failure. Request passed to the {helper} helper "
+                                         f"exceeds {MAX_REQUEST_LINE} bytes or is not one line. Request ABORTED."))
+            return self.fail("ERR_GATEWAY_FAILURE", f"the request is too long for the {helper} helper", 414)
+        self.state = State.REWRITING
+        self._emit(c.AskHelper(helper, line))
+
+    @on([State.REWRITING], ev.HelperAnswered, to=(State.CHECKING, *AFTER_A_FACT))
+    def _callout_answered(self, event: ev.HelperAnswered) -> None:
+        reply = event.reply
+        phase = self.callout.phase
+        if event.helper != phase:
+            raise IllegalEvent(f"{event.helper} answered while {phase} was asked ({self!r})")
+        notes = [kv for kv in reply.notes if kv[0] not in _CALLOUT_KEYS]
+        if notes:
+            self.checklist.notes.extend(notes)
+        if phase == URL_REWRITE:
+            return self._rewrite_answered(reply)
+        store_id = store_id_decision(reply)
+        if reply.result not in (OK, ERR):
+            self._emit(c.Report("error", f"ERROR: storeID helper: {reply.result}"))
+        if store_id is not None and store_id != self.target.url:
+            self.callout.store_id = store_id
+        self._forward()
+
+    def _rewrite_answered(self, reply) -> None:
+        """Squid's clientRedirectDone: rewrite the URL, redirect the client, or go on."""
+        if reply.result == TIMEDOUT:
+            timeout = self.config.url_rewrite_timeout
+            if timeout is None or timeout.action != "bypass":
+                self._emit(c.Report("error", "ERROR: URL rewrite helper: Timedout"))
+                return self.fail("ERR_GATEWAY_FAILURE", "the URL rewriter did not answer in time", 500)
+            return self._rewritten()
+        if reply.result == BH:
+            self._emit(c.Report("error", f"ERROR: URL rewrite helper: {reply.message or 'BH'}"))
+        elif reply.result == UNKNOWN and not reply.other:
+            self._emit(c.Report("error", "ERROR: URL rewrite helper returned invalid result code. Wrong helper?"))
+        decision = url_rewrite_decision(reply)
+        if decision.problem:
+            self._emit(c.Report("error", decision.problem))
+        if decision.kind == REDIRECT:
+            self.entry.result = "TCP_REDIRECT"
+            return self.send_local(decision.status, None, b"",
+                                   [(b"Location", decision.url.encode("latin-1", "replace"))])
+        if decision.kind == REWRITE:
+            self._retarget(decision.url)
+        self._rewritten()
+
+    def _retarget(self, url: str) -> None:
+        """``OK rewrite-url=``: the request goes to ``url`` instead (and is logged so)."""
+        head = self.head
+        try:
+            target = parse_target(head.method, url)
+        except BadTarget:
+            target = None
+        if target is None or target.kind not in ("absolute", "authority"):
+            self._emit(c.Report("error", f"ERROR: URL-rewrite produces invalid request: {head.method} {url} "
+                                         f"HTTP/{head.version}"))
+            return
+        old = self.target
+        if target.url == old.url:
+            return
+        if not self.config.url_rewrite_host_header and self.callout.host is None:
+            self.callout.host = old.authority
+        self.target = target
+        self.entry.url = target.url
+        self.entry.path = target.path
+        self.checklist.retarget(target.url, target.scheme, target.host, target.port, target.path,
+                                target.ip_literal)
+
+    def _forward(self) -> None:
+        """Every check is done: answer here, or from the cache, or forward."""
+        head = self.head
         if head.method == "CONNECT":
-            return self._forward(tunnel=True)
+            return self._go_upstream(tunnel=True)
         if head.method in ("OPTIONS", "TRACE") and head.max_forwards is not None:
             try:
                 hops = int(head.max_forwards)
@@ -342,14 +649,16 @@ class Exchange:
                 head.upgrade, self.checklist)
         cache = self.shared.cache
         if cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist):
-            self.cache = role = CacheRole(cache, self.target.url, head.method, head.headers, head.cache_fields,
+            callout = self.callout
+            key = callout.store_id or self.target.url if callout is not None else self.target.url
+            self.cache = role = CacheRole(cache, key, head.method, head.headers, head.cache_fields,
                                           self.background)
             if role.reload:
                 # a reload (RFC 9111 5.2.1.4), as Squid 5.7 does it: no lookup, no validators of
                 # ours; the origin's reply is logged TCP_MISS and replaces the stored one
-                return self._forward()
+                return self._go_upstream()
             return self._look_in_cache()
-        self._forward()
+        self._go_upstream()
 
     def _serve_internal(self) -> None:
         """A request to the proxy itself, once http_access allowed it: its own pages,
@@ -363,6 +672,21 @@ class Exchange:
             page = internal.page(head, client.local_ip, client.local_port, self.shared.visible_hostname,
                                  self.shared.pac)
         self.send_local(page.status, page.content_type, page.body)
+
+    def _log_helper_facts(self) -> None:
+        """What helpers said reaches the log: %ue (user=), %et (tag=), %ea (log=),
+        the annotations (%note)."""
+        ch, e = self.checklist, self.entry
+        if ch is None:
+            return
+        e.user_external = ch.ext_user
+        e.tag = ch.tag
+        if ch.notes:
+            notes = list(dict.fromkeys(kv for kv in ch.notes if kv[0] not in _PRIVATE_NOTES))
+            e.notes = notes
+            logged = [v for k, v in notes if k == "log"]
+            if logged:
+                e.ext_log = logged[-1]
 
     def _purge(self) -> None:
         """Squid's PURGE: refused (403) unless the configuration names the method in
@@ -390,7 +714,7 @@ class Exchange:
         self.send_local(200 if event.removed else 404, None, b"")
 
     # ------------------------------------------------------------ denials and errors
-    def deny(self, verdict, access_list, result: str = "TCP_DENIED") -> None:
+    def deny(self, verdict, access_list, result: str = "TCP_DENIED", challenge: bool = True) -> None:
         """A denial, answered as deny_info says for the ACL that decided it: the last
         ACL of the denying line, or after an implicit deny the last ACL evaluated
         (as in Squid).  By default ERR_ACCESS_DENIED."""
@@ -398,11 +722,29 @@ class Exchange:
         if verdict.implicit:
             steps = access_list.explain(self.checklist)[1]
             name = steps[-1].last_acl if steps else None
+        self._deny_as(name, result, challenge=challenge)
+
+    def _deny_as(self, name: str | None, result: str = "TCP_DENIED", auth_required: bool = False,
+                 challenge: bool = True) -> None:
+        """Squid's clientAccessCheckDone: credentials are needed, or an authentication
+        ACL decided: 407 with a challenge (ERR_CACHE_ACCESS_DENIED); else 403.
+        deny_info picks the page (never the 407 itself), and no redirect while
+        credentials are needed."""
         info = self.config.deny_info.get(name) if name else None
-        if info is None:
-            return self.fail("ERR_ACCESS_DENIED", None, 403, result=result)
-        if info.kind == "page":
-            return self.fail(info.value, None, info.status or 403, result=result)
+        if auth_required and info is not None and info.kind == "redirect":
+            info = None                 # Squid: no 30x while credentials are missing
+        by_auth_acl = False
+        if challenge and not auth_required and name is not None and self.shared.helpers is not None:
+            acl = self.config.acls.get(name)
+            by_auth_acl = acl is not None and is_auth_acl(acl.matcher)
+        page = info.value if info is not None and info.kind == "page" else None
+        status, page = auth.denial(auth_required, by_auth_acl, page)
+        if info is None or info.kind == "page":
+            if info is not None and info.status:
+                status = info.status    # deny_info STATUS:PAGE
+            if status == 407:
+                return self._challenge(page, status, result)
+            return self.fail(page, None, status, result=result)
         self.entry.result = result
         if info.kind == "reset":
             self.entry.status = 0
@@ -415,8 +757,25 @@ class Exchange:
         self.send_local(info.redirect_status(self.head.method, self.head.version), b"text/html;charset=utf-8", body,
                         [(b"Location", location.encode("latin-1", "replace"))])
 
+    def _challenge(self, page: str, status: int, result: str) -> None:
+        """The 407: one Proxy-Authenticate per configured scheme (or the Negotiate/NTLM
+        token of a handshake under way).  A failed handshake closes the connection."""
+        callout = self.callout
+        helpers = callout.helpers if callout is not None else self.shared.helpers
+        authenticator = helpers.auth if helpers is not None else None
+        outcome = self.checklist.auth
+        if authenticator is None or status != 407:
+            return self.fail(page, None, status if authenticator is not None else 403, result=result)
+        if outcome is not None and outcome.close:
+            self.keep_alive = False
+        elif (outcome is None or outcome.kind == auth.NONE) and helpers.close_on_first_challenge():
+            self.keep_alive = False
+        values = authenticator.challenge(outcome)
+        extra = [(b"Proxy-Authenticate", v.encode("latin-1", "replace")) for v in values]
+        self.fail(page, outcome.message if outcome is not None else None, 407, result=result, extra=extra)
+
     def fail(self, error: str, detail: str | None, status: int | None = None, result: str = "NONE_NONE",
-             server_ip: str | None = None) -> None:
+             server_ip: str | None = None, extra: list | None = None) -> None:
         """Answer with the error page ``error`` (if nothing was sent yet) and finish."""
         if self.state is State.DONE:
             return
@@ -436,8 +795,10 @@ class Exchange:
             return self.finish()
         e.result = result
         body = self.shared.error_pages.render(self._error_context(error, detail, server_ip))
-        self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", body,
-                        [(b"X-Squid-Error", f"{error} 0".encode())])
+        fields = [(b"X-Squid-Error", f"{error} 0".encode())]
+        if extra:
+            fields += extra
+        self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", body, fields)
 
     def _take_back(self) -> bool:
         """Withdraw the reply head (and what followed it) if it has not left yet:
@@ -453,7 +814,7 @@ class Exchange:
 
     def _error_context(self, error: str, detail: str | None, server_ip: str | None = None) -> ErrorContext:
         e, target = self.entry, self.target
-        return ErrorContext(
+        ctx = ErrorContext(
             name=error, url=e.url, method=self.head.method, client_ip=self.client.client_ip,
             server_ip=server_ip or e.server_ip, host=target.host if target else None,
             port=target.port if target else None,
@@ -461,6 +822,13 @@ class Exchange:
             errno_text=detail if error == "ERR_CONNECT_FAIL" else None,
             dns_error=detail if error == "ERR_DNS_FAIL" else None,
         )
+        ch = self.checklist
+        if self.callout is not None and ch is not None:
+            ctx.user = e.user
+            if ch.auth is not None:
+                ctx.auth_message = ch.auth.message
+            ctx.external_message = next((v for k, v in reversed(ch.notes) if k == "message"), None)
+        return ctx
 
     def send_local(self, status: int, content_type: bytes | None, body: bytes,
                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -483,11 +851,12 @@ class Exchange:
     # ------------------------------------------------------------ the cache
     def _look_in_cache(self) -> None:
         """The memory tier answers at once (no I/O); the disk is asked by a command."""
-        found = self.shared.cache.find_in_memory(self.target.url, self.head.headers)
+        url = self.cache.url
+        found = self.shared.cache.find_in_memory(url, self.head.headers)
         if found is not None:
             return self._found(*found)
         self.state = State.CACHE_LOOKUP
-        self._emit(c.LookUpCache(self.target.url, self.head.headers))
+        self._emit(c.LookUpCache(url, self.head.headers))
 
     @on([State.CACHE_LOOKUP], ev.CacheFound,
         to=(State.COLLAPSED, State.SELECTING, State.CONNECTING, State.SERVING_STORED))
@@ -513,7 +882,7 @@ class Exchange:
             return self.serve(None)
         elif decision is Found.RELOAD:
             self.entry.result = "TCP_CLIENT_REFRESH_MISS"
-        self._forward()
+        self._go_upstream()
 
     @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.SELECTING, State.CONNECTING,
                                                          State.SERVING_STORED))
@@ -662,10 +1031,10 @@ class Exchange:
         self.cache.forget_stored()
         self.serving = None
         self._drop_upstream()       # a revalidation's 304 still draining
-        self._forward()
+        self._go_upstream()
 
     # ------------------------------------------------------------ forwarding
-    def _forward(self, tunnel: bool = False) -> None:
+    def _go_upstream(self, tunnel: bool = False) -> None:
         """The request goes upstream: straight to the origin, or, with cache_peer lines,
         to the candidates peer selection finds, in their order (Squid's FwdState)."""
         self.tunnel = tunnel
@@ -694,6 +1063,11 @@ class Exchange:
         try:
             step = self.selector.start()
         except Pending as p:
+            if p.fact in ("auth", "external"):
+                # credentials are checked by http_access, external ACLs asked there: here
+                # one that is not known yet does not match (Squid's ACCESS_DUNNO, "not relevant")
+                self.selector.undecided()
+                return self._select()
             if self._need(p.fact):
                 return self._select()
             self.state = State.SELECTING
@@ -827,6 +1201,9 @@ class Exchange:
                     drop = message.CONDITIONAL_FIELDS
             elif not self.config.cache_miss_revalidate and head.cache_fields:
                 drop = role.miss_conditionals()
+        authority = target.authority
+        if self.callout is not None and self.callout.host is not None:
+            authority = self.callout.host       # url_rewrite_host_header off
         path, proxy_auth, keep_proxy_auth = target.path, None, False
         if peer is not None:
             # to a proxy: the absolute URL (host:port for CONNECT), login= credentials, and
@@ -836,7 +1213,7 @@ class Exchange:
             if peer.type == SIBLING and not peer.allow_miss and not self.tunnel:
                 extra = [*(extra or ()), (b"Cache-Control", b"only-if-cached")]
         request = message.request_head_for_origin(
-            head, path, target.authority, self.client.client_ip,
+            head, path, authority, self.client.client_ip,
             shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer,
             proxy_authorization=proxy_auth, keep_proxy_authorization=keep_proxy_auth)
         e.upstream_bytes_out = len(request)
@@ -994,11 +1371,12 @@ class Exchange:
             ch.reply_headers = resp.headers
             try:
                 verdict = self.config.http_reply_access.check(ch)
-            except Pending:
+            except UNDECIDED:
                 verdict = None      # a lookup cannot wait here: treat as no match
             if verdict is not None and not verdict.allowed:
                 self._drop_upstream()
-                return self.deny(verdict, self.config.http_reply_access, result="TCP_DENIED_REPLY")
+                return self.deny(verdict, self.config.http_reply_access, result="TCP_DENIED_REPLY",
+                                 challenge=False)
         role = self.cache
         if role is not None:
             peer = self.peer        # what comes through a proxy-only peer is not kept here
@@ -1073,7 +1451,7 @@ class Exchange:
             try:
                 if matches(rule.filter, ch):
                     return rule.size
-            except Pending:
+            except UNDECIDED:
                 continue
         return 0
 
@@ -1109,7 +1487,7 @@ class Exchange:
                 self._emit(c.StoreDiscard)
             else:
                 key, names, values = role.stored_under(resp.headers)
-                self._emit(c.StoreEnd(key, self.target.url, names, values, self.shared.now()))
+                self._emit(c.StoreEnd(key, role.url, names, values, self.shared.now()))
         if self.shared.cache is not None and self.head.method not in SAFE_METHODS:
             urls = policy.invalidated_urls(self.head.method, self.response.status, self.target.url,
                                            self.response.headers, same_origin_resolver(self.target.url))
@@ -1170,7 +1548,7 @@ class Exchange:
             role.teeing = False
             if complete and (resp.content_length is None or self.entry.reply_body_size == resp.content_length):
                 key, names, values = role.stored_under(resp.headers)
-                self._emit(c.StoreEnd(key, self.target.url, names, values, self.shared.now()))
+                self._emit(c.StoreEnd(key, role.url, names, values, self.shared.now()))
             else:
                 self._emit(c.StoreDiscard)
         if role.leader:
@@ -1292,6 +1670,8 @@ class Exchange:
             if role.leader:
                 role.leader = False
                 self._emit(c.ReleaseFetch(role.key))
+        if self.callout is not None:
+            self._log_helper_facts()
         if not self.background:
             self._emit(c.Log(self.entry, self.checklist))
         self._emit(c.Finished(self.keep_alive))

@@ -41,7 +41,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from squidpy.acl.checklist import Pending
+from squidpy.acl.checklist import AuthRequired, Pending, Undecided
 from squidpy.http.message import field_values
 from squidpy.peers.hashing import HashArray
 from squidpy.peers.health import PeerHealth
@@ -345,20 +345,26 @@ class PeerSelector:
             return
         ch = self.request.checklist
         if self.always is None:
-            rules = self.config.always_direct
-            self.always = bool(rules) and rules.check(ch).allowed
+            self.always = _allowed(self.config.always_direct, ch)
         if self.always:
             self.direct = Direct.YES
             return
         if self.never is None:
-            rules = self.config.never_direct
-            self.never = bool(rules) and rules.check(ch).allowed
+            self.never = _allowed(self.config.never_direct, ch)
         if self.never:
             self.direct = Direct.NO
         elif self.request.loop_detected:
             self.direct = Direct.YES
         else:
             self.direct = Direct.MAYBE
+
+    def undecided(self) -> None:
+        """The list being asked needs what cannot be waited for here (credentials, an
+        external ACL): it does not allow (Squid: DUNNO and AUTH_REQUIRED are "not relevant")."""
+        if self.always is None:
+            self.always = False
+        elif self.never is None:
+            self.never = False
 
     # ------------------------------------------------------------ the candidates
     def _finish(self) -> Selected:
@@ -493,7 +499,7 @@ class PeerSelector:
             return True
         try:
             return peer.access.check(request.checklist).allowed
-        except Pending:
+        except (Pending, AuthRequired, Undecided):
             return False
 
     def http_okay(self, peer: CachePeer) -> bool:
@@ -579,6 +585,17 @@ class PeerSelector:
         elif self.first_parent_miss is not None:
             self._add(self.first_parent_miss, FIRST_PARENT_MISS)
         return self._finish()
+
+
+def _allowed(rules, ch) -> bool:
+    """always_direct or never_direct allows the request; may raise Pending for a DNS fact.
+    An ACL that wants credentials or whose helper failed does not allow."""
+    if not rules:
+        return False
+    try:
+        return rules.check(ch).allowed
+    except (AuthRequired, Undecided):
+        return False
 
 
 def _c_div(a: int, b: int) -> int:

@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from squidpy.acl.checklist import Pending
+from squidpy.acl.checklist import UNDECIDED
 from squidpy.cache import policy
 from squidpy.cache.policy import RefreshRule
 from squidpy.cache.refresh import RefreshSettings, rule_for
@@ -238,7 +238,7 @@ class Cache:
             return True
         try:
             return access.check(checklist).allowed
-        except Pending:
+        except UNDECIDED:
             return False
 
     def size_allowed(self, size: int) -> bool:

@@ -62,6 +62,7 @@ class ClientConnection(PausableReading, Protocol):
         self.deadline = None
         self.info: ClientInfo | None = None
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
+        self._http_again = False             # a CONNECT answered during this read: HTTP goes on
         self._reset_request()
 
     @property
@@ -123,6 +124,8 @@ class ClientConnection(PausableReading, Protocol):
 
     def connectionLost(self, reason):
         self.service.client_disconnected(self)
+        if self.info is not None and self.info.auth is not None:
+            self.service.release_connection_auth(self.info.auth)
         # the parser holds our bound methods: drop it so the connection is freed
         # by reference counting, not left for the garbage collector
         self.parser = None
@@ -177,6 +180,15 @@ class ClientConnection(PausableReading, Protocol):
             if body_of is not None:
                 return self._read_upgrade_body(body_of, rest)
             self._upgrade_pending = None
+            if self._http_again:
+                # the CONNECT was answered (407) before this read was over and the
+                # connection goes on as HTTP, unless bytes followed it: those were
+                # meant for a tunnel, never a request
+                self._http_again = False
+                if rest:
+                    self.session.closing = self.session.closed = True
+                    lose(self.transport)
+                return
             self.raw = [rest] if rest else []
             return
         except httptools.HttpParserError as e:
@@ -189,6 +201,7 @@ class ClientConnection(PausableReading, Protocol):
             if isinstance(e.__context__, _UrlTooLong):
                 return self._refuse("ERR_TOO_BIG", f"the URL is longer than {MAX_URL} bytes", 414)
             return self._refuse(*_classify_parse_error(e, data))
+        self._http_again = False
         pending, self._upgrade_pending = self._upgrade_pending, None
         if pending is not None and pending.state is not State.DONE and self.raw is None and self.tunnel is None:
             # httptools raises only when bytes follow the request; either way
@@ -358,12 +371,17 @@ class ClientConnection(PausableReading, Protocol):
             return
         self.active = None
         self.resume_reading("server")
+        connect = exchange.head.method == "CONNECT"
+        if self.raw is None and connect and self.tunnel is None and keep_alive and self._upgrade_pending is exchange:
+            # a CONNECT answered 407 while its head is being read: HTTP goes on with a new parser
+            self.parser = httptools.HttpRequestParser(self)
+            self._http_again = True
         if self.raw is not None and self.tunnel is None:
             # an Upgrade the origin declined (or a refused CONNECT): what followed the
-            # request is HTTP again, or nobody's
+            # request is HTTP again, or nobody's (bytes after a CONNECT were meant for a tunnel)
             raw, self.raw = self.raw, None
             self.resume_reading("raw")
-            if keep_alive and exchange.head.method != "CONNECT":
+            if keep_alive and (not connect or not any(raw)):
                 self.parser = httptools.HttpRequestParser(self)
                 self._session(self.session.finished(exchange, keep_alive, exchange.body_done))
                 for data in raw:

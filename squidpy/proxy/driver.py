@@ -140,6 +140,24 @@ class ExchangeDriver:
         if not self.finished:
             self.feed(ev.FactKnown(fact, value, seconds))
 
+    def _ask_helper(self, cmd: c.AskHelper) -> None:
+        helper = cmd.helper
+        self.service.running_helpers.ask(helper, cmd.line, cmd.reservation).addCallback(
+            lambda answer: self._helper_answered(helper, answer))
+
+    def _helper_answered(self, helper: str, answer) -> None:
+        if not self.finished:
+            self.feed(ev.HelperAnswered(helper, answer.reply, answer.child))
+
+    def _reserve_helper(self, cmd: c.ReserveHelper) -> None:
+        self.service.running_helpers.reserve(cmd.helper, cmd.child)
+
+    def _release_helper(self, cmd: c.ReleaseHelper) -> None:
+        self.service.running_helpers.release(cmd.helper, cmd.child)
+
+    def _refresh_external(self, cmd: c.RefreshExternal) -> None:
+        self.service.running_helpers.refresh_external(cmd.type_name, cmd.line)
+
     def _look_up_cache(self, cmd: c.LookUpCache) -> None:
         cache = self.service.cache
         cache.on_disk(cache.store.find_on_disk, cmd.url, cmd.request_headers).addCallbacks(
@@ -374,6 +392,10 @@ _HANDLERS = {
     c.ResumeClient: ExchangeDriver._resume_client,
     c.LookUp: ExchangeDriver._look_up,
     c.LookUpCache: ExchangeDriver._look_up_cache,
+    c.AskHelper: ExchangeDriver._ask_helper,
+    c.ReserveHelper: ExchangeDriver._reserve_helper,
+    c.ReleaseHelper: ExchangeDriver._release_helper,
+    c.RefreshExternal: ExchangeDriver._refresh_external,
     c.Purge: ExchangeDriver._purge,
     c.WaitForFetch: ExchangeDriver._wait_for_fetch,
     c.LeadFetch: ExchangeDriver._lead_fetch,
