@@ -111,6 +111,27 @@ def shared_proxy(tmp_path_factory):
 
 
 @pytest.fixture
+def make_squid():
+    """``make_squid(config_text, **kw)`` starts the real Squid 5.7 (tests/squidproc.py) in a
+    directory its 'proxy' user can enter; all are stopped and removed at teardown."""
+    import shutil
+
+    from tests.squidproc import SquidProcess, squid_root
+    started = []
+    root = squid_root()
+
+    def make(config: str, **kw) -> SquidProcess:
+        squid = SquidProcess(root / f"squid{len(started)}", config, **kw)
+        started.append(squid)
+        return squid
+
+    yield make
+    for squid in started:
+        squid.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 def short_tmp():
     """A short directory for UNIX socket paths (108 bytes at most)."""
     import os

@@ -79,6 +79,7 @@ class FakeShared:
         self.error_pages = ErrorPages(None, "proxy.test", "webmaster")
         self.pac = PacSettings.from_config(self.config)
         self.cache = cache
+        self.peers = None
         self.clock = NOW
         self.names = names or {}
         self.addresses = addresses or {}

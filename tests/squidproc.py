@@ -195,3 +195,54 @@ class SquidProcess:
             self.access_log, self.cache_log = self.keep / "access.log", self.keep / "cache.log"
             self.config_path = self.keep / "squid.conf"
         self._cleanup()
+
+# ---------------------------------------------------------------- Squid as a parent or a child
+
+def squid_root(prefix: str = "squid-") -> Path:
+    """A fresh directory under /tmp that the 'proxy' user (whom Squid becomes when started as
+    root) may enter: pytest's own tmp_path is private to root."""
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)
+    return root
+
+
+def parent_config(name: str = "squid-parent", extra: str = "") -> str:
+    """Squid as a parent: serves loopback children, fetches from origins itself.  Each proxy of
+    a chain needs its own visible_hostname, or the next one sees a forwarding loop."""
+    return (f"visible_hostname {name}\nhttp_access allow localhost\nhttp_access deny all\n"
+            f"strip_query_terms off\n{extra}")
+
+
+def child_config(peer_lines: list[str], name: str = "squid-child", never_direct: bool = True,
+                 extra: str = "") -> str:
+    """Squid as a child of the peers ``peer_lines`` (``cache_peer ...`` lines); with
+    ``never_direct`` every request goes through them."""
+    return "\n".join([f"visible_hostname {name}", "http_access allow localhost", "http_access deny all",
+                      "strip_query_terms off", *(["never_direct allow all"] if never_direct else []),
+                      *peer_lines, extra]) + "\n"
+
+
+def get_through(port: int, url: str, headers: dict | None = None, timeout: float = 10.0):
+    """``GET url`` through the proxy on ``port``: (status, headers, body)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", url, headers={"Host": url.split("/")[2], **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_until_forwarding(port: int, url: str, timeout: float = 20.0) -> bool:
+    """Whether a request for ``url`` through the proxy on ``port`` comes back with a
+    reply that is not the proxy's own error page, within ``timeout``: Squid counts
+    its peers as down until its first probes connect to them."""
+    def answered() -> bool:
+        try:
+            status, headers, _ = get_through(port, url, timeout=5)
+        except OSError:
+            return False
+        return "x-squid-error" not in headers
+    return bool(wait_for(answered, timeout=timeout, interval=0.2))

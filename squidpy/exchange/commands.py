@@ -131,14 +131,29 @@ class RefreshExternal(Command):
 # ---------------------------------------------------------------- the origin
 @dataclass(slots=True)
 class Connect(Command):
-    """A connection to the origin, idle pooled one first unless ``fresh`` ->
-    Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled)."""
+    """A connection to the origin, or to ``peer`` (a cache_peer), idle pooled one first
+    unless ``fresh`` -> Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled)."""
     scheme: str
     host: str
     port: int
     fresh: bool = False
     tunnel: bool = False
-    addresses: list | None = None     # already looked up (for a dst ACL)
+    addresses: list | None = None     # already looked up (for a dst ACL, or the peer's)
+    peer: Any = None
+
+
+@dataclass(slots=True)
+class SendIcp(Command):
+    """Send these ICP queries (peers.selection.IcpQuery) and wait ``timeout`` seconds:
+    each reply -> IcpReply; the end of the wait -> TimedOut("icp")."""
+    queries: list
+    timeout: float
+
+
+@dataclass(slots=True)
+class ForgetIcp(Command):
+    """The replies to these request numbers are no longer wanted (and the wait is over)."""
+    reqnums: tuple
 
 
 @dataclass(slots=True)

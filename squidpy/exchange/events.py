@@ -87,6 +87,15 @@ class _CollapseReleased(Event):
     __slots__ = ()
 
 
+@dataclass(slots=True)
+class IcpReply(Event):
+    """An ICP reply to one of this exchange's queries (``opcode``: its name, ICP_HIT ...)."""
+    peer: Any                   # the CachePeer it came from
+    opcode: str
+    reqnum: int
+    at: float                   # when it arrived (the clock of Shared.now)
+
+
 # ---------------------------------------------------------------- the origin
 @dataclass(slots=True)
 class Connected(Event):
@@ -175,7 +184,7 @@ class TunnelEnded(Event):
 @dataclass(slots=True)
 class TimedOut(Event):
     """A deadline passed: ``"read"`` (the origin is silent), ``"body"`` (the request
-    body stopped arriving)."""
+    body stopped arriving), ``"icp"`` (the wait for ICP replies is over)."""
     what: str
 
 

@@ -42,6 +42,9 @@ from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, Reque
 from squidpy.http.upgrade import switch_refusal
 from squidpy.http.url import BadTarget, Target, internal_target, names_this_proxy, parse_target, same_origin_resolver
 from squidpy.log.entry import LogEntry
+from squidpy.peers.forwarding import NO_CANDIDATE, Forwarding
+from squidpy.peers.peer import SIBLING, login_fields
+from squidpy.peers.selection import HIER_DIRECT, TIMEOUT_PREFIX, PeerSelector, Ping, RequestFacts, is_hierarchical
 from squidpy.proxy import internal
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -63,7 +66,8 @@ class State(enum.Enum):
     CACHE_LOOKUP = "the store is being asked"
     COLLAPSED = "waiting for another exchange's fetch of the same URL"
     PURGING = "the store is removing the URL"
-    CONNECTING = "a connection to the origin is being made"
+    SELECTING = "peer selection waits for a fact (always_direct/never_direct) or ICP replies"
+    CONNECTING = "a connection to the origin (or a peer) is being made"
     AWAITING_REPLY = "the request went upstream; no final reply head yet"
     RELAYING = "the origin's reply streams to the client"
     SERVING_STORED = "a stored body streams from disk"
@@ -76,8 +80,8 @@ for _n, _state in enumerate(State):
 
 
 # where an exchange may go once a looked-up fact (or a helper's answer) lets its checks go on
-AFTER_A_FACT = (State.CHECKING, State.REWRITING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING,
-                State.COLLAPSED, State.SERVING_STORED)
+AFTER_A_FACT = (State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP,
+                State.PURGING, State.COLLAPSED, State.SERVING_STORED)
 _PRIVATE_NOTES = frozenset({"password", "token", "ha1"})     # helper keys that never reach a log
 _CALLOUT_KEYS = frozenset({"url", "rewrite-url", "status", "store-id", "message"})
 
@@ -187,6 +191,11 @@ class Exchange:
     cache: CacheRole | None = None
     serving: dict | None = None         # a disk hit being streamed: what remains to do
     waited = False                      # it already waited once for a collapsed fetch
+    selector: PeerSelector | None = None    # with cache_peer lines: where it may go, in order
+    selected = None                     # the candidates selection found (peers.selection.Selected)
+    destination = None                  # the candidate being tried (None: straight to the origin)
+    forwarding: Forwarding | None = None
+    attempts = 0                        # connections asked for (the events of one read belong to one)
     callout: Callout | None = None      # what helpers decide about it (only when they do)
     _head_cmd: c.SendToClient | None = None
 
@@ -231,9 +240,10 @@ class Exchange:
         can still be replaced by an error page.  Once the exchange lets go of the
         origin's connection, the rest of the batch is not for it."""
         self._out = out = []
+        attempts = self.attempts
         for event in events:
-            if self.upstream is None and type(event) in UPSTREAM_EVENTS:
-                break
+            if type(event) in UPSTREAM_EVENTS and (self.upstream is None or self.attempts != attempts):
+                break       # it let go of that connection (or moved on to another candidate)
             self._dispatch(event)
         self._head_cmd = None
         return out
@@ -253,7 +263,7 @@ class Exchange:
 
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
-        to=(State.CHECKING, State.REWRITING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
+        to=(State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
             State.SERVING_STORED))
     def _start(self, _event) -> None:
         if self.refusal is not None:
@@ -332,21 +342,28 @@ class Exchange:
         self._store_id()
 
     def _look_up(self, pending: Pending) -> None:
-        target, ch = self.target, self.checklist
-        assert target is not None and ch is not None
         fact = pending.fact
         if fact == "auth":
             return self._authenticate()
         if fact == "external":
             return self._external(pending)
+        if self._need(fact):
+            return self._recheck()
+        self.state = State.CHECKING
+
+    def _need(self, fact: str) -> bool:
+        """A DNS fact an ACL needs: True when it is known at once (set on the checklist),
+        else a LookUp is emitted and FactKnown will bring it."""
+        target, ch = self.target, self.checklist
+        assert target is not None and ch is not None
         if fact == "dst":
             if target.ip_literal:
                 ch.dst = [target.host]
-                return self._recheck()
+                return True
             cached = self.shared.cached_addresses(target.host)
             if cached is not None:
                 ch.dst = cached
-                return self._recheck()
+                return True
             name = target.host
         elif fact == "dst_name":
             name = target.host
@@ -354,8 +371,8 @@ class Exchange:
             name = self.client.client_ip
         else:
             raise RuntimeError(f"no lookup for ACL fact {fact!r}")
-        self.state = State.CHECKING
         self._emit(c.LookUp(fact, name))
+        return False
 
     @on([State.CHECKING], ev.FactKnown, to=AFTER_A_FACT)
     def _fact_known(self, event: ev.FactKnown) -> None:
@@ -615,7 +632,7 @@ class Exchange:
         """Every check is done: answer here, or from the cache, or forward."""
         head = self.head
         if head.method == "CONNECT":
-            return self._connect(tunnel=True)
+            return self._go_upstream(tunnel=True)
         if head.method in ("OPTIONS", "TRACE") and head.max_forwards is not None:
             try:
                 hops = int(head.max_forwards)
@@ -640,9 +657,9 @@ class Exchange:
             if role.reload:
                 # a reload (RFC 9111 5.2.1.4), as Squid 5.7 does it: no lookup, no validators of
                 # ours; the origin's reply is logged TCP_MISS and replaces the stored one
-                return self._connect()
+                return self._go_upstream()
             return self._look_in_cache()
-        self._connect()
+        self._go_upstream()
 
     def _serve_internal(self) -> None:
         """A request to the proxy itself, once http_access allowed it: its own pages,
@@ -844,7 +861,7 @@ class Exchange:
         self._emit(c.LookUpCache(url, self.head.headers))
 
     @on([State.CACHE_LOOKUP], ev.CacheFound,
-        to=(State.COLLAPSED, State.CONNECTING, State.SERVING_STORED))
+        to=(State.COLLAPSED, State.SELECTING, State.CONNECTING, State.SERVING_STORED))
     def _cache_found(self, event: ev.CacheFound) -> None:
         self._found(event.reply, event.body, event.names)
 
@@ -867,9 +884,9 @@ class Exchange:
             return self.serve(None)
         elif decision is Found.RELOAD:
             self.entry.result = "TCP_CLIENT_REFRESH_MISS"
-        self._connect()
+        self._go_upstream()
 
-    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING,
+    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.SELECTING, State.CONNECTING,
                                                          State.SERVING_STORED))
     def _collapse_released(self, _event) -> None:
         """The fetch we waited for is over: look again, and fetch ourselves if it is
@@ -1006,7 +1023,7 @@ class Exchange:
             self._emit(c.AbortClient)
         self.finish()
 
-    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.CONNECTING,))
+    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.SELECTING, State.CONNECTING))
     def _stored_body_missing(self, _event) -> None:
         self._swap_failed()
 
@@ -1016,24 +1033,144 @@ class Exchange:
         self.cache.forget_stored()
         self.serving = None
         self._drop_upstream()       # a revalidation's 304 still draining
-        self._connect()
+        self._go_upstream()
 
     # ------------------------------------------------------------ forwarding
-    def _connect(self, tunnel: bool = False, fresh: bool = False) -> None:
-        target = self.target
+    def _go_upstream(self, tunnel: bool = False) -> None:
+        """The request goes upstream: straight to the origin, or, with cache_peer lines,
+        to the candidates peer selection finds, in their order (Squid's FwdState)."""
         self.tunnel = tunnel
         if tunnel:
             self.entry.result = "TCP_TUNNEL"
+        peers = self.shared.peers
+        if not peers:
+            return self._connect()
+        if self.selector is None:
+            self.forwarding = Forwarding(self.config.forward_max_tries)
+            self.selector = PeerSelector(peers, self.config, self._selection_facts(), self.shared.now())
+        self._select()
+
+    def _selection_facts(self) -> RequestFacts:
+        head, target, role = self.head, self.target, self.cache
+        scheme = "" if head.method == "CONNECT" else target.scheme
+        no_cache = role is None and head.method in ("GET", "HEAD") or (role is not None and role.reload)
+        return RequestFacts(
+            head.method, target.url, scheme, target.host, target.port, target.path, self.client.client_ip,
+            self.checklist, user=self.checklist.user, hierarchical=is_hierarchical(head.method, scheme, head.headers),
+            no_cache=no_cache, refresh=role is not None and role.reload,
+            need_validation=role is not None and role.revalidating)
+
+    def _select(self) -> None:
+        """Ask peer selection; it may need a fact (a lookup) or ICP replies first."""
+        try:
+            step = self.selector.start()
+        except Pending as p:
+            if p.fact in ("auth", "external"):
+                # credentials are checked by http_access, external ACLs asked there: here
+                # one that is not known yet does not match (Squid's ACCESS_DUNNO, "not relevant")
+                self.selector.undecided()
+                return self._select()
+            if self._need(p.fact):
+                return self._select()
+            self.state = State.SELECTING
+            return
+        if isinstance(step, Ping):
+            self.state = State.SELECTING
+            return self._emit(c.SendIcp(step.queries, step.timeout))
+        self._selected(step)
+
+    @on([State.SELECTING], ev.FactKnown, to=(State.CONNECTING,))
+    def _selection_fact(self, event: ev.FactKnown) -> None:
+        setattr(self.checklist, event.fact, event.value)
+        self._select()
+
+    @on([State.SELECTING], ev.IcpReply, to=(State.CONNECTING,))
+    def _icp_reply(self, event: ev.IcpReply) -> None:
+        selected = self.selector.icp_reply(event.peer, event.opcode, event.reqnum, event.at)
+        if selected is not None:
+            self._emit(c.ForgetIcp(tuple(self.selector.queried)))
+            self._selected(selected)
+
+    @on([State.SELECTING], ev.TimedOut, to=(State.CONNECTING,))
+    def _icp_timed_out(self, _event: ev.TimedOut) -> None:
+        selected = self.selector.ping_timeout()
+        self._emit(c.ForgetIcp(tuple(self.selector.queried)))
+        if selected is not None:
+            self._selected(selected)
+
+    def _selected(self, selected) -> None:
+        self.selected = selected
+        for line in selected.lines:
+            self._emit(c.Report("warning", line))
+        self._next_destination(None)
+
+    def _next_destination(self, failure: tuple | None) -> None:
+        """Try the next candidate; ``failure``: why the last one failed (error, detail,
+        status, server IP), the answer when no candidate is left."""
+        if not self.forwarding.exhausted:
+            destination = self.selected.next(self.shared.now())
+            if destination is not None:
+                self.destination = destination
+                return self._connect()
+        e = self.entry
+        if failure is None:
+            # Squid 5.7 when selection found nothing (never_direct, every parent down)
+            e.hierarchy = "HIER_NONE"
+            error, status = NO_CANDIDATE
+            return self.fail(error, "no peer or origin server could be used for this request", status,
+                             result="TCP_TUNNEL" if self.tunnel else self._miss_result())
+        error, detail, status, server_ip = failure
+        if self.tunnel:
+            self.keep_alive = False
+        self.fail(error, detail, status, result="TCP_TUNNEL" if self.tunnel else self._miss_result(),
+                  server_ip=server_ip)
+
+    def _may_retry(self, connected: bool) -> bool:
+        """Another candidate may be tried after this failure (Squid's checkRetry)."""
+        if self.forwarding is None:
+            return False
+        return self.forwarding.may_retry(self.head.method, connected, self.entry.upstream_bytes_out > 0
+                                         and self.entry.request_body_size > 0, self.reply_started)
+
+    def _connect(self, fresh: bool = False) -> None:
+        target, peer = self.target, self.peer
         self.state = State.CONNECTING
         self.upstream = "connecting"
+        self.attempts += 1
+        if self.forwarding is not None:
+            self.forwarding.attempt()
+        if peer is not None:
+            role = self.cache
+            if role is not None and role.leader:
+                # collapsed forwarding is for fetches from the origin: through a peer the
+                # request may come back to this very proxy (a CARP fleet forwards to itself),
+                # where waiting for this fetch would wait forever; the peer collapses instead
+                role.leader = False
+                self._emit(c.ReleaseFetch(role.key))
+            state = self.shared.peers.state(peer)
+            return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
+                                        addresses=state.addresses or None, peer=peer))
         addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
-        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=tunnel,
+        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
                              addresses=addresses))
+
+    @property
+    def peer(self):
+        """The peer being tried (None: the origin itself)."""
+        destination = self.destination
+        return destination.peer if destination is not None else None
+
+    def _hierarchy_code(self) -> str:
+        destination = self.destination
+        if destination is None:
+            return HIER_DIRECT
+        timed_out = self.selected is not None and self.selected.timed_out
+        return (TIMEOUT_PREFIX if timed_out else "") + destination.code
 
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
         e = self.entry
-        e.hierarchy = "HIER_DIRECT"
+        e.hierarchy = self._hierarchy_code()
         e.server_ip, e.server_port = event.peer_ip, event.peer_port
         e.server_local_ip, e.server_local_port = event.local_ip, event.local_port
         if event.seconds:
@@ -1041,7 +1178,11 @@ class Exchange:
         self.upstream = "open"
         self.reused = event.reused
         self.upstream_started = self.shared.now()
-        if self.tunnel:
+        peer = self.peer
+        if peer is not None and not event.reused:
+            for line in self.shared.peers.connect_succeeded(peer, self.upstream_started):
+                self._emit(c.Report("warning", line))
+        if self.tunnel and peer is None:
             e.status = 200
             e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
@@ -1065,12 +1206,23 @@ class Exchange:
         authority = target.authority
         if self.callout is not None and self.callout.host is not None:
             authority = self.callout.host       # url_rewrite_host_header off
+        path, proxy_auth, keep_proxy_auth = target.path, None, False
+        if peer is not None:
+            # to a proxy: the absolute URL (host:port for CONNECT), login= credentials, and
+            # to a sibling only what it has (only-if-cached, unless allow-miss)
+            path = target.url
+            keep_proxy_auth, proxy_auth = login_fields(peer.login, head.headers, self.checklist.user)
+            if peer.type == SIBLING and not peer.allow_miss and not self.tunnel:
+                extra = [*(extra or ()), (b"Cache-Control", b"only-if-cached")]
         request = message.request_head_for_origin(
-            head, target.path, authority, self.client.client_ip,
-            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer)
+            head, path, authority, self.client.client_ip,
+            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer,
+            proxy_authorization=proxy_auth, keep_proxy_authorization=keep_proxy_auth)
         e.upstream_bytes_out = len(request)
         self.state = State.AWAITING_REPLY
         self._emit(c.SendUpstream(request, head=True, method=head.method))
+        if self.tunnel:
+            return          # CONNECT through a parent: its answer comes first
         buffered, self.body_buffer = self.body_buffer, None
         for chunk in buffered or ():
             self._send_body(chunk)
@@ -1080,24 +1232,29 @@ class Exchange:
         if self.body_done and self.chunked_body:
             self._emit(c.SendUpstream(message.LAST_CHUNK))
 
-    @on([State.CONNECTING], ev.ConnectFailed, to=(State.SERVING_STORED,))
+    @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.SERVING_STORED))
     def _connect_failed(self, event: ev.ConnectFailed) -> None:
         self.upstream = None
         e = self.entry
+        peer = self.peer
+        if peer is not None and event.error != "ERR_DNS_FAIL":
+            for line in self.shared.peers.connect_failed(peer, self.shared.now()):
+                self._emit(c.Report("warning", line))
+        if event.error == "ERR_DNS_FAIL" and peer is None:
+            e.hierarchy = "HIER_NONE"
+        else:
+            e.hierarchy = self._hierarchy_code()
+            e.server_ip = event.server_ip
+        if self.selected is not None and self._may_retry(connected=False):
+            return self._next_destination((event.error, event.detail, event.status, event.server_ip))
         if self.tunnel:
             self.keep_alive = False
-            if event.error != "ERR_DNS_FAIL":
-                e.hierarchy = "HIER_DIRECT"
-                e.server_ip = event.server_ip
             return self.fail(event.error, event.detail, event.status, result="TCP_TUNNEL",
                              server_ip=event.server_ip)
         if self._stale_instead():
             return
         if event.error == "ERR_DNS_FAIL":
-            e.hierarchy = "HIER_NONE"
             return self.fail(event.error, event.detail, event.status, result=self._miss_result())
-        e.hierarchy = "HIER_DIRECT"
-        e.server_ip = event.server_ip
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)
 
     def _miss_result(self) -> str:
@@ -1193,6 +1350,18 @@ class Exchange:
         e, shared = self.entry, self.shared
         self.response = resp
         e.upstream_status = resp.status
+        if self.tunnel and resp.status == 200:
+            # CONNECT through a parent: it connected; the tunnel starts with the bytes after its answer
+            e.status = 200
+            e.reply_header_size = len(CONNECTION_ESTABLISHED)
+            self.reply_started = True
+            self.state = State.RELAYING
+            return self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+        if self.tunnel:
+            self.keep_alive = False         # the parent's refusal is passed on; the CONNECT is over
+        elif self.selected is not None and self.forwarding.may_reforward(
+                resp.status, self.config.retry_on_error, e.request_body_size > 0) and self._try_next():
+            return
         if resp.status == 101:
             refusal = switch_refusal(self.upgrade_offer, resp.header(b"upgrade"), resp.connection)
             if refusal is not None:
@@ -1212,7 +1381,9 @@ class Exchange:
                                  challenge=False)
         role = self.cache
         if role is not None:
-            decision = role.on_reply(resp, self.shared.cache.allows(self.checklist), shared.now())
+            peer = self.peer        # what comes through a proxy-only peer is not kept here
+            storable = (peer is None or not peer.proxy_only) and self.shared.cache.allows(self.checklist)
+            decision = role.on_reply(resp, storable, shared.now())
             if decision is OnReply.FRESHEN:
                 return self._freshen(resp)
             if decision is OnReply.SERVE_STALE:
@@ -1247,6 +1418,17 @@ class Exchange:
         self.state = State.RELAYING
         self._head_cmd = cmd = c.SendToClient(head)
         self._emit(cmd)
+
+    def _try_next(self) -> bool:
+        """The reply head is one the next candidate may do better than (a 502 or 504 from
+        a parent, as Squid reforwards it): drop it and try that candidate, if there is one."""
+        destination = self.selected.next(self.shared.now())
+        if destination is None:
+            return False
+        self._drop_upstream()
+        self.destination = destination
+        self._connect()
+        return True
 
     def _freshen(self, resp: ResponseHead) -> None:
         """The origin says the stored entry is still good: update its fields, answer from it."""
@@ -1389,12 +1571,14 @@ class Exchange:
             self.reused = False
             self.body_buffer = []
             return self._connect(fresh=True)
+        if self.selected is not None and not self.reply_started and self._may_retry(connected=True):
+            return self._next_destination((event.error, event.detail, event.status, self.entry.server_ip))
         if not self.reply_started and self._stale_instead():
             return
         self._stop_teeing()
         self.fail(event.error, event.detail, event.status, result=self._miss_result())
 
-    @on([State.AWAITING_REPLY, State.RELAYING], ev.TimedOut, to=(State.SERVING_STORED,))
+    @on([State.AWAITING_REPLY, State.RELAYING], ev.TimedOut, to=(State.CONNECTING, State.SERVING_STORED))
     def _timed_out(self, event: ev.TimedOut) -> None:
         """read_timeout: the origin stopped sending."""
         self._upstream_failed(ev.UpstreamFailed("ERR_READ_TIMEOUT", "the server did not answer within read_timeout",

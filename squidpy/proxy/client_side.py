@@ -12,6 +12,7 @@ every ``http_port``.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -20,6 +21,8 @@ from twisted.internet import interfaces
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from squidpy import proxyp
+from squidpy.acl.checklist import Checklist, Pending
 from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import ClientInfo, Exchange, State
 from squidpy.exchange.session import Begin, ClientSession, Close, PauseReading, ResumeReading
@@ -29,6 +32,8 @@ from squidpy.proxy.closing import lose
 from squidpy.proxy.driver import ExchangeDriver
 from squidpy.proxy import seam
 from squidpy.proxy.flow import PausableReading
+
+log = logging.getLogger("squidpy")
 
 LINGER = 2.0               # seconds to drain a client we refused before closing
 MAX_RAW_BUFFER = 256 * 1024
@@ -45,9 +50,10 @@ class _UrlTooLong(Exception):
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ClientConnection(PausableReading, Protocol):
-    def __init__(self, service, port_name: str):
+    def __init__(self, service, port_name: str, require_proxy_header: bool = False):
         self.service = service
         self.port_name = port_name
+        self.proxy_header: bytes | None = b"" if require_proxy_header else None   # read so far
         self.session = ClientSession()
         self.drivers: dict[Exchange, ExchangeDriver] = {}
         self.active: ExchangeDriver | None = None
@@ -74,6 +80,47 @@ class ClientConnection(PausableReading, Protocol):
         t.registerProducer(self, True)
         self.deadline = time.monotonic() + self.service.config.request_timeout
         self.service.client_connected(self)
+        if self.proxy_header is not None and self.transport.connected and not self._proxy_sender_allowed():
+            self._proxy_refused("PROXY client not permitted by ACLs")
+
+    # ------------------------------------------------------------ the PROXY protocol (require-proxy-header)
+    def _proxy_sender_allowed(self) -> bool:
+        """proxy_protocol_access, once, on the sender's own address (fast ACLs only)."""
+        rules = self.service.config.proxy_protocol_access
+        if not rules:
+            return False        # Squid: "PROXY client not permitted by default ACL"
+        ch = Checklist(src=self.client_ip, src_port=self.client_port, local_ip=self.local_ip,
+                       local_port=self.local_port, port_name=self.port_name, method="", url="", host="", path="")
+        try:
+            return rules.check(ch).allowed
+        except Pending:
+            return False
+
+    def _proxy_refused(self, why: str) -> None:
+        log.warning("%s from local=%s:%d remote=%s:%d", why, self.local_ip, self.local_port,
+                    self.client_ip, self.client_port)
+        self.proxy_header = None
+        self.session.closing = True
+        self.transport.abortConnection()
+
+    def _read_proxy_header(self, data: bytes) -> bytes | None:
+        """The PROXY header the connection must start with (squidpy.proxyp): None while
+        it is incomplete or refused, else the bytes after it.  Its addresses replace the
+        connection's for everything the requests do (ACLs, logs, limits), as in Squid."""
+        buffered = self.proxy_header + data
+        try:
+            header = proxyp.parse(buffered)
+        except proxyp.ProxyHeaderError as e:
+            self._proxy_refused(str(e))
+            return None
+        if header is None:
+            self.proxy_header = buffered
+            return None
+        self.proxy_header = None
+        if header.forwarded:
+            (client_ip, client_port), (local_ip, local_port) = header.source, header.destination
+            self.info = ClientInfo(client_ip, client_port, local_ip, local_port, self.port_name)
+        return buffered[header.size:]
 
     def connectionLost(self, reason):
         self.service.client_disconnected(self)
@@ -106,6 +153,10 @@ class ClientConnection(PausableReading, Protocol):
 
     # ------------------------------------------------------------ reading
     def dataReceived(self, data: bytes) -> None:
+        if self.proxy_header is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
         if self.tunnel is not None:
             self.tunnel.from_client(data)
             return
@@ -449,6 +500,6 @@ class ClientFactory(Factory):
         self.listen = listen
 
     def buildProtocol(self, addr):
-        conn = ClientConnection(self.service, self.listen.name)
+        conn = ClientConnection(self.service, self.listen.name, self.listen.require_proxy_header)
         conn.factory = self
         return conn

@@ -193,10 +193,14 @@ class ExchangeDriver:
             if not waiter.finished:
                 waiter.feed(ev.CollapseReleased)
 
-    # the origin
+    # the origin, or a peer
     def _connect(self, cmd: c.Connect) -> None:
-        pool = self.service.pool
-        key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
+        pool, peer = self.service.pool, cmd.peer
+        if peer is not None:
+            # connections to a peer serve every request sent through it
+            key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
+        else:
+            key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -213,7 +217,12 @@ class ExchangeDriver:
                 dns_seconds[0] = time.monotonic() - started
                 return result
             d.addBoth(timed)
-        d.addCallback(lambda addresses: pool.connect(key, addresses))
+        if peer is not None:
+            peering = self.service.peering
+            d.addCallback(lambda addresses: pool.connect(key, addresses, tls=peering.tls_for(peer),
+                                                         timeout=peering.connect_timeout(peer)))
+        else:
+            d.addCallback(lambda addresses: pool.connect(key, addresses))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:
@@ -241,6 +250,21 @@ class ExchangeDriver:
             log.error("unexpected failure connecting to %s: %s", self.exchange.entry.url, failure.getErrorMessage())
             event = ev.ConnectFailed("ERR_CANNOT_FORWARD", failure.getErrorMessage(), 503)
         self.feed(event)
+
+    # ICP queries of peer selection
+    def _send_icp(self, cmd: c.SendIcp) -> None:
+        self.service.peering.query(self, cmd.queries, cmd.timeout)
+
+    def _forget_icp(self, cmd: c.ForgetIcp) -> None:
+        self.service.peering.forget(self, cmd.reqnums)
+
+    def icp_reply(self, peer, opcode: str, reqnum: int, at: float) -> None:
+        if not self.finished:
+            self.feed(ev.IcpReply(peer, opcode, reqnum, at))
+
+    def icp_timed_out(self) -> None:
+        if not self.finished:
+            self.feed(ev.TimedOut("icp"))
 
     def _send_upstream(self, cmd: c.SendUpstream) -> None:
         server = self.server
@@ -345,6 +369,8 @@ class ExchangeDriver:
         self.service.log_transaction(cmd.entry, cmd.checklist)
 
     def _finished(self, cmd: c.Finished) -> None:
+        if self.exchange.selector is not None and self.exchange.selector.queried:
+            self.service.peering.forget(self, tuple(self.exchange.selector.queried))
         streamer, self.streamer = self.streamer, None
         if streamer is not None:
             streamer.stop()
@@ -375,6 +401,8 @@ _HANDLERS = {
     c.LeadFetch: ExchangeDriver._lead_fetch,
     c.ReleaseFetch: ExchangeDriver._release_fetch,
     c.Connect: ExchangeDriver._connect,
+    c.SendIcp: ExchangeDriver._send_icp,
+    c.ForgetIcp: ExchangeDriver._forget_icp,
     c.SendUpstream: ExchangeDriver._send_upstream,
     c.ReleaseUpstream: ExchangeDriver._release_upstream,
     type(c.AbortUpstream): ExchangeDriver._abort_upstream,

@@ -94,6 +94,8 @@ class ProxyService:
         self.transactions = 0             # finished transactions, for the request rate
         self._rate_mark = (0, time.monotonic())
         self.fd_limit = raise_fd_limit(config.max_filedescriptors)
+        from squidpy.proxy.peering import Peering
+        self.peering = Peering(self)
         self._derive(config)
 
     # ------------------------------------------------------------ configuration
@@ -113,6 +115,12 @@ class ProxyService:
         self.pac = PacSettings.from_config(config)
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
+        self.peering.configure(config)
+
+    @property
+    def peers(self):
+        """The configuration's peers and their state (empty: every request goes direct)."""
+        return self.peering.table
 
     @staticmethod
     def _cache_dir_of(config):
@@ -184,6 +192,7 @@ class ProxyService:
             self._fail_start(failure)
         self._start_helpers(config)       # as the user squidpy runs as, like Squid's helpers
         self._announce()
+        self.peering.start()
         self.timeouts.start()
         self._flush.start(1.0, now=False)
         if self.notifier.wanted:
@@ -516,6 +525,7 @@ class ProxyService:
         return running.stop(grace=2.0)
 
     def _stopped(self) -> None:
+        self.peering.stop()
         self.timeouts.stop()
         for loop in (self._flush, self._status):
             if loop.running:
