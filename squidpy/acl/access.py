@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from squidpy.acl import tls as tls_acls      # registers the TLS ACL types in ACL_TYPES
 from squidpy.acl.checklist import Checklist
 from squidpy.acl.types import ACL_TYPES, AclType
 
@@ -41,6 +42,7 @@ PREDEFINED = (
     ("to_linklocal", "dst", ["169.254.0.0/16", "fe80::/10"]),
     ("manager", "url_regex", ["-i", "^cache_object://", "+i", "^[^:]+://[^/]+/squid-internal-mgr/"]),
     ("CONNECT", "method", ["CONNECT"]),
+    *tls_acls.PREDEFINED,
 )
 
 

@@ -61,13 +61,19 @@ def _path_or_none(args, ctx):
 # ---------------------------------------------------------------- network
 
 directive(
-    "http_port", "[ADDRESS:]PORT [name=NAME]", lambda args, ctx: parse_http_port(args),
+    "http_port", "[ADDRESS:]PORT [name=NAME] [ssl-bump tls-cert=CA.pem [tls-key=FILE] [TLS options]]",
+    lambda args, ctx: parse_http_port(args, ctx.warn, ctx.path, where=ctx.where),
     "3128", "Network", kind=APPEND,
     doc="""Where squidpy listens for browsers. A bare port listens on every IPv4
     and IPv6 address; write 127.0.0.1:3128 or [::1]:3128 to listen on one.
     Several lines open several ports. name=NAME gives the port a name for the
     myportname ACL. Port 0 (a squidpy extension) picks a free port and logs
-    it in cache_log.""",
+    it in cache_log. ssl-bump makes the port able to bump CONNECTs (see ssl_bump):
+    tls-cert= names the CA that signs the certificates squidpy mints (with its key
+    in the same file, or in tls-key=), generate-host-certificates=off uses that
+    certificate as it is, dynamic_cert_mem_cache_size= bounds the memory minted
+    certificates take (4 MB), and Squid's other TLS options (tls-min-version=,
+    tls-options=, tls-cipher=, tls-dh= ...) apply to the client side.""",
 )
 
 directive(
@@ -127,8 +133,9 @@ directive(
     doc="""Defines a named test on a request. Lines with the same NAME add
     values (any one value matching makes the ACL match). A value written in
     double quotes names a file with one value per line. Predefined: all,
-    localhost, to_localhost, to_linklocal, manager, CONNECT. See docs/acl.md
-    for every TYPE.""",
+    localhost, to_localhost, to_linklocal, manager, CONNECT, and the ssl_error
+    shortcuts ssl::certHasExpired, ssl::certNotYetValid, ssl::certDomainMismatch,
+    ssl::certUntrusted, ssl::certSelfSigned. See docs/acl.md for every TYPE.""",
 )
 
 
@@ -559,7 +566,7 @@ directive("collapsed_forwarding", "on|off", _onoff, "on", "Cache",
 
 
 def finish_config(config, warn_at, error_at) -> None:
-    """Checks that need the whole file: each ACL's values, once all are in."""
+    """Checks that need the whole file: each ACL's values, once all are in; TLS files."""
     from squidpy.errors import ErrorPages
     pages = ErrorPages(config.error_directory, "", "")
     for info in config.deny_info.values():
@@ -577,6 +584,9 @@ def finish_config(config, warn_at, error_at) -> None:
             continue
         for where, message in warnings:
             warn_at(where or (lines[0] if lines else acl.where), f"ACL '{acl.name}': {message}")
+    tls_directives.finish(config, warn_at, error_at)
 
+
+from squidpy.config import tls_directives  # noqa: E402  (registers the TLS directives)
 
 __all__ = ["AccessLogSpec", "ConfigError", "finish_config"]

@@ -132,6 +132,8 @@ class ListenAddress:
     port: int
     name: str          # for myportname; Squid names a port by its spec
     options: dict = field(default_factory=dict, compare=False, hash=False)
+    tls: object = field(default=None, compare=False, hash=False)      # squidpy.tls.options.PortTls
+    where: str = field(default="", compare=False, hash=False)         # FILE:LINE of its line
 
     @property
     def key(self) -> tuple[str, int]:
@@ -141,8 +143,11 @@ class ListenAddress:
 HTTP_PORT_OPTIONS = {"name", "tcpkeepalive", "reuseport"}
 
 
-def parse_http_port(args: list[str]) -> ListenAddress:
-    """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then ``name=VALUE`` options."""
+def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool = False,
+                    where: str = "") -> ListenAddress:
+    """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then ``name=VALUE`` options
+    and TLS options (``ssl-bump``, ``tls-cert=`` ..., :class:`squidpy.tls.options.PortTls`)."""
+    from squidpy.tls.options import PortTls, TlsOptionError
     if not args:
         raise ValueError("expected [ADDRESS:]PORT")
     spec, opts = args[0], args[1:]
@@ -160,9 +165,19 @@ def parse_http_port(args: list[str]) -> ListenAddress:
         host, port_text = "", spec
     port = 0 if port_text == "0" else parse_port_number(port_text)
     options = {}
-    for opt in opts:
-        key, _, value = opt.partition("=")
-        if key not in HTTP_PORT_OPTIONS:
-            raise ValueError(f"unknown http_port option '{opt}'")
-        options[key] = value
-    return ListenAddress(host, port, options.get("name") or spec, options)
+    tls = PortTls()
+    warn = warn or (lambda message: None)
+    directive = "https_port" if https else "http_port"
+    try:
+        for opt in opts:
+            key, _, value = opt.partition("=")
+            if key in HTTP_PORT_OPTIONS:
+                options[key] = value
+            elif not tls.parse_port(opt, warn, resolve_path or (lambda p: p)):
+                raise ValueError(f"unknown {directive} option '{opt}'")
+        if https or tls.has_tls:
+            tls.check(https, warn)
+    except TlsOptionError as e:
+        raise ValueError(str(e)) from None
+    return ListenAddress(host, port, options.get("name") or spec, options,
+                         tls if (https or tls.has_tls) else None, where)
