@@ -117,7 +117,9 @@ def signal(action, config_path):
 from squidpy.acl.commands import check  # noqa: E402
 from squidpy.cache.commands import cache  # noqa: E402
 from squidpy.log.commands import logs  # noqa: E402
+from squidpy.tls.commands import ca  # noqa: E402
 
 main.add_command(check)
 main.add_command(cache)
 main.add_command(logs)
+main.add_command(ca)

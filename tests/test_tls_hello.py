@@ -373,7 +373,7 @@ def test_curl_hello():
 
 
 def test_chromium_hello(tmp_path):
-    from tests.test_logs_cli import CHROME_FLAGS, CHROMIUM
+    from tests.chromium import CHROME_FLAGS, CHROMIUM
     assert CHROMIUM, "chromium is installed by .ci/run"
     data = _capture_hello([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
                            "--host-resolver-rules=MAP chromium.sni.test 127.0.0.1", "--dump-dom",
