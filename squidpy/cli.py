@@ -9,20 +9,7 @@ import sys
 import click
 
 from squidpy import __version__
-from squidpy.config import loader
-
-CONFIG_HELP = "configuration file (default: the embedded default, same as etc/squidpy.conf)"
-
-
-def _load(path: str | None):
-    """Load a configuration or exit 1 printing every error as FILE:LINE: message."""
-    try:
-        return loader.load(path)
-    except loader.ConfigErrors as e:
-        for problem in [*e.warnings, *e.errors]:
-            click.echo(str(problem), err=True)
-        click.echo(f"squidpy: {len(e.errors)} error(s) in the configuration", err=True)
-        sys.exit(1)
+from squidpy.cli_options import config_option, load_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,16 +19,23 @@ def main():
 
 
 @main.command()
-@click.option("-f", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("-d", "--debug", is_flag=True, help="also print cache_log lines on stderr")
-def run(config_path, debug):
-    """Run the proxy in the foreground (Ctrl-C or SIGTERM stops it gracefully)."""
-    config = _load(config_path)
+def run(debug):
+    """Run the proxy in the foreground (Ctrl-C or SIGTERM stops it gracefully).
+
+    It says on stderr which configuration it runs, where it listens and where
+    its logs are; anything that stops it from starting (a port in use, a
+    cache_dir it cannot write, a log it cannot open) is one line there and
+    in cache_log, and the exit status is 1.  Under systemd (Type=notify) it
+    reports READY, RELOADING, STOPPING and its request rate.
+    """
+    config = load_config()
     if config.workers > 1:
         from squidpy.proxy.workers import Master
         sys.exit(Master(config, config.workers, debug).run())
     from squidpy.proxy import reactor as squidpy_reactor
-    from squidpy.proxy.service import AlreadyRunning, ProxyService
+    from squidpy.proxy.service import AlreadyRunning, ProxyService, StartupError
 
     reactor = squidpy_reactor.install()
 
@@ -52,19 +46,20 @@ def run(config_path, debug):
     except AlreadyRunning as e:
         click.echo(f"squidpy: {e}", err=True)
         sys.exit(1)
-    except Exception as e:
+    except StartupError as e:
         click.echo(f"squidpy: cannot start: {e}", err=True)
         sys.exit(1)
-    for port in service.listening_ports():
-        click.echo(f"squidpy/{__version__} listening on port {port}", err=True)
+    for line in service.startup_summary():
+        click.echo(line, err=True)
     reactor.run(installSignalHandlers=False)
+    sys.exit(service.exit_code)
 
 
 @main.command()
-@click.option("-f", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
-def parse(config_path):
+@config_option
+def parse():
     """Check a configuration like 'squid -k parse': exit 0 when it is valid."""
-    config = _load(config_path)
+    config = load_config()
     for warning in config.warnings:
         click.echo(str(warning), err=True)
     click.echo(f"{config.source}: OK")
@@ -82,24 +77,24 @@ SIGNALS = {
 
 @main.command()
 @click.argument("action", type=click.Choice(list(SIGNALS)))
-@click.option("-f", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
-def signal(action, config_path):
+@config_option
+def signal(action):
     """Send ACTION to the running squidpy (like 'squid -k ACTION').
 
     reconfigure (SIGHUP) re-reads the configuration, rotate (SIGUSR1)
     rotates the logs, shutdown (SIGTERM) stops gracefully, check tells
     whether it is running.
     """
-    config = _load(config_path)
-    from squidpy.proxy.service import read_pid
+    config = load_config()
+    from squidpy.proxy.pidfile import running_pid
 
     path = config.pid_filename
     if path is None:
         click.echo("squidpy: pid_filename is 'none': cannot find the running squidpy", err=True)
         sys.exit(1)
-    pid = read_pid(path)
+    pid, why = running_pid(path)
     if pid is None:
-        click.echo(f"squidpy: no running squidpy found ({path} is missing or empty)", err=True)
+        click.echo(f"squidpy: no running squidpy found ({why})", err=True)
         sys.exit(1)
     try:
         os.kill(pid, SIGNALS[action])

@@ -224,11 +224,21 @@ def test_syslog_that_does_not_keep_up_loses_lines_instead_of_blocking(short_tmp,
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(path)                # bound, never read: its queue fills up
     w = SyslogLog(parse_destination("syslog:daemon.info"), path)
+    w.backlog = 200_000
     for i in range(3000):
         w.write(f"{i} " + "x" * 500)
+        if i % 100 == 0:
+            w.flush()                # never waits: what the daemon cannot take stays queued
     w.flush()
-    assert w.lost > 0 and not w.queue
+    assert w.lost > 0 and 0 < w.queued <= w.backlog
     assert any("the syslog daemon does not keep up" in m for m in messages)
+    for _ in range(2000):            # the daemon catches up: the waiting lines go out
+        try:
+            server.recv(4096, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            break
+    w.flush()
+    assert w.queued < 200_000
     w.close()
     server.close()
 
@@ -389,12 +399,77 @@ def test_reconfigure_keeps_open_destinations(tmp_path):
     file_writer, tcp_writer = first.writers[f"{tmp_path}/a.log"], first.writers[f"tcp://127.0.0.1:{port}"]
     second = AccessLog.from_config(config_with(f"access_log {tmp_path}/a.log common\naccess_log tcp://127.0.0.1:{port}\n"),
                                    previous=first)
+    second.commit()
     assert second.writers[f"{tmp_path}/a.log"] is file_writer
     assert second.writers[f"tcp://127.0.0.1:{port}"] is tcp_writer
     third = AccessLog.from_config(config_with(f"access_log {tmp_path}/b.log\n"), previous=second)
+    assert file_writer._fd is not None                              # nothing changes before the commit
+    third.commit()
     assert tcp_writer.sock is None and file_writer._fd is None     # dropped destinations are closed
     third.close()
     server.close()
+
+
+def test_on_error_die_is_the_default_and_drop_only_counts(tmp_path):
+    fatal: list[str] = []
+    os.symlink("/dev/full", tmp_path / "full.log")
+    config = config_with(f"access_log {tmp_path}/full.log\naccess_log {tmp_path}/kept.log on-error=drop squid\n")
+    assert [spec.on_error for spec in config.access_log] == ["die", "drop"]
+    log = AccessLog.from_config(config, on_fatal=fatal.append)
+    entry = LogEntry(time.time())
+    log.log(entry)
+    log.flush()
+    assert fatal == [f"access_log {tmp_path}/full.log: cannot write: No space left on device"]
+    log.close()
+    fatal.clear()
+    log = AccessLog.from_config(config_with(f"access_log {tmp_path}/full.log on-error=drop\n"), on_fatal=fatal.append)
+    log.log(entry)
+    log.flush()
+    assert fatal == [] and log.lost == 1
+    log.close()
+
+
+def test_a_file_that_cannot_be_opened_fails_a_die_log_before_any_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    log = AccessLog.from_config(config_with(f"access_log {tmp_path}/file/a.log\n"), on_fatal=lambda m: None)
+    assert log.failures() == [f"access_log {tmp_path}/file/a.log: cannot open: Not a directory"]
+    log.close()
+    log = AccessLog.from_config(config_with(f"access_log {tmp_path}/file/a.log on-error=drop\n"))
+    assert log.failures() == []
+    log.close()
+
+
+def test_two_lines_to_one_destination_die_if_either_says_so(tmp_path):
+    fatal: list[str] = []
+    os.symlink("/dev/full", tmp_path / "full.log")
+    log = AccessLog.from_config(config_with(f"access_log {tmp_path}/full.log on-error=drop\n"
+                                            f"access_log {tmp_path}/full.log on-error=die common\n"),
+                                on_fatal=fatal.append)
+    log.log(LogEntry(time.time()))
+    log.flush()
+    assert len(log.writers) == 1 and len(fatal) == 1
+    log.close()
+
+
+def test_a_collector_that_is_down_is_fatal_only_when_lines_are_lost():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    fatal: list[str] = []
+    log = AccessLog.from_config(config_with(f"access_log tcp://127.0.0.1:{port}\n"), on_fatal=fatal.append)
+    writer = log.writers[f"tcp://127.0.0.1:{port}"]
+    writer.backlog = 1000
+    for _ in range(5):                       # waiting lines: not yet a loss
+        log.log(LogEntry(time.time()))
+    log.flush()
+    assert fatal == []
+    for _ in range(50):
+        log.log(LogEntry(time.time()))
+    assert fatal and fatal[0] == f"access_log tcp://127.0.0.1:{port}: its buffer is full"
+    for w in log.writers.values():
+        w.on_fatal = None
+    log.close()
 
 
 def test_destination_syntax_errors_name_the_problem():

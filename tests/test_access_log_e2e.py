@@ -141,10 +141,11 @@ def test_logfile_rotate_0_reopens_after_logrotate_renamed_the_file(make_proxy, o
 
 
 def test_disk_full_keeps_serving_reports_counts_and_resumes(make_proxy, origin, tmp_path):
+    """on-error=drop: the admin chose serving over auditing."""
     link = tmp_path / "full" / "access.log"
     link.parent.mkdir()
     os.symlink("/dev/full", link)       # every write: ENOSPC, exactly what a full disk answers
-    proxy = make_proxy(LOCAL_POLICY + f"access_log {link} squid\n")
+    proxy = make_proxy(LOCAL_POLICY + f"access_log {link} on-error=drop squid\n")
     for i in range(5):
         assert fetch(proxy, origin.url(f"/size/1?while-full={i}")) == 200
     assert wait_for(lambda: "cannot write: No space left on device" in proxy.read_cache_log(), 10)
@@ -157,6 +158,48 @@ def test_disk_full_keeps_serving_reports_counts_and_resumes(make_proxy, origin, 
     assert "while-full" not in real.read_text()
     assert wait_for(lambda: "writing again; 5 line(s) were lost meanwhile" in proxy.read_cache_log(), 5)
     assert proxy.read_cache_log().count("lines are being lost") == 1
+
+
+def test_an_audit_log_that_cannot_be_written_stops_the_proxy_by_default(make_proxy, origin, tmp_path):
+    """on-error=die is the default, as in Squid: no request goes unlogged."""
+    link = tmp_path / "full" / "access.log"
+    link.parent.mkdir()
+    os.symlink("/dev/full", link)
+    proxy = make_proxy(LOCAL_POLICY + f"access_log {link} squid\n")
+    assert fetch(proxy, origin.url("/size/1?the-last")) == 200
+    assert proxy.proc.wait(10) == 1
+    log = proxy.read_cache_log()
+    assert f"FATAL: access_log {link}: cannot write: No space left on device" in log
+    assert "stopping: a log it must write cannot be written" in log
+    assert not proxy.pid_file.exists()
+    assert "Traceback" not in proxy.read_stderr()
+
+
+def test_a_start_with_an_audit_log_it_cannot_open_fails_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    conf = tmp_path / "squidpy.conf"
+    conf.write_text(LOCAL_POLICY + f"http_port 127.0.0.1:0\ncache_log {tmp_path}/cache.log\n"
+                    f"pid_filename {tmp_path}/squidpy.pid\naccess_log {tmp_path}/file/access.log squid\n")
+    out = subprocess.run([sys.executable, "-m", "squidpy", "run", "-f", str(conf)], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        f"squidpy: cannot start: access_log {tmp_path}/file/access.log: cannot open: Not a directory"]
+    assert f"FATAL: access_log {tmp_path}/file/access.log: cannot open: Not a directory" in (tmp_path / "cache.log").read_text()
+    assert not (tmp_path / "squidpy.pid").exists()
+    # with on-error=drop the admin chose to serve anyway: it starts, and says what is lost
+    conf.write_text(conf.read_text().replace("access.log squid", "access.log on-error=drop squid"))
+    (tmp_path / "cache.log").unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "squidpy", "run", "-f", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        cache_log = tmp_path / "cache.log"
+        assert wait_for(lambda: cache_log.exists() and "Accepting HTTP connections" in cache_log.read_text(), 15)
+        assert proc.poll() is None
+        assert "cannot open: Not a directory; access log lines are being lost" in (tmp_path / "cache.log").read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
 
 
 def test_removed_log_file_comes_back(make_proxy, origin):

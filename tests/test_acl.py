@@ -321,6 +321,16 @@ def test_check_explains_the_decision():
     assert "deny_info for ACL 'office'" not in text and report.deny_acl == "office"
 
 
+def test_check_says_a_negated_acl_matched_as_verbose_does():
+    c = conf("acl Safe_ports port 80 443\nhttp_access deny !Safe_ports\nhttp_access allow all\n")
+    req = ch(url="http://www.example.com:8080/", port=8080)
+    text = render(evaluate(c.http_access, req, lambda fact: None), req, verbose=True)
+    assert "decided by /etc/squidpy/acl.conf:2: http_access deny !Safe_ports" in text
+    assert "because !Safe_ports (port) matches (Safe_ports does not)" in text
+    assert "!Safe_ports (port): yes" in text
+    assert "does not match" not in text
+
+
 def test_check_reports_the_implicit_default_and_runs_lookups():
     c = conf("acl remote dst 192.0.2.0/24\nhttp_access allow remote\n")
     asked = []

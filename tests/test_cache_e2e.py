@@ -156,14 +156,19 @@ def test_head_is_answered_from_a_stored_get_3(cproxy, origin):
 
 # ------------------------------------------------------------ request directives (5.2.1)
 
-def test_request_no_cache_revalidates_5_2_1_4(cproxy, origin):
+def test_request_no_cache_reloads_from_the_origin_5_2_1_4(cproxy, origin):
+    """As Squid 5.7: a reload is a plain miss (no validators of ours), logged TCP_MISS with the
+    origin's address, and its reply replaces the stored one."""
     u = url(origin, "cc=max-age%3D60&etag=%22v1%22")
     get(cproxy, u)
     status, _, body = get(cproxy, u, "Cache-Control: no-cache\r\n")
-    assert status == 200 and count(origin, u) == 2
+    assert status == 200 and body.endswith(b"served 2\n") and count(origin, u) == 2
     req = [r for r in origin.requests if r[1] == path_of(u)][-1]
-    assert dict(req[2]).get("If-None-Match") == '"v1"'           # asked with our validator
-    assert result(cproxy, u) in ("TCP_REFRESH_UNMODIFIED/200", "TCP_CLIENT_REFRESH_MISS/200")
+    assert "If-None-Match" not in dict(req[2])
+    assert result(cproxy, u, 2) == "TCP_MISS/200"
+    assert cproxy.log_line(f" {u} ").split()[8] == "HIER_DIRECT/127.0.0.1"
+    _, _, again = get(cproxy, u)
+    assert again.endswith(b"served 2\n") and count(origin, u) == 2
 
 
 def test_pragma_no_cache_5_4(cproxy, origin):
@@ -329,6 +334,16 @@ def test_stale_if_error_on_5xx_and_on_connect_failure_rfc5861_4(cproxy):
     status, _, body = get(cproxy, u)
     assert status == 200 and body == first
     assert result(cproxy, u, 2) == "TCP_REFRESH_FAIL_OLD/200"
+
+
+def test_stale_served_after_a_5xx_names_the_origin_it_asked(cproxy, origin):
+    u = url(origin, "cc=max-age%3D1%2C+stale-if-error%3D60&etag=%22e%22&cond=500")
+    _, _, first = get(cproxy, u)
+    time.sleep(1.5)
+    status, _, body = get(cproxy, u)
+    assert status == 200 and body == first
+    assert result(cproxy, u, 2) == "TCP_REFRESH_FAIL_OLD/200"
+    assert cproxy.log_line(f" {u} ").split()[8] == "HIER_DIRECT/127.0.0.1"
 
 
 def test_stale_5xx_without_permission_passes_the_error(cproxy, origin):

@@ -89,6 +89,25 @@ def test_size_units(args, size):
     assert parse_size(args) == size
 
 
+@pytest.mark.parametrize("args,message", [
+    (["lots"], "'lots' is not a size such as '64 KB'"),
+    (["64", "lots"], "unknown size unit 'lots' (use bytes, KB, MB or GB)"),
+    (["KB"], "'KB' is not a size such as '64 KB'"),
+])
+def test_bad_sizes_say_what_is_wrong(args, message):
+    with pytest.raises(ValueError) as e:
+        parse_size(args)
+    assert str(e.value) == message
+
+
+def test_cache_mem_lots_names_the_line(tmp_path):
+    conf = tmp_path / "squidpy.conf"
+    conf.write_text("cache_mem lots\n")
+    with pytest.raises(loader.ConfigErrors) as e:
+        loader.load(str(conf))
+    assert [str(err) for err in e.value.errors] == [f"{conf}:1: cache_mem: 'lots' is not a size such as '64 KB'"]
+
+
 @pytest.mark.parametrize("bad", [["ten", "seconds"], ["10", "fortnights", "x"], ["-1", "s"], ["3", "parsecs"]])
 def test_bad_times(bad):
     with pytest.raises(ValueError):

@@ -157,8 +157,13 @@ def test_report_figures_on_the_crafted_log(tmp_path):
     assert dict(rep.results) == {"TCP_MISS": 4, "TCP_HIT": 1, "TCP_MEM_HIT": 1, "TCP_DENIED": 3, "TCP_TUNNEL": 3,
                                  "TCP_REFRESH_UNMODIFIED": 1, "TCP_MISS_ABORTED": 1}
     assert rep.traffic() == ("hour", [(T0, 5, 12300), (T0 + 3600, 5, 78000), (T0 + 7200, 4, 8300)])
-    assert rep.connect.top(5) == [("mail.example.org:443", [2, 70000]), ("chat.example.net:443", [1, 7000]),
-                                  ("www.facebook.com:443", [1, 3900])]
+    # established tunnels only; the denied CONNECT is counted apart
+    assert rep.connect.top(5) == [("mail.example.org:443", [2, 70000]), ("chat.example.net:443", [1, 7000])]
+    assert rep.connect_refused.top(5) == [("www.facebook.com:443", [1, 1, 0])]
+    # top domains count what was served; www.facebook.com was only ever denied
+    assert [(d, r[6], r[7]) for d, r in rep.served_domains(10)][:3] == [
+        ("www.example.com", 4, 4400), ("mail.example.org", 2, 70000), ("slow.test", 2, 1000)]
+    assert "www.facebook.com" not in [d for d, _ in rep.served_domains(10)]
     assert rep.slowest_domains(10, min_requests=1) == [
         ("slow.test", 2, 400.0, 500), ("www.example.com", 4, 90.0, 120), ("down.test", 1, 50.0, 50),
         ("cdn.example.com", 1, 40.0, 40)]
@@ -176,6 +181,35 @@ def test_report_text(tmp_path):
     assert re.search(r"2026-11-22 11:00\s+5\s+76.2 KiB", text)
     assert re.search(r"slow.test\s+2\s+400\s+500", text)
     assert f"{tmp_path}/access.log:13  garbage line here" in text
+
+
+def test_connect_table_counts_established_tunnels_and_shows_refused_ones_apart():
+    """20 refused CONNECTs to facebook are no '20 tunnels'; denials stay out of Top domains."""
+    rep = Report()
+    lines = [f"{T0 + i}.000      0 10.0.0.2 TCP_DENIED/403 3900 CONNECT www.facebook.com:443 - HIER_NONE/- text/html"
+             for i in range(20)]
+    lines += [f"{T0 + 30}.000     10 10.0.0.2 NONE_NONE/503 4100 CONNECT down.test:443 - HIER_NONE/- text/html",
+              f"{T0 + 31}.000      0 10.0.0.2 TCP_DENIED/200 0 CONNECT bumped.test:443 - HIER_NONE/- -",
+              f"{T0 + 32}.000   9000 10.0.0.2 TCP_TUNNEL/200 7000 CONNECT mail.example.org:443 - HIER_DIRECT/198.51.100.7 -",
+              f"{T0 + 33}.000     40 10.0.0.2 TCP_MISS/200 500 GET http://cdn.example.com/c - HIER_DIRECT/192.0.2.1 text/css"]
+    for line in lines:
+        rep.add(parse_line(line))
+    assert rep.connect.top(10) == [("mail.example.org:443", [1, 7000])]
+    assert rep.connect_refused.top(10) == [("www.facebook.com:443", [20, 20, 0]), ("bumped.test:443", [1, 1, 0]),
+                                           ("down.test:443", [1, 0, 1])]
+    assert [d for d, _ in rep.served_domains(10)] == ["cdn.example.com", "down.test", "mail.example.org"]
+    text = render_text(rep)
+    top_domains = text.split("Top 10 domains")[1].split("\n\n")[0]
+    assert "facebook" not in top_domains and "cdn.example.com" in top_domains
+    tunnels = text.split("CONNECT destinations (tunnels established)")[1].split("\n\n")[0]
+    assert "facebook" not in tunnels and re.search(r"mail.example.org:443\s+1\s+6.8 KiB", tunnels)
+    refused = text.split("CONNECTs without a tunnel")[1].split("\n\n")[0]
+    assert re.search(r"www.facebook.com:443\s+20\s+0", refused) and re.search(r"down.test:443\s+0\s+1", refused)
+    page = render_html(rep, generated=T0)
+    connect = page.split('id="table-connect"')[1].split("</table>")[0]
+    assert "mail.example.org:443" in connect and "facebook" not in connect
+    assert "www.facebook.com:443" in page.split('id="table-connect-refused"')[1].split("</table>")[0]
+    assert "facebook" not in page.split('id="chart-domains"')[1].split("</figure>")[0]
 
 
 def test_tables_stay_bounded_and_say_they_are_approximate():

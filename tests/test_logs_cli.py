@@ -115,7 +115,7 @@ def test_tail_follows_a_live_proxy_log_across_rotation(make_proxy, origin):
 
     get("/size/1?before-tail")
     assert proxy.log_line("before-tail")
-    tail = subprocess.Popen([sys.executable, "-m", "squidpy", "logs", "tail", "-f", "-n", "0", "--json",
+    tail = subprocess.Popen([sys.executable, "-m", "squidpy", "logs", "tail", "-F", "-n", "0", "--json",
                              str(proxy.access_log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(l) for l in tail.stdout], daemon=True).start()

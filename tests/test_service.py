@@ -87,6 +87,51 @@ def test_invalid_reconfigure_keeps_the_running_configuration(make_proxy, origin)
     assert proxy.proc.poll() is None
 
 
+def test_reconfigure_with_a_cache_dir_it_cannot_use_changes_nothing(make_proxy, origin, tmp_path):
+    """All or nothing: the ACL change that came with a bad cache_dir does not take effect."""
+    proxy = make_proxy(LOCAL_POLICY)
+    (tmp_path / "file").write_text("")
+    good = proxy.config_path.read_text()
+    proxy.config_path.write_text(good.replace("http_access allow local", f"acl blocked port {origin.port}\n"
+                                              "http_access deny blocked\nhttp_access allow local")
+                                 + f"cache_dir diskcache {tmp_path}/file/cache 10\n")
+    proxy.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reconfigure failed" in proxy.read_cache_log(), 10)
+    log = proxy.read_cache_log()
+    assert f"reconfigure: cache_dir {tmp_path}/file/cache: Not a directory (a part of the path is a file)" in log
+    assert "reconfigure failed: the previous configuration stays in force, unchanged" in log
+    assert get(proxy.port, origin.url("/size/2")) == (200, b"xx")         # the ACL change did not happen
+    # once the whole configuration can be applied, it is
+    proxy.config_path.write_text(proxy.config_path.read_text().replace(f"{tmp_path}/file/cache", f"{tmp_path}/cache"))
+    proxy.signal(signal.SIGHUP)
+    assert wait_for(lambda: "Reconfigured" in proxy.read_cache_log(), 10)
+    assert get(proxy.port, origin.url("/size/2"))[0] == 403
+    assert (tmp_path / "cache" / "cache.db").exists()
+
+
+def test_reconfigure_with_a_port_it_cannot_bind_changes_nothing(make_proxy, origin):
+    proxy = make_proxy(LOCAL_POLICY)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = busy.getsockname()[1]
+        proxy.config_path.write_text(
+            proxy.config_path.read_text().replace("http_access allow local", f"acl blocked port {origin.port}\n"
+                                                  "http_access deny blocked\nhttp_access allow local")
+            + f"http_port 127.0.0.1:{free}\nhttp_port 127.0.0.1:{taken}\n")
+        proxy.signal(signal.SIGHUP)
+        assert wait_for(lambda: "reconfigure failed" in proxy.read_cache_log(), 10)
+    log = proxy.read_cache_log()
+    assert f"reconfigure: cannot listen on 127.0.0.1:{taken}: Address already in use" in log
+    assert f"Closed HTTP port 127.0.0.1:{free} again" in log            # the one that did open is closed
+    assert _refused(free)
+    assert get(proxy.port, origin.url("/size/2")) == (200, b"xx")         # the old rules, whole
+    assert proxy.proc.poll() is None
+
+
 def test_reconfigure_opens_and_closes_ports(make_proxy, origin):
     proxy = make_proxy(LOCAL_POLICY)
     text = proxy.config_path.read_text()

@@ -49,6 +49,14 @@ def _acl_text(negated: bool, acl) -> str:
     return f"{'!' if negated else ''}{acl.name} ({acl.type_name})"
 
 
+def _matched_text(negated: bool, acl) -> str:
+    """One ACL of the deciding line, which matched as written: '!Safe_ports' matches
+    because Safe_ports does not (the same answer -v shows as 'yes')."""
+    if negated:
+        return f"{_acl_text(True, acl)} matches ({acl.name} does not)"
+    return f"{_acl_text(False, acl)} matches"
+
+
 def render(report: Report, ch: Checklist, verbose: bool = False) -> str:
     v = report.verdict
     lines = [f"{'ALLOW' if v.allowed else 'DENY'}  {ch.method} {ch.url} from {ch.src}"]
@@ -57,8 +65,7 @@ def render(report: Report, ch: Checklist, verbose: bool = False) -> str:
     elif not v.implicit:
         lines.append(f"  decided by {v.rule.where}: {v.rule.text}")
         step = report.steps[-1]
-        matched = ", ".join(
-            f"{_acl_text(n, a)} {'does not match' if n else 'matches'}" for n, a, _ in step.tried)
+        matched = ", ".join(_matched_text(n, a) for n, a, _ in step.tried)
         lines.append(f"  because {matched}" if matched else "  (a line without ACLs matches everything)")
     else:
         last = v.rule

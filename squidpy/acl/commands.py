@@ -10,10 +10,11 @@ import click
 
 from squidpy.acl.check import evaluate, render
 from squidpy.acl.checklist import Checklist
+from squidpy.cli_options import config_option, load_config
 from squidpy.http.url import BadTarget, internal_target, parse_target
 
 
-def _lookup(target, client_ip: str, dst: tuple[str, ...]):
+def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = ()):
     """Facts for ACLs that need them: --dst if given, else this machine's resolver."""
     def lookup(fact: str):
         if fact == "dst":
@@ -35,7 +36,7 @@ def _lookup(target, client_ip: str, dst: tuple[str, ...]):
 
 @click.command()
 @click.argument("url")
-@click.option("-f", "config_path", type=click.Path(dir_okay=False), help="configuration file (default: the embedded one)")
+@config_option
 @click.option("--client", "client_ip", default="127.0.0.1", show_default=True, help="the client's address")
 @click.option("--method", default="GET", show_default=True)
 @click.option("--user-agent", help="User-Agent header")
@@ -48,7 +49,7 @@ def _lookup(target, client_ip: str, dst: tuple[str, ...]):
 @click.option("--connections", default=1, show_default=True, type=int, help="connections the client has open (maxconn)")
 @click.option("--at", "at_time", help="pretend it is this local time, 'YYYY-MM-DD HH:MM' (time ACLs)")
 @click.option("-v", "--verbose", is_flag=True, help="show every line tried and each ACL's answer")
-def check(url, config_path, client_ip, method, user_agent, referer, headers, dst, local_ip, local_port,
+def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, local_port,
           port_name, connections, at_time, verbose):
     """Which http_access line allows or denies URL, and which ACLs decided it.
 
@@ -56,9 +57,7 @@ def check(url, config_path, client_ip, method, user_agent, referer, headers, dst
     (/squid-internal-mgr/info, /proxy.pac) is a request to the proxy itself.
     Exit status: 0 allowed, 1 denied, 2 bad arguments or configuration.
     """
-    from squidpy.cli import _load
-
-    config = _load(config_path)
+    config = load_config()
     method = method.upper()
     try:
         target = parse_target(method, url)
@@ -90,6 +89,6 @@ def check(url, config_path, client_ip, method, user_agent, referer, headers, dst
                    port=target.port, path=target.path, request_headers=request_headers, local_ip=local_ip,
                    local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
     ch.client_connections = connections
-    report = evaluate(config.http_access, ch, _lookup(target, client_ip, dst), config.deny_info)
+    report = evaluate(config.http_access, ch, lookup_facts(target, client_ip, dst), config.deny_info)
     click.echo(render(report, ch, verbose))
     sys.exit(0 if report.verdict.allowed else 1)

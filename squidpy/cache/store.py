@@ -385,6 +385,16 @@ class DiskTier:
         except DISK_ERRORS as e:
             self.report_failure("listing", e)
 
+    def probe(self) -> None:
+        """Write a temp file where bodies are written, and check the database files may be
+        written (opening the database already wrote to it); raises what the disk says."""
+        with tempfile.NamedTemporaryFile(dir=self.tmp) as f:
+            f.write(b"probe")
+            f.flush()
+        for name in os.listdir(self.path):
+            if name.startswith("cache.db") and not os.access(os.path.join(self.path, name), os.W_OK):
+                raise PermissionError(13, "Permission denied", os.path.join(self.path, name))
+
     def close(self) -> None:
         self.writer.stop()
         try:
@@ -392,6 +402,42 @@ class DiskTier:
         except DISK_ERRORS:
             pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class CacheDirError(Exception):
+    """One line saying why a cache_dir cannot be used."""
+
+
+def open_cache_dir(path: str, size_mb: int) -> DiskTier:
+    """A cache_dir known to work: created if missing, and written to once (a directory
+    that exists but is read-only, or not ours, fails here, at start, not on the first
+    store).  Raises CacheDirError."""
+    try:
+        disk = DiskTier(path, size_mb)
+    except DISK_ERRORS as e:
+        raise CacheDirError(f"cache_dir {path}: {_reason(e)}") from None
+    try:
+        disk.probe()
+    except DISK_ERRORS as e:
+        disk.close()
+        raise CacheDirError(f"cache_dir {path}: {_reason(e)}") from None
+    return disk
+
+
+def _reason(error: Exception) -> str:
+    import errno
+    import pwd
+    if isinstance(error, OSError) and error.strerror:
+        if error.errno == errno.ENOTDIR:
+            return f"{error.strerror} (a part of the path is a file)"
+        if error.errno in (errno.EACCES, errno.EPERM):
+            try:
+                user = pwd.getpwuid(os.geteuid()).pw_name
+            except KeyError:
+                user = str(os.geteuid())
+            return f"{error.strerror} (squidpy runs as {user})"
+        return error.strerror
+    return str(error)
 
 
 def _clean_incoming(incoming: str) -> None:

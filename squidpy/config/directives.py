@@ -91,6 +91,30 @@ directive(
     kid that dies. Changing it needs a restart.""",
 )
 
+
+def _user_or_none(args, ctx):
+    value = _word(args, ctx)
+    return None if value == "none" else value
+
+
+directive(
+    "cache_effective_user", "USER|none", _user_or_none, "none", "Network",
+    doc="""The user squidpy becomes when it is started as root, once its
+    http_ports are bound (as Squid does; it keeps only the right to bind ports
+    below 1024, for a reconfigure). While still root it creates the
+    directories it needs (logs, pid file, cache_dir) owned by that user and
+    hands its log files to it; directories that already exist must be
+    writable by the user. none (squidpy's default; Squid's is the user it was
+    built with): stay who started it. Ignored when not started as root, as
+    under systemd with User=. Changing it needs a restart.""",
+)
+
+directive(
+    "cache_effective_group", "GROUP|none", _user_or_none, "none", "Network",
+    doc="""The group squidpy becomes with cache_effective_user (none: that
+    user's primary group). Changing it needs a restart.""",
+)
+
 # ---------------------------------------------------------------- access control
 
 
@@ -230,6 +254,7 @@ class AccessLogSpec:
     where: str
     rotate: int | None = None          # rotate=N: overrides logfile_rotate for this file
     buffer_size: int | None = None     # buffer-size=SIZE: write out past this many bytes
+    on_error: str = "die"              # on-error=die|drop: what a destination that fails does
 
 
 def _logformat(args, ctx):
@@ -259,6 +284,7 @@ def _access_log(args, ctx):
     rest = list(args[1:])
     fmt = None
     rotate = buffer_size = None
+    on_error = "die"
     while rest and "=" in rest[0]:
         key, _, value = rest.pop(0).partition("=")
         if key == "logformat":
@@ -270,27 +296,29 @@ def _access_log(args, ctx):
         elif key == "on-error":
             if value not in ("drop", "die"):
                 raise ValueError("on-error must be drop or die")
-            if value == "die":
-                ctx.warn("access_log on-error=die: squidpy never stops serving because of a log; "
-                         "lines that cannot be written are counted and reported (drop)")
+            on_error = value
         else:
             raise ValueError(f"unknown access_log option '{key}=' (logformat=, rotate=, buffer-size=, on-error=)")
     if fmt is None and rest and (rest[0] in PREDEFINED_FORMATS or rest[0] in ctx.config.logformat):
         fmt = rest.pop(0)          # the older syntax: access_log PLACE FORMAT [ACL ...]
     fmt = fmt or "squid"
+    for word in rest:
+        if word.partition("=")[0] in ("logformat", "rotate", "buffer-size", "on-error"):
+            raise ValueError(f"'{word}' comes after the format or an ACL: write options right after "
+                             "the destination (access_log PATH [option=VALUE ...] [FORMAT] [ACL ...])")
     if fmt not in PREDEFINED_FORMATS and fmt not in ctx.config.logformat:
         raise ValueError(f"unknown logformat '{fmt}' (define it with a logformat line first)")
     rule = None
     if rest:
         holder = AccessList("access_log")
         rule = holder.add_rule(["allow", *rest], ctx.config.acls, ctx.where, ctx.text)
-    return AccessLogSpec(destination, fmt, rule, ctx.where, rotate, buffer_size)
+    return AccessLogSpec(destination, fmt, rule, ctx.where, rotate, buffer_size, on_error)
 
 
 directive(
     "access_log",
     "PATH|stdio:PATH|daemon:PATH|syslog:FACILITY.PRIORITY|udp://HOST:PORT|tcp://HOST:PORT|none "
-    "[logformat=NAME] [rotate=N] [buffer-size=SIZE] [ACL ...]",
+    "[logformat=NAME] [rotate=N] [buffer-size=SIZE] [on-error=die|drop] [ACL ...]",
     _access_log, "${state_dir}/access.log squid", "Logging", kind=APPEND,
     doc="""Where each finished transaction is logged, in which logformat
     (default: squid, Squid's native format; the older form 'access_log PATH
@@ -303,9 +331,13 @@ directive(
     local syslog socket (syslog_socket) with the facility and priority given
     (default local4.info); udp:// and tcp:// send each line to a collector,
     reconnecting by themselves. rotate=N overrides logfile_rotate for one
-    file; buffer-size=SIZE (default 64 KB) writes out sooner. Nothing a log
-    destination does can block or stop serving: lines it cannot take are
-    counted and reported in cache_log.""",
+    file; buffer-size=SIZE (default 64 KB) writes out sooner. Writing never
+    makes a request wait. on-error=die (the default, as in Squid): a file
+    that cannot be opened or written, or a collector whose waiting lines
+    overflow, stops squidpy with a FATAL line in cache_log, so no request
+    goes unaudited; a start or reconfigure that cannot open it fails.
+    on-error=drop: the lines are counted as lost and reported in cache_log,
+    and squidpy serves on.""",
 )
 
 directive(
@@ -443,6 +475,58 @@ directive(
     "cache_mgr", "EMAIL", _word, "webmaster", "Error pages",
     doc="""The administrator's e-mail address, shown on error pages.""",
 )
+
+# ---------------------------------------------------------------- proxy auto-configuration
+
+
+def _pac_proxy(args, ctx):
+    from squidpy.pac import parse_proxy
+    if not args:
+        raise ValueError("expected one or more HOST:PORT")
+    return [parse_proxy(word) for word in args]
+
+
+def _pac_direct(args, ctx):
+    from squidpy.pac import parse_direct
+    if not args:
+        raise ValueError("expected domains (.example.lan) or networks (10.0.0.0/8)")
+    return [parse_direct(word) for word in args]
+
+
+directive(
+    "pac_proxy", "HOST:PORT ...", _pac_proxy, None, "Proxy auto-configuration",
+    doc="""squidpy extension. The proxies the PAC file (/proxy.pac and /wpad.dat,
+    served by squidpy to browsers that ask it directly) tells browsers to use,
+    in order: a browser tries the next when one does not answer. Without it:
+    the address the browser fetched the file from.""",
+)
+directive(
+    "pac_direct", "DOMAIN|NETWORK ...", _pac_direct, None, "Proxy auto-configuration", kind=APPEND,
+    doc="""squidpy extension. Destinations browsers reach without the proxy, in
+    the PAC file: .example.lan is example.lan and every name under it,
+    intranet.example.com that host only, 10.0.0.0/8 (or one address) the
+    destinations whose address is in the network: the browser resolves a
+    name to check it, so list networks only when that lookup is cheap. IPv6
+    networks apply to IPv6 addresses in URLs, in browsers that have
+    isInNetEx. This machine (localhost, 127.0.0.0/8, ::1) always goes
+    direct. Requests that go direct are not filtered or logged by squidpy.""",
+)
+directive(
+    "pac_plain_hosts_direct", "on|off", _onoff, "on", "Proxy auto-configuration",
+    doc="""squidpy extension. Whether names without a dot (http://intranet/)
+    go direct in the PAC file.""",
+)
+directive(
+    "pac_fallback", "direct|none", _choice("direct", "none"), "direct", "Proxy auto-configuration",
+    doc="""squidpy extension. What the PAC file tells browsers to do when no
+    proxy answers: direct goes to the site without the proxy (the browser
+    keeps working, but bypasses http_access and the access log); none makes
+    the request fail, so there is no way around the proxy (fail closed).
+    Serve the PAC file from a host that stays up (a copy on a web server, or
+    the WPAD host) when failing closed: a browser that cannot fetch it at
+    all goes direct.""",
+)
+
 
 # ---------------------------------------------------------------- DNS
 

@@ -147,6 +147,19 @@ def load(path: str | None = None, text: str | None = None,
     return config
 
 
+def looks_like_configuration(lines: list[str]) -> bool:
+    """Is this the start of a squid.conf rather than a log?  Its first line that is not
+    blank or a comment starts with a directive name (no log line does: they start with
+    a time or an address)."""
+    for line in lines:
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        word = text.split(None, 1)[0]
+        return word in DIRECTIVES or word == "include"
+    return False
+
+
 def _apply(config: Config, line: ConfigLine, errors: list[ConfigError], seen: set[str]) -> None:
     d = DIRECTIVES.get(line.name)
     if d is None:

@@ -78,6 +78,8 @@ def parse_size(args: list[str], default_unit: str = "byte") -> int:
             i -= 1
         if i < len(text):
             text, unit = text[:i], text[i:]
+        if not text:
+            raise ValueError(f"'{args[0]}' is not a size such as '64 KB'")
     value = _number(text, "number")
     factor = _unit(unit or default_unit, SIZE_UNITS)
     if factor is None:

@@ -37,7 +37,11 @@ MAX_BACKOFF = 60.0
 
 
 class Writer:
-    """What every destination does; ``lost`` counts lines that could not be delivered."""
+    """What every destination does; ``lost`` counts lines that could not be delivered.
+
+    ``on_fatal`` is set for ``on-error=die`` (Squid's default): it is called with one line
+    saying what failed when lines are lost, or when a file cannot be opened, and stops
+    the proxy.  Without it (``on-error=drop``) the loss is counted and reported."""
 
     def __init__(self, name: str, buffer_size: int = DEFAULT_BUFFER):
         self.name = name
@@ -45,6 +49,8 @@ class Writer:
         self.lost = 0
         self._lost_reported = 0       # ``lost`` when the current failure was reported
         self._failing = False
+        self.failure: str | None = None   # the current failure, while it lasts
+        self.on_fatal = None
 
     def write(self, line: str) -> None:
         raise NotImplementedError
@@ -60,12 +66,21 @@ class Writer:
 
     def _failed(self, lines: int, reason: str) -> None:
         self.lost += lines
+        self.failure = reason
+        if self.on_fatal is not None and (lines or self.fatal_without_loss):
+            self.on_fatal(f"access_log {self.name}: {reason}")
+            return
         if not self._failing:
             self._failing = True
             self._lost_reported = self.lost - lines
             log.error("access_log %s: %s; access log lines are being lost", self.name, reason)
 
+    # a file that cannot be opened is fatal under on-error=die even before a line is lost
+    # (as in Squid); a collector that is down is not, until lines are lost
+    fatal_without_loss = False
+
     def _recovered(self) -> None:
+        self.failure = None
         if self._failing:
             self._failing = False
             log.warning("access_log %s: writing again; %d line(s) were lost meanwhile",
@@ -79,6 +94,8 @@ class FileLog(Writer):
     replaced (by an admin or logrotate) is opened again under its name,
     so no line goes into a file nobody can see.
     """
+
+    fatal_without_loss = True
 
     def __init__(self, path: str, buffer_size: int = DEFAULT_BUFFER):
         super().__init__(path, buffer_size)
@@ -200,11 +217,13 @@ class _QueuedWriter(Writer):
             self.sock.close()
             self.sock = None
 
+    overflow_reason = "its buffer is full"
+
     def _enqueue(self, data: bytes) -> None:
         self.queue.append(data)
         self.queued += len(data)
         while self.queued > self.backlog and len(self.queue) > 1:
-            self._drop_oldest("its buffer is full")
+            self._drop_oldest(self.overflow_reason)
         if self.queued >= self.buffer_size:
             self.flush()
 
@@ -220,6 +239,8 @@ class _QueuedWriter(Writer):
 
 class SyslogLog(_QueuedWriter):
     """The local syslog: one RFC 3164 datagram per line on a UNIX socket (/dev/log)."""
+
+    overflow_reason = "the syslog daemon does not keep up"
 
     def __init__(self, destination: Destination, socket_path: str, buffer_size: int = DEFAULT_BUFFER):
         super().__init__(destination.text, buffer_size)
@@ -264,9 +285,9 @@ class SyslogLog(_QueuedWriter):
             try:
                 self.sock.send(datagram)
             except BlockingIOError:
-                # the syslog daemon is behind: never wait for it
-                self._drop_oldest("the syslog daemon does not keep up")
-                continue
+                # the syslog daemon is behind: never wait for it; the lines stay queued
+                # (bounded: past the backlog the oldest are dropped) for the next flush
+                return
             except OSError as e:
                 if e.errno == errno.EMSGSIZE:
                     self._drop_oldest("a line is too long for syslog")
@@ -498,10 +519,14 @@ class AccessLog:
     there (so ``access_log none healthchecks`` first keeps them out of all logs).
     """
 
-    def __init__(self, specs, logformats: dict, syslog_socket: str = "/dev/log", previous: "AccessLog | None" = None):
+    def __init__(self, specs, logformats: dict, syslog_socket: str = "/dev/log", previous: "AccessLog | None" = None,
+                 on_fatal=None):
         self.outputs: list[Output] = []
         self.writers: dict[str, Writer] = {}
+        self.previous = previous
+        self._new: list[Writer] = []
         kept = previous.writers if previous is not None else {}
+        die: dict[str, bool] = {}
         for spec in specs:
             writer = None
             key = spec.destination.path if spec.destination.is_file else spec.destination.text
@@ -509,18 +534,47 @@ class AccessLog:
                 writer = self.writers.get(key) or kept.get(key)
                 if writer is None:
                     writer = open_writer(spec.destination, spec.buffer_size, syslog_socket)
+                    self._new.append(writer)
                 self.writers[key] = writer
+                # two lines naming one destination share its writer: 'die' if either says so
+                die[key] = die.get(key, False) or getattr(spec, "on_error", "die") == "die"
             fmt = logformats.get(spec.format_name) or PREDEFINED_FORMATS[spec.format_name]
             self.outputs.append(Output(writer, fmt, spec.filter, spec.rotate))
-        for key, writer in kept.items():
-            if self.writers.get(key) is not writer:
-                writer.close()
+        self._die = die
+        self.on_fatal = on_fatal
+        if previous is None:
+            self.commit()
+
+    def failures(self) -> list[str]:
+        """Destinations under on-error=die that cannot be written now (a file that cannot
+        be opened): what makes a start or a reconfigure fail."""
+        return [f"access_log {w.name}: {w.failure}" for key, w in self.writers.items()
+                if self._die[key] and w.fatal_without_loss and w.failure is not None]
+
+    def commit(self) -> None:
+        """Take over: arm on-error=die, close what the previous configuration had and this one
+        does not (a reconfigure keeps open files, connections and queued lines of the rest)."""
+        for key, writer in self.writers.items():
+            writer.on_fatal = self.on_fatal if self._die[key] else None
+        if self.previous is not None:
+            for key, writer in self.previous.writers.items():
+                if self.writers.get(key) is not writer:
+                    writer.close()
+            self.previous = None
+
+    def discard(self) -> None:
+        """A reconfigure that failed: close only what this one opened."""
+        for writer in self._new:
+            writer.on_fatal = None
+            writer.close()
+        self.previous = None
 
     @classmethod
-    def from_config(cls, config, previous: "AccessLog | None" = None) -> "AccessLog":
-        """The logs of ``config``; on reconfigure, destinations that stay keep their writer
-        (open file, TCP connection, queued lines)."""
-        return cls(config.access_log, config.logformat, config.syslog_socket, previous)
+    def from_config(cls, config, previous: "AccessLog | None" = None, on_fatal=None) -> "AccessLog":
+        """The logs of ``config``.  On reconfigure (``previous``), destinations that stay keep
+        their writer (open file, TCP connection, queued lines), and nothing changes until
+        :meth:`commit` (or :meth:`discard`)."""
+        return cls(config.access_log, config.logformat, config.syslog_socket, previous, on_fatal)
 
     def log(self, entry, checklist=None) -> None:
         if checklist is not None and checklist.reply_status is None and entry.status:

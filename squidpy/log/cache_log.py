@@ -22,8 +22,9 @@ def _formatter(tag: str | None) -> logging.Formatter:
 class CacheLog:
     """``tag`` names the process under 'workers N' (kid1, kid2 ... or master)."""
 
-    def __init__(self, path: str, echo: bool = False, tag: str | None = None):
+    def __init__(self, path: str, echo: bool = False, tag: str | None = None, owner: tuple[int, int] | None = None):
         self.path = path
+        self.owner = owner
         self.format = _formatter(tag)
         self.handler: logging.Handler | None = None
         self.echo_handler: logging.Handler | None = None
@@ -40,12 +41,27 @@ class CacheLog:
             log.addHandler(self.echo_handler)
 
     def open(self) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        handler = logging.FileHandler(self.path, encoding="utf-8", delay=False)
+        self.switch(self.path, self.prepare(self.path))
+
+    def prepare(self, path: str) -> logging.Handler:
+        """Open ``path`` without using it yet (a reconfigure opens everything first); raises OSError."""
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8", delay=False)
         handler.setFormatter(self.format)
+        if self.owner is not None:
+            # the master under workers writes as root: the kids, no longer root, share the file
+            try:
+                os.fchown(handler.stream.fileno(), *self.owner)
+            except OSError:
+                pass
+        return handler
+
+    def switch(self, path: str, handler: logging.Handler) -> None:
+        """Write to ``handler`` (from :meth:`prepare`) from now on."""
         if self.handler is not None:
             log.removeHandler(self.handler)
             self.handler.close()
+        self.path = path
         self.handler = handler
         log.addHandler(handler)
 

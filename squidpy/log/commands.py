@@ -17,28 +17,42 @@ from collections import deque
 
 import click
 
+from squidpy.cli_options import config_option, load_config
 from squidpy.log import files as logfiles
 from squidpy.log.filters import Selection, parse_network, parse_status, parse_when
+from squidpy.config.loader import looks_like_configuration
 from squidpy.log.parse import PARSERS, Record, is_denied, is_hit, parse_line
 
 
 @click.group("logs")
-@click.option("-f", "--config", "config_path", type=click.Path(dir_okay=False),
-              help="configuration whose access_log is read when no FILE is given")
-@click.pass_context
-def logs(ctx, config_path):
-    """Read access logs: follow them (tail) and sum them up (report)."""
-    ctx.obj = {"config_path": config_path}
+@config_option
+def logs():
+    """Read access logs: follow them (tail) and sum them up (report).
+
+    Without a FILE they read the first access_log file of the configuration
+    (-f CONFIG, before or after the subcommand's name)."""
 
 
-def _default_log(ctx) -> str:
-    from squidpy.cli import _load
-
-    config = _load(ctx.obj.get("config_path"))
+def _default_log() -> str:
+    config = load_config()
     for spec in config.access_log:
         if spec.destination.is_file:
             return spec.destination.path
     raise click.UsageError("the configuration has no access_log file: name the FILE to read")
+
+
+def _refuse_configuration(path: str) -> None:
+    """A configuration given where a log is expected (``logs tail squidpy.conf``) is
+    refused, not followed as a log that never matches."""
+    if path == "-" or not os.path.isfile(path):
+        return
+    try:
+        head = logfiles.first_lines(path, 200)
+    except (OSError, EOFError):
+        return
+    if looks_like_configuration(head):
+        raise click.UsageError(f"{path} is a squidpy configuration, not an access log: "
+                               f"give it with -f {path} to read the log it names")
 
 
 def _when(value: str | None, option: str) -> float | None:
@@ -120,19 +134,32 @@ def _filter_options(f):
     return f
 
 
-@logs.command()
+class _TailCommand(click.Command):
+    """``tail -f`` is a habit: say what -f means here when it comes without a file."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.BadOptionUsage as e:
+            if e.option_name == "-f":
+                raise click.BadOptionUsage("-f", "-f names the configuration file; "
+                                                 "-F (--follow) follows the log, like tail -F", ctx) from None
+            raise
+
+
+@logs.command(cls=_TailCommand)
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("-f", "--follow", "-F", is_flag=True, help="keep reading new lines, across rotation (like tail -F)")
+@config_option
+@click.option("-F", "--follow", is_flag=True, help="keep reading new lines, across rotation (like tail -F)")
 @click.option("-n", "--lines", "count", type=click.IntRange(min=0), default=10, show_default=True,
               help="how many of the last matching lines to show first")
 @_filter_options
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line, for machines")
 @click.option("--color/--no-color", "colour", default=None, help="colour (default: when writing to a terminal)")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True, help="log format")
-@click.pass_context
-def tail(ctx, file, follow, count, denied, client, user, domain, status, method, result, since, until, grep,
+def tail(file, follow, count, denied, client, user, domain, status, method, result, since, until, grep,
          as_json, colour, fmt):
-    """Show the last lines of an access log, filtered, with readable times; -f follows it.
+    """Show the last lines of an access log, filtered, with readable times; -F follows it.
 
     FILE '-' reads standard input (zcat -f access.log* | squidpy logs tail - ...).
 
@@ -140,7 +167,9 @@ def tail(ctx, file, follow, count, denied, client, user, domain, status, method,
     (5xx), cache hits green.  Filters combine: every filter given must match
     (a repeated filter matches any of its values).
     """
-    path = file or _default_log(ctx)
+    path = file or _default_log()
+    if file:
+        _refuse_configuration(file)
     selection = _selection(denied, client, user, domain, status, method, result, since, until, grep)
     wanted = selection.predicate()
     parser = _parser(fmt)
@@ -166,7 +195,7 @@ def tail(ctx, file, follow, count, denied, client, user, domain, status, method,
 
     if path == "-":
         if follow:
-            raise click.UsageError("-f follows a file, not standard input")
+            raise click.UsageError("-F follows a file, not standard input")
         stdin = click.get_binary_stream("stdin")
         last: deque = deque(maxlen=count)
         for raw in stdin:
@@ -196,6 +225,7 @@ def tail(ctx, file, follow, count, denied, client, user, domain, status, method,
 
 @logs.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@config_option
 @_filter_options
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="rows in each top list")
 @click.option("--min-requests", type=click.IntRange(min=1), default=5, show_default=True,
@@ -204,8 +234,7 @@ def tail(ctx, file, follow, count, denied, client, user, domain, status, method,
               help="also write a self-contained HTML page with charts to this file")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True, help="log format")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
-@click.pass_context
-def report(ctx, files, denied, client, user, domain, status, method, result, since, until, grep,
+def report(files, denied, client, user, domain, status, method, result, since, until, grep,
            top, min_requests, html_out, fmt, progress):
     """Sum up access logs: traffic, clients, users, domains, denials, cache, status.
 
@@ -218,8 +247,10 @@ def report(ctx, files, denied, client, user, domain, status, method, result, sin
     from squidpy.log.report import Report, render_text
 
     paths = list(files)
+    for path in paths:
+        _refuse_configuration(path)
     if not paths:
-        paths = logfiles.rotated_siblings(_default_log(ctx))
+        paths = logfiles.rotated_siblings(_default_log())
         if not paths:
             raise click.UsageError("no access log found: name the FILES to read")
     selection = _selection(denied, client, user, domain, status, method, result, since, until, grep)

@@ -46,6 +46,20 @@ class LogFile:
         self.raw.close()
 
 
+def first_lines(path: str, count: int) -> list[str]:
+    """The first ``count`` lines of a plain or gzip file."""
+    f = LogFile(path)
+    try:
+        out = []
+        for line in f.lines():
+            out.append(line)
+            if len(out) >= count:
+                break
+        return out
+    finally:
+        f.close()
+
+
 def rotated_siblings(path: str) -> list[str]:
     """A log and its rotated copies: access.log, access.log.0 ..., access.log.1.gz, access.log-20261123.gz."""
     names = {path} if os.path.exists(path) else set()

@@ -166,7 +166,7 @@ def render_html(report: Report, top: int = 10, min_requests: int = 5, sources: l
         ("Denied", f"{report.denied:,}"), ("Hit ratio (requests)", percent(report.hit_ratio_requests)),
         ("Hit ratio (bytes)", percent(report.hit_ratio_bytes)),
     ]
-    domains = report.domains.top(top)
+    domains = report.served_domains(top)
     total = report.requests or 1
     parts = [
         "<!DOCTYPE html>",
@@ -193,7 +193,7 @@ def render_html(report: Report, top: int = 10, min_requests: int = 5, sources: l
                              ("misses", report.cacheable_bytes - report.hit_bytes, MISS)], "chart-hits-bytes"),
         "</div>", _table(data["cache"]), "</section>",
         f'<section id="domains"><h2>Top {top} domains</h2>',
-        bar_chart("Requests per domain", [(d, r[0], f"{r[0]:,} ({percent(r[0] / total)})") for d, r in domains],
+        bar_chart("Requests served per domain", [(d, r[6], f"{r[6]:,} ({percent(r[6] / total)})") for d, r in domains],
                   BAR, "chart-domains"),
         _table(data["domains"]), "</section>",
         '<section id="status"><h2>Status and result codes</h2>',
@@ -208,7 +208,8 @@ def render_html(report: Report, top: int = 10, min_requests: int = 5, sources: l
                   DENIED, "chart-denied"),
         '<div class="grid2"><div>', _table(data["denied-clients"]), "</div><div>", _table(data["denied-domains"]),
         "</div></div></section>",
-        f'<section id="connect"><h2>Top {top} CONNECT destinations</h2>', _table(data["connect"]), "</section>",
+        f'<section id="connect"><h2>Top {top} CONNECT destinations</h2>', _table(data["connect"]),
+        "<h3>CONNECTs without a tunnel (denied or failed)</h3>", _table(data["connect-refused"]), "</section>",
         '<section id="slowest"><h2>Slowest domains</h2>', _table(data["slowest"]), "</section>",
         f'<section id="traffic-table"><h2>Traffic per {unit}</h2>', _table(data["traffic"]), "</section>",
     ]

@@ -66,6 +66,12 @@ def is_denied(result: str | None) -> bool:
     return result is not None and "DENIED" in result
 
 
+def is_tunnel(r: "Record") -> bool:
+    """A CONNECT that became a tunnel: answered 200 and not denied.  Denied CONNECTs
+    (TCP_DENIED/403, or a bumped TCP_DENIED/200) and failed ones (503...) are not."""
+    return r.method == "CONNECT" and r.status == 200 and not is_denied(r.result)
+
+
 def is_hit(result: str | None) -> bool:
     if result is None:
         return False

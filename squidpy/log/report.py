@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from squidpy.log.parse import Record, domain_of, is_denied, is_hit
+from squidpy.log.parse import Record, domain_of, is_denied, is_hit, is_tunnel
 
 MAX_KEYS = 100_000
 
@@ -77,8 +77,10 @@ class Report:
         self.malformed = Malformed()
         self.clients = Table(3, max_keys)       # requests, bytes, denied
         self.users = Table(2, max_keys)         # requests, bytes
-        self.domains = Table(6, max_keys)       # requests, bytes, denied, timed requests, ms total, ms max
-        self.connect = Table(2, max_keys)       # requests, bytes (CONNECT host:port)
+        # requests, bytes, denied, timed requests, ms total, ms max, served requests, served bytes
+        self.domains = Table(8, max_keys)
+        self.connect = Table(2, max_keys)       # established tunnels, bytes (CONNECT host:port)
+        self.connect_refused = Table(3, max_keys)   # CONNECTs that were no tunnel: all, denied, failed
         self.status = Counter()
         self.results = Counter()
         self.hours: dict[float, list] = {}      # local hour start -> [requests, bytes]
@@ -115,13 +117,21 @@ class Report:
             self.denied += 1
             row[2] += 1
             row_d[2] += 1
+        else:
+            row_d[6] += 1
+            row_d[7] += size
         self.status[r.status] += 1
         if r.result is not None:
             self.results[r.result] += 1
         if r.method == "CONNECT":
-            row_c = self.connect.row(r.url)
-            row_c[0] += 1
-            row_c[1] += size
+            if is_tunnel(r):
+                row_c = self.connect.row(r.url)
+                row_c[0] += 1
+                row_c[1] += size
+            else:
+                row_r = self.connect_refused.row(r.url)
+                row_r[0] += 1
+                row_r[1 if denied else 2] += 1
         elif not denied:
             self.cacheable_requests += 1
             self.cacheable_bytes += size
@@ -155,6 +165,10 @@ class Report:
         rows.sort(key=lambda x: (-x[2], x[0]))
         return rows[:n]
 
+    def served_domains(self, n: int) -> list[tuple[str, list]]:
+        """Domains by requests that were not denied (denials have their own table)."""
+        return [(k, row) for k, row in self.domains.top(n, 6) if row[6]]
+
     def denied_by(self, table: Table, n: int, column: int = 2) -> list[tuple[str, list]]:
         return [(k, row) for k, row in table.top(n, column) if row[column]]
 
@@ -185,7 +199,7 @@ class Report:
     @property
     def approximate(self) -> list[str]:
         names = [("clients", self.clients), ("users", self.users), ("domains", self.domains),
-                 ("CONNECT destinations", self.connect)]
+                 ("CONNECT destinations", self.connect), ("refused CONNECTs", self.connect_refused)]
         return [name for name, table in names if not table.exact]
 
 
@@ -270,7 +284,11 @@ def sections(report: Report, top: int = 10, min_requests: int = 5) -> list[dict]
 
     out.append(by(report.clients, f"Top {top} clients", "clients", "clients"))
     out.append(by(report.users, f"Top {top} users", "users", "users"))
-    out.append(by(report.domains, f"Top {top} domains", "domains", "domains"))
+    domains = by(report.domains, f"Top {top} domains", "domains", "domains")
+    domains["rows"] = [[k, f"{r[6]:,}", percent(r[6] / total), human_bytes(r[7])]
+                       for k, r in report.served_domains(top)]
+    domains["note"] = "; ".join(filter(None, ["requests that were not denied (denials: see below)", domains["note"]]))
+    out.append(domains)
     out.append({"id": "denied-clients", "title": f"Denied requests by client (top {top})",
                 "headers": ["client", "denied", "of its requests"],
                 "rows": [[k, f"{r[2]:,}", percent(r[2] / r[0])] for k, r in report.denied_by(report.clients, top)]})
@@ -290,8 +308,12 @@ def sections(report: Report, top: int = 10, min_requests: int = 5) -> list[dict]
     out.append({"id": "traffic", "title": f"Traffic per {unit}", "headers": [unit, "requests", "bytes"],
                 "rows": [[local_time(s, seconds=False) if unit == "hour" else local_time(s)[:10],
                           f"{req:,}", human_bytes(size)] for s, req, size in buckets]})
-    out.append({"id": "connect", "title": f"Top {top} CONNECT destinations", "headers": ["destination", "tunnels", "bytes"],
+    out.append({"id": "connect", "title": f"Top {top} CONNECT destinations (tunnels established)",
+                "headers": ["destination", "tunnels", "bytes"],
                 "rows": [[k, f"{r[0]:,}", human_bytes(r[1])] for k, r in report.connect.top(top)]})
+    out.append({"id": "connect-refused", "title": f"CONNECTs without a tunnel (top {top})",
+                "headers": ["destination", "denied", "failed"],
+                "rows": [[k, f"{r[1]:,}", f"{r[2]:,}"] for k, r in report.connect_refused.top(top)]})
     out.append({"id": "slowest", "title": f"Slowest domains (mean response time, at least {min_requests} requests)",
                 "headers": ["domain", "requests", "mean ms", "max ms"],
                 "rows": [[d, f"{n:,}", f"{mean:,.0f}", f"{worst:,}"]

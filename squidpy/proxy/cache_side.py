@@ -54,6 +54,11 @@ class CacheFlow:
         url = txn.target.url
         names = self.cache.store.vary_names(url) or ()
         self.key = entry_key(url, policy.vary_key(names, head.headers) if names else ())
+        if "no-cache" in self.req_cc:
+            # a reload (RFC 9111 5.2.1.4), as Squid 5.7 does it: no lookup, no validators of
+            # ours; the origin's reply is logged TCP_MISS and replaces the stored one
+            txn.entry.result = "TCP_MISS"
+            return self._miss(False)
         found = self.cache.store.lookup(self.key)
         if found is not None:
             reply, body, in_memory = found
@@ -81,13 +86,8 @@ class CacheFlow:
             if reuse.decision == policy.STALE_REVALIDATE:
                 self.cache.background_refresh(txn)
             return self.serve(reply, None, age)
-        if "no-cache" in self.req_cc and not policy.validation_headers(reply.headers):
-            txn.entry.result = "TCP_CLIENT_REFRESH_MISS"
-            return self._miss(False)
-        # stale or no-cache: ask the origin with our validators
+        # stale: ask the origin with our validators
         self.revalidating = True
-        if "no-cache" in self.req_cc:
-            txn.entry.result = "TCP_CLIENT_REFRESH_MISS"
         return False
 
     def _miss(self, may_wait: bool) -> bool:
@@ -126,8 +126,8 @@ class CacheFlow:
         txn = self.txn
         head = txn.head
         e = txn.entry
-        e.hierarchy = "HIER_NONE"
-        e.server_ip = None
+        # the hierarchy stays as the transaction set it: HIER_DIRECT/ADDR when a revalidation
+        # reached the origin (TCP_REFRESH_UNMODIFIED, TCP_REFRESH_FAIL_OLD after a 5xx), else HIER_NONE/-
         body = self.stored_body if body is None else body
         from_memory = body is not None
         if result is None:

@@ -17,6 +17,9 @@ import urllib.parse
 from dataclasses import dataclass
 
 from squidpy import __version__
+from squidpy.pac import CONTENT_TYPE as PAC_CONTENT_TYPE
+from squidpy.pac import PacSettings
+from squidpy.pac import render as render_pac
 
 
 @dataclass
@@ -38,21 +41,11 @@ def _proxy_address(host_header: bytes | None, local_ip: str, local_port: int) ->
     return f"{shown}:{local_port}"
 
 
-def pac_file(proxy: str) -> bytes:
-    return (
-        "function FindProxyForURL(url, host) {\n"
-        "    if (isPlainHostName(host) || host === \"localhost\" || shExpMatch(host, \"127.*\"))\n"
-        "        return \"DIRECT\";\n"
-        f"    return \"PROXY {proxy}; DIRECT\";\n"
-        "}\n"
-    ).encode("ascii")
-
-
-def page(head, local_ip: str, local_port: int, hostname: str) -> Page:
+def page(head, local_ip: str, local_port: int, hostname: str, pac: PacSettings = PacSettings()) -> Page:
     path = head.target.split("?", 1)[0]
     proxy = _proxy_address(head.host, local_ip, local_port)
     if path in ("/proxy.pac", "/wpad.dat"):
-        return Page(200, b"application/x-ns-proxy-autoconfig", pac_file(proxy))
+        return Page(200, PAC_CONTENT_TYPE, render_pac(pac, proxy).encode("ascii"))
     if path == "/":
         p = html.escape(proxy)
         body = (

@@ -2,10 +2,12 @@
 
 :class:`ProxyService` owns what every connection shares (the configuration,
 DNS cache, origin connection pool, logs, error pages, timeouts) and carries
-out reconfigure (SIGHUP), rotate (SIGUSR1) and shutdown (SIGTERM/SIGINT).
-A reconfigure swaps the configuration for new transactions and reconciles
-the listening ports; live connections and listening sockets that stay are
-untouched.
+out start, reconfigure (SIGHUP), rotate (SIGUSR1) and shutdown (SIGTERM/SIGINT).
+Starting fails in one line (:class:`StartupError`), never half-way.  A
+reconfigure opens everything the new configuration needs first and takes it
+whole or not at all; then it swaps the configuration for new transactions and
+reconciles the listening ports; live connections and listening sockets that
+stay are untouched.
 """
 
 from __future__ import annotations
@@ -28,29 +30,53 @@ from squidpy.errors import ErrorPages
 from squidpy.http.message import via_value
 from squidpy.log.access_log import AccessLog
 from squidpy.log.cache_log import CacheLog
+from squidpy.pac import PacSettings
+from squidpy.proxy import privileges
 from squidpy.proxy.client_side import ClientFactory
 from squidpy.proxy.closing import lose
 from squidpy.proxy.dns import DnsCache, build_resolver
+from squidpy.proxy.notify import STATUS_INTERVAL, Notifier, rate, status_text
+from squidpy.proxy.pidfile import AlreadyRunning, PidFile
 from squidpy.proxy.server_side import ServerPool
 from squidpy.proxy.timeouts import Timeouts
 
 log = logging.getLogger("squidpy")
 
 
-class AlreadyRunning(Exception):
-    pass
+class StartupError(Exception):
+    """One line saying why squidpy cannot start (logged as FATAL in cache_log when it is open)."""
+
+
+class ReconfigureError(Exception):
+    """Why a new configuration cannot be applied as a whole."""
+
+
+class Staged:
+    """What a reconfigure opened before changing anything: all of it is taken, or none."""
+
+    def __init__(self, config):
+        self.config = config
+        self.ports: dict[tuple[str, int], object] = {}
+        self.cache = None                 # a new Cache, when the cache_dir changes
+        self.cache_log = None             # a new handler, when cache_log changes
+        self.access_log = None
+        self.pidfile = None               # a new lock, when pid_filename changes
 
 
 class ProxyService:
-    def __init__(self, config, reactor, echo: bool = False, kid: int | None = None):
+    def __init__(self, config, reactor, echo: bool = False, kid: int | None = None,
+                 notifier: Notifier | None = None, identity: privileges.Identity | None = None):
         self.reactor = reactor
         self.config = config
         self.echo = echo
         self.kid = kid                # the kid number under 'workers N', else None
+        self.notifier = notifier or Notifier()
+        self.identity = identity      # whom to become after binding ports (None: stay who we are)
         self.listeners: dict[tuple[str, int], object] = {}
         self.clients: set = set()
         self._per_ip: Counter = Counter()
         self.shutting_down = False
+        self.exit_code = 0
         self.started = time.time()
         self._over_capacity = False
         self.timeouts = Timeouts(_sweep_interval(config))
@@ -59,72 +85,147 @@ class ProxyService:
         self.access_log = None
         self.cache_log = None
         self.cache = None
+        self.pidfile = None
         self._cache_dir = None
         self._flush = LoopingCall(self.flush_logs)
+        self._status = LoopingCall(self.report_status)
+        self.transactions = 0             # finished transactions, for the request rate
+        self._rate_mark = (0, time.monotonic())
         self.fd_limit = raise_fd_limit(config.max_filedescriptors)
-        self._apply(config)
+        self._derive(config)
 
     # ------------------------------------------------------------ configuration
-    def _apply(self, config) -> None:
-        """Derive everything that depends on the configuration."""
+    def _derive(self, config) -> None:
+        """Everything that follows from the configuration and cannot fail."""
         self.config = config
         self.visible_hostname = config.visible_hostname
         self.via_name = config.visible_hostname if config.via else None
         self.via_header = via_value("1.1", config.visible_hostname) if config.via else None
         self.x_cache_miss = b"MISS from " + config.visible_hostname.encode("latin-1")
         self.x_cache_hit = b"X-Cache: HIT from " + config.visible_hostname.encode("latin-1") + b"\r\n"
-        self._configure_cache(config)
         self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr)
         self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
                             config.negative_dns_ttl, config.dns_timeout,
                             (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size)
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
+        self.pac = PacSettings.from_config(config)
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
 
-    def _configure_cache(self, config) -> None:
-        """The cache outlives reconfigurations unless its cache_dir changes."""
-        from squidpy.cache.store import DiskTier, Store
+    @staticmethod
+    def _cache_dir_of(config):
+        return (config.cache_dir.path, config.cache_dir.size_mb) if config.cache_dir else None
+
+    def _open_cache(self, config):
+        """A new cache for ``config``; raises CacheDirError when its cache_dir cannot be used."""
+        from squidpy.cache.store import Store, open_cache_dir
         from squidpy.proxy.cache_side import Cache
 
-        wanted = (config.cache_dir.path, config.cache_dir.size_mb) if config.cache_dir else None
-        if self.cache is not None and wanted == self._cache_dir:
-            self.cache.configure(config)
-            return
-        if self.cache is not None:
-            self.cache.close()
-        disk = DiskTier(*wanted) if wanted else None
-        self.cache = Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk))
-        self._cache_dir = wanted
+        wanted = self._cache_dir_of(config)
+        disk = open_cache_dir(*wanted) if wanted else None
+        return Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk))
 
+    # ------------------------------------------------------------ start
     def start(self) -> None:
-        """Open logs, write the pid file, listen.  Raises on a port that cannot be opened."""
+        """Lock the pid file, open cache_log, listen, give up root, open the cache_dir and
+        the access logs.  Raises AlreadyRunning or StartupError (one line, also in cache_log)."""
         config = self.config
-        self.cache_log = CacheLog(config.cache_log, echo=self.echo, tag=self._tag())
-        self.cache_log.capture_twisted()
         if self.kid is None:
-            write_pid_file(config.pid_filename)
-        self.access_log = AccessLog.from_config(config)
+            try:
+                self.identity = privileges.effective_identity(config)
+                if self.identity is not None:
+                    privileges.make_usable(self.identity, *places_to_prepare(config))
+            except privileges.PrivilegeError as e:
+                raise StartupError(str(e)) from None
+            except OSError as e:
+                raise StartupError(f"cannot prepare {e.filename}: {e.strerror}") from None
+            if config.pid_filename is not None:
+                try:
+                    self.pidfile = PidFile.acquire(config.pid_filename, _owner(self.identity))
+                except OSError as e:
+                    raise StartupError(f"pid_filename {config.pid_filename}: {e.strerror}") from None
+        try:
+            self.cache_log = CacheLog(config.cache_log, echo=self.echo, tag=self._tag())
+        except OSError as e:
+            self._release_pidfile()
+            raise StartupError(f"cache_log {config.cache_log}: {e.strerror}") from None
+        self.cache_log.capture_twisted()
         log.info("Starting squidpy/%s (pid %d) with %s", __version__, os.getpid(), config.source)
         for warning in config.warnings:
             log.warning("%s", warning)
-        try:
-            for listen in config.http_port:
+        for listen in config.http_port:
+            try:
                 self._listen(listen)
-        except Exception:
-            if self.kid is None:
-                remove_pid_file(config.pid_filename)
-            raise
+            except ierror.CannotListenError as e:
+                self._fail_start(f"cannot listen on {_where(listen)}: {_socket_reason(e)}")
+        if self.identity is not None:
+            try:
+                kept = privileges.become(self.identity)
+            except privileges.PrivilegeError as e:
+                self._fail_start(str(e))
+            log.info("Running as %s%s", self.identity,
+                     "" if kept else " (without CAP_NET_BIND_SERVICE: new ports below 1024 need a restart)")
+        elif self.kid is None and os.geteuid() == 0:
+            log.warning("Running as root: set cache_effective_user to give up root after binding the ports")
+        from squidpy.cache.store import CacheDirError
+        try:
+            self.cache = self._open_cache(config)
+        except CacheDirError as e:
+            self._fail_start(str(e))
+        self._cache_dir = self._cache_dir_of(config)
+        self.access_log = AccessLog.from_config(config, on_fatal=self.fatal)
+        for failure in self.access_log.failures():
+            self._fail_start(failure)
+        self._announce()
         self.timeouts.start()
         self._flush.start(1.0, now=False)
+        if self.notifier.wanted:
+            self._status.start(STATUS_INTERVAL, now=False)
+        self.notifier.ready(self.status_text())
         from squidpy.proxy.reactor import tune_gc, tune_malloc
         tune_gc()
         tune_malloc()
 
+    def _fail_start(self, message: str):
+        log.critical("FATAL: %s", message)
+        for port in self.listeners.values():
+            port.stopListening()
+        self.listeners.clear()
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+        if self.access_log is not None:
+            self.access_log.close()
+        self._release_pidfile()
+        if self.cache_log is not None:
+            self.cache_log.close()
+        raise StartupError(message)
+
+    def _announce(self) -> None:
+        """Where everything is: the configuration was named at the start, the ports as they
+        opened; then the logs and the cache."""
+        files = [spec.destination.text for spec in self.config.access_log if spec.destination.kind != "none"]
+        log.info("access_log: %s", ", ".join(files) if files else "none")
+        log.info("cache_log: %s", self.config.cache_log)
+        if self._cache_dir is not None:
+            log.info("cache_dir: %s (%d MB)", *self._cache_dir)
+        else:
+            log.info("cache_dir: none (cache_mem %d MB only)", self.config.cache_mem // (1024 * 1024))
+
+    def startup_summary(self) -> list[str]:
+        """What ``squidpy run`` prints on the terminal: the configuration, the ports, the logs."""
+        name = f"squidpy/{__version__}" + (f" kid{self.kid}" if self.kid is not None else "")
+        lines = [f"{name}: configuration {self.config.source}"] if self.kid in (None, 1) else []
+        lines += [f"{name} listening on {where}" for where in self.listening_addresses()]
+        if self.kid in (None, 1):
+            files = [spec.destination.text for spec in self.config.access_log if spec.destination.kind != "none"]
+            lines.append(f"{name}: cache_log {self.config.cache_log}; access_log {', '.join(files) or 'none'}")
+        return lines
+
     def _tag(self) -> str | None:
         return f"kid{self.kid}" if self.kid is not None else None
 
-    def _listen(self, listen) -> None:
+    def _listen(self, listen, into: dict | None = None) -> None:
         factory = ClientFactory(self, listen)
         if self.kid is not None or "reuseport" in listen.options:
             port = self._listen_reuseport(listen, factory)
@@ -135,7 +236,7 @@ class ProxyService:
                 port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface="::")
             except ierror.CannotListenError:
                 port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface="0.0.0.0")
-        self.listeners[listen.key] = port
+        (self.listeners if into is None else into)[listen.key] = port
         address = port.getHost()
         shown = f"[{address.host}]" if ":" in address.host else address.host
         log.info("Accepting HTTP connections at %s:%d", shown, address.port)
@@ -163,6 +264,13 @@ class ProxyService:
     def listening_ports(self) -> list[int]:
         return [p.getHost().port for p in self.listeners.values()]
 
+    def listening_addresses(self) -> list[str]:
+        out = []
+        for port in self.listeners.values():
+            address = port.getHost()
+            out.append(f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}")
+        return out
+
     @property
     def my_port(self) -> int:
         """The port of the first http_port (as bound), which Squid puts in its own
@@ -173,43 +281,113 @@ class ProxyService:
                 return port.getHost().port
         return 0
 
+    # ------------------------------------------------------------ reconfigure
     def reconfigure(self) -> None:
-        """Re-read the configuration file; on any error keep the running one."""
+        """Re-read the configuration file and apply it whole, or not at all.
+
+        Everything the new configuration needs that can fail (its new ports, a new
+        cache_dir, new log files, a new pid file) is opened first; only when all of it
+        worked does the new configuration replace the old one.  Otherwise what was opened
+        is closed again, and the running configuration stays as it was, untouched."""
         log.info("Reconfiguring squidpy from %s", self.config.source)
+        self.notifier.reloading()
         try:
             new = loader.load(self.config.source)
         except loader.ConfigErrors as e:
             for err in e.errors:
                 log.error("reconfigure: %s", err)
             log.error("reconfigure failed: the previous configuration stays in force")
+            self.notifier.ready(self.status_text())
             return
         for warning in new.warnings:
             log.warning("%s", warning)
-        old = self.config
+        try:
+            staged = self._stage(new)
+        except ReconfigureError as e:
+            log.error("reconfigure: %s", e)
+            log.error("reconfigure failed: the previous configuration stays in force, unchanged")
+            self.notifier.ready(self.status_text())
+            return
+        self._commit(staged)
+        log.info("Reconfigured: %d http_port(s), %d http_access rule(s)",
+                 len(self.listeners), len(new.http_access.rules))
+        self.notifier.ready(self.status_text())
+
+    def _stage(self, new) -> Staged:
+        """Open what ``new`` needs; on the first failure close it all and raise ReconfigureError."""
+        from squidpy.cache.store import CacheDirError
+
+        staged = Staged(new)
+        try:
+            for listen in new.http_port:
+                if listen.key not in self.listeners:
+                    try:
+                        self._listen(listen, into=staged.ports)
+                    except ierror.CannotListenError as e:
+                        raise ReconfigureError(f"cannot listen on {_where(listen)}: {_socket_reason(e)}") from None
+            if self._cache_dir_of(new) != self._cache_dir:
+                try:
+                    staged.cache = self._open_cache(new)
+                except CacheDirError as e:
+                    raise ReconfigureError(str(e)) from None
+            if new.cache_log != self.config.cache_log:
+                try:
+                    staged.cache_log = self.cache_log.prepare(new.cache_log)
+                except OSError as e:
+                    raise ReconfigureError(f"cache_log {new.cache_log}: {e.strerror}") from None
+            if new.pid_filename != self.config.pid_filename and self.kid is None and new.pid_filename is not None:
+                try:
+                    staged.pidfile = PidFile.acquire(new.pid_filename)
+                except (AlreadyRunning, OSError) as e:
+                    raise ReconfigureError(f"pid_filename {new.pid_filename}: {getattr(e, 'strerror', None) or e}") from None
+            staged.access_log = AccessLog.from_config(new, previous=self.access_log, on_fatal=self.fatal)
+            failures = staged.access_log.failures()
+            if failures:
+                raise ReconfigureError(failures[0])
+        except ReconfigureError:
+            self._unstage(staged)
+            raise
+        return staged
+
+    def _unstage(self, staged: Staged) -> None:
+        for key, port in staged.ports.items():
+            port.stopListening()
+            log.info("Closed HTTP port %s:%d again", key[0] or "*", key[1])
+        if staged.cache is not None:
+            staged.cache.close()
+        if staged.cache_log is not None:
+            staged.cache_log.close()
+        if staged.pidfile is not None:
+            staged.pidfile.release()
+        if staged.access_log is not None:
+            staged.access_log.discard()
+
+    def _commit(self, staged: Staged) -> None:
+        """Take the new configuration; nothing here can fail."""
+        new, old = staged.config, self.config
         wanted = {listen.key: listen for listen in new.http_port}
         for key in list(self.listeners):
             if key not in wanted:
-                port = self.listeners.pop(key)
-                port.stopListening()
+                self.listeners.pop(key).stopListening()
                 log.info("Closed HTTP port %s:%d", key[0] or "*", key[1])
+        self.listeners.update(staged.ports)
         for key, listen in wanted.items():
-            if key not in self.listeners:
-                try:
-                    self._listen(listen)
-                except ierror.CannotListenError as e:
-                    log.error("reconfigure: cannot listen on %s:%d: %s", key[0] or "*", key[1], e.socketError)
-            else:
-                self.listeners[key].factory.listen = listen
-        self._apply(new)
-        if new.cache_log != old.cache_log:
-            self.cache_log.close()
-            self.cache_log = CacheLog(new.cache_log, echo=self.echo, tag=self._tag())
-        self.access_log = AccessLog.from_config(new, previous=self.access_log)
+            self.listeners[key].factory.listen = listen
+        self._derive(new)
+        if staged.cache is not None:
+            if self.cache is not None:
+                self.cache.close()
+            self.cache = staged.cache
+            self._cache_dir = self._cache_dir_of(new)
+        else:
+            self.cache.configure(new)
+        if staged.cache_log is not None:
+            self.cache_log.switch(new.cache_log, staged.cache_log)
+        staged.access_log.commit()
+        self.access_log = staged.access_log
         if new.pid_filename != old.pid_filename and self.kid is None:
-            remove_pid_file(old.pid_filename)
-            write_pid_file(new.pid_filename)
-        log.info("Reconfigured: %d http_port(s), %d http_access rule(s)",
-                 len(self.listeners), len(new.http_access.rules))
+            self._release_pidfile()
+            self.pidfile = staged.pidfile
 
     def rotate(self) -> None:
         keep = self.config.logfile_rotate
@@ -221,6 +399,41 @@ class ProxyService:
         """Under workers the master renamed the files: write on in new ones."""
         self.access_log.reopen()
         self.cache_log.rotate(0)
+        log.info("Reopened the log files after rotation")
+
+    # ------------------------------------------------------------ status and fatal errors
+    def status_text(self) -> str:
+        count, then = self._rate_mark
+        return status_text(rate(self.transactions, count, time.monotonic(), then), len(self.clients))
+
+    def report_status(self) -> None:
+        now = time.monotonic()
+        count, then = self._rate_mark
+        self._rate_mark = (self.transactions, now)
+        self.notifier.status(rate(self.transactions, count, now, then), len(self.clients))
+
+    def fatal(self, message: str) -> None:
+        """A failure squidpy must not serve on (an access_log under on-error=die): say so
+        in cache_log and stop now, exit status 1, as Squid's fatal() does."""
+        if self.exit_code:
+            return
+        self.exit_code = 1
+        log.critical("FATAL: %s", message)
+        log.critical("squidpy/%s: stopping: a log it must write cannot be written "
+                     "(access_log ... on-error=drop keeps serving instead)", __version__)
+        self.notifier.stopping()
+        for port in self.listeners.values():
+            port.stopListening()
+        self.listeners.clear()
+        self.shutting_down = True
+        self.reactor.callLater(0, self._die)
+
+    def _die(self) -> None:
+        for client in list(self.clients):
+            client.transport.abortConnection()
+        self._stopped()
+        if self.reactor.running:
+            self.reactor.stop()
 
     # ------------------------------------------------------------ shutdown
     def shutdown(self) -> defer.Deferred:
@@ -228,6 +441,7 @@ class ProxyService:
         if self.shutting_down:
             return defer.succeed(None)
         self.shutting_down = True
+        self.notifier.stopping()
         lifetime = self.config.shutdown_lifetime
         log.info("Shutting down: waiting up to %.0f seconds for %d active transaction(s)",
                  lifetime, sum(1 for c in self.clients if c.active is not None or c.tunnel is not None))
@@ -256,17 +470,28 @@ class ProxyService:
 
     def _stopped(self) -> None:
         self.timeouts.stop()
-        if self._flush.running:
-            self._flush.stop()
+        for loop in (self._flush, self._status):
+            if loop.running:
+                loop.stop()
         if self.access_log is not None:
+            self.access_log.on_fatal = None
+            for writer in self.access_log.writers.values():
+                writer.on_fatal = None          # stopping: what is lost now is only reported
             self.access_log.close()
+            self.access_log = None
         if self.cache is not None:
             self.cache.close()
+            self.cache = None
         log.info("squidpy/%s stopped", __version__)
-        if self.kid is None:
-            remove_pid_file(self.config.pid_filename)
+        self._release_pidfile()
         if self.cache_log is not None:
             self.cache_log.close()
+            self.cache_log = None
+
+    def _release_pidfile(self) -> None:
+        if self.pidfile is not None:
+            self.pidfile.release()
+            self.pidfile = None
 
     # ------------------------------------------------------------ shared state for connections
     def client_connected(self, client) -> None:
@@ -316,6 +541,7 @@ class ProxyService:
         return {"info": info, "objects": self.cache.objects if self.cache is not None else list}
 
     def log_transaction(self, entry, checklist) -> None:
+        self.transactions += 1
         if self.cache is not None:
             self.cache.record(entry)
         if self.access_log is not None:
@@ -345,23 +571,6 @@ class ProxyService:
         d.addBoth(lambda _: self.reactor.stop() if self.reactor.running else None)
 
 
-def write_pid_file(path: str | None) -> None:
-    """Write our pid; refuses when another live squidpy holds the file."""
-    if path is None:
-        return
-    other = read_pid(path)
-    if other is not None and other != os.getpid() and _alive(other):
-        raise AlreadyRunning(f"squidpy is already running as process {other} (pid_filename {path})")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write(f"{os.getpid()}\n")
-
-
-def remove_pid_file(path: str | None) -> None:
-    if path is not None and read_pid(path) == os.getpid():
-        _unlink(path)
-
-
 def raise_fd_limit(wanted: int) -> int:
     """Raise the soft open-file limit towards ``wanted`` (0: the hard limit); returns it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -375,30 +584,31 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-def read_pid(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
+def places_to_prepare(config) -> tuple[list[str], list[str]]:
+    """(directories, files) squidpy writes, made usable for cache_effective_user while still
+    root: the directories of its logs, pid file and cache_dir, and its log files."""
+    files = [config.cache_log]
+    files += [spec.destination.path for spec in config.access_log if spec.destination.is_file]
+    directories = [os.path.dirname(path) for path in files]
+    if config.pid_filename is not None:
+        directories.append(os.path.dirname(config.pid_filename))
+    if config.cache_dir is not None:
+        directories.append(config.cache_dir.path)
+    return [d for d in directories if d], files
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _owner(identity) -> tuple[int, int] | None:
+    return (identity.uid, identity.gid) if identity is not None else None
 
 
-def _unlink(path: str | None) -> None:
-    if path:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+def _where(listen) -> str:
+    host = listen.host or "*"
+    return f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}"
+
+
+def _socket_reason(error: ierror.CannotListenError) -> str:
+    reason = error.socketError
+    return getattr(reason, "strerror", None) or str(reason)
 
 
 def _sweep_interval(config) -> float:

@@ -228,7 +228,7 @@ class Transaction:
             page = internal.manager_page(self.head.target, self.service.manager_report())
         else:
             page = internal.page(self.head, self.client.local_ip, self.client.local_port,
-                                 self.service.visible_hostname)
+                                 self.service.visible_hostname, self.service.pac)
         self.send_local(page.status, page.content_type, page.body, [])
 
     def answer_max_forwards(self) -> None:
