@@ -45,6 +45,30 @@ def evaluate(access: AccessList, ch: Checklist, lookup, deny_info: dict | None =
     return report
 
 
+def tunnel_target(method: str, target):
+    """The CONNECT a browser sends instead of ``method target`` for an https:// URL, or None.
+
+    The proxy does not bump TLS, so for HTTPS it sees only ``CONNECT host:port``: that
+    request, not the URL, is what http_access decides on."""
+    if method == "CONNECT" or target.scheme != "https":
+        return None
+    from squidpy.http.url import parse_target
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return parse_target("CONNECT", f"{host}:{target.port}")
+
+
+def render_tunnel_note(url: str, path: str, tunnel: Report, full: Report) -> str:
+    """What ``squidpy check https://...`` adds: why the URL's own rules do not count."""
+    lines = ["  HTTPS: the browser asks for a tunnel (CONNECT); without SslBump only the host and port",
+             f"  are visible, so URL and path rules do not apply here (the path {path or '/'} is never seen)."]
+    if full.verdict.allowed != tunnel.verdict.allowed:
+        v = full.verdict
+        why = f"by {v.rule.where}: {v.rule.text}" if v.rule is not None and not v.implicit else "by default"
+        lines.append(f"  The full URL {url} would be {'ALLOWED' if v.allowed else 'DENIED'} {why};")
+        lines.append("  only a client that sends the https:// URL itself (not a browser) is judged on it.")
+    return "\n".join(lines)
+
+
 def _acl_text(negated: bool, acl) -> str:
     return f"{'!' if negated else ''}{acl.name} ({acl.type_name})"
 
@@ -77,6 +101,8 @@ def render(report: Report, ch: Checklist, verbose: bool = False) -> str:
                      f"{info.kind} {info.value}" + (f" with status {info.status}" if info.status else ""))
     elif not v.allowed:
         lines.append("  answered with the ERR_ACCESS_DENIED page (403)")
+    if not v.allowed and ch.method == "CONNECT":
+        lines.append("  (a browser shows its own error for a refused CONNECT, not this page)")
     for fact, value in report.lookups.items():
         lines.append(f"  looked up {fact}: {value if value else '(nothing found)'}")
     if verbose:

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from squidpy.acl.check import evaluate, render
+from squidpy.acl.check import evaluate, render, render_tunnel_note, tunnel_target
 from squidpy.acl.checklist import Checklist
 from squidpy.cli_options import config_option, load_config
 from squidpy.http.url import BadTarget, internal_target, parse_target
@@ -55,6 +55,9 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, l
 
     For CONNECT, give URL as host:port with --method CONNECT; a bare path
     (/squid-internal-mgr/info, /proxy.pac) is a request to the proxy itself.
+    An https:// URL is checked as browsers send it, CONNECT host:port (the
+    proxy does not bump TLS), and the answer says whether the URL's own
+    rules would have decided otherwise.
     Exit status: 0 allowed, 1 denied, 2 bad arguments or configuration.
     """
     config = load_config()
@@ -85,10 +88,21 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, l
         except ValueError:
             click.echo("squidpy check: --at takes 'YYYY-MM-DD HH:MM'", err=True)
             sys.exit(2)
-    ch = Checklist(src=client_ip, method=method, url=target.url, scheme=target.scheme, host=target.host,
-                   port=target.port, path=target.path, request_headers=request_headers, local_ip=local_ip,
-                   local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
-    ch.client_connections = connections
+    def checklist(method, target):
+        ch = Checklist(src=client_ip, method=method, url=target.url, scheme=target.scheme, host=target.host,
+                       port=target.port, path=target.path, request_headers=request_headers, local_ip=local_ip,
+                       local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
+        ch.client_connections = connections
+        return ch
+
+    ch = checklist(method, target)
     report = evaluate(config.http_access, ch, lookup_facts(target, client_ip, dst), config.deny_info)
-    click.echo(render(report, ch, verbose))
-    sys.exit(0 if report.verdict.allowed else 1)
+    tunnel = tunnel_target(method, target)
+    if tunnel is None:
+        click.echo(render(report, ch, verbose))
+        sys.exit(0 if report.verdict.allowed else 1)
+    tunnel_ch = checklist("CONNECT", tunnel)
+    tunnel_report = evaluate(config.http_access, tunnel_ch, lookup_facts(tunnel, client_ip, dst), config.deny_info)
+    click.echo(render(tunnel_report, tunnel_ch, verbose))
+    click.echo(render_tunnel_note(target.url, target.path, tunnel_report, report))
+    sys.exit(0 if tunnel_report.verdict.allowed else 1)
