@@ -327,3 +327,19 @@ def test_port_checks():
     plain = PortTls(certs=[("/c", "/c")])
     plain.check(https=False, warn=warnings.append)
     assert warnings == ["tls-cert= on an http_port without ssl-bump is not used"]
+
+
+# ---------------------------------------------------------------- the page
+
+def test_secure_connect_fail_page_shows_squids_words(tls_origins):
+    from squidpy.errors import STATUS, ErrorContext, ErrorPages
+    _, failure, _ = handshake(tls_origins.port("expired"), "expired.test", options(cafile=str(tls_origins.cafile)))
+    pages = ErrorPages(None, "proxy.test", "admin@example.test")
+    body = pages.render(ErrorContext("ERR_SECURE_CONNECT_FAIL", url="https://expired.test/", host="expired.test",
+                                     server_ip="127.0.0.1", detail=failure.detail(), errno_text=failure.errno_text,
+                                     tls_code=failure.brief())).decode()
+    assert STATUS["ERR_SECURE_CONNECT_FAIL"] == 503
+    assert "(71) Protocol error (TLS code: X509_V_ERR_CERT_HAS_EXPIRED+broken_cert)" in body
+    assert "SSL Certificate expired on: " in body and 'id="ERR_SECURE_CONNECT_FAIL"' in body
+    without = pages.render(ErrorContext("ERR_SECURE_CONNECT_FAIL", url="https://x.test/")).decode()
+    assert "TLS code: [Unknown Error Code]" in without

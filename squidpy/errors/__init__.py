@@ -43,6 +43,7 @@ STATUS = {
     "ERR_INVALID_RESP": 502,
     "ERR_ZERO_SIZE_OBJECT": 502,
     "ERR_PRECONDITION_FAILED": 412,
+    "ERR_SECURE_CONNECT_FAIL": 503,
 }
 
 REASONS = {
@@ -73,6 +74,7 @@ class ErrorContext:
     errno_text: str | None = None   # %E
     dns_error: str | None = None    # %z
     request_head: str | None = None  # %R
+    tls_code: str | None = None     # %x: the TLS error, as squidpy.tls.errors.TlsFailure.brief() names it
 
 
 class ErrorPages:
@@ -144,6 +146,8 @@ class ErrorPages:
             return self.stylesheet() if escape is _html else ""
         value = values.get(code)
         if value is None:
+            if code == "x":
+                return escape("[Unknown Error Code]") if escape is _html else ""
             if code in _EMPTY_WHEN_MISSING:
                 return ""
             return escape("[unknown]") if code in _KNOWN else "%" + code
@@ -170,6 +174,7 @@ class ErrorPages:
             "u": ctx.url,
             "w": self.cache_mgr,
             "W": f"mailto:{self.cache_mgr}",
+            "x": ctx.tls_code,
             "z": ctx.dns_error,
         }
 
@@ -182,5 +187,5 @@ def _url(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-_KNOWN = frozenset("cDEhHiIlLMpPRstTUuwWz")
+_KNOWN = frozenset("cDEhHiIlLMpPRstTUuwWxz")
 _EMPTY_WHEN_MISSING = frozenset("DEzRL")   # details: print nothing when there are none
