@@ -327,3 +327,170 @@ class RawOrigin:
     def stop(self) -> None:
         self._stop.set()
         self.sock.close()
+
+
+class OriginRequest:
+    """One request as a strict HTTP/1.1 origin reads it off the wire."""
+
+    __slots__ = ("connection", "number", "method", "target", "version", "headers", "body", "raw")
+
+    def __init__(self, connection, number, method, target, version, headers, body, raw):
+        self.connection = connection    # index of the connection it came on
+        self.number = number            # its position on that connection (0 first)
+        self.method, self.target, self.version = method, target, version
+        self.headers = headers          # [(name, value)] as received, str
+        self.body = body                # bytes, de-chunked
+        self.raw = raw                  # every byte of it as received
+
+    def header(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k.lower() == name.lower()]
+        return ", ".join(values) if values else None
+
+    def __repr__(self) -> str:
+        return f"<{self.method} {self.target} conn={self.connection} #{self.number} body={len(self.body)}>"
+
+
+class BadRequestBytes(Exception):
+    pass
+
+
+def read_request(buf: bytes):
+    """Split one request off the front of ``buf`` as a strict origin frames it
+    (Content-Length, or chunked when Transfer-Encoding ends in chunked, else no body):
+    ``(method, target, version, headers, body, raw_length)``, or None when incomplete.
+    Raises BadRequestBytes for what no server would take.  Line ends before the
+    request line are skipped, as llhttp does (RFC 9112 section 2.2)."""
+    start = 0
+    while start < len(buf) and buf[start] in b"\r\n":
+        start += 1
+    end = buf.find(b"\r\n\r\n", start)
+    if end < 0:
+        return None
+    lines = buf[start:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise BadRequestBytes(lines[0])
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise BadRequestBytes(line)
+        headers.append((name, value.strip()))
+    pos = end + 4
+    te = [v for k, v in headers if k.lower() == "transfer-encoding"]
+    lengths = [v for k, v in headers if k.lower() == "content-length"]
+    if te and te[-1].split(",")[-1].strip().lower() == "chunked":
+        body = bytearray()
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                return None
+            size = int(buf[pos:eol].split(b";")[0], 16)
+            pos = eol + 2
+            if size == 0:
+                while True:             # trailers, then the empty line
+                    eol = buf.find(b"\r\n", pos)
+                    if eol < 0:
+                        return None
+                    line, pos = buf[pos:eol], eol + 2
+                    if not line:
+                        break
+                break
+            if len(buf) < pos + size + 2:
+                return None
+            body += buf[pos:pos + size]
+            pos += size + 2
+        body = bytes(body)
+    elif lengths:
+        n = int(lengths[0])
+        if len(buf) < pos + n:
+            return None
+        body, pos = buf[pos:pos + n], pos + n
+    else:
+        body = b""
+    return parts[0], parts[1], parts[2], headers, body, pos
+
+
+def marker_reply(req: OriginRequest) -> bytes:
+    """The recording origin's default answer: 200, a body naming the request, keep-alive."""
+    body = f"reply to {req.method} {req.target}\n".encode("latin-1")
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-store\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+class RecordingOrigin(RawOrigin):
+    """An origin that records exactly the bytes it receives, for tests of what can
+    reach an origin through the proxy (request smuggling, framing).
+
+    ``received[i]`` is every byte connection i carried; ``requests`` is what a strict
+    HTTP/1.1 server makes of them (:class:`OriginRequest`, in arrival order).  Each
+    request is answered with ``answer(request)`` (default :func:`marker_reply`, whose body
+    names the request, so a client can tell whose reply it got); ``answer`` may return
+    any bytes, including a malformed reply or several, a list of pieces to send in
+    separate writes 10 ms apart, or either in ``(reply, True)`` to close the connection
+    after it.  A target containing ``slow`` is answered after half a second.
+    Bytes it cannot read as a request are answered 400 and noted in ``errors``."""
+
+    def __init__(self, answer=None):
+        self.answer = answer or marker_reply
+        self.received: list[bytearray] = []
+        self.requests: list[OriginRequest] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def serve(self, conn) -> None:
+        with self._lock:
+            index = len(self.received)
+            record = bytearray()
+            self.received.append(record)
+        pending, number = b"", 0
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            with self._lock:
+                record += data
+            pending += data
+            while pending:
+                try:
+                    parsed = read_request(pending)
+                except (BadRequestBytes, ValueError) as e:
+                    with self._lock:
+                        self.errors.append(f"connection {index}: {e!r}")
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    return
+                if parsed is None:
+                    break
+                method, target, version, headers, body, used = parsed
+                req = OriginRequest(index, number, method, target, version, headers, body, pending[:used])
+                pending = pending[used:]
+                number += 1
+                with self._lock:
+                    self.requests.append(req)
+                if "slow" in target:
+                    time.sleep(0.5)
+                reply = self.answer(req)
+                close = isinstance(reply, tuple)        # (reply, True): close after sending it
+                if close:
+                    reply = reply[0]
+                for i, piece in enumerate(reply if isinstance(reply, list) else [reply]):
+                    if i:
+                        time.sleep(0.01)                # a separate read for the proxy, most likely
+                    conn.sendall(piece)
+                if close:
+                    return
+
+    def seen(self) -> list[OriginRequest]:
+        with self._lock:
+            return list(self.requests)
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[OriginRequest]:
+        """The requests received, once there are at least ``count`` (or at the deadline)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.seen()) < count:
+            time.sleep(0.02)
+        return self.seen()

@@ -79,7 +79,8 @@ def test_tunnel_half_close(make_proxy, origin):
         assert (status, body) == (200, b"x" * 10)
 
 
-def test_websocket_upgrade_becomes_a_tunnel(proxy, origin):
+def test_websocket_upgrade_becomes_a_tunnel_when_allowed(make_proxy, origin):
+    proxy = make_proxy(TUNNEL_POLICY.format(port=443) + "http_upgrade_request_protocols websocket allow local\n")
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
         s.sendall((f"GET {origin.url('/ws')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                    "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n").encode())

@@ -8,8 +8,10 @@ from squidpy.http import message
 from squidpy.http.message import (
     CHUNKED,
     CLOSE,
+    INVALID,
     LENGTH,
     NO_BODY,
+    Framing,
     RequestHead,
     ResponseHead,
 )
@@ -124,14 +126,18 @@ def test_forwarded_for_modes(mode, existing, expected):
     assert got == ([expected] if expected else [])
 
 
-def test_upgrade_kept_when_requested():
-    _, headers = upstream(head([("Connection", "Upgrade"), ("Upgrade", "websocket")]))
-    assert ("Upgrade", "websocket") in headers and ("Connection", "Upgrade") in headers
+def test_upgrade_goes_upstream_only_as_the_rules_allow():
+    h = head([("Connection", "Upgrade"), ("Upgrade", "websocket")])
+    _, headers = upstream(h)
+    names = [k.lower() for k, _ in headers]
+    assert "upgrade" not in names and "connection" not in names
+    _, headers = upstream(h, upgrade=b"websocket")
+    assert ("Upgrade", "websocket") in headers and ("Connection", "upgrade") in headers
 
 
 def test_chunked_request_is_rechunked():
     h = head([("Transfer-Encoding", "chunked")], method="POST")
-    assert h.chunked
+    assert h.framing == message.CHUNKED_BODY
     _, headers = upstream(h)
     assert headers.count(("Transfer-Encoding", "chunked")) == 1
 
@@ -151,27 +157,94 @@ def test_forwarding_loop_detection():
 
 # ------------------------------------------------------------ response rewriting
 
-def response(headers, status=200, version="1.1"):
-    return ResponseHead(status, b"OK", version, [(k.encode(), v.encode()) for k, v in headers])
+def response(headers, status=200, version="1.1", method="GET"):
+    return ResponseHead(status, b"OK", version, [(k.encode(), v.encode()) for k, v in headers],
+                        request_method=method)
 
 
-def test_framing():
-    cl = response([("Content-Length", "5")])
-    ch = response([("Transfer-Encoding", "chunked")])
-    none = response([])
-    assert message.response_framing("GET", cl, "1.1") == LENGTH
-    assert message.response_framing("HEAD", cl, "1.1") == NO_BODY
-    assert message.response_framing("GET", ch, "1.1") == CHUNKED
-    assert message.response_framing("GET", ch, "1.0") == CLOSE
-    assert message.response_framing("GET", none, "1.1") == CHUNKED
-    assert message.response_framing("GET", none, "1.0") == CLOSE
-    assert message.response_framing("GET", response([], status=304), "1.1") == NO_BODY
-    assert message.response_framing("GET", response([], status=204), "1.1") == NO_BODY
+def test_framing_towards_the_client():
+    def to_client(headers, version="1.1", method="GET", status=200):
+        return message.client_framing(response(headers, status=status, method=method).framing, version)
+
+    assert to_client([("Content-Length", "5")]) == Framing(LENGTH, 5)
+    assert to_client([("Content-Length", "5")], method="HEAD") == Framing(NO_BODY, 5)
+    assert to_client([("Transfer-Encoding", "chunked")]).kind == CHUNKED
+    assert to_client([("Transfer-Encoding", "chunked")], version="1.0").kind == CLOSE
+    assert to_client([]).kind == CHUNKED
+    assert to_client([], version="1.0").kind == CLOSE
+    assert to_client([], status=304).kind == NO_BODY
+    assert to_client([("Content-Length", "5")], status=204) == Framing(NO_BODY)
+
+
+@pytest.mark.parametrize("headers,expected", [
+    ([], Framing(NO_BODY)),
+    ([("Content-Length", "0")], Framing(LENGTH, 0)),
+    ([("Content-Length", "47"), ("Connection", "keep-alive, Content-Length")], Framing(LENGTH, 47)),
+    ([("Transfer-Encoding", "chunked"), ("Connection", "Transfer-Encoding")], Framing(CHUNKED)),
+    ([("Transfer-Encoding", "gzip, chunked")], Framing(INVALID)),
+    ([("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")], Framing(INVALID)),
+    ([("Transfer-Encoding", "identity")], Framing(INVALID)),
+])
+def test_request_framing_ignores_connection_tokens(headers, expected):
+    assert head(headers, method="POST").framing == expected
+
+
+@pytest.mark.parametrize("headers,status,method,expected", [
+    ([("Content-Length", "5")], 200, "GET", Framing(LENGTH, 5)),
+    ([], 200, "GET", Framing(CLOSE)),
+    ([("Transfer-Encoding", "chunked")], 200, "GET", Framing(CHUNKED)),
+    ([("Transfer-Encoding", "identity")], 200, "GET", Framing(CLOSE)),
+    ([("Transfer-Encoding", "gzip, chunked")], 200, "GET", Framing(INVALID)),
+    ([("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")], 200, "GET", Framing(INVALID)),
+    ([("Content-Length", "5"), ("Connection", "Content-Length")], 200, "GET", Framing(INVALID)),
+    ([("Transfer-Encoding", "chunked"), ("Connection", "close, transfer-encoding")], 200, "GET", Framing(INVALID)),
+    ([("Content-Length", "5"), ("Connection", "Content-Length")], 304, "GET", Framing(INVALID)),
+    ([("Content-Length", "5")], 150, "GET", Framing(INVALID)),
+    ([("Content-Length", "0")], 101, "GET", Framing(NO_BODY)),
+    ([("Content-Length", "5")], 200, "HEAD", Framing(NO_BODY, 5)),
+    ([("Transfer-Encoding", "chunked")], 200, "HEAD", Framing(NO_BODY)),
+    ([("Content-Length", "5")], 304, "GET", Framing(NO_BODY, 5)),
+    ([("Content-Length", "5")], 204, "GET", Framing(NO_BODY)),
+])
+def test_reply_framing(headers, status, method, expected):
+    assert response(headers, status=status, method=method).framing == expected
+
+
+def test_unframable_messages_are_never_rewritten():
+    with pytest.raises(ValueError):
+        upstream(head([("Transfer-Encoding", "gzip")], method="POST"))
+    resp = response([("Content-Length", "5"), ("Connection", "Content-Length")])
+    with pytest.raises(ValueError):
+        message.response_head_for_client(resp, Framing(LENGTH, 5), True, "1.1", None, None)
+
+
+def test_framing_fields_come_from_the_decision_not_the_received_fields():
+    _, headers = upstream(head([("Connection", "keep-alive, Content-Length, Host, Via, X-Forwarded-For"),
+                                ("Content-Length", "47"), ("Via", "1.0 other")], method="POST"))
+    assert headers.count(("Content-Length", "47")) == 1
+    assert [k for k, _ in headers].count("Host") == 1
+    assert ("Via", "1.1 proxy1 (squidpy/%s)" % message.__version__) in headers
+    assert ("X-Forwarded-For", "10.1.2.3") in headers
+    resp = response([("Content-Length", "5"), ("Content-Length", "5")])
+    raw = message.response_head_for_client(resp, resp.framing, True, "1.1", None, None)
+    assert raw.count(b"Content-Length") == 1
+
+
+@pytest.mark.parametrize("tail,data,heads,clean", [
+    (b"", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", 1, True),
+    (b"", b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 200 InjectedOK\r\n\r\n", 1, False),
+    (b"", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", 2, True),
+    (b"", b"HTTP/1.1 200 OK\r\n\r\nxyz", 1, False),
+    (b"\r\n\r", b"\nHTTP/1.1 200 Injected\r\n\r\n", 1, False),
+    (b"K\r\n", b"\r\n", 1, True),
+])
+def test_reads_end_after_heads(tail, data, heads, clean):
+    assert message.reads_end_after_heads(tail, data, heads) is clean
 
 
 def test_response_head_for_client():
     resp = response([("Content-Length", "5"), ("Connection", "X-Hop"), ("X-Hop", "1"), ("ETag", '"a"')])
-    raw = message.response_head_for_client(resp, LENGTH, False, "1.1", b"1.1 p (squidpy)", b"MISS from p")
+    raw = message.response_head_for_client(resp, resp.framing, False, "1.1", b"1.1 p (squidpy)", b"MISS from p")
     text = raw.decode()
     assert text.startswith("HTTP/1.1 200 OK\r\n")
     assert "X-Hop" not in text and 'ETag: "a"' in text and "Content-Length: 5" in text
@@ -181,14 +254,21 @@ def test_response_head_for_client():
 
 
 def test_response_to_http10_keep_alive_client():
-    raw = message.response_head_for_client(response([("Content-Length", "1")]), LENGTH, True, "1.0", None, None)
+    resp = response([("Content-Length", "1")])
+    raw = message.response_head_for_client(resp, resp.framing, True, "1.0", None, None)
     assert b"Connection: keep-alive\r\n" in raw
 
 
 def test_chunked_response_drops_length():
     resp = response([("Transfer-Encoding", "chunked")])
-    raw = message.response_head_for_client(resp, CHUNKED, True, "1.1", None, None)
+    raw = message.response_head_for_client(resp, message.CHUNKED_BODY, True, "1.1", None, None)
     assert raw.count(b"Transfer-Encoding: chunked") == 1
+
+
+def test_close_delimited_reply_is_chunked_without_its_length():
+    resp = response([])
+    raw = message.response_head_for_client(resp, message.client_framing(resp.framing, "1.1"), True, "1.1", None, None)
+    assert b"Transfer-Encoding: chunked\r\n" in raw and b"Content-Length" not in raw
 
 
 def test_mime_type():

@@ -23,6 +23,7 @@ from squidpy.config.values import (
     parse_size,
     parse_time,
 )
+from squidpy.http.upgrade import UpgradeRules
 from squidpy.log.destination import Destination, parse_destination
 from squidpy.log.logformat import PREDEFINED_FORMATS, compile_format
 
@@ -188,6 +189,29 @@ directive(
     so reply ACL types (http_status, rep_mime_type, rep_header) may be used.
     A denied reply is replaced by an access-denied page. Without any line,
     every reply is allowed.""",
+)
+
+
+
+def _upgrade_protocols(args, ctx):
+    ctx.config.http_upgrade_request_protocols.add_rule(args, ctx.config.acls, ctx.where, ctx.text)
+
+
+directive(
+    "http_upgrade_request_protocols", "PROTOCOL allow|deny [!]ACL ...", _upgrade_protocols, None,
+    "Access control", kind=CUSTOM, empty=UpgradeRules,
+    doc="""Which protocols a client may switch to with an Upgrade request header
+    (WebSocket, h2c ...). Without any line no Upgrade is forwarded: the field is
+    removed and the request goes on as plain HTTP, as in Squid. PROTOCOL is a
+    name, optionally with /VERSION (compared case-sensitively), or OTHER for
+    every protocol no line names. For each offered protocol the lines naming it
+    are tried in order (OTHER lines only when none names it); the first whose
+    ACLs all match decides, and an offer no line allows is dropped. Allow only
+    what you trust: after the origin's 101 Switching Protocols the connection is
+    an opaque tunnel that no ACL, limit or log line sees into. Only ACLs that
+    need no lookup can decide. An offer on a request with a body is never
+    forwarded. Example: http_upgrade_request_protocols websocket allow
+    localnet.""",
 )
 
 @dataclass

@@ -3,9 +3,13 @@
 Headers are kept as received: a list of ``(name, value)`` byte pairs in
 order.  :class:`RequestHead` and :class:`ResponseHead` also note the fields
 that decide framing and forwarding, found in one pass when the head is
-complete.  The rewriting functions apply RFC 9110 section 7.6 (hop-by-hop
-fields, Via) and RFC 9112 section 3.2.2 (Host from the target URI); they
-return the bytes to send, and do no I/O.
+complete, and :func:`framing_of` decides once, from those, how the body is
+delimited (:class:`Framing`).  The rewriting functions apply RFC 9110
+section 7.6 (hop-by-hop fields, Via) and RFC 9112 section 3.2.2 (Host from
+the target URI); they take the framing decision as input and write the
+framing fields from it themselves, so no received field (a ``Connection``
+token, a duplicate) can remove, change or repeat them.  They return the
+bytes to send, and do no I/O.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
 })
 
+# The fields that frame a body (RFC 9112 6.1, 6.2): never copied from a received head
+# but written from the framing decision, so no received field can remove or repeat them.
+FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
+
 SERVER_NAME = f"squidpy/{__version__}"
 
 
@@ -35,11 +43,146 @@ def comma_tokens(values: list[bytes]) -> set[bytes]:
     return tokens
 
 
+def token_list(value: bytes, into: list[bytes]) -> None:
+    """Append the lower-cased members of one comma-separated value, in order."""
+    for part in value.split(b","):
+        part = part.strip().lower()
+        if part:
+            into.append(part)
+
+
+# ------------------------------------------------------------ framing (RFC 9112 section 6)
+
+# How a body is delimited.  INVALID: it cannot be told without guessing, so the
+# message is refused (400 for a request, 502 for a reply) and never forwarded.
+LENGTH, CHUNKED, CLOSE, NO_BODY, INVALID = "length", "chunked", "close", "none", "invalid"
+
+
+class Framing:
+    """How one message's body is delimited, decided once by :func:`framing_of`
+    from the head as received, before anything is rewritten.  ``length`` is the
+    Content-Length for LENGTH (and, for a reply to HEAD or a 304, the length the
+    field announces); ``problem`` says why an INVALID message cannot be framed."""
+
+    __slots__ = ("kind", "length", "problem")
+
+    def __init__(self, kind: str, length: int | None = None, problem: str | None = None):
+        self.kind = kind
+        self.length = length
+        self.problem = problem
+
+    @property
+    def has_body(self) -> bool:
+        """Whether body bytes follow the head on the wire."""
+        kind = self.kind
+        return kind == CHUNKED or kind == CLOSE or (kind == LENGTH and self.length > 0)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Framing) and (self.kind, self.length) == (other.kind, other.length)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.length))
+
+    def __repr__(self) -> str:
+        extra = f" {self.length}" if self.length is not None else ""
+        return f"<Framing {self.kind}{extra}{' (' + self.problem + ')' if self.problem else ''}>"
+
+
+BODILESS = Framing(NO_BODY)
+CHUNKED_BODY = Framing(CHUNKED)
+CLOSE_DELIMITED = Framing(CLOSE)
+_CHUNKED_ONLY = [b"chunked"]
+
+
+def framing_of(head: "RequestHead | ResponseHead", request_method: str | None = None) -> Framing:
+    """RFC 9112 6.3: how the body of a received message is delimited: a request
+    when ``request_method`` is None, else the reply to a request with that method.
+
+    Decided from the framing fields alone, as llhttp (which cuts the body) reads
+    them, so that what squidpy forwards is framed exactly as what it read; a
+    ``Connection`` token never affects it.  Whatever llhttp would read one way
+    and another recipient another way is INVALID: a transfer coding other than
+    chunked alone (Squid refuses those too), Content-Length with
+    Transfer-Encoding, a reply whose Connection field names a framing field
+    (the origin asked for its own framing to be removed), an interim reply
+    announcing a body."""
+    te = head.transfer_encoding
+    length = head.content_length
+    if request_method is None:
+        if te:
+            if te != _CHUNKED_ONLY:
+                return Framing(INVALID, problem="the request body uses a transfer coding other than chunked")
+            if length is not None:
+                return Framing(INVALID, problem="the request has both Content-Length and Transfer-Encoding")
+            return CHUNKED_BODY
+        return BODILESS if length is None else Framing(LENGTH, length)
+    if head.connection and not head.connection.isdisjoint(FRAMING_FIELDS):
+        return Framing(INVALID, problem="the reply's Connection field names its own framing fields")
+    status = head.status
+    if status < 200:
+        if (te or length is not None) and status != 101:
+            return Framing(INVALID, problem="an interim (1xx) reply announces a body")
+        return BODILESS
+    if te and length is not None:
+        return Framing(INVALID, problem="the reply has both Content-Length and Transfer-Encoding")
+    if request_method == "HEAD" or status == 304:
+        return BODILESS if length is None else Framing(NO_BODY, length)
+    if status == 204:
+        return BODILESS
+    if te:
+        if te == _CHUNKED_ONLY:
+            return CHUNKED_BODY
+        if te == [b"identity"]:
+            return CLOSE_DELIMITED      # the obsolete no-op coding: read until close, as Squid does
+        return Framing(INVALID, problem="the reply uses a transfer coding other than chunked")
+    return CLOSE_DELIMITED if length is None else Framing(LENGTH, length)
+
+
+def client_framing(received: Framing, client_version: str) -> Framing:
+    """How a reply's body goes to the client: as received when its length is known
+    (or there is none), else chunked for HTTP/1.1 clients, which keeps them
+    connected, and close-delimited for HTTP/1.0 ones."""
+    kind = received.kind
+    if kind == CHUNKED or kind == CLOSE:
+        return CHUNKED_BODY if client_version == "1.1" else CLOSE_DELIMITED
+    return received
+
+
+def body_prelude(framing: Framing) -> bytes:
+    """A request head carrying nothing but ``framing``: primes a parser to read a
+    body framed so (the body of an Upgrade request, which httptools leaves unread)."""
+    if framing.kind == CHUNKED:
+        return b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % framing.length
+
+
+def framing_fields(framing: Framing) -> bytes:
+    """The framing fields squidpy writes for ``framing`` (never copied from a received head)."""
+    kind = framing.kind
+    if kind == CHUNKED:
+        return b"Transfer-Encoding: chunked\r\n"
+    if framing.length is not None and (kind == LENGTH or kind == NO_BODY):
+        return b"Content-Length: %d\r\n" % framing.length
+    return b""
+
+
+def reads_end_after_heads(tail: bytes, data: bytes, heads: int) -> bool:
+    """Whether a read (``data``, after the last bytes ``tail`` of the previous read of
+    the same reply) ends exactly where the ``heads`` reply heads completed in it end.
+
+    For a reply without a body (to HEAD) llhttp is stopped after the head and cannot
+    say how much it used; every head ends at its first CRLFCRLF (llhttp refuses bare
+    LF), so one more CRLFCRLF, or bytes after the last, are bytes no head accounted
+    for: the connection must not be reused."""
+    buf = tail + data
+    return buf.endswith(b"\r\n\r\n") and buf.count(b"\r\n\r\n") == heads
+
+
 class RequestHead:
     __slots__ = (
         "method", "target", "version", "headers", "connection", "content_length",
-        "chunked", "transfer_encoding", "upgrade", "expect_continue", "via",
-        "forwarded_for", "max_forwards", "host", "size", "cache_fields",
+        "transfer_encoding", "upgrade", "expect_continue", "via",
+        "forwarded_for", "max_forwards", "host", "size", "cache_fields", "framing",
     )
 
     def __init__(self, method: str, target: str, version: str, headers: list[tuple[bytes, bytes]], size: int = 0):
@@ -51,7 +194,6 @@ class RequestHead:
         self.connection: set[bytes] = set()
         self.content_length: int | None = None
         self.transfer_encoding: list[bytes] = []
-        self.chunked = False
         self.upgrade: bytes | None = None
         self.expect_continue = False
         self.via: list[bytes] = []
@@ -69,9 +211,9 @@ class RequestHead:
             elif key == 2:
                 self.content_length = int(value.strip())
             elif key == 3:
-                self.transfer_encoding.extend(comma_tokens([value]))
+                token_list(value, self.transfer_encoding)
             elif key == 4:
-                self.upgrade = value
+                self.upgrade = value if self.upgrade is None else self.upgrade + b", " + value
             elif key == 5:
                 self.expect_continue = value.strip().lower() == b"100-continue"
             elif key == 6:
@@ -87,9 +229,9 @@ class RequestHead:
             elif key == 11:
                 self.cache_fields = True
         self.connection = comma_tokens(connection_values) if connection_values else set()
-        self.chunked = bool(self.transfer_encoding) and self.transfer_encoding[-1] == b"chunked"
         if self.upgrade is not None and b"upgrade" not in self.connection:
             self.upgrade = None
+        self.framing = framing_of(self)
 
     @property
     def keep_alive(self) -> bool:
@@ -106,14 +248,6 @@ class RequestHead:
         return None
 
 
-    @property
-    def unknown_coding(self) -> bool:
-        """RFC 9112 6.1: a request body coded with anything but chunked alone is refused
-        (a server that does not understand a coding answers 501; a proxy cannot
-        forward what it cannot frame, so squidpy answers 400)."""
-        return bool(self.transfer_encoding) and self.transfer_encoding != [b"chunked"]
-
-
 _INTERESTING = {
     b"connection": 1, b"content-length": 2, b"transfer-encoding": 3, b"upgrade": 4,
     b"expect": 5, b"via": 6, b"x-forwarded-for": 7, b"max-forwards": 8, b"host": 9,
@@ -126,17 +260,18 @@ _INTERESTING = {
 class ResponseHead:
     __slots__ = (
         "status", "reason", "version", "headers", "connection", "content_length",
-        "chunked", "content_type", "has_date", "size",
+        "transfer_encoding", "content_type", "has_date", "size", "framing",
     )
 
-    def __init__(self, status: int, reason: bytes, version: str, headers: list[tuple[bytes, bytes]], size: int = 0):
+    def __init__(self, status: int, reason: bytes, version: str, headers: list[tuple[bytes, bytes]],
+                 size: int = 0, request_method: str = "GET"):
         self.status = status
         self.reason = reason
         self.version = version
         self.headers = headers
         self.size = size
         self.content_length: int | None = None
-        self.chunked = False
+        self.transfer_encoding: list[bytes] = []
         self.content_type: bytes | None = None
         self.has_date = False
         connection_values = []
@@ -145,7 +280,7 @@ class ResponseHead:
             if lname == b"content-length":
                 self.content_length = int(value.strip())
             elif lname == b"transfer-encoding":
-                self.chunked = value.strip().lower().endswith(b"chunked")
+                token_list(value, self.transfer_encoding)
             elif lname == b"connection":
                 connection_values.append(value)
             elif lname == b"content-type":
@@ -153,12 +288,18 @@ class ResponseHead:
             elif lname == b"date":
                 self.has_date = True
         self.connection = comma_tokens(connection_values) if connection_values else set()
+        self.framing = framing_of(self, request_method)
 
     @property
     def keep_alive(self) -> bool:
         if self.version == "1.1":
             return b"close" not in self.connection
         return b"keep-alive" in self.connection
+
+    def header(self, name: bytes) -> bytes | None:
+        """The values of field ``name`` joined with commas, None when absent."""
+        values = [v for k, v in self.headers if k.lower() == name]
+        return b", ".join(values) if values else None
 
     @property
     def mime_type(self) -> str | None:
@@ -220,29 +361,37 @@ def request_head_for_origin(
     max_forwards: int | None = None,
     extra: list[tuple[bytes, bytes]] | None = None,
     also_drop: frozenset[bytes] | None = None,
+    upgrade: bytes | None = None,
 ) -> bytes:
     """The origin-form request squidpy sends upstream for ``req`` (plus ``extra``
-    fields, without ``also_drop`` ones: a cache revalidating with its own validators)."""
-    drop = HOP_BY_HOP
+    fields, without ``also_drop`` ones: a cache revalidating with its own validators;
+    ``upgrade``: the Upgrade offers http_upgrade_request_protocols lets through).
+
+    The body is framed as ``req.framing`` says, whatever the received fields or
+    their Connection tokens: Host, the framing fields, Via and X-Forwarded-For
+    are written here, never copied."""
+    framing = req.framing
+    if framing.kind == INVALID:
+        raise ValueError(f"a request that cannot be framed is never forwarded: {framing.problem}")
+    skip = _NOT_COPIED_REQUEST
     if req.connection:
-        drop = drop | req.connection
+        skip = skip | req.connection
     if also_drop:
-        drop = drop | also_drop
+        skip = skip | also_drop
     out = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (
         req.method.encode("ascii"), path.encode("latin-1"), authority.encode("latin-1"))]
     append = out.append
     for name, value in req.headers:
-        lname = name.lower()
-        if lname in drop or lname in _REWRITTEN_REQUEST:
-            continue
-        append(b"%s: %s\r\n" % (name, value))
+        if name.lower() not in skip:
+            append(b"%s: %s\r\n" % (name, value))
     if extra:
         for name, value in extra:
-            append(b"%s: %s\r\n" % (name, value))
-    if req.chunked:
-        append(b"Transfer-Encoding: chunked\r\n")
-    if req.upgrade is not None:
-        append(b"Connection: Upgrade\r\nUpgrade: %s\r\n" % req.upgrade)
+            if name.lower() not in _NOT_COPIED_REQUEST:
+                append(b"%s: %s\r\n" % (name, value))
+    if framing is not BODILESS:
+        append(framing_fields(framing))
+    if upgrade is not None:
+        append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % upgrade)
     if max_forwards is not None:
         append(b"Max-Forwards: %d\r\n" % max_forwards)
     elif req.max_forwards is not None:
@@ -259,7 +408,8 @@ def request_head_for_origin(
     return b"".join(out)
 
 
-_REWRITTEN_REQUEST = frozenset({b"host", b"via", b"x-forwarded-for", b"max-forwards"})
+# received request fields never copied upstream: hop-by-hop, framing, and those written anew
+_NOT_COPIED_REQUEST = HOP_BY_HOP | FRAMING_FIELDS | {b"host", b"via", b"x-forwarded-for", b"max-forwards"}
 
 MAX_HEADER_FIELDS = 256          # more fields than this in one head: refused (431 / 502)
 CHUNK_HEADER_ALLOWANCE = 32      # bytes of framing a chunk may carry beyond its data
@@ -318,42 +468,39 @@ class ChunkMeter:
         return self.raw - self.body > CHUNK_SLACK + CHUNK_HEADER_ALLOWANCE * self.chunks
 
 
-# How the body of a reply is framed towards the client.
-LENGTH, CHUNKED, CLOSE, NO_BODY = "length", "chunked", "close", "none"
-
-
 def response_head_for_client(
     resp: ResponseHead,
-    framing: str,
+    framing: Framing,
     keep_alive: bool,
     client_version: str,
     via: bytes | None,
     x_cache: bytes | None,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> bytes:
-    """The reply head squidpy sends to the client for the origin's ``resp``."""
+    """The reply head squidpy sends to the client for the origin's ``resp``, its
+    body framed as ``framing`` (from :func:`client_framing`) says: the framing
+    fields are written here, never copied."""
+    if resp.framing.kind == INVALID:
+        raise ValueError(f"a reply that cannot be framed is never forwarded: {resp.framing.problem}")
     upgrading = resp.status == 101
-    drop = HOP_BY_HOP
+    skip = _NOT_COPIED_REPLY
     if resp.connection:
-        drop = drop | resp.connection
+        skip = skip | resp.connection
     if upgrading:
-        drop = drop - {b"upgrade", b"connection"}
+        skip = skip - _UPGRADE_FIELDS
     out = [b"HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason)]
     append = out.append
     for name, value in resp.headers:
-        lname = name.lower()
-        if lname in drop:
-            continue
-        if lname == b"content-length" and framing in (CHUNKED, CLOSE):
-            continue
-        append(b"%s: %s\r\n" % (name, value))
-    if not resp.has_date:
+        if name.lower() not in skip:
+            append(b"%s: %s\r\n" % (name, value))
+    if not resp.has_date or b"date" in skip:
         append(b"Date: %s\r\n" % http_date())
     if extra:
         for name, value in extra:
-            append(b"%s: %s\r\n" % (name, value))
-    if framing == CHUNKED:
-        append(b"Transfer-Encoding: chunked\r\n")
+            if name.lower() not in FRAMING_FIELDS:
+                append(b"%s: %s\r\n" % (name, value))
+    if framing is not BODILESS:
+        append(framing_fields(framing))
     if via is not None:
         append(b"Via: %s\r\n" % via)
     if x_cache is not None:
@@ -367,14 +514,5 @@ def response_head_for_client(
     return b"".join(out)
 
 
-def response_framing(request_method: str, resp: ResponseHead, client_version: str) -> str:
-    """How to frame ``resp``'s body to the client (RFC 9112 6.3)."""
-    status = resp.status
-    if request_method == "HEAD" or status < 200 or status in (204, 304):
-        return NO_BODY
-    if resp.chunked:
-        return CHUNKED if client_version == "1.1" else CLOSE
-    if resp.content_length is not None:
-        return LENGTH
-    # close-delimited from the origin: chunk it for 1.1 clients to keep them alive
-    return CHUNKED if client_version == "1.1" else CLOSE
+_NOT_COPIED_REPLY = HOP_BY_HOP | FRAMING_FIELDS
+_UPGRADE_FIELDS = frozenset({b"upgrade", b"connection"})

@@ -18,7 +18,7 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from squidpy.acl.checklist import Checklist
-from squidpy.http.message import MAX_HEADER_FIELDS, ChunkMeter, RequestHead
+from squidpy.http.message import CHUNKED, MAX_HEADER_FIELDS, ChunkMeter, RequestHead, body_prelude
 from squidpy.ip import ip_text as plain_ip     # '::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
@@ -40,6 +40,10 @@ class _UrlTooLong(Exception):
     pass
 
 
+class _NoMoreRequests(Exception):
+    """A request began after the one that closes the connection (RFC 9112 9.6)."""
+
+
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ClientConnection(PausableReading, Protocol):
     def __init__(self, service, port_name: str):
@@ -56,6 +60,7 @@ class ClientConnection(PausableReading, Protocol):
         self._corked: list[bytes] | None = None
         self._cork_number = 0
         self._starting = False
+        self._priming = False
         self._reset_request()
 
     # ------------------------------------------------------------ connection
@@ -75,7 +80,7 @@ class ClientConnection(PausableReading, Protocol):
         # the parser holds our bound methods: drop it so the connection is freed
         # by reference counting, not left for the garbage collector
         self.parser = None
-        self._txn = self._upgrade_pending = None
+        self._txn = self._upgrade_pending = self._body_after_upgrade = None
         tunnel, self.tunnel = self.tunnel, None
         if tunnel is not None:
             tunnel.client_closed()
@@ -98,6 +103,12 @@ class ClientConnection(PausableReading, Protocol):
     def writeConnectionLost(self):
         """Our own half-close completed (loseWriteConnection); reading goes on."""
 
+    @property
+    def closes_after_active(self) -> bool:
+        """Whether the connection closes once the active request is answered: no
+        request will be read any more and none waits behind it."""
+        return self.closing and not self.queue
+
     def checklist(self, head: RequestHead, target) -> Checklist:
         ch = Checklist(
             src=self.client_ip, method=head.method, url=target.url, scheme=target.scheme,
@@ -118,8 +129,8 @@ class ClientConnection(PausableReading, Protocol):
             if sum(map(len, self.raw)) > MAX_RAW_BUFFER:
                 self.pause_reading("raw")
             return
-        if self.closing:
-            return      # lingering after a refusal: drain and drop
+        if self.closing and self._txn is None and not self._in_head:
+            return      # no request will be read any more (after a refusal, or the last one): drop
         if self._in_head:
             self._head_bytes += len(data)
         self._chunk_meter.before_read(len(data))
@@ -128,10 +139,16 @@ class ClientConnection(PausableReading, Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
+            rest = data[e.args[0]:]
+            txn, self._body_after_upgrade = self._body_after_upgrade, None
+            if txn is not None:
+                return self._read_upgrade_body(txn, rest)
             self._upgrade_pending = None
-            self.raw = [data[e.args[0]:]] if e.args[0] < len(data) else []
+            self.raw = [rest] if rest else []
             return
         except httptools.HttpParserError as e:
+            if self.closing and self._txn is None and not self._in_head:
+                return      # bytes after the request that closes the connection: not read
             if isinstance(e.__context__, _HeadTooBig):
                 return self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size"
                                     f" or more than {MAX_HEADER_FIELDS} fields", 431)
@@ -156,10 +173,30 @@ class ClientConnection(PausableReading, Protocol):
         self._in_head = False
         self._chunk_meter = ChunkMeter()
         self._upgrade_pending: Transaction | None = None   # a CONNECT or Upgrade request
+        self._body_after_upgrade: Transaction | None = None  # an Upgrade request with a body
         self._txn: Transaction | None = None     # the request whose body is being read
+
+    def _read_upgrade_body(self, txn: Transaction, rest: bytes) -> None:
+        """httptools leaves the body of an Upgrade request unread and hands over all
+        that follows its head.  That body is still HTTP: a parser primed with a head
+        framed as the request's reads it, and what follows is HTTP again, since such a
+        request never upgrades (the transaction does not forward its offer)."""
+        self.parser = httptools.HttpRequestParser(self)
+        self._priming = True
+        try:
+            self.parser.feed_data(body_prelude(txn.head.framing))
+        finally:
+            self._priming = False
+        self._txn = txn
+        if rest:
+            self.dataReceived(rest)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        if self._priming:
+            return
+        if self.closing:
+            raise _NoMoreRequests()
         self._in_head = True
         self._started = time.time()
         self.deadline = time.monotonic() + self.service.config.request_timeout
@@ -178,6 +215,9 @@ class ClientConnection(PausableReading, Protocol):
             raise _HeadTooBig()
 
     def on_headers_complete(self) -> None:
+        if self._priming:
+            self._url = b""
+            return
         parser = self.parser
         method = parser.get_method().decode("ascii")
         url = self._url.decode("latin-1")
@@ -193,11 +233,19 @@ class ClientConnection(PausableReading, Protocol):
         self.deadline = None
         if not head.keep_alive:
             self.closing = True
-        if head.method == "CONNECT" or head.upgrade is not None:
+        framing = head.framing
+        if head.method == "CONNECT":
             self._upgrade_pending = txn
-        if head.chunked:
+        elif parser.should_upgrade():
+            # what follows is the new protocol's, unless the origin declines; but
+            # httptools leaves a body unread: see _read_upgrade_body
+            if framing.has_body:
+                self._body_after_upgrade = txn
+            else:
+                self._upgrade_pending = txn
+        if framing.kind == CHUNKED:
             self._chunk_meter.start(size)
-        if head.chunked or head.content_length:
+        if framing.has_body:
             self.deadline = self._body_deadline()
         self.queue.append(txn)
         if len(self.queue) > MAX_PIPELINE:
@@ -218,6 +266,8 @@ class ClientConnection(PausableReading, Protocol):
         self._chunk_meter.chunks += 1
 
     def on_message_complete(self) -> None:
+        if self._txn is not None and self._txn is self._body_after_upgrade:
+            return      # httptools skipped the body: it is read after the head (_read_upgrade_body)
         self._chunk_meter.stop()
         if self.active is not None:
             self.deadline = None
@@ -236,6 +286,7 @@ class ClientConnection(PausableReading, Protocol):
         gets the error (nothing more of it goes upstream); otherwise the broken
         request gets one of its own."""
         self.closing = True
+        self._in_head = False       # the parser is spent: nothing more is read
         self._chunk_meter.active = False
         txn, self._txn = self._txn, None
         if txn is not None and not txn.finished:

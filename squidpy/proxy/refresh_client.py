@@ -19,6 +19,7 @@ _CONDITIONALS = frozenset({b"if-none-match", b"if-modified-since", b"if-match", 
 
 class NullClient:
     closing = False
+    closes_after_active = False
     cork_number = None
     tunnel = None
 

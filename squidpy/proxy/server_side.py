@@ -19,7 +19,15 @@ from twisted.internet import error as ierror
 from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
-from squidpy.http.message import ChunkMeter, ResponseHead
+from squidpy.http.message import (
+    CHUNKED,
+    CLOSE,
+    INVALID,
+    MAX_HEADER_FIELDS,
+    ChunkMeter,
+    ResponseHead,
+    reads_end_after_heads,
+)
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
 
@@ -51,6 +59,14 @@ class _TooMuchFraming(Exception):
     pass
 
 
+class _Unframable(Exception):
+    pass
+
+
+class _Leftover(Exception):
+    """The origin sent more after a complete reply: bytes no request asked for."""
+
+
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ServerConnection(PausableReading, Protocol):
     def __init__(self, pool: "ServerPool", key: tuple):
@@ -67,16 +83,18 @@ class ServerConnection(PausableReading, Protocol):
         self.local_port = None
         self.used = 0              # transactions carried so far
         self.connected = False
-        self._response_started = False
         self._head: ResponseHead | None = None
         self._headers = None
         self._reason = b""
         self._head_bytes = 0
-        self._no_body = False
+        self._method = "GET"
         self._close_delimited = False
-        self._done = False
+        self._complete = False      # the final reply has been read to its end
+        self._done = False          # the transaction has been told how the reply ended
         self._chunk_meter = ChunkMeter()
         self._read_len = 0
+        self._heads = 0             # reply heads completed in the current read
+        self._tail = b""            # the last bytes of the previous read of this reply
         self.bytes_in = 0
 
     # ------------------------------------------------------------ connection
@@ -133,18 +151,22 @@ class ServerConnection(PausableReading, Protocol):
         """Our own half-close completed (loseWriteConnection); reading goes on."""
 
     # ------------------------------------------------------------ requests
-    def start(self, txn, head: bytes, read_timeout: float, no_body: bool) -> None:
-        """Send a request head and expect its reply (``no_body`` for HEAD)."""
+    def start(self, txn, head: bytes, read_timeout: float, method: str) -> None:
+        """Send a request head and expect its reply (``method``: the request's,
+        which decides whether the reply has a body)."""
         self.txn = txn
         self.idle = False
         self.used += 1
         self.bytes_in = 0
         self._head = None
         self._headers = []
+        self._reason = b""
         self._head_bytes = 0
-        self._no_body = no_body
+        self._method = method
         self._close_delimited = False
+        self._complete = False
         self._done = False
+        self._tail = b""
         self._chunk_meter = ChunkMeter()
         self._read_timeout = read_timeout
         self.parser = httptools.HttpResponseParser(self)
@@ -166,6 +188,7 @@ class ServerConnection(PausableReading, Protocol):
         self.deadline = time.monotonic() + self._read_timeout
         self._chunk_meter.before_read(len(data))
         self._read_len = len(data)
+        self._heads = 0
         client = self.txn.client
         client.cork()
         try:
@@ -174,26 +197,51 @@ class ServerConnection(PausableReading, Protocol):
             client.uncork()
 
     def _feed(self, data: bytes) -> None:
+        """Parse one read.  The transaction learns that its reply ended only after
+        the parser has returned: the connection may then go back to the pool and
+        carry the next request, which must never meet bytes of this read."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self._upgraded(data[e.args[0]:])
+            return
         except httptools.HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _StopParsing):
-                if not data.endswith(b"\r\n\r\n"):
-                    lose(self.transport)
-                return
+                # a reply without a body (to HEAD): reusable only if nothing followed its head
+                clean = reads_end_after_heads(self._tail, data, self._heads)
+                return self._reply_complete(reusable=clean and self._head.keep_alive)
+            if self._complete:
+                # more bytes after a complete reply (another reply, garbage, or data
+                # after Connection: close): the reply stands, the connection goes
+                return self._reply_complete(reusable=False)
             if isinstance(cause, _HeadTooBig):
-                return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
+                return self._fail("ERR_TOO_BIG", f"the reply headers are larger than reply_header_max_size"
+                                  f" or more than {MAX_HEADER_FIELDS} fields")
             if isinstance(cause, _TooMuchFraming):
                 return self._fail("ERR_INVALID_RESP", "the chunked reply carries too much besides its data")
+            if isinstance(cause, _Unframable):
+                return self._fail("ERR_INVALID_RESP", str(cause))
             return self._fail("ERR_INVALID_RESP", f"the server sent an invalid reply: {e}")
+        if self._complete:
+            return self._reply_complete(reusable=self._head.keep_alive and not self._close_delimited)
         if self._head is None and self.txn is not None and self.bytes_in > self.pool.reply_header_max_size:
             # still no complete head after this much: an endless header section
             self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
         elif self._chunk_meter.exceeded_after_read(len(data)):
             self._fail("ERR_INVALID_RESP", "the chunked reply carries too much besides its data")
+        else:
+            self._tail = data[-3:]
+
+    def _reply_complete(self, reusable: bool) -> None:
+        """The final reply was read to its end; ``reusable``: nothing else came with it."""
+        txn, self.txn = self.txn, None
+        if not reusable:
+            self.parser = None      # nothing more is read as HTTP on this connection
+            lose(self.transport)
+        if txn is not None and not self._done:
+            self._done = True
+            txn.response_done(reusable=reusable)
 
     def _fail(self, error: str, detail: str, status: int = 502) -> None:
         txn, self.txn = self.txn, None
@@ -203,6 +251,13 @@ class ServerConnection(PausableReading, Protocol):
             txn.server_failed(UpstreamError(error, detail, status))
 
     # ------------------------------------------------------------ httptools callbacks
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise _Leftover()
+        self._reason = b""          # each reply (an interim one, then the final one) starts afresh
+        self._headers = []
+        self._head_bytes = 0
+
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
@@ -211,28 +266,29 @@ class ServerConnection(PausableReading, Protocol):
             return      # trailer fields: not forwarded
         self._headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.pool.reply_header_max_size:
+        if self._head_bytes > self.pool.reply_header_max_size or len(self._headers) > MAX_HEADER_FIELDS:
             raise _HeadTooBig()
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
-        head = ResponseHead(status, self._reason or b"", parser.get_http_version(), self._headers)
-        self._reason = b""
-        self._headers = []
+        self._heads += 1
+        head = ResponseHead(status, self._reason, parser.get_http_version(), self._headers,
+                            request_method=self._method)
+        framing = head.framing.kind
+        if framing == INVALID:
+            raise _Unframable(head.framing.problem)
         if status < 200 and status != 101:
             self.txn.interim_response(head)
             return
         self._head = head
-        self._close_delimited = head.content_length is None and not head.chunked and status not in (204, 304)
-        if head.chunked and not self._no_body:
-            self._chunk_meter.start(self._head_bytes + len(self._reason or b"") + 17)
+        self._close_delimited = framing == CLOSE
+        if framing == CHUNKED:
+            self._chunk_meter.start(self._head_bytes + len(self._reason) + 17)
         txn = self.txn
         txn.response_head(head)
-        if self._no_body and status != 101 and self.txn is txn:
-            self._done = True
-            self.txn = None
-            txn.response_done(reusable=head.keep_alive)
+        if self._method == "HEAD" and status != 101 and self.txn is txn:
+            self._complete = True
             raise _StopParsing()
 
     def on_body(self, data: bytes) -> None:
@@ -253,10 +309,7 @@ class ServerConnection(PausableReading, Protocol):
         if self._head.status == 101:
             self._upgraded(b"")
             return
-        txn, self.txn = self.txn, None
-        if txn is not None and not self._done:
-            self._done = True
-            txn.response_done(reusable=self._head.keep_alive and not self._close_delimited)
+        self._complete = True       # told to the transaction once the parser has returned (_feed)
 
     def _upgraded(self, rest: bytes) -> None:
         """After a 101 the bytes that follow belong to the new protocol."""

@@ -19,7 +19,8 @@ from squidpy.acl.checklist import Checklist, Pending
 from squidpy.cache.policy import SAFE_METHODS
 from squidpy.errors import REASONS, STATUS, ErrorContext
 from squidpy.http import message
-from squidpy.http.message import CHUNKED, CLOSE, NO_BODY, RequestHead, ResponseHead
+from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
+from squidpy.http.upgrade import switch_refusal
 from squidpy.http.url import BadTarget, Target, internal_target, parse_target
 from squidpy.log.entry import LogEntry
 from squidpy.proxy import internal
@@ -56,8 +57,9 @@ class Transaction:
         e.version = head.version
         e.request_headers = head.headers
         e.request_header_size = head.size
-        self.body_expected = head.chunked or bool(head.content_length)
+        self.body_expected = head.framing.has_body
         self.body_done = not self.body_expected
+        self.chunked_body = head.framing.kind == CHUNKED
         self.body_buffer: list[bytes] | None = []
         self.buffered = 0
         self.server = None
@@ -68,6 +70,7 @@ class Transaction:
         self.reply_started = False
         self.finished = False
         self.upgrading = False
+        self.upgrade_offer: bytes | None = None     # what http_upgrade_request_protocols let through
         self.tunnel = None
         self.upstream_started = None
         self.refusal: tuple[str, str, int] | None = None   # set for unparsable requests
@@ -101,13 +104,14 @@ class Transaction:
                 and message.is_forwarding_loop(head.via, svc.via_name)):
             return self.fail("ERR_ACCESS_DENIED", "forwarding loop detected: this request already passed through this proxy", 403,
                              result="TCP_DENIED")
+        framing = head.framing
+        if framing.kind == INVALID:
+            return self.fail("ERR_INVALID_REQ", framing.problem)
         limit = self.config.request_body_max_size
-        if limit and head.content_length is not None and head.content_length > limit:
+        if limit and framing.kind == LENGTH and framing.length > limit:
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
-        if head.method == "CONNECT" and (head.chunked or head.content_length):
+        if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
-        if head.unknown_coding:
-            return self.fail("ERR_INVALID_REQ", "the request body uses a transfer coding other than chunked")
         self.checklist = ch = self.client.checklist(head, target)
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = svc.dns.cached_name(target.host)
@@ -133,6 +137,13 @@ class Transaction:
                 return self.answer_max_forwards()
         if self.head.method == "PURGE":
             return self.purge()
+        head = self.head
+        if head.upgrade is not None and head.version == "1.1" and not head.framing.has_body:
+            # only what http_upgrade_request_protocols allows (by default nothing). RFC 9110
+            # 7.8: an Upgrade in an HTTP/1.0 request is ignored; squidpy ignores one on a
+            # request with a body too (that body is read as HTTP: client_side)
+            self.upgrade_offer = self.config.http_upgrade_request_protocols.allowed_offers(
+                head.upgrade, self.checklist)
         cache = self.service.cache
         if cache is not None:
             self.cache_flow = flow = cache.flow_for(self)
@@ -368,8 +379,8 @@ class Transaction:
                 drop = message.CONDITIONAL_FIELDS
         request = message.request_head_for_origin(
             head, target.path, target.authority, self.client.client_ip,
-            svc.via_header, self.config.forwarded_for, max_forwards, extra, drop)
-        server.start(self, request, self.config.read_timeout, no_body=head.method == "HEAD")
+            svc.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer)
+        server.start(self, request, self.config.read_timeout, head.method)
         e.upstream_bytes_out = len(request)
         buffered, self.body_buffer = self.body_buffer, None
         for chunk in buffered or ():
@@ -377,7 +388,7 @@ class Transaction:
         if self.buffered:
             self.buffered = 0
             self.client.resume_reading("body")
-        if self.body_done and head.chunked:
+        if self.body_done and self.chunked_body:
             server.write(b"0\r\n\r\n")
 
     # request body, from the client side
@@ -399,7 +410,7 @@ class Transaction:
         self._send_body(data)
 
     def _send_body(self, data: bytes) -> None:
-        if self.head.chunked:
+        if self.chunked_body:
             self.server.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
         else:
             self.server.write(data)
@@ -420,7 +431,7 @@ class Transaction:
         self.body_done = True
         if self.finished or self.server is None or self.body_buffer is not None:
             return
-        if self.head.chunked:
+        if self.chunked_body:
             self.server.write(b"0\r\n\r\n")
 
     # reply, from the server side
@@ -428,7 +439,7 @@ class Transaction:
         """1xx (other than 101): passed on to HTTP/1.1 clients (RFC 9110 15.2)."""
         if self.head.version != "1.1":
             return
-        head = message.response_head_for_client(resp, NO_BODY, True, "1.1", self.service.via_header, None)
+        head = message.response_head_for_client(resp, resp.framing, True, "1.1", self.service.via_header, None)
         self.client.write(head.replace(b"Connection: keep-alive\r\n", b""))
 
     def response_head(self, resp: ResponseHead) -> None:
@@ -436,8 +447,9 @@ class Transaction:
         self.response = resp
         e.upstream_status = resp.status
         if resp.status == 101:
-            if self.head.upgrade is None:
-                return self.server._fail("ERR_INVALID_RESP", "the server switched protocols without being asked")
+            refusal = switch_refusal(self.upgrade_offer, resp.header(b"upgrade"), resp.connection)
+            if refusal is not None:
+                return self.server._fail("ERR_INVALID_RESP", refusal)
             self.upgrading = True
         if self.config.http_reply_access:
             ch = self.checklist
@@ -460,8 +472,9 @@ class Transaction:
             server.txn = None
             server.transport.abortConnection()
             return self.fail("ERR_TOO_BIG", "the reply is larger than reply_body_max_size", 403)
-        self.framing = framing = message.response_framing(self.head.method, resp, self.head.version)
-        if framing == CLOSE or self.client.closing:
+        framing = message.client_framing(resp.framing, self.head.version)
+        self.framing = framing.kind
+        if framing.kind == CLOSE or self.client.closes_after_active:
             self.keep_alive = False
         if not self.body_done and not self.upgrading:
             self.keep_alive = False
@@ -553,6 +566,7 @@ class Transaction:
 
     def server_upgraded(self, server, rest: bytes) -> None:
         """A 101 reply was passed on: the two connections become a tunnel."""
+        self.client.uncork()        # the 101 head leaves before any byte of the new protocol
         self.server = None
         server.txn = None
         self._account_server(server)
