@@ -26,6 +26,8 @@ from pathlib import Path
 from tests.proxyproc import wait_for
 
 SQUID = shutil.which("squid") or "/usr/sbin/squid"
+# Debian's squid-openssl (SslBump, security_file_certgen), unpacked beside it by .ci/run
+SQUID_OPENSSL = "/opt/squid-openssl/usr/sbin/squid"
 
 
 def free_port() -> int:
@@ -45,9 +47,11 @@ def free_port() -> int:
 
 
 class SquidProcess:
-    def __init__(self, tmp_path: Path, config: str, hosts: dict[str, str] | None = None, start: bool = True):
-        if not os.path.exists(SQUID):
-            raise RuntimeError("Squid 5.7 is not installed: .ci/run installs Debian's squid package")
+    def __init__(self, tmp_path: Path, config: str, hosts: dict[str, str] | None = None, start: bool = True,
+                 binary: str = SQUID):
+        if not os.path.exists(binary):
+            raise RuntimeError(f"{binary} is not installed: .ci/run installs Debian's squid and unpacks squid-openssl")
+        self.binary = binary
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o777)       # Squid drops to the 'proxy' user when started as root
@@ -92,12 +96,12 @@ class SquidProcess:
 
     def parse(self) -> subprocess.CompletedProcess:
         """``squid -k parse`` on the configuration: what Squid says of it."""
-        return subprocess.run([SQUID, "-k", "parse", "-f", str(self.config_path)],
+        return subprocess.run([self.binary, "-k", "parse", "-f", str(self.config_path)],
                               capture_output=True, text=True, timeout=30)
 
     def start(self) -> "SquidProcess":
         self.stderr = open(self.dir / "stderr.txt", "ab")
-        self.proc = subprocess.Popen([SQUID, "-N", "-f", str(self.config_path)],
+        self.proc = subprocess.Popen([self.binary, "-N", "-f", str(self.config_path)],
                                      stdout=subprocess.DEVNULL, stderr=self.stderr)
 
         def accepting() -> bool:

@@ -97,7 +97,7 @@ def test_bad_origins_fail_with_squids_words(tls_origins, kind, name, detail_star
     state, failure, _ = handshake(tls_origins.port(kind), host, options(cafile=str(tls_origins.cafile)))
     assert failure.name == name
     assert failure.detail().startswith(detail_start)
-    assert failure.errno_text == "(71) Protocol error"
+    assert failure.errno_text == "[No Error]"
     assert failure.peer_cert == tls_origins.certs[kind]
     if kind == "expired":
         assert failure.detail().endswith(asn1_time_print(tls_origins.certs[kind].not_valid_after_utc))
@@ -339,7 +339,7 @@ def test_secure_connect_fail_page_shows_squids_words(tls_origins):
                                      server_ip="127.0.0.1", detail=failure.detail(), errno_text=failure.errno_text,
                                      tls_code=failure.brief())).decode()
     assert STATUS["ERR_SECURE_CONNECT_FAIL"] == 503
-    assert "(71) Protocol error (TLS code: X509_V_ERR_CERT_HAS_EXPIRED+broken_cert)" in body
+    assert "[No Error] (TLS code: X509_V_ERR_CERT_HAS_EXPIRED+broken_cert)" in body
     assert "SSL Certificate expired on: " in body and 'id="ERR_SECURE_CONNECT_FAIL"' in body
     without = pages.render(ErrorContext("ERR_SECURE_CONNECT_FAIL", url="https://x.test/")).decode()
     assert "TLS code: [Unknown Error Code]" in without

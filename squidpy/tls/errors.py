@@ -275,16 +275,16 @@ class TlsFailure:
     peer_cert: x509.Certificate | None = None
     broken_cert: x509.Certificate | None = None
     lib_error: str | None = None
+    system_error: str | None = None      # "(104) Connection reset by peer" when the socket failed
 
     @property
     def name(self) -> str:
-        """%x: the TLS code on the page, the name in logs."""
         return error_name(self.code)
 
     @property
     def errno_text(self) -> str:
-        """%E: Squid reports every TLS failure as a protocol error."""
-        return "(71) Protocol error"
+        """%E: the system error if there was one; "[No Error]" otherwise, as Squid 5.7 shows it."""
+        return self.system_error or "[No Error]"
 
     def detail(self) -> str:
         """%D: one sentence about the failure and the certificate at fault."""
@@ -319,7 +319,8 @@ class TlsFailure:
         return "".join(out)
 
     def brief(self) -> str:
-        """For the access log's error detail: the name, and ``+broken_cert`` as Squid adds."""
+        """%x (the page's TLS code) and the log's error detail: the name, ``+broken_cert``
+        when a certificate is at fault, as Squid 5.7 writes it."""
         return self.name + ("+broken_cert" if self.broken_cert is not None else "")
 
     def _cert_field(self, get) -> str:

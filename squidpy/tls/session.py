@@ -25,7 +25,7 @@ from OpenSSL import SSL
 
 from squidpy.tls.errors import SQUID_TLS_ERR_ACCEPT, SQUID_TLS_ERR_CONNECT, TlsFailure
 from squidpy.tls.options import TlsOptions
-from squidpy.tls.verify import Verification, library_reason
+from squidpy.tls.verify import Verification, library_reason, system_reason
 
 BUMP_ALPN = b"http/1.1"
 READ_SIZE = 65536
@@ -197,4 +197,4 @@ class TlsSession:
         if self.verification is not None:
             return self.verification.failure(exc)
         return TlsFailure(SQUID_TLS_ERR_ACCEPT if self.server_side else SQUID_TLS_ERR_CONNECT,
-                          lib_error=library_reason(exc))
+                          lib_error=library_reason(exc), system_error=system_reason(exc))

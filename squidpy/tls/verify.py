@@ -140,7 +140,8 @@ class Verification:
         if self.failed is not None:
             broken = self.failed.cert if self.failed.code != SQUID_X509_V_ERR_DOMAIN_MISMATCH else self.peer_cert
             return TlsFailure(self.failed.code, errors, self.peer_cert, broken)
-        return TlsFailure(SQUID_TLS_ERR_CONNECT, errors, self.peer_cert, None, library_reason(exc))
+        return TlsFailure(SQUID_TLS_ERR_CONNECT, errors, self.peer_cert, None, library_reason(exc),
+                          system_reason(exc))
 
 
 def _verify_callback(conn: SSL.Connection, cert, errnum: int, depth: int, ok: int) -> bool:
@@ -162,6 +163,14 @@ def _is_name(host: str) -> bool:
     except ValueError:
         return True
     return False
+
+
+def system_reason(exc: BaseException | None) -> str | None:
+    """``(104) Connection reset by peer`` when the socket itself failed (Squid's %E)."""
+    if isinstance(exc, SSL.SysCallError) and len(exc.args) >= 2 and isinstance(exc.args[0], int) \
+            and exc.args[0] > 0:
+        return f"({exc.args[0]}) {exc.args[1]}"
+    return None
 
 
 def library_reason(exc: BaseException | None) -> str:
