@@ -77,7 +77,7 @@ def test_acls_and_helper_settings_are_accepted_today():
 acl banks ssl::server_name --client-requested .bank.example
 acl old ssl_error ssl::certHasExpired
 acl step at_step SslBump2
-acl fp server_cert_fingerprint -sha1 AB:CD:EF
+acl fp server_cert_fingerprint AB:CD:EF
 acl users user_cert CN alice bob
 acl issuers ca_cert O Example
 http_access deny banks
@@ -112,7 +112,8 @@ def test_port_option_errors(ca_pem, tmp_path):
     assert "https_port requires a tls-cert=" in errors_of("https_port 3129\n")[0]
     assert "ssl-bump requires tls-cert=" in errors_of("http_port 3128 ssl-bump\n")[0]
     assert "unknown http_port option 'tls-nonsense=1'" not in " ".join(errors_of("http_port 3128 tls-nonsense=1 ssl-bump\n"))
-    assert "=on or =off" in errors_of(f"http_port 3128 ssl-bump tls-cert={ca_pem} generate-host-certificates=yes\n")[0]
+    config = load(f"http_port 3128 tls-cert={ca_pem} generate-host-certificates=yes\n")
+    assert any("generate-host-certificates takes =on or =off" in str(w) for w in config.warnings)
     assert "unknown http_port option 'colour=blue'" in errors_of("http_port 3128 colour=blue\n")[0]
     missing = tmp_path / "missing.pem"
     errors = errors_of(f"http_port 3128 ssl-bump tls-cert={missing}\n")
@@ -160,7 +161,8 @@ sslproxy_cert_adapt setCommonName all
 def test_crtd_program_checks():
     assert "not a program squidpy can run" in errors_of("sslcrtd_program /nonexistent/certgen -s /tmp/db\n")[0]
     assert "'internal' takes -s DIRECTORY and -M SIZE" in errors_of("sslcrtd_program internal -x\n")[0]
-    assert "out of range" in errors_of("sslcrtd_children 33\n")[0]
+    assert load("sslcrtd_children 33\n").sslcrtd_children.maximum == 32
+    assert "out of range" in errors_of("sslcrtd_children 0\n")[0]
     config = load("sslcrtd_program /bin/cat -s /tmp/x -M 1MB\n")
     assert not config.sslcrtd_program.internal and config.sslcrtd_program.size == 1 << 20
 
@@ -246,6 +248,7 @@ def test_fingerprint_and_client_certificates():
     dn = acl("acl x user_cert DN /O=ClientsInc/CN=fp.test\n")
     assert dn.match(connect(client_cert=cert))
     assert "one attribute on all its lines" in errors_of("acl x user_cert CN a\nacl x user_cert O b\n")[0]
+    assert "write the fingerprint alone" in errors_of("acl x server_cert_fingerprint -sha1 AB:CD\n")[0]
     assert "not a certificate attribute" in errors_of("acl x user_cert Colour a\n")[0]
 
 

@@ -313,8 +313,8 @@ def test_port_words():
     assert port.flags == {"NO_SESSION_REUSE"} and port.dh == "prime256v1:/dh.pem"
     assert port.cafiles == ["/old.pem", "/new.pem"] and port.clientca == "/clients.pem" and port.default_ca
     assert warnings == ["UPGRADE WARNING: cafile= is deprecated; use tls-cafile= instead"]
-    with pytest.raises(TlsOptionError, match="=on or =off"):
-        port.parse_port("generate-host-certificates=maybe", warnings.append)
+    port.parse_port("generate-host-certificates=maybe", warnings.append)
+    assert "generate-host-certificates takes =on or =off" in warnings[-1]
 
 
 def test_port_checks():

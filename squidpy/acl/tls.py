@@ -136,12 +136,12 @@ def sha1_fingerprint(cert: x509.Certificate) -> str:
 
 
 class ServerCertFingerprintAcl(AclType):
-    """``server_cert_fingerprint [-sha1] AB:CD:...``: the SHA-1 digest of the origin's
-    certificate, compared as Squid compares it (upper-case hex, colons)."""
+    """``server_cert_fingerprint AB:CD:...``: the SHA-1 digest of the origin's certificate,
+    compared as Squid compares it (upper-case hex, colons).  Squid documents a ``-sha1``
+    option, but Squid 5.7 refuses every line that gives it; so does squidpy."""
 
     name = "server_cert_fingerprint"
-    flags_allowed = frozenset({"-sha1"})
-    example = "-sha1 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01"
+    example = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01"
 
     def __init__(self, flags=frozenset()):
         super().__init__(flags)
@@ -149,6 +149,9 @@ class ServerCertFingerprintAcl(AclType):
         self._warnings: list[AclWarning] = []
 
     def add(self, value: str, where: str | None = None) -> None:
+        if value.startswith("-"):
+            raise ValueError(f"'{value}': Squid 5.7 refuses options on server_cert_fingerprint lines "
+                             "(SHA-1 is the only digest): write the fingerprint alone")
         if value != value.upper():
             self._warnings.append((where, f"'{value}' has lower-case letters and never matches: Squid compares "
                                           "fingerprints written in upper case"))

@@ -263,7 +263,10 @@ class HelperChildren:
 def _crtd_children(args, ctx):
     if not args:
         raise ValueError("expected: sslcrtd_children N [startup=N] [idle=N] [queue-size=N]")
-    maximum = parse_int(args[:1], 1, 32)
+    maximum = parse_int(args[:1], 1)
+    if maximum > 32:
+        ctx.warn(f"sslcrtd_children {maximum}: at most 32 helpers are run, as in Squid")
+        maximum = 32
     values = {"startup": 5, "idle": 1, "queue-size": 2 * maximum}
     for word in args[1:]:
         key, eq, value = word.partition("=")
@@ -277,7 +280,7 @@ def _crtd_children(args, ctx):
 
 directive(
     "sslcrtd_children", "N [startup=N] [idle=N] [queue-size=N]", _crtd_children, "32 startup=5 idle=1", SECTION,
-    doc="""How many certificate helper processes may run (at most 32, as in Squid), when
+    doc="""How many certificate helper processes may run (at most 32 are, as in Squid), when
     sslcrtd_program names a helper. squidpy's internal minter needs none.""",
 )
 

@@ -258,7 +258,8 @@ class PortTls(TlsOptions):
         if key == "generate-host-certificates":
             if token not in ("generate-host-certificates", "generate-host-certificates=on",
                              "generate-host-certificates=off"):
-                raise TlsOptionError(f"'{token}': generate-host-certificates takes =on or =off")
+                warn(f"unknown TLS option '{token}'; ignored (generate-host-certificates takes =on or =off)")
+                return
             self.generate_host_certificates = value != "off"
         elif key == "dynamic_cert_mem_cache_size":
             try:
