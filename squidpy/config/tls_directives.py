@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from squidpy.acl.access import AccessList, AccessRule, matches
 from squidpy.config.registry import APPEND, CUSTOM, directive
-from squidpy.config.values import ListenAddress, parse_http_port, parse_int, parse_size
+from squidpy.config.values import parse_http_port, parse_int, parse_size
 from squidpy.tls.bump import SslBumpRules
 from squidpy.tls.certgen import HelperCommand
 from squidpy.tls.mint import ADAPT_ALGORITHMS, MAX_CN, SIGN_ALGORITHMS, SIGN_SELF, SIGN_TRUSTED, SIGN_UNTRUSTED
@@ -349,4 +349,4 @@ def _check_readable(cert_file: str, key_file: str) -> None:
             raise CaError(f"cannot read {path}")
 
 
-__all__ = ["CertRule", "CrtdProgram", "HelperChildren", "ListenAddress", "adaptations", "finish", "sign_algorithm"]
+__all__ = ["CertRule", "CrtdProgram", "HelperChildren", "adaptations", "finish", "sign_algorithm"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 
 from squidpy.tls.ca import SigningCa
+from squidpy.tls.certcache import Minted
 from squidpy.tls.mint import CertProperties
 
 END_OF_MESSAGE = b"\x01"
@@ -172,8 +173,7 @@ class CertgenHelper:
         finally:
             self._give_back(proc, healthy)
 
-    def mint(self, props: CertProperties, signer: SigningCa):
-        from squidpy.tls.certcache import Minted
+    def mint(self, props: CertProperties, signer: SigningCa) -> Minted:
         code, body = parse_reply(self.request(compose_request(props, signer)))
         if code != "OK":
             raise HelperError(f"the certificate helper refused: {body.decode(errors='replace').strip()}")
