@@ -31,6 +31,10 @@ def run(debug):
     reports READY, RELOADING, STOPPING and its request rate.
     """
     config = load_config()
+    from squidpy.config.pending import not_yet_served
+    for problem in not_yet_served(config):
+        click.echo(f"squidpy: cannot start: {problem}", err=True)
+        sys.exit(1)
     if config.workers > 1:
         from squidpy.proxy.workers import Master
         sys.exit(Master(config, config.workers, debug).run())
@@ -62,6 +66,9 @@ def parse():
     config = load_config()
     for warning in config.warnings:
         click.echo(str(warning), err=True)
+    from squidpy.config.pending import not_yet_served
+    for problem in not_yet_served(config):
+        click.echo(f"{config.source}: note: {problem}", err=True)
     click.echo(f"{config.source}: OK")
 
 

@@ -17,12 +17,6 @@ from squidpy.tls.mint import SIGN_SELF, SIGN_TRUSTED, SIGN_UNTRUSTED
 from tests.tlscert import TestCA
 
 
-@pytest.fixture
-def effective(monkeypatch):
-    """Load as if the proxy acted on every TLS directive (it refuses some until it does)."""
-    monkeypatch.setattr(tls_directives, "NOT_YET", frozenset())
-
-
 @pytest.fixture(scope="module")
 def ca_pem(tmp_path_factory):
     pem, _ = init_ca(str(tmp_path_factory.mktemp("ca")), "Config CA")
@@ -48,7 +42,7 @@ def connect(host: str = "www.example.com", port: int = 443, **facts) -> Checklis
 
 # ---------------------------------------------------------------- directives
 
-def test_bump_port_and_rules(effective, ca_pem):
+def test_bump_port_and_rules(ca_pem):
     config = load(f"""
 acl step1 at_step SslBump1
 acl banks ssl::server_name .bank.example
@@ -64,12 +58,15 @@ ssl_bump bump all
     assert config.ssl_bump.rules[1].where == "/etc/squidpy/tls.conf:6"
 
 
-def test_refused_until_the_proxy_bumps(ca_pem):
-    errors = errors_of(f"http_port 3128 ssl-bump tls-cert={ca_pem}\nssl_bump bump all\n")
-    assert any(e.startswith("/etc/squidpy/tls.conf:1: ssl-bump is not implemented by squidpy yet") for e in errors)
-    assert any(e.startswith("/etc/squidpy/tls.conf:2: ssl_bump is not implemented by squidpy yet") for e in errors)
-    assert errors_of("tls_outgoing_options min-version=1.2\n")[0].startswith(
-        "/etc/squidpy/tls.conf:1: tls_outgoing_options is not implemented by squidpy yet")
+def test_not_served_until_the_proxy_bumps(ca_pem):
+    from squidpy.config.pending import not_yet_served
+    problems = not_yet_served(load(f"http_port 3128 ssl-bump tls-cert={ca_pem}\nssl_bump bump all\n"))
+    assert len(problems) == 1
+    assert problems[0].startswith("ssl_bump (/etc/squidpy/tls.conf:2), ssl-bump (/etc/squidpy/tls.conf:1): "
+                                  "read and checked, but squidpy does not bump TLS")
+    assert not_yet_served(load("tls_outgoing_options min-version=1.2\n"))
+    assert not_yet_served(load("acl b ssl::server_name .bank.test\nhttp_access deny b\nsslcrtd_children 4\n")) == []
+    assert not_yet_served(load("")) == []
 
 
 def test_acls_and_helper_settings_are_accepted_today():
@@ -100,7 +97,7 @@ def test_ssl_bump_checks():
     assert "used before it is defined" in errors_of("ssl_bump bump nosuchacl\n")[0]
 
 
-def test_old_allow_deny_lines_are_converted_as_squid_does(effective):
+def test_old_allow_deny_lines_are_converted_as_squid_does():
     config = load("acl a src 10.0.0.0/8\nssl_bump allow a\n")
     assert [r.action for r in config.ssl_bump.rules] == ["client-first", "none"]
     assert any("auto-converting deprecated" in str(w) for w in config.warnings)
@@ -125,14 +122,14 @@ def test_port_option_errors(ca_pem, tmp_path):
     assert "not a CA certificate" in errors[0]
 
 
-def test_https_port(effective, ca_pem):
+def test_https_port(ca_pem):
     config = load(f"https_port 127.0.0.1:3129 tls-cert={ca_pem} tls-cafile={ca_pem} name=secure\n")
     port = config.https_port[0]
     assert (port.host, port.port, port.name) == ("127.0.0.1", 3129, "secure")
     assert port.tls.certs and port.tls.cafiles == [str(ca_pem)] and not port.tls.ssl_bump
 
 
-def test_outgoing_options(effective, tmp_path):
+def test_outgoing_options(tmp_path):
     config = load("tls_outgoing_options cafile=roots.pem min-version=1.2 options=NO_TICKET flags=DONT_VERIFY_DOMAIN\n"
                   "tls_outgoing_options cipher=HIGH\n")
     opts = config.tls_outgoing_options
@@ -142,7 +139,7 @@ def test_outgoing_options(effective, tmp_path):
     assert load("").tls_outgoing_options.min_version == "1.0"
 
 
-def test_cert_sign_and_adapt_syntax(effective):
+def test_cert_sign_and_adapt_syntax():
     config = load("""
 acl trusted_sites dstdomain .intranet.example
 sslproxy_cert_sign signTrusted trusted_sites
@@ -167,13 +164,21 @@ def test_crtd_program_checks():
     assert not config.sslcrtd_program.internal and config.sslcrtd_program.size == 1 << 20
 
 
-def test_squidpy_parse_reports_file_and_line(tmp_path, ca_pem):
+def test_squidpy_parse_reads_it_and_run_refuses_it(tmp_path, ca_pem):
     conf = tmp_path / "squid.conf"
-    conf.write_text(f"http_port 3128 ssl-bump tls-cert={ca_pem}\nssl_bump bump all\n")
-    result = subprocess.run([sys.executable, "-m", "squidpy", "parse", "-f", str(conf)], capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 1
-    assert f"{conf}:2: ssl_bump is not implemented by squidpy yet" in result.stderr
+    conf.write_text(f"http_port 127.0.0.1:0 ssl-bump tls-cert={ca_pem}\nssl_bump bump all\n"
+                    f"pid_filename {tmp_path / 'pid'}\ncache_log {tmp_path / 'cache.log'}\n"
+                    f"access_log {tmp_path / 'access.log'}\n")
+    squidpy = [sys.executable, "-m", "squidpy"]
+    parsed = subprocess.run(squidpy + ["parse", "-f", str(conf)], capture_output=True, text=True, timeout=60)
+    assert parsed.returncode == 0 and f"{conf}: OK" in parsed.stdout
+    assert f"ssl_bump ({conf}:2)" in parsed.stderr and "does not bump TLS" in parsed.stderr
+    ran = subprocess.run(squidpy + ["run", "-f", str(conf)], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1 and "cannot start: ssl_bump" in ran.stderr
+    bad = tmp_path / "bad.conf"
+    bad.write_text("ssl_bump sometimes all\n")
+    parsed = subprocess.run(squidpy + ["parse", "-f", str(bad)], capture_output=True, text=True, timeout=60)
+    assert parsed.returncode == 1 and f"{bad}:1: ssl_bump: unknown ssl_bump mode 'sometimes'" in parsed.stderr
 
 
 # ---------------------------------------------------------------- ACL types
@@ -262,13 +267,7 @@ def test_at_step():
 # ---------------------------------------------------------------- ssl_bump decisions
 
 def rules(text: str) -> bump.SslBumpRules:
-    import squidpy.config.tls_directives as td
-    saved = td.NOT_YET
-    td.NOT_YET = frozenset()
-    try:
-        return load(text).ssl_bump
-    finally:
-        td.NOT_YET = saved
+    return load(text).ssl_bump
 
 
 STANDARD = """
@@ -362,7 +361,7 @@ def test_bump_to_deny():
 
 # ---------------------------------------------------------------- signing and adaptation decisions
 
-def test_sign_algorithm_defaults_and_rules(effective):
+def test_sign_algorithm_defaults_and_rules():
     config = load("acl inside dstdomain .intranet.example\nsslproxy_cert_sign signSelf inside\n")
     expired = CertError(parse_error_name("X509_V_ERR_CERT_HAS_EXPIRED")[0])
     untrusted = CertError(parse_error_name("X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY")[0])
@@ -375,7 +374,7 @@ def test_sign_algorithm_defaults_and_rules(effective):
     assert sign(config, connect("www.intranet.example", ssl_errors=(untrusted,))) == SIGN_SELF
 
 
-def test_adaptations(effective):
+def test_adaptations():
     config = load("""
 acl inside dstdomain .intranet.example
 sslproxy_cert_adapt setValidAfter ssl::certHasExpired

@@ -1,6 +1,6 @@
 """squid.conf's TLS and SslBump lines accepted and refused as Squid 5.7 (built with OpenSSL)
 accepts and refuses them: each snippet goes through 'squid -k parse' and squidpy's loader
-(which reads every line Squid reads, even those the proxy does not act on yet)."""
+(which reads every line Squid reads, even those the proxy does not serve yet)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from squidpy.config import loader, tls_directives
+from squidpy.config import loader
 from squidpy.tls.ca import init_ca
 from tests.squidproc import SQUID_OPENSSL
 
@@ -63,7 +63,7 @@ def workdir():
 
 
 @pytest.mark.parametrize("name", sorted(SNIPPETS))
-def test_accepted_and_refused_as_squid_does(name, workdir, monkeypatch):
+def test_accepted_and_refused_as_squid_does(name, workdir):
     assert os.path.exists(SQUID_OPENSSL), ".ci/run unpacks Debian's squid-openssl into /opt/squid-openssl"
     d, pem = workdir
     expected, snippet = SNIPPETS[name]
@@ -71,7 +71,6 @@ def test_accepted_and_refused_as_squid_does(name, workdir, monkeypatch):
     conf = d / f"{name}.conf"
     conf.write_text(text)
     squid = subprocess.run([SQUID_OPENSSL, "-k", "parse", "-f", str(conf)], capture_output=True, text=True, timeout=60)
-    monkeypatch.setattr(tls_directives, "NOT_YET", frozenset())
     try:
         loader.load(str(conf))
         ours = True

@@ -384,3 +384,21 @@ def test_helper_that_answers_garbage(ca, tmp_path):
 
 def test_sign_trusted_default(ca):
     assert CertProperties("x").sign == SIGN_TRUSTED
+
+
+def test_ca_export_from_a_configuration(tmp_path):
+    """'squidpy ca export -f CONFIG' finds the CA of the ssl-bump port (the configuration is
+    read even though the proxy would not serve it yet)."""
+    import subprocess
+    import sys
+    pem, crt = init_ca(str(tmp_path / "ca"), "Config Export CA")
+    conf = tmp_path / "squid.conf"
+    conf.write_text(f"http_port 3128 ssl-bump tls-cert={pem}\nssl_bump bump all\n")
+    out = subprocess.run([sys.executable, "-m", "squidpy", "ca", "export", "-f", str(conf), "--pem-only"],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == crt.read_bytes()
+    plain = tmp_path / "plain.conf"
+    plain.write_text("http_port 3128\n")
+    out = subprocess.run([sys.executable, "-m", "squidpy", "ca", "export", "-f", str(plain)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1 and "has no http_port with ssl-bump" in out.stderr

@@ -30,6 +30,8 @@ def evaluate(access: AccessList, ch: Checklist, lookup, deny_info: dict | None =
             verdict, steps = access.explain(ch)
             break
         except Pending as p:
+            if p.fact == "external":
+                raise                  # a helper's answer: the caller decides what to do without it
             if p.fact in lookups:
                 raise RuntimeError(f"lookup of {p.fact} did not settle") from None
             value = lookup(p.fact)

@@ -15,11 +15,26 @@ from squidpy.ip import ip_key
 
 
 class Pending(Exception):
-    """An ACL needs a fact that is not known yet (``"dst"``, ``"srcdomain"``)."""
+    """An ACL needs a fact that is not known yet (``"dst"``, ``"srcdomain"``,
+    ``"auth"``: the credentials, checked by a helper if need be)."""
 
     def __init__(self, fact: str):
         super().__init__(fact)
         self.fact = fact
+
+
+class ExternalPending(Pending):
+    """An ``external`` ACL needs its helper's answer to ``line``."""
+
+    def __init__(self, type_name: str, line: str):
+        super().__init__("external")
+        self.type_name = type_name
+        self.line = line
+
+
+class AuthRequired(Exception):
+    """An authentication ACL met a request without valid credentials: the check
+    ends here and the client is challenged (Squid's ACCESS_AUTH_REQUIRED)."""
 
 
 class Checklist:
@@ -34,6 +49,7 @@ class Checklist:
         "method", "scheme", "host", "port", "path", "url",
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key", "_url_unescaped", "_path_unescaped",
+        "auth", "ext_user", "tag", "notes", "external", "user_ip_count",
         "sni", "server_cert", "ssl_errors", "client_cert", "bump_step",
     )
 
@@ -75,6 +91,12 @@ class Checklist:
         self.reply_status = None
         self.reply_headers = None
         self.user = None
+        self.auth = None                # the request's authentication outcome (squidpy.auth.decide), once examined
+        self.ext_user = None            # user= from an external ACL helper
+        self.tag = None                 # tag= from an external ACL helper
+        self.notes: list[tuple[str, str]] = []     # helper annotations (group=, log=, ...)
+        self.external: dict[tuple[str, str], tuple[str, list]] = {}   # (type, line) -> (result, notes)
+        self.user_ip_count = 0          # addresses the user came from within authenticate_ip_ttl
         self.now = now
         self._src_key = None
         self._url_unescaped = None

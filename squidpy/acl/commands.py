@@ -9,14 +9,21 @@ import time
 import click
 
 from squidpy.acl.check import evaluate, render, render_tunnel_note, tunnel_target
-from squidpy.acl.checklist import Checklist
+from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending
 from squidpy.cli_options import config_option, load_config
 from squidpy.http.url import BadTarget, internal_target, parse_target
 
 
-def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = ()):
-    """Facts for ACLs that need them: --dst if given, else this machine's resolver."""
+def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklist | None = None,
+                 user: str | None = None):
+    """Facts for ACLs that need them: --dst if given, else this machine's resolver;
+    ``user`` (--user) stands for credentials a helper accepted."""
     def lookup(fact: str):
+        if fact == "auth":
+            from squidpy.auth.decide import DONE, NONE, Outcome
+            if ch is not None:
+                ch.user = user
+            return Outcome(DONE, "basic", user) if user else Outcome(NONE)
         if fact == "dst":
             if dst:
                 return list(dst)
@@ -48,9 +55,10 @@ def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = ()):
 @click.option("--port-name", default="", help="name= of that http_port (myportname)")
 @click.option("--connections", default=1, show_default=True, type=int, help="connections the client has open (maxconn)")
 @click.option("--at", "at_time", help="pretend it is this local time, 'YYYY-MM-DD HH:MM' (time ACLs)")
+@click.option("--user", help="the authenticated user (proxy_auth ACLs); without it credentials are missing")
 @click.option("-v", "--verbose", is_flag=True, help="show every line tried and each ACL's answer")
 def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, local_port,
-          port_name, connections, at_time, verbose):
+          port_name, connections, at_time, user, verbose):
     """Which http_access line allows or denies URL, and which ACLs decided it.
 
     For CONNECT, give URL as host:port with --method CONNECT; a bare path
@@ -95,14 +103,26 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, l
         ch.client_connections = connections
         return ch
 
-    ch = checklist(method, target)
-    report = evaluate(config.http_access, ch, lookup_facts(target, client_ip, dst), config.deny_info)
+    def decide(method, target):
+        ch = checklist(method, target)
+        try:
+            return ch, evaluate(config.http_access, ch, lookup_facts(target, client_ip, dst, ch, user),
+                                config.deny_info)
+        except AuthRequired:
+            click.echo("407 ERR_CACHE_ACCESS_DENIED: proxy authentication is required (give --user NAME)")
+            sys.exit(1)
+        except ExternalPending as p:
+            click.echo(f"the answer depends on external_acl_type {p.type_name}'s helper "
+                       f"(request line '{p.line}'): squidpy check does not run helpers")
+            sys.exit(2)
+
     tunnel = tunnel_target(method, target)
     if tunnel is None:
+        ch, report = decide(method, target)
         click.echo(render(report, ch, verbose))
         sys.exit(0 if report.verdict.allowed else 1)
-    tunnel_ch = checklist("CONNECT", tunnel)
-    tunnel_report = evaluate(config.http_access, tunnel_ch, lookup_facts(tunnel, client_ip, dst), config.deny_info)
+    tunnel_ch, tunnel_report = decide("CONNECT", tunnel)
+    _, report = decide(method, target)
     click.echo(render(tunnel_report, tunnel_ch, verbose))
     click.echo(render_tunnel_note(target.url, target.path, tunnel_report, report))
     sys.exit(0 if tunnel_report.verdict.allowed else 1)

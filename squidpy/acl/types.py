@@ -536,3 +536,12 @@ ACL_TYPES: dict[str, type[AclType]] = {
         MaxConnAcl,
     )
 }
+
+
+def _register_helper_types() -> None:
+    """ACL types answered with a helper's help (squidpy/acl/auth_types.py)."""
+    from squidpy.acl.auth_types import AUTH_ACL_TYPES
+    ACL_TYPES.update(AUTH_ACL_TYPES)
+
+
+_register_helper_types()

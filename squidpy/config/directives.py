@@ -673,9 +673,13 @@ directive("collapsed_forwarding", "on|off", _onoff, "on", "Cache",
           the origin. (Off by default in Squid.)""")
 
 
+from squidpy.config import helper_directives  # noqa: E402  (registers auth_param, external_acl_type ...)
+
+
 def finish_config(config, warn_at, error_at) -> None:
     """Checks that need the whole file: each ACL's values, once all are in; TLS files."""
     from squidpy.errors import ErrorPages
+    helper_directives.finish_helper_config(config, error_at)
     pages = ErrorPages(config.error_directory, "", "")
     for info in config.deny_info.values():
         if info.kind == "page" and pages.template_exists(info.value) is False:

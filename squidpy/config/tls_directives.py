@@ -8,10 +8,11 @@ of ``http_port`` are read by :mod:`squidpy.tls.options` for
 ``ssl-bump`` port, ``cafile=``) are read when the configuration loads, so a
 wrong one is reported as ``FILE:LINE``.
 
-Directives in :data:`NOT_YET` are read and checked in full but refused: the
-proxy does not act on them yet (the SslBump exchange comes with issue 11's
-core), and accepting them would let an admin believe HTTPS is filtered when
-it is not.
+Directives in :data:`NOT_YET` are read and checked in full, but the proxy
+does not act on them yet (the SslBump exchange comes with issue 11's core):
+:func:`not_yet_served` names them, and ``squidpy run`` refuses to start on
+them (:mod:`squidpy.config.pending`) rather than let an admin believe HTTPS
+is filtered when it is not.
 """
 
 from __future__ import annotations
@@ -30,11 +31,9 @@ from squidpy.tls.options import TlsOptionError, TlsOptions
 
 SECTION = "TLS and SslBump"
 
-# Read and checked, but refused until the proxy acts on them (see the module docstring).
+# Read and checked, but not served until the proxy acts on them (see the module docstring).
 NOT_YET = frozenset({"ssl_bump", "https_port", "ssl-bump", "sslproxy_cert_error", "sslproxy_cert_sign",
                      "sslproxy_cert_adapt", "tls_outgoing_options"})
-NOT_YET_REASON = ("is not implemented by squidpy yet: the proxy does not bump TLS or act on TLS settings "
-                  "yet (docs/https.md)")
 
 
 # ---------------------------------------------------------------- ssl_bump
@@ -314,8 +313,7 @@ def adaptations(config, ch, connect_host: str) -> dict[str, str | bool]:
 
 
 def finish(config, warn_at, error_at) -> None:
-    """Checks that need the whole file: ssl_bump's implicit rule, the CAs of ssl-bump
-    ports, and the refusal of what the proxy does not do yet."""
+    """Checks that need the whole file: ssl_bump's implicit rule, the CAs of ssl-bump ports."""
     where = config.tls_used.get("ssl_bump")
     if where:
         config.ssl_bump.finish(config.acls, where, lambda message: warn_at(where, message))
@@ -337,9 +335,16 @@ def finish(config, warn_at, error_at) -> None:
                     _check_readable(cert_file, key_file)
             except CaError as e:
                 error_at(port.where, f"tls-cert={cert_file}: {e}")
-    for name, where in config.tls_used.items():
-        if name in NOT_YET:
-            error_at(where, f"{name} {NOT_YET_REASON}")
+
+
+def not_yet_served(config) -> list[str]:
+    """The TLS features the configuration uses that the proxy does not carry out yet."""
+    used = [(name, where) for name, where in config.tls_used.items() if name in NOT_YET]
+    if not used:
+        return []
+    names = ", ".join(f"{name} ({where})" for name, where in used)
+    return [f"{names}: read and checked, but squidpy does not bump TLS or apply TLS settings yet "
+            f"(issue 14 phase 2, docs/https.md); refusing to serve rather than let HTTPS through unfiltered"]
 
 
 def _check_readable(cert_file: str, key_file: str) -> None:

@@ -299,6 +299,14 @@ class ProxyService:
             log.error("reconfigure failed: the previous configuration stays in force")
             self.notifier.ready(self.status_text())
             return
+        from squidpy.config.pending import not_yet_served
+        refused = not_yet_served(new)
+        if refused:
+            for problem in refused:
+                log.error("reconfigure: %s", problem)
+            log.error("reconfigure failed: the previous configuration stays in force")
+            self.notifier.ready(self.status_text())
+            return
         for warning in new.warnings:
             log.warning("%s", warning)
         try:

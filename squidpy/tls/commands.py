@@ -9,10 +9,12 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from squidpy.cli_options import config_option, config_path, load_config
 from squidpy.tls.ca import CA_FILE, CERT_FILE, CaError, SigningCa, check_signing_ca, init_ca
 
 
 @click.group()
+@config_option
 def ca():
     """The CA that signs the certificates SslBump mints (init, export)."""
 
@@ -61,9 +63,8 @@ def _ca_certificate(path: str) -> SigningCa:
     return SigningCa(cert, None, [], str(p), warnings)
 
 
-def _ca_from_config(config_path: str | None) -> SigningCa:
-    from squidpy.cli import _load
-    config = _load(config_path)
+def _ca_from_config() -> SigningCa:
+    config = load_config()
     for port in [*config.http_port, *getattr(config, "https_port", [])]:
         tls = port.tls
         if tls is not None and tls.ssl_bump and tls.certs:
@@ -73,20 +74,20 @@ def _ca_from_config(config_path: str | None) -> SigningCa:
 
 @ca.command("export")
 @click.argument("path", required=False, type=click.Path())
-@click.option("-f", "config_path", type=click.Path(dir_okay=False),
-              help="take the CA of the configuration's ssl-bump port")
+@config_option
 @click.option("--der", is_flag=True, help="DER instead of PEM (Windows, Android and some appliances want it)")
 @click.option("--pem-only", is_flag=True, help="the certificate alone, without instructions")
 @click.option("-o", "output", type=click.Path(dir_okay=False), help="write to this file instead of stdout")
-def export(path, config_path, der, pem_only, output):
+def export(path, der, pem_only, output):
     """Print the CA certificate clients must trust, with its fingerprints and how to import
     it (Debian, RHEL, macOS, Windows, Chrome/NSS, Firefox, phones).  PATH is a directory
     made by 'squidpy ca init' or a certificate file; without it, -f's ssl-bump port."""
     from squidpy.tls.ca import export_text
     try:
-        if path is None and config_path is None:
-            raise CaError("give the CA (a directory made by 'squidpy ca init', or a file) or -f CONFIG")
-        signing = _ca_certificate(path) if path is not None else _ca_from_config(config_path)
+        if path is None and config_path() is None:
+            raise CaError("give the CA (a directory made by 'squidpy ca init', or a file) or -f CONFIG "
+                          "(its ssl-bump port's CA)")
+        signing = _ca_certificate(path) if path is not None else _ca_from_config()
     except CaError as e:
         click.echo(f"squidpy ca export: {e}", err=True)
         sys.exit(1)

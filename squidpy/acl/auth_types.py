@@ -1,0 +1,213 @@
+"""ACL types that need a helper: proxy_auth, proxy_auth_regex, max_user_ip,
+ext_user, ext_user_regex and external (Squid 5.7: src/auth/Acl*.cc,
+src/acl/MaxUserIp.cc, src/external_acl.cc).
+
+They read facts the caller fills in once a helper has answered: ``ch.auth``
+(the request's authentication outcome, ``None`` until examined: the ACL raises
+:class:`Pending` ``"auth"``), ``ch.user``, ``ch.user_ip_count``,
+``ch.ext_user`` and ``ch.external`` (answers by request line: an unanswered
+line raises :class:`ExternalPending`).  Without valid credentials an
+authentication ACL raises :class:`AuthRequired`: the client is challenged.
+"""
+
+from __future__ import annotations
+
+import re
+
+from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending
+from squidpy.acl.types import AclType, AclWarning
+
+
+def _authenticated_user(ch: Checklist) -> str:
+    if ch.auth is None:
+        raise Pending("auth")
+    if ch.user is None:
+        raise AuthRequired()
+    return ch.user
+
+
+class ProxyAuthAcl(AclType):
+    """``proxy_auth``: the authenticated user (REQUIRED: any valid user)."""
+
+    name = "proxy_auth"
+    needs = "auth"
+    auth = True
+    flags_allowed = frozenset({"-i"})
+    example = "REQUIRED"
+
+    def __init__(self, flags=frozenset()):
+        super().__init__(flags)
+        self.users: set[str] = set()
+        self.required = False
+        self._where: list[tuple[str | None, str]] = []
+
+    def add(self, value: str, where: str | None = None) -> None:
+        if value == "REQUIRED":
+            self.required = True
+        else:
+            self.users.add(value)
+        self._where.append((where, value))
+
+    def finish(self) -> list[AclWarning]:
+        if "-i" in self.flags:
+            self.users = {u.lower() for u in self.users}
+        if self.required and self.users:
+            return [(None, "REQUIRED matches every user: the names listed with it change nothing")]
+        return []
+
+    def match(self, ch: Checklist) -> bool:
+        user = _authenticated_user(ch)
+        if self.required:
+            return True
+        return (user.lower() if "-i" in self.flags else user) in self.users
+
+
+class _UserRegexAcl(AclType):
+    flags_allowed = frozenset({"-i", "+i"})
+
+    def __init__(self, flags=frozenset()):
+        super().__init__(flags)
+        self.patterns: list[re.Pattern] = []
+        self._ignore_case = "-i" in flags
+
+    def begin_line(self, flags: frozenset[str]) -> None:
+        super().begin_line(flags)
+        if "-i" in flags:
+            self._ignore_case = True
+        if "+i" in flags:
+            self._ignore_case = False
+
+    def add(self, value: str, where: str | None = None) -> None:
+        try:
+            self.patterns.append(re.compile(value, re.IGNORECASE if self._ignore_case else 0))
+        except re.error as e:
+            raise ValueError(f"bad regular expression '{value}': {e}") from None
+
+    def search(self, text: str | None) -> bool:
+        return text is not None and any(p.search(text) for p in self.patterns)
+
+
+class ProxyAuthRegexAcl(_UserRegexAcl):
+    """``proxy_auth_regex``: the authenticated user matches a regular expression."""
+
+    name = "proxy_auth_regex"
+    needs = "auth"
+    auth = True
+    example = "-i ^admin"
+
+    def match(self, ch: Checklist) -> bool:
+        return self.search(_authenticated_user(ch))
+
+
+class MaxUserIpAcl(AclType):
+    """``max_user_ip [-s] N``: the user has come from more than N addresses within
+    authenticate_ip_ttl (-s: strict; the caller then forgets only the address that
+    went over, else all of the user's addresses, as Squid does)."""
+
+    name = "max_user_ip"
+    needs = "auth"
+    flags_allowed = frozenset({"-s"})
+    example = "-s 2"
+
+    def __init__(self, flags=frozenset()):
+        super().__init__(flags)
+        self.maximum: int | None = None
+
+    def add(self, value: str, where: str | None = None) -> None:
+        if not value.isdigit():
+            raise ValueError(f"max_user_ip needs a number, not '{value}'")
+        self.maximum = int(value)
+
+    def finish(self) -> list[AclWarning]:
+        if self.maximum is None:
+            raise ValueError("max_user_ip needs a number")
+        return []
+
+    @property
+    def strict(self) -> bool:
+        return "-s" in self.flags
+
+    def match(self, ch: Checklist) -> bool:
+        _authenticated_user(ch)
+        return ch.user_ip_count > self.maximum
+
+
+class ExtUserAcl(ProxyAuthAcl):
+    """``ext_user``: the user name an external ACL helper returned (user=)."""
+
+    name = "ext_user"
+    needs = None
+    auth = False
+    example = "alice bob"
+
+    def match(self, ch: Checklist) -> bool:
+        user = ch.ext_user
+        if user is None:
+            return False
+        if self.required:
+            return True
+        return (user.lower() if "-i" in self.flags else user) in self.users
+
+
+class ExtUserRegexAcl(_UserRegexAcl):
+    """``ext_user_regex``: the external ACL helper's user= matches a regular expression."""
+
+    name = "ext_user_regex"
+    example = "^a"
+
+    def match(self, ch: Checklist) -> bool:
+        return self.search(ch.ext_user)
+
+
+class ExternalAcl(AclType):
+    """``external TYPE [ARG ...]``: asks the external_acl_type TYPE's helper (answers
+    are cached by request line for its ttl).  Its type is bound once the whole
+    configuration is read (:meth:`bind`)."""
+
+    name = "external"
+    needs = "external"
+    example = "ldap_group Staff"
+
+    def __init__(self, flags=frozenset()):
+        super().__init__(flags)
+        self.type_name: str | None = None
+        self.args: list[str] = []
+        self.definition = None
+        self.acl_name = ""
+
+    def add(self, value: str, where: str | None = None) -> None:
+        if self.type_name is None:
+            self.type_name = value
+        else:
+            self.args.append(value)
+
+    def bind(self, definitions: dict, acl_name: str) -> None:
+        if self.type_name is None:
+            raise ValueError("external needs the name of an external_acl_type")
+        definition = definitions.get(self.type_name)
+        if definition is None:
+            raise ValueError(f"external_acl_type '{self.type_name}' not found")
+        self.definition = definition
+        self.acl_name = acl_name
+
+    @property
+    def auth(self) -> bool:
+        return self.definition is not None and self.definition.require_auth
+
+    def match(self, ch: Checklist) -> bool:
+        from squidpy.helpers.external import apply_reply
+        line = self.definition.request_line(ch, self.acl_name, self.args)
+        answer = ch.external.get((self.type_name, line))
+        if answer is None:
+            raise ExternalPending(self.type_name, line)
+        result, notes = answer
+        return apply_reply(ch, result, notes)
+
+
+AUTH_ACL_TYPES = {cls.name: cls for cls in (ProxyAuthAcl, ProxyAuthRegexAcl, MaxUserIpAcl, ExtUserAcl,
+                                           ExtUserRegexAcl, ExternalAcl)}
+
+
+def is_auth_acl(matcher: AclType) -> bool:
+    """A denial decided by this ACL challenges the client (Squid's isProxyAuth)."""
+    return bool(getattr(matcher, "auth", False))

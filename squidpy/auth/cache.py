@@ -1,0 +1,159 @@
+"""The authenticated-user cache, so a logged-in browser costs no helper round trip.
+
+As in Squid (src/auth/User.cc, src/auth/basic/User.cc):
+
+* a user whose credentials a helper accepted is trusted for ``credentialsttl``
+  (Basic) while the browser keeps sending the same password; another password
+  is checked again at once;
+* credentials a helper refused (``ERR``) stay refused while they are sent again
+  unchanged, until ``credentialsttl``; a helper that could not decide (``BH``,
+  it died, it timed out) is asked again next time, so an LDAP server coming back
+  lets people in at once;
+* a user not seen for ``authenticate_ttl`` is forgotten
+  (``authenticate_cache_garbage_interval``);
+* the addresses a user came from are remembered for ``authenticate_ip_ttl``
+  (``max_user_ip``).
+
+Passwords are never kept: only a keyed hash of them, with a key made at start.
+The clock is injected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+OK = "ok"
+FAILED = "failed"
+UNCHECKED = "unchecked"     # ask the helper
+
+MAX_USERS = 100_000         # bounded whatever clients send: the least recently seen go first
+MAX_IPS_PER_USER = 1024
+
+_KEY = secrets.token_bytes(32)
+
+
+def secret_digest(secret: str) -> bytes:
+    return hmac.new(_KEY, secret.encode("latin-1", "replace"), hashlib.sha256).digest()
+
+
+@dataclass
+class CachedUser:
+    scheme: str
+    user: str
+    secret: bytes | None = None        # keyed hash of the password (Basic)
+    state: str = UNCHECKED
+    checked: float = 0.0
+    seen: float = 0.0
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    ha1: str | None = None             # Digest: from the helper
+    requeried_for: str | None = None   # Digest: the response a fresh HA1 was fetched for
+    ips: "OrderedDict[str, float]" = field(default_factory=OrderedDict)
+
+
+class UserCache:
+    def __init__(self, clock: Callable[[], float], authenticate_ttl: float = 3600,
+                 ip_ttl: float = 1, garbage_interval: float = 3600):
+        self.clock = clock
+        self.authenticate_ttl = authenticate_ttl
+        self.ip_ttl = ip_ttl
+        self.garbage_interval = garbage_interval
+        self.users: "OrderedDict[tuple[str, str], CachedUser]" = OrderedDict()
+        self.last_gc = clock()
+
+    def _entry(self, scheme: str, user: str) -> CachedUser:
+        key = (scheme, user)
+        entry = self.users.get(key)
+        if entry is None:
+            entry = self.users[key] = CachedUser(scheme, user)
+            if len(self.users) > MAX_USERS:
+                self.users.popitem(last=False)
+        else:
+            self.users.move_to_end(key)
+        entry.seen = self.clock()
+        return entry
+
+    def basic(self, user: str, password: str, credentials_ttl: float) -> tuple[str, CachedUser]:
+        """What is known of these Basic credentials: OK (no helper needed), FAILED, or UNCHECKED."""
+        self.collect()
+        entry = self._entry("basic", user)
+        digest = secret_digest(password)
+        if entry.secret is None or not hmac.compare_digest(entry.secret, digest):
+            entry.secret, entry.state, entry.notes = digest, UNCHECKED, []
+            return UNCHECKED, entry
+        if entry.state in (OK, FAILED) and self.clock() - entry.checked < credentials_ttl:
+            return entry.state, entry
+        entry.state = UNCHECKED
+        return UNCHECKED, entry
+
+    def record_basic(self, user: str, password: str, result: str, notes=()) -> CachedUser:
+        """The helper's verdict: ``OK`` and ``ERR`` are remembered, anything else is not."""
+        entry = self._entry("basic", user)
+        entry.secret = secret_digest(password)
+        entry.checked = self.clock()
+        entry.state = OK if result == "OK" else FAILED if result == "ERR" else UNCHECKED
+        entry.notes = list(notes) if result == "OK" else []
+        return entry
+
+    def digest_user(self, user: str, realm: str) -> CachedUser:
+        self.collect()
+        return self._entry("digest", f"{user}\0{realm}")
+
+    def record_ha1(self, user: str, realm: str, ha1: str | None, notes=()) -> CachedUser:
+        entry = self._entry("digest", f"{user}\0{realm}")
+        entry.ha1 = ha1.lower() if ha1 else None
+        entry.checked = self.clock()
+        entry.state = OK if ha1 else FAILED
+        entry.notes = list(notes) if ha1 else []
+        return entry
+
+    def authenticated(self, scheme: str, user: str, notes=()) -> CachedUser:
+        """A connection-oriented scheme finished its handshake for ``user``."""
+        entry = self._entry(scheme, user)
+        entry.state, entry.checked, entry.notes = OK, self.clock(), list(notes)
+        return entry
+
+    # ------------------------------------------------------------ max_user_ip
+
+    def note_ip(self, entry: CachedUser, ip: str) -> int:
+        """Record that ``entry``'s user sent a request from ``ip``; returns how many
+        distinct addresses the user has used within authenticate_ip_ttl."""
+        now = self.clock()
+        ips = entry.ips
+        for old in [a for a, t in ips.items() if now - t >= self.ip_ttl and a != ip]:
+            del ips[old]
+        ips[ip] = now
+        ips.move_to_end(ip)
+        if len(ips) > MAX_IPS_PER_USER:
+            ips.popitem(last=False)
+        return len(ips)
+
+    def ip_count(self, entry: CachedUser) -> int:
+        now = self.clock()
+        return sum(1 for t in entry.ips.values() if now - t < self.ip_ttl)
+
+    def over_limit(self, entry: CachedUser, ip: str, strict: bool) -> None:
+        """max_user_ip matched (too many addresses): with -s the address that went over
+        is dropped (the user stays denied from it); without, all are forgotten so the
+        user's next request gets in, as Squid does."""
+        if strict:
+            entry.ips.pop(ip, None)
+        else:
+            entry.ips.clear()
+
+    # ------------------------------------------------------------ garbage
+
+    def collect(self) -> int:
+        """Every authenticate_cache_garbage_interval: drop users idle for authenticate_ttl."""
+        now = self.clock()
+        if now - self.last_gc < self.garbage_interval:
+            return 0
+        self.last_gc = now
+        stale = [k for k, e in self.users.items() if now - e.seen >= self.authenticate_ttl]
+        for key in stale:
+            del self.users[key]
+        return len(stale)

@@ -1,0 +1,203 @@
+"""What one request's credentials mean, as pure decisions.
+
+:class:`Authenticator` turns a ``Proxy-Authorization`` value into an
+:class:`Outcome`: no credentials, malformed (407 again, never 500), known good
+(from the cache, no helper), known bad, or "ask the helper this line".  The
+helper's answer comes back through :meth:`Authenticator.answered`.  The
+exchange (phase 2 of issue 13) turns ``ask`` into a helper lookup command and
+the others into its verdicts; :func:`denial` says which status and page a
+denied request gets, as Squid's clientAccessCheckDone decides.
+
+Connection-oriented schemes (Negotiate, NTLM) keep their state in a
+:class:`ConnectionAuth` that lives as long as the client connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from squidpy.auth import credentials as cred
+from squidpy.auth.cache import FAILED, OK, UNCHECKED, CachedUser, UserCache
+from squidpy.auth.digest import STALE, UNKNOWN, VALID, NonceRules, NonceStore, response_matches
+from squidpy.auth.schemes import AuthConfig, challenges
+from squidpy.helpers.protocol import escape
+
+NONE = "none"             # no credentials: challenge
+MALFORMED = "malformed"   # unreadable credentials: challenge again
+ASK = "ask"               # send ``line`` to the scheme's helper, then call answered()
+HANDSHAKE = "handshake"   # Negotiate/NTLM: 407 carrying the helper's token, same connection
+DONE = "ok"               # authenticated as ``user``
+REFUSED = "failed"        # wrong credentials (or the helper could not check them)
+
+
+@dataclass
+class Outcome:
+    kind: str
+    scheme: str | None = None
+    user: str | None = None
+    line: str | None = None              # for ASK: the helper request line
+    message: str | None = None           # why it failed (shown on the error page as %m)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    entry: CachedUser | None = None
+    stale: bool = False                  # Digest: the nonce is used up, say stale=true
+    token: str | None = None             # HANDSHAKE: what goes in the challenge
+    close: bool = False                  # close the connection after the 407 (failed handshake)
+    credentials: object = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return f"user {self.user}" if self.kind == DONE else f"{self.kind} ({self.message or 'no credentials'})"
+
+
+@dataclass
+class ConnectionAuth:
+    """Negotiate/NTLM state of one client connection."""
+    scheme: str | None = None
+    child: int | None = None             # the helper child reserved for the handshake
+    user: str | None = None              # set once the handshake succeeded
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Authenticator:
+    def __init__(self, config: AuthConfig, cache: UserCache, clock):
+        self.config = config
+        self.cache = cache
+        digest = config.get("digest")
+        self.nonces = NonceStore(NonceRules(digest.nonce_max_duration, digest.nonce_max_count,
+                                            digest.nonce_strictness, digest.check_nonce_count,
+                                            digest.nonce_garbage_interval), clock) if digest else None
+
+    # ------------------------------------------------------------ reading credentials
+
+    def examine(self, value: str | bytes | None, method: str = "GET", accept_language: str | None = None,
+                conn: ConnectionAuth | None = None) -> Outcome:
+        if conn is not None and conn.user is not None and value is None:
+            return Outcome(DONE, conn.scheme, conn.user, notes=conn.notes)
+        if value is None:
+            return Outcome(NONE)
+        basic = self.config.get("basic")
+        try:
+            creds = cred.parse(value, casesensitive=basic.casesensitive if basic else False,
+                               utf8=basic.utf8 if basic else False, accept_language=accept_language)
+        except cred.Malformed as e:
+            return Outcome(MALFORMED, message=str(e))
+        scheme_config = self.config.get(creds.scheme)
+        if scheme_config is None:
+            return Outcome(MALFORMED, message=f"the {creds.scheme} scheme is not configured")
+        if isinstance(creds, cred.Basic):
+            return self._basic(creds, scheme_config)
+        if isinstance(creds, cred.Digest):
+            return self._digest(creds, scheme_config, method)
+        return self._token(creds, conn)
+
+    def _basic(self, creds: cred.Basic, config) -> Outcome:
+        state, entry = self.cache.basic(creds.user, creds.password, config.credentialsttl)
+        if state == OK:
+            return Outcome(DONE, "basic", creds.user, notes=entry.notes, entry=entry)
+        if state == FAILED:
+            return Outcome(REFUSED, "basic", creds.user, message="Incorrect password", entry=entry)
+        line = f"{escape(creds.user)} {escape(creds.password)}"
+        return Outcome(ASK, "basic", creds.user, line=line, entry=entry, credentials=creds)
+
+    def _digest(self, creds: cred.Digest, config, method: str) -> Outcome:
+        if creds.realm != config.realm:
+            return Outcome(MALFORMED, "digest", message="the Digest realm is not ours")
+        entry = self.cache.digest_user(creds.user, creds.realm)
+        if entry.state != OK or entry.ha1 is None:
+            return self._ask_ha1(creds, config, entry)
+        if not response_matches(entry.ha1, creds, method, config.post_workaround):
+            if entry.requeried_for != creds.response:
+                return self._ask_ha1(creds, config, entry)     # the password may have changed
+            return Outcome(REFUSED, "digest", creds.user, message="Incorrect password", entry=entry)
+        state = self.nonces.check(creds.nonce, creds.nc)
+        if state == UNKNOWN:
+            return Outcome(REFUSED, "digest", creds.user, message="not a nonce this proxy issued", entry=entry)
+        if state == STALE:
+            return Outcome(REFUSED, "digest", creds.user, stale=True, entry=entry,
+                           message="the nonce is stale")
+        return Outcome(DONE, "digest", creds.user, notes=entry.notes, entry=entry)
+
+    def _ask_ha1(self, creds: cred.Digest, config, entry) -> Outcome:
+        user = creds.user
+        if config.utf8:
+            user = cred.to_utf8(user.encode("latin-1", "replace"), None).decode("utf-8")
+        line = f'"{user}":"{creds.realm}"'
+        return Outcome(ASK, "digest", creds.user, line=line, entry=entry, credentials=creds)
+
+    def _token(self, creds: cred.Token, conn: ConnectionAuth | None) -> Outcome:
+        if conn is None:
+            return Outcome(MALFORMED, creds.scheme, message=f"{creds.scheme} needs a persistent connection")
+        if conn.user is not None and conn.scheme == creds.scheme:
+            # a new handshake on an authenticated connection starts over
+            conn.user, conn.notes = None, []
+        first = conn.scheme != creds.scheme or conn.child is None
+        conn.scheme = creds.scheme
+        return Outcome(ASK, creds.scheme, line=f"{'YR' if first else 'KK'} {creds.token}", credentials=creds)
+
+    # ------------------------------------------------------------ the helper's answer
+
+    def answered(self, outcome: Outcome, result: str, notes: list[tuple[str, str]], method: str = "GET",
+                 conn: ConnectionAuth | None = None, child: int | None = None) -> Outcome:
+        """Turn the helper's reply to ``outcome.line`` into the final outcome."""
+        creds = outcome.credentials
+        message = next((v for k, v in notes if k == "message"), None)
+        if outcome.scheme == "basic":
+            entry = self.cache.record_basic(creds.user, creds.password, result, notes)
+            if result == "OK":
+                return Outcome(DONE, "basic", creds.user, notes=list(notes), entry=entry)
+            return Outcome(REFUSED, "basic", creds.user, entry=entry,
+                           message=message or ("Incorrect password" if result == "ERR" else
+                                               "the authentication helper could not check the password"))
+        if outcome.scheme == "digest":
+            ha1 = next((v for k, v in notes if k == "ha1"), None) if result == "OK" else None
+            entry = self.cache.record_ha1(creds.user, creds.realm, ha1, [(k, v) for k, v in notes if k != "ha1"])
+            if ha1 is None:
+                return Outcome(REFUSED, "digest", creds.user, entry=entry, message=message or "Incorrect password")
+            entry.requeried_for = creds.response
+            return self._digest(creds, self.config.get("digest"), method)
+        # Negotiate / NTLM
+        assert conn is not None
+        conn.child = child
+        if result == "TT":
+            token = next((v for k, v in notes if k == "token"), None)
+            return Outcome(HANDSHAKE, outcome.scheme, token=token)
+        if result == "OK":
+            user = next((v for k, v in notes if k == "user"), None)
+            if not user:
+                conn.child = None
+                return Outcome(REFUSED, outcome.scheme, message="the helper named no user", close=True)
+            conn.user, conn.notes = user, [(k, v) for k, v in notes if k != "token"]
+            token = next((v for k, v in notes if k == "token"), None)
+            self.cache.authenticated(outcome.scheme, user, conn.notes)
+            return Outcome(DONE, outcome.scheme, user, notes=conn.notes, token=token)
+        conn.child, conn.scheme = None, None
+        return Outcome(REFUSED, outcome.scheme, message=message or "authentication failed", close=True)
+
+    # ------------------------------------------------------------ the 407
+
+    def challenge(self, outcome: Outcome | None = None) -> list[str]:
+        """Proxy-Authenticate values for a 407 after ``outcome``."""
+        handshake = None
+        if outcome is not None and outcome.kind == HANDSHAKE and outcome.token:
+            return [f"{'Negotiate' if outcome.scheme == 'negotiate' else 'NTLM'} {outcome.token}"]
+        stale = outcome is not None and outcome.stale
+        nonce = outcome.credentials.nonce if stale and outcome.credentials is not None else None
+        return challenges(self.config, self.nonces.new if self.nonces else (lambda: ""), handshake,
+                          stale_digest=stale, digest_nonce=nonce)
+
+
+AUTH_ACL_TYPES = frozenset({"proxy_auth", "proxy_auth_regex"})
+
+
+def denial(auth_required: bool, last_acl_is_auth: bool, deny_page: str | None,
+           ssl_bumped: bool = False) -> tuple[int, str]:
+    """(status, error page) of a denied request (Squid's clientAccessCheckDone):
+    a challenge (407, ERR_CACHE_ACCESS_DENIED) when credentials are needed or the
+    ACL that decided is an authentication ACL, else 403 ERR_ACCESS_DENIED;
+    a deny_info page replaces the page, never the status."""
+    if auth_required or last_acl_is_auth:
+        return (403 if ssl_bumped else 407), deny_page or "ERR_CACHE_ACCESS_DENIED"
+    return 403, deny_page or "ERR_ACCESS_DENIED"
+
+
+__all__ = ["ASK", "DONE", "HANDSHAKE", "MALFORMED", "NONE", "REFUSED", "UNCHECKED", "VALID",
+           "Authenticator", "ConnectionAuth", "Outcome", "denial"]
