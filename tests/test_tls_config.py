@@ -85,7 +85,7 @@ sslproxy_cert_sign_hash sha384
 """)
     assert config.sslcrtd_program.internal and config.sslcrtd_program.directory == "/var/lib/squidpy/ssl_db"
     assert config.sslcrtd_program.size == 8 << 20
-    assert config.sslcrtd_children.maximum == 8 and config.sslcrtd_children.startup == 2
+    assert config.sslcrtd_children.n_max == 8 and config.sslcrtd_children.startup == 2
     assert config.sslproxy_cert_sign_hash == "sha384"
 
 
@@ -158,8 +158,9 @@ sslproxy_cert_adapt setCommonName all
 def test_crtd_program_checks():
     assert "not a program squidpy can run" in errors_of("sslcrtd_program /nonexistent/certgen -s /tmp/db\n")[0]
     assert "'internal' takes -s DIRECTORY and -M SIZE" in errors_of("sslcrtd_program internal -x\n")[0]
-    assert load("sslcrtd_children 33\n").sslcrtd_children.maximum == 32
-    assert "out of range" in errors_of("sslcrtd_children 0\n")[0]
+    assert load("sslcrtd_children 33\n").sslcrtd_children.n_max == 32
+    assert "cannot be less than 1" in errors_of("sslcrtd_children 0\n")[0]
+    assert load("").sslcrtd_children.startup == 5
     config = load("sslcrtd_program /bin/cat -s /tmp/x -M 1MB\n")
     assert not config.sslcrtd_program.internal and config.sslcrtd_program.size == 1 << 20
 

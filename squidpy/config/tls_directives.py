@@ -17,13 +17,15 @@ is filtered when it is not.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
 
 from squidpy.acl.access import AccessList, AccessRule, matches
 from squidpy.config.registry import APPEND, CUSTOM, directive
-from squidpy.config.values import parse_http_port, parse_int, parse_size
+from squidpy.config.values import parse_http_port, parse_size
+from squidpy.helpers.protocol import ChildConfig
 from squidpy.tls.bump import SslBumpRules
 from squidpy.tls.certgen import HelperCommand
 from squidpy.tls.mint import ADAPT_ALGORITHMS, MAX_CN, SIGN_ALGORITHMS, SIGN_SELF, SIGN_TRUSTED, SIGN_UNTRUSTED
@@ -251,30 +253,14 @@ directive(
 )
 
 
-@dataclass
-class HelperChildren:
-    maximum: int
-    startup: int
-    idle: int
-    queue_size: int
-
-
 def _crtd_children(args, ctx):
-    if not args:
-        raise ValueError("expected: sslcrtd_children N [startup=N] [idle=N] [queue-size=N]")
-    maximum = parse_int(args[:1], 1)
-    if maximum > 32:
-        ctx.warn(f"sslcrtd_children {maximum}: at most 32 helpers are run, as in Squid")
-        maximum = 32
-    values = {"startup": 5, "idle": 1, "queue-size": 2 * maximum}
-    for word in args[1:]:
-        key, eq, value = word.partition("=")
-        if key not in values or not eq:
-            raise ValueError(f"unknown sslcrtd_children option '{word}' (startup=, idle=, queue-size=)")
-        values[key] = parse_int([value], 0)
-    if values["idle"] < 1:
-        raise ValueError("idle= must be at least 1")
-    return HelperChildren(maximum, min(values["startup"], maximum), values["idle"], values["queue-size"])
+    """Squid's helper children syntax (the one every helper uses), at most 32 run."""
+    children = ChildConfig.parse(args, ctx.warn)
+    if children.n_max > 32:
+        ctx.warn(f"sslcrtd_children {children.n_max}: at most 32 helpers are run, as in Squid")
+        children = dataclasses.replace(children, n_max=32, startup=min(children.startup, 32),
+                                       idle=min(children.idle, 32))
+    return children
 
 
 directive(
@@ -354,4 +340,4 @@ def _check_readable(cert_file: str, key_file: str) -> None:
             raise CaError(f"cannot read {path}")
 
 
-__all__ = ["CertRule", "CrtdProgram", "HelperChildren", "adaptations", "finish", "sign_algorithm"]
+__all__ = ["CertRule", "CrtdProgram", "adaptations", "finish", "not_yet_served", "sign_algorithm"]
