@@ -196,7 +196,8 @@ def test_a_start_with_an_audit_log_it_cannot_open_fails_in_one_line(tmp_path):
         cache_log = tmp_path / "cache.log"
         assert wait_for(lambda: cache_log.exists() and "Accepting HTTP connections" in cache_log.read_text(), 15)
         assert proc.poll() is None
-        assert "cannot open: Not a directory; access log lines are being lost" in (tmp_path / "cache.log").read_text()
+        assert wait_for(lambda: "cannot open: Not a directory; access log lines are being lost"
+                        in cache_log.read_text(), 10), cache_log.read_text()
     finally:
         proc.terminate()
         assert proc.wait(15) == 0

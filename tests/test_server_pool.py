@@ -68,3 +68,30 @@ def test_stale_pooled_connection_is_retried_once_for_get(make_proxy):
         assert origin.connections == 2 and origin.requests == 3
     finally:
         origin.stop()
+
+
+def test_happy_eyeballs_a_silent_address_does_not_hold_the_request(make_proxy):
+    """The origin's name has two addresses and the first never answers (its accept queue
+    is full, so SYNs are dropped): the second is tried 250 ms later, alongside, and
+    answers long before connect_timeout (60 s) would have given up on the first."""
+    from tests.dnsserver import DnsServer
+    from tests.origin import Origin
+
+    origin = Origin(host="127.0.0.3").start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.2", origin.port))
+    silent.listen(0)
+    filler = socket.create_connection(("127.0.0.2", origin.port), timeout=5)   # fills the queue
+    dns = DnsServer({"dual.test": ["127.0.0.2", "127.0.0.3"]}).start()
+    try:
+        proxy = make_proxy(LOCAL_POLICY + f"dns_nameservers 127.0.0.1:{dns.port}\nconnect_timeout 60 seconds\n")
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+            s.sendall(f"GET http://dual.test:{origin.port}/size/10 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            status, _, body = read_response(s.makefile("rb"))
+        assert status == 200 and len(body) == 10
+        assert "HIER_DIRECT/127.0.0.3" in proxy.log_line("dual.test")
+    finally:
+        filler.close()
+        silent.close()
+        dns.stop()
+        origin.stop()

@@ -220,10 +220,12 @@ def purge(urls):
         if answer is None:
             from squidpy.cache.store import Store
             disk = _offline_store(config)
+            counts: list[int] = []
             try:
-                removed = Store(0, 0, disk).remove_url(url)
+                Store(0, 0, disk).remove_url(url, counts.append)
             finally:
-                disk.close()
+                disk.close()        # (waits for the writer thread)
+            removed = sum(counts)
             status = 200 if removed else 404
         else:
             status = answer.status

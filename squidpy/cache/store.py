@@ -123,6 +123,12 @@ class CachedReply:
             "sha256": self.sha256, "body_key": self.body_key, "stored_at": self.stored_at,
         }
 
+    def without_field(self, name: bytes) -> "CachedReply":
+        """A copy without the field ``name`` (a multipart reply has its own Content-Type)."""
+        copy = CachedReply(**{**self.meta(), "headers": [kv for kv in self.headers if kv[0].lower() != name]})
+        copy.serialise_head()
+        return copy
+
     @classmethod
     def from_meta(cls, meta: dict) -> "CachedReply":
         reply = cls(**meta)
@@ -131,13 +137,15 @@ class CachedReply:
 
 
 class MemoryTier:
-    """Least recently used objects, bounded by total bytes."""
+    """Least recently used objects, bounded by total bytes; ``by_url`` finds every
+    variant of a URL at once (invalidation costs the same with one object or a million)."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.size = 0
         self.items: OrderedDict[str, tuple[CachedReply, bytes]] = OrderedDict()
         self.index: dict[str, tuple[bytes, ...]] = {}
+        self.by_url: dict[str, set[str]] = {}
 
     def get(self, key: str):
         item = self.items.get(key)
@@ -151,17 +159,34 @@ class MemoryTier:
             return
         self.remove(key)
         self.items[key] = (reply, body)
+        self.by_url.setdefault(reply.url, set()).add(key)
         self.size += cost
         while self.size > self.limit and self.items:
-            old_key, (old, old_body) = self.items.popitem(last=False)
-            self.size -= len(old_body) + len(old.head) + 256
+            old_key = next(iter(self.items))
+            self.remove(old_key)
 
     def remove(self, key: str) -> bool:
         item = self.items.pop(key, None)
         if item is None:
             return False
-        self.size -= len(item[1]) + len(item[0].head) + 256
+        reply, body = item
+        self.size -= len(body) + len(reply.head) + 256
+        keys = self.by_url.get(reply.url)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.by_url[reply.url]
         return True
+
+    def remove_url(self, url: str) -> int:
+        """Every variant of ``url``; returns how many there were."""
+        self.index.pop(url, None)
+        keys = self.by_url.pop(url, ())
+        for key in list(keys):
+            item = self.items.pop(key, None)
+            if item is not None:
+                self.size -= len(item[1]) + len(item[0].head) + 256
+        return len(keys)
 
 
 class DiskWriter(threading.Thread):
@@ -220,6 +245,9 @@ class DiskTier:
         self.writer = DiskWriter()
         self.failing = False
         self._repairing = False
+        # url -> when it was invalidated: entries stored before are not served while the
+        # writer thread has yet to delete them
+        self.invalidated: dict[str, float] = {}
 
     def _open(self):
         import diskcache
@@ -269,22 +297,30 @@ class DiskTier:
         finally:
             self._repairing = False
 
-    # ---------------------------------------------------------------- reading (reactor thread)
+    # ---------------------------------------------------------------- reading (reader threads)
     def lookup(self, key: str) -> CachedReply | None:
         try:
             meta = self.cache.get(disk_key(key), retry=True)
         except DISK_ERRORS as e:
             self.report_failure("reading", e)
             return None
-        return CachedReply.from_meta(meta) if isinstance(meta, dict) else None
+        if not isinstance(meta, dict):
+            return None
+        gone = self.invalidated.get(meta["url"])
+        if gone is not None and meta.get("stored_at", 0.0) <= gone:
+            return None
+        return CachedReply.from_meta(meta)
 
     def index(self, url: str) -> tuple[bytes, ...] | None:
+        """The Vary field names of ``url``'s replies, if they vary."""
         try:
             value = self.cache.get(index_key(url), retry=True)
         except DISK_ERRORS as e:
             self.report_failure("reading", e)
             return None
-        return tuple(value) if value is not None else None
+        if value is None or url in self.invalidated:
+            return None
+        return tuple(value["names"]) if isinstance(value, dict) else tuple(value)
 
     def open_body(self, reply: CachedReply):
         """A file-like object of the body, or None if it is gone."""
@@ -326,7 +362,13 @@ class DiskTier:
                 old = self.cache.get(on_disk, retry=True)
                 self.cache.set(on_disk, reply.meta(), retry=True)
                 if reply.vary_names:
-                    self.cache.set(index_key(reply.url), reply.vary_names, retry=True)
+                    # the index names the variants, so that removing the URL finds them all
+                    index = self.cache.get(index_key(reply.url), retry=True)
+                    keys = set(index["keys"]) if isinstance(index, dict) and index["names"] == reply.vary_names \
+                        else set()
+                    keys.add(on_disk)
+                    self.cache.set(index_key(reply.url), {"names": reply.vary_names, "keys": sorted(keys)},
+                                   retry=True)
                 else:
                     self.cache.delete(index_key(reply.url), retry=True)
                 if isinstance(old, dict) and old.get("body_key"):
@@ -360,19 +402,42 @@ class DiskTier:
                 self.report_failure(f"updating {reply.url}", e)
         return self.writer.submit(job)
 
-    def remove(self, key: str) -> bool:
-        on_disk = disk_key(key)
-        try:
-            meta = self.cache.get(on_disk, retry=True)
-            if not isinstance(meta, dict):
-                return False
-            self.cache.delete(on_disk, retry=True)
-            if meta.get("body_key"):
-                self.cache.delete(meta["body_key"], retry=True)
-            return True
-        except DISK_ERRORS as e:
-            self.report_failure("removing", e)
+    def _remove(self, on_disk: str) -> bool:
+        meta = self.cache.get(on_disk, retry=True)
+        if not isinstance(meta, dict):
             return False
+        self.cache.delete(on_disk, retry=True)
+        if meta.get("body_key"):
+            self.cache.delete(meta["body_key"], retry=True)
+        return True
+
+    def remove_url(self, url: str, done=None) -> None:
+        """Queue the removal of every variant of ``url`` (the variants the URL's index
+        names, so the cost does not depend on the cache's size); until it is done,
+        lookups do not find them.  ``done(count)`` runs in the writer thread."""
+        self.invalidated[url] = time.time()
+
+        def job():
+            count = 0
+            try:
+                count += self._remove(disk_key(entry_key(url)))
+                index = self.cache.get(index_key(url), retry=True)
+                if isinstance(index, dict):
+                    for on_disk in index["keys"]:
+                        count += self._remove(on_disk)
+                elif index is not None:     # an index written before variants were listed
+                    for key, meta in list(self.entries()):
+                        if meta.get("url") == url:
+                            count += self._remove(disk_key(key))
+                self.cache.delete(index_key(url), retry=True)
+            except DISK_ERRORS as e:
+                self.report_failure("removing", e)
+            finally:
+                self.invalidated.pop(url, None)
+                if done is not None:
+                    done(count)
+        if not self.writer.submit(job):
+            job()       # the queue is full: remove now rather than serve what must go
 
     def entries(self):
         """(store key, metadata) of every entry on disk."""
@@ -477,16 +542,23 @@ class Store:
             names = self.disk.index(url)
         return names
 
-    def lookup(self, key: str):
-        """(reply, body bytes or None, in_memory) or None."""
-        item = self.memory.get(key)
+    def find_in_memory(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple] | None:
+        """The stored reply for a request if memory answers: (reply, body, Vary names),
+        (None, None, names) when nothing is stored at all; None when the disk must be asked."""
+        names = self.memory.index.get(url, ())
+        item = self.memory.get(entry_key(url, policy.vary_key(names, request_headers) if names else ()))
         if item is not None:
-            return item[0], item[1], True
-        if self.disk is not None:
-            reply = self.disk.lookup(key)
-            if reply is not None:
-                return reply, None, False
+            return item[0], item[1], names
+        if self.disk is None:
+            return None, None, names
         return None
+
+    def find_on_disk(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple]:
+        """The same, asking the disk (run it in a reader thread)."""
+        names = self.vary_names(url) or ()
+        key = entry_key(url, policy.vary_key(names, request_headers) if names else ())
+        reply = self.disk.lookup(key) if self.disk is not None else None
+        return reply, None, names
 
     def put(self, key: str, reply: CachedReply, body: bytes | None, body_path: str | None) -> None:
         reply.serialise_head()
@@ -508,21 +580,18 @@ class Store:
         if self.disk is not None:
             self.disk.refresh(key, reply)
 
-    def remove_url(self, url: str) -> int:
-        """Every stored variant of ``url`` (for PURGE and invalidation); returns how many."""
-        removed = 0
-        names = self.vary_names(url) or ()
-        keys = {entry_key(url)}
-        for key, (reply, _) in list(self.memory.items.items()):
-            if reply.url == url:
-                keys.add(key)
-        if self.disk is not None and names:
-            keys.update(k for k, meta in self.disk.entries() if meta.get("url") == url)
-        for key in keys:
-            in_memory = self.memory.remove(key)
-            on_disk = self.disk is not None and self.disk.remove(key)
-            removed += bool(in_memory or on_disk)
-        return removed
+    def remove_url(self, url: str, done=None) -> int:
+        """Every stored variant of ``url`` (for PURGE and invalidation), from memory at
+        once and from disk by the writer thread.  Returns how many were in memory;
+        ``done(count)``, when given, is called (in the writer thread, or at once without a
+        disk) with how many there were in memory or on disk."""
+        in_memory = self.memory.remove_url(url)
+        if self.disk is None:
+            if done is not None:
+                done(in_memory)
+            return in_memory
+        self.disk.remove_url(url, None if done is None else (lambda on_disk: done(max(in_memory, on_disk))))
+        return in_memory
 
     def close(self) -> None:
         if self.disk is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from email.utils import formatdate
+from http import HTTPStatus
 
 from squidpy import __version__
 
@@ -501,18 +502,106 @@ def response_head_for_client(
                 append(b"%s: %s\r\n" % (name, value))
     if framing is not BODILESS:
         append(framing_fields(framing))
-    if via is not None:
-        append(b"Via: %s\r\n" % via)
-    if x_cache is not None:
-        append(b"X-Cache: %s\r\n" % x_cache)
-    if not upgrading:
-        if not keep_alive:
-            append(b"Connection: close\r\n")
-        elif client_version == "1.0":
-            append(b"Connection: keep-alive\r\n")
-    append(b"\r\n")
-    return b"".join(out)
+    return end_of_head(out, keep_alive, client_version, via, x_cache, connection=not upgrading)
 
 
 _NOT_COPIED_REPLY = HOP_BY_HOP | FRAMING_FIELDS
 _UPGRADE_FIELDS = frozenset({b"upgrade", b"connection"})
+
+
+# ---------------------------------------------------------------- reply heads squidpy makes
+# Every reply head to a client ends the same way (end_of_head): Via, X-Cache, and the
+# Connection field that says whether the connection stays open.
+
+def end_of_head(out: list[bytes], keep_alive: bool, client_version: str, via: bytes | None,
+                x_cache: bytes | None, connection: bool = True) -> bytes:
+    """Append Via, X-Cache and Connection and the blank line to ``out``; returns the head.
+    (``connection`` False: a 101 keeps the origin's own Connection: upgrade.)"""
+    if via is not None:
+        out.append(b"Via: %s\r\n" % via)
+    if x_cache is not None:
+        out.append(b"X-Cache: %s\r\n" % x_cache)
+    if not connection:
+        out.append(b"\r\n")
+    elif not keep_alive:
+        out.append(b"Connection: close\r\n\r\n")
+    elif client_version == "1.0":
+        out.append(b"Connection: keep-alive\r\n\r\n")
+    else:
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+def local_reply_head(status: int, content_type: bytes | None, length: int,
+                     extra: list[tuple[bytes, bytes]] | None, keep_alive: bool, client_version: str,
+                     via: bytes | None, x_cache: bytes | None, now: float | None = None) -> bytes:
+    """The head of a reply squidpy makes itself (error pages, its own pages)."""
+    out = [b"HTTP/1.1 %d %s\r\nServer: %s\r\nMime-Version: 1.0\r\nDate: %s\r\n" % (
+        status, reason_phrase(status), SERVER_NAME.encode(), http_date(now))]
+    if content_type is not None:
+        out.append(b"Content-Type: %s\r\n" % content_type)
+    out.append(b"Content-Length: %d\r\n" % length)
+    if extra:
+        out.extend(b"%s: %s\r\n" % kv for kv in extra)
+    return end_of_head(out, keep_alive, client_version, via, x_cache)
+
+
+def stored_reply_head(start: bytes, age: float, fields: bytes, keep_alive: bool, client_version: str,
+                      via: bytes | None, x_cache: bytes | None) -> bytes:
+    """The head of a reply from the cache: the stored status line and fields
+    (``start``), the Age of this hit and per-hit ``fields`` (ranges)."""
+    return end_of_head([start, b"Age: %d\r\n" % int(age), fields], keep_alive, client_version, via, x_cache)
+
+
+def interim_head_for_client(resp: ResponseHead, via: bytes | None) -> bytes:
+    """A 1xx reply passed on (RFC 9110 15.2): hop-by-hop fields dropped."""
+    drop = HOP_BY_HOP | resp.connection if resp.connection else HOP_BY_HOP
+    out = [b"HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason)]
+    out.extend(b"%s: %s\r\n" % kv for kv in resp.headers if kv[0].lower() not in drop)
+    if via is not None:
+        out.append(b"Via: %s\r\n" % via)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase of ``status`` (RFC 9110 15), for replies squidpy makes."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"
+
+
+def raw_request_head(head: RequestHead) -> bytes:
+    """The request head as received (the body of a TRACE answered here)."""
+    lines = [f"{head.method} {head.target} HTTP/{head.version}".encode("latin-1")]
+    lines.extend(b"%s: %s" % kv for kv in head.headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+# ---------------------------------------------------------------- body framing
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """One chunk of a chunked body (RFC 9112 7.1), as parts to write in sequence."""
+    return (b"%x\r\n" % len(data), data, b"\r\n")
+
+
+def content_range_fields(first: int, last: int, length: int) -> bytes:
+    return b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (first, last, length, last - first + 1)
+
+
+def multipart_byteranges(body: bytes, ranges: list[tuple[int, int]], length: int, content_type: bytes | None,
+                         boundary: bytes) -> tuple[bytes, bytes]:
+    """RFC 9110 14.6: several ranges as one multipart/byteranges payload."""
+    parts = []
+    for first, last in ranges:
+        parts.append(b"--%s\r\n" % boundary)
+        if content_type:
+            parts.append(b"Content-Type: %s\r\n" % content_type)
+        parts.append(b"Content-Range: bytes %d-%d/%d\r\n\r\n" % (first, last, length))
+        parts.append(body[first:last + 1])
+        parts.append(b"\r\n")
+    parts.append(b"--%s--\r\n" % boundary)
+    return boundary, b"".join(parts)

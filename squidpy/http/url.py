@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import urllib.parse
 
 from squidpy.ip import ip_text, numeric_ipv4
 
@@ -171,6 +172,22 @@ def _parse_target(connect: bool, target: str) -> Target:
     host_text, port = split_authority(authority, DEFAULT_PORTS[scheme])
     host, literal = parse_host(host_text)
     return Target("absolute", scheme, host, port, path, literal)
+
+
+def same_origin_resolver(url: str):
+    """For invalidation (RFC 9111 4.4): resolve a Location against ``url``; None if
+    it is on another origin."""
+    base = urllib.parse.urlsplit(url)
+
+    def resolve(value: str) -> str | None:
+        try:
+            target = urllib.parse.urlsplit(urllib.parse.urljoin(url, value))
+        except ValueError:
+            return None
+        if (target.scheme, target.hostname, target.port) != (base.scheme, base.hostname, base.port):
+            return None
+        return urllib.parse.urlunsplit(target._replace(fragment=""))
+    return resolve
 
 
 _ESCAPE = re.compile(r"%(%|[0-9a-fA-F]{2})")

@@ -1,10 +1,13 @@
 """The client side: a browser's connection to squidpy (Squid's client_side).
 
-:class:`ClientConnection` parses requests with httptools, queues pipelined
-ones and runs them one at a time as :class:`Transaction` objects, so replies
-leave in request order.  It enforces the client timeouts and the request
-head size limit, and becomes one half of a tunnel after CONNECT or a 101.
-:class:`ClientFactory` is the Twisted factory behind every ``http_port``.
+:class:`ClientConnection` parses requests with httptools and feeds what it
+reads to the connection's :class:`~squidpy.exchange.session.ClientSession`
+(which request runs, where body bytes go, when to close) and to each
+request's :class:`~squidpy.exchange.Exchange` through an
+:class:`~squidpy.proxy.driver.ExchangeDriver`.  It enforces the client
+timeouts and the request head size limit, and becomes one half of a tunnel
+after CONNECT or a 101.  :class:`ClientFactory` is the Twisted factory behind
+every ``http_port``.
 """
 
 from __future__ import annotations
@@ -17,18 +20,18 @@ from twisted.internet import interfaces
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from squidpy.acl.checklist import Checklist
+from squidpy.exchange import events as ev
+from squidpy.exchange.exchange import ClientInfo, Exchange, State
+from squidpy.exchange.session import Begin, ClientSession, Close, PauseReading, ResumeReading
 from squidpy.http.message import CHUNKED, MAX_HEADER_FIELDS, ChunkMeter, RequestHead, body_prelude
 from squidpy.ip import ip_text as plain_ip     # '::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'
 from squidpy.proxy.closing import lose
+from squidpy.proxy.driver import ExchangeDriver
+from squidpy.proxy import seam
 from squidpy.proxy.flow import PausableReading
-from squidpy.proxy.transaction import Transaction
 
-MAX_PIPELINE = 16          # queued requests before we stop reading
 LINGER = 2.0               # seconds to drain a client we refused before closing
 MAX_RAW_BUFFER = 256 * 1024
-
-
 MAX_URL = 8192             # Squid's MAX_URL: a longer request target is answered 414
 
 
@@ -40,28 +43,24 @@ class _UrlTooLong(Exception):
     pass
 
 
-class _NoMoreRequests(Exception):
-    """A request began after the one that closes the connection (RFC 9112 9.6)."""
-
-
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ClientConnection(PausableReading, Protocol):
     def __init__(self, service, port_name: str):
         self.service = service
         self.port_name = port_name
-        self.queue: list[Transaction] = []      # pipelined requests (a list: a deque costs 600 bytes)
-        self.active: Transaction | None = None
+        self.session = ClientSession()
+        self.drivers: dict[Exchange, ExchangeDriver] = {}
+        self.active: ExchangeDriver | None = None
         self.tunnel = None
         self.parser = None
         self.deadline = None
-        self.closing = False       # no more requests will be read
-        self.eof = False           # the client half-closed
+        self.info: ClientInfo | None = None
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
-        self._corked: list[bytes] | None = None
-        self._cork_number = 0
-        self._starting = False
-        self._priming = False
         self._reset_request()
+
+    @property
+    def closing(self) -> bool:
+        return self.session.closing
 
     # ------------------------------------------------------------ connection
     def connectionMade(self):
@@ -69,55 +68,38 @@ class ClientConnection(PausableReading, Protocol):
         peer, host = t.getPeer(), t.getHost()
         self.client_ip, self.client_port = plain_ip(peer.host), peer.port
         self.local_ip, self.local_port = plain_ip(host.host), host.port
+        self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name)
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
         self.deadline = time.monotonic() + self.service.config.request_timeout
         self.service.client_connected(self)
 
     def connectionLost(self, reason):
-        self.closing = True
         self.service.client_disconnected(self)
         # the parser holds our bound methods: drop it so the connection is freed
         # by reference counting, not left for the garbage collector
         self.parser = None
-        self._txn = self._upgrade_pending = self._body_after_upgrade = None
+        self._upgrade_pending = None
         tunnel, self.tunnel = self.tunnel, None
+        active = self.session.gone()
         if tunnel is not None:
             tunnel.client_closed()
-            return
-        active, self.active = self.active, None
-        if active is not None:
-            active.client_aborted()
-        self.queue.clear()
+        elif active is not None:
+            driver = self.drivers.get(active)
+            if driver is not None and not driver.finished:
+                driver.feed(ev.ClientGone)
+        self.drivers.clear()
+        self.active = None
 
     def readConnectionLost(self):
         """The client sent EOF: finish what was asked, then close."""
         if self.tunnel is not None:
             self.tunnel.client_eof()
             return
-        self.eof = True
-        self.closing = True
-        if self.active is None and not self.queue:
-            lose(self.transport)
+        self._session(self.session.half_closed())
 
     def writeConnectionLost(self):
         """Our own half-close completed (loseWriteConnection); reading goes on."""
-
-    @property
-    def closes_after_active(self) -> bool:
-        """Whether the connection closes once the active request is answered: no
-        request will be read any more and none waits behind it."""
-        return self.closing and not self.queue
-
-    def checklist(self, head: RequestHead, target) -> Checklist:
-        ch = Checklist(
-            src=self.client_ip, method=head.method, url=target.url, scheme=target.scheme,
-            host=target.host, port=target.port, path=target.path,
-            request_headers=head.headers, src_port=self.client_port, local_ip=self.local_ip,
-            local_port=self.local_port, port_name=self.port_name, ip_literal=target.ip_literal,
-        )
-        ch.client_connections = self.service.connections_from(self.client_ip)
-        return ch
 
     # ------------------------------------------------------------ reading
     def dataReceived(self, data: bytes) -> None:
@@ -129,8 +111,8 @@ class ClientConnection(PausableReading, Protocol):
             if sum(map(len, self.raw)) > MAX_RAW_BUFFER:
                 self.pause_reading("raw")
             return
-        if self.closing and self._txn is None and not self._in_head:
-            return      # no request will be read any more (after a refusal, or the last one): drop
+        if self.session.closing and self._body_target() is None:
+            return      # lingering after a refusal or the last request: drain and drop
         if self._in_head:
             self._head_bytes += len(data)
         self._chunk_meter.before_read(len(data))
@@ -140,14 +122,15 @@ class ClientConnection(PausableReading, Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             rest = data[e.args[0]:]
-            txn, self._body_after_upgrade = self._body_after_upgrade, None
-            if txn is not None:
-                return self._read_upgrade_body(txn, rest)
+            body_of, self._body_after_upgrade = self._body_after_upgrade, None
+            if body_of is not None:
+                return self._read_upgrade_body(body_of, rest)
             self._upgrade_pending = None
             self.raw = [rest] if rest else []
             return
         except httptools.HttpParserError as e:
-            if self.closing and self._txn is None and not self._in_head:
+            if isinstance(e.__context__, _StopReading) or (
+                    self.session.closing and self._body_target() is None and not self._in_head):
                 return      # bytes after the request that closes the connection: not read
             if isinstance(e.__context__, _HeadTooBig):
                 return self._refuse("ERR_TOO_BIG", "the request headers are larger than request_header_max_size"
@@ -156,7 +139,7 @@ class ClientConnection(PausableReading, Protocol):
                 return self._refuse("ERR_TOO_BIG", f"the URL is longer than {MAX_URL} bytes", 414)
             return self._refuse(*_classify_parse_error(e, data))
         pending, self._upgrade_pending = self._upgrade_pending, None
-        if pending is not None and not pending.finished and self.raw is None and self.tunnel is None:
+        if pending is not None and pending.state is not State.DONE and self.raw is None and self.tunnel is None:
             # httptools raises only when bytes follow the request; either way
             # what comes next belongs to the tunnel (or, if declined, to HTTP)
             self.raw = []
@@ -171,32 +154,36 @@ class ClientConnection(PausableReading, Protocol):
         self._head_size = 0
         self._head_bytes = 0
         self._in_head = False
+        self._started = 0.0
         self._chunk_meter = ChunkMeter()
-        self._upgrade_pending: Transaction | None = None   # a CONNECT or Upgrade request
-        self._body_after_upgrade: Transaction | None = None  # an Upgrade request with a body
-        self._txn: Transaction | None = None     # the request whose body is being read
+        self._upgrade_pending: Exchange | None = None   # a CONNECT or Upgrade request
+        self._body_after_upgrade: Exchange | None = None   # an Upgrade request with a body
+        self._priming = False
 
-    def _read_upgrade_body(self, txn: Transaction, rest: bytes) -> None:
+    def _read_upgrade_body(self, exchange: Exchange, rest: bytes) -> None:
         """httptools leaves the body of an Upgrade request unread and hands over all
         that follows its head.  That body is still HTTP: a parser primed with a head
         framed as the request's reads it, and what follows is HTTP again, since such a
-        request never upgrades (the transaction does not forward its offer)."""
+        request never upgrades (its offer is not forwarded)."""
         self.parser = httptools.HttpRequestParser(self)
         self._priming = True
         try:
-            self.parser.feed_data(body_prelude(txn.head.framing))
+            self.parser.feed_data(body_prelude(exchange.head.framing))
         finally:
             self._priming = False
-        self._txn = txn
         if rest:
             self.dataReceived(rest)
+
+    def _body_target(self) -> ExchangeDriver | None:
+        target = self.session.body_target()
+        return self.drivers.get(target) if target is not None else None
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         if self._priming:
             return
-        if self.closing:
-            raise _NoMoreRequests()
+        if self.session.closing:
+            raise _StopReading()        # a request after one that said Connection: close
         self._in_head = True
         self._started = time.time()
         self.deadline = time.monotonic() + self.service.config.request_timeout
@@ -223,41 +210,37 @@ class ClientConnection(PausableReading, Protocol):
         url = self._url.decode("latin-1")
         size = len(method) + len(url) + 12 + self._head_size + 2
         head = RequestHead(method, url, parser.get_http_version(), self._headers, size)
-        txn = Transaction(self, head, self._started)
-        self._txn = txn
+        exchange = Exchange(self.service, self.info, head, self._started)
+        self.drivers[exchange] = ExchangeDriver(exchange, self, self.service)
         self._in_head = False
         self._url = b""
         self._headers = []
         self._head_size = 0
         self._head_bytes = 0
         self.deadline = None
-        if not head.keep_alive:
-            self.closing = True
         framing = head.framing
+        has_body = framing.has_body
         if head.method == "CONNECT":
-            self._upgrade_pending = txn
+            self._upgrade_pending = exchange
         elif parser.should_upgrade():
             # what follows is the new protocol's, unless the origin declines; but
             # httptools leaves a body unread: see _read_upgrade_body
-            if framing.has_body:
-                self._body_after_upgrade = txn
+            if has_body:
+                self._body_after_upgrade = exchange
             else:
-                self._upgrade_pending = txn
+                self._upgrade_pending = exchange
         if framing.kind == CHUNKED:
             self._chunk_meter.start(size)
-        if framing.has_body:
+        if has_body:
             self.deadline = self._body_deadline()
-        self.queue.append(txn)
-        if len(self.queue) > MAX_PIPELINE:
-            self.pause_reading("pipeline")
-        self._start_next()
+        self._session(self.session.received(exchange, has_body))
 
     def on_body(self, data: bytes) -> None:
         self._chunk_meter.body += len(data)
         self.deadline = self._body_deadline()
-        txn = self._txn
-        if txn is not None:
-            txn.client_body(data)
+        target = self._body_target()
+        if target is not None and not target.finished:
+            target.feed(ev.RequestBody(data))
 
     def _body_deadline(self) -> float:
         return time.monotonic() + self.service.config.read_timeout
@@ -266,14 +249,16 @@ class ClientConnection(PausableReading, Protocol):
         self._chunk_meter.chunks += 1
 
     def on_message_complete(self) -> None:
-        if self._txn is not None and self._txn is self._body_after_upgrade:
+        if self._priming or (self._body_after_upgrade is not None
+                             and self.session.body_target() is self._body_after_upgrade):
             return      # httptools skipped the body: it is read after the head (_read_upgrade_body)
         self._chunk_meter.stop()
         if self.active is not None:
             self.deadline = None
-        txn, self._txn = self._txn, None
-        if txn is not None:
-            txn.client_body_done()
+        target = self._body_target()
+        self.session.body_ended()
+        if target is not None and not target.finished:
+            target.feed(ev.RequestEnd)
 
     def refuse_now(self, error: str, detail: str, status: int) -> None:
         """Answer a connection we will not serve, before it sends anything."""
@@ -282,80 +267,76 @@ class ClientConnection(PausableReading, Protocol):
     def _refuse(self, error: str, detail: str, status: int) -> None:
         """Input that cannot be parsed: answer it, then stop reading this client.
 
-        When it is the body of a request already queued or under way, that request
-        gets the error (nothing more of it goes upstream); otherwise the broken
-        request gets one of its own."""
-        self.closing = True
-        self._in_head = False       # the parser is spent: nothing more is read
+        When it is the body of a request already read, that request gets the error
+        (nothing more of it goes upstream); otherwise the broken input gets an
+        exchange of its own."""
         self._chunk_meter.active = False
-        txn, self._txn = self._txn, None
-        if txn is not None and not txn.finished:
-            txn.keep_alive = False
-            if txn is self.active:
-                txn.client_body_invalid(error, detail, status)
-            else:
-                txn.refusal = (error, detail, status)
+        self._in_head = False       # the parser is spent: nothing more is read
+        target = self._body_target()
+        if target is not None and not target.finished:
+            self.session.stop_reading(target.exchange)
+            target.feed(ev.RequestInvalid(error, detail, status))
             return
         head = RequestHead("NONE", "error:invalid-request", "1.1", [], self._head_bytes)
-        txn = Transaction(self, head, time.time())
-        txn.entry.url = "error:invalid-request"
-        txn.keep_alive = False
-        txn.refusal = (error, detail, status)
-        self.queue.append(txn)
-        self._start_next()
+        exchange = Exchange(self.service, self.info, head, time.time())
+        exchange.refusal = (error, detail, status)
+        exchange.keep_alive = False
+        self.drivers[exchange] = ExchangeDriver(exchange, self, self.service)
+        self._session(self.session.refused(exchange))
 
-    # ------------------------------------------------------------ transactions
-    def _start_next(self) -> None:
-        if self._starting:
-            return
-        self._starting = True
-        try:
-            while self.active is None and self.queue:
-                self.active = self.queue.pop(0)
-                if len(self.queue) <= MAX_PIPELINE:
-                    self.resume_reading("pipeline")
-                self.active.start()
-        finally:
-            self._starting = False
+    # ------------------------------------------------------------ the session's decisions
+    def _session(self, commands) -> None:
+        for cmd in commands:
+            kind = type(cmd)
+            if kind is Begin:
+                self.active = driver = self.drivers[cmd.exchange]
+                driver.feed(ev.RequestStarted)
+            elif kind is PauseReading:
+                self.pause_reading(cmd.reason)
+            elif kind is ResumeReading:
+                self.resume_reading(cmd.reason)
+            elif kind is Close:
+                self._close(cmd.linger)
+            else:       # Idle
+                self.deadline = time.monotonic() + self.service.config.client_idle_pconn_timeout
 
-    def transaction_done(self, txn: Transaction) -> None:
-        if txn is not self.active:
+    def exchange_finished(self, driver: ExchangeDriver, keep_alive: bool) -> None:
+        exchange = driver.exchange
+        self.drivers.pop(exchange, None)
+        if driver is not self.active:
             return
         self.active = None
-        self.resume_reading("body")
         self.resume_reading("server")
-        if txn.head.method == "CONNECT" and self.tunnel is None:
-            txn.keep_alive = False      # bytes meant for a tunnel may follow a refused CONNECT
         if self.raw is not None and self.tunnel is None:
-            # an Upgrade the origin declined: what followed the request is HTTP again
+            # an Upgrade the origin declined (or a refused CONNECT): what followed the
+            # request is HTTP again, or nobody's
             raw, self.raw = self.raw, None
             self.resume_reading("raw")
-            if txn.keep_alive and txn.head.method != "CONNECT":
+            if keep_alive and exchange.head.method != "CONNECT":
                 self.parser = httptools.HttpRequestParser(self)
-                self._start_next()
+                self._session(self.session.finished(exchange, keep_alive, exchange.body_done))
                 for data in raw:
                     self.dataReceived(data)
                 return
-            txn.keep_alive = False
-        if not txn.keep_alive or (self.closing and not self.queue):
-            self.closing = True
-            self.queue.clear()
-            self._close_after_reply(txn)
-            return
-        if not self.queue:
-            self.deadline = time.monotonic() + self.service.config.client_idle_pconn_timeout
-        self._start_next()
+            keep_alive = False
+        self._session(self.session.finished(exchange, keep_alive, exchange.body_done,
+                                            tunnel=self.tunnel is not None))
 
-    def _close_after_reply(self, txn: Transaction) -> None:
+    def _close(self, linger: bool) -> None:
         if self.tunnel is not None:
             return
-        if txn.body_done or self.eof:
+        if not linger:
             lose(self.transport)
         else:
             # the client may still be sending a body we refused: let it drain,
             # so the reply is not lost to a reset (a lingering close)
             self.transport.loseWriteConnection()
             self.deadline = time.monotonic() + LINGER
+
+    def shut_down(self) -> bool:
+        """The proxy is stopping: read no more requests.  True when nothing is under way."""
+        self.session.closing = True
+        return self.active is None and not self.session.queue and self.tunnel is None
 
     def become_tunnel(self, tunnel) -> None:
         self.tunnel = tunnel
@@ -366,58 +347,20 @@ class ClientConnection(PausableReading, Protocol):
             if data:
                 tunnel.from_client(data)
 
-    def raw_head(self, head: RequestHead) -> bytes:
-        """The request head as received (for TRACE)."""
-        lines = [f"{head.method} {head.target} HTTP/{head.version}".encode("latin-1")]
-        lines.extend(b"%s: %s" % kv for kv in head.headers)
-        return b"\r\n".join(lines) + b"\r\n\r\n"
-
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
-        if self._corked is not None:
-            self._corked.append(data)
-        else:
-            self.transport.write(data)
+        seam.write(self.transport, data)
 
     def write_sequence(self, parts) -> None:
-        if self._corked is not None:
-            self._corked.extend(parts)
-        else:
-            self.transport.writeSequence(parts)
-
-    def cork(self) -> int:
-        """Hold writes until uncork(): what one origin read produces leaves in one
-        write, and a reply head found faulty in that same read can still be taken back.
-        Returns the cork's number, for take_back()."""
-        self._corked = []
-        self._cork_number += 1
-        return self._cork_number
-
-    def uncork(self) -> None:
-        corked, self._corked = self._corked, None
-        if corked:
-            self.transport.write(b"".join(corked))
-
-    def take_back(self, number: int) -> bool:
-        """Drop what cork ``number`` holds; False when it was already sent."""
-        if self._corked is None or number != self._cork_number:
-            return False
-        self._corked = []
-        return True
-
-    @property
-    def cork_number(self) -> int | None:
-        return self._cork_number if self._corked is not None else None
+        seam.write_sequence(self.transport, parts)
 
     def abort(self) -> None:
         """End a reply that cannot be completed: close without the rest of the body,
         so the client sees a short body or a missing last chunk, never a whole reply."""
-        self.closing = True
+        self.session.closing = True
         lose(self.transport)
 
     # ------------------------------------------------------------ flow control
-
-
     def pauseProducing(self):
         """Our write buffer to the client is full: stop reading the origin."""
         source = self._source()
@@ -436,11 +379,13 @@ class ClientConnection(PausableReading, Protocol):
         if self.tunnel is not None:
             return self.tunnel.server
         if self.active is not None:
-            return self.active.source
+            return self.active.source()
         return None
 
     def timed_out(self) -> None:
-        if self._txn is not None and self._txn is self.active and not self._txn.body_done:
+        session = self.session
+        target = self._body_target()
+        if target is not None and target is self.active and not target.exchange.body_done:
             if self._paused_by:
                 # we stopped reading it ourselves (the origin is slow): not the client's fault
                 self.deadline = self._body_deadline()
@@ -448,16 +393,20 @@ class ClientConnection(PausableReading, Protocol):
             # the request body stopped coming for read_timeout
             self.deadline = None
             return self._refuse("ERR_LIFETIME_EXP", "the request body stopped arriving (read_timeout)", 408)
-        if self.active is not None or self.queue or self.tunnel is not None:
+        if self.active is not None or session.queue or self.tunnel is not None:
             return
-        if self._in_head and not self.closing:
+        if self._in_head and not session.closing:
             # a request started but did not arrive in time (slow or stalled client)
             self.deadline = None
             return self._refuse("ERR_LIFETIME_EXP", "the request did not arrive within request_timeout", 408)
-        if self.closing:
+        if session.closed or session.closing:
             self.transport.abortConnection()
         else:
             lose(self.transport)
+
+
+class _StopReading(Exception):
+    pass
 
 
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/1\.[01]\r?\n")

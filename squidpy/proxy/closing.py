@@ -9,9 +9,11 @@ the connection stays open for good.  Unregistering first avoids that.
 
 from __future__ import annotations
 
+from squidpy.proxy.seam import has_producer
+
 
 def lose(transport) -> None:
     """Close after what is queued has been sent."""
-    if getattr(transport, "producer", None) is not None:
+    if has_producer(transport):
         transport.unregisterProducer()
     transport.loseConnection()

@@ -1,36 +1,15 @@
-"""The reactor squidpy runs on: Twisted's epoll reactor, minus one cost.
+"""The reactor squidpy runs on, and the process-wide tuning that goes with it.
 
-Twisted wraps every I/O event in a logging context (``callWithLogger``) so
-that a traceback names the connection it came from.  For a proxy that
-handles a few events per request this is several per cent of the CPU a
-request costs, and our own errors already say which transaction they belong
-to.  ``install()`` must run before anything imports ``twisted.internet.reactor``.
+``install()`` puts :class:`squidpy.proxy.seam.EPollReactor` (Twisted's epoll
+reactor without a logging context around every I/O event) in place; it must
+run before anything imports ``twisted.internet.reactor``.
 """
 
 from __future__ import annotations
 
-import errno
 import gc
 
-from twisted.internet import epollreactor
-
-
-class EPollReactor(epollreactor.EPollReactor):
-    def doPoll(self, timeout):
-        try:
-            events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
-        except OSError as err:
-            if err.errno == errno.EINTR:
-                return
-            raise
-        selectables = self._selectables
-        handle = self._doReadOrWrite
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is not None:
-                handle(selectable, fd, event)
-
-    doIteration = doPoll
+from squidpy.proxy.seam import EPollReactor
 
 
 def tune_gc() -> None:

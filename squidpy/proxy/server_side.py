@@ -16,9 +16,15 @@ import time
 import httptools
 from twisted.internet import defer, interfaces, ssl
 from twisted.internet import error as ierror
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IHostnameResolver, IHostResolution, IReactorPluggableNameResolver, IReactorTCP, IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from squidpy.exchange import events as ev
 from squidpy.http.message import (
     CHUNKED,
     CLOSE,
@@ -30,8 +36,10 @@ from squidpy.http.message import (
 )
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
+from squidpy.proxy.seam import unlink_connector
 
 MAX_IDLE_PER_ORIGIN = 32
+ATTEMPT_DELAY = 0.25        # seconds before the next address is tried alongside (RFC 8305: 250 ms)
 
 
 class UpstreamError(Exception):
@@ -63,16 +71,16 @@ class _Unframable(Exception):
     pass
 
 
-class _Leftover(Exception):
-    """The origin sent more after a complete reply: bytes no request asked for."""
-
-
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ServerConnection(PausableReading, Protocol):
+    """One origin connection.  While a request is under way its ``driver`` gets the
+    reply as events, one list per read (so what one read carries is handled, and
+    written to the client, at once)."""
+
     def __init__(self, pool: "ServerPool", key: tuple):
         self.pool = pool
         self.key = key
-        self.txn = None
+        self.driver = None
         self.tunnel = None
         self.parser = None
         self.deadline = None
@@ -81,18 +89,19 @@ class ServerConnection(PausableReading, Protocol):
         self.peer_port = None
         self.local_ip = None
         self.local_port = None
-        self.used = 0              # transactions carried so far
+        self.used = 0              # requests carried so far
         self.connected = False
+        self._events: list | None = None   # the events of the read being parsed
         self._head: ResponseHead | None = None
-        self._headers = None
+        self._headers: list = []
         self._reason = b""
         self._head_bytes = 0
         self._method = "GET"
         self._close_delimited = False
-        self._complete = False      # the final reply has been read to its end
-        self._done = False          # the transaction has been told how the reply ended
+        self._done = False
         self._chunk_meter = ChunkMeter()
         self._read_len = 0
+        self._read_timeout = 0.0
         self._heads = 0             # reply heads completed in the current read
         self._tail = b""            # the last bytes of the previous read of this reply
         self.bytes_in = 0
@@ -106,12 +115,10 @@ class ServerConnection(PausableReading, Protocol):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self.pool.timeouts.add(self)
-        d, self._connected_d = self._connected_d, None
-        if d is not None:
-            d.callback(self)
 
     def connectionLost(self, reason):
         self.connected = False
+        unlink_connector(self.transport)
         self.pool.timeouts.discard(self)
         self.pool.forget(self)
         self.parser = None          # it holds our bound methods (a reference cycle)
@@ -119,26 +126,23 @@ class ServerConnection(PausableReading, Protocol):
         if tunnel is not None:
             tunnel.server_closed()
             return
-        txn, self.txn = self.txn, None
-        if txn is None:
+        driver, self.driver = self.driver, None
+        if driver is None or self._done:
             return
-        if self._close_delimited and self._head is not None and not self._done:
-            self._done = True
-            txn.response_done(reusable=False)
-            return
-        if self._done:
-            return
-        if self._head is None:
+        self._done = True
+        if self._close_delimited and self._head is not None:
+            driver.feed(ev.ResponseEnd(reusable=False, bytes_in=self.bytes_in))
+        elif self._head is None:
             nothing = self.bytes_in == 0
-            txn.server_failed(UpstreamError(
+            driver.feed(ev.UpstreamFailed(
                 "ERR_ZERO_SIZE_OBJECT" if nothing else "ERR_READ_ERROR",
                 "the server closed the connection before sending a reply" if nothing
                 else "the server closed the connection in the middle of the reply headers",
-                retriable=nothing and self.used > 1,
-            ))
+                retriable=nothing and self.used > 1, bytes_in=self.bytes_in))
         else:
-            txn.server_failed(UpstreamError(
-                "ERR_READ_ERROR", "the server closed the connection before the end of the reply"))
+            driver.feed(ev.UpstreamFailed(
+                "ERR_READ_ERROR", "the server closed the connection before the end of the reply",
+                bytes_in=self.bytes_in))
 
     def readConnectionLost(self):
         """The origin sent EOF: a half-close inside a tunnel, else the end of it."""
@@ -151,10 +155,10 @@ class ServerConnection(PausableReading, Protocol):
         """Our own half-close completed (loseWriteConnection); reading goes on."""
 
     # ------------------------------------------------------------ requests
-    def start(self, txn, head: bytes, read_timeout: float, method: str) -> None:
-        """Send a request head and expect its reply (``method``: the request's,
-        which decides whether the reply has a body)."""
-        self.txn = txn
+    def start(self, driver, head: bytes, read_timeout: float, method: str) -> None:
+        """Send a request head and expect its reply (``method``: the request's, which
+        decides whether the reply has a body)."""
+        self.driver = driver
         self.idle = False
         self.used += 1
         self.bytes_in = 0
@@ -164,7 +168,6 @@ class ServerConnection(PausableReading, Protocol):
         self._head_bytes = 0
         self._method = method
         self._close_delimited = False
-        self._complete = False
         self._done = False
         self._tail = b""
         self._chunk_meter = ChunkMeter()
@@ -173,59 +176,49 @@ class ServerConnection(PausableReading, Protocol):
         self.deadline = time.monotonic() + read_timeout
         self.transport.write(head)
 
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
     def dataReceived(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.from_server(data)
             return
-        if self.txn is None:
+        driver = self.driver
+        if driver is None or self._done:
             # bytes nobody asked for: this connection cannot be trusted again
-            lose(self.transport)
+            self._done = True
+            self.transport.abortConnection()
             return
         self.bytes_in += len(data)
         self.deadline = time.monotonic() + self._read_timeout
         self._chunk_meter.before_read(len(data))
         self._read_len = len(data)
         self._heads = 0
-        client = self.txn.client
-        client.cork()
-        try:
-            self._feed(data)
-        finally:
-            client.uncork()
+        self._events = events = []
+        self._feed(data)
+        self._events = None
+        if events:
+            driver.feed_all(events)
 
     def _feed(self, data: bytes) -> None:
-        """Parse one read.  The transaction learns that its reply ended only after
-        the parser has returned: the connection may then go back to the pool and
-        carry the next request, which must never meet bytes of this read."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self._upgraded(data[e.args[0]:])
-            return
         except httptools.HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _StopParsing):
-                # a reply without a body (to HEAD): reusable only if nothing followed its head
-                clean = reads_end_after_heads(self._tail, data, self._heads)
-                return self._reply_complete(reusable=clean and self._head.keep_alive)
-            if self._complete:
-                # more bytes after a complete reply (another reply, garbage, or data
-                # after Connection: close): the reply stands, the connection goes
-                return self._reply_complete(reusable=False)
+                if not reads_end_after_heads(self._tail, data, self._heads):
+                    self._tainted()     # bytes no head accounted for: the connection is not reused
+                return
             if isinstance(cause, _HeadTooBig):
-                return self._fail("ERR_TOO_BIG", f"the reply headers are larger than reply_header_max_size"
+                return self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size"
                                   f" or more than {MAX_HEADER_FIELDS} fields")
             if isinstance(cause, _TooMuchFraming):
                 return self._fail("ERR_INVALID_RESP", "the chunked reply carries too much besides its data")
             if isinstance(cause, _Unframable):
                 return self._fail("ERR_INVALID_RESP", str(cause))
             return self._fail("ERR_INVALID_RESP", f"the server sent an invalid reply: {e}")
-        if self._complete:
-            return self._reply_complete(reusable=self._head.keep_alive and not self._close_delimited)
-        if self._head is None and self.txn is not None and self.bytes_in > self.pool.reply_header_max_size:
+        if self._done:
+            return
+        if self._head is None and self.bytes_in > self.pool.reply_header_max_size:
             # still no complete head after this much: an endless header section
             self._fail("ERR_TOO_BIG", "the reply headers are larger than reply_header_max_size")
         elif self._chunk_meter.exceeded_after_read(len(data)):
@@ -233,30 +226,27 @@ class ServerConnection(PausableReading, Protocol):
         else:
             self._tail = data[-3:]
 
-    def _reply_complete(self, reusable: bool) -> None:
-        """The final reply was read to its end; ``reusable``: nothing else came with it."""
-        txn, self.txn = self.txn, None
-        if not reusable:
-            self.parser = None      # nothing more is read as HTTP on this connection
-            lose(self.transport)
-        if txn is not None and not self._done:
-            self._done = True
-            txn.response_done(reusable=reusable)
-
     def _fail(self, error: str, detail: str, status: int = 502) -> None:
-        txn, self.txn = self.txn, None
-        self.transport.abortConnection()
-        if txn is not None and not self._done:
-            self._done = True
-            txn.server_failed(UpstreamError(error, detail, status))
+        """The reply is faulty: the exchange hears of it; this connection is never reused."""
+        if self._done:
+            return
+        self._done = True
+        self._events.append(ev.UpstreamFailed(error, detail, status, bytes_in=self.bytes_in))
 
     # ------------------------------------------------------------ httptools callbacks
     def on_message_begin(self) -> None:
-        if self._complete:
-            raise _Leftover()
+        if self._done:
+            # more bytes after a complete reply: never parsed into the next one
+            self._tainted()
+            raise _StopParsing()
         self._reason = b""          # each reply (an interim one, then the final one) starts afresh
         self._headers = []
         self._head_bytes = 0
+
+    def _tainted(self) -> None:
+        for event in self._events:
+            if type(event) is ev.ResponseEnd:
+                event.reusable = False
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -279,23 +269,20 @@ class ServerConnection(PausableReading, Protocol):
         if framing == INVALID:
             raise _Unframable(head.framing.problem)
         if status < 200 and status != 101:
-            self.txn.interim_response(head)
+            self._events.append(ev.InterimResponse(head))
             return
         self._head = head
         self._close_delimited = framing == CLOSE
         if framing == CHUNKED:
             self._chunk_meter.start(self._head_bytes + len(self._reason) + 17)
-        txn = self.txn
-        txn.response_head(head)
-        if self._method == "HEAD" and status != 101 and self.txn is txn:
-            self._complete = True
+        self._events.append(ev.ResponseStarted(head))
+        if self._method == "HEAD" and status != 101:
+            self._end(reusable=head.keep_alive)
             raise _StopParsing()
 
     def on_body(self, data: bytes) -> None:
         self._chunk_meter.body += len(data)
-        txn = self.txn
-        if txn is not None:
-            txn.response_body(data)
+        self._events.append(ev.ResponseBody(data))
 
     def on_chunk_header(self) -> None:
         self._chunk_meter.chunks += 1
@@ -307,32 +294,35 @@ class ServerConnection(PausableReading, Protocol):
         if self._head is None:
             return      # end of an interim 1xx reply
         if self._head.status == 101:
-            self._upgraded(b"")
-            return
-        self._complete = True       # told to the transaction once the parser has returned (_feed)
+            return self._upgraded(b"")
+        self._end(reusable=self._head.keep_alive and not self._close_delimited)
+
+    def _end(self, reusable: bool) -> None:
+        self._done = True
+        self.deadline = None
+        self._events.append(ev.ResponseEnd(reusable, self.bytes_in))
 
     def _upgraded(self, rest: bytes) -> None:
-        """After a 101 the bytes that follow belong to the new protocol."""
-        if self.tunnel is not None:
-            if rest:
-                self.tunnel.from_server(rest)
+        """After a 101 the bytes that follow belong to the new protocol (httptools first
+        completes the 101, then says where the rest of the read starts)."""
+        if self._done:
+            for event in self._events:
+                if type(event) is ev.Upgraded:
+                    event.rest += rest
             return
-        txn, self.txn = self.txn, None
-        if txn is not None:
-            self._done = True
-            txn.server_upgraded(self, rest)
+        self._done = True
+        self.deadline = None
+        self._events.append(ev.Upgraded(rest, self.bytes_in))
 
     # ------------------------------------------------------------ flow control
-
-
     def pauseProducing(self):
         """Our write buffer to the origin is full: stop reading the client."""
-        owner = self.tunnel or self.txn
+        owner = self.tunnel or self.driver
         if owner is not None:
             owner.client.pause_reading("server")
 
     def resumeProducing(self):
-        owner = self.tunnel or self.txn
+        owner = self.tunnel or self.driver
         if owner is not None:
             owner.client.resume_reading("server")
 
@@ -342,37 +332,69 @@ class ServerConnection(PausableReading, Protocol):
     def timed_out(self) -> None:
         if self.tunnel is not None:
             self.tunnel.timed_out()
-        elif self.idle or self.txn is None:
-            lose(self.transport)
+        elif self.driver is None or self._done:
+            lose(self.transport)        # idle in the pool, or nobody waits for it any more
         else:
-            self._fail("ERR_READ_TIMEOUT", "the server did not answer within read_timeout", 504)
+            self._done = True
+            self.driver.feed(ev.TimedOut("read"))
 
     def detach(self) -> None:
-        """The transaction is over: undo any pause it caused."""
+        """The exchange is over: undo any pause it caused."""
         for reason in list(self._paused_by):
             self.resume_reading(reason)
 
 
-class _Connector(ClientFactory):
-    def __init__(self, pool: "ServerPool", key: tuple, d: defer.Deferred):
+class _ServerFactory(Factory):
+    def __init__(self, pool: "ServerPool", key: tuple):
         self.pool = pool
         self.key = key
-        self.d = d
 
     def buildProtocol(self, addr):
-        conn = ServerConnection(self.pool, self.key)
-        conn._connected_d = self.d
-        return conn
+        return ServerConnection(self.pool, self.key)
 
-    def clientConnectionFailed(self, connector, reason):
-        d, self.d = self.d, None
-        if d is not None:
-            d.errback(reason)
 
-    def clientConnectionLost(self, connector, reason):
-        # Twisted's connector and its transport point at each other: part them so
-        # a closed origin connection is freed by reference counting
-        connector.transport = None
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str):
+        self.name = name
+
+    def cancel(self) -> None:
+        """Nothing to cancel: the answer was given at once."""
+
+
+@implementer(IHostnameResolver)
+class KnownAddresses:
+    """A name resolver answering with addresses already looked up (by our DNS cache,
+    or for a dst ACL), so HostnameEndpoint only does the connecting: every
+    ATTEMPT_DELAY another address is tried alongside, and the first to answer wins
+    (happy eyeballs, RFC 8305)."""
+
+    def __init__(self, addresses: list[str]):
+        self.addresses = addresses
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"):
+        resolution = _Resolution(hostName)
+        receiver.resolutionBegan(resolution)
+        for address in self.addresses:
+            kind = IPv6Address if ":" in address else IPv4Address
+            receiver.addressResolved(kind("TCP", address, portNumber))
+        receiver.resolutionComplete()
+        return resolution
+
+
+@implementer(IReactorPluggableNameResolver, IReactorTCP, IReactorTime)
+class _ResolvedReactor:
+    """The reactor, seen by HostnameEndpoint with KnownAddresses as its resolver."""
+
+    def __init__(self, reactor, addresses: list[str]):
+        self._reactor = reactor
+        self.nameResolver = KnownAddresses(addresses)
+
+    def installNameResolver(self, resolver):
+        raise NotImplementedError
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
 
 
 class ServerPool:
@@ -406,7 +428,7 @@ class ServerPool:
 
     def release(self, conn: ServerConnection) -> None:
         conn.detach()
-        conn.txn = None
+        conn.driver = None
         conn.parser = None
         conns = self.idle.get(conn.key)
         if (not conn.connected or self.idle_timeout <= 0
@@ -432,28 +454,22 @@ class ServerPool:
                 lose(conn.transport)
         self.idle.clear()
 
-    @defer.inlineCallbacks
-    def connect(self, key: tuple, addresses: list[str]):
-        """Connect to the first address that answers; fails with UpstreamError."""
+    def connect(self, key: tuple, addresses: list[str]) -> defer.Deferred:
+        """Connect to ``addresses`` (happy eyeballs); fires with the ServerConnection
+        or fails with UpstreamError naming the last address tried."""
         scheme, host, port = key
-        last = None
-        for address in addresses:
-            d = defer.Deferred()
-            factory = _Connector(self, key, d)
-            if scheme == "https":
-                creator = ssl.optionsForClientTLS(host)
-                self.reactor.connectSSL(address, port, factory, creator, timeout=self.connect_timeout)
-            else:
-                self.reactor.connectTCP(address, port, factory, timeout=self.connect_timeout)
-            try:
-                conn = yield d
-            except Exception as e:
-                last = (address, e)
-                continue
-            return conn
-        address, e = last if last else (None, None)
-        raise UpstreamError("ERR_CONNECT_FAIL", _describe_connect_error(e), status=503,
-                            server_ip=address) from None
+        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses), host, port,
+                                    timeout=self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
+        if scheme == "https":
+            endpoint = wrapClientTLS(ssl.optionsForClientTLS(host), endpoint)
+
+        def failed(failure):
+            e = failure.value
+            if isinstance(e, UpstreamError):
+                return failure
+            raise UpstreamError("ERR_CONNECT_FAIL", _describe_connect_error(e), status=503,
+                                server_ip=addresses[-1] if addresses else None)
+        return endpoint.connect(_ServerFactory(self, key)).addErrback(failed)
 
 
 def _describe_connect_error(e) -> str:

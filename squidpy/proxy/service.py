@@ -102,7 +102,7 @@ class ProxyService:
         self.via_name = config.visible_hostname if config.via else None
         self.via_header = via_value("1.1", config.visible_hostname) if config.via else None
         self.x_cache_miss = b"MISS from " + config.visible_hostname.encode("latin-1")
-        self.x_cache_hit = b"X-Cache: HIT from " + config.visible_hostname.encode("latin-1") + b"\r\n"
+        self.x_cache_hit = b"HIT from " + config.visible_hostname.encode("latin-1")
         self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr)
         self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
                             config.negative_dns_ttl, config.dns_timeout,
@@ -456,8 +456,7 @@ class ProxyService:
         stops = [defer.maybeDeferred(p.stopListening) for p in self.listeners.values()]
         self.listeners.clear()
         for client in list(self.clients):
-            client.closing = True
-            if client.active is None and not client.queue and client.tunnel is None:
+            if client.shut_down():
                 lose(client.transport)
         self.pool.close_idle()
         done = defer.Deferred()
@@ -532,6 +531,25 @@ class ProxyService:
 
     def connections_from(self, ip: str) -> int:
         return self._per_ip.get(ip, 0)
+
+    # what exchanges read (squidpy.exchange.shared.Shared)
+    def now(self) -> float:
+        return time.time()
+
+    def boundary(self) -> bytes:
+        return os.urandom(12).hex().encode("ascii")
+
+    def cached_name(self, address: str) -> str | None:
+        return self.dns.cached_name(address)
+
+    def cached_addresses(self, host: str) -> list[str] | None:
+        return self.dns.cached(host)
+
+    def refresh_in_background(self, exchange, target: str, headers) -> None:
+        """stale-while-revalidate (RFC 5861 3): a second exchange, with no client
+        behind it, revalidates the entry after the stale answer left."""
+        from squidpy.proxy.refresh_client import refresh_in_background
+        refresh_in_background(self, exchange, target, headers)
 
     def manager_report(self) -> dict:
         """What the cache manager pages show."""

@@ -35,8 +35,6 @@ def available(*transports) -> bool:
         isinstance(t, tcp.Connection) and getattr(t, "socket", None) is not None for t in transports)
 
 
-def buffers_empty(transport) -> bool:
-    return not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer)
 
 
 class _Direction:

@@ -13,6 +13,7 @@ import time
 
 from squidpy.proxy import splice
 from squidpy.proxy.closing import lose
+from squidpy.proxy.seam import buffers_empty
 
 
 class Tunnel:
@@ -50,7 +51,7 @@ class Tunnel:
         c, s = self.client, self.server
         if (self.spliced is None and not self.ended and not self.client_done and not self.server_done
                 and c.transport.connected and s.transport.connected and not c._paused_by and not s._paused_by
-                and splice.buffers_empty(c.transport) and splice.buffers_empty(s.transport)):
+                and buffers_empty(c.transport) and buffers_empty(s.transport)):
             self.spliced = splice.SplicedTunnel(self, s.pool.reactor)
 
     def from_client(self, data: bytes) -> None:
@@ -94,7 +95,7 @@ class Tunnel:
             self.spliced.close_idle()
         else:
             for t in (self.client.transport, self.server.transport):
-                if splice.buffers_empty(t):
+                if buffers_empty(t):
                     lose(t)
                 else:
                     t.abortConnection()

@@ -1,0 +1,212 @@
+"""Commands: what an exchange asks the I/O layer to do, as plain data.
+
+:meth:`squidpy.exchange.Exchange.handle` returns a list of these; the Twisted
+layer carries them out in order and reports results back as events (the
+event each command leads to is named in its docstring).  Parameterless
+commands are singletons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class Command:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+
+# ---------------------------------------------------------------- the client
+@dataclass(slots=True)
+class SendToClient(Command):
+    """Bytes for the client, in order; a tuple is written as one sequence."""
+    data: bytes | tuple[bytes, ...]
+
+
+class _AbortClient(Command):
+    """Close the client's connection without finishing the reply, so it cannot take
+    a cut-off reply for a complete one (or: deny_info TCP_RESET)."""
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class PauseClient(Command):
+    """Stop reading the client (``reason`` names who holds it) ..."""
+    reason: str
+
+
+@dataclass(slots=True)
+class ResumeClient(Command):
+    """... and read again once the last reason lets go."""
+    reason: str
+
+
+# ---------------------------------------------------------------- lookups
+@dataclass(slots=True)
+class LookUp(Command):
+    """Look up an ACL fact -> FactKnown: ``dst`` (the addresses of ``name``),
+    ``dst_name``/``src_name`` (the name of the address ``name``)."""
+    fact: str
+    name: str
+
+
+@dataclass(slots=True)
+class LookUpCache(Command):
+    """Find the stored reply for this URL and request (Vary) -> CacheFound."""
+    url: str
+    request_headers: list
+
+
+@dataclass(slots=True)
+class Purge(Command):
+    """Remove every stored variant of ``url`` -> Purged."""
+    url: str
+
+
+@dataclass(slots=True)
+class WaitForFetch(Command):
+    """Collapsed forwarding: wait until the fetch led by another exchange for ``key``
+    is over -> CollapseReleased."""
+    key: str
+
+
+@dataclass(slots=True)
+class LeadFetch(Command):
+    """This exchange fetches ``key`` for any that arrive while it does."""
+    key: str
+
+
+@dataclass(slots=True)
+class ReleaseFetch(Command):
+    """The fetch for ``key`` is over: wake its waiters (each gets CollapseReleased);
+    ``uncacheable``: its reply will not be stored, so for a while nobody waits for it."""
+    key: str
+    uncacheable: bool = False
+
+
+# ---------------------------------------------------------------- the origin
+@dataclass(slots=True)
+class Connect(Command):
+    """A connection to the origin, idle pooled one first unless ``fresh`` ->
+    Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled)."""
+    scheme: str
+    host: str
+    port: int
+    fresh: bool = False
+    tunnel: bool = False
+    addresses: list | None = None     # already looked up (for a dst ACL)
+
+
+@dataclass(slots=True)
+class SendUpstream(Command):
+    """Bytes for the origin (the request head, body chunks with their framing).
+    With the head, ``method``: the request's, which decides whether its reply has a body."""
+    data: bytes | tuple[bytes, ...]
+    head: bool = False
+    method: str = ""
+
+
+@dataclass(slots=True)
+class ReleaseUpstream(Command):
+    """The exchange is done with the origin's connection: back to the pool when
+    ``reusable``, else closed."""
+    reusable: bool
+
+
+class _AbortUpstream(Command):
+    """Reset the origin's connection (what it still sends is unwanted)."""
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class StartTunnel(Command):
+    """Copy bytes both ways, untouched (CONNECT, 101) -> TunnelEnded.
+    ``rest``: origin bytes that followed a 101 in the same read."""
+    rest: bytes = b""
+
+
+# ---------------------------------------------------------------- the store
+@dataclass(slots=True)
+class StreamStored(Command):
+    """Send a stored body from disk (``window``: one byte range) -> StoredBody ...
+    StoredBodyEnd, or StoredBodyMissing."""
+    reply: Any
+    window: tuple[int, int] | None = None
+    head_only: bool = False         # HEAD: only check that the body is there
+
+
+@dataclass(slots=True)
+class StoreStart(Command):
+    """Keep a copy of the reply that follows, for the store."""
+    head: Any                   # ResponseHead
+    request_time: float
+
+
+@dataclass(slots=True)
+class StoreBody(Command):
+    data: bytes
+
+
+@dataclass(slots=True)
+class StoreEnd(Command):
+    """Store the copy under ``key`` (complete and of the announced length)."""
+    key: str
+    url: str
+    names: tuple
+    vary_key: tuple
+    response_time: float
+
+
+class _StoreDiscard(Command):
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class Freshen(Command):
+    """A stored entry was revalidated: its updated fields are written (not its body)."""
+    key: str
+    reply: Any
+    body: bytes | None
+
+
+@dataclass(slots=True)
+class Invalidate(Command):
+    """RFC 9111 4.4: remove what is stored for these URLs."""
+    urls: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class BackgroundRefresh(Command):
+    """stale-while-revalidate: revalidate ``url`` with no client waiting."""
+    target: str
+    headers: list
+
+
+# ---------------------------------------------------------------- the end
+@dataclass(slots=True)
+class Log(Command):
+    """The access log line (and the counters) for this exchange."""
+    entry: Any                  # LogEntry
+    checklist: Any
+
+
+@dataclass(slots=True)
+class Finished(Command):
+    """The exchange is over; ``keep_alive``: the client's connection may carry the
+    next request."""
+    keep_alive: bool
+
+
+@dataclass(slots=True)
+class Report(Command):
+    """A line for cache_log (something an admin should see)."""
+    level: str
+    message: str
+
+
+AbortClient = _AbortClient()
+AbortUpstream = _AbortUpstream()
+StoreDiscard = _StoreDiscard()

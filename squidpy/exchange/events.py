@@ -1,0 +1,176 @@
+"""Events: what happens to an exchange, as plain data (h11 style).
+
+The Twisted layer turns bytes, DNS answers, connects and timers into these
+and feeds them to :meth:`squidpy.exchange.Exchange.handle`.  Parameterless
+events are singletons (no allocation on the hot path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from squidpy.http.message import RequestHead, ResponseHead
+
+
+class Event:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+
+# ---------------------------------------------------------------- from the client
+class _RequestStarted(Event):
+    """The exchange begins: its request head is known (the body may follow)."""
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class RequestBody(Event):
+    data: bytes
+
+
+class _RequestEnd(Event):
+    """The request's body is complete (or it had none)."""
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class RequestInvalid(Event):
+    """The request (or its body, after forwarding began) could not be parsed."""
+    error: str
+    detail: str
+    status: int
+
+
+class _ClientGone(Event):
+    """The client closed or reset its connection before the exchange ended."""
+    __slots__ = ()
+
+
+# ---------------------------------------------------------------- lookups the exchange asked for
+@dataclass(slots=True)
+class FactKnown(Event):
+    """An ACL fact looked up (``dst`` addresses, ``dst_name``/``src_name`` names);
+    an empty value when the lookup failed (it then matches nothing, as in Squid)."""
+    fact: str
+    value: Any
+    seconds: float = 0.0        # time spent looking it up (the log's DNS time)
+
+
+@dataclass(slots=True)
+class CacheFound(Event):
+    """The answer to :class:`~squidpy.exchange.commands.LookUpCache`."""
+    reply: Any                  # CachedReply or None
+    body: bytes | None          # the body when it is in memory
+    names: tuple                # the Vary field names the URL's replies use
+
+
+@dataclass(slots=True)
+class Purged(Event):
+    removed: int
+
+
+class _CollapseReleased(Event):
+    """The fetch this exchange waited for is over (stored or not)."""
+    __slots__ = ()
+
+
+# ---------------------------------------------------------------- the origin
+@dataclass(slots=True)
+class Connected(Event):
+    peer_ip: str
+    peer_port: int
+    local_ip: str | None = None
+    local_port: int | None = None
+    reused: bool = False
+    seconds: float = 0.0        # time spent resolving the origin's name (DNS)
+
+
+@dataclass(slots=True)
+class ConnectFailed(Event):
+    error: str                  # ERR_DNS_FAIL, ERR_CONNECT_FAIL ...
+    detail: str
+    status: int = 503
+    server_ip: str | None = None
+
+
+@dataclass(slots=True)
+class ResponseStarted(Event):
+    head: ResponseHead
+
+
+@dataclass(slots=True)
+class InterimResponse(Event):
+    """A 1xx reply other than 101."""
+    head: ResponseHead
+
+
+@dataclass(slots=True)
+class ResponseBody(Event):
+    data: bytes
+
+
+@dataclass(slots=True)
+class ResponseEnd(Event):
+    """The reply is complete.  ``reusable``: the origin's connection may carry another
+    request (it said keep-alive, the reply was length-delimited, nothing followed it)."""
+    reusable: bool
+    bytes_in: int = 0
+
+
+@dataclass(slots=True)
+class UpstreamFailed(Event):
+    """The origin's connection failed during the exchange (reset, garbage, timeout)."""
+    error: str
+    detail: str
+    status: int = 502
+    retriable: bool = False     # it failed before any byte of a reply, on a reused connection
+    bytes_in: int = 0
+
+
+@dataclass(slots=True)
+class Upgraded(Event):
+    """After a 101, the origin's connection carries the new protocol; ``rest`` are
+    the bytes that followed the 101 in the same read."""
+    rest: bytes
+    bytes_in: int = 0
+
+
+# ---------------------------------------------------------------- a stored body being read
+@dataclass(slots=True)
+class StoredBody(Event):
+    data: bytes
+
+
+@dataclass(slots=True)
+class StoredBodyEnd(Event):
+    """The stored body was read to its end; ``intact``: length and digest matched."""
+    intact: bool
+
+
+class _StoredBodyMissing(Event):
+    """The stored body could not be opened (removed or damaged under us)."""
+    __slots__ = ()
+
+
+# ---------------------------------------------------------------- tunnels and time
+@dataclass(slots=True)
+class TunnelEnded(Event):
+    bytes_up: int
+    bytes_down: int
+
+
+@dataclass(slots=True)
+class TimedOut(Event):
+    """A deadline passed: ``"read"`` (the origin is silent), ``"body"`` (the request
+    body stopped arriving)."""
+    what: str
+
+
+RequestStarted = _RequestStarted()
+RequestEnd = _RequestEnd()
+ClientGone = _ClientGone()
+CollapseReleased = _CollapseReleased()
+StoredBodyMissing = _StoredBodyMissing()

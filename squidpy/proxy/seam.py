@@ -1,0 +1,96 @@
+"""Every private Twisted detail squidpy relies on, in one place.
+
+Twisted's public API does not cover four things a fast proxy needs: the
+reactor's poll loop without its per-event logging context, whether a
+transport's write buffers are empty (before handing its socket to splice),
+writing straight to a socket when nothing is queued (which spares two
+``epoll_ctl`` calls per reply), and unlinking a client transport from its
+connector (a reference cycle).  Each is done here and nowhere else; tests/test_seam.py
+checks every assumption against the installed Twisted, so an upgrade that
+changes them fails loudly, and setup.cfg bounds Twisted to the releases CI
+has proven.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from twisted.internet import epollreactor, tcp
+
+#: the attributes of twisted.internet.abstract.FileDescriptor / tcp.Connection used below
+TRANSPORT_ATTRIBUTES = ("_tempDataBuffer", "dataBuffer", "offset", "socket", "producer", "connected",
+                        "disconnecting")
+#: the attributes of twisted.internet.epollreactor.EPollReactor used by fast_poll
+REACTOR_ATTRIBUTES = ("_poller", "_selectables", "_doReadOrWrite")
+
+_RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+
+class EPollReactor(epollreactor.EPollReactor):
+    """Twisted's epoll reactor without ``callWithLogger`` around every I/O event
+    (several per cent of a request's CPU); our own errors already say which
+    exchange they belong to."""
+
+    def doPoll(self, timeout):
+        try:
+            events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
+        except OSError as err:
+            if err.errno == errno.EINTR:
+                return
+            raise
+        selectables = self._selectables
+        handle = self._doReadOrWrite
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is not None:
+                handle(selectable, fd, event)
+
+    doIteration = doPoll
+
+
+def buffers_empty(transport) -> bool:
+    """Nothing written to ``transport`` waits in its buffers."""
+    return not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer)
+
+
+def has_producer(transport) -> bool:
+    return getattr(transport, "producer", None) is not None
+
+
+def unlink_connector(transport) -> None:
+    """A client transport and its connector point at each other: part them when the
+    connection is lost, so it is freed by reference counting."""
+    connector = getattr(transport, "connector", None)
+    if connector is not None:
+        connector.transport = None
+
+
+def write(transport, data: bytes) -> None:
+    """Write ``data``: straight to the socket when the transport has nothing queued
+    (a plain TCP connection), else through the transport as usual."""
+    if (type(transport) is tcp.Server or type(transport) is tcp.Client) and transport.connected \
+            and not transport.disconnecting and not transport._tempDataBuffer \
+            and transport.offset == len(transport.dataBuffer):
+        try:
+            sent = transport.socket.send(data)
+        except OSError as e:
+            if e.errno not in _RETRY:
+                transport.write(data)       # the transport finds the error and closes
+                return
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
+def write_sequence(transport, parts: list[bytes]) -> None:
+    if len(parts) == 1:
+        write(transport, parts[0])
+    else:
+        write(transport, b"".join(parts))
+
+
+def socket_of(transport) -> socket.socket | None:
+    return getattr(transport, "socket", None)

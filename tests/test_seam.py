@@ -1,0 +1,110 @@
+"""The private Twisted details squidpy relies on (squidpy/proxy/seam.py), checked
+against the installed Twisted: if a release changes them, these fail, loudly."""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import epollreactor, protocol, tcp
+
+from squidpy.proxy import seam
+
+
+def run_pair(script, payload_size=0):
+    """A real loopback TCP connection in a fresh reactor; ``script(server, client)``
+    runs once both ends are connected; returns what the client received."""
+    reactor = seam.EPollReactor()
+    got = bytearray()
+    ends = {}
+
+    class Sink(protocol.Protocol):
+        def dataReceived(self, data):
+            got.extend(data)
+            if len(got) >= payload_size:
+                reactor.stop()
+
+    def both_up():
+        script(ends["server"], ends["client"])
+        if payload_size == 0:
+            reactor.stop()
+
+    class Source(protocol.Protocol):
+        def connectionMade(self):
+            ends["server"] = self.transport
+            if "client" in ends:
+                both_up()
+
+    class SinkFactory(protocol.ClientFactory):
+        def buildProtocol(self, addr):
+            p = Sink()
+            return p
+
+        def clientConnectionFailed(self, connector, reason):
+            reactor.stop()
+
+    listener = reactor.listenTCP(0, protocol.Factory.forProtocol(Source), interface="127.0.0.1")
+    connector = reactor.connectTCP("127.0.0.1", listener.getHost().port, SinkFactory())
+
+    def client_up():
+        if connector.transport is not None and connector.transport.connected:
+            ends["client"] = connector.transport
+            if "server" in ends:
+                both_up()
+        else:
+            reactor.callLater(0.001, client_up)
+
+    reactor.callLater(0, client_up)
+    reactor.callLater(10, reactor.stop)
+    reactor.run(installSignalHandlers=False)
+    listener.stopListening()
+    return bytes(got), ends, connector
+
+
+def test_reactor_internals_exist():
+    r = epollreactor.EPollReactor()
+    for name in seam.REACTOR_ATTRIBUTES:
+        assert hasattr(r, name), f"EPollReactor lost {name}"
+    assert callable(r._doReadOrWrite)
+    assert isinstance(r._selectables, dict)
+
+
+def test_transport_internals_and_direct_write():
+    payload = bytes(range(256)) * 40000          # 10 MB: more than a socket buffer takes at once
+
+    def script(server, client):
+        for name in seam.TRANSPORT_ATTRIBUTES:
+            assert hasattr(server, name), f"tcp transport lost {name}"
+        assert isinstance(server._tempDataBuffer, list)
+        assert isinstance(server.dataBuffer, bytes) and isinstance(server.offset, int)
+        assert isinstance(server.socket, socket.socket)
+        assert type(server) is tcp.Server and type(client) is tcp.Client
+        assert seam.buffers_empty(server)
+        seam.write(server, payload[:1000])              # goes straight out
+        assert seam.buffers_empty(server)
+        seam.write(server, payload[1000:])              # the rest does not fit: queued in order
+        assert not seam.buffers_empty(server)
+
+    got, ends, connector = run_pair(script, len(payload))
+    assert got == payload
+
+
+def test_connector_and_transport_can_be_parted():
+    _, ends, connector = run_pair(lambda server, client: None, 0)
+    client = ends["client"]
+    assert client.connector is connector and connector.transport is client
+    seam.unlink_connector(client)
+    assert connector.transport is None
+
+
+def test_write_falls_back_for_other_transports():
+    class Buffer:
+        def __init__(self):
+            self.written = []
+
+        def write(self, data):
+            self.written.append(data)
+
+    b = Buffer()
+    seam.write(b, b"abc")
+    seam.write_sequence(b, [b"d", b"ef"])
+    assert b.written == [b"abc", b"def"]
