@@ -107,7 +107,7 @@ class SquidProcess:
         def accepting() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"squid exited with {self.proc.returncode}:\n{self.read_cache_log()}")
-            return "Accepting HTTP Socket connections" in self.read_cache_log()
+            return re.search(r"Accepting (SSL bumped )?HTTP Socket connections", self.read_cache_log()) is not None
 
         if not wait_for(accepting, timeout=20):
             self.stop()
