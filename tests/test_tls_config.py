@@ -64,7 +64,7 @@ def test_not_served_until_the_proxy_bumps(ca_pem):
     assert len(problems) == 1
     assert problems[0].startswith("ssl_bump (/etc/squidpy/tls.conf:2), ssl-bump (/etc/squidpy/tls.conf:1): "
                                   "read and checked, but squidpy does not bump TLS")
-    assert not_yet_served(load("tls_outgoing_options min-version=1.2\n"))
+    assert not_yet_served(load("tls_outgoing_options min-version=1.2\n")) == []
     assert not_yet_served(load("acl b ssl::server_name .bank.test\nhttp_access deny b\nsslcrtd_children 4\n")) == []
     assert not_yet_served(load("")) == []
 
@@ -129,13 +129,16 @@ def test_https_port(ca_pem):
     assert port.tls.certs and port.tls.cafiles == [str(ca_pem)] and not port.tls.ssl_bump
 
 
-def test_outgoing_options(tmp_path):
-    config = load("tls_outgoing_options cafile=roots.pem min-version=1.2 options=NO_TICKET flags=DONT_VERIFY_DOMAIN\n"
+def test_outgoing_options(tmp_path, ca_pem):
+    config = load(f"tls_outgoing_options cafile={ca_pem} min-version=1.2 options=NO_TICKET flags=DONT_VERIFY_DOMAIN\n"
                   "tls_outgoing_options cipher=HIGH\n")
     opts = config.tls_outgoing_options
-    assert opts.cafiles == ["/etc/squidpy/roots.pem"] and opts.min_version == "1.2" and opts.cipher == "HIGH"
+    assert opts.cafiles == [str(ca_pem)] and opts.min_version == "1.2" and opts.cipher == "HIGH"
     assert opts.flags == {"DONT_VERIFY_DOMAIN"}
     assert "unknown TLS flag" in errors_of("tls_outgoing_options flags=SOMETIMES\n")[0]
+    assert errors_of("tls_outgoing_options cafile=roots.pem\n")[0] == (
+        "/etc/squidpy/tls.conf:1: tls_outgoing_options cafile=/etc/squidpy/roots.pem: cannot read CA certificates "
+        "from it")
     assert load("").tls_outgoing_options.min_version == "1.0"
 
 

@@ -34,8 +34,7 @@ from squidpy.tls.options import TlsOptionError, TlsOptions
 SECTION = "TLS and SslBump"
 
 # Read and checked, but not served until the proxy acts on them (see the module docstring).
-NOT_YET = frozenset({"ssl_bump", "https_port", "ssl-bump", "sslproxy_cert_error", "sslproxy_cert_sign",
-                     "sslproxy_cert_adapt", "tls_outgoing_options"})
+NOT_YET = frozenset({"ssl_bump", "https_port", "ssl-bump", "sslproxy_cert_sign", "sslproxy_cert_adapt"})
 
 
 # ---------------------------------------------------------------- ssl_bump
@@ -286,6 +285,21 @@ def sign_algorithm(config, ch) -> str:
     return SIGN_TRUSTED
 
 
+def cert_error_allowed(config, ch, error, peer_cert) -> bool:
+    """sslproxy_cert_error, asked about one problem with an origin's certificate (fast
+    ACLs only, as in Squid: one that would need a lookup counts as not matching)."""
+    if not config.sslproxy_cert_error:
+        return False
+    saved = ch.ssl_errors, ch.server_cert
+    ch.ssl_errors, ch.server_cert = (error,), peer_cert
+    try:
+        return config.sslproxy_cert_error.check(ch).allowed
+    except Exception:           # a slow ACL (Pending) or an external one: not allowed
+        return False
+    finally:
+        ch.ssl_errors, ch.server_cert = saved
+
+
 def adaptations(config, ch, connect_host: str) -> dict[str, str | bool]:
     """sslproxy_cert_adapt: per algorithm, the first matching line; setCommonName's value is
     its parameter or the CONNECT host."""
@@ -314,13 +328,22 @@ def finish(config, warn_at, error_at) -> None:
             cert_file, key_file = tls.certs[0]
             try:
                 if tls.ssl_bump and tls.generate_host_certificates:
-                    ca = load_ca(cert_file, key_file)
+                    ca = tls.ca = load_ca(cert_file, key_file)
                     for message in ca.warnings:
                         warn_at(port.where, f"{cert_file}: {message}")
                 else:
                     _check_readable(cert_file, key_file)
             except CaError as e:
                 error_at(port.where, f"tls-cert={cert_file}: {e}")
+    outgoing = config.tls_outgoing_options
+    if not outgoing.disabled and (outgoing.cafiles or outgoing.capath or outgoing.crlfile or outgoing.certs
+                                  or outgoing.cipher):
+        from squidpy.tls.verify import TlsSetupError, client_context
+        try:
+            client_context(outgoing)
+        except TlsSetupError as e:
+            error_at(config.tls_used.get("tls_outgoing_options") or f"{config.source}:0",
+                     f"tls_outgoing_options {e}")
 
 
 def not_yet_served(config) -> list[str]:
@@ -340,4 +363,5 @@ def _check_readable(cert_file: str, key_file: str) -> None:
             raise CaError(f"cannot read {path}")
 
 
-__all__ = ["CertRule", "CrtdProgram", "adaptations", "finish", "not_yet_served", "sign_algorithm"]
+__all__ = ["CertRule", "CrtdProgram", "adaptations", "cert_error_allowed", "finish", "not_yet_served",
+           "sign_algorithm"]

@@ -90,10 +90,11 @@ class Connected(Event):
 
 @dataclass(slots=True)
 class ConnectFailed(Event):
-    error: str                  # ERR_DNS_FAIL, ERR_CONNECT_FAIL ...
+    error: str                  # ERR_DNS_FAIL, ERR_CONNECT_FAIL, ERR_SECURE_CONNECT_FAIL ...
     detail: str
     status: int = 503
     server_ip: str | None = None
+    tls: Any = None             # the TlsFailure of an ERR_SECURE_CONNECT_FAIL (squidpy.tls.errors)
 
 
 @dataclass(slots=True)

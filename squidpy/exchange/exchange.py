@@ -431,13 +431,15 @@ class Exchange:
 
     def _error_context(self, error: str, detail: str | None, server_ip: str | None = None) -> ErrorContext:
         e, target = self.entry, self.target
+        tls = e.tls_failure
         return ErrorContext(
             name=error, url=e.url, method=self.head.method, client_ip=self.client.client_ip,
             server_ip=server_ip or e.server_ip, host=target.host if target else None,
             port=target.port if target else None,
             protocol=(target.scheme.upper() if target else None), detail=detail,
-            errno_text=detail if error == "ERR_CONNECT_FAIL" else None,
+            errno_text=detail if error == "ERR_CONNECT_FAIL" else (tls.errno_text if tls is not None else None),
             dns_error=detail if error == "ERR_DNS_FAIL" else None,
+            tls_code=tls.brief() if tls is not None else None,
         )
 
     def send_local(self, status: int, content_type: bytes | None, body: bytes,
@@ -712,6 +714,11 @@ class Exchange:
         if event.error == "ERR_DNS_FAIL":
             e.hierarchy = "HIER_NONE"
             return self.fail(event.error, event.detail, event.status, result=self._miss_result())
+        if event.tls is not None:       # Squid logs a failed TLS handshake HIER_NONE/-
+            e.hierarchy, e.server_ip = "HIER_NONE", None
+            e.tls_failure = event.tls
+            return self.fail(event.error, event.detail, event.status, result=self._miss_result(),
+                             server_ip=event.server_ip)
         e.hierarchy = "HIER_DIRECT"
         e.server_ip = event.server_ip
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)

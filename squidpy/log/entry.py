@@ -26,6 +26,8 @@ class LogEntry:
         # who: Squid's %ul %ue %ui %us, and what external ACLs said (%et %ea)
         "user_login", "user_external", "user_ident", "user_ssl", "tag", "ext_log",
         "notes",
+        # TLS: Squid's %ssl::bump_mode, %ssl::>sni, the server's certificate, why TLS failed
+        "bump_mode", "sni", "server_cert", "tls_failure",
     )
 
     def __init__(self, start: float = 0.0):
@@ -68,6 +70,10 @@ class LogEntry:
         self.tag = None               # tag returned by an external ACL (%et)
         self.ext_log = None           # log string returned by an external ACL (%ea)
         self.notes = ()               # [(name, value)] annotations (%note)
+        self.bump_mode = None         # the ssl_bump action that applied (%ssl::bump_mode)
+        self.sni = None               # the client's TLS server name (%ssl::>sni)
+        self.server_cert = None       # the origin's certificate, when TLS was bumped
+        self.tls_failure = None       # squidpy.tls.errors.TlsFailure of ERR_SECURE_CONNECT_FAIL
 
     @property
     def elapsed_ms(self) -> int:

@@ -174,7 +174,11 @@ class ExchangeDriver:
                 dns_seconds[0] = time.monotonic() - started
                 return result
             d.addBoth(timed)
-        d.addCallback(lambda addresses: pool.connect(key, addresses))
+        tls_factory = None
+        if cmd.scheme == "https" and not cmd.tunnel:
+            tls, checklist = self.service.tls, self.exchange.checklist
+            tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
+        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:
@@ -197,7 +201,7 @@ class ExchangeDriver:
         if isinstance(err, DnsError):
             event = ev.ConnectFailed("ERR_DNS_FAIL", str(err), 503)
         elif isinstance(err, UpstreamError):
-            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip)
+            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls)
         else:
             log.error("unexpected failure connecting to %s: %s", self.exchange.entry.url, failure.getErrorMessage())
             event = ev.ConnectFailed("ERR_CANNOT_FORWARD", failure.getErrorMessage(), 503)
@@ -208,9 +212,9 @@ class ExchangeDriver:
         if cmd.head:
             server.start(self, cmd.data, self.exchange.config.read_timeout, cmd.method)
         elif type(cmd.data) is tuple:
-            server.transport.writeSequence(cmd.data)
+            server.write_sequence(cmd.data)
         else:
-            server.transport.write(cmd.data)
+            server.write(cmd.data)
 
     def _release_upstream(self, cmd: c.ReleaseUpstream) -> None:
         server, self.server = self.server, None

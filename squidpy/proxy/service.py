@@ -109,6 +109,10 @@ class ProxyService:
                             (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size)
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pac = PacSettings.from_config(config)
+        from squidpy.proxy.tls_side import TlsSide
+        old, self.tls = getattr(self, "tls", None), TlsSide(config)
+        if old is not None:
+            old.stop()
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
 
@@ -459,6 +463,7 @@ class ProxyService:
             if client.shut_down():
                 lose(client.transport)
         self.pool.close_idle()
+        self.tls.stop()
         done = defer.Deferred()
         deadline = time.monotonic() + lifetime
 
