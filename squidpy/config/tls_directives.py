@@ -34,7 +34,7 @@ from squidpy.tls.options import TlsOptionError, TlsOptions
 SECTION = "TLS and SslBump"
 
 # Read and checked, but not served until the proxy acts on them (see the module docstring).
-NOT_YET = frozenset({"ssl_bump", "https_port", "ssl-bump", "sslproxy_cert_sign", "sslproxy_cert_adapt"})
+NOT_YET = frozenset({"https_port"})
 
 
 # ---------------------------------------------------------------- ssl_bump
@@ -58,6 +58,22 @@ directive(
     be taken at that step are skipped, and the first whose ACLs match decides.
     client-first, server-first and none are Squid's older actions (step 1 only); the
     oldest allow/deny lines are converted as Squid converts them.""",
+)
+
+
+def _onoff(args, ctx):
+    from squidpy.config.values import parse_onoff
+    return parse_onoff(args)
+
+
+directive(
+    "bump_denied_connect", "on|off", _onoff, "on", SECTION,
+    doc="""squidpy extension. A CONNECT that http_access denies, on an http_port with ssl-bump
+    and a CA, is bumped just far enough to show the deny page (or deny_info page or redirect)
+    inside TLS, so the browser shows the organisation's page instead of its own connection
+    error; it needs no ssl_bump line. Squid does this only when ssl_bump lines exist, which
+    squidpy also does whatever this says. off: a denied CONNECT is refused with 403, as by
+    Squid without ssl_bump lines.""",
 )
 
 

@@ -59,6 +59,9 @@ class State(enum.Enum):
     AWAITING_REPLY = "the request went upstream; no final reply head yet"
     RELAYING = "the origin's reply streams to the client"
     SERVING_STORED = "a stored body streams from disk"
+    BUMP_CLIENT_HELLO = "SslBump: reading the client's TLS hello (step 2)"
+    BUMP_SERVER = "SslBump: TLS with the origin, or peeking at its hello (step 3)"
+    BUMP_CLIENT_TLS = "SslBump: the client's TLS handshake with a minted certificate"
     TUNNEL = "bytes pass untouched both ways (CONNECT, 101)"
     DONE = "answered and logged"
 
@@ -73,17 +76,23 @@ class IllegalEvent(RuntimeError):
 
 class ClientInfo:
     """The client connection as the exchange sees it (plain data, updated by the
-    connection: ``closing`` once no further request will be read)."""
+    connection: ``closing`` once no further request will be read).  ``port_tls``: the
+    port's TLS settings (squidpy.tls.options.PortTls) when it has any; ``bumped``: what
+    SslBump learnt, on a connection that now carries HTTP inside TLS."""
 
-    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing")
+    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "port_tls",
+                 "bumped")
 
-    def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = ""):
+    def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
+                 port_tls=None, bumped=None):
         self.client_ip = client_ip
         self.client_port = client_port
         self.local_ip = local_ip
         self.local_port = local_port
         self.port_name = port_name
         self.closing = False
+        self.port_tls = port_tls
+        self.bumped = bumped
 
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
@@ -126,7 +135,7 @@ class Exchange:
     __slots__ = ("shared", "config", "client", "head", "background", "state", "upstream", "target", "checklist",
                  "entry", "body_done", "body_buffer", "buffered", "refusal", "keep_alive", "response", "framing",
                  "reply_started", "reply_limit", "reused", "tunnel", "upgrading", "upstream_started", "cache",
-                 "serving", "waited", "chunked_body", "upgrade_offer", "_out", "_head_cmd", "__weakref__")
+                 "serving", "waited", "chunked_body", "upgrade_offer", "bump", "_out", "_head_cmd", "__weakref__")
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -166,6 +175,7 @@ class Exchange:
         self.cache: CacheRole | None = None
         self.serving: dict | None = None     # a disk hit being streamed: what remains to do
         self.waited = False             # it already waited once for a collapsed fetch
+        self.bump = None                # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
         self._out: list[c.Command] = []
         self._head_cmd: c.SendToClient | None = None
 
@@ -209,7 +219,7 @@ class Exchange:
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
         to=(State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
-            State.SERVING_STORED))
+            State.SERVING_STORED, State.BUMP_CLIENT_HELLO))
     def _start(self, _event) -> None:
         if self.refusal is not None:
             return self.fail(*self.refusal)
@@ -218,8 +228,11 @@ class Exchange:
             if head.version.startswith(("2.", "3.")):
                 return self.fail("ERR_UNSUP_HTTPVERSION", f"HTTP/{head.version} is not spoken here", 505)
             return self.fail("ERR_INVALID_REQ", f"HTTP/{head.version} requests are not accepted")
+        bumped = self.client.bumped
         try:
             self.target = target = parse_target(head.method, head.target)
+            if bumped is not None and target.kind == "origin":     # inside a bumped connection
+                self.target = target = parse_target(head.method, bumping.inner_url(bumped, head, target.path))
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
@@ -242,6 +255,8 @@ class Exchange:
         if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
         self.checklist = self._checklist(target)
+        if bumped is not None and bumping.answer_for_bumped(self, bumped):
+            return
         self._check()
 
     def _checklist(self, target: Target) -> Checklist:
@@ -255,6 +270,8 @@ class Exchange:
         ch.client_connections = self.shared.connections_from(client.client_ip)
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
+        if client.bumped is not None:
+            bumping.tls_facts(ch, self.entry, client.bumped)
         return ch
 
     def _check(self) -> None:
@@ -289,7 +306,8 @@ class Exchange:
         self._emit(c.LookUp(fact, name))
 
     @on([State.CHECKING], ev.FactKnown,
-        to=(State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED, State.SERVING_STORED))
+        to=(State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED, State.SERVING_STORED,
+            State.BUMP_CLIENT_HELLO))
     def _fact_known(self, event: ev.FactKnown) -> None:
         setattr(self.checklist, event.fact, event.value)
         if event.fact == "dst" and event.seconds:
@@ -302,6 +320,8 @@ class Exchange:
         if self.target.kind == "internal":
             return self._serve_internal()
         if head.method == "CONNECT":
+            if bumping.bumps(self):
+                return bumping.step1(self)
             return self._connect(tunnel=True)
         if head.method in ("OPTIONS", "TRACE") and head.max_forwards is not None:
             try:
@@ -377,6 +397,9 @@ class Exchange:
             steps = access_list.explain(self.checklist)[1]
             name = steps[-1].last_acl if steps else None
         info = self.config.deny_info.get(name) if name else None
+        if (self.head.method == "CONNECT" and self.bump is None and (info is None or info.kind != "reset")
+                and bumping.bump_to_deny(self, verdict, access_list)):
+            return
         if info is None:
             return self.fail("ERR_ACCESS_DENIED", None, 403, result=result)
         if info.kind == "page":
@@ -667,10 +690,11 @@ class Exchange:
         self.upstream_started = self.shared.now()
         if self.tunnel:
             e.status = 200
-            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
             self.state = State.TUNNEL
-            self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+            if self.bump is None:       # after a peek the client has had its 200 already
+                e.reply_header_size = len(CONNECTION_ESTABLISHED)
+                self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
             self._emit(c.StartTunnel())
             return
         head, target, shared = self.head, self.target, self.shared
@@ -702,6 +726,8 @@ class Exchange:
     def _connect_failed(self, event: ev.ConnectFailed) -> None:
         self.upstream = None
         e = self.entry
+        if self.tunnel and self.bump is not None:
+            return bumping.splice_failed(self, event)
         if self.tunnel:
             self.keep_alive = False
             if event.error != "ERR_DNS_FAIL":
@@ -1070,3 +1096,6 @@ class Exchange:
         if not self.background:
             self._emit(c.Log(self.entry, self.checklist))
         self._emit(c.Finished(self.keep_alive))
+
+
+from squidpy.exchange import bumping  # noqa: E402  (SslBump's states, registered with @on)

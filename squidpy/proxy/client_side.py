@@ -56,6 +56,10 @@ class ClientConnection(PausableReading, Protocol):
         self.deadline = None
         self.info: ClientInfo | None = None
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
+        self.tls = None                      # a TlsSession once the connection speaks TLS (bumped, https_port)
+        self.bumped_info = None              # set by a CONNECT that bumped: its requests' BumpedInfo
+        self._hello_waiter = None            # SslBump reading the ClientHello
+        self._tls_waiter = None              # SslBump waiting for the client's handshake
         self._reset_request()
 
     @property
@@ -68,7 +72,9 @@ class ClientConnection(PausableReading, Protocol):
         peer, host = t.getPeer(), t.getHost()
         self.client_ip, self.client_port = plain_ip(peer.host), peer.port
         self.local_ip, self.local_port = plain_ip(host.host), host.port
-        self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name)
+        listen = getattr(getattr(self, "factory", None), "listen", None)
+        self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
+                               listen.tls if listen is not None else None)
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
         self.deadline = time.monotonic() + self.service.config.request_timeout
@@ -76,6 +82,7 @@ class ClientConnection(PausableReading, Protocol):
 
     def connectionLost(self, reason):
         self.service.client_disconnected(self)
+        self._hello_waiter = self._tls_waiter = None
         # the parser holds our bound methods: drop it so the connection is freed
         # by reference counting, not left for the garbage collector
         self.parser = None
@@ -93,6 +100,11 @@ class ClientConnection(PausableReading, Protocol):
 
     def readConnectionLost(self):
         """The client sent EOF: finish what was asked, then close."""
+        waiter, self._hello_waiter = self._hello_waiter, None
+        if waiter is not None:
+            return waiter(None, "the client closed the connection before its TLS hello", False)
+        if self.tls is not None and not self.tls.established:
+            return self._tls_received(b"")
         if self.tunnel is not None:
             self.tunnel.client_eof()
             return
@@ -103,12 +115,20 @@ class ClientConnection(PausableReading, Protocol):
 
     # ------------------------------------------------------------ reading
     def dataReceived(self, data: bytes) -> None:
+        if self.tls is not None:
+            self._tls_received(data)
+            return
+        self._plain_received(data)
+
+    def _plain_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.from_client(data)
             return
         if self.raw is not None:
             self.raw.append(data)
-            if sum(map(len, self.raw)) > MAX_RAW_BUFFER:
+            if self._hello_waiter is not None:
+                self._try_hello()
+            elif sum(map(len, self.raw)) > MAX_RAW_BUFFER:
                 self.pause_reading("raw")
             return
         if self.session.closing and self._body_target() is None:
@@ -307,6 +327,8 @@ class ClientConnection(PausableReading, Protocol):
             return
         self.active = None
         self.resume_reading("server")
+        if self.bumped_info is not None and keep_alive:
+            return self.become_bumped(self.bumped_info)
         if self.raw is not None and self.tunnel is None:
             # an Upgrade the origin declined (or a refused CONNECT): what followed the
             # request is HTTP again, or nobody's
@@ -338,6 +360,89 @@ class ClientConnection(PausableReading, Protocol):
         self.session.closing = True
         return self.active is None and not self.session.queue and self.tunnel is None
 
+    # ------------------------------------------------------------ TLS (SslBump, https_port)
+    def read_client_hello(self, callback) -> None:
+        """SslBump: call ``callback(hello, problem, not_tls)`` once the ClientHello is in
+        (its bytes stay in ``raw`` for the handshake, the tunnel or the peek)."""
+        if self.raw is None:
+            self.raw = []
+        self._hello_waiter = callback
+        self.deadline = time.monotonic() + self.service.config.request_timeout
+        self._try_hello()
+
+    def _try_hello(self) -> None:
+        from squidpy.tls.hello import MAX_HANDSHAKE, HelloError, NotTls, parse_client_hello
+        data = b"".join(self.raw)
+        try:
+            hello = parse_client_hello(data)
+        except HelloError as e:
+            return self._hello_answer(None, str(e), isinstance(e, NotTls))
+        if hello is not None:
+            return self._hello_answer(hello, None, False)
+        if len(data) > MAX_HANDSHAKE + 4096:
+            self._hello_answer(None, "the client's TLS hello is too large", False)
+
+    def _hello_answer(self, hello, problem, not_tls) -> None:
+        waiter, self._hello_waiter = self._hello_waiter, None
+        self.deadline = None
+        if waiter is not None:
+            waiter(hello, problem, not_tls)
+
+    def take_raw(self) -> bytes:
+        """The bytes read since CONNECT (the ClientHello a peek sends on), handed over once."""
+        raw, self.raw = self.raw, []
+        return b"".join(raw or ())
+
+    def start_tls(self, context, callback) -> None:
+        """Answer the client's hello (already in ``raw``) with TLS; ``callback(failure)``
+        once the handshake is done (failure None) or failed."""
+        from squidpy.tls.session import TlsSession
+        initial = self.take_raw()
+        self.raw = None
+        self.resume_reading("raw")
+        self.tls = TlsSession(context, server_side=True)
+        self._tls_waiter = callback
+        self.deadline = time.monotonic() + self.service.config.request_timeout
+        if initial:
+            self._tls_received(initial)
+
+    def _tls_received(self, data: bytes) -> None:
+        tls = self.tls
+        out = tls.receive(data)
+        if out.network:
+            self.transport.write(out.network)
+        if out.handshake_done or out.failure is not None:
+            waiter, self._tls_waiter = self._tls_waiter, None
+            if out.handshake_done:
+                self.deadline = None
+            if waiter is not None:
+                waiter(out.failure)
+        if out.failure is not None:
+            lose(self.transport)
+            return
+        if out.plaintext:
+            self._plain_received(out.plaintext)
+        if out.closed:
+            self.tls_closed()
+
+    def tls_closed(self) -> None:
+        """close_notify (or EOF) from a TLS client: as a plain EOF."""
+        if self.tunnel is not None:
+            self.tunnel.client_eof()
+            return
+        self._session(self.session.half_closed())
+
+    def become_bumped(self, info) -> None:
+        """The CONNECT bumped: the connection goes on as HTTP inside TLS, a new session."""
+        self.bumped_info = None
+        self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
+                               self.info.port_tls, info)
+        self.session = ClientSession()
+        self.parser = None
+        self.raw = None
+        self._reset_request()
+        self.deadline = time.monotonic() + self.service.config.request_timeout
+
     def become_tunnel(self, tunnel) -> None:
         self.tunnel = tunnel
         self.deadline = None
@@ -349,9 +454,15 @@ class ClientConnection(PausableReading, Protocol):
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
+        if self.tls is not None:
+            self.transport.write(self.tls.send(data))
+            return
         seam.write(self.transport, data)
 
     def write_sequence(self, parts) -> None:
+        if self.tls is not None:
+            self.transport.write(self.tls.send(b"".join(parts)))
+            return
         seam.write_sequence(self.transport, parts)
 
     def abort(self) -> None:
@@ -383,6 +494,14 @@ class ClientConnection(PausableReading, Protocol):
         return None
 
     def timed_out(self) -> None:
+        if self._hello_waiter is not None:
+            return self._hello_answer(None, "no TLS hello within request_timeout", False)
+        if self._tls_waiter is not None:
+            from squidpy.tls.errors import SQUID_TLS_ERR_ACCEPT, TlsFailure
+            waiter, self._tls_waiter = self._tls_waiter, None
+            waiter(TlsFailure(SQUID_TLS_ERR_ACCEPT, lib_error="no TLS handshake within request_timeout"))
+            self.transport.abortConnection()
+            return
         session = self.session
         target = self._body_target()
         if target is not None and target is self.active and not target.exchange.body_done:

@@ -250,6 +250,109 @@ class ExchangeDriver:
         self.tunnel = None
         self.feed(ev.TunnelEnded(tunnel.bytes_up, tunnel.bytes_down))
 
+    # SslBump
+    def _read_client_hello(self, _cmd) -> None:
+        self.client.read_client_hello(self._client_hello)
+
+    def _client_hello(self, hello, problem, not_tls) -> None:
+        if not self.finished:
+            self.feed(ev.ClientHelloRead(hello, problem, not_tls))
+
+    def _resolved(self, host: str, addresses):
+        """The origin's addresses (known already, or looked up) and the DNS time."""
+        if addresses:
+            return defer.succeed((addresses, 0.0))
+        started = time.monotonic()
+        return self.service.dns.resolve(host).addCallback(lambda found: (found, time.monotonic() - started))
+
+    def _connect_tls(self, cmd: c.ConnectTls) -> None:
+        tls, checklist, pool = self.service.tls, self.exchange.checklist, self.service.pool
+        sessions = []
+
+        def session():
+            sessions.append(tls.origin_session(cmd.server_name, checklist))
+            return sessions[-1]
+
+        def connect(found):
+            addresses, seconds = found
+            d = pool.connect(("https", cmd.host, cmd.port), addresses, session)
+            return d.addCallback(lambda server: (server, seconds))
+
+        d = self._resolved(cmd.host, cmd.addresses).addCallback(connect)
+        d.addCallbacks(lambda found: self._server_tls(found[0], found[1]), self._connect_failed)
+
+    def _server_tls(self, server, seconds: float) -> None:
+        if self.finished:
+            lose(server.transport)
+            return
+        self.server = server
+        verification = server.tls.verification
+        self.feed(ev.ServerTlsReady(server.peer_ip, server.peer_port, verification.peer_cert,
+                                    tuple(verification.errors), seconds))
+
+    def _peek_server(self, cmd: c.PeekServer) -> None:
+        pool = self.service.pool
+        d = self._resolved(cmd.host, cmd.addresses).addCallback(
+            lambda found: pool.connect(("tcp", cmd.host, cmd.port), found[0]))
+        d.addCallbacks(self._peek_connected, self._connect_failed)
+
+    def _peek_connected(self, server) -> None:
+        if self.finished:
+            lose(server.transport)
+            return
+        self.server = server
+        server.driver = self
+        server.peek(self._server_hello)
+        server.write(self.client.take_raw())
+
+    def _server_hello(self, hello, data: bytes, problem) -> None:
+        if not self.finished:
+            server = self.server
+            self.feed(ev.ServerHelloRead(hello, data, problem, server.peer_ip, server.peer_port))
+
+    def _start_client_tls(self, cmd: c.StartClientTls) -> None:
+        listen = self.client.factory.listen
+        minter = self.service.tls.minter(listen)
+        if minter.helper is not None:
+            from twisted.internet import threads
+            threads.deferToThread(minter.certificate, cmd.props).addCallbacks(
+                lambda minted: self._minted(minted, listen), self._mint_failed)
+        else:
+            try:
+                minted = minter.certificate(cmd.props)
+            except Exception as e:          # a CA or helper problem: the client cannot be answered
+                return self._mint_failed(e)
+            self._minted(minted, listen)
+
+    def _minted(self, minted, listen) -> None:
+        if self.finished:
+            return
+        context = self.service.tls.server_context(minted, listen)
+        self.client.start_tls(context, self._client_tls_done)
+
+    def _mint_failed(self, reason) -> None:
+        from squidpy.tls.errors import SQUID_TLS_ERR_ACCEPT, TlsFailure
+        message = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(reason)
+        log.error("SslBump: cannot make a certificate: %s", message)
+        if not self.finished:
+            self.feed(ev.ClientTlsFailed(TlsFailure(SQUID_TLS_ERR_ACCEPT, lib_error=f"no certificate: {message}")))
+
+    def _client_tls_done(self, failure) -> None:
+        if self.finished:
+            return
+        if failure is None:
+            tls = self.client.tls
+            self.feed(ev.ClientTlsReady(tls.version, tls.alpn))
+        else:
+            self.feed(ev.ClientTlsFailed(failure))
+
+    def _bumped(self, cmd: c.Bumped) -> None:
+        self.client.bumped_info = cmd.info
+        server, self.server = self.server, None
+        if server is not None:          # the origin connection made for bumping serves its requests
+            server.driver = None
+            self.service.pool.release(server)
+
     # the store
     def _stream_stored(self, cmd: c.StreamStored) -> None:
         cache = self.service.cache
@@ -339,6 +442,11 @@ _HANDLERS = {
     c.ReleaseUpstream: ExchangeDriver._release_upstream,
     type(c.AbortUpstream): ExchangeDriver._abort_upstream,
     c.StartTunnel: ExchangeDriver._start_tunnel,
+    type(c.ReadClientHello): ExchangeDriver._read_client_hello,
+    c.ConnectTls: ExchangeDriver._connect_tls,
+    c.PeekServer: ExchangeDriver._peek_server,
+    c.StartClientTls: ExchangeDriver._start_client_tls,
+    c.Bumped: ExchangeDriver._bumped,
     c.StreamStored: ExchangeDriver._stream_stored,
     c.StoreStart: ExchangeDriver._store_start,
     c.StoreBody: ExchangeDriver._store_body,

@@ -84,6 +84,8 @@ class ServerConnection(PausableReading, Protocol):
         self.key = key
         self.tls = tls             # a squidpy.tls.session.TlsSession for https:// origins
         self.handshake = None      # fires when the TLS handshake is done (or fails)
+        self.peeking = None        # SslBump peek: called with the origin's first flight
+        self._peeked = b""
         self.driver = None
         self.tunnel = None
         self.parser = None
@@ -135,6 +137,30 @@ class ServerConnection(PausableReading, Protocol):
             d.errback(UpstreamError("ERR_SECURE_CONNECT_FAIL", failure.detail(), 503, server_ip=self.peer_ip,
                                     tls=failure))
 
+    def peek(self, callback) -> None:
+        """SslBump: read the origin's first flight (ServerHello, and its certificate before
+        TLS 1.3), then ``callback(hello, bytes read, problem)``."""
+        self.peeking = callback
+        self.deadline = time.monotonic() + self.pool.connect_timeout
+
+    def _peek_received(self, data: bytes) -> None:
+        from squidpy.tls.hello import MAX_HANDSHAKE, HelloError, parse_server_hello
+        self._peeked += data
+        try:
+            hello = parse_server_hello(self._peeked)
+        except HelloError as e:
+            return self._peek_over(None, str(e))
+        if hello is not None:
+            self._peek_over(hello, None)
+        elif len(self._peeked) > 2 * MAX_HANDSHAKE:
+            self._peek_over(None, "the server's first flight is too large")
+
+    def _peek_over(self, hello, problem) -> None:
+        callback, self.peeking = self.peeking, None
+        data, self._peeked = self._peeked, b""
+        self.deadline = None
+        callback(hello, data, problem)
+
     def write(self, data: bytes) -> None:
         if self.tls is not None:
             data = self.tls.send(data)
@@ -157,6 +183,9 @@ class ServerConnection(PausableReading, Protocol):
         tunnel, self.tunnel = self.tunnel, None
         if tunnel is not None:
             tunnel.server_closed()
+            return
+        if self.peeking is not None:
+            self._peek_over(None, "the server closed the connection before its TLS hello")
             return
         driver, self.driver = self.driver, None
         if driver is None or self._done:
@@ -235,6 +264,9 @@ class ServerConnection(PausableReading, Protocol):
         self._received(data)
 
     def _received(self, data: bytes) -> None:
+        if self.peeking is not None:
+            self._peek_received(data)
+            return
         if self.tunnel is not None:
             self.tunnel.from_server(data)
             return
@@ -388,7 +420,10 @@ class ServerConnection(PausableReading, Protocol):
         pass
 
     def timed_out(self) -> None:
-        if self.handshake is not None:
+        if self.peeking is not None:
+            self._peek_over(None, "no TLS hello from the server within connect_timeout")
+            self.transport.abortConnection()
+        elif self.handshake is not None:
             from squidpy.tls.errors import SQUID_TLS_ERR_CONNECT, TlsFailure
             self._handshake_over(TlsFailure(SQUID_TLS_ERR_CONNECT, lib_error="no TLS handshake within "
                                             "connect_timeout"))
