@@ -273,7 +273,7 @@ class ClientConnection(PausableReading, Protocol):
                              and self.session.body_target() is self._body_after_upgrade):
             return      # httptools skipped the body: it is read after the head (_read_upgrade_body)
         self._chunk_meter.stop()
-        if self.active is not None:
+        if self.active is not None and self._hello_waiter is None and self._tls_waiter is None:
             self.deadline = None
         target = self._body_target()
         self.session.body_ended()
