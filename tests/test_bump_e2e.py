@@ -137,10 +137,10 @@ def test_origins_with_bad_certificates_answer_inside_tls(make_proxy, ca, dns, tl
     proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
     for kind, code in (("expired", b"X509_V_ERR_CERT_HAS_EXPIRED"), ("wrongname", b"SQUID_X509_V_ERR_DOMAIN_MISMATCH"),
                        ("selfsigned", b"X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT")):
-        target = url(tls_origins, kind, "/size/3")
+        target = url(tls_origins, kind, "/echo?bumped-to-a-bad-origin")
         r = curl(proxy, target, ca[1])
         assert r.stdout.endswith(b"503") and code in r.stdout, (kind, r.stderr)
-        assert tls_origins.origins[kind].count() == 0
+        assert tls_origins.origins[kind].count("/echo?bumped-to-a-bad-origin") == 0
         assert re.search(r" NONE_NONE/503 \d+ GET ", proxy.log_line(f"GET {target}"))
 
 

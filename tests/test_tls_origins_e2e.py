@@ -53,12 +53,12 @@ def test_good_origin_and_a_second_request_reuses_nothing_wrong(make_proxy, tls_o
 ])
 def test_bad_origins_get_err_secure_connect_fail(make_proxy, tls_origins, dns, kind, code):
     proxy = make_proxy(policy(tls_origins, dns))
-    url = f"https://{kind}.test:{tls_origins.port(kind)}/size/5"
+    url = f"https://{kind}.test:{tls_origins.port(kind)}/echo?never-sent"
     status, headers, body = get(proxy, url)
     assert status == 503 and headers["x-squid-error"] == "ERR_SECURE_CONNECT_FAIL 0"
     text = body.decode()
     assert f"[No Error] (TLS code: {code})" in text
-    assert tls_origins.origins[kind].count() == 0          # nothing was sent to an origin we do not trust
+    assert tls_origins.origins[kind].count("/echo?never-sent") == 0     # nothing sent to an origin we do not trust
     line = proxy.log_line(f"GET {url}")
     assert re.search(r" TCP_MISS/503 \d+ GET \S+ - HIER_NONE/- text/html$", line), line
 

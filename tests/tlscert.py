@@ -73,7 +73,7 @@ class TestCA:
         return path
 
     def issue(self, names: list[str], not_before=None, not_after=None, key=None, organization: str = "Origin Ltd",
-              self_signed: bool = False, extended_usage: bool = True):
+              self_signed: bool = False, extended_usage: bool = True, client: bool = False):
         """A leaf certificate for ``names`` (DNS names, or IP addresses) and its key."""
         key = key or ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -98,8 +98,8 @@ class TestCA:
                                          crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
         )
         if extended_usage:
-            builder = builder.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                                            critical=False)
+            usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if not self_signed:
             builder = builder.add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)

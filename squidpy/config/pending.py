@@ -3,8 +3,7 @@
 Such lines are read and checked in full (``squidpy parse``, ``squidpy check``
 and ``squidpy ca export`` use them), but ``squidpy run`` and a reconfigure
 refuse them rather than let requests through unauthenticated, unfiltered or
-unrewritten, or let HTTPS pass untouched while the configuration says it is
-bumped.  Each entry goes once its feature becomes part of the request
+unrewritten.  Each entry goes once its feature becomes part of the request
 exchange (issue 11).
 """
 
@@ -14,5 +13,4 @@ from __future__ import annotations
 def not_yet_served(config) -> list[str]:
     """One sentence per feature group the proxy would not apply."""
     from squidpy.config.helper_directives import not_yet_served as helpers
-    from squidpy.config.tls_directives import not_yet_served as tls
-    return [*helpers(config), *tls(config)]
+    return helpers(config)

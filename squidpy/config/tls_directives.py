@@ -8,11 +8,9 @@ of ``http_port`` are read by :mod:`squidpy.tls.options` for
 ``ssl-bump`` port, ``cafile=``) are read when the configuration loads, so a
 wrong one is reported as ``FILE:LINE``.
 
-Directives in :data:`NOT_YET` are read and checked in full, but the proxy
-does not act on them yet (the SslBump exchange comes with issue 11's core):
-:func:`not_yet_served` names them, and ``squidpy run`` refuses to start on
-them (:mod:`squidpy.config.pending`) rather than let an admin believe HTTPS
-is filtered when it is not.
+The decisions the exchange asks of these lists (which signer, which
+adaptations, whether a certificate problem may pass) are here too, as pure
+functions.
 """
 
 from __future__ import annotations
@@ -32,9 +30,6 @@ from squidpy.tls.mint import ADAPT_ALGORITHMS, MAX_CN, SIGN_ALGORITHMS, SIGN_SEL
 from squidpy.tls.options import TlsOptionError, TlsOptions
 
 SECTION = "TLS and SslBump"
-
-# Read and checked, but not served until the proxy acts on them (see the module docstring).
-NOT_YET = frozenset({"https_port"})
 
 
 # ---------------------------------------------------------------- ssl_bump
@@ -349,6 +344,8 @@ def finish(config, warn_at, error_at) -> None:
                         warn_at(port.where, f"{cert_file}: {message}")
                 else:
                     _check_readable(cert_file, key_file)
+                if port.https:
+                    tls.server_context = _port_context(tls)
             except CaError as e:
                 error_at(port.where, f"tls-cert={cert_file}: {e}")
     outgoing = config.tls_outgoing_options
@@ -362,14 +359,15 @@ def finish(config, warn_at, error_at) -> None:
                      f"tls_outgoing_options {e}")
 
 
-def not_yet_served(config) -> list[str]:
-    """The TLS features the configuration uses that the proxy does not carry out yet."""
-    used = [(name, where) for name, where in config.tls_used.items() if name in NOT_YET]
-    if not used:
-        return []
-    names = ", ".join(f"{name} ({where})" for name, where in used)
-    return [f"{names}: read and checked, but squidpy does not bump TLS or apply TLS settings yet "
-            f"(issue 14 phase 2, docs/https.md); refusing to serve rather than let HTTPS through unfiltered"]
+def _port_context(tls):
+    from OpenSSL import SSL
+
+    from squidpy.tls.ca import CaError
+    from squidpy.tls.session import port_context
+    try:
+        return port_context(tls)
+    except (SSL.Error, OSError) as e:
+        raise CaError(f"OpenSSL cannot use it with tls-key={tls.certs[0][1]} and the port's options ({e})") from None
 
 
 def _check_readable(cert_file: str, key_file: str) -> None:
@@ -379,5 +377,4 @@ def _check_readable(cert_file: str, key_file: str) -> None:
             raise CaError(f"cannot read {path}")
 
 
-__all__ = ["CertRule", "CrtdProgram", "adaptations", "cert_error_allowed", "finish", "not_yet_served",
-           "sign_algorithm"]
+__all__ = ["CertRule", "CrtdProgram", "adaptations", "cert_error_allowed", "finish", "sign_algorithm"]

@@ -136,6 +136,7 @@ class ListenAddress:
     options: dict = field(default_factory=dict, compare=False, hash=False)
     tls: object = field(default=None, compare=False, hash=False)      # squidpy.tls.options.PortTls
     where: str = field(default="", compare=False, hash=False)         # FILE:LINE of its line
+    https: bool = field(default=False, compare=False, hash=False)     # an https_port: TLS from the start
 
     @property
     def key(self) -> tuple[str, int]:
@@ -182,4 +183,4 @@ def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool =
     except TlsOptionError as e:
         raise ValueError(str(e)) from None
     return ListenAddress(host, port, options.get("name") or spec, options,
-                         tls if (https or tls.has_tls) else None, where)
+                         tls if (https or tls.has_tls) else None, where, https)

@@ -138,6 +138,13 @@ def tls_facts(ch, entry: LogEntry, bumped: BumpedInfo) -> None:
     entry.server_cert = bumped.server_cert
 
 
+def certificate_user(cert) -> str | None:
+    """%us: the common name of a client certificate (https_port), as Squid logs it."""
+    from cryptography.x509.oid import NameOID
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return names[0].value if names else None
+
+
 def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
     """The first request of a connection bumped to show a page gets it; then the
     connection closes (as in Squid, logged NONE_NONE)."""

@@ -81,7 +81,7 @@ class ClientInfo:
     SslBump learnt, on a connection that now carries HTTP inside TLS."""
 
     __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "port_tls",
-                 "bumped")
+                 "bumped", "client_cert")
 
     def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
                  port_tls=None, bumped=None):
@@ -93,6 +93,7 @@ class ClientInfo:
         self.closing = False
         self.port_tls = port_tls
         self.bumped = bumped
+        self.client_cert = None         # the certificate a client of an https_port presented
 
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
@@ -272,6 +273,9 @@ class Exchange:
             ch.dst_name = self.shared.cached_name(target.host)
         if client.bumped is not None:
             bumping.tls_facts(ch, self.entry, client.bumped)
+        if client.client_cert is not None:
+            ch.client_cert = client.client_cert
+            self.entry.user_ssl = bumping.certificate_user(client.client_cert)
         return ch
 
     def _check(self) -> None:

@@ -79,6 +79,10 @@ class ClientConnection(PausableReading, Protocol):
         t.registerProducer(self, True)
         self.deadline = time.monotonic() + self.service.config.request_timeout
         self.service.client_connected(self)
+        if listen is not None and listen.https and listen.tls.server_context is not None:
+            from squidpy.tls.session import TlsSession
+            self.tls = TlsSession(listen.tls.server_context, server_side=True)
+            self._tls_waiter = self._https_ready
 
     def connectionLost(self, reason):
         self.service.client_disconnected(self)
@@ -424,6 +428,13 @@ class ClientConnection(PausableReading, Protocol):
             self._plain_received(out.plaintext)
         if out.closed:
             self.tls_closed()
+
+    def _https_ready(self, failure) -> None:
+        """An https_port client finished (or failed) its handshake: its certificate, if it
+        gave one, is a fact of its requests (user_cert, ca_cert, %us)."""
+        if failure is None:
+            self.info.client_cert = self.tls.peer_certificate()
+            self.deadline = time.monotonic() + self.service.config.request_timeout
 
     def tls_closed(self) -> None:
         """close_notify (or EOF) from a TLS client: as a plain EOF."""

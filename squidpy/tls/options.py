@@ -224,6 +224,7 @@ class PortTls(TlsOptions):
     generate_host_certificates: bool = True
     dynamic_cert_mem_cache_size: int = DEFAULT_CERT_CACHE
     ca: object = field(default=None, compare=False, repr=False)    # the SigningCa, once loaded
+    server_context: object = field(default=None, compare=False, repr=False)   # an https_port's, once made
 
     def parse_port(self, token: str, warn, resolve_path=lambda p: p) -> bool:
         """Apply one http_port/https_port word if it is a TLS one; False if it is not.

@@ -50,6 +50,36 @@ def bump_context(minted, options: TlsOptions | None = None, alpn: bytes | None =
     return ctx
 
 
+def port_context(tls, alpn: bytes | None = BUMP_ALPN) -> SSL.Context:
+    """An https_port's context: its own certificate (and chain) and key, its options, and
+    client certificates asked for when tls-cafile= or clientca= is given (required unless
+    sslflags=CONDITIONAL_AUTH; DELAYED_AUTH and DONT_VERIFY_PEER ask for none), as Squid
+    configures them.  Raises SSL.Error for files OpenSSL cannot use."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_options(tls.openssl_options())
+    if tls.cipher:
+        ctx.set_cipher_list(tls.cipher.encode())
+    cert_file, key_file = tls.certs[0]
+    ctx.use_certificate_chain_file(cert_file)
+    ctx.use_privatekey_file(key_file)
+    ctx.check_privatekey()
+    cas = list(tls.cafiles) + ([tls.clientca] if tls.clientca else [])
+    flags = tls.flags
+    if cas and not flags & {"DELAYED_AUTH", "DONT_VERIFY_PEER"}:
+        for cafile in cas:
+            ctx.load_verify_locations(cafile)
+        ctx.load_client_ca((tls.clientca or tls.cafiles[0]).encode())
+        mode = SSL.VERIFY_PEER
+        if "CONDITIONAL_AUTH" not in flags:
+            mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+        ctx.set_verify(mode, lambda conn, cert, errnum, depth, ok: bool(ok))
+    if alpn is not None:
+        def select(conn, offered):
+            return alpn if alpn in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+        ctx.set_alpn_select_callback(select)
+    return ctx
+
+
 @dataclass
 class TlsOutput:
     """What one call produced: bytes for the network, plaintext for the application."""
