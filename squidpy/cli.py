@@ -66,9 +66,12 @@ def parse():
     config = load_config()
     for warning in config.warnings:
         click.echo(str(warning), err=True)
+    from squidpy.acl.check import https_blind_spots
     from squidpy.config.pending import not_yet_served
     for problem in not_yet_served(config):
         click.echo(f"{config.source}: note: {problem}", err=True)
+    for where, note in https_blind_spots(config):
+        click.echo(f"{where}: note: {note}", err=True)
     click.echo(f"{config.source}: OK")
 
 

@@ -68,3 +68,47 @@ def test_check_agrees_with_curl_through_the_proxy(tmp_path, make_proxy, tls_orig
         assert proxy.log_line(f"CONNECT good.test:{port}")
     finally:
         dns.stop()
+
+
+# ---------------------------------------------------------------- with SslBump
+
+def bump_config(tmp_path, rules: str) -> str:
+    from squidpy.tls.ca import init_ca
+    pem, _ = init_ca(str(tmp_path / "ca"))
+    conf = tmp_path / "squidpy.conf"
+    conf.write_text(CONFIG + "acl step1 at_step SslBump1\nacl banks ssl::server_name .bank.test\n"
+                    f"http_port 3128 ssl-bump tls-cert={pem}\n" + rules)
+    return str(conf)
+
+
+def test_bumped_https_is_judged_on_its_path(tmp_path):
+    conf = bump_config(tmp_path, "ssl_bump peek step1\nssl_bump splice banks\nssl_bump bump all\n")
+    result = CliRunner().invoke(main, ["check", "-f", conf, "https://www.example.test/secret", "--dst", "127.0.0.1"])
+    assert result.exit_code == 1, result.output
+    assert "SslBump decrypts this connection" in result.output
+    assert "SslBump1: peek" in result.output and "SslBump2: bump" in result.output
+    assert "DENY  GET https://www.example.test/secret" in result.output
+    spliced = CliRunner().invoke(main, ["check", "-f", conf, "https://www.bank.test/secret", "--dst", "127.0.0.1"])
+    assert spliced.exit_code == 0 and "spliced at step 2" in spliced.output
+    assert "The full URL https://www.bank.test/secret would be DENIED" in spliced.output
+
+
+def test_a_refused_connect_is_shown_inside_tls(tmp_path):
+    conf = bump_config(tmp_path, "")
+    result = CliRunner().invoke(main, ["check", "-f", conf, "https://www.blocked.test/", "--dst", "127.0.0.1"])
+    assert result.exit_code == 1 and "to show it inside TLS" in result.output
+
+
+def test_parse_notes_url_rules_that_never_see_https(tmp_path):
+    import subprocess
+    import sys
+    plain = tmp_path / "plain.conf"
+    plain.write_text(CONFIG)
+    out = subprocess.run([sys.executable, "-m", "squidpy", "parse", "-f", str(plain)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0
+    assert f"{plain}:5: note: url_regex ACL 'secret' sees only host:port of HTTPS requests" in out.stderr
+    bumping = bump_config(tmp_path, "ssl_bump peek step1\nssl_bump bump all\n")
+    out = subprocess.run([sys.executable, "-m", "squidpy", "parse", "-f", bumping], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "note:" not in out.stderr

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from squidpy.acl.check import evaluate, render, render_tunnel_note, tunnel_target
+from squidpy.acl.check import evaluate, https_view, render, render_bumped_note, render_tunnel_note, tunnel_target
 from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending
 from squidpy.cli_options import config_option, load_config
 from squidpy.http.url import BadTarget, internal_target, parse_target
@@ -122,7 +122,21 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, l
         click.echo(render(report, ch, verbose))
         sys.exit(0 if report.verdict.allowed else 1)
     tunnel_ch, tunnel_report = decide("CONNECT", tunnel)
-    _, report = decide(method, target)
+    ch, report = decide(method, target)
+    listen = next((p for p in config.http_port if p.port == local_port), None) or (
+        config.http_port[0] if config.http_port else None)
+    if not tunnel_report.verdict.allowed:
+        from squidpy.tls.bump import bump_to_deny
+        tls = listen.tls if listen is not None else None
+        shown = tls is not None and bump_to_deny(tls.ssl_bump, config.ssl_bump, tls.certs != [],
+                                                 config.bump_denied_connect, 403)
+        click.echo(render(tunnel_report, tunnel_ch, verbose, page_in_tls=shown))
+        sys.exit(1)
     click.echo(render(tunnel_report, tunnel_ch, verbose))
-    click.echo(render_tunnel_note(target.url, target.path, tunnel_report, report))
-    sys.exit(0 if tunnel_report.verdict.allowed else 1)
+    view = https_view(config, listen, tunnel_ch, lookup_facts(tunnel, client_ip, dst, tunnel_ch, user))
+    if view.bumped:
+        click.echo(render_bumped_note(view, target.url))
+        click.echo("\n".join("  " + line for line in render(report, ch, verbose).splitlines()))
+        sys.exit(0 if report.verdict.allowed else 1)
+    click.echo(render_tunnel_note(target.url, target.path, tunnel_report, report, view))
+    sys.exit(0)
