@@ -54,9 +54,9 @@ def test_https_proxy_tunnels_too(make_proxy, certs, tls_origin):
 
 def test_a_client_that_does_not_trust_us(make_proxy, certs, origin):
     proxy, proxy_url = https_proxy(make_proxy, certs)
-    r = subprocess.run(["curl", "-s", "-m", "10", "--proxy", proxy_url, origin.url("/size/1")], capture_output=True,
-                       timeout=30)
-    assert r.returncode != 0 and origin.count("/size/1") == 0
+    r = subprocess.run(["curl", "-s", "-m", "10", "--proxy", proxy_url, origin.url("/size/1?distrusted")],
+                       capture_output=True, timeout=30)
+    assert r.returncode != 0 and origin.count("/size/1?distrusted") == 0
     assert curl(proxy_url, origin.url("/size/2"), certs).stdout == b"xx\n200"      # and the port still serves
 
 
