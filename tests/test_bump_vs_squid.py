@@ -106,4 +106,59 @@ dns_nameservers 127.0.0.1:{dns.port}
         got = summary(ours.log_lines(count=len(expected), timeout=10))
     finally:
         ours.stop()
-    assert got == expected
+    if got != expected:
+        pytest.fail("squidpy:\n" + "\n".join(got) + "\nSquid 5.7:\n" + "\n".join(expected), pytrace=False)
+
+
+TLS_FORMAT = ("%ssl::bump_mode %ssl::>sni %\"ssl::<cert_subject %\"ssl::<cert_issuer %ssl::<cert_errors "
+              "%ssl::>negotiated_version %ssl::<negotiated_version %ssl::>negotiated_cipher "
+              "%ssl::>received_hello_version %ssl::>received_supported_version "
+              "%ssl::<received_hello_version %ssl::<received_supported_version %rm %ru")
+TLS_RULES = {
+    "peek-then-bump": RULES["peek-then-bump"],
+    "stare-then-bump": RULES["stare-then-bump"] + "sslproxy_cert_error allow all\n",
+    "peek-then-splice": RULES["peek-then-splice"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TLS_RULES))
+def test_same_tls_log_codes_as_squid(name, shared, tls_origins, tmp_path):
+    """%ssl:: codes: the same values on the same lines as Squid's."""
+    root, pem, crt, cafile, dns = shared
+    rules = TLS_RULES[name] + f"logformat tls {TLS_FORMAT}\n"
+    db = root / f"ssl_db-tls-{name}"
+    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
+    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
+    squid_dir = root / f"squid-tls-{name}"
+    port = free_port()
+    squid = SquidProcess(squid_dir, f"""
+http_port 127.0.0.1:{port} ssl-bump tls-cert={pem}
+sslcrtd_program {CERTGEN} -s {db} -M 4MB
+tls_outgoing_options cafile={cafile}
+{POLICY}{rules}access_log {squid_dir}/tls.log tls
+""", hosts={f"{k}.test": "127.0.0.1" for k in (*KINDS, "blocked")}, binary=SQUID_OPENSSL)
+    try:
+        fetch_all(squid.url, crt, tls_origins)
+        time.sleep(1.2)
+        expected = [line for line in (squid_dir / "tls.log").read_text().splitlines() if line]
+    finally:
+        squid.stop()
+    ours = ProxyProcess(tmp_path / "squidpy", f"""
+http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
+sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
+tls_outgoing_options cafile={cafile}
+dns_nameservers 127.0.0.1:{dns.port}
+{POLICY}{rules}access_log {tmp_path}/tls.log tls
+""")
+    try:
+        fetch_all(ours.url, crt, tls_origins)
+        ours.log_lines(count=len(expected), timeout=10)
+        deadline = time.monotonic() + 5
+        got = []
+        while time.monotonic() < deadline and len(got) < len(expected):
+            got = [line for line in (tmp_path / "tls.log").read_text().splitlines() if line]
+            time.sleep(0.2)
+    finally:
+        ours.stop()
+    if got != expected:
+        pytest.fail("squidpy:\n" + "\n".join(got) + "\nSquid 5.7:\n" + "\n".join(expected), pytrace=False)

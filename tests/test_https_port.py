@@ -60,8 +60,10 @@ def test_a_client_that_does_not_trust_us(make_proxy, certs, origin):
     assert curl(proxy_url, origin.url("/size/2"), certs).stdout == b"xx\n200"      # and the port still serves
 
 
-def test_client_certificates_required_with_tls_cafile(make_proxy, certs, origin):
+def test_client_certificates_required_with_tls_cafile(make_proxy, certs, origin, tmp_path):
     policy = "acl staff user_cert O Staff\nacl ours ca_cert CN Client-Root\nhttp_access allow local staff\n"
+    policy += ("logformat tls %ssl::>cert_subject %ssl::>cert_issuer %tls::>negotiated_version %rp\n"
+               f"access_log {tmp_path}/proxy0/access.log squid\naccess_log {tmp_path}/proxy0/tls.log tls\n")
     proxy, proxy_url = https_proxy(make_proxy, certs, f"tls-cafile={certs['client_root']}", policy)
     anonymous = curl(proxy_url, origin.url("/size/1"), certs)
     assert anonymous.returncode != 0                         # no certificate: no TLS
@@ -70,6 +72,8 @@ def test_client_certificates_required_with_tls_cafile(make_proxy, certs, origin)
     assert r.stdout == b"xxxx\n200", r.stderr
     line = proxy.log_line(f"GET {origin.url('/size/4')}")
     assert " alice " in line                                 # %un: the certificate's CN, as Squid's %us
+    tls_line = (proxy.dir / "tls.log").read_text().splitlines()[-1]
+    assert tls_line == "/O=Staff/CN=alice /O=squidpy tests/CN=Client-Root TLS/1.3 /size/4"
     mallory_cert, mallory_key = certs["mallory"]
     r = curl(proxy_url, origin.url("/size/6"), certs, "--proxy-cert", str(mallory_cert), "--proxy-key",
              str(mallory_key))

@@ -116,6 +116,8 @@ def test_curl_through_the_bumping_side(minted, listener):
     assert failure is None and curl.stdout == b"hello bump!"
     assert request.startswith(b"GET /path HTTP/1.1\r\n")
     assert session.alpn == "http/1.1" and session.server_name == "bumped.test"
+    facts = session.facts()              # curl's hello comes in a TLS/1.0 record and offers TLS 1.3
+    assert (facts.version, facts.hello_version, facts.supported_version) == ("TLS/1.3", "TLS/1.0", "TLS/1.3")
     assert b"ALPN: server accepted http/1.1" in curl.stderr or b"ALPN, server accepted" in curl.stderr
 
 
@@ -227,6 +229,9 @@ def test_client_side_to_origins(tls_origins):
     assert failure is None and reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"xxxxx")
     assert good.alpn == "http/1.1" and good.version in ("TLSv1.2", "TLSv1.3")
     assert good.peer_certificate() == tls_origins.certs["good"]
+    facts = good.facts()                 # what %ssl::<negotiated_version and the like log, in Squid's words
+    assert facts.version in ("TLS/1.2", "TLS/1.3") and facts.cipher
+    assert facts.hello_version == "TLS/1.2" and facts.supported_version == facts.version
     bad = TlsSession(ctx, server_side=False, verification=Verification("expired.test", options))
     failure, reply = drive_client(bad, tls_origins.port("expired"), b"GET / HTTP/1.1\r\n\r\n")
     assert failure.name == "X509_V_ERR_CERT_HAS_EXPIRED" and reply == b""

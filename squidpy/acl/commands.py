@@ -63,9 +63,10 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, l
 
     For CONNECT, give URL as host:port with --method CONNECT; a bare path
     (/squid-internal-mgr/info, /proxy.pac) is a request to the proxy itself.
-    An https:// URL is checked as browsers send it, CONNECT host:port (the
-    proxy does not bump TLS), and the answer says whether the URL's own
-    rules would have decided otherwise.
+    An https:// URL is checked as browsers send it, CONNECT host:port, then
+    through ssl_bump's steps: a bumped request is judged again on its whole
+    URL; without SslBump the answer says whether the URL's own rules would
+    have decided otherwise.
     Exit status: 0 allowed, 1 denied, 2 bad arguments or configuration.
     """
     config = load_config()

@@ -41,6 +41,7 @@ from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, State, on
 from squidpy.log.entry import LogEntry
 from squidpy.tls import bump
 from squidpy.tls.mint import SIGN_TRUSTED, CertProperties
+from squidpy.tls.session import hello_facts
 
 
 @dataclass
@@ -105,6 +106,7 @@ def bump_to_deny(x, verdict, access_list) -> bool:
                              x.config.bump_denied_connect, 403):
         return False
     x.entry.result = "TCP_DENIED"
+    x.entry.bump_mode = bump.BUMP
     x.bump = BumpRole(step1=bump.CLIENT_FIRST, denial=(verdict, access_list))
     _established(x)
     return True
@@ -136,6 +138,7 @@ def tls_facts(ch, entry: LogEntry, bumped: BumpedInfo) -> None:
     entry.sni = bumped.sni
     entry.bump_mode = bumped.bump_mode
     entry.server_cert = bumped.server_cert
+    entry.cert_errors = bumped.ssl_errors
 
 
 def certificate_user(cert) -> str | None:
@@ -147,7 +150,9 @@ def certificate_user(cert) -> str | None:
 
 def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
     """The first request of a connection bumped to show a page gets it; then the
-    connection closes (as in Squid, logged NONE_NONE)."""
+    connection closes (as in Squid, logged NONE_NONE, with no bump mode)."""
+    if bumped.denial is not None or bumped.failure is not None:
+        x.entry.bump_mode = None
     if bumped.denial is not None:
         verdict, access_list = bumped.denial
         bumped.denial = None
@@ -159,6 +164,8 @@ def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
         bumped.failure = None
         x.keep_alive = False
         x.entry.tls_failure = tls
+        if tls is not None:
+            x.entry.server_cert = tls.peer_cert
         x.fail(error, detail, status, result="NONE_NONE")
         return True
     return False
@@ -188,6 +195,7 @@ def _client_hello(x, event: ev.ClientHelloRead) -> None:
         return _terminate(x, established=True)
     role.hello = event.hello
     x.checklist.sni = x.entry.sni = event.hello.server_name
+    x.entry.client_tls = hello_facts(event.hello)
     if role.denial is not None or role.step1 in (bump.BUMP, bump.CLIENT_FIRST):
         return _mint_for_client(x)
     if role.step1 == bump.SERVER_FIRST:
@@ -248,7 +256,9 @@ def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
     if event.seconds:
         e.dns_time = (e.dns_time or 0) + event.seconds
     role.server_cert = ch.server_cert = e.server_cert = event.cert
-    role.errors = ch.ssl_errors = event.errors
+    role.errors = ch.ssl_errors = e.cert_errors = event.errors
+    if event.tls is not None:
+        e.server_tls = event.tls
     if role.step2 == bump.STARE:
         return _step3(x)
     _mint_for_client(x)
@@ -260,6 +270,8 @@ def _server_hello(x, event: ev.ServerHelloRead) -> None:
     x.upstream = "open"
     e.hierarchy, e.server_ip, e.server_port = "HIER_DIRECT", event.peer_ip, event.peer_port
     role.extra = [event.data]
+    if event.hello is not None:
+        e.server_tls = hello_facts(event.hello)
     if event.hello is not None and event.hello.certificates:
         from cryptography import x509
         try:
@@ -295,7 +307,8 @@ def _server_failed(x, event: ev.ConnectFailed) -> None:
     role, e = x.bump, x.entry
     x.upstream = None
     if event.tls is not None:
-        role.errors = x.checklist.ssl_errors = event.tls.errors
+        role.errors = x.checklist.ssl_errors = e.cert_errors = event.tls.errors
+        e.server_cert = event.tls.peer_cert     # logged (%ssl::<cert_subject), not mimicked
     role.failure = (event.error, event.detail, event.status, event.tls)
     e.hierarchy, e.server_ip = "HIER_NONE", None
     _mint_for_client(x, failed=True)
@@ -329,6 +342,8 @@ def _client_tls_ready(x, event: ev.ClientTlsReady) -> None:
     info = BumpedInfo(target.host, target.port, role.hello.server_name if role.hello is not None else None,
                       role.server_cert, tuple(role.errors), e.bump_mode or bump.BUMP, role.failure, role.denial)
     e.reply_header_size = e.reply_body_size = 0
+    if event.tls is not None:
+        e.client_tls = event.tls
     x.upstream = None
     x.keep_alive = True
     x._emit(c.Bumped(info))

@@ -86,6 +86,7 @@ class Connected(Event):
     local_port: int | None = None
     reused: bool = False
     seconds: float = 0.0        # time spent resolving the origin's name (DNS)
+    tls: Any = None             # squidpy.tls.session.TlsFacts of an https:// origin connection
 
 
 @dataclass(slots=True)
@@ -175,6 +176,7 @@ class ServerTlsReady(Event):
     cert: Any
     errors: tuple = ()
     seconds: float = 0.0        # DNS time
+    tls: Any = None             # squidpy.tls.session.TlsFacts
 
 
 @dataclass(slots=True)
@@ -193,6 +195,7 @@ class ClientTlsReady(Event):
     """The bumped client finished its handshake with our minted certificate."""
     version: str | None = None
     alpn: str | None = None
+    tls: Any = None             # squidpy.tls.session.TlsFacts
 
 
 @dataclass(slots=True)

@@ -81,7 +81,7 @@ class ClientInfo:
     SslBump learnt, on a connection that now carries HTTP inside TLS."""
 
     __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "port_tls",
-                 "bumped", "client_cert")
+                 "bumped", "client_cert", "tls")
 
     def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
                  port_tls=None, bumped=None):
@@ -94,6 +94,7 @@ class ClientInfo:
         self.port_tls = port_tls
         self.bumped = bumped
         self.client_cert = None         # the certificate a client of an https_port presented
+        self.tls = None                 # squidpy.tls.session.TlsFacts once the client speaks TLS to us
 
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
@@ -274,8 +275,10 @@ class Exchange:
         if client.bumped is not None:
             bumping.tls_facts(ch, self.entry, client.bumped)
         if client.client_cert is not None:
-            ch.client_cert = client.client_cert
+            ch.client_cert = self.entry.client_cert = client.client_cert
             self.entry.user_ssl = bumping.certificate_user(client.client_cert)
+        if client.tls is not None:
+            self.entry.client_tls = client.tls
         return ch
 
     def _check(self) -> None:
@@ -689,6 +692,8 @@ class Exchange:
         e.server_local_ip, e.server_local_port = event.local_ip, event.local_port
         if event.seconds:
             e.dns_time = (e.dns_time or 0) + event.seconds
+        if event.tls is not None:
+            e.server_tls = event.tls
         self.upstream = "open"
         self.reused = event.reused
         self.upstream_started = self.shared.now()

@@ -26,8 +26,9 @@ class LogEntry:
         # who: Squid's %ul %ue %ui %us, and what external ACLs said (%et %ea)
         "user_login", "user_external", "user_ident", "user_ssl", "tag", "ext_log",
         "notes",
-        # TLS: Squid's %ssl::bump_mode, %ssl::>sni, the server's certificate, why TLS failed
-        "bump_mode", "sni", "server_cert", "tls_failure",
+        # TLS: Squid's %ssl::bump_mode, %ssl::>sni, the certificates, why TLS failed, the
+        # certificate problems let through, what each side negotiated
+        "bump_mode", "sni", "server_cert", "tls_failure", "client_cert", "cert_errors", "client_tls", "server_tls",
     )
 
     def __init__(self, start: float = 0.0):
@@ -74,6 +75,10 @@ class LogEntry:
         self.sni = None               # the client's TLS server name (%ssl::>sni)
         self.server_cert = None       # the origin's certificate, when TLS was bumped
         self.tls_failure = None       # squidpy.tls.errors.TlsFailure of ERR_SECURE_CONNECT_FAIL
+        self.client_cert = None       # the client's certificate (https_port), %ssl::>cert_subject
+        self.cert_errors = ()         # the origin certificate's problems let through (%ssl::<cert_errors)
+        self.client_tls = None        # squidpy.tls.session.TlsFacts of the client connection
+        self.server_tls = None        # ... of the origin connection
 
     @property
     def elapsed_ms(self) -> int:

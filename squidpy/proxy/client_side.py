@@ -434,6 +434,7 @@ class ClientConnection(PausableReading, Protocol):
         gave one, is a fact of its requests (user_cert, ca_cert, %us)."""
         if failure is None:
             self.info.client_cert = self.tls.peer_certificate()
+            self.info.tls = self.tls.facts()
             self.deadline = time.monotonic() + self.service.config.request_timeout
 
     def tls_closed(self) -> None:
@@ -448,6 +449,8 @@ class ClientConnection(PausableReading, Protocol):
         self.bumped_info = None
         self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
                                self.info.port_tls, info)
+        if self.tls is not None:
+            self.info.tls = self.tls.facts()
         self.session = ClientSession()
         self.parser = None
         self.raw = None

@@ -192,7 +192,7 @@ class ExchangeDriver:
         self.server = server
         server.driver = self
         self.feed(ev.Connected(server.peer_ip, server.peer_port, server.local_ip, server.local_port, reused,
-                               dns_seconds))
+                               dns_seconds, None if server.tls is None else server.tls.facts()))
 
     def _connect_failed(self, failure) -> None:
         if self.finished:
@@ -288,7 +288,7 @@ class ExchangeDriver:
         self.server = server
         verification = server.tls.verification
         self.feed(ev.ServerTlsReady(server.peer_ip, server.peer_port, verification.peer_cert,
-                                    tuple(verification.errors), seconds))
+                                    tuple(verification.errors), seconds, server.tls.facts()))
 
     def _peek_server(self, cmd: c.PeekServer) -> None:
         pool = self.service.pool
@@ -342,7 +342,7 @@ class ExchangeDriver:
             return
         if failure is None:
             tls = self.client.tls
-            self.feed(ev.ClientTlsReady(tls.version, tls.alpn))
+            self.feed(ev.ClientTlsReady(tls.version, tls.alpn, tls.facts()))
         else:
             self.feed(ev.ClientTlsFailed(failure))
 

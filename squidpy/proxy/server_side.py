@@ -39,6 +39,10 @@ from squidpy.proxy.flow import PausableReading
 from squidpy.proxy.seam import unlink_connector
 
 MAX_IDLE_PER_ORIGIN = 32
+# an idle TLS connection saves a handshake (two round trips and the origin's signature), not
+# just a TCP connect: bumped clients (50 browsers' worth of keep-alive connections to one
+# origin) keep more of them
+MAX_IDLE_TLS_PER_ORIGIN = 256
 ATTEMPT_DELAY = 0.25        # seconds before the next address is tried alongside (RFC 8305: 250 ms)
 
 
@@ -531,7 +535,8 @@ class ServerPool:
         conn.parser = None
         conns = self.idle.get(conn.key)
         if (not conn.connected or self.idle_timeout <= 0
-                or (conns is not None and len(conns) >= MAX_IDLE_PER_ORIGIN)):
+                or (conns is not None
+                    and len(conns) >= (MAX_IDLE_PER_ORIGIN if conn.tls is None else MAX_IDLE_TLS_PER_ORIGIN))):
             lose(conn.transport)
             return
         if conns is None:

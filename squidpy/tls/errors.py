@@ -231,6 +231,9 @@ def x509_name_oneline(name: x509.Name) -> str:
             key = attr.rfc4514_attribute_name
             short = _ONELINE_KEYS.get(attr.oid.dotted_string, key)
             value = attr.value if isinstance(attr.value, str) else attr.value.hex()
+            if not value.isascii() or not value.isprintable():
+                # OpenSSL writes bytes outside 32..126 as \xHH: a name stays one line
+                value = "".join(chr(b) if 32 <= b <= 126 else f"\\x{b:02X}" for b in value.encode("utf-8"))
             parts.append(f"/{short}={value}")
     return "".join(parts)
 

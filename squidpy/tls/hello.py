@@ -379,6 +379,7 @@ class ServerHello:
     certificates: tuple[bytes, ...]      # DER, leaf first; empty from TLS 1.3 on (encrypted) or on resumption
     hello_retry: bool                    # a TLS 1.3 HelloRetryRequest
     size: int
+    record_version: int | None = None    # version field of the first record
 
     @property
     def version(self) -> int:
@@ -399,7 +400,7 @@ def parse_server_hello(data: bytes) -> ServerHello | None:
     found = _handshake_bytes(data, SERVER_HELLO, "the server")
     if found is None:
         return None
-    message, _, used = found
+    message, record_version, used = found
     r = _Reader(message, "ServerHello")
     r.take(1, "type")
     body = r.vector(3, "body")
@@ -431,12 +432,12 @@ def parse_server_hello(data: bytes) -> ServerHello | None:
     hello_size = len(message) - r.left
     hello_retry = random == HELLO_RETRY_RANDOM
     if selected is not None and selected >= 0x0304:
-        return ServerHello(legacy_version, selected, cipher, alpn, (), hello_retry, used)
+        return ServerHello(legacy_version, selected, cipher, alpn, (), hello_retry, used, record_version)
     certificates = _certificates_after(message[hello_size:], data[used:])
     if certificates is None:
         return None
     certs, extra = certificates
-    return ServerHello(legacy_version, selected, cipher, alpn, certs, hello_retry, used + extra)
+    return ServerHello(legacy_version, selected, cipher, alpn, certs, hello_retry, used + extra, record_version)
 
 
 def _certificates_after(rest: bytes, more: bytes) -> tuple[tuple[bytes, ...], int] | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from OpenSSL import SSL
 
 from squidpy.tls.errors import SQUID_TLS_ERR_ACCEPT, SQUID_TLS_ERR_CONNECT, TlsFailure
+from squidpy.tls.hello import HelloError, parse_client_hello, parse_server_hello, version_name
 from squidpy.tls.options import TlsOptions
 from squidpy.tls.verify import Verification, library_reason, system_reason
 
@@ -80,6 +81,32 @@ def port_context(tls, alpn: bytes | None = BUMP_ALPN) -> SSL.Context:
     return ctx
 
 
+@dataclass(frozen=True)
+class TlsFacts:
+    """What a TLS connection negotiated, for the log (%ssl::>negotiated_version and the
+    like), in Squid's words: versions as ``TLS/1.2``, the cipher by its OpenSSL name.
+    ``hello_version``: the version of the record that carried the peer's hello (often
+    TLS/1.0 from modern clients); ``supported_version``: the highest the peer's hello
+    offered (a client) or chose (a server)."""
+
+    version: str | None = None
+    cipher: str | None = None
+    hello_version: str | None = None
+    supported_version: str | None = None
+
+
+def hello_facts(hello) -> TlsFacts:
+    """The hello half of the facts, from a parsed ClientHello or ServerHello."""
+    if hello is None:
+        return TlsFacts()
+    record = getattr(hello, "record_version", None)
+    return TlsFacts(hello_version=version_name(record) if record is not None else None,
+                    supported_version=hello.version_name)
+
+
+PEER_HELLO_LIMIT = 65536
+
+
 @dataclass
 class TlsOutput:
     """What one call produced: bytes for the network, plaintext for the application."""
@@ -109,6 +136,9 @@ class TlsSession:
         self.unclean = False             # closed without close_notify
         self.failure: TlsFailure | None = None
         self._pending_plaintext: list[bytes] = []
+        self.peer_hello = None           # the peer's parsed hello (squidpy.tls.hello), for the log
+        self._hello_bytes: bytearray | None = bytearray()
+        self._facts: TlsFacts | None = None
 
     # ------------------------------------------------------------ facts
     @property
@@ -128,6 +158,32 @@ class TlsSession:
     def peer_certificate(self):
         return self.conn.get_peer_certificate(as_cryptography=True)
 
+    def facts(self) -> TlsFacts:
+        """What was negotiated (once established) and what the peer's hello said."""
+        if self._facts is not None:
+            return self._facts
+        hello = hello_facts(self.peer_hello)
+        if not self.established:
+            return hello
+        name = self.conn.get_protocol_version_name()        # "TLSv1.3"
+        version = name.replace("TLSv", "TLS/").replace("SSLv", "SSL/") if name else None
+        if version and "/" in version and "." not in version:
+            version += ".0"                                 # OpenSSL says TLSv1 for 1.0
+        self._facts = TlsFacts(version, self.conn.get_cipher_name(), hello.hello_version, hello.supported_version)
+        return self._facts
+
+    def _keep_hello(self, data: bytes) -> None:
+        """Parse the peer's hello from the first bytes it sends (never more than 64 KB)."""
+        buf = self._hello_bytes
+        buf += data
+        try:
+            hello = parse_client_hello(buf) if self.server_side else parse_server_hello(buf)
+        except HelloError:
+            hello, buf = None, None
+        if hello is not None or buf is None or len(buf) > PEER_HELLO_LIMIT:
+            self.peer_hello = hello
+            self._hello_bytes = None
+
     # ------------------------------------------------------------ bytes in, bytes out
     def start(self) -> TlsOutput:
         """A client side's first flight (its ClientHello)."""
@@ -142,6 +198,8 @@ class TlsSession:
             out.failure = self.failure
             return out
         if data:
+            if self._hello_bytes is not None:
+                self._keep_hello(data)
             self.conn.bio_write(data)
         else:
             self.conn.bio_shutdown()
