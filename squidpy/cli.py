@@ -9,7 +9,7 @@ import sys
 import click
 
 from squidpy import __version__
-from squidpy.cli_options import config_option, load_config
+from squidpy.cli_options import config_option, echo_problem, load_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,7 +65,7 @@ def parse():
     """Check a configuration like 'squid -k parse': exit 0 when it is valid."""
     config = load_config()
     for warning in config.warnings:
-        click.echo(str(warning), err=True)
+        echo_problem(warning)
     from squidpy.acl.check import https_blind_spots
     from squidpy.config.pending import not_yet_served
     for problem in not_yet_served(config):

@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -55,6 +56,11 @@ class SquidProcess:
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o777)       # Squid drops to the 'proxy' user when started as root
+        if os.geteuid() == 0:           # ... who must be able to reach the directory (pytest's are 0700)
+            for parent in self.dir.parents:
+                mode = parent.stat().st_mode
+                if not mode & stat.S_IXOTH:
+                    os.chmod(parent, mode | stat.S_IXOTH)
         self.access_log = self.dir / "access.log"
         self.cache_log = self.dir / "cache.log"
         self.pid_file = self.dir / "squid.pid"

@@ -91,6 +91,17 @@ def test_path_rules_deny_inside_tls(make_proxy, ca, dns, tls_origins, tmp_path):
     assert " TCP_DENIED/403 " in proxy.log_line(f"GET {target}")
 
 
+def test_connections_encrypted_inside_a_bumped_connection(make_proxy, ca, dns, tls_origins, tmp_path, origin):
+    """Squid's connections_encrypted: true for a request read inside TLS, false for plain HTTP."""
+    extra = "acl enc connections_encrypted\nacl private urlpath_regex private\nhttp_access deny private !enc\n"
+    text = config(ca, dns, tls_origins, tmp_path, extra=extra)
+    proxy = make_proxy(extra + text.replace(extra, ""))        # the deny line before the allow lines
+    inside = curl(proxy, url(tls_origins, "good", "/size/3?private"), ca[1])
+    assert inside.stdout.endswith(b"200"), inside.stdout
+    plain = curl(proxy, origin.url("/size/3?private"), ca[1])
+    assert plain.stdout.endswith(b"403")
+
+
 def test_a_denied_host_shows_the_deny_page_without_any_ssl_bump_line(make_proxy, ca, dns, tls_origins, tmp_path):
     """squidpy's one line: a CA on the port is enough to show the page of a denied CONNECT."""
     proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules=""))

@@ -12,10 +12,8 @@ authentication ACL raises :class:`AuthRequired`: the client is challenged.
 
 from __future__ import annotations
 
-import re
-
 from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending
-from squidpy.acl.types import AclType, AclWarning
+from squidpy.acl.types import AclType, AclWarning, _RegexAcl
 
 
 def _authenticated_user(ch: Checklist) -> str:
@@ -62,29 +60,9 @@ class ProxyAuthAcl(AclType):
         return (user.lower() if "-i" in self.flags else user) in self.users
 
 
-class _UserRegexAcl(AclType):
-    flags_allowed = frozenset({"-i", "+i"})
-
-    def __init__(self, flags=frozenset()):
-        super().__init__(flags)
-        self.patterns: list[re.Pattern] = []
-        self._ignore_case = "-i" in flags
-
-    def begin_line(self, flags: frozenset[str]) -> None:
-        super().begin_line(flags)
-        if "-i" in flags:
-            self._ignore_case = True
-        if "+i" in flags:
-            self._ignore_case = False
-
-    def add(self, value: str, where: str | None = None) -> None:
-        try:
-            self.patterns.append(re.compile(value, re.IGNORECASE if self._ignore_case else 0))
-        except re.error as e:
-            raise ValueError(f"bad regular expression '{value}': {e}") from None
-
-    def search(self, text: str | None) -> bool:
-        return text is not None and any(p.search(text) for p in self.patterns)
+class _UserRegexAcl(_RegexAcl):
+    """A user name against POSIX extended regular expressions, read and joined as
+    Squid reads them (its RegexData, as url_regex)."""
 
 
 class ProxyAuthRegexAcl(_UserRegexAcl):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from squidpy.http.message import field_text
 from squidpy.http.url import rfc1738_unescape
 from squidpy.ip import ip_key
 
@@ -50,7 +51,8 @@ class Checklist:
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key", "_url_unescaped", "_path_unescaped",
         "auth", "ext_user", "tag", "notes", "external", "user_ip_count",
-        "sni", "server_cert", "ssl_errors", "client_cert", "bump_step",
+        "sni", "server_cert", "ssl_errors", "client_cert", "bump_step", "client_encrypted",
+        "connection", "initiator", "random", "entry",
     )
 
     def __init__(
@@ -94,7 +96,7 @@ class Checklist:
         self.auth = None                # the request's authentication outcome (squidpy.auth.decide), once examined
         self.ext_user = None            # user= from an external ACL helper
         self.tag = None                 # tag= from an external ACL helper
-        self.notes: list[tuple[str, str]] = []     # helper annotations (group=, log=, ...)
+        self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
         self.external: dict[tuple[str, str], tuple[str, list]] = {}   # (type, line) -> (result, notes)
         self.user_ip_count = 0          # addresses the user came from within authenticate_ip_ttl
         self.now = now
@@ -106,6 +108,22 @@ class Checklist:
         self.ssl_errors = None          # CertErrors found verifying it
         self.client_cert = None         # a client certificate (https_port with tls-cafile)
         self.bump_step = "SslBump1"     # at_step: not bumping counts as step 1, as in Squid
+        self.client_encrypted = False   # the request came over TLS (https_port, a bumped connection)
+        self.connection = None          # the client connection (its .notes: annotate_client), when there is one
+        self.initiator = "client"
+        self.random = None              # a float source in [0, 1) for random ACLs (tests)
+        self.entry = None               # the transaction's LogEntry, once it exists
+
+    @property
+    def hier_code(self) -> str:
+        """How the reply was obtained (%Sh): HIER_NONE until the request is forwarded."""
+        return self.entry.hierarchy if self.entry is not None else "HIER_NONE"
+
+    @property
+    def squid_error(self) -> str:
+        """The error the transaction ended with, ERR_NONE while there is none."""
+        entry = self.entry
+        return (entry.error or "ERR_NONE") if entry is not None else "ERR_NONE"
 
     @property
     def src_key(self) -> tuple[int, int]:
@@ -143,9 +161,4 @@ class Checklist:
         return _header(self.reply_headers or (), name)
 
 
-def _header(headers, name: bytes) -> str | None:
-    name = name.lower()
-    values = [v for k, v in headers if k.lower() == name]
-    if not values:
-        return None
-    return b", ".join(values).decode("latin-1")
+_header = field_text

@@ -62,7 +62,7 @@ def _onoff(args, ctx):
 
 
 directive(
-    "bump_denied_connect", "on|off", _onoff, "on", SECTION,
+    "bump_denied_connect", "on|off", _onoff, "on", SECTION, squid=False,
     doc="""squidpy extension. A CONNECT that http_access denies, on an http_port with ssl-bump
     and a CA, is bumped just far enough to show the deny page (or deny_info page or redirect)
     inside TLS, so the browser shows the organisation's page instead of its own connection

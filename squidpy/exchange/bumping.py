@@ -429,8 +429,7 @@ def _fact_known(x, event: ev.FactKnown) -> None:
 
 def _copy_entry(e: LogEntry) -> LogEntry:
     copy = LogEntry(e.start)
-    for name in LogEntry.__slots__:
-        setattr(copy, name, getattr(e, name))
+    copy.__dict__.update(e.__dict__)     # what was set; the rest are class defaults
     return copy
 
 

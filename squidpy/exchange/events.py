@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from squidpy.http.message import RequestHead, ResponseHead
+from squidpy.http.message import ResponseHead
 
 
 class Event:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from squidpy.acl.access import matches
 from squidpy.acl.checklist import Checklist, Pending
 from squidpy.cache import policy
+from squidpy.cache.quick_abort import QuickAbort, keeps_fetching
 from squidpy.errors import STATUS, ErrorContext
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
@@ -80,7 +81,7 @@ class ClientInfo:
     port's TLS settings (squidpy.tls.options.PortTls) when it has any; ``bumped``: what
     SslBump learnt, on a connection that now carries HTTP inside TLS."""
 
-    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "port_tls",
+    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "notes", "port_tls",
                  "bumped", "client_cert", "tls")
 
     def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
@@ -91,10 +92,11 @@ class ClientInfo:
         self.local_port = local_port
         self.port_name = port_name
         self.closing = False
+        self.notes = None           # annotate_client ACLs' annotations: a list once one is made
         self.port_tls = port_tls
         self.bumped = bumped
-        self.client_cert = None         # the certificate a client of an https_port presented
-        self.tls = None                 # squidpy.tls.session.TlsFacts once the client speaks TLS to us
+        self.client_cert = None     # the certificate a client of an https_port presented
+        self.tls = None             # squidpy.tls.session.TlsFacts once the client speaks TLS to us
 
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
@@ -134,10 +136,28 @@ class Exchange:
     """One request.  ``shared`` is what all exchanges share (configuration, clock,
     the cache's settings, facts already known); see :mod:`squidpy.exchange.shared`."""
 
-    __slots__ = ("shared", "config", "client", "head", "background", "state", "upstream", "target", "checklist",
-                 "entry", "body_done", "body_buffer", "buffered", "refusal", "keep_alive", "response", "framing",
-                 "reply_started", "reply_limit", "reused", "tunnel", "upgrading", "upstream_started", "cache",
-                 "serving", "waited", "chunked_body", "upgrade_offer", "bump", "_out", "_head_cmd", "__weakref__")
+    # What an exchange starts with; __init__ sets only what differs per request.
+    state = State.IDLE
+    upstream: str | None = None         # None, "connecting", "open", "draining", "storing"
+    target: Target | None = None
+    checklist: Checklist | None = None
+    upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
+    body_buffer: list[bytes] | None = None   # the body held until the request goes upstream
+    buffered = 0
+    refusal: tuple[str, str, int] | None = None
+    response: ResponseHead | None = None
+    framing = NO_BODY
+    reply_started = False
+    reply_limit = 0
+    reused = False
+    tunnel = False                      # the connection being made is for CONNECT
+    upgrading = False
+    upstream_started: float | None = None
+    cache: CacheRole | None = None
+    serving: dict | None = None         # a disk hit being streamed: what remains to do
+    waited = False                      # it already waited once for a collapsed fetch
+    _head_cmd: c.SendToClient | None = None
+    bump = None                         # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -146,10 +166,6 @@ class Exchange:
         self.client = client
         self.head = head
         self.background = background        # a stale-while-revalidate refresh: no client, not logged
-        self.state = State.IDLE
-        self.upstream: str | None = None
-        self.target: Target | None = None
-        self.checklist: Checklist | None = None
         self.entry = e = LogEntry(started)
         e.client_ip, e.client_port = client.client_ip, client.client_port
         e.local_ip, e.local_port = client.local_ip, client.local_port
@@ -159,27 +175,13 @@ class Exchange:
         e.version = head.version
         e.request_headers = head.headers
         e.request_header_size = head.size
-        self.body_done = not head.framing.has_body
-        self.chunked_body = head.framing.kind == CHUNKED
-        self.upgrade_offer: bytes | None = None     # what http_upgrade_request_protocols let through
-        self.body_buffer: list[bytes] | None = []   # None once the body goes straight upstream
-        self.buffered = 0
-        self.refusal: tuple[str, str, int] | None = None
+        framing = head.framing
+        self.body_done = not framing.has_body
+        self.chunked_body = framing.kind == CHUNKED
+        if not self.body_done:
+            self.body_buffer = []
         self.keep_alive = head.keep_alive
-        self.response: ResponseHead | None = None
-        self.framing = NO_BODY
-        self.reply_started = False
-        self.reply_limit = 0
-        self.reused = False
-        self.tunnel = False             # the connection being made is for CONNECT
-        self.upgrading = False
-        self.upstream_started: float | None = None
-        self.cache: CacheRole | None = None
-        self.serving: dict | None = None     # a disk hit being streamed: what remains to do
-        self.waited = False             # it already waited once for a collapsed fetch
-        self.bump = None                # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
         self._out: list[c.Command] = []
-        self._head_cmd: c.SendToClient | None = None
 
     def __repr__(self) -> str:
         return f"<Exchange {self.head.method} {self.entry.url} {self.state.name}>"
@@ -270,6 +272,10 @@ class Exchange:
             port_name=client.port_name, ip_literal=target.ip_literal,
         )
         ch.client_connections = self.shared.connections_from(client.client_ip)
+        ch.connection = client
+        if client.notes:
+            ch.notes = list(client.notes)   # each request starts with its connection's annotations
+        ch.entry = self.entry               # hier_code and squid_error ACLs read what the log will say
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
         if client.bumped is not None:
@@ -279,6 +285,7 @@ class Exchange:
             self.entry.user_ssl = bumping.certificate_user(client.client_cert)
         if client.tls is not None:
             self.entry.client_tls = client.tls
+            ch.client_encrypted = True
         return ch
 
     def _check(self) -> None:
@@ -420,7 +427,7 @@ class Exchange:
         location = self.shared.error_pages.render_url(info.value, self._error_context("ERR_ACCESS_DENIED", None))
         body = (b'<html><body>See <a href="%s">here</a>.</body></html>\n'
                 % html.escape(location).encode("latin-1", "replace"))
-        self.send_local(info.status or 302, b"text/html;charset=utf-8", body,
+        self.send_local(info.redirect_status(self.head.method, self.head.version), b"text/html;charset=utf-8", body,
                         [(b"Location", location.encode("latin-1", "replace"))])
 
     def fail(self, error: str, detail: str | None, status: int | None = None, result: str = "NONE_NONE",
@@ -521,6 +528,8 @@ class Exchange:
         elif decision is Found.SERVE_AND_REFRESH:
             self._emit(c.BackgroundRefresh(self.head.target, self.head.headers))
             return self.serve(None)
+        elif decision is Found.RELOAD:
+            self.entry.result = "TCP_CLIENT_REFRESH_MISS"
         self._connect()
 
     @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING,
@@ -712,10 +721,13 @@ class Exchange:
             max_forwards = int(head.max_forwards) - 1
         extra, drop = None, None
         role = self.cache
-        if role is not None and role.revalidating:
-            extra = role.validators()
-            if extra:
-                drop = message.CONDITIONAL_FIELDS
+        if role is not None:
+            if role.revalidating:
+                extra = role.validators()
+                if extra:
+                    drop = message.CONDITIONAL_FIELDS
+            elif not self.config.cache_miss_revalidate and head.cache_fields:
+                drop = role.miss_conditionals()
         request = message.request_head_for_origin(
             head, target.path, target.authority, self.client.client_ip,
             shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer)
@@ -760,7 +772,7 @@ class Exchange:
 
     def _miss_result(self) -> str:
         result = self.entry.result
-        return result if result.startswith("TCP_REFRESH") else "TCP_MISS"
+        return result if result.startswith(("TCP_REFRESH", "TCP_CLIENT_REFRESH")) else "TCP_MISS"
 
     def _stale_instead(self) -> bool:
         """The origin cannot be reached: answer stale if the cache may (else False)."""
@@ -869,7 +881,7 @@ class Exchange:
                 return self.deny(verdict, self.config.http_reply_access, result="TCP_DENIED_REPLY")
         role = self.cache
         if role is not None:
-            decision = role.on_reply(resp, self._storable_here())
+            decision = role.on_reply(resp, self.shared.cache.allows(self.checklist), shared.now())
             if decision is OnReply.FRESHEN:
                 return self._freshen(resp)
             if decision is OnReply.SERVE_STALE:
@@ -904,13 +916,6 @@ class Exchange:
         self.state = State.RELAYING
         self._head_cmd = cmd = c.SendToClient(head)
         self._emit(cmd)
-
-    def _storable_here(self) -> bool:
-        """The ``cache`` ACL allows this URL, and the request's no-store is not overridden away."""
-        role, cache = self.cache, self.shared.cache
-        if "no-store" in role.req_cc and "ignore-no-store" not in cache.options(self.target.url):
-            return False
-        return cache.allows(self.checklist)
 
     def _freshen(self, resp: ResponseHead) -> None:
         """The origin says the stored entry is still good: update its fields, answer from it."""
@@ -988,24 +993,56 @@ class Exchange:
         self._emit(c.ReleaseUpstream(reusable and self.body_done))
 
     @on([State.DONE, State.SERVING_STORED], ev.ResponseBody)
-    def _drained_body(self, _event: ev.ResponseBody) -> None:
-        """The cache answered instead: the origin's reply is read to its end and dropped."""
-        self._require_draining()
+    def _drained_body(self, event: ev.ResponseBody) -> None:
+        """The cache answered instead: the origin's reply is read to its end and dropped;
+        or the client left and quick_abort keeps fetching it for the store."""
+        if self._require_draining():
+            self.entry.reply_body_size += len(event.data)
+            if self.shared.cache.size_allowed(self.entry.reply_body_size):
+                self._emit(c.StoreBody(event.data))
+            else:
+                self._stored_without_client(False)
 
     @on([State.DONE, State.SERVING_STORED], ev.ResponseEnd)
     def _drained_end(self, event: ev.ResponseEnd) -> None:
-        self._require_draining()
+        storing = self._require_draining()
         self._release(event.reusable, event.bytes_in)
+        if storing:
+            self._stored_without_client(True)
 
     @on([State.DONE, State.SERVING_STORED], ev.UpstreamFailed)
     def _drained_failure(self, event: ev.UpstreamFailed) -> None:
-        self._require_draining()
+        storing = self._require_draining()
         self.upstream = None
         self.entry.upstream_bytes_in += event.bytes_in
+        if storing:
+            self._stored_without_client(False)
 
-    def _require_draining(self) -> None:
+    def _require_draining(self) -> bool:
+        """The origin's events after the exchange let go of the client: True when they
+        are being stored (quick_abort), False when dropped."""
+        if self.upstream == "storing":
+            return True
         if self.upstream != "draining":
             raise IllegalEvent(f"origin events after the exchange ended ({self!r})")
+        return False
+
+    def _stored_without_client(self, complete: bool) -> None:
+        """The end of a fetch the client left: stored if it all came, then the waiters go."""
+        role, resp = self.cache, self.response
+        if self.upstream == "storing":
+            self._emit(c.AbortUpstream)
+        self.upstream = None
+        if role.teeing:
+            role.teeing = False
+            if complete and (resp.content_length is None or self.entry.reply_body_size == resp.content_length):
+                key, names, values = role.stored_under(resp.headers)
+                self._emit(c.StoreEnd(key, self.target.url, names, values, self.shared.now()))
+            else:
+                self._emit(c.StoreDiscard)
+        if role.leader:
+            role.leader = False
+            self._emit(c.ReleaseFetch(role.key))
 
     @on([State.AWAITING_REPLY, State.RELAYING], ev.UpstreamFailed, to=(State.CONNECTING, State.SERVING_STORED))
     def _upstream_failed(self, event: ev.UpstreamFailed) -> None:
@@ -1034,7 +1071,8 @@ class Exchange:
 
     @on([State.DONE, State.SERVING_STORED], ev.TimedOut)
     def _drain_timed_out(self, _event: ev.TimedOut) -> None:
-        self._require_draining()
+        if self._require_draining():
+            return self._stored_without_client(False)
         self._drop_upstream()
 
     @on([State.RELAYING], ev.Upgraded, to=(State.TUNNEL,))
@@ -1080,12 +1118,29 @@ class Exchange:
         if self.state is State.IDLE:
             self.state = State.DONE
             return      # never started: nothing to log
-        self._drop_upstream()
+        storing = self.state is State.RELAYING and self._keeps_fetching()
+        if not storing:
+            self._drop_upstream()
         e = self.entry
         if not e.result.endswith("_ABORTED"):
             e.result += "_ABORTED"
         self.keep_alive = False
+        if storing:
+            # quick_abort: the rest is fetched and stored with nobody to send it to
+            self.upstream = "storing"
+            self.finish()
+            self._emit(c.DetachClient)
+            return
         self.finish()
+
+    def _keeps_fetching(self) -> bool:
+        """Squid's quick_abort decision for a reply being relayed when its client left."""
+        role, resp = self.cache, self.response
+        if self.upstream != "open" or role is None or resp is None:
+            return False
+        waiters = len(self.shared.cache.pending.get(role.key) or ()) if role.leader else 0
+        return keeps_fetching(QuickAbort.from_config(self.config), role.teeing, resp.size or 1,
+                              resp.content_length, self.entry.reply_body_size, waiters)
 
     @on([State.DONE], type(ev.ClientGone))
     def _gone_after_done(self, _event) -> None:
@@ -1097,7 +1152,7 @@ class Exchange:
         self.state = State.DONE
         self.entry.end = self.shared.now()
         role = self.cache
-        if role is not None:
+        if role is not None and self.upstream != "storing":
             self._stop_teeing()
             if role.leader:
                 role.leader = False

@@ -26,6 +26,31 @@ from squidpy.proxy.tunnel import Tunnel
 log = logging.getLogger("squidpy")
 
 
+class NullClient:
+    """Stands in for a client connection that is not there (a background refresh, a
+    fetch its client left): whatever is written to it is dropped."""
+
+    tunnel = None
+
+    def write(self, data) -> None:
+        pass
+
+    def write_sequence(self, parts) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self, reason) -> None:
+        pass
+
+    def resume_reading(self, reason) -> None:
+        pass
+
+    def exchange_finished(self, driver, keep_alive) -> None:
+        pass
+
+
 class ExchangeDriver:
     __slots__ = ("exchange", "client", "service", "server", "tee", "streamer", "tunnel", "_busy", "_queue",
                  "__weakref__")
@@ -39,7 +64,7 @@ class ExchangeDriver:
         self.streamer = None            # a stored body being read from disk
         self.tunnel = None
         self._busy = False
-        self._queue: list[list[ev.Event]] = []
+        self._queue: list = []           # event batches waiting while commands run
 
     @property
     def finished(self) -> bool:
@@ -47,18 +72,9 @@ class ExchangeDriver:
 
     # ------------------------------------------------------------ events in
     def feed(self, event: ev.Event) -> None:
-        if self._busy:
-            self._queue.append([event])
-            return
-        self._busy = True
-        try:
-            self._run(self.exchange.handle(event))
-            while self._queue:
-                self._run(self.exchange.handle_all(self._queue.pop(0)))
-        finally:
-            self._busy = False
+        self.feed_all((event,))
 
-    def feed_all(self, events: list[ev.Event]) -> None:
+    def feed_all(self, events) -> None:
         """Hand events to the exchange and carry out its commands.  Events that arrive
         while commands run (a result known at once) wait for their turn."""
         if self._busy:
@@ -96,6 +112,11 @@ class ExchangeDriver:
 
     def _abort_client(self, _cmd) -> None:
         self.client.abort()
+
+    def _detach_client(self, _cmd) -> None:
+        self.client = NullClient()
+        if self.server is not None:
+            self.server.resume_reading("client")
 
     def _pause_client(self, cmd: c.PauseClient) -> None:
         self.client.pause_reading(cmd.reason)
@@ -429,6 +450,7 @@ class ExchangeDriver:
 
 _HANDLERS = {
     type(c.AbortClient): ExchangeDriver._abort_client,
+    type(c.DetachClient): ExchangeDriver._detach_client,
     c.PauseClient: ExchangeDriver._pause_client,
     c.ResumeClient: ExchangeDriver._resume_client,
     c.LookUp: ExchangeDriver._look_up,
