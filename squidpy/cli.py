@@ -62,6 +62,9 @@ def parse():
     config = load_config()
     for warning in config.warnings:
         echo_problem(warning)
+    from squidpy.acl.check import https_blind_spots
+    for where, note in https_blind_spots(config):
+        click.echo(f"{where}: note: {note}", err=True)
     click.echo(f"{config.source}: OK")
 
 
@@ -112,7 +115,9 @@ def signal(action):
 from squidpy.acl.commands import check  # noqa: E402
 from squidpy.cache.commands import cache  # noqa: E402
 from squidpy.log.commands import logs  # noqa: E402
+from squidpy.tls.commands import ca  # noqa: E402
 
 main.add_command(check)
 main.add_command(cache)
 main.add_command(logs)
+main.add_command(ca)

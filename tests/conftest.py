@@ -265,3 +265,14 @@ def tls_origin(tmp_path_factory):
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_origins(tmp_path_factory):
+    """TLS origins on loopback with good, expired, not yet valid, wrong-name, self-signed and
+    unknown-CA certificates (tests/tlsorigins.py), signed by a test root in ``.cafile``."""
+    from tests.tlsorigins import OriginSet
+
+    origins = OriginSet(tmp_path_factory.mktemp("tls-origins"))
+    yield origins
+    origins.stop()

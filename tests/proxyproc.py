@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 PORT_LINE = re.compile(r"Accepting HTTP connections at (\S+):(\d+)")
+HTTPS_PORT_LINE = re.compile(r"Accepting HTTPS connections at (\S+):(\d+)")
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -99,6 +100,11 @@ class ProxyProcess:
         text = self.read_cache_log()
         ports = [int(m.group(2)) for m in PORT_LINE.finditer(text)]
         return ports or None
+
+    @property
+    def https_ports(self) -> list[int]:
+        """The https_port lines' ports, as squidpy bound them."""
+        return [int(m.group(2)) for m in HTTPS_PORT_LINE.finditer(self.read_cache_log())]
 
     @property
     def url(self) -> str:

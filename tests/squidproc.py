@@ -31,6 +31,8 @@ from pathlib import Path
 from tests.proxyproc import public_dir, wait_for
 
 SQUID = shutil.which("squid") or "/usr/sbin/squid"
+# Debian's squid-openssl (SslBump, security_file_certgen), unpacked beside it by .ci/run
+SQUID_OPENSSL = "/opt/squid-openssl/usr/sbin/squid"
 
 
 # not the random module's generator: Hypothesis seeds that one for each example, which
@@ -58,9 +60,10 @@ class SquidProcess:
     USER = "proxy"          # whom Squid becomes when started as root (Debian's cache_effective_user)
 
     def __init__(self, tmp_path: Path | None, config: str, hosts: dict[str, str] | None = None,
-                 start: bool = True):
-        if not os.path.exists(SQUID):
-            raise RuntimeError("Squid 5.7 is not installed: .ci/run installs Debian's squid package")
+                 start: bool = True, binary: str = SQUID):
+        if not os.path.exists(binary):
+            raise RuntimeError(f"{binary} is not installed: .ci/run installs Debian's squid and unpacks squid-openssl")
+        self.binary = binary
         self.keep = Path(tmp_path) if tmp_path is not None else None
         self.dir = public_dir("squid-", self.USER)
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.dir), True)    # even if never stopped
@@ -105,7 +108,7 @@ class SquidProcess:
 
     def parse(self) -> subprocess.CompletedProcess:
         """``squid -k parse`` on the configuration: what Squid says of it."""
-        return subprocess.run([SQUID, "-k", "parse", "-f", str(self.config_path)],
+        return subprocess.run([self.binary, "-k", "parse", "-f", str(self.config_path)],
                               capture_output=True, text=True, timeout=30)
 
     def start(self) -> "SquidProcess":
@@ -114,11 +117,12 @@ class SquidProcess:
         again, a few times."""
         for attempt in range(3):
             self.stderr = open(self.dir / "stderr.txt", "ab")
-            self.proc = subprocess.Popen([SQUID, "-N", "-f", str(self.config_path)],
+            self.proc = subprocess.Popen([self.binary, "-N", "-f", str(self.config_path)],
                                          stdout=subprocess.DEVNULL, stderr=self.stderr)
 
             def accepting() -> bool:
-                return self.proc.poll() is not None or "Accepting HTTP Socket connections" in self.read_cache_log()
+                return self.proc.poll() is not None or re.search(
+                    r"Accepting (SSL bumped )?HTTP Socket connections", self.read_cache_log()) is not None
 
             if wait_for(accepting, timeout=20) and self.proc.poll() is None:
                 return self

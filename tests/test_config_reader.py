@@ -265,13 +265,13 @@ def test_obsolete_directives_and_aliases():
 def test_every_error_names_file_and_line(tmp_path):
     (tmp_path / "values.txt").write_text("10.0.0.1\nnot-an-address\n")
     conf = tmp_path / "squid.conf"
-    conf.write_text('acl a src "values.txt"\nssl_bump bump all\nhttp_port 3128 accel\n'
+    conf.write_text('acl a src "values.txt"\nsslcrtvalidator_program /bin/true\nhttp_port 3128 accel\n'
                     "acl b ident alice\nhttp_access allow b\nbogus 1\n")
     with pytest.raises(loader.ConfigErrors) as e:
         loader.load(str(conf))
     assert [str(x) for x in e.value.errors] == [
         f"{tmp_path}/values.txt:2: ACL 'a': 'not-an-address' is not an IP address or an address range",
-        f"{conf}:2: Squid directive ssl_bump is not implemented by squidpy yet (see docs/squid-compat.md)",
+        f"{conf}:2: Squid directive sslcrtvalidator_program is not implemented by squidpy yet (see docs/squid-compat.md)",
         f"{conf}:3: http_port: Squid http_port option accel is not implemented by squidpy yet "
         "(reverse proxy (accelerator) mode; see docs/squid-compat.md)",
         f"{conf}:4: acl: Squid ACL type ident is not implemented by squidpy yet "

@@ -251,6 +251,7 @@ def test_forged_request_line_stays_on_one_line_in_every_predefined_format():
     ("%tt", "Squid has no %tt: use %tr"),
     ("%>eui", "not supported"),
     ("%icap::tt", "no ICAP"),
+    ("%ssl::>foo", "'%ssl::>foo' is not a TLS code Squid 5.7 has"),
     ("%.tr", "must be followed by a number"),
     ("%{Host>h", "missing '}'"),
     ("%{:x}>h", "needs a header name"),
@@ -270,3 +271,56 @@ def test_generated_formatter_matches_field_by_field_rendering():
 
 def PREDEFINED_SPECS_LIST():
     return [f.spec for f in PREDEFINED_FORMATS.values()]
+
+
+# ------------------------------------------------------------ TLS (ssl:: and tls::)
+
+def _tls_entry():
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from squidpy.tls.errors import SQUID_X509_V_ERR_DOMAIN_MISMATCH, CertError
+    from squidpy.tls.session import TlsFacts
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Ltd"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, "www.example.com")]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some CA\nforged line")]))
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    return entry(url="https://www.example.com/index.html", bump_mode="bump", sni="www.example.com",
+                 server_cert=cert, client_cert=cert,
+                 cert_errors=(CertError(10, cert, 0), CertError(SQUID_X509_V_ERR_DOMAIN_MISMATCH, cert, 0)),
+                 client_tls=TlsFacts("TLS/1.3", "TLS_AES_256_GCM_SHA384", "TLS/1.0", "TLS/1.3"),
+                 server_tls=TlsFacts("TLS/1.2", "ECDHE-RSA-AES128-GCM-SHA256", "TLS/1.2", "TLS/1.2"))
+
+
+def test_tls_codes_in_squids_words():
+    e = _tls_entry()
+    assert fmt("%ssl::bump_mode %ssl::>sni", e) == "bump www.example.com"
+    assert fmt("%ssl::<cert_subject", e) == "/O=Example Ltd/CN=www.example.com"
+    # OpenSSL's one-line form escapes what is not printable: a certificate cannot split a line
+    assert fmt("%ssl::<cert_issuer", e) == "/CN=Some CA\\x0Aforged line"
+    assert fmt("%ssl::<cert_errors", e) == "X509_V_ERR_CERT_HAS_EXPIRED@depth=0:SQUID_X509_V_ERR_DOMAIN_MISMATCH@depth=0"
+    assert fmt("%{;}ssl::<cert_errors", e).count(";") == 1
+    assert fmt("%ssl::>negotiated_version %ssl::<negotiated_version %tls::>negotiated_cipher", e) == \
+        "TLS/1.3 TLS/1.2 TLS_AES_256_GCM_SHA384"
+    assert fmt("%ssl::>received_hello_version %ssl::>received_supported_version "
+               "%ssl::<received_hello_version %ssl::<received_supported_version", e) == "TLS/1.0 TLS/1.3 TLS/1.2 TLS/1.2"
+    assert fmt("%ssl::>cert_subject", e) == "/O=Example Ltd/CN=www.example.com"
+    pem = fmt("%'ssl::<cert", e)
+    assert pem.startswith("-----BEGIN CERTIFICATE-----") and "\n" not in pem    # even raw, one line
+
+
+def test_tls_codes_are_dashes_without_tls():
+    codes = ["bump_mode", ">sni", ">cert_subject", ">cert_issuer", "<cert_subject", "<cert_issuer", "<cert",
+             "<cert_errors", ">negotiated_version", "<negotiated_version", ">negotiated_cipher",
+             "<negotiated_cipher", ">received_hello_version", "<received_hello_version",
+             ">received_supported_version", "<received_supported_version"]
+    assert fmt(" ".join(f"%ssl::{c}" for c in codes)) == " ".join("-" for _ in codes)

@@ -238,9 +238,7 @@ def test_report_progress_bar_on_a_terminal(crafted):
 
 # ------------------------------------------------------------ the HTML page in a real browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--force-device-scale-factor=1"]
+from tests.chromium import CHROME_FLAGS, CHROMIUM  # noqa: E402
 
 PROBE = """
 <script>

@@ -10,7 +10,7 @@ import pytest
 from squidpy.acl.types import ACL_TYPES, NOT_IMPLEMENTED, RENAMED
 from squidpy.config import compat, loader
 from squidpy.config.registry import ALIASES, DIRECTIVES, IGNORED, IMPLEMENTED, OBSOLETE, REFUSED
-from squidpy.config.values import HTTP_PORT_OPTIONS, HTTP_PORT_OTHERS, http_port_option
+from squidpy.config.values import HTTP_PORT_OPTIONS, HTTP_PORT_OTHERS, TLS_PORT_OPTIONS, http_port_option
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "squid57"
@@ -59,9 +59,10 @@ def test_every_http_port_option_has_a_status():
     for option in squid_lines("http-port-options.txt"):
         key = http_port_option(option.rstrip("="))
         if key == "tls-":
-            assert any(k.startswith("tls-") for k in HTTP_PORT_OTHERS)
+            assert any(k.startswith("tls-") for k in (*TLS_PORT_OPTIONS, *HTTP_PORT_OTHERS))
         else:
-            assert key in HTTP_PORT_OPTIONS or key in HTTP_PORT_OTHERS, option
+            assert key in HTTP_PORT_OPTIONS or key in TLS_PORT_OPTIONS or key in HTTP_PORT_OTHERS, option
+    assert not set(TLS_PORT_OPTIONS) & set(HTTP_PORT_OTHERS)
 
 
 def test_compat_page_is_generated_from_the_registries():
@@ -81,8 +82,9 @@ def test_ignored_directives_warn_in_one_line():
     ]
 
 
-@pytest.mark.parametrize("line", ["auth_schemes basic all", "ssl_bump bump all", "neighbor_type_domain p sibling .au",
-                                  "delay_pools 1", "htcp_port 4827", "request_header_access Cookie deny all"])
+@pytest.mark.parametrize("line", ["auth_schemes basic all", "sslcrtvalidator_program /bin/true",
+                                  "neighbor_type_domain p sibling .au", "delay_pools 1", "htcp_port 4827",
+                                  "request_header_access Cookie deny all"])
 def test_refused_directives_say_so(line):
     name = line.split()[0]
     assert problems(line + "\n") == [

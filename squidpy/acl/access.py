@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from squidpy.acl import tls as tls_acls      # registers the TLS ACL types in ACL_TYPES
 from squidpy.acl.checklist import AuthRequired, Checklist, Undecided
 from squidpy.acl.types import ACL_TYPES, AclType, _Unusable
 
@@ -50,6 +51,7 @@ PREDEFINED = (
     ("to_linklocal", "dst", ["169.254.0.0/16", "fe80::/10"]),
     ("manager", "url_regex", ["-i", "^cache_object://", "+i", "^[^:]+://[^/]+/squid-internal-mgr/"]),
     ("CONNECT", "method", ["CONNECT"]),
+    *tls_acls.PREDEFINED,
 )
 
 

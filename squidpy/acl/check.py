@@ -47,6 +47,117 @@ def evaluate(access: AccessList, ch: Checklist, lookup, deny_info: dict | None =
     return report
 
 
+def tunnel_target(method: str, target):
+    """The CONNECT a browser sends instead of ``method target`` for an https:// URL, or None.
+
+    For HTTPS the proxy sees ``CONNECT host:port`` first: that request is what http_access
+    decides on, and unless SslBump decrypts the connection, nothing else is seen."""
+    if method == "CONNECT" or target.scheme != "https":
+        return None
+    from squidpy.http.url import parse_target
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return parse_target("CONNECT", f"{host}:{target.port}")
+
+
+@dataclass
+class HttpsView:
+    """What SslBump would do with a browser's CONNECT for an https:// URL, offline."""
+
+    bumped: bool                         # the requests inside are decrypted and checked one by one
+    steps: list[str]                     # each step's action and the line that chose it
+    reason: str = ""                     # why they are not seen, when not
+
+
+URL_ACL_TYPES = ("url_regex", "urlpath_regex")
+BUMPING_ACTIONS = frozenset({"bump", "client-first", "server-first", "stare"})
+
+
+def https_view(config, listen, ch: Checklist, lookup) -> HttpsView:
+    """Run ssl_bump's steps for the CONNECT in ``ch`` on the port ``listen``.  Step 2 takes
+    the URL's host as the SNI a browser sends; step 3 cannot know the origin's certificate
+    offline, so it is judged without it (ssl::server_name then uses the SNI)."""
+    from squidpy.tls import bump
+    tls = listen.tls if listen is not None else None
+    if tls is None or not tls.ssl_bump:
+        return HttpsView(False, [], "the http_port has no ssl-bump")
+    rules = config.ssl_bump
+    if not rules:
+        return HttpsView(False, [], "no ssl_bump line: CONNECTs are spliced")
+    steps: list[str] = []
+
+    def decide(step, *args):
+        while True:
+            try:
+                decision = step(rules, ch, *args)
+                break
+            except Pending as p:
+                setattr(ch, p.fact, lookup(p.fact))
+        rule = decision.rule
+        steps.append(f"{decision.step}: {decision.action}" + (f" ({rule.where}: {rule.text})" if rule
+                                                               else " (no line matched: the default)"))
+        return decision
+
+    first = decide(bump.step1)
+    if first.next in (bump.BUMP_CLIENT_FIRST, bump.BUMP_SERVER_FIRST):
+        return HttpsView(True, steps)
+    if first.next != bump.READ_CLIENT_HELLO:
+        return HttpsView(False, steps, "spliced at step 1" if first.next == bump.TUNNEL else "terminated")
+    from squidpy.ip import ip_address
+    try:
+        ip_address(ch.host)
+        ch.sni = None
+    except ValueError:
+        ch.sni = ch.host
+    second = decide(bump.step2)
+    if second.next == bump.BUMP_SERVER_FIRST:
+        return HttpsView(True, steps)
+    if second.next in (bump.PEEK_AT_SERVER, bump.STARE_AT_SERVER):
+        third = decide(bump.step3, second.action)
+        if third.next == bump.BUMP_NOW:
+            return HttpsView(True, steps)
+        return HttpsView(False, steps, "spliced at step 3" if third.next == bump.TUNNEL else "terminated")
+    return HttpsView(False, steps, "spliced at step 2" if second.next == bump.TUNNEL else "terminated")
+
+
+def https_blind_spots(config) -> list[tuple[str, str]]:
+    """(FILE:LINE, note) for http_access lines whose URL or path ACLs can never see HTTPS:
+    no port bumps, or no ssl_bump line can bump anything."""
+    ports = [p for p in config.http_port if p.tls is not None and p.tls.ssl_bump]
+    if ports and any(rule.action in BUMPING_ACTIONS for rule in config.ssl_bump.rules):
+        return []
+    why = "no http_port bumps" if not ports else "no ssl_bump line bumps"
+    notes = []
+    for rule in config.http_access.rules:
+        for _, acl in rule.acls:
+            if acl.type_name in URL_ACL_TYPES and acl.where != "<predefined>":
+                seen = "nothing" if acl.type_name == "urlpath_regex" else "only host:port"
+                notes.append((rule.where, f"{acl.type_name} ACL '{acl.name}' sees {seen} of HTTPS requests "
+                                          f"({why}: they are CONNECT tunnels, not decrypted)"))
+    return notes
+
+
+def render_bumped_note(view: HttpsView, url: str) -> str:
+    lines = ["  HTTPS: SslBump decrypts this connection:"]
+    lines += [f"    {step}" for step in view.steps]
+    lines.append(f"  so the request inside is checked too, as {url}:")
+    return "\n".join(lines)
+
+
+def render_tunnel_note(url: str, path: str, tunnel: Report, full: Report, view: HttpsView | None = None) -> str:
+    """What ``squidpy check https://...`` adds: why the URL's own rules do not count."""
+    lines = ["  HTTPS: the browser asks for a tunnel (CONNECT); without SslBump only the host and port",
+             f"  are visible, so URL and path rules do not apply here (the path {path or '/'} is never seen)."]
+    if view is not None and (view.steps or view.reason):
+        lines.append("  SslBump does not decrypt it: " + view.reason + (
+            "; " + "; ".join(view.steps) if view.steps else ""))
+    if full.verdict.allowed != tunnel.verdict.allowed:
+        v = full.verdict
+        why = f"by {v.rule.where}: {v.rule.text}" if v.rule is not None and not v.implicit else "by default"
+        lines.append(f"  The full URL {url} would be {'ALLOWED' if v.allowed else 'DENIED'} {why};")
+        lines.append("  only a client that sends the https:// URL itself (not a browser) is judged on it.")
+    return "\n".join(lines)
+
+
 def _acl_text(negated: bool, acl) -> str:
     return f"{'!' if negated else ''}{acl.name} ({acl.type_name})"
 
@@ -59,7 +170,7 @@ def _matched_text(negated: bool, acl) -> str:
     return f"{_acl_text(False, acl)} matches"
 
 
-def render(report: Report, ch: Checklist, verbose: bool = False) -> str:
+def render(report: Report, ch: Checklist, verbose: bool = False, page_in_tls: bool = False) -> str:
     v = report.verdict
     lines = [f"{'ALLOW' if v.allowed else 'DENY'}  {ch.method} {ch.url} from {ch.src}"]
     if v.rule is None:
@@ -79,6 +190,9 @@ def render(report: Report, ch: Checklist, verbose: bool = False) -> str:
                      f"{info.kind} {info.value}" + (f" with status {info.status}" if info.status else ""))
     elif not v.allowed:
         lines.append("  answered with the ERR_ACCESS_DENIED page (403)")
+    if not v.allowed and ch.method == "CONNECT":
+        lines.append("  (the port bumps the refused CONNECT to show it inside TLS, as the browser's page)"
+                     if page_in_tls else "  (a browser shows its own error for a refused CONNECT, not this page)")
     for fact, value in report.lookups.items():
         lines.append(f"  looked up {fact}: {value if value else '(nothing found)'}")
     if verbose:

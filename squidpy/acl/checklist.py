@@ -61,7 +61,9 @@ UNDECIDED = (Pending, AuthRequired, Undecided)
 class Checklist:
     """One transaction's facts.  Reply facts stay ``None`` until a reply exists;
     looked-up facts (``dst``, ``dst_name``, ``src_name``) stay ``None`` until the
-    lookup is done, and become ``[]``/``""`` when it failed."""
+    lookup is done, and become ``[]``/``""`` when it failed.  TLS facts (``sni``,
+    ``server_cert``, ``ssl_errors``, ``client_cert``) are ``None`` until SslBump
+    learns them (squidpy.acl.tls)."""
 
     __slots__ = (
         "src", "src_port", "local_ip", "local_port", "port_name",
@@ -69,6 +71,7 @@ class Checklist:
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key", "_url_unescaped", "_path_unescaped",
         "auth", "ext_user", "tag", "notes", "external", "user_ip_count",
+        "sni", "server_cert", "ssl_errors", "client_cert", "bump_step", "client_encrypted",
         "connection", "initiator", "random", "entry",
     )
 
@@ -120,6 +123,12 @@ class Checklist:
         self._src_key = None
         self._url_unescaped = None
         self._path_unescaped = None
+        self.sni = None                 # the TLS ClientHello's server name (SslBump step 2 on)
+        self.server_cert = None         # the origin's certificate, once SslBump has seen it
+        self.ssl_errors = None          # CertErrors found verifying it
+        self.client_cert = None         # a client certificate (https_port with tls-cafile)
+        self.bump_step = "SslBump1"     # at_step: not bumping counts as step 1, as in Squid
+        self.client_encrypted = False   # the request came over TLS (https_port, a bumped connection)
         self.connection = None          # the client connection (its .notes: annotate_client), when there is one
         self.initiator = "client"
         self.random = None              # a float source in [0, 1) for random ACLs (tests)

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from squidpy.acl.check import evaluate, render
+from squidpy.acl.check import evaluate, https_view, render, render_bumped_note, render_tunnel_note, tunnel_target
 from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending
 from squidpy.cli_options import config_option, load_config
 from squidpy.http.url import BadTarget, internal_target, parse_target
@@ -70,6 +70,10 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
 
     For CONNECT, give URL as host:port with --method CONNECT; a bare path
     (/squid-internal-mgr/info, /proxy.pac) is a request to the proxy itself.
+    An https:// URL is checked as browsers send it, CONNECT host:port, then
+    through ssl_bump's steps: a bumped request is judged again on its whole
+    URL; without SslBump the answer says whether the URL's own rules would
+    have decided otherwise.
     Exit status: 0 allowed, 1 denied, 2 bad arguments or configuration.
     """
     config = load_config()
@@ -100,19 +104,48 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
         except ValueError:
             click.echo("squidpy check: --at takes 'YYYY-MM-DD HH:MM'", err=True)
             sys.exit(2)
-    ch = Checklist(src=client_ip, method=method, url=target.url, scheme=target.scheme, host=target.host,
-                   port=target.port, path=target.path, request_headers=request_headers, local_ip=local_ip,
-                   local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
-    ch.client_connections = connections
-    try:
-        facts = lookup_facts(target, client_ip, dst, ch, user, dst_name, client_name)
-        report = evaluate(config.http_access, ch, facts, config.deny_info)
-    except AuthRequired:
-        click.echo("407 ERR_CACHE_ACCESS_DENIED: proxy authentication is required (give --user NAME)")
+    def checklist(method, target):
+        ch = Checklist(src=client_ip, method=method, url=target.url, scheme=target.scheme, host=target.host,
+                       port=target.port, path=target.path, request_headers=request_headers, local_ip=local_ip,
+                       local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
+        ch.client_connections = connections
+        return ch
+
+    def decide(method, target):
+        ch = checklist(method, target)
+        try:
+            facts = lookup_facts(target, client_ip, dst, ch, user, dst_name, client_name)
+            return ch, evaluate(config.http_access, ch, facts, config.deny_info)
+        except AuthRequired:
+            click.echo("407 ERR_CACHE_ACCESS_DENIED: proxy authentication is required (give --user NAME)")
+            sys.exit(1)
+        except ExternalPending as p:
+            click.echo(f"the answer depends on external_acl_type {p.type_name}'s helper "
+                       f"(request line '{p.line}'): squidpy check does not run helpers")
+            sys.exit(2)
+
+    tunnel = tunnel_target(method, target)
+    if tunnel is None:
+        ch, report = decide(method, target)
+        click.echo(render(report, ch, verbose))
+        sys.exit(0 if report.verdict.allowed else 1)
+    tunnel_ch, tunnel_report = decide("CONNECT", tunnel)
+    ch, report = decide(method, target)
+    listen = next((p for p in config.http_port if p.port == local_port), None) or (
+        config.http_port[0] if config.http_port else None)
+    if not tunnel_report.verdict.allowed:
+        from squidpy.tls.bump import bump_to_deny
+        tls = listen.tls if listen is not None else None
+        shown = tls is not None and bump_to_deny(tls.ssl_bump, config.ssl_bump, tls.certs != [],
+                                                 config.bump_denied_connect, 403)
+        click.echo(render(tunnel_report, tunnel_ch, verbose, page_in_tls=shown))
         sys.exit(1)
-    except ExternalPending as p:
-        click.echo(f"the answer depends on external_acl_type {p.type_name}'s helper "
-                   f"(request line '{p.line}'): squidpy check does not run helpers")
-        sys.exit(2)
-    click.echo(render(report, ch, verbose))
-    sys.exit(0 if report.verdict.allowed else 1)
+    click.echo(render(tunnel_report, tunnel_ch, verbose))
+    view = https_view(config, listen, tunnel_ch,
+                      lookup_facts(tunnel, client_ip, dst, tunnel_ch, user, dst_name, client_name))
+    if view.bumped:
+        click.echo(render_bumped_note(view, target.url))
+        click.echo("\n".join("  " + line for line in render(report, ch, verbose).splitlines()))
+        sys.exit(0 if report.verdict.allowed else 1)
+    click.echo(render_tunnel_note(target.url, target.path, tunnel_report, report, view))
+    sys.exit(0)

@@ -997,8 +997,9 @@ class SrcDomRegexAcl(_RegexAcl):
 
 
 class ConnectionsEncryptedAcl(AclType):
-    """``connections_encrypted``: every connection of the transaction is TLS.  squidpy
-    takes clients on plain http_port only, so it never matches."""
+    """``connections_encrypted``: every connection of the transaction is TLS, as Squid
+    judges it: the request came over TLS (an https_port, or inside a bumped
+    connection) and the reply, once there is one, from an https:// origin."""
 
     name = "connections_encrypted"
     example = ""
@@ -1007,7 +1008,7 @@ class ConnectionsEncryptedAcl(AclType):
         raise ValueError("connections_encrypted takes no value")
 
     def match(self, ch: Checklist) -> bool:
-        return False
+        return ch.client_encrypted and (ch.reply_status is None or ch.scheme == "https")
 
 
 class TagAcl(AclType):
@@ -1057,9 +1058,7 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "urllogin": "the login part of URLs",
     "ident": "ident lookups", "ident_regex": "ident lookups",
     "client_connection_mark": "netfilter connection marks", "arp": "MAC addresses", "eui64": "EUI-64 addresses",
-    "ssl_error": "SslBump", "user_cert": "TLS client certificates", "ca_cert": "TLS client certificates",
-    "server_cert_fingerprint": "SslBump", "at_step": "SslBump", "ssl::server_name": "SslBump",
-    "ssl::server_name_regex": "SslBump", "adaptation_service": "ICAP and eCAP", "snmp_community": "SNMP",
+    "adaptation_service": "ICAP and eCAP", "snmp_community": "SNMP",
 }
 
 # Squid's old names for ACL types, with its upgrade note.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import squidpy.config.loader  # noqa: F401  (fills the registry)
 from squidpy.acl.types import ACL_TYPES, NOT_IMPLEMENTED, RENAMED
 from squidpy.config.registry import ALIASES, DIRECTIVES, IGNORED, IMPLEMENTED, OBSOLETE, REFUSED
-from squidpy.config.values import HTTP_PORT_OPTIONS, HTTP_PORT_OTHERS
+from squidpy.config.values import HTTP_PORT_OPTIONS, HTTP_PORT_OTHERS, TLS_PORT_OPTIONS
 
 # Intended differences from Squid 5.7: id -> what and why
 INTENDED: dict[str, str] = {
@@ -134,7 +134,7 @@ def _acl_types() -> list[str]:
 
 def _port_options() -> list[str]:
     rows = ["| http_port option | status | notes |", "|---|---|---|"]
-    for name, why in sorted(HTTP_PORT_OPTIONS.items()):
+    for name, why in sorted({**HTTP_PORT_OPTIONS, **TLS_PORT_OPTIONS}.items()):
         rows.append(f"| `{name}` | implemented | {_cell(why)} |")
     for name, (status, why) in sorted(HTTP_PORT_OTHERS.items()):
         rows.append(f"| `{name}` | {STATUS_TEXT[status]} | {_cell(why)} |")

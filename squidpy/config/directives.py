@@ -89,8 +89,8 @@ def _path_or_none(args, ctx):
 # ---------------------------------------------------------------- network
 
 directive(
-    "http_port", "[ADDRESS:]PORT [name=NAME] [require-proxy-header]",
-    lambda args, ctx: parse_http_port(args, ctx.warn),
+    "http_port", "[ADDRESS:]PORT [name=NAME] [require-proxy-header] [ssl-bump tls-cert=CA.pem [tls-key=FILE] [TLS options]]",
+    lambda args, ctx: parse_http_port(args, ctx.warn, ctx.path, where=ctx.where),
     "3128", "Network", kind=APPEND,
     doc="""Where squidpy listens for browsers. A bare port listens on every IPv4
     and IPv6 address; write 127.0.0.1:3128 or [::1]:3128 to listen on one.
@@ -99,7 +99,13 @@ directive(
     PROXY protocol header (version 1 or 2, from a load balancer such as
     HAProxy) whose client address then stands for the connection's in ACLs,
     logs and limits; see proxy_protocol_access. Port 0 (a squidpy extension)
-    picks a free port and logs it in cache_log.""",
+    picks a free port and logs it in cache_log. ssl-bump makes the port able to
+    bump CONNECTs (see ssl_bump): tls-cert= names the CA that signs the
+    certificates squidpy mints (with its key in the same file, or in tls-key=),
+    generate-host-certificates=off uses that certificate as it is,
+    dynamic_cert_mem_cache_size= bounds the memory minted certificates take (4
+    MB), and Squid's other TLS options (tls-min-version=, tls-options=,
+    tls-cipher=, tls-dh= ...) apply to the client side.""",
 )
 
 directive(
@@ -253,8 +259,9 @@ directive(
     values (any one value matching makes the ACL match); NAME is compared
     without regard to case. A value written in double quotes names a file with
     one value per line ('#' starts a comment). Predefined: all, localhost,
-    to_localhost, to_linklocal, manager, CONNECT. See docs/acl.md for every
-    TYPE.""",
+    to_localhost, to_linklocal, manager, CONNECT, and the ssl_error shortcuts
+    ssl::certHasExpired, ssl::certNotYetValid, ssl::certDomainMismatch,
+    ssl::certUntrusted, ssl::certSelfSigned. See docs/acl.md for every TYPE.""",
 )
 
 
@@ -1083,7 +1090,7 @@ from squidpy.config import helper_directives  # noqa: E402  (registers auth_para
 
 
 def finish_config(config, warn_at, error_at) -> None:
-    """Checks that need the whole file: each ACL's values, once all are in."""
+    """Checks that need the whole file: each ACL's values, once all are in; TLS files."""
     from squidpy.errors import ErrorPages
     helper_directives.finish_helper_config(config, error_at)
     pages = ErrorPages(config.error_directory, "", "")
@@ -1102,6 +1109,9 @@ def finish_config(config, warn_at, error_at) -> None:
             continue
         for where, message in warnings:
             warn_at(where or (lines[0] if lines else acl.where), f"ACL '{acl.name}': {message}")
+    tls_directives.finish(config, warn_at, error_at)
 
+
+from squidpy.config import tls_directives  # noqa: E402  (registers the TLS directives)
 
 __all__ = ["AccessLogSpec", "ConfigError", "finish_config"]

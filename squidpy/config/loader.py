@@ -71,6 +71,7 @@ class Config:
         self.source = source                # the main file
         self.acls = AclTable()
         self.acl_lines: dict[str, list[str]] = {}
+        self.tls_used: dict[str, str] = {}  # TLS directives and options met: name -> FILE:LINE
         self.warnings: list[ConfigError] = []
         for d in DIRECTIVES.values():
             if d.status == IMPLEMENTED:

@@ -73,10 +73,12 @@ unsupported(IGNORED, "snmp_access snmp_incoming_address snmp_outgoing_address",
             "squidpy has no SNMP agent (snmp_port is refused)")
 unsupported(IGNORED, "spoof_client_ip client_dst_passthru tproxy_uses_indirect_client",
             "no effect without intercept or tproxy ports, which squidpy refuses")
-unsupported(IGNORED, "ssl_unclean_shutdown ssl_engine sslproxy_session_ttl sslproxy_session_cache_size "
-            "sslproxy_foreign_intermediate_certs sslproxy_cert_sign_hash sslpassword_program "
-            "sslcrtd_program sslcrtd_children sslcrtvalidator_program sslcrtvalidator_children",
-            "no effect without ssl_bump or https_port, which squidpy refuses")
+unsupported(IGNORED, "ssl_unclean_shutdown", "squidpy tolerates TLS peers that close without close_notify")
+unsupported(IGNORED, "ssl_engine", "squidpy uses no OpenSSL engine (hardware acceleration)")
+unsupported(IGNORED, "sslproxy_session_ttl sslproxy_session_cache_size",
+            "squidpy's TLS ports keep OpenSSL's own session cache")
+unsupported(IGNORED, "sslpassword_program",
+            "squidpy reads unencrypted private keys only (keep them 0600; an encrypted one is an error)")
 unsupported(IGNORED, "icap_connect_timeout icap_io_timeout icap_service_failure_limit icap_service_revival_delay "
             "icap_preview_enable icap_preview_size icap_206_enable icap_default_options_ttl "
             "icap_persistent_connections adaptation_send_client_ip adaptation_send_username "
@@ -101,12 +103,13 @@ unsupported(REFUSED, "adapted_http_access", "a second access check after adaptat
 unsupported(REFUSED, "miss_access", "an access check on cache misses")
 unsupported(REFUSED, "ident_lookup_access", "ident (RFC 931) lookups, which change what is logged")
 unsupported(REFUSED, "on_unsupported_protocol", "tunnelling of non-HTTP traffic")
-unsupported(REFUSED, "https_port ftp_port", "listening for TLS or FTP clients")
+unsupported(REFUSED, "ftp_port", "listening for FTP clients")
 unsupported(REFUSED, "tcp_outgoing_address", "choosing the local address of origin connections")
 unsupported(REFUSED, "host_verify_strict", "Host header verification", accepts=("off",))
-unsupported(REFUSED, "tls_outgoing_options", "TLS settings for https:// origins")
-unsupported(REFUSED, "ssl_bump sslproxy_cert_error sslproxy_cert_sign sslproxy_cert_adapt",
-            "SslBump (decrypting CONNECT tunnels)")
+unsupported(REFUSED, "sslcrtvalidator_program sslcrtvalidator_children",
+            "an external helper validating origin certificates")
+unsupported(REFUSED, "sslproxy_foreign_intermediate_certs",
+            "intermediate certificates for origins that do not send their whole chain")
 unsupported(REFUSED, "neighbor_type_domain", "a cache_peer of another type for some domains")
 unsupported(REFUSED, "connect_retries", "retrying a connection to the same address")
 unsupported(REFUSED, "memory_cache_mode", "choosing which objects the memory cache keeps", accepts=("always",))
@@ -162,7 +165,7 @@ unsupported(OBSOLETE, "cache_peer_domain cache_host_domain", "use dstdomain ACLs
 unsupported(OBSOLETE, "ie_refresh", "remove it: browsers no longer need it")
 unsupported(OBSOLETE, "sslproxy_cafile sslproxy_capath sslproxy_cipher sslproxy_client_certificate "
             "sslproxy_client_key sslproxy_flags sslproxy_options sslproxy_version",
-            "Squid 5 turns it into a tls_outgoing_options setting, which squidpy refuses", refuse=True)
+            "Squid 5 turns it into a tls_outgoing_options setting: write that instead", refuse=True)
 unsupported(OBSOLETE, "hierarchy_stoplist",
             "remove it: always_direct or cache_peer_access ACLs keep requests away from peers")
 unsupported(OBSOLETE, "log_access", "use ACLs on access_log lines instead (Squid refuses this line too)",

@@ -191,6 +191,9 @@ class ListenAddress:
     port: int
     name: str          # for myportname; Squid names a port by its spec
     options: dict = field(default_factory=dict, compare=False, hash=False)
+    tls: object = field(default=None, compare=False, hash=False)      # squidpy.tls.options.PortTls
+    where: str = field(default="", compare=False, hash=False)         # FILE:LINE of its line
+    https: bool = field(default=False, compare=False, hash=False)     # an https_port: TLS from the start
 
     @property
     def key(self) -> tuple[str, int]:
@@ -208,6 +211,32 @@ HTTP_PORT_OPTIONS = {"name": "names the port for myportname ACLs (default: the p
                      "require-proxy-header": "connections start with a PROXY protocol header (version 1 or 2) "
                                              "whose client address stands for the connection's; see "
                                              "proxy_protocol_access"}
+
+# TLS options of http_port and https_port squidpy implements (squidpy.tls.options.PortTls)
+TLS_PORT_OPTIONS = {
+    "ssl-bump": "SslBump on this port: CONNECTs follow the ssl_bump rules (docs/https.md)",
+    "sslBump": "the deprecated spelling of ssl-bump (with Squid's warning)",
+    "generate-host-certificates": "=on (the default) mints a certificate per origin, signed by tls-cert=; "
+                                  "=off serves tls-cert= itself",
+    "dynamic_cert_mem_cache_size": "memory for minted certificates (default 4 MB); they are kept on disk too",
+    "tls-cert": "the bumping CA (certificate and key may share the file), or an https_port's own certificate "
+                "and chain",
+    "cert": "the old spelling of tls-cert=",
+    "tls-key": "the private key, when not in the tls-cert= file",
+    "key": "the old spelling of tls-key=",
+    "tls-cafile": "CAs whose client certificates an https_port accepts (asks for one)",
+    "cafile": "the old spelling of tls-cafile= (with Squid's warning)",
+    "tls-clientca": "the CAs named to clients when asking for a certificate",
+    "clientca": "the old spelling of tls-clientca=",
+    "tls-flags": "DELAYED_AUTH, CONDITIONAL_AUTH, DONT_VERIFY_PEER ... as Squid reads them",
+    "sslflags": "the old spelling of tls-flags=",
+    "tls-options": "OpenSSL options (NO_TLSv1, SINGLE_DH_USE ...), names or hex, as Squid reads them",
+    "options": "the old spelling of tls-options=",
+    "tls-min-version": "the lowest TLS version clients may use (1.0 to 1.3)",
+    "version": "deprecated; turned into options as Squid does (with its warning)",
+    "tls-cipher": "the OpenSSL cipher list offered to clients",
+    "cipher": "the old spelling of tls-cipher=",
+}
 
 # Squid 5.7's other http_port options: (status, why), status as in the directive registry
 HTTP_PORT_OTHERS = {
@@ -230,15 +259,15 @@ HTTP_PORT_OTHERS = {
     "tproxy": ("refused", "interception"),
     "connection-auth": ("refused", "connection-oriented authentication (NTLM, Negotiate) pinning"),
     "no-connection-auth": ("refused", "connection-oriented authentication (NTLM, Negotiate) pinning"),
-    "ssl-bump": ("refused", "SslBump"),
-    "sslBump": ("refused", "SslBump"),
-    "generate-host-certificates": ("refused", "SslBump"),
-    "dynamic_cert_mem_cache_size": ("refused", "SslBump"),
-    **{key: ("refused", "TLS on the port (SslBump)") for key in (
-        "cert", "key", "version", "options", "cipher", "clientca", "cafile", "capath", "crlfile",
-        "dhparams", "sslflags", "sslcontext", "tls-cert", "tls-key", "tls-cafile", "tls-capath",
-        "tls-crlfile", "tls-dh", "tls-min-version", "tls-options", "tls-cipher", "tls-clientca",
-        "tls-flags", "tls-context", "tls-no-default-ca", "tls-no-npn")},
+    # TLS options squidpy reads but does not use on a port (a warning says so)
+    **{key: ("ignored", "certificate revocation lists and CA directories are not checked for client "
+                        "certificates (tls-cafile= is)") for key in ("capath", "crlfile", "tls-capath", "tls-crlfile")},
+    **{key: ("ignored", "squidpy's ports use OpenSSL's built-in (EC)DHE groups") for key in ("dhparams", "tls-dh")},
+    **{key: ("ignored", "a session ID context: squidpy's ports resume no sessions by ID")
+       for key in ("sslcontext", "tls-context")},
+    "tls-no-npn": ("ignored", "squidpy never offers NPN"),
+    **{key: ("ignored", "client certificates are checked against tls-cafile=/tls-clientca= only")
+       for key in ("tls-default-ca", "tls-no-default-ca")},
 }
 
 
@@ -250,8 +279,11 @@ def http_port_option(option: str) -> str:
     return key
 
 
-def parse_http_port(args: list[str], warn=None) -> ListenAddress:
-    """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then options."""
+def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool = False,
+                    where: str = "") -> ListenAddress:
+    """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then options: ``name=``,
+    and the TLS ones (``ssl-bump``, ``tls-cert=`` ..., :class:`squidpy.tls.options.PortTls`)."""
+    from squidpy.tls.options import PortTls, TlsOptionError
     if not args:
         raise ValueError("expected [ADDRESS:]PORT")
     spec, opts = args[0], args[1:]
@@ -269,23 +301,35 @@ def parse_http_port(args: list[str], warn=None) -> ListenAddress:
         host, port_text = "", spec
     port = 0 if port_text == "0" else parse_port_number(port_text)
     options = {}
-    for opt in opts:
-        key = http_port_option(opt)
-        if key in HTTP_PORT_OPTIONS:
-            key, eq, value = opt.partition("=")
-            if key == "require-proxy-header" and eq:
-                raise ValueError("require-proxy-header takes no value")
-            options[key] = value
-            continue
-        status, why = HTTP_PORT_OTHERS.get(key) or (None, "")
-        if status == "ignored":
-            if warn is not None:
-                warn(f"http_port option {opt} is ignored: {why}")
-        elif status == "refused":
-            raise ValueError(f"Squid http_port option {key} is not implemented by squidpy yet ({why}; "
-                             "see docs/squid-compat.md)")
-        else:
-            close = difflib.get_close_matches(key, [*HTTP_PORT_OPTIONS, *HTTP_PORT_OTHERS], n=1, cutoff=0.75)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"unknown http_port option '{opt}'{hint}")
-    return ListenAddress(host, port, options.get("name") or spec, options)
+    tls = PortTls()
+    warn = warn or (lambda message: None)
+    directive = "https_port" if https else "http_port"
+    try:
+        for opt in opts:
+            key = http_port_option(opt)
+            if key in HTTP_PORT_OPTIONS:
+                key, eq, value = opt.partition("=")
+                if key == "require-proxy-header" and eq:
+                    raise ValueError("require-proxy-header takes no value")
+                options[key] = value
+                continue
+            if key in TLS_PORT_OPTIONS or (key.startswith("tls-") and key not in HTTP_PORT_OTHERS):
+                tls.parse_port(opt, warn, resolve_path or (lambda p: p))     # unknown tls-*: Squid's warning
+                continue
+            status, why = HTTP_PORT_OTHERS.get(key) or (None, "")
+            if status == "ignored":
+                warn(f"{directive} option {opt} is ignored: {why}")
+            elif status == "refused":
+                raise ValueError(f"Squid {directive} option {key} is not implemented by squidpy yet ({why}; "
+                                 "see docs/squid-compat.md)")
+            else:
+                known = [*HTTP_PORT_OPTIONS, *TLS_PORT_OPTIONS, *HTTP_PORT_OTHERS]
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(f"unknown {directive} option '{opt}'{hint}")
+        if https or tls.has_tls:
+            tls.check(https, warn)
+    except TlsOptionError as e:
+        raise ValueError(str(e)) from None
+    return ListenAddress(host, port, options.get("name") or spec, options,
+                         tls if (https or tls.has_tls) else None, where, https)

@@ -43,6 +43,7 @@ STATUS = {
     "ERR_INVALID_RESP": 502,
     "ERR_ZERO_SIZE_OBJECT": 502,
     "ERR_PRECONDITION_FAILED": 412,
+    "ERR_SECURE_CONNECT_FAIL": 503,
 }
 
 
@@ -66,6 +67,7 @@ class ErrorContext:
     user: str | None = None         # %a: the user name, when known
     auth_message: str | None = None  # %m: why the credentials were refused
     external_message: str | None = None  # %o: message= from an external ACL helper
+    tls_code: str | None = None     # %x: the TLS error, as squidpy.tls.errors.TlsFailure.brief() names it
 
 
 class ErrorPages:
@@ -137,6 +139,8 @@ class ErrorPages:
             return self.stylesheet() if escape is _html else ""
         value = values.get(code)
         if value is None:
+            if code == "x":
+                return escape("[Unknown Error Code]") if escape is _html else ""
             if code in _EMPTY_WHEN_MISSING:
                 return ""
             return escape("[unknown]") if code in _KNOWN else "%" + code
@@ -166,6 +170,7 @@ class ErrorPages:
             "u": ctx.url,
             "w": self.cache_mgr,
             "W": f"mailto:{self.cache_mgr}",
+            "x": ctx.tls_code,
             "z": ctx.dns_error,
         }
 
@@ -178,5 +183,5 @@ def _url(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-_KNOWN = frozenset("acDEhHiIlLmMopPRstTUuwWz")
+_KNOWN = frozenset("acDEhHiIlLmMopPRstTUuwWxz")
 _EMPTY_WHEN_MISSING = frozenset("DEzRLmo")   # details: print nothing when there are none

@@ -184,6 +184,46 @@ class StartTunnel(Command):
     rest: bytes = b""
 
 
+# ---------------------------------------------------------------- SslBump
+class _ReadClientHello(Command):
+    """Read the client's ClientHello, holding its bytes for what comes next -> ClientHelloRead."""
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class ConnectTls(Command):
+    """A new TLS connection to the origin (``server_name`` for SNI, the certificate checked
+    for it, sslproxy_cert_error asked about problems) -> ServerTlsReady or ConnectFailed."""
+    host: str
+    port: int
+    server_name: str
+    addresses: list | None = None
+
+
+@dataclass(slots=True)
+class PeekServer(Command):
+    """Connect to the origin, send it the client's own hello, read its first flight
+    -> ServerHelloRead or ConnectFailed."""
+    host: str
+    port: int
+    addresses: list | None = None
+
+
+@dataclass(slots=True)
+class StartClientTls(Command):
+    """Answer the client's hello with a certificate minted from ``props``
+    (squidpy.tls.mint.CertProperties) -> ClientTlsReady or ClientTlsFailed."""
+    props: Any
+
+
+@dataclass(slots=True)
+class Bumped(Command):
+    """The client's connection goes on as HTTP inside TLS: its requests know ``info``
+    (squidpy.exchange.bumping.BumpedInfo).  An origin connection made while bumping goes
+    to the pool for them."""
+    info: Any
+
+
 # ---------------------------------------------------------------- the store
 @dataclass(slots=True)
 class StreamStored(Command):
@@ -264,5 +304,6 @@ class Report(Command):
 
 
 AbortClient = _AbortClient()
+ReadClientHello = _ReadClientHello()
 AbortUpstream = _AbortUpstream()
 StoreDiscard = _StoreDiscard()

@@ -105,14 +105,16 @@ class Connected(Event):
     local_port: int | None = None
     reused: bool = False
     seconds: float = 0.0        # time spent resolving the origin's name (DNS)
+    tls: Any = None             # squidpy.tls.session.TlsFacts of an https:// origin connection
 
 
 @dataclass(slots=True)
 class ConnectFailed(Event):
-    error: str                  # ERR_DNS_FAIL, ERR_CONNECT_FAIL ...
+    error: str                  # ERR_DNS_FAIL, ERR_CONNECT_FAIL, ERR_SECURE_CONNECT_FAIL ...
     detail: str
     status: int = 503
     server_ip: str | None = None
+    tls: Any = None             # the TlsFailure of an ERR_SECURE_CONNECT_FAIL (squidpy.tls.errors)
 
 
 @dataclass(slots=True)
@@ -172,6 +174,52 @@ class StoredBodyEnd(Event):
 class _StoredBodyMissing(Event):
     """The stored body could not be opened (removed or damaged under us)."""
     __slots__ = ()
+
+
+# ---------------------------------------------------------------- SslBump
+@dataclass(slots=True)
+class ClientHelloRead(Event):
+    """The client's first bytes after ``200 Connection established``: its ClientHello
+    (squidpy.tls.hello), or why there is none (``not_tls``: it speaks something else)."""
+    hello: Any
+    problem: str | None = None
+    not_tls: bool = False
+
+
+@dataclass(slots=True)
+class ServerTlsReady(Event):
+    """Our TLS handshake with the origin is done (to bump or stare): its certificate and
+    the problems verifying it found that sslproxy_cert_error let through."""
+    peer_ip: str
+    peer_port: int
+    cert: Any
+    errors: tuple = ()
+    seconds: float = 0.0        # DNS time
+    tls: Any = None             # squidpy.tls.session.TlsFacts
+
+
+@dataclass(slots=True)
+class ServerHelloRead(Event):
+    """After a peek: the origin's first flight (squidpy.tls.hello.ServerHello) and the
+    bytes it came in, or why it could not be read."""
+    hello: Any
+    data: bytes = b""
+    problem: str | None = None
+    peer_ip: str | None = None
+    peer_port: int | None = None
+
+
+@dataclass(slots=True)
+class ClientTlsReady(Event):
+    """The bumped client finished its handshake with our minted certificate."""
+    version: str | None = None
+    alpn: str | None = None
+    tls: Any = None             # squidpy.tls.session.TlsFacts
+
+
+@dataclass(slots=True)
+class ClientTlsFailed(Event):
+    failure: Any                # squidpy.tls.errors.TlsFailure
 
 
 # ---------------------------------------------------------------- tunnels and time

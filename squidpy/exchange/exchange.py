@@ -71,6 +71,9 @@ class State(enum.Enum):
     AWAITING_REPLY = "the request went upstream; no final reply head yet"
     RELAYING = "the origin's reply streams to the client"
     SERVING_STORED = "a stored body streams from disk"
+    BUMP_CLIENT_HELLO = "SslBump: reading the client's TLS hello (step 2)"
+    BUMP_SERVER = "SslBump: TLS with the origin, or peeking at its hello (step 3)"
+    BUMP_CLIENT_TLS = "SslBump: the client's TLS handshake with a minted certificate"
     TUNNEL = "bytes pass untouched both ways (CONNECT, 101)"
     DONE = "answered and logged"
 
@@ -81,7 +84,7 @@ for _n, _state in enumerate(State):
 
 # where an exchange may go once a looked-up fact (or a helper's answer) lets its checks go on
 AFTER_A_FACT = (State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP,
-                State.PURGING, State.COLLAPSED, State.SERVING_STORED)
+                State.PURGING, State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO)
 _PRIVATE_NOTES = frozenset({"password", "token", "ha1"})     # helper keys that never reach a log
 _CALLOUT_KEYS = frozenset({"url", "rewrite-url", "status", "store-id", "message"})
 
@@ -100,11 +103,15 @@ class IllegalEvent(RuntimeError):
 
 class ClientInfo:
     """The client connection as the exchange sees it (plain data, updated by the
-    connection: ``closing`` once no further request will be read)."""
+    connection: ``closing`` once no further request will be read).  ``port_tls``: the
+    port's TLS settings (squidpy.tls.options.PortTls) when it has any; ``bumped``: what
+    SslBump learnt, on a connection that now carries HTTP inside TLS."""
 
-    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "notes", "auth")
+    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "notes", "auth",
+                 "port_tls", "bumped", "client_cert", "tls")
 
-    def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = ""):
+    def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
+                 port_tls=None, bumped=None):
         self.client_ip = client_ip
         self.client_port = client_port
         self.local_ip = local_ip
@@ -113,6 +120,10 @@ class ClientInfo:
         self.closing = False
         self.notes = None           # annotate_client ACLs' annotations: a list once one is made
         self.auth = None        # squidpy.auth.decide.ConnectionAuth: Negotiate/NTLM on this connection
+        self.port_tls = port_tls
+        self.bumped = bumped
+        self.client_cert = None     # the certificate a client of an https_port presented
+        self.tls = None             # squidpy.tls.session.TlsFacts once the client speaks TLS to us
 
 
 HTTP_ACCESS = "http_access"
@@ -198,6 +209,7 @@ class Exchange:
     attempts = 0                        # connections asked for (the events of one read belong to one)
     callout: Callout | None = None      # what helpers decide about it (only when they do)
     _head_cmd: c.SendToClient | None = None
+    bump = None                         # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -263,8 +275,8 @@ class Exchange:
 
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
-        to=(State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
-            State.SERVING_STORED))
+        to=(State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING,
+            State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO))
     def _start(self, _event) -> None:
         if self.refusal is not None:
             return self.fail(*self.refusal)
@@ -273,8 +285,11 @@ class Exchange:
             if head.version.startswith(("2.", "3.")):
                 return self.fail("ERR_UNSUP_HTTPVERSION", f"HTTP/{head.version} is not spoken here", 505)
             return self.fail("ERR_INVALID_REQ", f"HTTP/{head.version} requests are not accepted")
+        bumped = self.client.bumped
         try:
             self.target = target = parse_target(head.method, head.target)
+            if bumped is not None and target.kind == "origin":     # inside a bumped connection
+                self.target = target = parse_target(head.method, bumping.inner_url(bumped, head, target.path))
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
@@ -298,6 +313,8 @@ class Exchange:
         if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
         self.checklist = self._checklist(target)
+        if bumped is not None and bumping.answer_for_bumped(self, bumped):
+            return
         self._check()
 
     def _checklist(self, target: Target) -> Checklist:
@@ -315,6 +332,14 @@ class Exchange:
         ch.entry = self.entry               # hier_code and squid_error ACLs read what the log will say
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
+        if client.bumped is not None:
+            bumping.tls_facts(ch, self.entry, client.bumped)
+        if client.client_cert is not None:
+            ch.client_cert = self.entry.client_cert = client.client_cert
+            self.entry.user_ssl = bumping.certificate_user(client.client_cert)
+        if client.tls is not None:
+            self.entry.client_tls = client.tls
+            ch.client_encrypted = True
         return ch
 
     def _check(self) -> None:
@@ -632,6 +657,8 @@ class Exchange:
         """Every check is done: answer here, or from the cache, or forward."""
         head = self.head
         if head.method == "CONNECT":
+            if bumping.bumps(self):
+                return bumping.step1(self)
             return self._go_upstream(tunnel=True)
         if head.method in ("OPTIONS", "TRACE") and head.max_forwards is not None:
             try:
@@ -724,7 +751,18 @@ class Exchange:
         if verdict.implicit:
             steps = access_list.explain(self.checklist)[1]
             name = steps[-1].last_acl if steps else None
+        if self.head.method == "CONNECT" and self.bump is None and not self._by_auth_acl(name):
+            info = self.config.deny_info.get(name) if name else None
+            if (info is None or info.kind != "reset") and bumping.bump_to_deny(self, verdict, access_list):
+                return      # the page is shown inside TLS
         self._deny_as(name, result, challenge=challenge)
+
+    def _by_auth_acl(self, name: str | None) -> bool:
+        """The deciding ACL is an authentication one (a denial that challenges)."""
+        if name is None or self.shared.helpers is None:
+            return False
+        acl = self.config.acls.get(name)
+        return acl is not None and is_auth_acl(acl.matcher)
 
     def _deny_as(self, name: str | None, result: str = "TCP_DENIED", auth_required: bool = False,
                  challenge: bool = True) -> None:
@@ -735,10 +773,7 @@ class Exchange:
         info = self.config.deny_info.get(name) if name else None
         if auth_required and info is not None and info.kind == "redirect":
             info = None                 # Squid: no 30x while credentials are missing
-        by_auth_acl = False
-        if challenge and not auth_required and name is not None and self.shared.helpers is not None:
-            acl = self.config.acls.get(name)
-            by_auth_acl = acl is not None and is_auth_acl(acl.matcher)
+        by_auth_acl = challenge and not auth_required and self._by_auth_acl(name)
         page = info.value if info is not None and info.kind == "page" else None
         status, page = auth.denial(auth_required, by_auth_acl, page)
         if info is None or info.kind == "page":
@@ -816,13 +851,15 @@ class Exchange:
 
     def _error_context(self, error: str, detail: str | None, server_ip: str | None = None) -> ErrorContext:
         e, target = self.entry, self.target
+        tls = e.tls_failure
         ctx = ErrorContext(
             name=error, url=e.url, method=self.head.method, client_ip=self.client.client_ip,
             server_ip=server_ip or e.server_ip, host=target.host if target else None,
             port=target.port if target else None,
             protocol=(target.scheme.upper() if target else None), detail=detail,
-            errno_text=detail if error == "ERR_CONNECT_FAIL" else None,
+            errno_text=detail if error == "ERR_CONNECT_FAIL" else (tls.errno_text if tls is not None else None),
             dns_error=detail if error == "ERR_DNS_FAIL" else None,
+            tls_code=tls.brief() if tls is not None else None,
         )
         ch = self.checklist
         if self.callout is not None and ch is not None:
@@ -1175,6 +1212,8 @@ class Exchange:
         e.server_local_ip, e.server_local_port = event.local_ip, event.local_port
         if event.seconds:
             e.dns_time = (e.dns_time or 0) + event.seconds
+        if event.tls is not None:
+            e.server_tls = event.tls
         self.upstream = "open"
         self.reused = event.reused
         self.upstream_started = self.shared.now()
@@ -1184,10 +1223,11 @@ class Exchange:
                 self._emit(c.Report("warning", line))
         if self.tunnel and peer is None:
             e.status = 200
-            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
             self.state = State.TUNNEL
-            self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+            if self.bump is None:       # after a peek the client has had its 200 already
+                e.reply_header_size = len(CONNECTION_ESTABLISHED)
+                self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
             self._emit(c.StartTunnel())
             return
         head, target, shared = self.head, self.target, self.shared
@@ -1247,6 +1287,8 @@ class Exchange:
             e.server_ip = event.server_ip
         if self.selected is not None and self._may_retry(connected=False):
             return self._next_destination((event.error, event.detail, event.status, event.server_ip))
+        if self.tunnel and self.bump is not None:
+            return bumping.splice_failed(self, event)
         if self.tunnel:
             self.keep_alive = False
             return self.fail(event.error, event.detail, event.status, result="TCP_TUNNEL",
@@ -1255,6 +1297,11 @@ class Exchange:
             return
         if event.error == "ERR_DNS_FAIL":
             return self.fail(event.error, event.detail, event.status, result=self._miss_result())
+        if event.tls is not None:       # Squid logs a failed TLS handshake HIER_NONE/-
+            e.hierarchy, e.server_ip = "HIER_NONE", None
+            e.tls_failure = event.tls
+            return self.fail(event.error, event.detail, event.status, result=self._miss_result(),
+                             server_ip=event.server_ip)
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)
 
     def _miss_result(self) -> str:
@@ -1677,3 +1724,6 @@ class Exchange:
         if not self.background:
             self._emit(c.Log(self.entry, self.checklist))
         self._emit(c.Finished(self.keep_alive))
+
+
+from squidpy.exchange import bumping  # noqa: E402  (SslBump's states, registered with @on)

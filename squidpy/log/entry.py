@@ -49,6 +49,15 @@ class LogEntry:
     tag = None               # tag returned by an external ACL (%et)
     ext_log = None           # log string returned by an external ACL (%ea)
     notes = ()               # [(name, value)] annotations (%note)
+    # TLS (Squid's %ssl:: codes)
+    bump_mode = None         # the ssl_bump action that applied (%ssl::bump_mode)
+    sni = None               # the client's TLS server name (%ssl::>sni)
+    server_cert = None       # the origin's certificate, once SslBump saw it
+    tls_failure = None       # squidpy.tls.errors.TlsFailure of ERR_SECURE_CONNECT_FAIL
+    client_cert = None       # the client's certificate (https_port), %ssl::>cert_subject
+    cert_errors = ()         # the origin certificate's problems let through (%ssl::<cert_errors)
+    client_tls = None        # squidpy.tls.session.TlsFacts of the client connection
+    server_tls = None        # ... of the origin connection
 
     def __init__(self, start: float = 0.0):
         self.start = start

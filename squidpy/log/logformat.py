@@ -332,6 +332,55 @@ CODES: dict[str, Code] = {
     "sn": Code("int", lambda e, a: None),
 }
 
+
+# ---------------------------------------------------------------- TLS (Squid's ssl:: and tls:: codes)
+
+def _oneline(cert, part: str):
+    if cert is None:
+        return None
+    from squidpy.tls.errors import x509_name_oneline
+    return x509_name_oneline(cert.subject if part == "subject" else cert.issuer)
+
+
+def _cert_pem(cert):
+    if cert is None:
+        return None
+    from cryptography.hazmat.primitives.serialization import Encoding
+    return cert.public_bytes(Encoding.PEM).decode("ascii")
+
+
+def _cert_errors(e: LogEntry, separator):
+    """Each problem let through, by name and depth, in the order found (Squid's form)."""
+    if not e.cert_errors:
+        return None
+    return (separator or ":").join(f"{err.name}@depth={err.depth}" for err in e.cert_errors)
+
+
+def _facts(side: str, field: str):
+    return lambda e, a: getattr(getattr(e, side), field, None)
+
+
+_TLS_CODES: dict[str, Code] = {
+    "bump_mode": Code("str", lambda e, a: e.bump_mode),
+    ">sni": Code("str", lambda e, a: e.sni),
+    ">cert_subject": Code("str", lambda e, a: _oneline(e.client_cert, "subject")),
+    ">cert_issuer": Code("str", lambda e, a: _oneline(e.client_cert, "issuer")),
+    "<cert_subject": Code("str", lambda e, a: _oneline(e.server_cert, "subject")),
+    "<cert_issuer": Code("str", lambda e, a: _oneline(e.server_cert, "issuer")),
+    "<cert": Code("text", lambda e, a: _cert_pem(e.server_cert)),
+    "<cert_errors": Code("str", _cert_errors),
+    ">negotiated_version": Code("str", _facts("client_tls", "version")),
+    "<negotiated_version": Code("str", _facts("server_tls", "version")),
+    ">negotiated_cipher": Code("str", _facts("client_tls", "cipher")),
+    "<negotiated_cipher": Code("str", _facts("server_tls", "cipher")),
+    ">received_hello_version": Code("str", _facts("client_tls", "hello_version")),
+    "<received_hello_version": Code("str", _facts("server_tls", "hello_version")),
+    ">received_supported_version": Code("str", _facts("client_tls", "supported_version")),
+    "<received_supported_version": Code("str", _facts("server_tls", "supported_version")),
+}
+for _name, _code in _TLS_CODES.items():
+    CODES["ssl::" + _name] = CODES["tls::" + _name] = _code
+
 # Squid's deprecated spellings, still accepted by Squid (with a warning)
 ALIASES = {"Hs": ">Hs", "oa": "<la", ">v": "rv"}
 
@@ -344,7 +393,8 @@ UNSUPPORTED = {
     "master_xaction": "not available", "<sH": "not available", "<sS": "not available",
     "<bs": "not available", "busy_time": "not available",
     "icap::": "squidpy has no ICAP client", "adapt::": "squidpy has no adaptation services",
-    "ssl::": "squidpy does not bump TLS", "tls::": "squidpy does not bump TLS",
+    "ssl::": "not a TLS code Squid 5.7 has (docs/logs.md lists them)",
+    "tls::": "not a TLS code Squid 5.7 has (docs/logs.md lists them)",
     "proxy_protocol::": "squidpy does not speak the PROXY protocol",
     "transport::": "not available",
     "tt": "Squid has no %tt: use %tr (response time), %<tt (time spent with the origin) "
@@ -544,6 +594,9 @@ def _parse_field(spec: str, i: int, context: str | None) -> tuple[Field, int]:
             break
     else:
         raise ValueError(f"unknown format code at '{spec[start:start + 12]}' (docs/logs.md lists the codes)")
+    if name in ("ssl::", "tls::"):
+        word = re.match(r"[<>]?\w*", spec[i:]).group(0)
+        raise ValueError(f"'%{name}{word}' is {UNSUPPORTED[name]}")
     if name in UNSUPPORTED:
         raise ValueError(f"'%{name}' is not supported: {UNSUPPORTED[name]}")
     name = ALIASES.get(name, name)

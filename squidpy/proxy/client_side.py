@@ -63,6 +63,10 @@ class ClientConnection(PausableReading, Protocol):
         self.info: ClientInfo | None = None
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
         self._http_again = False             # a CONNECT answered during this read: HTTP goes on
+        self.tls = None                      # a TlsSession once the connection speaks TLS (bumped, https_port)
+        self.bumped_info = None              # set by a CONNECT that bumped: its requests' BumpedInfo
+        self._hello_waiter = None            # SslBump reading the ClientHello
+        self._tls_waiter = None              # SslBump waiting for the client's handshake
         self._reset_request()
 
     @property
@@ -75,13 +79,19 @@ class ClientConnection(PausableReading, Protocol):
         peer, host = t.getPeer(), t.getHost()
         self.client_ip, self.client_port = plain_ip(peer.host), peer.port
         self.local_ip, self.local_port = plain_ip(host.host), host.port
-        self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name)
+        listen = getattr(getattr(self, "factory", None), "listen", None)
+        self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
+                               listen.tls if listen is not None else None)
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
         self.deadline = time.monotonic() + self.service.config.request_timeout
         self.service.client_connected(self)
         if self.proxy_header is not None and self.transport.connected and not self._proxy_sender_allowed():
             self._proxy_refused("PROXY client not permitted by ACLs")
+        if listen is not None and listen.https and listen.tls.server_context is not None:
+            from squidpy.tls.session import TlsSession
+            self.tls = TlsSession(listen.tls.server_context, server_side=True)
+            self._tls_waiter = self._https_ready
 
     # ------------------------------------------------------------ the PROXY protocol (require-proxy-header)
     def _proxy_sender_allowed(self) -> bool:
@@ -119,11 +129,12 @@ class ClientConnection(PausableReading, Protocol):
         self.proxy_header = None
         if header.forwarded:
             (client_ip, client_port), (local_ip, local_port) = header.source, header.destination
-            self.info = ClientInfo(client_ip, client_port, local_ip, local_port, self.port_name)
+            self.info = ClientInfo(client_ip, client_port, local_ip, local_port, self.port_name, self.info.port_tls)
         return buffered[header.size:]
 
     def connectionLost(self, reason):
         self.service.client_disconnected(self)
+        self._hello_waiter = self._tls_waiter = None
         if self.info is not None and self.info.auth is not None:
             self.service.release_connection_auth(self.info.auth)
         # the parser holds our bound methods: drop it so the connection is freed
@@ -143,6 +154,11 @@ class ClientConnection(PausableReading, Protocol):
 
     def readConnectionLost(self):
         """The client sent EOF: finish what was asked, then close."""
+        waiter, self._hello_waiter = self._hello_waiter, None
+        if waiter is not None:
+            return waiter(None, "the client closed the connection before its TLS hello", False)
+        if self.tls is not None and not self.tls.established:
+            return self._tls_received(b"")
         if self.tunnel is not None:
             self.tunnel.client_eof()
             return
@@ -157,12 +173,20 @@ class ClientConnection(PausableReading, Protocol):
             data = self._read_proxy_header(data)
             if not data:
                 return
+        if self.tls is not None:
+            self._tls_received(data)
+            return
+        self._plain_received(data)
+
+    def _plain_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.from_client(data)
             return
         if self.raw is not None:
             self.raw.append(data)
-            if sum(map(len, self.raw)) > MAX_RAW_BUFFER:
+            if self._hello_waiter is not None:
+                self._try_hello()
+            elif sum(map(len, self.raw)) > MAX_RAW_BUFFER:
                 self.pause_reading("raw")
             return
         if self.session.closing and self._body_target() is None:
@@ -317,7 +341,7 @@ class ClientConnection(PausableReading, Protocol):
                              and self.session.body_target() is self._body_after_upgrade):
             return      # httptools skipped the body: it is read after the head (_read_upgrade_body)
         self._chunk_meter.stop()
-        if self.active is not None:
+        if self.active is not None and self._hello_waiter is None and self._tls_waiter is None:
             self.deadline = None
         target = self._body_target()
         self.session.body_ended()
@@ -371,6 +395,8 @@ class ClientConnection(PausableReading, Protocol):
             return
         self.active = None
         self.resume_reading("server")
+        if self.bumped_info is not None and keep_alive:
+            return self.become_bumped(self.bumped_info)
         connect = exchange.head.method == "CONNECT"
         if self.raw is None and connect and self.tunnel is None and keep_alive and self._upgrade_pending is exchange:
             # a CONNECT answered 407 while its head is being read: HTTP goes on with a new parser
@@ -385,7 +411,7 @@ class ClientConnection(PausableReading, Protocol):
                 self.parser = httptools.HttpRequestParser(self)
                 self._session(self.session.finished(exchange, keep_alive, exchange.body_done))
                 for data in raw:
-                    self.dataReceived(data)
+                    self._plain_received(data)
                 return
             keep_alive = False
         self._session(self.session.finished(exchange, keep_alive, exchange.body_done,
@@ -407,6 +433,99 @@ class ClientConnection(PausableReading, Protocol):
         self.session.closing = True
         return self.active is None and not self.session.queue and self.tunnel is None
 
+    # ------------------------------------------------------------ TLS (SslBump, https_port)
+    def read_client_hello(self, callback) -> None:
+        """SslBump: call ``callback(hello, problem, not_tls)`` once the ClientHello is in
+        (its bytes stay in ``raw`` for the handshake, the tunnel or the peek)."""
+        if self.raw is None:
+            self.raw = []
+        self._hello_waiter = callback
+        self.deadline = time.monotonic() + self.service.config.request_timeout
+        self._try_hello()
+
+    def _try_hello(self) -> None:
+        from squidpy.tls.hello import MAX_HANDSHAKE, HelloError, NotTls, parse_client_hello
+        data = b"".join(self.raw)
+        try:
+            hello = parse_client_hello(data)
+        except HelloError as e:
+            return self._hello_answer(None, str(e), isinstance(e, NotTls))
+        if hello is not None:
+            return self._hello_answer(hello, None, False)
+        if len(data) > MAX_HANDSHAKE + 4096:
+            self._hello_answer(None, "the client's TLS hello is too large", False)
+
+    def _hello_answer(self, hello, problem, not_tls) -> None:
+        waiter, self._hello_waiter = self._hello_waiter, None
+        self.deadline = None
+        if waiter is not None:
+            waiter(hello, problem, not_tls)
+
+    def take_raw(self) -> bytes:
+        """The bytes read since CONNECT (the ClientHello a peek sends on), handed over once."""
+        raw, self.raw = self.raw, []
+        return b"".join(raw or ())
+
+    def start_tls(self, context, callback) -> None:
+        """Answer the client's hello (already in ``raw``) with TLS; ``callback(failure)``
+        once the handshake is done (failure None) or failed."""
+        from squidpy.tls.session import TlsSession
+        initial = self.take_raw()
+        self.raw = None
+        self.resume_reading("raw")
+        self.tls = TlsSession(context, server_side=True)
+        self._tls_waiter = callback
+        self.deadline = time.monotonic() + self.service.config.request_timeout
+        if initial:
+            self._tls_received(initial)
+
+    def _tls_received(self, data: bytes) -> None:
+        tls = self.tls
+        out = tls.receive(data)
+        if out.network:
+            self.transport.write(out.network)
+        if out.handshake_done or out.failure is not None:
+            waiter, self._tls_waiter = self._tls_waiter, None
+            if out.handshake_done:
+                self.deadline = None
+            if waiter is not None:
+                waiter(out.failure)
+        if out.failure is not None:
+            lose(self.transport)
+            return
+        if out.plaintext:
+            self._plain_received(out.plaintext)
+        if out.closed:
+            self.tls_closed()
+
+    def _https_ready(self, failure) -> None:
+        """An https_port client finished (or failed) its handshake: its certificate, if it
+        gave one, is a fact of its requests (user_cert, ca_cert, %us)."""
+        if failure is None:
+            self.info.client_cert = self.tls.peer_certificate()
+            self.info.tls = self.tls.facts()
+            self.deadline = time.monotonic() + self.service.config.request_timeout
+
+    def tls_closed(self) -> None:
+        """close_notify (or EOF) from a TLS client: as a plain EOF."""
+        if self.tunnel is not None:
+            self.tunnel.client_eof()
+            return
+        self._session(self.session.half_closed())
+
+    def become_bumped(self, info) -> None:
+        """The CONNECT bumped: the connection goes on as HTTP inside TLS, a new session."""
+        self.bumped_info = None
+        self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
+                               self.info.port_tls, info)
+        if self.tls is not None:
+            self.info.tls = self.tls.facts()
+        self.session = ClientSession()
+        self.parser = None
+        self.raw = None
+        self._reset_request()
+        self.deadline = time.monotonic() + self.service.config.request_timeout
+
     def become_tunnel(self, tunnel) -> None:
         self.tunnel = tunnel
         self.deadline = None
@@ -418,9 +537,15 @@ class ClientConnection(PausableReading, Protocol):
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
+        if self.tls is not None:
+            self.transport.write(self.tls.send(data))
+            return
         seam.write(self.transport, data)
 
     def write_sequence(self, parts) -> None:
+        if self.tls is not None:
+            self.transport.write(self.tls.send(b"".join(parts)))
+            return
         seam.write_sequence(self.transport, parts)
 
     def abort(self) -> None:
@@ -452,6 +577,14 @@ class ClientConnection(PausableReading, Protocol):
         return None
 
     def timed_out(self) -> None:
+        if self._hello_waiter is not None:
+            return self._hello_answer(None, "no TLS hello within request_timeout", False)
+        if self._tls_waiter is not None:
+            from squidpy.tls.errors import SQUID_TLS_ERR_ACCEPT, TlsFailure
+            waiter, self._tls_waiter = self._tls_waiter, None
+            waiter(TlsFailure(SQUID_TLS_ERR_ACCEPT, lib_error="no TLS handshake within request_timeout"))
+            self.transport.abortConnection()
+            return
         session = self.session
         target = self._body_target()
         if target is not None and target is self.active and not target.exchange.body_done:

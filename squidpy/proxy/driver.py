@@ -217,12 +217,14 @@ class ExchangeDriver:
                 dns_seconds[0] = time.monotonic() - started
                 return result
             d.addBoth(timed)
+        tls_factory = peer_tls = timeout = None
         if peer is not None:
             peering = self.service.peering
-            d.addCallback(lambda addresses: pool.connect(key, addresses, tls=peering.tls_for(peer),
-                                                         timeout=peering.connect_timeout(peer)))
-        else:
-            d.addCallback(lambda addresses: pool.connect(key, addresses))
+            peer_tls, timeout = peering.tls_for(peer), peering.connect_timeout(peer)
+        elif cmd.scheme == "https" and not cmd.tunnel:
+            tls, checklist = self.service.tls, self.exchange.checklist
+            tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
+        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:
@@ -236,7 +238,7 @@ class ExchangeDriver:
         self.server = server
         server.driver = self
         self.feed(ev.Connected(server.peer_ip, server.peer_port, server.local_ip, server.local_port, reused,
-                               dns_seconds))
+                               dns_seconds, None if server.tls is None else server.tls.facts()))
 
     def _connect_failed(self, failure) -> None:
         if self.finished:
@@ -245,7 +247,7 @@ class ExchangeDriver:
         if isinstance(err, DnsError):
             event = ev.ConnectFailed("ERR_DNS_FAIL", str(err), 503)
         elif isinstance(err, UpstreamError):
-            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip)
+            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls)
         else:
             log.error("unexpected failure connecting to %s: %s", self.exchange.entry.url, failure.getErrorMessage())
             event = ev.ConnectFailed("ERR_CANNOT_FORWARD", failure.getErrorMessage(), 503)
@@ -271,9 +273,9 @@ class ExchangeDriver:
         if cmd.head:
             server.start(self, cmd.data, self.exchange.config.read_timeout, cmd.method)
         elif type(cmd.data) is tuple:
-            server.transport.writeSequence(cmd.data)
+            server.write_sequence(cmd.data)
         else:
-            server.transport.write(cmd.data)
+            server.write(cmd.data)
 
     def _release_upstream(self, cmd: c.ReleaseUpstream) -> None:
         server, self.server = self.server, None
@@ -308,6 +310,109 @@ class ExchangeDriver:
     def _tunnel_ended(self, tunnel) -> None:
         self.tunnel = None
         self.feed(ev.TunnelEnded(tunnel.bytes_up, tunnel.bytes_down))
+
+    # SslBump
+    def _read_client_hello(self, _cmd) -> None:
+        self.client.read_client_hello(self._client_hello)
+
+    def _client_hello(self, hello, problem, not_tls) -> None:
+        if not self.finished:
+            self.feed(ev.ClientHelloRead(hello, problem, not_tls))
+
+    def _resolved(self, host: str, addresses):
+        """The origin's addresses (known already, or looked up) and the DNS time."""
+        if addresses:
+            return defer.succeed((addresses, 0.0))
+        started = time.monotonic()
+        return self.service.dns.resolve(host).addCallback(lambda found: (found, time.monotonic() - started))
+
+    def _connect_tls(self, cmd: c.ConnectTls) -> None:
+        tls, checklist, pool = self.service.tls, self.exchange.checklist, self.service.pool
+        sessions = []
+
+        def session():
+            sessions.append(tls.origin_session(cmd.server_name, checklist))
+            return sessions[-1]
+
+        def connect(found):
+            addresses, seconds = found
+            d = pool.connect(("https", cmd.host, cmd.port), addresses, session)
+            return d.addCallback(lambda server: (server, seconds))
+
+        d = self._resolved(cmd.host, cmd.addresses).addCallback(connect)
+        d.addCallbacks(lambda found: self._server_tls(found[0], found[1]), self._connect_failed)
+
+    def _server_tls(self, server, seconds: float) -> None:
+        if self.finished:
+            lose(server.transport)
+            return
+        self.server = server
+        verification = server.tls.verification
+        self.feed(ev.ServerTlsReady(server.peer_ip, server.peer_port, verification.peer_cert,
+                                    tuple(verification.errors), seconds, server.tls.facts()))
+
+    def _peek_server(self, cmd: c.PeekServer) -> None:
+        pool = self.service.pool
+        d = self._resolved(cmd.host, cmd.addresses).addCallback(
+            lambda found: pool.connect(("tcp", cmd.host, cmd.port), found[0]))
+        d.addCallbacks(self._peek_connected, self._connect_failed)
+
+    def _peek_connected(self, server) -> None:
+        if self.finished:
+            lose(server.transport)
+            return
+        self.server = server
+        server.driver = self
+        server.peek(self._server_hello)
+        server.write(self.client.take_raw())
+
+    def _server_hello(self, hello, data: bytes, problem) -> None:
+        if not self.finished:
+            server = self.server
+            self.feed(ev.ServerHelloRead(hello, data, problem, server.peer_ip, server.peer_port))
+
+    def _start_client_tls(self, cmd: c.StartClientTls) -> None:
+        listen = self.client.factory.listen
+        minter = self.service.tls.minter(listen)
+        if minter.helper is not None:
+            from twisted.internet import threads
+            threads.deferToThread(minter.certificate, cmd.props).addCallbacks(
+                lambda minted: self._minted(minted, listen), self._mint_failed)
+        else:
+            try:
+                minted = minter.certificate(cmd.props)
+            except Exception as e:          # a CA or helper problem: the client cannot be answered
+                return self._mint_failed(e)
+            self._minted(minted, listen)
+
+    def _minted(self, minted, listen) -> None:
+        if self.finished:
+            return
+        context = self.service.tls.server_context(minted, listen)
+        self.client.start_tls(context, self._client_tls_done)
+
+    def _mint_failed(self, reason) -> None:
+        from squidpy.tls.errors import SQUID_TLS_ERR_ACCEPT, TlsFailure
+        message = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(reason)
+        log.error("SslBump: cannot make a certificate: %s", message)
+        if not self.finished:
+            self.feed(ev.ClientTlsFailed(TlsFailure(SQUID_TLS_ERR_ACCEPT, lib_error=f"no certificate: {message}")))
+
+    def _client_tls_done(self, failure) -> None:
+        if self.finished:
+            return
+        if failure is None:
+            tls = self.client.tls
+            self.feed(ev.ClientTlsReady(tls.version, tls.alpn, tls.facts()))
+        else:
+            self.feed(ev.ClientTlsFailed(failure))
+
+    def _bumped(self, cmd: c.Bumped) -> None:
+        self.client.bumped_info = cmd.info
+        server, self.server = self.server, None
+        if server is not None:          # the origin connection made for bumping serves its requests
+            server.driver = None
+            self.service.pool.release(server)
 
     # the store
     def _stream_stored(self, cmd: c.StreamStored) -> None:
@@ -407,6 +512,11 @@ _HANDLERS = {
     c.ReleaseUpstream: ExchangeDriver._release_upstream,
     type(c.AbortUpstream): ExchangeDriver._abort_upstream,
     c.StartTunnel: ExchangeDriver._start_tunnel,
+    type(c.ReadClientHello): ExchangeDriver._read_client_hello,
+    c.ConnectTls: ExchangeDriver._connect_tls,
+    c.PeekServer: ExchangeDriver._peek_server,
+    c.StartClientTls: ExchangeDriver._start_client_tls,
+    c.Bumped: ExchangeDriver._bumped,
     c.StreamStored: ExchangeDriver._stream_stored,
     c.StoreStart: ExchangeDriver._store_start,
     c.StoreBody: ExchangeDriver._store_body,

@@ -170,7 +170,7 @@ class Peering:
             if table is self.table:     # standby failures count towards connect-fail-limit
                 for line in table.connect_failed(peer, time.time()):
                     log.warning("%s", line)
-        pool.connect(key, state.addresses, tls=self.tls_for(peer), timeout=self.connect_timeout(peer)).addCallbacks(
+        pool.connect(key, state.addresses, peer_tls=self.tls_for(peer), timeout=self.connect_timeout(peer)).addCallbacks(
             opened, failed)
 
     def _probe(self, table: PeerTable, peer) -> None:

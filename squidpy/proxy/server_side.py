@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import httptools
-from twisted.internet import defer, interfaces, ssl
+from twisted.internet import defer, interfaces
 from twisted.internet import error as ierror
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -39,20 +39,26 @@ from squidpy.proxy.flow import PausableReading
 from squidpy.proxy.seam import unlink_connector
 
 MAX_IDLE_PER_ORIGIN = 32
+# an idle TLS connection saves a handshake (two round trips and the origin's signature), not
+# just a TCP connect: bumped clients (50 browsers' worth of keep-alive connections to one
+# origin) keep more of them
+MAX_IDLE_TLS_PER_ORIGIN = 256
 ATTEMPT_DELAY = 0.25        # seconds before the next address is tried alongside (RFC 8305: 250 ms)
 
 
 class UpstreamError(Exception):
-    """Talking to the origin failed; ``error`` is the ERR_* page to show."""
+    """Talking to the origin failed; ``error`` is the ERR_* page to show (``tls``: the
+    TlsFailure of an ERR_SECURE_CONNECT_FAIL)."""
 
     def __init__(self, error: str, detail: str, status: int = 502, retriable: bool = False,
-                 server_ip: str | None = None):
+                 server_ip: str | None = None, tls=None):
         super().__init__(detail)
         self.error = error
         self.detail = detail
         self.status = status
         self.retriable = retriable
         self.server_ip = server_ip
+        self.tls = tls
 
 
 class _StopParsing(Exception):
@@ -77,9 +83,13 @@ class ServerConnection(PausableReading, Protocol):
     reply as events, one list per read (so what one read carries is handled, and
     written to the client, at once)."""
 
-    def __init__(self, pool: "ServerPool", key: tuple):
+    def __init__(self, pool: "ServerPool", key: tuple, tls=None):
         self.pool = pool
         self.key = key
+        self.tls = tls             # a squidpy.tls.session.TlsSession for https:// origins
+        self.handshake = None      # fires when the TLS handshake is done (or fails)
+        self.peeking = None        # SslBump peek: called with the origin's first flight
+        self._peeked = b""
         self.driver = None
         self.tunnel = None
         self.parser = None
@@ -118,6 +128,56 @@ class ServerConnection(PausableReading, Protocol):
         self.transport.registerProducer(self, True)
         self.pool.timeouts.add(self)
         self.pool.opened(self, 1)
+        if self.tls is not None:
+            self.handshake = defer.Deferred()
+            self.deadline = time.monotonic() + self.pool.connect_timeout
+            self.transport.write(self.tls.start().network)
+
+    def _handshake_over(self, failure=None) -> None:
+        d, self.handshake = self.handshake, None
+        if d is None:
+            return
+        self.deadline = None
+        if failure is None:
+            d.callback(self)
+        else:
+            d.errback(UpstreamError("ERR_SECURE_CONNECT_FAIL", failure.detail(), 503, server_ip=self.peer_ip,
+                                    tls=failure))
+
+    def peek(self, callback) -> None:
+        """SslBump: read the origin's first flight (ServerHello, and its certificate before
+        TLS 1.3), then ``callback(hello, bytes read, problem)``."""
+        self.peeking = callback
+        self.deadline = time.monotonic() + self.pool.connect_timeout
+
+    def _peek_received(self, data: bytes) -> None:
+        from squidpy.tls.hello import MAX_HANDSHAKE, HelloError, parse_server_hello
+        self._peeked += data
+        try:
+            hello = parse_server_hello(self._peeked)
+        except HelloError as e:
+            return self._peek_over(None, str(e))
+        if hello is not None:
+            self._peek_over(hello, None)
+        elif len(self._peeked) > 2 * MAX_HANDSHAKE:
+            self._peek_over(None, "the server's first flight is too large")
+
+    def _peek_over(self, hello, problem) -> None:
+        callback, self.peeking = self.peeking, None
+        data, self._peeked = self._peeked, b""
+        self.deadline = None
+        callback(hello, data, problem)
+
+    def write(self, data: bytes) -> None:
+        if self.tls is not None:
+            data = self.tls.send(data)
+        self.transport.write(data)
+
+    def write_sequence(self, parts) -> None:
+        if self.tls is not None:
+            self.transport.write(self.tls.send(b"".join(parts)))
+        else:
+            self.transport.writeSequence(parts)
 
     def connectionLost(self, reason):
         was_connected, self.connected = self.connected, False
@@ -126,10 +186,15 @@ class ServerConnection(PausableReading, Protocol):
         self.pool.forget(self)
         if was_connected:
             self.pool.opened(self, -1)
+        if self.handshake is not None:
+            self._handshake_over(self.tls.receive(b"").failure or self.tls.failure)
         self.parser = None          # it holds our bound methods (a reference cycle)
         tunnel, self.tunnel = self.tunnel, None
         if tunnel is not None:
             tunnel.server_closed()
+            return
+        if self.peeking is not None:
+            self._peek_over(None, "the server closed the connection before its TLS hello")
             return
         driver, self.driver = self.driver, None
         if driver is None or self._done:
@@ -180,9 +245,38 @@ class ServerConnection(PausableReading, Protocol):
         self._connect_head = b"" if method == "CONNECT" else None
         self.parser = httptools.HttpResponseParser(self)
         self.deadline = time.monotonic() + read_timeout
-        self.transport.write(head)
+        self.write(head)
 
     def dataReceived(self, data: bytes) -> None:
+        tls = self.tls
+        if tls is not None:
+            out = tls.receive(data)
+            if out.network:
+                self.transport.write(out.network)
+            if self.handshake is not None:
+                if out.failure is not None:
+                    self._handshake_over(out.failure)
+                    self.transport.abortConnection()
+                    return
+                if out.handshake_done:
+                    self._handshake_over()
+            if out.failure is not None:
+                self.transport.abortConnection()
+                return
+            if out.closed:
+                if out.plaintext:
+                    self._received(out.plaintext)
+                lose(self.transport)
+                return
+            data = out.plaintext
+            if not data:
+                return
+        self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        if self.peeking is not None:
+            self._peek_received(data)
+            return
         if self.tunnel is not None:
             self.tunnel.from_server(data)
             return
@@ -362,7 +456,15 @@ class ServerConnection(PausableReading, Protocol):
         pass
 
     def timed_out(self) -> None:
-        if self.tunnel is not None:
+        if self.peeking is not None:
+            self._peek_over(None, "no TLS hello from the server within connect_timeout")
+            self.transport.abortConnection()
+        elif self.handshake is not None:
+            from squidpy.tls.errors import SQUID_TLS_ERR_CONNECT, TlsFailure
+            self._handshake_over(TlsFailure(SQUID_TLS_ERR_CONNECT, lib_error="no TLS handshake within "
+                                            "connect_timeout"))
+            self.transport.abortConnection()
+        elif self.tunnel is not None:
             self.tunnel.timed_out()
         elif self.driver is None or self._done:
             lose(self.transport)        # idle in the pool, or nobody waits for it any more
@@ -377,12 +479,13 @@ class ServerConnection(PausableReading, Protocol):
 
 
 class _ServerFactory(Factory):
-    def __init__(self, pool: "ServerPool", key: tuple):
+    def __init__(self, pool: "ServerPool", key: tuple, tls_factory=None):
         self.pool = pool
         self.key = key
+        self.tls_factory = tls_factory
 
     def buildProtocol(self, addr):
-        return ServerConnection(self.pool, self.key)
+        return ServerConnection(self.pool, self.key, self.tls_factory() if self.tls_factory else None)
 
 
 @implementer(IHostResolution)
@@ -473,7 +576,8 @@ class ServerPool:
         conn.parser = None
         conns = self.idle.get(conn.key)
         if (not conn.connected or self.idle_timeout <= 0
-                or (conns is not None and len(conns) >= MAX_IDLE_PER_ORIGIN)):
+                or (conns is not None
+                    and len(conns) >= (MAX_IDLE_PER_ORIGIN if conn.tls is None else MAX_IDLE_TLS_PER_ORIGIN))):
             lose(conn.transport)
             return
         if conns is None:
@@ -495,17 +599,18 @@ class ServerPool:
                 lose(conn.transport)
         self.idle.clear()
 
-    def connect(self, key: tuple, addresses: list[str], tls=None, timeout: float | None = None) -> defer.Deferred:
+    def connect(self, key: tuple, addresses: list[str], tls_factory=None, peer_tls=None,
+                timeout: float | None = None) -> defer.Deferred:
         """Connect to ``addresses`` (happy eyeballs); fires with the ServerConnection
-        or fails with UpstreamError naming the last address tried.  ``tls``: client TLS
-        options for a peer (an https origin gets them from its name)."""
+        or fails with UpstreamError naming the last address tried.  With ``tls_factory``
+        (a function making a client TlsSession: https:// origins) it fires once the TLS
+        handshake is done, or fails with ERR_SECURE_CONNECT_FAIL saying why.  ``peer_tls``:
+        Twisted's client TLS options for a cache_peer with ``tls``."""
         scheme, host, port = key
         endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses), host, port,
                                     timeout=timeout or self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
-        if tls is not None:
-            endpoint = wrapClientTLS(tls, endpoint)
-        elif scheme == "https":
-            endpoint = wrapClientTLS(ssl.optionsForClientTLS(host), endpoint)
+        if peer_tls is not None:
+            endpoint = wrapClientTLS(peer_tls, endpoint)
 
         def failed(failure):
             e = failure.value
@@ -513,7 +618,10 @@ class ServerPool:
                 return failure
             raise UpstreamError("ERR_CONNECT_FAIL", _describe_connect_error(e), status=503,
                                 server_ip=addresses[-1] if addresses else None)
-        return endpoint.connect(_ServerFactory(self, key)).addErrback(failed)
+        d = endpoint.connect(_ServerFactory(self, key, tls_factory)).addErrback(failed)
+        if tls_factory is not None:
+            d.addCallback(lambda conn: conn.handshake if conn.handshake is not None else conn)
+        return d
 
 
 def _describe_connect_error(e) -> str:

@@ -113,6 +113,10 @@ class ProxyService:
                             (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size)
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pac = PacSettings.from_config(config)
+        from squidpy.proxy.tls_side import TlsSide
+        old, self.tls = getattr(self, "tls", None), TlsSide(config)
+        if old is not None:
+            old.stop()
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
         self.peering.configure(config)
@@ -167,7 +171,7 @@ class ProxyService:
         log.info("Starting squidpy/%s (pid %d) with %s", __version__, os.getpid(), config.source)
         for warning in config.warnings:
             log.warning("%s", warning)
-        for listen in config.http_port:
+        for listen in _ports(config):
             try:
                 self._listen(listen)
             except ierror.CannotListenError as e:
@@ -284,7 +288,7 @@ class ProxyService:
         (self.listeners if into is None else into)[listen.key] = port
         address = port.getHost()
         shown = f"[{address.host}]" if ":" in address.host else address.host
-        log.info("Accepting HTTP connections at %s:%d", shown, address.port)
+        log.info("Accepting %s connections at %s:%d", "HTTPS" if listen.https else "HTTP", shown, address.port)
 
     def _listen_reuseport(self, listen, factory):
         """A listening socket other processes may share (SO_REUSEPORT): the kernel spreads
@@ -364,7 +368,7 @@ class ProxyService:
 
         staged = Staged(new)
         try:
-            for listen in new.http_port:
+            for listen in _ports(new):
                 if listen.key not in self.listeners:
                     try:
                         self._listen(listen, into=staged.ports)
@@ -410,7 +414,7 @@ class ProxyService:
     def _commit(self, staged: Staged) -> None:
         """Take the new configuration; nothing here can fail."""
         new, old = staged.config, self.config
-        wanted = {listen.key: listen for listen in new.http_port}
+        wanted = {listen.key: listen for listen in _ports(new)}
         for key in list(self.listeners):
             if key not in wanted:
                 self.listeners.pop(key).stopListening()
@@ -500,6 +504,7 @@ class ProxyService:
             if client.shut_down():
                 lose(client.transport)
         self.pool.close_idle()
+        self.tls.stop()
         done = defer.Deferred()
         deadline = time.monotonic() + lifetime
 
@@ -692,6 +697,11 @@ def _where(listen) -> str:
 def _socket_reason(error: ierror.CannotListenError) -> str:
     reason = error.socketError
     return getattr(reason, "strerror", None) or str(reason)
+
+
+def _ports(config) -> list:
+    """Every listening port: http_port lines, then https_port lines."""
+    return [*config.http_port, *config.https_port]
 
 
 def _sweep_interval(config) -> float:

@@ -34,7 +34,9 @@ class Tunnel:
         client.deadline = None
         server.pool.timeouts.add(self)
         self.spliced = None
-        self._can_splice = splice.available(client.transport, server.transport)
+        # a client speaking TLS to us (https_port) has its bytes encrypted here: no splice(2)
+        self._can_splice = getattr(client, "tls", None) is None and splice.available(client.transport,
+                                                                                     server.transport)
         self._splice_pending = False
 
     def maybe_splice(self) -> None:
@@ -63,7 +65,10 @@ class Tunnel:
     def from_server(self, data: bytes) -> None:
         self.bytes_down += len(data)
         self.deadline = time.monotonic() + self.idle_timeout
-        self.client.transport.write(data)
+        if getattr(self.client, "tls", None) is not None:
+            self.client.write(data)
+        else:
+            self.client.transport.write(data)
         self.maybe_splice()
 
     def client_eof(self) -> None:

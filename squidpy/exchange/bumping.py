@@ -1,0 +1,437 @@
+"""SslBump as states of the CONNECT exchange, and what bumped requests inherit.
+
+A CONNECT that http_access allows on an ``ssl-bump`` port is decided by the
+``ssl_bump`` rules (squidpy.tls.bump) step by step:
+
+* step 1 splices at once (an ordinary tunnel), terminates, or answers
+  ``200 Connection established`` and reads the client's ClientHello
+  (``BUMP_CLIENT_HELLO``);
+* step 2 (the SNI known) splices (the hello goes on to the origin untouched),
+  terminates, bumps (TLS with the origin first: ``BUMP_SERVER``), peeks (the
+  client's own hello is sent to the origin and its answer read) or stares (our
+  own TLS with the origin);
+* step 3 (the origin's certificate known) splices after a peek, bumps after a
+  stare, or terminates;
+* bumping answers the client's hello with a certificate minted for the site
+  (``BUMP_CLIENT_TLS``), mimicking the origin's when it was seen, signed as
+  sslproxy_cert_sign and sslproxy_cert_adapt say.  Once the client's handshake
+  is done the CONNECT is logged (``NONE_NONE/200 0``, as Squid 5.7 logs it)
+  and the connection goes on as HTTP inside TLS: each request there is an
+  exchange of its own with an ``https://`` URL (from its Host header, as Squid
+  builds it), through http_access, the cache and the log.
+
+A CONNECT that http_access denies is bumped too, when the port bumps and
+``ssl_bump`` lines exist (Squid) or the port has a CA (squidpy, unless
+``bump_denied_connect off``): the client gets its deny page inside TLS, on
+its first request, instead of a browser error.  When TLS with the origin
+fails while bumping, the certificate minted carries the name alone and the
+first request gets ERR_SECURE_CONNECT_FAIL, as in Squid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from squidpy.acl.checklist import Pending
+from squidpy.config.tls_directives import adaptations, sign_algorithm
+from squidpy.exchange import commands as c
+from squidpy.exchange import events as ev
+from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, State, on
+from squidpy.log.entry import LogEntry
+from squidpy.tls import bump
+from squidpy.tls.mint import SIGN_TRUSTED, CertProperties
+from squidpy.tls.session import hello_facts
+
+
+@dataclass
+class BumpedInfo:
+    """What a bumped connection's requests know (ClientInfo.bumped)."""
+
+    connect_host: str
+    connect_port: int
+    sni: str | None = None
+    server_cert: Any = None
+    ssl_errors: tuple = ()
+    bump_mode: str = bump.BUMP
+    failure: tuple | None = None         # (error, detail, status, TlsFailure): the first request's answer
+    denial: tuple | None = None          # (verdict, access list): the CONNECT's denial, shown to the first request
+
+
+@dataclass
+class BumpRole:
+    """A CONNECT being bumped: what the steps learnt and decided."""
+
+    step1: str = ""                      # the action step 1 took
+    step2: str = ""                      # ... step 2 (peek, stare, bump)
+    hello: Any = None                    # the client's ClientHello
+    server_cert: Any = None
+    errors: tuple = ()
+    failure: tuple | None = None
+    denial: tuple | None = None
+    redo: Any = None                     # the step to take again once a looked-up fact is in
+    spliced: bool = False
+    extra: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- entry points from the exchange
+
+def bumps(x) -> bool:
+    """The CONNECT arrived on an ssl-bump port and ssl_bump has lines."""
+    tls = x.client.port_tls
+    return tls is not None and tls.ssl_bump and bool(x.config.ssl_bump)
+
+
+def step1(x) -> None:
+    """http_access allowed the CONNECT: ssl_bump's first step."""
+    try:
+        decision = bump.step1(x.config.ssl_bump, x.checklist)
+    except Pending as p:
+        return x._look_up(p.fact)       # the answer comes back through http_access and here again
+    x.entry.bump_mode = decision.action
+    if decision.next == bump.TUNNEL:
+        return x._go_upstream(tunnel=True)
+    if decision.next == bump.CLOSE:
+        return _terminate(x, established=False)
+    x.bump = BumpRole(step1=decision.action)
+    _established(x)
+
+
+def bump_to_deny(x, verdict, access_list) -> bool:
+    """A denied CONNECT: bump it to show the page inside TLS, if the port can."""
+    tls = x.client.port_tls
+    if tls is None:
+        return False
+    if not bump.bump_to_deny(tls.ssl_bump, x.config.ssl_bump, tls.ca is not None,
+                             x.config.bump_denied_connect, 403):
+        return False
+    x.entry.result = "TCP_DENIED"
+    x.entry.bump_mode = bump.BUMP
+    x.bump = BumpRole(step1=bump.CLIENT_FIRST, denial=(verdict, access_list))
+    _established(x)
+    return True
+
+
+def inner_url(bumped: BumpedInfo, head, path: str) -> str:
+    """The URL of a request inside a bumped connection, as Squid builds it: from its Host
+    header (with the CONNECT's port when Host names none), else the SNI, else the
+    CONNECT host."""
+    if head.host:
+        host = head.host.decode("latin-1")
+    else:
+        host = bumped.sni or bumped.connect_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+    if ":" in host.rsplit("]", 1)[-1]:
+        authority = host
+    else:
+        authority = f"{host}:{bumped.connect_port}" if bumped.connect_port != 443 else host
+    return f"https://{authority}{path or '/'}"
+
+
+def tls_facts(ch, entry: LogEntry, bumped: BumpedInfo) -> None:
+    """What SslBump learnt, for the ACLs and the log of a bumped request."""
+    ch.sni = bumped.sni
+    ch.server_cert = bumped.server_cert
+    ch.ssl_errors = bumped.ssl_errors
+    ch.bump_step = bump.STEP3 if bumped.server_cert is not None else bump.STEP2
+    entry.sni = bumped.sni
+    entry.bump_mode = bumped.bump_mode
+    entry.server_cert = bumped.server_cert
+    entry.cert_errors = bumped.ssl_errors
+
+
+def certificate_user(cert) -> str | None:
+    """%us: the common name of a client certificate (https_port), as Squid logs it."""
+    from cryptography.x509.oid import NameOID
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return names[0].value if names else None
+
+
+def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
+    """The first request of a connection bumped to show a page gets it; then the
+    connection closes (as in Squid, logged NONE_NONE, with no bump mode)."""
+    if bumped.denial is not None or bumped.failure is not None:
+        x.entry.bump_mode = None
+    if bumped.denial is not None:
+        verdict, access_list = bumped.denial
+        bumped.denial = None
+        x.keep_alive = False
+        x.deny(verdict, access_list, result="NONE_NONE")
+        return True
+    if bumped.failure is not None:
+        error, detail, status, tls = bumped.failure
+        bumped.failure = None
+        x.keep_alive = False
+        x.entry.tls_failure = tls
+        if tls is not None:
+            x.entry.server_cert = tls.peer_cert
+        x.fail(error, detail, status, result="NONE_NONE")
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- the steps
+
+def _established(x) -> None:
+    """200 Connection established (not counted in the CONNECT's logged bytes, as in Squid),
+    then the client's hello."""
+    e = x.entry
+    e.status = 200
+    if e.result != "TCP_DENIED":
+        e.result = "NONE_NONE"
+    x.reply_started = True
+    x.state = State.BUMP_CLIENT_HELLO
+    x._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+    x._emit(c.ReadClientHello)
+
+
+@on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS,
+                                                      State.SELECTING, State.CONNECTING))
+def _client_hello(x, event: ev.ClientHelloRead) -> None:
+    role = x.bump
+    if event.hello is None:
+        x.entry.error_detail = event.problem
+        return _terminate(x, established=True)
+    role.hello = event.hello
+    x.checklist.sni = x.entry.sni = event.hello.server_name
+    x.entry.client_tls = hello_facts(event.hello)
+    if role.denial is not None or role.step1 in (bump.BUMP, bump.CLIENT_FIRST):
+        return _mint_for_client(x)
+    if role.step1 == bump.SERVER_FIRST:
+        role.step2 = bump.BUMP
+        return _connect_tls(x)
+    _step2(x)
+
+
+def _step2(x) -> None:
+    role = x.bump
+    role.redo = None
+    try:
+        decision = bump.step2(x.config.ssl_bump, x.checklist)
+    except Pending as p:
+        role.redo = _step2
+        return _look_up(x, p.fact)
+    role.step2 = decision.action
+    x.entry.bump_mode = decision.action
+    if decision.next == bump.TUNNEL:
+        return _splice(x)
+    if decision.next == bump.CLOSE:
+        return _terminate(x, established=True)
+    if decision.next == bump.PEEK_AT_SERVER:
+        return _peek(x)
+    _connect_tls(x)           # bump or stare: our own TLS with the origin
+
+
+def _server_name(x) -> str:
+    role = x.bump
+    return (role.hello.server_name if role.hello is not None and role.hello.server_name else None) \
+        or x.target.host
+
+
+def _addresses(x):
+    target = x.target
+    return [target.host] if target.ip_literal else (x.checklist.dst or None)
+
+
+def _connect_tls(x) -> None:
+    x.state = State.BUMP_SERVER
+    x.upstream = "connecting"
+    target = x.target
+    x._emit(c.ConnectTls(target.host, target.port, _server_name(x), _addresses(x)))
+
+
+def _peek(x) -> None:
+    x.state = State.BUMP_SERVER
+    x.upstream = "connecting"
+    target = x.target
+    x._emit(c.PeekServer(target.host, target.port, _addresses(x)))
+
+
+@on([State.BUMP_SERVER], ev.ServerTlsReady, to=(State.BUMP_CLIENT_TLS,))
+def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
+    role, e, ch = x.bump, x.entry, x.checklist
+    x.upstream = "open"
+    e.hierarchy, e.server_ip, e.server_port = "HIER_DIRECT", event.peer_ip, event.peer_port
+    if event.seconds:
+        e.dns_time = (e.dns_time or 0) + event.seconds
+    role.server_cert = ch.server_cert = e.server_cert = event.cert
+    role.errors = ch.ssl_errors = e.cert_errors = event.errors
+    if event.tls is not None:
+        e.server_tls = event.tls
+    if role.step2 == bump.STARE:
+        return _step3(x)
+    _mint_for_client(x)
+
+
+@on([State.BUMP_SERVER], ev.ServerHelloRead, to=(State.TUNNEL, State.SELECTING, State.CONNECTING))
+def _server_hello(x, event: ev.ServerHelloRead) -> None:
+    role, e, ch = x.bump, x.entry, x.checklist
+    x.upstream = "open"
+    e.hierarchy, e.server_ip, e.server_port = "HIER_DIRECT", event.peer_ip, event.peer_port
+    role.extra = [event.data]
+    if event.hello is not None:
+        e.server_tls = hello_facts(event.hello)
+    if event.hello is not None and event.hello.certificates:
+        from cryptography import x509
+        try:
+            role.server_cert = ch.server_cert = e.server_cert = x509.load_der_x509_certificate(
+                event.hello.certificates[0])
+        except ValueError:
+            pass
+    if event.hello is None:
+        e.error_detail = event.problem
+    _step3(x)
+
+
+def _step3(x) -> None:
+    role = x.bump
+    role.redo = None
+    try:
+        decision = bump.step3(x.config.ssl_bump, x.checklist, role.step2)
+    except Pending as p:
+        role.redo = _step3
+        return _look_up(x, p.fact)
+    x.entry.bump_mode = decision.action
+    if decision.next == bump.CLOSE:
+        return _terminate(x, established=True)
+    if decision.next == bump.TUNNEL:
+        return _splice(x)
+    _mint_for_client(x)
+
+
+@on([State.BUMP_SERVER], ev.ConnectFailed, to=(State.BUMP_CLIENT_TLS,))
+def _server_failed(x, event: ev.ConnectFailed) -> None:
+    """TLS (or TCP) with the origin failed: the client still gets a certificate (the name
+    alone, signed trusted, as Squid does) and then the error on its first request."""
+    role, e = x.bump, x.entry
+    x.upstream = None
+    if event.tls is not None:
+        role.errors = x.checklist.ssl_errors = e.cert_errors = event.tls.errors
+        e.server_cert = event.tls.peer_cert     # logged (%ssl::<cert_subject), not mimicked
+    role.failure = (event.error, event.detail, event.status, event.tls)
+    e.hierarchy, e.server_ip = "HIER_NONE", None
+    _mint_for_client(x, failed=True)
+
+
+def _mint_for_client(x, failed: bool = False) -> None:
+    """Answer the client's hello: a certificate mimicking the origin's when it was seen,
+    else one made from the name (SNI, else the CONNECT host)."""
+    role, ch, config = x.bump, x.checklist, x.config
+    name = _server_name(x)
+    if role.server_cert is None or failed or role.denial is not None:
+        props = CertProperties(name, sign=SIGN_TRUSTED, sign_hash=config.sslproxy_cert_sign_hash or "sha256")
+    else:
+        adapt = adaptations(config, ch, x.target.host)
+        common_name = adapt.get("setCommonName")
+        props = CertProperties(common_name if isinstance(common_name, str) else name, mimic=role.server_cert,
+                               set_valid_after=bool(adapt.get("setValidAfter")),
+                               set_valid_before=bool(adapt.get("setValidBefore")),
+                               set_common_name=isinstance(common_name, str),
+                               sign=sign_algorithm(config, ch),
+                               sign_hash=config.sslproxy_cert_sign_hash or "sha256")
+    x.state = State.BUMP_CLIENT_TLS
+    x._emit(c.StartClientTls(props))
+
+
+@on([State.BUMP_CLIENT_TLS], ev.ClientTlsReady)
+def _client_tls_ready(x, event: ev.ClientTlsReady) -> None:
+    """Bumped: the CONNECT is logged; its connection goes on as HTTP inside TLS."""
+    role, e = x.bump, x.entry
+    target = x.target
+    info = BumpedInfo(target.host, target.port, role.hello.server_name if role.hello is not None else None,
+                      role.server_cert, tuple(role.errors), e.bump_mode or bump.BUMP, role.failure, role.denial)
+    e.reply_header_size = e.reply_body_size = 0
+    if event.tls is not None:
+        e.client_tls = event.tls
+    x.upstream = None
+    x.keep_alive = True
+    x._emit(c.Bumped(info))
+    x.finish()
+
+
+@on([State.BUMP_CLIENT_TLS], ev.ClientTlsFailed)
+def _client_tls_failed(x, event: ev.ClientTlsFailed) -> None:
+    """The client refused our certificate (it does not trust the CA) or spoke no TLS."""
+    e = x.entry
+    e.tls_failure = event.failure
+    e.error_detail = event.failure.detail()
+    _drop(x)
+    x.keep_alive = False
+    x.finish()
+
+
+def _splice(x) -> None:
+    """Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced tunnel (TCP_TUNNEL)."""
+    role = x.bump
+    role.spliced = True
+    e = x.entry
+    first = _copy_entry(e)
+    first.result, first.status, first.hierarchy, first.server_ip = "NONE_NONE", 200, "HIER_NONE", None
+    first.reply_header_size = first.reply_body_size = 0
+    first.end = x.shared.now()
+    x._emit(c.Log(first, x.checklist))
+    e.start = first.end
+    e.result = "TCP_TUNNEL"
+    if x.upstream == "open":            # after a peek: the origin's first flight goes to the client
+        x.tunnel = True
+        x.state = State.TUNNEL
+        x.upstream_started = x.shared.now()
+        x._emit(c.StartTunnel(b"".join(role.extra)))
+        return
+    x._go_upstream(tunnel=True)
+
+
+def splice_failed(x, event: ev.ConnectFailed) -> None:
+    """The origin of a spliced connection cannot be reached: the client, mid-TLS, is closed."""
+    e = x.entry
+    e.error, e.error_detail = event.error, event.detail
+    e.hierarchy = "HIER_NONE" if event.error == "ERR_DNS_FAIL" else "HIER_DIRECT"
+    e.server_ip = event.server_ip
+    x.keep_alive = False
+    x._emit(c.AbortClient)
+    x.finish()
+
+
+def _terminate(x, established: bool) -> None:
+    """ssl_bump terminate (or a client that does not speak TLS): close both sides."""
+    e = x.entry
+    if not established:
+        e.result, e.status = "NONE_NONE", 0
+    _drop(x)
+    x.keep_alive = False
+    x._emit(c.AbortClient)
+    x.finish()
+
+
+def _drop(x) -> None:
+    if x.upstream is not None:
+        if x.upstream != "connecting":
+            x._emit(c.AbortUpstream)
+        x.upstream = None
+
+
+def _look_up(x, fact: str) -> None:
+    """A fact an ssl_bump ACL needs at step 2 or 3 (dst ...): looked up, then the step again."""
+    target = x.target
+    name = x.client.client_ip if fact == "src_name" else target.host
+    x._emit(c.LookUp(fact, name))
+
+
+@on([State.BUMP_CLIENT_HELLO, State.BUMP_SERVER], ev.FactKnown,
+    to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CONNECTING))
+def _fact_known(x, event: ev.FactKnown) -> None:
+    setattr(x.checklist, event.fact, event.value)
+    redo, x.bump.redo = x.bump.redo, None
+    if redo is not None:
+        redo(x)
+
+
+def _copy_entry(e: LogEntry) -> LogEntry:
+    copy = LogEntry(e.start)
+    copy.__dict__.update(e.__dict__)     # what was set; the rest are class defaults
+    return copy
+
+
+__all__ = ["BumpRole", "BumpedInfo", "answer_for_bumped", "bump_to_deny", "bumps", "inner_url", "splice_failed",
+           "step1", "tls_facts"]

@@ -1,0 +1,241 @@
+"""SslBump end to end: curl trusting squidpy's CA, through a live squidpy, to TLS origins on
+loopback.  Bodies arrive intact, a second fetch is a cache hit, path rules deny inside TLS,
+denied hosts show the deny page, spliced hosts keep their own certificate, ALPN says
+http/1.1, and the faults a bumped port meets (origins with bad certificates, no SNI, no TLS,
+TLS 1.0, truncated or stalled handshakes) are answered without disturbing anything."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+
+import pytest
+from OpenSSL import SSL
+
+from squidpy.tls.ca import init_ca
+from tests.dnsserver import DnsServer
+from tests.tlsbytes import openssl_client_hello
+
+NAMES = ("good", "expired", "wrongname", "selfsigned", "blocked", "bank", "secret")
+
+
+@pytest.fixture(scope="module")
+def dns():
+    server = DnsServer({f"{n}.test": ["127.0.0.1"] for n in NAMES}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory):
+    pem, crt = init_ca(str(tmp_path_factory.mktemp("bumpca")), "E2E Bump CA")
+    return pem, crt
+
+
+def config(ca, dns, tls_origins, tmp_path, rules: str = "acl step1 at_step SslBump1\nssl_bump peek step1\n"
+           "ssl_bump bump all\n", extra: str = "") -> str:
+    pem, _ = ca
+    return f"""
+acl local src 127.0.0.0/8
+acl blocked dstdomain blocked.test
+acl secret urlpath_regex ^/secret
+http_access deny blocked
+http_access deny secret
+http_access allow local
+http_access deny all
+http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
+sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
+dns_nameservers 127.0.0.1:{dns.port}
+tls_outgoing_options cafile={tls_origins.cafile}
+{rules}{extra}"""
+
+
+def curl(proxy, url: str, cafile, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-s", "-S", "-o", "-", "-w", "\n%{http_code}", "-m", "15", "-x", proxy.url,
+                           "--cacert", str(cafile), *args, url], capture_output=True, timeout=30)
+
+
+def url(tls_origins, name: str, path: str, kind: str | None = None) -> str:
+    return f"https://{name}.test:{tls_origins.port(kind or (name if name in tls_origins.origins else 'good'))}{path}"
+
+
+def test_bumped_get_is_intact_and_logged_as_https(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+    target = url(tls_origins, "good", "/size/70000")
+    r = curl(proxy, target, ca[1])
+    body, _, status = r.stdout.rpartition(b"\n")
+    assert status == b"200" and body == b"x" * 70000, r.stderr
+    connect = proxy.log_line("CONNECT good.test")
+    assert re.search(r" NONE_NONE/200 0 CONNECT good\.test:\d+ - HIER_DIRECT/127\.0\.0\.1 -$", connect), connect
+    get = proxy.log_line(f"GET {target}")
+    assert " TCP_MISS/200 " in get and " HIER_DIRECT/127.0.0.1 " in get
+
+
+def test_second_fetch_is_a_cache_hit(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+    target = url(tls_origins, "good", "/obj/bumped-hit?cc=max-age%3D300")
+    first = curl(proxy, target, ca[1])
+    second = curl(proxy, target, ca[1])
+    assert first.stdout == second.stdout and first.stdout.endswith(b"200")
+    assert tls_origins.origins["good"].count("/obj/bumped-hit?cc=max-age%3D300") == 1
+    assert " TCP_MEM_HIT/200 " in proxy.log_line(f"GET {target}")
+
+
+def test_path_rules_deny_inside_tls(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+    target = url(tls_origins, "good", "/secret/plans")
+    r = curl(proxy, target, ca[1])
+    assert r.stdout.endswith(b"403") and b"ERR_ACCESS_DENIED" in r.stdout
+    assert tls_origins.origins["good"].count("/secret/plans") == 0
+    assert " TCP_DENIED/403 " in proxy.log_line(f"GET {target}")
+
+
+def test_connections_encrypted_inside_a_bumped_connection(make_proxy, ca, dns, tls_origins, tmp_path, origin):
+    """Squid's connections_encrypted: true for a request read inside TLS, false for plain HTTP."""
+    extra = "acl enc connections_encrypted\nacl private urlpath_regex private\nhttp_access deny private !enc\n"
+    text = config(ca, dns, tls_origins, tmp_path, extra=extra)
+    proxy = make_proxy(extra + text.replace(extra, ""))        # the deny line before the allow lines
+    inside = curl(proxy, url(tls_origins, "good", "/size/3?private"), ca[1])
+    assert inside.stdout.endswith(b"200"), inside.stdout
+    plain = curl(proxy, origin.url("/size/3?private"), ca[1])
+    assert plain.stdout.endswith(b"403")
+
+
+def test_a_denied_host_shows_the_deny_page_without_any_ssl_bump_line(make_proxy, ca, dns, tls_origins, tmp_path):
+    """squidpy's one line: a CA on the port is enough to show the page of a denied CONNECT."""
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules=""))
+    target = url(tls_origins, "blocked", "/anything")
+    r = curl(proxy, target, ca[1])
+    assert r.stdout.endswith(b"403") and b"ERR_ACCESS_DENIED" in r.stdout and b"blocked.test" in r.stdout
+    lines = proxy.log_lines(2)
+    assert re.search(r" TCP_DENIED/200 0 CONNECT blocked\.test:\d+ - HIER_NONE/- -$", lines[0]), lines
+    assert re.search(r" NONE_NONE/403 \d+ GET https://blocked\.test:\d+/anything - HIER_NONE/- text/html$",
+                     lines[1]), lines
+    # and without the CA's help, as Squid without ssl_bump lines: the browser's own error
+    off = make_proxy(config(ca, dns, tls_origins, tmp_path, rules="", extra="bump_denied_connect off\n"))
+    r = curl(off, target, ca[1])
+    assert b"403" in r.stderr and r.returncode != 0
+
+
+def test_deny_info_redirect_inside_tls(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules="",
+                              extra="deny_info http://intranet.example/blocked?u=%u blocked\n"))
+    r = curl(proxy, url(tls_origins, "blocked", "/x"), ca[1], "-D", "-")
+    assert r.stdout.endswith(b"302") and b"Location: http://intranet.example/blocked?u=" in r.stdout
+
+
+def test_spliced_hosts_keep_their_own_certificate(make_proxy, ca, dns, tls_origins, tmp_path):
+    rules = ("acl step1 at_step SslBump1\nacl banks ssl::server_name good.test\n"
+             "ssl_bump peek step1\nssl_bump splice banks\nssl_bump bump all\n")
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules=rules))
+    target = url(tls_origins, "good", "/size/4")
+    with_ours = curl(proxy, target, ca[1])
+    assert with_ours.returncode != 0                     # not our certificate: the origin's own
+    with_origin_root = curl(proxy, target, tls_origins.cafile)
+    assert with_origin_root.stdout.endswith(b"xxxx\n200")
+    assert " TCP_TUNNEL/200 " in proxy.log_line("TCP_TUNNEL")
+
+
+def test_alpn_http11_to_clients(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+    r = curl(proxy, url(tls_origins, "good", "/size/2"), ca[1], "-v", "--http2")
+    assert r.stdout.endswith(b"xx\n200")
+    assert b"ALPN: server accepted http/1.1" in r.stderr or b"ALPN, server accepted to use http/1.1" in r.stderr
+
+
+def test_origins_with_bad_certificates_answer_inside_tls(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+    for kind, code in (("expired", b"X509_V_ERR_CERT_HAS_EXPIRED"), ("wrongname", b"SQUID_X509_V_ERR_DOMAIN_MISMATCH"),
+                       ("selfsigned", b"X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT")):
+        target = url(tls_origins, kind, "/echo?bumped-to-a-bad-origin")
+        r = curl(proxy, target, ca[1])
+        assert r.stdout.endswith(b"503") and code in r.stdout, (kind, r.stderr)
+        assert tls_origins.origins[kind].count("/echo?bumped-to-a-bad-origin") == 0
+        assert re.search(r" NONE_NONE/503 \d+ GET ", proxy.log_line(f"GET {target}"))
+
+
+def test_no_sni(make_proxy, ca, dns, tls_origins, tmp_path):
+    """curl sends no SNI to an address: the certificate is minted for the CONNECT address."""
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules="ssl_bump bump all\n"))
+    r = curl(proxy, f"https://127.0.0.1:{tls_origins.port('good')}/size/3", ca[1])
+    assert r.stdout.endswith(b"xxx\n200"), r.stderr
+
+
+def _connect(proxy, target: str) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = s.recv(4096)
+        assert chunk, reply
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    return s
+
+
+def _read_to_close(s: socket.socket) -> bytes | None:
+    """What the proxy sends until it closes; None if it did not close within the socket's timeout."""
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        return None
+    return data
+
+
+def still_serves(proxy, ca, tls_origins) -> bool:
+    return curl(proxy, url(tls_origins, "good", "/size/1"), ca[1]).stdout.endswith(b"x\n200")
+
+
+def test_a_client_that_does_not_speak_tls(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+    s = _connect(proxy, f"good.test:{tls_origins.port('good')}")
+    s.sendall(b"GET / HTTP/1.1\r\nHost: good.test\r\n\r\n")
+    assert _read_to_close(s) == b""
+    s.close()
+    assert re.search(r" NONE_NONE/200 0 CONNECT ", proxy.log_line("CONNECT good.test"))
+    assert still_serves(proxy, ca, tls_origins)
+
+
+def test_tls10_client(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+    s = _connect(proxy, f"good.test:{tls_origins.port('good')}")
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_VERSION)
+    ctx.set_max_proto_version(SSL.TLS1_VERSION)
+    ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+    conn = SSL.Connection(ctx, s)
+    conn.set_tlsext_host_name(b"good.test")
+    conn.set_connect_state()
+    with pytest.raises(SSL.Error):
+        conn.do_handshake()
+    s.close()
+    assert still_serves(proxy, ca, tls_origins)
+    assert proxy.log_line("CONNECT good.test")
+
+
+def test_truncated_and_stalled_handshakes(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, extra="request_timeout 1 second\n"))
+    target = f"good.test:{tls_origins.port('good')}"
+    hello = openssl_client_hello("good.test")
+    s = _connect(proxy, target)              # half a hello, then the client goes away
+    s.sendall(hello[:60])
+    s.close()
+    s = _connect(proxy, target)              # half a hello, then nothing: closed after request_timeout
+    s.sendall(hello[:60])
+    assert _read_to_close(s) == b""          # (the socket's own timeout is 10 seconds)
+    s.close()
+    assert still_serves(proxy, ca, tls_origins)
+    assert len([line for line in proxy.log_lines(3) if "CONNECT good.test" in line]) >= 2
+
+
+def test_a_client_that_refuses_our_certificate(make_proxy, ca, dns, tls_origins, tmp_path):
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+    r = curl(proxy, url(tls_origins, "good", "/size/1"), tls_origins.cafile)      # it does not trust our CA
+    assert r.returncode != 0
+    assert re.search(r" NONE_NONE/200 0 CONNECT good\.test", proxy.log_line("CONNECT good.test"))
+    assert still_serves(proxy, ca, tls_origins)

@@ -1,0 +1,166 @@
+"""SslBump side by side with Squid 5.7 built with OpenSSL (Debian's squid-openssl, unpacked by
+.ci/run): the same ssl_bump rules, the same curl requests through each proxy to the same TLS
+origins (good, expired, wrong name, a denied host), and the same access log lines: result
+code, status, method, URL and hierarchy, line for line (sizes and times differ by nature)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from squidpy.tls.ca import init_ca
+from tests.dnsserver import DnsServer
+from tests.proxyproc import ProxyProcess
+from tests.squidproc import SQUID_OPENSSL, SquidProcess, free_port
+
+CERTGEN = "/opt/squid-openssl/usr/lib/squid/security_file_certgen"
+KINDS = ("good", "expired", "wrongname")
+POLICY = """
+acl step1 at_step SslBump1
+acl blocked dstdomain blocked.test
+http_access deny blocked
+http_access allow all
+"""
+RULES = {
+    "peek-then-bump": "ssl_bump peek step1\nssl_bump bump all\n",
+    "client-first": "ssl_bump bump all\n",
+    "peek-then-splice": "ssl_bump peek step1\nssl_bump splice all\n",
+    "peek-then-terminate": "ssl_bump peek step1\nssl_bump terminate all\n",
+    "stare-then-bump": "ssl_bump stare step1\nssl_bump stare all\nssl_bump bump all\n",
+    "terminate-at-step1": "ssl_bump terminate all\n",
+}
+
+
+@pytest.fixture(scope="module")
+def shared(tls_origins):
+    """A CA and the test root in a directory Squid's 'proxy' user can read."""
+    assert os.path.exists(SQUID_OPENSSL), ".ci/run unpacks Debian's squid-openssl into /opt/squid-openssl"
+    root = Path(tempfile.mkdtemp(prefix="bump-diff-"))
+    os.chmod(root, 0o755)
+    pem, crt = init_ca(str(root / "ca"), "Differential CA")
+    os.chmod(root / "ca", 0o755)
+    os.chmod(pem, 0o644)
+    cafile = root / "test-root.pem"
+    shutil.copy(tls_origins.cafile, cafile)
+    os.chmod(cafile, 0o644)
+    dns = DnsServer({f"{k}.test": ["127.0.0.1"] for k in (*KINDS, "blocked")}).start()
+    yield root, pem, crt, cafile, dns
+    dns.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def fetch_all(proxy_url: str, crt: Path, tls_origins) -> None:
+    for kind in (*KINDS, "blocked"):
+        port = tls_origins.port(kind if kind in KINDS else "good")
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-m", "10", "-x", proxy_url, "--cacert", str(crt),
+                        f"https://{kind}.test:{port}/size/3"], capture_output=True, timeout=30)
+        time.sleep(0.1)         # one connection after the other, in the logs too
+
+
+def summary(lines: list[str]) -> list[tuple]:
+    """(result/status, method, URL, hierarchy) of each line of Squid's native format."""
+    out = []
+    for line in lines:
+        fields = line.split()
+        hierarchy = fields[8].split("/")[0]
+        code = fields[3]
+        if code.startswith("TCP_TUNNEL/"):
+            code = "TCP_TUNNEL"         # Squid 5.7 logs a spliced connection to a bad origin /500
+        out.append((code, fields[5], fields[6], hierarchy))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_same_log_lines_as_squid(name, shared, tls_origins, tmp_path):
+    root, pem, crt, cafile, dns = shared
+    rules = RULES[name]
+    db = root / f"ssl_db-{name}"
+    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
+    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
+    port = free_port()
+    squid = SquidProcess(root / f"squid-{name}", f"""
+http_port 127.0.0.1:{port} ssl-bump tls-cert={pem}
+sslcrtd_program {CERTGEN} -s {db} -M 4MB
+tls_outgoing_options cafile={cafile}
+{POLICY}{rules}""", hosts={f"{k}.test": "127.0.0.1" for k in (*KINDS, "blocked")}, binary=SQUID_OPENSSL)
+    try:
+        fetch_all(squid.url, crt, tls_origins)
+        time.sleep(1.2)         # buffered_logs off: the lines are written; the last ones within a second
+        expected = summary([line for line in squid.access_log.read_text().splitlines() if line])
+    finally:
+        squid.stop()
+    ours = ProxyProcess(tmp_path / "squidpy", f"""
+http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
+sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
+tls_outgoing_options cafile={cafile}
+dns_nameservers 127.0.0.1:{dns.port}
+{POLICY}{rules}""")
+    try:
+        fetch_all(ours.url, crt, tls_origins)
+        got = summary(ours.log_lines(count=len(expected), timeout=10))
+    finally:
+        ours.stop()
+    if got != expected:
+        pytest.fail("squidpy:\n" + "\n".join(got) + "\nSquid 5.7:\n" + "\n".join(expected), pytrace=False)
+
+
+TLS_FORMAT = ("%ssl::bump_mode %ssl::>sni %\"ssl::<cert_subject %\"ssl::<cert_issuer %ssl::<cert_errors "
+              "%ssl::>negotiated_version %ssl::<negotiated_version %ssl::>negotiated_cipher "
+              "%ssl::>received_hello_version %ssl::>received_supported_version "
+              "%ssl::<received_hello_version %ssl::<received_supported_version %rm %ru")
+TLS_RULES = {
+    "peek-then-bump": RULES["peek-then-bump"],
+    "stare-then-bump": RULES["stare-then-bump"] + "sslproxy_cert_error allow all\n",
+    "peek-then-splice": RULES["peek-then-splice"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TLS_RULES))
+def test_same_tls_log_codes_as_squid(name, shared, tls_origins, tmp_path):
+    """%ssl:: codes: the same values on the same lines as Squid's."""
+    root, pem, crt, cafile, dns = shared
+    rules = TLS_RULES[name] + f"logformat tls {TLS_FORMAT}\n"
+    db = root / f"ssl_db-tls-{name}"
+    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
+    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
+    squid_dir = root / f"squid-tls-{name}"
+    squid_dir.mkdir()
+    os.chmod(squid_dir, 0o777)      # Squid, as 'proxy', writes the tls log there
+    port = free_port()
+    squid = SquidProcess(squid_dir, f"""
+http_port 127.0.0.1:{port} ssl-bump tls-cert={pem}
+sslcrtd_program {CERTGEN} -s {db} -M 4MB
+tls_outgoing_options cafile={cafile}
+{POLICY}{rules}access_log {squid_dir}/tls.log tls
+""", hosts={f"{k}.test": "127.0.0.1" for k in (*KINDS, "blocked")}, binary=SQUID_OPENSSL)
+    try:
+        fetch_all(squid.url, crt, tls_origins)
+        time.sleep(1.2)
+        expected = [line for line in (squid_dir / "tls.log").read_text().splitlines() if line]
+    finally:
+        squid.stop()
+    ours = ProxyProcess(tmp_path / "squidpy", f"""
+http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
+sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
+tls_outgoing_options cafile={cafile}
+dns_nameservers 127.0.0.1:{dns.port}
+{POLICY}{rules}access_log {tmp_path}/tls.log tls
+""")
+    try:
+        fetch_all(ours.url, crt, tls_origins)
+        ours.log_lines(count=len(expected), timeout=10)
+        deadline = time.monotonic() + 5
+        got = []
+        while time.monotonic() < deadline and len(got) < len(expected):
+            got = [line for line in (tmp_path / "tls.log").read_text().splitlines() if line]
+            time.sleep(0.2)
+    finally:
+        ours.stop()
+    if got != expected:
+        pytest.fail("squidpy:\n" + "\n".join(got) + "\nSquid 5.7:\n" + "\n".join(expected), pytrace=False)

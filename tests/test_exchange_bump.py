@@ -1,0 +1,268 @@
+"""SslBump as states of the exchange (squidpy.exchange.bumping): transcripts, no sockets.
+Each test feeds events to a CONNECT exchange on an ssl-bump port and compares the commands
+with what Squid's steps call for; then requests inside a bumped connection."""
+
+from __future__ import annotations
+
+import pytest
+
+from squidpy.exchange import ClientInfo, Exchange, State
+from squidpy.exchange import commands as c
+from squidpy.exchange import events as ev
+from squidpy.exchange.bumping import BumpedInfo, inner_url
+from squidpy.tls.ca import init_ca
+from squidpy.tls.errors import SQUID_TLS_ERR_CONNECT, CertError, TlsFailure, parse_error_name
+from squidpy.tls.hello import parse_client_hello
+from squidpy.tls.mint import SIGN_TRUSTED, SIGN_UNTRUSTED
+from tests.exchange_kit import NOW, FakeShared, request_head, sent
+from tests.tlsbytes import openssl_client_hello
+from tests.tlscert import TestCA
+
+POLICY = """
+acl local src 10.0.0.0/8
+acl step1 at_step SslBump1
+acl banks ssl::server_name .bank.test
+acl blocked dstdomain .blocked.test
+http_access deny blocked
+http_access allow local
+http_access deny all
+"""
+
+
+@pytest.fixture(scope="module")
+def ca_pem(tmp_path_factory):
+    pem, _ = init_ca(str(tmp_path_factory.mktemp("ca")), "Transcript CA")
+    return pem
+
+
+def connect(ca_pem, rules: str, host: str = "www.site.test", port: int = 443, extra: str = "") -> Exchange:
+    shared = FakeShared(POLICY + f"http_port 3128 ssl-bump tls-cert={ca_pem}\n" + rules + extra)
+    listen = shared.config.http_port[-1]
+    client = ClientInfo("10.0.0.7", 40000, "10.0.0.1", 3128, "", listen.tls)
+    return Exchange(shared, client, request_head(f"CONNECT {host}:{port} HTTP/1.1\r\n\r\n".encode()), NOW)
+
+
+def hello(name: str | None = "www.site.test"):
+    return parse_client_hello(openssl_client_hello(name))
+
+
+def kinds(commands) -> list[str]:
+    return [type(cmd).__name__.lstrip("_") for cmd in commands]
+
+
+@pytest.fixture(scope="module")
+def origin_cert():
+    cert, _ = TestCA("Origin Root").issue(["www.site.test"])
+    return cert
+
+
+ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+def test_peek_then_bump(ca_pem, origin_cert):
+    x = connect(ca_pem, "ssl_bump peek step1\nssl_bump bump all\n")
+    out = x.handle(ev.RequestStarted)
+    assert out == [c.SendToClient(ESTABLISHED), c.ReadClientHello] and x.state is State.BUMP_CLIENT_HELLO
+    out = x.handle(ev.ClientHelloRead(hello()))
+    assert out == [c.ConnectTls("www.site.test", 443, "www.site.test", None)] and x.state is State.BUMP_SERVER
+    out = x.handle(ev.ServerTlsReady("192.0.2.9", 443, origin_cert))
+    assert kinds(out) == ["StartClientTls"]
+    props = out[0].props
+    assert (props.common_name, props.mimic, props.sign) == ("www.site.test", origin_cert, SIGN_TRUSTED)
+    out = x.handle(ev.ClientTlsReady("TLSv1.3", "http/1.1"))
+    assert kinds(out) == ["Bumped", "Log", "Finished"]
+    info, entry = out[0].info, out[1].entry
+    assert (info.connect_host, info.connect_port, info.sni, info.server_cert) == (
+        "www.site.test", 443, "www.site.test", origin_cert)
+    assert (entry.result, entry.status, entry.reply_header_size, entry.hierarchy, entry.server_ip) == (
+        "NONE_NONE", 200, 0, "HIER_DIRECT", "192.0.2.9")
+    assert entry.bump_mode == "bump" and entry.sni == "www.site.test"
+    assert out[2] == c.Finished(True)
+
+
+def test_client_first_mints_from_the_name(ca_pem):
+    x = connect(ca_pem, "ssl_bump bump all\n")
+    x.handle(ev.RequestStarted)
+    out = x.handle(ev.ClientHelloRead(hello("sni.site.test")))
+    assert kinds(out) == ["StartClientTls"] and out[0].props.mimic is None
+    assert out[0].props.common_name == "sni.site.test"
+    out = x.handle(ev.ClientTlsReady())
+    assert out[1].entry.hierarchy == "HIER_NONE"
+
+
+def test_no_sni_uses_the_connect_host(ca_pem):
+    x = connect(ca_pem, "ssl_bump bump all\n", host="192.0.2.44")
+    assert x.handle(ev.RequestStarted) == [c.LookUp("dst_name", "192.0.2.44")]     # dstdomain on an address
+    x.handle(ev.FactKnown("dst_name", ""))
+    out = x.handle(ev.ClientHelloRead(hello(None)))
+    assert out[0].props.common_name == "192.0.2.44"
+
+
+def test_splice_at_step2_logs_twice_as_squid_does(ca_pem):
+    x = connect(ca_pem, "ssl_bump peek step1\nssl_bump splice banks\nssl_bump bump all\n")
+    x.handle(ev.RequestStarted)
+    out = x.handle(ev.ClientHelloRead(hello("www.bank.test")))
+    assert kinds(out) == ["Log", "Connect"] and out[1].tunnel
+    first = out[0].entry
+    assert (first.result, first.status, first.hierarchy, first.reply_header_size) == ("NONE_NONE", 200, "HIER_NONE", 0)
+    out = x.handle(ev.Connected("192.0.2.9", 443))
+    assert out == [c.StartTunnel()]                    # no second "200 Connection established"
+    out = x.handle(ev.TunnelEnded(100, 200))
+    assert kinds(out) == ["Log", "Finished"]
+    assert (out[0].entry.result, out[0].entry.reply_body_size) == ("TCP_TUNNEL", 200)
+
+
+def test_peek_at_the_server_then_splice(ca_pem):
+    x = connect(ca_pem, "ssl_bump peek step1\nssl_bump peek all\nssl_bump bump all\n")
+    x.handle(ev.RequestStarted)
+    out = x.handle(ev.ClientHelloRead(hello()))
+    assert out == [c.PeekServer("www.site.test", 443, None)]
+    out = x.handle(ev.ServerHelloRead(None, b"\x16\x03\x03flight", None, "192.0.2.9", 443))
+    assert kinds(out) == ["Log", "StartTunnel"]        # bump is impossible after a peek: splice
+    assert out[1] == c.StartTunnel(b"\x16\x03\x03flight") and x.state is State.TUNNEL
+
+
+def test_stare_then_terminate_on_the_certificate(ca_pem):
+    bank, _ = TestCA().issue(["www.bank.test"])
+    x = connect(ca_pem, "ssl_bump stare step1\nssl_bump stare all\n", extra="ssl_bump terminate banks\n"
+                                                                              "ssl_bump bump all\n")
+    x.handle(ev.RequestStarted)
+    x.handle(ev.ClientHelloRead(hello("innocent.test")))
+    out = x.handle(ev.ServerTlsReady("192.0.2.9", 443, bank))
+    assert kinds(out) == ["AbortUpstream", "AbortClient", "Log", "Finished"]
+    assert out[-1] == c.Finished(False)
+
+
+def test_terminate_at_step1(ca_pem):
+    x = connect(ca_pem, "ssl_bump terminate all\n")
+    out = x.handle(ev.RequestStarted)
+    assert kinds(out) == ["AbortClient", "Log", "Finished"]
+    assert (out[1].entry.result, out[1].entry.status) == ("NONE_NONE", 0)
+
+
+def test_a_client_that_is_not_tls(ca_pem):
+    x = connect(ca_pem, "ssl_bump peek step1\nssl_bump bump all\n")
+    x.handle(ev.RequestStarted)
+    out = x.handle(ev.ClientHelloRead(None, "the client sent plain HTTP", not_tls=True))
+    assert kinds(out) == ["AbortClient", "Log", "Finished"]
+    assert (out[1].entry.result, out[1].entry.status) == ("NONE_NONE", 200)
+
+
+def test_the_client_refuses_our_certificate(ca_pem):
+    x = connect(ca_pem, "ssl_bump bump all\n")
+    x.handle(ev.RequestStarted)
+    x.handle(ev.ClientHelloRead(hello()))
+    failure = TlsFailure(parse_error_name("SQUID_TLS_ERR_ACCEPT")[0], lib_error="tlsv1 alert unknown ca")
+    out = x.handle(ev.ClientTlsFailed(failure))
+    assert kinds(out) == ["Log", "Finished"] and out[-1] == c.Finished(False)
+    assert "unknown ca" in out[0].entry.error_detail
+
+
+def test_origin_tls_failure_is_kept_for_the_first_request(ca_pem):
+    x = connect(ca_pem, "ssl_bump peek step1\nssl_bump bump all\n")
+    x.handle(ev.RequestStarted)
+    x.handle(ev.ClientHelloRead(hello()))
+    failure = TlsFailure(parse_error_name("X509_V_ERR_CERT_HAS_EXPIRED")[0])
+    out = x.handle(ev.ConnectFailed("ERR_SECURE_CONNECT_FAIL", failure.detail(), 503, "192.0.2.9", failure))
+    assert kinds(out) == ["StartClientTls"] and out[0].props.mimic is None
+    assert out[0].props.sign == SIGN_TRUSTED
+    out = x.handle(ev.ClientTlsReady())
+    info = out[0].info
+    assert info.failure[0] == "ERR_SECURE_CONNECT_FAIL" and out[1].entry.hierarchy == "HIER_NONE"
+
+
+def test_untrusted_origins_are_signed_untrusted(ca_pem, origin_cert):
+    x = connect(ca_pem, "ssl_bump peek step1\nssl_bump bump all\n",
+                extra="sslproxy_cert_error allow all\n")
+    x.handle(ev.RequestStarted)
+    x.handle(ev.ClientHelloRead(hello()))
+    unknown = CertError(parse_error_name("X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY")[0], origin_cert)
+    out = x.handle(ev.ServerTlsReady("192.0.2.9", 443, origin_cert, (unknown,)))
+    assert out[0].props.sign == SIGN_UNTRUSTED
+
+
+def test_denied_connect_is_bumped_to_show_its_page(ca_pem):
+    x = connect(ca_pem, "", host="www.blocked.test")
+    out = x.handle(ev.RequestStarted)
+    assert out == [c.SendToClient(ESTABLISHED), c.ReadClientHello]
+    x.handle(ev.ClientHelloRead(hello("www.blocked.test")))
+    out = x.handle(ev.ClientTlsReady())
+    assert kinds(out) == ["Bumped", "Log", "Finished"]
+    assert (out[1].entry.result, out[1].entry.status) == ("TCP_DENIED", 200)
+    assert out[0].info.denial is not None
+
+
+def test_denied_connect_without_bump_denied_connect(ca_pem):
+    x = connect(ca_pem, "", host="www.blocked.test", extra="bump_denied_connect off\n")
+    out = x.handle(ev.RequestStarted)
+    assert sent(out).startswith(b"HTTP/1.1 403 ")
+
+
+# ---------------------------------------------------------------- inside a bumped connection
+
+def inner(ca_pem, raw: bytes, info: BumpedInfo, extra: str = "") -> Exchange:
+    shared = FakeShared(POLICY + extra)
+    client = ClientInfo("10.0.0.7", 40000, "10.0.0.1", 3128, "", None, info)
+    return Exchange(shared, client, request_head(raw), NOW)
+
+
+def test_inner_request_has_an_https_url_and_tls_facts(ca_pem, origin_cert):
+    info = BumpedInfo("www.site.test", 8443, "www.site.test", origin_cert)
+    x = inner(ca_pem, b"GET /a?b HTTP/1.1\r\nHost: www.site.test\r\n\r\n", info,
+              "acl sitecert ssl::server_name --server-provided www.site.test\nhttp_access deny sitecert\n")
+    out = x.handle(ev.RequestStarted)
+    assert x.entry.url == "https://www.site.test:8443/a?b"
+    assert x.checklist.sni == "www.site.test" and x.checklist.server_cert is origin_cert
+    assert sent(out).startswith(b"HTTP/1.1 200 ") is False
+
+
+def test_inner_urls():
+    from squidpy.http.message import RequestHead
+    info = BumpedInfo("192.0.2.1", 443, "sni.test")
+    with_host = RequestHead("GET", "/x", "1.1", [(b"Host", b"Named.Test")])
+    no_host = RequestHead("GET", "/x", "1.1", [])
+    assert inner_url(info, with_host, "/x") == "https://Named.Test/x"
+    assert inner_url(info, no_host, "/x") == "https://sni.test/x"
+    assert inner_url(BumpedInfo("2001:db8::1", 8443), no_host, "/y") == "https://[2001:db8::1]:8443/y"
+    assert inner_url(BumpedInfo("a.test", 8443), RequestHead("GET", "/", "1.1", [(b"Host", b"a.test:9")]),
+                     "/") == "https://a.test:9/"
+
+
+def test_inner_request_of_a_denied_connect_gets_the_page_then_the_connection_closes(ca_pem):
+    shared = FakeShared(POLICY)
+    verdict = shared.config.http_access.check(_connect_checklist(shared, "www.blocked.test"))
+    info = BumpedInfo("www.blocked.test", 443, "www.blocked.test", denial=(verdict, shared.config.http_access))
+    x = inner(ca_pem, b"GET /page HTTP/1.1\r\nHost: www.blocked.test\r\n\r\n", info)
+    out = x.handle(ev.RequestStarted)
+    assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_ACCESS_DENIED" in sent(out)
+    log = [cmd for cmd in out if isinstance(cmd, c.Log)][0].entry
+    assert (log.result, log.url) == ("NONE_NONE", "https://www.blocked.test/page")
+    assert out[-1] == c.Finished(False)
+
+
+def test_inner_request_after_an_origin_tls_failure(ca_pem):
+    failure = TlsFailure(parse_error_name("X509_V_ERR_CERT_HAS_EXPIRED")[0])
+    info = BumpedInfo("old.test", 443, "old.test",
+                      failure=("ERR_SECURE_CONNECT_FAIL", failure.detail(), 503, failure))
+    x = inner(ca_pem, b"GET / HTTP/1.1\r\nHost: old.test\r\n\r\n", info)
+    out = x.handle(ev.RequestStarted)
+    body = sent(out)
+    assert body.startswith(b"HTTP/1.1 503 ") and b"(TLS code: X509_V_ERR_CERT_HAS_EXPIRED)" in body
+    assert out[-1] == c.Finished(False)
+
+
+def test_inner_requests_go_to_the_origin_as_https(ca_pem):
+    info = BumpedInfo("www.site.test", 443, "www.site.test")
+    x = inner(ca_pem, b"GET /p HTTP/1.1\r\nHost: www.site.test\r\n\r\n", info)
+    out = x.handle(ev.RequestStarted)
+    assert out == [c.Connect("https", "www.site.test", 443)]
+
+
+def _connect_checklist(shared, host):
+    from squidpy.acl.checklist import Checklist
+    return Checklist(src="10.0.0.7", method="CONNECT", url=f"{host}:443", scheme="authority", host=host, port=443,
+                     path="")
+
+
+def test_failed_tls_code():
+    assert TlsFailure(SQUID_TLS_ERR_CONNECT).brief() == "SQUID_TLS_ERR_CONNECT"
