@@ -82,7 +82,7 @@ def test_ignored_directives_warn_in_one_line():
 
 
 @pytest.mark.parametrize("line", ["auth_schemes basic all", "ssl_bump bump all", "cache_peer parent.example parent 3128 0", "delay_pools 1",
-                                  "icp_port 3130", "request_header_access Cookie deny all"])
+                                  "icp_port 3130", "forward_timeout 1 minute"])
 def test_refused_directives_say_so(line):
     name = line.split()[0]
     assert problems(line + "\n") == [

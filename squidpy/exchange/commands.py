@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from squidpy.acl.outgoing import Bind
+
 
 class Command:
     __slots__ = ()
@@ -91,13 +93,15 @@ class ReleaseFetch(Command):
 @dataclass(slots=True)
 class Connect(Command):
     """A connection to the origin, idle pooled one first unless ``fresh`` ->
-    Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled)."""
+    Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled; ``bind``:
+    where to connect from; pooled connections are only reused from the same)."""
     scheme: str
     host: str
     port: int
     fresh: bool = False
     tunnel: bool = False
     addresses: list | None = None     # already looked up (for a dst ACL)
+    bind: Bind | None = None
 
 
 @dataclass(slots=True)

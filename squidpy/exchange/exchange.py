@@ -24,7 +24,9 @@ import html
 from typing import Any, Callable
 
 from squidpy.acl.access import matches
+from squidpy.acl.outgoing import outgoing_addresses
 from squidpy.acl.checklist import Checklist, Pending
+from squidpy.acl.indirect import IndirectClient
 from squidpy.cache import policy
 from squidpy.errors import STATUS, ErrorContext
 from squidpy.exchange import commands as c
@@ -33,7 +35,7 @@ from squidpy.exchange.caching import CacheRole, Found, OnReply
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
 from squidpy.http.upgrade import switch_refusal
-from squidpy.http.url import BadTarget, Target, internal_target, parse_target, same_origin_resolver
+from squidpy.http.url import BadTarget, Target, internal_target, parse_target, same_origin_resolver, with_domain
 from squidpy.log.entry import LogEntry
 from squidpy.proxy import internal
 
@@ -130,6 +132,9 @@ class Exchange:
     target: Target | None = None
     checklist: Checklist | None = None
     upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
+    indirect: IndirectClient | None = None   # follow_x_forwarded_for's walk, while under way
+    bind: c.Bind | None = None          # tcp_outgoing_address's local addresses
+    connect_after_lookup: bool | None = None  # connecting (tunnel or not) once the origin's addresses are known
     body_buffer: list[bytes] | None = None   # the body held until the request goes upstream
     buffered = 0
     refusal: tuple[str, str, int] | None = None
@@ -167,7 +172,7 @@ class Exchange:
         self.chunked_body = framing.kind == CHUNKED
         if not self.body_done:
             self.body_buffer = []
-        self.keep_alive = head.keep_alive
+        self.keep_alive = head.keep_alive and self.config.client_persistent_connections
         self._out: list[c.Command] = []
 
     def __repr__(self) -> str:
@@ -220,7 +225,7 @@ class Exchange:
                 return self.fail("ERR_UNSUP_HTTPVERSION", f"HTTP/{head.version} is not spoken here", 505)
             return self.fail("ERR_INVALID_REQ", f"HTTP/{head.version} requests are not accepted")
         try:
-            self.target = target = parse_target(head.method, head.target)
+            self.target = target = with_domain(parse_target(head.method, head.target), self.config.append_domain)
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
@@ -243,6 +248,8 @@ class Exchange:
         if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
         self.checklist = self._checklist(target)
+        if head.forwarded_for and self.config.follow_x_forwarded_for.rules:
+            self.indirect = IndirectClient(self.client.client_ip, head.forwarded_for)
         self._check()
 
     def _checklist(self, target: Target) -> Checklist:
@@ -264,6 +271,8 @@ class Exchange:
 
     def _check(self) -> None:
         """http_access; an ACL that needs a fact not known yet makes us look it up."""
+        if self.indirect is not None and not self._follow_x_forwarded_for():
+            return
         try:
             verdict = self.config.http_access.check(self.checklist)
         except Pending as p:
@@ -271,6 +280,28 @@ class Exchange:
         if not verdict.allowed:
             return self.deny(verdict, self.config.http_access)
         self._checked()
+
+    def _follow_x_forwarded_for(self) -> bool:
+        """Find the indirect client (follow_x_forwarded_for); False while a lookup it
+        needs is under way."""
+        walk, ch, config = self.indirect, self.checklist, self.config
+        try:
+            walk.run(config.follow_x_forwarded_for, ch, self._test_client)
+        except Pending as p:
+            self._look_up(p.fact)
+            return False
+        self.indirect = None
+        if config.log_uses_indirect_client:
+            self.entry.client_ip = walk.address
+        self._test_client(walk.address if config.acl_uses_indirect_client else self.client.client_ip)
+        return True
+
+    def _test_client(self, address: str) -> None:
+        """ACLs test ``address`` as the client (its own connection count for maxconn)."""
+        ch = self.checklist
+        if ch.src != address:
+            ch.set_src(address)
+            ch.client_connections = self.shared.connections_from(address)
 
     def _look_up(self, fact: str) -> None:
         target, ch = self.target, self.checklist
@@ -287,7 +318,7 @@ class Exchange:
         elif fact == "dst_name":
             name = target.host
         elif fact == "src_name":
-            name = self.client.client_ip
+            name = ch.src
         else:
             raise RuntimeError(f"no lookup for ACL fact {fact!r}")
         self.state = State.CHECKING
@@ -299,6 +330,11 @@ class Exchange:
         setattr(self.checklist, event.fact, event.value)
         if event.fact == "dst" and event.seconds:
             self.entry.dns_time = (self.entry.dns_time or 0) + event.seconds
+        tunnel = self.connect_after_lookup
+        if tunnel is not None:          # tcp_outgoing_address waited for the origin's addresses
+            self.connect_after_lookup = None
+            self.bind = outgoing_addresses(self.config.tcp_outgoing_address, self.checklist)
+            return self._open(tunnel, False)
         self._check()
 
     def _checked(self) -> None:
@@ -373,17 +409,17 @@ class Exchange:
         self.send_local(200 if event.removed else 404, None, b"")
 
     # ------------------------------------------------------------ denials and errors
-    def deny(self, verdict, access_list, result: str = "TCP_DENIED") -> None:
+    def deny(self, verdict, access_list, result: str = "TCP_DENIED", page: str = "ERR_ACCESS_DENIED") -> None:
         """A denial, answered as deny_info says for the ACL that decided it: the last
         ACL of the denying line, or after an implicit deny the last ACL evaluated
-        (as in Squid).  By default ERR_ACCESS_DENIED."""
+        (as in Squid).  By default ``page``."""
         name = verdict.last_acl
         if verdict.implicit:
             steps = access_list.explain(self.checklist)[1]
             name = steps[-1].last_acl if steps else None
         info = self.config.deny_info.get(name) if name else None
         if info is None:
-            return self.fail("ERR_ACCESS_DENIED", None, 403, result=result)
+            return self.fail(page, None, 403, result=result)
         if info.kind == "page":
             return self.fail(info.value, None, info.status or 403, result=result)
         self.entry.result = result
@@ -418,9 +454,13 @@ class Exchange:
             self._emit(c.AbortClient)
             return self.finish()
         e.result = result
-        body = self.shared.error_pages.render(self._error_context(error, detail, server_ip))
-        self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", body,
-                        [(b"X-Squid-Error", f"{error} 0".encode())])
+        pages = self.shared.error_pages
+        page = pages.page(self._error_context(error, detail, server_ip))
+        if page.missing and self.config.error_log_languages:
+            for tag in pages.not_reported(page.missing):
+                self._emit(c.Report("warning", f"Error Pages Missing Language: {tag}"))
+        self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", page.body,
+                        [(b"X-Squid-Error", f"{error} 0".encode()), *page.fields])
 
     def _take_back(self) -> bool:
         """Withdraw the reply head (and what followed it) if it has not left yet:
@@ -435,7 +475,7 @@ class Exchange:
         return True
 
     def _error_context(self, error: str, detail: str | None, server_ip: str | None = None) -> ErrorContext:
-        e, target = self.entry, self.target
+        e, target, head = self.entry, self.target, self.head
         return ErrorContext(
             name=error, url=e.url, method=self.head.method, client_ip=self.client.client_ip,
             server_ip=server_ip or e.server_ip, host=target.host if target else None,
@@ -443,17 +483,22 @@ class Exchange:
             protocol=(target.scheme.upper() if target else None), detail=detail,
             errno_text=detail if error == "ERR_CONNECT_FAIL" else None,
             dns_error=detail if error == "ERR_DNS_FAIL" else None,
+            accept_language=message.field_text(head.headers, b"accept-language"),
+            path=target.path if target else None, version=head.version, request_headers=head.headers,
         )
 
     def send_local(self, status: int, content_type: bytes | None, body: bytes,
                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """A complete reply made by squidpy itself (no Content-Type when None), then the end."""
-        if not self.body_done:
-            self.keep_alive = False     # the rest of the request body will not be read
+        if not self.body_done or (status >= 400 and not self.config.persistent_connection_after_error):
+            self.keep_alive = False     # the rest of the request body will not be read; or after an error
         shared = self.shared
+        config = self.config
         head = message.local_reply_head(status, content_type, len(body), extra, self.keep_alive,
                                         self.head.version, shared.via_header, shared.x_cache_miss,
-                                        shared.now())
+                                        shared.now(), message.app_name(config.httpd_suppress_version_string))
+        if config.reply_header_access.active:
+            head = self._reply_rules(head, status, extra or [])
         e = self.entry
         e.status = status
         e.mime_type = content_type.split(b";")[0].decode() if content_type is not None else None
@@ -462,6 +507,21 @@ class Exchange:
         self.reply_started = True
         self._emit(c.SendToClient(head if self.head.method == "HEAD" or not body else head + body))
         self.finish()
+
+    def _reply_rules(self, head: bytes, status: int, headers) -> bytes:
+        """reply_header_access/replace/add on a reply head about to leave; reply ACLs
+        see this reply."""
+        ch = self.checklist
+        if ch is None:          # refused before its target was known: what the connection tells
+            client, request = self.client, self.head
+            ch = Checklist(src=client.client_ip, method=request.method, url=self.entry.url,
+                           request_headers=request.headers, src_port=client.client_port,
+                           local_ip=client.local_ip, local_port=client.local_port, port_name=client.port_name)
+            ch.connection = client
+            ch.entry = self.entry
+        ch.reply_status = status
+        ch.reply_headers = headers
+        return self.config.reply_header_access.apply(head, ch, self.entry)
 
     # ------------------------------------------------------------ the cache
     def _look_in_cache(self) -> None:
@@ -473,7 +533,7 @@ class Exchange:
         self._emit(c.LookUpCache(self.target.url, self.head.headers))
 
     @on([State.CACHE_LOOKUP], ev.CacheFound,
-        to=(State.COLLAPSED, State.CONNECTING, State.SERVING_STORED))
+        to=(State.COLLAPSED, State.CONNECTING, State.SERVING_STORED, State.CHECKING))
     def _cache_found(self, event: ev.CacheFound) -> None:
         self._found(event.reply, event.body, event.names)
 
@@ -496,7 +556,7 @@ class Exchange:
             return self.serve(None)
         self._connect()
 
-    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING,
+    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING, State.CHECKING,
                                                          State.SERVING_STORED))
     def _collapse_released(self, _event) -> None:
         """The fetch we waited for is over: look again, and fetch ourselves if it is
@@ -551,10 +611,13 @@ class Exchange:
         else:
             start = b"HTTP/1.1 %d %s\r\n" % (status, reason) + b"".join(
                 b"%s: %s\r\n" % kv for kv in policy.fields_for_hit(reply.headers, REPLACED_ON_PARTS))
-        if not self.body_done:
+        if not self.body_done or (status >= 400 and not self.config.persistent_connection_after_error):
             self.keep_alive = False
-        return message.stored_reply_head(start, age, fields, self.keep_alive, self.head.version,
+        head = message.stored_reply_head(start, age, fields, self.keep_alive, self.head.version,
                                          shared.via_header, shared.x_cache_hit)
+        if self.config.reply_header_access.active:
+            head = self._reply_rules(head, status, reply.headers)
+        return head
 
     def _send_stored(self, reply, status: int, reason: bytes, age: float, body: bytes, result: str,
                      fields: bytes = b"") -> None:
@@ -633,7 +696,7 @@ class Exchange:
             self._emit(c.AbortClient)
         self.finish()
 
-    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.CONNECTING,))
+    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.CONNECTING, State.CHECKING))
     def _stored_body_missing(self, _event) -> None:
         self._swap_failed()
 
@@ -647,15 +710,68 @@ class Exchange:
 
     # ------------------------------------------------------------ forwarding
     def _connect(self, tunnel: bool = False, fresh: bool = False) -> None:
-        target = self.target
+        target, config = self.target, self.config
         self.tunnel = tunnel
         if tunnel:
             self.entry.result = "TCP_TUNNEL"
+        if not fresh:
+            if config.miss_access.rules and not self._miss_allowed():
+                return
+            if config.tcp_outgoing_address and not self._choose_outgoing(tunnel):
+                return
+        self._open(tunnel, fresh)
+
+    def _open(self, tunnel: bool, fresh: bool) -> None:
+        target = self.target
         self.state = State.CONNECTING
         self.upstream = "connecting"
         addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
         self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=tunnel,
-                             addresses=addresses))
+                             addresses=addresses, bind=self.bind))
+
+    def _miss_allowed(self) -> bool:
+        """miss_access: may this client have a reply fetched from the network?  Tested
+        with the connecting client's address (never the indirect one), as in Squid; a
+        denial answers ERR_FORWARDING_DENIED (or deny_info), a check that needs a
+        lookup does not deny."""
+        ch, direct = self.checklist, self.client.client_ip
+        tested = ch.src
+        if tested != direct:
+            ch.set_src(direct)
+        try:
+            verdict = self.config.miss_access.check(ch)
+        except Pending:
+            verdict = None
+        finally:
+            if tested != direct:
+                ch.set_src(tested)
+        if verdict is None or verdict.allowed:
+            return True
+        self.entry.hierarchy = "HIER_NONE"
+        self.deny(verdict, self.config.miss_access, result="TCP_TUNNEL" if self.tunnel else self._miss_result(),
+                  page="ERR_FORWARDING_DENIED")
+        return False
+
+    def _choose_outgoing(self, tunnel: bool) -> bool:
+        """tcp_outgoing_address: the local address of the origin connection, per
+        address of the origin (a line applies to the addresses of its own family and
+        its dst ACLs test the address being connected to).  False while the origin's
+        addresses are being looked up for a dst ACL."""
+        ch, target = self.checklist, self.target
+        if target.ip_literal:
+            ch.dst = [target.host]
+        try:
+            self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
+        except Pending:
+            cached = self.shared.cached_addresses(target.host)
+            if cached is None:
+                self.connect_after_lookup = tunnel
+                self.state = State.CHECKING
+                self._emit(c.LookUp("dst", target.host))
+                return False
+            ch.dst = cached
+            self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
+        return True
 
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
@@ -688,7 +804,11 @@ class Exchange:
                 drop = message.CONDITIONAL_FIELDS
         request = message.request_head_for_origin(
             head, target.path, target.authority, self.client.client_ip,
-            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer)
+            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer,
+            not self.config.server_persistent_connections)
+        rules = self.config.request_header_access
+        if rules.active:
+            request = rules.apply(request, self.checklist, e)
         e.upstream_bytes_out = len(request)
         self.state = State.AWAITING_REPLY
         self._emit(c.SendUpstream(request, head=True, method=head.method))
@@ -806,7 +926,10 @@ class Exchange:
     def _interim(self, event: ev.InterimResponse) -> None:
         """1xx (other than 101): passed on to HTTP/1.1 clients (RFC 9110 15.2)."""
         if self.head.version == "1.1":
-            self._emit(c.SendToClient(message.interim_head_for_client(event.head, self.shared.via_header)))
+            head = message.interim_head_for_client(event.head, self.shared.via_header)
+            if self.config.reply_header_access.active:
+                head = self._reply_rules(head, event.head.status, event.head.headers)
+            self._emit(c.SendToClient(head))
 
     @on([State.AWAITING_REPLY], ev.ResponseStarted, to=(State.RELAYING, State.SERVING_STORED, State.CONNECTING))
     def _response_started(self, event: ev.ResponseStarted) -> None:
@@ -855,10 +978,13 @@ class Exchange:
         self.framing = framing.kind
         if framing.kind == CLOSE or self.client.closing:
             self.keep_alive = False
-        if not self.body_done and not self.upgrading:
+        if (not self.body_done and not self.upgrading) or (
+                resp.status >= 400 and not self.config.persistent_connection_after_error):
             self.keep_alive = False
         head = message.response_head_for_client(
             resp, framing, self.keep_alive, self.head.version, shared.via_header, shared.x_cache_miss)
+        if self.config.reply_header_access.active:
+            head = self._reply_rules(head, resp.status, resp.headers)
         e.status = resp.status
         e.mime_type = resp.mime_type
         e.reply_headers = resp.headers
@@ -948,7 +1074,7 @@ class Exchange:
         e.upstream_bytes_in += bytes_in
         if self.upstream_started is not None:
             e.upstream_time = self.shared.now() - self.upstream_started
-        self._emit(c.ReleaseUpstream(reusable and self.body_done))
+        self._emit(c.ReleaseUpstream(reusable and self.body_done and self.config.server_persistent_connections))
 
     @on([State.DONE, State.SERVING_STORED], ev.ResponseBody)
     def _drained_body(self, _event: ev.ResponseBody) -> None:

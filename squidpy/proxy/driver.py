@@ -149,6 +149,8 @@ class ExchangeDriver:
     def _connect(self, cmd: c.Connect) -> None:
         pool = self.service.pool
         key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
+        if cmd.bind is not None:
+            key += (cmd.bind,)              # reused only for requests sent from the same address
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -165,7 +167,7 @@ class ExchangeDriver:
                 dns_seconds[0] = time.monotonic() - started
                 return result
             d.addBoth(timed)
-        d.addCallback(lambda addresses: pool.connect(key, addresses))
+        d.addCallback(lambda addresses: pool.connect(key, addresses, cmd.bind))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:
