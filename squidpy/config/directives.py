@@ -727,7 +727,7 @@ directive("request_start_timeout", "TIME", _time("second"), "5 minutes", "Timeou
           byte; then it is closed without an answer.""")
 directive("client_lifetime", "TIME", _time("second"), "1 day", "Timeouts",
           doc="""The longest a client connection may be busy with one request (from
-          its head to the end of the reply, a tunnel included); then the
+          its first byte to the end of the reply, a tunnel included); then the
           connection is closed and the request logged as given up. A guard
           against clients that vanish without closing.""")
 directive("pconn_lifetime", "TIME", _time("second"), "0 seconds", "Timeouts",

@@ -714,7 +714,7 @@ class Exchange:
         self.tunnel = tunnel
         if tunnel:
             self.entry.result = "TCP_TUNNEL"
-        if not fresh:
+        if not fresh and (config.miss_access.rules or config.tcp_outgoing_address):
             if config.miss_access.rules and not self._miss_allowed():
                 return
             if config.tcp_outgoing_address and not self._choose_outgoing(tunnel):

@@ -196,7 +196,11 @@ class ClientConnection(PausableReading, Protocol):
             raise _StopReading()        # a request after one that said Connection: close
         self._in_head = True
         self._started = time.time()
-        self.deadline = time.monotonic() + self.service.config.request_timeout
+        config = self.service.config
+        now = time.monotonic()
+        self.deadline = now + config.request_timeout
+        self._busy_until = busy = now + config.client_lifetime      # from its first byte
+        self.limit = busy if self._write_until is None else min(busy, self._write_until)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -222,8 +226,6 @@ class ClientConnection(PausableReading, Protocol):
         head = RequestHead(method, url, parser.get_http_version(), self._headers, size)
         exchange = Exchange(self.service, self.info, head, self._started)
         self.drivers[exchange] = ExchangeDriver(exchange, self, self.service)
-        self._busy_until = time.monotonic() + self.service.config.client_lifetime
-        self._set_limit()
         self._in_head = False
         self._url = b""
         self._headers = []
@@ -312,10 +314,11 @@ class ClientConnection(PausableReading, Protocol):
             else:       # Idle
                 config = self.service.config
                 now = time.monotonic()
-                self.deadline = now + idle_time(config.client_idle_pconn_timeout, config.pconn_lifetime, self, now)
-                if self._busy_until is not None:
-                    self._busy_until = None
-                    self._set_limit()
+                idle = config.client_idle_pconn_timeout
+                self.deadline = now + (idle_time(idle, config.pconn_lifetime, self, now) if config.pconn_lifetime
+                                       else idle)
+                self._busy_until = None
+                self.limit = self._write_until
 
     def exchange_finished(self, driver: ExchangeDriver, keep_alive: bool) -> None:
         exchange = driver.exchange

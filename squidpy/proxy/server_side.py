@@ -476,7 +476,8 @@ class ServerPool:
             conns = self.idle[conn.key] = []
         conn.idle = True
         now = time.monotonic()
-        conn.deadline = now + idle_time(self.idle_timeout, self.pconn_lifetime, conn, now)
+        conn.deadline = now + (idle_time(self.idle_timeout, self.pconn_lifetime, conn, now) if self.pconn_lifetime
+                               else self.idle_timeout)
         conns.append(conn)
 
     def forget(self, conn: ServerConnection) -> None:
