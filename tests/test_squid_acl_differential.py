@@ -196,6 +196,17 @@ CASES = [
           Req("http://www.facebook.test/", "deny")]),
     Case("implicit-default-is-the-opposite-of-the-last-line", "acl a src 127.0.0.2\n", ["deny a"],
          [Req(U, "allow"), Req(U, "deny", client="127.0.0.2")]),
+    # ---- the indirect client (follow_x_forwarded_for): only this case's requests carry X-Forwarded-For
+    Case("follow-x-forwarded-for", "acl lb src 127.0.0.1 127.0.0.3\nacl inner src 10.20.0.0/16\n"
+                                   "follow_x_forwarded_for allow lb\n",
+         ["allow inner", "deny all"],
+         [Req(U, "allow", headers={"X-Forwarded-For": "10.20.1.1"}),
+          Req(U, "deny", client="127.0.0.2", headers={"X-Forwarded-For": "10.20.1.1"}),
+          Req(U, "deny", headers={"X-Forwarded-For": "10.20.1.1, 192.0.2.1"}),
+          Req(U, "allow", headers={"X-Forwarded-For": "10.20.1.1, 127.0.0.3"}),
+          Req(U, "allow", headers={"X-Forwarded-For": "bogus, 10.20.1.1"}),
+          Req(U, "deny", headers={"X-Forwarded-For": "10.20.1.1, bogus"}),
+          Req(U, "allow", headers={"X-Forwarded-For": "10.20.1.1,,  "})]),
 ]
 
 # ACL types the table covers; a type squidpy implements must be here or be listed as not comparable

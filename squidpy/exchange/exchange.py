@@ -748,7 +748,7 @@ class Exchange:
         if verdict is None or verdict.allowed:
             return True
         self.entry.hierarchy = "HIER_NONE"
-        self.deny(verdict, self.config.miss_access, result="TCP_TUNNEL" if self.tunnel else self._miss_result(),
+        self.deny(verdict, self.config.miss_access, result="NONE_NONE" if self.tunnel else self._miss_result(),
                   page="ERR_FORWARDING_DENIED")
         return False
 
