@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import httptools
 
+from squidpy.cache.policy import RefreshRule
+from squidpy.cache.refresh import DEFAULT_SETTINGS, RefreshSettings
 from squidpy.cache.store import CachedReply
 from squidpy.config.loader import load
 from squidpy.errors import ErrorPages
@@ -30,7 +32,8 @@ class FakeCache:
     """The cache's settings and collapsed-fetch table, as the exchange reads them."""
 
     def __init__(self, offline: bool = False, collapsed: bool = True, allows: bool = True,
-                 max_size: int = 1 << 30, rule=None):
+                 max_size: int = 1 << 30, rule: RefreshRule | None = None,
+                 settings: RefreshSettings = DEFAULT_SETTINGS):
         self.offline = offline
         self.collapsed = collapsed
         self.generation = 1
@@ -38,16 +41,16 @@ class FakeCache:
         self.uncacheable: set = set()
         self._allows = allows
         self.max_size = max_size
-        self.rule = rule
+        # a rule that keeps stale replies (max-stale=-1: the global max_stale), as a
+        # refresh_pattern line does; Squid's built-in rule has max-stale=0
+        self.rule = rule or RefreshRule(max_stale=-1.0)
+        self.refresh_settings = settings
         self.memory: dict = {}
 
     def allows(self, checklist) -> bool:
         return self._allows
 
-    def options(self, url: str) -> frozenset:
-        return frozenset()
-
-    def refresh_rule(self, url: str):
+    def refresh_rule(self, url: str) -> RefreshRule:
         return self.rule
 
     def size_allowed(self, size: int) -> bool:

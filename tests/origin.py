@@ -19,7 +19,7 @@ not reach the origin) and answers from a small set of paths:
                       etag=, lm= (Last-Modified, seconds ago), expires= (seconds from now,
                       or 'bad'), date= (seconds ago), age=, vary=, ct=, size=, loc=, cloc=,
                       h=Name:Value (repeatable), h304=Name:Value (on a 304 instead of the
-                      h= and ct= fields), cond=STATUS (the answer to any conditional request), nodate=1, delay=; the body says how many times
+                      h= and ct= fields), cond=STATUS (the answer to any conditional request), nodate=1, delay=, empty=1 (no body); the body says how many times
                       the origin served this exact URL; honours If-None-Match and
                       If-Modified-Since (304)
 """
@@ -209,6 +209,8 @@ class OriginHandler(BaseHTTPRequestHandler):
         size = int(one("size", "0"))
         text = f"{arg} served {served}\n".encode()
         payload = (text * (size // len(text) + 1))[:size] if size else text
+        if one("empty"):
+            payload = b""
         self.send_response_only(status)        # no automatic Date: the query decides
         if one("date") is not None:
             headers.append(("Date", formatdate(now - float(one("date")), usegmt=True)))

@@ -83,9 +83,16 @@ def cases(draw) -> Case:
 def test_check_and_the_running_proxy_agree(random_cases):
     directory = Path(tempfile.mkdtemp(prefix="acl-props-"))
     dns = DnsServer({name.rstrip("."): [address] for name, address in HOSTS.items()}, names=NAMES).start()
-    port = free_port()
-    proxy = ProxyProcess(directory / "squidpy", combined(random_cases, directory, port) +
-                         f"dns_nameservers 127.0.0.1:{dns.port}\n", listen=f"127.0.0.1:{port} name=office")
+    for attempt in range(5):     # the port is chosen first (the rules name it): another process may take it
+        port = free_port()
+        try:
+            proxy = ProxyProcess(directory / f"squidpy{attempt}", combined(random_cases, directory, port) +
+                                 f"dns_nameservers 127.0.0.1:{dns.port}\n", listen=f"127.0.0.1:{port} name=office")
+            break
+        except RuntimeError as e:
+            if "Address already in use" not in str(e) or attempt == 4:
+                dns.stop()
+                raise
     try:
         for number, case in enumerate(random_cases, 1):
             case_file = directory / f"case{number}.conf"

@@ -15,17 +15,20 @@ import uuid
 
 import pytest
 
+from squidpy.cache.refresh import DEFAULT_PATTERNS
 from tests.conftest import LOCAL_POLICY, assert_no_tracebacks, read_response
 from tests.origin import Origin
 
 CACHE_POLICY = LOCAL_POLICY + "acl PURGE method PURGE\nhttp_access allow localhost PURGE\n"
+# the refresh_pattern lines of Squid's (and squidpy's) default configuration file
+SQUIDS_PATTERNS = "".join(f"refresh_pattern {p}\n" for p in DEFAULT_PATTERNS)
 
 
 @pytest.fixture(scope="module")
 def cproxy(tmp_path_factory):
     from tests.proxyproc import ProxyProcess
     text = "acl PURGE method PURGE\nacl local src 127.0.0.0/8\nhttp_access allow local PURGE\n" \
-           "http_access deny PURGE\nhttp_access allow local\nhttp_access deny all\n"
+           "http_access deny PURGE\nhttp_access allow local\nhttp_access deny all\n" + SQUIDS_PATTERNS
     p = ProxyProcess(tmp_path_factory.mktemp("cache"), text)
     yield p
     p.stop()
@@ -130,11 +133,18 @@ def test_s_maxage_over_max_age_4_2_1(cproxy, origin):
 
 
 def test_heuristic_freshness_from_last_modified_4_2_2(make_proxy, cproxy, origin):
-    # Squid's default patterns give URLs with a query no heuristic freshness at all
+    # the default configuration file's patterns (Squid's) give URLs with a query no
+    # heuristic freshness at all
     u = url(origin, "lm=100000")
     get(cproxy, u)
     get(cproxy, u)
     assert count(origin, u) == 2
+    # without any refresh_pattern line, Squid's built-in rule (0 20% 4320) applies to every URL
+    bare = make_proxy(LOCAL_POLICY)
+    u = url(origin, "lm=100000")
+    get(bare, u)
+    get(bare, u)
+    assert count(origin, u) == 1
     proxy = make_proxy(LOCAL_POLICY + "refresh_pattern . 0 20% 4320\n")
     u = url(origin, "lm=100000")            # 20% of a day: fresh for hours
     get(proxy, u)
@@ -346,20 +356,28 @@ def test_stale_served_after_a_5xx_names_the_origin_it_asked(cproxy, origin):
     assert cproxy.log_line(f" {u} ").split()[8] == "HIER_DIRECT/127.0.0.1"
 
 
-def test_stale_5xx_without_permission_passes_the_error(cproxy, origin):
+def test_stale_5xx_keeps_the_stale_reply_within_max_stale(make_proxy, cproxy, origin):
+    """Squid's handleIMSReply: an error while revalidating serves the stale reply unless it
+    is stale beyond max_stale (or refresh_pattern's max-stale=N, 0 in Squid's built-in rule)."""
     u = url(origin, "cc=max-age%3D1&etag=%22e%22&cond=503")
     _, _, first = get(cproxy, u)
+    strict = make_proxy(LOCAL_POLICY + "refresh_pattern . 0 20% 4320 max-stale=0\n")
+    strict_u = url(origin, "cc=max-age%3D1&etag=%22e%22&cond=503")
+    get(strict, strict_u)
     time.sleep(1.5)
     status, _, body = get(cproxy, u)
-    assert status == 503 and body != first        # the origin answered: not "disconnected"
-    assert result(cproxy, u, 2) == "TCP_REFRESH_FAIL_ERR/503"
+    assert (status, body) == (200, first)
+    assert result(cproxy, u, 2) == "TCP_REFRESH_FAIL_OLD/200"
+    status, _, body = get(strict, strict_u)
+    assert status == 503 and body != first
+    assert result(strict, strict_u, 2) == "TCP_REFRESH_FAIL_ERR/503"
 
 
 @pytest.mark.parametrize("cc, request_cc, served", [
     ("max-age%3D1", "", True),                          # disconnected: Squid's TCP_REFRESH_FAIL_OLD
     ("max-age%3D1%2C+must-revalidate", "", False),      # 5.2.2.2
     ("max-age%3D1%2C+no-cache", "", False),             # 5.2.2.4
-    ("max-age%3D1", "Cache-Control: max-age=0\r\n", False),   # the client asked for validation
+    ("max-age%3D1", "Cache-Control: max-age=0\r\n", True),    # Squid revalidates, then serves it stale
 ])
 def test_stale_when_the_origin_is_unreachable_4_2_4(cproxy, cc, request_cc, served):
     o = _private_origin()
@@ -507,3 +525,46 @@ def test_offline_mode_serves_stale(make_proxy, origin):
     get(proxy, u)
     assert count(origin, u) == 1
     assert result(proxy, u, 2) == "TCP_OFFLINE_HIT/200"
+
+
+# ------------------------------------------------------------ quick_abort
+def _leave_early(proxy, target: str) -> None:
+    """A client with a tiny receive buffer reads the reply's start and goes away."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(15)
+    s.connect(("127.0.0.1", proxy.port))
+    try:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = b""
+        while len(got) < 20_000:
+            piece = s.recv(4096)
+            if not piece:
+                break
+            got += piece
+        assert got.startswith(b"HTTP/1.1 200 ")
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("settings, kept", [
+    ("quick_abort_min -1 KB\n", True),                      # always finish what is being stored
+    ("", False),                                            # Squid's defaults: far from the end, abort
+])
+def test_quick_abort_finishes_a_fetch_its_client_left(make_proxy, origin, settings, kept):
+    proxy = make_proxy(LOCAL_POLICY + "cache_mem 64 MB\nmaximum_object_size_in_memory 8 MB\n"
+                       "maximum_object_size 8 MB\n" + settings)
+    u = url(origin, "cc=max-age%3D600&size=6000000")
+    _leave_early(proxy, u)
+    from tests.proxyproc import wait_for
+    assert wait_for(lambda: result(proxy, u, 1), 10) == "TCP_MISS_ABORTED/200"
+    if kept:
+        # the rest arrives and is stored with nobody to send it to; the next client gets a hit
+        wait_for(lambda: get(proxy, u, "Cache-Control: only-if-cached\r\n")[0] == 200, 10)
+        status, _, body = get(proxy, u)
+        assert status == 200 and len(body) == 6_000_000
+        assert result(proxy, u, 3) == "TCP_MEM_HIT/200" and count(origin, u) == 1
+    else:
+        status, _, body = get(proxy, u)
+        assert status == 200 and len(body) == 6_000_000
+        assert result(proxy, u, 2) == "TCP_MISS/200" and count(origin, u) == 2

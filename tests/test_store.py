@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import pytest
 
-from squidpy.cache.store import CachedReply, DiskTier, MemoryTier, Store, entry_key
+from squidpy.cache.store import CachedReply, DiskTier, MemoryTier, Store, entry_key, memory_tier
 
 
 class NoWalk(OrderedDict):
@@ -111,6 +111,67 @@ def test_store_remove_url_counts_memory_and_disk(tmp_path):
         assert store.find_on_disk("http://o/a", []) == (None, None, ())
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------- memory_replacement_policy
+def costed(url: str, body: bytes):
+    r = reply(url)
+    return r, body, len(body) + len(r.head) + 256
+
+
+def test_lru_evicts_the_least_recently_used():
+    memory = memory_tier(3 * costed("http://o/0", b"xx")[2], "lru")
+    for n in range(3):
+        memory.put(f"http://o/{n}", reply(f"http://o/{n}"), b"xx")
+    memory.get("http://o/0")
+    memory.put("http://o/3", reply("http://o/3"), b"xx")
+    assert set(memory.items) == {"http://o/0", "http://o/2", "http://o/3"}
+
+
+def test_lfuda_keeps_the_popular_and_ages_out_the_once_popular():
+    cost = costed("http://o/0", b"xx")[2]
+    memory = memory_tier(3 * cost, "heap LFUDA")
+    for n in range(3):
+        memory.put(f"http://o/{n}", reply(f"http://o/{n}"), b"xx")
+    for _ in range(5):
+        memory.get("http://o/0")                 # popular
+    memory.get("http://o/1")
+    memory.put("http://o/3", reply("http://o/3"), b"xx")
+    assert "http://o/2" not in memory.items and "http://o/0" in memory.items
+    assert memory.age == 1.0                     # the evicted object's key
+    # new objects start at the heap's age: after enough evictions the old favourite goes too
+    for n in range(4, 14):
+        memory.put(f"http://o/{n}", reply(f"http://o/{n}"), b"xx")
+        memory.get(f"http://o/{n}")
+    assert "http://o/0" not in memory.items
+
+
+def test_gdsf_prefers_small_objects():
+    small, big = b"x", b"y" * 4000
+    memory = memory_tier(costed("a", big)[2] + 2 * costed("a", small)[2], "heap GDSF")
+    memory.put("http://o/big", reply("http://o/big"), big)
+    memory.put("http://o/s1", reply("http://o/s1"), small)
+    memory.put("http://o/s2", reply("http://o/s2"), small)
+    memory.put("http://o/s3", reply("http://o/s3"), small)     # over the limit: the big one goes
+    assert set(memory.items) == {"http://o/s1", "http://o/s2", "http://o/s3"}
+    assert sum(costed(k, b)[2] for k, (_r, b) in memory.items.items()) == memory.size
+
+
+def test_policy_change_keeps_the_objects_and_removal_works_in_heaps():
+    store = Store(1 << 20, 1 << 20, None)
+    store.put("http://o/a", reply("http://o/a"), b"xx", None)
+    store.set_memory_policy("heap GDSF")
+    assert store.memory.policy == "heap GDSF" and "http://o/a" in store.memory.items
+    assert store.memory.remove_url("http://o/a") == 1 and not store.memory.keys
+
+
+def test_disk_policy_is_diskcache_s(tmp_path):
+    for policy, eviction in [("lru", "least-recently-used"), ("heap LFUDA", "least-frequently-used")]:
+        d = DiskTier(str(tmp_path / policy.replace(" ", "")), 10, policy)
+        try:
+            assert d.cache.eviction_policy == eviction
+        finally:
+            d.close()
 
 
 def test_a_miss_never_asks_the_disk_once_its_keys_are_known(disk):

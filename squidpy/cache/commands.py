@@ -70,7 +70,7 @@ def _offline_store(config):
                    "(a memory-only cache lives and dies with the process)", err=True)
         sys.exit(1)
     from squidpy.cache.store import DiskTier
-    return DiskTier(config.cache_dir.path, config.cache_dir.size_mb)
+    return DiskTier(config.cache_dir.path, config.cache_dir.size_mb, config.cache_replacement_policy)
 
 
 def _denied(config, answer: Answer, what: str) -> None:

@@ -1000,18 +1000,44 @@ directive("fqdncache_size", "N", lambda args, ctx: parse_int(args, 0), "1024", "
 class CacheDir:
     path: str
     size_mb: int
+    kind: str = "diskcache"
+
+
+SQUID_STORES = ("ufs", "aufs", "diskd", "rock")
 
 
 def _cache_dir(args, ctx):
+    """Squid's ``cache_dir TYPE PATH MB ...``: every type is kept in one diskcache store
+    at PATH, MB megabytes at most; ufs/aufs/diskd take Squid's L1 L2 too (unused here)."""
     if len(args) < 3:
-        raise ValueError("expected: cache_dir diskcache DIRECTORY SIZE_MB")
+        raise ValueError("expected: cache_dir TYPE DIRECTORY SIZE_MB [L1 L2] [options]")
     kind, path, size = args[0], args[1], args[2]
-    if kind != "diskcache":
-        raise ValueError(f"cache_dir type '{kind}' is not supported: squidpy stores with 'diskcache'")
+    if kind not in SQUID_STORES and kind != "diskcache":
+        raise ValueError(f"cache_dir type '{kind}' is not one of ufs, aufs, diskd, rock (or diskcache)")
     size_mb = parse_int([size], 1)
+    if kind in ("ufs", "aufs", "diskd"):
+        if len(args) < 5:
+            raise ValueError(f"expected: cache_dir {kind} DIRECTORY SIZE_MB L1 L2 [options]")
+        parse_int([args[3]], 1)
+        parse_int([args[4]], 1)
     if getattr(ctx.config, "cache_dir", None) is not None:
         raise ValueError("only one cache_dir is supported")
-    return CacheDir(ctx.path(path), size_mb)
+    if kind != "diskcache":
+        ctx.warn(f"cache_dir {kind}: squidpy keeps its own diskcache store in {path} ({size_mb} MB); "
+                 f"the on-disk format differs from Squid's {kind}, so a Squid cache there is not read")
+    return CacheDir(ctx.path(path), size_mb, kind)
+
+
+REPLACEMENT_POLICIES = ("lru", "heap GDSF", "heap LFUDA", "heap LRU")
+
+
+def _replacement_policy(args, ctx):
+    """Squid's removal policies: ``lru``, ``heap GDSF``, ``heap LFUDA``, ``heap LRU``."""
+    text = " ".join(args)
+    for policy in REPLACEMENT_POLICIES:
+        if text.lower() == policy.lower():
+            return policy
+    raise ValueError(f"expected one of: {', '.join(REPLACEMENT_POLICIES)}")
 
 
 def _refresh_pattern(args, ctx):
@@ -1027,12 +1053,28 @@ def _refresh_pattern(args, ctx):
 
 
 directive(
-    "cache_dir", "diskcache DIRECTORY SIZE_MB", _cache_dir, None, "Cache",
-    doc="""Keep cached objects on disk in DIRECTORY (a diskcache store, created
-    if missing), at most SIZE_MB megabytes; the least recently stored go first.
-    Several squidpy processes (workers) share it, and it survives restarts.
-    Without a cache_dir squidpy caches in memory only, as Squid does.""",
+    "cache_dir", "ufs|aufs|diskd|rock DIRECTORY SIZE_MB [L1 L2] [options]", _cache_dir, None, "Cache",
+    doc="""Keep cached objects on disk in DIRECTORY (created if missing), at most
+    SIZE_MB megabytes. Squid's types ufs, aufs, diskd (with their L1 L2) and rock
+    are all kept in one diskcache store at that path and size, with a warning that
+    the on-disk format differs from Squid's (``diskcache`` names it directly);
+    Squid's per-type options are not used. Several squidpy processes (workers)
+    share it, and it survives restarts. cache_replacement_policy decides what
+    goes first when it is full. Without a cache_dir squidpy caches in memory
+    only, as Squid does. One cache_dir at most.""",
 )
+directive("cache_replacement_policy", "lru|heap GDSF|heap LFUDA|heap LRU", _replacement_policy, "lru", "Cache",
+          doc="""What leaves the cache_dir first when it is full. diskcache's own
+          policies do it: lru and heap LRU are its least-recently-used (each disk
+          hit records its time), heap LFUDA and heap GDSF its least-frequently-used
+          (a count of hits: no dynamic aging, and for GDSF no preference for small
+          objects, unlike Squid's heaps).""")
+directive("memory_replacement_policy", "lru|heap GDSF|heap LFUDA|heap LRU", _replacement_policy, "lru", "Cache",
+          doc="""What leaves the memory tier (cache_mem) first: lru and heap LRU the
+          least recently used; heap LFUDA the least frequently used, with Squid's
+          dynamic aging (an object's key is its hit count plus the key of the last
+          one evicted); heap GDSF the same divided by the object's size, so small
+          popular objects stay (Squid's Greedy-Dual Size Frequency).""")
 directive("cache_mem", "SIZE", _size(), "256 MB", "Cache",
           doc="""Memory for the hot tier of small objects (see
           maximum_object_size_in_memory); the least recently used go first.""")
@@ -1050,16 +1092,68 @@ directive(
     stored. Like http_access; without any line, everything cacheable is cached.""",
 )
 directive(
-    "refresh_pattern", "[-i] REGEX MIN PERCENT MAX [override-expire|override-lastmod|ignore-no-store ...]",
-    _refresh_pattern, "\n".join(("^ftp: 1440 20% 10080", r"-i (/cgi-bin/|\?) 0 0% 0", ". 0 20% 4320")),
-    "Cache", kind=APPEND, reads_line=True,
-    doc="""Freshness for replies without max-age, s-maxage or Expires (RFC 9111
-    heuristic freshness): PERCENT of the time since Last-Modified, at least MIN
-    and at most MAX minutes (MIN when there is no Last-Modified). The first
-    pattern matching the URL applies. override-expire uses this even when the
-    reply has Expires; override-lastmod ignores Last-Modified; ignore-no-store
-    stores despite a request's no-store.""",
+    "refresh_pattern", "[-i] REGEX MIN PERCENT MAX [OPTIONS]", _refresh_pattern, None, "Cache", kind=APPEND,
+    reads_line=True,
+    doc="""How long replies without explicit freshness (max-age, s-maxage, Expires)
+    stay fresh, as Squid decides it: a reply older than MAX minutes is stale;
+    with a Last-Modified, it is fresh for PERCENT of the time between
+    Last-Modified and its Date (never more than MAX, and not raised to MIN);
+    without one, for MIN minutes. The first pattern matching the URL applies; a
+    URL no pattern matches gets Squid's built-in rule (0 20% 4320 max-stale=0),
+    and so does every URL without any refresh_pattern line (the default
+    configuration file has Squid's four lines). OPTIONS, as in Squid:
+    override-expire (fresh while younger than MIN even after an explicit
+    expiry), override-lastmod (fresh while younger than MIN even when the
+    Last-Modified factor says stale), reload-into-ims (a client reload becomes
+    a revalidation), ignore-reload (a client reload, and max-age=0, are
+    ignored), ignore-no-store and ignore-private (stored despite the reply's
+    no-store or private; a private reply is revalidated on every hit),
+    refresh-ims (a client If-Modified-Since always asks the origin),
+    store-stale (stored even when it would be stale within
+    minimum_expiry_time and is empty), max-stale=N (seconds; overrides
+    max_stale for these URLs).""",
 )
+directive("max_stale", "TIME", _time("second"), "1 week", "Cache",
+          doc="""A stale reply whose revalidation fails (the origin unreachable or
+          answering 5xx) is served instead of the error (TCP_REFRESH_FAIL_OLD), but
+          never once it is stale by more than this (TCP_REFRESH_FAIL_ERR).
+          refresh_pattern's max-stale=N overrides it.""")
+directive("minimum_expiry_time", "TIME", _time("second"), "60 seconds", "Cache",
+          doc="""A reply with status 200, 203, 300, 301, 308 or 410 that will be stale
+          within this time and says Content-Length: 0 is not stored (it could not
+          be revalidated usefully), unless refresh_pattern says store-stale.""")
+directive("reload_into_ims", "on|off", _onoff, "off", "Cache",
+          doc="""A client reload (Cache-Control or Pragma no-cache) of a stored reply
+          becomes a revalidation with the stored validators (TCP_REFRESH_*)
+          instead of a fetch of a new copy; refresh_pattern's reload-into-ims
+          does it for some URLs only. Violates HTTP.""")
+directive("refresh_all_ims", "on|off", _onoff, "off", "Cache",
+          doc="""A client If-Modified-Since always makes squidpy revalidate the stored
+          reply with the origin first, even when it is fresh (refresh-ims for
+          every URL).""")
+def _kb_or_negative(args, ctx):
+    """A size in KB (Squid's kb_int64_t); a negative one means "no limit" (-1)."""
+    if args and args[0].startswith("-"):
+        parse_size([args[0][1:]] + args[1:], "KB")
+        return -1
+    return parse_size(args, "KB")
+
+
+directive("quick_abort_min", "SIZE", _kb_or_negative, "16 KB", "Cache",
+          doc="""When a client goes away during a reply that is being stored, the fetch
+          goes on to the end (and is stored) if less than this is left to receive;
+          -1 KB: always, while it is being stored. See quick_abort_pct.""")
+directive("quick_abort_max", "SIZE", _size("KB"), "16 KB", "Cache",
+          doc="""... and is abandoned if more than this is left (0 KB for both: never go on).""")
+directive("quick_abort_pct", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "95", "Cache",
+          doc="""... and otherwise goes on if more than this percentage has arrived.
+          A reply whose length is unknown is abandoned; one that other clients wait
+          for (collapsed_forwarding) always goes on. As Squid's quick_abort.""")
+directive("cache_miss_revalidate", "on|off", _onoff, "on", "Cache",
+          doc="""off: on a cache miss, a cacheable request without credentials goes to the
+          origin without the client's If-Modified-Since and If-None-Match (the latter
+          kept with If-Match: *, as Squid keeps it), so that a whole reply comes back
+          to be stored; the client gets that whole reply.""")
 directive("offline_mode", "on|off", _onoff, "off", "Cache",
           doc="""Serve every stored object without asking the origin, however
           stale (TCP_OFFLINE_HIT): for a network that is down.""")

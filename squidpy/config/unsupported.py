@@ -108,17 +108,13 @@ unsupported(REFUSED, "cache_peer cache_peer_access neighbor_type_domain never_di
             "forwarding through parent or sibling proxies")
 unsupported(REFUSED, "forward_max_tries connect_retries retry_on_error", "Squid's retry limits")
 unsupported(REFUSED, "memory_cache_mode", "choosing which objects the memory cache keeps", accepts=("always",))
-unsupported(REFUSED, "memory_replacement_policy cache_replacement_policy",
-            "choosing the cache's replacement policy")
 unsupported(REFUSED, "cache_store_log", "the store.log", accepts=("none",))
 unsupported(REFUSED, "log_mime_hdrs", "logging request and reply headers", accepts=("off",))
 unsupported(REFUSED, "client_netmask", "masking client addresses in logs")
 unsupported(REFUSED, "strip_query_terms", "removing query terms from logged URLs (squidpy logs them whole)",
             accepts=("off",))
 unsupported(REFUSED, "send_hit store_miss collapsed_forwarding_access", "access lists on cache hits and stores")
-unsupported(REFUSED, "max_stale quick_abort_min quick_abort_max quick_abort_pct range_offset_limit "
-            "minimum_expiry_time vary_ignore_expire cache_miss_revalidate refresh_all_ims reload_into_ims "
-            "negative_ttl", "this cache policy setting")
+unsupported(REFUSED, "range_offset_limit vary_ignore_expire negative_ttl", "this cache policy setting")
 unsupported(REFUSED, "broken_posts request_entities force_request_body_continuation",
             "this handling of request bodies")
 unsupported(REFUSED, "note", "transaction annotations")

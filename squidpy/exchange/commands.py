@@ -34,6 +34,15 @@ class _AbortClient(Command):
     __slots__ = ()
 
 
+class _DetachClient(Command):
+    """The client left and the exchange keeps fetching for the store (quick_abort):
+    nothing more goes to the client, and the origin is read at full speed."""
+    __slots__ = ()
+
+
+DetachClient = _DetachClient()
+
+
 @dataclass(slots=True)
 class PauseClient(Command):
     """Stop reading the client (``reason`` names who holds it) ..."""

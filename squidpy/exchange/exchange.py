@@ -28,6 +28,7 @@ from squidpy.acl.outgoing import outgoing_addresses
 from squidpy.acl.checklist import Checklist, Pending
 from squidpy.acl.indirect import IndirectClient
 from squidpy.cache import policy
+from squidpy.cache.quick_abort import QuickAbort, keeps_fetching
 from squidpy.errors import STATUS, ErrorContext
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
@@ -128,7 +129,7 @@ class Exchange:
 
     # What an exchange starts with; __init__ sets only what differs per request.
     state = State.IDLE
-    upstream: str | None = None         # None, "connecting", "open", "draining"
+    upstream: str | None = None         # None, "connecting", "open", "draining", "storing"
     target: Target | None = None
     checklist: Checklist | None = None
     upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
@@ -554,6 +555,8 @@ class Exchange:
         elif decision is Found.SERVE_AND_REFRESH:
             self._emit(c.BackgroundRefresh(self.head.target, self.head.headers))
             return self.serve(None)
+        elif decision is Found.RELOAD:
+            self.entry.result = "TCP_CLIENT_REFRESH_MISS"
         self._connect()
 
     @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING, State.CHECKING,
@@ -798,10 +801,13 @@ class Exchange:
             max_forwards = int(head.max_forwards) - 1
         extra, drop = None, None
         role = self.cache
-        if role is not None and role.revalidating:
-            extra = role.validators()
-            if extra:
-                drop = message.CONDITIONAL_FIELDS
+        if role is not None:
+            if role.revalidating:
+                extra = role.validators()
+                if extra:
+                    drop = message.CONDITIONAL_FIELDS
+            elif not self.config.cache_miss_revalidate and head.cache_fields:
+                drop = role.miss_conditionals()
         request = message.request_head_for_origin(
             head, target.path, target.authority, self.client.client_ip,
             shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer,
@@ -843,7 +849,7 @@ class Exchange:
 
     def _miss_result(self) -> str:
         result = self.entry.result
-        return result if result.startswith("TCP_REFRESH") else "TCP_MISS"
+        return result if result.startswith(("TCP_REFRESH", "TCP_CLIENT_REFRESH")) else "TCP_MISS"
 
     def _stale_instead(self) -> bool:
         """The origin cannot be reached: answer stale if the cache may (else False)."""
@@ -955,7 +961,7 @@ class Exchange:
                 return self.deny(verdict, self.config.http_reply_access, result="TCP_DENIED_REPLY")
         role = self.cache
         if role is not None:
-            decision = role.on_reply(resp, self._storable_here())
+            decision = role.on_reply(resp, self.shared.cache.allows(self.checklist), shared.now())
             if decision is OnReply.FRESHEN:
                 return self._freshen(resp)
             if decision is OnReply.SERVE_STALE:
@@ -993,13 +999,6 @@ class Exchange:
         self.state = State.RELAYING
         self._head_cmd = cmd = c.SendToClient(head)
         self._emit(cmd)
-
-    def _storable_here(self) -> bool:
-        """The ``cache`` ACL allows this URL, and the request's no-store is not overridden away."""
-        role, cache = self.cache, self.shared.cache
-        if "no-store" in role.req_cc and "ignore-no-store" not in cache.options(self.target.url):
-            return False
-        return cache.allows(self.checklist)
 
     def _freshen(self, resp: ResponseHead) -> None:
         """The origin says the stored entry is still good: update its fields, answer from it."""
@@ -1077,24 +1076,56 @@ class Exchange:
         self._emit(c.ReleaseUpstream(reusable and self.body_done and self.config.server_persistent_connections))
 
     @on([State.DONE, State.SERVING_STORED], ev.ResponseBody)
-    def _drained_body(self, _event: ev.ResponseBody) -> None:
-        """The cache answered instead: the origin's reply is read to its end and dropped."""
-        self._require_draining()
+    def _drained_body(self, event: ev.ResponseBody) -> None:
+        """The cache answered instead: the origin's reply is read to its end and dropped;
+        or the client left and quick_abort keeps fetching it for the store."""
+        if self._require_draining():
+            self.entry.reply_body_size += len(event.data)
+            if self.shared.cache.size_allowed(self.entry.reply_body_size):
+                self._emit(c.StoreBody(event.data))
+            else:
+                self._stored_without_client(False)
 
     @on([State.DONE, State.SERVING_STORED], ev.ResponseEnd)
     def _drained_end(self, event: ev.ResponseEnd) -> None:
-        self._require_draining()
+        storing = self._require_draining()
         self._release(event.reusable, event.bytes_in)
+        if storing:
+            self._stored_without_client(True)
 
     @on([State.DONE, State.SERVING_STORED], ev.UpstreamFailed)
     def _drained_failure(self, event: ev.UpstreamFailed) -> None:
-        self._require_draining()
+        storing = self._require_draining()
         self.upstream = None
         self.entry.upstream_bytes_in += event.bytes_in
+        if storing:
+            self._stored_without_client(False)
 
-    def _require_draining(self) -> None:
+    def _require_draining(self) -> bool:
+        """The origin's events after the exchange let go of the client: True when they
+        are being stored (quick_abort), False when dropped."""
+        if self.upstream == "storing":
+            return True
         if self.upstream != "draining":
             raise IllegalEvent(f"origin events after the exchange ended ({self!r})")
+        return False
+
+    def _stored_without_client(self, complete: bool) -> None:
+        """The end of a fetch the client left: stored if it all came, then the waiters go."""
+        role, resp = self.cache, self.response
+        if self.upstream == "storing":
+            self._emit(c.AbortUpstream)
+        self.upstream = None
+        if role.teeing:
+            role.teeing = False
+            if complete and (resp.content_length is None or self.entry.reply_body_size == resp.content_length):
+                key, names, values = role.stored_under(resp.headers)
+                self._emit(c.StoreEnd(key, self.target.url, names, values, self.shared.now()))
+            else:
+                self._emit(c.StoreDiscard)
+        if role.leader:
+            role.leader = False
+            self._emit(c.ReleaseFetch(role.key))
 
     @on([State.AWAITING_REPLY, State.RELAYING], ev.UpstreamFailed, to=(State.CONNECTING, State.SERVING_STORED))
     def _upstream_failed(self, event: ev.UpstreamFailed) -> None:
@@ -1123,7 +1154,8 @@ class Exchange:
 
     @on([State.DONE, State.SERVING_STORED], ev.TimedOut)
     def _drain_timed_out(self, _event: ev.TimedOut) -> None:
-        self._require_draining()
+        if self._require_draining():
+            return self._stored_without_client(False)
         self._drop_upstream()
 
     @on([State.RELAYING], ev.Upgraded, to=(State.TUNNEL,))
@@ -1169,12 +1201,29 @@ class Exchange:
         if self.state is State.IDLE:
             self.state = State.DONE
             return      # never started: nothing to log
-        self._drop_upstream()
+        storing = self.state is State.RELAYING and self._keeps_fetching()
+        if not storing:
+            self._drop_upstream()
         e = self.entry
         if not e.result.endswith("_ABORTED"):
             e.result += "_ABORTED"
         self.keep_alive = False
+        if storing:
+            # quick_abort: the rest is fetched and stored with nobody to send it to
+            self.upstream = "storing"
+            self.finish()
+            self._emit(c.DetachClient)
+            return
         self.finish()
+
+    def _keeps_fetching(self) -> bool:
+        """Squid's quick_abort decision for a reply being relayed when its client left."""
+        role, resp = self.cache, self.response
+        if self.upstream != "open" or role is None or resp is None:
+            return False
+        waiters = len(self.shared.cache.pending.get(role.key) or ()) if role.leader else 0
+        return keeps_fetching(QuickAbort.from_config(self.config), role.teeing, resp.size or 1,
+                              resp.content_length, self.entry.reply_body_size, waiters)
 
     @on([State.DONE], type(ev.ClientGone))
     def _gone_after_done(self, _event) -> None:
@@ -1186,7 +1235,7 @@ class Exchange:
         self.state = State.DONE
         self.entry.end = self.shared.now()
         role = self.cache
-        if role is not None:
+        if role is not None and self.upstream != "storing":
             self._stop_teeing()
             if role.leader:
                 role.leader = False

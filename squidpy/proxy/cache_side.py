@@ -21,6 +21,8 @@ from twisted.python.threadpool import ThreadPool
 
 from squidpy.acl.checklist import Pending
 from squidpy.cache import policy
+from squidpy.cache.policy import RefreshRule
+from squidpy.cache.refresh import RefreshSettings, rule_for
 from squidpy.cache.store import CachedReply
 from squidpy.exchange import events as ev
 from squidpy.exchange.caching import HIT_RESULTS
@@ -203,14 +205,14 @@ class Cache:
         self.configure(config)
 
     def configure(self, config) -> None:
-        from squidpy.cache.refresh import pattern_for
-        self._pattern_for = pattern_for
         self.generation = getattr(self, "generation", 0) + 1     # stored entries' memos are stale now
         self.config = config
         self.patterns = config.refresh_pattern
+        self.refresh_settings = RefreshSettings.from_config(config)
         self.max_in_memory = config.maximum_object_size_in_memory
         self.store.max_in_memory = self.max_in_memory
         self.store.memory.limit = config.cache_mem
+        self.store.set_memory_policy(config.memory_replacement_policy)
         self.offline = config.offline_mode
         self.collapsed = config.collapsed_forwarding
 
@@ -225,13 +227,8 @@ class Cache:
         until = self.uncacheable.get(key)
         return until is not None and until > now
 
-    def refresh_rule(self, url: str):
-        pattern = self._pattern_for(self.patterns, url)
-        return pattern.rule if pattern is not None else None
-
-    def options(self, url: str) -> frozenset:
-        pattern = self._pattern_for(self.patterns, url)
-        return pattern.options if pattern is not None else frozenset()
+    def refresh_rule(self, url: str) -> RefreshRule:
+        return rule_for(self.patterns, url)
 
     def allows(self, checklist) -> bool:
         """The ``cache`` access list: may this request be answered from or stored in the cache?

@@ -26,6 +26,31 @@ from squidpy.proxy.tunnel import Tunnel
 log = logging.getLogger("squidpy")
 
 
+class NullClient:
+    """Stands in for a client connection that is not there (a background refresh, a
+    fetch its client left): whatever is written to it is dropped."""
+
+    tunnel = None
+
+    def write(self, data) -> None:
+        pass
+
+    def write_sequence(self, parts) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self, reason) -> None:
+        pass
+
+    def resume_reading(self, reason) -> None:
+        pass
+
+    def exchange_finished(self, driver, keep_alive) -> None:
+        pass
+
+
 class ExchangeDriver:
     __slots__ = ("exchange", "client", "service", "server", "tee", "streamer", "tunnel", "_busy", "_queue",
                  "__weakref__")
@@ -87,6 +112,11 @@ class ExchangeDriver:
 
     def _abort_client(self, _cmd) -> None:
         self.client.abort()
+
+    def _detach_client(self, _cmd) -> None:
+        self.client = NullClient()
+        if self.server is not None:
+            self.server.resume_reading("client")
 
     def _pause_client(self, cmd: c.PauseClient) -> None:
         self.client.pause_reading(cmd.reason)
@@ -315,6 +345,7 @@ class ExchangeDriver:
 
 _HANDLERS = {
     type(c.AbortClient): ExchangeDriver._abort_client,
+    type(c.DetachClient): ExchangeDriver._detach_client,
     c.PauseClient: ExchangeDriver._pause_client,
     c.ResumeClient: ExchangeDriver._resume_client,
     c.LookUp: ExchangeDriver._look_up,

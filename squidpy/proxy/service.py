@@ -118,7 +118,8 @@ class ProxyService:
 
     @staticmethod
     def _cache_dir_of(config):
-        return (config.cache_dir.path, config.cache_dir.size_mb) if config.cache_dir else None
+        return (config.cache_dir.path, config.cache_dir.size_mb, config.cache_replacement_policy) \
+            if config.cache_dir else None
 
     def _open_cache(self, config):
         """A new cache for ``config``; raises CacheDirError when its cache_dir cannot be used."""
@@ -129,7 +130,8 @@ class ProxyService:
         disk = open_cache_dir(*wanted) if wanted else None
         if disk is not None and self.kid is not None:
             disk.shared = True      # the other kids write it too
-        return Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk))
+        return Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk,
+                                         config.memory_replacement_policy))
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
@@ -214,7 +216,7 @@ class ProxyService:
         log.info("access_log: %s", ", ".join(files) if files else "none")
         log.info("cache_log: %s", self.config.cache_log)
         if self._cache_dir is not None:
-            log.info("cache_dir: %s (%d MB)", *self._cache_dir)
+            log.info("cache_dir: %s (%d MB)", *self._cache_dir[:2])
         else:
             log.info("cache_dir: none (cache_mem %d MB only)", self.config.cache_mem // (1024 * 1024))
 
