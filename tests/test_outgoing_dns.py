@@ -75,17 +75,19 @@ def test_bad_outgoing_lines_are_refused(line, message):
 
 # ------------------------------------------------------------ hosts_file and append_domain
 
-def test_the_hosts_file_is_read_as_squid_reads_it(tmp_path):
+def test_the_hosts_file_is_read_as_squid_reads_it_but_keeps_every_address(tmp_path):
     path = tmp_path / "hosts"
     path.write_bytes(b"127.0.0.1 localhost\n::1 localhost ip6-localhost\n# comment\n"
                      b"10.0.0.1 wiki#no blank after the name: not read\n10.0.0.2 Intranet docs # fine\n"
                      b"bogus name\n  10.0.0.3 indented\n10.0.0.4 last-without-newline")
     hosts = read_hosts(str(path))
-    assert hosts.names == {"localhost": ["::1"], "ip6-localhost": ["::1"], "intranet": ["10.0.0.2"],
+    assert hosts.names == {"localhost": ["127.0.0.1", "::1"], "ip6-localhost": ["::1"], "intranet": ["10.0.0.2"],
                            "docs": ["10.0.0.2"]}
     assert hosts.addresses == {"127.0.0.1": "localhost", "::1": "localhost", "10.0.0.2": "intranet"}
     with_domain = read_hosts(str(path), ".corp.test")
     assert with_domain.names["intranet.corp.test"] == ["10.0.0.2"] and "intranet" not in with_domain.names
+    path.write_bytes(b"127.0.0.1 localhost\n127.0.0.1 vm\n")
+    assert read_hosts(str(path)).addresses == {"127.0.0.1": "localhost"}     # the first line names it
     assert read_hosts(None).names == {} and read_hosts(str(tmp_path / "missing")).names == {}
 
 

@@ -28,7 +28,7 @@ from squidpy.config import compat
 from tests.dnsserver import DnsServer
 from tests.proxyproc import ProxyProcess
 from tests.squidproc import SquidProcess, free_port
-from tests.verdicts import HOSTS, NAMES, Case, Req, check_verdict, combined, send, standalone
+from tests.verdicts import HOSTS, NAMES, Case, Req, check_verdict, combined, hosts_file, send, standalone
 
 WEEKDAY = "MTWHFAS"     # time.localtime().tm_wday 0 (Monday) .. 6 (Sunday), as Squid's day letters
 
@@ -235,7 +235,7 @@ def verdicts(tmp_path_factory):
         "acl allowmark", f"http_port 127.0.0.1:{squid_port} name=office\nacl allowmark", 1),
         hosts={**HOSTS, **{name: address for address, name in NAMES.items() if name != "localhost"}})
     proxy = ProxyProcess(directory / "squidpy", combined(CASES, directory, squidpy_port) +
-                         f"dns_nameservers 127.0.0.1:{dns.port}\n",
+                         f"dns_nameservers 127.0.0.1:{dns.port}\n" + hosts_file(directory),
                          listen=f"127.0.0.1:{squidpy_port} name=office")
     results = {}
     try:

@@ -70,8 +70,10 @@ INTENDED: dict[str, str] = {
                            "chooses them, with the same Vary and Content-Language.",
     "error-mail-credentials": "`%W` (the mailto: data of `email_err_data`) leaves out Authorization, "
                               "Proxy-Authorization and Cookie values; Squid puts them in the mail body.",
-    "hosts-file-case": "Names in `hosts_file` compare without case, as DNS names do; Squid matches them as "
-                       "written there against lower-cased URL hosts.",
+    "hosts-file": "A name on several `hosts_file` lines has all their addresses, in the order written, and "
+                  "an address is named by its first line; Squid keeps only the last line's (so with Debian's "
+                  "/etc/hosts Squid sends `http://localhost/` to ::1 alone). Names there compare without "
+                  "case, as DNS names do (Squid matches them as written against lower-cased URL hosts).",
 }
 
 STATUS_TEXT = {

@@ -961,10 +961,11 @@ def _hosts_file(args, ctx):
 directive(
     "hosts_file", "PATH|none", _hosts_file, "/etc/hosts", "DNS",
     doc="""The hosts file, read at start and on reconfigure, as Squid reads it:
-    'ADDRESS NAME ...' lines, '#' comments. A name found there is never asked
-    of DNS; when a name is on several lines the last one wins, and names
-    without a dot get append_domain. Reverse lookups (srcdomain, dstdomain on
-    addresses) ask it first too. none: no hosts file.""",
+    'ADDRESS NAME ...' lines, '#' comments; names without a dot get
+    append_domain. A name found there is never asked of DNS; a name on several
+    lines has all their addresses, in the order written (Squid: only the last
+    line's). Reverse lookups (srcdomain, dstdomain on addresses) ask it first
+    too: an address is named by its first line. none: no hosts file.""",
 )
 directive("dns_timeout", "TIME", _time("second"), "30 seconds", "DNS",
           doc="""How long to wait for DNS servers to answer a lookup before the

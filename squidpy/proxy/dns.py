@@ -45,7 +45,8 @@ def build_resolver(servers: list[tuple[str, int]] | None):
 
 class Hosts:
     """A hosts file as Squid reads it (tools.cc parseEtcHosts): ``names`` maps a
-    name to its address, ``addresses`` an address to its names' first."""
+    name to its addresses in the order written, ``addresses`` an address to the
+    first name of its first line."""
 
     def __init__(self, names: dict[str, list[str]] | None = None, addresses: dict[str, str] | None = None):
         self.names = names or {}
@@ -59,10 +60,12 @@ _HOSTS_NAME = re.compile(r"(\S+)(?=\s)")
 def read_hosts(path: str | None = HOSTS_FILE, append_domain: str | None = None) -> Hosts:
     """``ADDRESS NAME ...`` lines, as Squid's parseEtcHosts reads them: ``#`` starts
     a comment; a name counts when whitespace follows it (so does the end of a line);
-    a line whose address is not one is skipped whole; a name on several lines has
-    the last line's address (one address, as Squid keeps it); a name without a dot
-    gets ``append_domain``.  Names compare without case.  None or an unreadable
-    file: no names."""
+    a line whose address is not one is skipped whole; a name without a dot gets
+    ``append_domain``.  A name on several lines has every line's address, in the
+    order written (Squid keeps only the last line's, so that 'localhost' on a
+    127.0.0.1 line and a ::1 line would reach only ::1), and an address is named
+    by its first line.  Names compare without case.  None or an unreadable file:
+    no names."""
     hosts = Hosts()
     if path is None:
         return hosts
@@ -87,12 +90,13 @@ def read_hosts(path: str | None = HOSTS_FILE, append_domain: str | None = None) 
             name = name.lower()
             if append_domain and "." not in name and ":" not in name:
                 name += append_domain
-            hosts.names[name] = [address]
+            addresses = hosts.names.setdefault(name, [])
+            if address not in addresses:
+                addresses.append(address)
             names.append(name)
         if names:
-            hosts.addresses[address] = names[0]
+            hosts.addresses.setdefault(address, names[0])
     return hosts
-
 
 
 class LruCache:
