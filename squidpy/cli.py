@@ -31,10 +31,6 @@ def run(debug):
     reports READY, RELOADING, STOPPING and its request rate.
     """
     config = load_config()
-    from squidpy.config.helper_directives import not_yet_served
-    for problem in not_yet_served(config):
-        click.echo(f"squidpy: cannot start: {problem}", err=True)
-        sys.exit(1)
     if config.workers > 1:
         from squidpy.proxy.workers import Master
         sys.exit(Master(config, config.workers, debug).run())

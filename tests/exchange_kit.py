@@ -16,6 +16,7 @@ from squidpy.config.loader import load
 from squidpy.errors import ErrorPages
 from squidpy.exchange import ClientInfo, Exchange
 from squidpy.exchange import commands as c
+from squidpy.helpers.state import HelperState, uses_helpers
 from squidpy.http.message import RequestHead, ResponseHead, via_value
 from squidpy.pac import PacSettings
 
@@ -78,10 +79,14 @@ class FakeShared:
         self.error_pages = ErrorPages(None, "proxy.test", "webmaster")
         self.pac = PacSettings.from_config(self.config)
         self.cache = cache
+        self.peers = None
         self.clock = NOW
         self.names = names or {}
         self.addresses = addresses or {}
         self.connections: dict[str, int] = {}
+        self.overloaded: set[str] = set()       # helpers that say one more request would overload them
+        self.helpers = (HelperState(self.config, self.now, self.overloaded.__contains__)
+                        if uses_helpers(self.config) else None)
 
     def now(self) -> float:
         return self.clock
@@ -146,9 +151,10 @@ def response_head(raw: bytes) -> ResponseHead:
 
 
 def make(raw: bytes, shared: FakeShared | None = None, client_ip: str = "10.0.0.7",
-         background: bool = False) -> Exchange:
+         background: bool = False, client: ClientInfo | None = None) -> Exchange:
+    """``client``: the connection's ClientInfo, to send several requests over one connection."""
     shared = shared or FakeShared()
-    client = ClientInfo(client_ip, 40000, "10.0.0.1", 3128, "")
+    client = client or ClientInfo(client_ip, 40000, "10.0.0.1", 3128, "")
     return Exchange(shared, client, request_head(raw), NOW, background=background)
 
 

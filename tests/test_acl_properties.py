@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.dnsserver import DnsServer
@@ -46,6 +47,9 @@ VALUES = {
     "note": ["cat video"],
     "annotate_transaction": ["cat=video"],
 }
+# The proxy's name is its address, so that a manager URL means the same to both, in
+# origin-form (made into http://VISIBLE_HOSTNAME:PORT/...) and in absolute form.
+VISIBLE = "visible_hostname 127.0.0.1\n"
 PREDEFINED = ["all", "localhost", "manager", "CONNECT", "to_localhost"]
 REQUESTS = [
     ("http://www.example.test/a?b", "GET", {}), ("http://www.facebook.test/b", "POST", {"Content-Length": "0"}),
@@ -78,15 +82,19 @@ def cases(draw) -> Case:
     return Case("random", "\n".join(acls) + "\n", [f"{a} {' '.join(r)}" for a, r in rules], requests)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@pytest.mark.slow
+@settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(cases(), min_size=12, max_size=20))
 def test_check_and_the_running_proxy_agree(random_cases):
+    """Not shrunk: each example starts a proxy, and the failure message already
+    names the request and the case's whole configuration."""
     directory = Path(tempfile.mkdtemp(prefix="acl-props-"))
     dns = DnsServer({name.rstrip("."): [address] for name, address in HOSTS.items()}, names=NAMES).start()
     for attempt in range(5):     # the port is chosen first (the rules name it): another process may take it
         port = free_port()
         try:
-            proxy = ProxyProcess(directory / f"squidpy{attempt}", combined(random_cases, directory, port) +
+            proxy = ProxyProcess(directory / f"squidpy{attempt}", VISIBLE + combined(random_cases, directory, port) +
                                  f"dns_nameservers 127.0.0.1:{dns.port}\n" + hosts_file(directory),
                                  listen=f"127.0.0.1:{port} name=office")
             break
@@ -97,7 +105,7 @@ def test_check_and_the_running_proxy_agree(random_cases):
     try:
         for number, case in enumerate(random_cases, 1):
             case_file = directory / f"case{number}.conf"
-            case_file.write_text(standalone(case, directory, port))
+            case_file.write_text(VISIBLE + standalone(case, directory, port))
             for req in case.requests:
                 live, offline = send(proxy.port, number, req), check_verdict(case_file, port, req)
                 assert live == offline, (f"proxy {live}, check {offline}: {req}\n"

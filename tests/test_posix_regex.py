@@ -138,6 +138,7 @@ patterns = st.lists(st.sampled_from(ALPHABET), max_size=12).map("".join)
 texts = st.lists(st.text(alphabet="abAB_ -1(){}[]\xe9.2dDwW", max_size=8), min_size=1, max_size=4)
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(patterns, st.booleans(), texts)
 def test_random_patterns_compile_and_match_as_in_glibc(pattern, icase, subjects):

@@ -222,6 +222,9 @@ NOT_COMPARABLE = {
 }
 
 
+pytestmark = pytest.mark.slow          # the verdicts fixture asks Squid, squidpy and check everything
+
+
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory):
     """Every request of every case, asked of Squid, squidpy and `squidpy check`."""

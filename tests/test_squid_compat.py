@@ -81,8 +81,8 @@ def test_ignored_directives_warn_in_one_line():
     ]
 
 
-@pytest.mark.parametrize("line", ["auth_schemes basic all", "ssl_bump bump all", "cache_peer parent.example parent 3128 0", "delay_pools 1",
-                                  "icp_port 3130", "forward_timeout 1 minute"])
+@pytest.mark.parametrize("line", ["auth_schemes basic all", "ssl_bump bump all", "neighbor_type_domain p sibling .au",
+                                  "delay_pools 1", "htcp_port 4827", "forward_timeout 1 minute"])
 def test_refused_directives_say_so(line):
     name = line.split()[0]
     assert problems(line + "\n") == [
@@ -90,8 +90,8 @@ def test_refused_directives_say_so(line):
 
 
 def test_a_refused_directive_asking_for_what_squidpy_does_is_accepted():
-    config = load("icp_port 0\nhosts_file /etc/hosts\nicap_enable off\n")
-    assert "icp_port 0: accepted, squidpy behaves this way without it" in str(config.warnings[0])
+    config = load("htcp_port 0\nhosts_file /etc/hosts\nicap_enable off\n")
+    assert "htcp_port 0: accepted, squidpy behaves this way without it" in str(config.warnings[0])
 
 
 def test_typos_get_a_suggestion():

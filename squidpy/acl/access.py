@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from squidpy.acl.checklist import Checklist
+from squidpy.acl.checklist import AuthRequired, Checklist, Undecided
 from squidpy.acl.types import ACL_TYPES, AclType, _Unusable
 
 ACL_NAME_MAX = 63                  # Squid's ACL_NAME_SZ - 1
@@ -194,13 +194,18 @@ class AccessList:
         return rule
 
     def check(self, ch: Checklist) -> Verdict:
-        """First full match decides; may raise :class:`Pending` for a lookup."""
-        for rule, verdict in self._decisions:
-            for negated, acl in rule.acls:
-                if acl.match(ch) == negated:
-                    break
-            else:
-                return verdict
+        """First full match decides; may raise :class:`Pending` for a lookup, or
+        :class:`AuthRequired`/:class:`Undecided` naming the ACL that ended the check."""
+        try:
+            for rule, verdict in self._decisions:
+                for negated, acl in rule.acls:
+                    if acl.match(ch) == negated:
+                        break
+                else:
+                    return verdict
+        except (AuthRequired, Undecided) as ended:
+            ended.acl = acl
+            raise
         return self._default
 
     def explain(self, ch: Checklist) -> tuple[Verdict, list["Step"]]:

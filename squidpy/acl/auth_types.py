@@ -12,8 +12,9 @@ authentication ACL raises :class:`AuthRequired`: the client is challenged.
 
 from __future__ import annotations
 
-from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending
+from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending, Undecided
 from squidpy.acl.types import AclType, AclWarning, _RegexAcl
+from squidpy.auth.cache import forget_addresses
 
 
 def _authenticated_user(ch: Checklist) -> str:
@@ -107,7 +108,12 @@ class MaxUserIpAcl(AclType):
 
     def match(self, ch: Checklist) -> bool:
         _authenticated_user(ch)
-        return ch.user_ip_count > self.maximum
+        if ch.user_ip_count <= self.maximum:
+            return False
+        entry = ch.auth.entry
+        if entry is not None:
+            forget_addresses(entry, ch.src, self.strict)
+        return True
 
 
 class ExtUserAcl(ProxyAuthAcl):
@@ -174,12 +180,18 @@ class ExternalAcl(AclType):
 
     def match(self, ch: Checklist) -> bool:
         from squidpy.helpers.external import apply_reply
+        from squidpy.helpers.protocol import ERR, OK
         line = self.definition.request_line(ch, self.acl_name, self.args)
         answer = ch.external.get((self.type_name, line))
         if answer is None:
             raise ExternalPending(self.type_name, line)
         result, notes = answer
-        return apply_reply(ch, result, notes)
+        matched = apply_reply(ch, result, notes)
+        if result not in (OK, ERR):
+            # the helper could not answer (BH, died, timed out, overloaded): Squid ends
+            # the check here without an answer, which denies
+            raise Undecided(next((v for k, v in notes if k == "message"), "") or f"{self.type_name} failed")
+        return matched
 
 
 AUTH_ACL_TYPES = {cls.name: cls for cls in (ProxyAuthAcl, ProxyAuthRegexAcl, MaxUserIpAcl, ExtUserAcl,

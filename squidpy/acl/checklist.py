@@ -35,7 +35,27 @@ class ExternalPending(Pending):
 
 class AuthRequired(Exception):
     """An authentication ACL met a request without valid credentials: the check
-    ends here and the client is challenged (Squid's ACCESS_AUTH_REQUIRED)."""
+    ends here and the client is challenged (Squid's ACCESS_AUTH_REQUIRED).
+    ``acl``: the ACL that raised it (set by the access list), Squid's deny_info key."""
+
+    acl = None
+
+
+class Undecided(Exception):
+    """An ACL could not be evaluated (its external helper failed, timed out or is
+    overloaded): the check ends here, denied (Squid's ACCESS_DUNNO); ``message``
+    is shown on the error page as %o."""
+
+    acl = None
+
+    def __init__(self, message: str = ""):
+        super().__init__(message)
+        self.message = message
+
+
+# What a fast check (access_log filters, cache, reply_body_max_size ...) treats as
+# "does not match": a fact it cannot wait for, missing credentials, a failed helper.
+UNDECIDED = (Pending, AuthRequired, Undecided)
 
 
 class Checklist:
@@ -122,6 +142,13 @@ class Checklist:
         """The error the transaction ended with, ERR_NONE while there is none."""
         entry = self.entry
         return (entry.error or "ERR_NONE") if entry is not None else "ERR_NONE"
+
+    def retarget(self, url: str, scheme: str, host: str, port: int, path: str, ip_literal: bool) -> None:
+        """The URL rewriter sent the request elsewhere: later checks see the new URL."""
+        self.url, self.scheme, self.host, self.port, self.path = url, scheme, host, port, path
+        self.ip_literal = ip_literal
+        self.dst = self.dst_name = None
+        self._url_unescaped = self._path_unescaped = None
 
     @property
     def src_key(self) -> tuple[int, int]:

@@ -200,6 +200,41 @@ class MemoryTier:
         return len(keys)
 
 
+class FinishedBody:
+    """A body received whole into a temp file in the cache_dir, to be stored by renaming
+    the file into place rather than copying it."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: str, size: int):
+        self.path, self.size = path, size
+
+
+_BODY_DISK = None
+
+
+def _body_disk():
+    """diskcache's Disk, storing a :class:`FinishedBody` by renaming its file (the temp
+    file and the cache's files are on the same file system: both in the cache_dir), so a
+    large object is written once, not written then copied."""
+    global _BODY_DISK
+    if _BODY_DISK is None:
+        import diskcache
+        from diskcache.core import MODE_BINARY
+
+        class BodyDisk(diskcache.Disk):
+            def store(self, value, read, key=diskcache.core.UNKNOWN):
+                if type(value) is not FinishedBody:
+                    return super().store(value, read, key)
+                filename, full_path = self.filename(key, value)
+                os.makedirs(os.path.dirname(full_path), exist_ok=True)
+                os.rename(value.path, full_path)
+                return value.size, MODE_BINARY, filename, None
+
+        _BODY_DISK = BodyDisk
+    return _BODY_DISK
+
+
 class HeapMemoryTier(MemoryTier):
     """Squid's ``heap LFUDA`` and ``heap GDSF`` (src/repl/heap): each object has a key,
     the lowest goes first, and the heap's age becomes the key of the object evicted
@@ -386,7 +421,7 @@ class DiskTier:
         # proxy's memory creep up to ~200 MB, 4 MB each keeps the index hot
         return diskcache.Cache(self.path, size_limit=self.size_limit,
                                eviction_policy=self.eviction_policy, cull_limit=50,
-                               sqlite_cache_size=1024, sqlite_mmap_size=1 << 22)
+                               sqlite_cache_size=1024, sqlite_mmap_size=1 << 22, disk=_body_disk())
 
     # ---------------------------------------------------------------- failures
     def report_failure(self, what: str, error: Exception) -> None:
@@ -491,8 +526,8 @@ class DiskTier:
                     if os.path.getsize(body_path) != reply.body_size:     # a temp write failed
                         raise OSError(f"the body's temp file is short ({os.path.getsize(body_path)} "
                                       f"of {reply.body_size} bytes)")
-                    with open(body_path, "rb") as f:
-                        self.cache.set(reply.body_key, f, read=True, retry=True)
+                    self.cache.set(reply.body_key, FinishedBody(body_path, reply.body_size), read=True,
+                                   retry=True)
                 else:
                     self.cache.set(reply.body_key, body, retry=True)
                 old = self.cache.get(on_disk, retry=True)
@@ -734,7 +769,9 @@ class Store:
         if body is not None and len(body) <= self.max_in_memory:
             self.memory.put(key, reply, body)
         if self.disk is not None:
-            self.disk.store(key, reply, body_path, None if body_path is not None else body)
+            if not self.disk.store(key, reply, body_path, None if body_path is not None else body) \
+                    and body_path is not None:
+                _unlink(body_path)          # the writer's queue is full: not stored, not left behind
         elif body_path is not None:
             _unlink(body_path)
 

@@ -49,6 +49,14 @@ INTENDED: dict[str, str] = {
                      "such text.",
     "strip-query-terms": "access.log shows URLs with their query terms; Squid strips them by default "
                          "(strip_query_terms on, which squidpy refuses).",
+    "cache-peer-access-unknown": "`cache_peer_access` naming no configured peer is an error; Squid 5.7 logs "
+                                 "it and ignores the line, which would let every request use the peer.",
+    "collapsed-through-peers": "Collapsed forwarding applies only to fetches from the origin: a request sent "
+                               "through a peer does not make others wait for it (the peer collapses them), "
+                               "since a CARP fleet may send a request back to the proxy it came from.",
+    "netdb-direct": "squidpy makes no netdb (ICMP) measurements: with parents and direct allowed it keeps "
+                    "to the peer selection order, where Debian's Squid 5.7 goes direct to hosts it has "
+                    "already forwarded to (see docs/fleet.md).",
     "reply-acl-warning": "A reply ACL (http_status, rep_header, rep_mime_type) in http_access never matches, "
                          "as in Squid ('assuming mismatch'); squidpy says so when it reads the configuration, "
                          "Squid only at run time.",

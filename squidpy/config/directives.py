@@ -90,13 +90,17 @@ def _path_or_none(args, ctx):
 # ---------------------------------------------------------------- network
 
 directive(
-    "http_port", "[ADDRESS:]PORT [name=NAME]", lambda args, ctx: parse_http_port(args, ctx.warn),
+    "http_port", "[ADDRESS:]PORT [name=NAME] [require-proxy-header]",
+    lambda args, ctx: parse_http_port(args, ctx.warn),
     "3128", "Network", kind=APPEND,
     doc="""Where squidpy listens for browsers. A bare port listens on every IPv4
     and IPv6 address; write 127.0.0.1:3128 or [::1]:3128 to listen on one.
     Several lines open several ports. name=NAME gives the port a name for the
-    myportname ACL. Port 0 (a squidpy extension) picks a free port and logs
-    it in cache_log.""",
+    myportname ACL. require-proxy-header: every connection must start with a
+    PROXY protocol header (version 1 or 2, from a load balancer such as
+    HAProxy) whose client address then stands for the connection's in ACLs,
+    logs and limits; see proxy_protocol_access. Port 0 (a squidpy extension)
+    picks a free port and logs it in cache_log.""",
 )
 
 directive(
@@ -281,6 +285,7 @@ def _acl(args, ctx):
         hint = did_you_mean(type_name, [*ACL_TYPES, *NOT_IMPLEMENTED])
         raise ValueError(f"unknown ACL type '{type_name}'{hint}")
     options, carried = _acl_options(words, cls)
+    helper_directives.check_auth_acl_order(type_name, words.peek(cls.regex_values), ctx.config)
     acl = acls.define(name, type_name, [], ctx.where)
     values = [(ctx.where, flag) for flag in carried] + _acl_values(words, cls, ctx, name)
     acl.matcher.begin_line(frozenset(options))
@@ -335,6 +340,16 @@ directive(
     every reply is allowed.""",
 )
 
+directive(
+    "proxy_protocol_access", "allow|deny [!]ACL ...", _access_list("proxy_protocol_access"),
+    None, "Access control", kind=CUSTOM, empty=lambda: AccessList("proxy_protocol_access", empty_allows=False),
+    doc="""Which senders may put a PROXY protocol header before their connection on
+    a require-proxy-header port: checked once per connection, on the sender's
+    own address (src, localport ... fast ACLs). A denied sender, and every
+    sender when there is no proxy_protocol_access line, has its connection
+    closed at once, as in Squid. Only list load balancers you run: whoever may
+    send the header may claim any client address.""",
+)
 
 directive(
     "miss_access", "allow|deny [!]ACL ...", _access_list("miss_access"), None, "Access control", kind=CUSTOM,
@@ -368,6 +383,7 @@ directive(
     forwarded. Example: http_upgrade_request_protocols websocket allow
     localnet.""",
 )
+
 
 @dataclass
 class DenyInfo:
@@ -1162,6 +1178,194 @@ directive("collapsed_forwarding", "on|off", _onoff, "on", "Cache",
           doc="""Concurrent misses for one URL wait for a single fetch from the
           origin and are then answered from the cache, instead of all going to
           the origin. (Off by default in Squid.)""")
+
+# ---------------------------------------------------------------- peers
+
+def _cache_peer(args, ctx):
+    from squidpy.peers.peer import parse_cache_peer
+    peer = parse_cache_peer(args, ctx.warn, ctx.path)
+    peers = ctx.config.cache_peer
+    for other in peers:
+        if other.name.lower() == peer.name.lower():
+            raise ValueError(f"cache_peer {peer.name} specified twice (first at {other.where}); "
+                             "give one of them another name= to tell them apart")
+    peer.where = ctx.where
+    peer.index = len(peers) + 1
+    peers.append(peer)
+
+
+def _cache_peer_access(args, ctx):
+    if len(args) < 2:
+        raise ValueError("expected: cache_peer_access PEER-NAME allow|deny [!]ACL ...")
+    name = args[0]
+    for peer in ctx.config.cache_peer:
+        if peer.name.lower() == name.lower():
+            peer.access.add_rule(args[1:], ctx.config.acls, ctx.where, ctx.text)
+            return
+    raise ValueError(f"No cache_peer '{name}' (name a cache_peer line above: its name= or its host)")
+
+
+directive(
+    "cache_peer", "HOST parent|sibling HTTP-PORT ICP-PORT [OPTION ...]", _cache_peer, None, "Peers",
+    kind=CUSTOM, empty=list,
+    doc="""Another proxy to fetch through: a parent (asked for anything) or a
+    sibling (asked only for what it has: ICP hits, 'Cache-Control:
+    only-if-cached' unless allow-miss). ICP-PORT 0: the peer is not queried
+    with ICP. Which parent a request goes to: sourcehash (client address),
+    userhash (user name), carp (hash of the URL, or the parts carp-key=scheme,
+    host,port,path,params names; the same choice Squid makes for the same
+    peers, so squidpy and Squid can share one CARP array), round-robin or
+    weighted-round-robin, else the first parent that is up, else the default
+    one; weight=N biases carp, sourcehash, userhash and round-robin. name=NAME
+    tells apart peers on one host (cache_peer_access and the CARP hash use it).
+    proxy-only: replies from this peer are not stored. login=user:password
+    (Basic, %-escapes allowed), login=*:password (the client's user name),
+    login=PASS or PASSTHRU (the client's Proxy-Authorization goes on),
+    login=PROXYPASS; login=NEGOTIATE is accepted but sends nothing (no
+    Kerberos). connect-timeout=SECONDS (else peer_connect_timeout),
+    connect-fail-limit=N failed connections before the peer counts as dead
+    (10), max-conn=N, standby=N idle connections kept open to it. tls (and
+    tls-cert=, tls-key=, tls-cafile=, tls-capath=, tls-crlfile=, tls-cipher=,
+    tls-min-version=, tls-options=, tls-flags=DONT_VERIFY_PEER|DONT_VERIFY_DOMAIN,
+    tls-domain=, tls-default-ca=off, tls-no-npn; the older ssl* spellings too)
+    encrypts the connection to the peer. no-query, no-digest, no-netdb-exchange,
+    closest-only, background-ping and basetime= are Squid's. originserver is
+    refused: squidpy is not a reverse proxy. An unknown option is ignored with a
+    warning, as Squid ignores it.""",
+)
+
+directive(
+    "cache_peer_access", "PEER-NAME allow|deny [!]ACL ...", _cache_peer_access, None, "Peers", kind=CUSTOM,
+    doc="""Limits which requests may go to one peer (by its name= or host), with
+    http_access's rules: first matching line decides, else the opposite of the
+    last line. Only fast ACLs count: one that would need a DNS lookup does not
+    match. Naming a peer that no cache_peer line defines is an error (Squid only
+    logs it and then ignores the line, which would let every request through).""",
+)
+
+directive(
+    "always_direct", "allow|deny [!]ACL ...", _access_list("always_direct"), None, "Peers", kind=CUSTOM,
+    empty=lambda: AccessList("always_direct", empty_allows=False),
+    doc="""Requests these rules allow always go straight to the origin, never
+    through a peer. Note that 'always_direct deny X' alone allows every other
+    request (the last line's opposite), as in Squid.""",
+)
+
+directive(
+    "never_direct", "allow|deny [!]ACL ...", _access_list("never_direct"), None, "Peers", kind=CUSTOM,
+    empty=lambda: AccessList("never_direct", empty_allows=False),
+    doc="""Requests these rules allow never go straight to the origin: only
+    through parents (every request, CONNECT and POST included, with 'never_direct
+    allow all'). When no parent is usable they are answered 502 (ERR_READ_ERROR,
+    logged HIER_NONE), as Squid 5.7 answers them. always_direct is asked first.""",
+)
+
+directive(
+    "prefer_direct", "on|off", _onoff, "off", "Peers",
+    doc="""Try the origin first and the parents after it (instead of parents
+    first), for requests that may use both.""",
+)
+
+directive(
+    "nonhierarchical_direct", "on|off", _onoff, "on", "Peers",
+    doc="""Requests that cannot be cached (anything but GET, e.g. POST and
+    CONNECT, and requests with Authorization) go straight to the origin. Off:
+    they may use parents too. never_direct overrides it.""",
+)
+
+directive(
+    "forward_max_tries", "N", lambda args, ctx: parse_int(args, 0), "25", "Peers",
+    doc="""Most attempts to forward one request: each origin address or peer
+    address tried counts, retries on a reused connection too.""",
+)
+
+directive(
+    "retry_on_error", "on|off", _onoff, "off", "Peers",
+    doc="""Also try the next peer (or address) when one answers 403, 500, 501 or
+    503; 502 and 504 answers are always retried on the next candidate while
+    nothing was sent to the client and the request can be sent again.""",
+)
+
+directive(
+    "dead_peer_timeout", "TIME", _time("second"), "10 seconds", "Peers",
+    doc="""A peer queried with ICP that has not answered any query for this long
+    counts as dead until it answers again.""",
+)
+
+directive(
+    "peer_connect_timeout", "TIME", _time("second"), "30 seconds", "Peers",
+    doc="""How long to wait for a TCP connection to a peer (a cache_peer's
+    connect-timeout= overrides it).""",
+)
+
+# ---------------------------------------------------------------- ICP
+
+
+def _icp_port(args, ctx):
+    return parse_int(args, 0, 65535)
+
+
+def _msec(args, ctx):
+    return parse_int(args, 0)
+
+
+directive(
+    "icp_port", "PORT", _icp_port, "0", "ICP",
+    doc="""The UDP port where squidpy answers ICP queries (RFC 2186) from its peers
+    and from which it queries its own (3130 is ICP's usual port); 0: no ICP at
+    all. Queries are answered ICP_HIT when the URL is fresh in the cache, else
+    ICP_MISS, and ICP_DENIED when icp_access denies the sender.""",
+)
+
+def _udp_address(args, ctx):
+    value = _word(args, ctx)
+    return "" if value == "any_addr" else parse_ip(value)
+
+
+directive(
+    "udp_incoming_address", "ADDRESS|any_addr", _udp_address, "any_addr", "ICP",
+    doc="""The address the icp_port listens on and queries peers from (any_addr: every
+    address). Squid's DNS client uses it too; squidpy's does not.""",
+)
+
+directive(
+    "icp_access", "allow|deny [!]ACL ...", _access_list("icp_access"), None, "ICP", kind=CUSTOM,
+    empty=lambda: AccessList("icp_access", empty_allows=False),
+    doc="""Who may send ICP queries (fast ACLs: src, ...). Without any line
+    every query is denied, as in Squid.""",
+)
+
+directive(
+    "icp_query_timeout", "MILLISECONDS", _msec, "0", "ICP",
+    doc="""How long to wait for ICP replies; 0: twice the peers' average reply
+    time, kept between minimum_icp_query_timeout and maximum_icp_query_timeout.""",
+)
+
+directive(
+    "maximum_icp_query_timeout", "MILLISECONDS", _msec, "2000", "ICP",
+    doc="""Upper bound of the computed ICP wait.""",
+)
+
+directive(
+    "minimum_icp_query_timeout", "MILLISECONDS", _msec, "5", "ICP",
+    doc="""Lower bound of the computed ICP wait.""",
+)
+
+directive(
+    "background_ping_rate", "TIME", _time("second"), "10 seconds", "ICP",
+    doc="""How often a background-ping peer is queried with ICP.""",
+)
+
+directive(
+    "icp_hit_stale", "on|off", _onoff, "off", "ICP",
+    doc="""Answer ICP_HIT for stale objects too (off: only fresh ones are hits).""",
+)
+
+directive(
+    "log_icp_queries", "on|off", _onoff, "on", "ICP",
+    doc="""Log each ICP query answered (UDP_HIT, UDP_MISS, UDP_DENIED ...) in the
+    access log.""",
+)
 
 
 from squidpy.config import helper_directives  # noqa: E402  (registers auth_param, external_acl_type ...)

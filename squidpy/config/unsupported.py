@@ -59,19 +59,18 @@ unsupported(IGNORED, "mime_table icon_directory global_internal_static short_ico
 unsupported(IGNORED, "ftp_user ftp_passive ftp_epsv_all ftp_epsv ftp_eprt ftp_sanitycheck ftp_telnet_protocol "
             "ftp_client_idle_timeout",
             "squidpy does not fetch ftp:// URLs itself, so FTP settings have no effect")
-unsupported(IGNORED, "dead_peer_timeout peer_connect_timeout nonhierarchical_direct prefer_direct "
-            "always_direct icp_hit_stale minimum_direct_hops minimum_direct_rtt icp_query_timeout "
-            "maximum_icp_query_timeout minimum_icp_query_timeout background_ping_rate mcast_groups "
-            "mcast_miss_addr mcast_miss_ttl mcast_miss_port mcast_miss_encode_key mcast_icp_query_timeout "
-            "digest_generation digest_bits_per_entry digest_rebuild_period digest_rewrite_period "
-            "digest_swapout_chunk_size digest_rebuild_chunk_percentage log_icp_queries "
-            "udp_incoming_address udp_outgoing_address",
-            "peer selection only: squidpy has no cache_peer, every request goes direct")
-unsupported(IGNORED, "icp_access htcp_access htcp_clr_access",
-            "squidpy answers no ICP or HTCP queries (icp_port and htcp_port are refused)")
+unsupported(IGNORED, "minimum_direct_hops minimum_direct_rtt",
+            "squidpy makes no ICMP (netdb) measurements, so no site counts as close enough to go direct to")
+unsupported(IGNORED, "mcast_groups mcast_miss_addr mcast_miss_ttl mcast_miss_port mcast_miss_encode_key "
+            "mcast_icp_query_timeout", "squidpy sends and joins no multicast ICP (multicast peers are refused)")
+unsupported(IGNORED, "digest_generation digest_bits_per_entry digest_rebuild_period digest_rewrite_period "
+            "digest_swapout_chunk_size digest_rebuild_chunk_percentage",
+            "squidpy makes no cache digest for its peers (and asks theirs for none)")
+unsupported(IGNORED, "udp_outgoing_address", "squidpy queries its ICP peers from the icp_port socket "
+            "(udp_incoming_address)")
+unsupported(IGNORED, "htcp_access htcp_clr_access", "squidpy answers no HTCP queries (htcp_port is refused)")
 unsupported(IGNORED, "snmp_access snmp_incoming_address snmp_outgoing_address",
             "squidpy has no SNMP agent (snmp_port is refused)")
-unsupported(IGNORED, "proxy_protocol_access", "no effect without require-proxy-header ports, which squidpy refuses")
 unsupported(IGNORED, "spoof_client_ip client_dst_passthru tproxy_uses_indirect_client",
             "no effect without intercept or tproxy ports, which squidpy refuses")
 unsupported(IGNORED, "ssl_unclean_shutdown ssl_engine sslproxy_session_ttl sslproxy_session_cache_size "
@@ -104,9 +103,8 @@ unsupported(REFUSED, "host_verify_strict", "Host header verification", accepts=(
 unsupported(REFUSED, "tls_outgoing_options", "TLS settings for https:// origins")
 unsupported(REFUSED, "ssl_bump sslproxy_cert_error sslproxy_cert_sign sslproxy_cert_adapt",
             "SslBump (decrypting CONNECT tunnels)")
-unsupported(REFUSED, "cache_peer cache_peer_access neighbor_type_domain never_direct",
-            "forwarding through parent or sibling proxies")
-unsupported(REFUSED, "forward_max_tries connect_retries retry_on_error", "Squid's retry limits")
+unsupported(REFUSED, "neighbor_type_domain", "a cache_peer of another type for some domains")
+unsupported(REFUSED, "connect_retries", "retrying a connection to the same address")
 unsupported(REFUSED, "memory_cache_mode", "choosing which objects the memory cache keeps", accepts=("always",))
 unsupported(REFUSED, "cache_store_log", "the store.log", accepts=("none",))
 unsupported(REFUSED, "log_mime_hdrs", "logging request and reply headers", accepts=("off",))
@@ -130,7 +128,6 @@ unsupported(REFUSED, "wccp_router wccp2_router wccp_version wccp2_rebuild_wait w
             "wccp2_return_method wccp2_assignment_method wccp2_service wccp2_service_info wccp2_weight "
             "wccp_address wccp2_address", "WCCP traffic redirection")
 unsupported(REFUSED, "snmp_port", "the SNMP agent", accepts=("0",))
-unsupported(REFUSED, "icp_port", "ICP", accepts=("0",))
 unsupported(REFUSED, "htcp_port", "HTCP", accepts=("0",))
 unsupported(REFUSED, "icap_enable", "ICAP", accepts=("off",))
 unsupported(REFUSED, "ecap_enable", "eCAP", accepts=("off",))

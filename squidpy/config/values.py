@@ -196,10 +196,18 @@ class ListenAddress:
     def key(self) -> tuple[str, int]:
         return (self.host, self.port)
 
+    @property
+    def require_proxy_header(self) -> bool:
+        """Connections must start with a PROXY protocol header (from a load balancer)."""
+        return "require-proxy-header" in self.options
+
 
 # http_port options squidpy implements (reuseport is its own: share the port between processes)
 HTTP_PORT_OPTIONS = {"name": "names the port for myportname ACLs (default: the port as written)",
-                     "reuseport": "squidpy extension: several processes share the port (SO_REUSEPORT)"}
+                     "reuseport": "squidpy extension: several processes share the port (SO_REUSEPORT)",
+                     "require-proxy-header": "connections start with a PROXY protocol header (version 1 or 2) "
+                                             "whose client address stands for the connection's; see "
+                                             "proxy_protocol_access"}
 
 # Squid 5.7's other http_port options: (status, why), status as in the directive registry
 HTTP_PORT_OTHERS = {
@@ -220,7 +228,6 @@ HTTP_PORT_OTHERS = {
     "transparent": ("refused", "interception"),
     "intercept": ("refused", "interception"),
     "tproxy": ("refused", "interception"),
-    "require-proxy-header": ("refused", "the PROXY protocol"),
     "connection-auth": ("refused", "connection-oriented authentication (NTLM, Negotiate) pinning"),
     "no-connection-auth": ("refused", "connection-oriented authentication (NTLM, Negotiate) pinning"),
     "ssl-bump": ("refused", "SslBump"),
@@ -265,7 +272,10 @@ def parse_http_port(args: list[str], warn=None) -> ListenAddress:
     for opt in opts:
         key = http_port_option(opt)
         if key in HTTP_PORT_OPTIONS:
-            options[key] = opt.partition("=")[2]
+            key, eq, value = opt.partition("=")
+            if key == "require-proxy-header" and eq:
+                raise ValueError("require-proxy-header takes no value")
+            options[key] = value
             continue
         status, why = HTTP_PORT_OTHERS.get(key) or (None, "")
         if status == "ignored":

@@ -93,6 +93,9 @@ class ErrorContext:
     path: str | None = None         # the request's path and version and fields, for %W
     version: str | None = None
     request_headers: list | None = None
+    user: str | None = None         # %a: the user name, when known
+    auth_message: str | None = None  # %m: why the credentials were refused
+    external_message: str | None = None  # %o: message= from an external ACL helper
 
 
 class ErrorPage:
@@ -280,6 +283,7 @@ class ErrorPages:
 
     def _values(self, ctx: ErrorContext, now: float) -> dict:
         return {
+            "a": ctx.user or "-",
             "c": ctx.name,
             "D": ctx.detail,
             "E": ctx.errno_text,
@@ -287,7 +291,9 @@ class ErrorPages:
             "H": ctx.host,
             "i": ctx.client_ip,
             "I": ctx.server_ip,
+            "m": ctx.auth_message,
             "M": ctx.method,
+            "o": ctx.external_message,
             "p": ctx.port,
             "P": ctx.protocol,
             "R": ctx.request_head,
@@ -364,5 +370,5 @@ def _url(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-_KNOWN = frozenset("cDEhHiIlLMpPRstTUuwWz")
-_EMPTY_WHEN_MISSING = frozenset("DEzR")   # details: print nothing when there are none
+_KNOWN = frozenset("acDEhHiIlLmMopPRstTUuwWz")
+_EMPTY_WHEN_MISSING = frozenset("DEzRLmo")   # details: print nothing when there are none

@@ -147,6 +147,17 @@ def with_domain(target: Target, domain: str | None) -> Target:
     return Target(target.kind, target.scheme, host, target.port, target.path, False)
 
 
+INTERNAL_PREFIX = "/squid-internal-"
+
+
+def names_this_proxy(target: Target, hostname: str, port: int) -> bool:
+    """An absolute URL of the proxy's own pages, as Squid tells them (client_side.cc):
+    a ``/squid-internal-`` path on the visible_hostname and the first http_port.
+    Any other host is forwarded, even one of the proxy's own addresses."""
+    return (target.kind == "absolute" and target.scheme == "http" and target.path.startswith(INTERNAL_PREFIX)
+            and target.port == port and target.host == hostname.lower())
+
+
 def parse_target(method: str, target: str) -> Target:
     """A request target as a :class:`Target` (shared: treat it as read-only)."""
     return _parse_target(method == "CONNECT", target)

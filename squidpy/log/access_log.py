@@ -24,7 +24,7 @@ from collections import deque
 from itertools import islice
 
 from squidpy.acl.access import matches
-from squidpy.acl.checklist import Pending
+from squidpy.acl.checklist import UNDECIDED
 from squidpy.log.destination import Destination
 from squidpy.log.logformat import PREDEFINED_FORMATS, text_bytes
 from squidpy.log.rotate import rotate_numbered
@@ -625,5 +625,5 @@ def _matches(rule, checklist) -> bool:
     """An access_log filter: all its ACLs must match; one needing a lookup does not."""
     try:
         return matches(rule, checklist)
-    except Pending:
+    except UNDECIDED:
         return False

@@ -41,9 +41,10 @@ def _proxy_address(host_header: bytes | None, local_ip: str, local_port: int) ->
     return f"{shown}:{local_port}"
 
 
-def page(head, local_ip: str, local_port: int, hostname: str, pac: PacSettings = PacSettings()) -> Page:
-    path = head.target.split("?", 1)[0]
-    proxy = _proxy_address(head.host, local_ip, local_port)
+def page(target: str, host_header: bytes | None, local_ip: str, local_port: int, hostname: str,
+         pac: PacSettings = PacSettings()) -> Page:
+    path = target.split("?", 1)[0]
+    proxy = _proxy_address(host_header, local_ip, local_port)
     if path in ("/proxy.pac", "/wpad.dat"):
         return Page(200, PAC_CONTENT_TYPE, render_pac(pac, proxy).encode("ascii"))
     if path == "/":

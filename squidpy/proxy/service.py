@@ -86,12 +86,16 @@ class ProxyService:
         self.cache_log = None
         self.cache = None
         self.pidfile = None
+        self.running_helpers = None       # squidpy.helpers.running.RunningHelpers, when the configuration has helpers
+        self.helpers = None               # what exchanges read: its HelperState (shared.helpers)
         self._cache_dir = None
         self._flush = LoopingCall(self.flush_logs)
         self._status = LoopingCall(self.report_status)
         self.transactions = 0             # finished transactions, for the request rate
         self._rate_mark = (0, time.monotonic())
         self.fd_limit = raise_fd_limit(config.max_filedescriptors)
+        from squidpy.proxy.peering import Peering
+        self.peering = Peering(self)
         self._derive(config)
 
     # ------------------------------------------------------------ configuration
@@ -115,6 +119,12 @@ class ProxyService:
         self.pac = PacSettings.from_config(config)
         self.pool.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
+        self.peering.configure(config)
+
+    @property
+    def peers(self):
+        """The configuration's peers and their state (empty: every request goes direct)."""
+        return self.peering.table
 
     @staticmethod
     def _cache_dir_of(config):
@@ -184,7 +194,9 @@ class ProxyService:
         self.access_log = AccessLog.from_config(config, on_fatal=self.fatal)
         for failure in self.access_log.failures():
             self._fail_start(failure)
+        self._start_helpers(config)       # as the user squidpy runs as, like Squid's helpers
         self._announce()
+        self.peering.start()
         self.timeouts.start()
         self._flush.start(1.0, now=False)
         if self.notifier.wanted:
@@ -208,6 +220,35 @@ class ProxyService:
         if self.cache_log is not None:
             self.cache_log.close()
         raise StartupError(message)
+
+    # ------------------------------------------------------------ helpers
+    def _start_helpers(self, config) -> None:
+        """Start the helper programs ``config`` names (a reconfigure starts a new set
+        and lets the old one finish what it holds)."""
+        from squidpy.helpers.running import RunningHelpers
+        from squidpy.helpers.state import uses_helpers
+
+        old = self.running_helpers
+        self.running_helpers = self.helpers = None
+        if uses_helpers(config):
+            running = RunningHelpers(config, self.reactor, on_fatal=self._helper_fatal, previous=old)
+            running.start()
+            self.running_helpers, self.helpers = running, running.state
+        if old is not None:
+            old.stop()
+
+    def _helper_fatal(self, message: str) -> None:
+        """on-persistent-overload=die: Squid stops when a helper stays overloaded."""
+        self.fatal(message, "a helper stayed overloaded (children ... on-persistent-overload=ERR keeps serving, "
+                            "answering ERR)")
+
+    def release_connection_auth(self, connection_auth) -> None:
+        """A client connection closed in the middle of a Negotiate/NTLM handshake: its
+        helper child may serve others again."""
+        running = self.running_helpers
+        if running is not None and connection_auth.child is not None and connection_auth.scheme is not None:
+            running.release(connection_auth.scheme, connection_auth.child)
+            connection_auth.child = None
 
     def _announce(self) -> None:
         """Where everything is: the configuration was named at the start, the ports as they
@@ -307,14 +348,6 @@ class ProxyService:
             log.error("reconfigure failed: the previous configuration stays in force")
             self.notifier.ready(self.status_text())
             return
-        from squidpy.config.helper_directives import not_yet_served
-        refused = not_yet_served(new)
-        if refused:
-            for problem in refused:
-                log.error("reconfigure: %s", problem)
-            log.error("reconfigure failed: the previous configuration stays in force")
-            self.notifier.ready(self.status_text())
-            return
         for warning in new.warnings:
             log.warning("%s", warning)
         try:
@@ -404,6 +437,7 @@ class ProxyService:
         if new.pid_filename != old.pid_filename and self.kid is None:
             self._release_pidfile()
             self.pidfile = staged.pidfile
+        self._start_helpers(new)
 
     def rotate(self) -> None:
         keep = self.config.logfile_rotate
@@ -428,15 +462,16 @@ class ProxyService:
         self._rate_mark = (self.transactions, now)
         self.notifier.status(rate(self.transactions, count, now, then), len(self.clients))
 
-    def fatal(self, message: str) -> None:
-        """A failure squidpy must not serve on (an access_log under on-error=die): say so
-        in cache_log and stop now, exit status 1, as Squid's fatal() does."""
+    def fatal(self, message: str, why: str = "a log it must write cannot be written "
+                                             "(access_log ... on-error=drop keeps serving instead)") -> None:
+        """A failure squidpy must not serve on (an access_log under on-error=die, a helper
+        under on-persistent-overload=die): say so in cache_log and stop now, exit status 1,
+        as Squid's fatal() does."""
         if self.exit_code:
             return
         self.exit_code = 1
         log.critical("FATAL: %s", message)
-        log.critical("squidpy/%s: stopping: a log it must write cannot be written "
-                     "(access_log ... on-error=drop keeps serving instead)", __version__)
+        log.critical("squidpy/%s: stopping: %s", __version__, why)
         self.notifier.stopping()
         for port in self.listeners.values():
             port.stopListening()
@@ -447,6 +482,8 @@ class ProxyService:
     def _die(self) -> None:
         for client in list(self.clients):
             client.transport.abortConnection()
+        if self.running_helpers is not None:
+            self.running_helpers.stop(grace=0)
         self._stopped()
         if self.reactor.running:
             self.reactor.stop()
@@ -480,10 +517,19 @@ class ProxyService:
             self.reactor.callLater(0, done.callback, None)
 
         defer.DeferredList(stops).addCallback(lambda _: check())
+        done.addCallback(lambda _: self._stop_helpers())
         done.addCallback(lambda _: self._stopped())
         return done
 
+    def _stop_helpers(self):
+        """The helpers' input closes: they exit once they have answered (killed after 2 seconds)."""
+        running, self.running_helpers, self.helpers = self.running_helpers, None, None
+        if running is None:
+            return None
+        return running.stop(grace=2.0)
+
     def _stopped(self) -> None:
+        self.peering.stop()
         self.timeouts.stop()
         for loop in (self._flush, self._status):
             if loop.running:
@@ -572,6 +618,8 @@ class ProxyService:
             info["kid"] = self.kid
         if self.cache is not None:
             info.update(self.cache.stats())
+        if self.running_helpers is not None:
+            info["helpers"] = self.running_helpers.figures()
         return {"info": info, "objects": self.cache.objects if self.cache is not None else list}
 
     def log_transaction(self, entry, checklist) -> None:
@@ -599,6 +647,11 @@ class ProxyService:
         signal.signal(signal.SIGUSR2, lambda *_: call(self.reopen_logs))
         signal.signal(signal.SIGTERM, lambda *_: call(self._stop_reactor))
         signal.signal(signal.SIGINT, lambda *_: call(self._stop_reactor))
+        # helper programs: the reactor runs without its own signal handlers, so children
+        # that end are reaped here (else a helper that exits before its pipes report
+        # closing would never be seen to end, and its requests never answered)
+        from twisted.internet.process import reapAllProcesses
+        signal.signal(signal.SIGCHLD, lambda *_: call(reapAllProcesses))
 
     def _stop_reactor(self) -> None:
         d = self.shutdown()
