@@ -6,7 +6,7 @@ not reach the origin) and answers from a small set of paths:
     /size/N           N bytes, Content-Length
     /chunked/N        N bytes, chunked
     /close/N          N bytes, no length: the connection close ends the body
-    /echo             JSON of the request as received (method, path, headers, body)
+    /echo             JSON of the request as received (method, path, headers, body, client address)
     /status/CODE      an empty reply with that status
     /slow/SECONDS     waits, then answers
     /truncate         promises 1000 bytes (cacheable), sends 10, closes
@@ -126,6 +126,7 @@ class OriginHandler(BaseHTTPRequestHandler):
         doc = {
             "method": self.command, "path": self.path, "version": self.request_version,
             "headers": list(self.headers.items()), "body": body.decode("latin-1"),
+            "client": self.client_address[0],
         }
         self._send(200, json.dumps(doc).encode(), [("Content-Type", "application/json")])
 

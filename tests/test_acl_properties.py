@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.dnsserver import DnsServer
 from tests.proxyproc import ProxyProcess
 from tests.squidproc import free_port
-from tests.verdicts import HOSTS, NAMES, Case, Req, check_verdict, combined, send, standalone
+from tests.verdicts import HOSTS, NAMES, Case, Req, check_verdict, combined, hosts_file, send, standalone
 
 TODAY = "MTWHFAS"[time.localtime().tm_wday]
 VALUES = {
@@ -95,7 +95,8 @@ def test_check_and_the_running_proxy_agree(random_cases):
         port = free_port()
         try:
             proxy = ProxyProcess(directory / f"squidpy{attempt}", VISIBLE + combined(random_cases, directory, port) +
-                                 f"dns_nameservers 127.0.0.1:{dns.port}\n", listen=f"127.0.0.1:{port} name=office")
+                                 f"dns_nameservers 127.0.0.1:{dns.port}\n" + hosts_file(directory),
+                                 listen=f"127.0.0.1:{port} name=office")
             break
         except RuntimeError as e:
             if "Address already in use" not in str(e) or attempt == 4:

@@ -87,12 +87,13 @@ def test_every_template_is_a_complete_html5_document(name):
     assert doc.attrs["html"][0].get("lang") == "en"
     css = pages.stylesheet().encode()
     assert b"<style>" + css + b"</style>" in body and b"#titles" in css     # %l
-    assert b"%" not in body.replace(css, b"")              # every code was replaced
+    mail = [a["href"] for a in doc.attrs["a"] if a.get("href", "").startswith("mailto:")]
+    assert len(mail) == 1 and mail[0].startswith(f"mailto:admin@example.lan?subject=CacheErrorInfo%20-%20{name}&body=")
+    assert b"%" not in body.replace(css, b"").replace(mail[0].replace("&", "&amp;").encode(), b"")   # every code was replaced
     assert b"[unknown]" not in body                         # ... with a value from the context
     text = " ".join(" ".join(doc.text).split())
     assert "Generated Tue, 14 Nov 2023 22:13:20 GMT by proxy1.example.lan (squidpy/%s)" % __version__ in text
     assert "http://example.com/x" in text and "10.0.0.7" in text
-    assert {"href": "mailto:admin@example.lan"} in doc.attrs["a"]
 
 
 @pytest.mark.parametrize("name, shown", [
@@ -146,7 +147,15 @@ def test_every_code_renders(tmp_path):
     assert custom.render(full_context("ERR_X"), now=NOW).decode().split("|") == [
         "ERR_X", "because-detail", "(111) Connection refused", "ph", "example.com", "10.0.0.7", "192.0.2.9",
         "GET", "80", "HTTP", "GET / HTTP/1.1", f"squidpy/{__version__}", "Tue, 14 Nov 2023 22:13:20 GMT",
-        "http://example.com/x", "boss@x", "mailto:boss@x", "NXDOMAIN-text", "", "%"]
+        "http://example.com/x", "boss@x",
+        "?subject=CacheErrorInfo%20-%20ERR_X&amp;body=CacheHost%3A%20ph%0D%0AErrPage%3A%20ERR_X%0D%0AErr%3A%20"
+        "(111)%20Connection%20refused%0D%0ADNS%20ErrMsg%3A%20NXDOMAIN-text%0D%0ATimeStamp%3A%20Tue,%2014%20Nov"
+        "%202023%2022%3A13%3A20%20GMT%0D%0A%0D%0AClientIP%3A%2010.0.0.7%0D%0AServerIP%3A%20example.com%0D%0A%0D%0A"
+        "HTTP%20Request%3A%0D%0A%0D%0A%0D%0A",
+        "NXDOMAIN-text", "", "%"]
+    quiet = ErrorPages(str(tmp_path), "ph", "boss@x", email_err_data=False, appname="squidpy", html_text="<b>hi</b>")
+    shown = quiet.render(full_context("ERR_X"), now=NOW).decode().split("|")
+    assert (shown[11], shown[15], shown[17]) == ("squidpy", "", "<b>hi</b>")      # %s %W %L
 
 
 def test_hostile_values_are_html_escaped():

@@ -429,7 +429,8 @@ class Conn:
 
 def test_pool_keys_live_only_while_they_have_idle_connections():
     pool = ServerPool(None, None, SimpleNamespace(connect_timeout=60, server_idle_pconn_timeout=60,
-                                                  reply_header_max_size=65536))
+                                                  reply_header_max_size=65536, pconn_lifetime=0,
+                                                  write_timeout=900))
     conns = [Conn(("http", f"o{i}.example", 80)) for i in range(1000)]
     for c in conns:
         pool.release(c)

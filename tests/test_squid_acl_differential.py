@@ -28,7 +28,7 @@ from squidpy.config import compat
 from tests.dnsserver import DnsServer
 from tests.proxyproc import ProxyProcess
 from tests.squidproc import SquidProcess, free_port
-from tests.verdicts import HOSTS, NAMES, Case, Req, check_verdict, combined, send, standalone
+from tests.verdicts import HOSTS, NAMES, Case, Req, check_verdict, combined, hosts_file, send, standalone
 
 WEEKDAY = "MTWHFAS"     # time.localtime().tm_wday 0 (Monday) .. 6 (Sunday), as Squid's day letters
 
@@ -196,6 +196,17 @@ CASES = [
           Req("http://www.facebook.test/", "deny")]),
     Case("implicit-default-is-the-opposite-of-the-last-line", "acl a src 127.0.0.2\n", ["deny a"],
          [Req(U, "allow"), Req(U, "deny", client="127.0.0.2")]),
+    # ---- the indirect client (follow_x_forwarded_for): only this case's requests carry X-Forwarded-For
+    Case("follow-x-forwarded-for", "acl lb src 127.0.0.1 127.0.0.3\nacl inner src 10.20.0.0/16\n"
+                                   "follow_x_forwarded_for allow lb\n",
+         ["allow inner", "deny all"],
+         [Req(U, "allow", headers={"X-Forwarded-For": "10.20.1.1"}),
+          Req(U, "deny", client="127.0.0.2", headers={"X-Forwarded-For": "10.20.1.1"}),
+          Req(U, "deny", headers={"X-Forwarded-For": "10.20.1.1, 192.0.2.1"}),
+          Req(U, "allow", headers={"X-Forwarded-For": "10.20.1.1, 127.0.0.3"}),
+          Req(U, "allow", headers={"X-Forwarded-For": "bogus, 10.20.1.1"}),
+          Req(U, "deny", headers={"X-Forwarded-For": "10.20.1.1, bogus"}),
+          Req(U, "allow", headers={"X-Forwarded-For": "10.20.1.1,,  "})]),
 ]
 
 # ACL types the table covers; a type squidpy implements must be here or be listed as not comparable
@@ -227,7 +238,7 @@ def verdicts(tmp_path_factory):
         "acl allowmark", f"http_port 127.0.0.1:{squid_port} name=office\nacl allowmark", 1),
         hosts={**HOSTS, **{name: address for address, name in NAMES.items() if name != "localhost"}})
     proxy = ProxyProcess(directory / "squidpy", combined(CASES, directory, squidpy_port) +
-                         f"dns_nameservers 127.0.0.1:{dns.port}\n",
+                         f"dns_nameservers 127.0.0.1:{dns.port}\n" + hosts_file(directory),
                          listen=f"127.0.0.1:{squidpy_port} name=office")
     results = {}
     try:

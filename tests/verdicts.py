@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -24,7 +25,7 @@ HOSTS = {   # name -> address, for Squid's hosts_file and squidpy's DNS server
     "www.dst-out.test": "198.51.100.10", "a.domains.test": "192.0.2.15", "z.test": "192.0.2.16",
     "mgr.example.test": "192.0.2.17",
 }
-NAMES = {   # address -> name, for reverse lookups (127.0.0.1 is localhost in /etc/hosts, which squidpy reads)
+NAMES = {   # address -> name, for reverse lookups (127.0.0.1 is localhost in both proxies' hosts files)
     "127.0.0.1": "localhost", "127.0.0.2": "client2.lan.test", "127.0.0.3": "client3.guest.test",
     "192.0.2.20": "literal.example.test",
 }
@@ -65,6 +66,14 @@ def _rename(text: str, names: set[str], prefix: str) -> str:
 
 def case_names(case: Case) -> set[str]:
     return {n.lower() for n in _ACL_LINE.findall(case.acls) if n.lower() != "manager"}
+
+
+def hosts_file(directory) -> str:
+    """The hosts_file line squidpy runs with: loopback named as in Squid's (tests/squidproc.py),
+    whatever this machine's /etc/hosts says."""
+    path = Path(directory) / "hosts"
+    path.write_text("127.0.0.1 localhost\n::1 localhost\n")
+    return f"hosts_file {path}\n"
 
 
 def expand(text: str, directory, port: int) -> str:

@@ -134,6 +134,13 @@ class Checklist:
         self.random = None              # a float source in [0, 1) for random ACLs (tests)
         self.entry = None               # the transaction's LogEntry, once it exists
 
+    def set_src(self, address: str) -> None:
+        """Test ``address`` as the client from now on (follow_x_forwarded_for's indirect
+        client): what was known of the previous one is forgotten."""
+        self.src = address
+        self._src_key = None
+        self.src_name = None
+
     @property
     def hier_code(self) -> str:
         """How the reply was obtained (%Sh): HIER_NONE until the request is forwarded."""

@@ -9,9 +9,10 @@ import time
 import click
 
 from squidpy.acl.check import evaluate, https_view, render, render_bumped_note, render_tunnel_note, tunnel_target
-from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending
+from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending
+from squidpy.acl.indirect import IndirectClient
 from squidpy.cli_options import config_option, load_config
-from squidpy.http.url import BadTarget, internal_target, parse_target
+from squidpy.http.url import BadTarget, internal_target, parse_target, with_domain
 
 
 def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklist | None = None,
@@ -27,7 +28,7 @@ def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklis
             return Outcome(DONE, "basic", user) if user else Outcome(NONE)
         if fact == "dst_name" and dst_name is not None:
             return dst_name
-        if fact == "src_name" and client_name is not None:
+        if fact == "src_name" and client_name is not None and (ch is None or ch.src == client_ip):
             return client_name
         if fact == "dst":
             if dst:
@@ -38,7 +39,7 @@ def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklis
                 return sorted({info[4][0] for info in socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)})
             except OSError:
                 return []
-        address = target.host if fact == "dst_name" else client_ip
+        address = target.host if fact == "dst_name" else (ch.src if ch is not None else client_ip)
         try:
             return socket.gethostbyaddr(address)[0]
         except OSError:
@@ -79,7 +80,7 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
     config = load_config()
     method = method.upper()
     try:
-        target = parse_target(method, url)
+        target = with_domain(parse_target(method, url), config.append_domain)
     except BadTarget as e:
         click.echo(f"squidpy check: {e.detail}", err=True)
         sys.exit(2)
@@ -115,6 +116,9 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
         ch = checklist(method, target)
         try:
             facts = lookup_facts(target, client_ip, dst, ch, user, dst_name, client_name)
+            indirect = follow_x_forwarded_for(config, ch, request_headers, facts)
+            if indirect is not None and method != "CONNECT":
+                click.echo(f"indirect client {indirect} (follow_x_forwarded_for)")
             return ch, evaluate(config.http_access, ch, facts, config.deny_info)
         except AuthRequired:
             click.echo("407 ERR_CACHE_ACCESS_DENIED: proxy authentication is required (give --user NAME)")
@@ -149,3 +153,21 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
         sys.exit(0 if report.verdict.allowed else 1)
     click.echo(render_tunnel_note(target.url, target.path, tunnel_report, report, view))
     sys.exit(0)
+
+
+def follow_x_forwarded_for(config, ch: Checklist, request_headers, lookup) -> str | None:
+    """The indirect client address the running proxy would find, or None when
+    X-Forwarded-For is not followed; ACLs then test it if acl_uses_indirect_client."""
+    values = [value for name, value in request_headers if name.lower() == b"x-forwarded-for"]
+    if not values or not config.follow_x_forwarded_for.rules:
+        return None
+    direct = ch.src
+    walk = IndirectClient(direct, values)
+    for _ in range(64):
+        try:
+            walk.run(config.follow_x_forwarded_for, ch, ch.set_src)
+            break
+        except Pending as p:
+            setattr(ch, p.fact, lookup(p.fact))
+    ch.set_src(walk.address if config.acl_uses_indirect_client else direct)
+    return walk.address

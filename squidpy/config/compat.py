@@ -60,6 +60,28 @@ INTENDED: dict[str, str] = {
     "reply-acl-warning": "A reply ACL (http_status, rep_header, rep_mime_type) in http_access never matches, "
                          "as in Squid ('assuming mismatch'); squidpy says so when it reads the configuration, "
                          "Squid only at run time.",
+    "header-rules-framing": "Header rules (`request_header_access`, `reply_header_add` ...) never remove, "
+                            "replace or add Content-Length, Transfer-Encoding, Connection or Upgrade, which "
+                            "squidpy writes from how the message is framed and whether the connection stays "
+                            "open; Squid applies them to those fields too, and can then send a body the next "
+                            "hop delimits differently (`All` rules leave them alone; a line naming them is "
+                            "ignored with a warning).",
+    "header-rule-syntax": "A header rule's name must be an HTTP token, and a value (after unquoting) cannot "
+                          "hold a line break; Squid writes whatever is configured into the message.",
+    "outgoing-address": "`tcp_outgoing_address` takes IP addresses (and `any_addr`), not host names Squid "
+                        "resolves at start; and an idle origin connection is reused only for a request that "
+                        "would be sent from the same local address (Squid reuses any, and advises "
+                        "`server_persistent_connections off` with client-dependent ACLs).",
+    "english-error-pages": "Error pages in English (no Accept-Language match, `en`, `error_default_language "
+                           "en`) are squidpy's own pages, worded differently from Squid's English templates; "
+                           "other languages are Squid's translations (squid-langpack), chosen as Squid "
+                           "chooses them, with the same Vary and Content-Language.",
+    "error-mail-credentials": "`%W` (the mailto: data of `email_err_data`) leaves out Authorization, "
+                              "Proxy-Authorization and Cookie values; Squid puts them in the mail body.",
+    "hosts-file": "A name on several `hosts_file` lines has all their addresses, in the order written, and "
+                  "an address is named by its first line; Squid keeps only the last line's (so with Debian's "
+                  "/etc/hosts Squid sends `http://localhost/` to ::1 alone). Names there compare without "
+                  "case, as DNS names do (Squid matches them as written against lower-cased URL hosts).",
 }
 
 STATUS_TEXT = {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from squidpy.acl.access import AccessList, AccessRule, acl_key
 from squidpy.acl.types import ACL_TYPES, NOT_IMPLEMENTED, RENAMED
-from squidpy.config.reader import ConfigError, read_word_file
+from squidpy.config.reader import QUOTED, ConfigError, read_word_file
 from squidpy.config.registry import APPEND, COMPAT_DOC, CUSTOM, did_you_mean, directive
 from squidpy.config.values import (
     parse_http_port,
@@ -24,6 +24,7 @@ from squidpy.config.values import (
     take_size,
     take_time,
 )
+from squidpy.http.rules import HeaderRules
 from squidpy.http.upgrade import UpgradeRules
 from squidpy.log.destination import Destination, parse_destination
 from squidpy.log.logformat import PREDEFINED_FORMATS, compile_format
@@ -156,6 +157,60 @@ directive(
     doc="""The group squidpy becomes with cache_effective_user (none: that
     user's primary group). Changing it needs a restart.""",
 )
+
+
+
+def _outgoing_address(args, ctx):
+    from squidpy.acl.outgoing import OutgoingAddress
+    if not args:
+        raise ValueError("expected: tcp_outgoing_address ADDRESS [[!]ACL ...]")
+    word = args[0]
+    if word == "any_addr":
+        address, version = None, 6
+    elif word in ("no_addr", "full_mask"):
+        raise ValueError(f"'{word}' is an address no connection can be made from")
+    else:
+        try:
+            address = parse_ip(word)
+        except ValueError:
+            raise ValueError(f"'{word}' is not an IP address (squidpy does not resolve host names here)") from None
+        version = 6 if ":" in address else 4
+    rule = None
+    if args[1:]:
+        holder = AccessList("tcp_outgoing_address")
+        rule = holder.add_rule(["allow", *args[1:]], ctx.config.acls, ctx.where, ctx.text, warn=ctx.warn)
+    return OutgoingAddress(address, version, rule, ctx.where)
+
+
+directive(
+    "tcp_outgoing_address", "ADDRESS [[!]ACL ...]", _outgoing_address, None, "Network", kind=APPEND,
+    doc="""The local address connections to origins are made from. Lines are
+    tried in order for each address of the origin: a line applies only to
+    origin addresses of its own IP version (an IPv4 ADDRESS to IPv4 origins),
+    and the first whose ACLs all match decides (no ACL: always); no line: the
+    system chooses. dst ACLs here test the address being connected to (the
+    origin's name is looked up first if need be); other ACLs that need a lookup
+    do not match, as in Squid. Idle connections are reused only for requests
+    that would be sent from the same address. any_addr: the system chooses.
+    The address must be one of this machine's, or connecting fails
+    (ERR_CONNECT_FAIL).""",
+)
+directive("client_persistent_connections", "on|off", _onoff, "on", "Network",
+          doc="""With off, every reply to a client says Connection: close and the
+          connection is closed after it.""")
+directive("server_persistent_connections", "on|off", _onoff, "on", "Network",
+          doc="""With off, every request to an origin says Connection: close and the
+          connection is closed after the reply, never reused.""")
+directive("persistent_connection_after_error", "on|off", _onoff, "on", "Network",
+          doc="""With off, a client's connection is closed after any reply with a
+          status of 400 or more (the origin's or squidpy's own).""")
+directive("half_closed_clients", "on|off", _onoff, "off", "Network",
+          doc="""What a client that closes its sending side (EOF) while its request
+          body is still being read gets. off (Squid's default): the connection is
+          closed at once and the request given up. on: squidpy goes on reading
+          until the request's read_timeout, as it would for a client that merely
+          stalls. Either way, requests read completely before the EOF are
+          answered, then the connection is closed.""")
 
 # ---------------------------------------------------------------- access control
 
@@ -301,6 +356,17 @@ directive(
     sender when there is no proxy_protocol_access line, has its connection
     closed at once, as in Squid. Only list load balancers you run: whoever may
     send the header may claim any client address.""",
+)
+
+directive(
+    "miss_access", "allow|deny [!]ACL ...", _access_list("miss_access"), None, "Access control", kind=CUSTOM,
+    empty=lambda: AccessList("miss_access", empty_allows=True),
+    doc="""Which clients may have replies fetched from the network (misses,
+    revalidations, CONNECT); the others get only what the cache holds, and a
+    denied fetch is answered 403 ERR_FORWARDING_DENIED (or as deny_info says).
+    Like http_access; it always tests the connecting client's address, never
+    the indirect one (follow_x_forwarded_for), and an ACL that needs a lookup
+    does not deny here. Without any line every client may. As in Squid.""",
 )
 
 
@@ -532,6 +598,142 @@ directive(
     address alone.""",
 )
 
+
+def _header_access(direction: str):
+    def parse(args, ctx):
+        getattr(ctx.config, f"{direction}_header_access").add_access(
+            args, ctx.config.acls, ctx.where, ctx.text, warn=ctx.warn)
+    return parse
+
+
+def _header_replace(direction: str):
+    def parse(_args, ctx):
+        name, value = (ctx.rest.strip().split(None, 1) + ["", ""])[:2]
+        if ctx.config.configuration_includes_quoted_values and value[:1] in ("\"", "'"):
+            value = ctx.words().all()[1]       # Squid's NextQuotedOrToEol: a quoted value is unquoted
+        if not name or not value:
+            raise ValueError(f"expected: {direction}_header_replace NAME VALUE")
+        getattr(ctx.config, f"{direction}_header_access").set_replacement(name, value, warn=ctx.warn)
+    return parse
+
+
+def _header_add(direction: str):
+    def parse(_args, ctx):
+        words = ctx.words()
+        name = words.next()
+        words.quoted_values = True          # the value may be quoted whatever the setting (Squid's NextQuotedToken)
+        value = words.next()
+        quoted = words.kind == QUOTED
+        words.quoted_values = bool(ctx.config.configuration_includes_quoted_values)
+        if name is None or value is None:
+            raise ValueError(f"expected: {direction}_header_add NAME VALUE [ACL ...]")
+        getattr(ctx.config, f"{direction}_header_access").add_field(
+            name, value, quoted, words.all(), ctx.config.acls, ctx.where, ctx.text, warn=ctx.warn)
+    return parse
+
+
+_UNTOUCHED = """Content-Length, Transfer-Encoding, Connection and Upgrade are written
+    by squidpy from how the message is framed and whether the connection stays
+    open, and no header rule changes them (a rule naming them is ignored with a
+    warning; All and Other leave them alone), so no configuration line can make
+    squidpy and the next hop read a body differently."""
+
+directive(
+    "request_header_access", "HEADER allow|deny [!]ACL ...", _header_access("request"), None, "Headers",
+    kind=CUSTOM, empty=lambda: HeaderRules("request"),
+    doc=f"""Removes request header fields before the request goes to the origin
+    (it does not change what the cache looks up). HEADER is a field name (any
+    case), Other (every field Squid does not know by name) or All (written
+    so). Each field is judged by the lines naming it; else, for a field Squid
+    does not know, by the Other lines; else by the All lines. Those lines are
+    checked like http_access: the first line whose ACLs all match decides, and
+    when none matches the answer is the opposite of the last line's, as in
+    Squid. Allowed: the field goes as it is. Denied: it is replaced by
+    request_header_replace's value for that name, or removed. The fields
+    squidpy adds itself (Via, X-Forwarded-For, Host) are judged too, as in
+    Squid. Example, Squid's 'paranoid' set: request_header_access Host allow
+    all ... request_header_access All deny all. {_UNTOUCHED}""",
+)
+directive(
+    "request_header_replace", "HEADER VALUE", _header_replace("request"), None, "Headers", kind=CUSTOM,
+    reads_line=True,
+    doc="""The value a request field denied by request_header_access HEADER lines
+    is replaced with (the rest of the line, as written), instead of being
+    removed. Only fields judged by that name's own lines are replaced (an All
+    line's denial removes a field unless HEADER is All).""",
+)
+directive(
+    "request_header_add", "HEADER VALUE [ACL ...]", _header_add("request"), None, "Headers", kind=CUSTOM,
+    reads_line=True,
+    doc="""Adds a field to requests going to the origin, when all the ACLs match
+    (no ACL: always), after request_header_access has judged the others. A
+    field already there is kept: the new one is added beside it. A VALUE in
+    double quotes holds logformat % codes, filled for each request (e.g.
+    request_header_add X-Client "%>a" localnet); without quotes it is sent as
+    written; an empty result is sent as '-'. Only ACLs that need no lookup can
+    match here, as in Squid.""",
+)
+directive(
+    "reply_header_access", "HEADER allow|deny [!]ACL ...", _header_access("reply"), None, "Headers",
+    kind=CUSTOM, empty=lambda: HeaderRules("reply"),
+    doc=f"""The same as request_header_access for the replies sent to clients:
+    forwarded, from the cache and squidpy's own (error pages, its own pages), and
+    1xx replies. The fields squidpy adds (Via, X-Cache, Date, Server on its own
+    pages) are judged too. Reply ACLs (http_status, rep_header, rep_mime_type)
+    see the reply. Example: reply_header_access Server deny all. A successful
+    CONNECT's reply is not rewritten. {_UNTOUCHED}""",
+)
+directive(
+    "reply_header_replace", "HEADER VALUE", _header_replace("reply"), None, "Headers", kind=CUSTOM,
+    reads_line=True,
+    doc="""The same as request_header_replace, for fields reply_header_access
+    denies.""",
+)
+directive(
+    "reply_header_add", "HEADER VALUE [ACL ...]", _header_add("reply"), None, "Headers", kind=CUSTOM,
+    reads_line=True,
+    doc="""The same as request_header_add, for replies to clients (not the reply
+    to a successful CONNECT).""",
+)
+directive(
+    "httpd_suppress_version_string", "on|off", _onoff, "off", "Headers",
+    doc="""With on, squidpy names itself 'squidpy' without its version in the
+    Server field of its own replies, in Via, and on error pages (%s).""",
+)
+
+
+def _follow_xff(args, ctx):
+    ctx.config.follow_x_forwarded_for.add_rule(args, ctx.config.acls, ctx.where, ctx.text, warn=ctx.warn)
+
+
+directive(
+    "follow_x_forwarded_for", "allow|deny [!]ACL ...", _follow_xff, None, "Access control", kind=CUSTOM,
+    empty=lambda: AccessList("follow_x_forwarded_for", empty_allows=False),
+    doc="""Which clients (proxies in front of this one) are trusted to say in
+    X-Forwarded-For whom they got the request from. When a request carries
+    X-Forwarded-For, its addresses are walked from the last: while the address
+    being tested is allowed by these lines, the address before it (the one that
+    host reported) becomes the indirect client address; the walk stops at a
+    denial, at a value that is not an IP address, or at the first address. In
+    these lines src (and srcdomain) test the address being tested. Without any
+    line X-Forwarded-For is ignored. What the indirect address is used for:
+    acl_uses_indirect_client and log_uses_indirect_client. Anyone trusted here
+    can claim any address, so trust only your own proxies. Example:
+    follow_x_forwarded_for allow localhost.""",
+)
+directive("acl_uses_indirect_client", "on|off", _onoff, "on", "Access control",
+          doc="""With on, ACLs test the indirect client address (follow_x_forwarded_for)
+          instead of the connecting one: src, srcdomain, maxconn (which then
+          counts that address's own connections, normally none), in every
+          access list but miss_access, as in Squid.""")
+directive("log_uses_indirect_client", "on|off", _onoff, "on", "Logging",
+          doc="""With on, access.log shows the indirect client address
+          (follow_x_forwarded_for) instead of the connecting one (%>a).""")
+directive("delay_pool_uses_indirect_client", "on|off", _onoff, "on", "Access control",
+          doc="""Accepted for Squid's configurations; it only concerns delay pools,
+          which squidpy refuses, so it changes nothing.""")
+
+
 # ---------------------------------------------------------------- timeouts
 
 directive("connect_timeout", "TIME", _time("second"), "1 minute", "Timeouts",
@@ -543,6 +745,23 @@ directive("read_timeout", "TIME", _time("second"), "15 minutes", "Timeouts",
 directive("request_timeout", "TIME", _time("second"), "5 minutes", "Timeouts",
           doc="""How long a new client connection may take to send complete
           request headers.""")
+directive("request_start_timeout", "TIME", _time("second"), "5 minutes", "Timeouts",
+          doc="""How long a new client connection may stay silent before its first
+          byte; then it is closed without an answer.""")
+directive("client_lifetime", "TIME", _time("second"), "1 day", "Timeouts",
+          doc="""The longest a client connection may be busy with one request (from
+          its first byte to the end of the reply, a tunnel included); then the
+          connection is closed and the request logged as given up. A guard
+          against clients that vanish without closing.""")
+directive("pconn_lifetime", "TIME", _time("second"), "0 seconds", "Timeouts",
+          doc="""The longest a persistent connection (to a client or an origin) is
+          kept from its opening: once a connection is older, it is closed when
+          it becomes idle (within a second) instead of waiting for another
+          request. 0: no limit.""")
+directive("write_timeout", "TIME", _time("second"), "15 minutes", "Timeouts",
+          doc="""How long squidpy may wait for a client (or an origin sent a request
+          body) to take the data it has for it; then the transaction is given up
+          and the connection closed.""")
 directive("client_idle_pconn_timeout", "TIME", _time("second"), "2 minutes", "Timeouts",
           doc="""How long an idle persistent client connection is kept open
           waiting for the next request.""")
@@ -616,8 +835,48 @@ directive(
     "error_directory", "DIRECTORY", lambda args, ctx: ctx.directory(_word(args, ctx)), None, "Error pages",
     doc="""A directory of error page templates named as Squid names them
     (ERR_ACCESS_DENIED ...). Templates missing there are taken from
-    squidpy's built-in set. Templates use Squid's % codes (docs/errors.md).""",
+    squidpy's built-in set. Templates use Squid's % codes (docs/errors.md).
+    As in Squid, it turns off the choice of language: every page comes from
+    here (or the built-in set), without Vary or Content-Language.""",
 )
+
+
+def _language(args, ctx):
+    tag = _word(args, ctx).lower()
+    if not re.fullmatch(r"[a-z*-]+", tag.replace("_", "-")):
+        raise ValueError(f"'{args[0]}' is not a language tag (en, de, pt-br ...)")
+    from squidpy.errors import LANGPACK_DIR, ErrorPages
+    pages = ErrorPages(None, "", "")
+    if not pages.is_english(tag) and tag not in pages.languages:
+        ctx.warn(f"error_default_language {tag}: no such language in {LANGPACK_DIR} (Debian's squid-langpack); "
+                 "pages are sent in English instead")
+    return tag
+
+
+directive(
+    "error_default_language", "LANGUAGE", _language, None, "Error pages",
+    doc="""The language of error pages when none of the languages the browser
+    asks for (Accept-Language) has a translation. Without error_directory,
+    each of squidpy's pages that Squid also has is sent in the first language
+    of Accept-Language that has it: English is squidpy's own set; other
+    languages are the translations of Debian's squid-langpack
+    (/usr/share/squid-langpack, read as installed, never copied into squidpy),
+    used when that package is installed; '*' in Accept-Language means this
+    default. Without it: English. The reply carries Vary: Accept-Language and
+    Content-Language.""",
+)
+directive("error_log_languages", "on|off", _onoff, "on", "Error pages",
+          doc="""Report in cache_log the languages clients asked for that have no
+          translation ('Error Pages Missing Language: xx'). squidpy reports each
+          language once (Squid: every time).""")
+directive("email_err_data", "on|off", _onoff, "on", "Error pages",
+          doc="""With on, %W on error pages is a subject and a body for the mailto:
+          link to cache_mgr (write href="mailto:%w%W"), telling what happened:
+          the page, the time, the client's address and the request (credentials
+          and cookies left out).""")
+directive("err_html_text", "TEXT", lambda args, ctx: ctx.rest.strip(), None, "Error pages", reads_line=True,
+          doc="""HTML put on error pages where a template says %L (the rest of the
+          line, as written, not escaped).""")
 
 directive(
     "cache_mgr", "EMAIL", _word, "webmaster", "Error pages",
@@ -700,6 +959,36 @@ directive(
     doc="""DNS servers to ask instead of those of /etc/resolv.conf. Names in
     /etc/hosts are always answered from there first. squidpy also accepts
     IP:PORT (and [IPv6]:PORT) for a server on another port than 53.""",
+)
+def _append_domain(args, ctx):
+    domain = _word(args, ctx)
+    if not domain.startswith("."):
+        raise ValueError("append_domain must begin with a '.' (as Squid requires)")
+    return domain.lower()
+
+
+directive(
+    "append_domain", "DOMAIN", _append_domain, None, "DNS",
+    doc="""Appended to URL host names without a dot (http://intranet/ becomes
+    http://intranet.example.lan/, which ACLs, the log and the origin's Host
+    field then see) and to such names in hosts_file. It must begin with a dot.
+    Names of the Internet without a dot stop working.""",
+)
+
+
+def _hosts_file(args, ctx):
+    value = _word(args, ctx)
+    return None if value == "none" else ctx.path(value)
+
+
+directive(
+    "hosts_file", "PATH|none", _hosts_file, "/etc/hosts", "DNS",
+    doc="""The hosts file, read at start and on reconfigure, as Squid reads it:
+    'ADDRESS NAME ...' lines, '#' comments; names without a dot get
+    append_domain. A name found there is never asked of DNS; a name on several
+    lines has all their addresses, in the order written (Squid: only the last
+    line's). Reverse lookups (srcdomain, dstdomain on addresses) ask it first
+    too: an address is named by its first line. none: no hosts file.""",
 )
 directive("dns_timeout", "TIME", _time("second"), "30 seconds", "DNS",
           doc="""How long to wait for DNS servers to answer a lookup before the

@@ -125,12 +125,16 @@ def _unquote(text: str, i: int) -> tuple[str, int]:
     return "".join(out), after
 
 
-def next_word(text: str, pos: int, quoted_values: bool, quoted_pair: bool = False):
+def next_word(text: str, pos: int, quoted_values: bool, quoted_pair: bool = False, strict: bool | None = None):
     """Squid's TokenParse: ``(word, kind, next_pos)``, or ``(None, SIMPLE, pos)`` at the end.
 
     ``quoted_pair`` is the mode of regular expressions: ``\\`` and the character
-    after it stay in the word, so ``a\\ b`` is one word.
+    after it stay in the word, so ``a\\ b`` is one word.  ``strict`` (Squid's
+    StrictMode, by default what ``quoted_values`` is) limits the characters of
+    unquoted words.
     """
+    if strict is None:
+        strict = quoted_values
     n = len(text)
     while pos < n and text[pos] in W_SPACE:
         pos += 1
@@ -162,7 +166,7 @@ def next_word(text: str, pos: int, quoted_values: bool, quoted_pair: bool = Fals
         else:
             raise ValueError(f"unknown configuration function {text[start:pos]}(")
     word = text[start:pos]
-    if quoted_values and kind == SIMPLE:
+    if strict and kind == SIMPLE:
         for k, c in enumerate(word):
             number_percent = c == "%" and k == len(word) - 1 and word[:-1].isascii() and word[:-1].isdigit()
             if c not in _STRICT_CHARS and not number_percent:
@@ -208,6 +212,7 @@ class Words:
         self.text = text
         self.pos = 0
         self.quoted_values = quoted_values
+        self.strict = quoted_values         # Squid's StrictMode: on with configuration_includes_quoted_values
         self.base_dir = base_dir
         self.files: list[_ParamFile] = []
         self.kind = SIMPLE
@@ -226,7 +231,8 @@ class Words:
                 if word is None:
                     self.files.pop()
             if word is None:
-                word, self.kind, self.pos = next_word(self.text, self.pos, self.quoted_values, quoted_pair)
+                word, self.kind, self.pos = next_word(self.text, self.pos, self.quoted_values, quoted_pair,
+                                                      self.strict)
             if word is not None and self.kind == FUNCTION:
                 self._open_parameters(word)
                 word = None

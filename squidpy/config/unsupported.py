@@ -97,14 +97,10 @@ unsupported(IGNORED, "err_page_stylesheet", "squidpy's built-in error pages carr
 # ---------------------------------------------------------------- refused until implemented
 
 unsupported(REFUSED, "auth_schemes", "choosing the authentication schemes offered")
-unsupported(REFUSED, "follow_x_forwarded_for acl_uses_indirect_client log_uses_indirect_client "
-            "delay_pool_uses_indirect_client", "indirect client addresses from X-Forwarded-For")
 unsupported(REFUSED, "adapted_http_access", "a second access check after adaptation")
-unsupported(REFUSED, "miss_access", "an access check on cache misses")
 unsupported(REFUSED, "ident_lookup_access", "ident (RFC 931) lookups, which change what is logged")
 unsupported(REFUSED, "on_unsupported_protocol", "tunnelling of non-HTTP traffic")
 unsupported(REFUSED, "ftp_port", "listening for FTP clients")
-unsupported(REFUSED, "tcp_outgoing_address", "choosing the local address of origin connections")
 unsupported(REFUSED, "host_verify_strict", "Host header verification", accepts=("off",))
 unsupported(REFUSED, "sslcrtvalidator_program sslcrtvalidator_children",
             "an external helper validating origin certificates")
@@ -122,15 +118,10 @@ unsupported(REFUSED, "send_hit store_miss collapsed_forwarding_access", "access 
 unsupported(REFUSED, "range_offset_limit vary_ignore_expire negative_ttl", "this cache policy setting")
 unsupported(REFUSED, "broken_posts request_entities force_request_body_continuation",
             "this handling of request bodies")
-unsupported(REFUSED, "request_header_access reply_header_access request_header_replace reply_header_replace "
-            "request_header_add reply_header_add httpd_suppress_version_string", "header rules")
 unsupported(REFUSED, "note", "transaction annotations")
 unsupported(REFUSED, "relaxed_header_parser uri_whitespace", "Squid's leniency rules for malformed requests")
-unsupported(REFUSED, "forward_timeout write_timeout request_start_timeout client_lifetime pconn_lifetime",
-            "this timeout")
-unsupported(REFUSED, "half_closed_clients client_persistent_connections server_persistent_connections "
-            "persistent_connection_after_error detect_broken_pconn server_pconn_for_nonretriable",
-            "this connection persistence rule")
+unsupported(REFUSED, "forward_timeout", "this timeout")
+unsupported(REFUSED, "detect_broken_pconn server_pconn_for_nonretriable", "this connection persistence rule")
 unsupported(REFUSED, "unique_hostname hostname_aliases", "another name for forwarding-loop detection")
 unsupported(REFUSED, "http_accel_surrogate_remote", "Surrogate-Control processing")
 unsupported(REFUSED, "delay_pools delay_class delay_access delay_parameters delay_initial_bucket_level "
@@ -141,15 +132,12 @@ unsupported(REFUSED, "wccp_router wccp2_router wccp_version wccp2_rebuild_wait w
             "wccp_address wccp2_address", "WCCP traffic redirection")
 unsupported(REFUSED, "snmp_port", "the SNMP agent", accepts=("0",))
 unsupported(REFUSED, "htcp_port", "HTCP", accepts=("0",))
-unsupported(REFUSED, "error_default_language error_log_languages", "translated error pages")
-unsupported(REFUSED, "err_html_text email_err_data", "this error page content")
 unsupported(REFUSED, "icap_enable", "ICAP", accepts=("off",))
 unsupported(REFUSED, "ecap_enable", "eCAP", accepts=("off",))
 unsupported(REFUSED, "icap_service icap_class icap_access ecap_service loadable_modules adaptation_service_set "
             "adaptation_service_chain adaptation_access", "content adaptation (ICAP, eCAP)")
 unsupported(REFUSED, "check_hostnames", "host name validation", accepts=("off",))
-unsupported(REFUSED, "dns_defnames dns_multicast_local append_domain", "this DNS name rule")
-unsupported(REFUSED, "hosts_file", "another hosts file (squidpy reads /etc/hosts)", accepts=("/etc/hosts",))
+unsupported(REFUSED, "dns_defnames dns_multicast_local", "this DNS name rule")
 unsupported(REFUSED, "cachemgr_passwd", "cache manager passwords")
 unsupported(REFUSED, "chroot", "running in a chroot")
 unsupported(REFUSED, "client_db", "turning off the per-client counts maxconn ACLs read",

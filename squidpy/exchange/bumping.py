@@ -187,7 +187,7 @@ def _established(x) -> None:
 
 
 @on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS,
-                                                      State.SELECTING, State.CONNECTING))
+                                                      State.SELECTING, State.CHECKING, State.CONNECTING))
 def _client_hello(x, event: ev.ClientHelloRead) -> None:
     role = x.bump
     if event.hello is None:
@@ -264,7 +264,7 @@ def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
     _mint_for_client(x)
 
 
-@on([State.BUMP_SERVER], ev.ServerHelloRead, to=(State.TUNNEL, State.SELECTING, State.CONNECTING))
+@on([State.BUMP_SERVER], ev.ServerHelloRead, to=(State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING))
 def _server_hello(x, event: ev.ServerHelloRead) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
     x.upstream = "open"
@@ -419,7 +419,7 @@ def _look_up(x, fact: str) -> None:
 
 
 @on([State.BUMP_CLIENT_HELLO, State.BUMP_SERVER], ev.FactKnown,
-    to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CONNECTING))
+    to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING))
 def _fact_known(x, event: ev.FactKnown) -> None:
     setattr(x.checklist, event.fact, event.value)
     redo, x.bump.redo = x.bump.redo, None

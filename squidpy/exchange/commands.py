@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from squidpy.acl.outgoing import Bind
+
 
 class Command:
     __slots__ = ()
@@ -132,13 +134,16 @@ class RefreshExternal(Command):
 @dataclass(slots=True)
 class Connect(Command):
     """A connection to the origin, or to ``peer`` (a cache_peer), idle pooled one first
-    unless ``fresh`` -> Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled)."""
+    unless ``fresh`` -> Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled;
+    ``bind``: where to connect to the origin from; pooled connections are only reused
+    from the same)."""
     scheme: str
     host: str
     port: int
     fresh: bool = False
     tunnel: bool = False
     addresses: list | None = None     # already looked up (for a dst ACL, or the peer's)
+    bind: Bind | None = None
     peer: Any = None
 
 

@@ -26,6 +26,8 @@ from typing import Any, Callable
 from squidpy.acl.access import matches
 from squidpy.acl.auth_types import is_auth_acl
 from squidpy.acl.checklist import UNDECIDED, AuthRequired, Checklist, ExternalPending, Pending, Undecided
+from squidpy.acl.indirect import IndirectClient
+from squidpy.acl.outgoing import outgoing_addresses
 from squidpy.auth import decide as auth
 from squidpy.cache import policy
 from squidpy.cache.quick_abort import QuickAbort, keeps_fetching
@@ -40,7 +42,8 @@ from squidpy.helpers.state import MAX_REQUEST_LINE, STORE_ID, URL_REWRITE, exter
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
 from squidpy.http.upgrade import switch_refusal
-from squidpy.http.url import BadTarget, Target, internal_target, names_this_proxy, parse_target, same_origin_resolver
+from squidpy.http.url import (BadTarget, Target, internal_target, names_this_proxy, parse_target,
+                               same_origin_resolver, with_domain)
 from squidpy.log.entry import LogEntry
 from squidpy.peers.forwarding import NO_CANDIDATE, Forwarding
 from squidpy.peers.peer import SIBLING, login_fields
@@ -188,6 +191,9 @@ class Exchange:
     target: Target | None = None
     checklist: Checklist | None = None
     upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
+    indirect: IndirectClient | None = None   # follow_x_forwarded_for's walk, while under way
+    bind: c.Bind | None = None          # tcp_outgoing_address's local addresses
+    connect_after_lookup = False        # connecting once the origin's addresses are known (tcp_outgoing_address)
     body_buffer: list[bytes] | None = None   # the body held until the request goes upstream
     buffered = 0
     refusal: tuple[str, str, int] | None = None
@@ -232,7 +238,7 @@ class Exchange:
         self.chunked_body = framing.kind == CHUNKED
         if not self.body_done:
             self.body_buffer = []
-        self.keep_alive = head.keep_alive
+        self.keep_alive = head.keep_alive and self.config.client_persistent_connections
         self._out: list[c.Command] = []
 
     def __repr__(self) -> str:
@@ -287,9 +293,10 @@ class Exchange:
             return self.fail("ERR_INVALID_REQ", f"HTTP/{head.version} requests are not accepted")
         bumped = self.client.bumped
         try:
-            self.target = target = parse_target(head.method, head.target)
+            target = parse_target(head.method, head.target)
             if bumped is not None and target.kind == "origin":     # inside a bumped connection
-                self.target = target = parse_target(head.method, bumping.inner_url(bumped, head, target.path))
+                target = parse_target(head.method, bumping.inner_url(bumped, head, target.path))
+            self.target = target = with_domain(target, self.config.append_domain)
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
@@ -315,6 +322,8 @@ class Exchange:
         self.checklist = self._checklist(target)
         if bumped is not None and bumping.answer_for_bumped(self, bumped):
             return
+        if head.forwarded_for and self.config.follow_x_forwarded_for.rules:
+            self.indirect = IndirectClient(self.client.client_ip, head.forwarded_for)
         self._check()
 
     def _checklist(self, target: Target) -> Checklist:
@@ -343,8 +352,11 @@ class Exchange:
         return ch
 
     def _check(self) -> None:
-        """http_access; an ACL that needs a fact not known yet makes us look it up
-        (or check the credentials, or ask an external ACL helper)."""
+        """http_access (after follow_x_forwarded_for found the indirect client); an
+        ACL that needs a fact not known yet makes us look it up (or check the
+        credentials, or ask an external ACL helper)."""
+        if self.indirect is not None and not self._follow_x_forwarded_for():
+            return
         try:
             verdict = self.config.http_access.check(self.checklist)
         except Pending as p:
@@ -356,6 +368,28 @@ class Exchange:
         if not verdict.allowed:
             return self.deny(verdict, self.config.http_access)
         self._checked()
+
+    def _follow_x_forwarded_for(self) -> bool:
+        """Find the indirect client (follow_x_forwarded_for); False while a lookup it
+        needs is under way."""
+        walk, ch, config = self.indirect, self.checklist, self.config
+        try:
+            walk.run(config.follow_x_forwarded_for, ch, self._test_client)
+        except Pending as p:
+            self._look_up(p)
+            return False
+        self.indirect = None
+        if config.log_uses_indirect_client:
+            self.entry.client_ip = walk.address
+        self._test_client(walk.address if config.acl_uses_indirect_client else self.client.client_ip)
+        return True
+
+    def _test_client(self, address: str) -> None:
+        """ACLs test ``address`` as the client (its own connection count for maxconn)."""
+        ch = self.checklist
+        if ch.src != address:
+            ch.set_src(address)
+            ch.client_connections = self.shared.connections_from(address)
 
     def _recheck(self) -> None:
         """A fact arrived: ask again the access list that waited for it."""
@@ -393,7 +427,7 @@ class Exchange:
         elif fact == "dst_name":
             name = target.host
         elif fact == "src_name":
-            name = self.client.client_ip
+            name = ch.src
         else:
             raise RuntimeError(f"no lookup for ACL fact {fact!r}")
         self._emit(c.LookUp(fact, name))
@@ -404,6 +438,10 @@ class Exchange:
         setattr(self.checklist, event.fact, event.value)
         if event.fact == "dst" and event.seconds:
             self.entry.dns_time = (self.entry.dns_time or 0) + event.seconds
+        if self.connect_after_lookup:   # tcp_outgoing_address waited for the origin's addresses
+            self.connect_after_lookup = False
+            self.bind = outgoing_addresses(self.config.tcp_outgoing_address, self.checklist)
+            return self._open(False)
         self._recheck()
 
     def _callout(self) -> Callout:
@@ -743,19 +781,22 @@ class Exchange:
         self.send_local(200 if event.removed else 404, None, b"")
 
     # ------------------------------------------------------------ denials and errors
-    def deny(self, verdict, access_list, result: str = "TCP_DENIED", challenge: bool = True) -> None:
+    def deny(self, verdict, access_list, result: str = "TCP_DENIED", challenge: bool = True,
+             page: str | None = None) -> None:
         """A denial, answered as deny_info says for the ACL that decided it: the last
         ACL of the denying line, or after an implicit deny the last ACL evaluated
-        (as in Squid).  By default ERR_ACCESS_DENIED."""
+        (as in Squid).  ``page``: the page when deny_info names none (None: Squid's
+        choice for http_access)."""
         name = verdict.last_acl
         if verdict.implicit:
             steps = access_list.explain(self.checklist)[1]
             name = steps[-1].last_acl if steps else None
-        if self.head.method == "CONNECT" and self.bump is None and not self._by_auth_acl(name):
+        if (self.head.method == "CONNECT" and self.bump is None and page is None
+                and not self._by_auth_acl(name)):
             info = self.config.deny_info.get(name) if name else None
             if (info is None or info.kind != "reset") and bumping.bump_to_deny(self, verdict, access_list):
                 return      # the page is shown inside TLS
-        self._deny_as(name, result, challenge=challenge)
+        self._deny_as(name, result, challenge=challenge, page=page)
 
     def _by_auth_acl(self, name: str | None) -> bool:
         """The deciding ACL is an authentication one (a denial that challenges)."""
@@ -765,16 +806,17 @@ class Exchange:
         return acl is not None and is_auth_acl(acl.matcher)
 
     def _deny_as(self, name: str | None, result: str = "TCP_DENIED", auth_required: bool = False,
-                 challenge: bool = True) -> None:
+                 challenge: bool = True, page: str | None = None) -> None:
         """Squid's clientAccessCheckDone: credentials are needed, or an authentication
         ACL decided: 407 with a challenge (ERR_CACHE_ACCESS_DENIED); else 403.
         deny_info picks the page (never the 407 itself), and no redirect while
-        credentials are needed."""
+        credentials are needed.  ``page``: the list's own page when deny_info names
+        none (miss_access: ERR_FORWARDING_DENIED)."""
         info = self.config.deny_info.get(name) if name else None
         if auth_required and info is not None and info.kind == "redirect":
             info = None                 # Squid: no 30x while credentials are missing
         by_auth_acl = challenge and not auth_required and self._by_auth_acl(name)
-        page = info.value if info is not None and info.kind == "page" else None
+        page = info.value if info is not None and info.kind == "page" else page
         status, page = auth.denial(auth_required, by_auth_acl, page)
         if info is None or info.kind == "page":
             if info is not None and info.status:
@@ -831,11 +873,15 @@ class Exchange:
             self._emit(c.AbortClient)
             return self.finish()
         e.result = result
-        body = self.shared.error_pages.render(self._error_context(error, detail, server_ip))
-        fields = [(b"X-Squid-Error", f"{error} 0".encode())]
+        pages = self.shared.error_pages
+        page = pages.page(self._error_context(error, detail, server_ip))
+        if page.missing and self.config.error_log_languages:
+            for tag in pages.not_reported(page.missing):
+                self._emit(c.Report("warning", f"Error Pages Missing Language: {tag}"))
+        fields = [(b"X-Squid-Error", f"{error} 0".encode()), *page.fields]
         if extra:
             fields += extra
-        self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", body, fields)
+        self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", page.body, fields)
 
     def _take_back(self) -> bool:
         """Withdraw the reply head (and what followed it) if it has not left yet:
@@ -850,7 +896,7 @@ class Exchange:
         return True
 
     def _error_context(self, error: str, detail: str | None, server_ip: str | None = None) -> ErrorContext:
-        e, target = self.entry, self.target
+        e, target, head = self.entry, self.target, self.head
         tls = e.tls_failure
         ctx = ErrorContext(
             name=error, url=e.url, method=self.head.method, client_ip=self.client.client_ip,
@@ -860,6 +906,8 @@ class Exchange:
             errno_text=detail if error == "ERR_CONNECT_FAIL" else (tls.errno_text if tls is not None else None),
             dns_error=detail if error == "ERR_DNS_FAIL" else None,
             tls_code=tls.brief() if tls is not None else None,
+            accept_language=message.field_text(head.headers, b"accept-language"),
+            path=target.path if target else None, version=head.version, request_headers=head.headers,
         )
         ch = self.checklist
         if self.callout is not None and ch is not None:
@@ -872,12 +920,15 @@ class Exchange:
     def send_local(self, status: int, content_type: bytes | None, body: bytes,
                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """A complete reply made by squidpy itself (no Content-Type when None), then the end."""
-        if not self.body_done:
-            self.keep_alive = False     # the rest of the request body will not be read
+        if not self.body_done or (status >= 400 and not self.config.persistent_connection_after_error):
+            self.keep_alive = False     # the rest of the request body will not be read; or after an error
         shared = self.shared
+        config = self.config
         head = message.local_reply_head(status, content_type, len(body), extra, self.keep_alive,
                                         self.head.version, shared.via_header, shared.x_cache_miss,
-                                        shared.now())
+                                        shared.now(), message.app_name(config.httpd_suppress_version_string))
+        if config.reply_header_access.active:
+            head = self._reply_rules(head, status, extra or [])
         e = self.entry
         e.status = status
         e.mime_type = content_type.split(b";")[0].decode() if content_type is not None else None
@@ -886,6 +937,21 @@ class Exchange:
         self.reply_started = True
         self._emit(c.SendToClient(head if self.head.method == "HEAD" or not body else head + body))
         self.finish()
+
+    def _reply_rules(self, head: bytes, status: int, headers) -> bytes:
+        """reply_header_access/replace/add on a reply head about to leave; reply ACLs
+        see this reply."""
+        ch = self.checklist
+        if ch is None:          # refused before its target was known: what the connection tells
+            client, request = self.client, self.head
+            ch = Checklist(src=client.client_ip, method=request.method, url=self.entry.url,
+                           request_headers=request.headers, src_port=client.client_port,
+                           local_ip=client.local_ip, local_port=client.local_port, port_name=client.port_name)
+            ch.connection = client
+            ch.entry = self.entry
+        ch.reply_status = status
+        ch.reply_headers = headers
+        return self.config.reply_header_access.apply(head, ch, self.entry)
 
     # ------------------------------------------------------------ the cache
     def _look_in_cache(self) -> None:
@@ -898,7 +964,7 @@ class Exchange:
         self._emit(c.LookUpCache(url, self.head.headers))
 
     @on([State.CACHE_LOOKUP], ev.CacheFound,
-        to=(State.COLLAPSED, State.SELECTING, State.CONNECTING, State.SERVING_STORED))
+        to=(State.COLLAPSED, State.SELECTING, State.CONNECTING, State.SERVING_STORED, State.CHECKING))
     def _cache_found(self, event: ev.CacheFound) -> None:
         self._found(event.reply, event.body, event.names)
 
@@ -924,6 +990,7 @@ class Exchange:
         self._go_upstream()
 
     @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.SELECTING, State.CONNECTING,
+                                                         State.CHECKING,
                                                          State.SERVING_STORED))
     def _collapse_released(self, _event) -> None:
         """The fetch we waited for is over: look again, and fetch ourselves if it is
@@ -978,10 +1045,13 @@ class Exchange:
         else:
             start = b"HTTP/1.1 %d %s\r\n" % (status, reason) + b"".join(
                 b"%s: %s\r\n" % kv for kv in policy.fields_for_hit(reply.headers, REPLACED_ON_PARTS))
-        if not self.body_done:
+        if not self.body_done or (status >= 400 and not self.config.persistent_connection_after_error):
             self.keep_alive = False
-        return message.stored_reply_head(start, age, fields, self.keep_alive, self.head.version,
+        head = message.stored_reply_head(start, age, fields, self.keep_alive, self.head.version,
                                          shared.via_header, shared.x_cache_hit)
+        if self.config.reply_header_access.active:
+            head = self._reply_rules(head, status, reply.headers)
+        return head
 
     def _send_stored(self, reply, status: int, reason: bytes, age: float, body: bytes, result: str,
                      fields: bytes = b"") -> None:
@@ -1060,7 +1130,7 @@ class Exchange:
             self._emit(c.AbortClient)
         self.finish()
 
-    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.SELECTING, State.CONNECTING))
+    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.SELECTING, State.CONNECTING, State.CHECKING))
     def _stored_body_missing(self, _event) -> None:
         self._swap_failed()
 
@@ -1079,6 +1149,8 @@ class Exchange:
         self.tunnel = tunnel
         if tunnel:
             self.entry.result = "TCP_TUNNEL"
+        if self.config.miss_access.rules and not self._miss_allowed():
+            return
         peers = self.shared.peers
         if not peers:
             return self._connect()
@@ -1116,19 +1188,19 @@ class Exchange:
             return self._emit(c.SendIcp(step.queries, step.timeout))
         self._selected(step)
 
-    @on([State.SELECTING], ev.FactKnown, to=(State.CONNECTING,))
+    @on([State.SELECTING], ev.FactKnown, to=(State.CONNECTING, State.CHECKING))
     def _selection_fact(self, event: ev.FactKnown) -> None:
         setattr(self.checklist, event.fact, event.value)
         self._select()
 
-    @on([State.SELECTING], ev.IcpReply, to=(State.CONNECTING,))
+    @on([State.SELECTING], ev.IcpReply, to=(State.CONNECTING, State.CHECKING))
     def _icp_reply(self, event: ev.IcpReply) -> None:
         selected = self.selector.icp_reply(event.peer, event.opcode, event.reqnum, event.at)
         if selected is not None:
             self._emit(c.ForgetIcp(tuple(self.selector.queried)))
             self._selected(selected)
 
-    @on([State.SELECTING], ev.TimedOut, to=(State.CONNECTING,))
+    @on([State.SELECTING], ev.TimedOut, to=(State.CONNECTING, State.CHECKING))
     def _icp_timed_out(self, _event: ev.TimedOut) -> None:
         selected = self.selector.ping_timeout()
         self._emit(c.ForgetIcp(tuple(self.selector.queried)))
@@ -1170,6 +1242,14 @@ class Exchange:
                                          and self.entry.request_body_size > 0, self.reply_started)
 
     def _connect(self, fresh: bool = False) -> None:
+        """Connect to the destination chosen: a peer, or the origin from the local
+        address tcp_outgoing_address picks (which may need the origin's addresses
+        first); a fresh retry keeps the address chosen."""
+        if not fresh and self.peer is None and self.config.tcp_outgoing_address and not self._choose_outgoing():
+            return
+        self._open(fresh)
+
+    def _open(self, fresh: bool) -> None:
         target, peer = self.target, self.peer
         self.state = State.CONNECTING
         self.upstream = "connecting"
@@ -1189,7 +1269,51 @@ class Exchange:
                                         addresses=state.addresses or None, peer=peer))
         addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
         self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                             addresses=addresses))
+                             addresses=addresses, bind=self.bind))
+
+    def _miss_allowed(self) -> bool:
+        """miss_access: may this client have a reply fetched from the network?  Tested
+        with the connecting client's address (never the indirect one), as in Squid; a
+        denial answers ERR_FORWARDING_DENIED (or deny_info), a check that needs a
+        lookup does not deny."""
+        ch, direct = self.checklist, self.client.client_ip
+        tested = ch.src
+        if tested != direct:
+            ch.set_src(direct)
+        try:
+            verdict = self.config.miss_access.check(ch)
+        except Pending:
+            verdict = None
+        finally:
+            if tested != direct:
+                ch.set_src(tested)
+        if verdict is None or verdict.allowed:
+            return True
+        self.entry.hierarchy = "HIER_NONE"
+        self.deny(verdict, self.config.miss_access, result="NONE_NONE" if self.tunnel else self._miss_result(),
+                  challenge=False, page="ERR_FORWARDING_DENIED")
+        return False
+
+    def _choose_outgoing(self) -> bool:
+        """tcp_outgoing_address: the local address of the origin connection, per
+        address of the origin (a line applies to the addresses of its own family and
+        its dst ACLs test the address being connected to).  False while the origin's
+        addresses are being looked up for a dst ACL."""
+        ch, target = self.checklist, self.target
+        if target.ip_literal:
+            ch.dst = [target.host]
+        try:
+            self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
+        except Pending:
+            cached = self.shared.cached_addresses(target.host)
+            if cached is None:
+                self.connect_after_lookup = True
+                self.state = State.CHECKING
+                self._emit(c.LookUp("dst", target.host))
+                return False
+            ch.dst = cached
+            self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
+        return True
 
     @property
     def peer(self):
@@ -1257,7 +1381,11 @@ class Exchange:
         request = message.request_head_for_origin(
             head, path, authority, self.client.client_ip,
             shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer,
+            close=not self.config.server_persistent_connections,
             proxy_authorization=proxy_auth, keep_proxy_authorization=keep_proxy_auth)
+        rules = self.config.request_header_access
+        if rules.active:
+            request = rules.apply(request, self.checklist, e)
         e.upstream_bytes_out = len(request)
         self.state = State.AWAITING_REPLY
         self._emit(c.SendUpstream(request, head=True, method=head.method))
@@ -1272,7 +1400,7 @@ class Exchange:
         if self.body_done and self.chunked_body:
             self._emit(c.SendUpstream(message.LAST_CHUNK))
 
-    @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.SERVING_STORED))
+    @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.CHECKING, State.SERVING_STORED))
     def _connect_failed(self, event: ev.ConnectFailed) -> None:
         self.upstream = None
         e = self.entry
@@ -1389,7 +1517,10 @@ class Exchange:
     def _interim(self, event: ev.InterimResponse) -> None:
         """1xx (other than 101): passed on to HTTP/1.1 clients (RFC 9110 15.2)."""
         if self.head.version == "1.1":
-            self._emit(c.SendToClient(message.interim_head_for_client(event.head, self.shared.via_header)))
+            head = message.interim_head_for_client(event.head, self.shared.via_header)
+            if self.config.reply_header_access.active:
+                head = self._reply_rules(head, event.head.status, event.head.headers)
+            self._emit(c.SendToClient(head))
 
     @on([State.AWAITING_REPLY], ev.ResponseStarted, to=(State.RELAYING, State.SERVING_STORED, State.CONNECTING))
     def _response_started(self, event: ev.ResponseStarted) -> None:
@@ -1453,10 +1584,13 @@ class Exchange:
         self.framing = framing.kind
         if framing.kind == CLOSE or self.client.closing:
             self.keep_alive = False
-        if not self.body_done and not self.upgrading:
+        if (not self.body_done and not self.upgrading) or (
+                resp.status >= 400 and not self.config.persistent_connection_after_error):
             self.keep_alive = False
         head = message.response_head_for_client(
             resp, framing, self.keep_alive, self.head.version, shared.via_header, shared.x_cache_miss)
+        if self.config.reply_header_access.active:
+            head = self._reply_rules(head, resp.status, resp.headers)
         e.status = resp.status
         e.mime_type = resp.mime_type
         e.reply_headers = resp.headers
@@ -1550,7 +1684,7 @@ class Exchange:
         e.upstream_bytes_in += bytes_in
         if self.upstream_started is not None:
             e.upstream_time = self.shared.now() - self.upstream_started
-        self._emit(c.ReleaseUpstream(reusable and self.body_done))
+        self._emit(c.ReleaseUpstream(reusable and self.body_done and self.config.server_persistent_connections))
 
     @on([State.DONE, State.SERVING_STORED], ev.ResponseBody)
     def _drained_body(self, event: ev.ResponseBody) -> None:
@@ -1604,7 +1738,8 @@ class Exchange:
             role.leader = False
             self._emit(c.ReleaseFetch(role.key))
 
-    @on([State.AWAITING_REPLY, State.RELAYING], ev.UpstreamFailed, to=(State.CONNECTING, State.SERVING_STORED))
+    @on([State.AWAITING_REPLY, State.RELAYING], ev.UpstreamFailed,
+        to=(State.CONNECTING, State.CHECKING, State.SERVING_STORED))
     def _upstream_failed(self, event: ev.UpstreamFailed) -> None:
         if self.upstream is not None:
             self.upstream = None
@@ -1625,7 +1760,8 @@ class Exchange:
         self._stop_teeing()
         self.fail(event.error, event.detail, event.status, result=self._miss_result())
 
-    @on([State.AWAITING_REPLY, State.RELAYING], ev.TimedOut, to=(State.CONNECTING, State.SERVING_STORED))
+    @on([State.AWAITING_REPLY, State.RELAYING], ev.TimedOut,
+        to=(State.CONNECTING, State.CHECKING, State.SERVING_STORED))
     def _timed_out(self, event: ev.TimedOut) -> None:
         """read_timeout: the origin stopped sending."""
         self._upstream_failed(ev.UpstreamFailed("ERR_READ_TIMEOUT", "the server did not answer within read_timeout",

@@ -115,10 +115,17 @@ class ClientSession:
         self.receiving = None
         self._tell(exchange)
 
-    def half_closed(self) -> list[SessionCommand]:
-        """The client sent EOF: finish what was asked, then close."""
+    def half_closed(self, half_closed_clients: bool = False) -> list[SessionCommand]:
+        """The client sent EOF: finish what was asked, then close.  A request body
+        still being read can never end: without ``half_closed_clients`` the
+        connection closes at once (the active request is given up), as in Squid."""
         self.eof = self.closing = True
         if self.active is None and not self.queue:
+            return [Close(linger=False)]
+        if self.receiving is not None and not half_closed_clients:
+            self.queue.clear()
+            self.receiving = None
+            self.closed = True
             return [Close(linger=False)]
         if self.active is not None:
             self._tell(self.active)

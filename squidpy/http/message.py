@@ -31,6 +31,12 @@ HOP_BY_HOP = frozenset({
 FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
 
 SERVER_NAME = f"squidpy/{__version__}"
+APP_NAME = "squidpy"           # SERVER_NAME under httpd_suppress_version_string
+
+
+def app_name(suppress_version: bool) -> str:
+    """How squidpy names itself in Server, Via and error pages (httpd_suppress_version_string)."""
+    return APP_NAME if suppress_version else SERVER_NAME
 
 
 def field_values(headers, name: bytes) -> list[bytes]:
@@ -323,9 +329,9 @@ class ResponseHead:
         return self.content_type.split(b";", 1)[0].strip().decode("latin-1") or None
 
 
-def via_value(version: str, hostname: str) -> bytes:
+def via_value(version: str, hostname: str, name: str = SERVER_NAME) -> bytes:
     """RFC 9110 7.6.3: ``received-protocol received-by (comment)``."""
-    return f"{version} {hostname} ({SERVER_NAME})".encode("latin-1")
+    return f"{version} {hostname} ({name})".encode("latin-1")
 
 
 def is_forwarding_loop(via_values: list[bytes], hostname: str) -> bool:
@@ -377,14 +383,16 @@ def request_head_for_origin(
     extra: list[tuple[bytes, bytes]] | None = None,
     also_drop: frozenset[bytes] | None = None,
     upgrade: bytes | None = None,
+    close: bool = False,
     proxy_authorization: bytes | None = None,
     keep_proxy_authorization: bool = False,
 ) -> bytes:
     """The request squidpy sends upstream for ``req``, with ``path`` as its target (the
     absolute URL when it goes to a parent proxy), plus ``extra`` fields, without
     ``also_drop`` ones (a cache revalidating with its own validators); ``upgrade``: the
-    Upgrade offers http_upgrade_request_protocols lets through.  To a peer, the client's
-    Proxy-Authorization goes on with ``keep_proxy_authorization``, or
+    Upgrade offers http_upgrade_request_protocols lets through; ``close``: the
+    connection is not kept, server_persistent_connections off.  To a peer, the
+    client's Proxy-Authorization goes on with ``keep_proxy_authorization``, or
     ``proxy_authorization`` is sent (cache_peer login=).
 
     The body is framed as ``req.framing`` says, whatever the received fields or
@@ -417,6 +425,8 @@ def request_head_for_origin(
         append(framing_fields(framing))
     if upgrade is not None:
         append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % upgrade)
+    elif close:
+        append(b"Connection: close\r\n")
     if max_forwards is not None:
         append(b"Max-Forwards: %d\r\n" % max_forwards)
     elif req.max_forwards is not None:
@@ -558,10 +568,11 @@ def end_of_head(out: list[bytes], keep_alive: bool, client_version: str, via: by
 
 def local_reply_head(status: int, content_type: bytes | None, length: int,
                      extra: list[tuple[bytes, bytes]] | None, keep_alive: bool, client_version: str,
-                     via: bytes | None, x_cache: bytes | None, now: float | None = None) -> bytes:
+                     via: bytes | None, x_cache: bytes | None, now: float | None = None,
+                     server: str = SERVER_NAME) -> bytes:
     """The head of a reply squidpy makes itself (error pages, its own pages)."""
     out = [b"HTTP/1.1 %d %s\r\nServer: %s\r\nMime-Version: 1.0\r\nDate: %s\r\n" % (
-        status, reason_phrase(status), SERVER_NAME.encode(), http_date(now))]
+        status, reason_phrase(status), server.encode(), http_date(now))]
     if content_type is not None:
         out.append(b"Content-Type: %s\r\n" % content_type)
     out.append(b"Content-Length: %d\r\n" % length)

@@ -136,6 +136,17 @@ def internal_target(path: str, hostname: str, port: int) -> Target:
     return Target("internal", "http", host, port, path, literal)
 
 
+def with_domain(target: Target, domain: str | None) -> Target:
+    """``append_domain``: a host name without a dot gets ``domain`` (Squid's
+    urlAppendDomain); addresses and the proxy's own URLs are left alone."""
+    if domain is None or target.ip_literal or "." in target.host or target.kind not in ("absolute", "authority"):
+        return target
+    host = target.host + domain
+    if len(host) > 255:
+        raise BadTarget("ERR_INVALID_URL", f"'{host[:64]}...' is too long a host name with append_domain")
+    return Target(target.kind, target.scheme, host, target.port, target.path, False)
+
+
 INTERNAL_PREFIX = "/squid-internal-"
 
 

@@ -32,6 +32,7 @@ from squidpy.proxy.closing import lose
 from squidpy.proxy.driver import ExchangeDriver
 from squidpy.proxy import seam
 from squidpy.proxy.flow import PausableReading
+from squidpy.proxy.timeouts import idle_time
 
 log = logging.getLogger("squidpy")
 
@@ -50,6 +51,13 @@ class _UrlTooLong(Exception):
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ClientConnection(PausableReading, Protocol):
+    # limits beside ``deadline`` (monotonic seconds): client_lifetime while a request is
+    # under way, write_timeout while what we write waits; ``limit`` is the nearer one
+    limit = None
+    _busy_until = None
+    _write_until = None
+    _unsent = 0
+
     def __init__(self, service, port_name: str, require_proxy_header: bool = False):
         self.service = service
         self.port_name = port_name
@@ -84,7 +92,8 @@ class ClientConnection(PausableReading, Protocol):
                                listen.tls if listen is not None else None)
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
-        self.deadline = time.monotonic() + self.service.config.request_timeout
+        self.opened = now = time.monotonic()
+        self.deadline = now + self.service.config.request_start_timeout
         self.service.client_connected(self)
         if self.proxy_header is not None and self.transport.connected and not self._proxy_sender_allowed():
             self._proxy_refused("PROXY client not permitted by ACLs")
@@ -153,7 +162,8 @@ class ClientConnection(PausableReading, Protocol):
         self.active = None
 
     def readConnectionLost(self):
-        """The client sent EOF: finish what was asked, then close."""
+        """The client sent EOF: finish what was asked, then close (at once when a
+        request body is still being read, unless half_closed_clients)."""
         waiter, self._hello_waiter = self._hello_waiter, None
         if waiter is not None:
             return waiter(None, "the client closed the connection before its TLS hello", False)
@@ -162,7 +172,7 @@ class ClientConnection(PausableReading, Protocol):
         if self.tunnel is not None:
             self.tunnel.client_eof()
             return
-        self._session(self.session.half_closed())
+        self._session(self.session.half_closed(self.service.config.half_closed_clients))
 
     def writeConnectionLost(self):
         """Our own half-close completed (loseWriteConnection); reading goes on."""
@@ -274,7 +284,11 @@ class ClientConnection(PausableReading, Protocol):
             raise _StopReading()        # a request after one that said Connection: close
         self._in_head = True
         self._started = time.time()
-        self.deadline = time.monotonic() + self.service.config.request_timeout
+        config = self.service.config
+        now = time.monotonic()
+        self.deadline = now + config.request_timeout
+        self._busy_until = busy = now + config.client_lifetime      # from its first byte
+        self.limit = busy if self._write_until is None else min(busy, self._write_until)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -386,7 +400,13 @@ class ClientConnection(PausableReading, Protocol):
             elif kind is Close:
                 self._close(cmd.linger)
             else:       # Idle
-                self.deadline = time.monotonic() + self.service.config.client_idle_pconn_timeout
+                config = self.service.config
+                now = time.monotonic()
+                idle = config.client_idle_pconn_timeout
+                self.deadline = now + (idle_time(idle, config.pconn_lifetime, self, now) if config.pconn_lifetime
+                                       else idle)
+                self._busy_until = None
+                self.limit = self._write_until
 
     def exchange_finished(self, driver: ExchangeDriver, keep_alive: bool) -> None:
         exchange = driver.exchange
@@ -556,15 +576,43 @@ class ClientConnection(PausableReading, Protocol):
 
     # ------------------------------------------------------------ flow control
     def pauseProducing(self):
-        """Our write buffer to the client is full: stop reading the origin."""
+        """Our write buffer to the client is full: stop reading the origin (for at
+        most write_timeout without progress)."""
+        self._write_until = time.monotonic() + self.service.config.write_timeout
+        self._unsent = seam.unsent_bytes(self.transport)
+        self._set_limit()
         source = self._source()
         if source is not None:
             source.pause_reading("client")
 
     def resumeProducing(self):
+        if self._write_until is not None:
+            self._write_until = None
+            self._set_limit()
         source = self._source()
         if source is not None:
             source.resume_reading("client")
+
+    def _set_limit(self) -> None:
+        busy, write = self._busy_until, self._write_until
+        self.limit = busy if write is None else write if busy is None else min(busy, write)
+
+    def _limit_passed(self, now: float) -> None:
+        """client_lifetime or write_timeout passed: the transaction is given up and
+        the connection closed (a write that progressed meanwhile gets more time)."""
+        if self._write_until is not None and self._write_until <= now:
+            unsent = seam.unsent_bytes(self.transport)
+            if unsent < self._unsent:
+                self._unsent = unsent
+                self._write_until = now + self.service.config.write_timeout
+                return self._set_limit()
+            why = "write_timeout: the client took nothing of what squidpy had for it"
+        else:
+            why = "client_lifetime: the connection was busy with one request too long"
+        self.limit = self._busy_until = self._write_until = None
+        self.service.log_error("closing the connection from %s:%d (%s)", self.client_ip, self.client_port, why)
+        self.session.closing = True
+        self.transport.abortConnection()
 
     def stopProducing(self):
         pass
@@ -577,6 +625,9 @@ class ClientConnection(PausableReading, Protocol):
         return None
 
     def timed_out(self) -> None:
+        now = time.monotonic()
+        if self.limit is not None and self.limit <= now:
+            return self._limit_passed(now)
         if self._hello_waiter is not None:
             return self._hello_answer(None, "no TLS hello within request_timeout", False)
         if self._tls_waiter is not None:

@@ -1,10 +1,12 @@
 """Asynchronous DNS with Squid's positive and negative caching.
 
-Names are looked up in /etc/hosts first, then with Twisted's DNS client
+Names are looked up in the hosts file first (``hosts_file``, read as Squid
+reads it: :func:`read_hosts`), then with Twisted's DNS client
 (``dns_nameservers`` or /etc/resolv.conf), A and AAAA in parallel.  Answers
 are kept for the record's TTL capped by ``positive_dns_ttl``; failures for
 ``negative_dns_ttl``.  Concurrent lookups of one name share one query.
-IPv4 addresses are tried before IPv6 ones.
+Addresses are kept in the order the answers arrived, as Squid 5 keeps them
+(it no longer puts IPv4 first: dns_v4_first is gone), and tried in that order.
 
 Both caches are bounded as Squid bounds its own: names (answers and failures)
 by ``ipcache_size``, reverse lookups by ``fqdncache_size``.  When one holds more
@@ -17,12 +19,15 @@ cannot grow the proxy's memory.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
 from collections import OrderedDict
 
 from twisted.internet import defer
-from twisted.names import client, dns, error, hosts, resolve
+from twisted.names import client, dns, error, resolve
+
+from squidpy.ip import ip_address
 
 
 class DnsError(Exception):
@@ -33,26 +38,65 @@ HOSTS_FILE = "/etc/hosts"
 
 
 def build_resolver(servers: list[tuple[str, int]] | None):
-    """/etc/hosts first, then ``servers`` (or /etc/resolv.conf when None)."""
+    """``servers`` (or /etc/resolv.conf when None); the hosts file is the DnsCache's."""
     upstream = client.Resolver(resolv=None if servers else "/etc/resolv.conf", servers=servers)
-    return resolve.ResolverChain([hosts.Resolver(HOSTS_FILE.encode()), upstream])
+    return resolve.ResolverChain([upstream])
 
 
-def hosts_names(path: str = HOSTS_FILE) -> dict[str, str]:
-    """address -> first name, from /etc/hosts (reverse lookups ask it first)."""
-    names: dict[str, str] = {}
+class Hosts:
+    """A hosts file as Squid reads it (tools.cc parseEtcHosts): ``names`` maps a
+    name to its addresses in the order written, ``addresses`` an address to the
+    first name of its first line."""
+
+    def __init__(self, names: dict[str, list[str]] | None = None, addresses: dict[str, str] | None = None):
+        self.names = names or {}
+        self.addresses = addresses or {}
+
+
+_HOSTS_LINE = re.compile(r"(\S+)\s(.*)", re.S)
+_HOSTS_NAME = re.compile(r"(\S+)(?=\s)")
+
+
+def read_hosts(path: str | None = HOSTS_FILE, append_domain: str | None = None) -> Hosts:
+    """``ADDRESS NAME ...`` lines, as Squid's parseEtcHosts reads them: ``#`` starts
+    a comment; a name counts when whitespace follows it (so does the end of a line);
+    a line whose address is not one is skipped whole; a name without a dot gets
+    ``append_domain``.  A name on several lines has every line's address, in the
+    order written (Squid keeps only the last line's, so that 'localhost' on a
+    127.0.0.1 line and a ::1 line would reach only ::1), and an address is named
+    by its first line.  Names compare without case.  None or an unreadable file:
+    no names."""
+    hosts = Hosts()
+    if path is None:
+        return hosts
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.split("#", 1)[0].split()
-                if len(fields) >= 2:
-                    try:
-                        names.setdefault(str(ipaddress.ip_address(fields[0])), fields[1])
-                    except ValueError:
-                        continue
+        with open(path, "rb") as f:
+            lines = f.read().decode("latin-1").splitlines(keepends=True)
     except OSError:
-        pass
-    return names
+        return hosts
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        found = _HOSTS_LINE.match(line.split("#", 1)[0])
+        if found is None:
+            continue
+        address_text, rest = found.groups()
+        try:
+            address = str(ip_address(address_text))
+        except ValueError:
+            continue
+        names = []
+        for name in _HOSTS_NAME.findall(rest):
+            name = name.lower()
+            if append_domain and "." not in name and ":" not in name:
+                name += append_domain
+            addresses = hosts.names.setdefault(name, [])
+            if address not in addresses:
+                addresses.append(address)
+            names.append(name)
+        if names:
+            hosts.addresses.setdefault(address, names[0])
+    return hosts
 
 
 class LruCache:
@@ -91,9 +135,10 @@ FQDNCACHE_LOW, FQDNCACHE_HIGH = 90, 95      # fixed in Squid (fqdncache.cc)
 class DnsCache:
     def __init__(self, resolver, positive_ttl: float, negative_ttl: float, timeout: float = 10.0,
                  ipcache: tuple[int, int, int] = (1024, 90, 95), fqdncache_size: int = 1024,
-                 clock=time.monotonic):
+                 clock=time.monotonic, hosts: Hosts | None = None):
         """``ipcache`` is (ipcache_size, ipcache_low, ipcache_high); ``clock`` gives
-        monotonic seconds (tests pass their own)."""
+        monotonic seconds (tests pass their own); ``hosts``: the hosts file's names,
+        which are never asked of DNS (default: none)."""
         self.resolver = resolver
         self.positive_ttl = positive_ttl
         self.negative_ttl = negative_ttl
@@ -102,7 +147,7 @@ class DnsCache:
         self._cache = LruCache(*ipcache)            # name -> (expires, addresses or DnsError)
         self._waiting: dict[str, list[defer.Deferred]] = {}
         self._names = LruCache(fqdncache_size, FQDNCACHE_LOW, FQDNCACHE_HIGH)   # address -> (expires, name)
-        self._hosts_names = hosts_names()
+        self.hosts = hosts or Hosts()
 
     @property
     def ipcache_entries(self) -> int:
@@ -113,7 +158,10 @@ class DnsCache:
         return len(self._names)
 
     def cached(self, host: str) -> list[str] | None:
-        """Addresses for ``host`` without waiting, if fresh in the cache."""
+        """Addresses for ``host`` without waiting, if in the hosts file or fresh in the cache."""
+        static = self.hosts.names.get(host)
+        if static is not None:
+            return static
         hit = self._cache.get(host)
         if hit is not None and hit[0] > self.clock() and isinstance(hit[1], list):
             return hit[1]
@@ -121,6 +169,9 @@ class DnsCache:
 
     def resolve(self, host: str) -> defer.Deferred:
         """Fires with a non-empty list of addresses or fails with :class:`DnsError`."""
+        static = self.hosts.names.get(host)
+        if static is not None:
+            return defer.succeed(static)
         hit = self._cache.get(host)
         if hit is not None and hit[0] > self.clock():
             if isinstance(hit[1], DnsError):
@@ -140,8 +191,15 @@ class DnsCache:
         timeout = (self.timeout / 2, self.timeout / 2)
         a = self.resolver.lookupAddress(name, timeout=timeout)
         aaaa = self.resolver.lookupIPV6Address(name, timeout=timeout)
+        arrived: list[int] = []             # which answer came first: its addresses go first
+
+        def note(result, which: int):
+            arrived.append(which)
+            return result
+        a.addBoth(note, 0)
+        aaaa.addBoth(note, 1)
         done = defer.DeferredList([a, aaaa], consumeErrors=True)
-        done.addCallback(self._answered, host)
+        done.addCallback(lambda results: self._answered([results[i] for i in arrived], host))
 
     def _answered(self, results, host: str) -> None:
         addresses: list[str] = []
@@ -158,7 +216,7 @@ class DnsCache:
                     ttl = min(ttl, max(record.ttl, 0) or ttl)
         now = self.clock()
         if addresses:
-            result: list[str] | DnsError = sorted(dict.fromkeys(addresses), key=lambda a: ":" in a)
+            result: list[str] | DnsError = list(dict.fromkeys(addresses))
             self._cache.put(host, (now + ttl, result))
         else:
             result = DnsError(_describe(failures, host))
@@ -171,10 +229,13 @@ class DnsCache:
 
     def cached_name(self, address: str) -> str | None:
         """The name of an address if it is already known (``""``: it has none), else None."""
+        static = self.hosts.addresses.get(address)
+        if static is not None:
+            return static
         hit = self._names.get(address)
         if hit is not None and hit[0] > self.clock():
             return hit[1]
-        return self._hosts_names.get(address)
+        return None
 
     def reverse(self, address: str) -> defer.Deferred:
         """The name of an address (PTR), ``""`` when it has none; never fails.

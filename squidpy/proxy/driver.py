@@ -201,6 +201,8 @@ class ExchangeDriver:
             key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
         else:
             key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
+            if cmd.bind is not None:
+                key += (cmd.bind,)          # reused only for requests sent from the same address
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -224,7 +226,8 @@ class ExchangeDriver:
         elif cmd.scheme == "https" and not cmd.tunnel:
             tls, checklist = self.service.tls, self.exchange.checklist
             tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
-        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout))
+        bind = None if peer is not None else cmd.bind
+        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout, bind))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:

@@ -54,6 +54,16 @@ def buffers_empty(transport) -> bool:
     return not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer)
 
 
+def unsent_bytes(transport) -> int:
+    """How many bytes written to ``transport`` wait in its buffers (write_timeout
+    tells progress by it).  A TLS wrapper (a cache_peer with ``tls``) is looked
+    through to the TCP transport under it."""
+    while not hasattr(transport, "dataBuffer") and hasattr(transport, "transport"):
+        transport = transport.transport
+    return (len(transport.dataBuffer) - transport.offset
+            + sum(len(part) for part in transport._tempDataBuffer))
+
+
 def has_producer(transport) -> bool:
     return getattr(transport, "producer", None) is not None
 

@@ -34,8 +34,10 @@ from squidpy.http.message import (
     ResponseHead,
     reads_end_after_heads,
 )
+from squidpy.proxy import seam
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
+from squidpy.proxy.timeouts import idle_time
 from squidpy.proxy.seam import unlink_connector
 
 MAX_IDLE_PER_ORIGIN = 32
@@ -83,6 +85,10 @@ class ServerConnection(PausableReading, Protocol):
     reply as events, one list per read (so what one read carries is handled, and
     written to the client, at once)."""
 
+    limit = None                # write_timeout while what we write waits (see proxy/timeouts.py)
+    opened = 0.0
+    _unsent = 0
+
     def __init__(self, pool: "ServerPool", key: tuple, tls=None):
         self.pool = pool
         self.key = key
@@ -121,6 +127,7 @@ class ServerConnection(PausableReading, Protocol):
     # ------------------------------------------------------------ connection
     def connectionMade(self):
         self.connected = True
+        self.opened = time.monotonic()
         peer, host = self.transport.getPeer(), self.transport.getHost()
         self.peer_ip, self.peer_port = peer.host, peer.port
         self.local_ip, self.local_port = host.host, host.port
@@ -442,12 +449,16 @@ class ServerConnection(PausableReading, Protocol):
 
     # ------------------------------------------------------------ flow control
     def pauseProducing(self):
-        """Our write buffer to the origin is full: stop reading the client."""
+        """Our write buffer to the origin is full: stop reading the client (for at
+        most write_timeout without progress)."""
+        self.limit = time.monotonic() + self.pool.write_timeout
+        self._unsent = seam.unsent_bytes(self.transport)
         owner = self.tunnel or self.driver
         if owner is not None:
             owner.client.pause_reading("server")
 
     def resumeProducing(self):
+        self.limit = None
         owner = self.tunnel or self.driver
         if owner is not None:
             owner.client.resume_reading("server")
@@ -456,6 +467,20 @@ class ServerConnection(PausableReading, Protocol):
         pass
 
     def timed_out(self) -> None:
+        now = time.monotonic()
+        if self.limit is not None and self.limit <= now:
+            unsent = seam.unsent_bytes(self.transport)
+            if unsent < self._unsent:           # it took some: write_timeout runs again from now
+                self._unsent = unsent
+                self.limit = now + self.pool.write_timeout
+                return
+            self.limit = None
+            if self.tunnel is not None or self.driver is None or self._done:
+                return self.transport.abortConnection()
+            self._done = True
+            return self.driver.feed(ev.UpstreamFailed(
+                "ERR_WRITE_ERROR", "the server took nothing of the request for write_timeout", 502,
+                bytes_in=self.bytes_in))
         if self.peeking is not None:
             self._peek_over(None, "no TLS hello from the server within connect_timeout")
             self.transport.abortConnection()
@@ -519,14 +544,24 @@ class KnownAddresses:
 
 @implementer(IReactorPluggableNameResolver, IReactorTCP, IReactorTime)
 class _ResolvedReactor:
-    """The reactor, seen by HostnameEndpoint with KnownAddresses as its resolver."""
+    """The reactor, seen by HostnameEndpoint with KnownAddresses as its resolver;
+    each attempt is made from the local address ``bind`` gives its destination
+    (tcp_outgoing_address)."""
 
-    def __init__(self, reactor, addresses: list[str]):
+    def __init__(self, reactor, addresses: list[str], bind=None):
         self._reactor = reactor
         self.nameResolver = KnownAddresses(addresses)
+        self._bind = bind
 
     def installNameResolver(self, resolver):
         raise NotImplementedError
+
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        if self._bind is not None:
+            local = self._bind.local_for(host)
+            if local is not None:
+                bindAddress = (local, 0)
+        return self._reactor.connectTCP(host, port, factory, timeout, bindAddress)
 
     def __getattr__(self, name):
         return getattr(self._reactor, name)
@@ -555,6 +590,8 @@ class ServerPool:
     def configure(self, config) -> None:
         self.connect_timeout = config.connect_timeout
         self.idle_timeout = config.server_idle_pconn_timeout
+        self.pconn_lifetime = config.pconn_lifetime
+        self.write_timeout = config.write_timeout
         self.reply_header_max_size = config.reply_header_max_size
 
     def get_idle(self, key: tuple) -> ServerConnection | None:
@@ -583,7 +620,9 @@ class ServerPool:
         if conns is None:
             conns = self.idle[conn.key] = []
         conn.idle = True
-        conn.deadline = time.monotonic() + self.idle_timeout
+        now = time.monotonic()
+        conn.deadline = now + (idle_time(self.idle_timeout, self.pconn_lifetime, conn, now) if self.pconn_lifetime
+                               else self.idle_timeout)
         conns.append(conn)
 
     def forget(self, conn: ServerConnection) -> None:
@@ -600,14 +639,15 @@ class ServerPool:
         self.idle.clear()
 
     def connect(self, key: tuple, addresses: list[str], tls_factory=None, peer_tls=None,
-                timeout: float | None = None) -> defer.Deferred:
-        """Connect to ``addresses`` (happy eyeballs); fires with the ServerConnection
-        or fails with UpstreamError naming the last address tried.  With ``tls_factory``
-        (a function making a client TlsSession: https:// origins) it fires once the TLS
-        handshake is done, or fails with ERR_SECURE_CONNECT_FAIL saying why.  ``peer_tls``:
+                timeout: float | None = None, bind=None) -> defer.Deferred:
+        """Connect to ``addresses`` (happy eyeballs), from the local addresses ``bind``
+        names (tcp_outgoing_address); fires with the ServerConnection or fails with
+        UpstreamError naming the last address tried.  With ``tls_factory`` (a function
+        making a client TlsSession: https:// origins) it fires once the TLS handshake
+        is done, or fails with ERR_SECURE_CONNECT_FAIL saying why.  ``peer_tls``:
         Twisted's client TLS options for a cache_peer with ``tls``."""
-        scheme, host, port = key
-        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses), host, port,
+        scheme, host, port = key[:3]
+        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses, bind), host, port,
                                     timeout=timeout or self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
         if peer_tls is not None:
             endpoint = wrapClientTLS(peer_tls, endpoint)

@@ -27,14 +27,14 @@ from twisted.internet.task import LoopingCall
 from squidpy import __version__
 from squidpy.config import loader
 from squidpy.errors import ErrorPages
-from squidpy.http.message import via_value
+from squidpy.http.message import app_name, via_value
 from squidpy.log.access_log import AccessLog
 from squidpy.log.cache_log import CacheLog
 from squidpy.pac import PacSettings
 from squidpy.proxy import privileges
 from squidpy.proxy.client_side import ClientFactory
 from squidpy.proxy.closing import lose
-from squidpy.proxy.dns import DnsCache, build_resolver
+from squidpy.proxy.dns import DnsCache, build_resolver, read_hosts
 from squidpy.proxy.notify import STATUS_INTERVAL, Notifier, rate, status_text
 from squidpy.proxy.pidfile import AlreadyRunning, PidFile
 from squidpy.proxy.server_side import ServerPool
@@ -104,13 +104,17 @@ class ProxyService:
         self.config = config
         self.visible_hostname = config.visible_hostname
         self.via_name = config.visible_hostname if config.via else None
-        self.via_header = via_value("1.1", config.visible_hostname) if config.via else None
+        appname = app_name(config.httpd_suppress_version_string)
+        self.via_header = via_value("1.1", config.visible_hostname, appname) if config.via else None
         self.x_cache_miss = b"MISS from " + config.visible_hostname.encode("latin-1")
         self.x_cache_hit = b"HIT from " + config.visible_hostname.encode("latin-1")
-        self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr)
+        self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr,
+                                      config.error_default_language, appname, config.email_err_data,
+                                      config.err_html_text or "")
         self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
                             config.negative_dns_ttl, config.dns_timeout,
-                            (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size)
+                            (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size,
+                            hosts=read_hosts(config.hosts_file, config.append_domain))
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pac = PacSettings.from_config(config)
         from squidpy.proxy.tls_side import TlsSide
@@ -707,5 +711,6 @@ def _ports(config) -> list:
 def _sweep_interval(config) -> float:
     """Sweep often enough that the shortest timeout fires within a quarter of itself."""
     shortest = min(config.request_timeout, config.read_timeout, config.client_idle_pconn_timeout,
-                   config.server_idle_pconn_timeout, config.connect_timeout)
+                   config.server_idle_pconn_timeout, config.connect_timeout, config.request_start_timeout,
+                   config.client_lifetime, config.write_timeout, config.pconn_lifetime or float("inf"))
     return max(0.05, min(1.0, shortest / 4))

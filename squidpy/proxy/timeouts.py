@@ -1,9 +1,11 @@
 """One periodic sweep enforces every connection's timeout.
 
 Each watched object has a ``deadline`` (``time.monotonic()`` seconds, or None
-for no timeout) and a ``timed_out()`` method.  Moving a deadline is a plain
-attribute store, so the hot path pays nothing for timers; the sweep runs a
-few times a second, which is the resolution of every timeout (as in Squid).
+for no timeout), a ``limit`` (the same, for limits that run beside it:
+client_lifetime, write_timeout) and a ``timed_out()`` method, which tells
+which one passed.  Moving either is a plain attribute store, so the hot path
+pays nothing for timers; the sweep runs a few times a second, which is the
+resolution of every timeout (as in Squid).
 """
 
 from __future__ import annotations
@@ -42,7 +44,22 @@ class Timeouts:
 
     def sweep(self) -> None:
         now = time.monotonic()
-        expired = [o for o in self.watched if o.deadline is not None and o.deadline <= now]
+        expired = [o for o in self.watched if _due(o, now)]
         for obj in expired:
-            if obj in self.watched and obj.deadline is not None and obj.deadline <= now:
+            if obj in self.watched and _due(obj, now):
                 obj.timed_out()
+
+
+def _due(obj, now: float) -> bool:
+    deadline, limit = obj.deadline, obj.limit
+    return (deadline is not None and deadline <= now) or (limit is not None and limit <= now)
+
+
+def idle_time(idle_timeout: float, pconn_lifetime: float, conn, now: float) -> float:
+    """How long an idle persistent connection waits for its next use: its idle
+    timeout, or less under pconn_lifetime (counted from ``conn.opened``; at least a
+    second, as Squid's Connection::timeLeft gives)."""
+    if not pconn_lifetime:
+        return idle_timeout
+    age = now - conn.opened
+    return min(idle_timeout, pconn_lifetime - age if age < pconn_lifetime else 1.0)

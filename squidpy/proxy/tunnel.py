@@ -17,6 +17,8 @@ from squidpy.proxy.seam import buffers_empty
 
 
 class Tunnel:
+    limit = None                # no limit beside the idle deadline (see proxy/timeouts.py)
+
     def __init__(self, client, server, idle_timeout: float, on_end):
         self.client = client
         self.server = server

@@ -1,0 +1,78 @@
+"""``tcp_outgoing_address``: the local address of origin connections, as Squid 5.7
+chooses it (FwdState.cc, getOutgoingAddress).
+
+Lines are tried in order for each address squidpy connects to; a line applies
+only to destinations of its own IP version (Squid's implicit version test),
+and the first whose ACLs all match gives the address to bind.  Its ``dst``
+ACLs test the address being connected to, so when one is used the exchange
+looks the origin's addresses up first.  Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from squidpy.acl.access import AccessRule, matches
+from squidpy.acl.checklist import Checklist, Pending
+
+
+@dataclass(slots=True, frozen=True)
+class Bind:
+    """The local addresses to connect from (tcp_outgoing_address): per IP version,
+    or per origin address when a dst ACL decided; None leaves it to the system."""
+    ipv4: str | None = None
+    ipv6: str | None = None
+    by_address: tuple[tuple[str, str | None], ...] = ()
+
+    @property
+    def binds(self) -> bool:
+        return bool(self.ipv4 or self.ipv6 or any(local for _, local in self.by_address))
+
+    def local_for(self, address: str) -> str | None:
+        for known, local in self.by_address:
+            if known == address:
+                return local
+        return self.ipv6 if ":" in address else self.ipv4
+
+
+@dataclass
+class OutgoingAddress:
+    """One ``tcp_outgoing_address`` line."""
+
+    address: str | None         # None: any_addr (the system chooses)
+    version: int
+    filter: AccessRule | None
+    where: str
+
+
+def _first(lines: list[OutgoingAddress], ch: Checklist, version: int) -> str | None:
+    for line in lines:
+        if line.version != version:
+            continue
+        try:
+            if matches(line.filter, ch):
+                return line.address
+        except Pending as p:
+            if p.fact == "dst":
+                raise               # Squid always knows the address it connects to: look it up
+            continue                # any other lookup: a fast check that cannot decide does not match
+    return None
+
+
+def outgoing_addresses(lines: list[OutgoingAddress], ch: Checklist) -> Bind | None:
+    """The local addresses for this request's origin connections (None: the system
+    chooses every one).  Raises Pending("dst") when a line needs the origin's
+    addresses and they are not known yet."""
+    known = ch.dst
+    if known is None:
+        bind = Bind(_first(lines, ch, 4), _first(lines, ch, 6))
+    else:
+        pairs = []
+        try:
+            for address in known:
+                ch.dst = [address]
+                pairs.append((address, _first(lines, ch, 6 if ":" in address else 4)))
+        finally:
+            ch.dst = known
+        bind = Bind(by_address=tuple(pairs))
+    return bind if bind.binds else None
