@@ -291,6 +291,7 @@ def _acl(args, ctx):
         hint = did_you_mean(type_name, [*ACL_TYPES, *NOT_IMPLEMENTED])
         raise ValueError(f"unknown ACL type '{type_name}'{hint}")
     options, carried = _acl_options(words, cls)
+    from squidpy.config import helper_directives
     helper_directives.check_auth_acl_order(type_name, words.peek(cls.regex_values), ctx.config)
     acl = acls.define(name, type_name, [], ctx.where)
     values = [(ctx.where, flag) for flag in carried] + _acl_values(words, cls, ctx, name)
@@ -1375,11 +1376,9 @@ directive(
 )
 
 
-from squidpy.config import helper_directives  # noqa: E402  (registers auth_param, external_acl_type ...)
-
-
 def finish_config(config, warn_at, error_at) -> None:
     """Checks that need the whole file: each ACL's values, once all are in; TLS files."""
+    from squidpy.config import helper_directives, tls_directives
     from squidpy.errors import ErrorPages
     helper_directives.finish_helper_config(config, error_at)
     pages = ErrorPages(config.error_directory, "", "")
@@ -1400,7 +1399,5 @@ def finish_config(config, warn_at, error_at) -> None:
             warn_at(where or (lines[0] if lines else acl.where), f"ACL '{acl.name}': {message}")
     tls_directives.finish(config, warn_at, error_at)
 
-
-from squidpy.config import tls_directives  # noqa: E402  (registers the TLS directives)
 
 __all__ = ["AccessLogSpec", "ConfigError", "finish_config"]

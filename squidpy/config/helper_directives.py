@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from squidpy.acl.access import AccessList
 from squidpy.auth.schemes import AuthConfig
-import squidpy.config.directives  # noqa: F401  (registered first, whoever imports this first)
+import squidpy.config.directives  # noqa: F401  (the core directives register first)
 from squidpy.config.registry import CUSTOM, directive
 from squidpy.config.values import parse_onoff, parse_time
 from squidpy.helpers.external import parse_external_acl_type

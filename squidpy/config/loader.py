@@ -13,7 +13,7 @@ import socket
 from importlib import resources
 
 from squidpy.acl.access import AclTable
-from squidpy.config import directives, unsupported  # noqa: F401  (fill the registry)
+from squidpy.config import directives, helper_directives, tls_directives, unsupported  # noqa: F401  (fill the registry)
 from squidpy.config.reader import ConfigError, ConfigLine, Words, expand_macros, read_bytes, read_config
 from squidpy.config.registry import (
     ALIASES,

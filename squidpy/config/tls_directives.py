@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from squidpy.acl.access import AccessList, AccessRule, matches
-import squidpy.config.directives  # noqa: F401  (registered first, whoever imports this first)
+import squidpy.config.helper_directives  # noqa: F401  (the core and helper directives register first)
 from squidpy.config.registry import APPEND, CUSTOM, directive
 from squidpy.config.values import parse_http_port, parse_size
 from squidpy.helpers.protocol import ChildConfig
