@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from squidpy.acl.checklist import Checklist
-from squidpy.acl.types import ACL_TYPES, AclType
+from squidpy.acl.types import ACL_TYPES, AclType, ManagerAcl
 
 
 class Acl:
@@ -51,6 +51,8 @@ class AclTable:
         self.acls: dict[str, Acl] = {}
         for name, type_name, values in PREDEFINED:
             acl = self.define(name, type_name, [], "<predefined>")
+            if name == "manager":
+                acl.matcher = ManagerAcl(frozenset())
             for v in values:
                 acl.matcher.add(v, None)
             acl.matcher.finish()

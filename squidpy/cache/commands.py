@@ -192,7 +192,7 @@ def format_stats(info: dict) -> str:
 @config_option
 def ls(pattern):
     """Stored objects (URL, status, size, tier) whose URL contains PATTERN (plain text)."""
-    from squidpy.proxy.internal import url_contains
+    from squidpy.mgr.internal import url_contains
     config = load_config()
     answer = _ask(config, "GET", "/squid-internal-mgr/objects?" + urllib.parse.urlencode({"pattern": pattern}))
     if answer is not None:

@@ -110,6 +110,19 @@ directive(
     user's primary group). Changing it needs a restart.""",
 )
 
+def _hostname_aliases(args, ctx):
+    if not args:
+        raise ValueError("expected one or more host names")
+    return [a.lower().rstrip(".") for a in args]
+
+
+directive(
+    "hostname_aliases", "NAME ...", _hostname_aliases, None, "Network", kind=APPEND,
+    doc="""Other names of this proxy: a request for http://NAME:PORT/squid-internal-...
+    (PORT: the first http_port) is for the proxy itself, like one naming
+    visible_hostname, and is answered here instead of being forwarded.""",
+)
+
 # ---------------------------------------------------------------- access control
 
 
@@ -492,6 +505,53 @@ directive(
     "cache_mgr", "EMAIL", _word, "webmaster", "Error pages",
     doc="""The administrator's e-mail address, shown on error pages.""",
 )
+
+# ---------------------------------------------------------------- cache manager and metrics
+
+
+def _cachemgr_passwd(args, ctx):
+    from squidpy.mgr.actions import ACTIONS, SQUID_ONLY
+    from squidpy.mgr.request import CacheMgrPasswd
+    if len(args) < 2:
+        raise ValueError("expected: cachemgr_passwd PASSWORD|none|disable ACTION ...")
+    password, actions = args[0], tuple(args[1:])
+    for action in actions:
+        if action != "all" and action not in ACTIONS and action not in SQUID_ONLY:
+            ctx.warn(f"cachemgr_passwd: squidpy has no cache manager action '{action}' "
+                     f"(it has: {', '.join(ACTIONS)})")
+    return CacheMgrPasswd(password, actions, ctx.where)
+
+
+directive(
+    "cachemgr_passwd", "PASSWORD|none|disable ACTION ... | all", _cachemgr_passwd, None, "Cache manager",
+    kind=APPEND,
+    doc="""The password the cache manager asks before showing ACTION (an action
+    of mgr:menu, or all for every one): squidclient -w PASSWORD mgr:ACTION,
+    a Basic Authorization field (curl -u USER:PASSWORD
+    http://PROXY:PORT/squid-internal-mgr/ACTION) or cache_object://HOST/ACTION@PASSWORD.
+    none: no password needed; disable: the action is refused (404). The first
+    line naming an action decides. config needs a line of its own (it is hidden
+    until one names it); its page never shows passwords. A wrong or missing
+    password is answered 401 and logged in cache_log. The http_access rules on
+    the manager ACL apply first.""",
+)
+
+
+def _metrics_port(args, ctx):
+    return parse_http_port(args, kind="metrics")
+
+
+directive(
+    "metrics_port", "[ADDRESS:]PORT [name=NAME]", _metrics_port, None, "Cache manager", kind=APPEND,
+    doc="""squidpy extension: a port of its own for Prometheus. It serves GET
+    /metrics and nothing else (no request is forwarded from it); /metrics is
+    also served on every http_port to requests for the proxy itself. Both are
+    checked by http_access like the cache manager: the predefined manager ACL
+    matches /metrics asked of the proxy, so 'http_access allow localhost
+    manager' and 'http_access deny manager' guard it. Under workers every kid
+    listens on it and the figures are those of all kids added up.""",
+)
+
 
 # ---------------------------------------------------------------- proxy auto-configuration
 

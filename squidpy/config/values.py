@@ -134,16 +134,17 @@ class ListenAddress:
     port: int
     name: str          # for myportname; Squid names a port by its spec
     options: dict = field(default_factory=dict, compare=False, hash=False)
+    kind: str = "http"  # "metrics" for a metrics_port
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.host, self.port)
+    def key(self) -> tuple[str, str, int]:
+        return (self.kind, self.host, self.port)
 
 
 HTTP_PORT_OPTIONS = {"name", "tcpkeepalive", "reuseport"}
 
 
-def parse_http_port(args: list[str]) -> ListenAddress:
+def parse_http_port(args: list[str], kind: str = "http") -> ListenAddress:
     """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then ``name=VALUE`` options."""
     if not args:
         raise ValueError("expected [ADDRESS:]PORT")
@@ -165,6 +166,6 @@ def parse_http_port(args: list[str]) -> ListenAddress:
     for opt in opts:
         key, _, value = opt.partition("=")
         if key not in HTTP_PORT_OPTIONS:
-            raise ValueError(f"unknown http_port option '{opt}'")
+            raise ValueError(f"unknown {kind}_port option '{opt}'")
         options[key] = value
-    return ListenAddress(host, port, options.get("name") or spec, options)
+    return ListenAddress(host, port, options.get("name") or spec, options, kind)

@@ -25,6 +25,7 @@ STATUS = {
     "ERR_ACCESS_DENIED": 403,
     "ERR_FORWARDING_DENIED": 403,
     "ERR_CACHE_ACCESS_DENIED": 407,
+    "ERR_CACHE_MGR_ACCESS_DENIED": 401,
     "ERR_INVALID_REQ": 400,
     "ERR_INVALID_URL": 400,
     "ERR_TOO_BIG": 413,
@@ -47,7 +48,7 @@ STATUS = {
 
 REASONS = {
     200: "OK", 204: "No Content", 302: "Found", 304: "Not Modified",
-    400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     407: "Proxy Authentication Required", 408: "Request Timeout", 411: "Length Required",
     412: "Precondition Failed", 413: "Content Too Large", 414: "URI Too Long",
     417: "Expectation Failed", 431: "Request Header Fields Too Large",

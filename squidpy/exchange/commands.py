@@ -61,6 +61,16 @@ class LookUpCache(Command):
 
 
 @dataclass(slots=True)
+class CollectStats(Command):
+    """Gather the figures of every process (each kid under ``workers N``) for the cache
+    manager's ``action`` ('metrics' for /metrics): the reports carry ``needs``
+    (:mod:`squidpy.mgr.actions`) -> StatsCollected."""
+    action: str
+    needs: frozenset
+    params: dict
+
+
+@dataclass(slots=True)
 class Purge(Command):
     """Remove every stored variant of ``url`` -> Purged."""
     url: str

@@ -33,9 +33,15 @@ from squidpy.exchange.caching import CacheRole, Found, OnReply
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
 from squidpy.http.upgrade import switch_refusal
-from squidpy.http.url import BadTarget, Target, internal_target, parse_target, same_origin_resolver
+from squidpy.http.url import (
+    BadTarget, Target, addressed_to_proxy, for_proxy, internal_target, parse_target, same_origin_resolver,
+)
 from squidpy.log.entry import LogEntry
-from squidpy.proxy import internal
+from squidpy.mgr import internal, pages, prometheus
+from squidpy.mgr.actions import needs_of
+from squidpy.mgr.request import (
+    ManagerError, ManagerRequest, is_metrics, manager_base, manager_request, password_ok,
+)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -60,6 +66,7 @@ class State(enum.Enum):
     RELAYING = "the origin's reply streams to the client"
     SERVING_STORED = "a stored body streams from disk"
     TUNNEL = "bytes pass untouched both ways (CONNECT, 101)"
+    COLLECTING = "the cache manager's or /metrics' figures are gathered (from every kid under workers)"
     DONE = "answered and logged"
 
 
@@ -75,15 +82,17 @@ class ClientInfo:
     """The client connection as the exchange sees it (plain data, updated by the
     connection: ``closing`` once no further request will be read)."""
 
-    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing")
+    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "metrics_port")
 
-    def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = ""):
+    def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
+                 metrics_port: bool = False):
         self.client_ip = client_ip
         self.client_port = client_port
         self.local_ip = local_ip
         self.local_port = local_port
         self.port_name = port_name
         self.closing = False
+        self.metrics_port = metrics_port    # a metrics_port: /metrics only, nothing is forwarded
 
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
@@ -126,7 +135,8 @@ class Exchange:
     __slots__ = ("shared", "config", "client", "head", "background", "state", "upstream", "target", "checklist",
                  "entry", "body_done", "body_buffer", "buffered", "refusal", "keep_alive", "response", "framing",
                  "reply_started", "reply_limit", "reused", "tunnel", "upgrading", "upstream_started", "cache",
-                 "serving", "waited", "chunked_body", "upgrade_offer", "_out", "_head_cmd", "__weakref__")
+                 "serving", "waited", "chunked_body", "upgrade_offer", "manager", "_out", "_head_cmd",
+                 "__weakref__")
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -166,6 +176,7 @@ class Exchange:
         self.cache: CacheRole | None = None
         self.serving: dict | None = None     # a disk hit being streamed: what remains to do
         self.waited = False             # it already waited once for a collapsed fetch
+        self.manager: ManagerRequest | None = None   # a cache manager request being answered
         self._out: list[c.Command] = []
         self._head_cmd: c.SendToClient | None = None
 
@@ -209,7 +220,7 @@ class Exchange:
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
         to=(State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
-            State.SERVING_STORED))
+            State.SERVING_STORED, State.COLLECTING))
     def _start(self, _event) -> None:
         if self.refusal is not None:
             return self.fail(*self.refusal)
@@ -223,9 +234,19 @@ class Exchange:
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
-        shared = self.shared
+        shared, client = self.shared, self.client
         if target.kind == "origin":     # addressed to the proxy itself: checked like any request
-            self.target = target = internal_target(target.path, shared.visible_hostname, shared.my_port)
+            port = client.local_port if client.metrics_port else shared.my_port
+            self.target = target = internal_target(target.path, shared.visible_hostname, port)
+        elif target.kind != "internal" and (client.metrics_port or (
+                # only a URL on one of our ports can name us (most name port 80 or 443)
+                (target.port == client.local_port or target.port == shared.my_port) and addressed_to_proxy(
+                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port))):
+            if client.metrics_port:
+                e.url = target.url
+                return self.fail("ERR_INVALID_URL", "this port serves /metrics only: it forwards nothing", 404,
+                                 result="TCP_MISS")
+            self.target = target = for_proxy(target)    # answered here, never forwarded to ourselves
         e.url = target.url
         e.path = target.path
         if (target.kind != "internal" and shared.via_name is not None and head.via
@@ -253,6 +274,7 @@ class Exchange:
             port_name=client.port_name, ip_literal=target.ip_literal,
         )
         ch.client_connections = self.shared.connections_from(client.client_ip)
+        ch.to_proxy = target.kind == "internal"
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
         return ch
@@ -289,7 +311,8 @@ class Exchange:
         self._emit(c.LookUp(fact, name))
 
     @on([State.CHECKING], ev.FactKnown,
-        to=(State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED, State.SERVING_STORED))
+        to=(State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED, State.SERVING_STORED,
+            State.COLLECTING))
     def _fact_known(self, event: ev.FactKnown) -> None:
         setattr(self.checklist, event.fact, event.value)
         if event.fact == "dst" and event.seconds:
@@ -330,17 +353,50 @@ class Exchange:
         self._connect()
 
     def _serve_internal(self) -> None:
-        """A request to the proxy itself, once http_access allowed it: its own pages,
-        and the cache manager (``/squid-internal-mgr/...``), which the ``manager``
-        ACL lets a configuration guard, as in Squid."""
-        head, client = self.head, self.client
+        """A request for the proxy itself, once http_access allowed it: /metrics, the
+        cache manager (``cache_object://...``, ``/squid-internal-mgr/...``; the
+        ``manager`` ACL lets a configuration guard both, as in Squid), and its own pages."""
+        head, client, target = self.head, self.client, self.target
         self.entry.result = "TCP_MISS"
-        if head.target.startswith(internal.MANAGER_PREFIX):
-            page = internal.manager_page(head.target, self.shared.manager_report())
+        if is_metrics(target):
+            return self._collect("metrics", {})
+        if client.metrics_port:
+            return self.send_local(404, b"text/plain;charset=utf-8", b"This port serves /metrics only.\n")
+        passwords = self.config.cachemgr_passwd
+        try:
+            request = manager_request(target, head.headers, passwords)
+        except ManagerError as e:
+            return self.fail("ERR_INVALID_URL", str(e), 404, result="TCP_MISS")
+        if request is None:
+            page = internal.page(target.path, head.host, client.local_ip, client.local_port,
+                                 self.shared.visible_hostname, self.shared.pac)
+            return self.send_local(page.status, page.content_type, page.body)
+        if not password_ok(request, passwords):
+            who = f"{request.user or 'unknown'}@{client.client_ip}"
+            why = "incorrect password" if request.password else "password needed"
+            self._emit(c.Report("warning", f"cache manager: {who}: {why} for '{request.action}'"))
+            realm = request.action.encode("ascii", "replace")
+            return self.fail("ERR_CACHE_MGR_ACCESS_DENIED", None, 401, result="TCP_MISS",
+                             extra=[(b"WWW-Authenticate", b'Basic realm="%s"' % realm)])
+        if request.action == "index":
+            body = pages.index(passwords, manager_base(target))
+            return self.send_local(200, b"text/html;charset=utf-8", body.encode("utf-8"))
+        self.manager = request
+        self._collect(request.action, request.params)
+
+    def _collect(self, action: str, params: dict) -> None:
+        self.state = State.COLLECTING
+        self._emit(c.CollectStats(action, needs_of(action), params))
+
+    @on([State.COLLECTING], ev.StatsCollected)
+    def _stats_collected(self, event: ev.StatsCollected) -> None:
+        """The figures are in: the page is a pure function of them."""
+        if self.manager is None:
+            body, content_type = prometheus.render(event.reports), prometheus.CONTENT_TYPE
         else:
-            page = internal.page(head, client.local_ip, client.local_port, self.shared.visible_hostname,
-                                 self.shared.pac)
-        self.send_local(page.status, page.content_type, page.body)
+            body, content_type = pages.render(self.manager, event.reports, self.config.cachemgr_passwd)
+        expires = message.http_date(self.shared.now())
+        self.send_local(200, content_type, body, [(b"Expires", expires), (b"Last-Modified", expires)])
 
     def _purge(self) -> None:
         """Squid's PURGE: refused (403) unless the configuration names the method in
@@ -373,6 +429,7 @@ class Exchange:
         ACL of the denying line, or after an implicit deny the last ACL evaluated
         (as in Squid).  By default ERR_ACCESS_DENIED."""
         name = verdict.last_acl
+        self.entry.denied_by = denial_line(verdict, access_list.name)
         if verdict.implicit:
             steps = access_list.explain(self.checklist)[1]
             name = steps[-1].last_acl if steps else None
@@ -394,7 +451,7 @@ class Exchange:
                         [(b"Location", location.encode("latin-1", "replace"))])
 
     def fail(self, error: str, detail: str | None, status: int | None = None, result: str = "NONE_NONE",
-             server_ip: str | None = None) -> None:
+             server_ip: str | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """Answer with the error page ``error`` (if nothing was sent yet) and finish."""
         if self.state is State.DONE:
             return
@@ -415,7 +472,7 @@ class Exchange:
         e.result = result
         body = self.shared.error_pages.render(self._error_context(error, detail, server_ip))
         self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", body,
-                        [(b"X-Squid-Error", f"{error} 0".encode())])
+                        [(b"X-Squid-Error", f"{error} 0".encode()), *(extra or ())])
 
     def _take_back(self) -> bool:
         """Withdraw the reply head (and what followed it) if it has not left yet:
@@ -1063,3 +1120,14 @@ class Exchange:
         if not self.background:
             self._emit(c.Log(self.entry, self.checklist))
         self._emit(c.Finished(self.keep_alive))
+
+
+def denial_line(verdict, list_name: str) -> tuple[str, str]:
+    """(FILE:LINE, the line) that denied a request, as the counters file it; a denial
+    because no line matched is filed under the last line, marked implicit."""
+    rule = verdict.rule
+    if rule is None:
+        return "-", f"{list_name} (no lines: everything is denied)"
+    if verdict.implicit:
+        return rule.where, f"{rule.text} (implicit: no line matched)"
+    return rule.where, rule.text

@@ -26,6 +26,8 @@ class LogEntry:
         # who: Squid's %ul %ue %ui %us, and what external ACLs said (%et %ea)
         "user_login", "user_external", "user_ident", "user_ssl", "tag", "ext_log",
         "notes",
+        # the http_access (or http_reply_access) line that denied it: (FILE:LINE, the line)
+        "denied_by",
     )
 
     def __init__(self, start: float = 0.0):
@@ -68,6 +70,7 @@ class LogEntry:
         self.tag = None               # tag returned by an external ACL (%et)
         self.ext_log = None           # log string returned by an external ACL (%ea)
         self.notes = ()               # [(name, value)] annotations (%note)
+        self.denied_by = None
 
     @property
     def elapsed_ms(self) -> int:

@@ -24,6 +24,7 @@ from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import ClientInfo, Exchange, State
 from squidpy.exchange.session import Begin, ClientSession, Close, PauseReading, ResumeReading
 from squidpy.http.message import CHUNKED, MAX_HEADER_FIELDS, ChunkMeter, RequestHead, body_prelude
+from squidpy.http.url import hide_manager_scheme, restore_manager_scheme
 from squidpy.ip import ip_text as plain_ip     # '::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'
 from squidpy.proxy.closing import lose
 from squidpy.proxy.driver import ExchangeDriver
@@ -45,9 +46,10 @@ class _UrlTooLong(Exception):
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ClientConnection(PausableReading, Protocol):
-    def __init__(self, service, port_name: str):
+    def __init__(self, service, port_name: str, metrics_port: bool = False):
         self.service = service
         self.port_name = port_name
+        self.metrics_port = metrics_port
         self.session = ClientSession()
         self.drivers: dict[Exchange, ExchangeDriver] = {}
         self.active: ExchangeDriver | None = None
@@ -56,6 +58,7 @@ class ClientConnection(PausableReading, Protocol):
         self.deadline = None
         self.info: ClientInfo | None = None
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
+        self.nrequests = 0                  # requests read on this connection (the cache manager shows it)
         self._reset_request()
 
     @property
@@ -68,7 +71,8 @@ class ClientConnection(PausableReading, Protocol):
         peer, host = t.getPeer(), t.getHost()
         self.client_ip, self.client_port = plain_ip(peer.host), peer.port
         self.local_ip, self.local_port = plain_ip(host.host), host.port
-        self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name)
+        self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
+                               self.metrics_port)
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
         self.deadline = time.monotonic() + self.service.config.request_timeout
@@ -115,6 +119,8 @@ class ClientConnection(PausableReading, Protocol):
             return      # lingering after a refusal or the last request: drain and drop
         if self._in_head:
             self._head_bytes += len(data)
+        elif b" cache_object://" in data and self.session.receiving is None:
+            data = hide_manager_scheme(data)        # squidclient's URLs, which httptools refuses
         self._chunk_meter.before_read(len(data))
         if self.parser is None:         # made at the first bytes: idle (preconnected) clients cost less
             self.parser = httptools.HttpRequestParser(self)
@@ -207,11 +213,12 @@ class ClientConnection(PausableReading, Protocol):
             return
         parser = self.parser
         method = parser.get_method().decode("ascii")
-        url = self._url.decode("latin-1")
+        url = restore_manager_scheme(self._url.decode("latin-1"))
         size = len(method) + len(url) + 12 + self._head_size + 2
         head = RequestHead(method, url, parser.get_http_version(), self._headers, size)
         exchange = Exchange(self.service, self.info, head, self._started)
         self.drivers[exchange] = ExchangeDriver(exchange, self, self.service)
+        self.nrequests += 1
         self._in_head = False
         self._url = b""
         self._headers = []
@@ -431,6 +438,6 @@ class ClientFactory(Factory):
         self.listen = listen
 
     def buildProtocol(self, addr):
-        conn = ClientConnection(self.service, self.listen.name)
+        conn = ClientConnection(self.service, self.listen.name, self.listen.kind == "metrics")
         conn.factory = self
         return conn

@@ -119,6 +119,19 @@ class ExchangeDriver:
         if not self.finished:
             self.feed(ev.FactKnown(fact, value, seconds))
 
+    def _collect_stats(self, cmd: c.CollectStats) -> None:
+        d = self.service.collect_stats(cmd.action, cmd.needs, cmd.params)
+        d.addCallbacks(self._stats_collected, self._stats_failed)
+
+    def _stats_collected(self, reports: list) -> None:
+        if not self.finished:
+            self.feed(ev.StatsCollected(reports))
+
+    def _stats_failed(self, failure) -> None:
+        log.error("cache manager: gathering the figures failed: %s", failure.getErrorMessage())
+        if not self.finished:
+            self.client.abort()
+
     def _look_up_cache(self, cmd: c.LookUpCache) -> None:
         cache = self.service.cache
         cache.on_disk(cache.store.find_on_disk, cmd.url, cmd.request_headers).addCallbacks(
@@ -326,6 +339,7 @@ _HANDLERS = {
     c.ResumeClient: ExchangeDriver._resume_client,
     c.LookUp: ExchangeDriver._look_up,
     c.LookUpCache: ExchangeDriver._look_up_cache,
+    c.CollectStats: ExchangeDriver._collect_stats,
     c.Purge: ExchangeDriver._purge,
     c.WaitForFetch: ExchangeDriver._wait_for_fetch,
     c.LeadFetch: ExchangeDriver._lead_fetch,

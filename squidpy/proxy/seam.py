@@ -30,9 +30,12 @@ _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 class EPollReactor(epollreactor.EPollReactor):
     """Twisted's epoll reactor without ``callWithLogger`` around every I/O event
     (several per cent of a request's CPU); our own errors already say which
-    exchange they belong to."""
+    exchange they belong to.  ``loops`` counts its turns (Squid's "Select loop called")."""
+
+    loops = 0
 
     def doPoll(self, timeout):
+        self.loops += 1
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
         except OSError as err:

@@ -119,6 +119,8 @@ class ServerConnection(PausableReading, Protocol):
     def connectionLost(self, reason):
         self.connected = False
         unlink_connector(self.transport)
+        uses = self.pool.uses
+        uses[self.used] = uses.get(self.used, 0) + 1
         self.pool.timeouts.discard(self)
         self.pool.forget(self)
         self.parser = None          # it holds our bound methods (a reference cycle)
@@ -406,6 +408,7 @@ class ServerPool:
         self.reactor = reactor
         self.timeouts = timeouts
         self.idle: dict[tuple, list[ServerConnection]] = {}
+        self.uses: dict[int, int] = {}      # requests a connection carried -> connections (mgr:pconn)
         self.configure(config)
 
     def configure(self, config) -> None:

@@ -30,6 +30,7 @@ from squidpy.errors import ErrorPages
 from squidpy.http.message import via_value
 from squidpy.log.access_log import AccessLog
 from squidpy.log.cache_log import CacheLog
+from squidpy.mgr.stats import Stats
 from squidpy.pac import PacSettings
 from squidpy.proxy import privileges
 from squidpy.proxy.client_side import ClientFactory
@@ -65,14 +66,16 @@ class Staged:
 
 class ProxyService:
     def __init__(self, config, reactor, echo: bool = False, kid: int | None = None,
-                 notifier: Notifier | None = None, identity: privileges.Identity | None = None):
+                 notifier: Notifier | None = None, identity: privileges.Identity | None = None,
+                 run_dir: str | None = None):
         self.reactor = reactor
+        self.run_dir = run_dir        # under workers: where the kids' report sockets are (kidstats)
         self.config = config
         self.echo = echo
         self.kid = kid                # the kid number under 'workers N', else None
         self.notifier = notifier or Notifier()
         self.identity = identity      # whom to become after binding ports (None: stay who we are)
-        self.listeners: dict[tuple[str, int], object] = {}
+        self.listeners: dict[tuple[str, str, int], object] = {}     # http_port and metrics_port
         self.clients: set = set()
         self._per_ip: Counter = Counter()
         self.shutting_down = False
@@ -89,7 +92,10 @@ class ProxyService:
         self._cache_dir = None
         self._flush = LoopingCall(self.flush_logs)
         self._status = LoopingCall(self.report_status)
-        self.transactions = 0             # finished transactions, for the request rate
+        self.stats = Stats(self.started)  # what the cache manager and /metrics show (squidpy.mgr.stats)
+        self._tick = LoopingCall(self.tick_stats)
+        self.kid_reports = None           # under workers: this kid's report socket (kidstats)
+        self.delay = None                 # the delay pools (squidpy.proxy.delay), when configured
         self._rate_mark = (0, time.monotonic())
         self.fd_limit = raise_fd_limit(config.max_filedescriptors)
         self._derive(config)
@@ -100,13 +106,17 @@ class ProxyService:
         self.config = config
         self.visible_hostname = config.visible_hostname
         self.via_name = config.visible_hostname if config.via else None
+        # the names a URL may give this proxy by (its own URLs are answered, never forwarded)
+        self.hostnames = (config.visible_hostname.lower(),
+                          *(name for names in config.hostname_aliases for name in names))
         self.via_header = via_value("1.1", config.visible_hostname) if config.via else None
         self.x_cache_miss = b"MISS from " + config.visible_hostname.encode("latin-1")
         self.x_cache_hit = b"HIT from " + config.visible_hostname.encode("latin-1")
         self.error_pages = ErrorPages(config.error_directory, config.visible_hostname, config.cache_mgr)
         self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
                             config.negative_dns_ttl, config.dns_timeout,
-                            (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size)
+                            (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size,
+                            stats=self.stats)
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pac = PacSettings.from_config(config)
         self.pool.configure(config)
@@ -153,7 +163,7 @@ class ProxyService:
         log.info("Starting squidpy/%s (pid %d) with %s", __version__, os.getpid(), config.source)
         for warning in config.warnings:
             log.warning("%s", warning)
-        for listen in config.http_port:
+        for listen in listening(config):
             try:
                 self._listen(listen)
             except ierror.CannotListenError as e:
@@ -176,9 +186,16 @@ class ProxyService:
         self.access_log = AccessLog.from_config(config, on_fatal=self.fatal)
         for failure in self.access_log.failures():
             self._fail_start(failure)
+        if self.run_dir is not None:
+            from squidpy.proxy.kidstats import KidReports
+            try:
+                self.kid_reports = KidReports(self, self.run_dir)
+            except OSError as e:
+                self._fail_start(f"cannot open the report socket in {self.run_dir}: {e.strerror}")
         self._announce()
         self.timeouts.start()
         self._flush.start(1.0, now=False)
+        self._tick.start(60.0, now=False)
         if self.notifier.wanted:
             self._status.start(STATUS_INTERVAL, now=False)
         self.notifier.ready(self.status_text())
@@ -239,7 +256,8 @@ class ProxyService:
         (self.listeners if into is None else into)[listen.key] = port
         address = port.getHost()
         shown = f"[{address.host}]" if ":" in address.host else address.host
-        log.info("Accepting HTTP connections at %s:%d", shown, address.port)
+        log.info("Accepting %s connections at %s:%d", "metrics" if listen.kind == "metrics" else "HTTP",
+                 shown, address.port)
 
     def _listen_reuseport(self, listen, factory):
         """A listening socket other processes may share (SO_REUSEPORT): the kernel spreads
@@ -262,11 +280,13 @@ class ProxyService:
             sock.close()
 
     def listening_ports(self) -> list[int]:
-        return [p.getHost().port for p in self.listeners.values()]
+        return [p.getHost().port for key, p in self.listeners.items() if key[0] == "http"]
 
     def listening_addresses(self) -> list[str]:
         out = []
-        for port in self.listeners.values():
+        for key, port in self.listeners.items():
+            if key[0] != "http":
+                continue
             address = port.getHost()
             out.append(f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}")
         return out
@@ -327,7 +347,7 @@ class ProxyService:
 
         staged = Staged(new)
         try:
-            for listen in new.http_port:
+            for listen in listening(new):
                 if listen.key not in self.listeners:
                     try:
                         self._listen(listen, into=staged.ports)
@@ -360,7 +380,7 @@ class ProxyService:
     def _unstage(self, staged: Staged) -> None:
         for key, port in staged.ports.items():
             port.stopListening()
-            log.info("Closed HTTP port %s:%d again", key[0] or "*", key[1])
+            log.info("Closed %s port %s:%d again", _port_kind(key), key[1] or "*", key[2])
         if staged.cache is not None:
             staged.cache.close()
         if staged.cache_log is not None:
@@ -373,11 +393,11 @@ class ProxyService:
     def _commit(self, staged: Staged) -> None:
         """Take the new configuration; nothing here can fail."""
         new, old = staged.config, self.config
-        wanted = {listen.key: listen for listen in new.http_port}
+        wanted = {listen.key: listen for listen in listening(new)}
         for key in list(self.listeners):
             if key not in wanted:
                 self.listeners.pop(key).stopListening()
-                log.info("Closed HTTP port %s:%d", key[0] or "*", key[1])
+                log.info("Closed %s port %s:%d", _port_kind(key), key[1] or "*", key[2])
         self.listeners.update(staged.ports)
         for key, listen in wanted.items():
             self.listeners[key].factory.listen = listen
@@ -412,13 +432,20 @@ class ProxyService:
     # ------------------------------------------------------------ status and fatal errors
     def status_text(self) -> str:
         count, then = self._rate_mark
-        return status_text(rate(self.transactions, count, time.monotonic(), then), len(self.clients))
+        return status_text(rate(self.stats.counters.requests, count, time.monotonic(), then), len(self.clients))
 
     def report_status(self) -> None:
         now = time.monotonic()
         count, then = self._rate_mark
-        self._rate_mark = (self.transactions, now)
-        self.notifier.status(rate(self.transactions, count, now, then), len(self.clients))
+        requests = self.stats.counters.requests
+        self._rate_mark = (requests, now)
+        self.notifier.status(rate(requests, count, now, then), len(self.clients))
+
+    def tick_stats(self) -> None:
+        """Once a minute: a copy of the counters for the 5 and 60 minute figures."""
+        from squidpy.proxy.reports import update_process_counters
+        update_process_counters(self)
+        self.stats.tick(time.time())
 
     def fatal(self, message: str) -> None:
         """A failure squidpy must not serve on (an access_log under on-error=die): say so
@@ -477,9 +504,12 @@ class ProxyService:
 
     def _stopped(self) -> None:
         self.timeouts.stop()
-        for loop in (self._flush, self._status):
+        for loop in (self._flush, self._status, self._tick):
             if loop.running:
                 loop.stop()
+        if self.kid_reports is not None:
+            self.kid_reports.close()
+            self.kid_reports = None
         if self.access_log is not None:
             self.access_log.on_fatal = None
             for writer in self.access_log.writers.values():
@@ -551,25 +581,22 @@ class ProxyService:
         from squidpy.proxy.refresh_client import refresh_in_background
         refresh_in_background(self, exchange, target, headers)
 
-    def manager_report(self) -> dict:
-        """What the cache manager pages show."""
-        info = {
-            "version": __version__, "pid": os.getpid(), "uptime_seconds": int(time.time() - self.started),
-            "client_connections": len(self.clients),
-            # the tables that grow with distinct names, each bounded (docs/security.md)
-            "ipcache_entries": self.dns.ipcache_entries, "fqdncache_entries": self.dns.fqdncache_entries,
-            "idle_server_origins": len(self.pool.idle),
-        }
-        if self.kid is not None:
-            info["kid"] = self.kid
-        if self.cache is not None:
-            info.update(self.cache.stats())
-        return {"info": info, "objects": self.cache.objects if self.cache is not None else list}
+    def collect_stats(self, action: str, needs: frozenset, params: dict) -> defer.Deferred:
+        """The reports for a cache manager page or /metrics: this process's, and under
+        workers every kid's (squidpy.proxy.kidstats); fires with a list."""
+        from squidpy.proxy import reports
+        own = reports.build(self, needs, params)
+        if self.kid_reports is None:
+            return own.addCallback(lambda report: [report])
+        return self.kid_reports.collect(own, action, needs, params)
+
+    def helper_pools(self) -> list:
+        """The helper pools running for this process (auth_param, external_acl_type,
+        url_rewrite ...), for /metrics.  None yet: issue 13's phase 2 starts them."""
+        return []
 
     def log_transaction(self, entry, checklist) -> None:
-        self.transactions += 1
-        if self.cache is not None:
-            self.cache.record(entry)
+        self.stats.record(entry)
         if self.access_log is not None:
             self.access_log.log(entry, checklist)
 
@@ -625,6 +652,15 @@ def places_to_prepare(config) -> tuple[list[str], list[str]]:
 
 def _owner(identity) -> tuple[int, int] | None:
     return (identity.uid, identity.gid) if identity is not None else None
+
+
+def listening(config) -> list:
+    """Every port the configuration listens on: its http_ports, then its metrics_ports."""
+    return [*config.http_port, *config.metrics_port]
+
+
+def _port_kind(key) -> str:
+    return "HTTP" if key[0] == "http" else key[0]
 
 
 def _where(listen) -> str:
