@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from squidpy.http.message import field_text
 from squidpy.http.url import rfc1738_unescape
 from squidpy.ip import ip_key
 
@@ -136,9 +137,4 @@ class Checklist:
         return _header(self.reply_headers or (), name)
 
 
-def _header(headers, name: bytes) -> str | None:
-    name = name.lower()
-    values = [v for k, v in headers if k.lower() == name]
-    if not values:
-        return None
-    return b", ".join(values).decode("latin-1")
+_header = field_text

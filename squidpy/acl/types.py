@@ -17,6 +17,7 @@ import time
 from squidpy.acl.addresses import AddressSet, parse_address_entry
 from squidpy.acl.checklist import Checklist, Pending, ip_key
 from squidpy.acl.domains import DomainSet, normalize_host
+from squidpy.http.message import field_text
 
 AclWarning = tuple[str | None, str]     # (file:line or None, message)
 
@@ -445,9 +446,7 @@ class _HeaderAcl(AclType):
         return False
 
 
-def _header_value(headers, name: bytes) -> str | None:
-    values = [v for k, v in headers or () if k.lower() == name]
-    return b", ".join(values).decode("latin-1") if values else None
+_header_value = field_text
 
 
 class ReqHeaderAcl(_HeaderAcl):

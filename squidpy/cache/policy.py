@@ -13,19 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from squidpy.http.message import HOP_BY_HOP
-
-# ---------------------------------------------------------------- field helpers
-
-
-def field_values(headers, name: bytes) -> list[bytes]:
-    name = name.lower()
-    return [v for k, v in headers if k.lower() == name]
-
-
-def field(headers, name: bytes) -> bytes | None:
-    values = field_values(headers, name)
-    return b", ".join(values) if values else None
+from squidpy.http.message import HOP_BY_HOP, field, field_values
 
 
 _MONTHS = {m: i for i, m in enumerate(

@@ -33,6 +33,24 @@ FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
 SERVER_NAME = f"squidpy/{__version__}"
 
 
+def field_values(headers, name: bytes) -> list[bytes]:
+    """Every value of the field ``name`` (any case), in order."""
+    name = name.lower()
+    return [v for k, v in headers or () if k.lower() == name]
+
+
+def field(headers, name: bytes) -> bytes | None:
+    """The values of field ``name`` joined with ", " (RFC 9110 5.3), None when absent."""
+    values = field_values(headers, name)
+    return b", ".join(values) if values else None
+
+
+def field_text(headers, name: bytes) -> str | None:
+    """The same as text (Latin-1), as ACLs and logs see it."""
+    value = field(headers, name)
+    return value.decode("latin-1") if value is not None else None
+
+
 def comma_tokens(values: list[bytes]) -> set[bytes]:
     """Lower-cased members of comma-separated field values."""
     tokens = set()
@@ -242,11 +260,7 @@ class RequestHead:
         return b"keep-alive" in self.connection
 
     def header(self, name: bytes) -> bytes | None:
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
+        return field(self.headers, name)
 
 
 _INTERESTING = {
@@ -298,9 +312,7 @@ class ResponseHead:
         return b"keep-alive" in self.connection
 
     def header(self, name: bytes) -> bytes | None:
-        """The values of field ``name`` joined with commas, None when absent."""
-        values = [v for k, v in self.headers if k.lower() == name]
-        return b", ".join(values) if values else None
+        return field(self.headers, name)
 
     @property
     def mime_type(self) -> str | None:
@@ -564,8 +576,16 @@ def interim_head_for_client(resp: ResponseHead, via: bytes | None) -> bytes:
     return b"".join(out)
 
 
+# Where Squid 5.7 (http/StatusCode.cc) words a status differently from Python's table
+_SQUID_PHRASES = {413: b"Payload Too Large", 414: b"URI Too Long", 416: b"Requested Range Not Satisfiable",
+                  505: b"HTTP Version not supported"}
+
+
 def reason_phrase(status: int) -> bytes:
-    """The standard reason phrase of ``status`` (RFC 9110 15), for replies squidpy makes."""
+    """The reason phrase of ``status`` for replies squidpy makes, worded as Squid words it."""
+    phrase = _SQUID_PHRASES.get(status)
+    if phrase is not None:
+        return phrase
     try:
         return HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
