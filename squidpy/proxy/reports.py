@@ -17,8 +17,9 @@ import time
 from twisted.internet import defer
 
 from squidpy import __version__
-from squidpy.cache.policy import field, parse_http_date
+from squidpy.cache.policy import parse_http_date
 from squidpy.config.secrets import configuration_text
+from squidpy.http.message import field
 
 SINCE = (300, 3600)                                  # the info page's and /metrics' windows
 RECORDED = (300, 900, 3600, 28800, 86400, 259200)    # the utilization page's spans
