@@ -26,6 +26,7 @@ from typing import Any, Callable
 from squidpy.acl.access import matches
 from squidpy.acl.checklist import Checklist, Pending
 from squidpy.cache import policy
+from squidpy.delay import select as select_delay_pool
 from squidpy.errors import STATUS, ErrorContext
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
@@ -724,6 +725,8 @@ class Exchange:
             e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
             self.state = State.TUNNEL
+            if self.config.delay_specs:
+                self._delay_pool()
             self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
             self._emit(c.StartTunnel())
             return
@@ -916,8 +919,21 @@ class Exchange:
         e.reply_header_size = len(head)
         self.reply_started = True
         self.state = State.RELAYING
+        if self.config.delay_specs:
+            self._delay_pool()
         self._head_cmd = cmd = c.SendToClient(head)
         self._emit(cmd)
+
+    def _delay_pool(self) -> None:
+        """delay_access: the first pool that allows the transfer slows its reads from the
+        origin (checked once the reply's head is known, so reply ACLs work, as in Squid)."""
+        ch = self.checklist
+        if self.response is not None:
+            ch.reply_status = self.response.status
+            ch.reply_headers = self.response.headers
+        pool = select_delay_pool(self.config.delay_specs, ch)
+        if pool is not None:
+            self._emit(c.Throttle(pool, self.client.client_ip, self.entry.user, ch.tag))
 
     def _storable_here(self) -> bool:
         """The ``cache`` ACL allows this URL, and the request's no-store is not overridden away."""

@@ -209,8 +209,9 @@ def delay_families(reports: list[dict]):
                                 labels=["pool"])
     totals: dict[str, list[int]] = {}
     for r in reports:
-        for pool in r.get("delay", {}).get("pools", ()):
-            name = str(pool["number"]) if pool.get("kind", "server") == "server" else f"client{pool['number']}"
+        delay = r.get("delay", {})
+        for pool in [*delay.get("pools", ()), *delay.get("client_pools", ())]:
+            name = str(pool["number"]) if pool["kind"] == "server" else f"client{pool['number']}"
             total = totals.setdefault(name, [0, 0])
             total[0] += pool.get("bytes", 0)
             total[1] += pool.get("pauses", 0)
@@ -257,7 +258,7 @@ def empty_report() -> dict:
         "kid": None, "pid": 0, "version": "0", "service_name": "squidpy", "started": 0.0, "now": 0.0,
         "last_tick": 0.0, "counters": zero, "since": {"300": [0.0, zero], "3600": [0.0, zero]},
         "recorded": {}, "gauges": {name: 0 for name in GAUGES} | {"disk_path": None, "disk_fs": [0, 0, 0, 0]},
-        "helpers": [], "delay": {"pools": []},
+        "helpers": [], "delay": {"pools": [], "client_pools": []},
     }
 
 

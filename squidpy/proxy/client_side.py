@@ -59,6 +59,7 @@ class ClientConnection(PausableReading, Protocol):
         self.info: ClientInfo | None = None
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
         self.nrequests = 0                  # requests read on this connection (the cache manager shows it)
+        self.write_limit = None             # squidpy.proxy.throttle.ClientWriter: in a client delay pool
         self._reset_request()
 
     @property
@@ -76,10 +77,13 @@ class ClientConnection(PausableReading, Protocol):
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
         self.deadline = time.monotonic() + self.service.config.request_timeout
+        self.write_limit = self.service.throttles.limit_client(self)
         self.service.client_connected(self)
 
     def connectionLost(self, reason):
         self.service.client_disconnected(self)
+        if self.write_limit is not None:
+            self.write_limit.drop()
         # the parser holds our bound methods: drop it so the connection is freed
         # by reference counting, not left for the garbage collector
         self.parser = None
@@ -332,6 +336,10 @@ class ClientConnection(PausableReading, Protocol):
     def _close(self, linger: bool) -> None:
         if self.tunnel is not None:
             return
+        limit = self.write_limit
+        if limit is not None and limit.queued:
+            limit.close_when_drained = True         # a client delay pool still holds part of the reply
+            return
         if not linger:
             lose(self.transport)
         else:
@@ -356,15 +364,21 @@ class ClientConnection(PausableReading, Protocol):
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
+        if self.write_limit is not None:
+            return self.write_limit.write(data)
         seam.write(self.transport, data)
 
     def write_sequence(self, parts) -> None:
+        if self.write_limit is not None:
+            return self.write_limit.write(b"".join(parts))
         seam.write_sequence(self.transport, parts)
 
     def abort(self) -> None:
         """End a reply that cannot be completed: close without the rest of the body,
         so the client sees a short body or a missing last chunk, never a whole reply."""
         self.session.closing = True
+        if self.write_limit is not None:
+            self.write_limit.drop()
         lose(self.transport)
 
     # ------------------------------------------------------------ flow control

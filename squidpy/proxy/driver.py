@@ -27,8 +27,8 @@ log = logging.getLogger("squidpy")
 
 
 class ExchangeDriver:
-    __slots__ = ("exchange", "client", "service", "server", "tee", "streamer", "tunnel", "_busy", "_queue",
-                 "__weakref__")
+    __slots__ = ("exchange", "client", "service", "server", "tee", "streamer", "tunnel", "delay_pool", "_busy",
+                 "_queue", "__weakref__")
 
     def __init__(self, exchange: Exchange, client, service):
         self.exchange = exchange
@@ -38,6 +38,7 @@ class ExchangeDriver:
         self.tee = None                 # the copy of the reply being kept for the store
         self.streamer = None            # a stored body being read from disk
         self.tunnel = None
+        self.delay_pool = 0             # the delay pool this transfer reads through (0: none), for mgr pages
         self._busy = False
         self._queue: list = []           # event batches waiting while commands run
 
@@ -216,6 +217,11 @@ class ExchangeDriver:
         else:
             server.transport.write(cmd.data)
 
+    def _throttle(self, cmd: c.Throttle) -> None:
+        if self.server is not None and self.service.throttles.attach(self.server, cmd.pool, cmd.client_ip,
+                                                                     cmd.user, cmd.tag):
+            self.delay_pool = cmd.pool + 1
+
     def _release_upstream(self, cmd: c.ReleaseUpstream) -> None:
         server, self.server = self.server, None
         if server is None:
@@ -337,6 +343,7 @@ _HANDLERS = {
     c.ReleaseFetch: ExchangeDriver._release_fetch,
     c.Connect: ExchangeDriver._connect,
     c.SendUpstream: ExchangeDriver._send_upstream,
+    c.Throttle: ExchangeDriver._throttle,
     c.ReleaseUpstream: ExchangeDriver._release_upstream,
     type(c.AbortUpstream): ExchangeDriver._abort_upstream,
     c.StartTunnel: ExchangeDriver._start_tunnel,

@@ -68,7 +68,7 @@ def build(service, needs: frozenset, params: dict) -> defer.Deferred:
     if "helpers" in needs:
         report["helpers"] = [helper_report(pool) for pool in service.helper_pools()]
     if "delay" in needs:
-        report["delay"] = service.delay.report() if service.delay is not None else {"pools": []}
+        report["delay"] = service.throttles.report()
     return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: report)
 
 
@@ -183,7 +183,7 @@ def active_requests(service, now: float) -> list:
             "out_size": e.reply_header_size + e.reply_body_size,
             "req_sz": e.request_header_size + e.request_body_size,
             "entry": "N/A", "start": e.start, "username": e.user,
-            "delay_pool": getattr(driver, "delay_pool", 0),
+            "delay_pool": driver.delay_pool,
         })
     return out
 

@@ -105,6 +105,7 @@ class ServerConnection(PausableReading, Protocol):
         self._heads = 0             # reply heads completed in the current read
         self._tail = b""            # the last bytes of the previous read of this reply
         self.bytes_in = 0
+        self.delay = None           # squidpy.proxy.throttle.DelayedReads: reads in a delay pool
 
     # ------------------------------------------------------------ connection
     def connectionMade(self):
@@ -121,6 +122,8 @@ class ServerConnection(PausableReading, Protocol):
         unlink_connector(self.transport)
         uses = self.pool.uses
         uses[self.used] = uses.get(self.used, 0) + 1
+        if self.delay is not None:
+            self.delay.detach()
         self.pool.timeouts.discard(self)
         self.pool.forget(self)
         self.parser = None          # it holds our bound methods (a reference cycle)
@@ -179,6 +182,8 @@ class ServerConnection(PausableReading, Protocol):
         self.transport.write(head)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.delay is not None:
+            self.delay.read(len(data))
         if self.tunnel is not None:
             self.tunnel.from_server(data)
             return
@@ -430,6 +435,8 @@ class ServerPool:
         return found
 
     def release(self, conn: ServerConnection) -> None:
+        if conn.delay is not None:
+            conn.delay.detach()
         conn.detach()
         conn.driver = None
         conn.parser = None

@@ -39,6 +39,7 @@ from squidpy.proxy.dns import DnsCache, build_resolver
 from squidpy.proxy.notify import STATUS_INTERVAL, Notifier, rate, status_text
 from squidpy.proxy.pidfile import AlreadyRunning, PidFile
 from squidpy.proxy.server_side import ServerPool
+from squidpy.proxy.throttle import Throttles
 from squidpy.proxy.timeouts import Timeouts
 
 log = logging.getLogger("squidpy")
@@ -95,7 +96,7 @@ class ProxyService:
         self.stats = Stats(self.started)  # what the cache manager and /metrics show (squidpy.mgr.stats)
         self._tick = LoopingCall(self.tick_stats)
         self.kid_reports = None           # under workers: this kid's report socket (kidstats)
-        self.delay = None                 # the delay pools (squidpy.proxy.delay), when configured
+        self.throttles = Throttles(reactor, config)     # delay pools and client delay pools
         self._rate_mark = (0, time.monotonic())
         self.fd_limit = raise_fd_limit(config.max_filedescriptors)
         self._derive(config)
@@ -120,6 +121,7 @@ class ProxyService:
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pac = PacSettings.from_config(config)
         self.pool.configure(config)
+        self.throttles.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
 
     @staticmethod
@@ -509,6 +511,7 @@ class ProxyService:
         for loop in (self._flush, self._status, self._tick):
             if loop.running:
                 loop.stop()
+        self.throttles.stop()
         if self.kid_reports is not None:
             self.kid_reports.close()
             self.kid_reports = None

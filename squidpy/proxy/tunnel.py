@@ -34,7 +34,9 @@ class Tunnel:
         client.deadline = None
         server.pool.timeouts.add(self)
         self.spliced = None
-        self._can_splice = splice.available(client.transport, server.transport)
+        # a delay pool counts the bytes it lets through: those tunnels stay in Python
+        self._can_splice = (splice.available(client.transport, server.transport)
+                            and server.delay is None and client.write_limit is None)
         self._splice_pending = False
 
     def maybe_splice(self) -> None:
@@ -63,7 +65,7 @@ class Tunnel:
     def from_server(self, data: bytes) -> None:
         self.bytes_down += len(data)
         self.deadline = time.monotonic() + self.idle_timeout
-        self.client.transport.write(data)
+        self.client.write(data)
         self.maybe_splice()
 
     def client_eof(self) -> None:
