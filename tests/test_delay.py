@@ -183,10 +183,11 @@ delay_access 2 allow local
 def test_the_exchange_throttles_a_reply_by_its_pool_once_its_head_is_known():
     x = make(b"GET http://o.test/v HTTP/1.1\r\nHost: o.test\r\n\r\n", FakeShared(POOLED))
     x.handle(ev.RequestStarted)
-    x.handle(ev.Connected("192.0.2.1", 80))
+    out = x.handle(ev.Connected("192.0.2.1", 80))
+    assert out[0] == c.Throttle(1, "10.0.0.7", None, None)      # from the first byte: no reply facts yet
     out = x.handle(ev.ResponseStarted(response_head(
         b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 3\r\n\r\n")))
-    assert out[0] == c.Throttle(0, "10.0.0.7", None, None)      # pool 1: a reply ACL matched
+    assert out[0] == c.Throttle(0, "10.0.0.7", None, None)      # pool 1 now: a reply ACL matched
     x = make(b"GET http://o.test/p HTTP/1.1\r\nHost: o.test\r\n\r\n", FakeShared(POOLED))
     x.handle(ev.RequestStarted)
     x.handle(ev.Connected("192.0.2.1", 80))
@@ -197,10 +198,17 @@ def test_the_exchange_throttles_a_reply_by_its_pool_once_its_head_is_known():
     out = x.handle(ev.Connected("192.0.2.1", 443))
     assert out == [c.Throttle(1, "10.0.0.7", None, None),
                    c.SendToClient(b"HTTP/1.1 200 Connection established\r\n\r\n"), c.StartTunnel()]
+    x = make(b"GET http://o.test/p HTTP/1.1\r\nHost: o.test\r\n\r\n",
+             FakeShared(POOLED.replace("delay_access 2 allow local", "delay_access 2 deny local")))
+    x.handle(ev.RequestStarted)
+    out = x.handle(ev.Connected("192.0.2.1", 80))
+    assert not any(isinstance(cmd, c.Throttle) for cmd in out)
+    out = x.handle(ev.ResponseStarted(response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")))
+    assert out[0] == c.Throttle(None, "10.0.0.7", None, None)   # no pool once the reply is known
     x = make(b"GET http://o.test/p HTTP/1.1\r\nHost: o.test\r\n\r\n")          # no pools: no command
     x.handle(ev.RequestStarted)
-    x.handle(ev.Connected("192.0.2.1", 80))
-    out = x.handle(ev.ResponseStarted(response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")))
+    out = x.handle(ev.Connected("192.0.2.1", 80))
+    out += x.handle(ev.ResponseStarted(response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")))
     assert not any(isinstance(cmd, c.Throttle) for cmd in out)
 
 

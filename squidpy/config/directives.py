@@ -645,9 +645,10 @@ directive(
     "Delay pools", kind=CUSTOM, empty=dict,
     doc="""Which requests a pool slows down: the pools are tried in order and the
     first whose delay_access lines allow the request is used (like http_access,
-    but a pool without any line is never used). Checked when the reply's head
-    arrives (for CONNECT, when the tunnel opens), so reply ACLs may be used;
-    ACLs that would need a lookup do not match.""",
+    but a pool without any line is never used). As in Squid it is checked when
+    the request goes out and again when the reply's head arrives, so reply ACLs
+    may be used (for CONNECT, when the tunnel opens); ACLs that would need a
+    lookup do not match.""",
 )
 directive(
     "delay_initial_bucket_level", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "50", "Delay pools",

@@ -63,8 +63,9 @@ class LookUpCache(Command):
 @dataclass(slots=True)
 class Throttle(Command):
     """Read the origin's reply through delay pool ``pool`` (an index into the
-    configuration's delay pools), for this client address, user and tag."""
-    pool: int
+    configuration's delay pools; None: no pool, at full speed), for this client
+    address, user and tag."""
+    pool: int | None
     client_ip: str
     user: str | None = None
     tag: str | None = None

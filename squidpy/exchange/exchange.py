@@ -745,6 +745,8 @@ class Exchange:
             shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer)
         e.upstream_bytes_out = len(request)
         self.state = State.AWAITING_REPLY
+        if self.config.delay_specs:
+            self._delay_pool()      # from the first byte of the reply; again once its head is known
         self._emit(c.SendUpstream(request, head=True, method=head.method))
         buffered, self.body_buffer = self.body_buffer, None
         for chunk in buffered or ():
@@ -926,13 +928,15 @@ class Exchange:
 
     def _delay_pool(self) -> None:
         """delay_access: the first pool that allows the transfer slows its reads from the
-        origin (checked once the reply's head is known, so reply ACLs work, as in Squid)."""
+        origin.  As in Squid, it is chosen when the request goes out, and again once the
+        reply's head is known (reply ACLs match then; no pool then: not delayed)."""
         ch = self.checklist
-        if self.response is not None:
-            ch.reply_status = self.response.status
-            ch.reply_headers = self.response.headers
+        response = self.response
+        if response is not None:
+            ch.reply_status = response.status
+            ch.reply_headers = response.headers
         pool = select_delay_pool(self.config.delay_specs, ch)
-        if pool is not None:
+        if pool is not None or response is not None:
             self._emit(c.Throttle(pool, self.client.client_ip, self.entry.user, ch.tag))
 
     def _storable_here(self) -> bool:

@@ -218,8 +218,14 @@ class ExchangeDriver:
             server.transport.write(cmd.data)
 
     def _throttle(self, cmd: c.Throttle) -> None:
-        if self.server is not None and self.service.throttles.attach(self.server, cmd.pool, cmd.client_ip,
-                                                                     cmd.user, cmd.tag):
+        server = self.server
+        if server is None:
+            return
+        if cmd.pool is None:
+            if server.delay is not None:
+                server.delay.detach()
+            self.delay_pool = 0
+        elif self.service.throttles.attach(server, cmd.pool, cmd.client_ip, cmd.user, cmd.tag):
             self.delay_pool = cmd.pool + 1
 
     def _release_upstream(self, cmd: c.ReleaseUpstream) -> None:

@@ -50,10 +50,12 @@ class Throttles:
         """Put an origin connection's reads under a pool; False when no bucket applies."""
         pool = self.pools[pool_index]
         delay = pool.id_for(client_ip, user, tag, self.clock())
+        if server.delay is not None:
+            if delay is not None and server.delay.delay.buckets == delay.buckets:
+                return True         # chosen again once the reply's head is known: nothing changes
+            server.delay.detach()
         if delay is None:
             return False
-        if server.delay is not None:
-            server.delay.detach()
         server.delay = reads = DelayedReads(self, delay, server)
         reads.allow_next()
         return True
