@@ -429,6 +429,7 @@ class Conn:
         self.txn = self.parser = None
         self.idle = False
         self.deadline = 0.0
+        self.delay = None           # not in a delay pool
 
     def detach(self):
         pass

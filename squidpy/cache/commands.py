@@ -99,6 +99,7 @@ def explain_refusal(config, answer: Answer) -> str:
                    host=target.host, port=target.port, path=target.path,
                    request_headers=[(b"Host", _authority(host, port).encode())], local_ip=host,
                    local_port=port, port_name=config.http_port[0].name, ip_literal=target.ip_literal)
+    ch.to_proxy = answer.internal
     report = evaluate(config.http_access, ch, lookup_facts(target, answer.client_ip), config.deny_info)
     if report.verdict.allowed:
         return (f"  {config.source} allows this request now: was it changed without "

@@ -176,6 +176,11 @@ def addressed_to_proxy(target: Target, hostnames: tuple[str, ...], my_port: int,
     return target.port == my_port and target.path.startswith(INTERNAL_PREFIX) and target.host in hostnames
 
 
+def own_names(visible_hostname: str, aliases) -> tuple[str, ...]:
+    """The names a URL may give this proxy by: visible_hostname and every hostname_aliases name."""
+    return (visible_hostname.lower(), *(name for names in aliases for name in names))
+
+
 def for_proxy(target: Target) -> Target:
     """The same URL, marked as a request for the proxy itself (kind 'internal')."""
     return Target("internal", target.scheme, target.host, target.port, target.path, target.ip_literal)

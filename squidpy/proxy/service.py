@@ -28,6 +28,7 @@ from squidpy import __version__
 from squidpy.config import loader
 from squidpy.errors import ErrorPages
 from squidpy.http.message import via_value
+from squidpy.http.url import own_names
 from squidpy.log.access_log import AccessLog
 from squidpy.log.cache_log import CacheLog
 from squidpy.mgr.stats import Stats
@@ -108,8 +109,7 @@ class ProxyService:
         self.visible_hostname = config.visible_hostname
         self.via_name = config.visible_hostname if config.via else None
         # the names a URL may give this proxy by (its own URLs are answered, never forwarded)
-        self.hostnames = (config.visible_hostname.lower(),
-                          *(name for names in config.hostname_aliases for name in names))
+        self.hostnames = own_names(config.visible_hostname, config.hostname_aliases)
         self.via_header = via_value("1.1", config.visible_hostname) if config.via else None
         self.x_cache_miss = b"MISS from " + config.visible_hostname.encode("latin-1")
         self.x_cache_hit = b"HIT from " + config.visible_hostname.encode("latin-1")
