@@ -172,7 +172,7 @@ def test_record_counts_what_squid_counts():
     s.record(entry("TCP_DENIED", status=403, server=False, error="ERR_ACCESS_DENIED",
                    denied=("squid.conf:7", "http_access deny !Safe_ports"), client="10.0.0.8"))
     s.record(entry("TCP_MISS_ABORTED", status=200))
-    c = s.counters
+    c = s.snapshot()
     assert (c.requests, c.hits, c.mem_hits, c.disk_hits, c.errors, c.aborted) == (7, 3, 1, 1, 1, 1)
     assert c.bytes_out == 7 * 1200 and c.hit_bytes_out == 3 * 1200 and c.bytes_in == 700
     assert (c.server_requests, c.server_other_requests) == (4, 1)
@@ -183,10 +183,10 @@ def test_record_counts_what_squid_counts():
     assert sum(c.svc[HIT]) == 2 and sum(c.svc[MISS]) == 2 and sum(c.svc[TUNNEL]) == 1   # an aborted miss too
     assert c.svc[HIT][0] == 1                        # 0.5 ms: the first bucket (<= 1 ms)
     assert sum(c.all_svc()) == 7
-    assert set(s.clients) == {"10.0.0.7", "10.0.0.8"}
-    assert s.clients["10.0.0.7"].results == {"TCP_MISS": 1, "TCP_MEM_HIT": 1, "TCP_HIT": 1,
-                                             "TCP_REFRESH_UNMODIFIED": 1, "TCP_TUNNEL": 1,
-                                             "TCP_MISS_ABORTED": 1}
+    assert set(s.clients()) == {"10.0.0.7", "10.0.0.8"}
+    assert s.clients()["10.0.0.7"] == {"TCP_MISS": 1, "TCP_MEM_HIT": 1, "TCP_HIT": 1, "TCP_REFRESH_UNMODIFIED": 1,
+                                       "TCP_TUNNEL": 1, "TCP_MISS_ABORTED": 1}
+    assert s.requests() == 7
 
 
 def test_counters_travel_as_json_add_up_and_subtract():
@@ -194,7 +194,7 @@ def test_counters_travel_as_json_add_up_and_subtract():
     for _ in range(3):
         s.record(entry())
     s.record(entry(denied=("f:1", "http_access deny all"), error="ERR_ACCESS_DENIED"))
-    c = s.counters
+    c = s.snapshot()
     back = Counters.from_json(json.loads(json.dumps(c.to_json())))
     assert back.to_json() == c.to_json()
     total = c.copy().add(back)
@@ -238,7 +238,7 @@ def test_dns_lookups_are_counted_by_outcome():
     s.record_dns(0.02, "miss")
     s.record_fqdn("miss")
     s.record_fqdn("hit")
-    c = s.counters
+    c = s.snapshot()
     assert (c.dns_requests, c.dns_hits, c.dns_negative_hits, c.dns_misses) == (3, 1, 1, 1)
     assert sum(c.dns_svc) == 1 and s.fqdn == {"requests": 2, "hits": 1, "negative_hits": 0, "misses": 1}
 
@@ -248,7 +248,7 @@ def report(stats: Stats, kid=None, now=T0 + 90, **gauges) -> dict:
     """A process's report as squidpy.proxy.reports builds it, from a Stats."""
     r = prometheus.empty_report()
     r.update(kid=kid, pid=100 + (kid or 0), version="9.9", started=stats.started, now=now,
-             last_tick=stats.minutes[0][0], counters=stats.counters.to_json())
+             last_tick=stats.minutes[0][0], counters=stats.snapshot().to_json())
     r["since"] = {str(s): [stats.since(s, now)[0], stats.since(s, now)[1].to_json()] for s in (300, 3600)}
     r["recorded"] = {str(s): (lambda f: None if f is None else [f[0], f[1].to_json()])(stats.recorded(s, now))
                      for s in (300, 900, 3600, 28800, 86400, 259200)}
@@ -520,3 +520,17 @@ def test_metrics_for_the_proxy_itself_and_the_metrics_port():
 def prometheus_needs():
     from squidpy.mgr.actions import needs_of
     return needs_of("metrics")
+
+
+def test_a_bounded_client_table_never_loses_the_totals(monkeypatch):
+    from squidpy.mgr import stats as stats_module
+    monkeypatch.setattr(stats_module, "CLIENT_TABLE_MAX", 4)
+    s = Stats(T0)
+    for i in range(10):
+        s.record(entry(client=f"10.0.0.{i}"))
+    assert len(s.table) <= 5 and s.requests() == 10
+    assert s.snapshot().by == {("TCP_MISS", 200, "GET"): 10}
+    clients = s.clients()
+    assert "-" in clients and clients["10.0.0.9"] == {"TCP_MISS": 1}     # the newest kept as they are
+    assert s.client_count() == len(clients) - 1
+    assert sum(n for results in clients.values() for n in results.values()) == 10

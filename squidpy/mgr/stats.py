@@ -3,10 +3,11 @@
 :class:`Stats` is one process's counting: :meth:`Stats.record` takes each
 finished transaction's :class:`~squidpy.log.entry.LogEntry` (from the log path,
 once per request: a few integer additions and two dictionary updates, no
-locks: the reactor is the only thread that counts).  :class:`Counters` are
-cumulative, as Squid's ``StatCounters``; every minute :meth:`Stats.tick` keeps a
-copy, so the 5 and 60 minute figures (Squid's ``CountHist``) and the
-utilization page are differences between two copies.  Counters are plain data:
+locks: the reactor is the only thread that counts); :meth:`Stats.snapshot`
+works out the rest when a page asks.  :class:`Counters` are cumulative, as
+Squid's ``StatCounters``; every minute :meth:`Stats.tick` keeps a copy, so the
+5 and 60 minute figures (Squid's ``CountHist``) and the utilization page are
+differences between two copies.  Counters are plain data:
 they travel between kids as JSON (:meth:`Counters.to_json`), add up over kids
 (:meth:`Counters.add`), and subtract (:meth:`Counters.minus`).
 
@@ -44,7 +45,7 @@ SCALARS = (
     "dns_requests", "dns_hits", "dns_negative_hits", "dns_misses",
     "cpu_time", "select_loops", "page_faults",
 )
-CLIENT_DB_MAX = 65536       # distinct client addresses remembered (the oldest half goes past it)
+CLIENT_TABLE_MAX = 262144   # (client, result, status, method) rows kept (the oldest half goes past it)
 
 
 class ResultInfo:
@@ -159,25 +160,36 @@ def _add_counts(mine: dict, theirs: dict) -> None:
         mine[key] = mine.get(key, 0) + n
 
 
-class ClientRecord:
-    """One client address in the client database (Squid's ``ClientInfo``)."""
+class ResultStats:
+    """What is counted per result code: bytes sent, and the service times."""
 
-    __slots__ = ("results", "requests")
+    __slots__ = ("bytes_out", "svc", "svc_sum", "info")
 
-    def __init__(self):
-        self.results: dict[str, int] = {}
-        self.requests = 0
+    def __init__(self, result: str):
+        self.bytes_out = 0
+        self.svc = new_histogram()
+        self.svc_sum = 0.0
+        self.info = _INFO[result]
 
 
 class Stats:
-    """One process's counting: the counters, the client database, the minute and hour copies."""
+    """One process's counting, and the minute and hour copies of its counters.
+
+    :meth:`record` does as little as it can per request: one table keyed by (client
+    address, result, status, method) holds the request counts (the client database
+    and the requests by result, status and method are read from it), one record per
+    result code its bytes and service times; hits, memory and disk hits, aborts and
+    the per-kind histograms are worked out from them when a page or /metrics asks
+    (:meth:`snapshot`).  ``direct`` holds what is counted as it happens (bytes from
+    clients, errors, origin traffic, DNS, denials)."""
 
     HOURS = 72                      # hour copies kept: three days, as Squid's N_COUNT_HOUR_HIST
 
     def __init__(self, now: float):
         self.started = now
-        self.counters = Counters()
-        self.clients: dict[str, ClientRecord] = {}
+        self.direct = Counters()
+        self.table: dict[tuple[str, str, int, str], int] = {}
+        self.results: dict[str, ResultStats] = {}
         self.fqdn = {"requests": 0, "hits": 0, "negative_hits": 0, "misses": 0}     # reverse lookups
         # (time, copy of the counters): the newest first, one a minute; and one an hour
         self.minutes: deque[tuple[float, Counters]] = deque([(now, Counters())], maxlen=61)
@@ -186,64 +198,102 @@ class Stats:
 
     def record(self, e) -> None:
         """Count one finished transaction (a LogEntry).  On the hot path: keep it short."""
-        c = self.counters
         result = e.result
-        info = _INFO[result]
-        sent = e.reply_header_size + e.reply_body_size
-        c.requests += 1
+        r = self.results.get(result)
+        if r is None:
+            r = self.results[result] = ResultStats(result)
+        r.bytes_out += e.reply_header_size + e.reply_body_size
+        elapsed = e.end - e.start
+        r.svc[bisect_left(BOUNDS, elapsed)] += 1
+        r.svc_sum += elapsed
+        c = self.direct
         c.bytes_in += e.request_header_size + e.request_body_size
-        c.bytes_out += sent
-        if info.hit:
-            c.hits += 1
-            c.hit_bytes_out += sent
-            if info.mem_hit:
-                c.mem_hits += 1
-            elif info.disk_hit:
-                c.disk_hits += 1
-                c.swap_ins += 1
         if e.error is not None:
             c.errors += 1
         if e.denied_by is not None:
             denied = c.denied
             denied[e.denied_by] = denied.get(e.denied_by, 0) + 1
-        if info.aborted:
-            c.aborted += 1
-        kind = info.kind
         if e.server_ip is not None:
-            c.server_requests += 1
-            c.server_bytes_in += e.upstream_bytes_in
-            c.server_bytes_out += e.upstream_bytes_out
-            if e.error is not None:
-                c.server_errors += 1
-            if kind == TUNNEL:
-                c.server_other_requests += 1
-                c.server_other_bytes_in += e.upstream_bytes_in
-                c.server_other_bytes_out += e.upstream_bytes_out
-        by = c.by
-        key = (result, e.status, e.method)
-        by[key] = by.get(key, 0) + 1
-        elapsed = e.end - e.start
-        c.svc[kind][bisect_left(BOUNDS, elapsed)] += 1
-        c.svc_sum[kind] += elapsed
-        client = self.clients.get(e.client_ip)
-        if client is None:
-            client = self._new_client(e.client_ip)
-        client.requests += 1
-        results = client.results
-        results[result] = results.get(result, 0) + 1
+            self._server(c, e, r.info.kind)
+        table = self.table
+        key = (e.client_ip, result, e.status, e.method)
+        count = table.get(key)
+        if count is None:
+            if len(table) >= CLIENT_TABLE_MAX:
+                self._forget_oldest_clients()
+            table[key] = 1
+        else:
+            table[key] = count + 1
 
-    def _new_client(self, ip: str) -> ClientRecord:
-        clients = self.clients
-        if len(clients) >= CLIENT_DB_MAX:
-            for old in list(clients)[:CLIENT_DB_MAX // 2]:
-                del clients[old]
-        record = clients[ip] = ClientRecord()
-        return record
+    def _forget_oldest_clients(self) -> None:
+        """Bound the table: the oldest rows' counts move to client '-', so the totals
+        by result, status and method never go down."""
+        table = self.table
+        for key in list(table)[:CLIENT_TABLE_MAX // 2]:
+            n = table.pop(key)
+            folded = ("-", *key[1:])
+            table[folded] = table.get(folded, 0) + n
+
+    @staticmethod
+    def _server(c: "Counters", e, kind: int) -> None:
+        c.server_requests += 1
+        c.server_bytes_in += e.upstream_bytes_in
+        c.server_bytes_out += e.upstream_bytes_out
+        if e.error is not None:
+            c.server_errors += 1
+        if kind == TUNNEL:
+            c.server_other_requests += 1
+            c.server_other_bytes_in += e.upstream_bytes_in
+            c.server_other_bytes_out += e.upstream_bytes_out
+
+    def requests(self) -> int:
+        """Transactions counted so far (read a few times a minute, not per request)."""
+        return sum(self.table.values())
+
+    def snapshot(self) -> "Counters":
+        """Every counter, as the pages and /metrics read them."""
+        c = self.direct.copy()
+        by = c.by
+        for (_ip, result, status, method), n in self.table.items():
+            key = (result, status, method)
+            by[key] = by.get(key, 0) + n
+        for result, r in self.results.items():
+            info = r.info
+            n = sum(r.svc)
+            c.requests += n
+            c.bytes_out += r.bytes_out
+            if info.hit:
+                c.hits += n
+                c.hit_bytes_out += r.bytes_out
+                if info.mem_hit:
+                    c.mem_hits += n
+                elif info.disk_hit:
+                    c.disk_hits += n
+                    c.swap_ins += n
+            if info.aborted:
+                c.aborted += n
+            mine = c.svc[info.kind]
+            for i, count in enumerate(r.svc):
+                mine[i] += count
+            c.svc_sum[info.kind] += r.svc_sum
+        return c
+
+    def clients(self) -> dict[str, dict[str, int]]:
+        """The client database: each address's requests by result code."""
+        out: dict[str, dict[str, int]] = {}
+        for (ip, result, _status, _method), n in self.table.items():
+            results = out.setdefault(ip, {})
+            results[result] = results.get(result, 0) + n
+        return out
+
+    def client_count(self) -> int:
+        """Client addresses in the client database (the folded ``-`` row is none)."""
+        return len({key[0] for key in self.table} - {"-"})
 
     def record_dns(self, seconds: float, outcome: str) -> None:
         """One name lookup: ``hit`` (cached), ``negative_hit`` (a cached failure) or
         ``miss`` (asked the DNS servers, taking ``seconds``)."""
-        c = self.counters
+        c = self.direct
         c.dns_requests += 1
         if outcome == "hit":
             c.dns_hits += 1
@@ -262,7 +312,7 @@ class Stats:
 
     def tick(self, now: float) -> None:
         """Once a minute: keep a copy of the counters (and every hour one more)."""
-        self.minutes.appendleft((now, self.counters.copy()))
+        self.minutes.appendleft((now, self.snapshot()))
         self._ticks += 1
         if self._ticks % 60 == 0:
             self.hours.appendleft(self.minutes[0])

@@ -164,7 +164,7 @@ class Tee:
                             request_time=self.request_time, response_time=now, body_size=self.size,
                             vary_names=names, vary_key=vary_key, sha256=self.digest.hexdigest(),
                             stored_at=now)
-        self.cache.service.stats.counters.swap_outs += 1
+        self.cache.service.stats.direct.swap_outs += 1
         if self.temp is None:
             self.cache.store.put(key, reply, b"".join(self.chunks), None)
             self.chunks = []

@@ -217,7 +217,9 @@ class ClientConnection(PausableReading, Protocol):
             return
         parser = self.parser
         method = parser.get_method().decode("ascii")
-        url = restore_manager_scheme(self._url.decode("latin-1"))
+        url = self._url.decode("latin-1")
+        if url[:1] == "s":                      # only a cache_object:// URL read under its stand-in
+            url = restore_manager_scheme(url)
         size = len(method) + len(url) + 12 + self._head_size + 2
         head = RequestHead(method, url, parser.get_http_version(), self._headers, size)
         exchange = Exchange(self.service, self.info, head, self._started)

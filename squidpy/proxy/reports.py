@@ -33,7 +33,7 @@ def build(service, needs: frozenset, params: dict) -> defer.Deferred:
     report = {
         "kid": service.kid, "pid": os.getpid(), "version": __version__, "service_name": "squidpy",
         "hostname": service.visible_hostname, "started": stats.started, "now": now,
-        "last_tick": stats.minutes[0][0], "counters": stats.counters.to_json(),
+        "last_tick": stats.minutes[0][0], "counters": stats.snapshot().to_json(),
     }
     waits = []
     if "samples" in needs:
@@ -45,7 +45,7 @@ def build(service, needs: frozenset, params: dict) -> defer.Deferred:
     if "clients" in needs:
         report["clients"] = clients(service)
     if "ipcache" in needs:
-        c = stats.counters
+        c = stats.direct
         report["ipcache"] = {
             "stats": {"requests": c.dns_requests, "hits": c.dns_hits, "negative_hits": c.dns_negative_hits,
                       "numeric_hits": 0, "misses": c.dns_misses},
@@ -82,7 +82,7 @@ def _copy(found):
 def update_process_counters(service) -> None:
     """What the process itself did: CPU time, page faults, event loop turns."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    c = service.stats.counters
+    c = service.stats.direct
     c.cpu_time = usage.ru_utime + usage.ru_stime
     c.page_faults = usage.ru_majflt
     c.select_loops = getattr(service.reactor, "loops", 0)
@@ -93,7 +93,7 @@ def gauges(service) -> dict:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     g = {
         "client_connections": len(service.clients),
-        "clients": len(service.stats.clients),
+        "clients": service.stats.client_count(),
         "max_fd": service.fd_limit,
         "fds_open": len(fds),
         "biggest_fd": max(fds, default=0),
@@ -160,8 +160,8 @@ def clients(service) -> list:
     """[address, name, open connections, requests, {result: count}] per client address."""
     open_now = service._per_ip
     names = service.dns
-    return [[ip, names.cached_name(ip) or "", open_now.get(ip, 0), record.requests, dict(record.results)]
-            for ip, record in service.stats.clients.items()]
+    return [[ip, names.cached_name(ip) or "", open_now.get(ip, 0), sum(results.values()), results]
+            for ip, results in service.stats.clients().items()]
 
 
 def active_requests(service, now: float) -> list:

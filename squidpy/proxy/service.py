@@ -78,6 +78,7 @@ class ProxyService:
         self.notifier = notifier or Notifier()
         self.identity = identity      # whom to become after binding ports (None: stay who we are)
         self.listeners: dict[tuple[str, str, int], object] = {}     # http_port and metrics_port
+        self.my_port = 0
         self.clients: set = set()
         self._per_ip: Counter = Counter()
         self.shutting_down = False
@@ -172,6 +173,7 @@ class ProxyService:
                 self._listen(listen)
             except ierror.CannotListenError as e:
                 self._fail_start(f"cannot listen on {_where(listen)}: {_socket_reason(e)}")
+        self._find_my_port()
         if self.identity is not None:
             try:
                 kept = privileges.become(self.identity)
@@ -295,15 +297,16 @@ class ProxyService:
             out.append(f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}")
         return out
 
-    @property
-    def my_port(self) -> int:
-        """The port of the first http_port (as bound), which Squid puts in its own
-        URLs (``http://visible_hostname:PORT/...``)."""
+    def _find_my_port(self) -> None:
+        """``my_port``: the port of the first http_port (as bound), which Squid puts in its
+        own URLs (``http://visible_hostname:PORT/...``); kept as a plain attribute, since
+        every request compares its URL's port with it."""
+        self.my_port = 0
         for listen in self.config.http_port:
             port = self.listeners.get(listen.key)
             if port is not None:
-                return port.getHost().port
-        return 0
+                self.my_port = port.getHost().port
+                return
 
     # ------------------------------------------------------------ reconfigure
     def reconfigure(self) -> None:
@@ -406,6 +409,7 @@ class ProxyService:
         for key, listen in wanted.items():
             self.listeners[key].factory.listen = listen
         self._derive(new)
+        self._find_my_port()
         if staged.cache is not None:
             if self.cache is not None:
                 self.cache.close()
@@ -436,12 +440,12 @@ class ProxyService:
     # ------------------------------------------------------------ status and fatal errors
     def status_text(self) -> str:
         count, then = self._rate_mark
-        return status_text(rate(self.stats.counters.requests, count, time.monotonic(), then), len(self.clients))
+        return status_text(rate(self.stats.requests(), count, time.monotonic(), then), len(self.clients))
 
     def report_status(self) -> None:
         now = time.monotonic()
         count, then = self._rate_mark
-        requests = self.stats.counters.requests
+        requests = self.stats.requests()
         self._rate_mark = (requests, now)
         self.notifier.status(rate(requests, count, now, then), len(self.clients))
 
