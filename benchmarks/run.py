@@ -32,7 +32,10 @@ ROOT = HERE.parent
 LUA = """
 local target = os.getenv("TARGET")
 local host = target:match("^https?://([^/]+)")
-request = function() return wrk.format("GET", target, { ["Host"] = host }) end
+local headers = { ["Host"] = host }
+local credentials = os.getenv("PROXY_AUTHORIZATION")
+if credentials then headers["Proxy-Authorization"] = credentials end
+request = function() return wrk.format("GET", target, headers) end
 """
 
 
@@ -183,12 +186,12 @@ def _knows(directive: str) -> bool:
 class Squidpy(Proxy):
     name = "squidpy"
 
-    def start(self, extra: str = "", workers: int = 1) -> None:
+    def start(self, extra: str = "", workers: int = 1, policy: str = POLICY) -> None:
         d = self.work / "squidpy"
         d.mkdir(exist_ok=True)
         conf = d / "squidpy.conf"
         disk = f"cache_dir diskcache {d}/cache 2000\n" if self.disk else ""
-        conf.write_text(POLICY + f"""
+        conf.write_text(policy + f"""
 http_port 127.0.0.1:{self.port}
 access_log {d}/access.log squid
 cache_log {d}/cache.log
@@ -203,12 +206,12 @@ pid_filename {d}/squidpy.pid
 class Squid(Proxy):
     name = "squid"
 
-    def start(self, extra: str = "", workers: int = 1) -> None:
+    def start(self, extra: str = "", workers: int = 1, policy: str = POLICY) -> None:
         d = self.work / "squid"
         d.mkdir(exist_ok=True)
         user = "proxy" if _user_exists("proxy") else "nobody"
         conf = d / "squid.conf"
-        conf.write_text(POLICY + f"""
+        conf.write_text(policy + f"""
 http_port 127.0.0.1:{self.port}
 cache_effective_user {user}
 access_log {d}/access.log squid
@@ -248,12 +251,16 @@ def _user_exists(name: str) -> bool:
 
 # ---------------------------------------------------------------- measurements
 
-def wrk(proxy: Proxy, target: str, duration: int, connections: int = 50) -> dict:
+def wrk(proxy: Proxy, target: str, duration: int, connections: int = 50, credentials: str | None = None) -> dict:
+    """``credentials``: a Proxy-Authorization value every request carries."""
     lua = proxy.work / "proxy.lua"
     lua.write_text(LUA)
+    env = dict(os.environ, TARGET=target)
+    if credentials:
+        env["PROXY_AUTHORIZATION"] = credentials
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua), proxy.url],
-        capture_output=True, text=True, env=dict(os.environ, TARGET=target), timeout=duration + 60)
+        capture_output=True, text=True, env=env, timeout=duration + 60)
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     p99 = _ms(re.search(r"\s99%\s+([\d.]+\w+)", text).group(1))
@@ -285,9 +292,10 @@ def parallel_tunnels(proxy: Proxy, url: str, n: int) -> float:
     return total / (time.monotonic() - started) / 1e6
 
 
-def warm(proxy: Proxy, url: str, count: int = 3) -> None:
+def warm(proxy: Proxy, url: str, count: int = 3, user: str | None = None) -> None:
     for _ in range(count):
-        subprocess.run(["curl", "-s", "-o", "/dev/null", "-x", proxy.url, url], timeout=30)
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-x", proxy.url, *(["-U", user] if user else []), url],
+                       timeout=30)
 
 
 def idle_connections_rss(proxy: Proxy, n: int) -> float:
@@ -313,7 +321,26 @@ def streaming_rss(proxy: Proxy, url: str) -> float:
 
 # ---------------------------------------------------------------- the run
 
-PATHS = ["miss", "hit1k", "hit100k", "connect", "tunnels50", "blocklist", "scale", "memory"]
+PATHS = ["miss", "hit1k", "hit100k", "connect", "tunnels50", "blocklist", "auth", "scale", "memory"]
+
+# auth: Basic through Squid's basic_ncsa_auth on both sides, a warm authentication cache
+AUTH_USER, AUTH_PASSWORD = "bench", "bench password"
+AUTH_POLICY = """
+acl local src 127.0.0.0/8
+acl users proxy_auth REQUIRED
+http_access deny !local
+http_access allow users
+http_access deny all
+"""
+
+
+def password_file(work: Path) -> Path:
+    path = work / "passwd"
+    if not path.exists():
+        subprocess.run(["htpasswd", "-cbB", str(path), AUTH_USER, AUTH_PASSWORD], check=True,
+                       capture_output=True)
+        path.chmod(0o644)        # Squid's helper runs as Squid's user
+    return path
 
 
 def main() -> None:
@@ -401,6 +428,27 @@ def run_path(path, proxy, origin, args, record, work):
             finally:
                 proxy.stop()
         return
+    if path == "auth":
+        import base64
+        helper = "/usr/lib/squid/basic_ncsa_auth"
+        if not os.path.exists(helper) or not shutil.which("htpasswd"):
+            print("auth: needs /usr/lib/squid/basic_ncsa_auth (squid) and htpasswd (apache2-utils)", file=sys.stderr)
+            return
+        auth = f"auth_param basic program {helper} {password_file(work)}\nauth_param basic children 5 startup=1\n"
+        credentials = "Basic " + base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
+        url = origin.url("/c/1k.bin")
+        for label, extra, policy, user in (("none", "", POLICY, None),
+                                           ("basic", auth, AUTH_POLICY, f"{AUTH_USER}:{AUTH_PASSWORD}")):
+            proxy.start(policy=extra + policy)      # auth_param before the ACLs that need it
+            try:
+                warm(proxy, url, user=user)
+                r = wrk(proxy, url, args.duration, credentials=credentials if user else None)
+                if r["non2xx"]:
+                    print(f"auth: {name} {label}: {r['non2xx']} answers were not 2xx", file=sys.stderr)
+                record(path, f"{name} {label}", r["rps"])
+            finally:
+                proxy.stop()
+        return
     proxy.start()
     try:
         if path == "miss":
@@ -454,6 +502,17 @@ def report(results: dict) -> None:
                 if base and listed:
                     b, l = statistics.median(base), statistics.median(listed)
                     print(f"{'blocklist ' + side + ' req/s (none/100k)':34} {b:12.0f} {l:12.0f} {l / b:8.2f}")
+            continue
+        if path.startswith("auth"):
+            for side in ("squidpy", "squid"):
+                base, basic = by_name.get(f"{side} none"), by_name.get(f"{side} basic")
+                if base and basic:
+                    b, a = statistics.median(base), statistics.median(basic)
+                    print(f"{'auth hit 1KB ' + side + ' (none/basic)':34} {b:12.0f} {a:12.0f} {a / b:8.2f}")
+            ours, theirs = by_name.get("squidpy basic"), by_name.get("squid basic")
+            if ours and theirs:
+                o, t = statistics.median(ours), statistics.median(theirs)
+                print(f"{'auth hit 1KB basic req/s':34} {o:12.1f} {t:12.1f} {o / t:8.2f}")
             continue
         if path.startswith("hit req/s, 100000 objects"):
             few = results.get(path.replace("100000", "100"), {})

@@ -9,7 +9,7 @@ import sys
 import click
 
 from squidpy import __version__
-from squidpy.cli_options import config_option, load_config
+from squidpy.cli_options import config_option, echo_problem, load_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,10 +31,6 @@ def run(debug):
     reports READY, RELOADING, STOPPING and its request rate.
     """
     config = load_config()
-    from squidpy.config.helper_directives import not_yet_served
-    for problem in not_yet_served(config):
-        click.echo(f"squidpy: cannot start: {problem}", err=True)
-        sys.exit(1)
     if config.workers > 1:
         from squidpy.proxy.workers import Master
         sys.exit(Master(config, config.workers, debug).run())
@@ -65,7 +61,7 @@ def parse():
     """Check a configuration like 'squid -k parse': exit 0 when it is valid."""
     config = load_config()
     for warning in config.warnings:
-        click.echo(str(warning), err=True)
+        echo_problem(warning)
     click.echo(f"{config.source}: OK")
 
 

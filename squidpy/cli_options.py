@@ -47,12 +47,20 @@ def load_config():
     return _load(config_path())
 
 
+def echo_problem(problem) -> None:
+    """One configuration message, its configuration text in the file's own bytes."""
+    stream = click.get_text_stream("stderr")
+    stream.flush()
+    stream.buffer.write(str(problem).encode("latin-1", "replace") + b"\n")
+    stream.buffer.flush()
+
+
 def _load(path: str | None):
     """Load a configuration or exit 1 printing every error as FILE:LINE: message."""
     try:
         return loader.load(path)
     except loader.ConfigErrors as e:
         for problem in [*e.warnings, *e.errors]:
-            click.echo(str(problem), err=True)
+            echo_problem(problem)
         click.echo(f"squidpy: {len(e.errors)} error(s) in the configuration", err=True)
         sys.exit(1)

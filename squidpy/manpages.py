@@ -111,9 +111,9 @@ def squidpy_1() -> str:
 
 def squidpy_conf_5() -> str:
     """squidpy.conf(5): every directive, from the registry docs/reference.md is made of."""
-    import squidpy.config.directives  # noqa: F401  (fills the registry)
+    import squidpy.config.loader  # noqa: F401  (fills the registry)
     from squidpy.config.reference import HEADER
-    from squidpy.config.registry import APPEND, DIRECTIVES
+    from squidpy.config.registry import APPEND, DIRECTIVES, IMPLEMENTED
 
     intro = [p for p in _paragraphs(HEADER.split("\n", 2)[2]) if "do not edit it by hand" not in p]
     lines = [
@@ -126,7 +126,8 @@ def squidpy_conf_5() -> str:
         lines += [roff(paragraph.replace("`", "")), ".PP"]
     sections: dict[str, list] = {}
     for d in DIRECTIVES.values():
-        sections.setdefault(d.section, []).append(d)
+        if d.status == IMPLEMENTED:
+            sections.setdefault(d.section, []).append(d)
     for section, items in sections.items():
         lines.append(f'.SH "{roff(section.upper())}"')
         for d in items:

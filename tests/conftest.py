@@ -1,13 +1,52 @@
-"""Shared fixtures: a real origin on loopback and real squidpy processes."""
+"""Shared fixtures: a real origin on loopback and real squidpy processes.
+
+The suite runs in parallel (pytest-xdist, ``-n auto`` in setup.cfg: one process per
+worker, each with its own ``origin`` and its own copy of every module-scoped fixture).
+tests/README.md says what a test must do to stay fast and safe to run that way.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import shutil
 import socket
+import sys
+import tempfile
+import time
 
 import pytest
 
 from tests.origin import Origin
-from tests.proxyproc import ProxyProcess
+from tests.proxyproc import ProxyProcess, public_dir
+
+
+def _compiled_files_outside_the_tree() -> None:
+    """With PYTHONDONTWRITEBYTECODE set (as on this project's machines, to keep source trees
+    clean) every squidpy a test starts compiles squidpy again (50 ms of CPU, hundreds of times
+    a run) and every worker rewrites every test module; for the suite, compiled files go to a
+    cache outside the tree instead (inherited by the workers and every process they start)."""
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        prefix = os.path.join(tempfile.gettempdir(), f"squidpy-test-pycache-{os.getuid()}")
+        os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix = prefix
+        del os.environ["PYTHONDONTWRITEBYTECODE"]
+        sys.dont_write_bytecode = False
+
+
+_compiled_files_outside_the_tree()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: two workers per CPU.  Most tests wait on other processes (a proxy
+    starting, an origin answering, a log line appearing), so twice the CPUs keeps them
+    busy; more workers only add their own start-up and collection.  SQUIDPY_TEST_WORKERS
+    overrides it."""
+    wanted = os.environ.get("SQUIDPY_TEST_WORKERS")
+    if wanted:
+        return int(wanted)
+    return 2 * (len(os.sched_getaffinity(0)) or 1)
 
 # The policy most end-to-end tests run under: loopback clients only.
 LOCAL_POLICY = """
@@ -15,6 +54,14 @@ acl local src 127.0.0.0/8 ::1
 http_access allow local
 http_access deny all
 """
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with a test marked ``slow`` first, each module's tests kept together and in
+    order: each module runs on one worker (--dist loadscope), and a long one must not be
+    the last to start."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +88,49 @@ def make_proxy(tmp_path):
         assert_no_tracebacks(proxy)
 
 
+@pytest.fixture(scope="module")
+def shared_proxy(tmp_path_factory):
+    """``shared_proxy(config_text)``: a squidpy with that configuration, started the first
+    time a test of the module asks for that text and shared by the module's tests that ask
+    for it again (each worker of a parallel run has its own).  For tests that only send
+    requests: one that signals, reconfigures, stops the proxy or needs its cache or log
+    empty uses ``make_proxy``.  Look for this test's access.log line by something only it
+    requested (a unique URL or query): the line of the test before may still be the last."""
+    started: dict[str, ProxyProcess] = {}
+
+    def get(config: str = LOCAL_POLICY) -> ProxyProcess:
+        if config not in started:
+            started[config] = ProxyProcess(tmp_path_factory.mktemp("shared"), config)
+        return started[config]
+
+    yield get
+    for proxy in started.values():
+        proxy.stop()
+    for proxy in started.values():
+        assert_no_tracebacks(proxy)
+
+
+@pytest.fixture
+def make_squid():
+    """``make_squid(config_text, **kw)`` starts the real Squid 5.7 (tests/squidproc.py) in a
+    directory its 'proxy' user can enter; all are stopped and removed at teardown."""
+    import shutil
+
+    from tests.squidproc import SquidProcess, squid_root
+    started = []
+    root = squid_root()
+
+    def make(config: str, **kw) -> SquidProcess:
+        squid = SquidProcess(root / f"squid{len(started)}", config, **kw)
+        started.append(squid)
+        return squid
+
+    yield make
+    for squid in started:
+        squid.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
 def short_tmp():
     """A short directory for UNIX socket paths (108 bytes at most)."""
@@ -51,6 +141,42 @@ def short_tmp():
     for name in os.listdir(d):
         os.unlink(os.path.join(d, name))
     os.rmdir(d)
+
+
+@pytest.fixture
+def public_tmp():
+    """A fresh directory under /tmp that another user may enter (a process that gives up
+    root, such as squidpy with cache_effective_user, cannot enter pytest's tmp_path);
+    removed afterwards."""
+    path = public_dir("sqpy-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+LOCKS = "/tmp/squidpy-test-locks"
+
+
+@contextlib.contextmanager
+def exclusive(name: str, timeout: float = 600.0):
+    """Hold the machine-wide lock ``name`` (an flock; released if the holder dies), for a
+    test that changes state shared beyond its own processes and files (a fixed network
+    namespace name, the host's firewall or routes, a systemd unit, a sysctl): tests run in
+    parallel, and so may another checkout's suite.  Waits at most ``timeout`` seconds."""
+    os.makedirs(LOCKS, mode=0o777, exist_ok=True)
+    with open(os.path.join(LOCKS, f"{name}.lock"), "a") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the test lock {name!r} was held for more than {timeout:.0f} s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="module")

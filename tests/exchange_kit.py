@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import httptools
 
+from squidpy.cache.policy import RefreshRule
+from squidpy.cache.refresh import DEFAULT_SETTINGS, RefreshSettings
 from squidpy.cache.store import CachedReply
 from squidpy.config.loader import load
 from squidpy.errors import ErrorPages
 from squidpy.exchange import ClientInfo, Exchange
 from squidpy.exchange import commands as c
+from squidpy.helpers.state import HelperState, uses_helpers
 from squidpy.http.message import RequestHead, ResponseHead, via_value
 from squidpy.http.url import hide_manager_scheme, restore_manager_scheme
 from squidpy.pac import PacSettings
@@ -31,7 +34,8 @@ class FakeCache:
     """The cache's settings and collapsed-fetch table, as the exchange reads them."""
 
     def __init__(self, offline: bool = False, collapsed: bool = True, allows: bool = True,
-                 max_size: int = 1 << 30, rule=None):
+                 max_size: int = 1 << 30, rule: RefreshRule | None = None,
+                 settings: RefreshSettings = DEFAULT_SETTINGS):
         self.offline = offline
         self.collapsed = collapsed
         self.generation = 1
@@ -39,16 +43,16 @@ class FakeCache:
         self.uncacheable: set = set()
         self._allows = allows
         self.max_size = max_size
-        self.rule = rule
+        # a rule that keeps stale replies (max-stale=-1: the global max_stale), as a
+        # refresh_pattern line does; Squid's built-in rule has max-stale=0
+        self.rule = rule or RefreshRule(max_stale=-1.0)
+        self.refresh_settings = settings
         self.memory: dict = {}
 
     def allows(self, checklist) -> bool:
         return self._allows
 
-    def options(self, url: str) -> frozenset:
-        return frozenset()
-
-    def refresh_rule(self, url: str):
+    def refresh_rule(self, url: str) -> RefreshRule:
         return self.rule
 
     def size_allowed(self, size: int) -> bool:
@@ -77,10 +81,14 @@ class FakeShared:
         self.error_pages = ErrorPages(None, "proxy.test", "webmaster")
         self.pac = PacSettings.from_config(self.config)
         self.cache = cache
+        self.peers = None
         self.clock = NOW
         self.names = names or {}
         self.addresses = addresses or {}
         self.connections: dict[str, int] = {}
+        self.overloaded: set[str] = set()       # helpers that say one more request would overload them
+        self.helpers = (HelperState(self.config, self.now, self.overloaded.__contains__)
+                        if uses_helpers(self.config) else None)
 
     def now(self) -> float:
         return self.clock
@@ -142,9 +150,10 @@ def response_head(raw: bytes) -> ResponseHead:
 
 
 def make(raw: bytes, shared: FakeShared | None = None, client_ip: str = "10.0.0.7",
-         background: bool = False) -> Exchange:
+         background: bool = False, client: ClientInfo | None = None) -> Exchange:
+    """``client``: the connection's ClientInfo, to send several requests over one connection."""
     shared = shared or FakeShared()
-    client = ClientInfo(client_ip, 40000, "10.0.0.1", 3128, "")
+    client = client or ClientInfo(client_ip, 40000, "10.0.0.1", 3128, "")
     return Exchange(shared, client, request_head(raw), NOW, background=background)
 
 

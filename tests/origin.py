@@ -19,7 +19,11 @@ not reach the origin) and answers from a small set of paths:
                       etag=, lm= (Last-Modified, seconds ago), expires= (seconds from now,
                       or 'bad'), date= (seconds ago), age=, vary=, ct=, size=, loc=, cloc=,
                       h=Name:Value (repeatable), h304=Name:Value (on a 304 instead of the
-                      h= and ct= fields), cond=STATUS (the answer to any conditional request), nodate=1, delay=; the body says how many times
+                      h= and ct= fields), cond=STATUS (the answer to any conditional request),
+                      nodate=1, delay=, empty=1 (no body), aged=N (the first reply for this URL is dated N seconds
+                      ago, later ones, 304s too, are current: an object that is stored stale, or
+                      N seconds old, and fresh again once refetched or revalidated, without a
+                      test waiting for time to pass); the body says how many times
                       the origin served this exact URL; honours If-None-Match and
                       If-Modified-Since (304)
 """
@@ -208,8 +212,12 @@ class OriginHandler(BaseHTTPRequestHandler):
         size = int(one("size", "0"))
         text = f"{arg} served {served}\n".encode()
         payload = (text * (size // len(text) + 1))[:size] if size else text
+        if one("empty"):
+            payload = b""
         self.send_response_only(status)        # no automatic Date: the query decides
-        if one("date") is not None:
+        if one("aged") is not None and served == 1:
+            headers.append(("Date", formatdate(now - float(one("aged")), usegmt=True)))
+        elif one("date") is not None:
             headers.append(("Date", formatdate(now - float(one("date")), usegmt=True)))
         elif not one("nodate"):
             headers.append(("Date", formatdate(now, usegmt=True)))

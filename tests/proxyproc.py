@@ -4,15 +4,22 @@
 ``http_port 127.0.0.1:0``, logs and pid file in ``tmp_path`` unless the text
 sets them), runs ``python -m squidpy run -f FILE``, and learns the port from
 cache_log.  Everything stops by itself: every wait has a deadline.
+
+The access_log it adds writes each line as the transaction ends (``buffer-size=1bytes``)
+instead of once a second, so a test reading the log does not wait for the flush (as
+Squid's default ``buffered_logs off`` does); a test of the buffering itself asks for
+``flush_each_line=False`` or names its own ``access_log``.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,9 +36,21 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     return predicate()
 
 
+def public_dir(prefix: str, owner: str | None = None) -> Path:
+    """A fresh directory under /tmp that every user may enter, for a process that runs as
+    another user (pytest's tmp_path is private to the user running the tests); owned by
+    ``owner`` when running as root.  The caller removes it (the ``public_tmp`` fixture does)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o755)
+    if owner is not None and os.geteuid() == 0:
+        user = pwd.getpwnam(owner)
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return path
+
+
 class ProxyProcess:
     def __init__(self, tmp_path: Path, config: str, listen: str = "127.0.0.1:0", env: dict | None = None,
-                 start: bool = True):
+                 start: bool = True, flush_each_line: bool = True):
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.access_log = self.dir / "access.log"
@@ -45,7 +64,8 @@ class ProxyProcess:
         if not given("http_port"):
             lines.append(f"http_port {listen}")
         if not given("access_log"):
-            lines.append(f"access_log {self.access_log} squid")
+            buffering = " buffer-size=1bytes" if flush_each_line else ""
+            lines.append(f"access_log {self.access_log}{buffering} squid")
         if not given("cache_log"):
             lines.append(f"cache_log {self.cache_log}")
         if not given("pid_filename"):
@@ -107,16 +127,29 @@ class ProxyProcess:
             return got if len(got) >= count else None
         return wait_for(lines, timeout) or []
 
-    def log_line(self, needle: str, timeout: float = 5.0) -> str | None:
-        """Wait (bounded) for the last access log line containing ``needle``."""
+    def log_line(self, needle: str, timeout: float = 5.0, count: int = 1) -> str | None:
+        """Wait (bounded) until ``count`` access log lines contain ``needle``; the last of them.
+        (A client may have its reply before the proxy logged it: to see the line of a
+        second request, ask for ``count=2``.)"""
         def find():
             try:
                 text = self.access_log.read_text()
             except FileNotFoundError:
                 return None
             hits = [l for l in text.splitlines() if needle in l]
-            return hits[-1] if hits else None
+            return hits[-1] if len(hits) >= count else None
         return wait_for(find, timeout)
+
+    def sockets(self) -> int:
+        """How many sockets the proxy process holds open (from /proc): a connection a
+        client opened counts once the proxy has accepted it."""
+        count = 0
+        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+            try:
+                count += os.readlink(f"/proc/{self.proc.pid}/fd/{fd}").startswith("socket:")
+            except OSError:
+                pass
+        return count
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -11,13 +11,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import LOCAL_POLICY, raw_request
+from tests.conftest import LOCAL_POLICY, raw_request, read_response
 from tests.proxyproc import wait_for
 
 
@@ -90,7 +89,9 @@ access_log tcp://127.0.0.1:{tcp.getsockname()[1]} logformat=audit
 
 
 def test_rotation_under_live_traffic_loses_and_duplicates_nothing(make_proxy, origin):
-    proxy = make_proxy(LOCAL_POLICY + "logfile_rotate 10\n")
+    """With squidpy's own buffered access_log (written once a second): what is buffered when
+    a rotation comes goes to the file it was logged for."""
+    proxy = make_proxy(LOCAL_POLICY + "logfile_rotate 10\n", flush_each_line=False)
     done = threading.Event()
     sent: list[int] = []
     errors: list[str] = []
@@ -110,10 +111,11 @@ def test_rotation_under_live_traffic_loses_and_duplicates_nothing(make_proxy, or
     for t in threads:
         t.start()
     try:
-        for _ in range(4):
-            time.sleep(0.6)
-            proxy.signal(signal.SIGUSR1)
-        time.sleep(0.6)
+        for _ in range(5):          # four rotations with traffic before, between and after them
+            mark = len(sent)
+            assert wait_for(lambda: len(sent) >= mark + 20, 20)
+            if _ < 4:
+                proxy.signal(signal.SIGUSR1)
     finally:
         done.set()
         for t in threads:
@@ -141,15 +143,21 @@ def test_logfile_rotate_0_reopens_after_logrotate_renamed_the_file(make_proxy, o
 
 
 def test_disk_full_keeps_serving_reports_counts_and_resumes(make_proxy, origin, tmp_path):
-    """on-error=drop: the admin chose serving over auditing."""
+    """on-error=drop: the admin chose serving over auditing.  Each line is written as it is
+    logged (buffer-size), and the five go over one connection followed by an unlogged
+    request: when its reply comes, the five were tried (a connection's next request is
+    read only after the last one is logged)."""
     link = tmp_path / "full" / "access.log"
     link.parent.mkdir()
     os.symlink("/dev/full", link)       # every write: ENOSPC, exactly what a full disk answers
-    proxy = make_proxy(LOCAL_POLICY + f"access_log {link} on-error=drop squid\n")
-    for i in range(5):
-        assert fetch(proxy, origin.url(f"/size/1?while-full={i}")) == 200
-    assert wait_for(lambda: "cannot write: No space left on device" in proxy.read_cache_log(), 10)
-    time.sleep(1.5)                     # every line of the full period has been tried
+    proxy = make_proxy(LOCAL_POLICY + "acl barrier urlpath_regex ^/size/0\n"
+                       f"access_log {link} buffer-size=1bytes on-error=drop squid !barrier\n")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        f = s.makefile("rb")
+        for target in [f"/size/1?while-full={i}" for i in range(5)] + ["/size/0?barrier"]:
+            s.sendall(f"GET {origin.url(target)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert read_response(f)[0] == 200
+    assert "cannot write: No space left on device" in proxy.read_cache_log()
     real = tmp_path / "full" / "real.log"
     os.symlink(real, tmp_path / "full" / "new-link")
     os.replace(tmp_path / "full" / "new-link", link)   # space is back

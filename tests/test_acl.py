@@ -137,11 +137,13 @@ def test_browser_and_referer():
     assert not acl("acl a browser .\n").match(ch(request_headers=[]))
 
 
-def test_req_header_per_header_name():
-    a = acl("acl a req_header Accept-Language -i ^FR\nacl a req_header X-Test yes\n")
+def test_req_header_one_header_per_acl():
+    a = acl("acl a req_header Accept-Language -i ^FR\nacl a req_header accept-language ^de\n")
     assert a.match(ch(request_headers=[(b"Accept-Language", b"fr-CH, en")]))
-    assert a.match(ch(request_headers=[(b"x-test", b"oh yes")]))
+    assert a.match(ch(request_headers=[(b"accept-language", b"de")]))
     assert not a.match(ch(request_headers=[(b"Accept-Language", b"en")]))
+    assert "cannot match both the accept-language and X-Test headers; use an any-of ACL" in errors(
+        "acl a req_header Accept-Language ^fr\nacl a req_header X-Test yes\n")[0]
 
 
 def test_reply_types():
@@ -193,10 +195,14 @@ def test_time_windows():
         return ch(now=time.mktime(time.strptime(text, "%Y-%m-%d %H:%M")))
 
     assert a.match(at("2026-11-23 09:15"))        # a Monday
-    assert not a.match(at("2026-11-23 17:30"))    # end is exclusive
+    assert a.match(at("2026-11-23 17:30"))        # the end minute is included, as in Squid
+    assert not a.match(at("2026-11-23 17:31"))
     assert not a.match(at("2026-11-22 09:15"))    # Sunday
     assert a.match(at("2026-11-28 11:00"))        # Saturday morning window
     assert acl("acl a time D\n").match(at("2026-11-25 23:59"))
+    # each range takes the days written since the previous one: 13:00-14:00 is every day
+    split = acl("acl a time M 08:00-09:00 13:00-14:00\n")
+    assert split.match(at("2026-11-22 13:30")) and not split.match(at("2026-11-22 08:30"))
 
 
 # ------------------------------------------------------------ predefined
@@ -274,10 +280,9 @@ def errors(text: str) -> list[str]:
     ("acl a src 10.0.0.0/40\n", "is not a valid network"),
     ("acl a url_regex (unclosed\n", "bad regular expression '(unclosed'"),
     ("acl a dstdomain \"/nonexistent/list.txt\"\n", "cannot read the values of ACL 'a'"),
-    ("acl a http_status 200\nhttp_access deny a\n", "needs a reply; http_access is checked before there is one"),
     ("acl a port 70000\n", "not a port range within 0-65535"),
-    ("acl a time XYZ\n", "is neither days"),
-    ("acl a time 18:00-08:00\n", "the start must be before the end"),
+    ("acl a time 18:00-08:00\n", "the start is after the end"),
+    ("acl a time 08:00-25:00\n", "is not a valid time range"),
     ("acl a src 10.0.0.0/8\nacl a dstdomain x.com\n", "already defined as type 'src'"),
     ("acl a maxconn many\n", "not a number of connections"),
     ("acl a dstdomain bad..name\n", "is not a domain name"),
@@ -289,6 +294,19 @@ def test_configuration_errors_name_the_line(text, message):
     found = errors(text)
     assert any(message in e for e in found), found
     assert all(e.startswith("/etc/squidpy/acl.conf:") for e in found)
+
+
+def test_reply_acls_never_match_in_http_access_as_in_squid():
+    c = conf("acl a http_status 200\nhttp_access deny a\nhttp_access allow all\n")
+    assert "never matches here" in str(c.warnings[0]) and str(c.warnings[0]).startswith("/etc/squidpy/acl.conf:2:")
+    assert c.http_access.check(ch()).allowed
+    c = conf("acl a http_status 200\nhttp_access deny !a\nhttp_access allow all\n")
+    assert not c.http_access.check(ch()).allowed
+
+
+def test_bad_day_letters_are_ignored_with_a_warning():
+    c = conf("acl a time XM 08:00-09:00\n")
+    assert "'X' is not a day letter" in str(c.warnings[0])
 
 
 def test_reply_types_are_allowed_in_http_reply_access():

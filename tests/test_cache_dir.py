@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import hashlib
 import json
 import os
@@ -9,7 +11,6 @@ import re
 import signal
 import socket
 import threading
-import time
 import uuid
 
 from tests.conftest import LOCAL_POLICY, read_response
@@ -35,13 +36,23 @@ def conf(cache_dir, size_mb=50, extra=""):
 
 
 def wait_stored(cache_dir, count: int, timeout: float = 10) -> bool:
-    """Wait for the writer thread: entries appear in the diskcache database."""
+    """Wait for the writer thread: entries appear in the diskcache database (looked at five
+    times a second: each look opens the database, which writes its settings)."""
     import diskcache
 
     def enough():
         with diskcache.Cache(str(cache_dir)) as c:
             return sum(1 for k in c.iterkeys() if isinstance(k, str) and k.startswith("e:")) >= count
-    return wait_for(enough, timeout)
+    return wait_for(enough, timeout, interval=0.2)
+
+
+def stored(cache_dir, url: str) -> bool:
+    """Whether the entry of ``url`` is in the cache_dir."""
+    import diskcache
+
+    from squidpy.cache.store import disk_key, entry_key
+    with diskcache.Cache(str(cache_dir)) as c:
+        return disk_key(entry_key(url)) in c
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -77,7 +88,7 @@ def test_large_hit_streams_from_disk_with_bounded_memory(tmp_path, origin):
     p = ProxyProcess(tmp_path / "p", conf(cache_dir, 200))
     try:
         _, _, first = get(p.port, big)
-        assert wait_stored(cache_dir, 1, 30)
+        assert wait_stored(cache_dir, 1, 30), p.read_cache_log()
         _, headers, second = get(p.port, big)
         assert headers["x-cache"].startswith("HIT") and hashlib.sha256(second).digest() == hashlib.sha256(first).digest()
         assert peak_rss_mb(p.proc.pid) < 100
@@ -91,7 +102,7 @@ def test_ranges_of_a_large_disk_object_are_read_from_where_they_start(tmp_path, 
     p = ProxyProcess(tmp_path / "p", conf(cache_dir, 200))
     try:
         _, _, full = get(p.port, big)
-        assert wait_stored(cache_dir, 1, 30)
+        assert wait_stored(cache_dir, 1, 30), p.read_cache_log()
         for spec, first, last in (("bytes=30000000-30000999", 30_000_000, 30_000_999), ("bytes=-10", 39_999_990, 39_999_999),
                                   ("bytes=39999000-", 39_999_000, 39_999_999)):
             status, headers, body = get(p.port, big, f"Range: {spec}\r\n")
@@ -116,13 +127,13 @@ def _disk_meta(cache_dir) -> dict:
 
 def test_a_304_refreshes_a_disk_entry_without_rewriting_its_body(tmp_path, origin):
     cache_dir = tmp_path / "cache"
-    target = origin.url(f"/obj/{uuid.uuid4().hex[:10]}?cc=max-age%3D2&etag=%22v1%22&size=3000000")
+    # stored stale (dated 100 s ago, fresh for 60): the next request revalidates it
+    target = origin.url(f"/obj/{uuid.uuid4().hex[:10]}?cc=max-age%3D60&etag=%22v1%22&size=3000000&aged=100")
     p = ProxyProcess(tmp_path / "p", conf(cache_dir))
     try:
         _, _, first = get(p.port, target)
         assert wait_stored(cache_dir, 1, 30)
         before = _disk_meta(cache_dir)
-        time.sleep(2.5)
         status, headers, second = get(p.port, target)                     # stale: revalidated, 304
         assert status == 200 and second == first and int(headers["age"]) == 0
         third = get(p.port, target)[2]                                      # fresh again, from disk
@@ -142,8 +153,7 @@ def test_eviction_keeps_the_cache_dir_within_its_size(tmp_path, origin):
         urls = [obj(origin, 300_000) for _ in range(15)]       # 4.5 MB into a 2 MB cache_dir
         for u in urls:
             get(p.port, u)
-        wait_stored(cache_dir, 5)
-        time.sleep(1)
+        assert wait_for(lambda: stored(cache_dir, urls[-1]), 10, interval=0.2)     # the writer is done
         import diskcache
         with diskcache.Cache(str(cache_dir)) as c:
             assert c.volume() < 3 * 1024 * 1024
@@ -190,7 +200,8 @@ def test_kill_9_while_storing_never_yields_a_corrupt_hit(tmp_path, origin):
     threads = [threading.Thread(target=fetch, args=(u,)) for u in urls]
     for t in threads:
         t.start()
-    time.sleep(0.4)
+    incoming = cache_dir / "incoming" / str(p.proc.pid)
+    assert wait_for(lambda: any(incoming.iterdir()), 10, interval=0.01)     # bodies are being written
     p.proc.send_signal(signal.SIGKILL)
     p.proc.wait(10)
     for t in threads:
@@ -237,6 +248,7 @@ def test_damaged_entry_is_a_swapfail_miss(tmp_path, origin):
         p.stop()
 
 
+@pytest.mark.slow
 def test_cache_commands_against_a_running_proxy_and_offline(tmp_path, origin):
     import subprocess
     import sys

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from squidpy.config import loader, reference
-from squidpy.config.reader import Quoted, logical_lines, tokenize
+from squidpy.config.reader import logical_lines, split_words
 from squidpy.config.values import parse_http_port, parse_size, parse_time
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,14 +35,14 @@ def test_comments_and_continuations():
 
 
 def test_trailing_comment_starts_at_a_word():
-    assert tokenize("port 80 # http") == ["port", "80"]
-    assert tokenize(r"url_regex ^http://x/#frag") == ["url_regex", "^http://x/#frag"]
+    assert split_words("port 80 # http") == ["port", "80"]
+    assert split_words(r"url_regex ^http://x/#frag") == ["url_regex", "^http://x/#frag"]
 
 
-def test_quoted_token_is_marked():
-    tokens = tokenize('dstdomain "/etc/squidpy/blocked domains.txt" .example.com')
-    assert tokens[1] == "/etc/squidpy/blocked domains.txt" and isinstance(tokens[1], Quoted)
-    assert not isinstance(tokens[2], Quoted)
+def test_quotes_are_characters_unless_quoted_values_are_on():
+    assert split_words('dstdomain "/etc/squidpy/domains.txt" .example.com') == [
+        "dstdomain", '"/etc/squidpy/domains.txt"', ".example.com"]
+    assert split_words('visible_hostname "my host" x', quoted_values=True) == ["visible_hostname", "my host", "x"]
 
 
 def test_include_with_glob_and_relative_path(tmp_path):
@@ -68,14 +68,17 @@ def test_macros(tmp_path):
     config = load("visible_hostname proxy-${process_number}\ncache_log ${state_dir}/x.log\n")
     assert config.visible_hostname == "proxy-1"
     assert config.cache_log == os.path.join(loader.state_dir(), "x.log")
-    assert "unknown macro ${nope}" in errors_of("visible_hostname ${nope}\n")[0]
+    config = load("visible_hostname ${nope}\n")
+    assert config.visible_hostname == "${nope}"
+    assert "${nope} is not a known macro; it is kept as written" in str(config.warnings[0])
 
 
 # ------------------------------------------------------------ values
 
 @pytest.mark.parametrize("args,seconds", [
     (["30", "seconds"], 30), (["2", "minutes"], 120), (["1.5", "hours"], 5400), (["500", "ms"], 0.5),
-    (["1", "day"], 86400), (["1", "week"], 604800), (["45"], 45),
+    (["1", "day"], 86400), (["1", "week"], 604800), (["45"], 45), (["2", "minutesxyz"], 120),
+    (["1", "year"], 8766 * 3600), (["0x10", "seconds"], 16),
 ])
 def test_time_units(args, seconds):
     assert parse_time(args) == pytest.approx(seconds)
@@ -83,7 +86,7 @@ def test_time_units(args, seconds):
 
 @pytest.mark.parametrize("args,size", [
     (["64", "KB"], 65536), (["4", "MB"], 4 << 20), (["1", "GB"], 1 << 30), (["100", "bytes"], 100),
-    (["64KB"], 65536), (["2"], 2),
+    (["64KB"], 65536), (["2"], 2), (["64", "kbytes"], 65536), (["1.5", "MB"], 3 << 19), (["none"], -1),
 ])
 def test_size_units(args, size):
     assert parse_size(args) == size
@@ -160,8 +163,14 @@ def test_every_error_is_reported_with_file_and_line():
     ]
 
 
-def test_wrong_argument_count():
-    assert "expected one value" in errors_of("visible_hostname a b\n")[0]
+def test_words_after_the_value_are_ignored_as_squid_ignores_them():
+    config = load("visible_hostname a b\nmaximum_object_size 102400 KB (100MB)\n")
+    assert config.visible_hostname == "a"
+    assert config.maximum_object_size == 100 << 20
+    assert [str(w) for w in config.warnings] == [
+        "/etc/squidpy/test.conf:1: WARNING: visible_hostname: 'b' after the value is ignored, as Squid ignores it",
+        "/etc/squidpy/test.conf:2: WARNING: maximum_object_size: '(100MB)' after the value is ignored, "
+        "as Squid ignores it"]
     assert "expected a time" in errors_of("read_timeout\n")[0]
 
 

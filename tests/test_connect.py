@@ -154,7 +154,8 @@ def wait_for_pipes_closed(pid, expected):
 
 
 def test_idle_tunnel_times_out(make_proxy, origin):
-    import time
+    """read_timeout 1 second closes it within the client's 10-second deadline (the default,
+    15 minutes, would not)."""
     proxy = make_proxy(TUNNEL_POLICY.format(port=origin.port) + "read_timeout 1 second\n")
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
         s.sendall(f"CONNECT 127.0.0.1:{origin.port} HTTP/1.1\r\n\r\n".encode())
@@ -163,6 +164,4 @@ def test_idle_tunnel_times_out(make_proxy, origin):
         f.readline()
         s.sendall(b"GET /size/10 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(f)[2] == b"x" * 10
-        started = time.monotonic()
         assert f.read() == b""                   # closed for idleness
-        assert time.monotonic() - started < 4

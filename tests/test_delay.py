@@ -293,3 +293,19 @@ def test_a_client_pool_sends_what_the_bucket_allows_and_shares_it_between_connec
     assert bytes(a.transport.data) == b"x" * 3000 and bytes(b.transport.data) == b"y" * 3000
     assert clock.getDelayedCalls() == [] and wa.queued == 0
     assert throttles.report()["client_pools"][0]["bytes"] == 6000
+
+
+def test_a_client_pool_is_chosen_by_the_address_a_proxy_protocol_header_gave():
+    """Squid chooses once the client's address is known (whenClientIpKnown): behind a
+    load balancer, the client's, not the balancer's."""
+    from squidpy.exchange.exchange import ClientInfo
+    clock = Clock()
+    config = conf("acl far src 192.0.2.0/24\nclient_delay_pools 1\nclient_delay_parameters 1 1000 1000\n"
+                  "client_delay_access 1 allow far\n")
+    throttles = Throttles(clock, config, clock=clock.seconds)
+    balancer = Client("10.0.0.9")
+    assert throttles.limit_client(balancer) is None
+    forwarded = ClientInfo("192.0.2.7", 5000, "10.0.0.1", 3128, "")
+    writer = throttles.limit_client(balancer, forwarded)
+    assert writer is not None and writer.client is balancer
+    assert writer.bucket is throttles.limit_client(Client("192.0.2.7")).bucket   # the client's own bucket

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 
@@ -129,8 +128,8 @@ def test_request_headers_too_large_is_431(proxy):
     assert b"ERR_TOO_BIG" in raw
 
 
-def test_request_body_too_large_is_413(make_proxy, origin):
-    proxy = make_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
+def test_request_body_too_large_is_413(shared_proxy, origin):
+    proxy = shared_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
     before = origin.count("/echo")
     raw = raw_request(proxy.port, f"POST {origin.url('/echo')} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".encode())
     assert raw.startswith(b"HTTP/1.1 413")
@@ -145,12 +144,11 @@ def test_forwarding_loop_is_403(proxy, origin):
 
 
 def test_read_timeout_is_504(make_proxy, origin):
+    """The origin would answer after 10 seconds: a 504 means read_timeout ended it first."""
     proxy = make_proxy(LOCAL_POLICY + "read_timeout 1 second\n")
-    started = time.monotonic()
-    status, headers, _ = get(proxy.port, origin.url("/slow/4"))
+    status, headers, _ = get(proxy.port, origin.url("/slow/10"))
     assert status == 504
     assert headers["x-squid-error"] == "ERR_READ_TIMEOUT 0"
-    assert time.monotonic() - started < 3.5
 
 
 def test_origin_closing_without_reply_is_502(proxy, origin):
@@ -208,10 +206,10 @@ def test_url_too_long_is_414(proxy, origin):
 
 
 def test_slow_request_head_times_out_with_408(make_proxy):
+    """Within the client's 10-second deadline: the default request_timeout (5 minutes) is not."""
     proxy = make_proxy(LOCAL_POLICY + "request_timeout 1 second\n")
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
         s.sendall(b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-        started = time.monotonic()
         data = b""
         while True:
             chunk = s.recv(65536)
@@ -220,23 +218,23 @@ def test_slow_request_head_times_out_with_408(make_proxy):
             data += chunk
         assert data.startswith(b"HTTP/1.1 408")
         assert b"ERR_LIFETIME_EXP" in data
-        assert time.monotonic() - started < 3.5
 
 
 def test_idle_client_connection_is_closed(make_proxy, origin):
+    """Kept open between requests, closed once idle for client_idle_pconn_timeout (1 second;
+    the default, 2 minutes, would outlast the client's 10-second deadline)."""
     proxy = make_proxy(LOCAL_POLICY + "client_idle_pconn_timeout 1 second\n")
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
-        s.sendall(f"GET {origin.url('/size/1')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         f = s.makefile("rb")
-        assert read_response(f)[0] == 200
-        started = time.monotonic()
+        for _ in range(2):              # not closed after a request: reused at once
+            s.sendall(f"GET {origin.url('/size/1')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert read_response(f)[0] == 200
         assert f.read() == b""          # closed by the proxy
-        assert 0.5 < time.monotonic() - started < 3.5
 
 
-def test_refused_upload_is_answered_not_reset(make_proxy, origin, tmp_path):
+def test_refused_upload_is_answered_not_reset(shared_proxy, origin, tmp_path):
     """Lingering close: the client still sending a body we refused gets the 413 page."""
-    proxy = make_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
+    proxy = shared_proxy(LOCAL_POLICY + "request_body_max_size 1 KB\n")
     f = tmp_path / "big.bin"
     f.write_bytes(b"b" * (3 * 1024 * 1024))
     before = origin.count("/echo")

@@ -404,6 +404,19 @@ def test_origin_form_requests_get_the_proxy_s_own_pages_if_allowed():
     assert sent(out).startswith(b"HTTP/1.1 403 ")
 
 
+def test_an_absolute_url_naming_the_proxy_is_its_own_page_as_in_squid():
+    """client_side.cc: a /squid-internal- path on visible_hostname and the first
+    http_port is served here; the same path on another host:port is forwarded (but
+    for the address and port the request came to: squidpy serves that too)."""
+    x = make(b"GET http://PROXY.test:3128/squid-internal-mgr/info HTTP/1.1\r\n\r\n")
+    out = x.handle(ev.RequestStarted)
+    assert [type(command) for command in out] == [c.CollectStats] and out[0].action == "info"  # the manager's figures
+    assert x.entry.url == "http://proxy.test:3128/squid-internal-mgr/info"
+    for other in (b"http://proxy.test:3129", b"http://127.0.0.1:3128"):
+        x = make(b"GET " + other + b"/squid-internal-mgr/info HTTP/1.1\r\n\r\n")
+        assert any(isinstance(command, c.Connect) for command in x.handle(ev.RequestStarted)), other
+
+
 def test_trace_with_max_forwards_zero_is_answered_here():
     out = make(b"TRACE http://o.test/ HTTP/1.1\r\nMax-Forwards: 0\r\n\r\n").handle(ev.RequestStarted)
     assert sent(out).endswith(b"TRACE http://o.test/ HTTP/1.1\r\nMax-Forwards: 0\r\n\r\n")
@@ -680,3 +693,98 @@ def test_client_no_cache_is_a_reload_without_lookup_or_validators():
     reply = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\n"
     out = x.handle_all([ev.ResponseStarted(response_head(reply)), ev.ResponseBody(b"ok"), ev.ResponseEnd(True)])
     assert "StoreEnd" in kinds(out) and out[-2].entry.result == "TCP_MISS"
+
+
+# ---------------------------------------------------------------- freshness decisions, on the fixed clock
+STALE = [(b"Cache-Control", b"max-age=60"), (b"ETag", b'"v1"'), (b"Content-Length", b"5")]   # 120 s old: stale
+
+
+def looked_up(raw: bytes, reply, shared=None):
+    """An exchange for ``raw`` that found ``reply`` (with the body b"hello") in memory."""
+    x = make(raw, shared or cache_shared())
+    x.handle(ev.RequestStarted)
+    return x, x.handle(ev.CacheFound(reply, b"hello", ()))
+
+
+@pytest.mark.parametrize("max_stale, served", [("90", True), ("", True), ("10", False)])
+def test_max_stale_serves_what_is_stale_by_less(max_stale, served):
+    """RFC 9111 5.2.1.2: 60 s stale is within max-stale=90 (and a bare max-stale), not 10."""
+    value = f"max-stale={max_stale}" if max_stale else "max-stale"
+    x, out = looked_up(b"GET http://o.test/a HTTP/1.1\r\nCache-Control: " + value.encode() + b"\r\n\r\n",
+                       stored("http://o.test/a", STALE, b"hello", age=120))
+    if served:
+        assert kinds(out) == ["SendToClient", "Log", "Finished"] and sent(out).endswith(b"hello")
+        assert out[1].entry.result == "TCP_MEM_HIT"
+    else:
+        assert out == [c.Connect("http", "o.test", 80)]
+
+
+@pytest.mark.parametrize("max_age, fresh_enough", [(30, True), (5, False)])
+def test_request_max_age_validates_what_is_older(max_age, fresh_enough):
+    """RFC 9111 5.2.1.1: a fresh entry 10 s old serves a client asking max-age=30, not max-age=5."""
+    x, out = looked_up(b"GET http://o.test/a HTTP/1.1\r\nCache-Control: max-age=%d\r\n\r\n" % max_age,
+                       stored("http://o.test/a", STALE, b"hello", age=10))
+    assert (kinds(out) == ["SendToClient", "Log", "Finished"]) is fresh_enough
+    if not fresh_enough:
+        assert out == [c.Connect("http", "o.test", 80)]
+        assert b'If-None-Match: "v1"\r\n' in upstream(x.handle(ev.Connected("192.0.2.1", 80)))
+
+
+def test_offline_mode_serves_stale_without_asking():
+    x, out = looked_up(GET, stored("http://o.test/a", STALE, b"hello", age=120), cache_shared(offline=True))
+    assert kinds(out) == ["SendToClient", "Log", "Finished"]
+    assert out[1].entry.result == "TCP_OFFLINE_HIT"
+
+
+def test_stale_without_validators_is_refetched_and_replaced():
+    x, out = looked_up(GET, stored("http://o.test/a", [(b"Cache-Control", b"max-age=60")], b"hello", age=120))
+    assert out == [c.Connect("http", "o.test", 80)]
+    out = x.handle(ev.Connected("192.0.2.1", 80))
+    assert b"If-None-Match" not in upstream(out) and b"If-Modified-Since" not in upstream(out)
+    reply = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\n"
+    out = x.handle_all([ev.ResponseStarted(response_head(reply)), ev.ResponseBody(b"world"), ev.ResponseEnd(True)])
+    assert "StoreEnd" in kinds(out) and sent(out).endswith(b"world")
+
+
+def test_stale_with_last_modified_only_is_revalidated_with_if_modified_since():
+    lm = b"Thu, 01 Jan 2026 00:00:00 GMT"
+    x, _ = looked_up(GET, stored("http://o.test/a", [(b"Cache-Control", b"max-age=60"), (b"Last-Modified", lm)],
+                                 b"hello", age=120))
+    out = x.handle(ev.Connected("192.0.2.1", 80))
+    assert b"If-Modified-Since: " + lm + b"\r\n" in upstream(out) and b"If-None-Match" not in upstream(out)
+
+
+@pytest.mark.parametrize("cc, max_stale, result, status", [
+    (b"max-age=60, stale-if-error=600", -1.0, "TCP_REFRESH_FAIL_OLD", 200),   # RFC 5861 4
+    (b"max-age=60", -1.0, "TCP_REFRESH_FAIL_OLD", 200),       # within max_stale (a week), as Squid
+    (b"max-age=60", 0.0, "TCP_REFRESH_FAIL_ERR", 503),        # refresh_pattern max-stale=0: the error
+])
+def test_a_5xx_to_a_revalidation(cc, max_stale, result, status):
+    from squidpy.cache.policy import RefreshRule
+    x, _ = looked_up(GET, stored("http://o.test/a", [(b"Cache-Control", cc), (b"ETag", b'"e"'),
+                                                     (b"Content-Length", b"5")], b"hello", age=120),
+                     cache_shared(rule=RefreshRule(max_stale=max_stale)))
+    x.handle(ev.Connected("192.0.2.1", 80))
+    out = x.handle_all([ev.ResponseStarted(response_head(b"HTTP/1.1 503 Service Unavailable\r\n"
+                                                         b"Content-Length: 4\r\n\r\n")),
+                        ev.ResponseBody(b"down"), ev.ResponseEnd(True)])
+    assert sent(out).startswith(b"HTTP/1.1 %d " % status)
+    assert sent(out).endswith(b"hello" if status == 200 else b"down")
+    log = next(cmd for cmd in out if isinstance(cmd, c.Log)).entry
+    assert (log.result, log.status, log.hierarchy) == (result, status, "HIER_DIRECT")
+
+
+@pytest.mark.parametrize("status, cc, stores", [
+    (b"302 Found", b"max-age=60", True),        # any final status, with explicit freshness (RFC 9111 3)
+    (b"302 Found", None, False),                # 302 is not heuristically cacheable (RFC 9110 15.1)
+    (b"206 Partial Content", b"max-age=60", False),     # not a complete reply (RFC 9111 3.3)
+])
+def test_what_a_miss_stores(status, cc, stores):
+    x = make(GET, cache_shared())
+    x.handle(ev.RequestStarted)
+    x.handle(ev.CacheFound(None, None, ()))
+    x.handle(ev.Connected("192.0.2.1", 80))
+    head = b"HTTP/1.1 " + status + b"\r\n" + (b"Cache-Control: " + cc + b"\r\n" if cc else b"") + \
+        b"Content-Length: 5\r\n\r\n"
+    out = x.handle_all([ev.ResponseStarted(response_head(head)), ev.ResponseBody(b"hello"), ev.ResponseEnd(True)])
+    assert ("StoreEnd" in kinds(out)) is stores

@@ -14,6 +14,7 @@ millisecond.
 from __future__ import annotations
 
 import httptools
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,6 +111,7 @@ def frame(body: bytes, framing) -> bytes:
     return chunk(body, [7]) if framing.kind == CHUNKED else body
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(modes, body_bytes, extra_fields, st.lists(st.integers(1, 64), max_size=4),
        st.sampled_from(["1.1", "1.0"]), st.sampled_from(["on", "off", "transparent", "delete", "truncate"]))

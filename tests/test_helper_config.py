@@ -40,6 +40,18 @@ def test_auth_acls_need_a_scheme():
     assert any("test.conf:2" in e and "no authentication schemes are fully configured" in e for e in errs)
 
 
+def test_auth_acls_come_after_auth_param_as_in_squid():
+    """Squid 5.7 refuses proxy_auth, proxy_auth_regex and external ACLs with %LOGIN read
+    before an auth_param program line (max_user_ip it accepts)."""
+    for acl in ("acl users proxy_auth REQUIRED", "acl users proxy_auth_regex ^a",
+                "external_acl_type grp %LOGIN /bin/true\nacl users external grp staff"):
+        errs = errors(acl + "\n" + AUTH + "http_access allow users\n")
+        assert "no authentication schemes are fully configured" in errs[0], errs
+        assert f"test.conf:{1 + acl.count(chr(10)) + 1}" in errs[0]
+    assert conf("acl m max_user_ip 2\n" + AUTH + "http_access deny m\n")
+    assert conf("external_acl_type src %SRC /bin/true\nacl s external src\n" + AUTH + "http_access allow s\n")
+
+
 def test_auth_param_error_names_the_line():
     errs = errors("auth_param basic program /no/such/helper\n")
     assert any("test.conf:2" in e and "no such file" in e for e in errs)
@@ -211,22 +223,12 @@ def test_store_id_answers():
     assert store_id_decision(parse_reply("ERR")) is None
 
 
-def test_proxy_refuses_to_serve_what_it_does_not_apply_yet():
-    from squidpy.config.helper_directives import not_yet_served
-    assert not_yet_served(conf("")) == []
-    assert not_yet_served(conf(AUTH + "acl u proxy_auth REQUIRED\nhttp_access allow u\n"))
-    assert not_yet_served(conf("url_rewrite_program /bin/true\n"))
-    assert not_yet_served(conf("store_id_program /bin/true\n"))
-
-
-def test_squidpy_run_refuses_and_check_reads_auth(tmp_path):
+def test_squidpy_check_reads_auth(tmp_path):
     import subprocess
     import sys
     path = tmp_path / "squid.conf"
     path.write_text(BASE + AUTH + "acl u proxy_auth alice\nhttp_access allow u\nhttp_access deny all\n")
     squidpy = [sys.executable, "-m", "squidpy"]
-    out = subprocess.run(squidpy + ["run", "-f", str(path)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and "not yet applied to requests" in out.stderr
     out = subprocess.run(squidpy + ["check", "-f", str(path), "http://example.com/"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1 and "407 ERR_CACHE_ACCESS_DENIED" in out.stdout

@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from tests.conftest import LOCAL_POLICY, raw_request
+from tests.conftest import raw_request
 from tests.origin import RawOrigin
 
 
@@ -120,9 +120,8 @@ class EvilOrigin(RawOrigin):
     b"HTTP/9.9 200 OK\r\nContent-Length: 0\r\n\r\n",
     b"garbage\r\n\r\n",
 ])
-def test_malformed_reply_is_502_and_the_connection_is_not_reused(make_proxy, reply):
+def test_malformed_reply_is_502_and_the_connection_is_not_reused(proxy, reply):
     evil = EvilOrigin(reply)
-    proxy = make_proxy(LOCAL_POLICY)
     try:
         for _ in range(2):
             raw = raw_request(proxy.port, f"GET http://127.0.0.1:{evil.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())

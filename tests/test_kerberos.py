@@ -2,7 +2,8 @@
 negotiate_kerberos_auth through the helper manager: curl --negotiate makes a
 real SPNEGO token for HTTP/proxy.example.test (against a loopback server that
 asks for Negotiate and records what it gets), and the helper accepts it (AF
-token user).  The proxy's 407 round trip is phase 2 of issue 13."""
+token user).  The proxy's 407 round trip with curl --proxy-negotiate is in
+tests/test_auth_e2e.py."""
 
 from __future__ import annotations
 

@@ -146,7 +146,9 @@ def test_report_figures_on_the_crafted_log(tmp_path):
     assert rep.malformed.count == 1 and rep.malformed.examples == [(f"{tmp_path}/access.log:13", "garbage line here")]
     assert rep.clients.top(2) == [("10.0.0.1", [4, 57900, 1]), ("10.0.0.2", [4, 31400, 1])]
     assert rep.clients.rows["10.0.0.3"] == [3, 4900, 1] and rep.clients.rows["192.168.1.10"] == [1, 100, 0]
-    assert rep.users.top(5) == [("alice", [4, 57900]), ("bob", [3, 4900])]
+    assert rep.users.top(5) == [("alice", [4, 57900, 1]), ("bob", [3, 4900, 1])]     # requests, bytes, denied
+    sites = rep.sites_of(["alice", "bob"], 5)
+    assert sum(r[0] for _, r in sites["alice"]) == 4 and sum(r[1] for _, r in sites["bob"]) == 4900
     assert [(d, r[0], r[1]) for d, r in rep.domains.top(3)] == [
         ("www.example.com", 4, 4400), ("mail.example.org", 2, 70000), ("slow.test", 2, 1000)]
     assert [(d, r[2]) for d, r in rep.denied_by(rep.domains, 10)] == [("www.facebook.com", 2), ("ads.facebook.com", 1)]

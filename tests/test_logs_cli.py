@@ -105,6 +105,25 @@ def test_tail_explains_bad_arguments(crafted, tmp_path):
     assert out.returncode != 0 and "no such file" in out.stderr
 
 
+def reading_at_end(pid: int, path) -> bool:
+    """Process ``pid`` has ``path`` open and its position is the file's end (from
+    /proc/PID/fdinfo): a line written now reaches a follower that started at the end."""
+    size = os.path.getsize(path)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != str(path):
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                return int(info.readline().split()[1]) == size      # "pos:\tOFFSET"
+        except OSError:
+            continue
+    return False
+
+
 def test_tail_follows_a_live_proxy_log_across_rotation(make_proxy, origin):
     proxy = make_proxy(LOCAL_POLICY + "logfile_rotate 3\n")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy.url}))
@@ -133,7 +152,7 @@ def test_tail_follows_a_live_proxy_log_across_rotation(make_proxy, origin):
         return seen
 
     try:
-        time.sleep(0.5)                                  # tail has opened the file and sits at its end
+        assert wait_for(lambda: reading_at_end(tail.pid, proxy.access_log), 15)
         for i in range(3):
             get(f"/size/1?one-{i}")
         assert [u.rsplit("?", 1)[1] for u in urls_until("one-2")] == ["one-0", "one-1", "one-2"]
@@ -300,6 +319,7 @@ def count_colour(path, rgb: tuple[int, int, int]) -> int:
     return sum(1 for row in rows for x in range(0, width * bpp, bpp) if row[x:x + 3] == target)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (the CI script installs it)")
 def test_html_report_renders_its_charts_in_chromium_on_a_phone_and_a_desktop(crafted, tmp_path):
     page = tmp_path / "report.html"

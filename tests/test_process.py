@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -38,15 +35,6 @@ def proc_status(pid: int) -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-@pytest.fixture
-def public_dir():
-    """A directory another user can reach (pytest's tmp_path is private to root)."""
-    d = tempfile.mkdtemp(prefix="sqpriv-", dir="/tmp")
-    os.chmod(d, 0o755)
-    yield Path(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def free_low_port() -> int:
     """A free port below 1024 on loopback (only root, or CAP_NET_BIND_SERVICE, may bind it)."""
     for port in range(990, 600, -1):
@@ -63,13 +51,13 @@ def free_low_port() -> int:
 
 @pytest.mark.skipif(not ROOT, reason="giving up root needs root: CI runs the suite as root "
                                      "(test_effective_user_is_ignored_when_not_root covers the other case)")
-def test_root_binds_then_becomes_the_effective_user(public_dir, origin):
+def test_root_binds_then_becomes_the_effective_user(public_tmp, origin):
     nobody = pwd.getpwnam("nobody")
-    logs, cache, run = public_dir / "logs", public_dir / "cache", public_dir / "run"
+    logs, cache, run = public_tmp / "logs", public_tmp / "cache", public_tmp / "run"
     text = (LOCAL_POLICY + "cache_effective_user nobody\n"
             f"access_log {logs}/access.log\ncache_log {logs}/cache.log\npid_filename {run}/squidpy.pid\n"
             f"cache_dir diskcache {cache} 20\nlogfile_rotate 2\n")
-    proxy = ProxyProcess(public_dir / "p", text, start=False)
+    proxy = ProxyProcess(public_tmp / "p", text, start=False)
     proxy.cache_log, proxy.access_log = logs / "cache.log", logs / "access.log"
     proxy.start()
     try:
@@ -102,14 +90,14 @@ def test_root_binds_then_becomes_the_effective_user(public_dir, origin):
 
 
 @pytest.mark.skipif(not ROOT, reason="the log files of an earlier root run exist only when started as root")
-def test_log_files_left_by_a_root_run_are_handed_to_the_user(public_dir):
-    logs = public_dir / "logs"
+def test_log_files_left_by_a_root_run_are_handed_to_the_user(public_tmp):
+    logs = public_tmp / "logs"
     logs.mkdir(mode=0o755)
     os.chown(logs, pwd.getpwnam("nobody").pw_uid, -1)
     (logs / "access.log").write_text("")                  # root's, from an earlier run as root
     (logs / "access.log").chmod(0o600)
     text = LOCAL_POLICY + f"cache_effective_user nobody\naccess_log {logs}/access.log\ncache_log {logs}/cache.log\n"
-    proxy = ProxyProcess(public_dir / "p", text, start=False)
+    proxy = ProxyProcess(public_tmp / "p", text, start=False)
     proxy.cache_log = logs / "cache.log"
     proxy.start()
     try:

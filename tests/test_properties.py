@@ -78,6 +78,7 @@ config_lines = st.lists(st.builds(lambda d, ws: " ".join([d, *ws]), directive_na
                         max_size=10)
 
 
+@pytest.mark.slow
 @FAST
 @given(config_lines)
 def test_any_configuration_loads_or_reports_file_and_line(lines):

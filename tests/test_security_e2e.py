@@ -8,7 +8,6 @@ requests through Squid 5.7 are in tests/test_squid_differential.py.
 from __future__ import annotations
 
 import socket
-import time
 import urllib.parse
 import uuid
 
@@ -32,8 +31,8 @@ def get(proxy, target: str, method: str = "GET", headers: str = ""):
     return send(proxy.port, f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}\r\n", method)
 
 
-def log_line(proxy, needle: str) -> list[str]:
-    line = proxy.log_line(needle)
+def log_line(proxy, needle: str, count: int = 1) -> list[str]:
+    line = proxy.log_line(needle, count=count)
     assert line is not None, f"no access.log line with {needle!r}"
     return line.split()
 
@@ -74,15 +73,16 @@ def test_set_cookie_goes_to_the_first_user_only(make_proxy, origin, tmp_path, ca
     assert results == ["TCP_MISS/200", hit_code, hit_code, "TCP_INM_HIT/304"]
 
 
-def test_a_revalidated_hit_carries_no_cookie_either(make_proxy, origin):
-    q = [("cc", "max-age=1"), ("etag", '"v1"'), ("h", "Set-Cookie:a=first"), ("h304", "Set-Cookie:a=second")]
-    proxy = make_proxy(LOCAL_POLICY)
+def test_a_revalidated_hit_carries_no_cookie_either(shared_proxy, origin):
+    # stored stale (dated 100 s ago, fresh for 60): the next request revalidates
+    q = [("cc", "max-age=60"), ("aged", "100"), ("etag", '"v1"'), ("h", "Set-Cookie:a=first"),
+         ("h304", "Set-Cookie:a=second")]
+    proxy = shared_proxy(LOCAL_POLICY)
     target = origin.url(f"/obj/{uuid.uuid4().hex[:8]}?{urllib.parse.urlencode(q)}")
     assert get(proxy, target)[1]["set-cookie"] == "a=first"
-    time.sleep(1.2)         # max-age=1 has passed: the next request revalidates
     status, headers, _ = get(proxy, target)
     assert status == 200 and "set-cookie" not in headers
-    assert log_line(proxy, "TCP_REFRESH_UNMODIFIED")[3] == "TCP_REFRESH_UNMODIFIED/200"
+    assert log_line(proxy, f" {target} ", count=2)[3] == "TCP_REFRESH_UNMODIFIED/200"
 
 
 # ------------------------------------------------------------ URL ACLs see the normalised URL
@@ -99,17 +99,17 @@ http_access deny all
 
 
 @pytest.mark.parametrize("path", ["/cas%69no", "/cas%49no", "/x?ca%73%69no", "/%63as.no"])
-def test_percent_escapes_do_not_bypass_url_acls(make_proxy, origin, path):
-    proxy = make_proxy(URL_POLICY)
+def test_percent_escapes_do_not_bypass_url_acls(shared_proxy, origin, path):
+    proxy = shared_proxy(URL_POLICY)
     before = origin.count()
     status, headers, _ = get(proxy, origin.url(path))
     assert status == 403 and headers["x-squid-error"] == "ERR_ACCESS_DENIED 0"
     assert origin.count() == before
-    assert log_line(proxy, "TCP_DENIED/403")[6] == origin.url(path)
+    assert log_line(proxy, f" {origin.url(path)} ")[3] == "TCP_DENIED/403"
 
 
-def test_escapes_that_do_not_spell_the_word_pass(make_proxy, origin):
-    proxy = make_proxy(URL_POLICY)
+def test_escapes_that_do_not_spell_the_word_pass(shared_proxy, origin):
+    proxy = shared_proxy(URL_POLICY)
     assert get(proxy, origin.url("/size/3?cas%2569no"))[0] == 200     # one decoding pass, as Squid
 
 
@@ -134,36 +134,38 @@ def blocked_origin():
 
 @pytest.mark.parametrize("host", ["127.0.0.9", "[::ffff:127.0.0.9]", "[::ffff:7f00:9]",
                                   "[0:0:0:0:0:ffff:7f00:0009]", "2130706441", "0x7f.0.0.9", "127.9"])
-def test_a_denied_address_is_denied_however_written(make_proxy, blocked_origin, host):
-    proxy = make_proxy(ADDRESS_POLICY)
+def test_a_denied_address_is_denied_however_written(shared_proxy, blocked_origin, host):
+    proxy = shared_proxy(ADDRESS_POLICY)
     status, _, _ = get(proxy, f"http://{host}:{blocked_origin.port}/size/1")
     assert status == 403 and blocked_origin.count() == 0
-    assert log_line(proxy, "TCP_DENIED")[6] == f"http://127.0.0.9:{blocked_origin.port}/size/1"
+    fields = log_line(proxy, f":{blocked_origin.port}/size/1 ")          # this test's origin port
+    assert fields[3] == "TCP_DENIED/403" and fields[6] == f"http://127.0.0.9:{blocked_origin.port}/size/1"
 
 
-def test_connect_to_a_mapped_denied_address_is_refused(make_proxy):
+def test_connect_to_a_mapped_denied_address_is_refused(shared_proxy):
     listener = socket.socket()
     listener.bind(("127.0.0.9", 0))
     listener.listen(4)
     listener.setblocking(False)
     port = listener.getsockname()[1]
-    proxy = make_proxy(ADDRESS_POLICY)
+    proxy = shared_proxy(ADDRESS_POLICY)
     try:
         status, _, _ = send(proxy.port, f"CONNECT [::ffff:127.0.0.9]:{port} HTTP/1.1\r\nHost: x\r\n\r\n", "CONNECT")
         assert status == 403
-        assert log_line(proxy, "CONNECT")[3:7] == ["TCP_DENIED/403", log_line(proxy, "CONNECT")[4], "CONNECT",
-                                                   f"127.0.0.9:{port}"]
+        fields = log_line(proxy, f" 127.0.0.9:{port} ")
+        assert (fields[3], fields[5], fields[6]) == ("TCP_DENIED/403", "CONNECT", f"127.0.0.9:{port}")
         with pytest.raises(BlockingIOError):
             listener.accept()           # the proxy never connected
     finally:
         listener.close()
 
 
-def test_a_mapped_address_that_is_allowed_is_reached_over_ipv4(make_proxy, origin):
-    proxy = make_proxy(ADDRESS_POLICY)
-    status, _, body = get(proxy, f"http://[::ffff:127.0.0.1]:{origin.port}/size/5")
+def test_a_mapped_address_that_is_allowed_is_reached_over_ipv4(shared_proxy, origin):
+    proxy = shared_proxy(ADDRESS_POLICY)
+    mark = uuid.uuid4().hex
+    status, _, body = get(proxy, f"http://[::ffff:127.0.0.1]:{origin.port}/size/5?{mark}")
     assert status == 200 and len(body) == 5
-    assert log_line(proxy, "/size/5")[6] == f"http://127.0.0.1:{origin.port}/size/5"
+    assert log_line(proxy, mark)[6] == f"http://127.0.0.1:{origin.port}/size/5?{mark}"
 
 
 # ------------------------------------------------------------ PURGE
@@ -199,12 +201,12 @@ DENY_ALL = "visible_hostname proxy-under-test\nhttp_access deny all\n"
 
 
 @pytest.mark.parametrize("path", ["/", "/proxy.pac", "/wpad.dat", "/squid-internal-mgr/info", "/nothing-here"])
-def test_own_pages_are_refused_to_denied_clients(make_proxy, path):
-    proxy = make_proxy(DENY_ALL)
+def test_own_pages_are_refused_to_denied_clients(shared_proxy, path):
+    proxy = shared_proxy(DENY_ALL)
     status, headers, body = send(proxy.port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{proxy.port}\r\n\r\n")
     assert status == 403 and headers["x-squid-error"] == "ERR_ACCESS_DENIED 0"
     assert b"FindProxyForURL" not in body and b"a web proxy" not in body
-    assert log_line(proxy, "TCP_DENIED")[6] == f"http://proxy-under-test:{proxy.port}{path}"
+    assert log_line(proxy, f" http://proxy-under-test:{proxy.port}{path} ")[3] == "TCP_DENIED/403"
 
 
 def test_own_pages_are_served_to_allowed_clients(make_proxy):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import socket
-import time
 
 from tests.conftest import LOCAL_POLICY, read_response
 from tests.origin import RawOrigin
+from tests.proxyproc import wait_for
 
 
 class CountingOrigin(RawOrigin):
@@ -15,6 +15,7 @@ class CountingOrigin(RawOrigin):
 
     def __init__(self, drop_on_request: int | None = None):
         self.requests = 0
+        self.closed_by_proxy = 0
         self.drop_on_request = drop_on_request
         super().__init__()
 
@@ -27,6 +28,7 @@ class CountingOrigin(RawOrigin):
             if self.requests == self.drop_on_request:
                 return          # close without answering
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.closed_by_proxy += 1
 
 def get(port, url):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -51,7 +53,7 @@ def test_idle_origin_connection_is_retired(make_proxy):
     proxy = make_proxy(LOCAL_POLICY + "server_idle_pconn_timeout 1 second\n")
     try:
         get(proxy.port, f"http://127.0.0.1:{origin.port}/")
-        time.sleep(2.0)
+        assert wait_for(lambda: origin.closed_by_proxy == 1, 10)        # idle for a second: closed
         get(proxy.port, f"http://127.0.0.1:{origin.port}/")
         assert origin.connections == 2
     finally:

@@ -81,6 +81,18 @@ def test_a_refused_connect_never_keeps_the_connection():
     assert s.finished(connect, keep_alive=True, body_done=True)[-1] == Close(linger=False)
 
 
+def test_a_connect_challenged_407_keeps_the_connection_for_the_handshake():
+    from squidpy.exchange import events as ev
+    from tests.exchange_kit import FakeShared
+    shared = FakeShared("auth_param basic program /bin/true\nacl u proxy_auth REQUIRED\nhttp_access allow u\n")
+    s = ClientSession()
+    connect = make(b"CONNECT o.test:443 HTTP/1.1\r\n\r\n", shared)
+    s.received(connect, False)
+    connect.handle(ev.RequestStarted)
+    assert connect.entry.status == 407
+    assert s.finished(connect, keep_alive=True, body_done=True)[-1] == Idle
+
+
 def test_gone_hands_back_the_active_exchange_and_drops_the_rest():
     s = ClientSession()
     a, b = x(GET, 1), x(GET, 2)

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from tests.conftest import LOCAL_POLICY, read_response
+from tests.conftest import read_response
 from tests.origin import RecordingOrigin, marker_reply
 
 DENY_POLICY = """
@@ -79,9 +79,9 @@ def get(port: int, url: str) -> tuple[int, dict, bytes]:
 
 # ------------------------------------------------------------ 1. Connection cannot unframe a message
 
-def test_connection_naming_content_length_cannot_unframe_the_body(make_proxy, recording):
+def test_connection_naming_content_length_cannot_unframe_the_body(shared_proxy, recording):
     origin = recording()
-    proxy = make_proxy(DENY_POLICY)
+    proxy = shared_proxy(DENY_POLICY)
     assert get(proxy.port, origin.url("/denied"))[0] == 403       # the hidden URL is denied
     attack = (f"POST {origin.url('/ok')} HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Content-Length\r\n"
               f"Content-Length: {len(HIDDEN)}\r\n\r\n").encode() + HIDDEN
@@ -97,9 +97,9 @@ def test_connection_naming_content_length_cannot_unframe_the_body(make_proxy, re
     assert seen[0].header("Content-Length") == "47" and seen[0].header("Connection") is None
 
 
-def test_connection_naming_transfer_encoding_cannot_unframe_the_body(make_proxy, recording):
+def test_connection_naming_transfer_encoding_cannot_unframe_the_body(shared_proxy, recording):
     origin = recording()
-    proxy = make_proxy(DENY_POLICY)
+    proxy = shared_proxy(DENY_POLICY)
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(HIDDEN), HIDDEN)
     attack = (f"POST {origin.url('/ok')} HTTP/1.1\r\nHost: x\r\nConnection: Transfer-Encoding\r\n"
               f"Transfer-Encoding: chunked\r\n\r\n").encode() + chunked
@@ -115,7 +115,7 @@ def test_connection_naming_transfer_encoding_cannot_unframe_the_body(make_proxy,
     b"Connection: Content-Length\r\nContent-Length: 5\r\n",
     b"Connection: close, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n",
 ])
-def test_reply_whose_connection_names_its_framing_is_502_and_the_connection_closed(make_proxy, recording, fields):
+def test_reply_whose_connection_names_its_framing_is_502_and_the_connection_closed(proxy, recording, fields):
     def answer(req):
         if req.target == "/tampered":
             body = b"5\r\nhello\r\n0\r\n\r\n" if b"chunked" in fields else b"hello"
@@ -123,7 +123,6 @@ def test_reply_whose_connection_names_its_framing_is_502_and_the_connection_clos
         return marker_reply(req)
 
     origin = recording(answer)
-    proxy = make_proxy(LOCAL_POLICY)
     status, headers, body = get(proxy.port, origin.url("/tampered"))
     assert status == 502 and b"ERR_INVALID_RESP" in body
     assert get(proxy.port, origin.url("/next"))[2] == b"reply to GET /next\n"
@@ -145,9 +144,8 @@ def cacheable_then_injected(req):
 
 
 @pytest.mark.parametrize("first", ["GET", "HEAD"])
-def test_bytes_after_a_reply_never_reach_the_next_transaction(make_proxy, recording, first):
+def test_bytes_after_a_reply_never_reach_the_next_transaction(proxy, recording, first):
     origin = recording(cacheable_then_injected)
-    proxy = make_proxy(LOCAL_POLICY)
     pipelined = (f"{first} {origin.url('/a')} HTTP/1.1\r\nHost: x\r\n\r\n"
                  f"GET {origin.url('/b')} HTTP/1.1\r\nHost: x\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
@@ -168,10 +166,9 @@ def test_bytes_after_a_reply_never_reach_the_next_transaction(make_proxy, record
     assert (status, body) == (200, b"reply to GET /b\n") and "set-cookie" not in headers
 
 
-def test_a_reply_split_by_the_origin_still_reuses_its_connection(make_proxy, recording):
+def test_a_reply_split_by_the_origin_still_reuses_its_connection(proxy, recording):
     """The reverse check: a clean keep-alive reply leaves its connection in the pool."""
     origin = recording()
-    proxy = make_proxy(LOCAL_POLICY)
     for name in ("/x", "/y", "/z"):
         assert get(proxy.port, origin.url(name))[2] == f"reply to GET {name}\n".encode()
     assert origin.connections == 1
@@ -180,9 +177,8 @@ def test_a_reply_split_by_the_origin_still_reuses_its_connection(make_proxy, rec
 # ------------------------------------------------------------ 4. non-persistent uploads
 
 @pytest.mark.parametrize("version,connection", [("1.0", ""), ("1.1", "Connection: close\r\n")])
-def test_upload_on_a_connection_that_closes_is_forwarded_whole(make_proxy, recording, version, connection):
+def test_upload_on_a_connection_that_closes_is_forwarded_whole(proxy, recording, version, connection):
     origin = recording()
-    proxy = make_proxy(LOCAL_POLICY)
     body = bytes(range(256)) * 1172         # 300032 bytes
     request = (f"POST {origin.url('/up')} HTTP/{version}\r\nHost: x\r\n{connection}"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
@@ -195,9 +191,8 @@ def test_upload_on_a_connection_that_closes_is_forwarded_whole(make_proxy, recor
 
 # ------------------------------------------------------------ 5. pipelined requests before a close
 
-def test_every_pipelined_request_before_a_close_is_answered_in_order(make_proxy, recording):
+def test_every_pipelined_request_before_a_close_is_answered_in_order(proxy, recording):
     origin = recording()
-    proxy = make_proxy(LOCAL_POLICY)
     u = origin.url
     data = (f"GET {u('/1')} HTTP/1.1\r\nHost: x\r\n\r\n"
             f"GET {u('/2')} HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -210,9 +205,8 @@ def test_every_pipelined_request_before_a_close_is_answered_in_order(make_proxy,
     assert [r.target for r in origin.seen()] == ["/1", "/2", "/3"]
 
 
-def test_post_then_gets_before_a_close_are_all_answered(make_proxy, recording):
+def test_post_then_gets_before_a_close_are_all_answered(proxy, recording):
     origin = recording()
-    proxy = make_proxy(LOCAL_POLICY)
     u = origin.url
     data = (f"POST {u('/p')} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
             f"GET {u('/g1')} HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -225,7 +219,7 @@ def test_post_then_gets_before_a_close_are_all_answered(make_proxy, recording):
 
 # ------------------------------------------------------------ 6. replies with too many fields
 
-def test_reply_with_more_than_256_fields_is_refused_and_its_connection_closed(make_proxy, recording):
+def test_reply_with_more_than_256_fields_is_refused_and_its_connection_closed(proxy, recording):
     def answer(req):
         if req.target == "/many":
             fields = b"".join(b"X-%d: a\r\n" % i for i in range(300))
@@ -233,7 +227,6 @@ def test_reply_with_more_than_256_fields_is_refused_and_its_connection_closed(ma
         return marker_reply(req)
 
     origin = recording(answer)
-    proxy = make_proxy(LOCAL_POLICY)
     status, _, body = get(proxy.port, origin.url("/many"))
     assert status == 502 and b"ERR_TOO_BIG" in body
     assert get(proxy.port, origin.url("/next"))[2] == b"reply to GET /next\n"

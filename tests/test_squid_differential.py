@@ -11,13 +11,9 @@ The few places where squidpy is deliberately stricter than Squid are asserted as
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import tempfile
 import urllib.parse
 import uuid
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -44,16 +40,11 @@ def denied(answer) -> bool:
 
 @pytest.fixture
 def both(tmp_path):
-    """``both(config)`` -> (squid, squidpy) started with the same configuration text.
-
-    Squid's files live in a directory of their own under /tmp: when the tests run as
-    root Squid drops to the 'proxy' user, who cannot enter pytest's private tmp_path."""
+    """``both(config)`` -> (squid, squidpy) started with the same configuration text."""
     started = []
-    squid_root = Path(tempfile.mkdtemp(prefix="squid-diff-"))
-    os.chmod(squid_root, 0o755)
 
     def start(config: str):
-        squid = SquidProcess(squid_root / f"squid{len(started)}", config)
+        squid = SquidProcess(tmp_path / f"squid{len(started)}", config)
         started.append(squid)
         ours = ProxyProcess(tmp_path / f"squidpy{len(started)}", VISIBLE + config)
         started.append(ours)
@@ -62,7 +53,6 @@ def both(tmp_path):
     yield start
     for p in started:
         p.stop()
-    shutil.rmtree(squid_root, ignore_errors=True)
 
 
 def check_denies(proxy, method: str, target: str) -> bool:

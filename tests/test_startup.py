@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -60,29 +57,24 @@ def test_a_cache_dir_on_a_read_only_file_system(tmp_path):
     assert_refused(out, tmp_path, f"cache_dir {ro}/cache: Read-only file system")
 
 
-def test_a_cache_dir_squidpy_may_not_write(tmp_path):
+def test_a_cache_dir_squidpy_may_not_write(public_tmp):
     """Root made the directory, squidpy runs as someone else (cache_effective_user as root,
     a directory without write permission otherwise)."""
-    base = tempfile.mkdtemp(prefix="sqperm-", dir="/tmp")     # reachable by another user
-    try:
-        os.chmod(base, 0o755)
-        d = Path(base)
-        cache = d / "cache"
-        cache.mkdir(mode=0o755)
-        if ROOT:
-            conf = config(d, f"cache_dir diskcache {cache} 10\ncache_effective_user nobody\n")
-            who = "nobody"
-        else:
-            cache.chmod(0o555)
-            conf = config(d, f"cache_dir diskcache {cache} 10\n")
-            who = pwd.getpwuid(os.geteuid()).pw_name
-        out = run(conf)
-        assert out.returncode == 1
-        assert len(out.stderr.splitlines()) == 1
-        assert out.stderr.startswith(f"squidpy: cannot start: cache_dir {cache}: Permission denied (squidpy runs as {who})")
-        assert "Traceback" not in out.stderr + (d / "cache.log").read_text()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    d = public_tmp
+    cache = d / "cache"
+    cache.mkdir(mode=0o755)
+    if ROOT:
+        conf = config(d, f"cache_dir diskcache {cache} 10\ncache_effective_user nobody\n")
+        who = "nobody"
+    else:
+        cache.chmod(0o555)
+        conf = config(d, f"cache_dir diskcache {cache} 10\n")
+        who = pwd.getpwuid(os.geteuid()).pw_name
+    out = run(conf)
+    assert out.returncode == 1
+    assert len(out.stderr.splitlines()) == 1
+    assert out.stderr.startswith(f"squidpy: cannot start: cache_dir {cache}: Permission denied (squidpy runs as {who})")
+    assert "Traceback" not in out.stderr + (d / "cache.log").read_text()
 
 
 def test_a_port_already_in_use_is_said_on_stderr_and_in_cache_log(tmp_path):

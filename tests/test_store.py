@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import pytest
 
-from squidpy.cache.store import CachedReply, DiskTier, MemoryTier, Store, entry_key
+from squidpy.cache.store import CachedReply, DiskTier, MemoryTier, Store, entry_key, memory_tier
 
 
 class NoWalk(OrderedDict):
@@ -113,6 +113,67 @@ def test_store_remove_url_counts_memory_and_disk(tmp_path):
         store.close()
 
 
+# ---------------------------------------------------------------- memory_replacement_policy
+def costed(url: str, body: bytes):
+    r = reply(url)
+    return r, body, len(body) + len(r.head) + 256
+
+
+def test_lru_evicts_the_least_recently_used():
+    memory = memory_tier(3 * costed("http://o/0", b"xx")[2], "lru")
+    for n in range(3):
+        memory.put(f"http://o/{n}", reply(f"http://o/{n}"), b"xx")
+    memory.get("http://o/0")
+    memory.put("http://o/3", reply("http://o/3"), b"xx")
+    assert set(memory.items) == {"http://o/0", "http://o/2", "http://o/3"}
+
+
+def test_lfuda_keeps_the_popular_and_ages_out_the_once_popular():
+    cost = costed("http://o/0", b"xx")[2]
+    memory = memory_tier(3 * cost, "heap LFUDA")
+    for n in range(3):
+        memory.put(f"http://o/{n}", reply(f"http://o/{n}"), b"xx")
+    for _ in range(5):
+        memory.get("http://o/0")                 # popular
+    memory.get("http://o/1")
+    memory.put("http://o/3", reply("http://o/3"), b"xx")
+    assert "http://o/2" not in memory.items and "http://o/0" in memory.items
+    assert memory.age == 1.0                     # the evicted object's key
+    # new objects start at the heap's age: after enough evictions the old favourite goes too
+    for n in range(4, 14):
+        memory.put(f"http://o/{n}", reply(f"http://o/{n}"), b"xx")
+        memory.get(f"http://o/{n}")
+    assert "http://o/0" not in memory.items
+
+
+def test_gdsf_prefers_small_objects():
+    small, big = b"x", b"y" * 4000
+    memory = memory_tier(costed("a", big)[2] + 2 * costed("a", small)[2], "heap GDSF")
+    memory.put("http://o/big", reply("http://o/big"), big)
+    memory.put("http://o/s1", reply("http://o/s1"), small)
+    memory.put("http://o/s2", reply("http://o/s2"), small)
+    memory.put("http://o/s3", reply("http://o/s3"), small)     # over the limit: the big one goes
+    assert set(memory.items) == {"http://o/s1", "http://o/s2", "http://o/s3"}
+    assert sum(costed(k, b)[2] for k, (_r, b) in memory.items.items()) == memory.size
+
+
+def test_policy_change_keeps_the_objects_and_removal_works_in_heaps():
+    store = Store(1 << 20, 1 << 20, None)
+    store.put("http://o/a", reply("http://o/a"), b"xx", None)
+    store.set_memory_policy("heap GDSF")
+    assert store.memory.policy == "heap GDSF" and "http://o/a" in store.memory.items
+    assert store.memory.remove_url("http://o/a") == 1 and not store.memory.keys
+
+
+def test_disk_policy_is_diskcache_s(tmp_path):
+    for policy, eviction in [("lru", "least-recently-used"), ("heap LFUDA", "least-frequently-used")]:
+        d = DiskTier(str(tmp_path / policy.replace(" ", "")), 10, policy)
+        try:
+            assert d.cache.eviction_policy == eviction
+        finally:
+            d.close()
+
+
 def test_a_miss_never_asks_the_disk_once_its_keys_are_known(disk):
     store = Store(1 << 20, 1 << 20, disk)
     done = threading.Event()
@@ -143,3 +204,125 @@ def test_keys_on_disk_at_start_are_known_after_the_scan(tmp_path):
         assert again.may_hold(disk_key("http://o/kept")) and not again.may_hold(disk_key("http://o/other"))
     finally:
         again.close()
+
+
+def _tee_cache(tmp_path):
+    from squidpy.config.loader import load
+    from squidpy.proxy.cache_side import Cache
+    config = load(text="maximum_object_size_in_memory 1 KB\nmaximum_object_size 64 MB\n")
+    return Cache(None, config, Store(1 << 20, config.maximum_object_size_in_memory,
+                                     DiskTier(str(tmp_path / "c"), 100)))
+
+
+def _stored_body(cache, url: str) -> bytes | None:
+    reply = cache.store.disk.lookup(url)
+    if reply is None:
+        return None
+    with cache.store.disk.open_body(reply) as f:
+        return f.read()
+
+
+def _writer_idle(disk) -> None:
+    done = threading.Event()
+    assert disk.writer.submit(done.set) and done.wait(30)
+
+
+def test_a_large_reply_in_many_small_reads_is_stored_while_the_disk_lags(tmp_path):
+    """The copy of a reply waits for the writer thread in bytes, not in chunks: a reply
+    read in more pieces than the writer's queue holds, while the writer is busy, is still
+    stored whole (it used to be dropped, silently, once the queue filled)."""
+    from squidpy.cache.store import WRITE_QUEUE
+    from squidpy.http.message import ResponseHead
+    from squidpy.proxy.cache_side import Tee
+
+    cache = _tee_cache(tmp_path)
+    disk = cache.store.disk
+    try:
+        busy = threading.Event()
+        assert disk.writer.submit(lambda: busy.wait(30))         # the disk lags behind
+        tee = Tee(cache, ResponseHead(200, b"OK", "HTTP/1.1", [(b"Cache-Control", b"max-age=60")]), 1.0)
+        pieces = [bytes([i % 251]) * 1000 for i in range(4 * WRITE_QUEUE)]
+        assert all(tee.add(piece) for piece in pieces)
+        busy.set()
+        tee.commit("http://o/big", "http://o/big", (), (), 2.0)
+        _writer_idle(disk)
+        assert _stored_body(cache, "http://o/big") == b"".join(pieces)
+    finally:
+        cache.close()
+
+
+def test_a_reply_the_disk_cannot_keep_up_with_is_dropped_and_leaves_nothing(tmp_path, monkeypatch):
+    """Past WRITE_BACKLOG bytes waiting for the writer, the copy is given up: the client's
+    transfer is not affected (add() says no more), and no temp file stays behind."""
+    import os
+
+    from squidpy.http.message import ResponseHead
+    from squidpy.proxy import cache_side
+
+    monkeypatch.setattr(cache_side, "WRITE_BACKLOG", 100_000)
+    cache = _tee_cache(tmp_path)
+    disk = cache.store.disk
+    try:
+        busy = threading.Event()
+        assert disk.writer.submit(lambda: busy.wait(30))
+        tee = cache_side.Tee(cache, ResponseHead(200, b"OK", "HTTP/1.1", []), 1.0)
+        results = [tee.add(b"x" * 10_000) for _ in range(20)]
+        assert results[:10] == [True] * 10 and results[-1] is False
+        busy.set()
+        _writer_idle(disk)
+        assert os.listdir(disk.tmp) == []
+    finally:
+        cache.close()
+
+
+def test_the_origin_is_held_while_the_disk_catches_up(tmp_path):
+    """Past HOLD_AT bytes waiting for the writer, the origin connection is paused
+    ("store"), and read again once the writer is down to RESUME_AT: the disk sets the pace
+    and the reply is stored whole, in bounded memory."""
+    from types import SimpleNamespace
+
+    from squidpy.http.message import ResponseHead
+    from squidpy.proxy import cache_side
+
+    class OriginConnection:
+        def __init__(self):
+            self.paused: set[str] = set()
+            self.driver = None
+
+        def pause_reading(self, reason):
+            self.paused.add(reason)
+
+        def resume_reading(self, reason):
+            self.paused.discard(reason)
+
+    class Reactor:
+        def __init__(self):
+            self.calls = []
+
+        def callFromThread(self, f, *args):
+            self.calls.append((f, args))
+
+    server, reactor = OriginConnection(), Reactor()
+    driver = SimpleNamespace(server=server, service=SimpleNamespace(reactor=reactor))
+    server.driver = driver
+    cache = _tee_cache(tmp_path)
+    disk = cache.store.disk
+    try:
+        busy = threading.Event()
+        assert disk.writer.submit(lambda: busy.wait(30))
+        tee = cache_side.Tee(cache, ResponseHead(200, b"OK", "HTTP/1.1", [(b"Cache-Control", b"max-age=60")]), 1.0,
+                             driver)
+        piece = b"y" * 65536
+        count = cache_side.HOLD_AT // len(piece) + 2
+        assert all(tee.add(piece) for _ in range(count))
+        assert server.paused == {"store"}                      # the writer lags: the origin waits
+        busy.set()
+        _writer_idle(disk)
+        for f, args in reactor.calls:                          # what the writer asked of the reactor
+            f(*args)
+        assert server.paused == set()                          # caught up: read on
+        tee.commit("http://o/held", "http://o/held", (), (), 2.0)
+        _writer_idle(disk)
+        assert _stored_body(cache, "http://o/held") == piece * count
+    finally:
+        cache.close()

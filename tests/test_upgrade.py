@@ -8,10 +8,7 @@ and compare what the origin received and what the client got.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import tempfile
 import time
 
 import pytest
@@ -126,26 +123,22 @@ def through(port: int, origin: RecordingOrigin, path: str, upgrade: str | None, 
 
 
 @pytest.fixture(params=["squidpy", "squid"])
-def pair(request, make_proxy):
+def pair(request, make_proxy, tmp_path):
     """A proxy of each kind with the given extra lines, and a switching recording origin."""
     made = []
-    # Squid runs as 'proxy': its directory must be reachable, which pytest's tmp_path is not
-    squid_dir = tempfile.mkdtemp(prefix="squid-up-", dir="/tmp")
-    os.chmod(squid_dir, 0o755)
 
     def make(lines: str = ""):
         origin = RecordingOrigin(switching)
         made.append(origin)
         if request.param == "squidpy":
             return make_proxy(POLICY + lines), origin
-        squid = SquidProcess(os.path.join(squid_dir, str(len(made))), POLICY + lines)
+        squid = SquidProcess(tmp_path / f"squid{len(made)}", POLICY + lines)
         made.append(squid)
         return squid, origin
 
     yield make
     for thing in made:
         thing.stop()
-    shutil.rmtree(squid_dir, ignore_errors=True)
 
 
 def test_by_default_the_offer_is_removed_and_the_request_goes_on_as_http(pair):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 
 from tests.conftest import LOCAL_POLICY, read_response
 from tests.proxyproc import ProxyProcess, wait_for
@@ -53,11 +52,16 @@ def test_two_kids_serve_one_port_and_share_the_log(tmp_path, origin):
         # a kid that dies is replaced
         os.kill(kids[0], signal.SIGKILL)
         assert wait_for(lambda: len(kids_of(proxy.proc.pid)) == 2 and kids[0] not in kids_of(proxy.proc.pid), 10)
+        assert wait_for(lambda: proxy.read_cache_log().count("Accepting HTTP connections") == 3, 10)   # it is up
         assert get(port, origin.url("/size/3"))[2] == b"xxx"
         # rotation happens once, and every kid writes on in the new file
         proxy.signal(signal.SIGUSR1)
         assert wait_for(lambda: proxy.access_log.with_name("access.log.0").exists(), 5)
-        time.sleep(0.5)
+        def reopened() -> int:      # the line of a kid that reopened early went to the rotated cache.log
+            old = proxy.cache_log.with_name("cache.log.0")
+            text = (old.read_text() if old.exists() else "") + proxy.read_cache_log()
+            return text.count("Reopened the log files after rotation")
+        assert wait_for(lambda: reopened() == 2, 10)
         for i in range(10):
             get(port, origin.url("/size/1"))
         assert wait_for(lambda: proxy.access_log.exists() and len(proxy.access_log.read_text().splitlines()) == 10, 5)

@@ -1,6 +1,7 @@
 """Named ACLs and access lists (``http_access`` and its kin), Squid's semantics.
 
-* ``acl NAME TYPE [-flags] VALUE ...``: lines with one NAME accumulate values.
+* ``acl NAME TYPE [-flags] VALUE ...``: lines with one NAME accumulate values;
+  NAME is compared without regard to (ASCII) case, as Squid compares it.
 * ``http_access allow|deny [!]ACL ...``: the ACLs of a line are ANDed, ``!``
   negates, lines are tried in order and the first full match decides; when
   none matches the answer is the opposite of the last line's action, and an
@@ -11,8 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from squidpy.acl.checklist import Checklist
-from squidpy.acl.types import ACL_TYPES, AclType, ManagerAcl
+from squidpy.acl.checklist import AuthRequired, Checklist, Undecided
+from squidpy.acl.types import ACL_TYPES, AclType, ManagerAcl, _Unusable
+
+ACL_NAME_MAX = 63                  # Squid's ACL_NAME_SZ - 1
+_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def acl_key(name: str) -> str:
+    """How Squid finds an ACL by name: strcasecmp, ASCII letters only."""
+    return name.translate(_FOLD)
 
 
 class Acl:
@@ -48,27 +57,33 @@ class AclTable:
     """Every ACL of a configuration, by name."""
 
     def __init__(self):
-        self.acls: dict[str, Acl] = {}
+        self.acls: dict[str, Acl] = {}          # by acl_key(name)
         for name, type_name, values in PREDEFINED:
             acl = self.define(name, type_name, [], "<predefined>")
             if name == "manager":
                 acl.matcher = ManagerAcl(frozenset())
+            acl.matcher.begin_line(frozenset())
             for v in values:
                 acl.matcher.add(v, None)
+            acl.matcher.end_line()
             acl.matcher.finish()
 
     def define(self, name: str, type_name: str, flags: list[str], where: str) -> Acl:
         """The ACL called ``name`` (created on first use); raises ValueError."""
+        if len(name) > ACL_NAME_MAX:
+            raise ValueError(f"ACL name '{name}' is longer than {ACL_NAME_MAX} characters")
         cls = ACL_TYPES.get(type_name)
         if cls is None:
             raise ValueError(f"unknown ACL type '{type_name}'")
-        bad = [f for f in flags if f not in cls.flags_allowed]
+        bad = [f for f in flags if f.split("=", 1)[0] not in cls.flags_allowed]
         if bad:
             raise ValueError(f"ACL type '{type_name}' does not take the option '{bad[0]}'")
-        acl = self.acls.get(name)
+        acl = self.acls.get(acl_key(name))
         if acl is None:
-            acl = Acl(name, type_name, where, cls(frozenset(flags)))
-            self.acls[name] = acl
+            matcher = cls(frozenset(flags))
+            matcher.table = self
+            acl = Acl(name, type_name, where, matcher)
+            self.acls[acl_key(name)] = acl
         elif acl.type_name != type_name:
             raise ValueError(
                 f"ACL '{name}' is already defined as type '{acl.type_name}' at {acl.where}; "
@@ -76,8 +91,16 @@ class AclTable:
             )
         return acl
 
+    def define_unusable(self, name: str, type_name: str, where: str) -> None:
+        """Hold the name of an ACL whose line was refused, so later lines naming it
+        report nothing more (the configuration does not load anyway)."""
+        if acl_key(name) not in self.acls:
+            matcher = _Unusable()
+            matcher.name = type_name
+            self.acls[acl_key(name)] = Acl(name, type_name, where, matcher)
+
     def get(self, name: str) -> Acl | None:
-        return self.acls.get(name)
+        return self.acls.get(acl_key(name))
 
     def names_method(self, method: str) -> bool:
         """Whether a ``method`` ACL lists ``method``: Squid honours PURGE only then
@@ -148,8 +171,11 @@ class AccessList:
         self._default = Verdict(empty_allows, None, implicit=True)
 
     def add_rule(self, args: list[str], acls: AclTable, where: str, text: str,
-                 allow_reply: bool = False) -> AccessRule:
-        """Parse ``allow|deny [!]ACL ...``; raises ValueError."""
+                 allow_reply: bool = False, warn=None) -> AccessRule:
+        """Parse ``allow|deny [!]ACL ...``; raises ValueError.
+
+        A reply ACL where there is no reply yet (``allow_reply`` false) never
+        matches, as in Squid ("assuming mismatch"); ``warn`` is told so."""
         if not args or args[0] not in ("allow", "deny"):
             raise ValueError(f"{self.name} needs 'allow' or 'deny' first")
         refs = []
@@ -159,11 +185,9 @@ class AccessList:
             acl = acls.get(name)
             if acl is None:
                 raise ValueError(f"ACL '{name}' is used before it is defined (define it with an 'acl {name} ...' line first)")
-            if acl.matcher.reply and not allow_reply:
-                raise ValueError(
-                    f"ACL '{name}' is of type '{acl.type_name}', which needs a reply; "
-                    f"{self.name} is checked before there is one (use http_reply_access)"
-                )
+            if acl.matcher.reply and not allow_reply and warn is not None:
+                warn(f"ACL '{name}' is of type '{acl.type_name}', which needs a reply; {self.name} is "
+                     f"checked before there is one, so it never matches here (use http_reply_access)")
             refs.append((negated, acl))
         rule = AccessRule(args[0] == "allow", refs, where, text)
         self.rules.append(rule)
@@ -172,13 +196,18 @@ class AccessList:
         return rule
 
     def check(self, ch: Checklist) -> Verdict:
-        """First full match decides; may raise :class:`Pending` for a lookup."""
-        for rule, verdict in self._decisions:
-            for negated, acl in rule.acls:
-                if acl.match(ch) == negated:
-                    break
-            else:
-                return verdict
+        """First full match decides; may raise :class:`Pending` for a lookup, or
+        :class:`AuthRequired`/:class:`Undecided` naming the ACL that ended the check."""
+        try:
+            for rule, verdict in self._decisions:
+                for negated, acl in rule.acls:
+                    if acl.match(ch) == negated:
+                        break
+                else:
+                    return verdict
+        except (AuthRequired, Undecided) as ended:
+            ended.acl = acl
+            raise
         return self._default
 
     def explain(self, ch: Checklist) -> tuple[Verdict, list["Step"]]:

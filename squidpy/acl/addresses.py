@@ -14,15 +14,30 @@ import ipaddress
 from squidpy.ip import ip_address
 
 
+# Squid's "ipv6": the unicast IPv6 Internet (global, unique-local and link-local)
+_IPV6_UNICAST = ("1000::/4", "2000::/3", "4000::/2", "8000::/2", "c000::/3", "e000::/4", "fc00::/7", "fe80::/10")
+
+
 def parse_address_entry(text: str) -> list[tuple[int, int, int]]:
-    """One ACL value -> ``[(version, low, high)]``; raises ValueError."""
+    """One ACL value -> ``[(version, low, high)]``; raises ValueError.
+
+    ``all`` is every address, ``ipv4`` every IPv4 address and ``ipv6`` the
+    unicast IPv6 Internet, as in Squid.
+    """
     if text == "all":
         return [(4, 0, 2 ** 32 - 1), (6, 0, 2 ** 128 - 1)]
+    if text == "ipv4":
+        return [(4, 0, 2 ** 32 - 1)]
+    if text == "ipv6":
+        nets = [ipaddress.ip_network(n) for n in _IPV6_UNICAST]
+        return [(6, int(n.network_address), int(n.broadcast_address)) for n in nets]
     if "-" in text:
         first, _, rest = text.partition("-")
-        lo_ip = _ip(first)
         hi_text, slash, mask = rest.partition("/")
-        hi_ip = _ip(hi_text)
+        try:
+            lo_ip, hi_ip = _ip(first), _ip(hi_text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not an IP address or an address range") from None
         if lo_ip.version != hi_ip.version:
             raise ValueError(f"'{text}': the two ends of a range must be of one IP version")
         lo, hi = int(lo_ip), int(hi_ip)

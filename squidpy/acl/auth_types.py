@@ -12,10 +12,9 @@ authentication ACL raises :class:`AuthRequired`: the client is challenged.
 
 from __future__ import annotations
 
-import re
-
-from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending
-from squidpy.acl.types import AclType, AclWarning
+from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending, Undecided
+from squidpy.acl.types import AclType, AclWarning, _RegexAcl
+from squidpy.auth.cache import forget_addresses
 
 
 def _authenticated_user(ch: Checklist) -> str:
@@ -62,29 +61,9 @@ class ProxyAuthAcl(AclType):
         return (user.lower() if "-i" in self.flags else user) in self.users
 
 
-class _UserRegexAcl(AclType):
-    flags_allowed = frozenset({"-i", "+i"})
-
-    def __init__(self, flags=frozenset()):
-        super().__init__(flags)
-        self.patterns: list[re.Pattern] = []
-        self._ignore_case = "-i" in flags
-
-    def begin_line(self, flags: frozenset[str]) -> None:
-        super().begin_line(flags)
-        if "-i" in flags:
-            self._ignore_case = True
-        if "+i" in flags:
-            self._ignore_case = False
-
-    def add(self, value: str, where: str | None = None) -> None:
-        try:
-            self.patterns.append(re.compile(value, re.IGNORECASE if self._ignore_case else 0))
-        except re.error as e:
-            raise ValueError(f"bad regular expression '{value}': {e}") from None
-
-    def search(self, text: str | None) -> bool:
-        return text is not None and any(p.search(text) for p in self.patterns)
+class _UserRegexAcl(_RegexAcl):
+    """A user name against POSIX extended regular expressions, read and joined as
+    Squid reads them (its RegexData, as url_regex)."""
 
 
 class ProxyAuthRegexAcl(_UserRegexAcl):
@@ -129,7 +108,12 @@ class MaxUserIpAcl(AclType):
 
     def match(self, ch: Checklist) -> bool:
         _authenticated_user(ch)
-        return ch.user_ip_count > self.maximum
+        if ch.user_ip_count <= self.maximum:
+            return False
+        entry = ch.auth.entry
+        if entry is not None:
+            forget_addresses(entry, ch.src, self.strict)
+        return True
 
 
 class ExtUserAcl(ProxyAuthAcl):
@@ -196,12 +180,18 @@ class ExternalAcl(AclType):
 
     def match(self, ch: Checklist) -> bool:
         from squidpy.helpers.external import apply_reply
+        from squidpy.helpers.protocol import ERR, OK
         line = self.definition.request_line(ch, self.acl_name, self.args)
         answer = ch.external.get((self.type_name, line))
         if answer is None:
             raise ExternalPending(self.type_name, line)
         result, notes = answer
-        return apply_reply(ch, result, notes)
+        matched = apply_reply(ch, result, notes)
+        if result not in (OK, ERR):
+            # the helper could not answer (BH, died, timed out, overloaded): Squid ends
+            # the check here without an answer, which denies
+            raise Undecided(next((v for k, v in notes if k == "message"), "") or f"{self.type_name} failed")
+        return matched
 
 
 AUTH_ACL_TYPES = {cls.name: cls for cls in (ProxyAuthAcl, ProxyAuthRegexAcl, MaxUserIpAcl, ExtUserAcl,

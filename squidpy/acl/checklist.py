@@ -35,7 +35,27 @@ class ExternalPending(Pending):
 
 class AuthRequired(Exception):
     """An authentication ACL met a request without valid credentials: the check
-    ends here and the client is challenged (Squid's ACCESS_AUTH_REQUIRED)."""
+    ends here and the client is challenged (Squid's ACCESS_AUTH_REQUIRED).
+    ``acl``: the ACL that raised it (set by the access list), Squid's deny_info key."""
+
+    acl = None
+
+
+class Undecided(Exception):
+    """An ACL could not be evaluated (its external helper failed, timed out or is
+    overloaded): the check ends here, denied (Squid's ACCESS_DUNNO); ``message``
+    is shown on the error page as %o."""
+
+    acl = None
+
+    def __init__(self, message: str = ""):
+        super().__init__(message)
+        self.message = message
+
+
+# What a fast check (access_log filters, cache, reply_body_max_size ...) treats as
+# "does not match": a fact it cannot wait for, missing credentials, a failed helper.
+UNDECIDED = (Pending, AuthRequired, Undecided)
 
 
 class Checklist:
@@ -49,6 +69,7 @@ class Checklist:
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key", "_url_unescaped", "_path_unescaped",
         "auth", "ext_user", "tag", "notes", "external", "user_ip_count", "to_proxy",
+        "connection", "initiator", "random", "entry",
     )
 
     def __init__(
@@ -92,7 +113,7 @@ class Checklist:
         self.auth = None                # the request's authentication outcome (squidpy.auth.decide), once examined
         self.ext_user = None            # user= from an external ACL helper
         self.tag = None                 # tag= from an external ACL helper
-        self.notes: list[tuple[str, str]] = []     # helper annotations (group=, log=, ...)
+        self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
         self.external: dict[tuple[str, str], tuple[str, list]] = {}   # (type, line) -> (result, notes)
         self.user_ip_count = 0          # addresses the user came from within authenticate_ip_ttl
         self.to_proxy = False           # a request for the proxy itself (its own URL, cache_object://)
@@ -100,6 +121,28 @@ class Checklist:
         self._src_key = None
         self._url_unescaped = None
         self._path_unescaped = None
+        self.connection = None          # the client connection (its .notes: annotate_client), when there is one
+        self.initiator = "client"
+        self.random = None              # a float source in [0, 1) for random ACLs (tests)
+        self.entry = None               # the transaction's LogEntry, once it exists
+
+    @property
+    def hier_code(self) -> str:
+        """How the reply was obtained (%Sh): HIER_NONE until the request is forwarded."""
+        return self.entry.hierarchy if self.entry is not None else "HIER_NONE"
+
+    @property
+    def squid_error(self) -> str:
+        """The error the transaction ended with, ERR_NONE while there is none."""
+        entry = self.entry
+        return (entry.error or "ERR_NONE") if entry is not None else "ERR_NONE"
+
+    def retarget(self, url: str, scheme: str, host: str, port: int, path: str, ip_literal: bool) -> None:
+        """The URL rewriter sent the request elsewhere: later checks see the new URL."""
+        self.url, self.scheme, self.host, self.port, self.path = url, scheme, host, port, path
+        self.ip_literal = ip_literal
+        self.dst = self.dst_name = None
+        self._url_unescaped = self._path_unescaped = None
 
     @property
     def src_key(self) -> tuple[int, int]:

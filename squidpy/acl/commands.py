@@ -15,15 +15,20 @@ from squidpy.http.url import BadTarget, addressed_to_proxy, for_proxy, internal_
 
 
 def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklist | None = None,
-                 user: str | None = None):
-    """Facts for ACLs that need them: --dst if given, else this machine's resolver;
-    ``user`` (--user) stands for credentials a helper accepted."""
+                 user: str | None = None, dst_name: str | None = None, client_name: str | None = None):
+    """Facts for ACLs that need them: --dst, --dst-name, --client-name if given,
+    else this machine's resolver; ``user`` (--user) stands for credentials a
+    helper accepted."""
     def lookup(fact: str):
         if fact == "auth":
             from squidpy.auth.decide import DONE, NONE, Outcome
             if ch is not None:
                 ch.user = user
             return Outcome(DONE, "basic", user) if user else Outcome(NONE)
+        if fact == "dst_name" and dst_name is not None:
+            return dst_name
+        if fact == "src_name" and client_name is not None:
+            return client_name
         if fact == "dst":
             if dst:
                 return list(dst)
@@ -50,6 +55,8 @@ def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklis
 @click.option("--referer", help="Referer header")
 @click.option("--header", "headers", multiple=True, help="another request header, 'Name: value' (repeatable)")
 @click.option("--dst", multiple=True, help="the origin's address, instead of resolving its name (repeatable)")
+@click.option("--dst-name", help="the name of the URL's address, instead of a reverse lookup ('' for none)")
+@click.option("--client-name", help="the client's name, instead of a reverse lookup ('' for none)")
 @click.option("--local-ip", default="127.0.0.1", show_default=True, help="proxy address the client used")
 @click.option("--local-port", default=3128, show_default=True, type=int, help="proxy port the client used")
 @click.option("--port-name", default="", help="name= of that http_port (myportname)")
@@ -57,8 +64,8 @@ def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklis
 @click.option("--at", "at_time", help="pretend it is this local time, 'YYYY-MM-DD HH:MM' (time ACLs)")
 @click.option("--user", help="the authenticated user (proxy_auth ACLs); without it credentials are missing")
 @click.option("-v", "--verbose", is_flag=True, help="show every line tried and each ACL's answer")
-def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, local_port,
-          port_name, connections, at_time, user, verbose):
+def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, client_name, local_ip,
+          local_port, port_name, connections, at_time, user, verbose):
     """Which http_access line allows or denies URL, and which ACLs decided it.
 
     For CONNECT, give URL as host:port with --method CONNECT; a bare path
@@ -102,7 +109,8 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, local_ip, l
     ch.client_connections = connections
     ch.to_proxy = target.kind == "internal"
     try:
-        report = evaluate(config.http_access, ch, lookup_facts(target, client_ip, dst, ch, user), config.deny_info)
+        facts = lookup_facts(target, client_ip, dst, ch, user, dst_name, client_name)
+        report = evaluate(config.http_access, ch, facts, config.deny_info)
     except AuthRequired:
         click.echo("407 ERR_CACHE_ACCESS_DENIED: proxy authentication is required (give --user NAME)")
         sys.exit(1)

@@ -29,6 +29,9 @@ class DomainSet:
         self._pending: list[tuple[str, str | None]] = []
 
     def add(self, value: str, where: str | None = None) -> None:
+        if value == ".":                # Squid takes it; it covers only names ending in a dot
+            self.wild.add("")
+            return
         value = value.lower().rstrip(".")
         if not value or value == ".":
             raise ValueError("an empty domain name")

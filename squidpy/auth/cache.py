@@ -38,7 +38,8 @@ _KEY = secrets.token_bytes(32)
 
 
 def secret_digest(secret: str) -> bytes:
-    return hmac.new(_KEY, secret.encode("latin-1", "replace"), hashlib.sha256).digest()
+    """A keyed hash (BLAKE2b with a key made at start): what is kept instead of a secret."""
+    return hashlib.blake2b(secret.encode("latin-1", "replace"), key=_KEY, digest_size=32).digest()
 
 
 @dataclass
@@ -53,6 +54,18 @@ class CachedUser:
     ha1: str | None = None             # Digest: from the helper
     requeried_for: str | None = None   # Digest: the response a fresh HA1 was fetched for
     ips: "OrderedDict[str, float]" = field(default_factory=OrderedDict)
+    header: bytes | None = None        # Basic: keyed hash of the whole Proxy-Authorization value accepted
+    accepted: object = None            # the Outcome a request with that value gets (squidpy.auth.decide)
+
+
+def forget_addresses(entry: CachedUser, ip: str, strict: bool) -> None:
+    """max_user_ip matched (too many addresses): with -s the address that went over
+    is dropped (the user stays denied from it); without, all are forgotten so the
+    user's next request gets in, as Squid does."""
+    if strict:
+        entry.ips.pop(ip, None)
+    else:
+        entry.ips.clear()
 
 
 class UserCache:
@@ -63,6 +76,7 @@ class UserCache:
         self.ip_ttl = ip_ttl
         self.garbage_interval = garbage_interval
         self.users: "OrderedDict[tuple[str, str], CachedUser]" = OrderedDict()
+        self.headers: dict[bytes, CachedUser] = {}     # Basic: accepted header (keyed hash) -> its user
         self.last_gc = clock()
 
     def _entry(self, scheme: str, user: str) -> CachedUser:
@@ -89,6 +103,31 @@ class UserCache:
             return entry.state, entry
         entry.state = UNCHECKED
         return UNCHECKED, entry
+
+    def known_header(self, header: bytes, credentials_ttl: float) -> CachedUser | None:
+        """The user a Basic ``Proxy-Authorization`` value (its keyed hash) was accepted
+        for, while that still holds (same password, within credentialsttl): a logged-in
+        browser's requests are answered without decoding their credentials again."""
+        entry = self.headers.get(header)
+        if entry is None:
+            return None
+        now = self.clock()
+        if entry.header != header or entry.state != OK or now - entry.checked >= credentials_ttl:
+            del self.headers[header]
+            return None
+        if now - self.last_gc >= self.garbage_interval:
+            self.collect()
+        entry.seen = now
+        key = (entry.scheme, entry.user)
+        if key in self.users:
+            self.users.move_to_end(key)
+        return entry
+
+    def remember_header(self, entry: CachedUser, header: bytes, accepted) -> None:
+        entry.header, entry.accepted = header, accepted
+        if len(self.headers) >= MAX_USERS:
+            self.headers.clear()
+        self.headers[header] = entry
 
     def record_basic(self, user: str, password: str, result: str, notes=()) -> CachedUser:
         """The helper's verdict: ``OK`` and ``ERR`` are remembered, anything else is not."""
@@ -137,13 +176,7 @@ class UserCache:
         return sum(1 for t in entry.ips.values() if now - t < self.ip_ttl)
 
     def over_limit(self, entry: CachedUser, ip: str, strict: bool) -> None:
-        """max_user_ip matched (too many addresses): with -s the address that went over
-        is dropped (the user stays denied from it); without, all are forgotten so the
-        user's next request gets in, as Squid does."""
-        if strict:
-            entry.ips.pop(ip, None)
-        else:
-            entry.ips.clear()
+        forget_addresses(entry, ip, strict)
 
     # ------------------------------------------------------------ garbage
 
@@ -156,4 +189,6 @@ class UserCache:
         stale = [k for k, e in self.users.items() if now - e.seen >= self.authenticate_ttl]
         for key in stale:
             del self.users[key]
+        if stale:
+            self.headers = {h: e for h, e in self.headers.items() if (e.scheme, e.user) in self.users}
         return len(stale)

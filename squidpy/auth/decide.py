@@ -4,7 +4,7 @@
 :class:`Outcome`: no credentials, malformed (407 again, never 500), known good
 (from the cache, no helper), known bad, or "ask the helper this line".  The
 helper's answer comes back through :meth:`Authenticator.answered`.  The
-exchange (phase 2 of issue 13) turns ``ask`` into a helper lookup command and
+exchange turns ``ask`` into a helper lookup command (``AskHelper``) and
 the others into its verdicts; :func:`denial` says which status and page a
 denied request gets, as Squid's clientAccessCheckDone decides.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from squidpy.auth import credentials as cred
-from squidpy.auth.cache import FAILED, OK, UNCHECKED, CachedUser, UserCache
+from squidpy.auth.cache import FAILED, OK, UNCHECKED, CachedUser, UserCache, secret_digest
 from squidpy.auth.digest import STALE, UNKNOWN, VALID, NonceRules, NonceStore, response_matches
 from squidpy.auth.schemes import AuthConfig, challenges
 from squidpy.helpers.protocol import escape
@@ -43,6 +43,8 @@ class Outcome:
     token: str | None = None             # HANDSHAKE: what goes in the challenge
     close: bool = False                  # close the connection after the 407 (failed handshake)
     credentials: object = field(default=None, repr=False)
+    extras: str | None = None            # auth_param key_extras, as formatted for this request
+    header: bytes | None = field(default=None, repr=False)   # Basic: keyed hash of the header value
 
     def __str__(self) -> str:
         return f"user {self.user}" if self.kind == DONE else f"{self.kind} ({self.message or 'no credentials'})"
@@ -55,12 +57,15 @@ class ConnectionAuth:
     child: int | None = None             # the helper child reserved for the handshake
     user: str | None = None              # set once the handshake succeeded
     notes: list[tuple[str, str]] = field(default_factory=list)
+    last_header: str | None = field(default=None, repr=False)   # the credentials that finished it
+    entry: CachedUser | None = None      # the user's cache entry (max_user_ip)
 
 
 class Authenticator:
     def __init__(self, config: AuthConfig, cache: UserCache, clock):
         self.config = config
         self.cache = cache
+        self.basic = config.get("basic")
         digest = config.get("digest")
         self.nonces = NonceStore(NonceRules(digest.nonce_max_duration, digest.nonce_max_count,
                                             digest.nonce_strictness, digest.check_nonce_count,
@@ -69,12 +74,27 @@ class Authenticator:
     # ------------------------------------------------------------ reading credentials
 
     def examine(self, value: str | bytes | None, method: str = "GET", accept_language: str | None = None,
-                conn: ConnectionAuth | None = None) -> Outcome:
-        if conn is not None and conn.user is not None and value is None:
-            return Outcome(DONE, conn.scheme, conn.user, notes=conn.notes)
+                conn: ConnectionAuth | None = None, extras=None) -> Outcome:
+        """``extras(scheme)``: that scheme's ``key_extras`` for this request (or None):
+        appended to the helper's line, and part of the key users are cached under, so
+        one user seen with other extras is checked again (Squid's userKey)."""
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if conn is not None and conn.user is not None and (value is None or value == conn.last_header):
+            # an authenticated connection: later requests need no credentials (Squid
+            # takes the same header again as the same login)
+            return Outcome(DONE, conn.scheme, conn.user, notes=conn.notes, entry=conn.entry)
         if value is None:
             return Outcome(NONE)
-        basic = self.config.get("basic")
+        basic = self.basic
+        header = None
+        if basic is not None and value[:6].lower() == "basic ":
+            # the common case: a browser sends the header it logged in with again
+            more = extras("basic") if extras is not None and basic.key_extras else None
+            header = secret_digest(f"{value}\0{more}" if more else value)
+            entry = self.cache.known_header(header, basic.credentialsttl)
+            if entry is not None:
+                return entry.accepted
         try:
             creds = cred.parse(value, casesensitive=basic.casesensitive if basic else False,
                                utf8=basic.utf8 if basic else False, accept_language=accept_language)
@@ -83,30 +103,37 @@ class Authenticator:
         scheme_config = self.config.get(creds.scheme)
         if scheme_config is None:
             return Outcome(MALFORMED, message=f"the {creds.scheme} scheme is not configured")
+        more = extras(creds.scheme) if extras is not None and scheme_config.key_extras else None
         if isinstance(creds, cred.Basic):
-            return self._basic(creds, scheme_config)
+            outcome = self._basic(creds, scheme_config, more)
+            outcome.header = header
+            return outcome
         if isinstance(creds, cred.Digest):
-            return self._digest(creds, scheme_config, method)
-        return self._token(creds, conn)
+            return self._digest(creds, scheme_config, method, more)
+        outcome = self._token(creds, conn, more)
+        if conn is not None:
+            conn.last_header = value
+        return outcome
 
-    def _basic(self, creds: cred.Basic, config) -> Outcome:
-        state, entry = self.cache.basic(creds.user, creds.password, config.credentialsttl)
+    def _basic(self, creds: cred.Basic, config, extras: str | None = None) -> Outcome:
+        key = _key(creds.user, extras)
+        state, entry = self.cache.basic(key, creds.password, config.credentialsttl)
         if state == OK:
             return Outcome(DONE, "basic", creds.user, notes=entry.notes, entry=entry)
         if state == FAILED:
             return Outcome(REFUSED, "basic", creds.user, message="Incorrect password", entry=entry)
-        line = f"{escape(creds.user)} {escape(creds.password)}"
-        return Outcome(ASK, "basic", creds.user, line=line, entry=entry, credentials=creds)
+        line = _line(f"{escape(creds.user)} {escape(creds.password)}", extras)
+        return Outcome(ASK, "basic", creds.user, line=line, entry=entry, credentials=creds, extras=extras)
 
-    def _digest(self, creds: cred.Digest, config, method: str) -> Outcome:
+    def _digest(self, creds: cred.Digest, config, method: str, extras: str | None = None) -> Outcome:
         if creds.realm != config.realm:
             return Outcome(MALFORMED, "digest", message="the Digest realm is not ours")
-        entry = self.cache.digest_user(creds.user, creds.realm)
+        entry = self.cache.digest_user(creds.user, _key(creds.realm, extras))
         if entry.state != OK or entry.ha1 is None:
-            return self._ask_ha1(creds, config, entry)
+            return self._ask_ha1(creds, config, entry, extras)
         if not response_matches(entry.ha1, creds, method, config.post_workaround):
             if entry.requeried_for != creds.response:
-                return self._ask_ha1(creds, config, entry)     # the password may have changed
+                return self._ask_ha1(creds, config, entry, extras)     # the password may have changed
             return Outcome(REFUSED, "digest", creds.user, message="Incorrect password", entry=entry)
         state = self.nonces.check(creds.nonce, creds.nc)
         if state == UNKNOWN:
@@ -116,14 +143,14 @@ class Authenticator:
                            message="the nonce is stale")
         return Outcome(DONE, "digest", creds.user, notes=entry.notes, entry=entry)
 
-    def _ask_ha1(self, creds: cred.Digest, config, entry) -> Outcome:
+    def _ask_ha1(self, creds: cred.Digest, config, entry, extras: str | None = None) -> Outcome:
         user = creds.user
         if config.utf8:
             user = cred.to_utf8(user.encode("latin-1", "replace"), None).decode("utf-8")
-        line = f'"{user}":"{creds.realm}"'
-        return Outcome(ASK, "digest", creds.user, line=line, entry=entry, credentials=creds)
+        line = _line(f'"{user}":"{creds.realm}"', extras)
+        return Outcome(ASK, "digest", creds.user, line=line, entry=entry, credentials=creds, extras=extras)
 
-    def _token(self, creds: cred.Token, conn: ConnectionAuth | None) -> Outcome:
+    def _token(self, creds: cred.Token, conn: ConnectionAuth | None, extras: str | None = None) -> Outcome:
         if conn is None:
             return Outcome(MALFORMED, creds.scheme, message=f"{creds.scheme} needs a persistent connection")
         if conn.user is not None and conn.scheme == creds.scheme:
@@ -131,7 +158,8 @@ class Authenticator:
             conn.user, conn.notes = None, []
         first = conn.scheme != creds.scheme or conn.child is None
         conn.scheme = creds.scheme
-        return Outcome(ASK, creds.scheme, line=f"{'YR' if first else 'KK'} {creds.token}", credentials=creds)
+        return Outcome(ASK, creds.scheme, line=_line(f"{'YR' if first else 'KK'} {creds.token}", extras),
+                       credentials=creds, extras=extras)
 
     # ------------------------------------------------------------ the helper's answer
 
@@ -141,19 +169,23 @@ class Authenticator:
         creds = outcome.credentials
         message = next((v for k, v in notes if k == "message"), None)
         if outcome.scheme == "basic":
-            entry = self.cache.record_basic(creds.user, creds.password, result, notes)
+            entry = self.cache.record_basic(_key(creds.user, outcome.extras), creds.password, result, notes)
             if result == "OK":
-                return Outcome(DONE, "basic", creds.user, notes=list(notes), entry=entry)
+                accepted = Outcome(DONE, "basic", creds.user, notes=list(notes), entry=entry)
+                if outcome.header is not None:
+                    self.cache.remember_header(entry, outcome.header, accepted)
+                return accepted
             return Outcome(REFUSED, "basic", creds.user, entry=entry,
                            message=message or ("Incorrect password" if result == "ERR" else
                                                "the authentication helper could not check the password"))
         if outcome.scheme == "digest":
             ha1 = next((v for k, v in notes if k == "ha1"), None) if result == "OK" else None
-            entry = self.cache.record_ha1(creds.user, creds.realm, ha1, [(k, v) for k, v in notes if k != "ha1"])
+            entry = self.cache.record_ha1(creds.user, _key(creds.realm, outcome.extras), ha1,
+                                          [(k, v) for k, v in notes if k != "ha1"])
             if ha1 is None:
                 return Outcome(REFUSED, "digest", creds.user, entry=entry, message=message or "Incorrect password")
             entry.requeried_for = creds.response
-            return self._digest(creds, self.config.get("digest"), method)
+            return self._digest(creds, self.config.get("digest"), method, outcome.extras)
         # Negotiate / NTLM
         assert conn is not None
         conn.child = child
@@ -166,9 +198,10 @@ class Authenticator:
                 conn.child = None
                 return Outcome(REFUSED, outcome.scheme, message="the helper named no user", close=True)
             conn.user, conn.notes = user, [(k, v) for k, v in notes if k != "token"]
+            conn.child = None                    # the handshake is over: the child is released
             token = next((v for k, v in notes if k == "token"), None)
-            self.cache.authenticated(outcome.scheme, user, conn.notes)
-            return Outcome(DONE, outcome.scheme, user, notes=conn.notes, token=token)
+            conn.entry = self.cache.authenticated(outcome.scheme, user, conn.notes)
+            return Outcome(DONE, outcome.scheme, user, notes=conn.notes, token=token, entry=conn.entry)
         conn.child, conn.scheme = None, None
         return Outcome(REFUSED, outcome.scheme, message=message or "authentication failed", close=True)
 
@@ -183,6 +216,14 @@ class Authenticator:
         nonce = outcome.credentials.nonce if stale and outcome.credentials is not None else None
         return challenges(self.config, self.nonces.new if self.nonces else (lambda: ""), handshake,
                           stale_digest=stale, digest_nonce=nonce)
+
+
+def _key(name: str, extras: str | None) -> str:
+    return f"{name} {extras}" if extras else name
+
+
+def _line(line: str, extras: str | None) -> str:
+    return f"{line} {extras}" if extras else line
 
 
 AUTH_ACL_TYPES = frozenset({"proxy_auth", "proxy_auth_regex"})

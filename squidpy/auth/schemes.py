@@ -113,7 +113,12 @@ class AuthConfig:
         elif param == "key_extras":
             if not values:
                 raise ValueError("key_extras: expected a format")
-            config.key_extras = str(values[0])
+            from squidpy.log.logformat import compile_format
+            spec = _rest_after(rest, 2).strip()     # Squid reads one quoted token: the quotes are not the format's
+            if len(spec) >= 2 and spec[0] == spec[-1] == '"':
+                spec = spec[1:-1]
+            compile_format(spec)                    # the logformat codes: an unknown one is an error here
+            config.key_extras = spec
         elif param in ("keep_alive", "utf8", "casesensitive", "nonce_strictness", "check_nonce_count",
                        "post_workaround"):
             setattr(config, param, parse_onoff([str(v) for v in values]))

@@ -70,11 +70,17 @@ def _offline_store(config):
                    "(a memory-only cache lives and dies with the process)", err=True)
         sys.exit(1)
     from squidpy.cache.store import DiskTier
-    return DiskTier(config.cache_dir.path, config.cache_dir.size_mb)
+    return DiskTier(config.cache_dir.path, config.cache_dir.size_mb, config.cache_replacement_policy)
 
 
 def _denied(config, answer: Answer, what: str) -> None:
-    """A 403: say which http_access line refused it, as 'squidpy check' would."""
+    """A 403: say which http_access line refused it, as 'squidpy check' would; a 407:
+    the proxy wants credentials this command does not send."""
+    if answer.status == 407:
+        click.echo(f"squidpy cache: the proxy asks for credentials for {what} (407); let this machine in "
+                   f"without them, before the authentication rules, e.g. 'http_access allow localhost manager'"
+                   + (" and an ACL for the PURGE method" if answer.method == "PURGE" else ""), err=True)
+        sys.exit(1)
     if answer.status == 403:
         click.echo(f"squidpy cache: the proxy refused {what} (403)", err=True)
         click.echo(explain_refusal(config, answer), err=True)
@@ -84,7 +90,7 @@ def _denied(config, answer: Answer, what: str) -> None:
 def explain_refusal(config, answer: Answer) -> str:
     """The http_access decision for the request this command made, from the configuration file."""
     from squidpy.acl.check import evaluate, render
-    from squidpy.acl.checklist import Checklist
+    from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Undecided
     from squidpy.acl.commands import lookup_facts
     from squidpy.http.url import BadTarget, internal_target, parse_target
 
@@ -100,7 +106,14 @@ def explain_refusal(config, answer: Answer) -> str:
                    request_headers=[(b"Host", _authority(host, port).encode())], local_ip=host,
                    local_port=port, port_name=config.http_port[0].name, ip_literal=target.ip_literal)
     ch.to_proxy = answer.internal
-    report = evaluate(config.http_access, ch, lookup_facts(target, answer.client_ip), config.deny_info)
+    try:
+        report = evaluate(config.http_access, ch, lookup_facts(target, answer.client_ip), config.deny_info)
+    except AuthRequired:
+        return "  (an authentication ACL decides: this command sends no credentials)"
+    except ExternalPending as p:
+        return f"  (external_acl_type {p.type_name}'s helper decides: this command does not run helpers)"
+    except Undecided:
+        return "  (an external ACL helper could not decide)"
     if report.verdict.allowed:
         return (f"  {config.source} allows this request now: was it changed without "
                 "'squidpy signal reconfigure'?")

@@ -98,8 +98,15 @@ UNDERSTOOD_STATUSES = frozenset({200, 203, 204, 300, 301, 302, 303, 307, 308, 40
 
 
 def is_storable(method: str, status: int, request_headers, response_headers,
-                req_cc: dict | None = None, resp_cc: dict | None = None) -> tuple[bool, str]:
-    """RFC 9111 3: may a shared cache store this response?  Returns (yes, why not)."""
+                req_cc: dict | None = None, resp_cc: dict | None = None,
+                ignore_no_store: bool = False, ignore_private: bool = False) -> tuple[bool, str]:
+    """RFC 9111 3: may a shared cache store this response?  Returns (yes, why not).
+
+    ``ignore_no_store``, ``ignore_private``: the refresh_pattern options of those
+    names, with which Squid stores despite the request's or the reply's
+    ``no-store`` and the reply's ``private`` (src/http.cc reusableReply); a private
+    reply stored so is revalidated on every hit (ENTRY_REVALIDATE_ALWAYS).
+    """
     req_cc = cache_control(request_headers) if req_cc is None else req_cc
     resp_cc = cache_control(response_headers) if resp_cc is None else resp_cc
     if method != "GET":
@@ -109,11 +116,11 @@ def is_storable(method: str, status: int, request_headers, response_headers,
     if "must-understand" in resp_cc:
         if status not in UNDERSTOOD_STATUSES:
             return False, "must-understand with a status this cache does not understand"   # 5.2.2.3
-    elif "no-store" in resp_cc:
+    elif "no-store" in resp_cc and not ignore_no_store:
         return False, "the reply says no-store"                            # 5.2.2.5
-    if "no-store" in req_cc:
+    if "no-store" in req_cc and not ignore_no_store:
         return False, "the request says no-store"                          # 5.2.1.5
-    if "private" in resp_cc and not resp_cc["private"]:
+    if "private" in resp_cc and not resp_cc["private"] and not ignore_private:
         return False, "the reply is private"            # 5.2.2.7 (private="f" only keeps f out)
     if field(request_headers, b"authorization") is not None:               # 3.5
         if not ("public" in resp_cc or "s-maxage" in resp_cc or "must-revalidate" in resp_cc):
@@ -130,47 +137,90 @@ def is_storable(method: str, status: int, request_headers, response_headers,
 
 @dataclass(frozen=True)
 class RefreshRule:
-    """A refresh_pattern line, as the heuristic needs it (times in seconds)."""
+    """A refresh_pattern line as the cache needs it (times in seconds).  The
+    defaults are Squid's built-in rule for a URL no pattern matches (and for a
+    configuration without refresh_pattern): MIN 0, 20%, MAX 3 days, max-stale=0."""
 
-    minimum: float
-    percent: float              # 0.2 for 20%
-    maximum: float
+    minimum: float = 0.0
+    percent: float = 0.2            # 0.2 for 20%
+    maximum: float = 259200.0
     override_expire: bool = False
     override_lastmod: bool = False
+    reload_into_ims: bool = False
+    ignore_reload: bool = False
+    ignore_no_store: bool = False
+    ignore_private: bool = False
+    refresh_ims: bool = False
+    store_stale: bool = False
+    max_stale: float = 0.0          # seconds; -1: the global max_stale (a parsed line without max-stale=N)
+
+
+DEFAULT_RULE = RefreshRule()
 
 
 def freshness_lifetime(status: int, response_headers, resp_cc: dict | None,
-                       rule: RefreshRule | None) -> tuple[float, bool]:
+                       rule: RefreshRule | None, timestamp: float | None = None) -> tuple[float, bool]:
     """RFC 9111 4.2.1: (lifetime in seconds, whether it is heuristic).
 
     s-maxage, then max-age, then Expires minus Date (an invalid Expires means
-    already stale), then the refresh_pattern heuristic (4.2.2) for
-    heuristically cacheable statuses or public replies.
+    already stale), then Squid's refresh_pattern heuristic (RFC 9111 4.2.2,
+    src/refresh.cc refreshStaleness) for heuristically cacheable statuses or
+    public replies: with a Last-Modified earlier than ``timestamp`` (when the
+    reply was generated; its Date by default) PERCENT of the time between them,
+    never more than MAX and *not* raised to MIN; without one, MIN (at most MAX).
+    ``override-expire`` and ``override-lastmod`` do not change the lifetime:
+    they let a stale reply count as fresh while younger than MIN
+    (:func:`squidpy.cache.refresh.refresh_check`).
     """
+    explicit = explicit_lifetime(response_headers, resp_cc)
+    if explicit is not None:
+        return explicit, False
+    resp_cc = cache_control(response_headers) if resp_cc is None else resp_cc
+    rule = rule or DEFAULT_RULE
+    if not (status in HEURISTIC_STATUSES or "public" in resp_cc):
+        return 0.0, True
+    lm = lastmod_lifetime(response_headers, rule, timestamp)
+    if lm is not None:
+        return float(min(rule.maximum, lm)), True
+    return float(min(rule.minimum, rule.maximum)), True
+
+
+def explicit_lifetime(response_headers, resp_cc: dict | None) -> float | None:
+    """RFC 9111 4.2.1: s-maxage, max-age, or Expires minus Date (an invalid Expires,
+    or one without a Date, means already stale); None without any of them."""
     resp_cc = cache_control(response_headers) if resp_cc is None else resp_cc
     s_maxage = delta_seconds(resp_cc.get("s-maxage"))
     if s_maxage is not None:
-        return float(s_maxage), False
+        return float(s_maxage)
     max_age = delta_seconds(resp_cc.get("max-age"))
     if max_age is not None:
-        return float(max_age), False
+        return float(max_age)
     expires_raw = field(response_headers, b"expires")
-    if expires_raw is not None and not (rule and rule.override_expire):
-        expires = parse_http_date(expires_raw)
-        if expires is None:
-            return 0.0, False                                  # 5.3: invalid dates mean "already expired"
-        date = parse_http_date(field(response_headers, b"date"))
-        if date is None:
-            return 0.0, False
-        return max(0.0, expires - date), False
-    if rule is None or not (status in HEURISTIC_STATUSES or "public" in resp_cc):
-        return 0.0, True
-    last_modified = parse_http_date(field(response_headers, b"last-modified"))
+    if expires_raw is None:
+        return None
+    expires = parse_http_date(expires_raw)
+    if expires is None:
+        return 0.0                                  # 5.3: invalid dates mean "already expired"
     date = parse_http_date(field(response_headers, b"date"))
-    if last_modified is not None and date is not None and date >= last_modified and not rule.override_lastmod:
-        # 4.2.2: a fraction of the time since the last modification, within refresh_pattern's bounds
-        return float(min(rule.maximum, max(rule.minimum, (date - last_modified) * rule.percent))), True
-    return float(rule.minimum), True
+    if date is None:
+        return 0.0
+    return max(0.0, expires - date)
+
+
+def lastmod_lifetime(response_headers, rule: RefreshRule, timestamp: float | None = None) -> float | None:
+    """Squid's LM-factor: PERCENT of how long before ``timestamp`` (the reply's Date by
+    default) it was last modified; None without a Last-Modified strictly before it."""
+    last_modified = parse_http_date(field(response_headers, b"last-modified"))
+    if last_modified is None:
+        return None
+    if timestamp is None:
+        timestamp = parse_http_date(field(response_headers, b"date"))
+        if timestamp is None:
+            return None
+    delta = timestamp - last_modified
+    if delta <= 0:
+        return None
+    return float(int(delta * rule.percent))
 
 
 def age_field(response_headers) -> int | None:
@@ -201,21 +251,6 @@ def current_age(response_headers, request_time: float, response_time: float, now
 
 # ---------------------------------------------------------------- reuse (section 4)
 
-FRESH = "fresh"                     # serve it
-STALE_OK = "stale-ok"               # serve it stale (max-stale)
-STALE_REVALIDATE = "stale-while-revalidate"   # serve it stale, refresh in the background
-VALIDATE = "validate"               # ask the origin with a conditional request first
-FETCH = "fetch"                     # it cannot be used: go to the origin
-
-
-@dataclass(frozen=True)
-class Reuse:
-    decision: str
-    age: float
-    lifetime: float
-    why: str = ""
-
-
 def request_directives(request_headers) -> dict[str, str | None]:
     """RFC 9111 5.2.1, with 5.4: ``Pragma: no-cache`` counts only without Cache-Control."""
     cc = cache_control(request_headers)
@@ -226,58 +261,23 @@ def request_directives(request_headers) -> dict[str, str | None]:
     return cc
 
 
-def can_reuse(req_cc: dict, resp_cc: dict, age: float, lifetime: float) -> Reuse:
-    """RFC 9111 4 and 5.2, RFC 5861: may this stored response answer this request?"""
-    if "no-cache" in req_cc:
-        return Reuse(VALIDATE, age, lifetime, "the request says no-cache")              # 5.2.1.4
-    if "no-cache" in resp_cc and not resp_cc["no-cache"]:
-        return Reuse(VALIDATE, age, lifetime, "the reply says no-cache")                # 5.2.2.4
-    max_age = delta_seconds(req_cc.get("max-age"))
-    if max_age is not None and age > max_age:
-        return Reuse(VALIDATE, age, lifetime, "older than the request's max-age")      # 5.2.1.1
-    min_fresh = delta_seconds(req_cc.get("min-fresh"))
-    if min_fresh is not None and lifetime - age < min_fresh:
-        return Reuse(VALIDATE, age, lifetime, "fresh for less than min-fresh")          # 5.2.1.3
-    if age < lifetime:
-        return Reuse(FRESH, age, lifetime)                                               # 4.2
-    staleness = age - lifetime
-    if must_revalidate(resp_cc):
-        return Reuse(VALIDATE, age, lifetime, "stale, and the reply forbids serving it stale")   # 5.2.2.2, 5.2.2.8, 5.2.2.10
-    if "max-stale" in req_cc:                                                          # 5.2.1.2
-        limit = delta_seconds(req_cc["max-stale"]) if req_cc["max-stale"] is not None else None
-        if req_cc["max-stale"] is None or (limit is not None and staleness <= limit):
-            return Reuse(STALE_OK, age, lifetime, "stale, within the request's max-stale")
-    swr = delta_seconds(resp_cc.get("stale-while-revalidate"))
-    if swr is not None and staleness <= swr:
-        return Reuse(STALE_REVALIDATE, age, lifetime, "stale-while-revalidate")           # RFC 5861 3
-    return Reuse(VALIDATE, age, lifetime, "stale")
-
-
 def must_revalidate(resp_cc: dict) -> bool:
     """RFC 9111 5.2.2.2, 5.2.2.8, 5.2.2.10: a shared cache may never serve this stale."""
     return "must-revalidate" in resp_cc or "proxy-revalidate" in resp_cc or "s-maxage" in resp_cc
 
 
-def may_serve_stale_on_error(req_cc: dict, resp_cc: dict, age: float, lifetime: float) -> bool:
-    """RFC 5861 4 (stale-if-error), within the limits of RFC 9111 4.2.4."""
-    if must_revalidate(resp_cc):
-        return False
-    staleness = max(0.0, age - lifetime)
-    for cc in (req_cc, resp_cc):
-        limit = delta_seconds(cc.get("stale-if-error"))
-        if limit is not None and staleness <= limit:
+def revalidate_always(response_headers, resp_cc: dict) -> bool:
+    """Squid's ENTRY_REVALIDATE_ALWAYS (src/http.cc): an unqualified ``no-cache``
+    (RFC 9111 5.2.2.4), an unqualified ``private`` reply stored by ignore-private
+    (a qualified one is stored without the fields it names, 5.2.2.7), or, without
+    Cache-Control, ``Pragma: no-cache``: every hit is revalidated first."""
+    for directive in ("no-cache", "private"):
+        if directive in resp_cc and not resp_cc[directive]:
             return True
+    if not resp_cc and field(response_headers, b"cache-control") is None:
+        pragma = field(response_headers, b"pragma")
+        return pragma is not None and b"no-cache" in pragma.lower()
     return False
-
-
-def may_serve_stale_disconnected(req_cc: dict, resp_cc: dict) -> bool:
-    """RFC 9111 4.2.4: with the origin unreachable (disconnected) a stale response may
-    be served, as Squid does (TCP_REFRESH_FAIL_OLD), unless a directive forbids it:
-    must-revalidate and its kin, an unqualified no-cache, or a client that asked for
-    validation (no-cache, max-age)."""
-    if must_revalidate(resp_cc) or ("no-cache" in resp_cc and not resp_cc["no-cache"]):
-        return False
-    return "no-cache" not in req_cc and "max-age" not in req_cc
 
 
 # ---------------------------------------------------------------- validation (section 4.3)

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import io
 import logging
 import os
@@ -34,7 +35,8 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from squidpy.cache import policy
+from squidpy.cache import policy, refresh
+from squidpy.cache.refresh import EntryFacts
 
 log = logging.getLogger("squidpy")
 
@@ -79,16 +81,16 @@ class CachedReply:
     stored_at: float = 0.0
     extra: dict = field(default_factory=dict)     # per-process memo of derived facts, never stored
 
-    def facts(self, rule_for, generation: int) -> tuple[dict, float, float]:
-        """(Cache-Control, initial age, freshness lifetime), computed once per configuration
-        (``rule_for(url)`` gives the refresh_pattern rule; ``generation`` changes on reconfigure)."""
+    def facts(self, cache) -> "EntryFacts":
+        """What the freshness check needs (:class:`squidpy.cache.refresh.EntryFacts`),
+        computed once per configuration (``cache.generation`` changes on reconfigure;
+        ``cache.refresh_rule(url)`` is the refresh_pattern rule)."""
         memo = self.extra
-        if memo.get("generation") != generation:
-            memo["cc"] = policy.cache_control(self.headers)
-            memo["initial_age"] = policy.initial_age(self.headers, self.request_time, self.response_time)
-            memo["lifetime"] = policy.freshness_lifetime(self.status, self.headers, memo["cc"], rule_for(self.url))[0]
-            memo["generation"] = generation
-        return memo["cc"], memo["initial_age"], memo["lifetime"]
+        if memo.get("generation") != cache.generation:
+            memo["facts"] = refresh.entry_facts(self.status, self.headers, cache.refresh_rule(self.url),
+                                                self.request_time, self.response_time, cache.refresh_settings)
+            memo["generation"] = cache.generation
+        return memo["facts"]
 
     def freshen(self, headers, request_time: float, response_time: float) -> None:
         """New fields and times from a 304 (RFC 9111 4.3.4): the derived facts are redone."""
@@ -137,8 +139,11 @@ class CachedReply:
 
 
 class MemoryTier:
-    """Least recently used objects, bounded by total bytes; ``by_url`` finds every
-    variant of a URL at once (invalidation costs the same with one object or a million)."""
+    """Objects bounded by total bytes, least recently used out first (Squid's ``lru`` and
+    ``heap LRU`` memory_replacement_policy); ``by_url`` finds every variant of a URL at
+    once (invalidation costs the same with one object or a million)."""
+
+    policy = "lru"
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -161,9 +166,15 @@ class MemoryTier:
         self.items[key] = (reply, body)
         self.by_url.setdefault(reply.url, set()).add(key)
         self.size += cost
+        self._added(key, cost)
         while self.size > self.limit and self.items:
-            old_key = next(iter(self.items))
-            self.remove(old_key)
+            self.remove(self._victim())
+
+    def _added(self, key: str, cost: int) -> None:
+        """A policy's bookkeeping for a new object."""
+
+    def _victim(self) -> str:
+        return next(iter(self.items))
 
     def remove(self, key: str) -> bool:
         item = self.items.pop(key, None)
@@ -187,6 +198,102 @@ class MemoryTier:
             if item is not None:
                 self.size -= len(item[1]) + len(item[0].head) + 256
         return len(keys)
+
+
+class FinishedBody:
+    """A body received whole into a temp file in the cache_dir, to be stored by renaming
+    the file into place rather than copying it."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: str, size: int):
+        self.path, self.size = path, size
+
+
+_BODY_DISK = None
+
+
+def _body_disk():
+    """diskcache's Disk, storing a :class:`FinishedBody` by renaming its file (the temp
+    file and the cache's files are on the same file system: both in the cache_dir), so a
+    large object is written once, not written then copied."""
+    global _BODY_DISK
+    if _BODY_DISK is None:
+        import diskcache
+        from diskcache.core import MODE_BINARY
+
+        class BodyDisk(diskcache.Disk):
+            def store(self, value, read, key=diskcache.core.UNKNOWN):
+                if type(value) is not FinishedBody:
+                    return super().store(value, read, key)
+                filename, full_path = self.filename(key, value)
+                os.makedirs(os.path.dirname(full_path), exist_ok=True)
+                os.rename(value.path, full_path)
+                return value.size, MODE_BINARY, filename, None
+
+        _BODY_DISK = BodyDisk
+    return _BODY_DISK
+
+
+class HeapMemoryTier(MemoryTier):
+    """Squid's ``heap LFUDA`` and ``heap GDSF`` (src/repl/heap): each object has a key,
+    the lowest goes first, and the heap's age becomes the key of the object evicted
+    last, so that objects popular long ago age out (dynamic aging).  LFUDA's key is
+    age + hits; GDSF's is age + hits / size, which keeps small popular objects.  Ties
+    go to the more recently used (Squid breaks them by last reference time too)."""
+
+    def __init__(self, limit: int, policy: str):
+        super().__init__(limit)
+        self.policy = policy
+        self.by_size = policy == "heap GDSF"
+        self.age = 0.0
+        self.clock = 0                                  # recency, for ties
+        self.keys: dict[str, tuple[float, int, int, int]] = {}   # key -> (heap key, clock, hits, cost)
+        self.heap: list[tuple[float, int, str]] = []
+
+    def _push(self, key: str, hits: int, cost: int) -> None:
+        self.clock += 1
+        rank = self.age + (hits / cost if self.by_size else hits)
+        self.keys[key] = (rank, self.clock, hits, cost)
+        heapq.heappush(self.heap, (rank, self.clock, key))
+        if len(self.heap) > 3 * len(self.keys) + 64:
+            self.heap = [(rank, clock, k) for k, (rank, clock, _h, _c) in self.keys.items()]
+            heapq.heapify(self.heap)
+
+    def get(self, key: str):
+        item = self.items.get(key)
+        if item is not None:
+            _rank, _clock, hits, cost = self.keys[key]
+            self._push(key, hits + 1, cost)
+        return item
+
+    def _added(self, key: str, cost: int) -> None:
+        self._push(key, 1, cost)
+
+    def _victim(self) -> str:
+        keys = self.keys
+        while True:
+            rank, clock, key = heapq.heappop(self.heap)
+            current = keys.get(key)
+            if current is not None and current[1] == clock:
+                self.age = rank                        # dynamic aging
+                return key
+
+    def remove(self, key: str) -> bool:
+        self.keys.pop(key, None)
+        return super().remove(key)
+
+    def remove_url(self, url: str) -> int:
+        for key in self.by_url.get(url, ()):
+            self.keys.pop(key, None)
+        return super().remove_url(url)
+
+
+def memory_tier(limit: int, policy: str = "lru") -> MemoryTier:
+    """The memory tier for memory_replacement_policy ``policy``."""
+    if policy in ("lru", "heap LRU"):
+        return MemoryTier(limit)
+    return HeapMemoryTier(limit, policy)
 
 
 class DiskWriter(threading.Thread):
@@ -220,6 +327,12 @@ class DiskWriter(threading.Thread):
         except queue.Full:
             return
         self.join(timeout)
+
+
+# cache_replacement_policy -> diskcache's eviction policy: diskcache has no heap with
+# dynamic aging nor a size-aware one, so both heap policies keep the most used objects
+DISK_EVICTION = {"lru": "least-recently-used", "heap LRU": "least-recently-used",
+                 "heap LFUDA": "least-frequently-used", "heap GDSF": "least-frequently-used"}
 
 
 class DiskIndex:
@@ -265,9 +378,10 @@ class DiskTier:
     serving, uncached, and recovers by itself.
     """
 
-    def __init__(self, path: str, size_mb: int):
+    def __init__(self, path: str, size_mb: int, policy: str = "lru"):
         os.makedirs(path, exist_ok=True)
         self.path = path
+        self.eviction_policy = DISK_EVICTION[policy]
         self.size_limit = size_mb * 1024 * 1024
         incoming = os.path.join(path, "incoming")
         os.makedirs(incoming, exist_ok=True)
@@ -281,6 +395,9 @@ class DiskTier:
         # url -> when it was invalidated: entries stored before are not served while the
         # writer thread has yet to delete them
         self.invalidated: dict[str, float] = {}
+        # on-disk key -> metadata a 304 freshened, until the writer thread has written it,
+        # so that a lookup meanwhile does not find the stale fields and revalidate again
+        self.refreshed: dict[str, dict] = {}
         self.known = DiskIndex()
         # other processes (workers) write this cache_dir too: what they store is not in
         # ``known``, so every miss asks the disk
@@ -303,8 +420,8 @@ class DiskTier:
         # here); diskcache's defaults (32 MB and 64 MB) make a long-running
         # proxy's memory creep up to ~200 MB, 4 MB each keeps the index hot
         return diskcache.Cache(self.path, size_limit=self.size_limit,
-                               eviction_policy="least-recently-stored", cull_limit=50,
-                               sqlite_cache_size=1024, sqlite_mmap_size=1 << 22)
+                               eviction_policy=self.eviction_policy, cull_limit=50,
+                               sqlite_cache_size=1024, sqlite_mmap_size=1 << 22, disk=_body_disk())
 
     # ---------------------------------------------------------------- failures
     def report_failure(self, what: str, error: Exception) -> None:
@@ -349,13 +466,17 @@ class DiskTier:
 
     # ---------------------------------------------------------------- reading (reader threads)
     def lookup(self, key: str) -> CachedReply | None:
+        on_disk = disk_key(key)
         try:
-            meta = self.cache.get(disk_key(key), retry=True)
+            meta = self.cache.get(on_disk, retry=True)
         except DISK_ERRORS as e:
             self.report_failure("reading", e)
             return None
         if not isinstance(meta, dict):
             return None
+        fresher = self.refreshed.get(on_disk)
+        if fresher is not None and fresher.get("body_key") == meta.get("body_key"):
+            meta = fresher
         gone = self.invalidated.get(meta["url"])
         if gone is not None and meta.get("stored_at", 0.0) <= gone:
             return None
@@ -405,8 +526,8 @@ class DiskTier:
                     if os.path.getsize(body_path) != reply.body_size:     # a temp write failed
                         raise OSError(f"the body's temp file is short ({os.path.getsize(body_path)} "
                                       f"of {reply.body_size} bytes)")
-                    with open(body_path, "rb") as f:
-                        self.cache.set(reply.body_key, f, read=True, retry=True)
+                    self.cache.set(reply.body_key, FinishedBody(body_path, reply.body_size), read=True,
+                                   retry=True)
                 else:
                     self.cache.set(reply.body_key, body, retry=True)
                 old = self.cache.get(on_disk, retry=True)
@@ -442,17 +563,25 @@ class DiskTier:
         neither read nor rewritten, and nothing changes if the entry was replaced meanwhile."""
         on_disk = disk_key(key)
         body_key = reply.body_key
+        meta = reply.meta()
 
         def job():
             try:
                 with self.cache.transact(retry=True):
                     current = self.cache.get(on_disk, retry=True)
                     if isinstance(current, dict) and body_key and current.get("body_key") == body_key:
-                        self.cache.set(on_disk, reply.meta(), retry=True)
+                        self.cache.set(on_disk, meta, retry=True)
                 self._recovered()
             except DISK_ERRORS as e:
                 self.report_failure(f"updating {reply.url}", e)
-        return self.writer.submit(job)
+            finally:
+                if self.refreshed.get(on_disk) is meta:
+                    del self.refreshed[on_disk]
+        self.refreshed[on_disk] = meta
+        if not self.writer.submit(job):
+            self.refreshed.pop(on_disk, None)
+            return False
+        return True
 
     def _remove(self, on_disk: str) -> bool:
         self.known.discard(on_disk)
@@ -544,12 +673,12 @@ class CacheDirError(Exception):
     """One line saying why a cache_dir cannot be used."""
 
 
-def open_cache_dir(path: str, size_mb: int) -> DiskTier:
+def open_cache_dir(path: str, size_mb: int, policy: str = "lru") -> DiskTier:
     """A cache_dir known to work: created if missing, and written to once (a directory
     that exists but is read-only, or not ours, fails here, at start, not on the first
     store).  Raises CacheDirError."""
     try:
-        disk = DiskTier(path, size_mb)
+        disk = DiskTier(path, size_mb, policy)
     except DISK_ERRORS as e:
         raise CacheDirError(f"cache_dir {path}: {_reason(e)}") from None
     try:
@@ -602,10 +731,21 @@ def _unlink(path: str) -> None:
 class Store:
     """Both tiers behind one interface."""
 
-    def __init__(self, cache_mem: int, max_in_memory: int, disk: DiskTier | None):
-        self.memory = MemoryTier(cache_mem)
+    def __init__(self, cache_mem: int, max_in_memory: int, disk: DiskTier | None, memory_policy: str = "lru"):
+        self.memory = memory_tier(cache_mem, memory_policy)
         self.max_in_memory = max_in_memory
         self.disk = disk
+
+    def set_memory_policy(self, policy: str) -> None:
+        """memory_replacement_policy changed (reconfigure): the objects move to a tier
+        of the new policy, least recently used first."""
+        if memory_tier(0, policy).policy == self.memory.policy:
+            return
+        old = self.memory
+        self.memory = memory_tier(old.limit, policy)
+        self.memory.index = old.index
+        for key, (reply, body) in old.items.items():
+            self.memory.put(key, reply, body)
 
     def vary_names(self, url: str) -> tuple[bytes, ...] | None:
         names = self.memory.index.get(url)
@@ -646,7 +786,9 @@ class Store:
         if body is not None and len(body) <= self.max_in_memory:
             self.memory.put(key, reply, body)
         if self.disk is not None:
-            self.disk.store(key, reply, body_path, None if body_path is not None else body)
+            if not self.disk.store(key, reply, body_path, None if body_path is not None else body) \
+                    and body_path is not None:
+                _unlink(body_path)          # the writer's queue is full: not stored, not left behind
         elif body_path is not None:
             _unlink(body_path)
 

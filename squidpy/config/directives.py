@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from squidpy.acl.access import AccessList, AccessRule
-from squidpy.acl.types import ACL_TYPES
-from squidpy.config.reader import ConfigError, Quoted, read_value_file
-from squidpy.config.registry import APPEND, CUSTOM, directive
+from squidpy.acl.access import AccessList, AccessRule, acl_key
+from squidpy.acl.types import ACL_TYPES, NOT_IMPLEMENTED, RENAMED
+from squidpy.config.reader import ConfigError, read_word_file
+from squidpy.config.registry import APPEND, COMPAT_DOC, CUSTOM, did_you_mean, directive
 from squidpy.config.values import (
     parse_http_port,
     parse_int,
@@ -21,7 +21,8 @@ from squidpy.config.values import (
     parse_onoff,
     parse_port_number,
     parse_size,
-    parse_time,
+    take_size,
+    take_time,
 )
 from squidpy.http.upgrade import UpgradeRules
 from squidpy.log.destination import Destination, parse_destination
@@ -29,27 +30,53 @@ from squidpy.log.logformat import PREDEFINED_FORMATS, compile_format
 
 
 def _time(default_unit: str):
-    return lambda args, ctx: parse_time(args, default_unit)
+    def parse(args, ctx):
+        value, rest = take_time(args, default_unit, ctx.warn)
+        ctx.ignore_extra(rest)
+        return value
+    return parse
 
 
-def _size(default_unit: str):
-    return lambda args, ctx: parse_size(args, default_unit)
+def _size(default_unit: str = "bytes", none: int | None = None):
+    """A size; a bare number is in ``default_unit`` (bytes for every Squid size
+    directive but a few); ``none``/``-1`` mean ``none`` (refused when None)."""
+    def parse(args, ctx):
+        value, rest = take_size(args, default_unit, ctx.warn)
+        ctx.ignore_extra(rest)
+        if value == -1:
+            if none is None:
+                raise ValueError("'none' (or -1) is not a value squidpy takes here")
+            return none
+        return value
+    return parse
+
+
+def _int(minimum: int = 0, maximum: int | None = None):
+    def parse(args, ctx):
+        ctx.ignore_extra(args[1:])
+        return parse_int(args, minimum, maximum)
+    return parse
 
 
 def _onoff(args, ctx):
+    if args and args[0] in ("enable", "disable"):
+        ctx.warn(f"'{args[0]}' is deprecated: write '{'on' if args[0] == 'enable' else 'off'}'")
+    ctx.ignore_extra(args[1:])
     return parse_onoff(args)
 
 
 def _word(args, ctx):
-    if len(args) != 1:
+    if not args:
         raise ValueError("expected one value")
+    ctx.ignore_extra(args[1:])
     return args[0]
 
 
 def _choice(*choices: str):
     def parse(args, ctx):
-        if len(args) != 1 or args[0] not in choices:
+        if not args or args[0] not in choices:
             raise ValueError(f"expected one of: {', '.join(choices)}")
+        ctx.ignore_extra(args[1:])
         return args[0]
     return parse
 
@@ -62,13 +89,17 @@ def _path_or_none(args, ctx):
 # ---------------------------------------------------------------- network
 
 directive(
-    "http_port", "[ADDRESS:]PORT [name=NAME]", lambda args, ctx: parse_http_port(args),
+    "http_port", "[ADDRESS:]PORT [name=NAME] [require-proxy-header]",
+    lambda args, ctx: parse_http_port(args, ctx.warn),
     "3128", "Network", kind=APPEND,
     doc="""Where squidpy listens for browsers. A bare port listens on every IPv4
     and IPv6 address; write 127.0.0.1:3128 or [::1]:3128 to listen on one.
     Several lines open several ports. name=NAME gives the port a name for the
-    myportname ACL. Port 0 (a squidpy extension) picks a free port and logs
-    it in cache_log.""",
+    myportname ACL. require-proxy-header: every connection must start with a
+    PROXY protocol header (version 1 or 2, from a load balancer such as
+    HAProxy) whose client address then stands for the connection's in ACLs,
+    logs and limits; see proxy_protocol_access. Port 0 (a squidpy extension)
+    picks a free port and logs it in cache_log.""",
 )
 
 directive(
@@ -79,11 +110,21 @@ directive(
 )
 
 directive(
-    "workers", "N", lambda args, ctx: parse_int(args, 1, 64), "1", "Network",
+    "workers", "N", _int(1, 64), "1", "Network",
     doc="""How many squidpy processes serve the http_ports. With more than one,
     a master process starts N kids that share each port (SO_REUSEPORT), the
     cache_dir and the log files, passes signals on to them, and restarts a
     kid that dies. Changing it needs a restart.""",
+)
+
+directive(
+    "configuration_includes_quoted_values", "on|off", _onoff, "off", "Network",
+    doc="""With on, the lines that follow may hold "quoted values" (with \\
+    escapes) and parameters("FILE") (the words of FILE in place), and bare
+    words may only hold letters, digits and .,()-=_/:+ (so '!acl' must be
+    quoted); a word in quotes is then a value, not a file of values, and
+    regular expressions cannot be read. Turn it off again after the lines
+    that need it. As in Squid.""",
 )
 
 
@@ -126,54 +167,114 @@ directive(
 # ---------------------------------------------------------------- access control
 
 
-def _acl(args, ctx):
-    if len(args) < 2:
-        raise ValueError("expected: acl NAME TYPE [-i|-n] VALUE ...")
-    name, type_name, rest = args[0], args[1], args[2:]
-    if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
-        raise ValueError(f"'{name}' is not a valid ACL name (letters, digits, '-', '_', '.')")
-    flags = []
-    allowed = ACL_TYPES[type_name].flags_allowed if type_name in ACL_TYPES else frozenset()
-    while rest and not isinstance(rest[0], Quoted) and rest[0] in allowed:
-        flags.append(rest.pop(0))
-    if rest and rest[0] == "--":
-        rest.pop(0)
-    acl = ctx.config.acls.define(name, type_name, flags, ctx.where)
-    acl.matcher.begin_line(frozenset(flags))
-    ctx.config.acl_lines.setdefault(name, []).append(ctx.where)
+def _acl_options(words, cls) -> tuple[list[str], list[str]]:
+    """Squid's ACL options: the words before the values that start with '-' or '+'
+    (``-n``, ``-m=;``, ``--`` ends them).  Returns (options, flags the values
+    carry: a regular expression's leading -i/+i)."""
+    options: list[str] = []
+    carried: list[str] = []
+    while (word := words.peek(cls.regex_values)) is not None and word[:1] in ("-", "+"):
+        words.next(cls.regex_values)
+        if word == "--":
+            break
+        if len(word) < 2:
+            raise ValueError(f"truncated ACL option: {word}")
+        name, eq, value = word.partition("=")
+        if name[:2] == "--" or len(name) == 2:
+            names = [name]
+        else:                                   # -xyz: three one-letter options
+            names = [name[0] + letter for letter in name[1:]]
+        for i, option in enumerate(names):
+            full = option + (eq + value if i == len(names) - 1 else "")
+            if cls.regex_values and option in ("-i", "+i") and not eq:
+                carried.append(option)
+            elif option in cls.flags_allowed:
+                options.append(full)
+            else:
+                raise ValueError(f"unsupported ACL option: {full}")
+    return options, carried
+
+
+def _acl_values(words, cls, ctx, name: str) -> list[tuple[str, str]]:
+    """The values of an acl line with where each came from (Squid's strtokFile):
+    a word in quotes names a file of values, unless quoted values are on."""
+    quoted_values = bool(ctx.config.configuration_includes_quoted_values)
+    if quoted_values and cls.regex_values:
+        raise ValueError("regular expressions cannot be read while configuration_includes_quoted_values "
+                         "is on (as in Squid); turn it off around this line")
     values = []
-    for token in rest:
-        if isinstance(token, Quoted):
+    while (word := words.next(quoted_pair=cls.regex_values)) is not None:
+        if not quoted_values and word[:1] in ("\"", "'"):
+            file_name = re.split("[\"']", word[1:], maxsplit=1)[0]
             try:
-                for lineno, value in read_value_file(token, ctx.base_dir):
-                    values.append((ctx.file_where(token, lineno), value))
+                for lineno, value in read_word_file(ctx.path(file_name)):
+                    values.append((ctx.file_where(file_name, lineno), value))
             except OSError as e:
-                raise ValueError(f"cannot read the values of ACL '{name}' from \"{token}\": {e.strerror}") from None
+                raise ValueError(f"cannot read the values of ACL '{name}' from \"{file_name}\": "
+                                 f"{e.strerror}") from None
+            rest = words.all(cls.regex_values)
+            if rest:
+                ctx.warn(f"ACL '{name}': '{' '.join(rest)}' after the file of values is ignored, "
+                         "as Squid ignores it (put those values on a line of their own)")
+            break
         else:
-            values.append((ctx.where, token))
-    if not values:
+            values.append((getattr(word, "where", ctx.where), word))
+    return values
+
+
+def _acl(args, ctx):
+    words = ctx.words()
+    name, type_name = words.next(), words.next()
+    if name is None or type_name is None:
+        raise ValueError("expected: acl NAME TYPE [OPTIONS] VALUE ...")
+    if type_name in RENAMED:
+        type_name, advice = RENAMED[type_name]
+        ctx.warn(f"UPGRADE: {advice}")
+    elif type_name == "proto" and name == "manager":
+        ctx.warn("UPGRADE: ACL 'manager' is now a built-in ACL; this line is ignored (remove it)")
+        return
+    acls = ctx.config.acls
+    cls = ACL_TYPES.get(type_name)
+    if cls is None:
+        acls.define_unusable(name, type_name, ctx.where)
+        if type_name in NOT_IMPLEMENTED:
+            raise ValueError(f"Squid ACL type {type_name} is not implemented by squidpy yet "
+                             f"({NOT_IMPLEMENTED[type_name]}; see {COMPAT_DOC})")
+        hint = did_you_mean(type_name, [*ACL_TYPES, *NOT_IMPLEMENTED])
+        raise ValueError(f"unknown ACL type '{type_name}'{hint}")
+    options, carried = _acl_options(words, cls)
+    helper_directives.check_auth_acl_order(type_name, words.peek(cls.regex_values), ctx.config)
+    acl = acls.define(name, type_name, [], ctx.where)
+    values = [(ctx.where, flag) for flag in carried] + _acl_values(words, cls, ctx, name)
+    acl.matcher.begin_line(frozenset(options))
+    ctx.config.acl_lines.setdefault(acl_key(name), []).append(ctx.where)
+    if not [v for _, v in values if v not in carried]:
         ctx.warn(f"ACL '{name}' has no values on this line")
     for where, value in values:
         try:
             acl.matcher.add(value, where)
         except ValueError as e:
             ctx.error_at(where, f"ACL '{name}': {e}")
+    for where, message, warning in acl.matcher.end_line():
+        (ctx.warn_at if warning else ctx.error_at)(where or ctx.where, f"ACL '{name}': {message}")
 
 
 directive(
     "acl", "NAME TYPE [-i] [-n] VALUE ... | \"FILE\"", _acl, None, "Access control", kind=CUSTOM,
+    reads_line=True,
     doc="""Defines a named test on a request. Lines with the same NAME add
-    values (any one value matching makes the ACL match). A value written in
-    double quotes names a file with one value per line. Predefined: all,
-    localhost, to_localhost, to_linklocal, manager, CONNECT. See docs/acl.md
-    for every TYPE.""",
+    values (any one value matching makes the ACL match); NAME is compared
+    without regard to case. A value written in double quotes names a file with
+    one value per line ('#' starts a comment). Predefined: all, localhost,
+    to_localhost, to_linklocal, manager, CONNECT. See docs/acl.md for every
+    TYPE.""",
 )
 
 
 def _access_list(list_name: str, allow_reply: bool = False):
     def parse(args, ctx):
         getattr(ctx.config, list_name).add_rule(
-            args, ctx.config.acls, ctx.where, ctx.text, allow_reply=allow_reply)
+            args, ctx.config.acls, ctx.where, ctx.text, allow_reply=allow_reply, warn=ctx.warn)
     return parse
 
 
@@ -197,6 +298,16 @@ directive(
     every reply is allowed.""",
 )
 
+directive(
+    "proxy_protocol_access", "allow|deny [!]ACL ...", _access_list("proxy_protocol_access"),
+    None, "Access control", kind=CUSTOM, empty=lambda: AccessList("proxy_protocol_access", empty_allows=False),
+    doc="""Which senders may put a PROXY protocol header before their connection on
+    a require-proxy-header port: checked once per connection, on the sender's
+    own address (src, localport ... fast ACLs). A denied sender, and every
+    sender when there is no proxy_protocol_access line, has its connection
+    closed at once, as in Squid. Only list load balancers you run: whoever may
+    send the header may claim any client address.""",
+)
 
 
 def _upgrade_protocols(args, ctx):
@@ -220,6 +331,7 @@ directive(
     localnet.""",
 )
 
+
 @dataclass
 class DenyInfo:
     """What a denial decided by one ACL answers (``deny_info``)."""
@@ -228,6 +340,13 @@ class DenyInfo:
     value: str          # page name, or URL with % codes
     status: int | None
     where: str
+
+    def redirect_status(self, method: str, version: str) -> int:
+        """A redirect's status: as written, else 302, or 307 for an HTTP/1.1 request
+        other than GET and HEAD (which must keep its method), as Squid answers."""
+        if self.status is not None:
+            return self.status
+        return 307 if method not in ("GET", "HEAD") and version >= "1.1" else 302
 
 
 _STATUS_PREFIX = re.compile(r"^([1-5]\d\d):(.+)$")
@@ -247,7 +366,7 @@ def _deny_info(args, ctx):
     elif "://" in target:
         if status is not None and not 300 <= status < 400:
             raise ValueError(f"a redirect needs a 3xx status, not {status}")
-        info = DenyInfo("redirect", target, status or 302, ctx.where)
+        info = DenyInfo("redirect", target, status, ctx.where)
     elif _PAGE_NAME.match(target) and not target.startswith("."):
         if status is not None and not 400 <= status < 600:
             raise ValueError(f"an error page needs a 4xx or 5xx status, not {status}")
@@ -255,8 +374,12 @@ def _deny_info(args, ctx):
     else:
         raise ValueError(f"'{target}' is neither an error page name, a URL nor TCP_RESET")
     for name in names:
-        if ctx.config.acls.get(name) is None:
+        acl = ctx.config.acls.get(name)
+        if acl is None:
             raise ValueError(f"ACL '{name}' is used before it is defined")
+        if acl.name != name:
+            ctx.warn(f"deny_info names ACL '{name}', defined as '{acl.name}': Squid compares deny_info "
+                     f"names case-sensitively, so this deny_info never applies (write '{acl.name}')")
         ctx.config.deny_info[name] = info
 
 
@@ -293,12 +416,13 @@ def _logformat(args, ctx):
     if not name or not spec:
         raise ValueError("expected: logformat NAME FORMAT")
     if name in PREDEFINED_FORMATS:
-        raise ValueError(f"logformat '{name}' is predefined and cannot be redefined")
+        ctx.warn(f"logformat {name} is already defined; this line is ignored, as Squid ignores it")
+        return
     ctx.config.logformat[name] = compile_format(spec)
 
 
 directive(
-    "logformat", "NAME FORMAT", _logformat, None, "Logging", kind=CUSTOM, empty=dict,
+    "logformat", "NAME FORMAT", _logformat, None, "Logging", kind=CUSTOM, empty=dict, reads_line=True,
     doc="""Names an access log format made of Squid's % codes, with Squid's
     encodings, widths and arguments (docs/logs.md lists them all).
     Predefined: squid (Squid's native format), common, combined, referrer,
@@ -371,7 +495,7 @@ directive(
 )
 
 directive(
-    "syslog_socket", "PATH", lambda args, ctx: ctx.path(_word(args, ctx)), "/dev/log", "Logging",
+    "syslog_socket", "PATH", lambda args, ctx: ctx.path(_word(args, ctx)), "/dev/log", "Logging", squid=False,
     doc="""squidpy extension: the local syslog daemon's UNIX datagram socket,
     where 'access_log syslog:...' lines go.""",
 )
@@ -389,7 +513,7 @@ directive(
 )
 
 directive(
-    "logfile_rotate", "N", lambda args, ctx: parse_int(args, 0, 1000), "10", "Logging",
+    "logfile_rotate", "N", _int(0, 1000), "10", "Logging",
     doc="""How many rotated copies of each log 'squidpy signal rotate' keeps:
     access.log becomes access.log.0 (the newest) and older copies shift up
     to access.log.N-1. With 0, rotate only reopens the files, for an
@@ -437,13 +561,13 @@ directive("shutdown_lifetime", "TIME", _time("second"), "30 seconds", "Timeouts"
 
 # ---------------------------------------------------------------- limits
 
-directive("request_header_max_size", "SIZE", _size("KB"), "64 KB", "Limits",
+directive("request_header_max_size", "SIZE", _size(none=2 ** 62), "64 KB", "Limits",
           doc="""Largest request head (request line and headers) accepted; a
           larger one is answered 431 (ERR_TOO_BIG).""")
-directive("reply_header_max_size", "SIZE", _size("KB"), "64 KB", "Limits",
+directive("reply_header_max_size", "SIZE", _size(none=2 ** 62), "64 KB", "Limits",
           doc="""Largest reply head accepted from an origin; a larger one is
           answered 502 (ERR_TOO_BIG).""")
-directive("request_body_max_size", "SIZE", _size("KB"), "0 KB", "Limits",
+directive("request_body_max_size", "SIZE", _size(none=0), "0 KB", "Limits",
           doc="""Largest request body accepted (0: no limit). A larger declared
           body is answered 413 (ERR_TOO_BIG) before anything is forwarded.""")
 
@@ -458,9 +582,9 @@ class SizeRule:
 def _reply_body_max_size(args, ctx):
     if not args:
         raise ValueError("expected: reply_body_max_size SIZE [ACL ...]")
-    unit_given = len(args) > 1 and args[1].lower().rstrip("s") in ("byte", "kb", "mb", "gb", "b", "k", "m", "g")
-    size = parse_size(args[:2] if unit_given else args[:1], "byte")
-    rest = args[2:] if unit_given else args[1:]
+    size, rest = take_size(args, "bytes", ctx.warn)
+    if size == -1:
+        size = 0
     rule = None
     if rest:
         holder = AccessList("reply_body_max_size")
@@ -476,18 +600,18 @@ directive(
     reply that grows past it while streaming is cut short.""",
 )
 
-directive("client_ip_max_connections", "N", lambda args, ctx: parse_int(args, -1), "-1", "Limits",
+directive("client_ip_max_connections", "N", _int(-1), "-1", "Limits",
           doc="""Most connections one client address may hold open at once (-1:
           no limit). Connections over the limit are closed at once, as Squid
           does, and reported in cache_log.""")
 
-directive("max_client_connections", "N", lambda args, ctx: parse_int(args, 0), "0", "Limits",
+directive("max_client_connections", "N", _int(0), "0", "Limits", squid=False,
           doc="""Most client connections squidpy serves at once, from all clients
           together (0: derived from the file descriptor limit, half of it, since
           each client may need an origin connection too). Over the limit a new
           connection is answered 503 and closed. A squidpy extension.""")
 
-directive("max_filedescriptors", "N", lambda args, ctx: parse_int(args, 0), "0", "Limits",
+directive("max_filedescriptors", "N", _int(0), "0", "Limits",
           doc="""Raise the process's open-file limit to N at start (0: to the hard
           limit the system allows). Running out of descriptors never stops
           squidpy: it pauses accepting until some are free again.""")
@@ -538,11 +662,11 @@ directive(
 
 
 def _metrics_port(args, ctx):
-    return parse_http_port(args, kind="metrics")
+    return parse_http_port(args, ctx.warn, kind="metrics")
 
 
 directive(
-    "metrics_port", "[ADDRESS:]PORT [name=NAME]", _metrics_port, None, "Cache manager", kind=APPEND,
+    "metrics_port", "[ADDRESS:]PORT [name=NAME]", _metrics_port, None, "Cache manager", kind=APPEND, squid=False,
     doc="""squidpy extension: a port of its own for Prometheus. It serves GET
     /metrics and nothing else (no request is forwarded from it); /metrics is
     also served on every http_port to requests for the proxy itself. Both are
@@ -703,14 +827,14 @@ def _pac_direct(args, ctx):
 
 
 directive(
-    "pac_proxy", "HOST:PORT ...", _pac_proxy, None, "Proxy auto-configuration",
+    "pac_proxy", "HOST:PORT ...", _pac_proxy, None, "Proxy auto-configuration", squid=False,
     doc="""squidpy extension. The proxies the PAC file (/proxy.pac and /wpad.dat,
     served by squidpy to browsers that ask it directly) tells browsers to use,
     in order: a browser tries the next when one does not answer. Without it:
     the address the browser fetched the file from.""",
 )
 directive(
-    "pac_direct", "DOMAIN|NETWORK ...", _pac_direct, None, "Proxy auto-configuration", kind=APPEND,
+    "pac_direct", "DOMAIN|NETWORK ...", _pac_direct, None, "Proxy auto-configuration", kind=APPEND, squid=False,
     doc="""squidpy extension. Destinations browsers reach without the proxy, in
     the PAC file: .example.lan is example.lan and every name under it,
     intranet.example.com that host only, 10.0.0.0/8 (or one address) the
@@ -721,12 +845,12 @@ directive(
     direct. Requests that go direct are not filtered or logged by squidpy.""",
 )
 directive(
-    "pac_plain_hosts_direct", "on|off", _onoff, "on", "Proxy auto-configuration",
+    "pac_plain_hosts_direct", "on|off", _onoff, "on", "Proxy auto-configuration", squid=False,
     doc="""squidpy extension. Whether names without a dot (http://intranet/)
     go direct in the PAC file.""",
 )
 directive(
-    "pac_fallback", "direct|none", _choice("direct", "none"), "direct", "Proxy auto-configuration",
+    "pac_fallback", "direct|none", _choice("direct", "none"), "direct", "Proxy auto-configuration", squid=False,
     doc="""squidpy extension. What the PAC file tells browsers to do when no
     proxy answers: direct goes to the site without the proxy (the browser
     keeps working, but bypasses http_access and the access log); none makes
@@ -796,40 +920,89 @@ directive("fqdncache_size", "N", lambda args, ctx: parse_int(args, 0), "1024", "
 class CacheDir:
     path: str
     size_mb: int
+    kind: str = "diskcache"
+
+
+SQUID_STORES = ("ufs", "aufs", "diskd", "rock")
 
 
 def _cache_dir(args, ctx):
+    """Squid's ``cache_dir TYPE PATH MB ...``: every type is kept in one diskcache store
+    at PATH, MB megabytes at most; ufs/aufs/diskd take Squid's L1 L2 too (unused here)."""
     if len(args) < 3:
-        raise ValueError("expected: cache_dir diskcache DIRECTORY SIZE_MB")
+        raise ValueError("expected: cache_dir TYPE DIRECTORY SIZE_MB [L1 L2] [options]")
     kind, path, size = args[0], args[1], args[2]
-    if kind != "diskcache":
-        raise ValueError(f"cache_dir type '{kind}' is not supported: squidpy stores with 'diskcache'")
+    if kind not in SQUID_STORES and kind != "diskcache":
+        raise ValueError(f"cache_dir type '{kind}' is not one of ufs, aufs, diskd, rock (or diskcache)")
     size_mb = parse_int([size], 1)
+    if kind in ("ufs", "aufs", "diskd"):
+        if len(args) < 5:
+            raise ValueError(f"expected: cache_dir {kind} DIRECTORY SIZE_MB L1 L2 [options]")
+        parse_int([args[3]], 1)
+        parse_int([args[4]], 1)
     if getattr(ctx.config, "cache_dir", None) is not None:
         raise ValueError("only one cache_dir is supported")
-    return CacheDir(ctx.path(path), size_mb)
+    if kind != "diskcache":
+        ctx.warn(f"cache_dir {kind}: squidpy keeps its own diskcache store in {path} ({size_mb} MB); "
+                 f"the on-disk format differs from Squid's {kind}, so a Squid cache there is not read")
+    return CacheDir(ctx.path(path), size_mb, kind)
+
+
+REPLACEMENT_POLICIES = ("lru", "heap GDSF", "heap LFUDA", "heap LRU")
+
+
+def _replacement_policy(args, ctx):
+    """Squid's removal policies: ``lru``, ``heap GDSF``, ``heap LFUDA``, ``heap LRU``."""
+    text = " ".join(args)
+    for policy in REPLACEMENT_POLICIES:
+        if text.lower() == policy.lower():
+            return policy
+    raise ValueError(f"expected one of: {', '.join(REPLACEMENT_POLICIES)}")
 
 
 def _refresh_pattern(args, ctx):
     from squidpy.cache.refresh import parse_refresh_pattern
-    return parse_refresh_pattern(args)
+    if ctx.config.configuration_includes_quoted_values:
+        raise ValueError("regular expressions cannot be read while configuration_includes_quoted_values is on "
+                         "(as in Squid); turn it off around this line")
+    words = ctx.words()
+    parts = [words.next(quoted_pair=True)]
+    if parts[0] in ("-i", "+i"):
+        parts.append(words.next(quoted_pair=True))
+    return parse_refresh_pattern([p for p in parts if p is not None] + words.all(), ctx.warn)
 
 
 directive(
-    "cache_dir", "diskcache DIRECTORY SIZE_MB", _cache_dir, None, "Cache",
-    doc="""Keep cached objects on disk in DIRECTORY (a diskcache store, created
-    if missing), at most SIZE_MB megabytes; the least recently stored go first.
-    Several squidpy processes (workers) share it, and it survives restarts.
-    Without a cache_dir squidpy caches in memory only, as Squid does.""",
+    "cache_dir", "ufs|aufs|diskd|rock DIRECTORY SIZE_MB [L1 L2] [options]", _cache_dir, None, "Cache",
+    doc="""Keep cached objects on disk in DIRECTORY (created if missing), at most
+    SIZE_MB megabytes. Squid's types ufs, aufs, diskd (with their L1 L2) and rock
+    are all kept in one diskcache store at that path and size, with a warning that
+    the on-disk format differs from Squid's (``diskcache`` names it directly);
+    Squid's per-type options are not used. Several squidpy processes (workers)
+    share it, and it survives restarts. cache_replacement_policy decides what
+    goes first when it is full. Without a cache_dir squidpy caches in memory
+    only, as Squid does. One cache_dir at most.""",
 )
-directive("cache_mem", "SIZE", _size("MB"), "256 MB", "Cache",
+directive("cache_replacement_policy", "lru|heap GDSF|heap LFUDA|heap LRU", _replacement_policy, "lru", "Cache",
+          doc="""What leaves the cache_dir first when it is full. diskcache's own
+          policies do it: lru and heap LRU are its least-recently-used (each disk
+          hit records its time), heap LFUDA and heap GDSF its least-frequently-used
+          (a count of hits: no dynamic aging, and for GDSF no preference for small
+          objects, unlike Squid's heaps).""")
+directive("memory_replacement_policy", "lru|heap GDSF|heap LFUDA|heap LRU", _replacement_policy, "lru", "Cache",
+          doc="""What leaves the memory tier (cache_mem) first: lru and heap LRU the
+          least recently used; heap LFUDA the least frequently used, with Squid's
+          dynamic aging (an object's key is its hit count plus the key of the last
+          one evicted); heap GDSF the same divided by the object's size, so small
+          popular objects stay (Squid's Greedy-Dual Size Frequency).""")
+directive("cache_mem", "SIZE", _size(), "256 MB", "Cache",
           doc="""Memory for the hot tier of small objects (see
           maximum_object_size_in_memory); the least recently used go first.""")
-directive("maximum_object_size", "SIZE", _size("KB"), "4 MB", "Cache",
+directive("maximum_object_size", "SIZE", _size(none=2 ** 62), "4 MB", "Cache",
           doc="""Larger replies are passed to the client but not stored.""")
-directive("minimum_object_size", "SIZE", _size("KB"), "0 KB", "Cache",
+directive("minimum_object_size", "SIZE", _size(none=0), "0 KB", "Cache",
           doc="""Smaller replies are passed to the client but not stored.""")
-directive("maximum_object_size_in_memory", "SIZE", _size("KB"), "512 KB", "Cache",
+directive("maximum_object_size_in_memory", "SIZE", _size(), "512 KB", "Cache",
           doc="""Objects up to this size are also kept in memory and served from
           there (TCP_MEM_HIT) without touching the disk.""")
 directive(
@@ -839,16 +1012,68 @@ directive(
     stored. Like http_access; without any line, everything cacheable is cached.""",
 )
 directive(
-    "refresh_pattern", "[-i] REGEX MIN PERCENT MAX [override-expire|override-lastmod|ignore-no-store ...]",
-    _refresh_pattern, "\n".join(("^ftp: 1440 20% 10080", r"-i (/cgi-bin/|\?) 0 0% 0", ". 0 20% 4320")),
-    "Cache", kind=APPEND,
-    doc="""Freshness for replies without max-age, s-maxage or Expires (RFC 9111
-    heuristic freshness): PERCENT of the time since Last-Modified, at least MIN
-    and at most MAX minutes (MIN when there is no Last-Modified). The first
-    pattern matching the URL applies. override-expire uses this even when the
-    reply has Expires; override-lastmod ignores Last-Modified; ignore-no-store
-    stores despite a request's no-store.""",
+    "refresh_pattern", "[-i] REGEX MIN PERCENT MAX [OPTIONS]", _refresh_pattern, None, "Cache", kind=APPEND,
+    reads_line=True,
+    doc="""How long replies without explicit freshness (max-age, s-maxage, Expires)
+    stay fresh, as Squid decides it: a reply older than MAX minutes is stale;
+    with a Last-Modified, it is fresh for PERCENT of the time between
+    Last-Modified and its Date (never more than MAX, and not raised to MIN);
+    without one, for MIN minutes. The first pattern matching the URL applies; a
+    URL no pattern matches gets Squid's built-in rule (0 20% 4320 max-stale=0),
+    and so does every URL without any refresh_pattern line (the default
+    configuration file has Squid's four lines). OPTIONS, as in Squid:
+    override-expire (fresh while younger than MIN even after an explicit
+    expiry), override-lastmod (fresh while younger than MIN even when the
+    Last-Modified factor says stale), reload-into-ims (a client reload becomes
+    a revalidation), ignore-reload (a client reload, and max-age=0, are
+    ignored), ignore-no-store and ignore-private (stored despite the reply's
+    no-store or private; a private reply is revalidated on every hit),
+    refresh-ims (a client If-Modified-Since always asks the origin),
+    store-stale (stored even when it would be stale within
+    minimum_expiry_time and is empty), max-stale=N (seconds; overrides
+    max_stale for these URLs).""",
 )
+directive("max_stale", "TIME", _time("second"), "1 week", "Cache",
+          doc="""A stale reply whose revalidation fails (the origin unreachable or
+          answering 5xx) is served instead of the error (TCP_REFRESH_FAIL_OLD), but
+          never once it is stale by more than this (TCP_REFRESH_FAIL_ERR).
+          refresh_pattern's max-stale=N overrides it.""")
+directive("minimum_expiry_time", "TIME", _time("second"), "60 seconds", "Cache",
+          doc="""A reply with status 200, 203, 300, 301, 308 or 410 that will be stale
+          within this time and says Content-Length: 0 is not stored (it could not
+          be revalidated usefully), unless refresh_pattern says store-stale.""")
+directive("reload_into_ims", "on|off", _onoff, "off", "Cache",
+          doc="""A client reload (Cache-Control or Pragma no-cache) of a stored reply
+          becomes a revalidation with the stored validators (TCP_REFRESH_*)
+          instead of a fetch of a new copy; refresh_pattern's reload-into-ims
+          does it for some URLs only. Violates HTTP.""")
+directive("refresh_all_ims", "on|off", _onoff, "off", "Cache",
+          doc="""A client If-Modified-Since always makes squidpy revalidate the stored
+          reply with the origin first, even when it is fresh (refresh-ims for
+          every URL).""")
+def _kb_or_negative(args, ctx):
+    """A size in KB (Squid's kb_int64_t); a negative one means "no limit" (-1)."""
+    if args and args[0].startswith("-"):
+        parse_size([args[0][1:]] + args[1:], "KB")
+        return -1
+    return parse_size(args, "KB")
+
+
+directive("quick_abort_min", "SIZE", _kb_or_negative, "16 KB", "Cache",
+          doc="""When a client goes away during a reply that is being stored, the fetch
+          goes on to the end (and is stored) if less than this is left to receive;
+          -1 KB: always, while it is being stored. See quick_abort_pct.""")
+directive("quick_abort_max", "SIZE", _size("KB"), "16 KB", "Cache",
+          doc="""... and is abandoned if more than this is left (0 KB for both: never go on).""")
+directive("quick_abort_pct", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "95", "Cache",
+          doc="""... and otherwise goes on if more than this percentage has arrived.
+          A reply whose length is unknown is abandoned; one that other clients wait
+          for (collapsed_forwarding) always goes on. As Squid's quick_abort.""")
+directive("cache_miss_revalidate", "on|off", _onoff, "on", "Cache",
+          doc="""off: on a cache miss, a cacheable request without credentials goes to the
+          origin without the client's If-Modified-Since and If-None-Match (the latter
+          kept with If-Match: *, as Squid keeps it), so that a whole reply comes back
+          to be stored; the client gets that whole reply.""")
 directive("offline_mode", "on|off", _onoff, "off", "Cache",
           doc="""Serve every stored object without asking the origin, however
           stale (TCP_OFFLINE_HIT): for a network that is down.""")
@@ -856,6 +1081,194 @@ directive("collapsed_forwarding", "on|off", _onoff, "on", "Cache",
           doc="""Concurrent misses for one URL wait for a single fetch from the
           origin and are then answered from the cache, instead of all going to
           the origin. (Off by default in Squid.)""")
+
+# ---------------------------------------------------------------- peers
+
+def _cache_peer(args, ctx):
+    from squidpy.peers.peer import parse_cache_peer
+    peer = parse_cache_peer(args, ctx.warn, ctx.path)
+    peers = ctx.config.cache_peer
+    for other in peers:
+        if other.name.lower() == peer.name.lower():
+            raise ValueError(f"cache_peer {peer.name} specified twice (first at {other.where}); "
+                             "give one of them another name= to tell them apart")
+    peer.where = ctx.where
+    peer.index = len(peers) + 1
+    peers.append(peer)
+
+
+def _cache_peer_access(args, ctx):
+    if len(args) < 2:
+        raise ValueError("expected: cache_peer_access PEER-NAME allow|deny [!]ACL ...")
+    name = args[0]
+    for peer in ctx.config.cache_peer:
+        if peer.name.lower() == name.lower():
+            peer.access.add_rule(args[1:], ctx.config.acls, ctx.where, ctx.text)
+            return
+    raise ValueError(f"No cache_peer '{name}' (name a cache_peer line above: its name= or its host)")
+
+
+directive(
+    "cache_peer", "HOST parent|sibling HTTP-PORT ICP-PORT [OPTION ...]", _cache_peer, None, "Peers",
+    kind=CUSTOM, empty=list,
+    doc="""Another proxy to fetch through: a parent (asked for anything) or a
+    sibling (asked only for what it has: ICP hits, 'Cache-Control:
+    only-if-cached' unless allow-miss). ICP-PORT 0: the peer is not queried
+    with ICP. Which parent a request goes to: sourcehash (client address),
+    userhash (user name), carp (hash of the URL, or the parts carp-key=scheme,
+    host,port,path,params names; the same choice Squid makes for the same
+    peers, so squidpy and Squid can share one CARP array), round-robin or
+    weighted-round-robin, else the first parent that is up, else the default
+    one; weight=N biases carp, sourcehash, userhash and round-robin. name=NAME
+    tells apart peers on one host (cache_peer_access and the CARP hash use it).
+    proxy-only: replies from this peer are not stored. login=user:password
+    (Basic, %-escapes allowed), login=*:password (the client's user name),
+    login=PASS or PASSTHRU (the client's Proxy-Authorization goes on),
+    login=PROXYPASS; login=NEGOTIATE is accepted but sends nothing (no
+    Kerberos). connect-timeout=SECONDS (else peer_connect_timeout),
+    connect-fail-limit=N failed connections before the peer counts as dead
+    (10), max-conn=N, standby=N idle connections kept open to it. tls (and
+    tls-cert=, tls-key=, tls-cafile=, tls-capath=, tls-crlfile=, tls-cipher=,
+    tls-min-version=, tls-options=, tls-flags=DONT_VERIFY_PEER|DONT_VERIFY_DOMAIN,
+    tls-domain=, tls-default-ca=off, tls-no-npn; the older ssl* spellings too)
+    encrypts the connection to the peer. no-query, no-digest, no-netdb-exchange,
+    closest-only, background-ping and basetime= are Squid's. originserver is
+    refused: squidpy is not a reverse proxy. An unknown option is ignored with a
+    warning, as Squid ignores it.""",
+)
+
+directive(
+    "cache_peer_access", "PEER-NAME allow|deny [!]ACL ...", _cache_peer_access, None, "Peers", kind=CUSTOM,
+    doc="""Limits which requests may go to one peer (by its name= or host), with
+    http_access's rules: first matching line decides, else the opposite of the
+    last line. Only fast ACLs count: one that would need a DNS lookup does not
+    match. Naming a peer that no cache_peer line defines is an error (Squid only
+    logs it and then ignores the line, which would let every request through).""",
+)
+
+directive(
+    "always_direct", "allow|deny [!]ACL ...", _access_list("always_direct"), None, "Peers", kind=CUSTOM,
+    empty=lambda: AccessList("always_direct", empty_allows=False),
+    doc="""Requests these rules allow always go straight to the origin, never
+    through a peer. Note that 'always_direct deny X' alone allows every other
+    request (the last line's opposite), as in Squid.""",
+)
+
+directive(
+    "never_direct", "allow|deny [!]ACL ...", _access_list("never_direct"), None, "Peers", kind=CUSTOM,
+    empty=lambda: AccessList("never_direct", empty_allows=False),
+    doc="""Requests these rules allow never go straight to the origin: only
+    through parents (every request, CONNECT and POST included, with 'never_direct
+    allow all'). When no parent is usable they are answered 502 (ERR_READ_ERROR,
+    logged HIER_NONE), as Squid 5.7 answers them. always_direct is asked first.""",
+)
+
+directive(
+    "prefer_direct", "on|off", _onoff, "off", "Peers",
+    doc="""Try the origin first and the parents after it (instead of parents
+    first), for requests that may use both.""",
+)
+
+directive(
+    "nonhierarchical_direct", "on|off", _onoff, "on", "Peers",
+    doc="""Requests that cannot be cached (anything but GET, e.g. POST and
+    CONNECT, and requests with Authorization) go straight to the origin. Off:
+    they may use parents too. never_direct overrides it.""",
+)
+
+directive(
+    "forward_max_tries", "N", lambda args, ctx: parse_int(args, 0), "25", "Peers",
+    doc="""Most attempts to forward one request: each origin address or peer
+    address tried counts, retries on a reused connection too.""",
+)
+
+directive(
+    "retry_on_error", "on|off", _onoff, "off", "Peers",
+    doc="""Also try the next peer (or address) when one answers 403, 500, 501 or
+    503; 502 and 504 answers are always retried on the next candidate while
+    nothing was sent to the client and the request can be sent again.""",
+)
+
+directive(
+    "dead_peer_timeout", "TIME", _time("second"), "10 seconds", "Peers",
+    doc="""A peer queried with ICP that has not answered any query for this long
+    counts as dead until it answers again.""",
+)
+
+directive(
+    "peer_connect_timeout", "TIME", _time("second"), "30 seconds", "Peers",
+    doc="""How long to wait for a TCP connection to a peer (a cache_peer's
+    connect-timeout= overrides it).""",
+)
+
+# ---------------------------------------------------------------- ICP
+
+
+def _icp_port(args, ctx):
+    return parse_int(args, 0, 65535)
+
+
+def _msec(args, ctx):
+    return parse_int(args, 0)
+
+
+directive(
+    "icp_port", "PORT", _icp_port, "0", "ICP",
+    doc="""The UDP port where squidpy answers ICP queries (RFC 2186) from its peers
+    and from which it queries its own (3130 is ICP's usual port); 0: no ICP at
+    all. Queries are answered ICP_HIT when the URL is fresh in the cache, else
+    ICP_MISS, and ICP_DENIED when icp_access denies the sender.""",
+)
+
+def _udp_address(args, ctx):
+    value = _word(args, ctx)
+    return "" if value == "any_addr" else parse_ip(value)
+
+
+directive(
+    "udp_incoming_address", "ADDRESS|any_addr", _udp_address, "any_addr", "ICP",
+    doc="""The address the icp_port listens on and queries peers from (any_addr: every
+    address). Squid's DNS client uses it too; squidpy's does not.""",
+)
+
+directive(
+    "icp_access", "allow|deny [!]ACL ...", _access_list("icp_access"), None, "ICP", kind=CUSTOM,
+    empty=lambda: AccessList("icp_access", empty_allows=False),
+    doc="""Who may send ICP queries (fast ACLs: src, ...). Without any line
+    every query is denied, as in Squid.""",
+)
+
+directive(
+    "icp_query_timeout", "MILLISECONDS", _msec, "0", "ICP",
+    doc="""How long to wait for ICP replies; 0: twice the peers' average reply
+    time, kept between minimum_icp_query_timeout and maximum_icp_query_timeout.""",
+)
+
+directive(
+    "maximum_icp_query_timeout", "MILLISECONDS", _msec, "2000", "ICP",
+    doc="""Upper bound of the computed ICP wait.""",
+)
+
+directive(
+    "minimum_icp_query_timeout", "MILLISECONDS", _msec, "5", "ICP",
+    doc="""Lower bound of the computed ICP wait.""",
+)
+
+directive(
+    "background_ping_rate", "TIME", _time("second"), "10 seconds", "ICP",
+    doc="""How often a background-ping peer is queried with ICP.""",
+)
+
+directive(
+    "icp_hit_stale", "on|off", _onoff, "off", "ICP",
+    doc="""Answer ICP_HIT for stale objects too (off: only fresh ones are hits).""",
+)
+
+directive(
+    "log_icp_queries", "on|off", _onoff, "on", "ICP",
+    doc="""Log each ICP query answered (UDP_HIT, UDP_MISS, UDP_DENIED ...) in the
+    access log.""",
+)
 
 
 from squidpy.config import helper_directives  # noqa: E402  (registers auth_param, external_acl_type ...)
@@ -912,7 +1325,7 @@ def finish_config(config, warn_at, error_at) -> None:
             error_at(info.where, f"deny_info: no error page named '{info.value}' in "
                                  f"{config.error_directory or 'the built-in set'}")
     for acl in config.acls.acls.values():
-        lines = config.acl_lines.get(acl.name)
+        lines = config.acl_lines.get(acl_key(acl.name))
         if lines is None and acl.where == "<predefined>":
             continue
         try:

@@ -239,6 +239,20 @@ directive(
 )
 
 
+def check_auth_acl_order(type_name: str, first_value, config) -> None:
+    """Squid reads an authentication ACL (proxy_auth, proxy_auth_regex, an external
+    ACL whose type uses %LOGIN) only after an auth_param program line."""
+    if config.auth_param:
+        return
+    needs_login = type_name in ("proxy_auth", "proxy_auth_regex")
+    if type_name == "external" and first_value is not None:
+        definition = config.external_acl_type.get(str(first_value))
+        needs_login = definition is not None and definition.require_auth
+    if needs_login:
+        raise ValueError("Can't use proxy auth because no authentication schemes are fully configured "
+                         "(an 'auth_param SCHEME program ...' line must come before this ACL, as in Squid)")
+
+
 def finish_helper_config(config, error_at) -> None:
     """Checks needing the whole file: Digest's realm, external ACLs bound to their
     types, authentication ACLs only with a configured scheme."""
@@ -258,23 +272,3 @@ def finish_helper_config(config, error_at) -> None:
             if not config.auth_param:
                 error_at(lines[0], f"ACL '{acl.name}': Cannot use proxy auth because no authentication "
                                    f"schemes are fully configured (auth_param ... program)")
-
-
-def not_yet_served(config) -> list[str]:
-    """Helper features the configuration uses that the request path does not carry out
-    yet (issue 13, phase 2: they become states of the request exchange).  The proxy
-    refuses to run with them rather than let requests through unauthenticated,
-    unfiltered or unrewritten; ``squidpy parse`` and ``squidpy check`` read them."""
-    problems = []
-    if config.auth_param:
-        problems.append("auth_param")
-    if any(getattr(acl.matcher, "needs", None) in ("auth", "external") for acl in config.acls.acls.values()
-           if acl.where != "<predefined>"):
-        problems.append("authentication/external ACLs")
-    for name in ("url_rewrite_program", "store_id_program"):
-        if getattr(config, name) is not None:
-            problems.append(name)
-    if not problems:
-        return []
-    return [f"{', '.join(problems)}: read and checked, but not yet applied to requests by squidpy "
-            f"(issue 13 phase 2); refusing to serve rather than let requests through unchecked"]

@@ -13,9 +13,20 @@ import socket
 from importlib import resources
 
 from squidpy.acl.access import AclTable
-from squidpy.config import directives
-from squidpy.config.reader import ConfigError, ConfigLine, expand_macros, read_config
-from squidpy.config.registry import APPEND, CUSTOM, DIRECTIVES
+from squidpy.config import directives, unsupported  # noqa: F401  (fill the registry)
+from squidpy.config.reader import ConfigError, ConfigLine, Words, expand_macros, read_bytes, read_config
+from squidpy.config.registry import (
+    ALIASES,
+    APPEND,
+    CUSTOM,
+    DIRECTIVES,
+    IGNORED,
+    IMPLEMENTED,
+    OBSOLETE,
+    did_you_mean,
+    lookup,
+    refused_message,
+)
 
 DEFAULT_CONFIG_NAME = "squidpy.conf"
 
@@ -41,6 +52,7 @@ def default_macros() -> dict[str, str]:
     """``${name}`` values usable in any configuration line."""
     return {
         "service_name": "squidpy",
+        "process_name": "squidpy",
         "process_number": "1",
         "hostname": socket.gethostname() or "localhost",
         "state_dir": state_dir(),
@@ -63,7 +75,8 @@ class Config:
         self.lines: list[tuple[str, str, str]] = []         # (FILE:LINE, name, arguments) as read
         self.default_lines: list[tuple[str, str]] = []      # (name, arguments) of the defaults applied
         for d in DIRECTIVES.values():
-            setattr(self, d.name, d.initial())
+            if d.status == IMPLEMENTED:
+                setattr(self, d.name, d.initial())
 
 
 class ParseContext:
@@ -73,6 +86,15 @@ class ParseContext:
         self.config = config
         self.line = line
         self._errors = errors
+
+    def words(self) -> Words:
+        """The line's words, read as Squid reads them at this point of the file."""
+        return Words(self.line.rest, bool(self.config.configuration_includes_quoted_values), self.base_dir)
+
+    def ignore_extra(self, extra: list[str]) -> None:
+        """Words after what the directive takes: Squid ignores them, and so does squidpy."""
+        if extra:
+            self.warn(f"{self.line.name}: '{' '.join(extra)}' after the value is ignored, as Squid ignores it")
 
     @property
     def where(self) -> str:
@@ -110,6 +132,10 @@ class ParseContext:
         filename, _, lineno = where.rpartition(":")
         self._errors.append(ConfigError(filename, int(lineno), message))
 
+    def warn_at(self, where: str, message: str) -> None:
+        filename, _, lineno = where.rpartition(":")
+        self.config.warnings.append(ConfigError(filename, int(lineno), message, warning=True))
+
 
 def load(path: str | None = None, text: str | None = None,
          macros: dict[str, str] | None = None) -> Config:
@@ -118,15 +144,14 @@ def load(path: str | None = None, text: str | None = None,
         path = default_config_path()
     if text is None:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            text = read_bytes(path)
         except OSError as e:
             raise ConfigErrors([ConfigError(path, 0, f"cannot read the configuration: {e.strerror}")]) from None
     macros = default_macros() if macros is None else macros
     config = Config(path)
     errors: list[ConfigError] = []
     seen: set[str] = set()
-    for line in read_config(text, path, macros, errors):
+    for line in read_config(text, path, macros, errors, warnings=config.warnings):
         config.lines.append((line.where, line.name, line.rest))
         _apply(config, line, errors, seen)
     for name, d in DIRECTIVES.items():
@@ -164,18 +189,45 @@ def looks_like_configuration(lines: list[str]) -> bool:
 
 
 def _apply(config: Config, line: ConfigLine, errors: list[ConfigError], seen: set[str]) -> None:
-    d = DIRECTIVES.get(line.name)
+    d = lookup(line.name)
     if d is None:
-        errors.append(ConfigError(line.filename, line.lineno, f"unknown directive '{line.name}'"))
+        hint = did_you_mean(line.name, [*DIRECTIVES, *ALIASES])
+        shown = "".join(c if " " <= c != "\x7f" else f"\\x{ord(c):02x}" for c in line.name)
+        errors.append(ConfigError(line.filename, line.lineno, f"unknown directive '{shown}'{hint}"))
         return
     ctx = ParseContext(config, line, errors)
+    if d.status != IMPLEMENTED:
+        problem = _not_implemented(d, ctx)
+        if problem:
+            errors.append(ConfigError(line.filename, line.lineno, problem))
+        return
     try:
-        value = d.parse(line.args, ctx)
+        value = d.parse([] if d.reads_line else ctx.words().all(), ctx)
     except ValueError as e:
         errors.append(ConfigError(line.filename, line.lineno, f"{line.name}: {e}"))
         return
-    seen.add(line.name)
+    seen.add(d.name)
     if d.kind == APPEND:
         getattr(config, d.name).append(value)
     elif d.kind != CUSTOM:
         setattr(config, d.name, value)
+
+
+def _not_implemented(d, ctx: ParseContext) -> str | None:
+    """An ignored, refused or obsolete Squid directive: warn, or say why it is refused."""
+    name = ctx.line.name
+    try:
+        value = " ".join(ctx.words().all())
+    except ValueError as e:
+        return f"{name}: {e}"
+    if d.status == IGNORED:
+        ctx.warn(f"{name} is ignored: {d.doc}")
+    elif value in d.accepts:
+        ctx.warn(f"{name} {value}: accepted, squidpy behaves this way without it")
+    elif d.status == OBSOLETE and not d.refuse:
+        ctx.warn(f"{name} is obsolete and ignored (as in Squid 5.7): {d.doc}")
+    elif d.status == OBSOLETE:
+        return f"{name} is obsolete: {d.doc}"
+    else:
+        return refused_message(name)
+    return None

@@ -7,99 +7,156 @@ Times become seconds (float), sizes bytes (int).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
-TIME_UNITS = {
-    "millisecond": 0.001, "msec": 0.001, "ms": 0.001,
-    "second": 1.0, "sec": 1.0, "s": 1.0,
-    "minute": 60.0, "min": 60.0,
-    "hour": 3600.0, "h": 3600.0,
-    "day": 86400.0,
-    "week": 7 * 86400.0,
-    "fortnight": 14 * 86400.0,
-    "month": 30 * 86400.0,
-    "year": 365 * 86400.0,
-    "decade": 3650 * 86400.0,
-}
+# Squid's time units, matched as prefixes without regard to case ("minutes" is "minute")
+TIME_UNITS = (
+    ("millisecond", 0.001), ("second", 1.0), ("minute", 60.0), ("hour", 3600.0), ("day", 86400.0),
+    ("week", 7 * 86400.0), ("fortnight", 14 * 86400.0), ("month", 30 * 86400.0),
+    ("year", 8766 * 3600.0), ("decade", 87660 * 3600.0),
+)
+# squidpy's shorter spellings (Squid refuses them)
+TIME_ABBREVIATIONS = {"ms": 0.001, "msec": 0.001, "s": 1.0, "sec": 1.0, "secs": 1.0, "min": 60.0,
+                      "mins": 60.0, "h": 3600.0, "hr": 3600.0, "hrs": 3600.0}
 
-SIZE_UNITS = {
-    "byte": 1, "b": 1,
-    "kb": 1024, "k": 1024,
-    "mb": 1024 ** 2, "m": 1024 ** 2,
-    "gb": 1024 ** 3, "g": 1024 ** 3,
-    "tb": 1024 ** 4,
-}
+# Squid's size units, matched as prefixes without regard to case ("KBytes" is "KB")
+SIZE_UNITS = (("bytes", 1), ("KB", 1024), ("MB", 1024 ** 2), ("GB", 1024 ** 3))
+# squidpy's other spellings (Squid refuses them)
+SIZE_ABBREVIATIONS = {"byte": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "tb": 1024 ** 4}
+
+_HEX_INT = re.compile(r"^[+-]?0[xX][0-9a-fA-F]+$")
 
 
-def _number(text: str, what: str) -> float:
+def squid_number(text: str, what: str = "number") -> float:
+    """A number as Squid's xatof (strtod) reads it: decimal, exponent, or 0x hex."""
     try:
-        value = float(text)
+        value = float.fromhex(text) if _HEX_INT.match(text) else float(text)
     except ValueError:
         raise ValueError(f"'{text}' is not a {what}") from None
-    if value < 0 or value != value or value in (float("inf"),):
+    if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"'{text}' is not a valid {what}")
     return value
 
 
-def _unit(word: str, table: dict[str, float]) -> float | None:
-    w = word.lower()
-    if w in table:
-        return table[w]
-    if w.endswith("s") and w[:-1] in table:
-        return table[w[:-1]]
-    return None
+def _prefix_unit(word: str, units, abbreviations) -> float | None:
+    low = word.lower()
+    for name, factor in units:
+        if low.startswith(name.lower()):
+            return factor
+    return abbreviations.get(low)
+
+
+def time_unit(word: str) -> float | None:
+    return _prefix_unit(word, TIME_UNITS, TIME_ABBREVIATIONS)
+
+
+def size_unit(word: str) -> float | None:
+    return _prefix_unit(word, SIZE_UNITS, SIZE_ABBREVIATIONS)
+
+
+def take_time(args: list[str], default_unit: str = "second", warn=None) -> tuple[float, list[str]]:
+    """``30 seconds``, ``2 minutes``, ``1.5 hours`` -> (seconds, the words left).
+
+    Squid requires a unit (except after 0); squidpy takes a bare number in the
+    directive's unit and says so through ``warn``.
+    """
+    if not args:
+        raise ValueError("expected a time such as '30 seconds'")
+    value = squid_number(args[0])
+    if value < 0:
+        raise ValueError("a time cannot be negative")
+    rest = args[1:]
+    if rest and time_unit(rest[0]) is not None:
+        factor, rest = time_unit(rest[0]), rest[1:]
+    elif value == 0:
+        factor = 1.0
+    elif rest:
+        raise ValueError(f"unknown time unit '{rest[0]}' (use seconds, minutes, hours, days ...)")
+    else:
+        factor = time_unit(default_unit)
+        if warn is not None:
+            warn(f"no time unit after {args[0]}: taken as {default_unit}s (Squid 5.7 refuses a time without a unit)")
+    return value * factor, rest
+
+
+def take_size(args: list[str], default_unit: str = "bytes", warn=None) -> tuple[int, list[str]]:
+    """``64 KB``, ``4 MB``, ``100 bytes`` -> (bytes, the words left); ``none`` and
+    ``-1`` are -1.  A bare number is in the directive's default unit, as in Squid
+    (which warns about it too)."""
+    if not args:
+        raise ValueError("expected a size such as '64 KB'")
+    text, rest = args[0], args[1:]
+    if text in ("none", "-1"):
+        return -1, rest
+    glued = None
+    i = len(text)
+    while i and not (text[i - 1].isdigit() or text[i - 1] == "."):
+        i -= 1
+    if 0 < i < len(text) and size_unit(text[i:]) is not None:     # '64KB', a squidpy extension
+        text, glued = text[:i], text[i:]
+    value = squid_number(text, "size such as '64 KB'")
+    if value < 0:
+        raise ValueError("a size cannot be negative (write none for no limit)")
+    if glued is not None:
+        factor = size_unit(glued)
+    elif rest and size_unit(rest[0]) is not None:
+        factor, rest = size_unit(rest[0]), rest[1:]
+    elif value == 0:
+        factor = 1
+    elif rest:
+        raise ValueError(f"unknown size unit '{rest[0]}' (use bytes, KB, MB or GB)")
+    else:
+        factor = size_unit(default_unit)
+        if warn is not None:
+            warn(f"no unit after {args[0]}: taken as {args[0]} {default_unit}, as Squid takes it")
+    return int(value * factor), rest
 
 
 def parse_time(args: list[str], default_unit: str = "second") -> float:
-    """``30 seconds``, ``2 minutes``, ``1.5 hours``, ``500 ms`` -> seconds.
-
-    A bare number is taken in the directive's default unit, as Squid does.
-    """
-    if not args or len(args) > 2:
+    """A time that is all of ``args`` -> seconds."""
+    value, rest = take_time(args, default_unit)
+    if rest:
         raise ValueError("expected a time such as '30 seconds'")
-    value = _number(args[0], "number")
-    unit = args[1] if len(args) == 2 else default_unit
-    factor = _unit(unit, TIME_UNITS)
-    if factor is None:
-        raise ValueError(f"unknown time unit '{unit}' (use seconds, minutes, hours, days ...)")
-    return value * factor
+    return value
 
 
-def parse_size(args: list[str], default_unit: str = "byte") -> int:
-    """``64 KB``, ``4 MB``, ``1 GB``, ``100 bytes`` -> bytes (units are powers of 1024)."""
-    if not args or len(args) > 2:
+def parse_size(args: list[str], default_unit: str = "bytes") -> int:
+    """A size that is all of ``args`` -> bytes (units are powers of 1024)."""
+    value, rest = take_size(args, default_unit)
+    if rest:
         raise ValueError("expected a size such as '64 KB'")
-    text, unit = args[0], (args[1] if len(args) == 2 else None)
-    if unit is None:
-        # '64KB' written without a blank
-        i = len(text)
-        while i and not text[i - 1].isdigit() and text[i - 1] != ".":
-            i -= 1
-        if i < len(text):
-            text, unit = text[:i], text[i:]
-        if not text:
-            raise ValueError(f"'{args[0]}' is not a size such as '64 KB'")
-    value = _number(text, "number")
-    factor = _unit(unit or default_unit, SIZE_UNITS)
-    if factor is None:
-        raise ValueError(f"unknown size unit '{unit}' (use bytes, KB, MB or GB)")
-    return int(value * factor)
+    return value
 
 
 def parse_onoff(args: list[str]) -> bool:
-    if len(args) != 1 or args[0].lower() not in ("on", "off", "enable", "disable"):
+    """``on`` or ``off`` (also ``enable``/``disable``, which Squid takes with a warning)."""
+    if not args or args[0].lower() not in ("on", "off", "enable", "disable"):
         raise ValueError("expected 'on' or 'off'")
     return args[0].lower() in ("on", "enable")
 
 
+def squid_integer(text: str) -> int:
+    """An integer as Squid's GetInteger reads it: decimal, 0x hex or 0 octal."""
+    m = re.fullmatch(r"([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
+    if not m:
+        raise ValueError(f"'{text}' is not a whole number")
+    sign, digits = m.groups()
+    if digits[:2].lower() == "0x":
+        value = int(digits, 16)
+    elif digits.startswith("0"):
+        value = int(digits, 8)
+    else:
+        value = int(digits)
+    return -value if sign == "-" else value
+
+
 def parse_int(args: list[str], minimum: int = 0, maximum: int | None = None) -> int:
-    if len(args) != 1:
+    if not args:
         raise ValueError("expected one number")
-    try:
-        value = int(args[0])
-    except ValueError:
-        raise ValueError(f"'{args[0]}' is not a whole number") from None
+    value = squid_integer(args[0])
     if value < minimum or (maximum is not None and value > maximum):
         top = "" if maximum is None else f" and {maximum}"
         raise ValueError(f"{value} is out of range (between {minimum}{top})")
@@ -140,12 +197,62 @@ class ListenAddress:
     def key(self) -> tuple[str, str, int]:
         return (self.kind, self.host, self.port)
 
+    @property
+    def require_proxy_header(self) -> bool:
+        """Connections must start with a PROXY protocol header (from a load balancer)."""
+        return "require-proxy-header" in self.options
 
-HTTP_PORT_OPTIONS = {"name", "tcpkeepalive", "reuseport"}
+
+# http_port options squidpy implements (reuseport is its own: share the port between processes)
+HTTP_PORT_OPTIONS = {"name": "names the port for myportname ACLs (default: the port as written)",
+                     "reuseport": "squidpy extension: several processes share the port (SO_REUSEPORT)",
+                     "require-proxy-header": "connections start with a PROXY protocol header (version 1 or 2) "
+                                             "whose client address stands for the connection's; see "
+                                             "proxy_protocol_access"}
+
+# Squid 5.7's other http_port options: (status, why), status as in the directive registry
+HTTP_PORT_OTHERS = {
+    "tcpkeepalive": ("ignored", "squidpy does not set TCP keepalive probes on client connections"),
+    "disable-pmtu-discovery": ("ignored", "squidpy leaves path MTU discovery to the system"),
+    "worker-queues": ("ignored", "squidpy's workers share a port with SO_REUSEPORT"),
+    "ftp-track-dirs": ("ignored", "an ftp_port option; squidpy has no ftp_port"),
+    "ipv4": ("refused", "listening on IPv4 only for a bare port"),
+    "accel": ("refused", "reverse proxy (accelerator) mode"),
+    "defaultsite": ("refused", "reverse proxy (accelerator) mode"),
+    "vhost": ("refused", "reverse proxy (accelerator) mode"),
+    "no-vhost": ("refused", "reverse proxy (accelerator) mode"),
+    "vport": ("refused", "reverse proxy (accelerator) mode"),
+    "protocol": ("refused", "reverse proxy (accelerator) mode"),
+    "allow-direct": ("refused", "reverse proxy (accelerator) mode"),
+    "act-as-origin": ("refused", "reverse proxy (accelerator) mode"),
+    "ignore-cc": ("refused", "reverse proxy (accelerator) mode"),
+    "transparent": ("refused", "interception"),
+    "intercept": ("refused", "interception"),
+    "tproxy": ("refused", "interception"),
+    "connection-auth": ("refused", "connection-oriented authentication (NTLM, Negotiate) pinning"),
+    "no-connection-auth": ("refused", "connection-oriented authentication (NTLM, Negotiate) pinning"),
+    "ssl-bump": ("refused", "SslBump"),
+    "sslBump": ("refused", "SslBump"),
+    "generate-host-certificates": ("refused", "SslBump"),
+    "dynamic_cert_mem_cache_size": ("refused", "SslBump"),
+    **{key: ("refused", "TLS on the port (SslBump)") for key in (
+        "cert", "key", "version", "options", "cipher", "clientca", "cafile", "capath", "crlfile",
+        "dhparams", "sslflags", "sslcontext", "tls-cert", "tls-key", "tls-cafile", "tls-capath",
+        "tls-crlfile", "tls-dh", "tls-min-version", "tls-options", "tls-cipher", "tls-clientca",
+        "tls-flags", "tls-context", "tls-no-default-ca", "tls-no-npn")},
+}
 
 
-def parse_http_port(args: list[str], kind: str = "http") -> ListenAddress:
-    """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then ``name=VALUE`` options."""
+def http_port_option(option: str) -> str:
+    """The name an http_port option is classified under (``cert=x`` is ``cert``)."""
+    key = option.split("=", 1)[0]
+    if key.startswith("generate-host-certificates"):
+        return "generate-host-certificates"
+    return key
+
+
+def parse_http_port(args: list[str], warn=None, kind: str = "http") -> ListenAddress:
+    """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then options (``kind``: http or metrics)."""
     if not args:
         raise ValueError("expected [ADDRESS:]PORT")
     spec, opts = args[0], args[1:]
@@ -164,8 +271,22 @@ def parse_http_port(args: list[str], kind: str = "http") -> ListenAddress:
     port = 0 if port_text == "0" else parse_port_number(port_text)
     options = {}
     for opt in opts:
-        key, _, value = opt.partition("=")
-        if key not in HTTP_PORT_OPTIONS:
-            raise ValueError(f"unknown {kind}_port option '{opt}'")
-        options[key] = value
+        key = http_port_option(opt)
+        if key in HTTP_PORT_OPTIONS:
+            key, eq, value = opt.partition("=")
+            if key == "require-proxy-header" and eq:
+                raise ValueError("require-proxy-header takes no value")
+            options[key] = value
+            continue
+        status, why = HTTP_PORT_OTHERS.get(key) or (None, "")
+        if status == "ignored":
+            if warn is not None:
+                warn(f"{kind}_port option {opt} is ignored: {why}")
+        elif status == "refused":
+            raise ValueError(f"Squid http_port option {key} is not implemented by squidpy yet ({why}; "
+                             "see docs/squid-compat.md)")
+        else:
+            close = difflib.get_close_matches(key, [*HTTP_PORT_OPTIONS, *HTTP_PORT_OTHERS], n=1, cutoff=0.75)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown {kind}_port option '{opt}'{hint}")
     return ListenAddress(host, port, options.get("name") or spec, options, kind)

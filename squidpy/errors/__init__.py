@@ -64,6 +64,9 @@ class ErrorContext:
     errno_text: str | None = None   # %E
     dns_error: str | None = None    # %z
     request_head: str | None = None  # %R
+    user: str | None = None         # %a: the user name, when known
+    auth_message: str | None = None  # %m: why the credentials were refused
+    external_message: str | None = None  # %o: message= from an external ACL helper
 
 
 class ErrorPages:
@@ -142,6 +145,7 @@ class ErrorPages:
 
     def _values(self, ctx: ErrorContext, now: float) -> dict:
         return {
+            "a": ctx.user or "-",
             "c": ctx.name,
             "D": ctx.detail,
             "E": ctx.errno_text,
@@ -150,7 +154,9 @@ class ErrorPages:
             "i": ctx.client_ip,
             "I": ctx.server_ip,
             "L": "",
+            "m": ctx.auth_message,
             "M": ctx.method,
+            "o": ctx.external_message,
             "p": ctx.port,
             "P": ctx.protocol,
             "R": ctx.request_head,
@@ -173,5 +179,5 @@ def _url(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-_KNOWN = frozenset("cDEhHiIlLMpPRstTUuwWz")
-_EMPTY_WHEN_MISSING = frozenset("DEzRL")   # details: print nothing when there are none
+_KNOWN = frozenset("acDEhHiIlLmMopPRstTUuwWz")
+_EMPTY_WHEN_MISSING = frozenset("DEzRLmo")   # details: print nothing when there are none

@@ -5,8 +5,9 @@ store found, whether the exchange revalidates it, leads a collapsed fetch or
 keeps a copy of the reply.  Each method takes a fact (the lookup's answer,
 the origin's reply head, an upstream failure) and returns a decision; the
 exchange turns decisions into commands.  Every rule comes from
-:mod:`squidpy.cache.policy` (RFC 9111, RFC 5861); nothing here does I/O or
-reads a clock: the time is always passed in.
+:mod:`squidpy.cache.policy` (RFC 9111, RFC 5861) and :mod:`squidpy.cache.refresh`
+(Squid's refreshCheck, with its reason codes); nothing here does I/O or reads a
+clock: the time is always passed in.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ import enum
 from typing import Any
 
 from squidpy.cache import policy
+from squidpy.cache.refresh import PLAIN_STALE, REFRESH_CHECKED_STATUSES, Reason, entry_facts, is_cachable, \
+    refresh_check
 from squidpy.cache.store import entry_key
 from squidpy.http.message import ResponseHead
 
 HIT_RESULTS = frozenset({"TCP_HIT", "TCP_MEM_HIT", "TCP_REFRESH_UNMODIFIED", "TCP_REFRESH_FAIL_OLD",
                          "TCP_INM_HIT", "TCP_IMS_HIT", "TCP_OFFLINE_HIT"})
+
+
+MISS_CONDITIONALS = frozenset({b"if-modified-since", b"if-none-match"})
+MISS_CONDITIONALS_IMS = frozenset({b"if-modified-since"})
 
 
 class Found(enum.Enum):
@@ -31,6 +38,7 @@ class Found(enum.Enum):
     SERVE = "answer from the store"
     SERVE_AND_REFRESH = "answer stale, revalidate in the background (stale-while-revalidate)"
     REVALIDATE = "ask the origin with the stored validators"
+    RELOAD = "the client reloads: fetch without validators, replace the entry (TCP_CLIENT_REFRESH_MISS)"
 
 
 class OnReply(enum.Enum):
@@ -43,9 +51,9 @@ class OnReply(enum.Enum):
 
 
 class CacheRole:
-    __slots__ = ("cache", "url", "method", "request_headers", "req_cc", "key", "names",
-                 "stored", "stored_body", "revalidating", "leader", "teeing", "age", "lifetime",
-                 "resp_cc", "background")
+    __slots__ = ("cache", "url", "method", "request_headers", "req_cc", "ims", "key", "names",
+                 "stored", "stored_body", "revalidating", "leader", "teeing", "age", "facts",
+                 "fail_on_error", "reason", "background")
 
     def __init__(self, cache: Any, url: str, method: str, request_headers: list, cache_fields: bool,
                  background: bool = False):
@@ -54,6 +62,9 @@ class CacheRole:
         self.method = method
         self.request_headers = request_headers
         self.req_cc: dict = policy.request_directives(request_headers) if cache_fields else {}
+        # a valid If-Modified-Since (for refresh-ims and refresh_all_ims)
+        self.ims = cache_fields and policy.parse_http_date(policy.field(request_headers,
+                                                                         b"if-modified-since")) is not None
         self.key: str = url
         self.names: tuple = ()
         self.stored: Any = None         # the CachedReply found, if any
@@ -62,8 +73,9 @@ class CacheRole:
         self.leader = False             # this exchange fetches for a collapsed group
         self.teeing = False             # a copy of the reply is being kept
         self.age = 0.0
-        self.lifetime = 0.0
-        self.resp_cc: dict = {}
+        self.facts: Any = None          # the stored reply's EntryFacts
+        self.fail_on_error = False      # a failed revalidation passes the error on (no stale reply)
+        self.reason: Reason | None = None   # Squid's refresh reason code, once checked
         self.background = background    # a stale-while-revalidate refresh
 
     # ------------------------------------------------------------ the store's answer
@@ -78,21 +90,28 @@ class CacheRole:
                 return Found.ONLY_IF_CACHED_MISS
             return self._miss(may_wait, now)
         cache = self.cache
-        resp_cc, initial_age, lifetime = reply.facts(cache.refresh_rule, cache.generation)
-        self.age = initial_age + (now - reply.response_time)
-        self.lifetime, self.resp_cc = lifetime, resp_cc
+        self.facts = facts = reply.facts(cache)
+        self.age = facts.initial_age + (now - reply.response_time)
         if cache.offline:
             return Found.SERVE
         if self.background:
             self.revalidating = True
             return Found.REVALIDATE
-        if not self.req_cc and self.age < lifetime and "no-cache" not in resp_cc:
-            return Found.SERVE      # fresh, and nothing asks otherwise (the common hit, without can_reuse)
-        reuse = policy.can_reuse(self.req_cc, resp_cc, self.age, lifetime)
-        if reuse.decision in (policy.FRESH, policy.STALE_OK):
+        if not self.req_cc and not self.ims and self.age < facts.hit_lifetime:
+            return Found.SERVE      # fresh, and nothing asks otherwise (the common hit, without refresh_check)
+        check = refresh_check(facts, self.age, cache.refresh_settings, self.req_cc, self.ims)
+        self.reason, self.fail_on_error = check.reason, check.fail_on_error
+        if check.reason < Reason.STALE_MUST_REVALIDATE:
             return Found.SERVE
-        if reuse.decision == policy.STALE_REVALIDATE:
-            return Found.SERVE_AND_REFRESH
+        if "only-if-cached" in self.req_cc:
+            return Found.ONLY_IF_CACHED_MISS                                   # RFC 9111 5.2.1.7
+        if check.reload:
+            self.forget_stored()
+            return Found.RELOAD
+        if check.reason in PLAIN_STALE:
+            swr = policy.delta_seconds(facts.cc.get("stale-while-revalidate"))
+            if swr is not None and check.staleness <= swr:
+                return Found.SERVE_AND_REFRESH                                 # RFC 5861 3
         self.revalidating = True
         return Found.REVALIDATE
 
@@ -115,9 +134,10 @@ class CacheRole:
 
     @property
     def reload(self) -> bool:
-        """The client asked for an end-to-end reload (``no-cache``): Squid 5.7 then does
-        not look at what it stores, fetches without validators and logs TCP_MISS."""
-        return "no-cache" in self.req_cc
+        """The client asked for an end-to-end reload (``no-cache``) and no refresh_pattern
+        (nor reload_into_ims) may change that: as Squid 5.7, the store is not looked at,
+        the reply is fetched without validators and logged TCP_MISS."""
+        return "no-cache" in self.req_cc and not self.cache.refresh_settings.nocache_hack
 
     # ------------------------------------------------------------ talking to the origin
     def validators(self) -> list[tuple[bytes, bytes]]:
@@ -126,23 +146,40 @@ class CacheRole:
             return policy.validation_headers(self.stored.headers)
         return []
 
-    def on_reply(self, resp: ResponseHead, storable_here: bool) -> OnReply:
-        """The origin's reply head (``storable_here``: the ``cache`` ACL and the
-        refresh_pattern options allow storing this URL)."""
+    def miss_conditionals(self) -> frozenset[bytes] | None:
+        """cache_miss_revalidate off (src/http.cc): the client's conditions that do not go
+        upstream on a miss, so that a whole, storable reply comes back; none when the
+        request carries credentials."""
+        headers = self.request_headers
+        if policy.field(headers, b"authorization") is not None:
+            return None
+        if_match = policy.field(headers, b"if-match")
+        if if_match is not None and b"*" in [t.strip() for t in if_match.split(b",")]:
+            return MISS_CONDITIONALS_IMS
+        return MISS_CONDITIONALS
+
+    def on_reply(self, resp: ResponseHead, storable_here: bool, now: float) -> OnReply:
+        """The origin's reply head (``storable_here``: the ``cache`` ACL allows storing
+        this URL; ``now``: when it arrived)."""
         stored = self.stored
         if self.revalidating and stored is not None:
             if resp.status == 304 or (resp.status == 200 and self.method == "HEAD" and policy.head_updates_stored(
                     stored.headers, stored.body_size, resp.headers)):
                 return OnReply.FRESHEN                                         # 4.3.4, 4.3.5
-            if resp.status >= 500 and policy.may_serve_stale_on_error(self.req_cc, self.resp_cc, self.age,
-                                                                       self.lifetime):
-                return OnReply.SERVE_STALE
+            if resp.status >= 500 and not self.fail_on_error:
+                return OnReply.SERVE_STALE      # Squid's handleIMSReply: an error keeps the stale reply
         if self.method != "GET" or not storable_here:
             return OnReply.PASS
-        ok, _why = policy.is_storable("GET", resp.status, self.request_headers, resp.headers,
-                                      self.req_cc, policy.cache_control(resp.headers))
-        if ok and resp.content_length is not None and not self.cache.size_allowed(resp.content_length):
+        cache = self.cache
+        rule = cache.refresh_rule(self.url)
+        resp_cc = policy.cache_control(resp.headers)
+        ok, _why = policy.is_storable("GET", resp.status, self.request_headers, resp.headers, self.req_cc, resp_cc,
+                                      rule.ignore_no_store, rule.ignore_private)
+        if ok and resp.content_length is not None and not cache.size_allowed(resp.content_length):
             ok = False
+        if ok and resp.status in REFRESH_CHECKED_STATUSES and not rule.store_stale:
+            facts = entry_facts(resp.status, resp.headers, rule, now, now, cache.refresh_settings)
+            ok = is_cachable(facts, cache.refresh_settings, resp.content_length)
         if not ok:
             return OnReply.PASS
         self.teeing = True
@@ -155,12 +192,14 @@ class CacheRole:
         return None
 
     def on_failure(self) -> OnReply:
-        """The origin could not be reached (RFC 5861 4, RFC 9111 4.2.4, 5.2.2.2)."""
+        """The origin could not be reached while revalidating: Squid serves the stale
+        reply (TCP_REFRESH_FAIL_OLD; RFC 9111 4.2.4 allows it when disconnected) unless
+        the check said the error must pass (must-revalidate and its kin, an expired
+        stale-if-error, beyond max_stale); RFC 9111 5.2.2.2 then wants a 504."""
         if self.revalidating and self.stored is not None:
-            if (policy.may_serve_stale_on_error(self.req_cc, self.resp_cc, self.age, self.lifetime)
-                    or policy.may_serve_stale_disconnected(self.req_cc, self.resp_cc)):
+            if not self.fail_on_error:
                 return OnReply.SERVE_STALE
-            if policy.must_revalidate(self.resp_cc):
+            if policy.must_revalidate(self.facts.cc):
                 return OnReply.FAIL
         return OnReply.PASS
 

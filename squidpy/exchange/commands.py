@@ -8,7 +8,7 @@ commands are singletons.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -30,6 +30,15 @@ class _AbortClient(Command):
     """Close the client's connection without finishing the reply, so it cannot take
     a cut-off reply for a complete one (or: deny_info TCP_RESET)."""
     __slots__ = ()
+
+
+class _DetachClient(Command):
+    """The client left and the exchange keeps fetching for the store (quick_abort):
+    nothing more goes to the client, and the origin is read at full speed."""
+    __slots__ = ()
+
+
+DetachClient = _DetachClient()
 
 
 @dataclass(slots=True)
@@ -108,17 +117,64 @@ class ReleaseFetch(Command):
     uncacheable: bool = False
 
 
+@dataclass(slots=True)
+class AskHelper(Command):
+    """Send ``line`` to ``helper`` (``basic``, ``digest``, ``negotiate``, ``ntlm``,
+    ``external:NAME``, ``url_rewrite``, ``store_id``) -> HelperAnswered.
+    ``reservation``: the child a Negotiate/NTLM handshake is bound to."""
+    helper: str
+    line: str = field(repr=False)         # may carry a password: never shown
+    reservation: int | None = None
+
+
+@dataclass(slots=True)
+class ReserveHelper(Command):
+    """Keep child ``child`` of ``helper`` for this connection's handshake (after TT)."""
+    helper: str
+    child: int
+
+
+@dataclass(slots=True)
+class ReleaseHelper(Command):
+    """The handshake on child ``child`` of ``helper`` is over: others may use it."""
+    helper: str
+    child: int
+
+
+@dataclass(slots=True)
+class RefreshExternal(Command):
+    """An external ACL answer in its grace period was used: ask the helper again
+    in the background and keep the new answer (nothing is fed back)."""
+    type_name: str
+    line: str
+
+
 # ---------------------------------------------------------------- the origin
 @dataclass(slots=True)
 class Connect(Command):
-    """A connection to the origin, idle pooled one first unless ``fresh`` ->
-    Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled)."""
+    """A connection to the origin, or to ``peer`` (a cache_peer), idle pooled one first
+    unless ``fresh`` -> Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled)."""
     scheme: str
     host: str
     port: int
     fresh: bool = False
     tunnel: bool = False
-    addresses: list | None = None     # already looked up (for a dst ACL)
+    addresses: list | None = None     # already looked up (for a dst ACL, or the peer's)
+    peer: Any = None
+
+
+@dataclass(slots=True)
+class SendIcp(Command):
+    """Send these ICP queries (peers.selection.IcpQuery) and wait ``timeout`` seconds:
+    each reply -> IcpReply; the end of the wait -> TimedOut("icp")."""
+    queries: list
+    timeout: float
+
+
+@dataclass(slots=True)
+class ForgetIcp(Command):
+    """The replies to these request numbers are no longer wanted (and the wait is over)."""
+    reqnums: tuple
 
 
 @dataclass(slots=True)

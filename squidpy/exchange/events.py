@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from squidpy.http.message import RequestHead, ResponseHead
+from squidpy.http.message import ResponseHead
 
 
 class Event:
@@ -66,6 +66,16 @@ class FactKnown(Event):
 
 
 @dataclass(slots=True)
+class HelperAnswered(Event):
+    """The answer to :class:`~squidpy.exchange.commands.AskHelper` (a helper that
+    died, timed out or is overloaded answers too: ``Unknown``, ``TimedOut``, ``ERR``);
+    ``child``: which of its children answered."""
+    helper: str
+    reply: Any                  # squidpy.helpers.protocol.Reply
+    child: int | None = None
+
+
+@dataclass(slots=True)
 class CacheFound(Event):
     """The answer to :class:`~squidpy.exchange.commands.LookUpCache`."""
     reply: Any                  # CachedReply or None
@@ -81,6 +91,15 @@ class Purged(Event):
 class _CollapseReleased(Event):
     """The fetch this exchange waited for is over (stored or not)."""
     __slots__ = ()
+
+
+@dataclass(slots=True)
+class IcpReply(Event):
+    """An ICP reply to one of this exchange's queries (``opcode``: its name, ICP_HIT ...)."""
+    peer: Any                   # the CachePeer it came from
+    opcode: str
+    reqnum: int
+    at: float                   # when it arrived (the clock of Shared.now)
 
 
 # ---------------------------------------------------------------- the origin
@@ -171,7 +190,7 @@ class TunnelEnded(Event):
 @dataclass(slots=True)
 class TimedOut(Event):
     """A deadline passed: ``"read"`` (the origin is silent), ``"body"`` (the request
-    body stopped arriving)."""
+    body stopped arriving), ``"icp"`` (the wait for ICP replies is over)."""
     what: str
 
 

@@ -24,13 +24,20 @@ import html
 from typing import Any, Callable
 
 from squidpy.acl.access import matches
-from squidpy.acl.checklist import Checklist, Pending
+from squidpy.acl.auth_types import is_auth_acl
+from squidpy.acl.checklist import UNDECIDED, AuthRequired, Checklist, ExternalPending, Pending, Undecided
+from squidpy.auth import decide as auth
 from squidpy.cache import policy
 from squidpy.delay import select as select_delay_pool
+from squidpy.cache.quick_abort import QuickAbort, keeps_fetching
 from squidpy.errors import STATUS, ErrorContext
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
 from squidpy.exchange.caching import CacheRole, Found, OnReply
+from squidpy.helpers.external import GRACE
+from squidpy.helpers.protocol import BH, ERR, OK, TIMEDOUT, UNKNOWN
+from squidpy.helpers.rewrite import REDIRECT, REWRITE, store_id_decision, url_rewrite_decision
+from squidpy.helpers.state import MAX_REQUEST_LINE, STORE_ID, URL_REWRITE, external_helper
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
 from squidpy.http.upgrade import switch_refusal
@@ -43,6 +50,9 @@ from squidpy.mgr.actions import needs_of
 from squidpy.mgr.request import (
     ManagerError, ManagerRequest, is_metrics, manager_base, manager_request, password_ok,
 )
+from squidpy.peers.forwarding import NO_CANDIDATE, Forwarding
+from squidpy.peers.peer import SIBLING, login_fields
+from squidpy.peers.selection import HIER_DIRECT, TIMEOUT_PREFIX, PeerSelector, Ping, RequestFacts, is_hierarchical
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -58,11 +68,13 @@ CLOSE_AFTER = frozenset({
 
 class State(enum.Enum):
     IDLE = "waiting for its turn (pipelined); its body may already arrive"
-    CHECKING = "an ACL needs a fact that is being looked up"
+    CHECKING = "an ACL needs a fact that is being looked up (DNS, credentials, an external ACL helper)"
+    REWRITING = "the URL rewriter or the store-ID helper is being asked"
     CACHE_LOOKUP = "the store is being asked"
     COLLAPSED = "waiting for another exchange's fetch of the same URL"
     PURGING = "the store is removing the URL"
-    CONNECTING = "a connection to the origin is being made"
+    SELECTING = "peer selection waits for a fact (always_direct/never_direct) or ICP replies"
+    CONNECTING = "a connection to the origin (or a peer) is being made"
     AWAITING_REPLY = "the request went upstream; no final reply head yet"
     RELAYING = "the origin's reply streams to the client"
     SERVING_STORED = "a stored body streams from disk"
@@ -75,6 +87,21 @@ for _n, _state in enumerate(State):
     _state.index = _n       # its row in _DISPATCH
 
 
+# where an exchange may go once a looked-up fact (or a helper's answer) lets its checks go on
+AFTER_A_FACT = (State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP,
+                State.PURGING, State.COLLAPSED, State.SERVING_STORED, State.COLLECTING)
+_PRIVATE_NOTES = frozenset({"password", "token", "ha1"})     # helper keys that never reach a log
+_CALLOUT_KEYS = frozenset({"url", "rewrite-url", "status", "store-id", "message"})
+
+
+def _field(headers, name: bytes) -> bytes | None:
+    """The first value of a request field (its name in lower case)."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
 class IllegalEvent(RuntimeError):
     """An event that cannot happen in the exchange's state: a bug in the driver."""
 
@@ -83,7 +110,8 @@ class ClientInfo:
     """The client connection as the exchange sees it (plain data, updated by the
     connection: ``closing`` once no further request will be read)."""
 
-    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "metrics_port")
+    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "metrics_port",
+                 "notes", "auth")
 
     def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
                  metrics_port: bool = False):
@@ -94,6 +122,27 @@ class ClientInfo:
         self.port_name = port_name
         self.closing = False
         self.metrics_port = metrics_port    # a metrics_port: /metrics only, nothing is forwarded
+        self.notes = None           # annotate_client ACLs' annotations: a list once one is made
+        self.auth = None        # squidpy.auth.decide.ConnectionAuth: Negotiate/NTLM on this connection
+
+
+HTTP_ACCESS = "http_access"
+
+
+class Callout:
+    """What an exchange keeps while helpers decide about it: made only for a request
+    that meets one (credentials, an external ACL, the rewriter), so others allocate
+    nothing."""
+
+    __slots__ = ("helpers", "phase", "waiting", "host", "store_id")
+
+    def __init__(self, helpers):
+        self.helpers = helpers       # the HelperState when helpers first met this request (a reconfigure
+                                     # may replace the shared one: this request keeps its own)
+        self.phase = HTTP_ACCESS     # the list being checked: http_access, url_rewrite or store_id
+        self.waiting = None          # what the awaited helper answer is for: an auth Outcome or (type, line)
+        self.host = None             # url_rewrite_host_header off: the authority the client asked for
+        self.store_id = None         # the cache key a store-ID helper gave
 
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
@@ -135,7 +184,7 @@ class Exchange:
 
     # What an exchange starts with; __init__ sets only what differs per request.
     state = State.IDLE
-    upstream: str | None = None         # None, "connecting", "open", "draining"
+    upstream: str | None = None         # None, "connecting", "open", "draining", "storing"
     target: Target | None = None
     checklist: Checklist | None = None
     upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
@@ -154,6 +203,12 @@ class Exchange:
     serving: dict | None = None         # a disk hit being streamed: what remains to do
     waited = False                      # it already waited once for a collapsed fetch
     manager: ManagerRequest | None = None   # a cache manager request being answered
+    selector: PeerSelector | None = None    # with cache_peer lines: where it may go, in order
+    selected = None                     # the candidates selection found (peers.selection.Selected)
+    destination = None                  # the candidate being tried (None: straight to the origin)
+    forwarding: Forwarding | None = None
+    attempts = 0                        # connections asked for (the events of one read belong to one)
+    callout: Callout | None = None      # what helpers decide about it (only when they do)
     _head_cmd: c.SendToClient | None = None
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
@@ -197,9 +252,10 @@ class Exchange:
         can still be replaced by an error page.  Once the exchange lets go of the
         origin's connection, the rest of the batch is not for it."""
         self._out = out = []
+        attempts = self.attempts
         for event in events:
-            if self.upstream is None and type(event) in UPSTREAM_EVENTS:
-                break
+            if type(event) in UPSTREAM_EVENTS and (self.upstream is None or self.attempts != attempts):
+                break       # it let go of that connection (or moved on to another candidate)
             self._dispatch(event)
         self._head_cmd = None
         return out
@@ -219,8 +275,8 @@ class Exchange:
 
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
-        to=(State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
-            State.SERVING_STORED, State.COLLECTING))
+        to=(State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP,
+            State.PURGING, State.COLLAPSED, State.SERVING_STORED, State.COLLECTING))
     def _start(self, _event) -> None:
         if self.refusal is not None:
             return self.fail(*self.refusal)
@@ -275,31 +331,61 @@ class Exchange:
         )
         ch.client_connections = self.shared.connections_from(client.client_ip)
         ch.to_proxy = target.kind == "internal"
+        ch.connection = client
+        if client.notes:
+            ch.notes = list(client.notes)   # each request starts with its connection's annotations
+        ch.entry = self.entry               # hier_code and squid_error ACLs read what the log will say
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
         return ch
 
     def _check(self) -> None:
-        """http_access; an ACL that needs a fact not known yet makes us look it up."""
+        """http_access; an ACL that needs a fact not known yet makes us look it up
+        (or check the credentials, or ask an external ACL helper)."""
         try:
             verdict = self.config.http_access.check(self.checklist)
         except Pending as p:
-            return self._look_up(p.fact)
+            return self._look_up(p)
+        except AuthRequired as needed:
+            return self._deny_as(needed.acl.name, auth_required=True)
+        except Undecided as failed:
+            return self._deny_as(failed.acl.name)
         if not verdict.allowed:
             return self.deny(verdict, self.config.http_access)
         self._checked()
 
-    def _look_up(self, fact: str) -> None:
+    def _recheck(self) -> None:
+        """A fact arrived: ask again the access list that waited for it."""
+        callout = self.callout
+        if callout is None or callout.phase == HTTP_ACCESS:
+            return self._check()
+        if callout.phase == URL_REWRITE:
+            return self._rewrite()
+        self._store_id()
+
+    def _look_up(self, pending: Pending) -> None:
+        fact = pending.fact
+        if fact == "auth":
+            return self._authenticate()
+        if fact == "external":
+            return self._external(pending)
+        if self._need(fact):
+            return self._recheck()
+        self.state = State.CHECKING
+
+    def _need(self, fact: str) -> bool:
+        """A DNS fact an ACL needs: True when it is known at once (set on the checklist),
+        else a LookUp is emitted and FactKnown will bring it."""
         target, ch = self.target, self.checklist
         assert target is not None and ch is not None
         if fact == "dst":
             if target.ip_literal:
                 ch.dst = [target.host]
-                return self._check()
+                return True
             cached = self.shared.cached_addresses(target.host)
             if cached is not None:
                 ch.dst = cached
-                return self._check()
+                return True
             name = target.host
         elif fact == "dst_name":
             name = target.host
@@ -307,25 +393,268 @@ class Exchange:
             name = self.client.client_ip
         else:
             raise RuntimeError(f"no lookup for ACL fact {fact!r}")
-        self.state = State.CHECKING
         self._emit(c.LookUp(fact, name))
+        return False
 
-    @on([State.CHECKING], ev.FactKnown,
-        to=(State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED, State.SERVING_STORED,
-            State.COLLECTING))
+    @on([State.CHECKING], ev.FactKnown, to=AFTER_A_FACT)
     def _fact_known(self, event: ev.FactKnown) -> None:
         setattr(self.checklist, event.fact, event.value)
         if event.fact == "dst" and event.seconds:
             self.entry.dns_time = (self.entry.dns_time or 0) + event.seconds
-        self._check()
+        self._recheck()
 
+    def _callout(self) -> Callout:
+        callout = self.callout
+        if callout is None:
+            callout = self.callout = Callout(self.shared.helpers)
+        return callout
+
+    # ------------------------------------------------------------ proxy authentication
+    def _authenticate(self) -> None:
+        """An authentication ACL needs the credentials: read them (the user cache
+        answers most requests at once), or ask the scheme's helper."""
+        callout = self._callout()
+        helpers = callout.helpers
+        authenticator = helpers.auth if helpers is not None else None
+        if authenticator is None:
+            # a reconfigure removed auth_param while this request was under way: no
+            # credentials can be checked, so none are valid (denied, never let through)
+            return self._authenticated(auth.Outcome(auth.NONE))
+        head, client = self.head, self.client
+        conn = client.auth
+        if conn is None and helpers.stateful:
+            conn = client.auth = auth.ConnectionAuth()
+        value = _field(head.headers, b"proxy-authorization")
+        language = _field(head.headers, b"accept-language") if helpers.reads_language else None
+        outcome = authenticator.examine(value, head.method, language, conn, helpers.key_extras_of(self.entry))
+        if outcome.kind != auth.ASK:
+            return self._authenticated(outcome)
+        callout.waiting = outcome
+        self.state = State.CHECKING
+        reservation = conn.child if conn is not None and outcome.scheme == conn.scheme else None
+        self._emit(c.AskHelper(outcome.scheme, outcome.line, reservation))
+
+    def _auth_answered(self, outcome: auth.Outcome, event: ev.HelperAnswered) -> None:
+        helpers, conn = self.callout.helpers, self.client.auth
+        authenticator = helpers.auth if helpers is not None else None
+        if authenticator is None:       # a reconfigure removed auth_param meanwhile
+            return self._authenticated(auth.Outcome(auth.NONE))
+        reply = event.reply
+        final = authenticator.answered(outcome, reply.result, reply.notes, self.head.method, conn, event.child)
+        if conn is not None and outcome.scheme in ("negotiate", "ntlm") and event.child is not None:
+            if final.kind != auth.HANDSHAKE:
+                self._emit(c.ReleaseHelper(outcome.scheme, event.child))
+            elif self.keep_alive and not self.client.closing:
+                self._emit(c.ReserveHelper(outcome.scheme, event.child))
+            else:
+                # the handshake goes on over this connection only, which is about to close
+                conn.child = conn.scheme = None
+                final = auth.Outcome(auth.REFUSED, outcome.scheme, close=True,
+                                     message=f"{outcome.scheme} authentication requires a persistent connection")
+        self._authenticated(final)
+
+    def _authenticated(self, outcome: auth.Outcome) -> None:
+        """The credentials are known good, bad, missing or unreadable: the ACLs decide."""
+        ch = self.checklist
+        ch.auth = outcome
+        if outcome.user is not None:
+            self.entry.user_login = outcome.user     # logged even when the password was wrong, as Squid does
+        if outcome.kind == auth.DONE:
+            ch.user = outcome.user
+            if outcome.notes:
+                ch.notes.extend(kv for kv in outcome.notes if kv[0] not in _PRIVATE_NOTES)
+            helpers = self.callout.helpers
+            if (outcome.entry is not None and helpers is not None and helpers.auth is not None
+                    and helpers.counts_addresses):
+                ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, self.client.client_ip)
+        self._recheck()
+
+    # ------------------------------------------------------------ external ACLs
+    def _external(self, pending: ExternalPending) -> None:
+        """An external ACL needs its helper's answer: from the result cache (refreshed
+        in the background within its grace period), else from the helper."""
+        callout = self._callout()
+        helpers = callout.helpers
+        name, line = pending.type_name, pending.line
+        key = (name, line)
+        results = helpers.external.get(name) if helpers is not None else None
+        if results is None:
+            # a reconfigure removed this external_acl_type while the request was under way
+            self.checklist.external[key] = (BH, [("message", f"external_acl_type {name} is gone")])
+            return self._recheck()
+        freshness, cached = results.lookup(line, self.shared.now())
+        if cached is not None:
+            self.checklist.external[key] = (cached.result, cached.notes)
+            if freshness == GRACE and helpers.start_refresh(name, line):
+                self._emit(c.RefreshExternal(name, line))
+            return self._recheck()
+        helper = external_helper(name)
+        if helpers.will_overload(helper):
+            self._emit(c.Report("warning", f"WARNING: external ACL '{name}' queue full. Request rejected."))
+            self.checklist.external[key] = (BH, [("message", "SYSTEM TOO BUSY, TRY AGAIN LATER")])
+            return self._recheck()
+        callout.waiting = key
+        self.state = State.CHECKING
+        self._emit(c.AskHelper(helper, line))
+
+    @on([State.CHECKING], ev.HelperAnswered, to=AFTER_A_FACT)
+    def _acl_helper_answered(self, event: ev.HelperAnswered) -> None:
+        """Credentials checked, or an external ACL answered: the ACLs decide again."""
+        callout = self.callout
+        waiting, callout.waiting = callout.waiting, None
+        if type(waiting) is tuple:
+            name, line = waiting
+            if event.helper != external_helper(name):
+                raise IllegalEvent(f"{event.helper} answered while {name} was asked ({self!r})")
+            reply = event.reply
+            self.checklist.external[waiting] = (reply.result, reply.notes)
+            helpers = callout.helpers
+            results = helpers.external.get(name) if helpers is not None else None
+            if results is not None:
+                results.store(line, reply.result, reply.notes, self.shared.now())
+            return self._recheck()
+        if waiting is None or event.helper != waiting.scheme:
+            raise IllegalEvent(f"{event.helper} answered, not asked ({self!r})")
+        self._auth_answered(waiting, event)
+
+    # ------------------------------------------------------------ after http_access
     def _checked(self) -> None:
-        """http_access allowed the request."""
-        head = self.head
+        """http_access allowed the request: the rewriter and the store-ID helper, if any,
+        then on."""
         if self.target.kind == "internal":
             return self._serve_internal()
+        callout = self.callout
+        helpers = self.shared.helpers if callout is None else callout.helpers
+        if helpers is not None and helpers.callouts:
+            self._callout().phase = URL_REWRITE if helpers.rewriter else STORE_ID
+            return self._recheck()
+        self._forward()
+
+    def _allowed_by(self, access_list) -> bool | None:
+        """url_rewrite_access / store_id_access (no lines: all); None while a fact is
+        being looked up.  A check that ends without an answer skips the helper."""
+        if not access_list:
+            return True
+        try:
+            return access_list.check(self.checklist).allowed
+        except Pending as p:
+            self._look_up(p)
+            return None
+        except (AuthRequired, Undecided):
+            return False
+
+    def _rewrite(self) -> None:
+        config = self.config
+        allowed = self._allowed_by(config.url_rewrite_access)
+        if allowed is None:
+            return
+        helpers = self.callout.helpers
+        if allowed and config.url_rewrite_bypass and helpers.will_overload(URL_REWRITE):
+            allowed = False             # every rewriter is busy: the URL stays as it is
+        if not allowed:
+            return self._rewritten()
+        self._ask_callout(URL_REWRITE, helpers.rewrite_extras)
+
+    def _rewritten(self) -> None:
+        if self.callout.helpers.store_ids:
+            self.callout.phase = STORE_ID
+            return self._store_id()
+        self._forward()
+
+    def _store_id(self) -> None:
+        config = self.config
+        allowed = self._allowed_by(config.store_id_access)
+        if allowed is None:
+            return
+        helpers = self.callout.helpers
+        if allowed and config.store_id_bypass and helpers.will_overload(STORE_ID):
+            allowed = False
+        if not allowed:
+            return self._forward()
+        self._ask_callout(STORE_ID, helpers.store_id_extras)
+
+    def _ask_callout(self, helper: str, extras) -> None:
+        """The request line is the URL, then the extras (logformat codes)."""
+        line = self.target.url
+        if extras is not None:
+            more = extras.format(self.entry)
+            if more:
+                line = f"{line} {more}"
+        if len(line) >= MAX_REQUEST_LINE or "\n" in line or "\r" in line:
+            self._emit(c.Report("error", f"ERROR: Gateway Failure. Request passed to the {helper} helper "
+                                         f"exceeds {MAX_REQUEST_LINE} bytes or is not one line. Request ABORTED."))
+            return self.fail("ERR_GATEWAY_FAILURE", f"the request is too long for the {helper} helper", 414)
+        self.state = State.REWRITING
+        self._emit(c.AskHelper(helper, line))
+
+    @on([State.REWRITING], ev.HelperAnswered, to=(State.CHECKING, *AFTER_A_FACT))
+    def _callout_answered(self, event: ev.HelperAnswered) -> None:
+        reply = event.reply
+        phase = self.callout.phase
+        if event.helper != phase:
+            raise IllegalEvent(f"{event.helper} answered while {phase} was asked ({self!r})")
+        notes = [kv for kv in reply.notes if kv[0] not in _CALLOUT_KEYS]
+        if notes:
+            self.checklist.notes.extend(notes)
+        if phase == URL_REWRITE:
+            return self._rewrite_answered(reply)
+        store_id = store_id_decision(reply)
+        if reply.result not in (OK, ERR):
+            self._emit(c.Report("error", f"ERROR: storeID helper: {reply.result}"))
+        if store_id is not None and store_id != self.target.url:
+            self.callout.store_id = store_id
+        self._forward()
+
+    def _rewrite_answered(self, reply) -> None:
+        """Squid's clientRedirectDone: rewrite the URL, redirect the client, or go on."""
+        if reply.result == TIMEDOUT:
+            timeout = self.config.url_rewrite_timeout
+            if timeout is None or timeout.action != "bypass":
+                self._emit(c.Report("error", "ERROR: URL rewrite helper: Timedout"))
+                return self.fail("ERR_GATEWAY_FAILURE", "the URL rewriter did not answer in time", 500)
+            return self._rewritten()
+        if reply.result == BH:
+            self._emit(c.Report("error", f"ERROR: URL rewrite helper: {reply.message or 'BH'}"))
+        elif reply.result == UNKNOWN and not reply.other:
+            self._emit(c.Report("error", "ERROR: URL rewrite helper returned invalid result code. Wrong helper?"))
+        decision = url_rewrite_decision(reply)
+        if decision.problem:
+            self._emit(c.Report("error", decision.problem))
+        if decision.kind == REDIRECT:
+            self.entry.result = "TCP_REDIRECT"
+            return self.send_local(decision.status, None, b"",
+                                   [(b"Location", decision.url.encode("latin-1", "replace"))])
+        if decision.kind == REWRITE:
+            self._retarget(decision.url)
+        self._rewritten()
+
+    def _retarget(self, url: str) -> None:
+        """``OK rewrite-url=``: the request goes to ``url`` instead (and is logged so)."""
+        head = self.head
+        try:
+            target = parse_target(head.method, url)
+        except BadTarget:
+            target = None
+        if target is None or target.kind not in ("absolute", "authority"):
+            self._emit(c.Report("error", f"ERROR: URL-rewrite produces invalid request: {head.method} {url} "
+                                         f"HTTP/{head.version}"))
+            return
+        old = self.target
+        if target.url == old.url:
+            return
+        if not self.config.url_rewrite_host_header and self.callout.host is None:
+            self.callout.host = old.authority
+        self.target = target
+        self.entry.url = target.url
+        self.entry.path = target.path
+        self.checklist.retarget(target.url, target.scheme, target.host, target.port, target.path,
+                                target.ip_literal)
+
+    def _forward(self) -> None:
+        """Every check is done: answer here, or from the cache, or forward."""
+        head = self.head
         if head.method == "CONNECT":
-            return self._connect(tunnel=True)
+            return self._go_upstream(tunnel=True)
         if head.method in ("OPTIONS", "TRACE") and head.max_forwards is not None:
             try:
                 hops = int(head.max_forwards)
@@ -343,14 +672,16 @@ class Exchange:
                 head.upgrade, self.checklist)
         cache = self.shared.cache
         if cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist):
-            self.cache = role = CacheRole(cache, self.target.url, head.method, head.headers, head.cache_fields,
+            callout = self.callout
+            key = callout.store_id or self.target.url if callout is not None else self.target.url
+            self.cache = role = CacheRole(cache, key, head.method, head.headers, head.cache_fields,
                                           self.background)
             if role.reload:
                 # a reload (RFC 9111 5.2.1.4), as Squid 5.7 does it: no lookup, no validators of
                 # ours; the origin's reply is logged TCP_MISS and replaces the stored one
-                return self._connect()
+                return self._go_upstream()
             return self._look_in_cache()
-        self._connect()
+        self._go_upstream()
 
     def _serve_internal(self) -> None:
         """A request for the proxy itself, once http_access allowed it: /metrics, the
@@ -398,6 +729,21 @@ class Exchange:
         expires = message.http_date(self.shared.now())
         self.send_local(200, content_type, body, [(b"Expires", expires), (b"Last-Modified", expires)])
 
+    def _log_helper_facts(self) -> None:
+        """What helpers said reaches the log: %ue (user=), %et (tag=), %ea (log=),
+        the annotations (%note)."""
+        ch, e = self.checklist, self.entry
+        if ch is None:
+            return
+        e.user_external = ch.ext_user
+        e.tag = ch.tag
+        if ch.notes:
+            notes = list(dict.fromkeys(kv for kv in ch.notes if kv[0] not in _PRIVATE_NOTES))
+            e.notes = notes
+            logged = [v for k, v in notes if k == "log"]
+            if logged:
+                e.ext_log = logged[-1]
+
     def _purge(self) -> None:
         """Squid's PURGE: refused (403) unless the configuration names the method in
         an ACL; then every stored variant of the URL is removed: 200, or 404 when
@@ -424,7 +770,7 @@ class Exchange:
         self.send_local(200 if event.removed else 404, None, b"")
 
     # ------------------------------------------------------------ denials and errors
-    def deny(self, verdict, access_list, result: str = "TCP_DENIED") -> None:
+    def deny(self, verdict, access_list, result: str = "TCP_DENIED", challenge: bool = True) -> None:
         """A denial, answered as deny_info says for the ACL that decided it: the last
         ACL of the denying line, or after an implicit deny the last ACL evaluated
         (as in Squid).  By default ERR_ACCESS_DENIED."""
@@ -433,11 +779,29 @@ class Exchange:
         if verdict.implicit:
             steps = access_list.explain(self.checklist)[1]
             name = steps[-1].last_acl if steps else None
+        self._deny_as(name, result, challenge=challenge)
+
+    def _deny_as(self, name: str | None, result: str = "TCP_DENIED", auth_required: bool = False,
+                 challenge: bool = True) -> None:
+        """Squid's clientAccessCheckDone: credentials are needed, or an authentication
+        ACL decided: 407 with a challenge (ERR_CACHE_ACCESS_DENIED); else 403.
+        deny_info picks the page (never the 407 itself), and no redirect while
+        credentials are needed."""
         info = self.config.deny_info.get(name) if name else None
-        if info is None:
-            return self.fail("ERR_ACCESS_DENIED", None, 403, result=result)
-        if info.kind == "page":
-            return self.fail(info.value, None, info.status or 403, result=result)
+        if auth_required and info is not None and info.kind == "redirect":
+            info = None                 # Squid: no 30x while credentials are missing
+        by_auth_acl = False
+        if challenge and not auth_required and name is not None and self.shared.helpers is not None:
+            acl = self.config.acls.get(name)
+            by_auth_acl = acl is not None and is_auth_acl(acl.matcher)
+        page = info.value if info is not None and info.kind == "page" else None
+        status, page = auth.denial(auth_required, by_auth_acl, page)
+        if info is None or info.kind == "page":
+            if info is not None and info.status:
+                status = info.status    # deny_info STATUS:PAGE
+            if status == 407:
+                return self._challenge(page, status, result)
+            return self.fail(page, None, status, result=result)
         self.entry.result = result
         if info.kind == "reset":
             self.entry.status = 0
@@ -447,8 +811,25 @@ class Exchange:
         location = self.shared.error_pages.render_url(info.value, self._error_context("ERR_ACCESS_DENIED", None))
         body = (b'<html><body>See <a href="%s">here</a>.</body></html>\n'
                 % html.escape(location).encode("latin-1", "replace"))
-        self.send_local(info.status or 302, b"text/html;charset=utf-8", body,
+        self.send_local(info.redirect_status(self.head.method, self.head.version), b"text/html;charset=utf-8", body,
                         [(b"Location", location.encode("latin-1", "replace"))])
+
+    def _challenge(self, page: str, status: int, result: str) -> None:
+        """The 407: one Proxy-Authenticate per configured scheme (or the Negotiate/NTLM
+        token of a handshake under way).  A failed handshake closes the connection."""
+        callout = self.callout
+        helpers = callout.helpers if callout is not None else self.shared.helpers
+        authenticator = helpers.auth if helpers is not None else None
+        outcome = self.checklist.auth
+        if authenticator is None or status != 407:
+            return self.fail(page, None, status if authenticator is not None else 403, result=result)
+        if outcome is not None and outcome.close:
+            self.keep_alive = False
+        elif (outcome is None or outcome.kind == auth.NONE) and helpers.close_on_first_challenge():
+            self.keep_alive = False
+        values = authenticator.challenge(outcome)
+        extra = [(b"Proxy-Authenticate", v.encode("latin-1", "replace")) for v in values]
+        self.fail(page, outcome.message if outcome is not None else None, 407, result=result, extra=extra)
 
     def fail(self, error: str, detail: str | None, status: int | None = None, result: str = "NONE_NONE",
              server_ip: str | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -488,7 +869,7 @@ class Exchange:
 
     def _error_context(self, error: str, detail: str | None, server_ip: str | None = None) -> ErrorContext:
         e, target = self.entry, self.target
-        return ErrorContext(
+        ctx = ErrorContext(
             name=error, url=e.url, method=self.head.method, client_ip=self.client.client_ip,
             server_ip=server_ip or e.server_ip, host=target.host if target else None,
             port=target.port if target else None,
@@ -496,6 +877,13 @@ class Exchange:
             errno_text=detail if error == "ERR_CONNECT_FAIL" else None,
             dns_error=detail if error == "ERR_DNS_FAIL" else None,
         )
+        ch = self.checklist
+        if self.callout is not None and ch is not None:
+            ctx.user = e.user
+            if ch.auth is not None:
+                ctx.auth_message = ch.auth.message
+            ctx.external_message = next((v for k, v in reversed(ch.notes) if k == "message"), None)
+        return ctx
 
     def send_local(self, status: int, content_type: bytes | None, body: bytes,
                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -518,14 +906,15 @@ class Exchange:
     # ------------------------------------------------------------ the cache
     def _look_in_cache(self) -> None:
         """The memory tier answers at once (no I/O); the disk is asked by a command."""
-        found = self.shared.cache.find_in_memory(self.target.url, self.head.headers)
+        url = self.cache.url
+        found = self.shared.cache.find_in_memory(url, self.head.headers)
         if found is not None:
             return self._found(*found)
         self.state = State.CACHE_LOOKUP
-        self._emit(c.LookUpCache(self.target.url, self.head.headers))
+        self._emit(c.LookUpCache(url, self.head.headers))
 
     @on([State.CACHE_LOOKUP], ev.CacheFound,
-        to=(State.COLLAPSED, State.CONNECTING, State.SERVING_STORED))
+        to=(State.COLLAPSED, State.SELECTING, State.CONNECTING, State.SERVING_STORED))
     def _cache_found(self, event: ev.CacheFound) -> None:
         self._found(event.reply, event.body, event.names)
 
@@ -546,9 +935,11 @@ class Exchange:
         elif decision is Found.SERVE_AND_REFRESH:
             self._emit(c.BackgroundRefresh(self.head.target, self.head.headers))
             return self.serve(None)
-        self._connect()
+        elif decision is Found.RELOAD:
+            self.entry.result = "TCP_CLIENT_REFRESH_MISS"
+        self._go_upstream()
 
-    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.CONNECTING,
+    @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.SELECTING, State.CONNECTING,
                                                          State.SERVING_STORED))
     def _collapse_released(self, _event) -> None:
         """The fetch we waited for is over: look again, and fetch ourselves if it is
@@ -685,7 +1076,7 @@ class Exchange:
             self._emit(c.AbortClient)
         self.finish()
 
-    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.CONNECTING,))
+    @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.SELECTING, State.CONNECTING))
     def _stored_body_missing(self, _event) -> None:
         self._swap_failed()
 
@@ -695,24 +1086,144 @@ class Exchange:
         self.cache.forget_stored()
         self.serving = None
         self._drop_upstream()       # a revalidation's 304 still draining
-        self._connect()
+        self._go_upstream()
 
     # ------------------------------------------------------------ forwarding
-    def _connect(self, tunnel: bool = False, fresh: bool = False) -> None:
-        target = self.target
+    def _go_upstream(self, tunnel: bool = False) -> None:
+        """The request goes upstream: straight to the origin, or, with cache_peer lines,
+        to the candidates peer selection finds, in their order (Squid's FwdState)."""
         self.tunnel = tunnel
         if tunnel:
             self.entry.result = "TCP_TUNNEL"
+        peers = self.shared.peers
+        if not peers:
+            return self._connect()
+        if self.selector is None:
+            self.forwarding = Forwarding(self.config.forward_max_tries)
+            self.selector = PeerSelector(peers, self.config, self._selection_facts(), self.shared.now())
+        self._select()
+
+    def _selection_facts(self) -> RequestFacts:
+        head, target, role = self.head, self.target, self.cache
+        scheme = "" if head.method == "CONNECT" else target.scheme
+        no_cache = role is None and head.method in ("GET", "HEAD") or (role is not None and role.reload)
+        return RequestFacts(
+            head.method, target.url, scheme, target.host, target.port, target.path, self.client.client_ip,
+            self.checklist, user=self.checklist.user, hierarchical=is_hierarchical(head.method, scheme, head.headers),
+            no_cache=no_cache, refresh=role is not None and role.reload,
+            need_validation=role is not None and role.revalidating)
+
+    def _select(self) -> None:
+        """Ask peer selection; it may need a fact (a lookup) or ICP replies first."""
+        try:
+            step = self.selector.start()
+        except Pending as p:
+            if p.fact in ("auth", "external"):
+                # credentials are checked by http_access, external ACLs asked there: here
+                # one that is not known yet does not match (Squid's ACCESS_DUNNO, "not relevant")
+                self.selector.undecided()
+                return self._select()
+            if self._need(p.fact):
+                return self._select()
+            self.state = State.SELECTING
+            return
+        if isinstance(step, Ping):
+            self.state = State.SELECTING
+            return self._emit(c.SendIcp(step.queries, step.timeout))
+        self._selected(step)
+
+    @on([State.SELECTING], ev.FactKnown, to=(State.CONNECTING,))
+    def _selection_fact(self, event: ev.FactKnown) -> None:
+        setattr(self.checklist, event.fact, event.value)
+        self._select()
+
+    @on([State.SELECTING], ev.IcpReply, to=(State.CONNECTING,))
+    def _icp_reply(self, event: ev.IcpReply) -> None:
+        selected = self.selector.icp_reply(event.peer, event.opcode, event.reqnum, event.at)
+        if selected is not None:
+            self._emit(c.ForgetIcp(tuple(self.selector.queried)))
+            self._selected(selected)
+
+    @on([State.SELECTING], ev.TimedOut, to=(State.CONNECTING,))
+    def _icp_timed_out(self, _event: ev.TimedOut) -> None:
+        selected = self.selector.ping_timeout()
+        self._emit(c.ForgetIcp(tuple(self.selector.queried)))
+        if selected is not None:
+            self._selected(selected)
+
+    def _selected(self, selected) -> None:
+        self.selected = selected
+        for line in selected.lines:
+            self._emit(c.Report("warning", line))
+        self._next_destination(None)
+
+    def _next_destination(self, failure: tuple | None) -> None:
+        """Try the next candidate; ``failure``: why the last one failed (error, detail,
+        status, server IP), the answer when no candidate is left."""
+        if not self.forwarding.exhausted:
+            destination = self.selected.next(self.shared.now())
+            if destination is not None:
+                self.destination = destination
+                return self._connect()
+        e = self.entry
+        if failure is None:
+            # Squid 5.7 when selection found nothing (never_direct, every parent down)
+            e.hierarchy = "HIER_NONE"
+            error, status = NO_CANDIDATE
+            return self.fail(error, "no peer or origin server could be used for this request", status,
+                             result="TCP_TUNNEL" if self.tunnel else self._miss_result())
+        error, detail, status, server_ip = failure
+        if self.tunnel:
+            self.keep_alive = False
+        self.fail(error, detail, status, result="TCP_TUNNEL" if self.tunnel else self._miss_result(),
+                  server_ip=server_ip)
+
+    def _may_retry(self, connected: bool) -> bool:
+        """Another candidate may be tried after this failure (Squid's checkRetry)."""
+        if self.forwarding is None:
+            return False
+        return self.forwarding.may_retry(self.head.method, connected, self.entry.upstream_bytes_out > 0
+                                         and self.entry.request_body_size > 0, self.reply_started)
+
+    def _connect(self, fresh: bool = False) -> None:
+        target, peer = self.target, self.peer
         self.state = State.CONNECTING
         self.upstream = "connecting"
+        self.attempts += 1
+        if self.forwarding is not None:
+            self.forwarding.attempt()
+        if peer is not None:
+            role = self.cache
+            if role is not None and role.leader:
+                # collapsed forwarding is for fetches from the origin: through a peer the
+                # request may come back to this very proxy (a CARP fleet forwards to itself),
+                # where waiting for this fetch would wait forever; the peer collapses instead
+                role.leader = False
+                self._emit(c.ReleaseFetch(role.key))
+            state = self.shared.peers.state(peer)
+            return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
+                                        addresses=state.addresses or None, peer=peer))
         addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
-        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=tunnel,
+        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
                              addresses=addresses))
+
+    @property
+    def peer(self):
+        """The peer being tried (None: the origin itself)."""
+        destination = self.destination
+        return destination.peer if destination is not None else None
+
+    def _hierarchy_code(self) -> str:
+        destination = self.destination
+        if destination is None:
+            return HIER_DIRECT
+        timed_out = self.selected is not None and self.selected.timed_out
+        return (TIMEOUT_PREFIX if timed_out else "") + destination.code
 
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
         e = self.entry
-        e.hierarchy = "HIER_DIRECT"
+        e.hierarchy = self._hierarchy_code()
         e.server_ip, e.server_port = event.peer_ip, event.peer_port
         e.server_local_ip, e.server_local_port = event.local_ip, event.local_port
         if event.seconds:
@@ -720,7 +1231,11 @@ class Exchange:
         self.upstream = "open"
         self.reused = event.reused
         self.upstream_started = self.shared.now()
-        if self.tunnel:
+        peer = self.peer
+        if peer is not None and not event.reused:
+            for line in self.shared.peers.connect_succeeded(peer, self.upstream_started):
+                self._emit(c.Report("warning", line))
+        if self.tunnel and peer is None:
             e.status = 200
             e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
@@ -736,18 +1251,35 @@ class Exchange:
             max_forwards = int(head.max_forwards) - 1
         extra, drop = None, None
         role = self.cache
-        if role is not None and role.revalidating:
-            extra = role.validators()
-            if extra:
-                drop = message.CONDITIONAL_FIELDS
+        if role is not None:
+            if role.revalidating:
+                extra = role.validators()
+                if extra:
+                    drop = message.CONDITIONAL_FIELDS
+            elif not self.config.cache_miss_revalidate and head.cache_fields:
+                drop = role.miss_conditionals()
+        authority = target.authority
+        if self.callout is not None and self.callout.host is not None:
+            authority = self.callout.host       # url_rewrite_host_header off
+        path, proxy_auth, keep_proxy_auth = target.path, None, False
+        if peer is not None:
+            # to a proxy: the absolute URL (host:port for CONNECT), login= credentials, and
+            # to a sibling only what it has (only-if-cached, unless allow-miss)
+            path = target.url
+            keep_proxy_auth, proxy_auth = login_fields(peer.login, head.headers, self.checklist.user)
+            if peer.type == SIBLING and not peer.allow_miss and not self.tunnel:
+                extra = [*(extra or ()), (b"Cache-Control", b"only-if-cached")]
         request = message.request_head_for_origin(
-            head, target.path, target.authority, self.client.client_ip,
-            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer)
+            head, path, authority, self.client.client_ip,
+            shared.via_header, self.config.forwarded_for, max_forwards, extra, drop, self.upgrade_offer,
+            proxy_authorization=proxy_auth, keep_proxy_authorization=keep_proxy_auth)
         e.upstream_bytes_out = len(request)
         self.state = State.AWAITING_REPLY
         if self.config.delay_specs:
             self._delay_pool()      # from the first byte of the reply; again once its head is known
         self._emit(c.SendUpstream(request, head=True, method=head.method))
+        if self.tunnel:
+            return          # CONNECT through a parent: its answer comes first
         buffered, self.body_buffer = self.body_buffer, None
         for chunk in buffered or ():
             self._send_body(chunk)
@@ -757,29 +1289,34 @@ class Exchange:
         if self.body_done and self.chunked_body:
             self._emit(c.SendUpstream(message.LAST_CHUNK))
 
-    @on([State.CONNECTING], ev.ConnectFailed, to=(State.SERVING_STORED,))
+    @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.SERVING_STORED))
     def _connect_failed(self, event: ev.ConnectFailed) -> None:
         self.upstream = None
         e = self.entry
+        peer = self.peer
+        if peer is not None and event.error != "ERR_DNS_FAIL":
+            for line in self.shared.peers.connect_failed(peer, self.shared.now()):
+                self._emit(c.Report("warning", line))
+        if event.error == "ERR_DNS_FAIL" and peer is None:
+            e.hierarchy = "HIER_NONE"
+        else:
+            e.hierarchy = self._hierarchy_code()
+            e.server_ip = event.server_ip
+        if self.selected is not None and self._may_retry(connected=False):
+            return self._next_destination((event.error, event.detail, event.status, event.server_ip))
         if self.tunnel:
             self.keep_alive = False
-            if event.error != "ERR_DNS_FAIL":
-                e.hierarchy = "HIER_DIRECT"
-                e.server_ip = event.server_ip
             return self.fail(event.error, event.detail, event.status, result="TCP_TUNNEL",
                              server_ip=event.server_ip)
         if self._stale_instead():
             return
         if event.error == "ERR_DNS_FAIL":
-            e.hierarchy = "HIER_NONE"
             return self.fail(event.error, event.detail, event.status, result=self._miss_result())
-        e.hierarchy = "HIER_DIRECT"
-        e.server_ip = event.server_ip
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)
 
     def _miss_result(self) -> str:
         result = self.entry.result
-        return result if result.startswith("TCP_REFRESH") else "TCP_MISS"
+        return result if result.startswith(("TCP_REFRESH", "TCP_CLIENT_REFRESH")) else "TCP_MISS"
 
     def _stale_instead(self) -> bool:
         """The origin cannot be reached: answer stale if the cache may (else False)."""
@@ -870,6 +1407,18 @@ class Exchange:
         e, shared = self.entry, self.shared
         self.response = resp
         e.upstream_status = resp.status
+        if self.tunnel and resp.status == 200:
+            # CONNECT through a parent: it connected; the tunnel starts with the bytes after its answer
+            e.status = 200
+            e.reply_header_size = len(CONNECTION_ESTABLISHED)
+            self.reply_started = True
+            self.state = State.RELAYING
+            return self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+        if self.tunnel:
+            self.keep_alive = False         # the parent's refusal is passed on; the CONNECT is over
+        elif self.selected is not None and self.forwarding.may_reforward(
+                resp.status, self.config.retry_on_error, e.request_body_size > 0) and self._try_next():
+            return
         if resp.status == 101:
             refusal = switch_refusal(self.upgrade_offer, resp.header(b"upgrade"), resp.connection)
             if refusal is not None:
@@ -881,14 +1430,17 @@ class Exchange:
             ch.reply_headers = resp.headers
             try:
                 verdict = self.config.http_reply_access.check(ch)
-            except Pending:
+            except UNDECIDED:
                 verdict = None      # a lookup cannot wait here: treat as no match
             if verdict is not None and not verdict.allowed:
                 self._drop_upstream()
-                return self.deny(verdict, self.config.http_reply_access, result="TCP_DENIED_REPLY")
+                return self.deny(verdict, self.config.http_reply_access, result="TCP_DENIED_REPLY",
+                                 challenge=False)
         role = self.cache
         if role is not None:
-            decision = role.on_reply(resp, self._storable_here())
+            peer = self.peer        # what comes through a proxy-only peer is not kept here
+            storable = (peer is None or not peer.proxy_only) and self.shared.cache.allows(self.checklist)
+            decision = role.on_reply(resp, storable, shared.now())
             if decision is OnReply.FRESHEN:
                 return self._freshen(resp)
             if decision is OnReply.SERVE_STALE:
@@ -939,12 +1491,16 @@ class Exchange:
         if pool is not None or response is not None:
             self._emit(c.Throttle(pool, self.client.client_ip, self.entry.user, ch.tag))
 
-    def _storable_here(self) -> bool:
-        """The ``cache`` ACL allows this URL, and the request's no-store is not overridden away."""
-        role, cache = self.cache, self.shared.cache
-        if "no-store" in role.req_cc and "ignore-no-store" not in cache.options(self.target.url):
+    def _try_next(self) -> bool:
+        """The reply head is one the next candidate may do better than (a 502 or 504 from
+        a parent, as Squid reforwards it): drop it and try that candidate, if there is one."""
+        destination = self.selected.next(self.shared.now())
+        if destination is None:
             return False
-        return cache.allows(self.checklist)
+        self._drop_upstream()
+        self.destination = destination
+        self._connect()
+        return True
 
     def _freshen(self, resp: ResponseHead) -> None:
         """The origin says the stored entry is still good: update its fields, answer from it."""
@@ -969,7 +1525,7 @@ class Exchange:
             try:
                 if matches(rule.filter, ch):
                     return rule.size
-            except Pending:
+            except UNDECIDED:
                 continue
         return 0
 
@@ -1005,7 +1561,7 @@ class Exchange:
                 self._emit(c.StoreDiscard)
             else:
                 key, names, values = role.stored_under(resp.headers)
-                self._emit(c.StoreEnd(key, self.target.url, names, values, self.shared.now()))
+                self._emit(c.StoreEnd(key, role.url, names, values, self.shared.now()))
         if self.shared.cache is not None and self.head.method not in SAFE_METHODS:
             urls = policy.invalidated_urls(self.head.method, self.response.status, self.target.url,
                                            self.response.headers, same_origin_resolver(self.target.url))
@@ -1022,24 +1578,56 @@ class Exchange:
         self._emit(c.ReleaseUpstream(reusable and self.body_done))
 
     @on([State.DONE, State.SERVING_STORED], ev.ResponseBody)
-    def _drained_body(self, _event: ev.ResponseBody) -> None:
-        """The cache answered instead: the origin's reply is read to its end and dropped."""
-        self._require_draining()
+    def _drained_body(self, event: ev.ResponseBody) -> None:
+        """The cache answered instead: the origin's reply is read to its end and dropped;
+        or the client left and quick_abort keeps fetching it for the store."""
+        if self._require_draining():
+            self.entry.reply_body_size += len(event.data)
+            if self.shared.cache.size_allowed(self.entry.reply_body_size):
+                self._emit(c.StoreBody(event.data))
+            else:
+                self._stored_without_client(False)
 
     @on([State.DONE, State.SERVING_STORED], ev.ResponseEnd)
     def _drained_end(self, event: ev.ResponseEnd) -> None:
-        self._require_draining()
+        storing = self._require_draining()
         self._release(event.reusable, event.bytes_in)
+        if storing:
+            self._stored_without_client(True)
 
     @on([State.DONE, State.SERVING_STORED], ev.UpstreamFailed)
     def _drained_failure(self, event: ev.UpstreamFailed) -> None:
-        self._require_draining()
+        storing = self._require_draining()
         self.upstream = None
         self.entry.upstream_bytes_in += event.bytes_in
+        if storing:
+            self._stored_without_client(False)
 
-    def _require_draining(self) -> None:
+    def _require_draining(self) -> bool:
+        """The origin's events after the exchange let go of the client: True when they
+        are being stored (quick_abort), False when dropped."""
+        if self.upstream == "storing":
+            return True
         if self.upstream != "draining":
             raise IllegalEvent(f"origin events after the exchange ended ({self!r})")
+        return False
+
+    def _stored_without_client(self, complete: bool) -> None:
+        """The end of a fetch the client left: stored if it all came, then the waiters go."""
+        role, resp = self.cache, self.response
+        if self.upstream == "storing":
+            self._emit(c.AbortUpstream)
+        self.upstream = None
+        if role.teeing:
+            role.teeing = False
+            if complete and (resp.content_length is None or self.entry.reply_body_size == resp.content_length):
+                key, names, values = role.stored_under(resp.headers)
+                self._emit(c.StoreEnd(key, role.url, names, values, self.shared.now()))
+            else:
+                self._emit(c.StoreDiscard)
+        if role.leader:
+            role.leader = False
+            self._emit(c.ReleaseFetch(role.key))
 
     @on([State.AWAITING_REPLY, State.RELAYING], ev.UpstreamFailed, to=(State.CONNECTING, State.SERVING_STORED))
     def _upstream_failed(self, event: ev.UpstreamFailed) -> None:
@@ -1055,12 +1643,14 @@ class Exchange:
             self.reused = False
             self.body_buffer = []
             return self._connect(fresh=True)
+        if self.selected is not None and not self.reply_started and self._may_retry(connected=True):
+            return self._next_destination((event.error, event.detail, event.status, self.entry.server_ip))
         if not self.reply_started and self._stale_instead():
             return
         self._stop_teeing()
         self.fail(event.error, event.detail, event.status, result=self._miss_result())
 
-    @on([State.AWAITING_REPLY, State.RELAYING], ev.TimedOut, to=(State.SERVING_STORED,))
+    @on([State.AWAITING_REPLY, State.RELAYING], ev.TimedOut, to=(State.CONNECTING, State.SERVING_STORED))
     def _timed_out(self, event: ev.TimedOut) -> None:
         """read_timeout: the origin stopped sending."""
         self._upstream_failed(ev.UpstreamFailed("ERR_READ_TIMEOUT", "the server did not answer within read_timeout",
@@ -1068,7 +1658,8 @@ class Exchange:
 
     @on([State.DONE, State.SERVING_STORED], ev.TimedOut)
     def _drain_timed_out(self, _event: ev.TimedOut) -> None:
-        self._require_draining()
+        if self._require_draining():
+            return self._stored_without_client(False)
         self._drop_upstream()
 
     @on([State.RELAYING], ev.Upgraded, to=(State.TUNNEL,))
@@ -1114,12 +1705,29 @@ class Exchange:
         if self.state is State.IDLE:
             self.state = State.DONE
             return      # never started: nothing to log
-        self._drop_upstream()
+        storing = self.state is State.RELAYING and self._keeps_fetching()
+        if not storing:
+            self._drop_upstream()
         e = self.entry
         if not e.result.endswith("_ABORTED"):
             e.result += "_ABORTED"
         self.keep_alive = False
+        if storing:
+            # quick_abort: the rest is fetched and stored with nobody to send it to
+            self.upstream = "storing"
+            self.finish()
+            self._emit(c.DetachClient)
+            return
         self.finish()
+
+    def _keeps_fetching(self) -> bool:
+        """Squid's quick_abort decision for a reply being relayed when its client left."""
+        role, resp = self.cache, self.response
+        if self.upstream != "open" or role is None or resp is None:
+            return False
+        waiters = len(self.shared.cache.pending.get(role.key) or ()) if role.leader else 0
+        return keeps_fetching(QuickAbort.from_config(self.config), role.teeing, resp.size or 1,
+                              resp.content_length, self.entry.reply_body_size, waiters)
 
     @on([State.DONE], type(ev.ClientGone))
     def _gone_after_done(self, _event) -> None:
@@ -1131,11 +1739,13 @@ class Exchange:
         self.state = State.DONE
         self.entry.end = self.shared.now()
         role = self.cache
-        if role is not None:
+        if role is not None and self.upstream != "storing":
             self._stop_teeing()
             if role.leader:
                 role.leader = False
                 self._emit(c.ReleaseFetch(role.key))
+        if self.callout is not None:
+            self._log_helper_facts()
         if not self.background:
             self._emit(c.Log(self.entry, self.checklist))
         self._emit(c.Finished(self.keep_alive))

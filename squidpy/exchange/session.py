@@ -131,8 +131,11 @@ class ClientSession:
             return []
         self.active = None
         out: list[SessionCommand] = [RESUME_BODY]
-        if exchange.head.method == "CONNECT" and not tunnel:
-            keep_alive = False          # bytes meant for a tunnel may follow a refused CONNECT
+        if exchange.head.method == "CONNECT" and not tunnel and exchange.entry.status != 407:
+            # bytes meant for a tunnel may follow a refused CONNECT; a 407 keeps the
+            # connection (as in Squid) so a Negotiate/NTLM handshake can finish on it,
+            # unless such bytes came (the client side checks)
+            keep_alive = False
         if not keep_alive:
             self.closing = True
             self.queue.clear()

@@ -41,6 +41,8 @@ class Shared(Protocol):
     error_pages: Any              # squidpy.errors.ErrorPages
     pac: Any                      # squidpy.pac.PacSettings: the proxy.pac this proxy serves
     cache: CacheSettings | None
+    peers: Any                    # squidpy.peers.selection.PeerTable (empty: every request goes direct)
+    helpers: Any                  # squidpy.helpers.state.HelperState; None when no helper is configured
 
     def now(self) -> float: ...                                   # the clock (seconds since the epoch)
     def boundary(self) -> bytes: ...                              # a fresh multipart boundary

@@ -76,6 +76,9 @@ class ExternalAclType:
                 if data:
                     words.append(data)
                 continue
+            if token.code == "%":
+                words.append("%")
+                continue
             if token.code == "ACL":
                 words.append(self.quote(acl_name))
                 continue
@@ -158,6 +161,8 @@ def _header(get, arg: str | None) -> str:
 
 
 def parse_token(word: str, warn) -> FormatToken:
+    if word == "%%":                    # a percent sign, as in Squid's formats
+        return FormatToken("%")
     m = _OLD_HEADER.match(word)
     if m:
         new = ("%>ha{" if m.group("dir") == ">" else "%<h{") + m.group("arg") + "}"

@@ -427,7 +427,8 @@ class HelperPool:
         self.stats["replies"] += 1
         self.backoff = 0.0
         reply = parse_reply(rest)
-        if reply.result == BH and request.retries < MAX_RETRIES:
+        if reply.result == BH and request.retries < MAX_RETRIES and not self.stateful:
+            # (a Negotiate/NTLM handshake is bound to its child: Squid does not retry it)
             actions.append(Log(f"ERROR: helper: {self.name} #{child.index} answered BH, "
                                f"attempt #{request.retries + 1} of 2"))
             request.retries += 1

@@ -144,6 +144,8 @@ def framing_of(head: "RequestHead | ResponseHead", request_method: str | None = 
         return BODILESS
     if te and length is not None:
         return Framing(INVALID, problem="the reply has both Content-Length and Transfer-Encoding")
+    if request_method == "CONNECT" and status < 300:
+        return BODILESS         # RFC 9112 6.3: the connection is a tunnel after the head
     if request_method == "HEAD" or status == 304:
         return BODILESS if length is None else Framing(NO_BODY, length)
     if status == 204:
@@ -375,10 +377,15 @@ def request_head_for_origin(
     extra: list[tuple[bytes, bytes]] | None = None,
     also_drop: frozenset[bytes] | None = None,
     upgrade: bytes | None = None,
+    proxy_authorization: bytes | None = None,
+    keep_proxy_authorization: bool = False,
 ) -> bytes:
-    """The origin-form request squidpy sends upstream for ``req`` (plus ``extra``
-    fields, without ``also_drop`` ones: a cache revalidating with its own validators;
-    ``upgrade``: the Upgrade offers http_upgrade_request_protocols lets through).
+    """The request squidpy sends upstream for ``req``, with ``path`` as its target (the
+    absolute URL when it goes to a parent proxy), plus ``extra`` fields, without
+    ``also_drop`` ones (a cache revalidating with its own validators); ``upgrade``: the
+    Upgrade offers http_upgrade_request_protocols lets through.  To a peer, the client's
+    Proxy-Authorization goes on with ``keep_proxy_authorization``, or
+    ``proxy_authorization`` is sent (cache_peer login=).
 
     The body is framed as ``req.framing`` says, whatever the received fields or
     their Connection tokens: Host, the framing fields, Via and X-Forwarded-For
@@ -401,6 +408,11 @@ def request_head_for_origin(
         for name, value in extra:
             if name.lower() not in _NOT_COPIED_REQUEST:
                 append(b"%s: %s\r\n" % (name, value))
+    if keep_proxy_authorization:
+        for value in field_values(req.headers, b"proxy-authorization"):
+            append(b"Proxy-Authorization: %s\r\n" % value)
+    elif proxy_authorization is not None:
+        append(b"Proxy-Authorization: %s\r\n" % proxy_authorization)
     if framing is not BODILESS:
         append(framing_fields(framing))
     if upgrade is not None:

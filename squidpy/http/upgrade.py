@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 from squidpy.acl.access import AccessList, AccessRule, matches
-from squidpy.acl.checklist import Checklist, Pending
+from squidpy.acl.checklist import UNDECIDED, Checklist
 
 OTHER = "OTHER"
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -81,7 +81,7 @@ class UpgradeRules:
             if named_rules or not self.other:
                 return False
             verdict = self.other.check(ch)
-        except Pending:
+        except UNDECIDED:
             return False
         return verdict.allowed and not verdict.implicit
 

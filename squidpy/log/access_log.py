@@ -24,7 +24,7 @@ from collections import deque
 from itertools import islice
 
 from squidpy.acl.access import matches
-from squidpy.acl.checklist import Pending
+from squidpy.acl.checklist import UNDECIDED
 from squidpy.log.destination import Destination
 from squidpy.log.logformat import PREDEFINED_FORMATS, text_bytes
 from squidpy.log.rotate import rotate_numbered
@@ -577,10 +577,14 @@ class AccessLog:
         return cls(config.access_log, config.logformat, config.syslog_socket, previous, on_fatal)
 
     def log(self, entry, checklist=None) -> None:
-        if checklist is not None and checklist.reply_status is None and entry.status:
-            # reply ACLs (http_status, rep_mime_type ...) may filter access_log lines
-            checklist.reply_status = entry.status
-            checklist.reply_headers = entry.reply_headers
+        if checklist is not None:
+            if checklist.reply_status is None and entry.status:
+                # reply ACLs (http_status, rep_mime_type ...) may filter access_log lines
+                checklist.reply_status = entry.status
+                checklist.reply_headers = entry.reply_headers
+            checklist.entry = entry                 # hier_code, squid_error
+            if checklist.notes and not entry.notes:
+                entry.notes = list(checklist.notes)     # annotate_* ACLs, for %note
         for out in self.outputs:
             if out.rule is not None and (checklist is None or not _matches(out.rule, checklist)):
                 continue
@@ -621,5 +625,5 @@ def _matches(rule, checklist) -> bool:
     """An access_log filter: all its ACLs must match; one needing a lookup does not."""
     try:
         return matches(rule, checklist)
-    except Pending:
+    except UNDECIDED:
         return False

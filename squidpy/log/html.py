@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import time
 
-from squidpy.log.report import Report, human_bytes, local_time, percent, sections
+from squidpy.log.report import SITES_PER_USER, Report, human_bytes, local_time, percent, sections
 
 BAR = "#2563eb"
 HIT = "#16a34a"
@@ -54,6 +54,8 @@ svg.columns { width: 100%; height: 11rem; }
 .legend i { display: inline-block; width: .8rem; height: .8rem; border-radius: .15rem; margin-right: .3rem;
             vertical-align: -.1rem; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(18rem, 1fr)); gap: 1.5rem; }
+details { margin: .3rem 0; }
+summary { cursor: pointer; overflow-wrap: anywhere; }
 footer { margin-top: 2rem; color: #6b7280; font-size: .8rem; }
 * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 @media print {
@@ -144,6 +146,22 @@ def _table(section: dict) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>{note}')
 
 
+def _user_details(report: Report, top: int) -> str:
+    """Each top user's sites, folded (a <details> opens without any script)."""
+    users = report.users.top(top)
+    sites = report.sites_of([u for u, _ in users], SITES_PER_USER)
+    out = ['<div class="users-detail">']
+    for user, row in users:
+        cells = "".join(f"<tr><td>{esc(d)}</td><td>{r[0]:,}</td><td>{esc(human_bytes(r[1]))}</td></tr>"
+                        for d, r in sites.get(user, ()))
+        out.append(f'<details><summary>{esc(user)}: {row[0]:,} requests, {esc(human_bytes(row[1]))}'
+                   f'{f", {row[2]:,} denied" if row[2] else ""}</summary><div class="table-wrap"><table>'
+                   f"<thead><tr><th>site</th><th>requests</th><th>bytes</th></tr></thead><tbody>{cells}</tbody>"
+                   f"</table></div></details>")
+    out.append("</div>")
+    return "".join(out)
+
+
 def _status_classes(report: Report) -> list[tuple[str, float, str]]:
     counts = {k: 0 for k in STATUS_COLOURS}
     for status, n in report.status.items():
@@ -202,7 +220,11 @@ def render_html(report: Report, top: int = 10, min_requests: int = 5, sources: l
         f'<section id="clients"><h2>Top {top} clients</h2>',
         bar_chart("Requests per client", [(c, r[0], f"{r[0]:,}") for c, r in report.clients.top(top)], BAR, "chart-clients"),
         _table(data["clients"]), "</section>",
-        f'<section id="users"><h2>Top {top} users</h2>', _table(data["users"]), "</section>",
+        f'<section id="users"><h2>Top {top} users</h2>',
+        bar_chart("Requests per user", [(u, r[0], f"{r[0]:,} ({human_bytes(r[1])})") for u, r in report.users.top(top)],
+                  BAR, "chart-users"),
+        _table(data["users"]), _user_details(report, top),
+        '<div class="grid2"><div>', _table(data["denied-users"]), "</div></div></section>",
         '<section id="denied"><h2>Denied requests</h2>',
         bar_chart("Denied per domain", [(d, r[2], f"{r[2]:,}") for d, r in report.denied_by(report.domains, top)],
                   DENIED, "chart-denied"),

@@ -157,6 +157,15 @@ def _headers(headers, arg) -> str | None:
     return None
 
 
+def _without_credentials(headers):
+    """Request fields as logged: a Proxy-Authorization keeps its scheme, never the
+    credentials (squidpy logs no password or token, whatever the format asks)."""
+    if not headers or not any(k.lower() == b"proxy-authorization" for k, _ in headers):
+        return headers
+    return [(k, v.split(None, 1)[0] + b" [hidden]" if v.strip() else v) if k.lower() == b"proxy-authorization"
+            else (k, v) for k, v in headers]
+
+
 def _header_arg(arg: str | None):
     """``Name``, ``Name:member`` or ``Name:;member`` (separator one of , ; :)."""
     if arg is None:
@@ -306,8 +315,8 @@ CODES: dict[str, Code] = {
     ">rv": Code("str", lambda e, a: e.version),
     "<rv": Code("str", lambda e, a: "1.1" if _forwarded(e) else None),
     # headers: >ha is >h (squidpy adapts nothing)
-    ">h": Code("text", lambda e, a: _headers(e.request_headers, a), _header_arg),
-    ">ha": Code("text", lambda e, a: _headers(e.request_headers, a), _header_arg),
+    ">h": Code("text", lambda e, a: _headers(_without_credentials(e.request_headers), a), _header_arg),
+    ">ha": Code("text", lambda e, a: _headers(_without_credentials(e.request_headers), a), _header_arg),
     "<h": Code("text", lambda e, a: _headers(e.reply_headers, a), _header_arg),
     # the reply
     ">Hs": Code("int", lambda e, a: e.status),

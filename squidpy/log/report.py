@@ -76,7 +76,8 @@ class Report:
         self.last: float | None = None
         self.malformed = Malformed()
         self.clients = Table(3, max_keys)       # requests, bytes, denied
-        self.users = Table(2, max_keys)         # requests, bytes
+        self.users = Table(3, max_keys)         # requests, bytes, denied
+        self.user_sites = Table(2, max_keys)    # "user\0domain" -> requests, bytes (the per-user drill-down)
         # requests, bytes, denied, timed requests, ms total, ms max, served requests, served bytes
         self.domains = Table(8, max_keys)
         self.connect = Table(2, max_keys)       # established tunnels, bytes (CONNECT host:port)
@@ -105,11 +106,15 @@ class Report:
         row = self.clients.row(r.client)
         row[0] += 1
         row[1] += size
+        domain = domain_of(r.url, r.method)
+        row_u = None
         if r.user is not None and r.user != "-":
             row_u = self.users.row(r.user)
             row_u[0] += 1
             row_u[1] += size
-        domain = domain_of(r.url, r.method)
+            row_s = self.user_sites.row(f"{r.user}\0{domain}")
+            row_s[0] += 1
+            row_s[1] += size
         row_d = self.domains.row(domain)
         row_d[0] += 1
         row_d[1] += size
@@ -117,6 +122,8 @@ class Report:
             self.denied += 1
             row[2] += 1
             row_d[2] += 1
+            if row_u is not None:
+                row_u[2] += 1
         else:
             row_d[6] += 1
             row_d[7] += size
@@ -169,6 +176,16 @@ class Report:
         """Domains by requests that were not denied (denials have their own table)."""
         return [(k, row) for k, row in self.domains.top(n, 6) if row[6]]
 
+    def sites_of(self, users: list[str], n: int) -> dict[str, list[tuple[str, list]]]:
+        """Each user's top ``n`` sites by requests: [(domain, [requests, bytes])]."""
+        wanted = set(users)
+        found: dict[str, list] = {user: [] for user in users}
+        for key, row in self.user_sites.rows.items():
+            user, _, domain = key.partition("\0")
+            if user in wanted:
+                found[user].append((domain, row))
+        return {user: sorted(rows, key=lambda kv: (-kv[1][0], kv[0]))[:n] for user, rows in found.items()}
+
     def denied_by(self, table: Table, n: int, column: int = 2) -> list[tuple[str, list]]:
         return [(k, row) for k, row in table.top(n, column) if row[column]]
 
@@ -198,7 +215,8 @@ class Report:
 
     @property
     def approximate(self) -> list[str]:
-        names = [("clients", self.clients), ("users", self.users), ("domains", self.domains),
+        names = [("clients", self.clients), ("users", self.users), ("sites per user", self.user_sites),
+                 ("domains", self.domains),
                  ("CONNECT destinations", self.connect), ("refused CONNECTs", self.connect_refused)]
         return [name for name, table in names if not table.exact]
 
@@ -292,6 +310,10 @@ def sections(report: Report, top: int = 10, min_requests: int = 5) -> list[dict]
     out.append({"id": "denied-clients", "title": f"Denied requests by client (top {top})",
                 "headers": ["client", "denied", "of its requests"],
                 "rows": [[k, f"{r[2]:,}", percent(r[2] / r[0])] for k, r in report.denied_by(report.clients, top)]})
+    out.append({"id": "denied-users", "title": f"Denied requests by user (top {top})",
+                "headers": ["user", "denied", "of its requests"],
+                "rows": [[k, f"{r[2]:,}", percent(r[2] / r[0])] for k, r in report.denied_by(report.users, top)]})
+    out.append(user_sites_section(report, top))
     out.append({"id": "denied-domains", "title": f"Denied requests by domain (top {top})",
                 "headers": ["domain", "denied", "of its requests"],
                 "rows": [[k, f"{r[2]:,}", percent(r[2] / r[0])] for k, r in report.denied_by(report.domains, top)]})
@@ -322,6 +344,21 @@ def sections(report: Report, top: int = 10, min_requests: int = 5) -> list[dict]
         out.append({"id": "malformed", "title": "Malformed lines (first ones)", "headers": ["where", "line"],
                     "rows": [[w, line] for w, line in report.malformed.examples]})
     return out
+
+
+SITES_PER_USER = 5
+
+
+def user_sites_section(report: Report, top: int) -> dict:
+    """Who went where: each of the top users' busiest sites and the bytes they brought."""
+    users = [user for user, _ in report.users.top(top)]
+    rows = []
+    for user, sites in report.sites_of(users, SITES_PER_USER).items():
+        for i, (domain, row) in enumerate(sites):
+            rows.append([user if i == 0 else "", domain, f"{row[0]:,}", human_bytes(row[1])])
+    note = None if report.user_sites.exact else "approximate: too many user and site pairs to keep them all"
+    return {"id": "user-sites", "title": f"Sites per user (top {SITES_PER_USER} sites of the top {top} users)",
+            "headers": ["user", "site", "requests", "bytes"], "rows": rows, "note": note}
 
 
 def render_text(report: Report, top: int = 10, min_requests: int = 5) -> str:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from squidpy.acl.checklist import Pending
+from squidpy.acl.checklist import UNDECIDED
 from squidpy.cache import policy
+from squidpy.cache.policy import RefreshRule
+from squidpy.cache.refresh import RefreshSettings, rule_for
 from squidpy.cache.store import CachedReply
 from squidpy.exchange import events as ev
 from squidpy.http import message
@@ -29,6 +32,13 @@ log = logging.getLogger("squidpy")
 
 STREAM_CHUNK = 64 * 1024
 READER_THREADS = 4
+# bytes of one reply received but not yet written to its temp file: past HOLD_AT the
+# origin is not read until the writer is down to RESUME_AT (the disk sets the pace, as
+# the client does when it is slower); past WRITE_BACKLOG (possible only without an origin
+# to hold) the reply is not stored, and the client's transfer goes on
+HOLD_AT = 4 * 1024 * 1024
+RESUME_AT = 1024 * 1024
+WRITE_BACKLOG = 16 * 1024 * 1024
 
 
 class BodyStreamer:
@@ -106,17 +116,29 @@ class BodyStreamer:
 
 class Tee:
     """A copy of a reply being received, for the store: in memory while it is small,
-    then in a temp file in the cache_dir written by the writer thread."""
+    then in a temp file in the cache_dir written by the writer thread.
 
-    def __init__(self, cache, resp, request_time: float):
+    The chunks for the temp file wait in ``unwritten`` and one writer job at a time takes
+    all of them, so the writer's queue holds at most one job per reply however small the
+    reads; what waits is bounded in bytes: past ``HOLD_AT`` the driver's origin connection
+    is paused ("store") until the writer catches up."""
+
+    def __init__(self, cache, resp, request_time: float, driver=None):
         self.cache = cache
+        self.driver = driver                # whose origin connection is held while the disk lags
+        self.held = None                    # that connection, while paused for the store
         self.resp = resp
         self.request_time = request_time
         self.chunks: list[bytes] = []
         self.size = 0
         self.digest = hashlib.sha256()
-        self.temp = None
+        self.temp = None                    # the temp file, while the reply is being received
+        self.file = None                    # the same, for the writer thread, to the end
         self.failed = False
+        self.lock = threading.Lock()        # unwritten, backlog, queued: the reactor and the writer
+        self.unwritten: list[bytes] = []
+        self.backlog = 0
+        self.queued = False                 # a _drain job is in the writer's queue
 
     def add(self, data: bytes) -> bool:
         self.size += len(data)
@@ -131,7 +153,7 @@ class Tee:
                 if disk is None:
                     self.discard()
                     return False
-                self.temp = disk.new_temp()
+                self.temp = self.file = disk.new_temp()
                 if self.temp is None:
                     self.discard()
                     return False
@@ -141,22 +163,49 @@ class Tee:
         return self._write(data)
 
     def _write(self, data: bytes) -> bool:
-        temp, disk = self.temp, self.cache.store.disk
-
-        def job():
-            if self.failed:
-                return
-            try:
-                temp.write(data)
-            except OSError as e:
-                self.failed = True
-                disk.report_failure(f"writing {temp.name}", e)
-        if not disk.writer.submit(job):
+        with self.lock:
+            self.unwritten.append(data)
+            self.backlog += len(data)
+            overflow = self.backlog > WRITE_BACKLOG
+            hold = self.backlog > HOLD_AT
+            submit = not self.queued and not overflow
+            self.queued = self.queued or submit
+        if overflow or (submit and not self.cache.store.disk.writer.submit(self._drain)):
             self.discard()
             return False
+        if hold and self.held is None and self.driver is not None and self.driver.server is not None:
+            self.held = self.driver.server
+            self.held.pause_reading("store")
         return True
 
+    def _let_go(self) -> None:
+        """(reactor) Read the origin again, if it is still this reply's."""
+        held, self.held = self.held, None
+        if held is not None and held.driver is self.driver:
+            held.resume_reading("store")
+
+    def _drain(self) -> None:
+        """(writer thread) Write what was received since the last time."""
+        with self.lock:
+            chunks, self.unwritten = self.unwritten, []
+            self.queued = False
+        if self.failed or not chunks:
+            return
+        try:
+            self.file.write(b"".join(chunks))
+        except ValueError:          # discarded and closed meanwhile (the queue was full)
+            return
+        except OSError as e:
+            self.failed = True
+            self.cache.store.disk.report_failure(f"writing {self.file.name}", e)
+        with self.lock:
+            self.backlog -= sum(len(c) for c in chunks)
+            caught_up = self.backlog <= RESUME_AT
+        if caught_up and self.held is not None:
+            self.driver.service.reactor.callFromThread(self._let_go)
+
     def commit(self, key: str, url: str, names, vary_key, now: float) -> None:
+        self._let_go()
         if self.failed:
             return self.discard()
         headers = policy.headers_to_store(self.resp.headers, self.size, message.http_date(now))
@@ -170,13 +219,15 @@ class Tee:
             self.chunks = []
             return
         temp = self.temp
+        if not self.cache.store.disk.writer.submit(temp.close):    # after the last _drain
+            return self.discard()
         self.temp = None
-        done = self.cache.store.disk.writer.submit(temp.close)
-        if done:
-            self.cache.store.put(key, reply, None, temp.name)
+        self.cache.store.put(key, reply, None, temp.name)
 
     def discard(self) -> None:
+        self._let_go()
         self.chunks = []
+        self.failed = True
         temp, self.temp = self.temp, None
         if temp is not None:
             def job():
@@ -186,7 +237,7 @@ class Tee:
                 except OSError:
                     pass
             if not self.cache.store.disk.writer.submit(job):
-                temp.close()
+                job()           # a _drain still queued writes nothing now (failed)
 
 
 class Cache:
@@ -196,19 +247,19 @@ class Cache:
         self.service = service
         self.store = store
         self.readers: ThreadPool | None = None     # disk reads happen there, never on the reactor
-        self.pending: dict[str, list[CacheFlow]] = {}
+        self.pending: dict[str, list] = {}      # key -> drivers waiting for its fetch
         self.uncacheable: dict[str, float] = {}
         self.configure(config)
 
     def configure(self, config) -> None:
-        from squidpy.cache.refresh import pattern_for
-        self._pattern_for = pattern_for
         self.generation = getattr(self, "generation", 0) + 1     # stored entries' memos are stale now
         self.config = config
         self.patterns = config.refresh_pattern
+        self.refresh_settings = RefreshSettings.from_config(config)
         self.max_in_memory = config.maximum_object_size_in_memory
         self.store.max_in_memory = self.max_in_memory
         self.store.memory.limit = config.cache_mem
+        self.store.set_memory_policy(config.memory_replacement_policy)
         self.offline = config.offline_mode
         self.collapsed = config.collapsed_forwarding
 
@@ -223,13 +274,8 @@ class Cache:
         until = self.uncacheable.get(key)
         return until is not None and until > now
 
-    def refresh_rule(self, url: str):
-        pattern = self._pattern_for(self.patterns, url)
-        return pattern.rule if pattern is not None else None
-
-    def options(self, url: str) -> frozenset:
-        pattern = self._pattern_for(self.patterns, url)
-        return pattern.options if pattern is not None else frozenset()
+    def refresh_rule(self, url: str) -> RefreshRule:
+        return rule_for(self.patterns, url)
 
     def allows(self, checklist) -> bool:
         """The ``cache`` access list: may this request be answered from or stored in the cache?
@@ -239,7 +285,7 @@ class Cache:
             return True
         try:
             return access.check(checklist).allowed
-        except Pending:
+        except UNDECIDED:
             return False
 
     def size_allowed(self, size: int) -> bool:

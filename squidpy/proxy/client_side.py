@@ -12,6 +12,7 @@ every ``http_port``.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -20,6 +21,8 @@ from twisted.internet import interfaces
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from squidpy import proxyp
+from squidpy.acl.checklist import Checklist, Pending
 from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import ClientInfo, Exchange, State
 from squidpy.exchange.session import Begin, ClientSession, Close, PauseReading, ResumeReading
@@ -30,6 +33,8 @@ from squidpy.proxy.closing import lose
 from squidpy.proxy.driver import ExchangeDriver
 from squidpy.proxy import seam
 from squidpy.proxy.flow import PausableReading
+
+log = logging.getLogger("squidpy")
 
 LINGER = 2.0               # seconds to drain a client we refused before closing
 MAX_RAW_BUFFER = 256 * 1024
@@ -46,10 +51,12 @@ class _UrlTooLong(Exception):
 
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class ClientConnection(PausableReading, Protocol):
-    def __init__(self, service, port_name: str, metrics_port: bool = False):
+    def __init__(self, service, port_name: str, metrics_port: bool = False,
+                 require_proxy_header: bool = False):
         self.service = service
         self.port_name = port_name
         self.metrics_port = metrics_port
+        self.proxy_header: bytes | None = b"" if require_proxy_header else None   # read so far
         self.session = ClientSession()
         self.drivers: dict[Exchange, ExchangeDriver] = {}
         self.active: ExchangeDriver | None = None
@@ -60,6 +67,7 @@ class ClientConnection(PausableReading, Protocol):
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
         self.nrequests = 0                  # requests read on this connection (the cache manager shows it)
         self.write_limit = None             # squidpy.proxy.throttle.ClientWriter: in a client delay pool
+        self._http_again = False             # a CONNECT answered during this read: HTTP goes on
         self._reset_request()
 
     @property
@@ -77,13 +85,59 @@ class ClientConnection(PausableReading, Protocol):
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
         self.deadline = time.monotonic() + self.service.config.request_timeout
-        self.write_limit = self.service.throttles.limit_client(self)
+        if self.proxy_header is None:       # else once the PROXY header says who the client is
+            self.write_limit = self.service.throttles.limit_client(self, self.info)
         self.service.client_connected(self)
+        if self.proxy_header is not None and self.transport.connected and not self._proxy_sender_allowed():
+            self._proxy_refused("PROXY client not permitted by ACLs")
+
+    # ------------------------------------------------------------ the PROXY protocol (require-proxy-header)
+    def _proxy_sender_allowed(self) -> bool:
+        """proxy_protocol_access, once, on the sender's own address (fast ACLs only)."""
+        rules = self.service.config.proxy_protocol_access
+        if not rules:
+            return False        # Squid: "PROXY client not permitted by default ACL"
+        ch = Checklist(src=self.client_ip, src_port=self.client_port, local_ip=self.local_ip,
+                       local_port=self.local_port, port_name=self.port_name, method="", url="", host="", path="")
+        try:
+            return rules.check(ch).allowed
+        except Pending:
+            return False
+
+    def _proxy_refused(self, why: str) -> None:
+        log.warning("%s from local=%s:%d remote=%s:%d", why, self.local_ip, self.local_port,
+                    self.client_ip, self.client_port)
+        self.proxy_header = None
+        self.session.closing = True
+        self.transport.abortConnection()
+
+    def _read_proxy_header(self, data: bytes) -> bytes | None:
+        """The PROXY header the connection must start with (squidpy.proxyp): None while
+        it is incomplete or refused, else the bytes after it.  Its addresses replace the
+        connection's for everything the requests do (ACLs, logs, limits), as in Squid."""
+        buffered = self.proxy_header + data
+        try:
+            header = proxyp.parse(buffered)
+        except proxyp.ProxyHeaderError as e:
+            self._proxy_refused(str(e))
+            return None
+        if header is None:
+            self.proxy_header = buffered
+            return None
+        self.proxy_header = None
+        if header.forwarded:
+            (client_ip, client_port), (local_ip, local_port) = header.source, header.destination
+            self.info = ClientInfo(client_ip, client_port, local_ip, local_port, self.port_name,
+                                   self.metrics_port)
+        self.write_limit = self.service.throttles.limit_client(self, self.info)
+        return buffered[header.size:]
 
     def connectionLost(self, reason):
         self.service.client_disconnected(self)
         if self.write_limit is not None:
             self.write_limit.drop()
+        if self.info is not None and self.info.auth is not None:
+            self.service.release_connection_auth(self.info.auth)
         # the parser holds our bound methods: drop it so the connection is freed
         # by reference counting, not left for the garbage collector
         self.parser = None
@@ -111,6 +165,10 @@ class ClientConnection(PausableReading, Protocol):
 
     # ------------------------------------------------------------ reading
     def dataReceived(self, data: bytes) -> None:
+        if self.proxy_header is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
         if self.tunnel is not None:
             self.tunnel.from_client(data)
             return
@@ -136,6 +194,15 @@ class ClientConnection(PausableReading, Protocol):
             if body_of is not None:
                 return self._read_upgrade_body(body_of, rest)
             self._upgrade_pending = None
+            if self._http_again:
+                # the CONNECT was answered (407) before this read was over and the
+                # connection goes on as HTTP, unless bytes followed it: those were
+                # meant for a tunnel, never a request
+                self._http_again = False
+                if rest:
+                    self.session.closing = self.session.closed = True
+                    lose(self.transport)
+                return
             self.raw = [rest] if rest else []
             return
         except httptools.HttpParserError as e:
@@ -148,6 +215,7 @@ class ClientConnection(PausableReading, Protocol):
             if isinstance(e.__context__, _UrlTooLong):
                 return self._refuse("ERR_TOO_BIG", f"the URL is longer than {MAX_URL} bytes", 414)
             return self._refuse(*_classify_parse_error(e, data))
+        self._http_again = False
         pending, self._upgrade_pending = self._upgrade_pending, None
         if pending is not None and pending.state is not State.DONE and self.raw is None and self.tunnel is None:
             # httptools raises only when bytes follow the request; either way
@@ -320,12 +388,17 @@ class ClientConnection(PausableReading, Protocol):
             return
         self.active = None
         self.resume_reading("server")
+        connect = exchange.head.method == "CONNECT"
+        if self.raw is None and connect and self.tunnel is None and keep_alive and self._upgrade_pending is exchange:
+            # a CONNECT answered 407 while its head is being read: HTTP goes on with a new parser
+            self.parser = httptools.HttpRequestParser(self)
+            self._http_again = True
         if self.raw is not None and self.tunnel is None:
             # an Upgrade the origin declined (or a refused CONNECT): what followed the
-            # request is HTTP again, or nobody's
+            # request is HTTP again, or nobody's (bytes after a CONNECT were meant for a tunnel)
             raw, self.raw = self.raw, None
             self.resume_reading("raw")
-            if keep_alive and exchange.head.method != "CONNECT":
+            if keep_alive and (not connect or not any(raw)):
                 self.parser = httptools.HttpRequestParser(self)
                 self._session(self.session.finished(exchange, keep_alive, exchange.body_done))
                 for data in raw:
@@ -454,6 +527,7 @@ class ClientFactory(Factory):
         self.listen = listen
 
     def buildProtocol(self, addr):
-        conn = ClientConnection(self.service, self.listen.name, self.listen.kind == "metrics")
+        conn = ClientConnection(self.service, self.listen.name, self.listen.kind == "metrics",
+                                self.listen.require_proxy_header)
         conn.factory = self
         return conn

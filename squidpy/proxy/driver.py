@@ -26,6 +26,31 @@ from squidpy.proxy.tunnel import Tunnel
 log = logging.getLogger("squidpy")
 
 
+class NullClient:
+    """Stands in for a client connection that is not there (a background refresh, a
+    fetch its client left): whatever is written to it is dropped."""
+
+    tunnel = None
+
+    def write(self, data) -> None:
+        pass
+
+    def write_sequence(self, parts) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self, reason) -> None:
+        pass
+
+    def resume_reading(self, reason) -> None:
+        pass
+
+    def exchange_finished(self, driver, keep_alive) -> None:
+        pass
+
+
 class ExchangeDriver:
     __slots__ = ("exchange", "client", "service", "server", "tee", "streamer", "tunnel", "delay_pool", "_busy",
                  "_queue", "__weakref__")
@@ -89,6 +114,11 @@ class ExchangeDriver:
     def _abort_client(self, _cmd) -> None:
         self.client.abort()
 
+    def _detach_client(self, _cmd) -> None:
+        self.client = NullClient()
+        if self.server is not None:
+            self.server.resume_reading("client")
+
     def _pause_client(self, cmd: c.PauseClient) -> None:
         self.client.pause_reading(cmd.reason)
 
@@ -123,6 +153,24 @@ class ExchangeDriver:
         log.error("cache manager: gathering the figures failed: %s", failure.getErrorMessage())
         if not self.finished:
             self.client.abort()
+
+    def _ask_helper(self, cmd: c.AskHelper) -> None:
+        helper = cmd.helper
+        self.service.running_helpers.ask(helper, cmd.line, cmd.reservation).addCallback(
+            lambda answer: self._helper_answered(helper, answer))
+
+    def _helper_answered(self, helper: str, answer) -> None:
+        if not self.finished:
+            self.feed(ev.HelperAnswered(helper, answer.reply, answer.child))
+
+    def _reserve_helper(self, cmd: c.ReserveHelper) -> None:
+        self.service.running_helpers.reserve(cmd.helper, cmd.child)
+
+    def _release_helper(self, cmd: c.ReleaseHelper) -> None:
+        self.service.running_helpers.release(cmd.helper, cmd.child)
+
+    def _refresh_external(self, cmd: c.RefreshExternal) -> None:
+        self.service.running_helpers.refresh_external(cmd.type_name, cmd.line)
 
     def _look_up_cache(self, cmd: c.LookUpCache) -> None:
         cache = self.service.cache
@@ -159,10 +207,14 @@ class ExchangeDriver:
             if not waiter.finished:
                 waiter.feed(ev.CollapseReleased)
 
-    # the origin
+    # the origin, or a peer
     def _connect(self, cmd: c.Connect) -> None:
-        pool = self.service.pool
-        key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
+        pool, peer = self.service.pool, cmd.peer
+        if peer is not None:
+            # connections to a peer serve every request sent through it
+            key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
+        else:
+            key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -179,7 +231,12 @@ class ExchangeDriver:
                 dns_seconds[0] = time.monotonic() - started
                 return result
             d.addBoth(timed)
-        d.addCallback(lambda addresses: pool.connect(key, addresses))
+        if peer is not None:
+            peering = self.service.peering
+            d.addCallback(lambda addresses: pool.connect(key, addresses, tls=peering.tls_for(peer),
+                                                         timeout=peering.connect_timeout(peer)))
+        else:
+            d.addCallback(lambda addresses: pool.connect(key, addresses))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:
@@ -207,6 +264,21 @@ class ExchangeDriver:
             log.error("unexpected failure connecting to %s: %s", self.exchange.entry.url, failure.getErrorMessage())
             event = ev.ConnectFailed("ERR_CANNOT_FORWARD", failure.getErrorMessage(), 503)
         self.feed(event)
+
+    # ICP queries of peer selection
+    def _send_icp(self, cmd: c.SendIcp) -> None:
+        self.service.peering.query(self, cmd.queries, cmd.timeout)
+
+    def _forget_icp(self, cmd: c.ForgetIcp) -> None:
+        self.service.peering.forget(self, cmd.reqnums)
+
+    def icp_reply(self, peer, opcode: str, reqnum: int, at: float) -> None:
+        if not self.finished:
+            self.feed(ev.IcpReply(peer, opcode, reqnum, at))
+
+    def icp_timed_out(self) -> None:
+        if not self.finished:
+            self.feed(ev.TimedOut("icp"))
 
     def _send_upstream(self, cmd: c.SendUpstream) -> None:
         server = self.server
@@ -289,7 +361,7 @@ class ExchangeDriver:
     def _store_start(self, cmd: c.StoreStart) -> None:
         from squidpy.proxy.cache_side import Tee
 
-        self.tee = Tee(self.service.cache, cmd.head, cmd.request_time)
+        self.tee = Tee(self.service.cache, cmd.head, cmd.request_time, self)
 
     def _store_body(self, cmd: c.StoreBody) -> None:
         tee = self.tee
@@ -322,6 +394,8 @@ class ExchangeDriver:
         self.service.log_transaction(cmd.entry, cmd.checklist)
 
     def _finished(self, cmd: c.Finished) -> None:
+        if self.exchange.selector is not None and self.exchange.selector.queried:
+            self.service.peering.forget(self, tuple(self.exchange.selector.queried))
         streamer, self.streamer = self.streamer, None
         if streamer is not None:
             streamer.stop()
@@ -338,16 +412,23 @@ class ExchangeDriver:
 
 _HANDLERS = {
     type(c.AbortClient): ExchangeDriver._abort_client,
+    type(c.DetachClient): ExchangeDriver._detach_client,
     c.PauseClient: ExchangeDriver._pause_client,
     c.ResumeClient: ExchangeDriver._resume_client,
     c.LookUp: ExchangeDriver._look_up,
     c.LookUpCache: ExchangeDriver._look_up_cache,
     c.CollectStats: ExchangeDriver._collect_stats,
+    c.AskHelper: ExchangeDriver._ask_helper,
+    c.ReserveHelper: ExchangeDriver._reserve_helper,
+    c.ReleaseHelper: ExchangeDriver._release_helper,
+    c.RefreshExternal: ExchangeDriver._refresh_external,
     c.Purge: ExchangeDriver._purge,
     c.WaitForFetch: ExchangeDriver._wait_for_fetch,
     c.LeadFetch: ExchangeDriver._lead_fetch,
     c.ReleaseFetch: ExchangeDriver._release_fetch,
     c.Connect: ExchangeDriver._connect,
+    c.SendIcp: ExchangeDriver._send_icp,
+    c.ForgetIcp: ExchangeDriver._forget_icp,
     c.SendUpstream: ExchangeDriver._send_upstream,
     c.Throttle: ExchangeDriver._throttle,
     c.ReleaseUpstream: ExchangeDriver._release_upstream,

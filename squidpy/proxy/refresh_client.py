@@ -2,8 +2,8 @@
 
 The client already got the stale entry; a second exchange, with no client
 behind it, asks the origin with the entry's validators and updates the store
-from the answer.  :class:`NullClient` stands in for the client connection:
-it accepts and drops whatever is written to it.
+from the answer.  :class:`~squidpy.proxy.driver.NullClient` stands in for the
+client connection: it accepts and drops whatever is written to it.
 """
 
 from __future__ import annotations
@@ -11,32 +11,10 @@ from __future__ import annotations
 from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import Exchange
 from squidpy.http.message import RequestHead
-from squidpy.proxy.driver import ExchangeDriver
+from squidpy.proxy.driver import ExchangeDriver, NullClient
 
 _CONDITIONALS = frozenset({b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
                            b"if-range", b"range", b"cache-control", b"pragma"})
-
-
-class NullClient:
-    tunnel = None
-
-    def write(self, data) -> None:
-        pass
-
-    def write_sequence(self, parts) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def pause_reading(self, reason) -> None:
-        pass
-
-    def resume_reading(self, reason) -> None:
-        pass
-
-    def exchange_finished(self, driver, keep_alive) -> None:
-        pass
 
 
 def refresh_in_background(service, exchange: Exchange, target: str, headers) -> None:

@@ -279,8 +279,6 @@ def _object_row(url, status, size, tier, stored_at, headers, head_size, now) -> 
 
 def helper_report(pool) -> dict:
     """A helper pool's children and queue (squidpy.helpers.pool.HelperPool)."""
-    children = list(pool.children.values())
-    return {"name": pool.name, "running": len(children),
-            "busy": sum(1 for child in children if child.pending),
-            "queue": len(pool.queue), "requests": pool.stats["requests"], "timedout": pool.stats["timedout"],
+    return {"name": pool.name, "running": pool.running(), "busy": pool.busy(),
+            "queue": pool.queued(), "requests": pool.stats["requests"], "timedout": pool.stats["timedout"],
             "restarts": pool.stats["restarts"]}

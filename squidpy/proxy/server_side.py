@@ -104,6 +104,8 @@ class ServerConnection(PausableReading, Protocol):
         self._read_timeout = 0.0
         self._heads = 0             # reply heads completed in the current read
         self._tail = b""            # the last bytes of the previous read of this reply
+        self._connect_head: bytes | None = None     # CONNECT through a parent: its answer so far
+        self._connect_rest = b""
         self.bytes_in = 0
         self.delay = None           # squidpy.proxy.throttle.DelayedReads: reads in a delay pool
 
@@ -116,9 +118,10 @@ class ServerConnection(PausableReading, Protocol):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self.pool.timeouts.add(self)
+        self.pool.opened(self, 1)
 
     def connectionLost(self, reason):
-        self.connected = False
+        was_connected, self.connected = self.connected, False
         unlink_connector(self.transport)
         uses = self.pool.uses
         uses[self.used] = uses.get(self.used, 0) + 1
@@ -126,6 +129,8 @@ class ServerConnection(PausableReading, Protocol):
             self.delay.detach()
         self.pool.timeouts.discard(self)
         self.pool.forget(self)
+        if was_connected:
+            self.pool.opened(self, -1)
         self.parser = None          # it holds our bound methods (a reference cycle)
         tunnel, self.tunnel = self.tunnel, None
         if tunnel is not None:
@@ -177,6 +182,7 @@ class ServerConnection(PausableReading, Protocol):
         self._tail = b""
         self._chunk_meter = ChunkMeter()
         self._read_timeout = read_timeout
+        self._connect_head = b"" if method == "CONNECT" else None
         self.parser = httptools.HttpResponseParser(self)
         self.deadline = time.monotonic() + read_timeout
         self.transport.write(head)
@@ -199,10 +205,30 @@ class ServerConnection(PausableReading, Protocol):
         self._read_len = len(data)
         self._heads = 0
         self._events = events = []
-        self._feed(data)
+        if self._connect_head is not None:
+            self._connect_answer(data)
+        else:
+            self._feed(data)
         self._events = None
         if events:
             driver.feed_all(events)
+
+    def _connect_answer(self, data: bytes) -> None:
+        """A parent's answer to CONNECT: after a 2xx head the connection is a tunnel, so
+        the head is cut out by hand (httptools would read what follows as a body)."""
+        buffered = self._connect_head = self._connect_head + data
+        ends = [i + len(m) for m in (b"\r\n\r\n", b"\n\n") if (i := buffered.find(m)) >= 0]
+        if not ends:
+            if len(buffered) > self.pool.reply_header_max_size:
+                self._fail("ERR_CONNECT_FAIL", "the parent's answer to CONNECT is too large")
+            return
+        end = min(ends)
+        self._connect_head = None
+        self._connect_rest = buffered[end:]
+        self._feed(buffered[:end])
+        if not self._done and self._connect_rest:
+            rest, self._connect_rest = self._connect_rest, b""
+            self._feed(rest)        # a refusal's body, relayed like any reply's
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -212,6 +238,8 @@ class ServerConnection(PausableReading, Protocol):
         except httptools.HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _StopParsing):
+                if self._method == "CONNECT":
+                    return
                 if not reads_end_after_heads(self._tail, data, self._heads):
                     self._tainted()     # bytes no head accounted for: the connection is not reused
                 return
@@ -283,6 +311,10 @@ class ServerConnection(PausableReading, Protocol):
         if framing == CHUNKED:
             self._chunk_meter.start(self._head_bytes + len(self._reason) + 17)
         self._events.append(ev.ResponseStarted(head))
+        if self._method == "CONNECT" and status < 300:
+            rest, self._connect_rest = self._connect_rest, b""
+            self._upgraded(rest)
+            raise _StopParsing()
         if self._method == "HEAD" and status != 101:
             self._end(reusable=head.keep_alive)
             raise _StopParsing()
@@ -414,7 +446,16 @@ class ServerPool:
         self.timeouts = timeouts
         self.idle: dict[tuple, list[ServerConnection]] = {}
         self.uses: dict[int, int] = {}      # requests a connection carried -> connections (mgr:pconn)
+        self.on_peer_connections = None     # (peer name, +1/-1): connections to cache_peers, for max-conn
         self.configure(config)
+
+    def opened(self, conn: ServerConnection, delta: int) -> None:
+        key = conn.key
+        if key[0] in ("peer", "peer-tunnel") and self.on_peer_connections is not None:
+            self.on_peer_connections(key[1], delta)
+
+    def idle_count(self, key: tuple) -> int:
+        return len(self.idle.get(key, ()))
 
     def configure(self, config) -> None:
         self.connect_timeout = config.connect_timeout
@@ -464,13 +505,16 @@ class ServerPool:
                 lose(conn.transport)
         self.idle.clear()
 
-    def connect(self, key: tuple, addresses: list[str]) -> defer.Deferred:
+    def connect(self, key: tuple, addresses: list[str], tls=None, timeout: float | None = None) -> defer.Deferred:
         """Connect to ``addresses`` (happy eyeballs); fires with the ServerConnection
-        or fails with UpstreamError naming the last address tried."""
+        or fails with UpstreamError naming the last address tried.  ``tls``: client TLS
+        options for a peer (an https origin gets them from its name)."""
         scheme, host, port = key
         endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses), host, port,
-                                    timeout=self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
-        if scheme == "https":
+                                    timeout=timeout or self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
+        if tls is not None:
+            endpoint = wrapClientTLS(tls, endpoint)
+        elif scheme == "https":
             endpoint = wrapClientTLS(ssl.optionsForClientTLS(host), endpoint)
 
         def failed(failure):

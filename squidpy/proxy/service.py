@@ -92,6 +92,8 @@ class ProxyService:
         self.cache_log = None
         self.cache = None
         self.pidfile = None
+        self.running_helpers = None       # squidpy.helpers.running.RunningHelpers, when the configuration has helpers
+        self.helpers = None               # what exchanges read: its HelperState (shared.helpers)
         self._cache_dir = None
         self._flush = LoopingCall(self.flush_logs)
         self._status = LoopingCall(self.report_status)
@@ -101,6 +103,8 @@ class ProxyService:
         self.throttles = Throttles(reactor, config)     # delay pools and client delay pools
         self._rate_mark = (0, time.monotonic())
         self.fd_limit = raise_fd_limit(config.max_filedescriptors)
+        from squidpy.proxy.peering import Peering
+        self.peering = Peering(self)
         self._derive(config)
 
     # ------------------------------------------------------------ configuration
@@ -124,10 +128,17 @@ class ProxyService:
         self.pool.configure(config)
         self.throttles.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
+        self.peering.configure(config)
+
+    @property
+    def peers(self):
+        """The configuration's peers and their state (empty: every request goes direct)."""
+        return self.peering.table
 
     @staticmethod
     def _cache_dir_of(config):
-        return (config.cache_dir.path, config.cache_dir.size_mb) if config.cache_dir else None
+        return (config.cache_dir.path, config.cache_dir.size_mb, config.cache_replacement_policy) \
+            if config.cache_dir else None
 
     def _open_cache(self, config):
         """A new cache for ``config``; raises CacheDirError when its cache_dir cannot be used."""
@@ -138,7 +149,8 @@ class ProxyService:
         disk = open_cache_dir(*wanted) if wanted else None
         if disk is not None and self.kid is not None:
             disk.shared = True      # the other kids write it too
-        return Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk))
+        return Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk,
+                                         config.memory_replacement_policy))
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
@@ -198,7 +210,9 @@ class ProxyService:
                 self.kid_reports = KidReports(self, self.run_dir)
             except OSError as e:
                 self._fail_start(f"cannot open the report socket in {self.run_dir}: {e.strerror}")
+        self._start_helpers(config)       # as the user squidpy runs as, like Squid's helpers
         self._announce()
+        self.peering.start()
         self.timeouts.start()
         self._flush.start(1.0, now=False)
         self._tick.start(60.0, now=False)
@@ -224,6 +238,35 @@ class ProxyService:
             self.cache_log.close()
         raise StartupError(message)
 
+    # ------------------------------------------------------------ helpers
+    def _start_helpers(self, config) -> None:
+        """Start the helper programs ``config`` names (a reconfigure starts a new set
+        and lets the old one finish what it holds)."""
+        from squidpy.helpers.running import RunningHelpers
+        from squidpy.helpers.state import uses_helpers
+
+        old = self.running_helpers
+        self.running_helpers = self.helpers = None
+        if uses_helpers(config):
+            running = RunningHelpers(config, self.reactor, on_fatal=self._helper_fatal, previous=old)
+            running.start()
+            self.running_helpers, self.helpers = running, running.state
+        if old is not None:
+            old.stop()
+
+    def _helper_fatal(self, message: str) -> None:
+        """on-persistent-overload=die: Squid stops when a helper stays overloaded."""
+        self.fatal(message, "a helper stayed overloaded (children ... on-persistent-overload=ERR keeps serving, "
+                            "answering ERR)")
+
+    def release_connection_auth(self, connection_auth) -> None:
+        """A client connection closed in the middle of a Negotiate/NTLM handshake: its
+        helper child may serve others again."""
+        running = self.running_helpers
+        if running is not None and connection_auth.child is not None and connection_auth.scheme is not None:
+            running.release(connection_auth.scheme, connection_auth.child)
+            connection_auth.child = None
+
     def _announce(self) -> None:
         """Where everything is: the configuration was named at the start, the ports as they
         opened; then the logs and the cache."""
@@ -231,7 +274,7 @@ class ProxyService:
         log.info("access_log: %s", ", ".join(files) if files else "none")
         log.info("cache_log: %s", self.config.cache_log)
         if self._cache_dir is not None:
-            log.info("cache_dir: %s (%d MB)", *self._cache_dir)
+            log.info("cache_dir: %s (%d MB)", *self._cache_dir[:2])
         else:
             log.info("cache_dir: none (cache_mem %d MB only)", self.config.cache_mem // (1024 * 1024))
 
@@ -326,14 +369,6 @@ class ProxyService:
             log.error("reconfigure failed: the previous configuration stays in force")
             self.notifier.ready(self.status_text())
             return
-        from squidpy.config.helper_directives import not_yet_served
-        refused = not_yet_served(new)
-        if refused:
-            for problem in refused:
-                log.error("reconfigure: %s", problem)
-            log.error("reconfigure failed: the previous configuration stays in force")
-            self.notifier.ready(self.status_text())
-            return
         for warning in new.warnings:
             log.warning("%s", warning)
         try:
@@ -424,6 +459,7 @@ class ProxyService:
         if new.pid_filename != old.pid_filename and self.kid is None:
             self._release_pidfile()
             self.pidfile = staged.pidfile
+        self._start_helpers(new)
 
     def rotate(self) -> None:
         keep = self.config.logfile_rotate
@@ -455,15 +491,16 @@ class ProxyService:
         update_process_counters(self)
         self.stats.tick(time.time())
 
-    def fatal(self, message: str) -> None:
-        """A failure squidpy must not serve on (an access_log under on-error=die): say so
-        in cache_log and stop now, exit status 1, as Squid's fatal() does."""
+    def fatal(self, message: str, why: str = "a log it must write cannot be written "
+                                             "(access_log ... on-error=drop keeps serving instead)") -> None:
+        """A failure squidpy must not serve on (an access_log under on-error=die, a helper
+        under on-persistent-overload=die): say so in cache_log and stop now, exit status 1,
+        as Squid's fatal() does."""
         if self.exit_code:
             return
         self.exit_code = 1
         log.critical("FATAL: %s", message)
-        log.critical("squidpy/%s: stopping: a log it must write cannot be written "
-                     "(access_log ... on-error=drop keeps serving instead)", __version__)
+        log.critical("squidpy/%s: stopping: %s", __version__, why)
         self.notifier.stopping()
         for port in self.listeners.values():
             port.stopListening()
@@ -474,6 +511,8 @@ class ProxyService:
     def _die(self) -> None:
         for client in list(self.clients):
             client.transport.abortConnection()
+        if self.running_helpers is not None:
+            self.running_helpers.stop(grace=0)
         self._stopped()
         if self.reactor.running:
             self.reactor.stop()
@@ -507,10 +546,19 @@ class ProxyService:
             self.reactor.callLater(0, done.callback, None)
 
         defer.DeferredList(stops).addCallback(lambda _: check())
+        done.addCallback(lambda _: self._stop_helpers())
         done.addCallback(lambda _: self._stopped())
         return done
 
+    def _stop_helpers(self):
+        """The helpers' input closes: they exit once they have answered (killed after 2 seconds)."""
+        running, self.running_helpers, self.helpers = self.running_helpers, None, None
+        if running is None:
+            return None
+        return running.stop(grace=2.0)
+
     def _stopped(self) -> None:
+        self.peering.stop()
         self.timeouts.stop()
         for loop in (self._flush, self._status, self._tick):
             if loop.running:
@@ -601,8 +649,10 @@ class ProxyService:
 
     def helper_pools(self) -> list:
         """The helper pools running for this process (auth_param, external_acl_type,
-        url_rewrite ...), for /metrics.  None yet: issue 13's phase 2 starts them."""
-        return []
+        url_rewrite ...), for /metrics."""
+        if self.running_helpers is None:
+            return []
+        return [manager.pool for manager in self.running_helpers.managers.values()]
 
     def log_transaction(self, entry, checklist) -> None:
         self.stats.record(entry)
@@ -627,6 +677,11 @@ class ProxyService:
         signal.signal(signal.SIGUSR2, lambda *_: call(self.reopen_logs))
         signal.signal(signal.SIGTERM, lambda *_: call(self._stop_reactor))
         signal.signal(signal.SIGINT, lambda *_: call(self._stop_reactor))
+        # helper programs: the reactor runs without its own signal handlers, so children
+        # that end are reaped here (else a helper that exits before its pipes report
+        # closing would never be seen to end, and its requests never answered)
+        from twisted.internet.process import reapAllProcesses
+        signal.signal(signal.SIGCHLD, lambda *_: call(reapAllProcesses))
 
     def _stop_reactor(self) -> None:
         d = self.shutdown()

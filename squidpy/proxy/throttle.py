@@ -61,18 +61,21 @@ class Throttles:
         return True
 
     # ------------------------------------------------------------ client writes (client_delay_pools)
-    def limit_client(self, client) -> "ClientWriter | None":
+    def limit_client(self, client, info=None) -> "ClientWriter | None":
         """The write limit of a new client connection, if a client pool takes it (only
-        what is known of the connection can match, as in Squid)."""
+        what is known of the connection can match, as in Squid).  ``info``: the
+        addresses a PROXY protocol header gave (Squid chooses once the client's
+        address is known: ConnStateData::whenClientIpKnown); else the connection's."""
         if not self.client_pools:
             return None
-        ch = Checklist(src=client.client_ip, src_port=client.client_port, local_ip=client.local_ip,
-                       local_port=client.local_port, port_name=client.port_name, method="NONE", url="")
+        who = client if info is None else info
+        ch = Checklist(src=who.client_ip, src_port=who.client_port, local_ip=who.local_ip,
+                       local_port=who.local_port, port_name=who.port_name, method="NONE", url="")
         index = select(self.client_specs, ch)
         if index is None:
             return None
         pool = self.client_pools[index]
-        return ClientWriter(self, pool, pool.bucket_for(client.client_ip, self.clock()), client)
+        return ClientWriter(self, pool, pool.bucket_for(who.client_ip, self.clock()), client)
 
     # ------------------------------------------------------------ one timer per pool
     def wait(self, pool, waiter) -> None:

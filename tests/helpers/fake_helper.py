@@ -3,7 +3,8 @@
 
 Usage: fake_helper.py MODE [--concurrency]. Each request line is
 ``[ID] WORD ...``; the reply echoes WORD as ``user=WORD``. Modes:
-ok, crash-after-2, crash-at-start, hang-on-slow, garbage, reverse-pairs,
+ok, crash-after-2, crash-at-start, hang-on-slow (never answers a WORD containing
+"slow"), garbage, reverse-pairs,
 bh-once (state file in $FAKE_STATE), overflow, stderr-noise, late.
 """
 
@@ -25,7 +26,7 @@ def main() -> int:
         cid, _, rest = line.partition(" ") if concurrent else ("", "", line)
         word = rest.split(" ")[0] if rest else ""
         prefix = f"{cid} " if concurrent else ""
-        if mode == "hang-on-slow" and word == "slow":
+        if mode == "hang-on-slow" and "slow" in word:
             continue
         if mode == "late" and word == "slow":
             time.sleep(1.5)

@@ -1,0 +1,216 @@
+"""CARP, sourcehash and userhash: which parent a request hashes to, as Squid 5.7 computes it.
+
+The facts, from Squid's src/carp.cc, src/peer_sourcehash.cc and src/peer_userhash.cc:
+
+* A peer's hash is taken over its *name* (``name=`` or the host as written):
+  ``h += rotl(h, 19) + c`` for each byte, ``c`` read as a signed ``char``
+  (bytes from 0x80 count as negative), then ``h += h * 0x62531965`` and
+  ``h = rotl(h, 21)``, all in 32 bits.
+* Peers are sorted by weight (a stable sort, as glibc's qsort is for such
+  arrays); each has a load factor ``weight / total`` (0 below one thousandth)
+  and a load multiplier from Squid's recurrence over the sorted factors, in
+  IEEE doubles (a zero factor makes the later multipliers infinite or NaN,
+  exactly as C's arithmetic does).
+* A request's score on a peer: the key's hash XORed with the peer's hash,
+  ``+= * 0x62531965``, ``rotl 21``, times the multiplier.  The highest score
+  among usable peers wins; on a tie the earlier peer in the sorted order.
+* CARP's key is the request URL (``host:port`` for CONNECT) or the parts
+  ``carp-key=`` names.  Squid 5.7 does not reset the key's hash between
+  peers: the n-th peer in sorted order is scored on the key hashed n times
+  over.  squidpy does the same, or a mixed array would split URLs differently.
+* sourcehash hashes the client's address as text, userhash the user name,
+  once for all peers.
+
+Hashing a URL against 32 peers takes some hundred microseconds in Python
+(the key is hashed once per peer, one byte at a time), so the ranking of
+peers for a URL is remembered (:data:`RANKINGS_KEPT` URLs per array): the
+usable peer ranked first is picked at the cost of a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+from squidpy.peers.peer import CachePeer
+
+MASK = 0xFFFFFFFF
+MIX = 0x62531965
+RANKINGS_KEPT = 65536
+_UNSET = object()
+
+
+def _rotl(x: int, n: int) -> int:
+    return ((x << n) | (x >> (32 - n))) & MASK
+
+
+def _signed(data: bytes) -> list[int]:
+    """Bytes as C's signed ``char`` promoted to ``unsigned int``."""
+    return [b if b < 0x80 else b | 0xFFFFFF00 for b in data]
+
+
+def text_bytes(text: str) -> bytes:
+    """The bytes a configuration word was written with: squidpy.config.reader reads
+    files as Latin-1, as Squid reads bytes.  tests/test_peer_select_squid.py checks a
+    non-ASCII peer name against Squid, which hashes the file's bytes."""
+    return text.encode("latin-1", "replace")
+
+
+def update(h: int, data: Iterable[int]) -> int:
+    """``h += rotl(h, 19) + c`` for each (signed) byte ``c``: ``h + rotl(h, 19)`` is
+    ``h * (2**19 + 1) + (h >> 13)`` modulo 2**32."""
+    for c in data:
+        h = (h * 524289 + (h >> 13) + c) & MASK
+    return h
+
+
+def peer_hash(name: str) -> int:
+    h = update(0, _signed(text_bytes(name)))
+    h = (h + h * MIX) & MASK
+    return _rotl(h, 21)
+
+
+def combine(key_hash: int, peer_hash_value: int) -> int:
+    h = key_hash ^ peer_hash_value
+    h = (h + h * MIX) & MASK
+    return _rotl(h, 21)
+
+
+def _div(a: float, b: float) -> float:
+    """IEEE division, as C's: x/0 is +-inf, 0/0 is NaN."""
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a == 0 or a != a:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def _pow(x: float, y: float) -> float:
+    try:
+        return math.pow(x, y)
+    except OverflowError:
+        return math.inf
+    except ValueError:
+        return math.nan
+
+
+class Member:
+    """One peer of a hashing array: its hash, load factor and multiplier."""
+
+    __slots__ = ("peer", "hash", "load_factor", "load_multiplier")
+
+    def __init__(self, peer: CachePeer, hash_value: int, load_factor: float):
+        self.peer = peer
+        self.hash = hash_value
+        self.load_factor = load_factor
+        self.load_multiplier = 0.0
+
+    def score(self, key_hash: int) -> float:
+        return combine(key_hash, self.hash) * self.load_multiplier
+
+
+class HashArray:
+    """The peers of one method (``carp``, ``sourcehash`` or ``userhash``), in Squid's order."""
+
+    def __init__(self, peers: Iterable[CachePeer]):
+        chosen = [p for p in peers if p.weight != 0]
+        total = sum(p.weight for p in chosen)
+        members = []
+        for p in chosen:
+            factor = p.weight / total
+            if math.floor(factor * 1000.0) == 0.0:
+                factor = 0.0
+            members.append(Member(p, peer_hash(p.name), factor))
+        members.sort(key=lambda m: m.peer.weight)        # stable, like glibc's qsort here
+        k_total = len(members)
+        p_last, x_last, xn = 0.0, 0.0, 1.0
+        for k, m in enumerate(members, 1):
+            kk1 = float(k_total - k + 1)
+            x = _div(kk1 * (m.load_factor - p_last), xn)
+            x += _pow(x_last, kk1)
+            x = _pow(x, 1.0 / kk1)
+            m.load_multiplier = x
+            xn *= x
+            x_last = x
+            p_last = m.load_factor
+        self.members = members
+        self._rankings: dict = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def pick(self, ranking: tuple[CachePeer, ...], usable: Callable[[CachePeer], bool]) -> CachePeer | None:
+        """The first usable peer of a ranking (Squid: the highest score among usable peers)."""
+        for peer in ranking:
+            if usable(peer):
+                return peer
+        return None
+
+    def _remember(self, key, ranking: tuple[CachePeer, ...]) -> tuple[CachePeer, ...]:
+        rankings = self._rankings
+        if len(rankings) >= RANKINGS_KEPT:
+            del rankings[next(iter(rankings))]
+        rankings[key] = ranking
+        return ranking
+
+    @staticmethod
+    def _rank(scored: list[tuple[float, int, CachePeer]]) -> tuple[CachePeer, ...]:
+        """Peers by falling score, ties to the earlier; a score that is not above 0
+        (or NaN) is never chosen by Squid, so it is left out."""
+        kept = [s for s in scored if s[0] > 0]
+        kept.sort(key=lambda s: (-s[0], s[1]))
+        return tuple(s[2] for s in kept)
+
+    # ------------------------------------------------------------ sourcehash, userhash
+    def ranking_for_key(self, key: str) -> tuple[CachePeer, ...]:
+        """sourcehash and userhash: the key is hashed once for every peer."""
+        ranking = self._rankings.get(key)
+        if ranking is not None:
+            return ranking
+        key_hash = update(0, _signed(key.encode("latin-1", "replace")))
+        return self._remember(key, self._rank([(m.score(key_hash), i, m.peer) for i, m in enumerate(self.members)]))
+
+    # ------------------------------------------------------------ CARP
+    def carp_ranking(self, url: str, scheme: str, host: str, port: int, path: str) -> tuple[CachePeer, ...]:
+        """CARP: ``url`` is Squid's effective request URI; the other parts feed
+        ``carp-key=``.  Squid 5.7 keeps hashing into one value from peer to peer."""
+        ranking = self._rankings.get(url)
+        if ranking is not None:
+            return ranking
+        scored = []
+        h = 0
+        last_spec, last_key = _UNSET, []
+        for i, m in enumerate(self.members):
+            spec = m.peer.carp_key
+            if spec != last_spec:
+                last_key = _signed(carp_key(spec, url, scheme, host, port, path).encode("latin-1", "replace"))
+                last_spec = spec
+            h = update(h, last_key)
+            scored.append((m.score(h), i, m.peer))
+        return self._remember(url, self._rank(scored))
+
+
+def carp_key(spec, url: str, scheme: str, host: str, port: int, path: str) -> str:
+    """The text CARP hashes for one peer: the URL, or the parts ``carp-key=`` names
+    (scheme ``://``, host, ``:port`` always written, path without the query, the
+    query with its ``?``); an empty result falls back to the URL."""
+    if spec is None:
+        return url
+    key = ""
+    if spec.scheme and scheme:
+        key += scheme + "://"
+    if spec.host:
+        key += f"[{host}]" if ":" in host else host
+    if spec.port:
+        key += f":{port}"
+    if spec.path or spec.params:
+        cut = path.find("?")
+        if spec.path:
+            key += path if cut < 0 else path[:cut]
+        if spec.params and cut >= 0:
+            key += path[cut:]
+    return key or url
