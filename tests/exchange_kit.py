@@ -18,6 +18,7 @@ from squidpy.exchange import ClientInfo, Exchange
 from squidpy.exchange import commands as c
 from squidpy.helpers.state import HelperState, uses_helpers
 from squidpy.http.message import RequestHead, ResponseHead, via_value
+from squidpy.http.url import hide_manager_scheme, restore_manager_scheme
 from squidpy.pac import PacSettings
 
 NOW = 1_800_000_000.0
@@ -71,6 +72,7 @@ class FakeShared:
                  names: dict | None = None, addresses: dict | None = None):
         self.config = load(text=config_text + "\nvisible_hostname proxy.test\n")
         self.visible_hostname = "proxy.test"
+        self.hostnames = ("proxy.test",)
         self.my_port = 3128
         self.via_name = "proxy.test"
         self.via_header = via_value("1.1", "proxy.test")
@@ -103,9 +105,6 @@ class FakeShared:
     def connections_from(self, ip: str) -> int:
         return self.connections.get(ip, 1)
 
-    def manager_report(self) -> dict:
-        return {"info": {"version": "test"}, "objects": list}
-
 
 class _Head:
     def __init__(self):
@@ -132,11 +131,11 @@ def request_head(raw: bytes) -> RequestHead:
     h = _Head()
     parser = httptools.HttpRequestParser(h)
     try:
-        parser.feed_data(raw)
+        parser.feed_data(hide_manager_scheme(raw))
     except httptools.HttpParserUpgrade:
         pass
-    return RequestHead(parser.get_method().decode(), h.url.decode("latin-1"), parser.get_http_version(),
-                       h.headers, len(raw))
+    return RequestHead(parser.get_method().decode(), restore_manager_scheme(h.url.decode("latin-1")),
+                       parser.get_http_version(), h.headers, len(raw))
 
 
 def response_head(raw: bytes) -> ResponseHead:

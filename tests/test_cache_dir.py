@@ -278,7 +278,7 @@ def test_cache_commands_against_a_running_proxy_and_offline(tmp_path, origin):
         out = squidpy("stats")
         assert out.returncode == 0
         assert re.search(r"^hits: +\d+ \(\d+\.\d% of requests\)$", out.stdout, re.M), out.stdout
-        assert re.search(r"^cache_dir: +\S+: [\d.]+ KiB \([\d,]+ bytes\) of 50\.0 MiB", out.stdout, re.M)
+        assert re.search(r"^cache_dir: +\S+: \d+ objects, [\d.]+ KiB \([\d,]+ bytes\) of 50\.0 MiB", out.stdout, re.M)
         assert not re.search(r"\d\.\d{3,}", out.stdout)          # no raw floats
         out = squidpy("ls", "cmd-a")
         assert out.returncode == 0 and a in out.stdout and b not in out.stdout

@@ -24,6 +24,8 @@ HEAD = "visible_hostname localhost\nacl local src 127.0.0.0/8\n"
 
 ALL_REQUESTS = [
     ("GET", "/squid-internal-mgr/info"),
+    ("GET", "/metrics"),
+    ("GET", "http://127.0.0.1:PROXY/metrics"),
     ("GET", "/proxy.pac"),
     ("GET", "http://localhost:PROXY/squid-internal-mgr/info"),
     ("GET", "http://www.allowed.test:ORIGIN/size/1"),

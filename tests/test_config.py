@@ -118,9 +118,10 @@ def test_bad_times(bad):
 
 
 def test_http_port_forms():
-    assert parse_http_port(["3128"]).key == ("", 3128)
-    assert parse_http_port(["127.0.0.1:8080"]).key == ("127.0.0.1", 8080)
-    assert parse_http_port(["[::1]:3128"]).key == ("::1", 3128)
+    assert parse_http_port(["3128"]).key == ("http", "", 3128)
+    assert parse_http_port(["127.0.0.1:8080"]).key == ("http", "127.0.0.1", 8080)
+    assert parse_http_port(["[::1]:3128"]).key == ("http", "::1", 3128)
+    assert parse_http_port(["127.0.0.1:9301"], kind="metrics").key == ("metrics", "127.0.0.1", 9301)
     assert parse_http_port(["3128", "name=office"]).name == "office"
     for bad in (["::1:3128"], ["99999"], ["1.2.3.4:x"], ["3128", "bogus=1"], ["300.1.1.1:80"]):
         with pytest.raises(ValueError):

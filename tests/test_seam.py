@@ -108,3 +108,27 @@ def test_write_falls_back_for_other_transports():
     seam.write(b, b"abc")
     seam.write_sequence(b, [b"d", b"ef"])
     assert b.written == [b"abc", b"def"]
+
+
+def test_reads_can_be_limited_to_a_delay_pools_allowance():
+    """doRead reads bufferSize bytes: limit_reads makes each read take at most that."""
+    import inspect
+    assert "self.socket.recv(self.bufferSize)" in inspect.getsource(tcp.Connection.doRead)
+    payload = b"x" * 5000
+    sizes = []
+
+    def script(server, client):
+        seam.limit_reads(client, 700)
+        assert client.bufferSize == 700
+        original = client.protocol.dataReceived
+
+        def counting(data):
+            sizes.append(len(data))
+            original(data)
+        client.protocol.dataReceived = counting
+        server.write(payload)
+
+    got, ends, _ = run_pair(script, len(payload))
+    assert got == payload and max(sizes) <= 700 and len(sizes) >= 8
+    seam.unlimit_reads(ends["client"])
+    assert ends["client"].bufferSize == tcp.Connection.bufferSize

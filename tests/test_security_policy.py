@@ -19,7 +19,10 @@ from squidpy.config import loader
 from squidpy.http.url import BadTarget, internal_target, parse_target, rfc1738_unescape
 from squidpy.ip import ip_address, ip_key, ip_text, numeric_ipv4
 from squidpy.proxy.dns import DnsCache, DnsError, LruCache
-from squidpy.proxy.internal import manager_page, url_contains
+from squidpy.http.url import parse_target as _parse_target
+from squidpy.mgr.internal import url_contains
+from squidpy.mgr.pages import render as render_page
+from squidpy.mgr.request import manager_request
 from squidpy.proxy.server_side import ServerPool
 
 
@@ -296,14 +299,18 @@ def test_object_filter_is_a_plain_substring():
     pattern = "(a+)+$"
     assert not url_contains("http://o.example/" + "a" * 64 + "b", pattern)
     assert url_contains("http://o.example/x(a+)+$", pattern)
-    objects = [{"url": u, "status": 200, "size": 1, "tier": "memory"}
-               for u in ("http://o.example/" + "a" * 64 + "b", "http://o.example/x(a+)+$", "http://o.example/a.c")]
-    page = manager_page("/squid-internal-mgr/objects?pattern=%28a%2B%29%2B%24", {"objects": lambda: objects})
-    assert page.status == 200 and page.body == b"http://o.example/x(a+)+$ 200 1 memory\n"
-    page = manager_page("/squid-internal-mgr/objects?pattern=a.c", {"objects": lambda: objects})
-    assert page.body == b"http://o.example/a.c 200 1 memory\n"          # '.' is a dot, not any character
-    page = manager_page("/squid-internal-mgr/objects?pattern=%5B", {"objects": lambda: objects})
-    assert page.status == 200                                          # not a regex: nothing to be "bad"
+    rows = [[u, 200, 1, "memory", 0.0, 0.0, -1, -1, 10]
+            for u in ("http://o.example/" + "a" * 64 + "b", "http://o.example/x(a+)+$", "http://o.example/a.c")]
+    report = {"kid": None, "objects": rows}
+
+    def page(query: str) -> bytes:
+        request = manager_request(_parse_target("GET", "cache_object://proxy/objects?" + query), [], [])
+        return render_page(request, [report], [])[0]
+    assert page("format=lines&pattern=%28a%2B%29%2B%24") == b"http://o.example/x(a+)+$ 200 1 memory\n"
+    assert page("format=lines&pattern=a.c") == b"http://o.example/a.c 200 1 memory\n"   # '.' is a dot
+    assert page("format=lines&pattern=%5B") == b""                  # not a regex: nothing to be "bad"
+    blocks = page("pattern=a.c").decode()
+    assert blocks.count("KEY ") == 1 and "\tGET http://o.example/a.c\n" in blocks
 
 
 # ------------------------------------------------------------ bounded tables
@@ -422,6 +429,7 @@ class Conn:
         self.txn = self.parser = None
         self.idle = False
         self.deadline = 0.0
+        self.delay = None           # not in a delay pool
 
     def detach(self):
         pass

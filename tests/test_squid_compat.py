@@ -83,7 +83,7 @@ def test_ignored_directives_warn_in_one_line():
 
 
 @pytest.mark.parametrize("line", ["auth_schemes basic all", "sslcrtvalidator_program /bin/true",
-                                  "neighbor_type_domain p sibling .au", "delay_pools 1", "htcp_port 4827",
+                                  "neighbor_type_domain p sibling .au", "response_delay_pool slow", "htcp_port 4827",
                                   "forward_timeout 1 minute"])
 def test_refused_directives_say_so(line):
     name = line.split()[0]

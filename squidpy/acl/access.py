@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from squidpy.acl import tls as tls_acls      # registers the TLS ACL types in ACL_TYPES
 from squidpy.acl.checklist import AuthRequired, Checklist, Undecided
-from squidpy.acl.types import ACL_TYPES, AclType, _Unusable
+from squidpy.acl.types import ACL_TYPES, AclType, ManagerAcl, _Unusable
 
 ACL_NAME_MAX = 63                  # Squid's ACL_NAME_SZ - 1
 _FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -62,6 +62,8 @@ class AclTable:
         self.acls: dict[str, Acl] = {}          # by acl_key(name)
         for name, type_name, values in PREDEFINED:
             acl = self.define(name, type_name, [], "<predefined>")
+            if name == "manager":
+                acl.matcher = ManagerAcl(frozenset())
             acl.matcher.begin_line(frozenset())
             for v in values:
                 acl.matcher.add(v, None)

@@ -70,7 +70,7 @@ class Checklist:
         "method", "scheme", "host", "port", "path", "url",
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key", "_url_unescaped", "_path_unescaped",
-        "auth", "ext_user", "tag", "notes", "external", "user_ip_count",
+        "auth", "ext_user", "tag", "notes", "external", "user_ip_count", "to_proxy",
         "sni", "server_cert", "ssl_errors", "client_cert", "bump_step", "client_encrypted",
         "connection", "initiator", "random", "entry",
     )
@@ -119,6 +119,7 @@ class Checklist:
         self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
         self.external: dict[tuple[str, str], tuple[str, list]] = {}   # (type, line) -> (result, notes)
         self.user_ip_count = 0          # addresses the user came from within authenticate_ip_ttl
+        self.to_proxy = False           # a request for the proxy itself (its own URL, cache_object://)
         self.now = now
         self._src_key = None
         self._url_unescaped = None

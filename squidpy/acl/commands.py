@@ -12,7 +12,8 @@ from squidpy.acl.check import evaluate, https_view, render, render_bumped_note, 
 from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending
 from squidpy.acl.indirect import IndirectClient
 from squidpy.cli_options import config_option, load_config
-from squidpy.http.url import BadTarget, internal_target, parse_target, with_domain
+from squidpy.http.url import (BadTarget, addressed_to_proxy, for_proxy, internal_target, own_names, parse_target,
+                              with_domain)
 
 
 def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklist | None = None,
@@ -84,9 +85,12 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
     except BadTarget as e:
         click.echo(f"squidpy check: {e.detail}", err=True)
         sys.exit(2)
+    first = (config.http_port[0].port if config.http_port else 0) or local_port
     if target.kind == "origin":         # a request to the proxy itself, as the running proxy sees it
-        first = config.http_port[0].port if config.http_port else 0
-        target = internal_target(target.path, config.visible_hostname, first or local_port)
+        target = internal_target(target.path, config.visible_hostname, first)
+    elif addressed_to_proxy(target, own_names(config.visible_hostname, config.hostname_aliases), first,
+                            local_ip, local_port):
+        target = for_proxy(target)      # a URL naming the proxy: answered there, never forwarded
     request_headers = []
     if user_agent:
         request_headers.append((b"User-Agent", user_agent.encode("latin-1")))
@@ -110,6 +114,7 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
                        port=target.port, path=target.path, request_headers=request_headers, local_ip=local_ip,
                        local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
         ch.client_connections = connections
+        ch.to_proxy = target.kind == "internal"
         return ch
 
     def decide(method, target):

@@ -467,6 +467,18 @@ class UrlRegexAcl(_RegexAcl):
         return self.search(ch.url_unescaped)
 
 
+class ManagerAcl(UrlRegexAcl):
+    """The predefined ``manager`` ACL: Squid 5's ``url_regex -i ^cache_object://
+    +i ^[^:]+://[^/]+/squid-internal-mgr/``, and also squidpy's own ``/metrics``
+    when it is asked of the proxy itself (never another site's /metrics), so one
+    ``http_access allow localhost manager`` / ``deny manager`` pair guards both."""
+
+    def match(self, ch: Checklist) -> bool:
+        if ch.to_proxy and ch.path.partition("?")[0] == "/metrics":
+            return True
+        return self.search(ch.url_unescaped)
+
+
 class UrlPathRegexAcl(_RegexAcl):
     """``urlpath_regex``: the URL path with its query (no scheme or host),
     percent-escapes decoded as Squid decodes them.  A CONNECT has no path and

@@ -105,6 +105,7 @@ def explain_refusal(config, answer: Answer) -> str:
                    host=target.host, port=target.port, path=target.path,
                    request_headers=[(b"Host", _authority(host, port).encode())], local_ip=host,
                    local_port=port, port_name=config.http_port[0].name, ip_literal=target.ip_literal)
+    ch.to_proxy = answer.internal
     try:
         report = evaluate(config.http_access, ch, lookup_facts(target, answer.client_ip), config.deny_info)
     except AuthRequired:
@@ -205,7 +206,7 @@ def format_stats(info: dict) -> str:
 @config_option
 def ls(pattern):
     """Stored objects (URL, status, size, tier) whose URL contains PATTERN (plain text)."""
-    from squidpy.proxy.internal import url_contains
+    from squidpy.mgr.internal import url_contains
     config = load_config()
     answer = _ask(config, "GET", "/squid-internal-mgr/objects?" + urllib.parse.urlencode({"pattern": pattern}))
     if answer is not None:

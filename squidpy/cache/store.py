@@ -622,6 +622,23 @@ class DiskTier:
         if not self.writer.submit(job):
             job()       # the queue is full: remove now rather than serve what must go
 
+    def volume(self) -> int:
+        """Bytes the cache_dir takes on disk (diskcache's estimate: cheap)."""
+        try:
+            return self.cache.volume()
+        except DISK_ERRORS:
+            return 0
+
+    def count_entries(self) -> int:
+        """How many objects are stored (for the cache manager; run in a reader thread).
+        Counted by the database over its key index, without loading anything."""
+        import sqlite3 as sql
+        try:
+            with sql.connect(f"file:{os.path.join(self.path, 'cache.db')}?mode=ro", uri=True, timeout=5) as con:
+                return con.execute("SELECT COUNT(*) FROM Cache WHERE key >= 'e:' AND key < 'e;'").fetchone()[0]
+        except sql.Error:
+            return sum(1 for _ in self.entries())
+
     def entries(self):
         """(store key, metadata) of every entry on disk."""
         try:

@@ -211,6 +211,18 @@ directive("half_closed_clients", "on|off", _onoff, "off", "Network",
           until the request's read_timeout, as it would for a client that merely
           stalls. Either way, requests read completely before the EOF are
           answered, then the connection is closed.""")
+def _hostname_aliases(args, ctx):
+    if not args:
+        raise ValueError("expected one or more host names")
+    return [a.lower().rstrip(".") for a in args]
+
+
+directive(
+    "hostname_aliases", "NAME ...", _hostname_aliases, None, "Network", kind=APPEND,
+    doc="""Other names of this proxy: a request for http://NAME:PORT/squid-internal-...
+    (PORT: the first http_port) is for the proxy itself, like one naming
+    visible_hostname, and is answered here instead of being forwarded.""",
+)
 
 # ---------------------------------------------------------------- access control
 
@@ -884,6 +896,185 @@ directive(
     doc="""The administrator's e-mail address, shown on error pages.""",
 )
 
+# ---------------------------------------------------------------- cache manager and metrics
+
+
+def _cachemgr_passwd(args, ctx):
+    from squidpy.mgr.actions import ACTIONS, SQUID_ONLY
+    from squidpy.mgr.request import CacheMgrPasswd
+    if len(args) < 2:
+        raise ValueError("expected: cachemgr_passwd PASSWORD|none|disable ACTION ...")
+    password, actions = args[0], tuple(args[1:])
+    for action in actions:
+        if action != "all" and action not in ACTIONS and action not in SQUID_ONLY:
+            ctx.warn(f"cachemgr_passwd: squidpy has no cache manager action '{action}' "
+                     f"(it has: {', '.join(ACTIONS)})")
+    return CacheMgrPasswd(password, actions, ctx.where)
+
+
+directive(
+    "cachemgr_passwd", "PASSWORD|none|disable ACTION ... | all", _cachemgr_passwd, None, "Cache manager",
+    kind=APPEND,
+    doc="""The password the cache manager asks before showing ACTION (an action
+    of mgr:menu, or all for every one): squidclient -w PASSWORD mgr:ACTION,
+    a Basic Authorization field (curl -u USER:PASSWORD
+    http://PROXY:PORT/squid-internal-mgr/ACTION) or cache_object://HOST/ACTION@PASSWORD.
+    none: no password needed; disable: the action is refused (404). The first
+    line naming an action decides. config needs a line of its own (it is hidden
+    until one names it); its page never shows passwords. A wrong or missing
+    password is answered 401 and logged in cache_log. The http_access rules on
+    the manager ACL apply first.""",
+)
+
+
+def _metrics_port(args, ctx):
+    return parse_http_port(args, ctx.warn, kind="metrics")
+
+
+directive(
+    "metrics_port", "[ADDRESS:]PORT [name=NAME]", _metrics_port, None, "Cache manager", kind=APPEND, squid=False,
+    doc="""squidpy extension: a port of its own for Prometheus. It serves GET
+    /metrics and nothing else (no request is forwarded from it); /metrics is
+    also served on every http_port to requests for the proxy itself. Both are
+    checked by http_access like the cache manager: the predefined manager ACL
+    matches /metrics asked of the proxy, so 'http_access allow localhost
+    manager' and 'http_access deny manager' guard it. Under workers every kid
+    listens on it and the figures are those of all kids added up.""",
+)
+
+
+# ---------------------------------------------------------------- delay pools
+
+
+def _pool_number(text: str, count: int | None, directive: str, count_directive: str) -> int:
+    count = count or 0
+    if not text.isdigit():
+        raise ValueError(f"'{text}' is not a pool number")
+    number = int(text)
+    if not 1 <= number <= count:
+        raise ValueError(f"pool {number} is not one of the {count} pools {count_directive} declares "
+                         f"(write '{count_directive} N' before the {directive} lines)")
+    return number
+
+
+def _delay_class(args, ctx):
+    from squidpy.delay import CLASS_MEMBERS
+    if len(args) != 2:
+        raise ValueError("expected: delay_class POOL CLASS")
+    pool = _pool_number(args[0], ctx.config.delay_pools, "delay_class", "delay_pools")
+    if not args[1].isdigit() or int(args[1]) not in CLASS_MEMBERS:
+        raise ValueError(f"'{args[1]}' is not a delay pool class (1 to 5)")
+    if pool in ctx.config.delay_class:
+        raise ValueError(f"pool {pool} has a class already ({ctx.config.delay_class[pool][1]})")
+    ctx.config.delay_class[pool] = (int(args[1]), ctx.where)
+
+
+def _delay_parameters(args, ctx):
+    from squidpy.delay import CLASS_MEMBERS, parse_rate
+    if not args:
+        raise ValueError("expected: delay_parameters POOL RATE ...")
+    pool = _pool_number(args[0], ctx.config.delay_pools, "delay_parameters", "delay_pools")
+    known = ctx.config.delay_class.get(pool)
+    if known is None:
+        raise ValueError(f"pool {pool} has no delay_class yet (write 'delay_class {pool} CLASS' first)")
+    members = CLASS_MEMBERS[known[0]]
+    rates = tuple(parse_rate(a) for a in args[1:])
+    if len(rates) != len(members):
+        raise ValueError(f"a class {known[0]} pool takes {len(members)} rate(s): {' '.join(members).lower()}")
+    ctx.config.delay_parameters[pool] = (rates, ctx.where)
+
+
+def _pool_access(count_directive: str, table: str, allow_reply: bool):
+    def parse(args, ctx):
+        if len(args) < 2:
+            raise ValueError(f"expected: {table} POOL allow|deny [!]ACL ...")
+        pool = _pool_number(args[0], getattr(ctx.config, count_directive), table, count_directive)
+        access = getattr(ctx.config, table).setdefault(pool, AccessList(f"{table} {pool}", empty_allows=False))
+        access.add_rule(args[1:], ctx.config.acls, ctx.where, ctx.text, allow_reply=allow_reply)
+    return parse
+
+
+def _client_delay_parameters(args, ctx):
+    if len(args) != 3:
+        raise ValueError("expected: client_delay_parameters POOL SPEED_LIMIT MAX_BUCKET_SIZE")
+    pool = _pool_number(args[0], ctx.config.client_delay_pools, "client_delay_parameters", "client_delay_pools")
+    rate, maximum = (parse_int([a], 0) for a in args[1:])
+    ctx.config.client_delay_parameters[pool] = (rate, maximum, ctx.where)
+
+
+directive(
+    "delay_pools", "N", lambda args, ctx: parse_int(args, 0, 65535), "0", "Delay pools",
+    doc="""How many delay pools (bandwidth limits on what is fetched from origin
+    servers) there are; delay_class, delay_parameters and delay_access lines
+    then configure pools 1 to N, and must come after this line. Delay pools
+    slow down misses and CONNECT tunnels; hits are not delayed. Under workers
+    each kid has its own pools, as in Squid.""",
+)
+directive(
+    "delay_class", "POOL CLASS", _delay_class, None, "Delay pools", kind=CUSTOM, empty=dict,
+    doc="""The class of a pool (one line per pool): 1, one aggregate bucket for
+    everything; 2, an aggregate bucket and one per host (the last byte of the
+    client's IPv4 address); 3, an aggregate bucket, one per network (the third
+    byte) and one per host of each network; 4, class 3 and one per
+    authenticated user; 5, one per tag an external ACL returned (tag=). Host
+    and network buckets apply to IPv4 clients only, as in Squid.""",
+)
+directive(
+    "delay_parameters", "POOL RATE ...", _delay_parameters, None, "Delay pools", kind=CUSTOM, empty=dict,
+    doc="""The buckets of a pool, one RATE per bucket of its class, in order:
+    class 1 aggregate; class 2 aggregate individual; class 3 aggregate network
+    individual; class 4 aggregate network individual user; class 5 tag. A RATE
+    is restore/maximum in bytes: restore bytes are added each second, up to
+    maximum (so maximum is also the burst a fresh bucket may allow); none is no
+    limit at that level. Example: delay_parameters 1 none 8000/8000 limits each
+    host to 64 kbit/s. Squid adds each second's bytes at once; squidpy adds
+    them as time passes, the same rate in smaller bursts.""",
+)
+directive(
+    "delay_access", "POOL allow|deny [!]ACL ...", _pool_access("delay_pools", "delay_access", True), None,
+    "Delay pools", kind=CUSTOM, empty=dict,
+    doc="""Which requests a pool slows down: the pools are tried in order and the
+    first whose delay_access lines allow the request is used (like http_access,
+    but a pool without any line is never used). As in Squid it is checked when
+    the request goes out and again when the reply's head arrives, so reply ACLs
+    may be used (for CONNECT, when the tunnel opens); ACLs that would need a
+    lookup do not match.""",
+)
+directive(
+    "delay_initial_bucket_level", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "50", "Delay pools",
+    doc="""How full a bucket starts, in percent of its maximum: when squidpy
+    starts or is reconfigured (aggregate buckets) and when a host, network,
+    user or tag is first seen.""",
+)
+directive(
+    "client_delay_pools", "N", lambda args, ctx: parse_int(args, 0, 65535), "0", "Delay pools",
+    doc="""How many client delay pools (bandwidth limits on what squidpy sends to
+    clients, hits included) there are; client_delay_parameters and
+    client_delay_access lines then configure pools 1 to N, after this line.""",
+)
+directive(
+    "client_delay_parameters", "POOL SPEED_LIMIT MAX_BUCKET_SIZE", _client_delay_parameters, None,
+    "Delay pools", kind=CUSTOM, empty=dict,
+    doc="""A client pool's limit: SPEED_LIMIT bytes per second for each client
+    address (its connections share one bucket), with bursts up to
+    MAX_BUCKET_SIZE bytes.""",
+)
+directive(
+    "client_delay_access", "POOL allow|deny [!]ACL ...", _pool_access("client_delay_pools", "client_delay_access", False),
+    None, "Delay pools", kind=CUSTOM, empty=dict,
+    doc="""Which client connections a client pool limits, decided when the
+    connection is accepted: only what is known of the connection then (src,
+    localip, localport, myportname ...) can match. The pools are tried in order;
+    the first that allows the connection is used; a pool without lines is never
+    used.""",
+)
+directive(
+    "client_delay_initial_bucket_level", "PERCENT", lambda args, ctx: parse_int(args, 0), "50", "Delay pools",
+    doc="""How full a client's bucket starts, in percent of MAX_BUCKET_SIZE; over
+    100 gives a larger first burst, spent before the bucket refills (as in Squid).""",
+)
+
+
 # ---------------------------------------------------------------- proxy auto-configuration
 
 
@@ -1376,11 +1567,52 @@ directive(
 )
 
 
+def finish_delay_config(config, warn_at, error_at) -> None:
+    """The delay pools as squidpy.delay builds them (config.delay_specs, config.client_delay_specs)."""
+    from squidpy.delay import ClientPoolSpec, PoolSpec
+    config.delay_specs = []
+    for number in range(1, config.delay_pools + 1):
+        klass = config.delay_class.get(number)
+        rates = config.delay_parameters.get(number)
+        if klass is None or rates is None:
+            missing = "delay_class" if klass is None else "delay_parameters"
+            where = (rates or klass or (None, None))[1]
+            if where is None:
+                error_at(_where_of(config, "delay_pools"), f"delay pool {number} has no {missing} line")
+            else:
+                error_at(where, f"delay pool {number} has no {missing} line")
+            continue
+        access = config.delay_access.get(number)
+        if access is None:
+            warn_at(klass[1], f"delay pool {number} has no delay_access lines: no request will ever use it")
+        config.delay_specs.append(PoolSpec(number, klass[0], rates[0], access, klass[1]))
+    config.client_delay_specs = []
+    for number in range(1, config.client_delay_pools + 1):
+        params = config.client_delay_parameters.get(number)
+        if params is None:
+            error_at(_where_of(config, "client_delay_pools"), f"client delay pool {number} has no "
+                     "client_delay_parameters line")
+            continue
+        access = config.client_delay_access.get(number)
+        if access is None:
+            warn_at(params[2], f"client delay pool {number} has no client_delay_access lines: "
+                    "no connection will ever use it")
+        config.client_delay_specs.append(ClientPoolSpec(number, params[0], params[1], access, params[2]))
+
+
+def _where_of(config, name: str) -> str:
+    for where, directive_name, _ in config.lines:
+        if directive_name == name:
+            return where
+    return f"<default {name}>:0"
+
+
 def finish_config(config, warn_at, error_at) -> None:
     """Checks that need the whole file: each ACL's values, once all are in; TLS files."""
     from squidpy.config import helper_directives, tls_directives
     from squidpy.errors import ErrorPages
     helper_directives.finish_helper_config(config, error_at)
+    finish_delay_config(config, warn_at, error_at)
     pages = ErrorPages(config.error_directory, "", "")
     for info in config.deny_info.values():
         if info.kind == "page" and pages.template_exists(info.value) is False:

@@ -73,6 +73,8 @@ class Config:
         self.acl_lines: dict[str, list[str]] = {}
         self.tls_used: dict[str, str] = {}  # TLS directives and options met: name -> FILE:LINE
         self.warnings: list[ConfigError] = []
+        self.lines: list[tuple[str, str, str]] = []         # (FILE:LINE, name, arguments) as read
+        self.default_lines: list[tuple[str, str]] = []      # (name, arguments) of the defaults applied
         for d in DIRECTIVES.values():
             if d.status == IMPLEMENTED:
                 setattr(self, d.name, d.initial())
@@ -151,11 +153,13 @@ def load(path: str | None = None, text: str | None = None,
     errors: list[ConfigError] = []
     seen: set[str] = set()
     for line in read_config(text, path, macros, errors, warnings=config.warnings):
+        config.lines.append((line.where, line.name, line.rest))
         _apply(config, line, errors, seen)
     for name, d in DIRECTIVES.items():
         if d.default is not None and name not in seen:
             for text in d.default.split("\n"):
                 default_line = ConfigLine(f"<default {name}>", 0, name, expand_macros(text, macros))
+                config.default_lines.append((name, default_line.rest))
                 _apply(config, default_line, errors, seen)
 
     def warn_at(where: str, message: str) -> None:

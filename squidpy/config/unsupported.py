@@ -122,11 +122,10 @@ unsupported(REFUSED, "note", "transaction annotations")
 unsupported(REFUSED, "relaxed_header_parser uri_whitespace", "Squid's leniency rules for malformed requests")
 unsupported(REFUSED, "forward_timeout", "this timeout")
 unsupported(REFUSED, "detect_broken_pconn server_pconn_for_nonretriable", "this connection persistence rule")
-unsupported(REFUSED, "unique_hostname hostname_aliases", "another name for forwarding-loop detection")
+unsupported(REFUSED, "unique_hostname", "another name for forwarding-loop detection")
 unsupported(REFUSED, "http_accel_surrogate_remote", "Surrogate-Control processing")
-unsupported(REFUSED, "delay_pools delay_class delay_access delay_parameters delay_initial_bucket_level "
-            "client_delay_pools client_delay_initial_bucket_level client_delay_parameters client_delay_access "
-            "response_delay_pool response_delay_pool_access", "bandwidth limits (delay pools)")
+unsupported(REFUSED, "response_delay_pool response_delay_pool_access",
+            "bandwidth limits per reply shared by the kids (delay_pools are implemented)")
 unsupported(REFUSED, "wccp_router wccp2_router wccp_version wccp2_rebuild_wait wccp2_forwarding_method "
             "wccp2_return_method wccp2_assignment_method wccp2_service wccp2_service_info wccp2_weight "
             "wccp_address wccp2_address", "WCCP traffic redirection")
@@ -138,7 +137,6 @@ unsupported(REFUSED, "icap_service icap_class icap_access ecap_service loadable_
             "adaptation_service_chain adaptation_access", "content adaptation (ICAP, eCAP)")
 unsupported(REFUSED, "check_hostnames", "host name validation", accepts=("off",))
 unsupported(REFUSED, "dns_defnames dns_multicast_local", "this DNS name rule")
-unsupported(REFUSED, "cachemgr_passwd", "cache manager passwords")
 unsupported(REFUSED, "chroot", "running in a chroot")
 unsupported(REFUSED, "client_db", "turning off the per-client counts maxconn ACLs read",
             accepts=("on",))

@@ -194,10 +194,11 @@ class ListenAddress:
     tls: object = field(default=None, compare=False, hash=False)      # squidpy.tls.options.PortTls
     where: str = field(default="", compare=False, hash=False)         # FILE:LINE of its line
     https: bool = field(default=False, compare=False, hash=False)     # an https_port: TLS from the start
+    kind: str = "http"  # "metrics" for a metrics_port
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.host, self.port)
+    def key(self) -> tuple[str, str, int]:
+        return (self.kind, self.host, self.port)
 
     @property
     def require_proxy_header(self) -> bool:
@@ -280,9 +281,10 @@ def http_port_option(option: str) -> str:
 
 
 def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool = False,
-                    where: str = "") -> ListenAddress:
+                    where: str = "", kind: str = "http") -> ListenAddress:
     """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then options: ``name=``,
-    and the TLS ones (``ssl-bump``, ``tls-cert=`` ..., :class:`squidpy.tls.options.PortTls`)."""
+    and the TLS ones (``ssl-bump``, ``tls-cert=`` ..., :class:`squidpy.tls.options.PortTls`);
+    ``kind``: http, or metrics for a metrics_port."""
     from squidpy.tls.options import PortTls, TlsOptionError
     if not args:
         raise ValueError("expected [ADDRESS:]PORT")
@@ -303,7 +305,7 @@ def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool =
     options = {}
     tls = PortTls()
     warn = warn or (lambda message: None)
-    directive = "https_port" if https else "http_port"
+    directive = "https_port" if https else f"{kind}_port"
     try:
         for opt in opts:
             key = http_port_option(opt)
@@ -332,4 +334,4 @@ def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool =
     except TlsOptionError as e:
         raise ValueError(str(e)) from None
     return ListenAddress(host, port, options.get("name") or spec, options,
-                         tls if (https or tls.has_tls) else None, where, https)
+                         tls if (https or tls.has_tls) else None, where, https, kind)

@@ -72,6 +72,27 @@ class LookUpCache(Command):
 
 
 @dataclass(slots=True)
+class Throttle(Command):
+    """Read the origin's reply through delay pool ``pool`` (an index into the
+    configuration's delay pools; None: no pool, at full speed), for this client
+    address, user and tag."""
+    pool: int | None
+    client_ip: str
+    user: str | None = None
+    tag: str | None = None
+
+
+@dataclass(slots=True)
+class CollectStats(Command):
+    """Gather the figures of every process (each kid under ``workers N``) for the cache
+    manager's ``action`` ('metrics' for /metrics): the reports carry ``needs``
+    (:mod:`squidpy.mgr.actions`) -> StatsCollected."""
+    action: str
+    needs: frozenset
+    params: dict
+
+
+@dataclass(slots=True)
 class Purge(Command):
     """Remove every stored variant of ``url`` -> Purged."""
     url: str

@@ -51,6 +51,12 @@ class _ClientGone(Event):
 
 # ---------------------------------------------------------------- lookups the exchange asked for
 @dataclass(slots=True)
+class StatsCollected(Event):
+    """The reports CollectStats asked for: one per process that answered (see squidpy.mgr)."""
+    reports: list
+
+
+@dataclass(slots=True)
 class FactKnown(Event):
     """An ACL fact looked up (``dst`` addresses, ``dst_name``/``src_name`` names);
     an empty value when the lookup failed (it then matches nothing, as in Squid)."""

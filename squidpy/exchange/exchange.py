@@ -30,6 +30,7 @@ from squidpy.acl.indirect import IndirectClient
 from squidpy.acl.outgoing import outgoing_addresses
 from squidpy.auth import decide as auth
 from squidpy.cache import policy
+from squidpy.delay import select as select_delay_pool
 from squidpy.cache.quick_abort import QuickAbort, keeps_fetching
 from squidpy.errors import STATUS, ErrorContext
 from squidpy.exchange import commands as c
@@ -42,13 +43,17 @@ from squidpy.helpers.state import MAX_REQUEST_LINE, STORE_ID, URL_REWRITE, exter
 from squidpy.http import message
 from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
 from squidpy.http.upgrade import switch_refusal
-from squidpy.http.url import (BadTarget, Target, internal_target, names_this_proxy, parse_target,
-                               same_origin_resolver, with_domain)
+from squidpy.http.url import (BadTarget, Target, addressed_to_proxy, for_proxy, internal_target, parse_target,
+                              same_origin_resolver, with_domain)
 from squidpy.log.entry import LogEntry
+from squidpy.mgr import internal, pages, prometheus
+from squidpy.mgr.actions import needs_of
+from squidpy.mgr.request import (
+    ManagerError, ManagerRequest, is_metrics, manager_base, manager_request, password_ok,
+)
 from squidpy.peers.forwarding import NO_CANDIDATE, Forwarding
 from squidpy.peers.peer import SIBLING, login_fields
 from squidpy.peers.selection import HIER_DIRECT, TIMEOUT_PREFIX, PeerSelector, Ping, RequestFacts, is_hierarchical
-from squidpy.proxy import internal
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -78,6 +83,7 @@ class State(enum.Enum):
     BUMP_SERVER = "SslBump: TLS with the origin, or peeking at its hello (step 3)"
     BUMP_CLIENT_TLS = "SslBump: the client's TLS handshake with a minted certificate"
     TUNNEL = "bytes pass untouched both ways (CONNECT, 101)"
+    COLLECTING = "the cache manager's or /metrics' figures are gathered (from every kid under workers)"
     DONE = "answered and logged"
 
 
@@ -87,7 +93,7 @@ for _n, _state in enumerate(State):
 
 # where an exchange may go once a looked-up fact (or a helper's answer) lets its checks go on
 AFTER_A_FACT = (State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP,
-                State.PURGING, State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO)
+                State.PURGING, State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO, State.COLLECTING)
 _PRIVATE_NOTES = frozenset({"password", "token", "ha1"})     # helper keys that never reach a log
 _CALLOUT_KEYS = frozenset({"url", "rewrite-url", "status", "store-id", "message"})
 
@@ -110,17 +116,18 @@ class ClientInfo:
     port's TLS settings (squidpy.tls.options.PortTls) when it has any; ``bumped``: what
     SslBump learnt, on a connection that now carries HTTP inside TLS."""
 
-    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "notes", "auth",
-                 "port_tls", "bumped", "client_cert", "tls")
+    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "metrics_port",
+                 "notes", "auth", "port_tls", "bumped", "client_cert", "tls")
 
     def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
-                 port_tls=None, bumped=None):
+                 port_tls=None, bumped=None, metrics_port: bool = False):
         self.client_ip = client_ip
         self.client_port = client_port
         self.local_ip = local_ip
         self.local_port = local_port
         self.port_name = port_name
         self.closing = False
+        self.metrics_port = metrics_port    # a metrics_port: /metrics only, nothing is forwarded
         self.notes = None           # annotate_client ACLs' annotations: a list once one is made
         self.auth = None        # squidpy.auth.decide.ConnectionAuth: Negotiate/NTLM on this connection
         self.port_tls = port_tls
@@ -208,6 +215,7 @@ class Exchange:
     cache: CacheRole | None = None
     serving: dict | None = None         # a disk hit being streamed: what remains to do
     waited = False                      # it already waited once for a collapsed fetch
+    manager: ManagerRequest | None = None   # a cache manager request being answered
     selector: PeerSelector | None = None    # with cache_peer lines: where it may go, in order
     selected = None                     # the candidates selection found (peers.selection.Selected)
     destination = None                  # the candidate being tried (None: straight to the origin)
@@ -282,7 +290,7 @@ class Exchange:
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
         to=(State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING,
-            State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO))
+            State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO, State.COLLECTING))
     def _start(self, _event) -> None:
         if self.refusal is not None:
             return self.fail(*self.refusal)
@@ -300,10 +308,19 @@ class Exchange:
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
-        shared = self.shared
-        if target.kind == "origin" or names_this_proxy(target, shared.visible_hostname, shared.my_port):
-            # addressed to the proxy itself: checked like any request
-            self.target = target = internal_target(target.path, shared.visible_hostname, shared.my_port)
+        shared, client = self.shared, self.client
+        if target.kind == "origin":     # addressed to the proxy itself: checked like any request
+            port = client.local_port if client.metrics_port else shared.my_port
+            self.target = target = internal_target(target.path, shared.visible_hostname, port)
+        elif target.kind != "internal" and (client.metrics_port or (
+                # only a URL on one of our ports can name us (most name port 80 or 443)
+                (target.port == client.local_port or target.port == shared.my_port) and addressed_to_proxy(
+                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port))):
+            if client.metrics_port:
+                e.url = target.url
+                return self.fail("ERR_INVALID_URL", "this port serves /metrics only: it forwards nothing", 404,
+                                 result="TCP_MISS")
+            self.target = target = for_proxy(target)    # answered here, never forwarded to ourselves
         e.url = target.url
         e.path = target.path
         if (target.kind != "internal" and shared.via_name is not None and head.via
@@ -335,6 +352,7 @@ class Exchange:
             port_name=client.port_name, ip_literal=target.ip_literal,
         )
         ch.client_connections = self.shared.connections_from(client.client_ip)
+        ch.to_proxy = target.kind == "internal"
         ch.connection = client
         if client.notes:
             ch.notes = list(client.notes)   # each request starts with its connection's annotations
@@ -727,18 +745,50 @@ class Exchange:
         self._go_upstream()
 
     def _serve_internal(self) -> None:
-        """A request to the proxy itself, once http_access allowed it: its own pages,
-        and the cache manager (``/squid-internal-mgr/...``), which the ``manager``
-        ACL lets a configuration guard, as in Squid."""
-        head, client = self.head, self.client
+        """A request for the proxy itself, once http_access allowed it: /metrics, the
+        cache manager (``cache_object://...``, ``/squid-internal-mgr/...``; the
+        ``manager`` ACL lets a configuration guard both, as in Squid), and its own pages."""
+        head, client, target = self.head, self.client, self.target
         self.entry.result = "TCP_MISS"
-        path = self.target.path
-        if path.startswith(internal.MANAGER_PREFIX):
-            page = internal.manager_page(path, self.shared.manager_report())
+        if is_metrics(target):
+            return self._collect("metrics", {})
+        if client.metrics_port:
+            return self.send_local(404, b"text/plain;charset=utf-8", b"This port serves /metrics only.\n")
+        passwords = self.config.cachemgr_passwd
+        try:
+            request = manager_request(target, head.headers, passwords)
+        except ManagerError as e:
+            return self.fail("ERR_INVALID_URL", str(e), 404, result="TCP_MISS")
+        if request is None:
+            page = internal.page(target.path, head.host, client.local_ip, client.local_port,
+                                 self.shared.visible_hostname, self.shared.pac)
+            return self.send_local(page.status, page.content_type, page.body)
+        if not password_ok(request, passwords):
+            who = f"{request.user or 'unknown'}@{client.client_ip}"
+            why = "incorrect password" if request.password else "password needed"
+            self._emit(c.Report("warning", f"cache manager: {who}: {why} for '{request.action}'"))
+            realm = request.action.encode("ascii", "replace")
+            return self.fail("ERR_CACHE_MGR_ACCESS_DENIED", None, 401, result="TCP_MISS",
+                             extra=[(b"WWW-Authenticate", b'Basic realm="%s"' % realm)])
+        if request.action == "index":
+            body = pages.index(passwords, manager_base(target))
+            return self.send_local(200, b"text/html;charset=utf-8", body.encode("utf-8"))
+        self.manager = request
+        self._collect(request.action, request.params)
+
+    def _collect(self, action: str, params: dict) -> None:
+        self.state = State.COLLECTING
+        self._emit(c.CollectStats(action, needs_of(action), params))
+
+    @on([State.COLLECTING], ev.StatsCollected)
+    def _stats_collected(self, event: ev.StatsCollected) -> None:
+        """The figures are in: the page is a pure function of them."""
+        if self.manager is None:
+            body, content_type = prometheus.render(event.reports), prometheus.CONTENT_TYPE
         else:
-            page = internal.page(path, head.host, client.local_ip, client.local_port, self.shared.visible_hostname,
-                                 self.shared.pac)
-        self.send_local(page.status, page.content_type, page.body)
+            body, content_type = pages.render(self.manager, event.reports, self.config.cachemgr_passwd)
+        expires = message.http_date(self.shared.now())
+        self.send_local(200, content_type, body, [(b"Expires", expires), (b"Last-Modified", expires)])
 
     def _log_helper_facts(self) -> None:
         """What helpers said reaches the log: %ue (user=), %et (tag=), %ea (log=),
@@ -788,6 +838,7 @@ class Exchange:
         (as in Squid).  ``page``: the page when deny_info names none (None: Squid's
         choice for http_access)."""
         name = verdict.last_acl
+        self.entry.denied_by = denial_line(verdict, access_list.name)
         if verdict.implicit:
             steps = access_list.explain(self.checklist)[1]
             name = steps[-1].last_acl if steps else None
@@ -854,7 +905,7 @@ class Exchange:
         self.fail(page, outcome.message if outcome is not None else None, 407, result=result, extra=extra)
 
     def fail(self, error: str, detail: str | None, status: int | None = None, result: str = "NONE_NONE",
-             server_ip: str | None = None, extra: list | None = None) -> None:
+             server_ip: str | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """Answer with the error page ``error`` (if nothing was sent yet) and finish."""
         if self.state is State.DONE:
             return
@@ -1349,6 +1400,8 @@ class Exchange:
             e.status = 200
             self.reply_started = True
             self.state = State.TUNNEL
+            if self.config.delay_specs:
+                self._delay_pool()
             if self.bump is None:       # after a peek the client has had its 200 already
                 e.reply_header_size = len(CONNECTION_ESTABLISHED)
                 self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
@@ -1388,6 +1441,8 @@ class Exchange:
             request = rules.apply(request, self.checklist, e)
         e.upstream_bytes_out = len(request)
         self.state = State.AWAITING_REPLY
+        if self.config.delay_specs:
+            self._delay_pool()      # from the first byte of the reply; again once its head is known
         self._emit(c.SendUpstream(request, head=True, method=head.method))
         if self.tunnel:
             return          # CONNECT through a parent: its answer comes first
@@ -1597,8 +1652,23 @@ class Exchange:
         e.reply_header_size = len(head)
         self.reply_started = True
         self.state = State.RELAYING
+        if self.config.delay_specs:
+            self._delay_pool()
         self._head_cmd = cmd = c.SendToClient(head)
         self._emit(cmd)
+
+    def _delay_pool(self) -> None:
+        """delay_access: the first pool that allows the transfer slows its reads from the
+        origin.  As in Squid, it is chosen when the request goes out, and again once the
+        reply's head is known (reply ACLs match then; no pool then: not delayed)."""
+        ch = self.checklist
+        response = self.response
+        if response is not None:
+            ch.reply_status = response.status
+            ch.reply_headers = response.headers
+        pool = select_delay_pool(self.config.delay_specs, ch)
+        if pool is not None or response is not None:
+            self._emit(c.Throttle(pool, self.client.client_ip, self.entry.user, ch.tag))
 
     def _try_next(self) -> bool:
         """The reply head is one the next candidate may do better than (a 502 or 504 from
@@ -1860,6 +1930,17 @@ class Exchange:
         if not self.background:
             self._emit(c.Log(self.entry, self.checklist))
         self._emit(c.Finished(self.keep_alive))
+
+
+def denial_line(verdict, list_name: str) -> tuple[str, str]:
+    """(FILE:LINE, the line) that denied a request, as the counters file it; a denial
+    because no line matched is filed under the last line, marked implicit."""
+    rule = verdict.rule
+    if rule is None:
+        return "-", f"{list_name} (no lines: everything is denied)"
+    if verdict.implicit:
+        return rule.where, f"{rule.text} (implicit: no line matched)"
+    return rule.where, rule.text
 
 
 from squidpy.exchange import bumping  # noqa: E402  (SslBump's states, registered with @on)

@@ -32,6 +32,7 @@ class CacheSettings(Protocol):
 class Shared(Protocol):
     config: Any                   # squidpy.config.loader.Config
     visible_hostname: str
+    hostnames: tuple              # visible_hostname and hostname_aliases, lower case: URLs naming the proxy
     my_port: int                  # the first http_port, which the proxy's own URLs carry
     via_name: str | None          # for forwarding-loop detection (None: via off)
     via_header: bytes | None      # our Via entry
@@ -48,4 +49,3 @@ class Shared(Protocol):
     def cached_name(self, address: str) -> str | None: ...        # a known reverse DNS answer
     def cached_addresses(self, host: str) -> list[str] | None: ...  # a known forward DNS answer
     def connections_from(self, ip: str) -> int: ...               # for maxconn
-    def manager_report(self) -> dict: ...                         # what the cache manager shows

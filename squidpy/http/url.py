@@ -16,7 +16,29 @@ import urllib.parse
 
 from squidpy.ip import ip_text, numeric_ipv4
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443, "cache_object": 3128}
+MANAGER_SCHEME = "cache_object"     # squidclient's cache manager URLs: cache_object://HOST/ACTION[@PASSWORD]
+INTERNAL_PREFIX = "/squid-internal-"
+# httptools refuses '_' in a URL scheme: a request line's cache_object:// is read under a name
+# it accepts and given its own back in the request head (a client writing the stand-in gets
+# the same cache manager a cache_object:// URL does)
+_MANAGER_IN_LINE = b" cache_object://"
+_STAND_IN_IN_LINE = b" squidpycacheobject://"
+_STAND_IN = "squidpycacheobject://"
+
+
+def hide_manager_scheme(data: bytes) -> bytes:
+    """Request bytes as httptools may read them (see _MANAGER_IN_LINE)."""
+    if _MANAGER_IN_LINE in data:
+        return data.replace(_MANAGER_IN_LINE, _STAND_IN_IN_LINE)
+    return data
+
+
+def restore_manager_scheme(url: str) -> str:
+    """The request target as the client wrote it."""
+    if url.startswith(_STAND_IN):
+        return "cache_object://" + url[len(_STAND_IN):]
+    return url
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
 _BAD_TARGET_CHAR = re.compile(r"[^\x21-\x7e]").search     # RFC 3986: no spaces, controls, 8-bit
@@ -32,8 +54,9 @@ class BadTarget(ValueError):
 
 class Target:
     """Where a request goes.  ``kind`` is 'absolute', 'authority', 'origin', or
-    'internal' (an origin-form request made into the proxy's own URL by
-    :func:`internal_target`)."""
+    'internal': a request for the proxy itself (an origin-form request made into
+    the proxy's own URL by :func:`internal_target`, an absolute URL naming the
+    proxy, see :func:`addressed_to_proxy`, or a ``cache_object://`` URL)."""
 
     __slots__ = ("kind", "scheme", "host", "port", "path", "url", "ip_literal")
 
@@ -98,10 +121,13 @@ def parse_host(text: str) -> tuple[str, bool]:
     return host, False
 
 
-def split_authority(authority: str, default_port: int | None) -> tuple[str, int]:
-    """``host[:port]`` -> (host text, port); refuses userinfo."""
+def split_authority(authority: str, default_port: int | None, userinfo: bool = False) -> tuple[str, int]:
+    """``host[:port]`` -> (host text, port); refuses userinfo unless ``userinfo``
+    (then it is dropped, as Squid drops it from cache_object URLs)."""
     if "@" in authority:
-        raise BadTarget("ERR_INVALID_URL", "user names and passwords in URLs are not accepted")
+        if not userinfo:
+            raise BadTarget("ERR_INVALID_URL", "user names and passwords in URLs are not accepted")
+        authority = authority.rpartition("@")[2]
     if authority.startswith("["):
         end = authority.find("]")
         if end < 0:
@@ -147,15 +173,28 @@ def with_domain(target: Target, domain: str | None) -> Target:
     return Target(target.kind, target.scheme, host, target.port, target.path, False)
 
 
-INTERNAL_PREFIX = "/squid-internal-"
+def addressed_to_proxy(target: Target, hostnames: tuple[str, ...], my_port: int,
+                       local_ip: str, local_port: int) -> bool:
+    """Is this absolute-form request for the proxy itself, to be answered here rather
+    than forwarded to itself?  As Squid decides: a ``/squid-internal-...`` path on
+    its own name (visible_hostname, or a hostname_aliases name) and the port of its
+    first http_port.  And, a squidpy rule: any URL naming the very address and port
+    the request arrived on (forwarding it could only come back here)."""
+    if target.kind != "absolute" or target.scheme != "http":
+        return False
+    if target.port == local_port and target.host == local_ip:
+        return True
+    return target.port == my_port and target.path.startswith(INTERNAL_PREFIX) and target.host in hostnames
 
 
-def names_this_proxy(target: Target, hostname: str, port: int) -> bool:
-    """An absolute URL of the proxy's own pages, as Squid tells them (client_side.cc):
-    a ``/squid-internal-`` path on the visible_hostname and the first http_port.
-    Any other host is forwarded, even one of the proxy's own addresses."""
-    return (target.kind == "absolute" and target.scheme == "http" and target.path.startswith(INTERNAL_PREFIX)
-            and target.port == port and target.host == hostname.lower())
+def own_names(visible_hostname: str, aliases) -> tuple[str, ...]:
+    """The names a URL may give this proxy by: visible_hostname and every hostname_aliases name."""
+    return (visible_hostname.lower(), *(name for names in aliases for name in names))
+
+
+def for_proxy(target: Target) -> Target:
+    """The same URL, marked as a request for the proxy itself (kind 'internal')."""
+    return Target("internal", target.scheme, target.host, target.port, target.path, target.ip_literal)
 
 
 def parse_target(method: str, target: str) -> Target:
@@ -177,7 +216,8 @@ def _parse_target(connect: bool, target: str) -> Target:
         return Target("origin", "", "", 0, target, False)
     scheme, sep, rest = target.partition("://")
     scheme = scheme.lower()
-    if not sep or not scheme.isascii() or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
+    if not sep or (scheme != MANAGER_SCHEME and (
+            not scheme.isascii() or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum())):
         raise BadTarget("ERR_INVALID_URL", f"'{target[:200]}' is not a URL")
     if "#" in rest:
         raise BadTarget("ERR_INVALID_URL", "a request target cannot carry a #fragment")
@@ -191,9 +231,11 @@ def _parse_target(connect: bool, target: str) -> Target:
         path = "/" + path
     if scheme not in DEFAULT_PORTS:
         raise BadTarget("ERR_UNSUP_REQ", f"the '{scheme}' protocol is not supported", status=501)
-    host_text, port = split_authority(authority, DEFAULT_PORTS[scheme])
+    manager = scheme == MANAGER_SCHEME
+    host_text, port = split_authority(authority, DEFAULT_PORTS[scheme], userinfo=manager)
     host, literal = parse_host(host_text)
-    return Target("absolute", scheme, host, port, path, literal)
+    # a cache manager URL is for the proxy itself, whatever host it names (as in Squid)
+    return Target("internal" if manager else "absolute", scheme, host, port, path, literal)
 
 
 def same_origin_resolver(url: str):

@@ -58,6 +58,7 @@ class LogEntry:
     cert_errors = ()         # the origin certificate's problems let through (%ssl::<cert_errors)
     client_tls = None        # squidpy.tls.session.TlsFacts of the client connection
     server_tls = None        # ... of the origin connection
+    denied_by = None         # the access line that denied it: (FILE:LINE, the line), for the counters
 
     def __init__(self, start: float = 0.0):
         self.start = start

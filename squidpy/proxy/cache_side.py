@@ -5,7 +5,7 @@ Every decision about the cache is made by the exchange's cache sub-machine
 module carries them out.  :class:`BodyStreamer` sends a stored body from disk
 as the client takes it, :class:`Tee` keeps the copy of a reply being
 received, and :class:`Cache` holds what every exchange shares: the store, the
-settings, the collapsed fetches under way and the counters.
+settings and the collapsed fetches under way.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from squidpy.cache.policy import RefreshRule
 from squidpy.cache.refresh import RefreshSettings, rule_for
 from squidpy.cache.store import CachedReply
 from squidpy.exchange import events as ev
-from squidpy.exchange.caching import HIT_RESULTS
 from squidpy.http import message
 
 log = logging.getLogger("squidpy")
@@ -214,6 +213,7 @@ class Tee:
                             request_time=self.request_time, response_time=now, body_size=self.size,
                             vary_names=names, vary_key=vary_key, sha256=self.digest.hexdigest(),
                             stored_at=now)
+        self.cache.service.stats.direct.swap_outs += 1
         if self.temp is None:
             self.cache.store.put(key, reply, b"".join(self.chunks), None)
             self.chunks = []
@@ -241,7 +241,7 @@ class Tee:
 
 
 class Cache:
-    """The running cache: the store, the cache-related settings, collapsed fetches, counters."""
+    """The running cache: the store, the cache-related settings, collapsed fetches."""
 
     def __init__(self, service, config, store):
         self.service = service
@@ -249,8 +249,6 @@ class Cache:
         self.readers: ThreadPool | None = None     # disk reads happen there, never on the reactor
         self.pending: dict[str, list] = {}      # key -> drivers waiting for its fetch
         self.uncacheable: dict[str, float] = {}
-        self.requests = self.hits = 0
-        self.bytes = self.hit_bytes = 0
         self.configure(config)
 
     def configure(self, config) -> None:
@@ -292,43 +290,6 @@ class Cache:
 
     def size_allowed(self, size: int) -> bool:
         return self.config.minimum_object_size <= size <= self.config.maximum_object_size
-
-    def record(self, entry) -> None:
-        """Counters for 'squidpy cache stats', from each finished transaction."""
-        if entry.method not in ("GET", "HEAD"):
-            return
-        self.requests += 1
-        self.bytes += entry.bytes_sent
-        if entry.result in HIT_RESULTS:
-            self.hits += 1
-            self.hit_bytes += entry.bytes_sent
-
-    def objects(self):
-        """Every stored object, memory first (for the cache manager and 'squidpy cache ls')."""
-        seen = set()
-        for key, (reply, body) in list(self.store.memory.items.items()):
-            seen.add(key)
-            yield {"url": reply.url, "status": reply.status, "size": reply.body_size, "tier": "memory"}
-        if self.store.disk is not None:
-            for key, meta in self.store.disk.entries():
-                if key not in seen:
-                    yield {"url": meta["url"], "status": meta["status"], "size": meta["body_size"], "tier": "disk"}
-
-    def stats(self) -> dict:
-        memory = self.store.memory
-        disk = self.store.disk
-        disk_stats = {}
-        if disk is not None:
-            disk_stats = {"cache_dir": disk.path, "disk_bytes": disk.cache.volume(),
-                          "disk_limit_bytes": disk.cache.size_limit}
-        return {**disk_stats,
-            "requests": self.requests, "hits": self.hits,
-            "hit_ratio": self.hits / self.requests if self.requests else 0.0,
-            "bytes": self.bytes, "hit_bytes": self.hit_bytes,
-            "byte_hit_ratio": self.hit_bytes / self.bytes if self.bytes else 0.0,
-            "memory_entries": len(memory.items), "memory_bytes": memory.size,
-            "memory_limit_bytes": memory.limit,
-        }
 
     def find_in_memory(self, url: str, request_headers) -> tuple | None:
         return self.store.find_in_memory(url, request_headers)

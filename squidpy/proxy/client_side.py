@@ -27,6 +27,7 @@ from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import ClientInfo, Exchange, State
 from squidpy.exchange.session import Begin, ClientSession, Close, PauseReading, ResumeReading
 from squidpy.http.message import CHUNKED, MAX_HEADER_FIELDS, ChunkMeter, RequestHead, body_prelude
+from squidpy.http.url import hide_manager_scheme, restore_manager_scheme
 from squidpy.ip import ip_text as plain_ip     # '::ffff:10.0.0.1' (IPv4 on a dual-stack socket) -> '10.0.0.1'
 from squidpy.proxy.closing import lose
 from squidpy.proxy.driver import ExchangeDriver
@@ -58,9 +59,11 @@ class ClientConnection(PausableReading, Protocol):
     _write_until = None
     _unsent = 0
 
-    def __init__(self, service, port_name: str, require_proxy_header: bool = False):
+    def __init__(self, service, port_name: str, metrics_port: bool = False,
+                 require_proxy_header: bool = False):
         self.service = service
         self.port_name = port_name
+        self.metrics_port = metrics_port
         self.proxy_header: bytes | None = b"" if require_proxy_header else None   # read so far
         self.session = ClientSession()
         self.drivers: dict[Exchange, ExchangeDriver] = {}
@@ -70,6 +73,8 @@ class ClientConnection(PausableReading, Protocol):
         self.deadline = None
         self.info: ClientInfo | None = None
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
+        self.nrequests = 0                  # requests read on this connection (the cache manager shows it)
+        self.write_limit = None             # squidpy.proxy.throttle.ClientWriter: in a client delay pool
         self._http_again = False             # a CONNECT answered during this read: HTTP goes on
         self.tls = None                      # a TlsSession once the connection speaks TLS (bumped, https_port)
         self.bumped_info = None              # set by a CONNECT that bumped: its requests' BumpedInfo
@@ -89,11 +94,13 @@ class ClientConnection(PausableReading, Protocol):
         self.local_ip, self.local_port = plain_ip(host.host), host.port
         listen = getattr(getattr(self, "factory", None), "listen", None)
         self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
-                               listen.tls if listen is not None else None)
+                               listen.tls if listen is not None else None, metrics_port=self.metrics_port)
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
         self.opened = now = time.monotonic()
         self.deadline = now + self.service.config.request_start_timeout
+        if self.proxy_header is None:       # else once the PROXY header says who the client is
+            self.write_limit = self.service.throttles.limit_client(self, self.info)
         self.service.client_connected(self)
         if self.proxy_header is not None and self.transport.connected and not self._proxy_sender_allowed():
             self._proxy_refused("PROXY client not permitted by ACLs")
@@ -138,12 +145,16 @@ class ClientConnection(PausableReading, Protocol):
         self.proxy_header = None
         if header.forwarded:
             (client_ip, client_port), (local_ip, local_port) = header.source, header.destination
-            self.info = ClientInfo(client_ip, client_port, local_ip, local_port, self.port_name, self.info.port_tls)
+            self.info = ClientInfo(client_ip, client_port, local_ip, local_port, self.port_name, self.info.port_tls,
+                                   metrics_port=self.metrics_port)
+        self.write_limit = self.service.throttles.limit_client(self, self.info)
         return buffered[header.size:]
 
     def connectionLost(self, reason):
         self.service.client_disconnected(self)
         self._hello_waiter = self._tls_waiter = None
+        if self.write_limit is not None:
+            self.write_limit.drop()
         if self.info is not None and self.info.auth is not None:
             self.service.release_connection_auth(self.info.auth)
         # the parser holds our bound methods: drop it so the connection is freed
@@ -203,6 +214,8 @@ class ClientConnection(PausableReading, Protocol):
             return      # lingering after a refusal or the last request: drain and drop
         if self._in_head:
             self._head_bytes += len(data)
+        elif b" cache_object://" in data and self.session.receiving is None:
+            data = hide_manager_scheme(data)        # squidclient's URLs, which httptools refuses
         self._chunk_meter.before_read(len(data))
         if self.parser is None:         # made at the first bytes: idle (preconnected) clients cost less
             self.parser = httptools.HttpRequestParser(self)
@@ -310,10 +323,13 @@ class ClientConnection(PausableReading, Protocol):
         parser = self.parser
         method = parser.get_method().decode("ascii")
         url = self._url.decode("latin-1")
+        if url[:1] == "s":                      # only a cache_object:// URL read under its stand-in
+            url = restore_manager_scheme(url)
         size = len(method) + len(url) + 12 + self._head_size + 2
         head = RequestHead(method, url, parser.get_http_version(), self._headers, size)
         exchange = Exchange(self.service, self.info, head, self._started)
         self.drivers[exchange] = ExchangeDriver(exchange, self, self.service)
+        self.nrequests += 1
         self._in_head = False
         self._url = b""
         self._headers = []
@@ -440,6 +456,10 @@ class ClientConnection(PausableReading, Protocol):
     def _close(self, linger: bool) -> None:
         if self.tunnel is not None:
             return
+        limit = self.write_limit
+        if limit is not None and limit.queued:
+            limit.close_when_drained = True         # a client delay pool still holds part of the reply
+            return
         if not linger:
             lose(self.transport)
         else:
@@ -558,20 +578,26 @@ class ClientConnection(PausableReading, Protocol):
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
         if self.tls is not None:
-            self.transport.write(self.tls.send(data))
+            data = self.tls.send(data)
+            if self.write_limit is not None:
+                return self.write_limit.write(data)
+            self.transport.write(data)
             return
+        if self.write_limit is not None:
+            return self.write_limit.write(data)
         seam.write(self.transport, data)
 
     def write_sequence(self, parts) -> None:
-        if self.tls is not None:
-            self.transport.write(self.tls.send(b"".join(parts)))
-            return
+        if self.tls is not None or self.write_limit is not None:
+            return self.write(b"".join(parts))
         seam.write_sequence(self.transport, parts)
 
     def abort(self) -> None:
         """End a reply that cannot be completed: close without the rest of the body,
         so the client sees a short body or a missing last chunk, never a whole reply."""
         self.session.closing = True
+        if self.write_limit is not None:
+            self.write_limit.drop()
         lose(self.transport)
 
     # ------------------------------------------------------------ flow control
@@ -684,6 +710,7 @@ class ClientFactory(Factory):
         self.listen = listen
 
     def buildProtocol(self, addr):
-        conn = ClientConnection(self.service, self.listen.name, self.listen.require_proxy_header)
+        conn = ClientConnection(self.service, self.listen.name, self.listen.kind == "metrics",
+                                self.listen.require_proxy_header)
         conn.factory = self
         return conn

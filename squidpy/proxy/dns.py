@@ -135,11 +135,14 @@ FQDNCACHE_LOW, FQDNCACHE_HIGH = 90, 95      # fixed in Squid (fqdncache.cc)
 class DnsCache:
     def __init__(self, resolver, positive_ttl: float, negative_ttl: float, timeout: float = 10.0,
                  ipcache: tuple[int, int, int] = (1024, 90, 95), fqdncache_size: int = 1024,
-                 clock=time.monotonic, hosts: Hosts | None = None):
+                 clock=time.monotonic, hosts: Hosts | None = None, stats=None):
         """``ipcache`` is (ipcache_size, ipcache_low, ipcache_high); ``clock`` gives
         monotonic seconds (tests pass their own); ``hosts``: the hosts file's names,
-        which are never asked of DNS (default: none)."""
+        which are never asked of DNS (default: none); ``stats`` (a
+        squidpy.mgr.stats.Stats) counts lookups for the cache manager."""
         self.resolver = resolver
+        self.stats = stats
+        self._started: dict[str, float] = {}
         self.positive_ttl = positive_ttl
         self.negative_ttl = negative_ttl
         self.timeout = timeout
@@ -173,9 +176,14 @@ class DnsCache:
         if static is not None:
             return defer.succeed(static)
         hit = self._cache.get(host)
+        stats = self.stats
         if hit is not None and hit[0] > self.clock():
             if isinstance(hit[1], DnsError):
+                if stats is not None:
+                    stats.record_dns(0.0, "negative_hit")
                 return defer.fail(hit[1])
+            if stats is not None:
+                stats.record_dns(0.0, "hit")
             return defer.succeed(hit[1])
         d = defer.Deferred()
         waiting = self._waiting.get(host)
@@ -183,8 +191,33 @@ class DnsCache:
             waiting.append(d)
             return d
         self._waiting[host] = [d]
+        self._started[host] = self.clock()
         self._query(host)
         return d
+
+    @property
+    def pending(self) -> int:
+        """Names being looked up now (the DNS queue)."""
+        return len(self._waiting)
+
+    def ipcache_contents(self) -> list:
+        """(name, from /etc/hosts, negative, seconds since stored, seconds to live, addresses),
+        the most recently used first, for the cache manager's ipcache page."""
+        now = self.clock()
+        out = []
+        for name, (expires, result, stored) in reversed(self._cache.items.items()):
+            negative = isinstance(result, DnsError)
+            out.append((name, False, negative, int(now - stored), int(expires - now), [] if negative else result))
+        out += [(name, True, False, 0, -1, addresses) for name, addresses in self.hosts.names.items()]
+        return out
+
+    def fqdncache_contents(self) -> list:
+        """(address, from /etc/hosts, negative, seconds to live, names) for the fqdncache page."""
+        now = self.clock()
+        out = [(address, False, not name, int(expires - now), [name] if name else [])
+               for address, (expires, name) in reversed(self._names.items.items())]
+        out += [(address, True, False, -1, [name]) for address, name in self.hosts.addresses.items()]
+        return out
 
     def _query(self, host: str) -> None:
         name = host.encode("idna") if not host.isascii() else host.encode("ascii")
@@ -215,12 +248,16 @@ class DnsCache:
                                      else _ipv6_text(record.payload))
                     ttl = min(ttl, max(record.ttl, 0) or ttl)
         now = self.clock()
+        if self.stats is not None:
+            self.stats.record_dns(now - self._started.pop(host, now), "miss")
+        else:
+            self._started.pop(host, None)
         if addresses:
             result: list[str] | DnsError = list(dict.fromkeys(addresses))
-            self._cache.put(host, (now + ttl, result))
+            self._cache.put(host, (now + ttl, result, now))
         else:
             result = DnsError(_describe(failures, host))
-            self._cache.put(host, (now + self.negative_ttl, result))
+            self._cache.put(host, (now + self.negative_ttl, result, now))
         for d in self._waiting.pop(host, ()):
             if isinstance(result, DnsError):
                 d.errback(result)
@@ -243,8 +280,13 @@ class DnsCache:
         Used by the srcdomain ACL and by dstdomain for IP-literal URLs.
         """
         known = self.cached_name(address)
+        stats = self.stats
         if known is not None:
+            if stats is not None:
+                stats.record_fqdn("hit" if known else "negative_hit")
             return defer.succeed(known)
+        if stats is not None:
+            stats.record_fqdn("miss")
         pointer = ipaddress.ip_address(address).reverse_pointer.encode("ascii")
         upstream = self.resolver.resolvers[-1]
         d = upstream.lookupPointer(pointer, timeout=(self.timeout,))

@@ -52,8 +52,8 @@ class NullClient:
 
 
 class ExchangeDriver:
-    __slots__ = ("exchange", "client", "service", "server", "tee", "streamer", "tunnel", "_busy", "_queue",
-                 "__weakref__")
+    __slots__ = ("exchange", "client", "service", "server", "tee", "streamer", "tunnel", "delay_pool", "_busy",
+                 "_queue", "__weakref__")
 
     def __init__(self, exchange: Exchange, client, service):
         self.exchange = exchange
@@ -63,6 +63,7 @@ class ExchangeDriver:
         self.tee = None                 # the copy of the reply being kept for the store
         self.streamer = None            # a stored body being read from disk
         self.tunnel = None
+        self.delay_pool = 0             # the delay pool this transfer reads through (0: none), for mgr pages
         self._busy = False
         self._queue: list = []           # event batches waiting while commands run
 
@@ -139,6 +140,19 @@ class ExchangeDriver:
     def _fact(self, fact: str, value, seconds: float = 0.0) -> None:
         if not self.finished:
             self.feed(ev.FactKnown(fact, value, seconds))
+
+    def _collect_stats(self, cmd: c.CollectStats) -> None:
+        d = self.service.collect_stats(cmd.action, cmd.needs, cmd.params)
+        d.addCallbacks(self._stats_collected, self._stats_failed)
+
+    def _stats_collected(self, reports: list) -> None:
+        if not self.finished:
+            self.feed(ev.StatsCollected(reports))
+
+    def _stats_failed(self, failure) -> None:
+        log.error("cache manager: gathering the figures failed: %s", failure.getErrorMessage())
+        if not self.finished:
+            self.client.abort()
 
     def _ask_helper(self, cmd: c.AskHelper) -> None:
         helper = cmd.helper
@@ -279,6 +293,17 @@ class ExchangeDriver:
             server.write_sequence(cmd.data)
         else:
             server.write(cmd.data)
+
+    def _throttle(self, cmd: c.Throttle) -> None:
+        server = self.server
+        if server is None:
+            return
+        if cmd.pool is None:
+            if server.delay is not None:
+                server.delay.detach()
+            self.delay_pool = 0
+        elif self.service.throttles.attach(server, cmd.pool, cmd.client_ip, cmd.user, cmd.tag):
+            self.delay_pool = cmd.pool + 1
 
     def _release_upstream(self, cmd: c.ReleaseUpstream) -> None:
         server, self.server = self.server, None
@@ -500,6 +525,7 @@ _HANDLERS = {
     c.ResumeClient: ExchangeDriver._resume_client,
     c.LookUp: ExchangeDriver._look_up,
     c.LookUpCache: ExchangeDriver._look_up_cache,
+    c.CollectStats: ExchangeDriver._collect_stats,
     c.AskHelper: ExchangeDriver._ask_helper,
     c.ReserveHelper: ExchangeDriver._reserve_helper,
     c.ReleaseHelper: ExchangeDriver._release_helper,
@@ -512,6 +538,7 @@ _HANDLERS = {
     c.SendIcp: ExchangeDriver._send_icp,
     c.ForgetIcp: ExchangeDriver._forget_icp,
     c.SendUpstream: ExchangeDriver._send_upstream,
+    c.Throttle: ExchangeDriver._throttle,
     c.ReleaseUpstream: ExchangeDriver._release_upstream,
     type(c.AbortUpstream): ExchangeDriver._abort_upstream,
     c.StartTunnel: ExchangeDriver._start_tunnel,

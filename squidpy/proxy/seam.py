@@ -1,11 +1,12 @@
 """Every private Twisted detail squidpy relies on, in one place.
 
-Twisted's public API does not cover four things a fast proxy needs: the
+Twisted's public API does not cover five things a fast proxy needs: the
 reactor's poll loop without its per-event logging context, whether a
 transport's write buffers are empty (before handing its socket to splice),
 writing straight to a socket when nothing is queued (which spares two
-``epoll_ctl`` calls per reply), and unlinking a client transport from its
-connector (a reference cycle).  Each is done here and nowhere else; tests/test_seam.py
+``epoll_ctl`` calls per reply), unlinking a client transport from its
+connector (a reference cycle), and reading less than 64 KB at a time from a
+socket (a delay pool reads no more than its bucket holds, as Squid does).  Each is done here and nowhere else; tests/test_seam.py
 checks every assumption against the installed Twisted, so an upgrade that
 changes them fails loudly, and setup.cfg bounds Twisted to the releases CI
 has proven.
@@ -30,9 +31,12 @@ _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 class EPollReactor(epollreactor.EPollReactor):
     """Twisted's epoll reactor without ``callWithLogger`` around every I/O event
     (several per cent of a request's CPU); our own errors already say which
-    exchange they belong to."""
+    exchange they belong to.  ``loops`` counts its turns (Squid's "Select loop called")."""
+
+    loops = 0
 
     def doPoll(self, timeout):
+        self.loops += 1
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
         except OSError as err:
@@ -100,6 +104,18 @@ def write_sequence(transport, parts: list[bytes]) -> None:
         write(transport, parts[0])
     else:
         write(transport, b"".join(parts))
+
+
+def limit_reads(transport, size: int) -> None:
+    """Let the next reads of a TCP transport take at most ``size`` (>= 1) bytes:
+    ``tcp.Connection.doRead`` reads ``bufferSize`` bytes from the socket."""
+    if type(transport) is tcp.Client or type(transport) is tcp.Server:
+        transport.bufferSize = max(1, min(size, tcp.Connection.bufferSize))
+
+
+def unlimit_reads(transport) -> None:
+    if type(transport) is tcp.Client or type(transport) is tcp.Server:
+        transport.__dict__.pop("bufferSize", None)
 
 
 def socket_of(transport) -> socket.socket | None:

@@ -123,6 +123,7 @@ class ServerConnection(PausableReading, Protocol):
         self._connect_head: bytes | None = None     # CONNECT through a parent: its answer so far
         self._connect_rest = b""
         self.bytes_in = 0
+        self.delay = None           # squidpy.proxy.throttle.DelayedReads: reads in a delay pool
 
     # ------------------------------------------------------------ connection
     def connectionMade(self):
@@ -189,6 +190,10 @@ class ServerConnection(PausableReading, Protocol):
     def connectionLost(self, reason):
         was_connected, self.connected = self.connected, False
         unlink_connector(self.transport)
+        uses = self.pool.uses
+        uses[self.used] = uses.get(self.used, 0) + 1
+        if self.delay is not None:
+            self.delay.detach()
         self.pool.timeouts.discard(self)
         self.pool.forget(self)
         if was_connected:
@@ -255,6 +260,8 @@ class ServerConnection(PausableReading, Protocol):
         self.write(head)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.delay is not None:
+            self.delay.read(len(data))
         tls = self.tls
         if tls is not None:
             out = tls.receive(data)
@@ -576,6 +583,7 @@ class ServerPool:
         self.reactor = reactor
         self.timeouts = timeouts
         self.idle: dict[tuple, list[ServerConnection]] = {}
+        self.uses: dict[int, int] = {}      # requests a connection carried -> connections (mgr:pconn)
         self.on_peer_connections = None     # (peer name, +1/-1): connections to cache_peers, for max-conn
         self.configure(config)
 
@@ -608,6 +616,8 @@ class ServerPool:
         return found
 
     def release(self, conn: ServerConnection) -> None:
+        if conn.delay is not None:
+            conn.delay.detach()
         conn.detach()
         conn.driver = None
         conn.parser = None

@@ -28,8 +28,10 @@ from squidpy import __version__
 from squidpy.config import loader
 from squidpy.errors import ErrorPages
 from squidpy.http.message import app_name, via_value
+from squidpy.http.url import own_names
 from squidpy.log.access_log import AccessLog
 from squidpy.log.cache_log import CacheLog
+from squidpy.mgr.stats import Stats
 from squidpy.pac import PacSettings
 from squidpy.proxy import privileges
 from squidpy.proxy.client_side import ClientFactory
@@ -38,6 +40,7 @@ from squidpy.proxy.dns import DnsCache, build_resolver, read_hosts
 from squidpy.proxy.notify import STATUS_INTERVAL, Notifier, rate, status_text
 from squidpy.proxy.pidfile import AlreadyRunning, PidFile
 from squidpy.proxy.server_side import ServerPool
+from squidpy.proxy.throttle import Throttles
 from squidpy.proxy.timeouts import Timeouts
 
 log = logging.getLogger("squidpy")
@@ -65,14 +68,17 @@ class Staged:
 
 class ProxyService:
     def __init__(self, config, reactor, echo: bool = False, kid: int | None = None,
-                 notifier: Notifier | None = None, identity: privileges.Identity | None = None):
+                 notifier: Notifier | None = None, identity: privileges.Identity | None = None,
+                 run_dir: str | None = None):
         self.reactor = reactor
+        self.run_dir = run_dir        # under workers: where the kids' report sockets are (kidstats)
         self.config = config
         self.echo = echo
         self.kid = kid                # the kid number under 'workers N', else None
         self.notifier = notifier or Notifier()
         self.identity = identity      # whom to become after binding ports (None: stay who we are)
-        self.listeners: dict[tuple[str, int], object] = {}
+        self.listeners: dict[tuple[str, str, int], object] = {}     # http_port and metrics_port
+        self.my_port = 0
         self.clients: set = set()
         self._per_ip: Counter = Counter()
         self.shutting_down = False
@@ -91,7 +97,10 @@ class ProxyService:
         self._cache_dir = None
         self._flush = LoopingCall(self.flush_logs)
         self._status = LoopingCall(self.report_status)
-        self.transactions = 0             # finished transactions, for the request rate
+        self.stats = Stats(self.started)  # what the cache manager and /metrics show (squidpy.mgr.stats)
+        self._tick = LoopingCall(self.tick_stats)
+        self.kid_reports = None           # under workers: this kid's report socket (kidstats)
+        self.throttles = Throttles(reactor, config)     # delay pools and client delay pools
         self._rate_mark = (0, time.monotonic())
         self.fd_limit = raise_fd_limit(config.max_filedescriptors)
         from squidpy.proxy.peering import Peering
@@ -105,6 +114,8 @@ class ProxyService:
         self.visible_hostname = config.visible_hostname
         self.via_name = config.visible_hostname if config.via else None
         appname = app_name(config.httpd_suppress_version_string)
+        # the names a URL may give this proxy by (its own URLs are answered, never forwarded)
+        self.hostnames = own_names(config.visible_hostname, config.hostname_aliases)
         self.via_header = via_value("1.1", config.visible_hostname, appname) if config.via else None
         self.x_cache_miss = b"MISS from " + config.visible_hostname.encode("latin-1")
         self.x_cache_hit = b"HIT from " + config.visible_hostname.encode("latin-1")
@@ -114,7 +125,7 @@ class ProxyService:
         self.dns = DnsCache(build_resolver(config.dns_nameservers), config.positive_dns_ttl,
                             config.negative_dns_ttl, config.dns_timeout,
                             (config.ipcache_size, config.ipcache_low, config.ipcache_high), config.fqdncache_size,
-                            hosts=read_hosts(config.hosts_file, config.append_domain))
+                            hosts=read_hosts(config.hosts_file, config.append_domain), stats=self.stats)
         self.max_clients = config.max_client_connections or max(16, self.fd_limit // 2)
         self.pac = PacSettings.from_config(config)
         from squidpy.proxy.tls_side import TlsSide
@@ -122,6 +133,7 @@ class ProxyService:
         if old is not None:
             old.stop()
         self.pool.configure(config)
+        self.throttles.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
         self.peering.configure(config)
 
@@ -175,11 +187,12 @@ class ProxyService:
         log.info("Starting squidpy/%s (pid %d) with %s", __version__, os.getpid(), config.source)
         for warning in config.warnings:
             log.warning("%s", warning)
-        for listen in _ports(config):
+        for listen in listening(config):
             try:
                 self._listen(listen)
             except ierror.CannotListenError as e:
                 self._fail_start(f"cannot listen on {_where(listen)}: {_socket_reason(e)}")
+        self._find_my_port()
         if self.identity is not None:
             try:
                 kept = privileges.become(self.identity)
@@ -198,11 +211,18 @@ class ProxyService:
         self.access_log = AccessLog.from_config(config, on_fatal=self.fatal)
         for failure in self.access_log.failures():
             self._fail_start(failure)
+        if self.run_dir is not None:
+            from squidpy.proxy.kidstats import KidReports
+            try:
+                self.kid_reports = KidReports(self, self.run_dir)
+            except OSError as e:
+                self._fail_start(f"cannot open the report socket in {self.run_dir}: {e.strerror}")
         self._start_helpers(config)       # as the user squidpy runs as, like Squid's helpers
         self._announce()
         self.peering.start()
         self.timeouts.start()
         self._flush.start(1.0, now=False)
+        self._tick.start(60.0, now=False)
         if self.notifier.wanted:
             self._status.start(STATUS_INTERVAL, now=False)
         self.notifier.ready(self.status_text())
@@ -292,7 +312,8 @@ class ProxyService:
         (self.listeners if into is None else into)[listen.key] = port
         address = port.getHost()
         shown = f"[{address.host}]" if ":" in address.host else address.host
-        log.info("Accepting %s connections at %s:%d", "HTTPS" if listen.https else "HTTP", shown, address.port)
+        kind = "metrics" if listen.kind == "metrics" else "HTTPS" if listen.https else "HTTP"
+        log.info("Accepting %s connections at %s:%d", kind, shown, address.port)
 
     def _listen_reuseport(self, listen, factory):
         """A listening socket other processes may share (SO_REUSEPORT): the kernel spreads
@@ -315,24 +336,27 @@ class ProxyService:
             sock.close()
 
     def listening_ports(self) -> list[int]:
-        return [p.getHost().port for p in self.listeners.values()]
+        return [p.getHost().port for key, p in self.listeners.items() if key[0] == "http"]
 
     def listening_addresses(self) -> list[str]:
         out = []
-        for port in self.listeners.values():
+        for key, port in self.listeners.items():
+            if key[0] != "http":
+                continue
             address = port.getHost()
             out.append(f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}")
         return out
 
-    @property
-    def my_port(self) -> int:
-        """The port of the first http_port (as bound), which Squid puts in its own
-        URLs (``http://visible_hostname:PORT/...``)."""
+    def _find_my_port(self) -> None:
+        """``my_port``: the port of the first http_port (as bound), which Squid puts in its
+        own URLs (``http://visible_hostname:PORT/...``); kept as a plain attribute, since
+        every request compares its URL's port with it."""
+        self.my_port = 0
         for listen in self.config.http_port:
             port = self.listeners.get(listen.key)
             if port is not None:
-                return port.getHost().port
-        return 0
+                self.my_port = port.getHost().port
+                return
 
     # ------------------------------------------------------------ reconfigure
     def reconfigure(self) -> None:
@@ -372,7 +396,7 @@ class ProxyService:
 
         staged = Staged(new)
         try:
-            for listen in _ports(new):
+            for listen in listening(new):
                 if listen.key not in self.listeners:
                     try:
                         self._listen(listen, into=staged.ports)
@@ -405,7 +429,7 @@ class ProxyService:
     def _unstage(self, staged: Staged) -> None:
         for key, port in staged.ports.items():
             port.stopListening()
-            log.info("Closed HTTP port %s:%d again", key[0] or "*", key[1])
+            log.info("Closed %s port %s:%d again", _port_kind(key), key[1] or "*", key[2])
         if staged.cache is not None:
             staged.cache.close()
         if staged.cache_log is not None:
@@ -418,15 +442,16 @@ class ProxyService:
     def _commit(self, staged: Staged) -> None:
         """Take the new configuration; nothing here can fail."""
         new, old = staged.config, self.config
-        wanted = {listen.key: listen for listen in _ports(new)}
+        wanted = {listen.key: listen for listen in listening(new)}
         for key in list(self.listeners):
             if key not in wanted:
                 self.listeners.pop(key).stopListening()
-                log.info("Closed HTTP port %s:%d", key[0] or "*", key[1])
+                log.info("Closed %s port %s:%d", _port_kind(key), key[1] or "*", key[2])
         self.listeners.update(staged.ports)
         for key, listen in wanted.items():
             self.listeners[key].factory.listen = listen
         self._derive(new)
+        self._find_my_port()
         if staged.cache is not None:
             if self.cache is not None:
                 self.cache.close()
@@ -458,13 +483,20 @@ class ProxyService:
     # ------------------------------------------------------------ status and fatal errors
     def status_text(self) -> str:
         count, then = self._rate_mark
-        return status_text(rate(self.transactions, count, time.monotonic(), then), len(self.clients))
+        return status_text(rate(self.stats.requests(), count, time.monotonic(), then), len(self.clients))
 
     def report_status(self) -> None:
         now = time.monotonic()
         count, then = self._rate_mark
-        self._rate_mark = (self.transactions, now)
-        self.notifier.status(rate(self.transactions, count, now, then), len(self.clients))
+        requests = self.stats.requests()
+        self._rate_mark = (requests, now)
+        self.notifier.status(rate(requests, count, now, then), len(self.clients))
+
+    def tick_stats(self) -> None:
+        """Once a minute: a copy of the counters for the 5 and 60 minute figures."""
+        from squidpy.proxy.reports import update_process_counters
+        update_process_counters(self)
+        self.stats.tick(time.time())
 
     def fatal(self, message: str, why: str = "a log it must write cannot be written "
                                              "(access_log ... on-error=drop keeps serving instead)") -> None:
@@ -536,9 +568,13 @@ class ProxyService:
     def _stopped(self) -> None:
         self.peering.stop()
         self.timeouts.stop()
-        for loop in (self._flush, self._status):
+        for loop in (self._flush, self._status, self._tick):
             if loop.running:
                 loop.stop()
+        self.throttles.stop()
+        if self.kid_reports is not None:
+            self.kid_reports.close()
+            self.kid_reports = None
         if self.access_log is not None:
             self.access_log.on_fatal = None
             for writer in self.access_log.writers.values():
@@ -610,27 +646,24 @@ class ProxyService:
         from squidpy.proxy.refresh_client import refresh_in_background
         refresh_in_background(self, exchange, target, headers)
 
-    def manager_report(self) -> dict:
-        """What the cache manager pages show."""
-        info = {
-            "version": __version__, "pid": os.getpid(), "uptime_seconds": int(time.time() - self.started),
-            "client_connections": len(self.clients),
-            # the tables that grow with distinct names, each bounded (docs/security.md)
-            "ipcache_entries": self.dns.ipcache_entries, "fqdncache_entries": self.dns.fqdncache_entries,
-            "idle_server_origins": len(self.pool.idle),
-        }
-        if self.kid is not None:
-            info["kid"] = self.kid
-        if self.cache is not None:
-            info.update(self.cache.stats())
-        if self.running_helpers is not None:
-            info["helpers"] = self.running_helpers.figures()
-        return {"info": info, "objects": self.cache.objects if self.cache is not None else list}
+    def collect_stats(self, action: str, needs: frozenset, params: dict) -> defer.Deferred:
+        """The reports for a cache manager page or /metrics: this process's, and under
+        workers every kid's (squidpy.proxy.kidstats); fires with a list."""
+        from squidpy.proxy import reports
+        own = reports.build(self, needs, params)
+        if self.kid_reports is None:
+            return own.addCallback(lambda report: [report])
+        return self.kid_reports.collect(own, action, needs, params)
+
+    def helper_pools(self) -> list:
+        """The helper pools running for this process (auth_param, external_acl_type,
+        url_rewrite ...), for /metrics."""
+        if self.running_helpers is None:
+            return []
+        return [manager.pool for manager in self.running_helpers.managers.values()]
 
     def log_transaction(self, entry, checklist) -> None:
-        self.transactions += 1
-        if self.cache is not None:
-            self.cache.record(entry)
+        self.stats.record(entry)
         if self.access_log is not None:
             self.access_log.log(entry, checklist)
 
@@ -693,6 +726,15 @@ def _owner(identity) -> tuple[int, int] | None:
     return (identity.uid, identity.gid) if identity is not None else None
 
 
+def listening(config) -> list:
+    """Every port the configuration listens on: its http_ports, https_ports, then its metrics_ports."""
+    return [*config.http_port, *config.https_port, *config.metrics_port]
+
+
+def _port_kind(key) -> str:
+    return "HTTP" if key[0] == "http" else key[0]
+
+
 def _where(listen) -> str:
     host = listen.host or "*"
     return f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}"
@@ -701,11 +743,6 @@ def _where(listen) -> str:
 def _socket_reason(error: ierror.CannotListenError) -> str:
     reason = error.socketError
     return getattr(reason, "strerror", None) or str(reason)
-
-
-def _ports(config) -> list:
-    """Every listening port: http_port lines, then https_port lines."""
-    return [*config.http_port, *config.https_port]
 
 
 def _sweep_interval(config) -> float:

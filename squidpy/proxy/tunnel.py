@@ -36,9 +36,10 @@ class Tunnel:
         client.deadline = None
         server.pool.timeouts.add(self)
         self.spliced = None
-        # a client speaking TLS to us (https_port) has its bytes encrypted here: no splice(2)
-        self._can_splice = getattr(client, "tls", None) is None and splice.available(client.transport,
-                                                                                     server.transport)
+        # a client speaking TLS to us (https_port) has its bytes encrypted here, and a delay
+        # pool counts the bytes it lets through: those tunnels stay in Python (no splice(2))
+        self._can_splice = (getattr(client, "tls", None) is None and server.delay is None
+                            and client.write_limit is None and splice.available(client.transport, server.transport))
         self._splice_pending = False
 
     def maybe_splice(self) -> None:
@@ -67,10 +68,7 @@ class Tunnel:
     def from_server(self, data: bytes) -> None:
         self.bytes_down += len(data)
         self.deadline = time.monotonic() + self.idle_timeout
-        if getattr(self.client, "tls", None) is not None:
-            self.client.write(data)
-        else:
-            self.client.transport.write(data)
+        self.client.write(data)
         self.maybe_splice()
 
     def client_eof(self) -> None:

@@ -9,6 +9,10 @@ connections among them, then gives up root (cache_effective_user); they
 share the cache_dir and append whole lines to the same access.log.  A kid
 that dies is restarted, unless it keeps dying.
 
+A page of the cache manager or /metrics shows every kid's figures: the master
+makes a private directory for the run (``run_dir``), where each kid answers the
+others' requests for its figures on a UNIX socket (squidpy.proxy.kidstats).
+
 Kids report to the master through a pipe (``PID ready``, ``PID status RATE
 CLIENTS``, ``PID fatal MESSAGE``): the master says READY to systemd once
 every kid listens, sums their request rates into systemd's STATUS line, and
@@ -22,9 +26,11 @@ import errno
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 from squidpy import __version__
@@ -41,16 +47,17 @@ START_TIMEOUT = 60.0        # a kid that neither listens nor fails by then is gi
 
 def resolve_port_zero(config) -> None:
     """With several kids, 'port 0' must mean one port for all of them: pick it now."""
-    resolved = []
-    for listen in config.http_port:
-        if listen.port == 0:
-            family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-            with socket.socket(family) as s:
-                s.bind((listen.host or "0.0.0.0", 0))
-                port = s.getsockname()[1]
-            listen = type(listen)(listen.host, port, listen.name, listen.options)
-        resolved.append(listen)
-    config.http_port = resolved
+    for directive in ("http_port", "metrics_port"):
+        resolved = []
+        for listen in getattr(config, directive):
+            if listen.port == 0:
+                family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+                with socket.socket(family) as s:
+                    s.bind((listen.host or "0.0.0.0", 0))
+                    port = s.getsockname()[1]
+                listen = type(listen)(listen.host, port, listen.name, listen.options, listen.kind)
+            resolved.append(listen)
+        setattr(config, directive, resolved)
 
 
 class KidReports:
@@ -105,6 +112,7 @@ class Master:
         self.started = False
         self.identity = None
         self.pidfile = None
+        self.run_dir = None
 
     def run(self) -> int:
         from squidpy.log.cache_log import CacheLog
@@ -135,6 +143,16 @@ class Master:
             return 1
         log.info("Starting squidpy/%s master (pid %d) with %s: %d kids", __version__, os.getpid(),
                  self.config.source, self.workers)
+        try:
+            self.run_dir = make_run_dir(owner)
+        except OSError as e:
+            log.critical("FATAL: cannot make a directory for the kids' report sockets: %s", e)
+            print(f"squidpy: cannot start: cannot make a directory for the kids' report sockets: {e}",
+                  file=sys.stderr)
+            self.cache_log.close()
+            if self.pidfile is not None:
+                self.pidfile.release()
+            return 1
         self.pipe_r, self.pipe_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.pipe_r, False)
         signal.signal(signal.SIGHUP, self._reconfigure)
@@ -146,6 +164,7 @@ class Master:
         self.waiting_ready = set(self.kids)
         code = self._loop()
         log.info("squidpy master stopped")
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.pidfile is not None:
             self.pidfile.release()
         self.cache_log.close()
@@ -244,7 +263,7 @@ class Master:
                 for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                     signal.signal(sig, signal.SIG_DFL)
                 os.close(self.pipe_r)
-                code = run_kid(self.config, number, self.echo, self.pipe_w, self.identity)
+                code = run_kid(self.config, number, self.echo, self.pipe_w, self.identity, self.run_dir)
             finally:
                 os._exit(code)
         self.kids[pid] = number
@@ -279,7 +298,18 @@ class Master:
         self._signal_kids(signal.SIGUSR2)
 
 
-def run_kid(config, number: int, echo: bool, pipe_w: int | None = None, identity=None) -> int:
+def make_run_dir(owner: tuple[int, int] | None) -> str:
+    """A directory only the kids' user may enter, for their report sockets: in the
+    service's RuntimeDirectory under systemd, else a fresh one in the temporary directory."""
+    parent = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+    path = tempfile.mkdtemp(prefix="squidpy-kids-", dir=parent)
+    if owner is not None:
+        os.chown(path, *owner)
+    return path
+
+
+def run_kid(config, number: int, echo: bool, pipe_w: int | None = None, identity=None,
+            run_dir: str | None = None) -> int:
     """One kid: a full ProxyService with its own reactor, listening with SO_REUSEPORT."""
     from squidpy.proxy import reactor as squidpy_reactor
     from squidpy.proxy.service import ProxyService, StartupError
@@ -287,7 +317,7 @@ def run_kid(config, number: int, echo: bool, pipe_w: int | None = None, identity
     reactor = squidpy_reactor.install()
 
     service = ProxyService(config, reactor, echo=echo, kid=number, notifier=notify.Notifier(pipe_w),
-                           identity=identity)
+                           identity=identity, run_dir=run_dir)
     service.install_signal_handlers()
     try:
         service.start()

@@ -1,19 +1,16 @@
-"""Pages squidpy serves itself, for requests addressed to the proxy.
+"""Pages squidpy serves itself, besides the cache manager and /metrics (pure).
 
 A browser (or a curious admin) that asks the proxy directly, in origin-form
 (``GET / HTTP/1.1``), is not forwarded anywhere: ``/`` explains what this
 is and how to use it, ``/proxy.pac`` and ``/wpad.dat`` give a proxy
-auto-configuration file pointing at this proxy, and ``/squid-internal-mgr/``
-is the cache manager (``info``, ``objects``), as in Squid.  Everything else
-is 404.  Each is answered only after http_access allowed the request, which
-it sees as Squid sees a request for its own URLs (``http.url.internal_target``).
+auto-configuration file pointing at this proxy.  Everything else is 404.
+Each is answered only after http_access allowed the request, which it sees
+as Squid sees a request for its own URLs (``http.url.internal_target``).
 """
 
 from __future__ import annotations
 
 import html
-import json
-import urllib.parse
 from dataclasses import dataclass
 
 from squidpy import __version__
@@ -41,9 +38,10 @@ def _proxy_address(host_header: bytes | None, local_ip: str, local_port: int) ->
     return f"{shown}:{local_port}"
 
 
-def page(target: str, host_header: bytes | None, local_ip: str, local_port: int, hostname: str,
+def page(path: str, host_header: bytes | None, local_ip: str, local_port: int, hostname: str,
          pac: PacSettings = PacSettings()) -> Page:
-    path = target.split("?", 1)[0]
+    """The page at ``path`` (its query ignored); ``host_header``: how the client named us."""
+    path = path.split("?", 1)[0]
     proxy = _proxy_address(host_header, local_ip, local_port)
     if path in ("/proxy.pac", "/wpad.dat"):
         return Page(200, PAC_CONTENT_TYPE, render_pac(pac, proxy).encode("ascii"))
@@ -63,30 +61,8 @@ def page(target: str, host_header: bytes | None, local_ip: str, local_port: int,
     return Page(404, b"text/plain;charset=utf-8", b"Not found: this is a proxy, not a web server.\n")
 
 
-MANAGER_PREFIX = "/squid-internal-mgr/"
-
-
 def url_contains(url: str, pattern: str) -> bool:
     """The ``objects`` filter: a plain substring, never a regular expression, so a
     client cannot make the proxy backtrack for seconds on a crafted pattern (the
     pages are answered on the reactor, which every client shares)."""
     return pattern in url
-
-
-def manager_page(target: str, report: dict) -> Page:
-    """Cache manager pages: ``info`` (key: value lines, or JSON with ?format=json)
-    and ``objects`` (one stored URL a line, those containing ?pattern=TEXT)."""
-    path, _, query = target[len(MANAGER_PREFIX):].partition("?")
-    params = urllib.parse.parse_qs(query)
-    if path == "info":
-        info = report["info"]
-        if params.get("format") == ["json"]:
-            return Page(200, b"application/json", json.dumps(info, indent=1).encode())
-        lines = "".join(f"{k}: {v}\n" for k, v in info.items())
-        return Page(200, b"text/plain;charset=utf-8", lines.encode())
-    if path == "objects":
-        pattern = params.get("pattern", [""])[0]
-        lines = [f"{o['url']} {o['status']} {o['size']} {o['tier']}\n" for o in report["objects"]()
-                 if url_contains(o["url"], pattern)]
-        return Page(200, b"text/plain;charset=utf-8", "".join(lines).encode("utf-8", "replace"))
-    return Page(404, b"text/plain;charset=utf-8", b"cache manager pages: info, objects\n")

@@ -1,0 +1,171 @@
+"""The hot path in one process, no sockets: what one request costs squidpy's code.
+
+    python benchmarks/inprocess.py [--requests 20000] [--rounds 5]
+
+A real :class:`~squidpy.proxy.service.ProxyService` (real configuration, access
+log, cache, counters) serves requests fed as bytes into a real
+:class:`~squidpy.proxy.client_side.ClientConnection` over a transport that only
+keeps what is written; the origin is a real
+:class:`~squidpy.proxy.server_side.ServerConnection` taken from the pool and fed
+its reply bytes.  Two paths: a memory hit of a 1 KB object, and a 1 KB miss
+(``no-store``).  Prints CPU microseconds per request (process time, so other
+processes on the machine disturb it less than wall time): compare
+two checkouts on the same machine, never across machines; on a busy machine
+trust the best round more than the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from twisted.internet.address import IPv4Address  # noqa: E402
+
+BODY = b"x" * 1024
+HIT_URL = b"http://origin.test/hit.bin"
+MISS_URL = b"http://origin.test/miss.bin"
+
+
+class Transport:
+    """Enough of a TCP transport for the connection classes: writes are counted and dropped."""
+
+    def __init__(self, local_port: int, peer_port: int):
+        self.host = IPv4Address("TCP", "127.0.0.1", local_port)
+        self.peer = IPv4Address("TCP", "127.0.0.1", peer_port)
+        self.connected = True
+        self.disconnecting = False
+        self.producer = None
+        self.written = 0
+
+    def getPeer(self):
+        return self.peer
+
+    def getHost(self):
+        return self.host
+
+    def setTcpNoDelay(self, _on):
+        pass
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def write(self, data):
+        self.written += len(data)
+
+    def writeSequence(self, parts):
+        for part in parts:
+            self.written += len(part)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def loseConnection(self):
+        self.connected = False
+
+    abortConnection = loseConnection
+
+
+def reply(cache_control: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nCache-Control: " + cache_control
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
+
+
+def build(tmp: str):
+    from twisted.internet import reactor
+
+    from squidpy.config.loader import load
+    from squidpy.proxy.client_side import ClientConnection
+    from squidpy.proxy.server_side import ServerConnection
+    from squidpy.proxy.service import ProxyService
+
+    config = load(text=f"""
+acl local src 127.0.0.0/8
+http_access allow local
+http_access deny all
+http_port 127.0.0.1:3128
+access_log {tmp}/access.log squid
+cache_log {tmp}/cache.log
+pid_filename none
+visible_hostname bench.test
+""", path=os.path.join(tmp, "squidpy.conf"))
+    service = ProxyService(config, reactor)
+    service.cache = service._open_cache(config)
+    from squidpy.log.access_log import AccessLog
+    service.access_log = AccessLog.from_config(config, on_fatal=None)
+    service.dns.cached = lambda host: ["127.0.0.1"]
+
+    client = ClientConnection(service, "")
+    client.makeConnection(Transport(3128, 40000))
+
+    server = ServerConnection(service.pool, ("http", "origin.test", 80))
+    server.makeConnection(Transport(50000, 80))
+    return service, client, server
+
+
+def run_hit(client, n: int) -> float:
+    request = b"GET " + HIT_URL + b" HTTP/1.1\r\nHost: origin.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+    started = time.process_time()
+    for _ in range(n):
+        client.dataReceived(request)
+    return (time.process_time() - started) / n * 1e6
+
+
+def run_miss(service, client, server, n: int) -> float:
+    request = b"GET " + MISS_URL + b" HTTP/1.1\r\nHost: origin.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+    answer = reply(b"no-store")
+    pool = service.pool
+    started = time.process_time()
+    for _ in range(n):
+        pool.release(server)
+        client.dataReceived(request)
+        server.dataReceived(answer)
+    return (time.process_time() - started) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=("hit", "miss"), help="one path only (e.g. under valgrind's "
+                        "callgrind: instructions per request are what the machine's load cannot change)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        service, client, server = build(tmp)
+        # prime the memory tier with the hit object, through the miss path
+        service.pool.release(server)
+        client.dataReceived(b"GET " + HIT_URL + b" HTTP/1.1\r\nHost: origin.test\r\n\r\n")
+        server.dataReceived(reply(b"max-age=86400"))
+        assert service.cache.store.memory.items, "the hit object was not stored"
+        results = {"memory hit 1 KB": [], "miss 1 KB": []}
+        gc.collect()
+        for _ in range(args.rounds):
+            if args.only != "miss":
+                results["memory hit 1 KB"].append(run_hit(client, args.requests))
+            if args.only != "hit":
+                results["miss 1 KB"].append(run_miss(service, client, server, args.requests))
+            service.access_log.flush()
+        for name, values in results.items():
+            if not values:
+                continue
+            print(f"{name:<16} best {min(values):7.2f}  median {statistics.median(values):7.2f} us/request   "
+                  f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
+        service.access_log.close()
+        service.cache.close()
+
+
+if __name__ == "__main__":
+    main()
