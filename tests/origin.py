@@ -122,6 +122,7 @@ class OriginHandler(BaseHTTPRequestHandler):
         doc = {
             "method": self.command, "path": self.path, "version": self.request_version,
             "headers": list(self.headers.items()), "body": body.decode("latin-1"),
+            "peer": self.client_address[0],
         }
         self._send(200, json.dumps(doc).encode(), [("Content-Type", "application/json")])
 
@@ -256,9 +257,9 @@ class Origin(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__((host, 0), OriginHandler)
+        super().__init__((host, port), OriginHandler)
         self.requests: list[tuple[str, str, list, bytes]] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

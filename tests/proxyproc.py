@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-PORT_LINE = re.compile(r"Accepting HTTP connections at (\S+):(\d+)")
+PORT_LINE = re.compile(r"Accepting (?:NAT intercepted |TPROXY intercepted )?HTTP connections at (\S+):(\d+)")
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -31,7 +31,7 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 class ProxyProcess:
     def __init__(self, tmp_path: Path, config: str, listen: str = "127.0.0.1:0", env: dict | None = None,
-                 start: bool = True):
+                 start: bool = True, prefix: list[str] | None = None):
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.access_log = self.dir / "access.log"
@@ -53,6 +53,7 @@ class ProxyProcess:
         self.config_path = self.dir / "squidpy.conf"
         self.config_path.write_text(config + "\n" + "\n".join(lines) + "\n")
         self.env = dict(os.environ, **(env or {}))
+        self.prefix = list(prefix or ())     # e.g. ip netns exec NAME: run it inside a network namespace
         self.proc = None
         self.port = None
         self.ports: list[int] = []
@@ -62,7 +63,7 @@ class ProxyProcess:
     def start(self) -> "ProxyProcess":
         self.stderr = open(self.dir / "stderr.txt", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "squidpy", "run", "-f", str(self.config_path)],
+            [*self.prefix, sys.executable, "-m", "squidpy", "run", "-f", str(self.config_path)],
             stdout=subprocess.DEVNULL, stderr=self.stderr, env=self.env,
         )
         found = wait_for(self._ports_from_log, timeout=15)

@@ -45,7 +45,8 @@ def free_port() -> int:
 
 
 class SquidProcess:
-    def __init__(self, tmp_path: Path, config: str, hosts: dict[str, str] | None = None, start: bool = True):
+    def __init__(self, tmp_path: Path, config: str, hosts: dict[str, str] | None = None, start: bool = True,
+                 prefix: list[str] | None = None):
         if not os.path.exists(SQUID):
             raise RuntimeError("Squid 5.7 is not installed: .ci/run installs Debian's squid package")
         self.dir = Path(tmp_path)
@@ -87,6 +88,7 @@ class SquidProcess:
         self.config_path = self.dir / "squid.conf"
         self.config_path.write_text(config + "\n" + "\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
+        self.prefix = list(prefix or ())     # e.g. ip netns exec NAME: run it inside a network namespace
         if start:
             self.start()
 
@@ -97,7 +99,7 @@ class SquidProcess:
 
     def start(self) -> "SquidProcess":
         self.stderr = open(self.dir / "stderr.txt", "ab")
-        self.proc = subprocess.Popen([SQUID, "-N", "-f", str(self.config_path)],
+        self.proc = subprocess.Popen([*self.prefix, SQUID, "-N", "-f", str(self.config_path)],
                                      stdout=subprocess.DEVNULL, stderr=self.stderr)
 
         def accepting() -> bool:

@@ -126,6 +126,10 @@ def parse_ip(text: str) -> str:
         raise ValueError(f"'{text}' is not an IP address") from None
 
 
+INTERCEPT = "intercept"      # NAT interception: the original destination from SO_ORIGINAL_DST
+TPROXY = "tproxy"            # Linux TPROXY: the socket's own address is the original destination
+
+
 @dataclass(frozen=True)
 class ListenAddress:
     """One ``http_port``: where to listen and the options written after it."""
@@ -139,12 +143,26 @@ class ListenAddress:
     def key(self) -> tuple[str, int]:
         return (self.host, self.port)
 
+    @property
+    def interception(self) -> str | None:
+        """``"intercept"``, ``"tproxy"``, or None for a forward-proxy port."""
+        if INTERCEPT in self.options:
+            return INTERCEPT
+        if TPROXY in self.options:
+            return TPROXY
+        return None
 
-HTTP_PORT_OPTIONS = {"name", "tcpkeepalive", "reuseport"}
+
+HTTP_PORT_OPTIONS = {"name", "tcpkeepalive", "reuseport", INTERCEPT, TPROXY}
+FLAG_OPTIONS = {INTERCEPT, TPROXY}      # written without =VALUE
 
 
 def parse_http_port(args: list[str]) -> ListenAddress:
-    """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then ``name=VALUE`` options."""
+    """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then options.
+
+    ``intercept`` (``transparent`` is its older name, which Squid 5.7 takes silently)
+    and ``tproxy`` make an interception port; each mode needs a port of its own,
+    as in Squid."""
     if not args:
         raise ValueError("expected [ADDRESS:]PORT")
     spec, opts = args[0], args[1:]
@@ -163,8 +181,18 @@ def parse_http_port(args: list[str]) -> ListenAddress:
     port = 0 if port_text == "0" else parse_port_number(port_text)
     options = {}
     for opt in opts:
-        key, _, value = opt.partition("=")
+        key, equals, value = opt.partition("=")
+        if key == "transparent":
+            key = INTERCEPT
         if key not in HTTP_PORT_OPTIONS:
             raise ValueError(f"unknown http_port option '{opt}'")
+        if key in FLAG_OPTIONS and equals:
+            raise ValueError(f"http_port option {key} takes no value ('{opt}')")
+        if key == INTERCEPT and TPROXY in options:
+            raise ValueError("Intercept mode requires its own interception port. It cannot be shared with "
+                             "other modes (this port is already tproxy).")
+        if key == TPROXY and INTERCEPT in options:
+            raise ValueError("TPROXY option requires its own interception port. It cannot be shared with "
+                             "other modes (this port is already intercept).")
         options[key] = value
     return ListenAddress(host, port, options.get("name") or spec, options)

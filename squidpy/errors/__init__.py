@@ -43,12 +43,13 @@ STATUS = {
     "ERR_INVALID_RESP": 502,
     "ERR_ZERO_SIZE_OBJECT": 502,
     "ERR_PRECONDITION_FAILED": 412,
+    "ERR_CONFLICT_HOST": 409,
 }
 
 REASONS = {
     200: "OK", 204: "No Content", 302: "Found", 304: "Not Modified",
     400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    407: "Proxy Authentication Required", 408: "Request Timeout", 411: "Length Required",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
     412: "Precondition Failed", 413: "Content Too Large", 414: "URI Too Long",
     417: "Expectation Failed", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",

@@ -23,6 +23,7 @@ import enum
 import html
 from typing import Any, Callable
 
+from squidpy import intercept
 from squidpy.acl.access import matches
 from squidpy.acl.checklist import Checklist, Pending
 from squidpy.cache import policy
@@ -51,6 +52,7 @@ CLOSE_AFTER = frozenset({
 
 class State(enum.Enum):
     IDLE = "waiting for its turn (pipelined); its body may already arrive"
+    VERIFYING_HOST = "an intercepted request's Host is being looked up (is it the address the client connected to?)"
     CHECKING = "an ACL needs a fact that is being looked up"
     CACHE_LOOKUP = "the store is being asked"
     COLLAPSED = "waiting for another exchange's fetch of the same URL"
@@ -73,17 +75,26 @@ class IllegalEvent(RuntimeError):
 
 class ClientInfo:
     """The client connection as the exchange sees it (plain data, updated by the
-    connection: ``closing`` once no further request will be read)."""
+    connection: ``closing`` once no further request will be read).
 
-    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing")
+    On an interception port (``interception`` is "intercept" or "tproxy") the local
+    address is the original destination, the address the client connected to, as
+    in Squid (the localip/localport ACLs and %la/%lp see it); ``to_proxy``: the
+    client connected to the interception port itself, not redirected to it."""
 
-    def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = ""):
+    __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "interception",
+                 "to_proxy")
+
+    def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
+                 interception: str | None = None, to_proxy: bool = False):
         self.client_ip = client_ip
         self.client_port = client_port
         self.local_ip = local_ip
         self.local_port = local_port
         self.port_name = port_name
         self.closing = False
+        self.interception = interception
+        self.to_proxy = to_proxy
 
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
@@ -126,7 +137,8 @@ class Exchange:
     __slots__ = ("shared", "config", "client", "head", "background", "state", "upstream", "target", "checklist",
                  "entry", "body_done", "body_buffer", "buffered", "refusal", "keep_alive", "response", "framing",
                  "reply_started", "reply_limit", "reused", "tunnel", "upgrading", "upstream_started", "cache",
-                 "serving", "waited", "chunked_body", "upgrade_offer", "_out", "_head_cmd", "__weakref__")
+                 "serving", "waited", "chunked_body", "upgrade_offer", "host_verified", "original_dst", "_out",
+                 "_head_cmd", "__weakref__")
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -166,6 +178,8 @@ class Exchange:
         self.cache: CacheRole | None = None
         self.serving: dict | None = None     # a disk hit being streamed: what remains to do
         self.waited = False             # it already waited once for a collapsed fetch
+        self.host_verified = False      # the Host header passed verification (intercepted, host_verify_strict)
+        self.original_dst = False       # it goes to the address the client connected to (interception)
         self._out: list[c.Command] = []
         self._head_cmd: c.SendToClient | None = None
 
@@ -208,8 +222,8 @@ class Exchange:
 
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
-        to=(State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
-            State.SERVING_STORED))
+        to=(State.VERIFYING_HOST, State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING,
+            State.COLLAPSED, State.SERVING_STORED))
     def _start(self, _event) -> None:
         if self.refusal is not None:
             return self.fail(*self.refusal)
@@ -218,8 +232,13 @@ class Exchange:
             if head.version.startswith(("2.", "3.")):
                 return self.fail("ERR_UNSUP_HTTPVERSION", f"HTTP/{head.version} is not spoken here", 505)
             return self.fail("ERR_INVALID_REQ", f"HTTP/{head.version} requests are not accepted")
+        client = self.client
         try:
-            self.target = target = parse_target(head.method, head.target)
+            if client.interception is None:
+                self.target = target = parse_target(head.method, head.target)
+            else:
+                self.target = target = intercept.intercepted_target(
+                    head.method, head.target, head.host, client.local_ip, client.local_port)
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
@@ -241,7 +260,56 @@ class Exchange:
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
         if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
+        if client.to_proxy:
+            return self.fail("ERR_ACCESS_DENIED", "this request was sent to the proxy's interception port itself, "
+                             "not redirected to it: its destination is this proxy, and forwarding it would loop",
+                             403, result="TCP_DENIED")
         self.checklist = self._checklist(target)
+        if target.kind != "internal" and (client.interception is not None or self.config.host_verify_strict):
+            return self._verify_host()
+        self._check()
+
+    # ------------------------------------------------------------ Host verification (CVE-2009-0801)
+    def _verify_host(self) -> None:
+        """Squid's hostHeaderVerify, before http_access: an intercepted request's Host
+        must resolve to the address the client connected to (looked up if need be)."""
+        client, head = self.client, self.head
+        check = intercept.check_host(head.host, client.interception is not None, self.config.host_verify_strict,
+                                     head.method, self.target, client.local_port)
+        if check.outcome == "lookup":
+            found = intercept.lookup_name(check.name)
+            if found is None:
+                addresses = []
+            elif found[1]:
+                addresses = [found[0]]
+            else:
+                addresses = self.shared.cached_addresses(found[0])
+                if addresses is None:
+                    self.state = State.VERIFYING_HOST
+                    return self._emit(c.LookUp("host", found[0]))
+            check = intercept.check_addresses(addresses, client.local_ip)
+        self._host_checked(check)
+
+    @on([State.VERIFYING_HOST], ev.FactKnown,
+        to=(State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
+            State.SERVING_STORED))
+    def _host_looked_up(self, event: ev.FactKnown) -> None:
+        if event.seconds:
+            self.entry.dns_time = (self.entry.dns_time or 0) + event.seconds
+        self._host_checked(intercept.check_addresses(event.value or [], self.client.local_ip))
+
+    def _host_checked(self, check: intercept.HostCheck) -> None:
+        """Verified: on as usual.  Failed: 409 under host_verify_strict (and for
+        CONNECT), else on, to the original destination only and past the cache."""
+        self.host_verified = check.verified
+        head, client = self.head, self.client
+        if check.outcome == "failed" and intercept.refuse_unverified(self.config.host_verify_strict, head.method):
+            for line in intercept.security_alert(check.mismatch, (client.local_ip, client.local_port),
+                                                 (client.client_ip, client.client_port),
+                                                 policy.field(head.headers, b"user-agent"), self.entry.url):
+                self._emit(c.Report("warning", line))
+            return self.fail("ERR_CONFLICT_HOST", f"the Host header does not match where the request goes "
+                             f"({check.mismatch[0]} does not match {check.mismatch[1]})", 409)
         self._check()
 
     def _checklist(self, target: Target) -> Checklist:
@@ -255,6 +323,8 @@ class Exchange:
         ch.client_connections = self.shared.connections_from(client.client_ip)
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
+        if client.interception is not None and self.config.client_dst_passthru:
+            ch.dst = [client.local_ip]  # dst ACLs match where the request goes: the original destination
         return ch
 
     def _check(self) -> None:
@@ -319,7 +389,8 @@ class Exchange:
             self.upgrade_offer = self.config.http_upgrade_request_protocols.allowed_offers(
                 head.upgrade, self.checklist)
         cache = self.shared.cache
-        if cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist):
+        if (cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist)
+                and intercept.may_use_cache(self.client.interception is not None, self.host_verified)):
             self.cache = role = CacheRole(cache, self.target.url, head.method, head.headers, head.cache_fields,
                                           self.background)
             if role.reload:
@@ -642,20 +713,43 @@ class Exchange:
 
     # ------------------------------------------------------------ forwarding
     def _connect(self, tunnel: bool = False, fresh: bool = False) -> None:
-        target = self.target
+        target, client = self.target, self.client
         self.tunnel = tunnel
         if tunnel:
             self.entry.result = "TCP_TUNNEL"
         self.state = State.CONNECTING
         self.upstream = "connecting"
-        addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
-        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=tunnel,
-                             addresses=addresses))
+        if client.interception is None:
+            addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
+            return self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=tunnel,
+                                        addresses=addresses))
+        source = client.client_ip if client.interception == intercept.TPROXY and self._spoofs() else None
+        self.original_dst = intercept.to_original_destination(True, self.config.client_dst_passthru,
+                                                              self.host_verified)
+        if self.original_dst:
+            self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh, tunnel=tunnel,
+                                 addresses=[client.local_ip], source=source))
+        else:
+            addresses = [target.host] if target.ip_literal else None
+            self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=tunnel,
+                                 addresses=addresses, source=source))
+
+    def _spoofs(self) -> bool:
+        """spoof_client_ip: a tproxy request connects with the client's address unless
+        a line denies it (an ACL that needs a lookup cannot decide: no spoofing)."""
+        try:
+            return self.config.spoof_client_ip.check(self.checklist).allowed
+        except Pending:
+            return False
+
+    @property
+    def _hierarchy(self) -> str:
+        return "ORIGINAL_DST" if self.original_dst else "HIER_DIRECT"
 
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
         e = self.entry
-        e.hierarchy = "HIER_DIRECT"
+        e.hierarchy = self._hierarchy
         e.server_ip, e.server_port = event.peer_ip, event.peer_port
         e.server_local_ip, e.server_local_port = event.local_ip, event.local_port
         if event.seconds:
@@ -703,7 +797,7 @@ class Exchange:
         if self.tunnel:
             self.keep_alive = False
             if event.error != "ERR_DNS_FAIL":
-                e.hierarchy = "HIER_DIRECT"
+                e.hierarchy = self._hierarchy
                 e.server_ip = event.server_ip
             return self.fail(event.error, event.detail, event.status, result="TCP_TUNNEL",
                              server_ip=event.server_ip)
@@ -712,7 +806,7 @@ class Exchange:
         if event.error == "ERR_DNS_FAIL":
             e.hierarchy = "HIER_NONE"
             return self.fail(event.error, event.detail, event.status, result=self._miss_result())
-        e.hierarchy = "HIER_DIRECT"
+        e.hierarchy = self._hierarchy
         e.server_ip = event.server_ip
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)
 

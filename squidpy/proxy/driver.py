@@ -106,7 +106,7 @@ class ExchangeDriver:
     # lookups
     def _look_up(self, cmd: c.LookUp) -> None:
         dns = self.service.dns
-        if cmd.fact == "dst":
+        if cmd.fact in ("dst", "host"):
             started = time.monotonic()
             d = dns.resolve(cmd.name)
             d.addCallbacks(lambda addresses: self._fact(cmd.fact, addresses, time.monotonic() - started),
@@ -158,6 +158,8 @@ class ExchangeDriver:
     def _connect(self, cmd: c.Connect) -> None:
         pool = self.service.pool
         key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
+        if cmd.source is not None:
+            key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -174,7 +176,7 @@ class ExchangeDriver:
                 dns_seconds[0] = time.monotonic() - started
                 return result
             d.addBoth(timed)
-        d.addCallback(lambda addresses: pool.connect(key, addresses))
+        d.addCallback(lambda addresses: pool.connect(key, addresses, cmd.source))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:

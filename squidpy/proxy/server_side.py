@@ -4,7 +4,8 @@ A :class:`ServerConnection` carries one transaction at a time: it writes the
 request head the transaction gives it, parses the reply with httptools and
 hands the events back (``response_head``, ``response_body``,
 ``response_done``, ``server_failed``).  Between transactions it waits in the
-:class:`ServerPool`, keyed by (scheme, host, port), until
+:class:`ServerPool`, keyed by (scheme, host, port) (and the source address of a
+tproxy connection), until
 ``server_idle_pconn_timeout``.  After a CONNECT or a 101 it becomes one half
 of a tunnel and passes bytes through untouched.
 """
@@ -36,7 +37,7 @@ from squidpy.http.message import (
 )
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
-from squidpy.proxy.seam import unlink_connector
+from squidpy.proxy.seam import connect_transparent, unlink_connector
 
 MAX_IDLE_PER_ORIGIN = 32
 ATTEMPT_DELAY = 0.25        # seconds before the next address is tried alongside (RFC 8305: 250 ms)
@@ -384,11 +385,17 @@ class KnownAddresses:
 
 @implementer(IReactorPluggableNameResolver, IReactorTCP, IReactorTime)
 class _ResolvedReactor:
-    """The reactor, seen by HostnameEndpoint with KnownAddresses as its resolver."""
+    """The reactor, seen by HostnameEndpoint with KnownAddresses as its resolver
+    (and, ``transparent``, connecting with transparent sockets: tproxy)."""
 
-    def __init__(self, reactor, addresses: list[str]):
+    def __init__(self, reactor, addresses: list[str], transparent: bool = False):
         self._reactor = reactor
         self.nameResolver = KnownAddresses(addresses)
+        if transparent:
+            self.connectTCP = self._connect_transparent
+
+    def _connect_transparent(self, host, port, factory, timeout=30.0, bindAddress=None):
+        return connect_transparent(self._reactor, host, port, factory, timeout, bindAddress)
 
     def installNameResolver(self, resolver):
         raise NotImplementedError
@@ -454,12 +461,23 @@ class ServerPool:
                 lose(conn.transport)
         self.idle.clear()
 
-    def connect(self, key: tuple, addresses: list[str]) -> defer.Deferred:
+    def connect(self, key: tuple, addresses: list[str], source: str | None = None) -> defer.Deferred:
         """Connect to ``addresses`` (happy eyeballs); fires with the ServerConnection
-        or fails with UpstreamError naming the last address tried."""
-        scheme, host, port = key
-        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses), host, port,
-                                    timeout=self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
+        or fails with UpstreamError naming the last address tried.  ``source``: the
+        address to connect from, which need not be this host's (tproxy: the client's);
+        only addresses of its family can be reached from it."""
+        scheme, host, port = key[:3]
+        bind = None
+        if source is not None:
+            v6 = ":" in source
+            addresses = [a for a in addresses if (":" in a) == v6]
+            if not addresses:
+                return defer.fail(UpstreamError(
+                    "ERR_CONNECT_FAIL", f"no address of {host} can be reached from the client's address {source}",
+                    status=503))
+            bind = (source, 0)
+        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses, source is not None), host, port,
+                                    timeout=self.connect_timeout, attemptDelay=ATTEMPT_DELAY, bindAddress=bind)
         if scheme == "https":
             endpoint = wrapClientTLS(ssl.optionsForClientTLS(host), endpoint)
 
