@@ -86,6 +86,8 @@ class CacheRole:
         if self.background:
             self.revalidating = True
             return Found.REVALIDATE
+        if not self.req_cc and self.age < lifetime and "no-cache" not in resp_cc:
+            return Found.SERVE      # fresh, and nothing asks otherwise (the common hit, without can_reuse)
         reuse = policy.can_reuse(self.req_cc, resp_cc, self.age, lifetime)
         if reuse.decision in (policy.FRESH, policy.STALE_OK):
             return Found.SERVE

@@ -134,11 +134,29 @@ class Exchange:
     """One request.  ``shared`` is what all exchanges share (configuration, clock,
     the cache's settings, facts already known); see :mod:`squidpy.exchange.shared`."""
 
-    __slots__ = ("shared", "config", "client", "head", "background", "state", "upstream", "target", "checklist",
-                 "entry", "body_done", "body_buffer", "buffered", "refusal", "keep_alive", "response", "framing",
-                 "reply_started", "reply_limit", "reused", "tunnel", "upgrading", "upstream_started", "cache",
-                 "serving", "waited", "chunked_body", "upgrade_offer", "host_verified", "original_dst", "_out",
-                 "_head_cmd", "__weakref__")
+    # What an exchange starts with; __init__ sets only what differs per request.
+    state = State.IDLE
+    upstream: str | None = None         # None, "connecting", "open", "draining"
+    target: Target | None = None
+    checklist: Checklist | None = None
+    upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
+    body_buffer: list[bytes] | None = None   # the body held until the request goes upstream
+    buffered = 0
+    refusal: tuple[str, str, int] | None = None
+    response: ResponseHead | None = None
+    framing = NO_BODY
+    reply_started = False
+    reply_limit = 0
+    reused = False
+    tunnel = False                      # the connection being made is for CONNECT
+    upgrading = False
+    upstream_started: float | None = None
+    cache: CacheRole | None = None
+    serving: dict | None = None         # a disk hit being streamed: what remains to do
+    waited = False                      # it already waited once for a collapsed fetch
+    host_verified = False               # the Host passed verification (interception, host_verify_strict)
+    original_dst = False                # it goes to the address the client connected to (interception)
+    _head_cmd: c.SendToClient | None = None
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -147,10 +165,6 @@ class Exchange:
         self.client = client
         self.head = head
         self.background = background        # a stale-while-revalidate refresh: no client, not logged
-        self.state = State.IDLE
-        self.upstream: str | None = None
-        self.target: Target | None = None
-        self.checklist: Checklist | None = None
         self.entry = e = LogEntry(started)
         e.client_ip, e.client_port = client.client_ip, client.client_port
         e.local_ip, e.local_port = client.local_ip, client.local_port
@@ -160,28 +174,13 @@ class Exchange:
         e.version = head.version
         e.request_headers = head.headers
         e.request_header_size = head.size
-        self.body_done = not head.framing.has_body
-        self.chunked_body = head.framing.kind == CHUNKED
-        self.upgrade_offer: bytes | None = None     # what http_upgrade_request_protocols let through
-        self.body_buffer: list[bytes] | None = []   # None once the body goes straight upstream
-        self.buffered = 0
-        self.refusal: tuple[str, str, int] | None = None
+        framing = head.framing
+        self.body_done = not framing.has_body
+        self.chunked_body = framing.kind == CHUNKED
+        if not self.body_done:
+            self.body_buffer = []
         self.keep_alive = head.keep_alive
-        self.response: ResponseHead | None = None
-        self.framing = NO_BODY
-        self.reply_started = False
-        self.reply_limit = 0
-        self.reused = False
-        self.tunnel = False             # the connection being made is for CONNECT
-        self.upgrading = False
-        self.upstream_started: float | None = None
-        self.cache: CacheRole | None = None
-        self.serving: dict | None = None     # a disk hit being streamed: what remains to do
-        self.waited = False             # it already waited once for a collapsed fetch
-        self.host_verified = False      # the Host header passed verification (intercepted, host_verify_strict)
-        self.original_dst = False       # it goes to the address the client connected to (interception)
         self._out: list[c.Command] = []
-        self._head_cmd: c.SendToClient | None = None
 
     def __repr__(self) -> str:
         return f"<Exchange {self.head.method} {self.entry.url} {self.state.name}>"

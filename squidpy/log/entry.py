@@ -9,65 +9,50 @@ from __future__ import annotations
 
 
 class LogEntry:
-    __slots__ = (
-        # times: time.time() floats
-        "start", "end", "dns_time",
-        # client connection
-        "client_ip", "client_port", "local_ip", "local_port", "port_name",
-        # the request as received
-        "method", "url", "path", "version", "request_headers",
-        "request_header_size", "request_body_size",
-        # what the proxy did
-        "result", "hierarchy", "status", "error", "error_detail",
-        "server_ip", "server_port", "server_local_ip", "server_local_port",
-        "upstream_status", "upstream_time", "upstream_bytes_in", "upstream_bytes_out",
-        # the reply as sent to the client
-        "reply_headers", "reply_header_size", "reply_body_size", "mime_type",
-        # who: Squid's %ul %ue %ui %us, and what external ACLs said (%et %ea)
-        "user_login", "user_external", "user_ident", "user_ssl", "tag", "ext_log",
-        "notes",
-    )
+    """Every field starts at its class default (what Squid logs when it is unknown);
+    the exchange sets only what it learns, so making an entry costs little."""
+
+    dns_time = None          # seconds spent in DNS, None if no lookup
+    client_ip = "-"
+    client_port = 0
+    local_ip = "-"
+    local_port = 0
+    port_name = ""
+    method = "NONE"          # Squid logs NONE when no method was parsed
+    url = "error:invalid-request"
+    path = ""
+    version = ""             # e.g. "1.1"
+    request_headers = ()     # [(name bytes, value bytes)] as received
+    request_header_size = 0
+    request_body_size = 0
+    result = "TCP_MISS"      # Squid's %Ss
+    hierarchy = "HIER_NONE"  # Squid's %Sh
+    status = 0               # sent to the client (%>Hs)
+    error = None             # ERR_* page name, if one was served
+    error_detail = None
+    server_ip = None         # origin address (%<a)
+    server_port = None
+    server_local_ip = None
+    server_local_port = None
+    upstream_status = None   # received from the origin (%<Hs)
+    upstream_time = None     # seconds of server-side work (%<tt)
+    upstream_bytes_in = 0
+    upstream_bytes_out = 0
+    reply_headers = ()       # [(name bytes, value bytes)] as sent
+    reply_header_size = 0
+    reply_body_size = 0
+    mime_type = None
+    user_login = None        # authenticated user name (%ul)
+    user_external = None     # user name from an external ACL helper (%ue)
+    user_ident = None        # ident (RFC 1413) user name (%ui)
+    user_ssl = None          # TLS client certificate name (%us)
+    tag = None               # tag returned by an external ACL (%et)
+    ext_log = None           # log string returned by an external ACL (%ea)
+    notes = ()               # [(name, value)] annotations (%note)
 
     def __init__(self, start: float = 0.0):
         self.start = start
         self.end = start
-        self.dns_time = None          # seconds spent in DNS, None if no lookup
-        self.client_ip = "-"
-        self.client_port = 0
-        self.local_ip = "-"
-        self.local_port = 0
-        self.port_name = ""
-        self.method = "NONE"          # Squid logs NONE when no method was parsed
-        self.url = "error:invalid-request"
-        self.path = ""
-        self.version = ""             # e.g. "1.1"
-        self.request_headers = ()     # [(name bytes, value bytes)] as received
-        self.request_header_size = 0
-        self.request_body_size = 0
-        self.result = "TCP_MISS"      # Squid's %Ss
-        self.hierarchy = "HIER_NONE"  # Squid's %Sh
-        self.status = 0               # sent to the client (%>Hs)
-        self.error = None             # ERR_* page name, if one was served
-        self.error_detail = None
-        self.server_ip = None         # origin address (%<a)
-        self.server_port = None
-        self.server_local_ip = None
-        self.server_local_port = None
-        self.upstream_status = None   # received from the origin (%<Hs)
-        self.upstream_time = None     # seconds of server-side work (%<tt)
-        self.upstream_bytes_in = 0
-        self.upstream_bytes_out = 0
-        self.reply_headers = ()       # [(name bytes, value bytes)] as sent
-        self.reply_header_size = 0
-        self.reply_body_size = 0
-        self.mime_type = None
-        self.user_login = None        # authenticated user name (%ul)
-        self.user_external = None     # user name from an external ACL helper (%ue)
-        self.user_ident = None        # ident (RFC 1413) user name (%ui)
-        self.user_ssl = None          # TLS client certificate name (%us)
-        self.tag = None               # tag returned by an external ACL (%et)
-        self.ext_log = None           # log string returned by an external ACL (%ea)
-        self.notes = ()               # [(name, value)] annotations (%note)
 
     @property
     def elapsed_ms(self) -> int:
