@@ -166,13 +166,13 @@ def to_original_destination(intercepted: bool, passthru: bool, verified: bool) -
     return intercepted and (passthru or not verified)
 
 
-def may_use_cache(intercepted: bool, verified: bool) -> bool:
+def may_use_cache(verified: bool) -> bool:
     """An intercepted request whose Host was not verified neither stores its reply
     nor is answered from the cache: the reply came from an address the Host's name
     does not have, and a stored copy of that name's pages must not reach a script
     that the same-origin check would have kept from them.  (Squid 5.7 does not store
     such replies either, but still answers such requests from its cache.)"""
-    return verified or not intercepted
+    return verified
 
 
 def security_alert(mismatch: tuple[str, str], local: tuple[str, int], remote: tuple[str, int],

@@ -143,9 +143,9 @@ def response_head(raw: bytes) -> ResponseHead:
 
 
 def make(raw: bytes, shared: FakeShared | None = None, client_ip: str = "10.0.0.7",
-         background: bool = False) -> Exchange:
+         background: bool = False, client: ClientInfo | None = None) -> Exchange:
     shared = shared or FakeShared()
-    client = ClientInfo(client_ip, 40000, "10.0.0.1", 3128, "")
+    client = client or ClientInfo(client_ip, 40000, "10.0.0.1", 3128, "")
     return Exchange(shared, client, request_head(raw), NOW, background=background)
 
 

@@ -59,10 +59,11 @@ def unavailable() -> str | None:
         return f"the kernel refuses a network namespace: {made.stderr.strip()}"
     try:
         nft = subprocess.run(["ip", "netns", "exec", probe, "nft", "-f", "-"], input=(
-            "table inet probe { chain pre { type nat hook prerouting priority dstnat; "
-            "tcp dport 80 redirect to :1; }\n"
+            "table inet probe {\n"
+            "chain pre { type nat hook prerouting priority dstnat; tcp dport 80 redirect to :1; }\n"
             "chain mangle { type filter hook prerouting priority mangle; "
-            "tcp dport 81 tproxy to :1 meta mark set 1; } }\n"),
+            "meta l4proto tcp socket transparent 1 meta mark set 1 accept; "
+            "tcp dport 81 tproxy to :1 meta mark set 1; }\n}\n"),
             capture_output=True, text=True, timeout=10)
         if nft.returncode != 0:
             return f"nftables redirect/tproxy is not available in this kernel: {nft.stderr.strip()}"

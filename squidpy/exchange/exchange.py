@@ -389,7 +389,7 @@ class Exchange:
                 head.upgrade, self.checklist)
         cache = self.shared.cache
         if (cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist)
-                and intercept.may_use_cache(self.client.interception is not None, self.host_verified)):
+                and (self.client.interception is None or intercept.may_use_cache(self.host_verified))):
             self.cache = role = CacheRole(cache, self.target.url, head.method, head.headers, head.cache_fields,
                                           self.background)
             if role.reload:
