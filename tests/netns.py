@@ -139,8 +139,9 @@ def _host_links() -> str:
 class Topology:
     """The client, gateway and origin namespaces (see the module docstring)."""
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str, policy_routing: bool = True):
         self.tag = tag
+        self.policy_routing = policy_routing
         self.client = Netns(f"{tag}c")
         self.gateway = Netns(f"{tag}g")
         self.origin = Netns(f"{tag}o")
@@ -151,10 +152,12 @@ class Topology:
         return (self.client, self.gateway, self.origin)
 
     @classmethod
-    def create(cls) -> "Topology":
+    def create(cls, policy_routing: bool = True) -> "Topology":
+        """``policy_routing``: the gateway's fwmark 1 -> local table 100 (what TPROXY needs);
+        without it, a test sets it up itself (docs/intercept.md's recipes)."""
         remove_stale()
         before = _host_links()
-        topo = cls(f"{PREFIX}{os.getpid()}x{uuid.uuid4().hex[:4]}")
+        topo = cls(f"{PREFIX}{os.getpid()}x{uuid.uuid4().hex[:4]}", policy_routing)
         try:
             topo._build()
         except BaseException:
@@ -186,6 +189,8 @@ class Topology:
         o.ip("route", "add", "default", "via", GATEWAY_ORIGIN4)
         o.ip("-6", "route", "add", "default", "via", GATEWAY_ORIGIN6)
         g.sysctl("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+        if not self.policy_routing:
+            return
         # TPROXY: packets marked 1 (redirected ones, and the origin's answers to spoofed
         # connections) are delivered to this host whatever their destination
         g.ip("rule", "add", "fwmark", "1", "lookup", "100")
