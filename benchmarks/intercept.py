@@ -1,0 +1,209 @@
+"""Interception against explicit proxying, through the same gateway: one command, a table.
+
+    python benchmarks/intercept.py [--rounds 3] [--duration 8] [--mode intercept|tproxy]
+
+Builds the client/gateway/origin network namespaces of tests/netns.py (root, ip, nft),
+runs nginx on the origin's address, and on the gateway squidpy (and Squid, when
+installed) with a forward port 3128 and an interception port 3129 that the gateway's
+nftables rules send the client's port 80 to.  From the client namespace wrk fetches
+1 KB objects: misses (``no-store``) and memory hits, once intercepted (``wrk
+http://ORIGIN/...``, no proxy settings) and once explicitly (``wrk`` through
+http://GATEWAY:3128 with absolute URLs).  It prints medians and the intercepted/explicit
+ratio for each proxy (the target: >= 0.95).  Everything stays inside the namespaces,
+which are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests import netns  # noqa: E402
+from tests.netns import GATEWAY_CLIENT4, ORIGIN4  # noqa: E402
+
+LUA = """
+local target = os.getenv("TARGET")
+local host = target:match("^https?://([^/]+)")
+request = function() return wrk.format("GET", target, { ["Host"] = host }) end
+"""
+POLICY = """
+acl clients src 192.0.2.0/24
+http_access allow clients
+http_access deny all
+cache_mem 256 MB
+maximum_object_size_in_memory 512 KB
+dns_nameservers 127.0.0.1
+"""
+
+
+def wait_until(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("timed out waiting for a process to come up")
+
+
+def listening(ns: netns.Netns, port: int) -> bool:
+    out = subprocess.run([*ns.exec_prefix(), "ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True)
+    return bool(out.stdout.strip())
+
+
+class Nginx:
+    def __init__(self, ns: netns.Netns, work: Path):
+        self.ns, self.work = ns, work
+        www = work / "www"
+        for d in ("n", "c"):
+            (www / d).mkdir(parents=True, exist_ok=True)
+            (www / d / "1k.bin").write_bytes(os.urandom(1024))
+        conf = work / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx.err;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  server {{
+    listen {ORIGIN4}:80 backlog=4096;
+    root {www};
+    location /n/ {{ add_header Cache-Control "no-store"; }}
+    location /c/ {{ add_header Cache-Control "max-age=86400"; }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen([*ns.exec_prefix(), "nginx", "-c", str(conf)], stderr=subprocess.DEVNULL)
+        wait_until(lambda: listening(ns, 80))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Proxy:
+    """squidpy or Squid on the gateway: 3128 forward, 3129 intercepting."""
+
+    def __init__(self, kind: str, ns: netns.Netns, work: Path, mode: str):
+        self.kind = kind
+        d = work / kind
+        d.mkdir(exist_ok=True)
+        ports = f"http_port 3128\nhttp_port 3129 {mode}\n"
+        logs = f"access_log {d}/access.log squid\ncache_log {d}/cache.log\npid_filename {d}/{kind}.pid\n"
+        if kind == "squid":
+            user = "proxy"
+            shutil.chown(d, user)
+            text = (POLICY + ports + logs + f"cache_effective_user {user}\ncoredump_dir {d}\n"
+                    "shutdown_lifetime 1 second\n")
+            command = ["squid", "-N", "-f"]
+        else:
+            text = POLICY + ports + logs
+            command = [sys.executable, "-m", "squidpy", "run", "-f"]
+        conf = d / f"{kind}.conf"
+        conf.write_text(text)
+        self.proc = subprocess.Popen([*ns.exec_prefix(), *command, str(conf)], cwd=HERE.parent,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: listening(ns, 3128) and listening(ns, 3129))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def wrk(client: netns.Netns, work: Path, url: str, duration: int, proxy: str | None) -> float:
+    """Requests per second from the client namespace: through ``proxy`` (absolute URLs),
+    or straight at ``url`` (the gateway intercepts it)."""
+    args = ["wrk", "-t1", "-c50", f"-d{duration}s"]
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    if proxy:
+        lua = work / "proxy.lua"
+        lua.write_text(LUA)
+        args += ["-s", str(lua), proxy]
+        env["TARGET"] = url
+    else:
+        args.append(url)
+    out = subprocess.run([*client.exec_prefix(), *args], capture_output=True, text=True, env=env,
+                         timeout=duration + 60).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def warm(client: netns.Netns, url: str) -> None:
+    for _ in range(3):
+        subprocess.run([*client.exec_prefix(), "curl", "-s", "-o", "/dev/null", url], timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    ap.add_argument("--mode", choices=("intercept", "tproxy"), default="intercept")
+    args = ap.parse_args()
+    why = netns.unavailable()
+    if why:
+        sys.exit(f"cannot build the namespaces: {why}")
+    missing = [tool for tool in ("wrk", "curl", "nginx", "ss") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"needs {', '.join(missing)} (apt-get install wrk curl nginx-light iproute2)")
+    kinds = ["squidpy"] + (["squid"] if shutil.which("squid") else [])
+    work = Path(tempfile.mkdtemp(prefix="squidpy-intercept-bench-"))
+    os.chmod(work, 0o755)
+    topo = netns.Topology.create()
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        nginx = Nginx(topo.origin, work)
+        topo.intercept(3129, mode=args.mode)
+        print(f"{args.mode}; rounds: {args.rounds}; wrk {args.duration}s, 50 connections, 1 KB objects")
+        try:
+            for rnd in range(args.rounds):
+                for kind in (kinds if rnd % 2 == 0 else kinds[::-1]):
+                    proxy = Proxy(kind, topo.gateway, work, args.mode)
+                    try:
+                        explicit = f"http://{GATEWAY_CLIENT4}:3128"
+                        order = [("intercepted", None), ("explicit", explicit)]
+                        for how, through in (order if rnd % 2 == 0 else order[::-1]):
+                            miss = f"http://{ORIGIN4}/n/1k.bin"
+                            results.setdefault((kind, f"miss {how}"), []).append(
+                                wrk(topo.client, work, miss, args.duration, through))
+                            hit = f"http://{ORIGIN4}/c/1k.bin"
+                            warm(topo.client, hit)
+                            results.setdefault((kind, f"hit {how}"), []).append(
+                                wrk(topo.client, work, hit, args.duration, through))
+                    finally:
+                        proxy.stop()
+        finally:
+            nginx.stop()
+    finally:
+        topo.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    header = f"{'proxy':8} {'path':6} {'intercepted req/s':>18} {'explicit req/s':>15} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for kind in kinds:
+        for path in ("miss", "hit"):
+            i = statistics.median(results[(kind, f"{path} intercepted")])
+            e = statistics.median(results[(kind, f"{path} explicit")])
+            print(f"{kind:8} {path:6} {i:18.0f} {e:15.0f} {i / e:7.2f}")
+    print("\nmedians of the rounds; ratio = intercepted / explicit through the same gateway")
+
+
+if __name__ == "__main__":
+    main()
