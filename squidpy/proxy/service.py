@@ -282,7 +282,9 @@ class ProxyService:
         out = []
         for port in self.listeners.values():
             address = port.getHost()
-            out.append(f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}")
+            mode = port.factory.listen.interception
+            out.append((f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}")
+                       + (f" ({mode})" if mode else ""))
         return out
 
     @property
