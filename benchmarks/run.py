@@ -138,8 +138,11 @@ http {{
 class Proxy:
     name = ""
 
-    def __init__(self, work: Path):
-        self.work = work
+    def __init__(self, work: Path, disk: bool = False):
+        self.work = work / ("disk" if disk else "nodisk")
+        self.work.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.work, 0o755)
+        self.disk = disk            # with a disk cache (as every real deployment has)
         self.port = free_port()
         self.proc = None
 
@@ -184,12 +187,13 @@ class Squidpy(Proxy):
         d = self.work / "squidpy"
         d.mkdir(exist_ok=True)
         conf = d / "squidpy.conf"
+        disk = f"cache_dir diskcache {d}/cache 2000\n" if self.disk else ""
         conf.write_text(POLICY + f"""
 http_port 127.0.0.1:{self.port}
 access_log {d}/access.log squid
 cache_log {d}/cache.log
 pid_filename {d}/squidpy.pid
-""" + (SQUIDPY_CACHE if _knows("cache_mem") else "")
+""" + (SQUIDPY_CACHE if _knows("cache_mem") else "") + disk
             + (f"workers {workers}\n" if workers > 1 else "") + extra)
         self.proc = subprocess.Popen([sys.executable, "-m", "squidpy", "run", "-f", str(conf)],
                                      cwd=ROOT, stderr=subprocess.DEVNULL)
@@ -217,6 +221,18 @@ shutdown_lifetime 1 second
 """ + extra)
         if os.geteuid() == 0:
             shutil.chown(d, user)
+        if self.disk:
+            # as deployed: an aufs cache_dir, made once with squid -z
+            cache = d / "cache"
+            if not cache.exists():
+                cache.mkdir()
+                if os.geteuid() == 0:
+                    shutil.chown(cache, user)
+                conf.write_text(conf.read_text() + f"cache_dir aufs {cache} 2000 16 256\n")
+                subprocess.run(["squid", "-f", str(conf), "-z", "-N"], stderr=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, timeout=120)
+            elif "cache_dir" not in conf.read_text():
+                conf.write_text(conf.read_text() + f"cache_dir aufs {cache} 2000 16 256\n")
         self.proc = subprocess.Popen(["squid", "-f", str(conf), "-N"], stderr=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL)
         wait_port(self.port)
@@ -307,6 +323,9 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(PATHS), help="comma-separated: " + ",".join(PATHS))
     ap.add_argument("--workers", type=int, default=0, help="also measure squidpy with workers N")
     ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--disk", choices=("both", "on", "off"), default="both",
+                    help="measure with a disk cache on both sides (squidpy diskcache, Squid aufs), "
+                         "without, or both (default)")
     args = ap.parse_args()
     only = args.only.split(",")
     missing = [t for t in ("wrk", "curl") if not shutil.which(t)]
@@ -325,22 +344,24 @@ def main() -> None:
     def record(path, name, value):
         results.setdefault(path, {}).setdefault(name, []).append(value)
 
-    def both(extra: str = ""):
-        sides = [Squidpy(work)]
+    def both(disk: bool):
+        sides = [Squidpy(work, disk)]
         if have_squid:
-            sides.append(Squid(work))
-        return sides, extra
+            sides.append(Squid(work, disk))
+        return sides
 
+    disks = {"both": (True, False), "on": (True,), "off": (False,)}[args.disk]
     try:
         for path in PATHS:
             if path not in only:
                 continue
-            for rnd in range(args.rounds):
-                sides, _ = both()
-                if rnd % 2:
-                    sides.reverse()
-                for proxy in sides:
-                    run_path(path, proxy, origin, args, record, work)
+            for disk in disks:
+                for rnd in range(args.rounds):
+                    sides = both(disk)
+                    if rnd % 2:
+                        sides.reverse()
+                    for proxy in sides:
+                        run_path(path, proxy, origin, args, _labelled(record, disk, len(disks) > 1), work)
         if args.workers > 1:
             for rnd in range(args.rounds):
                 proxy = Squidpy(work)
@@ -357,6 +378,14 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _labelled(record, disk: bool, label: bool):
+    """Results of the disk and no-disk configurations apart: 'hit 1KB req/s [disk]'."""
+    if not label:
+        return record
+    tag = " [disk]" if disk else " [no disk]"
+    return lambda path, name, value: record(path + tag, name, value)
 
 
 def run_path(path, proxy, origin, args, record, work):
@@ -426,8 +455,8 @@ def report(results: dict) -> None:
                     b, l = statistics.median(base), statistics.median(listed)
                     print(f"{'blocklist ' + side + ' req/s (none/100k)':34} {b:12.0f} {l:12.0f} {l / b:8.2f}")
             continue
-        if path == "hit req/s, 100000 objects":
-            few = results.get("hit req/s, 100 objects", {})
+        if path.startswith("hit req/s, 100000 objects"):
+            few = results.get(path.replace("100000", "100"), {})
             for side in ("squidpy", "squid"):
                 if by_name.get(side) and few.get(side):
                     b, l = statistics.median(few[side]), statistics.median(by_name[side])

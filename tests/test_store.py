@@ -107,7 +107,39 @@ def test_store_remove_url_counts_memory_and_disk(tmp_path):
         done = threading.Event()
         assert store.remove_url("http://o/a", lambda n: (counts.append(n), done.set())) == 1
         assert done.wait(10) and counts == [1]
-        assert store.find_in_memory("http://o/a", []) is None        # not in memory: ask the disk
+        assert store.find_in_memory("http://o/a", []) == (None, None, ())     # gone from both
         assert store.find_on_disk("http://o/a", []) == (None, None, ())
     finally:
         store.close()
+
+
+def test_a_miss_never_asks_the_disk_once_its_keys_are_known(disk):
+    store = Store(1 << 20, 1 << 20, disk)
+    done = threading.Event()
+    disk.writer.submit(done.set)            # the startup scan runs first on the writer thread
+    assert done.wait(10) and disk.known.complete
+    assert store.find_in_memory("http://o/nothing", []) == (None, None, ())     # no disk lookup needed
+    stored(disk, "http://o/a", reply("http://o/a"))
+    assert store.find_in_memory("http://o/a", []) is None      # on disk only: ask it
+    assert store.find_on_disk("http://o/a", [])[0] is not None
+    done = threading.Event()
+    disk.remove_url("http://o/a", lambda n: done.set())
+    assert done.wait(10)
+    assert store.find_in_memory("http://o/a", []) == (None, None, ())
+
+
+def test_keys_on_disk_at_start_are_known_after_the_scan(tmp_path):
+    path = str(tmp_path / "c")
+    first = DiskTier(path, 10)
+    stored(first, "http://o/kept", reply("http://o/kept"))
+    first.close()
+    again = DiskTier(path, 10)
+    try:
+        assert again.may_hold("e:" + "0" * 64) is True or not again.known.complete   # before the scan: maybe
+        done = threading.Event()
+        again.writer.submit(done.set)
+        assert done.wait(10)
+        from squidpy.cache.store import disk_key
+        assert again.may_hold(disk_key("http://o/kept")) and not again.may_hold(disk_key("http://o/other"))
+    finally:
+        again.close()

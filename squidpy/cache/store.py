@@ -222,6 +222,39 @@ class DiskWriter(threading.Thread):
         self.join(timeout)
 
 
+class DiskIndex:
+    """Which keys the cache_dir holds, kept in memory like Squid's store index, so a
+    miss costs a set probe instead of a database read.
+
+    Keys are the first 64 bits of the on-disk digests.  Until the startup scan is
+    done (``complete``) a probe says "maybe" and the disk is asked.  A key the disk
+    evicted by itself stays here until a lookup misses it (a needless read, never
+    a wrong answer)."""
+
+    def __init__(self) -> None:
+        self.keys: set[int] = set()
+        self.complete = False
+
+    @staticmethod
+    def of(on_disk: str) -> int:
+        return int(on_disk[2:18], 16)
+
+    def may_hold(self, on_disk: str) -> bool:
+        return not self.complete or int(on_disk[2:18], 16) in self.keys
+
+    def add(self, on_disk: str) -> None:
+        self.keys.add(int(on_disk[2:18], 16))
+
+    def discard(self, on_disk: str) -> None:
+        self.keys.discard(int(on_disk[2:18], 16))
+
+    def load(self, keys) -> None:
+        """Merge the keys a scan found (in the writer thread); adds made meanwhile stay."""
+        found = {int(k[2:18], 16) for k in keys if isinstance(k, str) and k[:2] in ("e:", "v:")}
+        self.keys |= found
+        self.complete = True
+
+
 class DiskTier:
     """A diskcache directory shared by every squidpy process using it.
 
@@ -248,7 +281,22 @@ class DiskTier:
         # url -> when it was invalidated: entries stored before are not served while the
         # writer thread has yet to delete them
         self.invalidated: dict[str, float] = {}
+        self.known = DiskIndex()
+        # other processes (workers) write this cache_dir too: what they store is not in
+        # ``known``, so every miss asks the disk
+        self.shared = False
+        self.writer.submit(self.scan)
 
+    def scan(self) -> None:
+        """Read which keys the cache_dir holds into ``known`` (writer thread)."""
+        try:
+            self.known.load(self.cache.iterkeys())
+        except DISK_ERRORS as e:
+            self.report_failure("listing", e)
+
+    def may_hold(self, on_disk: str) -> bool:
+        """Whether a lookup of ``on_disk`` can find anything (no disk access)."""
+        return self.shared or self.known.may_hold(on_disk)
     def _open(self):
         import diskcache
         # sqlite's page cache and memory map are per connection (one per thread
@@ -292,6 +340,8 @@ class DiskTier:
                 log.error("cache_dir %s: the database was damaged; moved aside, starting empty", self.path)
                 fresh = self._open()
             self.cache = fresh
+            self.known = DiskIndex()
+            self.scan()
         except DISK_ERRORS as e:
             log.error("cache_dir %s: cannot reopen: %s", self.path, e)
         finally:
@@ -361,6 +411,7 @@ class DiskTier:
                     self.cache.set(reply.body_key, body, retry=True)
                 old = self.cache.get(on_disk, retry=True)
                 self.cache.set(on_disk, reply.meta(), retry=True)
+                self.known.add(on_disk)
                 if reply.vary_names:
                     # the index names the variants, so that removing the URL finds them all
                     index = self.cache.get(index_key(reply.url), retry=True)
@@ -369,6 +420,7 @@ class DiskTier:
                     keys.add(on_disk)
                     self.cache.set(index_key(reply.url), {"names": reply.vary_names, "keys": sorted(keys)},
                                    retry=True)
+                    self.known.add(index_key(reply.url))
                 else:
                     self.cache.delete(index_key(reply.url), retry=True)
                 if isinstance(old, dict) and old.get("body_key"):
@@ -403,6 +455,7 @@ class DiskTier:
         return self.writer.submit(job)
 
     def _remove(self, on_disk: str) -> bool:
+        self.known.discard(on_disk)
         meta = self.cache.get(on_disk, retry=True)
         if not isinstance(meta, dict):
             return False
@@ -430,6 +483,7 @@ class DiskTier:
                         if meta.get("url") == url:
                             count += self._remove(disk_key(key))
                 self.cache.delete(index_key(url), retry=True)
+                self.known.discard(index_key(url))
             except DISK_ERRORS as e:
                 self.report_failure("removing", e)
             finally:
@@ -544,14 +598,20 @@ class Store:
 
     def find_in_memory(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple] | None:
         """The stored reply for a request if memory answers: (reply, body, Vary names),
-        (None, None, names) when nothing is stored at all; None when the disk must be asked."""
+        (None, None, names) when nothing is stored at all (the disk's index in memory
+        says it holds neither the URL's Vary index nor its entry); None when the disk
+        must be asked."""
         names = self.memory.index.get(url, ())
-        item = self.memory.get(entry_key(url, policy.vary_key(names, request_headers) if names else ()))
+        key = entry_key(url, policy.vary_key(names, request_headers) if names else ())
+        item = self.memory.get(key)
         if item is not None:
             return item[0], item[1], names
-        if self.disk is None:
+        disk = self.disk
+        if disk is None:
             return None, None, names
-        return None
+        if names or disk.may_hold(index_key(url)) or disk.may_hold(disk_key(key)):
+            return None
+        return None, None, names
 
     def find_on_disk(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple]:
         """The same, asking the disk (run it in a reader thread)."""

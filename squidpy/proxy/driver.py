@@ -39,7 +39,7 @@ class ExchangeDriver:
         self.streamer = None            # a stored body being read from disk
         self.tunnel = None
         self._busy = False
-        self._queue: list[list[ev.Event]] = []
+        self._queue: list = []           # event batches waiting while commands run
 
     @property
     def finished(self) -> bool:
@@ -47,18 +47,9 @@ class ExchangeDriver:
 
     # ------------------------------------------------------------ events in
     def feed(self, event: ev.Event) -> None:
-        if self._busy:
-            self._queue.append([event])
-            return
-        self._busy = True
-        try:
-            self._run(self.exchange.handle(event))
-            while self._queue:
-                self._run(self.exchange.handle_all(self._queue.pop(0)))
-        finally:
-            self._busy = False
+        self.feed_all((event,))
 
-    def feed_all(self, events: list[ev.Event]) -> None:
+    def feed_all(self, events) -> None:
         """Hand events to the exchange and carry out its commands.  Events that arrive
         while commands run (a result known at once) wait for their turn."""
         if self._busy:

@@ -125,6 +125,8 @@ class ProxyService:
 
         wanted = self._cache_dir_of(config)
         disk = open_cache_dir(*wanted) if wanted else None
+        if disk is not None and self.kid is not None:
+            disk.shared = True      # the other kids write it too
         return Cache(self, config, Store(config.cache_mem, config.maximum_object_size_in_memory, disk))
 
     # ------------------------------------------------------------ start
