@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import socketserver
 import threading
 import time
 import urllib.parse
@@ -263,6 +264,12 @@ class Origin(ThreadingHTTPServer):
         self.requests: list[tuple[str, str, list, bytes]] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def server_bind(self):
+        """Bind without HTTPServer's reverse lookup of the address (getfqdn), which inside a
+        test network namespace would wait for a name server it cannot reach."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
     @property
     def port(self) -> int:

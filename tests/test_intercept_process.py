@@ -35,7 +35,7 @@ def test_interception_ports_are_announced_as_such(make_proxy):
     log = proxy.read_cache_log()
     assert f"Accepting NAT intercepted HTTP connections at 127.0.0.1:{intercept}" in log
     assert f"Accepting TPROXY intercepted HTTP connections at 127.0.0.1:{tproxy}" in log
-    assert f"listening on 127.0.0.1:{tproxy} (tproxy)" in proxy.read_stderr()
+    assert wait_for(lambda: f"listening on 127.0.0.1:{tproxy} (tproxy)" in proxy.read_stderr(), 10)
 
 
 @needs_root

@@ -741,14 +741,10 @@ class Exchange:
         except Pending:
             return False
 
-    @property
-    def _hierarchy(self) -> str:
-        return "ORIGINAL_DST" if self.original_dst else "HIER_DIRECT"
-
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
         e = self.entry
-        e.hierarchy = self._hierarchy
+        e.hierarchy = "ORIGINAL_DST" if self.original_dst else "HIER_DIRECT"
         e.server_ip, e.server_port = event.peer_ip, event.peer_port
         e.server_local_ip, e.server_local_port = event.local_ip, event.local_port
         if event.seconds:
@@ -796,7 +792,7 @@ class Exchange:
         if self.tunnel:
             self.keep_alive = False
             if event.error != "ERR_DNS_FAIL":
-                e.hierarchy = self._hierarchy
+                e.hierarchy = "ORIGINAL_DST" if self.original_dst else "HIER_DIRECT"
                 e.server_ip = event.server_ip
             return self.fail(event.error, event.detail, event.status, result="TCP_TUNNEL",
                              server_ip=event.server_ip)
@@ -805,7 +801,7 @@ class Exchange:
         if event.error == "ERR_DNS_FAIL":
             e.hierarchy = "HIER_NONE"
             return self.fail(event.error, event.detail, event.status, result=self._miss_result())
-        e.hierarchy = self._hierarchy
+        e.hierarchy = "ORIGINAL_DST" if self.original_dst else "HIER_DIRECT"
         e.server_ip = event.server_ip
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)
 
