@@ -20,9 +20,7 @@ from squidpy.config.values import INTERCEPT, TPROXY
 from squidpy.http.url import BadTarget, Target, parse_host, parse_target
 from squidpy.ip import ip_text
 
-__all__ = ["INTERCEPT", "TPROXY", "HostCheck", "addressed_to_proxy", "intercepted_target", "check_host",
-           "check_addresses", "lookup_name", "refuse_unverified", "to_original_destination", "may_use_cache",
-           "security_alert"]
+__all__ = ["INTERCEPT", "TPROXY", "HostCheck", "addressed_to_proxy", "intercepted_request", "verify_forwarded", "check_addresses", "refuse_unverified", "to_original_destination", "security_alert"]
 
 _NOT_IN_HOST = frozenset("/?#@\\ \t")
 
@@ -40,35 +38,13 @@ def addressed_to_proxy(mode: str, socket_local: tuple[str, int], original: tuple
     return original[1] == listen_port
 
 
-def intercepted_target(method: str, target: str, host_field: bytes | None, dst_ip: str, dst_port: int) -> Target:
-    """The request's URL, as Squid makes it on an interception port: a target in
-    absolute or authority form is kept; an origin-form one becomes
-    ``http://HOST/path`` from the Host header, or ``http://ORIGINAL-DESTINATION/path``
-    without one.  A Host that is not ``host[:port]`` is refused (ERR_INVALID_URL)
-    rather than spliced into the URL.  Raises BadTarget."""
-    if method == "CONNECT" or not target.startswith("/"):
-        found = parse_target(method, target)
-        if found.kind == "origin":
-            raise BadTarget("ERR_INVALID_URL", f"'{target}' names no host (an interception port has no pages of its own)")
-        return found
-    host = host_field.decode("latin-1") if host_field else ""
-    if host:
-        if not _NOT_IN_HOST.isdisjoint(host):
-            raise BadTarget("ERR_INVALID_URL", f"the Host header '{host[:200]}' is not a host[:port]")
-        return parse_target(method, f"http://{host}{target}")
-    shown = f"[{dst_ip}]" if ":" in dst_ip else dst_ip
-    return parse_target(method, f"http://{shown}:{dst_port}{target}")
-
-
 @dataclass(frozen=True, slots=True)
 class HostCheck:
-    """Where Host verification stands: ``verified``; ``skipped`` (nothing to check:
-    no Host header, or a forward-proxy request under host_verify_strict off);
-    ``lookup`` (the addresses of ``name`` decide: :func:`check_addresses`);
-    ``failed``, with Squid's two words for what did not match."""
+    """A verdict of Host verification: ``verified``; ``skipped`` (nothing to check: no
+    Host header, or a forward-proxy request under host_verify_strict off); ``failed``,
+    with Squid's two words for what did not match."""
 
     outcome: str
-    name: str = ""
     mismatch: tuple[str, str] = ("", "")
 
     @property
@@ -78,11 +54,14 @@ class HostCheck:
 
 VERIFIED = HostCheck("verified")
 SKIPPED = HostCheck("skipped")
+NOT_RESOLVING = HostCheck("failed", mismatch=("local IP", "any domain IP"))
 
 
 def _split_host_port(host: str) -> tuple[str, str | None, int]:
     """Squid's reading of a Host value: (host, port text or None, port).  A port that
     is not a number from 1 to 65535 stays part of the host; ``host:`` has an empty port."""
+    if ":" not in host:
+        return host, None, 0
     if host.startswith("["):
         end = host.find("]")
         if end >= 0 and host[end + 1:end + 2] == ":":
@@ -90,9 +69,7 @@ def _split_host_port(host: str) -> tuple[str, str | None, int]:
         else:
             return host, None, 0
     else:
-        name, colon, port_text = host.rpartition(":")
-        if not colon:
-            return host, None, 0
+        name, _, port_text = host.rpartition(":")
     if port_text == "":
         return name, "", 0
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -104,25 +81,73 @@ def _bare(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
-def check_host(host_field: bytes | None, intercepted: bool, strict: bool, method: str, target: Target,
-               dst_port: int) -> HostCheck:
-    """Squid's hostHeaderVerify for one request (not for the proxy's own pages).
+def intercepted_request(method: str, target: str, host_field: bytes | None, dst_ip: str, dst_port: int,
+                        known) -> tuple[Target, HostCheck | str]:
+    """An intercepted request's URL and Host verification, in one pass.
 
-    Intercepted: a port in Host must be the port the client connected to, and the
-    host must resolve to the address it connected to (``lookup``).  Forward proxy:
-    nothing is checked unless host_verify_strict is on; then the Host header must
-    name the URL's host (same length, same name) and port (a missing port means
-    the scheme's default, except for CONNECT)."""
+    The URL, as Squid makes it on an interception port: a target in absolute or
+    authority form is kept; an origin-form one becomes ``http://HOST/path`` from the
+    Host header, or ``http://ORIGINAL-DESTINATION/path`` without one.  A Host that is
+    not ``host[:port]`` is refused (ERR_INVALID_URL) rather than spliced into the URL.
+
+    Verification, as Squid's hostHeaderVerify: a port in Host must be the port the
+    client connected to, and the host must resolve to the address it connected to.
+    ``known(name)``: the addresses of ``name`` if already known (the DNS cache), else
+    None.  The verdict is a :class:`HostCheck`, or the name whose addresses decide (look
+    it up, then :func:`check_addresses`).  Raises BadTarget."""
+    host = host_field.decode("latin-1") if host_field else ""
+    if method == "CONNECT" or not target.startswith("/"):
+        found = parse_target(method, target)
+        if found.kind == "origin":
+            raise BadTarget("ERR_INVALID_URL", f"'{target}' names no host (an interception port has no pages of its own)")
+        return found, _verify(host, dst_ip, dst_port, known)
+    if not host:
+        shown = f"[{dst_ip}]" if ":" in dst_ip else dst_ip
+        return parse_target(method, f"http://{shown}:{dst_port}{target}"), SKIPPED
+    if not _NOT_IN_HOST.isdisjoint(host):
+        raise BadTarget("ERR_INVALID_URL", f"the Host header '{host[:200]}' is not a host[:port]")
+    found = parse_target(method, f"http://{host}{target}")
+    # the URL's host is the Host's, already checked and canonical: only a port is left to compare
+    if ":" in (host[host.find("]"):] if host[0] == "[" else host):
+        port_text = host.rpartition(":")[2]
+        if not port_text or found.port != dst_port:     # "host:" is port 0 to Squid
+            return found, HostCheck("failed", mismatch=("intercepted port", port_text))
+    return found, _resolves(found.host, found.ip_literal, dst_ip, known)
+
+
+def _verify(host: str, dst_ip: str, dst_port: int, known) -> HostCheck | str:
+    """Verification of a Host that did not make the URL (the target named its own)."""
+    if not host:
+        return SKIPPED
+    name = host
+    if ":" in name:
+        name, port_text, port = _split_host_port(name)
+        if port_text is not None and port != dst_port:
+            return HostCheck("failed", mismatch=("intercepted port", port_text))
+    try:
+        canonical, literal = parse_host(name)
+    except BadTarget:
+        return NOT_RESOLVING            # it names nothing, so it resolves to nothing
+    return _resolves(canonical, literal, dst_ip, known)
+
+
+def _resolves(host: str, literal: bool, dst_ip: str, known) -> HostCheck | str:
+    if literal:
+        return VERIFIED if host == dst_ip else check_addresses([host], dst_ip)
+    addresses = known(host)
+    if addresses is None:
+        return host
+    return check_addresses(addresses, dst_ip)
+
+
+def verify_forwarded(host_field: bytes | None, method: str, target: Target) -> HostCheck:
+    """host_verify_strict for a forward-proxy request: the Host header must name the
+    URL's host (same length, same name) and port (a missing port means the scheme's
+    default, except for CONNECT); a request without Host is not checked."""
     if not host_field:
         return SKIPPED
     host_text = host_field.decode("latin-1")
     host, port_text, port = _split_host_port(host_text)
-    if intercepted:
-        if port_text is not None and port != dst_port:
-            return HostCheck("failed", mismatch=("intercepted port", port_text))
-        return HostCheck("lookup", name=host)
-    if not strict:
-        return SKIPPED
     url_host = target.host
     if len(_bare(host)) != len(url_host) or _bare(host).lower().rstrip(".") != url_host:
         return HostCheck("failed", mismatch=(host, url_host))
@@ -134,22 +159,15 @@ def check_host(host_field: bytes | None, intercepted: bool, strict: bool, method
     return VERIFIED
 
 
-def lookup_name(name: str) -> tuple[str, bool] | None:
-    """The Host's name as looked up: (canonical host, whether it is an address
-    already); None when it cannot name anything (it then resolves to nothing)."""
-    try:
-        return parse_host(name)
-    except BadTarget:
-        return None
-
-
 def check_addresses(addresses: list[str], dst_ip: str) -> HostCheck:
     """After the lookup: verified when the Host's name resolves to the address the
     client connected to (a failed lookup resolves to nothing)."""
+    if dst_ip in addresses:          # both canonical already (the DNS cache's and the socket's): the usual case
+        return VERIFIED
     wanted = ip_text(dst_ip)
     if any(ip_text(a) == wanted for a in addresses):
         return VERIFIED
-    return HostCheck("failed", mismatch=("local IP", "any domain IP"))
+    return NOT_RESOLVING
 
 
 def refuse_unverified(strict: bool, method: str) -> bool:
@@ -164,15 +182,6 @@ def to_original_destination(intercepted: bool, passthru: bool, verified: bool) -
     (ORIGINAL_DST) under client_dst_passthru, and always when its Host was not
     verified; otherwise by DNS like any request."""
     return intercepted and (passthru or not verified)
-
-
-def may_use_cache(verified: bool) -> bool:
-    """An intercepted request whose Host was not verified neither stores its reply
-    nor is answered from the cache: the reply came from an address the Host's name
-    does not have, and a stored copy of that name's pages must not reach a script
-    that the same-origin check would have kept from them.  (Squid 5.7 does not store
-    such replies either, but still answers such requests from its cache.)"""
-    return verified
 
 
 def security_alert(mismatch: tuple[str, str], local: tuple[str, int], remote: tuple[str, int],

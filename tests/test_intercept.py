@@ -94,6 +94,10 @@ def test_a_bad_interception_line_names_file_and_line():
 
 
 # ---------------------------------------------------------------- the URL
+def url_of(method, target, host, dst, port):
+    return intercept.intercepted_request(method, target, host, dst, port, {}.get)[0].url
+
+
 @pytest.mark.parametrize("target, host, url", [
     ("/a?b=1", b"origin.test", "http://origin.test/a?b=1"),
     ("/a", b"Origin.Test:8080", "http://origin.test:8080/a"),
@@ -104,40 +108,70 @@ def test_a_bad_interception_line_names_file_and_line():
     ("http://elsewhere.test/x", b"origin.test", "http://elsewhere.test/x"),     # absolute form is kept
 ])
 def test_url_from_host_or_original_destination(target, host, url):
-    assert intercept.intercepted_target("GET", target, host, ORIGIN, 80).url == url
+    assert url_of("GET", target, host, ORIGIN, 80) == url
 
 
 def test_url_without_host_carries_a_port_that_is_not_the_default():
-    assert intercept.intercepted_target("GET", "/a", None, "2001:db8:2::2", 8080).url == "http://[2001:db8:2::2]:8080/a"
+    assert url_of("GET", "/a", None, "2001:db8:2::2", 8080) == "http://[2001:db8:2::2]:8080/a"
 
 
 @pytest.mark.parametrize("host", [b"evil.test/x", b"a@origin.test", b"origin.test?q", b"o.test#f", b"two words",
                                   b"bad_host!", b"origin.test:99999x"])
 def test_a_host_that_is_no_authority_is_refused(host):
     with pytest.raises(BadTarget) as e:
-        intercept.intercepted_target("GET", "/a", host, ORIGIN, 80)
+        url_of("GET", "/a", host, ORIGIN, 80)
     assert e.value.error == "ERR_INVALID_URL"
 
 
 def test_asterisk_names_no_host_on_an_interception_port():
     with pytest.raises(BadTarget):
-        intercept.intercepted_target("OPTIONS", "*", b"origin.test", ORIGIN, 80)
+        url_of("OPTIONS", "*", b"origin.test", ORIGIN, 80)
 
 
 # ---------------------------------------------------------------- Squid's hostHeaderVerify
-def check(host, intercepted=True, strict=False, method="GET", url="http://origin.test/a", dst_port=80):
-    target = parse_target(method, url)
-    return intercept.check_host(host, intercepted, strict, method, target, dst_port)
+KNOWN = {"origin.test": [ORIGIN], "cdn.test": ["203.0.113.9", ORIGIN], "other.test": [OTHER]}
 
 
-def test_intercepted_host_is_looked_up_unless_its_port_differs():
-    assert check(b"origin.test") == intercept.HostCheck("lookup", name="origin.test")
-    assert check(b"origin.test:80").outcome == "lookup"
-    assert check(b"[2001:db8::1]:80") == intercept.HostCheck("lookup", name="[2001:db8::1]")
-    assert check(b"origin.test:8080").mismatch == ("intercepted port", "8080")
-    assert check(b"origin.test:").mismatch == ("intercepted port", "")       # an empty port is port 0
-    assert check(b"origin.test:0x50").outcome == "lookup"     # not a port: part of the name (which then fails)
-    assert check(None) is intercept.SKIPPED
+def intercepted(host, dst=ORIGIN, dst_port=80, target="/a"):
+    """The verdict, for an origin-form request (whose URL the Host makes) and, the same,
+    for one in absolute form (whose Host is verified apart)."""
+    verdict = intercept.intercepted_request("GET", target, host, dst, dst_port, KNOWN.get)[1]
+    if host and target == "/a" and b"_" not in host and b"0x" not in host and not host.endswith(b":"):
+        assert intercept.intercepted_request("GET", "http://elsewhere.test/a", host, dst, dst_port,
+                                             KNOWN.get)[1] == verdict
+    return verdict
+
+
+def forwarded(host, method="GET", url="http://origin.test/a"):
+    return intercept.verify_forwarded(host, method, parse_target(method, url))
+
+
+def test_intercepted_host_must_resolve_to_where_the_client_connected():
+    assert intercepted(b"origin.test").verified
+    assert intercepted(b"Origin.Test.:80").verified
+    assert intercepted(b"cdn.test").verified                        # one of its addresses is enough
+    assert intercepted(b"198.51.100.2").verified                     # an address: no lookup
+    assert intercepted(b"[2001:db8:2::2]:80", dst="2001:db8:2::2").verified
+    assert intercepted(b"[::ffff:198.51.100.2]").verified
+    assert intercepted(b"other.test").mismatch == ("local IP", "any domain IP")
+    assert intercepted(b"198.51.100.3").mismatch == ("local IP", "any domain IP")
+    assert intercepted(b"bad_name!", target="http://o.test/").mismatch == ("local IP", "any domain IP")
+    assert intercepted(b"fresh.test") == "fresh.test"                # not known yet: look it up
+    assert intercepted(b"FRESH.test.") == "fresh.test"
+    assert intercepted(None) is intercept.SKIPPED and intercepted(b"") is intercept.SKIPPED
+
+
+def test_intercepted_host_port_must_be_the_port_connected_to():
+    assert intercepted(b"origin.test:8080").mismatch == ("intercepted port", "8080")
+    assert intercepted(b"origin.test:8080", dst_port=8080).verified
+    assert intercepted(b"origin.test", dst_port=8080).verified          # no port in Host: not compared
+    assert intercepted(b"origin.test:").mismatch == ("intercepted port", "")      # an empty port is port 0
+    assert intercepted(b"origin.test:", target="http://o.test/").mismatch == ("intercepted port", "")
+    # not a port: part of the name (which resolves to nothing); it cannot make a URL
+    assert intercepted(b"origin.test:0x50", target="http://o.test/").mismatch == ("local IP", "any domain IP")
+    with pytest.raises(BadTarget):
+        intercepted(b"origin.test:0x50")
+    assert intercepted(b"[2001:db8::1]:81", dst="2001:db8::1").mismatch == ("intercepted port", "81")
 
 
 def test_addresses_decide_after_the_lookup():
@@ -147,18 +181,17 @@ def test_addresses_decide_after_the_lookup():
     assert not intercept.check_addresses([], ORIGIN).verified          # the lookup failed
 
 
-def test_forward_proxy_is_checked_only_when_strict():
-    assert check(b"other.test", intercepted=False) is intercept.SKIPPED
-    assert check(b"origin.test", intercepted=False, strict=True).verified
-    assert check(b"ORIGIN.test", intercepted=False, strict=True).verified
-    assert check(b"other.test", intercepted=False, strict=True).mismatch == ("other.test", "origin.test")
-    assert check(b"origin.tes", intercepted=False, strict=True).outcome == "failed"
-    assert check(b"origin.test:81", intercepted=False, strict=True).mismatch == ("URL port", "81")
-    assert check(b"origin.test", intercepted=False, strict=True, url="http://origin.test:81/").mismatch == (
-        "URL port", "default port")
-    assert check(b"origin.test:81", intercepted=False, strict=True, url="http://origin.test:81/").verified
-    assert check(b"[2001:db8::1]", intercepted=False, strict=True, url="http://[2001:db8::1]/").verified
-    assert check(b"origin.test", intercepted=False, strict=True, method="CONNECT", url="origin.test:443").verified
+def test_forward_proxy_host_must_name_the_url_when_strict():
+    assert forwarded(b"origin.test").verified
+    assert forwarded(b"ORIGIN.test").verified
+    assert forwarded(None) is intercept.SKIPPED
+    assert forwarded(b"other.test").mismatch == ("other.test", "origin.test")
+    assert forwarded(b"origin.tes").outcome == "failed"
+    assert forwarded(b"origin.test:81").mismatch == ("URL port", "81")
+    assert forwarded(b"origin.test", url="http://origin.test:81/").mismatch == ("URL port", "default port")
+    assert forwarded(b"origin.test:81", url="http://origin.test:81/").verified
+    assert forwarded(b"[2001:db8::1]", url="http://[2001:db8::1]/").verified
+    assert forwarded(b"origin.test", method="CONNECT", url="origin.test:443").verified
 
 
 def test_failures_refused_when_strict_and_always_for_connect():

@@ -236,8 +236,10 @@ class Exchange:
             if client.interception is None:
                 self.target = target = parse_target(head.method, head.target)
             else:
-                self.target = target = intercept.intercepted_target(
-                    head.method, head.target, head.host, client.local_ip, client.local_port)
+                target, verdict = intercept.intercepted_request(
+                    head.method, head.target, head.host, client.local_ip, client.local_port,
+                    self.shared.cached_addresses)
+                self.target = target
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
@@ -264,30 +266,24 @@ class Exchange:
                              "not redirected to it: its destination is this proxy, and forwarding it would loop",
                              403, result="TCP_DENIED")
         self.checklist = self._checklist(target)
-        if target.kind != "internal" and (client.interception is not None or self.config.host_verify_strict):
-            return self._verify_host()
+        if client.interception is not None:
+            return self._verify_host(verdict)
+        if self.config.host_verify_strict and target.kind != "internal":
+            return self._host_checked(intercept.verify_forwarded(head.host, head.method, target))
         self._check()
 
     # ------------------------------------------------------------ Host verification (CVE-2009-0801)
-    def _verify_host(self) -> None:
+    def _verify_host(self, verdict) -> None:
         """Squid's hostHeaderVerify, before http_access: an intercepted request's Host
-        must resolve to the address the client connected to (looked up if need be)."""
-        client, head = self.client, self.head
-        check = intercept.check_host(head.host, client.interception is not None, self.config.host_verify_strict,
-                                     head.method, self.target, client.local_port)
-        if check.outcome == "lookup":
-            found = intercept.lookup_name(check.name)
-            if found is None:
-                addresses = []
-            elif found[1]:
-                addresses = [found[0]]
-            else:
-                addresses = self.shared.cached_addresses(found[0])
-                if addresses is None:
-                    self.state = State.VERIFYING_HOST
-                    return self._emit(c.LookUp("host", found[0]))
-            check = intercept.check_addresses(addresses, client.local_ip)
-        self._host_checked(check)
+        must resolve to the address the client connected to (``verdict``, from
+        intercept.intercepted_request: a name means its addresses must be looked up)."""
+        if verdict is intercept.VERIFIED:
+            self.host_verified = True
+            return self._check()
+        if verdict.__class__ is str:
+            self.state = State.VERIFYING_HOST
+            return self._emit(c.LookUp("host", verdict))
+        self._host_checked(verdict)
 
     @on([State.VERIFYING_HOST], ev.FactKnown,
         to=(State.CHECKING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED,
@@ -300,7 +296,7 @@ class Exchange:
     def _host_checked(self, check: intercept.HostCheck) -> None:
         """Verified: on as usual.  Failed: 409 under host_verify_strict (and for
         CONNECT), else on, to the original destination only and past the cache."""
-        self.host_verified = check.verified
+        self.host_verified = check is intercept.VERIFIED
         head, client = self.head, self.client
         if check.outcome == "failed" and intercept.refuse_unverified(self.config.host_verify_strict, head.method):
             for line in intercept.security_alert(check.mismatch, (client.local_ip, client.local_port),
@@ -389,7 +385,11 @@ class Exchange:
                 head.upgrade, self.checklist)
         cache = self.shared.cache
         if (cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist)
-                and (self.client.interception is None or intercept.may_use_cache(self.host_verified))):
+                # an intercepted request whose Host failed verification neither stores its reply nor is
+                # answered from the cache: the reply came from an address the name does not have, and a
+                # stored page of that name must not reach a script the same-origin check keeps from it
+                # (Squid 5.7 does not store it either, but still serves it stored copies)
+                and (self.client.interception is None or self.host_verified)):
             self.cache = role = CacheRole(cache, self.target.url, head.method, head.headers, head.cache_fields,
                                           self.background)
             if role.reload:
