@@ -12,7 +12,9 @@ http://GATEWAY:3128 with absolute URLs).  It prints medians of throughput and of
 proxy's CPU time per request (read from /proc, so it holds on a busy machine where
 throughput does not), and the intercepted/explicit ratios for each proxy (the target:
 >= 0.95).  Everything stays inside the namespaces,
-which are removed at the end.
+which are removed at the end.  ``--instructions`` counts instead, under valgrind, the
+instructions squidpy runs per memory hit either way (exact, where throughput on a shared
+machine is not).
 """
 
 from __future__ import annotations
@@ -167,11 +169,53 @@ def warm(client: netns.Netns, url: str) -> None:
         subprocess.run([*client.exec_prefix(), "curl", "-s", "-o", "/dev/null", url], timeout=30)
 
 
+def instructions_per_hit(topo: netns.Topology, work: Path, how: str, counts: tuple[int, int]) -> float:
+    """Instructions the squidpy process runs per memory hit (valgrind --tool=callgrind):
+    two runs of ``counts`` hits on one keep-alive connection, the difference divided
+    by the difference of counts (start-up and shutdown cancel out).  Exact where
+    throughput is not, and slow: each run starts squidpy under valgrind."""
+    totals = []
+    for count in counts:
+        d = work / f"cg-{how}-{count}"
+        d.mkdir()
+        conf = d / "squidpy.conf"
+        conf.write_text(POLICY + f"http_port 3128\nhttp_port 3129 intercept\naccess_log {d}/access.log squid\n"
+                                 f"cache_log {d}/cache.log\npid_filename {d}/squidpy.pid\n")
+        proc = subprocess.Popen([*topo.gateway.exec_prefix(), "valgrind", "--tool=callgrind",
+                                 f"--callgrind-out-file={d}/callgrind.out", sys.executable, "-m", "squidpy", "run",
+                                 "-f", str(conf)], cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=dict(os.environ, PYTHONHASHSEED="0"))      # the same hashing in every run
+        wait_until(lambda: listening(topo.gateway, 3128) and listening(topo.gateway, 3129), 600)
+        if how == "intercepted":
+            sock = topo.client.connect(ORIGIN4, 80, timeout=120)
+            request = b"GET /c/1k.bin HTTP/1.1\r\nHost: %s\r\nUser-Agent: bench\r\n\r\n" % ORIGIN4.encode()
+        else:
+            sock = topo.client.connect(GATEWAY_CLIENT4, 3128, timeout=120)
+            request = (b"GET http://%s/c/1k.bin HTTP/1.1\r\nHost: %s\r\nUser-Agent: bench\r\n\r\n"
+                       % (ORIGIN4.encode(), ORIGIN4.encode()))
+        with sock:
+            for _ in range(count):
+                sock.sendall(request)
+                reply = b""
+                while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < 1024:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise RuntimeError("squidpy closed the connection")
+                    reply += data
+        proc.terminate()
+        proc.wait(600)
+        out = subprocess.run(["callgrind_annotate", f"{d}/callgrind.out"], capture_output=True, text=True).stdout
+        totals.append(int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", out).group(1).replace(",", "")))
+    return (totals[1] - totals[0]) / (counts[1] - counts[0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     ap.add_argument("--mode", choices=("intercept", "tproxy"), default="intercept")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead: squidpy's instructions per memory hit under valgrind, intercepted and explicit")
     args = ap.parse_args()
     why = netns.unavailable()
     if why:
@@ -184,6 +228,23 @@ def main() -> None:
     os.chmod(work, 0o755)
     topo = netns.Topology.create()
     results: dict[tuple[str, str], list[float]] = {}
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            sys.exit("--instructions needs valgrind (apt-get install valgrind)")
+        try:
+            nginx = Nginx(topo.origin, work)
+            topo.intercept(3129)
+            try:
+                per = {how: instructions_per_hit(topo, work, how, (200, 2200)) for how in ("intercepted", "explicit")}
+            finally:
+                nginx.stop()
+        finally:
+            topo.destroy()
+            shutil.rmtree(work, ignore_errors=True)
+        for how, count in per.items():
+            print(f"squidpy memory hit, {how}: {count / 1000:.1f}k instructions")
+        print(f"ratio explicit / intercepted: {per['explicit'] / per['intercepted']:.3f}")
+        return
     try:
         nginx = Nginx(topo.origin, work)
         topo.intercept(3129, mode=args.mode)

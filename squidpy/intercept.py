@@ -14,6 +14,7 @@ their answers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from squidpy.config.values import INTERCEPT, TPROXY
@@ -95,15 +96,36 @@ def intercepted_request(method: str, target: str, host_field: bytes | None, dst_
     ``known(name)``: the addresses of ``name`` if already known (the DNS cache), else
     None.  The verdict is a :class:`HostCheck`, or the name whose addresses decide (look
     it up, then :func:`check_addresses`).  Raises BadTarget."""
+    found, verdict, name, literal = _read_request(method, target, host_field, dst_ip, dst_port)
+    if verdict is not None:
+        return found, verdict
+    return found, _resolves(name, literal, dst_ip, known)
+
+
+@functools.lru_cache(maxsize=8192)
+def _read_request(method: str, target: str, host_field: bytes | None, dst_ip: str, dst_port: int):
+    """What does not depend on DNS: (Target, verdict or None, name, is it an address).
+    Cached: a client asks for the same URLs of the same hosts again and again."""
     host = host_field.decode("latin-1") if host_field else ""
     if method == "CONNECT" or not target.startswith("/"):
         found = parse_target(method, target)
         if found.kind == "origin":
             raise BadTarget("ERR_INVALID_URL", f"'{target}' names no host (an interception port has no pages of its own)")
-        return found, _verify(host, dst_ip, dst_port, known)
+        if not host:
+            return found, SKIPPED, "", False
+        name = host
+        if ":" in name:
+            name, port_text, port = _split_host_port(name)
+            if port_text is not None and port != dst_port:
+                return found, HostCheck("failed", mismatch=("intercepted port", port_text)), "", False
+        try:
+            canonical, literal = parse_host(name)
+        except BadTarget:
+            return found, NOT_RESOLVING, "", False      # it names nothing, so it resolves to nothing
+        return found, None, canonical, literal
     if not host:
         shown = f"[{dst_ip}]" if ":" in dst_ip else dst_ip
-        return parse_target(method, f"http://{shown}:{dst_port}{target}"), SKIPPED
+        return parse_target(method, f"http://{shown}:{dst_port}{target}"), SKIPPED, "", False
     if not _NOT_IN_HOST.isdisjoint(host):
         raise BadTarget("ERR_INVALID_URL", f"the Host header '{host[:200]}' is not a host[:port]")
     found = parse_target(method, f"http://{host}{target}")
@@ -111,24 +133,8 @@ def intercepted_request(method: str, target: str, host_field: bytes | None, dst_
     if ":" in (host[host.find("]"):] if host[0] == "[" else host):
         port_text = host.rpartition(":")[2]
         if not port_text or found.port != dst_port:     # "host:" is port 0 to Squid
-            return found, HostCheck("failed", mismatch=("intercepted port", port_text))
-    return found, _resolves(found.host, found.ip_literal, dst_ip, known)
-
-
-def _verify(host: str, dst_ip: str, dst_port: int, known) -> HostCheck | str:
-    """Verification of a Host that did not make the URL (the target named its own)."""
-    if not host:
-        return SKIPPED
-    name = host
-    if ":" in name:
-        name, port_text, port = _split_host_port(name)
-        if port_text is not None and port != dst_port:
-            return HostCheck("failed", mismatch=("intercepted port", port_text))
-    try:
-        canonical, literal = parse_host(name)
-    except BadTarget:
-        return NOT_RESOLVING            # it names nothing, so it resolves to nothing
-    return _resolves(canonical, literal, dst_ip, known)
+            return found, HostCheck("failed", mismatch=("intercepted port", port_text)), "", False
+    return found, None, found.host, found.ip_literal
 
 
 def _resolves(host: str, literal: bool, dst_ip: str, known) -> HostCheck | str:
