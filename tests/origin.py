@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import socketserver
 import threading
 import time
 import urllib.parse
@@ -127,6 +128,7 @@ class OriginHandler(BaseHTTPRequestHandler):
             "method": self.command, "path": self.path, "version": self.request_version,
             "headers": list(self.headers.items()), "body": body.decode("latin-1"),
             "client": self.client_address[0],
+            "peer": self.client_address[0],
         }
         self._send(200, json.dumps(doc).encode(), [("Content-Type", "application/json")])
 
@@ -265,12 +267,18 @@ class Origin(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__((host, 0), OriginHandler)
+        super().__init__((host, port), OriginHandler)
         self.requests: list[tuple[str, str, list, bytes]] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def server_bind(self):
+        """Bind without HTTPServer's reverse lookup of the address (getfqdn), which inside a
+        test network namespace would wait for a name server it cannot reach."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
     @property
     def port(self) -> int:

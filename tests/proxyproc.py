@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PORT_LINE = re.compile(r"Accepting HTTP connections at (\S+):(\d+)")
+PORT_LINE = re.compile(r"Accepting (?:NAT intercepted |TPROXY intercepted )?HTTP connections at (\S+):(\d+)")
 HTTPS_PORT_LINE = re.compile(r"Accepting HTTPS connections at (\S+):(\d+)")
 
 
@@ -51,7 +51,7 @@ def public_dir(prefix: str, owner: str | None = None) -> Path:
 
 class ProxyProcess:
     def __init__(self, tmp_path: Path, config: str, listen: str = "127.0.0.1:0", env: dict | None = None,
-                 start: bool = True, flush_each_line: bool = True):
+                 start: bool = True, flush_each_line: bool = True, prefix: list[str] | None = None):
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.access_log = self.dir / "access.log"
@@ -74,6 +74,7 @@ class ProxyProcess:
         self.config_path = self.dir / "squidpy.conf"
         self.config_path.write_text(config + "\n" + "\n".join(lines) + "\n")
         self.env = dict(os.environ, **(env or {}))
+        self.prefix = list(prefix or ())     # e.g. ip netns exec NAME: run it inside a network namespace
         self.proc = None
         self.port = None
         self.ports: list[int] = []
@@ -83,7 +84,7 @@ class ProxyProcess:
     def start(self) -> "ProxyProcess":
         self.stderr = open(self.dir / "stderr.txt", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "squidpy", "run", "-f", str(self.config_path)],
+            [*self.prefix, sys.executable, "-m", "squidpy", "run", "-f", str(self.config_path)],
             stdout=subprocess.DEVNULL, stderr=self.stderr, env=self.env,
         )
         found = wait_for(self._ports_from_log, timeout=15)

@@ -60,10 +60,11 @@ class SquidProcess:
     USER = "proxy"          # whom Squid becomes when started as root (Debian's cache_effective_user)
 
     def __init__(self, tmp_path: Path | None, config: str, hosts: dict[str, str] | None = None,
-                 start: bool = True, binary: str = SQUID):
+                 start: bool = True, binary: str = SQUID, prefix: list[str] | None = None):
         if not os.path.exists(binary):
             raise RuntimeError(f"{binary} is not installed: .ci/run installs Debian's squid and unpacks squid-openssl")
         self.binary = binary
+        self.prefix = list(prefix or ())     # e.g. ip netns exec NAME: run it inside a network namespace
         self.keep = Path(tmp_path) if tmp_path is not None else None
         self.dir = public_dir("squid-", self.USER)
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.dir), True)    # even if never stopped
@@ -112,17 +113,14 @@ class SquidProcess:
                               capture_output=True, text=True, timeout=30)
 
     def start(self) -> "SquidProcess":
-        """Start Squid and wait (bounded) until it accepts connections.  A port of our
-        choosing that another process took meanwhile (tests run in parallel) is chosen
-        again, a few times."""
         for attempt in range(3):
             self.stderr = open(self.dir / "stderr.txt", "ab")
-            self.proc = subprocess.Popen([self.binary, "-N", "-f", str(self.config_path)],
+            self.proc = subprocess.Popen([*self.prefix, self.binary, "-N", "-f", str(self.config_path)],
                                          stdout=subprocess.DEVNULL, stderr=self.stderr)
 
             def accepting() -> bool:
                 return self.proc.poll() is not None or re.search(
-                    r"Accepting (SSL bumped )?HTTP Socket connections", self.read_cache_log()) is not None
+                    r"Accepting (SSL bumped |NAT intercepted |TPROXY intercepted )?HTTP Socket connections", self.read_cache_log()) is not None
 
             if wait_for(accepting, timeout=20) and self.proc.poll() is None:
                 return self

@@ -3,6 +3,7 @@ against the installed Twisted: if a release changes them, these fail, loudly."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 from twisted.internet import epollreactor, protocol, tcp
@@ -132,3 +133,40 @@ def test_reads_can_be_limited_to_a_delay_pools_allowance():
     assert got == payload and max(sizes) <= 700 and len(sizes) >= 8
     seam.unlimit_reads(ends["client"])
     assert ends["client"].bufferSize == tcp.Connection.bufferSize
+def test_transparent_connector_overrides_what_it_needs():
+    for cls, name in seam.CONNECTOR_METHODS:
+        assert callable(getattr(cls, name, None)), f"{cls.__name__} lost {name}"
+    assert issubclass(seam._TransparentConnector, tcp.Connector)
+    assert issubclass(seam._TransparentClient, tcp.Client)
+
+
+def test_transparent_client_socket_connects_from_the_given_address():
+    """The socket is transparent before it is bound (root has CAP_NET_ADMIN; otherwise
+    the connection fails with a bind error, which is what squidpy reports)."""
+    reactor = seam.EPollReactor()
+    result = {}
+
+    class Up(protocol.Protocol):
+        def connectionMade(self):
+            sock = self.transport.getHandle()
+            result["transparent"] = sock.getsockopt(socket.SOL_IP, seam.IP_TRANSPARENT)
+            result["local"] = self.transport.getHost().host
+            reactor.stop()
+
+    class Factory(protocol.ClientFactory):
+        protocol = Up
+
+        def clientConnectionFailed(self, connector, reason):
+            result["failed"] = reason.value
+            reactor.stop()
+
+    listener = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), interface="127.0.0.1")
+    seam.connect_transparent(reactor, "127.0.0.1", listener.getHost().port, Factory(), 5, ("127.0.0.2", 0))
+    reactor.callLater(10, reactor.stop)
+    reactor.run(installSignalHandlers=False)
+    listener.stopListening()
+    if "failed" in result:
+        from twisted.internet.error import ConnectBindError
+        assert isinstance(result["failed"], ConnectBindError) and os.geteuid() != 0
+    else:
+        assert result == {"transparent": 1, "local": "127.0.0.2"}

@@ -110,8 +110,8 @@ def test_http_port_options():
         "squidpy does not set TCP keepalive probes on client connections",
         f"{PATH}:1: WARNING: http_port option worker-queues is ignored: squidpy's workers share a port with "
         "SO_REUSEPORT"]
-    assert "Squid http_port option intercept is not implemented by squidpy yet" in problems(
-        "http_port 3129 intercept\n")[0]
+    assert "Squid http_port option accel is not implemented by squidpy yet" in problems(
+        "http_port 3129 accel\n")[0]
 
 
 def test_documented_differences_are_on_the_page():

@@ -90,7 +90,8 @@ def _path_or_none(args, ctx):
 # ---------------------------------------------------------------- network
 
 directive(
-    "http_port", "[ADDRESS:]PORT [name=NAME] [require-proxy-header] [ssl-bump tls-cert=CA.pem [tls-key=FILE] [TLS options]]",
+    "http_port", "[ADDRESS:]PORT [intercept|tproxy] [name=NAME] [require-proxy-header] "
+    "[ssl-bump tls-cert=CA.pem [tls-key=FILE] [TLS options]]",
     lambda args, ctx: parse_http_port(args, ctx.warn, ctx.path, where=ctx.where),
     "3128", "Network", kind=APPEND,
     doc="""Where squidpy listens for browsers. A bare port listens on every IPv4
@@ -106,7 +107,16 @@ directive(
     generate-host-certificates=off uses that certificate as it is,
     dynamic_cert_mem_cache_size= bounds the memory minted certificates take (4
     MB), and Squid's other TLS options (tls-min-version=, tls-options=,
-    tls-cipher=, tls-dh= ...) apply to the client side.""",
+    tls-cipher=, tls-dh= ...) apply to the client side. intercept (or its old
+    name transparent) makes a port for traffic a gateway redirects to it
+    (nftables/iptables REDIRECT or DNAT): the original destination is read from
+    the connection (SO_ORIGINAL_DST), origin-form requests become
+    http://HOST/path from their Host header, and the Host header is verified
+    against that destination (host_verify_strict). tproxy is the same for Linux
+    TPROXY: the port listens with IP_TRANSPARENT and connections to origins
+    carry the client's address (spoof_client_ip). An interception port is for
+    redirected traffic only: keep a plain port for browsers, the cache manager
+    and the proxy's own pages. See docs/intercept.md.""",
 )
 
 directive(
@@ -380,6 +390,40 @@ directive(
     Like http_access; it always tests the connecting client's address, never
     the indirect one (follow_x_forwarded_for), and an ACL that needs a lookup
     does not deny here. Without any line every client may. As in Squid.""",
+)
+
+
+# ---------------------------------------------------------------- interception
+
+directive(
+    "host_verify_strict", "on|off", _onoff, "off", "Interception",
+    doc="""Whether a request whose Host header fails verification is refused
+    (409, ERR_CONFLICT_HOST, and a SECURITY ALERT in cache_log). Intercepted
+    requests are always verified: the Host must resolve to the address the
+    client connected to, with the same port. When verification fails and this
+    is off, the request still goes to that original address but its reply is
+    neither stored nor answered from the cache (CVE-2009-0801); a CONNECT is
+    always refused. When on, forward-proxy requests are checked too: the
+    Host header must name the URL's host and port.""",
+)
+
+directive(
+    "client_dst_passthru", "on|off", _onoff, "on", "Interception",
+    doc="""Intercepted requests go to the address the client connected to
+    (ORIGINAL_DST in the access log), and dst ACLs match that address. Off:
+    requests whose Host header passed verification are forwarded by looking
+    up their host name like any other (HIER_DIRECT); requests that failed it
+    still go to the original address.""",
+)
+
+directive(
+    "spoof_client_ip", "allow|deny [!]ACL ...", _access_list("spoof_client_ip"), None, "Interception",
+    kind=CUSTOM, empty=lambda: AccessList("spoof_client_ip", empty_allows=True),
+    doc="""Which requests received on a tproxy port connect to the origin with
+    the client's own address as their source (the origin then sees the
+    client, and the gateway must route its answers back to squidpy: see
+    docs/intercept.md). Without any line every tproxy request does. Only
+    ACLs that need no lookup can decide.""",
 )
 
 

@@ -71,8 +71,8 @@ unsupported(IGNORED, "udp_outgoing_address", "squidpy queries its ICP peers from
 unsupported(IGNORED, "htcp_access htcp_clr_access", "squidpy answers no HTCP queries (htcp_port is refused)")
 unsupported(IGNORED, "snmp_access snmp_incoming_address snmp_outgoing_address",
             "squidpy has no SNMP agent (snmp_port is refused)")
-unsupported(IGNORED, "spoof_client_ip client_dst_passthru tproxy_uses_indirect_client",
-            "no effect without intercept or tproxy ports, which squidpy refuses")
+unsupported(IGNORED, "tproxy_uses_indirect_client",
+            "a tproxy connection to an origin is made from the connecting client's own address")
 unsupported(IGNORED, "ssl_unclean_shutdown", "squidpy tolerates TLS peers that close without close_notify")
 unsupported(IGNORED, "ssl_engine", "squidpy uses no OpenSSL engine (hardware acceleration)")
 unsupported(IGNORED, "sslproxy_session_ttl sslproxy_session_cache_size",
@@ -101,7 +101,6 @@ unsupported(REFUSED, "adapted_http_access", "a second access check after adaptat
 unsupported(REFUSED, "ident_lookup_access", "ident (RFC 931) lookups, which change what is logged")
 unsupported(REFUSED, "on_unsupported_protocol", "tunnelling of non-HTTP traffic")
 unsupported(REFUSED, "ftp_port", "listening for FTP clients")
-unsupported(REFUSED, "host_verify_strict", "Host header verification", accepts=("off",))
 unsupported(REFUSED, "sslcrtvalidator_program sslcrtvalidator_children",
             "an external helper validating origin certificates")
 unsupported(REFUSED, "sslproxy_foreign_intermediate_certs",

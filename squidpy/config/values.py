@@ -183,6 +183,10 @@ def parse_ip(text: str) -> str:
         raise ValueError(f"'{text}' is not an IP address") from None
 
 
+INTERCEPT = "intercept"      # NAT interception: the original destination from SO_ORIGINAL_DST
+TPROXY = "tproxy"            # Linux TPROXY: the socket's own address is the original destination
+
+
 @dataclass(frozen=True)
 class ListenAddress:
     """One ``http_port``: where to listen and the options written after it."""
@@ -205,13 +209,27 @@ class ListenAddress:
         """Connections must start with a PROXY protocol header (from a load balancer)."""
         return "require-proxy-header" in self.options
 
+    @property
+    def interception(self) -> str | None:
+        """``"intercept"``, ``"tproxy"``, or None for a forward-proxy port."""
+        if INTERCEPT in self.options:
+            return INTERCEPT
+        if TPROXY in self.options:
+            return TPROXY
+        return None
 
 # http_port options squidpy implements (reuseport is its own: share the port between processes)
 HTTP_PORT_OPTIONS = {"name": "names the port for myportname ACLs (default: the port as written)",
                      "reuseport": "squidpy extension: several processes share the port (SO_REUSEPORT)",
                      "require-proxy-header": "connections start with a PROXY protocol header (version 1 or 2) "
                                              "whose client address stands for the connection's; see "
-                                             "proxy_protocol_access"}
+                                             "proxy_protocol_access",
+                     INTERCEPT: "NAT interception (REDIRECT/DNAT): the original destination from the socket "
+                                "(transparent is its older name); docs/intercept.md",
+                     "transparent": "the older name of intercept",
+                     TPROXY: "Linux TPROXY interception, origin connections from the client's address "
+                             "(spoof_client_ip); docs/intercept.md"}
+FLAG_OPTIONS = {INTERCEPT, TPROXY, "require-proxy-header"}      # written without =VALUE
 
 # TLS options of http_port and https_port squidpy implements (squidpy.tls.options.PortTls)
 TLS_PORT_OPTIONS = {
@@ -255,9 +273,6 @@ HTTP_PORT_OTHERS = {
     "allow-direct": ("refused", "reverse proxy (accelerator) mode"),
     "act-as-origin": ("refused", "reverse proxy (accelerator) mode"),
     "ignore-cc": ("refused", "reverse proxy (accelerator) mode"),
-    "transparent": ("refused", "interception"),
-    "intercept": ("refused", "interception"),
-    "tproxy": ("refused", "interception"),
     "connection-auth": ("refused", "connection-oriented authentication (NTLM, Negotiate) pinning"),
     "no-connection-auth": ("refused", "connection-oriented authentication (NTLM, Negotiate) pinning"),
     # TLS options squidpy reads but does not use on a port (a warning says so)
@@ -309,10 +324,18 @@ def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool =
     try:
         for opt in opts:
             key = http_port_option(opt)
+            if key == "transparent":
+                key = opt = INTERCEPT           # its older name, which Squid 5.7 takes silently
             if key in HTTP_PORT_OPTIONS:
                 key, eq, value = opt.partition("=")
-                if key == "require-proxy-header" and eq:
-                    raise ValueError("require-proxy-header takes no value")
+                if key in FLAG_OPTIONS and eq:
+                    raise ValueError(f"{key} takes no value")
+                if key == INTERCEPT and TPROXY in options:
+                    raise ValueError("Intercept mode requires its own interception port. It cannot be shared "
+                                     "with other modes (this port is already tproxy).")
+                if key == TPROXY and INTERCEPT in options:
+                    raise ValueError("TPROXY option requires its own interception port. It cannot be shared "
+                                     "with other modes (this port is already intercept).")
                 options[key] = value
                 continue
             if key in TLS_PORT_OPTIONS or (key.startswith("tls-") and key not in HTTP_PORT_OTHERS):
@@ -329,6 +352,8 @@ def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool =
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise ValueError(f"unknown {directive} option '{opt}'{hint}")
+        if (https or kind != "http") and (INTERCEPT in options or TPROXY in options):
+            raise ValueError(f"{directive}: interception (intercept, tproxy) is for http_port only in squidpy")
         if https or tls.has_tls:
             tls.check(https, warn)
     except TlsOptionError as e:

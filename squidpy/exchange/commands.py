@@ -58,7 +58,8 @@ class ResumeClient(Command):
 # ---------------------------------------------------------------- lookups
 @dataclass(slots=True)
 class LookUp(Command):
-    """Look up an ACL fact -> FactKnown: ``dst`` (the addresses of ``name``),
+    """Look up a fact -> FactKnown: ``dst`` (the addresses of ``name``, for an ACL),
+    ``host`` (the addresses of an intercepted request's Host, to verify it),
     ``dst_name``/``src_name`` (the name of the address ``name``)."""
     fact: str
     name: str
@@ -163,9 +164,10 @@ class Connect(Command):
     port: int
     fresh: bool = False
     tunnel: bool = False
-    addresses: list | None = None     # already looked up (for a dst ACL, or the peer's)
+    addresses: list | None = None     # already looked up (for a dst ACL, or the peer's), or the original destination
     bind: Bind | None = None
     peer: Any = None
+    source: str | None = None         # tproxy: connect from this (the client's) address
 
 
 @dataclass(slots=True)

@@ -58,7 +58,7 @@ class StatsCollected(Event):
 
 @dataclass(slots=True)
 class FactKnown(Event):
-    """An ACL fact looked up (``dst`` addresses, ``dst_name``/``src_name`` names);
+    """A fact looked up (``dst`` and ``host`` addresses, ``dst_name``/``src_name`` names);
     an empty value when the lookup failed (it then matches nothing, as in Squid)."""
     fact: str
     value: Any

@@ -23,6 +23,7 @@ import enum
 import html
 from typing import Any, Callable
 
+from squidpy import intercept
 from squidpy.acl.access import matches
 from squidpy.acl.auth_types import is_auth_acl
 from squidpy.acl.checklist import UNDECIDED, AuthRequired, Checklist, ExternalPending, Pending, Undecided
@@ -69,6 +70,7 @@ CLOSE_AFTER = frozenset({
 
 class State(enum.Enum):
     IDLE = "waiting for its turn (pipelined); its body may already arrive"
+    VERIFYING_HOST = "an intercepted request's Host is being looked up (is it the address the client connected to?)"
     CHECKING = "an ACL needs a fact that is being looked up (DNS, credentials, an external ACL helper)"
     REWRITING = "the URL rewriter or the store-ID helper is being asked"
     CACHE_LOOKUP = "the store is being asked"
@@ -114,13 +116,19 @@ class ClientInfo:
     """The client connection as the exchange sees it (plain data, updated by the
     connection: ``closing`` once no further request will be read).  ``port_tls``: the
     port's TLS settings (squidpy.tls.options.PortTls) when it has any; ``bumped``: what
-    SslBump learnt, on a connection that now carries HTTP inside TLS."""
+    SslBump learnt, on a connection that now carries HTTP inside TLS.
+
+    On an interception port (``interception`` is "intercept" or "tproxy") the local
+    address is the original destination, the address the client connected to, as
+    in Squid (the localip/localport ACLs and %la/%lp see it); ``to_proxy``: the
+    client connected to the interception port itself, not redirected to it."""
 
     __slots__ = ("client_ip", "client_port", "local_ip", "local_port", "port_name", "closing", "metrics_port",
-                 "notes", "auth", "port_tls", "bumped", "client_cert", "tls")
+                 "notes", "auth", "port_tls", "bumped", "client_cert", "tls", "interception", "to_proxy")
 
     def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
-                 port_tls=None, bumped=None, metrics_port: bool = False):
+                 port_tls=None, bumped=None, metrics_port: bool = False, interception: str | None = None,
+                 to_proxy: bool = False):
         self.client_ip = client_ip
         self.client_port = client_port
         self.local_ip = local_ip
@@ -134,6 +142,8 @@ class ClientInfo:
         self.bumped = bumped
         self.client_cert = None     # the certificate a client of an https_port presented
         self.tls = None             # squidpy.tls.session.TlsFacts once the client speaks TLS to us
+        self.interception = interception
+        self.to_proxy = to_proxy
 
 
 HTTP_ACCESS = "http_access"
@@ -222,6 +232,8 @@ class Exchange:
     forwarding: Forwarding | None = None
     attempts = 0                        # connections asked for (the events of one read belong to one)
     callout: Callout | None = None      # what helpers decide about it (only when they do)
+    host_verified = False               # the Host passed verification (interception, host_verify_strict)
+    original_dst = False                # it goes to the address the client connected to (interception)
     _head_cmd: c.SendToClient | None = None
     bump = None                         # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
 
@@ -289,8 +301,9 @@ class Exchange:
 
     # ------------------------------------------------------------ start: validate, then http_access
     @on([State.IDLE], type(ev.RequestStarted),
-        to=(State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING, State.CACHE_LOOKUP, State.PURGING,
-            State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO, State.COLLECTING))
+        to=(State.VERIFYING_HOST, State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING,
+            State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO,
+            State.COLLECTING))
     def _start(self, _event) -> None:
         if self.refusal is not None:
             return self.fail(*self.refusal)
@@ -299,12 +312,19 @@ class Exchange:
             if head.version.startswith(("2.", "3.")):
                 return self.fail("ERR_UNSUP_HTTPVERSION", f"HTTP/{head.version} is not spoken here", 505)
             return self.fail("ERR_INVALID_REQ", f"HTTP/{head.version} requests are not accepted")
-        bumped = self.client.bumped
+        client = self.client
+        bumped = client.bumped
         try:
-            target = parse_target(head.method, head.target)
-            if bumped is not None and target.kind == "origin":     # inside a bumped connection
-                target = parse_target(head.method, bumping.inner_url(bumped, head, target.path))
-            self.target = target = with_domain(target, self.config.append_domain)
+            if client.interception is None:
+                target = parse_target(head.method, head.target)
+                if bumped is not None and target.kind == "origin":     # inside a bumped connection
+                    target = parse_target(head.method, bumping.inner_url(bumped, head, target.path))
+                self.target = target = with_domain(target, self.config.append_domain)
+            else:
+                target, verdict = intercept.intercepted_request(
+                    head.method, head.target, head.host, client.local_ip, client.local_port,
+                    self.shared.cached_addresses)
+                self.target = target
         except BadTarget as bad:
             e.url = head.target[:2048]
             return self.fail(bad.error, bad.detail, bad.status)
@@ -312,7 +332,7 @@ class Exchange:
         if target.kind == "origin":     # addressed to the proxy itself: checked like any request
             port = client.local_port if client.metrics_port else shared.my_port
             self.target = target = internal_target(target.path, shared.visible_hostname, port)
-        elif target.kind != "internal" and (client.metrics_port or (
+        elif target.kind != "internal" and client.interception is None and (client.metrics_port or (
                 # only a URL on one of our ports can name us (most name port 80 or 443)
                 (target.port == client.local_port or target.port == shared.my_port) and addressed_to_proxy(
                     target, shared.hostnames, shared.my_port, client.local_ip, client.local_port))):
@@ -336,11 +356,52 @@ class Exchange:
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
         if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
+        if client.to_proxy:
+            return self.fail("ERR_ACCESS_DENIED", "this request was sent to the proxy's interception port itself, "
+                             "not redirected to it: its destination is this proxy, and forwarding it would loop",
+                             403, result="TCP_DENIED")
         self.checklist = self._checklist(target)
         if bumped is not None and bumping.answer_for_bumped(self, bumped):
             return
         if head.forwarded_for and self.config.follow_x_forwarded_for.rules:
             self.indirect = IndirectClient(self.client.client_ip, head.forwarded_for)
+        if client.interception is not None:
+            return self._verify_host(verdict)
+        if self.config.host_verify_strict and target.kind != "internal":
+            return self._host_checked(intercept.verify_forwarded(head.host, head.method, target))
+        self._check()
+
+    # ------------------------------------------------------------ Host verification (CVE-2009-0801)
+    def _verify_host(self, verdict) -> None:
+        """Squid's hostHeaderVerify, before http_access: an intercepted request's Host
+        must resolve to the address the client connected to (``verdict``, from
+        intercept.intercepted_request: a name means its addresses must be looked up)."""
+        if verdict is intercept.VERIFIED:
+            self.host_verified = True
+            return self._check()
+        if verdict.__class__ is str:
+            self.state = State.VERIFYING_HOST
+            return self._emit(c.LookUp("host", verdict))
+        self._host_checked(verdict)
+
+    @on([State.VERIFYING_HOST], ev.FactKnown, to=AFTER_A_FACT)
+    def _host_looked_up(self, event: ev.FactKnown) -> None:
+        if event.seconds:
+            self.entry.dns_time = (self.entry.dns_time or 0) + event.seconds
+        self._host_checked(intercept.check_addresses(event.value or [], self.client.local_ip))
+
+    def _host_checked(self, check: intercept.HostCheck) -> None:
+        """Verified: on as usual.  Failed: 409 under host_verify_strict (and for
+        CONNECT), else on, to the original destination only and past the cache."""
+        self.host_verified = check is intercept.VERIFIED
+        head, client = self.head, self.client
+        if check.outcome == "failed" and intercept.refuse_unverified(self.config.host_verify_strict, head.method):
+            for line in intercept.security_alert(check.mismatch, (client.local_ip, client.local_port),
+                                                 (client.client_ip, client.client_port),
+                                                 message.field(head.headers, b"user-agent"), self.entry.url):
+                self._emit(c.Report("warning", line))
+            return self.fail("ERR_CONFLICT_HOST", f"the Host header does not match where the request goes "
+                             f"({check.mismatch[0]} does not match {check.mismatch[1]})", 409)
         self._check()
 
     def _checklist(self, target: Target) -> Checklist:
@@ -367,6 +428,8 @@ class Exchange:
         if client.tls is not None:
             self.entry.client_tls = client.tls
             ch.client_encrypted = True
+        if client.interception is not None and self.config.client_dst_passthru:
+            ch.dst = [client.local_ip]  # dst ACLs match where the request goes: the original destination
         return ch
 
     def _check(self) -> None:
@@ -732,7 +795,12 @@ class Exchange:
             self.upgrade_offer = self.config.http_upgrade_request_protocols.allowed_offers(
                 head.upgrade, self.checklist)
         cache = self.shared.cache
-        if cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist):
+        if (cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist)
+                # an intercepted request whose Host failed verification neither stores its reply nor is
+                # answered from the cache: the reply came from an address the name does not have, and a
+                # stored page of that name must not reach a script the same-origin check keeps from it
+                # (Squid 5.7 does not store it either, but still serves it stored copies)
+                and (self.client.interception is None or self.host_verified)):
             callout = self.callout
             key = callout.store_id or self.target.url if callout is not None else self.target.url
             self.cache = role = CacheRole(cache, key, head.method, head.headers, head.cache_fields,
@@ -1203,7 +1271,7 @@ class Exchange:
         if self.config.miss_access.rules and not self._miss_allowed():
             return
         peers = self.shared.peers
-        if not peers:
+        if not peers or self._to_original_dst():
             return self._connect()
         if self.selector is None:
             self.forwarding = Forwarding(self.config.forward_max_tries)
@@ -1318,9 +1386,34 @@ class Exchange:
             state = self.shared.peers.state(peer)
             return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
                                         addresses=state.addresses or None, peer=peer))
-        addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
-        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                             addresses=addresses, bind=self.bind))
+        client = self.client
+        if client.interception is None:
+            addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
+            return self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
+                                        addresses=addresses, bind=self.bind))
+        source = client.client_ip if client.interception == intercept.TPROXY and self._spoofs() else None
+        self.original_dst = self._to_original_dst()
+        if self.original_dst:
+            self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh, tunnel=self.tunnel,
+                                 addresses=[client.local_ip], source=source))
+        else:
+            addresses = [target.host] if target.ip_literal else None
+            self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
+                                 addresses=addresses, source=source, bind=self.bind))
+
+    def _to_original_dst(self) -> bool:
+        """An intercepted request goes to the address the client connected to (Squid's
+        ORIGINAL_DST): always when its Host failed verification, else as client_dst_passthru says."""
+        return self.client.interception is not None and intercept.to_original_destination(
+            True, self.config.client_dst_passthru, self.host_verified)
+
+    def _spoofs(self) -> bool:
+        """spoof_client_ip: a tproxy request connects with the client's address unless
+        a line denies it (an ACL that needs a lookup cannot decide: no spoofing)."""
+        try:
+            return self.config.spoof_client_ip.check(self.checklist).allowed
+        except Pending:
+            return False
 
     def _miss_allowed(self) -> bool:
         """miss_access: may this client have a reply fetched from the network?  Tested
@@ -1375,7 +1468,7 @@ class Exchange:
     def _hierarchy_code(self) -> str:
         destination = self.destination
         if destination is None:
-            return HIER_DIRECT
+            return "ORIGINAL_DST" if self.original_dst else HIER_DIRECT
         timed_out = self.selected is not None and self.selected.timed_out
         return (TIMEOUT_PREFIX if timed_out else "") + destination.code
 

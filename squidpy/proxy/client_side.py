@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import sys
 import time
 
 import httptools
@@ -21,8 +23,9 @@ from twisted.internet import interfaces
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from squidpy import proxyp
+from squidpy import intercept, proxyp
 from squidpy.acl.checklist import Checklist, Pending
+from squidpy.config.values import TPROXY
 from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import ClientInfo, Exchange, State
 from squidpy.exchange.session import Begin, ClientSession, Close, PauseReading, ResumeReading
@@ -34,6 +37,8 @@ from squidpy.proxy.driver import ExchangeDriver
 from squidpy.proxy import seam
 from squidpy.proxy.flow import PausableReading
 from squidpy.proxy.timeouts import idle_time
+
+log = logging.getLogger("squidpy")
 
 log = logging.getLogger("squidpy")
 
@@ -93,8 +98,22 @@ class ClientConnection(PausableReading, Protocol):
         self.client_ip, self.client_port = plain_ip(peer.host), peer.port
         self.local_ip, self.local_port = plain_ip(host.host), host.port
         listen = getattr(getattr(self, "factory", None), "listen", None)
+        mode = listen.interception if listen is not None else None
+        to_proxy = False
+        if mode is not None:
+            original = original_destination(t.getHandle(), mode, host.host)
+            if original is None:
+                # as Squid: no original destination, no request (the client sees the connection close)
+                log.error("ERROR: NAT/TPROXY lookup failed to locate original IPs on local=%s remote=%s",
+                          _where(self.local_ip, self.local_port), _where(self.client_ip, self.client_port))
+                t.abortConnection()
+                return
+            to_proxy = intercept.addressed_to_proxy(mode, (self.local_ip, self.local_port), original,
+                                                    self.factory.port_number())
+            self.local_ip, self.local_port = original
         self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
-                               listen.tls if listen is not None else None, metrics_port=self.metrics_port)
+                               listen.tls if listen is not None else None, metrics_port=self.metrics_port,
+                               interception=mode, to_proxy=to_proxy)
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
         self.opened = now = time.monotonic()
@@ -151,6 +170,8 @@ class ClientConnection(PausableReading, Protocol):
         return buffered[header.size:]
 
     def connectionLost(self, reason):
+        if self.info is None:
+            return      # refused before it began (no original destination)
         self.service.client_disconnected(self)
         self._hello_waiter = self._tls_waiter = None
         if self.write_limit is not None:
@@ -702,12 +723,55 @@ def _classify_parse_error(e: Exception, data: bytes) -> tuple[str, str, int]:
     return "ERR_INVALID_REQ", f"the request is malformed: {text}", 400
 
 
+def original_destination(sock, mode: str, local_host: str) -> tuple[str, int] | None:
+    """Where the client meant to connect: NAT (``intercept``) keeps it in the
+    connection tracking entry (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST); TPROXY
+    (``tproxy``) leaves it as the socket's own address.  None when the kernel has
+    no entry (nothing was translated and connection tracking is off)."""
+    if mode == TPROXY:
+        name = sock.getsockname()
+        return plain_ip(name[0]), name[1]
+    try:
+        if ":" not in plain_ip(local_host):       # IPv4, even on an IPv6 socket (::ffff:a.b.c.d)
+            raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+        else:
+            raw = sock.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, 28)
+    except OSError:
+        return None
+    return sockaddr(raw)
+
+
+SO_ORIGINAL_DST = 80           # linux/netfilter_ipv4.h
+IP6T_SO_ORIGINAL_DST = 80      # linux/netfilter_ipv6/ip6_tables.h
+
+
+def sockaddr(raw: bytes) -> tuple[str, int] | None:
+    """A struct sockaddr_in or sockaddr_in6 as (address, port)."""
+    if len(raw) < 8:
+        return None
+    family = int.from_bytes(raw[:2], sys.byteorder)
+    port = int.from_bytes(raw[2:4], "big")
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        return plain_ip(socket.inet_ntop(socket.AF_INET6, raw[8:24])), port
+    return None
+
+
+def _where(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 class ClientFactory(Factory):
     """Builds a :class:`ClientConnection` for each browser connection on one http_port."""
 
     def __init__(self, service, listen):
         self.service = service
         self.listen = listen
+        self.bound_port = listen.port       # the port as bound (port 0 picks one)
+
+    def port_number(self) -> int:
+        return self.bound_port
 
     def buildProtocol(self, addr):
         conn = ClientConnection(self.service, self.listen.name, self.listen.kind == "metrics",

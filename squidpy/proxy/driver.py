@@ -128,7 +128,7 @@ class ExchangeDriver:
     # lookups
     def _look_up(self, cmd: c.LookUp) -> None:
         dns = self.service.dns
-        if cmd.fact == "dst":
+        if cmd.fact in ("dst", "host"):
             started = time.monotonic()
             d = dns.resolve(cmd.name)
             d.addCallbacks(lambda addresses: self._fact(cmd.fact, addresses, time.monotonic() - started),
@@ -217,6 +217,8 @@ class ExchangeDriver:
             key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
             if cmd.bind is not None:
                 key += (cmd.bind,)          # reused only for requests sent from the same address
+            if cmd.source is not None:
+                key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -241,7 +243,8 @@ class ExchangeDriver:
             tls, checklist = self.service.tls, self.exchange.checklist
             tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
         bind = None if peer is not None else cmd.bind
-        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout, bind))
+        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout, bind,
+                                                     cmd.source))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:

@@ -6,7 +6,9 @@ good.  Before that, while still root, it makes the places it writes usable by
 that user: directories it has to create are created owned by the user, and its
 own log files are handed to the user.  ``CAP_NET_BIND_SERVICE`` is kept across
 the change of user (Squid keeps it too), so a reconfigure can still open a port
-below 1024; every other capability is gone.  A squidpy that is not started as
+below 1024; with a ``tproxy`` port ``CAP_NET_ADMIN`` is kept as well (as Squid
+keeps it), to connect to origins with the client's address; every other
+capability is gone.  A squidpy that is not started as
 root ignores both directives, as Squid does (under systemd, ``User=`` has
 already done this).
 """
@@ -115,6 +117,7 @@ def preload() -> None:
 
 PR_SET_KEEPCAPS = 8
 CAP_NET_BIND_SERVICE = 10
+CAP_NET_ADMIN = 12
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -130,17 +133,18 @@ def _libc():
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _keep_only_bind_capability(libc) -> bool:
-    """After setuid with PR_SET_KEEPCAPS: effective and permitted = CAP_NET_BIND_SERVICE only."""
+def _keep_only(libc, capabilities: int) -> bool:
+    """After setuid with PR_SET_KEEPCAPS: effective and permitted = these capabilities only."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
-    data[0].effective = data[0].permitted = 1 << CAP_NET_BIND_SERVICE
+    data[0].effective = data[0].permitted = capabilities
     return libc.capset(ctypes.byref(header), ctypes.byref(data)) == 0
 
 
-def become(identity: Identity) -> bool:
+def become(identity: Identity, net_admin: bool = False) -> bool:
     """Give up root for good: groups, gid, then uid (real, effective and saved).
-    Returns whether CAP_NET_BIND_SERVICE was kept."""
+    Returns whether CAP_NET_BIND_SERVICE (and, when ``net_admin``, CAP_NET_ADMIN)
+    was kept."""
     preload()
     libc = None
     try:
@@ -156,7 +160,8 @@ def become(identity: Identity) -> bool:
         raise PrivilegeError(f"cannot become {identity}: {e.strerror}") from None
     if os.geteuid() == 0 or os.getuid() == 0:
         raise PrivilegeError(f"still root after becoming {identity}")
-    kept = keep and _keep_only_bind_capability(libc)
+    wanted = 1 << CAP_NET_BIND_SERVICE | (1 << CAP_NET_ADMIN if net_admin else 0)
+    kept = keep and _keep_only(libc, wanted)
     if libc is not None:
         try:
             libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)

@@ -5,8 +5,10 @@ reactor's poll loop without its per-event logging context, whether a
 transport's write buffers are empty (before handing its socket to splice),
 writing straight to a socket when nothing is queued (which spares two
 ``epoll_ctl`` calls per reply), unlinking a client transport from its
-connector (a reference cycle), and reading less than 64 KB at a time from a
-socket (a delay pool reads no more than its bucket holds, as Squid does).  Each is done here and nowhere else; tests/test_seam.py
+connector (a reference cycle), reading less than 64 KB at a time from a
+socket (a delay pool reads no more than its bucket holds, as Squid does), and a
+client socket that gets IP_TRANSPARENT before it is bound (TPROXY: connecting
+with the client's address).  Each is done here and nowhere else; tests/test_seam.py
 checks every assumption against the installed Twisted, so an upgrade that
 changes them fails loudly, and setup.cfg bounds Twisted to the releases CI
 has proven.
@@ -24,6 +26,11 @@ TRANSPORT_ATTRIBUTES = ("_tempDataBuffer", "dataBuffer", "offset", "socket", "pr
                         "disconnecting")
 #: the attributes of twisted.internet.epollreactor.EPollReactor used by fast_poll
 REACTOR_ATTRIBUTES = ("_poller", "_selectables", "_doReadOrWrite")
+#: what connect_transparent overrides in twisted.internet.tcp
+CONNECTOR_METHODS = ((tcp.Connector, "_makeTransport"), (tcp.Client, "createInternetSocket"))
+
+IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+IPV6_TRANSPARENT = 75          # linux/in6.h; Python does not name it
 
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
@@ -120,3 +127,36 @@ def unlimit_reads(transport) -> None:
 
 def socket_of(transport) -> socket.socket | None:
     return getattr(transport, "socket", None)
+
+
+def set_transparent(sock: socket.socket, family: int) -> None:
+    """IP_TRANSPARENT (IPV6_TRANSPARENT): the socket may accept connections for, or
+    bind to, addresses that are not this host's (Linux TPROXY; needs CAP_NET_ADMIN)."""
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+    if family == socket.AF_INET or family == socket.AF_INET6:
+        sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+
+
+class _TransparentClient(tcp.Client):
+    """tcp.Client whose socket is transparent before Twisted binds it (to the
+    client's address: see :func:`connect_transparent`)."""
+
+    def createInternetSocket(self):
+        sock = super().createInternetSocket()
+        set_transparent(sock, self.addressFamily)
+        return sock
+
+
+class _TransparentConnector(tcp.Connector):
+    def _makeTransport(self):
+        return _TransparentClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+def connect_transparent(reactor, host: str, port: int, factory, timeout: float = 30.0, bindAddress=None):
+    """reactor.connectTCP, with a transparent socket: ``bindAddress`` may be an address
+    of another host (the client's, under TPROXY).  A refused setsockopt or bind fails
+    the connection (ConnectBindError), as any bind error does."""
+    connector = _TransparentConnector(host, port, factory, timeout, bindAddress, reactor)
+    connector.connect()
+    return connector

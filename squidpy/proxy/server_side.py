@@ -4,7 +4,8 @@ A :class:`ServerConnection` carries one transaction at a time: it writes the
 request head the transaction gives it, parses the reply with httptools and
 hands the events back (``response_head``, ``response_body``,
 ``response_done``, ``server_failed``).  Between transactions it waits in the
-:class:`ServerPool`, keyed by (scheme, host, port), until
+:class:`ServerPool`, keyed by (scheme, host, port) (and the source address of a
+tproxy connection), until
 ``server_idle_pconn_timeout``.  After a CONNECT or a 101 it becomes one half
 of a tunnel and passes bytes through untouched.
 """
@@ -37,8 +38,8 @@ from squidpy.http.message import (
 from squidpy.proxy import seam
 from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
+from squidpy.proxy.seam import connect_transparent, unlink_connector
 from squidpy.proxy.timeouts import idle_time
-from squidpy.proxy.seam import unlink_connector
 
 MAX_IDLE_PER_ORIGIN = 32
 # an idle TLS connection saves a handshake (two round trips and the origin's signature), not
@@ -553,17 +554,21 @@ class KnownAddresses:
 class _ResolvedReactor:
     """The reactor, seen by HostnameEndpoint with KnownAddresses as its resolver;
     each attempt is made from the local address ``bind`` gives its destination
-    (tcp_outgoing_address)."""
+    (tcp_outgoing_address), or, with ``source`` (tproxy), from that address with a
+    transparent socket."""
 
-    def __init__(self, reactor, addresses: list[str], bind=None):
+    def __init__(self, reactor, addresses: list[str], bind=None, source: str | None = None):
         self._reactor = reactor
         self.nameResolver = KnownAddresses(addresses)
         self._bind = bind
+        self._source = source
 
     def installNameResolver(self, resolver):
         raise NotImplementedError
 
     def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        if self._source is not None:
+            return connect_transparent(self._reactor, host, port, factory, timeout, (self._source, 0))
         if self._bind is not None:
             local = self._bind.local_for(host)
             if local is not None:
@@ -649,15 +654,24 @@ class ServerPool:
         self.idle.clear()
 
     def connect(self, key: tuple, addresses: list[str], tls_factory=None, peer_tls=None,
-                timeout: float | None = None, bind=None) -> defer.Deferred:
+                timeout: float | None = None, bind=None, source: str | None = None) -> defer.Deferred:
         """Connect to ``addresses`` (happy eyeballs), from the local addresses ``bind``
         names (tcp_outgoing_address); fires with the ServerConnection or fails with
         UpstreamError naming the last address tried.  With ``tls_factory`` (a function
         making a client TlsSession: https:// origins) it fires once the TLS handshake
         is done, or fails with ERR_SECURE_CONNECT_FAIL saying why.  ``peer_tls``:
-        Twisted's client TLS options for a cache_peer with ``tls``."""
+        Twisted's client TLS options for a cache_peer with ``tls``.  ``source``: the
+        address to connect from, which need not be this host's (tproxy: the client's);
+        only addresses of its family can be reached from it."""
         scheme, host, port = key[:3]
-        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses, bind), host, port,
+        if source is not None:
+            v6 = ":" in source
+            addresses = [a for a in addresses if (":" in a) == v6]
+            if not addresses:
+                return defer.fail(UpstreamError(
+                    "ERR_CONNECT_FAIL", f"no address of {host} can be reached from the client's address {source}",
+                    status=503))
+        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses, bind, source), host, port,
                                     timeout=timeout or self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
         if peer_tls is not None:
             endpoint = wrapClientTLS(peer_tls, endpoint)

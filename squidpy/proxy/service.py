@@ -26,6 +26,7 @@ from twisted.internet.task import LoopingCall
 
 from squidpy import __version__
 from squidpy.config import loader
+from squidpy.config.values import INTERCEPT, TPROXY
 from squidpy.errors import ErrorPages
 from squidpy.http.message import app_name, via_value
 from squidpy.http.url import own_names
@@ -39,6 +40,7 @@ from squidpy.proxy.closing import lose
 from squidpy.proxy.dns import DnsCache, build_resolver, read_hosts
 from squidpy.proxy.notify import STATUS_INTERVAL, Notifier, rate, status_text
 from squidpy.proxy.pidfile import AlreadyRunning, PidFile
+from squidpy.proxy.seam import set_transparent
 from squidpy.proxy.server_side import ServerPool
 from squidpy.proxy.throttle import Throttles
 from squidpy.proxy.timeouts import Timeouts
@@ -195,11 +197,13 @@ class ProxyService:
         self._find_my_port()
         if self.identity is not None:
             try:
-                kept = privileges.become(self.identity)
+                tproxy = any(listen.interception == TPROXY for listen in config.http_port)
+                kept = privileges.become(self.identity, net_admin=tproxy)
             except privileges.PrivilegeError as e:
                 self._fail_start(str(e))
             log.info("Running as %s%s", self.identity,
-                     "" if kept else " (without CAP_NET_BIND_SERVICE: new ports below 1024 need a restart)")
+                     "" if kept else " (without CAP_NET_BIND_SERVICE: new ports below 1024 need a restart)"
+                     if not tproxy else " (without CAP_NET_ADMIN: tproxy cannot connect with clients' addresses)")
         elif self.kid is None and os.geteuid() == 0:
             log.warning("Running as root: set cache_effective_user to give up root after binding the ports")
         from squidpy.cache.store import CacheDirError
@@ -300,8 +304,8 @@ class ProxyService:
 
     def _listen(self, listen, into: dict | None = None) -> None:
         factory = ClientFactory(self, listen)
-        if self.kid is not None or "reuseport" in listen.options:
-            port = self._listen_reuseport(listen, factory)
+        if self.kid is not None or "reuseport" in listen.options or listen.interception == TPROXY:
+            port = self._listen_socket(listen, factory)
         elif listen.host:
             port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface=listen.host)
         else:
@@ -311,19 +315,29 @@ class ProxyService:
                 port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface="0.0.0.0")
         (self.listeners if into is None else into)[listen.key] = port
         address = port.getHost()
+        factory.bound_port = address.port
         shown = f"[{address.host}]" if ":" in address.host else address.host
+        mode = {INTERCEPT: "NAT intercepted ", TPROXY: "TPROXY intercepted "}.get(listen.interception, "")
         kind = "metrics" if listen.kind == "metrics" else "HTTPS" if listen.https else "HTTP"
-        log.info("Accepting %s connections at %s:%d", kind, shown, address.port)
+        log.info("Accepting %s%s connections at %s:%d", mode, kind, shown, address.port)
 
-    def _listen_reuseport(self, listen, factory):
-        """A listening socket other processes may share (SO_REUSEPORT): the kernel spreads
-        new connections among them."""
+    def _listen_socket(self, listen, factory):
+        """A listening socket made here: one other processes may share (SO_REUSEPORT:
+        the kernel spreads new connections among them), or a transparent one for
+        tproxy (IP_TRANSPARENT: it accepts connections addressed to other hosts)."""
         host = listen.host or "::"
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if self.kid is not None or "reuseport" in listen.options:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if listen.interception == TPROXY:
+                try:
+                    set_transparent(sock, family)
+                except OSError as e:
+                    raise OSError(e.errno, f"TPROXY support in the system does not work: IP_TRANSPARENT: "
+                                           f"{e.strerror} (squidpy needs CAP_NET_ADMIN)") from None
             if family == socket.AF_INET6 and not listen.host:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((host, listen.port))
@@ -344,15 +358,19 @@ class ProxyService:
             if key[0] != "http":
                 continue
             address = port.getHost()
-            out.append(f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}")
+            mode = port.factory.listen.interception
+            out.append((f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}")
+                       + (f" ({mode})" if mode else ""))
         return out
 
     def _find_my_port(self) -> None:
-        """``my_port``: the port of the first http_port (as bound), which Squid puts in its
-        own URLs (``http://visible_hostname:PORT/...``); kept as a plain attribute, since
-        every request compares its URL's port with it."""
+        """``my_port``: the port of the first http_port (as bound) that does not intercept,
+        which Squid puts in its own URLs (``http://visible_hostname:PORT/...``); kept as a
+        plain attribute, since every request compares its URL's port with it."""
         self.my_port = 0
         for listen in self.config.http_port:
+            if listen.interception is not None:
+                continue
             port = self.listeners.get(listen.key)
             if port is not None:
                 self.my_port = port.getHost().port
@@ -397,6 +415,10 @@ class ProxyService:
         staged = Staged(new)
         try:
             for listen in listening(new):
+                kept = self.listeners.get(listen.key)
+                if kept is not None and (kept.factory.listen.interception == TPROXY) != (listen.interception == TPROXY):
+                    raise ReconfigureError(f"http_port {_where(listen)}: tproxy cannot be switched on or off on a "
+                                           "listening port (its socket must be made anew): restart squidpy")
                 if listen.key not in self.listeners:
                     try:
                         self._listen(listen, into=staged.ports)
