@@ -67,12 +67,14 @@ def curl(proxy, url: str, *args: str, env: dict | None = None, proxy_url: str | 
     return Answer(status, connects, blocks, body.read_bytes() if body.exists() else b"")
 
 
-def log_fields(proxy, needle: str) -> list[str]:
+def log_fields(proxy, needle: str, status: str = "") -> list[str]:
+    """The last access.log line naming ``needle`` (with ``status``, e.g. "/200 ", when the
+    request's earlier lines, such as a handshake's 407s, may be written first)."""
     from tests.proxyproc import wait_for
 
     def find():
         text = proxy.access_log.read_text() if proxy.access_log.exists() else ""
-        hits = [line for line in text.splitlines() if needle in line]
+        hits = [line for line in text.splitlines() if needle in line and status in line]
         return hits[-1] if hits else None
     line = wait_for(find, 5)
     assert line, f"no access.log line with {needle!r}"
@@ -107,7 +109,7 @@ def test_basic_with_an_htpasswd_file(make_proxy, origin, passwords, helper):
     assert ok.status == 200 and "proxy-authorization" not in forwarded_names(ok)
     assert log_fields(proxy, "TCP_MISS/200")[7] == "alice"
     apr1 = curl(proxy, origin.url("/echo?bob"), "-U", "Bob:apr1 pw")
-    assert apr1.status == 200 and log_fields(proxy, "/echo?bob")[7] == "bob"     # casesensitive off
+    assert apr1.status == 200 and log_fields(proxy, "/echo?bob", "/200 ")[7] == "bob"     # casesensitive off
     wrong = curl(proxy, origin.url("/echo?wrong"), "-U", "alice:guess")
     assert wrong.status == 407
     assert log_fields(proxy, "/echo?wrong")[3:4] == ["TCP_DENIED/407"]
@@ -214,7 +216,7 @@ def test_kerberos_single_sign_on_with_curl_negotiate(make_proxy, origin, kdc):
               env=kdc.env)
     assert ok.status == 200 and ok.connects == 1
     assert "proxy-authorization" not in forwarded_names(ok)
-    assert log_fields(proxy, "/echo?sso")[7] == f"{kdcmod.USER}@{kdcmod.REALM}"
+    assert log_fields(proxy, "/echo?sso", "/200 ")[7] == f"{kdcmod.USER}@{kdcmod.REALM}"
     from tests.conftest import raw_request
     forged = raw_request(proxy.port, b"GET " + origin.url("/echo?forged").encode() + b" HTTP/1.1\r\n"
                          b"Proxy-Authorization: Negotiate YIIBogusTokenAAAA\r\nConnection: close\r\n\r\n")
@@ -229,7 +231,7 @@ def test_ntlm_handshake_with_ntlm_fake_auth(make_proxy, origin):
     assert ok.status == 200
     assert [h.get("proxy-authenticate", "").split(" ")[0] for h in ok.heads[:-1]] == ["NTLM"]
     assert ok.connects == 1                    # the handshake finished on one connection
-    assert "dave" in log_fields(proxy, "/echo?ntlm")[7]    # ntlm_fake_auth answers 'AF EXAMPLEd\davew'
+    assert "dave" in log_fields(proxy, "/echo?ntlm", "/200 ")[7]    # ntlm_fake_auth answers 'AF EXAMPLEd\davew'
     later = curl(proxy, origin.url("/echo?ntlm2"), "--proxy-ntlm", "-U", "EXAMPLE\\dave:anything")
     assert later.status == 200
     tunnel = curl(proxy, origin.url("/echo?ntlm-connect"), "-p", "--proxy-ntlm", "-U", "EXAMPLE\\dave:x")
@@ -243,7 +245,7 @@ def test_digest_with_digest_file_auth(make_proxy, origin, tmp_path):
                        "auth_param digest realm Digest proxy\n" + REQUIRE)
     assert curl(proxy, origin.url("/echo?d1"), "--proxy-digest", "-U", "alice:secret").status == 200
     assert curl(proxy, origin.url("/echo?d2"), "--proxy-digest", "-U", "alice:wrong").status == 407
-    assert log_fields(proxy, "/echo?d1")[7] == "alice"
+    assert log_fields(proxy, "/echo?d1", "/200 ")[7] == "alice"
 
 
 # ---------------------------------------------------------------- rewriters

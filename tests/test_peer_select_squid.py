@@ -257,8 +257,12 @@ def test_userhash(make_squid):
         def login(user: str) -> dict:
             return {"Proxy-Authorization": "Basic " + base64.b64encode(f"{user}:pw".encode("latin-1")).decode()}
 
-        assert wait_for(lambda: get_through(squid.port, "http://warm.test/size/1", login("user00"))[0] == 200,
-                        timeout=20), squid.read_cache_log()
+        def warm() -> bool:
+            try:           # a refused connection while the machine is loaded is not an answer yet
+                return get_through(squid.port, "http://warm.test/size/1", login("user00"))[0] == 200
+            except OSError:
+                return False
+        assert wait_for(warm, timeout=20), squid.read_cache_log()
         config = loader.load(text="\n".join(squid_lines) + "\n")
         table = PeerTable(config.cache_peer)
         for i, user in enumerate(users):
