@@ -378,6 +378,136 @@ def test_tcp_collector_that_never_reads_cannot_block_the_proxy():
     server.close()
 
 
+class Lookups:
+    """A resolver the test answers by hand: the proxy's DNS cache as the writers see it."""
+
+    def __init__(self):
+        self.asked: list[str] = []
+        self.pending: list[defer.Deferred] = []
+
+    def __call__(self, host: str) -> defer.Deferred:
+        self.asked.append(host)
+        d = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+def test_tcp_collector_named_by_a_name_is_looked_up_without_waiting(messages):
+    server = listener()
+    port = server.getsockname()[1]
+    lookups = Lookups()
+    w = TcpLog(parse_destination(f"tcp://collector.test:{port}"), resolve=lookups)
+    w.write("first")
+    w.flush()                                # asks for the name, returns at once
+    assert lookups.asked == ["collector.test"]
+    for i in range(50):                      # the lookup is pending: lines queue, the reactor turns
+        w.write(f"line {i}")
+        w.flush()
+        reactor.iterate(0)
+    assert lookups.asked == ["collector.test"] and w.connection is None and len(w.queue) == 51
+    lookups.pending[0].callback(["127.0.0.1"])
+    assert until(lambda: (w.flush(), not w.queue)[1], 10)
+    conn, _ = server.accept()
+    assert read_lines(conn, 51) == ["first"] + [f"line {i}" for i in range(50)]
+    assert w.lost == 0
+    closed(w)
+    conn.close()
+    server.close()
+
+
+def test_tcp_collector_name_that_cannot_be_looked_up_is_retried_with_backoff(messages):
+    lookups = Lookups()
+    w = TcpLog(parse_destination("tcp://collector.test:9"), resolve=lookups)
+    w.write("waits")
+    w.flush()
+    lookups.pending[0].errback(DnsError("Name Error: the domain name 'collector.test' does not exist"))
+    assert ("access_log tcp://collector.test:9: cannot resolve collector.test: Name Error: the domain name "
+            "'collector.test' does not exist; access log lines are being lost") in messages
+    w.flush()                                # within the backoff: not asked again
+    assert len(lookups.asked) == 1
+    w.next_attempt = 0                       # the backoff is over
+    w.flush()
+    assert len(lookups.asked) == 2 and w.queue and w.lost == 0
+    w.on_fatal = None
+    lookups.pending[1].errback(DnsError("no"))
+    closed(w)
+    assert w.lost == 1 and not w.queue
+
+
+def test_udp_collector_named_by_a_name_is_looked_up_without_waiting():
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(5)
+    lookups = Lookups()
+    w = UdpLog(parse_destination(f"udp://collector.test:{server.getsockname()[1]}"), resolve=lookups)
+    w.write("one")
+    w.flush()
+    w.write("two")
+    w.flush()
+    assert lookups.asked == ["collector.test"] and len(w.queue) == 2
+    lookups.pending[0].callback(["127.0.0.1"])
+    assert [server.recv(2048), server.recv(2048)] == [b"one\n", b"two\n"]
+    closed(w)
+    server.close()
+
+
+def test_udp_close_waits_for_a_pending_lookup_at_most_a_moment():
+    lookups = Lookups()
+    w = UdpLog(parse_destination("udp://collector.test:9"), resolve=lookups)
+    w.write("never sent")
+    w.flush()
+    closed(w)                                # the lookup never answers: given up
+    assert w.lost == 1 and not w.queue
+
+
+def test_tcp_close_delivers_what_is_queued():
+    server = listener()
+    port = server.getsockname()[1]
+    w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
+    w.flush()
+    assert until(lambda: w.connection is not None, 5)
+    for i in range(1000):                    # queued, not yet flushed: the close sends them
+        w.write(f"line {i}")
+    done = w.close()
+    conn, _ = server.accept()
+    assert until(lambda: done.called, 10)
+    assert read_lines(conn, 1000) == [f"line {i}" for i in range(1000)]
+    assert conn.recv(10) == b""              # and closes the connection
+    assert w.lost == 0
+    conn.close()
+    server.close()
+
+
+def test_tcp_close_while_connecting_delivers_once_connected():
+    server = listener()
+    port = server.getsockname()[1]
+    w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
+    w.write("last words")
+    w.flush()                                # the connect is under way
+    assert w.attempt is not None
+    done = w.close()
+    assert until(lambda: done.called, 10)
+    conn, _ = server.accept()
+    assert read_lines(conn, 1) == ["last words"] and w.lost == 0
+    conn.close()
+    server.close()
+
+
+def test_tcp_close_gives_up_on_a_collector_that_never_reads(messages):
+    server = listener()                      # accepts (the kernel does), never reads
+    port = server.getsockname()[1]
+    w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
+    w.flush()
+    assert until(lambda: w.connection is not None, 5)
+    for _ in range(4000):                    # 4 MB: more than the kernel's buffers take
+        w.write("x" * 1000)
+    done = w.close()
+    assert until(lambda: done.called, 10)   # one second, not as long as the collector likes
+    assert w.lost > 0 and not w.queue and w.connection is None
+    assert any("closed with lines not yet sent" in m for m in messages)
+    server.close()
+
+
 # ------------------------------------------------------------ AccessLog: filters, order, none
 
 def config_with(text: str):
