@@ -333,7 +333,7 @@ def test_stopping_delivers_the_lines_not_yet_flushed(make_proxy, origin):
         proxy = make_proxy(f"{LOCAL_POLICY}\naccess_log tcp://127.0.0.1:{collector.getsockname()[1]} squid\n")
         conn, _ = collector.accept()              # connected at the first flush
         conn.settimeout(10)
-        assert "connected" in proxy.read_cache_log()
+        assert wait_for(lambda: ": connected" in proxy.read_cache_log(), 10)
         for n in range(20):
             assert fetch(proxy, origin.url(f"/size/10?last={n}")) == 200
         assert proxy.stop() == 0                   # within the second between two flushes, mostly

@@ -3,8 +3,9 @@
 Every writer keeps lines in memory and sends them at least once a second
 (the service's flush), sooner when a buffer passes ``buffer_size``, and on
 rotation, reconfiguration and shutdown, so serving never waits on a disk or
-a collector.  Files are appended with plain ``write`` calls; syslog, UDP and
-TCP use non-blocking sockets.  When a destination fails (disk full, file
+a collector.  Files are appended with plain ``write`` calls; syslog uses a
+non-blocking socket; UDP and TCP collectors are Twisted protocols, their names
+looked up with the proxy's DNS cache.  When a destination fails (disk full, file
 removed, collector down) the proxy keeps serving: the lines that cannot be
 written are counted as lost, the failure is reported once in cache_log,
 writing resumes by itself when it can (a removed file is created again,
@@ -382,7 +383,7 @@ class UdpLog(_QueuedWriter):
         if self.lookup is None and self._now() >= self.next_attempt:
             self.lookup = _addresses(self.destination.host, self.resolve)
             self.lookup.addCallbacks(self._resolved, self._not_resolved)
-        return False
+        return self.port is not None        # an address needs no waiting
 
     def _resolved(self, addresses: list[str]) -> None:
         self.lookup = None
@@ -390,7 +391,7 @@ class UdpLog(_QueuedWriter):
         self.port = self.reactor.listenUDP(0, DatagramProtocol(), interface="::" if ":" in address else "")
         self.address = (address, self.destination.port)
         self.backoff = 1.0
-        self.flush()
+        self.flush()                        # what waited for the answer
 
     def _not_resolved(self, failure) -> None:
         self.lookup = None
@@ -423,7 +424,8 @@ class UdpLog(_QueuedWriter):
         return _follow(self.closing)
 
     def _closed(self) -> None:
-        self.flush()
+        if self.port is not None:
+            self.flush()
         if self.queue:
             self._failed(len(self.queue), "closed with lines not yet sent")
             self.queue.clear()
@@ -520,7 +522,7 @@ class TcpLog(_QueuedWriter):
     # ------------------------------------------------------------ connecting
     def _connect(self) -> None:
         self.attempt = lookup = _addresses(self.destination.host, self.resolve)
-        lookup.addCallbacks(self._resolved, self._attempt_failed, errbackArgs=(lookup, "cannot resolve"))
+        lookup.addCallback(self._resolved).addErrback(self._attempt_failed, lookup, "cannot resolve")
 
     def _resolved(self, addresses: list[str]) -> None:
         from squidpy.proxy.server_side import _ResolvedReactor
@@ -531,9 +533,8 @@ class TcpLog(_QueuedWriter):
 
     def _attempt_failed(self, failure, attempt, what: str) -> None:
         if attempt is not self.attempt:
-            return                          # given up on by close()
+            return                          # given up on by close(), or the connect's own
         self.attempt = None
-        failure.trap(Exception)
         if self.closing is not None:
             self._finish_close()
             return
