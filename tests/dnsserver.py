@@ -2,7 +2,8 @@
 
 Answers A and AAAA queries from a name -> [addresses] table, PTR queries
 from an address -> name table, NXDOMAIN for anything else, and records every query name so a test can assert that a
-lookup did (or did not) happen.  Point squidpy at it with
+lookup did (or did not) happen.  ``hold(name)`` keeps the answers for a name
+until ``release(name)``: a lookup that takes as long as the test wants.  Point squidpy at it with
 ``dns_nameservers 127.0.0.1:PORT``.
 """
 
@@ -27,6 +28,8 @@ class DnsServer:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._held: dict[str, list] = {}     # name -> queries waiting for release()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def start(self) -> "DnsServer":
@@ -41,6 +44,23 @@ class DnsServer:
     def names(self) -> list[str]:
         return [name for name, _ in self.queries]
 
+    def hold(self, name: str) -> None:
+        """Answer no query for ``name`` until :meth:`release`."""
+        with self._lock:
+            self._held.setdefault(name.lower(), [])
+
+    def held(self, name: str) -> int:
+        """Queries for ``name`` waiting for :meth:`release`."""
+        with self._lock:
+            return len(self._held.get(name.lower(), ()))
+
+    def release(self, name: str) -> None:
+        """Answer the queries for ``name`` held so far, and the next ones at once."""
+        with self._lock:
+            held = self._held.pop(name.lower(), [])
+        for data, addr in held:
+            self.sock.sendto(self._answer(data), addr)
+
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
@@ -50,9 +70,22 @@ class DnsServer:
             except OSError:
                 return
             try:
+                with self._lock:
+                    held = self._held.get(self._name(data))
+                    if held is not None:
+                        held.append((data, addr))
+                        continue
                 self.sock.sendto(self._answer(data), addr)
             except (ValueError, IndexError, struct.error, OSError):
                 continue
+
+    @staticmethod
+    def _name(query: bytes) -> str:
+        i, labels = 12, []
+        while query[i]:
+            labels.append(query[i + 1:i + 1 + query[i]].decode("ascii"))
+            i += 1 + query[i]
+        return ".".join(labels).lower()
 
     def _answer(self, query: bytes) -> bytes:
         qid, _flags, qdcount = struct.unpack("!HHH", query[:6])

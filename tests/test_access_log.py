@@ -1,5 +1,8 @@
 """The access log writers against real files and real sockets (no proxy): files, disk
-full, removed files, rotation, syslog on a UNIX datagram socket, UDP and TCP collectors."""
+full, removed files, rotation, syslog on a UNIX datagram socket, UDP and TCP collectors.
+
+The UDP and TCP writers run on Twisted: these tests turn the (default, global) reactor
+by hand with :func:`until`, so what the reactor does between two calls is explicit."""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ import textwrap
 import time
 
 import pytest
+from twisted.internet import defer, reactor
 
 from squidpy.acl.checklist import Checklist
 from squidpy.config import loader
-from squidpy.log.access_log import AccessLog, FileLog, SyslogLog, TcpLog, UdpLog
+from squidpy.log.access_log import AccessLog, DnsError, FileLog, SyslogLog, TcpLog, UdpLog
 from squidpy.log.destination import parse_destination
 from squidpy.log.entry import LogEntry
 from tests.proxyproc import wait_for
@@ -38,6 +42,25 @@ def messages():
     yield records
     logger.removeHandler(handler)
     logger.setLevel(old)
+
+
+def until(predicate, timeout: float = 10.0) -> bool:
+    """Turn the reactor until ``predicate()`` holds (False after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        reactor.iterate(0.01)
+
+
+def closed(writer) -> None:
+    """Close a writer and turn the reactor until it is done (a network writer's close
+    takes one second at most)."""
+    done = defer.maybeDeferred(writer.close)
+    assert until(lambda: done.called, 10)
+    until(lambda: False, 0.05)       # the reactor closes the sockets it was told to
 
 
 def lines_of(path) -> list[str]:
@@ -260,7 +283,7 @@ def test_udp_sends_each_line_as_a_datagram(family, host):
     w.write("two")
     w.flush()
     assert [server.recv(2048), server.recv(2048)] == [b"one\n", b"two\n"]
-    w.close()
+    closed(w)
     server.close()
 
 
@@ -289,21 +312,23 @@ def test_tcp_streams_lines_and_reconnects(messages):
     w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
     for i in range(3):
         w.write(f"line {i}")
-    assert wait_for(lambda: (w.flush(), not w.queue)[1], timeout=5, interval=0.05)
+    assert until(lambda: (w.flush(), not w.queue)[1], timeout=5)
     conn, _ = server.accept()
     assert read_lines(conn, 3) == ["line 0", "line 1", "line 2"]
+    assert f"access_log tcp://127.0.0.1:{port}: connected" in messages
     # the collector goes away; lines wait, then go to the next connection
     conn.close()
-    time.sleep(0.1)
+    until(lambda: w.connection is None, 5)
     for i in range(3, 6):
         w.write(f"line {i}")
         w.flush()
-        time.sleep(0.05)
-    assert wait_for(lambda: (w.flush(), not w.queue and w.sock is not None)[1], timeout=10, interval=0.1)
+        until(lambda: False, 0.05)
+    assert until(lambda: (w.flush(), not w.queue and w.connection is not None)[1], timeout=10)
     conn, _ = server.accept()
     got = read_lines(conn, 1)
     assert got and got[-1] == "line 5" and all(line in {f"line {i}" for i in range(3, 6)} for line in got)
-    w.close()
+    assert any("the collector closed the connection" in m for m in messages)
+    closed(w)
     conn.close()
     server.close()
 
@@ -318,18 +343,20 @@ def test_tcp_collector_down_keeps_a_bounded_backlog_and_reports_losses(messages)
     for i in range(100):
         w.write(f"line {i:03d} " + "x" * 40)   # 50 bytes each: 20 fit in the backlog
         w.flush()
+        if i == 0:                              # the first connection attempt fails
+            assert until(lambda: w.attempt is None, 5)
     assert w.queued <= 1000 and w.lost == 80
-    assert any("cannot connect" in m for m in messages)
+    assert any("cannot connect: Connection refused" in m for m in messages)
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", port))
     server.listen(5)
     server.settimeout(5)
-    assert wait_for(lambda: (w.flush(), not w.queue)[1], timeout=10, interval=0.1)
+    assert until(lambda: (w.flush(), not w.queue)[1], timeout=10)
     conn, _ = server.accept()
     assert [line[:8] for line in read_lines(conn, 20)] == [f"line {i:03d}" for i in range(80, 100)]
     assert f"access_log tcp://127.0.0.1:{port}: writing again; 80 line(s) were lost meanwhile" in messages
-    w.close()
+    closed(w)
     conn.close()
     server.close()
 
@@ -344,8 +371,140 @@ def test_tcp_collector_that_never_reads_cannot_block_the_proxy():
         w.write(line)
         if i % 100 == 0:
             w.flush()
+            reactor.iterate(0)              # connect, and write what the kernel takes
+    assert w.connection is not None         # connected: the kernel's buffers filled up
     assert w.lost > 0 and w.queued <= w.backlog
-    w.close()
+    closed(w)
+    server.close()
+
+
+class Lookups:
+    """A resolver the test answers by hand: the proxy's DNS cache as the writers see it."""
+
+    def __init__(self):
+        self.asked: list[str] = []
+        self.pending: list[defer.Deferred] = []
+
+    def __call__(self, host: str) -> defer.Deferred:
+        self.asked.append(host)
+        d = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+def test_tcp_collector_named_by_a_name_is_looked_up_without_waiting(messages):
+    server = listener()
+    port = server.getsockname()[1]
+    lookups = Lookups()
+    w = TcpLog(parse_destination(f"tcp://collector.test:{port}"), resolve=lookups)
+    w.write("first")
+    w.flush()                                # asks for the name, returns at once
+    assert lookups.asked == ["collector.test"]
+    for i in range(50):                      # the lookup is pending: lines queue, the reactor turns
+        w.write(f"line {i}")
+        w.flush()
+        reactor.iterate(0)
+    assert lookups.asked == ["collector.test"] and w.connection is None and len(w.queue) == 51
+    lookups.pending[0].callback(["127.0.0.1"])
+    assert until(lambda: (w.flush(), not w.queue)[1], 10)
+    conn, _ = server.accept()
+    assert read_lines(conn, 51) == ["first"] + [f"line {i}" for i in range(50)]
+    assert w.lost == 0
+    closed(w)
+    conn.close()
+    server.close()
+
+
+def test_tcp_collector_name_that_cannot_be_looked_up_is_retried_with_backoff(messages):
+    lookups = Lookups()
+    w = TcpLog(parse_destination("tcp://collector.test:9"), resolve=lookups)
+    w.write("waits")
+    w.flush()
+    lookups.pending[0].errback(DnsError("Name Error: the domain name 'collector.test' does not exist"))
+    assert ("access_log tcp://collector.test:9: cannot resolve collector.test: Name Error: the domain name "
+            "'collector.test' does not exist; access log lines are being lost") in messages
+    w.flush()                                # within the backoff: not asked again
+    assert len(lookups.asked) == 1
+    w.next_attempt = 0                       # the backoff is over
+    w.flush()
+    assert len(lookups.asked) == 2 and w.queue and w.lost == 0
+    w.on_fatal = None
+    lookups.pending[1].errback(DnsError("no"))
+    closed(w)
+    assert w.lost == 1 and not w.queue
+
+
+def test_udp_collector_named_by_a_name_is_looked_up_without_waiting():
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(5)
+    lookups = Lookups()
+    w = UdpLog(parse_destination(f"udp://collector.test:{server.getsockname()[1]}"), resolve=lookups)
+    w.write("one")
+    w.flush()
+    w.write("two")
+    w.flush()
+    assert lookups.asked == ["collector.test"] and len(w.queue) == 2
+    lookups.pending[0].callback(["127.0.0.1"])
+    assert [server.recv(2048), server.recv(2048)] == [b"one\n", b"two\n"]
+    closed(w)
+    server.close()
+
+
+def test_udp_close_waits_for_a_pending_lookup_at_most_a_moment():
+    lookups = Lookups()
+    w = UdpLog(parse_destination("udp://collector.test:9"), resolve=lookups)
+    w.write("never sent")
+    w.flush()
+    closed(w)                                # the lookup never answers: given up
+    assert w.lost == 1 and not w.queue
+
+
+def test_tcp_close_delivers_what_is_queued():
+    server = listener()
+    port = server.getsockname()[1]
+    w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
+    w.flush()
+    assert until(lambda: w.connection is not None, 5)
+    for i in range(1000):                    # queued, not yet flushed: the close sends them
+        w.write(f"line {i}")
+    done = w.close()
+    conn, _ = server.accept()
+    assert until(lambda: done.called, 10)
+    assert read_lines(conn, 1000) == [f"line {i}" for i in range(1000)]
+    assert conn.recv(10) == b""              # and closes the connection
+    assert w.lost == 0
+    conn.close()
+    server.close()
+
+
+def test_tcp_close_while_connecting_delivers_once_connected():
+    server = listener()
+    port = server.getsockname()[1]
+    w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
+    w.write("last words")
+    w.flush()                                # the connect is under way
+    assert w.attempt is not None
+    done = w.close()
+    assert until(lambda: done.called, 10)
+    conn, _ = server.accept()
+    assert read_lines(conn, 1) == ["last words"] and w.lost == 0
+    conn.close()
+    server.close()
+
+
+def test_tcp_close_gives_up_on_a_collector_that_never_reads(messages):
+    server = listener()                      # accepts (the kernel does), never reads
+    port = server.getsockname()[1]
+    w = TcpLog(parse_destination(f"tcp://127.0.0.1:{port}"))
+    w.flush()
+    assert until(lambda: w.connection is not None, 5)
+    for _ in range(4000):                    # 4 MB: more than the kernel's buffers take
+        w.write("x" * 1000)
+    done = w.close()
+    assert until(lambda: done.called, 10)   # one second, not as long as the collector likes
+    assert w.lost > 0 and not w.queue and w.connection is None
+    assert any("closed with lines not yet sent" in m for m in messages)
     server.close()
 
 
@@ -405,8 +564,8 @@ def test_reconfigure_keeps_open_destinations(tmp_path):
     third = AccessLog.from_config(config_with(f"access_log {tmp_path}/b.log\n"), previous=second)
     assert file_writer._fd is not None                              # nothing changes before the commit
     third.commit()
-    assert tcp_writer.sock is None and file_writer._fd is None     # dropped destinations are closed
-    third.close()
+    assert tcp_writer.closed and file_writer._fd is None           # dropped destinations are closed
+    closed(third)
     server.close()
 
 
@@ -469,7 +628,7 @@ def test_a_collector_that_is_down_is_fatal_only_when_lines_are_lost():
     assert fatal and fatal[0] == f"access_log tcp://127.0.0.1:{port}: its buffer is full"
     for w in log.writers.values():
         w.on_fatal = None
-    log.close()
+    closed(log)
 
 
 def test_destination_syntax_errors_name_the_problem():

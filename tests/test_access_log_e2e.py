@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LOCAL_POLICY, raw_request, read_response
+from tests.dnsserver import DnsServer
 from tests.proxyproc import wait_for
 
 
@@ -268,3 +269,83 @@ def test_the_logrotate_snippet_with_real_logrotate(make_proxy, origin, tmp_path)
     out = subprocess.run([sys.executable, "-m", "squidpy", "logs", "-f", str(proxy.config_path), "report"],
                          capture_output=True, text=True, timeout=60)
     assert re.search(r"requests\s+3\n", out.stdout), out.stdout + out.stderr
+
+
+# ------------------------------------------------------------ collectors never hold up the proxy
+
+def test_a_collector_whose_name_is_slow_to_look_up_does_not_hold_up_requests(make_proxy, origin):
+    """The collector's name is looked up with the proxy's DNS (dns_nameservers), which
+    holds its answer: requests are answered meanwhile, and the lines go once it comes."""
+    dns = DnsServer({"collector.test": ["127.0.0.1"]}).start()
+    dns.hold("collector.test")
+    collector = socket.socket()
+    collector.bind(("127.0.0.1", 0))
+    collector.listen(5)
+    collector.settimeout(10)
+    try:
+        proxy = make_proxy(f"""{LOCAL_POLICY}
+dns_nameservers 127.0.0.1:{dns.port}
+access_log tcp://collector.test:{collector.getsockname()[1]} squid
+""")
+        assert wait_for(lambda: dns.held("collector.test") > 0, 10)      # the lookup is under way
+        assert fetch(proxy, origin.url("/size/10?while-looking-up")) == 200
+        assert dns.held("collector.test") > 0                           # and still is
+        dns.release("collector.test")
+        conn, _ = collector.accept()
+        conn.settimeout(10)
+        data = b""
+        while b"?while-looking-up" not in data:
+            chunk = conn.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b"TCP_MISS/200" in data
+        assert "access_log tcp://collector.test:" in proxy.read_cache_log()
+        conn.close()
+    finally:
+        collector.close()
+        dns.stop()
+
+
+def test_a_collector_that_does_not_accept_neither_holds_up_requests_nor_the_shutdown(make_proxy, origin):
+    collector = socket.socket()
+    collector.bind(("127.0.0.1", 0))
+    collector.listen(0)
+    port = collector.getsockname()[1]
+    first = socket.create_connection(("127.0.0.1", port), 5)    # its accept queue is full now
+    try:
+        proxy = make_proxy(f"{LOCAL_POLICY}\naccess_log tcp://127.0.0.1:{port} squid\n")
+        for n in range(5):
+            assert fetch(proxy, origin.url(f"/size/10?n={n}")) == 200
+        assert proxy.stop() == 0
+        cache_log = proxy.read_cache_log()
+        assert "closed with lines not yet sent" in cache_log and "stopped" in cache_log
+    finally:
+        first.close()
+        collector.close()
+
+
+def test_stopping_delivers_the_lines_not_yet_flushed(make_proxy, origin):
+    collector = socket.socket()
+    collector.bind(("127.0.0.1", 0))
+    collector.listen(5)
+    collector.settimeout(10)
+    try:
+        proxy = make_proxy(f"{LOCAL_POLICY}\naccess_log tcp://127.0.0.1:{collector.getsockname()[1]} squid\n")
+        conn, _ = collector.accept()              # connected at the first flush
+        conn.settimeout(10)
+        assert wait_for(lambda: ": connected" in proxy.read_cache_log(), 10)
+        for n in range(20):
+            assert fetch(proxy, origin.url(f"/size/10?last={n}")) == 200
+        assert proxy.stop() == 0                   # within the second between two flushes, mostly
+        data = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert [line.split()[6].rsplit("=", 1)[1] for line in data.decode().splitlines()] == \
+            [str(n) for n in range(20)]
+        assert "lost" not in proxy.read_cache_log()
+        conn.close()
+    finally:
+        collector.close()

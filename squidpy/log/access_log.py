@@ -3,8 +3,9 @@
 Every writer keeps lines in memory and sends them at least once a second
 (the service's flush), sooner when a buffer passes ``buffer_size``, and on
 rotation, reconfiguration and shutdown, so serving never waits on a disk or
-a collector.  Files are appended with plain ``write`` calls; syslog, UDP and
-TCP use non-blocking sockets.  When a destination fails (disk full, file
+a collector.  Files are appended with plain ``write`` calls; syslog uses a
+non-blocking socket; UDP and TCP collectors are Twisted protocols, their names
+looked up with the proxy's DNS cache.  When a destination fails (disk full, file
 removed, collector down) the proxy keeps serving: the lines that cannot be
 written are counted as lost, the failure is reported once in cache_log,
 writing resumes by itself when it can (a removed file is created again,
@@ -17,14 +18,19 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
 import socket
 import time
 from collections import deque
 from itertools import islice
 
+from twisted.internet import defer
+from twisted.internet import error as ierror
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+
 from squidpy.acl.access import matches
 from squidpy.acl.checklist import UNDECIDED
+from squidpy.ip import ip_address
 from squidpy.log.destination import Destination
 from squidpy.log.logformat import PREDEFINED_FORMATS, text_bytes
 from squidpy.log.rotate import rotate_numbered
@@ -34,6 +40,12 @@ log = logging.getLogger("squidpy")
 DEFAULT_BUFFER = 64 * 1024            # Squid's buffer-size default: flush past this
 NETWORK_BACKLOG = 4 * 1024 * 1024     # bytes kept for a collector that is down, then oldest dropped
 MAX_BACKOFF = 60.0
+CONNECT_TIMEOUT = 10.0                # seconds a collector has to accept a connection
+CLOSE_WAIT = 1.0                      # seconds a closing collector writer may take to deliver
+
+
+class DnsError(Exception):
+    """A collector's name could not be looked up."""
 
 
 class Writer:
@@ -61,8 +73,11 @@ class Writer:
     def rotate(self, keep: int) -> None:
         self.flush()
 
-    def close(self) -> None:
+    def close(self) -> defer.Deferred | None:
+        """Write what is left; network writers return a Deferred firing once it is
+        delivered or given up (within CLOSE_WAIT), the others are done at once."""
         self.flush()
+        return None
 
     def _failed(self, lines: int, reason: str) -> None:
         self.lost += lines
@@ -206,26 +221,19 @@ class _QueuedWriter(Writer):
         self.backlog = backlog
         self.next_attempt = 0.0
         self.backoff = 1.0
-        self.sock: socket.socket | None = None
-
-    def close(self) -> None:
-        self.flush()
-        self._close_socket()
-
-    def _close_socket(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
     overflow_reason = "its buffer is full"
 
     def _enqueue(self, data: bytes) -> None:
         self.queue.append(data)
         self.queued += len(data)
-        while self.queued > self.backlog and len(self.queue) > 1:
+        while self.queued > self.backlog and self._droppable():
             self._drop_oldest(self.overflow_reason)
         if self.queued >= self.buffer_size:
             self.flush()
+
+    def _droppable(self) -> bool:
+        return len(self.queue) > 1
 
     def _drop_oldest(self, reason: str) -> None:
         dropped = self.queue.popleft()
@@ -233,8 +241,13 @@ class _QueuedWriter(Writer):
         self._failed(1, reason)
 
     def _wait_before_retry(self) -> None:
-        self.next_attempt = time.monotonic() + self.backoff
+        self.next_attempt = self._now() + self.backoff
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+
+    reactor = None                    # the network writers': their clock too
+
+    def _now(self) -> float:
+        return self.reactor.seconds() if self.reactor is not None else time.monotonic()
 
 
 class SyslogLog(_QueuedWriter):
@@ -249,6 +262,16 @@ class SyslogLog(_QueuedWriter):
         self.tag = f" squidpy[{os.getpid()}]: "
         self._stamp_second = -1
         self._stamp = ""
+        self.sock: socket.socket | None = None
+
+    def close(self) -> None:
+        self.flush()
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
     def write(self, line: str) -> None:
         now = int(time.time())
@@ -260,7 +283,7 @@ class SyslogLog(_QueuedWriter):
     def _connect(self) -> bool:
         if self.sock is not None:
             return True
-        if time.monotonic() < self.next_attempt:
+        if self._now() < self.next_attempt:
             return False
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         sock.setblocking(False)
@@ -302,192 +325,335 @@ class SyslogLog(_QueuedWriter):
 
 
 
-def _resolve(host: str, port: int, kind: int):
-    info = socket.getaddrinfo(host, port, type=kind)
-    family, _, _, _, address = info[0]
-    return family, address
+def _global_reactor():
+    from twisted.internet import reactor
+    return reactor
+
+
+def _addresses(host: str, resolve) -> defer.Deferred:
+    """``host``'s addresses: an address as it is, a name asked of ``resolve`` (the proxy's
+    DNS cache: hosts_file, dns_nameservers), never of getaddrinfo on the reactor."""
+    try:
+        return defer.succeed([str(ip_address(host))])
+    except ValueError:
+        pass
+    if resolve is None:
+        return defer.fail(DnsError(f"no resolver for the name '{host}'"))
+    return defer.maybeDeferred(resolve, host)
+
+
+def _reason(failure) -> str:
+    """A lookup's or a connection's failure in a few words, for cache_log."""
+    value = failure.value
+    if isinstance(value, DnsError):
+        return str(value)
+    if isinstance(value, (ierror.TimeoutError, defer.TimeoutError)):
+        return "the connection attempt timed out"
+    if isinstance(value, ierror.ConnectionDone):
+        return "the collector closed the connection"
+    if isinstance(value, ierror.ConnectionLost):
+        return "connection lost"
+    if isinstance(value, ierror.ConnectError) and isinstance(value.osError, int):
+        return os.strerror(value.osError)
+    return failure.getErrorMessage()
 
 
 class UdpLog(_QueuedWriter):
-    """One datagram per line to a collector; UDP never tells about loss, squidpy never waits."""
+    """One datagram per line to a collector; UDP never tells about loss, squidpy never waits.
 
-    def __init__(self, destination: Destination, buffer_size: int = DEFAULT_BUFFER):
+    The collector's name is looked up (asynchronously) before the first line is sent,
+    and again after a failed lookup, with backoff; until then lines wait, bounded."""
+
+    def __init__(self, destination: Destination, buffer_size: int = DEFAULT_BUFFER, reactor=None, resolve=None):
         super().__init__(destination.text, buffer_size)
         self.destination = destination
-        self.address = None
+        self.reactor = reactor or _global_reactor()
+        self.resolve = resolve
+        self.address: tuple[str, int] | None = None
+        self.port = None              # our end: a UDP port on an ephemeral number
+        self.lookup: defer.Deferred | None = None
+        self.closing: defer.Deferred | None = None
 
     def write(self, line: str) -> None:
         self._enqueue(text_bytes(line + "\n"))
 
     def _ready(self) -> bool:
-        if self.sock is not None:
+        if self.port is not None:
             return True
-        if time.monotonic() < self.next_attempt:
-            return False
-        try:
-            family, self.address = _resolve(self.destination.host, self.destination.port, socket.SOCK_DGRAM)
-        except OSError as e:
-            self._wait_before_retry()
-            self._failed(0, f"cannot resolve {self.destination.host}: {e.strerror}")
-            return False
-        self.sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.setblocking(False)
-        return True
+        if self.lookup is None and self._now() >= self.next_attempt:
+            self.lookup = _addresses(self.destination.host, self.resolve)
+            self.lookup.addCallbacks(self._resolved, self._not_resolved)
+        return self.port is not None        # an address needs no waiting
+
+    def _resolved(self, addresses: list[str]) -> None:
+        self.lookup = None
+        address = addresses[0]
+        self.port = self.reactor.listenUDP(0, DatagramProtocol(), interface="::" if ":" in address else "")
+        self.address = (address, self.destination.port)
+        self.backoff = 1.0
+        self.flush()                        # what waited for the answer
+
+    def _not_resolved(self, failure) -> None:
+        self.lookup = None
+        self._wait_before_retry()
+        self._failed(0, f"cannot resolve {self.destination.host}: {_reason(failure)}")
 
     def flush(self) -> None:
-        if not self.queue:
-            return
-        if not self._ready():
+        if not self.queue or not self._ready():
             return
         while self.queue:
             datagram = self.queue.popleft()
             self.queued -= len(datagram)
             try:
-                self.sock.sendto(datagram, self.address)
-            except OSError as e:
-                self._failed(1, f"cannot send: {e.strerror}")
+                self.port.write(datagram, self.address)
+            except (OSError, ierror.MessageLengthError) as e:
+                self._failed(1, f"cannot send: {getattr(e, 'strerror', None) or e}")
                 continue
             self._recovered()
 
+    def close(self) -> defer.Deferred:
+        """Send what is queued; a lookup still under way is waited for, one second at most."""
+        if self.closing is None:
+            self.closing = defer.Deferred()
+            self.flush()
+            if self.lookup is not None and self.queue:
+                timer = self.reactor.callLater(CLOSE_WAIT, self.lookup.cancel)
+                self.lookup.addBoth(lambda _: (timer.active() and timer.cancel(), self._closed()))
+            else:
+                self._closed()
+        return _follow(self.closing)
+
+    def _closed(self) -> None:
+        if self.port is not None:
+            self.flush()
+        if self.queue:
+            self._failed(len(self.queue), "closed with lines not yet sent")
+            self.queue.clear()
+            self.queued = 0
+        if self.port is not None:
+            self.port.stopListening()
+            self.port = None
+        self.closing.callback(None)
+
+
+class _Collector(Protocol):
+    """One connection to a TCP collector, the transport's pull producer: the transport
+    asks for more (``resumeProducing``) only once everything given to it is in the kernel,
+    so the writer knows which lines went and never buffers more than one chunk in Twisted."""
+
+    def __init__(self, writer: "TcpLog"):
+        self.writer = writer
+        self.waiting = False          # the transport asked for data and got none yet
+
+    def connectionMade(self) -> None:
+        self.writer._connection_made(self)
+        self.transport.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        self.writer._drained(self)
+
+    def stopProducing(self) -> None:
+        """The connection is going: connectionLost says what became of the lines."""
+
+    def dataReceived(self, data: bytes) -> None:
+        """A collector has nothing to say: what it sends is ignored."""
+
+    def connectionLost(self, reason=connectionDone) -> None:
+        self.writer._connection_lost(self, reason)
+
+
+class _CollectorFactory(Factory):
+    def __init__(self, writer: "TcpLog"):
+        self.writer = writer
+
+    def buildProtocol(self, addr):
+        return _Collector(self.writer)
 
 
 class TcpLog(_QueuedWriter):
-    """A stream of lines to a collector: non-blocking connect and send, reconnect with backoff.
+    """A stream of lines to a collector, on Twisted: the name looked up asynchronously,
+    the connection made by a HostnameEndpoint (happy eyeballs), lines written as the
+    transport drains, reconnect with backoff.
 
-    A line cut by a lost connection is counted as lost (the collector saw
-    only part of it); the next connection starts with the next whole line.
+    The lines handed to a connection that is lost before they were all written are
+    counted as lost (the collector saw part of them at most); the next connection
+    starts with the next whole line.  Lines are handed over a chunk at a time, so
+    that is at most one chunk.
     """
 
-    def __init__(self, destination: Destination, buffer_size: int = DEFAULT_BUFFER):
+    CHUNK_LINES = 64
+    CHUNK_BYTES = 64 * 1024
+
+    def __init__(self, destination: Destination, buffer_size: int = DEFAULT_BUFFER, reactor=None, resolve=None):
         super().__init__(destination.text, buffer_size)
         self.destination = destination
-        self.connecting = False
-        self.connect_started = 0.0
-        self.offset = 0               # bytes of queue[0] already sent
+        self.reactor = reactor or _global_reactor()
+        self.resolve = resolve
+        self.connection: _Collector | None = None
+        self.attempt: defer.Deferred | None = None     # a lookup or a connect under way
+        self.sending = 0              # lines at the head of the queue handed to the connection
+        self.closing: defer.Deferred | None = None
+        self._close_timer = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closing is not None and self.closing.called
 
     def write(self, line: str) -> None:
         self._enqueue(text_bytes(line + "\n"))
 
+    def _droppable(self) -> bool:
+        return len(self.queue) > max(self.sending, 1)
+
     def _drop_oldest(self, reason: str) -> None:
-        if self.offset and len(self.queue) > 1:
-            # keep the line being sent: drop the one after it
-            head = self.queue.popleft()
-            super()._drop_oldest(reason)
-            self.queue.appendleft(head)
-            return
-        super()._drop_oldest(reason)
-        self.offset = 0
-
-    def _start_connect(self) -> None:
-        try:
-            family, address = _resolve(self.destination.host, self.destination.port, socket.SOCK_STREAM)
-        except OSError as e:
-            self._wait_before_retry()
-            self._failed(0, f"cannot resolve {self.destination.host}: {e.strerror}")
-            return
-        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.setblocking(False)
-        code = sock.connect_ex(address)
-        if code not in (0, errno.EINPROGRESS):
-            sock.close()
-            self._wait_before_retry()
-            self._failed(0, f"cannot connect: {os.strerror(code)}")
-            return
-        self.sock = sock
-        self.connecting = True
-        self.connect_started = time.monotonic()
-
-    def _connected(self) -> bool:
-        if self.sock is None:
-            if time.monotonic() < self.next_attempt:
-                return False
-            self._start_connect()
-            if self.sock is None:
-                return False
-        if self.connecting:
-            _, writable, _ = select.select([], [self.sock], [], 0)
-            if not writable:
-                if time.monotonic() > self.connect_started + 10:
-                    self._disconnect("the connection attempt timed out")
-                return False
-            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code:
-                self._disconnect(f"cannot connect: {os.strerror(code)}")
-                return False
-            self.connecting = False
-            self.backoff = 1.0
-            log.info("access_log %s: connected", self.name)
-        return True
-
-    def _disconnect(self, reason: str) -> None:
-        self._close_socket()
-        self.connecting = False
-        if self.offset:
-            self.queue.popleft()
-            self.offset = 0
-            self._failed(1, reason)
-        else:
-            self._failed(0, reason)
-        self._wait_before_retry()
+        # the lines being sent stay: the oldest after them goes
+        dropped = self.queue[self.sending]
+        del self.queue[self.sending]
+        self.queued -= len(dropped)
+        self._failed(1, reason)
 
     def flush(self) -> None:
-        if not self._connected():
-            return
-        while self.queue:
-            head = self.queue[0]
-            chunk = [memoryview(head)[self.offset:]]
-            size = len(chunk[0])
-            for line in islice(self.queue, 1, 64):
-                chunk.append(line)
-                size += len(line)
-            try:
-                sent = self.sock.send(b"".join(chunk))
-            except BlockingIOError:
-                return
-            except OSError as e:
-                self._disconnect(f"connection lost: {e.strerror}")
-                return
-            self._recovered()
-            while sent and self.queue:
-                left = len(self.queue[0]) - self.offset
-                if sent >= left:
-                    sent -= left
-                    self.queued -= len(self.queue.popleft())
-                    self.offset = 0
-                else:
-                    self.offset += sent
-                    sent = 0
+        if self.connection is not None:
+            if self.connection.waiting and self.queue:
+                self._send_more()
+        elif self.attempt is None and self.closing is None and self._now() >= self.next_attempt:
+            self._connect()
 
-    def close(self) -> None:
-        """Send what is left, waiting one second at most; what still cannot go is lost."""
-        self.flush()
-        if self.queue and self.sock is not None and not self.connecting:
-            try:
-                self.sock.settimeout(1.0)
-                self.sock.sendall(self.queue[0][self.offset:] + b"".join(islice(self.queue, 1, None)))
-                self.queue.clear()
-                self.queued = self.offset = 0
-            except OSError:
-                pass
+    # ------------------------------------------------------------ connecting
+    def _connect(self) -> None:
+        self.attempt = lookup = _addresses(self.destination.host, self.resolve)
+        lookup.addCallback(self._resolved).addErrback(self._attempt_failed, lookup, "cannot resolve")
+
+    def _resolved(self, addresses: list[str]) -> None:
+        from squidpy.proxy.server_side import _ResolvedReactor
+        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses), self.destination.host,
+                                    self.destination.port, timeout=CONNECT_TIMEOUT)
+        self.attempt = connecting = endpoint.connect(_CollectorFactory(self))
+        connecting.addErrback(self._attempt_failed, connecting, "cannot connect")
+
+    def _attempt_failed(self, failure, attempt, what: str) -> None:
+        if attempt is not self.attempt:
+            return                          # given up on by close(), or the connect's own
+        self.attempt = None
+        if self.closing is not None:
+            self._finish_close()
+            return
+        self._wait_before_retry()
+        if what == "cannot resolve":
+            self._failed(0, f"cannot resolve {self.destination.host}: {_reason(failure)}")
+        elif failure.check(ierror.TimeoutError):
+            self._failed(0, _reason(failure))
+        else:
+            self._failed(0, f"cannot connect: {_reason(failure)}")
+
+    def _connection_made(self, connection: _Collector) -> None:
+        self.attempt = None
+        self.connection = connection
+        self.backoff = 1.0
+        log.info("access_log %s: connected", self.name)
+
+    # ------------------------------------------------------------ sending
+    def _drained(self, connection: _Collector) -> None:
+        """The transport wrote everything it was given: those lines went."""
+        if self.sending:
+            for _ in range(self.sending):
+                self.queued -= len(self.queue.popleft())
+            self.sending = 0
+            self._recovered()
+        if self.queue:
+            self._send_more()
+        elif self.closing is not None:
+            connection.transport.unregisterProducer()
+            connection.transport.loseConnection()
+        else:
+            connection.waiting = True
+
+    def _send_more(self) -> None:
+        """Hand the next chunk of whole lines to the transport (at shutdown, all of them)."""
+        limit = len(self.queue) if self.closing is not None else self.CHUNK_LINES
+        chunk, size = [], 0
+        for line in islice(self.queue, limit):
+            if chunk and size + len(line) > self.CHUNK_BYTES and self.closing is None:
+                break
+            chunk.append(line)
+            size += len(line)
+        self.sending = len(chunk)
+        self.connection.waiting = False
+        self.connection.transport.write(b"".join(chunk))
+
+    def _connection_lost(self, connection: _Collector, reason) -> None:
+        if connection is not self.connection:
+            return
+        self.connection = None
+        cut = self.sending
+        for _ in range(cut):
+            self.queued -= len(self.queue.popleft())
+        self.sending = 0
+        if self.closing is not None:
+            if cut:
+                self._failed(cut, "closed with lines not yet sent")
+            self._finish_close()
+            return
+        self._failed(cut, _reason(reason))
+        self._wait_before_retry()
+
+    # ------------------------------------------------------------ closing
+    def close(self) -> defer.Deferred:
+        """Send what is queued, and close; fires when done, one second at most (a lookup or
+        a connect under way is waited for within that second); what cannot go is lost."""
+        if self.closing is None:
+            self.closing = defer.Deferred()
+            if self.connection is not None:
+                self._close_timer = self.reactor.callLater(CLOSE_WAIT, self._give_up)
+                if self.connection.waiting:
+                    self._drained(self.connection)
+            elif self.attempt is not None:
+                self._close_timer = self.reactor.callLater(CLOSE_WAIT, self._give_up)
+            else:
+                self._finish_close()
+        return _follow(self.closing)
+
+    def _give_up(self) -> None:
+        self._close_timer = None
+        if self.connection is not None:
+            self.connection.transport.abortConnection()        # connectionLost counts the loss
+        elif self.attempt is not None:
+            attempt, self.attempt = self.attempt, None
+            attempt.cancel()
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
         if self.queue:
             self._failed(len(self.queue), "closed with lines not yet sent")
             self.queue.clear()
-            self.queued = self.offset = 0
-        self._close_socket()
+            self.queued = 0
+        if not self.closing.called:
+            self.closing.callback(None)
+
+
+def _follow(d: defer.Deferred) -> defer.Deferred:
+    """A Deferred firing when ``d`` has (``d`` itself stays fired for later callers)."""
+    follower = defer.Deferred()
+    d.addBoth(lambda result: (follower.callback(None), result)[1])
+    return follower
 
 
 def open_writer(destination: Destination, buffer_size: int | None = None,
-                syslog_socket: str = "/dev/log") -> Writer | None:
-    """A writer for one destination (None for 'none')."""
+                syslog_socket: str = "/dev/log", resolve=None) -> Writer | None:
+    """A writer for one destination (None for 'none'); ``resolve`` (a name -> a Deferred
+    list of addresses: the proxy's DNS cache) looks up collectors named by a name."""
     size = buffer_size or DEFAULT_BUFFER
     if destination.kind == "file":
         return FileLog(destination.path, size)
     if destination.kind == "syslog":
         return SyslogLog(destination, syslog_socket, size)
     if destination.kind == "udp":
-        return UdpLog(destination, size)
+        return UdpLog(destination, size, resolve=resolve)
     if destination.kind == "tcp":
-        return TcpLog(destination, size)
+        return TcpLog(destination, size, resolve=resolve)
     return None
 
 
@@ -520,7 +686,7 @@ class AccessLog:
     """
 
     def __init__(self, specs, logformats: dict, syslog_socket: str = "/dev/log", previous: "AccessLog | None" = None,
-                 on_fatal=None):
+                 on_fatal=None, resolve=None):
         self.outputs: list[Output] = []
         self.writers: dict[str, Writer] = {}
         self.previous = previous
@@ -533,7 +699,7 @@ class AccessLog:
             if spec.destination.kind != "none":
                 writer = self.writers.get(key) or kept.get(key)
                 if writer is None:
-                    writer = open_writer(spec.destination, spec.buffer_size, syslog_socket)
+                    writer = open_writer(spec.destination, spec.buffer_size, syslog_socket, resolve)
                     self._new.append(writer)
                 self.writers[key] = writer
                 # two lines naming one destination share its writer: 'die' if either says so
@@ -570,11 +736,11 @@ class AccessLog:
         self.previous = None
 
     @classmethod
-    def from_config(cls, config, previous: "AccessLog | None" = None, on_fatal=None) -> "AccessLog":
+    def from_config(cls, config, previous: "AccessLog | None" = None, on_fatal=None, resolve=None) -> "AccessLog":
         """The logs of ``config``.  On reconfigure (``previous``), destinations that stay keep
         their writer (open file, TCP connection, queued lines), and nothing changes until
-        :meth:`commit` (or :meth:`discard`)."""
-        return cls(config.access_log, config.logformat, config.syslog_socket, previous, on_fatal)
+        :meth:`commit` (or :meth:`discard`).  ``resolve`` looks up collectors' names."""
+        return cls(config.access_log, config.logformat, config.syslog_socket, previous, on_fatal, resolve)
 
     def log(self, entry, checklist=None) -> None:
         if checklist is not None:
@@ -616,9 +782,11 @@ class AccessLog:
             else:
                 writer.flush()
 
-    def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
+    def close(self) -> defer.Deferred:
+        """Close every destination; fires once the collectors got what was queued, or
+        it was given up (CLOSE_WAIT at most: they are closed together)."""
+        closing = [writer.close() for writer in self.writers.values()]
+        return defer.gatherResults([d for d in closing if d is not None])
 
 
 def _matches(rule, checklist) -> bool:

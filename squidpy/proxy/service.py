@@ -212,7 +212,7 @@ class ProxyService:
         except CacheDirError as e:
             self._fail_start(str(e))
         self._cache_dir = self._cache_dir_of(config)
-        self.access_log = AccessLog.from_config(config, on_fatal=self.fatal)
+        self.access_log = AccessLog.from_config(config, on_fatal=self.fatal, resolve=self.resolve_name)
         for failure in self.access_log.failures():
             self._fail_start(failure)
         if self.run_dir is not None:
@@ -439,7 +439,8 @@ class ProxyService:
                     staged.pidfile = PidFile.acquire(new.pid_filename)
                 except (AlreadyRunning, OSError) as e:
                     raise ReconfigureError(f"pid_filename {new.pid_filename}: {getattr(e, 'strerror', None) or e}") from None
-            staged.access_log = AccessLog.from_config(new, previous=self.access_log, on_fatal=self.fatal)
+            staged.access_log = AccessLog.from_config(new, previous=self.access_log, on_fatal=self.fatal,
+                                                      resolve=self.resolve_name)
             failures = staged.access_log.failures()
             if failures:
                 raise ReconfigureError(failures[0])
@@ -542,9 +543,7 @@ class ProxyService:
             client.transport.abortConnection()
         if self.running_helpers is not None:
             self.running_helpers.stop(grace=0)
-        self._stopped()
-        if self.reactor.running:
-            self.reactor.stop()
+        self._stopped().addBoth(lambda _: self.reactor.stop() if self.reactor.running else None)
 
     # ------------------------------------------------------------ shutdown
     def shutdown(self) -> defer.Deferred:
@@ -587,7 +586,9 @@ class ProxyService:
             return None
         return running.stop(grace=2.0)
 
-    def _stopped(self) -> None:
+    def _stopped(self) -> defer.Deferred:
+        """Stop what runs; fires once the access log collectors got what was queued (or it
+        was given up, within a second) and the rest is closed."""
         self.peering.stop()
         self.timeouts.stop()
         for loop in (self._flush, self._status, self._tick):
@@ -597,12 +598,16 @@ class ProxyService:
         if self.kid_reports is not None:
             self.kid_reports.close()
             self.kid_reports = None
+        closing = defer.succeed(None)
         if self.access_log is not None:
             self.access_log.on_fatal = None
             for writer in self.access_log.writers.values():
                 writer.on_fatal = None          # stopping: what is lost now is only reported
-            self.access_log.close()
+            closing = self.access_log.close()
             self.access_log = None
+        return closing.addBoth(lambda _: self._closed())
+
+    def _closed(self) -> None:
         if self.cache is not None:
             self.cache.close()
             self.cache = None
@@ -661,6 +666,11 @@ class ProxyService:
 
     def cached_addresses(self, host: str) -> list[str] | None:
         return self.dns.cached(host)
+
+    def resolve_name(self, host: str) -> defer.Deferred:
+        """The addresses of ``host`` from the running configuration's DNS cache (hosts_file,
+        dns_nameservers): for access_log collectors named by a name."""
+        return self.dns.resolve(host)
 
     def refresh_in_background(self, exchange, target: str, headers) -> None:
         """stale-while-revalidate (RFC 5861 3): a second exchange, with no client
