@@ -53,9 +53,7 @@ def test_pools_are_configured_in_squids_order():
     ("delay_pools 1\ndelay_class 1 3\ndelay_parameters 1 none 8000/8000\n", "a class 3 pool takes 3 rate(s)"),
     ("delay_pools 1\ndelay_class 1 1\ndelay_parameters 1 8k\n", "'8k' is not a delay rate"),
     ("delay_pools 1\ndelay_class 1 1\ndelay_class 1 2\n", "pool 1 has a class already"),
-    ("delay_pools 2\ndelay_class 1 1\ndelay_parameters 1 none\n", "delay pool 2 has no delay_class line"),
     ("delay_pools 1\ndelay_access 2 allow all_v4\n", "pool 2 is not one of the 1 pools"),
-    ("client_delay_pools 1\n", "client delay pool 1 has no client_delay_parameters line"),
     ("client_delay_pools 1\nclient_delay_parameters 1 1024\n", "expected: client_delay_parameters POOL"),
 ])
 def test_mistakes_are_named_with_file_and_line(text, message):
@@ -63,6 +61,18 @@ def test_mistakes_are_named_with_file_and_line(text, message):
         conf(text)
     assert message in str(e.value)
     assert "/etc/squidpy/squidpy.conf:" in str(e.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("delay_pools 2\ndelay_class 1 1\ndelay_parameters 1 none\n", "delay pool 2 has no delay_class line"),
+    ("delay_pools 1\ndelay_class 1 1 64000/64000\n", "delay pool 1 has no delay_parameters line"),
+    ("client_delay_pools 1\n", "client delay pool 1 has no client_delay_parameters line"),
+])
+def test_incomplete_pools_are_accepted_as_squid_accepts_them(text, message):
+    """squid -k parse accepts these; such a pool limits nothing."""
+    c = conf(text)
+    assert any(message in str(w) and "limits nothing" in str(w) for w in c.warnings), c.warnings
+    assert all(p.number != 2 for p in c.delay_specs) and c.client_delay_specs == []
 
 
 def test_a_pool_nobody_can_use_is_warned_about():

@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from squidpy.acl import tls as tls_acls
 from squidpy.acl.types import ACL_TYPES
 from squidpy.config import compat
 from tests.dnsserver import DnsServer
@@ -215,10 +216,16 @@ COVERED = {"src", "dst", "dstdomain", "srcdomain", "dstdom_regex", "srcdom_regex
            "maxconn", "localip", "localport", "myportname", "any-of", "all-of", "annotate_transaction", "note",
            "has", "random", "hier_code", "squid_error", "transaction_initiator", "http_status", "rep_mime_type",
            "rep_header", "connections_encrypted", "tag"}
+TLS_TYPES = tuple(cls.name for cls in (tls_acls.ServerNameAcl, tls_acls.ServerNameRegexAcl, tls_acls.SslErrorAcl,
+                                        tls_acls.ServerCertFingerprintAcl, tls_acls.UserCertAcl, tls_acls.CaCertAcl,
+                                        tls_acls.AtStepAcl))
 HELPER_TYPES = ("proxy_auth", "proxy_auth_regex", "max_user_ip", "ext_user", "ext_user_regex", "external")
 NOT_COMPARABLE = {
     "annotate_client": "needs two requests on one connection (tests/test_acl_types.py)",
-    **{name: "needs helper programs; squidpy run refuses them until issue 13's phase 2" for name in HELPER_TYPES},
+    **{name: "needs helper programs: compared with Squid in tests/test_auth_vs_squid.py" for name in HELPER_TYPES},
+    **{name: "needs TLS (SslBump steps, certificates): at_step runs against Squid in tests/test_bump_vs_squid.py, "
+             "the others are unit-tested on Squid's matching rules (tests/test_tls_verify.py, test_tls_config.py)"
+       for name in TLS_TYPES},
 }
 
 

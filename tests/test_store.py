@@ -209,9 +209,13 @@ def test_keys_on_disk_at_start_are_known_after_the_scan(tmp_path):
 def _tee_cache(tmp_path):
     from squidpy.config.loader import load
     from squidpy.proxy.cache_side import Cache
+    from types import SimpleNamespace
+
+    from squidpy.mgr.stats import Stats
     config = load(text="maximum_object_size_in_memory 1 KB\nmaximum_object_size 64 MB\n")
-    return Cache(None, config, Store(1 << 20, config.maximum_object_size_in_memory,
-                                     DiskTier(str(tmp_path / "c"), 100)))
+    service = SimpleNamespace(stats=Stats(0.0))        # what a stored reply is counted in (swap_outs)
+    return Cache(service, config, Store(1 << 20, config.maximum_object_size_in_memory,
+                                        DiskTier(str(tmp_path / "c"), 100)))
 
 
 def _stored_body(cache, url: str) -> bytes | None:

@@ -946,9 +946,11 @@ directive(
 def _cachemgr_passwd(args, ctx):
     from squidpy.mgr.actions import ACTIONS, SQUID_ONLY
     from squidpy.mgr.request import CacheMgrPasswd
-    if len(args) < 2:
+    if not args:
         raise ValueError("expected: cachemgr_passwd PASSWORD|none|disable ACTION ...")
     password, actions = args[0], tuple(args[1:])
+    if not actions:             # Squid reads the line and applies it to nothing
+        ctx.warn("cachemgr_passwd names no action: the line has no effect")
     for action in actions:
         if action != "all" and action not in ACTIONS and action not in SQUID_ONLY:
             ctx.warn(f"cachemgr_passwd: squidpy has no cache manager action '{action}' "
@@ -1003,8 +1005,10 @@ def _pool_number(text: str, count: int | None, directive: str, count_directive: 
 
 def _delay_class(args, ctx):
     from squidpy.delay import CLASS_MEMBERS
-    if len(args) != 2:
+    if len(args) < 2:
         raise ValueError("expected: delay_class POOL CLASS")
+    if len(args) > 2:
+        ctx.warn(f"delay_class: '{' '.join(args[2:])}' after the class is ignored, as Squid ignores it")
     pool = _pool_number(args[0], ctx.config.delay_pools, "delay_class", "delay_pools")
     if not args[1].isdigit() or int(args[1]) not in CLASS_MEMBERS:
         raise ValueError(f"'{args[1]}' is not a delay pool class (1 to 5)")
@@ -1619,12 +1623,11 @@ def finish_delay_config(config, warn_at, error_at) -> None:
         klass = config.delay_class.get(number)
         rates = config.delay_parameters.get(number)
         if klass is None or rates is None:
+            # Squid 5.7 accepts both: a pool without a class is no pool, one without
+            # parameters has unlimited buckets; neither slows anything down
             missing = "delay_class" if klass is None else "delay_parameters"
-            where = (rates or klass or (None, None))[1]
-            if where is None:
-                error_at(_where_of(config, "delay_pools"), f"delay pool {number} has no {missing} line")
-            else:
-                error_at(where, f"delay pool {number} has no {missing} line")
+            where = (rates or klass or (None, None))[1] or _where_of(config, "delay_pools")
+            warn_at(where, f"delay pool {number} has no {missing} line: it limits nothing, as in Squid")
             continue
         access = config.delay_access.get(number)
         if access is None:
@@ -1634,8 +1637,8 @@ def finish_delay_config(config, warn_at, error_at) -> None:
     for number in range(1, config.client_delay_pools + 1):
         params = config.client_delay_parameters.get(number)
         if params is None:
-            error_at(_where_of(config, "client_delay_pools"), f"client delay pool {number} has no "
-                     "client_delay_parameters line")
+            warn_at(_where_of(config, "client_delay_pools"), f"client delay pool {number} has no "
+                    "client_delay_parameters line: it limits nothing, as in Squid")
             continue
         access = config.client_delay_access.get(number)
         if access is None:
