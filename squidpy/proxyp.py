@@ -121,7 +121,7 @@ def _v1_addresses(text: bytes) -> tuple[tuple[str, int], tuple[str, int]]:
     return (str(src_ip), src_port), (str(dst_ip), dst_port)
 
 
-def _v1_ip(text: bytes, at: int):
+def _v1_ip(text: bytes, at: int) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
     end = at
     while end < len(text) and text[end] in _IP_CHARS:
         end += 1
@@ -130,6 +130,7 @@ def _v1_ip(text: bytes, at: int):
     if text[end:end + 1] != b" ":
         raise ProxyHeaderError("PROXY/1.0 error: garbage after IP address")
     word = text[at:end].decode("ascii")
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     address = numeric_ipv4(word.lower()) if ":" not in word else None
     if address is None:
         try:
@@ -197,7 +198,7 @@ _V6 = struct.Struct("!16s16sHH")
 UNIX_BLOCK = 216
 
 
-def _v2_addresses(family: int, block: bytes):
+def _v2_addresses(family: int, block: bytes) -> tuple[tuple[str, int], tuple[str, int], int]:
     if family == AF_INET:
         if len(block) < _V4.size:
             raise ProxyHeaderError("PROXY/2.0 error: the address block is too short for IPv4 addresses")

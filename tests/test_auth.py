@@ -2,6 +2,8 @@
 cache, challenges and denials (injected clock)."""
 
 import base64
+import binascii
+import sys
 
 import pytest
 from hypothesis import given
@@ -61,6 +63,8 @@ def test_basic_credentials():
     "Basic YWxpY2U6cHc", "Bearer abc", "Negotiate", "NTLM a b", "Digest username=\"a\"",
     "Digest garbage", 'Digest username="a", realm="r", nonce="n", uri="/", response="short"',
     "Basic " + "A" * 70000,
+    # not strict Base64 (a2b_base64's strict_mode on 3.11, which 3.10 lacks: mypy found the call)
+    "Basic YWxpY2U6cHc=YQ==", "Basic =YWxpY2U6cHc=", "Basic YWxp Y2U6cHc=", "Basic YWxpY2U6cHc==",
 ])
 def test_malformed_credentials(value):
     with pytest.raises(cred.Malformed) as e:
@@ -76,6 +80,19 @@ def test_any_header_is_read_or_malformed(data):
             cred.parse(value)
         except cred.Malformed:
             pass
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="compares with a2b_base64's strict_mode (Python 3.11)")
+@given(st.text(alphabet="AZaz09+/= ", max_size=14))
+def test_basic_base64_is_strict_as_strict_mode_reads_it(text):
+    """Basic credentials are strict Base64 without a2b_base64's strict_mode, which Python
+    3.10 lacks (mypy found the call): the same verdict as Python 3.11's strict_mode."""
+    try:
+        binascii.a2b_base64(text.encode(), strict_mode=True)
+        strict = True
+    except binascii.Error:
+        strict = False
+    assert bool(cred._BASE64.fullmatch(text)) == strict
 
 
 def test_utf8_option_reencodes_latin1_and_cp1251():

@@ -204,6 +204,13 @@ def test_counters_travel_as_json_add_up_and_subtract():
     assert delta.requests == 4 and delta.by == {("TCP_MISS", 200, "GET"): 4}
 
 
+def test_counters_declare_every_scalar_for_the_type_checker():
+    """Counters sets SCALARS by name; its annotations are how mypy knows them: the two
+    lists must name the same counters."""
+    from squidpy.mgr.stats import SCALARS
+    assert set(Counters.__annotations__) == set(SCALARS)
+
+
 def test_minute_copies_give_the_5_and_60_minute_windows():
     s = Stats(T0)
     s.record(entry())

@@ -9,10 +9,20 @@ caller fetches it and asks again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from squidpy.http.message import field_text
 from squidpy.http.url import rfc1738_unescape
 from squidpy.ip import ip_key
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from squidpy.auth.decide import Outcome
+    from squidpy.exchange.exchange import ClientInfo
+    from squidpy.log.entry import LogEntry
+    from squidpy.tls.errors import CertError
 
 
 class Pending(Exception):
@@ -106,34 +116,34 @@ class Checklist:
         self.url = url
         self.request_headers = request_headers if request_headers is not None else []
         self.dst = dst
-        self.dst_name = None            # reverse DNS of an IP-literal URL host
+        self.dst_name: str | None = None            # reverse DNS of an IP-literal URL host
         self.ip_literal = ip_literal    # the URL host is an IP address
-        self.src_name = None            # reverse DNS of the client
+        self.src_name: str | None = None            # reverse DNS of the client
         self.client_connections = 0
-        self.reply_status = None
-        self.reply_headers = None
-        self.user = None
-        self.auth = None                # the request's authentication outcome (squidpy.auth.decide), once examined
-        self.ext_user = None            # user= from an external ACL helper
-        self.tag = None                 # tag= from an external ACL helper
+        self.reply_status: int | None = None
+        self.reply_headers: list[tuple[bytes, bytes]] | None = None
+        self.user: str | None = None
+        self.auth: Outcome | None = None                # the request's authentication outcome (squidpy.auth.decide), once examined
+        self.ext_user: str | None = None            # user= from an external ACL helper
+        self.tag: str | None = None                 # tag= from an external ACL helper
         self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
         self.external: dict[tuple[str, str], tuple[str, list]] = {}   # (type, line) -> (result, notes)
         self.user_ip_count = 0          # addresses the user came from within authenticate_ip_ttl
         self.to_proxy = False           # a request for the proxy itself (its own URL, cache_object://)
         self.now = now
-        self._src_key = None
-        self._url_unescaped = None
-        self._path_unescaped = None
-        self.sni = None                 # the TLS ClientHello's server name (SslBump step 2 on)
-        self.server_cert = None         # the origin's certificate, once SslBump has seen it
-        self.ssl_errors = None          # CertErrors found verifying it
-        self.client_cert = None         # a client certificate (https_port with tls-cafile)
+        self._src_key: tuple[int, int] | None = None
+        self._url_unescaped: str | None = None
+        self._path_unescaped: str | None = None
+        self.sni: str | None = None                 # the TLS ClientHello's server name (SslBump step 2 on)
+        self.server_cert: x509.Certificate | None = None         # the origin's certificate, once SslBump has seen it
+        self.ssl_errors: Sequence[CertError] | None = None          # CertErrors found verifying it
+        self.client_cert: x509.Certificate | None = None         # a client certificate (https_port with tls-cafile)
         self.bump_step = "SslBump1"     # at_step: not bumping counts as step 1, as in Squid
         self.client_encrypted = False   # the request came over TLS (https_port, a bumped connection)
-        self.connection = None          # the client connection (its .notes: annotate_client), when there is one
+        self.connection: ClientInfo | None = None          # the client connection (its .notes: annotate_client), when there is one
         self.initiator = "client"
-        self.random = None              # a float source in [0, 1) for random ACLs (tests)
-        self.entry = None               # the transaction's LogEntry, once it exists
+        self.random: Callable[[], float] | None = None              # a float source in [0, 1) for random ACLs (tests)
+        self.entry: LogEntry | None = None               # the transaction's LogEntry, once it exists
 
     def set_src(self, address: str) -> None:
         """Test ``address`` as the client from now on (follow_x_forwarded_for's indirect

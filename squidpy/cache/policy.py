@@ -11,9 +11,10 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from squidpy.http.message import HOP_BY_HOP, field, field_values
+from squidpy.http.message import HOP_BY_HOP, Fields, field, field_values
 
 
 _MONTHS = {m: i for i, m in enumerate(
@@ -52,10 +53,13 @@ def parse_http_date(value: bytes | None, now: float | None = None) -> float | No
     return float(calendar.timegm((y, mo, d, h, mi, sec)))
 
 
+# Cache-Control directives by lower-case name: the value, or None for a directive without one
+Directives = dict[str, "str | None"]
+
 _DIRECTIVE = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,]*))?\s*(?:,|$)')
 
 
-def cache_control(headers) -> dict[str, str | None]:
+def cache_control(headers: Fields) -> dict[str, str | None]:
     """RFC 9111 5.2: directives by lower-case name; the first occurrence wins.
 
     A directive's argument is unquoted; ``None`` when it has none.
@@ -97,8 +101,8 @@ HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410
 UNDERSTOOD_STATUSES = frozenset({200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501})
 
 
-def is_storable(method: str, status: int, request_headers, response_headers,
-                req_cc: dict | None = None, resp_cc: dict | None = None,
+def is_storable(method: str, status: int, request_headers: Fields, response_headers: Fields,
+                req_cc: Directives | None = None, resp_cc: Directives | None = None,
                 ignore_no_store: bool = False, ignore_private: bool = False) -> tuple[bool, str]:
     """RFC 9111 3: may a shared cache store this response?  Returns (yes, why not).
 
@@ -158,7 +162,7 @@ class RefreshRule:
 DEFAULT_RULE = RefreshRule()
 
 
-def freshness_lifetime(status: int, response_headers, resp_cc: dict | None,
+def freshness_lifetime(status: int, response_headers: Fields, resp_cc: Directives | None,
                        rule: RefreshRule | None, timestamp: float | None = None) -> tuple[float, bool]:
     """RFC 9111 4.2.1: (lifetime in seconds, whether it is heuristic).
 
@@ -185,7 +189,7 @@ def freshness_lifetime(status: int, response_headers, resp_cc: dict | None,
     return float(min(rule.minimum, rule.maximum)), True
 
 
-def explicit_lifetime(response_headers, resp_cc: dict | None) -> float | None:
+def explicit_lifetime(response_headers: Fields, resp_cc: Directives | None) -> float | None:
     """RFC 9111 4.2.1: s-maxage, max-age, or Expires minus Date (an invalid Expires,
     or one without a Date, means already stale); None without any of them."""
     resp_cc = cache_control(response_headers) if resp_cc is None else resp_cc
@@ -207,7 +211,7 @@ def explicit_lifetime(response_headers, resp_cc: dict | None) -> float | None:
     return max(0.0, expires - date)
 
 
-def lastmod_lifetime(response_headers, rule: RefreshRule, timestamp: float | None = None) -> float | None:
+def lastmod_lifetime(response_headers: Fields, rule: RefreshRule, timestamp: float | None = None) -> float | None:
     """Squid's LM-factor: PERCENT of how long before ``timestamp`` (the reply's Date by
     default) it was last modified; None without a Last-Modified strictly before it."""
     last_modified = parse_http_date(field(response_headers, b"last-modified"))
@@ -223,7 +227,7 @@ def lastmod_lifetime(response_headers, rule: RefreshRule, timestamp: float | Non
     return float(int(delta * rule.percent))
 
 
-def age_field(response_headers) -> int | None:
+def age_field(response_headers: Fields) -> int | None:
     """RFC 9111 5.1: Age is one delta-seconds; of a list (or several lines) the first
     member counts, parameters aside; anything else is invalid and ignored."""
     values = field_values(response_headers, b"age")
@@ -233,7 +237,7 @@ def age_field(response_headers) -> int | None:
     return delta_seconds(first)
 
 
-def initial_age(response_headers, request_time: float, response_time: float) -> float:
+def initial_age(response_headers: Fields, request_time: float, response_time: float) -> float:
     """RFC 9111 4.2.3: ``corrected_initial_age``, the age when the response was received."""
     date = parse_http_date(field(response_headers, b"date"))
     date_value = date if date is not None else response_time
@@ -244,14 +248,14 @@ def initial_age(response_headers, request_time: float, response_time: float) -> 
     return max(apparent_age, corrected_age_value)
 
 
-def current_age(response_headers, request_time: float, response_time: float, now: float) -> float:
+def current_age(response_headers: Fields, request_time: float, response_time: float, now: float) -> float:
     """RFC 9111 4.2.3: the age of a stored response now (initial age plus resident time)."""
     return initial_age(response_headers, request_time, response_time) + (now - response_time)
 
 
 # ---------------------------------------------------------------- reuse (section 4)
 
-def request_directives(request_headers) -> dict[str, str | None]:
+def request_directives(request_headers: Fields) -> dict[str, str | None]:
     """RFC 9111 5.2.1, with 5.4: ``Pragma: no-cache`` counts only without Cache-Control."""
     cc = cache_control(request_headers)
     if not cc and field(request_headers, b"cache-control") is None:
@@ -261,12 +265,12 @@ def request_directives(request_headers) -> dict[str, str | None]:
     return cc
 
 
-def must_revalidate(resp_cc: dict) -> bool:
+def must_revalidate(resp_cc: Directives) -> bool:
     """RFC 9111 5.2.2.2, 5.2.2.8, 5.2.2.10: a shared cache may never serve this stale."""
     return "must-revalidate" in resp_cc or "proxy-revalidate" in resp_cc or "s-maxage" in resp_cc
 
 
-def revalidate_always(response_headers, resp_cc: dict) -> bool:
+def revalidate_always(response_headers: Fields, resp_cc: Directives) -> bool:
     """Squid's ENTRY_REVALIDATE_ALWAYS (src/http.cc): an unqualified ``no-cache``
     (RFC 9111 5.2.2.4), an unqualified ``private`` reply stored by ignore-private
     (a qualified one is stored without the fields it names, 5.2.2.7), or, without
@@ -282,7 +286,7 @@ def revalidate_always(response_headers, resp_cc: dict) -> bool:
 
 # ---------------------------------------------------------------- validation (section 4.3)
 
-def validation_headers(stored_headers) -> list[tuple[bytes, bytes]]:
+def validation_headers(stored_headers: Fields) -> list[tuple[bytes, bytes]]:
     """RFC 9111 4.3.1: If-None-Match with the entity tag, If-Modified-Since with Last-Modified."""
     out = []
     etag = field(stored_headers, b"etag")
@@ -294,7 +298,7 @@ def validation_headers(stored_headers) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def unstored_fields(headers) -> frozenset[bytes]:
+def unstored_fields(headers: Fields) -> frozenset[bytes]:
     """RFC 9111 3.1: the fields a shared cache never stores: hop-by-hop ones, those
     Connection names, and those a qualified ``no-cache`` or ``private`` names
     (5.2.2.4, 5.2.2.7)."""
@@ -315,7 +319,7 @@ PER_USER_FIELDS = frozenset({b"set-cookie", b"set-cookie2"})
 _NEVER_ON_HITS = PER_USER_FIELDS | {b"age"}
 
 
-def fields_for_hit(stored_headers, also_drop: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+def fields_for_hit(stored_headers: Fields, also_drop: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
     """The stored fields a reply served from the cache carries: never a per-user field
     (even from an entry stored before they were dropped at store time), never the
     stored Age (each hit gets its own)."""
@@ -323,7 +327,7 @@ def fields_for_hit(stored_headers, also_drop: frozenset[bytes] = frozenset()) ->
     return [(k, v) for k, v in stored_headers if k.lower() not in drop]
 
 
-def freshen_headers(stored_headers, not_modified_headers) -> list[tuple[bytes, bytes]]:
+def freshen_headers(stored_headers: Fields, not_modified_headers: Fields) -> list[tuple[bytes, bytes]]:
     """RFC 9111 3.2 and 4.3.4: the stored header fields updated by a 304's fields:
     every field it carries replaces the stored one, except those never stored
     (hop-by-hop, per-user) and Content-Length (the 304 has no body; the stored one
@@ -336,7 +340,7 @@ def freshen_headers(stored_headers, not_modified_headers) -> list[tuple[bytes, b
     return out
 
 
-def head_updates_stored(stored_headers, body_size: int, head_headers) -> bool:
+def head_updates_stored(stored_headers: Fields, body_size: int, head_headers: Fields) -> bool:
     """RFC 9111 4.3.5: a 200 to a HEAD updates a stored GET reply like a 304 when the
     validators it carries (ETag, Last-Modified) are the stored ones and its
     Content-Length, if any, is the stored body's; squidpy also wants at least one
@@ -355,7 +359,7 @@ def head_updates_stored(stored_headers, body_size: int, head_headers) -> bool:
     return received > 0
 
 
-def headers_to_store(headers, body_size: int, date: bytes) -> list[tuple[bytes, bytes]]:
+def headers_to_store(headers: Fields, body_size: int, date: bytes) -> list[tuple[bytes, bytes]]:
     """RFC 9111 3.1: what is stored of a reply's fields: not the unstored ones nor the
     per-user ones (cookies), the body's length made explicit, and a Date (the time
     it came) when the origin sent none or an invalid one (RFC 9110 6.6.1), so that
@@ -382,7 +386,7 @@ def etags_match_weak(a: bytes, b: bytes) -> bool:
     return opaque(a) == opaque(b)
 
 
-def not_modified_for_client(request_headers, stored_headers) -> bool:
+def not_modified_for_client(request_headers: Fields, stored_headers: Fields) -> bool:
     """RFC 9110 13.1.2 and 13.1.3: does the client's conditional GET/HEAD get a 304?"""
     inm = field(request_headers, b"if-none-match")
     etag = field(stored_headers, b"etag")
@@ -406,7 +410,7 @@ def _split_tags(value: bytes) -> list[bytes]:
 
 # ---------------------------------------------------------------- Vary (section 4.1)
 
-def vary_names(response_headers) -> tuple[bytes, ...]:
+def vary_names(response_headers: Fields) -> tuple[bytes, ...]:
     names = []
     for value in field_values(response_headers, b"vary"):
         for name in value.split(b","):
@@ -419,7 +423,7 @@ def vary_names(response_headers) -> tuple[bytes, ...]:
 _CASELESS_LISTS = frozenset({b"accept-encoding", b"accept-language", b"accept-charset", b"accept"})
 
 
-def vary_key(names: tuple[bytes, ...], request_headers) -> tuple[bytes, ...]:
+def vary_key(names: tuple[bytes, ...], request_headers: Fields) -> tuple[bytes, ...]:
     """RFC 9111 4.1: the request's values of the Vary fields, normalised as the RFC
     allows: lines combined, whitespace collapsed and dropped around commas, empty
     members ignored (RFC 9110 5.6.1); the Accept fields' members also case-folded
@@ -443,7 +447,8 @@ def vary_key(names: tuple[bytes, ...], request_headers) -> tuple[bytes, ...]:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
-def invalidated_urls(method: str, status: int, url: str, response_headers, same_origin) -> list[str]:
+def invalidated_urls(method: str, status: int, url: str, response_headers: Fields,
+                     same_origin: Callable[[str], str | None]) -> list[str]:
     """RFC 9111 4.4: a non-error reply to an unsafe method invalidates the target URI, and
     Location and Content-Location when they are on the same origin (``same_origin(u)``
     resolves a possibly relative URI and returns it, or None)."""
@@ -504,7 +509,7 @@ def parse_range(value: bytes | None, length: int) -> list[tuple[int, int]] | Non
     return ranges
 
 
-def if_range_allows(request_headers, stored_headers) -> bool:
+def if_range_allows(request_headers: Fields, stored_headers: Fields) -> bool:
     """RFC 9110 13.1.5: a Range with If-Range applies only if the validator still matches."""
     value = field(request_headers, b"if-range")
     if value is None:

@@ -19,13 +19,18 @@ validation must pass the error on (Squid's failOnValidationError).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from squidpy.cache import policy
 from squidpy.cache.policy import DEFAULT_RULE, RefreshRule
 from squidpy.config.posix_regex import PosixRegex, PosixRegexError
 from squidpy.config.values import squid_integer
+from squidpy.http.message import Fields
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 DEFAULT_PATTERNS = (
     "^ftp: 1440 20% 10080",
@@ -52,7 +57,7 @@ class RefreshPattern:
 OBSOLETE_OPTIONS = {"ignore-no-cache", "ignore-must-revalidate", "ignore-auth"}
 
 
-def parse_refresh_pattern(args: list[str], warn=None) -> RefreshPattern:
+def parse_refresh_pattern(args: list[str], warn: Callable[[str], None] | None = None) -> RefreshPattern:
     """One refresh_pattern line's arguments; raises ValueError.
 
     The pattern is a POSIX extended regular expression as in Squid; MIN and MAX
@@ -138,7 +143,7 @@ class RefreshSettings:
     nocache_hack: bool = False
 
     @classmethod
-    def from_config(cls, config) -> "RefreshSettings":
+    def from_config(cls, config: Config) -> "RefreshSettings":
         patterns = config.refresh_pattern
         return cls(max_stale=float(config.max_stale), reload_into_ims=config.reload_into_ims,
                    refresh_all_ims=config.refresh_all_ims,
@@ -191,7 +196,7 @@ class EntryFacts:
     __slots__ = ("cc", "initial_age", "rule", "explicit", "lm_lifetime", "lifetime", "always",
                  "stale_revalidate", "hit_lifetime")
 
-    def __init__(self, status: int, headers, rule: RefreshRule, initial_age: float, timestamp: float,
+    def __init__(self, status: int, headers: Fields, rule: RefreshRule, initial_age: float, timestamp: float,
                  max_stale: float):
         cc = policy.cache_control(headers)
         self.cc = cc
@@ -220,7 +225,7 @@ class EntryFacts:
         self.hit_lifetime = -1.0 if self.always else hit
 
 
-def entry_facts(status: int, headers, rule: RefreshRule, request_time: float, response_time: float,
+def entry_facts(status: int, headers: Fields, rule: RefreshRule, request_time: float, response_time: float,
                 settings: RefreshSettings = DEFAULT_SETTINGS) -> EntryFacts:
     """The facts of a reply received at ``response_time``; Squid's timestamp (when the
     reply was generated: its Date, corrected by Age) is when its age was zero."""
@@ -270,7 +275,8 @@ def _unrequested(f: EntryFacts, age: float, staleness: float | None, settings: R
     return Check(Reason.STALE_DEFAULT, staleness=staleness)
 
 
-def refresh_check(f: EntryFacts, age: float, settings: RefreshSettings, req_cc: dict, ims: bool = False) -> Check:
+def refresh_check(f: EntryFacts, age: float, settings: RefreshSettings, req_cc: policy.Directives,
+                  ims: bool = False) -> Check:
     """Squid's refreshCheck for a request (``req_cc``: its Cache-Control, with Pragma
     folded in as RFC 9111 5.4 says; ``ims``: it has a valid If-Modified-Since)."""
     rule = f.rule

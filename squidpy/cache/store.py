@@ -36,6 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from squidpy.cache import policy, refresh
+from squidpy.http import message
 from squidpy.cache.refresh import EntryFacts
 
 log = logging.getLogger("squidpy")
@@ -102,7 +103,7 @@ class CachedReply:
     def mime_type(self) -> str | None:
         memo = self.extra
         if "mime" not in memo:
-            value = policy.field(self.headers, b"content-type") or b""
+            value = message.field(self.headers, b"content-type") or b""
             memo["mime"] = value.split(b";")[0].strip().decode("latin-1") or None
         return memo["mime"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 from squidpy.acl.access import AclTable
 from squidpy.config import directives, helper_directives, tls_directives, unsupported  # noqa: F401  (fill the registry)
@@ -78,6 +79,11 @@ class Config:
         for d in DIRECTIVES.values():
             if d.status == IMPLEMENTED:
                 setattr(self, d.name, d.initial())
+
+    if TYPE_CHECKING:
+        # Not typed yet: each directive's value is an attribute set from the registry
+        # above, so the type checker sees them as Any (docs/architecture.md, "Types").
+        def __getattr__(self, name: str) -> Any: ...
 
 
 class ParseContext:

@@ -19,7 +19,7 @@ from squidpy.cache import policy
 from squidpy.cache.refresh import PLAIN_STALE, REFRESH_CHECKED_STATUSES, Reason, entry_facts, is_cachable, \
     refresh_check
 from squidpy.cache.store import entry_key
-from squidpy.http.message import ResponseHead
+from squidpy.http.message import ResponseHead, field
 
 HIT_RESULTS = frozenset({"TCP_HIT", "TCP_MEM_HIT", "TCP_REFRESH_UNMODIFIED", "TCP_REFRESH_FAIL_OLD",
                          "TCP_INM_HIT", "TCP_IMS_HIT", "TCP_OFFLINE_HIT"})
@@ -63,7 +63,7 @@ class CacheRole:
         self.request_headers = request_headers
         self.req_cc: dict = policy.request_directives(request_headers) if cache_fields else {}
         # a valid If-Modified-Since (for refresh-ims and refresh_all_ims)
-        self.ims = cache_fields and policy.parse_http_date(policy.field(request_headers,
+        self.ims = cache_fields and policy.parse_http_date(field(request_headers,
                                                                          b"if-modified-since")) is not None
         self.key: str = url
         self.names: tuple = ()
@@ -151,9 +151,9 @@ class CacheRole:
         upstream on a miss, so that a whole, storable reply comes back; none when the
         request carries credentials."""
         headers = self.request_headers
-        if policy.field(headers, b"authorization") is not None:
+        if field(headers, b"authorization") is not None:
             return None
-        if_match = policy.field(headers, b"if-match")
+        if_match = field(headers, b"if-match")
         if if_match is not None and b"*" in [t.strip() for t in if_match.split(b",")]:
             return MISS_CONDITIONALS_IMS
         return MISS_CONDITIONALS

@@ -9,9 +9,12 @@ commands are singletons.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squidpy.acl.outgoing import Bind
+
+if TYPE_CHECKING:
+    from squidpy.peers.selection import IcpQuery
 
 
 class Command:
@@ -69,7 +72,7 @@ class LookUp(Command):
 class LookUpCache(Command):
     """Find the stored reply for this URL and request (Vary) -> CacheFound."""
     url: str
-    request_headers: list
+    request_headers: list[tuple[bytes, bytes]]
 
 
 @dataclass(slots=True)
@@ -89,8 +92,8 @@ class CollectStats(Command):
     manager's ``action`` ('metrics' for /metrics): the reports carry ``needs``
     (:mod:`squidpy.mgr.actions`) -> StatsCollected."""
     action: str
-    needs: frozenset
-    params: dict
+    needs: frozenset[str]
+    params: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -164,7 +167,7 @@ class Connect(Command):
     port: int
     fresh: bool = False
     tunnel: bool = False
-    addresses: list | None = None     # already looked up (for a dst ACL, or the peer's), or the original destination
+    addresses: list[str] | None = None     # already looked up (for a dst ACL, or the peer's), or the original destination
     bind: Bind | None = None
     peer: Any = None
     source: str | None = None         # tproxy: connect from this (the client's) address
@@ -174,14 +177,14 @@ class Connect(Command):
 class SendIcp(Command):
     """Send these ICP queries (peers.selection.IcpQuery) and wait ``timeout`` seconds:
     each reply -> IcpReply; the end of the wait -> TimedOut("icp")."""
-    queries: list
+    queries: list[IcpQuery]
     timeout: float
 
 
 @dataclass(slots=True)
 class ForgetIcp(Command):
     """The replies to these request numbers are no longer wanted (and the wait is over)."""
-    reqnums: tuple
+    reqnums: tuple[int, ...]
 
 
 @dataclass(slots=True)
@@ -225,7 +228,7 @@ class ConnectTls(Command):
     host: str
     port: int
     server_name: str
-    addresses: list | None = None
+    addresses: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -234,7 +237,7 @@ class PeekServer(Command):
     -> ServerHelloRead or ConnectFailed."""
     host: str
     port: int
-    addresses: list | None = None
+    addresses: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -279,8 +282,8 @@ class StoreEnd(Command):
     """Store the copy under ``key`` (complete and of the announced length)."""
     key: str
     url: str
-    names: tuple
-    vary_key: tuple
+    names: tuple[bytes, ...]
+    vary_key: tuple[bytes, ...]
     response_time: float
 
 
@@ -306,7 +309,7 @@ class Invalidate(Command):
 class BackgroundRefresh(Command):
     """stale-while-revalidate: revalidate ``url`` with no client waiting."""
     target: str
-    headers: list
+    headers: list[tuple[bytes, bytes]]
 
 
 # ---------------------------------------------------------------- the end

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from squidpy.exchange.exchange import TRANSITIONS, State
 
@@ -24,7 +25,7 @@ def render() -> str:
     """One row per state: what it means, the events it accepts, where each may lead.
     Events every state before DONE accepts, with one handler, are listed once below."""
     live = [s for s in State if s is not State.DONE]
-    handlers = {}
+    handlers: dict[type, dict[State, Callable[..., Any]]] = {}
     for (state, event_type), (handler, _) in TRANSITIONS.items():
         handlers.setdefault(event_type, {})[state] = handler
     common = {t for t, by_state in handlers.items()

@@ -53,7 +53,7 @@ class _ClientGone(Event):
 @dataclass(slots=True)
 class StatsCollected(Event):
     """The reports CollectStats asked for: one per process that answered (see squidpy.mgr)."""
-    reports: list
+    reports: list[dict[str, Any]]     # one JSON-like report per process
 
 
 @dataclass(slots=True)
@@ -80,7 +80,7 @@ class CacheFound(Event):
     """The answer to :class:`~squidpy.exchange.commands.LookUpCache`."""
     reply: Any                  # CachedReply or None
     body: bytes | None          # the body when it is in memory
-    names: tuple                # the Vary field names the URL's replies use
+    names: tuple[bytes, ...]    # the Vary field names the URL's replies use
 
 
 @dataclass(slots=True)
@@ -199,7 +199,7 @@ class ServerTlsReady(Event):
     peer_ip: str
     peer_port: int
     cert: Any
-    errors: tuple = ()
+    errors: tuple[Any, ...] = ()
     seconds: float = 0.0        # DNS time
     tls: Any = None             # squidpy.tls.session.TlsFacts
 

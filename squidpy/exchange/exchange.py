@@ -28,7 +28,7 @@ from squidpy.acl.access import matches
 from squidpy.acl.auth_types import is_auth_acl
 from squidpy.acl.checklist import UNDECIDED, AuthRequired, Checklist, ExternalPending, Pending, Undecided
 from squidpy.acl.indirect import IndirectClient
-from squidpy.acl.outgoing import outgoing_addresses
+from squidpy.acl.outgoing import Bind, outgoing_addresses
 from squidpy.auth import decide as auth
 from squidpy.cache import policy
 from squidpy.delay import select as select_delay_pool
@@ -42,7 +42,7 @@ from squidpy.helpers.protocol import BH, ERR, OK, TIMEDOUT, UNKNOWN
 from squidpy.helpers.rewrite import REDIRECT, REWRITE, store_id_decision, url_rewrite_decision
 from squidpy.helpers.state import MAX_REQUEST_LINE, STORE_ID, URL_REWRITE, external_helper
 from squidpy.http import message
-from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead
+from squidpy.http.message import CHUNKED, CLOSE, INVALID, LENGTH, NO_BODY, RequestHead, ResponseHead, field
 from squidpy.http.upgrade import switch_refusal
 from squidpy.http.url import (BadTarget, Target, addressed_to_proxy, for_proxy, internal_target, parse_target,
                               same_origin_resolver, with_domain)
@@ -87,6 +87,8 @@ class State(enum.Enum):
     TUNNEL = "bytes pass untouched both ways (CONNECT, 101)"
     COLLECTING = "the cache manager's or /metrics' figures are gathered (from every kid under workers)"
     DONE = "answered and logged"
+
+    index: int      # its row in _DISPATCH (set below)
 
 
 for _n, _state in enumerate(State):
@@ -209,7 +211,7 @@ class Exchange:
     checklist: Checklist | None = None
     upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
     indirect: IndirectClient | None = None   # follow_x_forwarded_for's walk, while under way
-    bind: c.Bind | None = None          # tcp_outgoing_address's local addresses
+    bind: Bind | None = None            # tcp_outgoing_address's local addresses
     connect_after_lookup = False        # connecting once the origin's addresses are known (tcp_outgoing_address)
     body_buffer: list[bytes] | None = None   # the body held until the request goes upstream
     buffered = 0
@@ -267,7 +269,8 @@ class Exchange:
     # ------------------------------------------------------------ the machine
     def handle(self, event: ev.Event) -> list[c.Command]:
         """Feed one event; returns the commands to carry out, in order."""
-        self._out = out = []
+        out: list[c.Command] = []
+        self._out = out
         self._dispatch(event)
         self._head_cmd = None
         return out
@@ -277,7 +280,8 @@ class Exchange:
         nothing has been sent, so a reply head found faulty later in the same read
         can still be replaced by an error page.  Once the exchange lets go of the
         origin's connection, the rest of the batch is not for it."""
-        self._out = out = []
+        out: list[c.Command] = []
+        self._out = out
         attempts = self.attempts
         for event in events:
             if type(event) in UPSTREAM_EVENTS and (self.upstream is None or self.attempts != attempts):
@@ -1130,14 +1134,14 @@ class Exchange:
             result = "TCP_MEM_HIT" if body is not None else "TCP_HIT"
         if head.cache_fields and reply.status in (200, 203, 206) and policy.not_modified_for_client(
                 head.headers, reply.headers):
-            result = "TCP_INM_HIT" if policy.field(head.headers, b"if-none-match") is not None else "TCP_IMS_HIT"
+            result = "TCP_INM_HIT" if field(head.headers, b"if-none-match") is not None else "TCP_IMS_HIT"
             if result == "TCP_IMS_HIT" and e.result == "TCP_REFRESH_UNMODIFIED":
                 result = "TCP_REFRESH_UNMODIFIED"
             return self._send_stored(reply, 304, b"Not Modified", age, b"", result)
         ranges = None
         if head.cache_fields and head.method == "GET" and reply.status == 200 and policy.if_range_allows(
                 head.headers, reply.headers):
-            ranges = policy.parse_range(policy.field(head.headers, b"range"), reply.body_size)
+            ranges = policy.parse_range(field(head.headers, b"range"), reply.body_size)
         if body is not None:
             if ranges is not None:
                 return self._send_ranges(reply, body, ranges, age, result)
@@ -1196,7 +1200,7 @@ class Exchange:
             first, last = ranges[0]
             return self._send_stored(reply, 206, b"Partial Content", age, body[first:last + 1], result,
                                      message.content_range_fields(first, last, length))
-        content_type = policy.field(reply.headers, b"content-type")
+        content_type = field(reply.headers, b"content-type")
         boundary, payload = message.multipart_byteranges(body, ranges, length, content_type,
                                                          self.shared.boundary())
         fields = (b"Content-Type: multipart/byteranges; boundary=%s\r\nContent-Length: %d\r\n"

@@ -15,12 +15,17 @@ bytes to send, and do no I/O.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import cast
 
 from squidpy import __version__
 
 # RFC 9110 7.6.1 and RFC 9112 section 9.6: fields meant for one connection only.
+# a message's fields as received: (name, value) byte pairs, in order
+Fields = Sequence[tuple[bytes, bytes]]
+
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
     b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
@@ -39,19 +44,19 @@ def app_name(suppress_version: bool) -> str:
     return APP_NAME if suppress_version else SERVER_NAME
 
 
-def field_values(headers, name: bytes) -> list[bytes]:
+def field_values(headers: Fields | None, name: bytes) -> list[bytes]:
     """Every value of the field ``name`` (any case), in order."""
     name = name.lower()
     return [v for k, v in headers or () if k.lower() == name]
 
 
-def field(headers, name: bytes) -> bytes | None:
+def field(headers: Fields | None, name: bytes) -> bytes | None:
     """The values of field ``name`` joined with ", " (RFC 9110 5.3), None when absent."""
     values = field_values(headers, name)
     return b", ".join(values) if values else None
 
 
-def field_text(headers, name: bytes) -> str | None:
+def field_text(headers: Fields | None, name: bytes) -> str | None:
     """The same as text (Latin-1), as ACLs and logs see it."""
     value = field(headers, name)
     return value.decode("latin-1") if value is not None else None
@@ -100,9 +105,9 @@ class Framing:
     def has_body(self) -> bool:
         """Whether body bytes follow the head on the wire."""
         kind = self.kind
-        return kind == CHUNKED or kind == CLOSE or (kind == LENGTH and self.length > 0)
+        return kind == CHUNKED or kind == CLOSE or (kind == LENGTH and bool(self.length))
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Framing) and (self.kind, self.length) == (other.kind, other.length)
 
     def __hash__(self) -> int:
@@ -143,7 +148,7 @@ def framing_of(head: "RequestHead | ResponseHead", request_method: str | None = 
         return BODILESS if length is None else Framing(LENGTH, length)
     if head.connection and not head.connection.isdisjoint(FRAMING_FIELDS):
         return Framing(INVALID, problem="the reply's Connection field names its own framing fields")
-    status = head.status
+    status = cast(ResponseHead, head).status        # a reply: request_method is given
     if status < 200:
         if (te or length is not None) and status != 101:
             return Framing(INVALID, problem="an interim (1xx) reply announces a body")
@@ -180,6 +185,7 @@ def body_prelude(framing: Framing) -> bytes:
     body framed so (the body of an Upgrade request, which httptools leaves unread)."""
     if framing.kind == CHUNKED:
         return b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert framing.length is not None, "a request body is chunked or has a length"
     return b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % framing.length
 
 
@@ -345,15 +351,15 @@ def is_forwarding_loop(via_values: list[bytes], hostname: str) -> bool:
     return False
 
 
-_date_cache = [0, b""]
+_date_cache: tuple[int, bytes] = (0, b"")      # (the second, its IMF-fixdate)
 
 
 def http_date(now: float | None = None) -> bytes:
     """IMF-fixdate, recomputed at most once a second."""
+    global _date_cache
     now = int(time.time() if now is None else now)
     if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True).encode("ascii")
+        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
     return _date_cache[1]
 
 
@@ -463,7 +469,7 @@ class ChunkMeter:
 
     __slots__ = ("active", "raw", "body", "chunks", "head_estimate", "_was_active", "completed")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.active = False
         self.raw = self.body = self.chunks = self.head_estimate = 0
         self._was_active = False

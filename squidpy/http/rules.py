@@ -27,9 +27,17 @@ a rule whose ACL needs a lookup does not match, as a fast check in Squid.
 
 from __future__ import annotations
 
-from squidpy.acl.access import AccessList, AccessRule, matches
-from squidpy.acl.checklist import Pending
-from squidpy.log.logformat import compile_format, text_bytes
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from squidpy.acl.access import AccessList, AccessRule, AclTable, matches
+from squidpy.acl.checklist import Checklist, Pending
+from squidpy.log.logformat import LogFormat, compile_format, text_bytes
+
+if TYPE_CHECKING:
+    from squidpy.log.entry import LogEntry
+
+Warn = Callable[[str], None]     # where a configuration warning goes
 
 # The fields Squid 5.7 knows by name (src/http/RegisteredHeadersHash.gperf): ``Other``
 # rules apply to every field not in this list.
@@ -75,7 +83,7 @@ class Mangler:
 
     __slots__ = ("access", "replacement")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.access: AccessList | None = None
         self.replacement: bytes | None = None
 
@@ -85,7 +93,7 @@ class HeaderAdd:
 
     __slots__ = ("name", "value", "format", "rule", "where")
 
-    def __init__(self, name: bytes, value: bytes | None, fmt, rule: AccessRule | None, where: str):
+    def __init__(self, name: bytes, value: bytes | None, fmt: LogFormat | None, rule: AccessRule | None, where: str):
         self.name = name
         self.value = value          # a literal value, or None when ``format`` makes it
         self.format = fmt           # a compiled logformat (a quoted value)
@@ -98,7 +106,7 @@ class HeaderRules:
 
     __slots__ = ("direction", "known", "custom", "other", "all", "adds", "active")
 
-    def __init__(self, direction: str = "request"):
+    def __init__(self, direction: str = "request") -> None:
         self.direction = direction
         self.known: dict[bytes, Mangler] = {}     # fields Squid knows, by lower-case name
         self.custom: dict[bytes, Mangler] = {}    # any other name, compared without case
@@ -120,7 +128,7 @@ class HeaderRules:
             return self.other
         return self.custom.setdefault(key, Mangler())
 
-    def add_access(self, args: list[str], acls, where: str, text: str, warn=None) -> None:
+    def add_access(self, args: list[str], acls: AclTable, where: str, text: str, warn: Warn | None = None) -> None:
         """``*_header_access NAME allow|deny [!]ACL ...``."""
         if not args:
             raise ValueError("missing header name")
@@ -132,13 +140,13 @@ class HeaderRules:
         self._untouchable(name, warn)
         self.active = True
 
-    def set_replacement(self, name: str, value: str, warn=None) -> None:
+    def set_replacement(self, name: str, value: str, warn: Warn | None = None) -> None:
         """``*_header_replace NAME VALUE``: used when that name's access lines deny a field."""
         self.track(name).replacement = field_value(value)
         self._untouchable(name, warn)
 
-    def add_field(self, name: str, value: str, quoted: bool, filter_args: list[str], acls, where: str,
-                  text: str, warn=None) -> None:
+    def add_field(self, name: str, value: str, quoted: bool, filter_args: list[str], acls: AclTable,
+                  where: str, text: str, warn: Warn | None = None) -> None:
         """``*_header_add NAME VALUE [ACL ...]``; a quoted VALUE holds logformat codes."""
         raw_name = field_name(name)
         if raw_name.lower() in UNTOUCHABLE:
@@ -157,7 +165,7 @@ class HeaderRules:
         self.active = True
 
     @staticmethod
-    def _untouchable(name: str, warn) -> None:
+    def _untouchable(name: str, warn: Warn | None) -> None:
         if warn is not None and name.lower().encode("latin-1", "replace") in UNTOUCHABLE:
             warn(f"{name} is written by squidpy from how the message is framed and kept; "
                  "header rules never change it")
@@ -179,7 +187,7 @@ class HeaderRules:
                 return self.other
         return self.all if self.all.access is not None else None
 
-    def apply(self, head: bytes, checklist, entry) -> bytes:
+    def apply(self, head: bytes, checklist: Checklist, entry: LogEntry) -> bytes:
         """``head`` (a request or status line, fields, the blank line) with the rules
         applied.  ``checklist`` answers the ACLs; ``entry`` (the LogEntry) fills the
         % codes of added values."""

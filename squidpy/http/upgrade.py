@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from squidpy.acl.access import AccessList, AccessRule, matches
+from squidpy.acl.access import AccessList, AccessRule, AclTable, matches
 from squidpy.acl.checklist import UNDECIDED, Checklist
 
 OTHER = "OTHER"
@@ -33,11 +33,11 @@ _OFFER = re.compile(_PROTOCOL.pattern.encode())
 class UpgradeRules:
     """Every ``http_upgrade_request_protocols`` line of a configuration."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.named: list[tuple[bytes, bytes, AccessRule]] = []    # (name, "/version" or b"", rule)
         self.other = AccessList("http_upgrade_request_protocols")
 
-    def add_rule(self, args: list[str], acls, where: str, text: str) -> None:
+    def add_rule(self, args: list[str], acls: AclTable, where: str, text: str) -> None:
         """Parse ``PROTOCOL allow|deny [!]ACL ...``; raises ValueError."""
         if not args:
             raise ValueError("expected a protocol name (such as websocket) or OTHER, then allow or deny")

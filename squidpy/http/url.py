@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import re
 import urllib.parse
+from collections.abc import Callable, Iterable
 
 from squidpy.ip import ip_text, numeric_ipv4
 
@@ -187,7 +188,7 @@ def addressed_to_proxy(target: Target, hostnames: tuple[str, ...], my_port: int,
     return target.port == my_port and target.path.startswith(INTERNAL_PREFIX) and target.host in hostnames
 
 
-def own_names(visible_hostname: str, aliases) -> tuple[str, ...]:
+def own_names(visible_hostname: str, aliases: Iterable[Iterable[str]]) -> tuple[str, ...]:
     """The names a URL may give this proxy by: visible_hostname and every hostname_aliases name."""
     return (visible_hostname.lower(), *(name for names in aliases for name in names))
 
@@ -238,7 +239,7 @@ def _parse_target(connect: bool, target: str) -> Target:
     return Target("internal" if manager else "absolute", scheme, host, port, path, literal)
 
 
-def same_origin_resolver(url: str):
+def same_origin_resolver(url: str) -> Callable[[str], str | None]:
     """For invalidation (RFC 9111 4.4): resolve a Location against ``url``; None if
     it is on another origin."""
     base = urllib.parse.urlsplit(url)
@@ -257,7 +258,7 @@ def same_origin_resolver(url: str):
 _ESCAPE = re.compile(r"%(%|[0-9a-fA-F]{2})")
 
 
-def _unescape_one(m: re.Match) -> str:
+def _unescape_one(m: re.Match[str]) -> str:
     code = m.group(1)
     if code == "%":
         return "%"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
 
 from squidpy.log.report import SITES_PER_USER, Report, human_bytes, local_time, percent, sections
 
@@ -170,7 +171,7 @@ def _status_classes(report: Report) -> list[tuple[str, float, str]]:
     return [(k, v, STATUS_COLOURS[k]) for k, v in counts.items() if v]
 
 
-def render_html(report: Report, top: int = 10, min_requests: int = 5, sources: list[str] = (),
+def render_html(report: Report, top: int = 10, min_requests: int = 5, sources: Sequence[str] = (),
                 generated: float | None = None) -> str:
     data = {s["id"]: s for s in sections(report, top, min_requests)}
     unit, buckets = report.traffic()

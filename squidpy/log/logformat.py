@@ -25,10 +25,19 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from squidpy.ip import ip_text
+from squidpy.http.message import Fields
 from squidpy.log.entry import LogEntry
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# a % code's value for one entry and the code's parsed {argument}
+Getter = Callable[[LogEntry, Any], Any]
+# a header code's argument: (lower-case name, the list separator, the member or None)
+HeaderArg = tuple[bytes, str, "str | None"]
 
 # ---------------------------------------------------------------- encodings
 
@@ -43,7 +52,7 @@ _BLOB_ESCAPE = _CONTROLS | _HIGH | frozenset(b"%[]\\")      # '[': outside 32..1
 _RAW_ESCAPE = _CONTROLS
 
 
-def _finder(escape: frozenset):
+def _finder(escape: frozenset[int]) -> Callable[[str], re.Match[str] | None]:
     """A regex search for the first character that needs escaping (the fast path is 'none')."""
     chars = "".join(re.escape(chr(b)) for b in sorted(escape) if b < 128)
     high = "\u0080-\U0010ffff" if 255 in escape else ""
@@ -59,7 +68,7 @@ def text_bytes(text: str) -> bytes:
         return text.encode("utf-8", "backslashreplace")
 
 
-def _percent(text: str, escape: frozenset) -> str:
+def _percent(text: str, escape: frozenset[int]) -> str:
     return "".join(f"%{b:02X}" if b in escape else chr(b) for b in text_bytes(text))
 
 
@@ -131,12 +140,12 @@ def _usec(t: float) -> int:
     return int(round(t * 1e6))
 
 
-def _plain_ip(address):
+def _plain_ip(address: str | None) -> str | None:
     """IPv4-mapped IPv6 addresses are logged as IPv4, as Squid logs them."""
     return ip_text(address) if address and ":" in address else address
 
 
-def _headers(headers, arg) -> str | None:
+def _headers(headers: Fields | None, arg: HeaderArg | None) -> str | None:
     """``>h``/``<h``: all headers, one header (repeats joined by ", "), or a list member."""
     if not headers:
         return None
@@ -157,7 +166,7 @@ def _headers(headers, arg) -> str | None:
     return None
 
 
-def _without_credentials(headers):
+def _without_credentials(headers: Fields | None) -> Fields | None:
     """Request fields as logged: a Proxy-Authorization keeps its scheme, never the
     credentials (squidpy logs no password or token, whatever the format asks)."""
     if not headers or not any(k.lower() == b"proxy-authorization" for k, _ in headers):
@@ -166,7 +175,7 @@ def _without_credentials(headers):
             else (k, v) for k, v in headers]
 
 
-def _header_arg(arg: str | None):
+def _header_arg(arg: str | None) -> HeaderArg | None:
     """``Name``, ``Name:member`` or ``Name:;member`` (separator one of , ; :)."""
     if arg is None:
         return None
@@ -182,8 +191,9 @@ def _header_arg(arg: str | None):
     return key, separator, rest
 
 
-def _url_parts(url: str):
+def _url_parts(url: str) -> tuple[str | None, str | None, int | None]:
     """(scheme, host, port) of a logged URL; CONNECT's host:port has no scheme."""
+    scheme: str | None
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = None, url
@@ -193,6 +203,7 @@ def _url_parts(url: str):
         port_text = port_text[1:]
     else:
         host, _, port_text = authority.partition(":")
+    port: int | None
     if port_text.isdigit():
         port = int(port_text)
     else:
@@ -204,23 +215,23 @@ def _forwarded(e: LogEntry) -> bool:
     return e.hierarchy != "HIER_NONE" and e.server_ip is not None
 
 
-def _note(e: LogEntry, arg):
-    name, separator = arg if arg is not None else (None, None)
-    if name is None:
+def _note(e: LogEntry, arg: tuple[str | None, str] | None) -> str | None:
+    if arg is None or arg[0] is None:
         notes = [f"{k}: {v}" for k, v in e.notes]
-        return (separator or "\r\n").join(notes) if notes else None
+        return (arg[1] if arg is not None else "\r\n").join(notes) if notes else None
+    name, separator = arg
     values = [v for k, v in e.notes if k == name]
     return separator.join(values) if values else None
 
 
-def _note_arg(arg: str | None):
+def _note_arg(arg: str | None) -> tuple[str | None, str] | None:
     if arg is None:
         return None
     name, colon, separator = arg.partition(":")
     return (name or None), (separator[:1] if colon and separator else ",")
 
 
-def _time_arg(arg: str | None):
+def _time_arg(arg: str | None) -> str | None:
     return arg
 
 
@@ -235,24 +246,24 @@ class Code:
     """
 
     kind: str
-    get: Callable[[LogEntry, Any], Any]
+    get: Getter
     parse_arg: Callable[[str | None], Any] = _time_arg
 
 
-def _local_time(e: LogEntry, arg):
+def _local_time(e: LogEntry, arg: str | None) -> str:
     return time.strftime(arg or "%d/%b/%Y:%H:%M:%S %z", time.localtime(e.end))
 
 
-def _gmt_time(e: LogEntry, arg):
+def _gmt_time(e: LogEntry, arg: str | None) -> str:
     # Squid's code prints GMT without a zone by default (its documentation says %z)
     return time.strftime(arg or "%d/%b/%Y:%H:%M:%S", time.gmtime(e.end))
 
 
-def _client_url_part(index: int):
+def _client_url_part(index: int) -> Getter:
     return lambda e, a: None if e.url.startswith("error:") else _url_parts(e.url)[index]
 
 
-def _server_url_part(index: int):
+def _server_url_part(index: int) -> Getter:
     return lambda e, a: _url_parts(e.url)[index] if _forwarded(e) else None
 
 
@@ -335,28 +346,28 @@ CODES: dict[str, Code] = {
 
 # ---------------------------------------------------------------- TLS (Squid's ssl:: and tls:: codes)
 
-def _oneline(cert, part: str):
+def _oneline(cert: x509.Certificate | None, part: str) -> str | None:
     if cert is None:
         return None
     from squidpy.tls.errors import x509_name_oneline
     return x509_name_oneline(cert.subject if part == "subject" else cert.issuer)
 
 
-def _cert_pem(cert):
+def _cert_pem(cert: x509.Certificate | None) -> str | None:
     if cert is None:
         return None
     from cryptography.hazmat.primitives.serialization import Encoding
     return cert.public_bytes(Encoding.PEM).decode("ascii")
 
 
-def _cert_errors(e: LogEntry, separator):
+def _cert_errors(e: LogEntry, separator: str | None) -> str | None:
     """Each problem let through, by name and depth, in the order found (Squid's form)."""
     if not e.cert_errors:
         return None
     return (separator or ":").join(f"{err.name}@depth={err.depth}" for err in e.cert_errors)
 
 
-def _facts(side: str, field: str):
+def _facts(side: str, field: str) -> Getter:
     return lambda e, a: getattr(getattr(e, side), field, None)
 
 
@@ -423,7 +434,7 @@ class Field:
         return _render(self, value)
 
 
-def _render(field: Field, value) -> str:
+def _render(field: Field, value: Any) -> str:
     if value is None or value == "":
         return "-"                      # Squid: a bare dash, never padded
     kind = field.code.kind
@@ -473,7 +484,7 @@ class LogFormat:
     attribute reads and one join instead of a dispatch per field.
     """
 
-    def __init__(self, spec: str, parts: list):
+    def __init__(self, spec: str, parts: list[str | Field]) -> None:
         self.spec = spec
         self.parts = parts
         self.format = _generate(parts)
@@ -501,11 +512,11 @@ def _fast_path(i: int, part: Field, value: str) -> str | None:
     return None
 
 
-def _generate(parts: list):
+def _generate(parts: list[str | Field]) -> Callable[..., str]:
     namespace: dict[str, Any] = {"_render": _render}
     pieces = []
     for i, part in enumerate(parts):
-        if part.__class__ is str:
+        if isinstance(part, str):
             namespace[f"lit{i}"] = part
             pieces.append(f"lit{i}")
             continue
@@ -518,12 +529,13 @@ def _generate(parts: list):
     joined = ", ".join(pieces) + "," if pieces else ""
     source = "def format(e, sn=0):\n    return ''.join((" + joined + "))\n"
     exec(compile(source, "<logformat>", "exec"), namespace)
-    return namespace["format"]
+    generated: Callable[..., str] = namespace["format"]
+    return generated
 
 
 def compile_format(spec: str) -> LogFormat:
     """Parse a logformat specification; raises ValueError naming the bad code."""
-    parts: list = []
+    parts: list[str | Field] = []
     literal: list[str] = []
     context = None              # the encoding the surrounding "..." or [...] gives
     i, n = 0, len(spec)
@@ -595,7 +607,8 @@ def _parse_field(spec: str, i: int, context: str | None) -> tuple[Field, int]:
     else:
         raise ValueError(f"unknown format code at '{spec[start:start + 12]}' (docs/logs.md lists the codes)")
     if name in ("ssl::", "tls::"):
-        word = re.match(r"[<>]?\w*", spec[i:]).group(0)
+        found = re.match(r"[<>]?\w*", spec[i:])
+        word = found.group(0) if found else ""
         raise ValueError(f"'%{name}{word}' is {UNSUPPORTED[name]}")
     if name in UNSUPPORTED:
         raise ValueError(f"'%{name}' is not supported: {UNSUPPORTED[name]}")

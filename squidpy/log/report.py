@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from squidpy.log.parse import Record, domain_of, is_denied, is_hit, is_tunnel
 
@@ -56,12 +56,10 @@ class Table:
 @dataclass
 class Malformed:
     count: int = 0
-    examples: list = None
+    examples: list[tuple[str, str]] = field(default_factory=list)     # (where, the line)
 
     def add(self, where: str, line: str) -> None:
         self.count += 1
-        if self.examples is None:
-            self.examples = []
         if len(self.examples) < 10:
             self.examples.append((where, line[:300]))
 
@@ -82,8 +80,8 @@ class Report:
         self.domains = Table(8, max_keys)
         self.connect = Table(2, max_keys)       # established tunnels, bytes (CONNECT host:port)
         self.connect_refused = Table(3, max_keys)   # CONNECTs that were no tunnel: all, denied, failed
-        self.status = Counter()
-        self.results = Counter()
+        self.status: Counter[int] = Counter()
+        self.results: Counter[str] = Counter()
         self.hours: dict[float, list] = {}      # local hour start -> [requests, bytes]
         self.denied = 0
         self.cacheable_requests = 0             # neither denied nor CONNECT: what a cache could answer

@@ -39,7 +39,8 @@ def _histogram(name: str, doc: str, labels: list[str]):
 
 
 def _buckets(counts: list[int]) -> list[tuple[str, float]]:
-    out, seen = [], 0
+    out: list[tuple[str, float]] = []
+    seen = 0
     for bound, n in zip(BOUNDS, counts):
         seen += n
         out.append((repr(float(bound)), seen))

@@ -163,5 +163,5 @@ def password_ok(request: ManagerRequest, passwords: list[CacheMgrPasswd]) -> boo
     if wanted == "none":
         return True
     given = request.password
-    return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+    return given is not None and given != "" and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
                                                wanted.encode("utf-8", "surrogateescape"))

@@ -80,7 +80,34 @@ class Counters:
 
     __slots__ = SCALARS + ("by", "svc", "svc_sum", "dns_svc", "dns_svc_sum", "denied")
 
-    def __init__(self):
+    # SCALARS, set by name in __init__, add and minus (a test checks the two lists agree)
+    requests: int
+    hits: int
+    mem_hits: int
+    disk_hits: int
+    errors: int
+    aborted: int
+    bytes_in: int
+    bytes_out: int
+    hit_bytes_out: int
+    server_requests: int
+    server_errors: int
+    server_bytes_in: int
+    server_bytes_out: int
+    server_other_requests: int
+    server_other_bytes_in: int
+    server_other_bytes_out: int
+    swap_outs: int
+    swap_ins: int
+    dns_requests: int
+    dns_hits: int
+    dns_negative_hits: int
+    dns_misses: int
+    cpu_time: float
+    select_loops: int
+    page_faults: int
+
+    def __init__(self) -> None:
         for name in SCALARS:
             setattr(self, name, 0)
         self.cpu_time = 0.0

@@ -52,7 +52,10 @@ class SigningCa:
     @property
     def common_name(self) -> str | None:
         names = self.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        return names[0].value if names else None
+        if not names:
+            return None
+        value = names[0].value          # str, but for the few bit-string attribute types
+        return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def _read(path: str) -> bytes:
