@@ -22,6 +22,7 @@ import socket
 import time
 from collections import deque
 from itertools import islice
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet import error as ierror
@@ -244,7 +245,7 @@ class _QueuedWriter(Writer):
         self.next_attempt = self._now() + self.backoff
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
 
-    reactor = None                    # the network writers': their clock too
+    reactor: Any = None               # the network writers': their clock too
 
     def _now(self) -> float:
         return self.reactor.seconds() if self.reactor is not None else time.monotonic()
@@ -370,7 +371,7 @@ class UdpLog(_QueuedWriter):
         self.reactor = reactor or _global_reactor()
         self.resolve = resolve
         self.address: tuple[str, int] | None = None
-        self.port = None              # our end: a UDP port on an ephemeral number
+        self.port: Any = None         # our end: a UDP port on an ephemeral number
         self.lookup: defer.Deferred | None = None
         self.closing: defer.Deferred | None = None
 
@@ -418,10 +419,15 @@ class UdpLog(_QueuedWriter):
             self.flush()
             if self.lookup is not None and self.queue:
                 timer = self.reactor.callLater(CLOSE_WAIT, self.lookup.cancel)
-                self.lookup.addBoth(lambda _: (timer.active() and timer.cancel(), self._closed()))
+                self.lookup.addBoth(lambda _: self._after_lookup(timer))
             else:
                 self._closed()
         return _follow(self.closing)
+
+    def _after_lookup(self, timer) -> None:
+        if timer.active():
+            timer.cancel()
+        self._closed()
 
     def _closed(self) -> None:
         if self.port is not None:
@@ -440,6 +446,8 @@ class _Collector(Protocol):
     """One connection to a TCP collector, the transport's pull producer: the transport
     asks for more (``resumeProducing``) only once everything given to it is in the kernel,
     so the writer knows which lines went and never buffers more than one chunk in Twisted."""
+
+    transport: Any                    # a TCP transport (zope's ITransport lacks producer methods)
 
     def __init__(self, writer: "TcpLog"):
         self.writer = writer
@@ -571,7 +579,8 @@ class TcpLog(_QueuedWriter):
     def _send_more(self) -> None:
         """Hand the next chunk of whole lines to the transport (at shutdown, all of them)."""
         limit = len(self.queue) if self.closing is not None else self.CHUNK_LINES
-        chunk, size = [], 0
+        chunk: list[bytes] = []
+        size = 0
         for line in islice(self.queue, limit):
             if chunk and size + len(line) > self.CHUNK_BYTES and self.closing is None:
                 break
@@ -636,8 +645,12 @@ class TcpLog(_QueuedWriter):
 
 def _follow(d: defer.Deferred) -> defer.Deferred:
     """A Deferred firing when ``d`` has (``d`` itself stays fired for later callers)."""
-    follower = defer.Deferred()
-    d.addBoth(lambda result: (follower.callback(None), result)[1])
+    follower: defer.Deferred = defer.Deferred()
+
+    def fire(result):
+        follower.callback(None)
+        return result
+    d.addBoth(fire)
     return follower
 
 
