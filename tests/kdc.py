@@ -47,7 +47,38 @@ class Kdc:
                 "KRB5RCACHETYPE": "none"}
 
     def start(self) -> "Kdc":
+        """Create the realm and start krb5kdc.  A port another process took meanwhile (tests
+        run in parallel; krb5kdc then exits at once, saying why only to syslog) is chosen
+        again, a few times."""
         db = os.path.join(self.dir, "principal")
+        self._write_configs(db)
+        env = {**os.environ, **self.env}
+        run = lambda *cmd, **kw: subprocess.run(list(cmd), env=env, check=True, capture_output=True, **kw)
+        run("/usr/sbin/kdb5_util", "create", "-s", "-r", REALM, "-P", "master-key-for-tests")
+        run("/usr/sbin/kadmin.local", "-r", REALM, "-q", f"addprinc -pw {USER_PASSWORD} {USER}")
+        run("/usr/sbin/kadmin.local", "-r", REALM, "-q", f"addprinc -randkey HTTP/{SERVICE_HOST}")
+        run("/usr/sbin/kadmin.local", "-r", REALM, "-q", f"ktadd -k {self.keytab} HTTP/{SERVICE_HOST}")
+        for attempt in range(3):
+            if attempt:
+                self.port = free_port()
+                self._write_configs(db)
+            self.proc = subprocess.Popen(["/usr/sbin/krb5kdc", "-n", "-r", REALM], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                    return self
+                except OSError:
+                    time.sleep(0.05)
+            if self.proc.poll() is None:
+                break
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"krb5kdc exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}")
+        self.stop()
+        raise RuntimeError("krb5kdc did not listen within 10 seconds")
+
+    def _write_configs(self, db: str) -> None:
         with open(self.conf, "w") as f:
             f.write(f"[libdefaults]\n default_realm = {REALM}\n dns_lookup_kdc = false\n dns_lookup_realm = false\n"
                     f" rdns = false\n udp_preference_limit = 1\n"
@@ -57,25 +88,6 @@ class Kdc:
             f.write(f"[kdcdefaults]\n kdc_ports = {self.port}\n kdc_tcp_ports = {self.port}\n"
                     f"[realms]\n {REALM} = {{\n  database_name = {db}\n"
                     f"  key_stash_file = {self.dir}/stash\n  acl_file = {self.dir}/kadm5.acl\n }}\n")
-        env = {**os.environ, **self.env}
-        run = lambda *cmd, **kw: subprocess.run(list(cmd), env=env, check=True, capture_output=True, **kw)
-        run("/usr/sbin/kdb5_util", "create", "-s", "-r", REALM, "-P", "master-key-for-tests")
-        run("/usr/sbin/kadmin.local", "-r", REALM, "-q", f"addprinc -pw {USER_PASSWORD} {USER}")
-        run("/usr/sbin/kadmin.local", "-r", REALM, "-q", f"addprinc -randkey HTTP/{SERVICE_HOST}")
-        run("/usr/sbin/kadmin.local", "-r", REALM, "-q", f"ktadd -k {self.keytab} HTTP/{SERVICE_HOST}")
-        self.proc = subprocess.Popen(["/usr/sbin/krb5kdc", "-n", "-r", REALM], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"krb5kdc exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("krb5kdc did not listen within 10 seconds")
 
     def kinit(self, password: str = USER_PASSWORD) -> subprocess.CompletedProcess:
         return subprocess.run(["kinit", USER], input=password + "\n", text=True, capture_output=True,
