@@ -53,7 +53,7 @@ from squidpy.mgr.actions import needs_of
 from squidpy.mgr.request import (
     ManagerError, ManagerRequest, is_metrics, manager_base, manager_request, password_ok,
 )
-from squidpy.peers.forwarding import NO_CANDIDATE, Forwarding
+from squidpy.peers.forwarding import NO_CANDIDATE, REOPEN_PAUSE, Forwarding, reopens
 from squidpy.peers.peer import SIBLING, login_fields
 from squidpy.peers.selection import HIER_DIRECT, TIMEOUT_PREFIX, PeerSelector, Ping, RequestFacts, is_hierarchical
 
@@ -1379,13 +1379,25 @@ class Exchange:
             return
         self._open(fresh)
 
-    def _open(self, fresh: bool) -> None:
+    def _open(self, fresh: bool, reopen: bool = False) -> None:
+        """``reopen``: connect_retries' next try of the same destination (not an attempt
+        forward_max_tries counts), after Squid's pause, within what connect_timeout left."""
         target, peer = self.target, self.peer
         self.state = State.CONNECTING
         self.upstream = "connecting"
         self.attempts += 1
-        if self.forwarding is not None:
-            self.forwarding.attempt()
+        timing: dict = {}
+        if reopen:
+            left = self.connect_deadline - self.shared.now() - REOPEN_PAUSE
+            timing = {"delay": REOPEN_PAUSE, "timeout": left}
+        else:
+            if self.forwarding is not None:
+                self.forwarding.attempt()
+            if self.config.connect_retries > 1:
+                self.connect_failures = 0
+                self.connect_deadline = self.shared.now() + (
+                    (peer.connect_timeout or self.config.peer_connect_timeout) if peer is not None
+                    else self.config.connect_timeout)
         if peer is not None:
             role = self.cache
             if role is not None and role.leader:
@@ -1396,21 +1408,21 @@ class Exchange:
                 self._emit(c.ReleaseFetch(role.key))
             state = self.shared.peers.state(peer)
             return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=state.addresses or None, peer=peer))
+                                        addresses=state.addresses or None, peer=peer, **timing))
         client = self.client
         if client.interception is None:
             addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
             return self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=addresses, bind=self.bind))
+                                        addresses=addresses, bind=self.bind, **timing))
         source = client.client_ip if client.interception == intercept.TPROXY and self._spoofs() else None
         self.original_dst = self._to_original_dst()
         if self.original_dst:
             self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=[client.local_ip], source=source))
+                                 addresses=[client.local_ip], source=source, **timing))
         else:
             addresses = [target.host] if target.ip_literal else None
             self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=addresses, source=source, bind=self.bind))
+                                 addresses=addresses, source=source, bind=self.bind, **timing))
 
     def _to_original_dst(self) -> bool:
         """An intercepted request goes to the address the client connected to (Squid's
@@ -1605,6 +1617,8 @@ class Exchange:
 
     @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.CHECKING, State.SERVING_STORED))
     def _connect_failed(self, event: ev.ConnectFailed) -> None:
+        if self.config.connect_retries > 1 and event.errno is not None and self._reopen(event):
+            return
         self.upstream = None
         e = self.entry
         peer = self.peer
@@ -1634,6 +1648,15 @@ class Exchange:
             return self.fail(event.error, event.detail, event.status, result=self._miss_result(),
                              server_ip=event.server_ip)
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)
+
+    def _reopen(self, event: ev.ConnectFailed) -> bool:
+        """connect_retries: the same destination is opened again (Squid's ConnOpener)."""
+        self.connect_failures += 1
+        if not reopens(self.config.connect_retries, self.connect_failures, event.errno,
+                       self.connect_deadline - self.shared.now()):
+            return False
+        self._open(fresh=True, reopen=True)
+        return True
 
     def _miss_result(self) -> str:
         result = self.entry.result
