@@ -5,6 +5,7 @@ retry reaching the server.  Needs root for the raw socket (CI runs as root)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import socket
@@ -20,6 +21,28 @@ from tests.proxyproc import wait_for
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a raw socket needs root (CI runs as root)")
 
 
+SO_ATTACH_FILTER = 26
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _only_to_port(raw: socket.socket, port: int) -> None:
+    """A classic BPF filter: the raw socket gets only TCP segments to ``port``, so the
+    host's other traffic (other tests' large loopback segments) cannot overflow its
+    buffer and hide a SYN."""
+    program = [(0xB1, 0, 0, 0),          # x = 4 * (ip[0] & 0xf): the IP header's length
+               (0x48, 0, 0, 2),          # a = the half-word at x + 2: the destination port
+               (0x15, 0, 1, port),       # a == port ?
+               (0x06, 0, 0, 0xFFFF),     # keep
+               (0x06, 0, 0, 0)]          # drop
+    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buffer = ctypes.create_string_buffer(code)
+    fprog = _SockFprog(len(program), ctypes.addressof(buffer))
+    raw.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(memoryview(fprog)))    # type: ignore[arg-type]
+
+
 class RefusingPort:
     """A loopback port bound but not listening (connects are refused), the SYNs to it
     counted; with ``listen_at`` it starts listening when that many SYNs were seen and
@@ -30,6 +53,7 @@ class RefusingPort:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        _only_to_port(self.raw, self.port)
         self.listen_at = listen_at
         self.syns = 0
         self.served = 0
