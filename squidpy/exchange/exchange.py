@@ -102,6 +102,17 @@ AFTER_A_FACT = (State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTI
                 State.PURGING, State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO, State.COLLECTING)
 _PRIVATE_NOTES = frozenset({"password", "token", "ha1"})     # helper keys that never reach a log
 _CALLOUT_KEYS = frozenset({"url", "rewrite-url", "status", "store-id", "message"})
+_HANDSHAKE_SCHEMES = {"negotiate": "Negotiate", "ntlm": "NTLM"}
+_RESULT_WORDS = {TIMEDOUT: "Timeout"}
+
+
+def _handshake_failure(scheme: str, reply) -> str:
+    """Squid's cache_log line when a Negotiate or NTLM helper could not check the
+    client's token (BH: an expired ticket, one made with another key...): the reply as
+    Squid prints it, without the notes that may carry credentials."""
+    notes = "".join(f"{k}: {v}; " for k, v in reply.notes if k not in _PRIVATE_NOTES)
+    shown = f"{{result={_RESULT_WORDS.get(reply.result, reply.result)}" + (f", notes={{{notes}}}" if notes else "")
+    return f"ERROR: {_HANDSHAKE_SCHEMES[scheme]} Authentication validating user. Result: {shown}}}"
 
 
 def _field(headers, name: bytes) -> bytes | None:
@@ -573,6 +584,8 @@ class Exchange:
         if authenticator is None:       # a reconfigure removed auth_param meanwhile
             return self._authenticated(auth.Outcome(auth.NONE))
         reply = event.reply
+        if outcome.scheme in _HANDSHAKE_SCHEMES and reply.result in (BH, TIMEDOUT, UNKNOWN):
+            self._emit(c.Report("error", _handshake_failure(outcome.scheme, reply)))
         final = authenticator.answered(outcome, reply.result, reply.notes, self.head.method, conn, event.child)
         if conn is not None and outcome.scheme in ("negotiate", "ntlm") and event.child is not None:
             if final.kind != auth.HANDSHAKE:
