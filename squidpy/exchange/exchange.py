@@ -440,6 +440,9 @@ class Exchange:
         if client.notes:
             ch.notes = list(client.notes)   # each request starts with its connection's annotations
         ch.entry = self.entry               # hier_code and squid_error ACLs read what the log will say
+        helpers = self.shared.helpers
+        if helpers is not None and helpers.auth is not None:
+            ch.authenticate = self._known_credentials
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
         if client.bumped is not None:
@@ -578,6 +581,22 @@ class Exchange:
         reservation = conn.child if conn is not None and outcome.scheme == conn.scheme else None
         self._emit(c.AskHelper(outcome.scheme, outcome.line, reservation))
 
+    def _known_credentials(self) -> bool:
+        """An authentication ACL's first question, answered without leaving the check
+        when the credentials are known good (a logged-in browser): the warm path costs one
+        cache probe, no second pass over http_access.  False: _authenticate decides."""
+        callout = self.callout
+        helpers = self.shared.helpers if callout is None else callout.helpers
+        authenticator = helpers.auth if helpers is not None else None
+        if authenticator is None:
+            return False
+        outcome = authenticator.known(_field(self.head.headers, b"proxy-authorization"), self.client.auth,
+                                      helpers.key_extras_of(self.entry))
+        if outcome is None:
+            return False
+        self._note_credentials(outcome, helpers)
+        return True
+
     def _auth_answered(self, outcome: auth.Outcome, event: ev.HelperAnswered) -> None:
         helpers, conn = self.callout.helpers, self.client.auth
         authenticator = helpers.auth if helpers is not None else None
@@ -601,6 +620,11 @@ class Exchange:
 
     def _authenticated(self, outcome: auth.Outcome) -> None:
         """The credentials are known good, bad, missing or unreadable: the ACLs decide."""
+        self._note_credentials(outcome, self.callout.helpers)
+        self._recheck()
+
+    def _note_credentials(self, outcome: auth.Outcome, helpers) -> None:
+        """What the ACLs and the log learn from the credentials' outcome."""
         ch = self.checklist
         ch.auth = outcome
         if outcome.user is not None:
@@ -609,11 +633,9 @@ class Exchange:
             ch.user = outcome.user
             if outcome.notes:
                 ch.notes.extend(kv for kv in outcome.notes if kv[0] not in _PRIVATE_NOTES)
-            helpers = self.callout.helpers
             if (outcome.entry is not None and helpers is not None and helpers.auth is not None
                     and helpers.counts_addresses):
                 ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, self.client.client_ip)
-        self._recheck()
 
     # ------------------------------------------------------------ external ACLs
     def _external(self, pending: ExternalPending) -> None:
