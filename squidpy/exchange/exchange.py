@@ -571,7 +571,7 @@ class Exchange:
         conn = client.auth
         if conn is None and helpers.stateful:
             conn = client.auth = auth.ConnectionAuth()
-        value = _field(head.headers, b"proxy-authorization")
+        value = head.proxy_authorization
         language = _field(head.headers, b"accept-language") if helpers.reads_language else None
         outcome = authenticator.examine(value, head.method, language, conn, helpers.key_extras_of(self.entry))
         if outcome.kind != auth.ASK:
@@ -590,7 +590,7 @@ class Exchange:
         authenticator = helpers.auth if helpers is not None else None
         if authenticator is None:
             return False
-        outcome = authenticator.known(_field(self.head.headers, b"proxy-authorization"), self.client.auth,
+        outcome = authenticator.known(self.head.proxy_authorization, self.client.auth,
                                       helpers.key_extras_of(self.entry))
         if outcome is None:
             return False
