@@ -290,6 +290,10 @@ def test_known_answers_only_what_needs_no_helper_and_no_parsing():
     a.answered(a.examine(value), "OK", [])
     assert a.known(value).user == "alice" and a.known(value.encode()).user == "alice"
     assert a.known(basic(b"alice:other")) is None
+    conn = ConnectionAuth()                              # a browser's connection remembers its value's key
+    assert a.known(value.encode(), conn).user == "alice" and conn.basic_value == value.encode()
+    assert a.known(value.encode(), conn).user == "alice"
+    assert a.known(basic(b"alice:other").encode(), conn) is None and conn.basic_value != value.encode()
     wrong = a.examine(basic(b"bob:bad"))
     a.answered(wrong, "ERR", [])
     assert a.known(basic(b"bob:bad")) is None and a.examine(basic(b"bob:bad")).kind == REFUSED

@@ -59,6 +59,10 @@ class ConnectionAuth:
     notes: list[tuple[str, str]] = field(default_factory=list)
     last_header: str | None = field(default=None, repr=False)   # the credentials that finished it
     entry: CachedUser | None = None      # the user's cache entry (max_user_ip)
+    # Basic: the last Proxy-Authorization value this connection sent and its cache key, so a
+    # browser's next request on it costs a comparison and a dict probe, not a keyed hash
+    basic_value: str | bytes | None = field(default=None, repr=False)
+    basic_key: bytes | None = field(default=None, repr=False)
 
 
 class Authenticator:
@@ -114,17 +118,24 @@ class Authenticator:
         a helper (the warm path, one dict probe): a logged-in Negotiate/NTLM connection,
         or a Basic ``Proxy-Authorization`` value accepted within credentialsttl.  None:
         :meth:`examine` decides."""
+        basic = self.basic
+        if conn is not None and value is not None and value == conn.basic_value and basic is not None:
+            # the common case: a browser sends the header it logged in with again, on the same connection
+            entry = self.cache.known_header(conn.basic_key, basic.credentialsttl)
+            return entry.accepted if entry is not None else None
+        raw = value
         if isinstance(value, bytes):
             value = value.decode("latin-1")
         if conn is not None and conn.user is not None and (value is None or value == conn.last_header):
             # an authenticated connection: later requests need no credentials (Squid
             # takes the same header again as the same login)
             return Outcome(DONE, conn.scheme, conn.user, notes=conn.notes, entry=conn.entry)
-        basic = self.basic
         if value is None or basic is None or value[:6].lower() != "basic ":
             return None
-        # the common case: a browser sends the header it logged in with again
-        entry = self.cache.known_header(self._header_key(value, basic, extras), basic.credentialsttl)
+        key = self._header_key(value, basic, extras)
+        if conn is not None and not basic.key_extras:    # with key_extras the key is per request
+            conn.basic_value, conn.basic_key = raw, key
+        entry = self.cache.known_header(key, basic.credentialsttl)
         return entry.accepted if entry is not None else None
 
     @staticmethod

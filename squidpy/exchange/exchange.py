@@ -590,8 +590,11 @@ class Exchange:
         authenticator = helpers.auth if helpers is not None else None
         if authenticator is None:
             return False
-        outcome = authenticator.known(self.head.proxy_authorization, self.client.auth,
-                                      helpers.key_extras_of(self.entry))
+        client = self.client
+        conn = client.auth
+        if conn is None:        # remembers the connection's Basic credentials too (their cache key)
+            conn = client.auth = auth.ConnectionAuth()
+        outcome = authenticator.known(self.head.proxy_authorization, conn, helpers.key_extras_of(self.entry))
         if outcome is None:
             return False
         self._note_credentials(outcome, helpers)
