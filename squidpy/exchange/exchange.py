@@ -940,7 +940,7 @@ class Exchange:
             info = None                 # Squid: no 30x while credentials are missing
         by_auth_acl = challenge and not auth_required and self._by_auth_acl(name)
         page = info.value if info is not None and info.kind == "page" else page
-        status, page = auth.denial(auth_required, by_auth_acl, page)
+        status, page = auth.denial(auth_required, by_auth_acl, page, self.client.bumped is not None)
         if info is None or info.kind == "page":
             if info is not None and info.status:
                 status = info.status    # deny_info STATUS:PAGE
@@ -984,8 +984,10 @@ class Exchange:
         e = self.entry
         e.error = error
         e.error_detail = detail
-        if error in CLOSE_AFTER:
-            self.keep_alive = False     # Squid closes after a request it could not make sense of
+        if error in CLOSE_AFTER or self.client.bumped is not None:
+            # Squid closes after a request it could not make sense of, and after any error
+            # page inside a bumped connection (Squid 5.7 sends Connection: close there)
+            self.keep_alive = False
         if self.reply_started and self._take_back():
             e.reply_header_size = e.reply_body_size = 0
         if self.reply_started:
