@@ -239,3 +239,55 @@ def test_a_client_that_refuses_our_certificate(make_proxy, ca, dns, tls_origins,
     assert r.returncode != 0
     assert re.search(r" NONE_NONE/200 0 CONNECT good\.test", proxy.log_line("CONNECT good.test"))
     assert still_serves(proxy, ca, tls_origins)
+
+
+REWRITER = """#!/usr/bin/env python3
+import sys
+for line in sys.stdin:
+    channel, url = line.split()[:2]
+    with open(sys.argv[1], "a") as seen:
+        seen.write(url + "\\n")
+    if "/old/" in url:
+        print(channel, "OK rewrite-url=" + url.replace("/old/", "/obj/"), flush=True)
+    elif "/moved/" in url:
+        print(channel, "OK status=302 url=" + url.replace("/moved/", "/obj/"), flush=True)
+    else:
+        print(channel, "ERR", flush=True)
+"""
+
+
+def test_rewriter_header_rules_and_delay_pools_inside_tls(make_proxy, ca, dns, tls_origins, tmp_path):
+    """The rest of the configuration applies to bumped requests: the URL rewriter sees the
+    CONNECT and then each https:// URL (a rewrite and a 302 work inside TLS), header rules
+    rewrite the request sent to the origin, and a delay pool counts the bumped body."""
+    script, seen = tmp_path / "rewriter.py", tmp_path / "seen.txt"
+    script.write_text(REWRITER)
+    script.chmod(0o755)
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, extra=f"""
+url_rewrite_program {script} {seen}
+url_rewrite_children 1 startup=1 concurrency=5
+request_header_access X-Secret deny all
+request_header_add X-Added inside all
+delay_pools 1
+delay_class 1 1
+delay_parameters 1 100000000/100000000
+delay_access 1 allow all
+"""))
+    rewritten = curl(proxy, url(tls_origins, "good", "/old/rewritten?size=70000"), ca[1])
+    body, _, status = rewritten.stdout.rpartition(b"\n")
+    assert status == b"200" and body.startswith(b"rewritten served 1"), rewritten.stderr
+    moved = curl(proxy, url(tls_origins, "good", "/moved/x"), ca[1], "-D", "-")
+    assert moved.stdout.endswith(b"302") and b"Location: https://good.test:" in moved.stdout
+    lines = seen.read_text().splitlines()
+    port = tls_origins.port("good")
+    assert lines[:2] == [f"good.test:{port}", f"https://good.test:{port}/old/rewritten?size=70000"], lines
+
+    echo = curl(proxy, url(tls_origins, "good", "/echo"), ca[1], "-H", "X-Secret: s", "-H", "X-Kept: k")
+    import json
+    headers = dict(json.loads(echo.stdout.rpartition(b"\n")[0])["headers"])
+    assert "X-Secret" not in headers and headers["X-Kept"] == "k" and headers["X-Added"] == "inside"
+
+    with __import__("urllib.request").request.urlopen(f"{proxy.url}/metrics", timeout=10) as reply:
+        metrics = reply.read().decode()
+    delivered = float(re.search(r'^squidpy_delay_pool_bytes_total\{pool="1"\} (\S+)$', metrics, re.M).group(1))
+    assert delivered >= 70000                # the bumped reply went through the pool
