@@ -291,3 +291,28 @@ delay_access 1 allow all
         metrics = reply.read().decode()
     delivered = float(re.search(r'^squidpy_delay_pool_bytes_total\{pool="1"\} (\S+)$', metrics, re.M).group(1))
     assert delivered >= 70000                # the bumped reply went through the pool
+
+
+def test_the_connects_connection_annotations_reach_the_requests_inside(make_proxy, ca, dns, tls_origins, tmp_path):
+    """annotate_client annotates the connection (Squid's ConnStateData notes): the requests
+    inside the TLS it bumped start with those annotations, as every request on it does."""
+    pem, _ = ca
+    proxy = make_proxy(f"""
+acl local src 127.0.0.0/8
+acl marker annotate_client mark=yes
+acl marked note mark yes
+acl inside url_regex ^https://
+acl step1 at_step SslBump1
+http_access deny inside marked
+http_access allow local marker
+http_access deny all
+http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
+sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
+dns_nameservers 127.0.0.1:{dns.port}
+tls_outgoing_options cafile={tls_origins.cafile}
+ssl_bump peek step1
+ssl_bump bump all
+""")
+    r = curl(proxy, url(tls_origins, "good", "/size/10"), ca[1])
+    assert r.stdout.endswith(b"403"), r.stdout[-200:]
+    assert " TCP_DENIED/403 " in proxy.log_line("GET https://good.test")
