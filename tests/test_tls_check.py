@@ -108,6 +108,10 @@ def test_parse_notes_url_rules_that_never_see_https(tmp_path):
                          timeout=60)
     assert out.returncode == 0
     assert f"{plain}:5: note: url_regex ACL 'secret' sees only host:port of HTTPS requests" in out.stderr
+    # without a CA, a refused CONNECT cannot show its page: the browser shows its own error
+    assert (f"{plain}:6: note: HTTPS requests this line denies (dstdomain ACL 'blocked') show the browser's own "
+            "error (ERR_TUNNEL_CONNECTION_FAILED)") in out.stderr
+    assert f"{plain}:5: note: HTTPS requests" not in out.stderr     # url_regex: its own note above
     bumping = bump_config(tmp_path, "ssl_bump peek step1\nssl_bump bump all\n")
     out = subprocess.run([sys.executable, "-m", "squidpy", "parse", "-f", bumping], capture_output=True, text=True,
                          timeout=60)

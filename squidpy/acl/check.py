@@ -136,6 +136,29 @@ def https_blind_spots(config) -> list[tuple[str, str]]:
     return notes
 
 
+HOST_ACL_TYPES = ("dstdomain", "dstdom_regex", "dst", "ssl::server_name", "ssl::server_name_regex")
+
+
+def https_deny_pages(config) -> list[tuple[str, str]]:
+    """(FILE:LINE, note) for http_access deny lines that block hosts while no port can show
+    a refused CONNECT's page inside TLS (no ssl-bump port with a CA): HTTPS users of those
+    hosts see their browser's own error, never the page."""
+    from squidpy.tls.bump import bump_to_deny
+    if any(p.tls is not None and bump_to_deny(p.tls.ssl_bump, config.ssl_bump, p.tls.certs != [],
+                                              config.bump_denied_connect, 403) for p in config.http_port):
+        return []
+    notes = []
+    for rule in config.http_access.rules:
+        if rule.action != "deny":
+            continue
+        acl = next((a for _, a in rule.acls if a.type_name in HOST_ACL_TYPES and a.where != "<predefined>"), None)
+        if acl is not None:
+            notes.append((rule.where, f"HTTPS requests this line denies ({acl.type_name} ACL '{acl.name}') show "
+                                      "the browser's own error (ERR_TUNNEL_CONNECTION_FAILED), not the deny page: "
+                                      "no http_port has ssl-bump with a CA (tls-cert=) to show it inside TLS"))
+    return notes
+
+
 def render_bumped_note(view: HttpsView, url: str) -> str:
     lines = ["  HTTPS: SslBump decrypts this connection:"]
     lines += [f"    {step}" for step in view.steps]
