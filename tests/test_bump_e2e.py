@@ -316,3 +316,35 @@ ssl_bump bump all
     r = curl(proxy, url(tls_origins, "good", "/size/10"), ca[1])
     assert r.stdout.endswith(b"403"), r.stdout[-200:]
     assert " TCP_DENIED/403 " in proxy.log_line("GET https://good.test")
+
+
+def test_bumped_requests_reach_a_parent_only_through_a_connect_tunnel(make_proxy, ca, dns, tls_origins, tmp_path):
+    """With a parent and never_direct, a decrypted request never crosses to the parent in
+    clear: as in Squid 5.7, the parent sees a CONNECT and TLS with the origin runs inside it;
+    a parent that refuses the CONNECT gives the client an error page inside TLS.  (Bumped at
+    step 1: squidpy's own TLS with the origin at steps 2 and 3 does not go through peers yet.)"""
+    parent = make_proxy(f"""
+acl local src 127.0.0.0/8
+acl refused dstdomain expired.test
+http_access deny refused
+http_access allow local
+http_access deny all
+http_port 127.0.0.1:0
+visible_hostname parent.test
+dns_nameservers 127.0.0.1:{dns.port}
+""", name="parent")
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules="ssl_bump bump all\n", extra=f"""
+cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest
+never_direct allow all
+"""))
+    r = curl(proxy, url(tls_origins, "good", "/size/70000"), ca[1])
+    body, _, status = r.stdout.rpartition(b"\n")
+    assert status == b"200" and body == b"x" * 70000, r.stderr
+    assert " FIRSTUP_PARENT/127.0.0.1 " in proxy.log_line("GET https://good.test")
+    port = tls_origins.port("good")
+    refused = curl(proxy, f"https://expired.test:{port}/", ca[1])
+    assert refused.stdout[-3:].startswith(b"5"), refused.stdout[-300:]
+    proxy.stop()                                        # the parent logs tunnels when they close
+    assert parent.log_line(f"CONNECT good.test:{port}") is not None
+    assert " TCP_DENIED/403 " in parent.log_line(f"CONNECT expired.test:{port}")
+    assert "GET" not in parent.access_log.read_text()  # nothing decrypted reached the parent

@@ -161,7 +161,7 @@ class Connect(Command):
     """A connection to the origin, or to ``peer`` (a cache_peer), idle pooled one first
     unless ``fresh`` -> Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled;
     ``bind``: where to connect to the origin from; pooled connections are only reused
-    from the same)."""
+    from the same; ``through``: a bumped request to a parent, in a tunnel of its own)."""
     scheme: str
     host: str
     port: int
@@ -171,6 +171,10 @@ class Connect(Command):
     bind: Bind | None = None
     peer: Any = None
     source: str | None = None         # tproxy: connect from this (the client's) address
+    # SslBump through a parent: this CONNECT head goes to the peer first, then TLS with the
+    # origin ``through_host`` (Squid's establishTunnelThruProxy); the request follows inside
+    through: bytes | None = None
+    through_host: str | None = None
 
 
 @dataclass(slots=True)

@@ -1390,8 +1390,10 @@ class Exchange:
                 role.leader = False
                 self._emit(c.ReleaseFetch(role.key))
             state = self.shared.peers.state(peer)
+            through = self._bump_through(peer)
             return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=state.addresses or None, peer=peer))
+                                        addresses=state.addresses or None, peer=peer, through=through,
+                                        through_host=target.host if through is not None else None))
         client = self.client
         if client.interception is None:
             addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
@@ -1406,6 +1408,23 @@ class Exchange:
             addresses = [target.host] if target.ip_literal else None
             self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
                                  addresses=addresses, source=source, bind=self.bind))
+
+    def _bump_through(self, peer) -> bytes | None:
+        """A request inside a bumped connection never goes to a parent in clear: as in
+        Squid 5.7 (FwdState's "encrypted traffic through a proxy"), a CONNECT to the
+        parent opens a tunnel and TLS with the origin runs inside it, the request in
+        origin form; the CONNECT carries the peer's login= credentials.  A parent
+        reached over TLS (cache_peer ... tls) gets the request itself, as Squid sends it."""
+        if self.client.bumped is None or peer.tls is not None:
+            return None
+        target = self.target
+        authority = f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        _, credentials = login_fields(peer.login, [], self.checklist.user)
+        head = ("\r\n".join(lines) + "\r\n").encode("latin-1", "replace")
+        if credentials is not None:
+            head += b"Proxy-Authorization: " + credentials + b"\r\n"
+        return head + b"\r\n"
 
     def _to_original_dst(self) -> bool:
         """An intercepted request goes to the address the client connected to (Squid's
@@ -1523,7 +1542,7 @@ class Exchange:
         if self.callout is not None and self.callout.host is not None:
             authority = self.callout.host       # url_rewrite_host_header off
         path, proxy_auth, keep_proxy_auth = target.path, None, False
-        if peer is not None:
+        if peer is not None and (self.client.bumped is None or peer.tls is not None):
             # to a proxy: the absolute URL (host:port for CONNECT), login= credentials, and
             # to a sibling only what it has (only-if-cached, unless allow-miss)
             path = target.url
