@@ -360,6 +360,21 @@ def test_per_kid_pages_in_squids_layout():
     assert "Totals since cache startup:\nsample_time = " in text
 
 
+def test_per_kid_percentages_are_rounded_as_squids_int_percent():
+    """Squid's Math::intPercent rounds (2 hits of 16 requests: 13%, 14 misses: 88%); the
+    page Squid 5.7 printed for that client, side by side on this machine."""
+    r = report(busy_stats())
+    r["clients"] = [["127.0.0.1", "localhost", 1, 16, {"TCP_MISS": 14, "TCP_MEM_HIT": 2}]]
+    text = render("client_list", [r])
+    assert "        TCP_MISS                  14  88%\n        TCP_MEM_HIT                2  13%\n" in text
+    assert text.endswith("HTTP: 16 Requests, 2 Hits ( 13%)\n")
+    r["gauges"].update(disk_path="/c", disk_bytes=0, disk_limit=1 << 30, disk_entries=0,
+                       disk_fs=[30444388, 264212084, 630564, 16777216])
+    text = render("storedir", [r])
+    assert "Filesystem Space in use: 30444388/264212084 KB (12%)\n" in text      # 11.52%
+    assert "Filesystem Inodes in use: 630564/16777216 (4%)\n" in text           # 3.76%
+
+
 def test_objects_blocks_and_the_plain_list():
     r = report(busy_stats())
     r["objects"] = [["http://o.test/a", 200, 1000, "memory", T0, T0, -1, T0 - 99, 180],

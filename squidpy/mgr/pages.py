@@ -40,7 +40,8 @@ def _pct(part: float, whole: float) -> float:
 
 
 def _int_pct(part: int, whole: int) -> int:
-    return int(100 * part / whole) if whole else 0
+    """Squid's Math::intPercent: rounded to the nearest percent (2 of 16 is 13%), 0 for an empty whole."""
+    return int(100.0 * part / whole + 0.5) if whole else 0
 
 
 def _squid_time(t: float) -> str:
