@@ -125,6 +125,13 @@ def test_own_urls_are_recognised_by_name_and_port_or_by_the_address_they_came_to
     assert own("http://10.0.0.1:3128/proxy.pac")
     assert not own("http://10.0.0.1:80/squid-internal-mgr/info")
     assert not own("https://proxy.lan:3128/squid-internal-mgr/info")
+    # a name known (hosts_file, the DNS cache) to have the address it arrived on
+    known = {"self.lan": ["10.0.0.9", "10.0.0.1"], "other.lan": ["10.0.0.2"]}.get
+    by_name = lambda url: addressed_to_proxy(target(url), names, 3128, "10.0.0.1", 3128, known)
+    assert by_name("http://self.lan:3128/index.html")
+    assert not by_name("http://self.lan:3129/index.html")              # another port
+    assert not by_name("http://other.lan:3128/index.html")
+    assert not by_name("http://unknown.lan:3128/index.html")           # not looked up: forwarded
 
 
 def checklist(url: str, to_proxy: bool) -> Checklist:

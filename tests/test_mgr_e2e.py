@@ -145,16 +145,22 @@ def test_the_config_page_never_shows_a_password(make_proxy):
     assert "cachemgr_passwd XXXXXXXXXX config\n" in body and "http_access allow localhost manager\n" in body
 
 
-def test_a_manager_url_through_the_proxy_is_answered_once(make_proxy, origin):
-    proxy = make_proxy(MANAGER_POLICY + "visible_hostname proxy.test\n")
+def test_a_manager_url_through_the_proxy_is_answered_once(make_proxy, origin, tmp_path):
+    # self.test: another name of this machine's loopback address (as localhost is), known
+    # from hosts_file: the URL names the address and port the request came to
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 self.test\n")
+    proxy = make_proxy(MANAGER_POLICY + f"visible_hostname proxy.test\nhosts_file {hosts}\n")
     before = origin.count()
     for url in (f"http://proxy.test:{proxy.port}/squid-internal-mgr/menu",
-                f"http://127.0.0.1:{proxy.port}/squid-internal-mgr/menu"):
+                f"http://127.0.0.1:{proxy.port}/squid-internal-mgr/menu",
+                f"http://self.test:{proxy.port}/squid-internal-mgr/menu"):
         for _ in range(2):
             out = curl("-i", "-x", proxy.url, url)
             assert out.stdout.startswith(b"HTTP/1.1 200 OK") and b" index " in out.stdout
-    lines = proxy.log_lines(4)
-    assert len(lines) == 4 and all("TCP_MISS/200" in line and "HIER_NONE/-" in line for line in lines)
+    lines = proxy.log_lines(6)
+    assert len(lines) == 6 and all("TCP_MISS/200" in line and "HIER_NONE/-" in line for line in lines)
+    assert sum("http://self.test:" in line for line in lines) == 2
     assert origin.count() == before
     status, body = squidclient(proxy.port, "counters")
     assert "server.all.requests = 0\n" in body        # never forwarded, so never cached either

@@ -339,7 +339,8 @@ class Exchange:
         elif target.kind != "internal" and client.interception is None and (client.metrics_port or (
                 # only a URL on one of our ports can name us (most name port 80 or 443)
                 (target.port == client.local_port or target.port == shared.my_port) and addressed_to_proxy(
-                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port))):
+                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port,
+                    shared.cached_addresses))):
             if client.metrics_port:
                 e.url = target.url
                 return self.fail("ERR_INVALID_URL", "this port serves /metrics only: it forwards nothing", 404,
