@@ -243,3 +243,22 @@ def test_workers_add_their_kids_up(tmp_path, origin):
     finally:
         proxy.stop()
     assert "Traceback" not in proxy.read_cache_log()
+
+
+def test_objects_show_when_each_object_expires_as_squid_records_it(make_proxy, origin):
+    """EX: is Squid's hdrExpirationTime: Date plus max-age (Squid 5.7 showed
+    ``EX:1796069488`` for a max-age=600 reply stored at 1796068888), -1 without one."""
+    proxy = make_proxy(MANAGER_POLICY.replace("cachemgr_passwd disable objects\n", ""))
+    for path in ("/obj/ex-maxage?cc=max-age%3D600", "/obj/ex-none?cc=public&lm=3600"):
+        curl("-o", "/dev/null", "-x", proxy.url, origin.url(path))
+    status, body = squidclient(proxy.port, "objects")
+    assert status == 200
+    times = {}
+    for block in body.split("\n\n"):
+        url = re.search(r"^\tGET (\S+)$", block, re.M)
+        lv = re.search(r"^\tLV:(-?\d+) +LU:(-?\d+) +LM:(-?\d+) +EX:(-?\d+)", block, re.M)
+        if url and lv:
+            times[url.group(1).rsplit("/", 1)[1].split("?")[0]] = [int(v) for v in lv.groups()]
+    stored, _, _, expires = times["ex-maxage"]
+    assert 599 <= expires - stored <= 601
+    assert times["ex-none"][3] == -1
