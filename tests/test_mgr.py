@@ -355,10 +355,11 @@ def test_per_kid_pages_in_squids_layout():
     r["fqdncache"] = {"stats": {"requests": 1, "hits": 1, "negative_hits": 0, "misses": 0},
                       "entries": [["127.0.0.1", True, False, -1, ["localhost"]]]}
     assert "127.0.0.1" + " " * 38 + " H -001   1 localhost\n" in render("fqdncache", [r])
-    r["pconn"] = {"uses": {"1": 4, "3": 1}, "idle": ["o.test:80"]}
+    r["pconn"] = {"uses": {"1": 4, "3": 1}, "idle": [["192.0.2.1", 80, "o.test"], ["2001:db8::1", 8080, "v6.test"]]}
     assert render("pconn", [r]) == ("\n Pool 0 Stats\nserver-peers persistent connection counts:\n\n"
                                     "\t Requests\t Connection Count\n\t --------\t ----------------\n"
-                                    "\t1\t4\n\t3\t1\n\n Pool 0 Hash Table\n\t item 0:\to.test:80\n")
+                                    "\t1\t4\n\t3\t1\n\n Pool 0 Hash Table\n\t item 0:\t192.0.2.1:80/o.test\n"
+                                    "\t item 1:\t[2001:db8::1]:8080/v6.test\n")
     r["fds"] = [[7, "Socket", 118, 135, 0, "127.0.0.1:4000", "Reading next request"]]
     assert render("filedescriptors", [r]).splitlines()[-1] == \
         "   7 Socket  118     135        0  127.0.0.1:4000        Reading next request"

@@ -112,6 +112,9 @@ def test_the_layout_of_squids_per_process_pages(both):
         p_status, p_body = squidclient(proxy.port, action)
         assert (s_status, p_status) == (200, 200), action
         assert s_body.splitlines()[:3] == p_body.splitlines()[:3] or action in ("active_requests", "storedir")
+    # the idle connection to the origin, named as Squid's PconnPool::key names it
+    idle = [re.findall(r"^\t item \d+:\t(.*)$", squidclient(p.port, "pconn")[1], re.M) for p in (squid, proxy)]
+    assert idle[0] and idle[0] == idle[1] and idle[1][0].endswith("/127.0.0.1"), idle
     _, body = squidclient(proxy.port, "active_requests")
     assert "uri cache_object://127.0.0.1/active_requests\nlogType TCP_MISS\n" in body
     _, body = squidclient(proxy.port, "storedir")

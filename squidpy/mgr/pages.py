@@ -528,8 +528,10 @@ def pconn(report: dict, _request) -> str:
         if count:
             out.append(f"\t{uses}\t{count}\n")
     out.append("\n Pool 0 Hash Table\n")
-    for i, key in enumerate(data["idle"]):
-        out.append(f"\t item {i}:\t{key}\n")
+    for i, (address, port, host) in enumerate(data["idle"]):
+        # Squid's PconnPool::key: the server's address and port as in a URL, then the host asked for
+        shown = f"[{address}]" if ":" in address else address
+        out.append(f"\t item {i}:\t{shown}:{port}/{host}\n")
     return "".join(out)
 
 

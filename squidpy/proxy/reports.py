@@ -59,7 +59,8 @@ def build(service, needs: frozenset, params: dict) -> defer.Deferred:
     if "pconn" in needs:
         pool = service.pool
         report["pconn"] = {"uses": {str(k): v for k, v in pool.uses.items()},
-                           "idle": [f"{key[1]}:{key[2]}" for key, conns in pool.idle.items() for _ in conns]}
+                           "idle": [[conn.peer_ip or key[1], conn.peer_port or key[2], key[1]]
+                                    for key, conns in pool.idle.items() for conn in conns]}
     if "config" in needs:
         report["config"] = configuration_text(service.config)
     if "objects" in needs:
