@@ -417,6 +417,10 @@ def test_config_page_hides_secrets():
         f"cache_peer p.lan parent 3128 0 login=bob:{MASK}"
     assert redact("auth_param", "basic program /usr/lib/squid/basic_ldap_auth -b dc=x -D cn=p -w hunter2 -h ldap") \
         == f"auth_param basic program /usr/lib/squid/basic_ldap_auth -b dc=x -D cn=p -w {MASK} -h ldap"
+    assert redact("auth_param", "basic program /usr/lib/squid/basic_ldap_auth -D cn=p -whunter2 -h ldap") \
+        == f"auth_param basic program /usr/lib/squid/basic_ldap_auth -D cn=p -w{MASK} -h ldap"
+    assert redact("external_acl_type", "g %LOGIN /bin/ext -W /etc/pw") == \
+        "external_acl_type g %LOGIN /bin/ext -W /etc/pw"                  # a file that holds it: shown
     assert redact("url_rewrite_program", "/bin/r --password hunter2 http://u:pw@h/") == \
         f"url_rewrite_program /bin/r --password {MASK} http://u:{MASK}@h/"
     config = load(text="acl a src 10.0.0.0/8\nhttp_access allow a\ncachemgr_passwd hunter2 all\n", path="/x.conf")
