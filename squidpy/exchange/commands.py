@@ -171,6 +171,8 @@ class Connect(Command):
     bind: Bind | None = None
     peer: Any = None
     source: str | None = None         # tproxy: connect from this (the client's) address
+    delay: float = 0.0                # connect_retries: wait this long first (Squid's pause between tries)
+    timeout: float | None = None      # connect_retries: what connect_timeout leaves for this try
 
 
 @dataclass(slots=True)

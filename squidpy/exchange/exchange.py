@@ -19,6 +19,7 @@ into docs/architecture.md) lists every legal one.
 
 from __future__ import annotations
 
+import copy
 import enum
 import html
 from typing import Any, Callable
@@ -52,7 +53,7 @@ from squidpy.mgr.actions import needs_of
 from squidpy.mgr.request import (
     ManagerError, ManagerRequest, is_metrics, manager_base, manager_request, password_ok,
 )
-from squidpy.peers.forwarding import NO_CANDIDATE, Forwarding
+from squidpy.peers.forwarding import NO_CANDIDATE, REOPEN_PAUSE, Forwarding, reopens
 from squidpy.peers.peer import SIBLING, login_fields
 from squidpy.peers.selection import HIER_DIRECT, TIMEOUT_PREFIX, PeerSelector, Ping, RequestFacts, is_hierarchical
 
@@ -62,6 +63,7 @@ CONNECTION_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 MAX_BUFFERED_BODY = 256 * 1024     # request body held while connecting, before reading pauses
 MULTIRANGE_READ_LIMIT = 8 << 20     # several ranges of a disk object are cut from it in memory up to this
 REPLACED_ON_PARTS = frozenset({b"content-length", b"content-range"})   # a 304/206/416 from a stored 200
+RANGE_FIELDS = frozenset({b"range", b"if-range", b"request-range"})      # left out when the whole is fetched
 CLOSE_AFTER = frozenset({
     "ERR_INVALID_REQ", "ERR_INVALID_URL", "ERR_UNSUP_REQ", "ERR_UNSUP_HTTPVERSION", "ERR_TOO_BIG",
     "ERR_LIFETIME_EXP",
@@ -238,6 +240,11 @@ class Exchange:
     original_dst = False                # it goes to the address the client connected to (interception)
     _head_cmd: c.SendToClient | None = None
     bump = None                         # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
+    range_limit: int | None = None      # range_offset_limit for this Range request (None: not looked at)
+    whole_for_range = False             # its Range was left out upstream: the whole object is fetched
+    sliced: list[int] | None = None     # [first, last, sent]: the one range of the whole reply relayed
+    connect_failures = 0                # connect_retries: failed opens of the destination being tried
+    connect_deadline = 0.0              # when connect_timeout ends for the destination being tried
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -1373,13 +1380,25 @@ class Exchange:
             return
         self._open(fresh)
 
-    def _open(self, fresh: bool) -> None:
+    def _open(self, fresh: bool, reopen: bool = False) -> None:
+        """``reopen``: connect_retries' next try of the same destination (not an attempt
+        forward_max_tries counts), after Squid's pause, within what connect_timeout left."""
         target, peer = self.target, self.peer
         self.state = State.CONNECTING
         self.upstream = "connecting"
         self.attempts += 1
-        if self.forwarding is not None:
-            self.forwarding.attempt()
+        timing: dict = {}
+        if reopen:
+            left = self.connect_deadline - self.shared.now() - REOPEN_PAUSE
+            timing = {"delay": REOPEN_PAUSE, "timeout": left}
+        else:
+            if self.forwarding is not None:
+                self.forwarding.attempt()
+            if self.config.connect_retries > 1:
+                self.connect_failures = 0
+                self.connect_deadline = self.shared.now() + (
+                    (peer.connect_timeout or self.config.peer_connect_timeout) if peer is not None
+                    else self.config.connect_timeout)
         if peer is not None:
             role = self.cache
             if role is not None and role.leader:
@@ -1390,21 +1409,21 @@ class Exchange:
                 self._emit(c.ReleaseFetch(role.key))
             state = self.shared.peers.state(peer)
             return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=state.addresses or None, peer=peer))
+                                        addresses=state.addresses or None, peer=peer, **timing))
         client = self.client
         if client.interception is None:
             addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
             return self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=addresses, bind=self.bind))
+                                        addresses=addresses, bind=self.bind, **timing))
         source = client.client_ip if client.interception == intercept.TPROXY and self._spoofs() else None
         self.original_dst = self._to_original_dst()
         if self.original_dst:
             self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=[client.local_ip], source=source))
+                                 addresses=[client.local_ip], source=source, **timing))
         else:
             addresses = [target.host] if target.ip_literal else None
             self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=addresses, source=source, bind=self.bind))
+                                 addresses=addresses, source=source, bind=self.bind, **timing))
 
     def _to_original_dst(self) -> bool:
         """An intercepted request goes to the address the client connected to (Squid's
@@ -1518,6 +1537,8 @@ class Exchange:
                     drop = message.CONDITIONAL_FIELDS
             elif not self.config.cache_miss_revalidate and head.cache_fields:
                 drop = role.miss_conditionals()
+            if head.cache_fields and head.method == "GET" and self._fetches_whole():
+                drop = RANGE_FIELDS if drop is None else drop | RANGE_FIELDS
         authority = target.authority
         if self.callout is not None and self.callout.host is not None:
             authority = self.callout.host       # url_rewrite_host_header off
@@ -1553,8 +1574,52 @@ class Exchange:
         if self.body_done and self.chunked_body:
             self._emit(c.SendUpstream(message.LAST_CHUNK))
 
+    def _fetches_whole(self) -> bool:
+        """Squid's decideIfWeDoRanges: a cacheable GET whose Range starts within
+        range_offset_limit is fetched whole (and stored), its range cut out here."""
+        specs = policy.range_specs(field(self.head.headers, b"range"))
+        if specs is None:
+            return False
+        if self.range_limit is None:
+            self.range_limit = self._range_offset_limit()
+        self.whole_for_range = not policy.range_offset_limit_exceeded(specs, self.range_limit)
+        return self.whole_for_range
+
+    def _range_offset_limit(self) -> int:
+        """The first range_offset_limit line whose ACLs match (Squid's fast check: one
+        that needs a lookup does not match); none: 0."""
+        ch = self.checklist
+        for rule in self.config.range_offset_limit:
+            try:
+                if rule.filter is None or matches(rule.filter, ch):
+                    return rule.size
+            except UNDECIDED:
+                continue
+        return 0
+
+    def _slice_whole(self, resp: ResponseHead) -> ResponseHead | None:
+        """The whole object came for a Range request: the client gets its one range as a
+        206 (Squid's buildRangeHeader) when the reply is a 200 of known length without
+        Content-Range and the range fits; else the reply as it is (several ranges:
+        the whole 200, see docs/cache.md)."""
+        length = resp.content_length
+        if resp.status != 200 or length is None or resp.framing.kind != LENGTH or resp.header(
+                b"content-range") is not None:
+            return None
+        ranges = policy.parse_range(field(self.head.headers, b"range"), length)
+        if not ranges or len(ranges) != 1:
+            return None
+        first, last = ranges[0]
+        self.sliced = [first, last, 0]
+        headers = [kv for kv in resp.headers if kv[0].lower() not in REPLACED_ON_PARTS]
+        headers.append((b"Content-Range", b"bytes %d-%d/%d" % (first, last, length)))
+        headers.append((b"Content-Length", b"%d" % (last - first + 1)))
+        return ResponseHead(206, b"Partial Content", resp.version, headers, resp.size, self.head.method)
+
     @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.CHECKING, State.SERVING_STORED))
     def _connect_failed(self, event: ev.ConnectFailed) -> None:
+        if self.config.connect_retries > 1 and event.errno is not None and self._reopen(event):
+            return
         self.upstream = None
         e = self.entry
         peer = self.peer
@@ -1585,6 +1650,15 @@ class Exchange:
             return self.fail(event.error, event.detail, event.status, result=self._miss_result(),
                              server_ip=event.server_ip)
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)
+
+    def _reopen(self, event: ev.ConnectFailed) -> bool:
+        """connect_retries: the same destination is opened again (Squid's ConnOpener)."""
+        self.connect_failures += 1
+        if not reopens(self.config.connect_retries, self.connect_failures, event.errno,
+                       self.connect_deadline - self.shared.now()):
+            return False
+        self._open(fresh=True, reopen=True)
+        return True
 
     def _miss_result(self) -> str:
         result = self.entry.result
@@ -1734,7 +1808,10 @@ class Exchange:
         if self.reply_limit and resp.content_length is not None and resp.content_length > self.reply_limit:
             self._drop_upstream()
             return self.fail("ERR_TOO_BIG", "the reply is larger than reply_body_max_size", 403)
-        framing = message.client_framing(resp.framing, self.head.version)
+        client_resp = resp
+        if self.whole_for_range:
+            client_resp = self._slice_whole(resp) or resp
+        framing = message.client_framing(client_resp.framing, self.head.version)
         self.framing = framing.kind
         if framing.kind == CLOSE or self.client.closing:
             self.keep_alive = False
@@ -1742,10 +1819,10 @@ class Exchange:
                 resp.status >= 400 and not self.config.persistent_connection_after_error):
             self.keep_alive = False
         head = message.response_head_for_client(
-            resp, framing, self.keep_alive, self.head.version, shared.via_header, shared.x_cache_miss)
+            client_resp, framing, self.keep_alive, self.head.version, shared.via_header, shared.x_cache_miss)
         if self.config.reply_header_access.active:
-            head = self._reply_rules(head, resp.status, resp.headers)
-        e.status = resp.status
+            head = self._reply_rules(head, client_resp.status, resp.headers)
+        e.status = client_resp.status
         e.mime_type = resp.mime_type
         e.reply_headers = resp.headers
         e.reply_header_size = len(head)
@@ -1821,6 +1898,13 @@ class Exchange:
         if self.reply_limit and e.reply_body_size > self.reply_limit:
             self._drop_upstream()
             return self.fail("ERR_TOO_BIG", "the reply grew larger than reply_body_max_size", 403)
+        sliced = self.sliced
+        if sliced is not None:
+            start = e.reply_body_size - len(data)
+            data = data[max(0, sliced[0] - start):max(0, sliced[1] + 1 - start)]
+            sliced[2] += len(data)
+            if not data:
+                return
         if self.framing == CHUNKED:
             self._emit(c.SendToClient(message.chunk(data)))
         elif self.framing != NO_BODY:
@@ -2007,7 +2091,8 @@ class Exchange:
             return False
         waiters = len(self.shared.cache.pending.get(role.key) or ()) if role.leader else 0
         return keeps_fetching(QuickAbort.from_config(self.config), role.teeing, resp.size or 1,
-                              resp.content_length, self.entry.reply_body_size, waiters)
+                              resp.content_length, self.entry.reply_body_size, waiters,
+                              whole_for_range=self.range_limit == -1)
 
     @on([State.DONE], type(ev.ClientGone))
     def _gone_after_done(self, _event) -> None:
@@ -2027,7 +2112,12 @@ class Exchange:
         if self.callout is not None:
             self._log_helper_facts()
         if not self.background:
-            self._emit(c.Log(self.entry, self.checklist))
+            entry = self.entry
+            if self.sliced is not None:
+                # the log counts what the client got: its range, not the whole object fetched
+                entry = copy.copy(entry)
+                entry.reply_body_size = self.sliced[2]
+            self._emit(c.Log(entry, self.checklist))
         self._emit(c.Finished(self.keep_alive))
 
 

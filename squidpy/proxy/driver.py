@@ -10,6 +10,7 @@ exchange, and every result goes back to it as an event.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -209,6 +210,12 @@ class ExchangeDriver:
 
     # the origin, or a peer
     def _connect(self, cmd: c.Connect) -> None:
+        if cmd.delay:
+            def later():
+                if not self.finished:
+                    self._connect(dataclasses.replace(cmd, delay=0.0))
+            self.service.reactor.callLater(cmd.delay, later)
+            return
         pool, peer = self.service.pool, cmd.peer
         if peer is not None:
             # connections to a peer serve every request sent through it
@@ -239,6 +246,8 @@ class ExchangeDriver:
         if peer is not None:
             peering = self.service.peering
             peer_tls, timeout = peering.tls_for(peer), peering.connect_timeout(peer)
+        if cmd.timeout is not None:
+            timeout = cmd.timeout
         elif cmd.scheme == "https" and not cmd.tunnel:
             tls, checklist = self.service.tls, self.exchange.checklist
             tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
@@ -267,7 +276,7 @@ class ExchangeDriver:
         if isinstance(err, DnsError):
             event = ev.ConnectFailed("ERR_DNS_FAIL", str(err), 503)
         elif isinstance(err, UpstreamError):
-            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls)
+            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls, err.errno)
         else:
             log.error("unexpected failure connecting to %s: %s", self.exchange.entry.url, failure.getErrorMessage())
             event = ev.ConnectFailed("ERR_CANNOT_FORWARD", failure.getErrorMessage(), 503)
