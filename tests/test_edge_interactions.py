@@ -218,3 +218,51 @@ def test_a_no_delay_peers_replies_are_not_slowed():
     assert not any(isinstance(cmd, c.Throttle) for cmd in out)
     out = x.handle(ev.ResponseStarted(response_head(REPLY)))
     assert [cmd.pool for cmd in out if isinstance(cmd, c.Throttle)] == [None]
+
+
+# ---------------------------------------------------------------- (e) a splice through a parent on an ssl-bump port
+def spliced_connect(ca_pem: str, extra: str = "") -> tuple:
+    from squidpy.exchange import Exchange
+    from squidpy.tls.hello import parse_client_hello
+    from tests.exchange_kit import request_head
+    from tests.tlsbytes import openssl_client_hello
+    s = shared(PARENT + "never_direct allow all\n" + f"http_port 3128 ssl-bump tls-cert={ca_pem}\n"
+               "acl step1 at_step SslBump1\nssl_bump peek step1\nssl_bump splice all\n" + extra)
+    x = Exchange(s, ClientInfo("10.0.0.7", 40000, "10.0.0.1", 3128, "", s.config.http_port[-1].tls),
+                 request_head(b"CONNECT www.site.test:443 HTTP/1.1\r\n\r\n"), NOW)
+    out = x.handle(ev.RequestStarted)
+    assert sent(out) == ESTABLISHED                         # peeking: the client has its 200 at once
+    out = x.handle(ev.ClientHelloRead(parse_client_hello(openssl_client_hello("www.site.test"))))
+    return x, out
+
+
+ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+def test_a_splice_after_a_peek_through_a_parent_sends_no_second_200(tmp_path):
+    from squidpy.tls.ca import init_ca
+    ca_pem, _ = init_ca(str(tmp_path), "Transcript CA")
+    x, out = spliced_connect(ca_pem)
+    cmd = connect(out)
+    assert (cmd.peer.name, cmd.tunnel) == ("up", True)
+    out = x.handle(ev.Connected(PARENT_IP, 3128))
+    head = next(cmd.data for cmd in out if isinstance(cmd, c.SendUpstream))
+    assert head.startswith(b"CONNECT www.site.test:443 HTTP/1.1\r\n")
+    out = x.handle(ev.ResponseStarted(response_head(b"HTTP/1.1 200 Connection established\r\n\r\n")))
+    assert sent(out) == b""                                 # the client had its 200 before its ClientHello
+    out = x.handle(ev.Upgraded(b""))
+    assert out == [c.StartTunnel(b"")]
+    out = x.handle(ev.TunnelEnded(10, 20))
+    e = next(cmd.entry for cmd in out if isinstance(cmd, c.Log))
+    assert (e.result, e.status, e.hierarchy, e.server_ip) == ("TCP_TUNNEL", 200, "FIRSTUP_PARENT", PARENT_IP)
+
+
+def test_a_parents_refusal_of_a_spliced_connect_closes_the_client_mid_tls(tmp_path):
+    from squidpy.tls.ca import init_ca
+    ca_pem, _ = init_ca(str(tmp_path), "Transcript CA")
+    x, out = spliced_connect(ca_pem)
+    x.handle(ev.Connected(PARENT_IP, 3128))
+    out = x.handle(ev.ResponseStarted(response_head(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")))
+    assert sent(out) == b"" and c.AbortClient in out        # no HTTP answer inside the client's TLS
+    e = next(cmd.entry for cmd in out if isinstance(cmd, c.Log))
+    assert (e.result, e.hierarchy, e.server_ip) == ("TCP_TUNNEL", "FIRSTUP_PARENT", PARENT_IP)

@@ -1709,10 +1709,17 @@ class Exchange:
         if self.tunnel and resp.status == 200:
             # CONNECT through a parent: it connected; the tunnel starts with the bytes after its answer
             e.status = 200
-            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
             self.state = State.RELAYING
+            if self.bump is not None:       # spliced after a peek: the client has had its 200 already
+                return
+            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             return self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+        if self.tunnel and self.bump is not None:
+            # a splice the parent refuses: the client is mid-TLS, an HTTP answer cannot reach it
+            self._drop_upstream()
+            return bumping.splice_failed(self, ev.ConnectFailed(
+                "ERR_CONNECT_FAIL", f"the parent answered the CONNECT with {resp.status}", 503, e.server_ip))
         if self.tunnel:
             self.keep_alive = False         # the parent's refusal is passed on; the CONNECT is over
         elif self.selected is not None and self.forwarding.may_reforward(
