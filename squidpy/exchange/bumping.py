@@ -386,7 +386,10 @@ def splice_failed(x, event: ev.ConnectFailed) -> None:
     """The origin of a spliced connection cannot be reached: the client, mid-TLS, is closed."""
     e = x.entry
     e.error, e.error_detail = event.error, event.detail
-    e.hierarchy = "HIER_NONE" if event.error == "ERR_DNS_FAIL" else "HIER_DIRECT"
+    if x.peer is not None:
+        e.hierarchy = x._hierarchy_code()
+    else:
+        e.hierarchy = "HIER_NONE" if event.error == "ERR_DNS_FAIL" else "HIER_DIRECT"
     e.server_ip = event.server_ip
     x.keep_alive = False
     x._emit(c.AbortClient)

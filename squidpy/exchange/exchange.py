@@ -214,6 +214,7 @@ class Exchange:
     upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
     indirect: IndirectClient | None = None   # follow_x_forwarded_for's walk, while under way
     bind: Bind | None = None            # tcp_outgoing_address's local addresses
+    source: str | None = None           # tproxy: the client's address, to connect from (spoof_client_ip)
     connect_after_lookup = False        # connecting once the origin's addresses are known (tcp_outgoing_address)
     body_buffer: list[bytes] | None = None   # the body held until the request goes upstream
     buffered = 0
@@ -238,6 +239,7 @@ class Exchange:
     callout: Callout | None = None      # what helpers decide about it (only when they do)
     host_verified = False               # the Host passed verification (interception, host_verify_strict)
     original_dst = False                # it goes to the address the client connected to (interception)
+    redirected = False                  # the URL rewriter gave it another URL (Squid's flags.redirected)
     _head_cmd: c.SendToClient | None = None
     bump = None                         # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
     range_limit: int | None = None      # range_offset_limit for this Range request (None: not looked at)
@@ -779,6 +781,7 @@ class Exchange:
         if not self.config.url_rewrite_host_header and self.callout.host is None:
             self.callout.host = old.authority
         self.target = target
+        self.redirected = True
         self.entry.url = target.url
         self.entry.path = target.path
         self.checklist.retarget(target.url, target.scheme, target.host, target.port, target.path,
@@ -1283,7 +1286,7 @@ class Exchange:
         if self.config.miss_access.rules and not self._miss_allowed():
             return
         peers = self.shared.peers
-        if not peers or self._to_original_dst():
+        if not peers:
             return self._connect()
         if self.selector is None:
             self.forwarding = Forwarding(self.config.forward_max_tries)
@@ -1296,7 +1299,11 @@ class Exchange:
         no_cache = role is None and head.method in ("GET", "HEAD") or (role is not None and role.reload)
         return RequestFacts(
             head.method, target.url, scheme, target.host, target.port, target.path, self.client.client_ip,
-            self.checklist, user=self.checklist.user, hierarchical=is_hierarchical(head.method, scheme, head.headers),
+            self.checklist, user=self.checklist.user,
+            # Squid's clientHierarchical: an intercepted request whose Host was not verified is
+            # not (parents only under never_direct or nonhierarchical_direct off, no ICP)
+            hierarchical=is_hierarchical(head.method, scheme, head.headers) and (
+                self.client.interception is None or self.host_verified),
             no_cache=no_cache, refresh=role is not None and role.reload,
             need_validation=role is not None and role.revalidating)
 
@@ -1373,11 +1380,19 @@ class Exchange:
                                          and self.entry.request_body_size > 0, self.reply_started)
 
     def _connect(self, fresh: bool = False) -> None:
-        """Connect to the destination chosen: a peer, or the origin from the local
-        address tcp_outgoing_address picks (which may need the origin's addresses
-        first); a fresh retry keeps the address chosen."""
-        if not fresh and self.peer is None and self.config.tcp_outgoing_address and not self._choose_outgoing():
-            return
+        """Connect to the destination chosen (a peer, the origin, or an intercepted request's
+        original destination) from the local address Squid's getOutgoingAddress picks for
+        every connection: under tproxy the client's own (spoof_client_ip; not to a peer marked
+        no-tproxy), else tcp_outgoing_address's, whose dst ACLs test the address connected to
+        (which may need the origin's addresses first).  A fresh retry keeps what was chosen."""
+        if not fresh:
+            peer, client = self.peer, self.client
+            self.original_dst = peer is None and self._to_original_dst()
+            self.source = (client.client_ip if client.interception == intercept.TPROXY and self._spoofs()
+                           and (peer is None or not peer.no_tproxy) else None)
+            self.bind = None
+            if self.source is None and self.config.tcp_outgoing_address and not self._choose_outgoing():
+                return
         self._open(fresh)
 
     def _open(self, fresh: bool, reopen: bool = False) -> None:
@@ -1409,26 +1424,26 @@ class Exchange:
                 self._emit(c.ReleaseFetch(role.key))
             state = self.shared.peers.state(peer)
             return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=state.addresses or None, peer=peer, **timing))
+                                        addresses=state.addresses or None, peer=peer, bind=self.bind,
+                                        source=self.source, **timing))
         client = self.client
-        if client.interception is None:
-            addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
-            return self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=addresses, bind=self.bind, **timing))
-        source = client.client_ip if client.interception == intercept.TPROXY and self._spoofs() else None
-        self.original_dst = self._to_original_dst()
         if self.original_dst:
-            self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=[client.local_ip], source=source, **timing))
+            return self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh,
+                                        tunnel=self.tunnel, addresses=[client.local_ip], bind=self.bind,
+                                        source=self.source, **timing))
+        if target.ip_literal:
+            addresses = [target.host]
         else:
-            addresses = [target.host] if target.ip_literal else None
-            self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=addresses, source=source, bind=self.bind, **timing))
+            # an intercepted request's dst ACLs may have seen the original destination instead
+            addresses = (self.checklist.dst or None) if client.interception is None else None
+        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
+                             addresses=addresses, bind=self.bind, source=self.source, **timing))
 
     def _to_original_dst(self) -> bool:
-        """An intercepted request goes to the address the client connected to (Squid's
-        ORIGINAL_DST): always when its Host failed verification, else as client_dst_passthru says."""
-        return self.client.interception is not None and intercept.to_original_destination(
+        """An intercepted request that goes direct goes to the address the client connected
+        to (Squid's ORIGINAL_DST): always when its Host failed verification, else as
+        client_dst_passthru says; not once the URL rewriter gave it another URL."""
+        return self.client.interception is not None and not self.redirected and intercept.to_original_destination(
             True, self.config.client_dst_passthru, self.host_verified)
 
     def _spoofs(self) -> bool:
@@ -1463,11 +1478,20 @@ class Exchange:
         return False
 
     def _choose_outgoing(self) -> bool:
-        """tcp_outgoing_address: the local address of the origin connection, per
-        address of the origin (a line applies to the addresses of its own family and
-        its dst ACLs test the address being connected to).  False while the origin's
-        addresses are being looked up for a dst ACL."""
-        ch, target = self.checklist, self.target
+        """tcp_outgoing_address: the local address of the connection, per address connected
+        to (a line applies to the addresses of its own family and its dst ACLs test the
+        address being connected to: a peer's, the original destination, or the origin's).
+        False while the origin's addresses are being looked up for a dst ACL."""
+        ch, target, peer = self.checklist, self.target, self.peer
+        if peer is not None or self.original_dst:
+            addresses = self.shared.peers.state(peer).addresses if peer is not None else [self.client.local_ip]
+            known = ch.dst
+            ch.dst = list(addresses)
+            try:
+                self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
+            finally:
+                ch.dst = known
+            return True
         if target.ip_literal:
             ch.dst = [target.host]
         try:
@@ -1494,7 +1518,9 @@ class Exchange:
         if destination is None:
             return "ORIGINAL_DST" if self.original_dst else HIER_DIRECT
         timed_out = self.selected is not None and self.selected.timed_out
-        return (TIMEOUT_PREFIX if timed_out else "") + destination.code
+        # Squid's resolveSelected: an intercepted request's DIRECT becomes ORIGINAL_DST
+        code = "ORIGINAL_DST" if self.original_dst and destination.peer is None else destination.code
+        return (TIMEOUT_PREFIX if timed_out else "") + code
 
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
@@ -1759,10 +1785,17 @@ class Exchange:
         if self.tunnel and resp.status == 200:
             # CONNECT through a parent: it connected; the tunnel starts with the bytes after its answer
             e.status = 200
-            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
             self.state = State.RELAYING
+            if self.bump is not None:       # spliced after a peek: the client has had its 200 already
+                return
+            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             return self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+        if self.tunnel and self.bump is not None:
+            # a splice the parent refuses: the client is mid-TLS, an HTTP answer cannot reach it
+            self._drop_upstream()
+            return bumping.splice_failed(self, ev.ConnectFailed(
+                "ERR_CONNECT_FAIL", f"the parent answered the CONNECT with {resp.status}", 503, e.server_ip))
         if self.tunnel:
             self.keep_alive = False         # the parent's refusal is passed on; the CONNECT is over
         elif self.selected is not None and self.forwarding.may_reforward(
@@ -1842,7 +1875,9 @@ class Exchange:
         if response is not None:
             ch.reply_status = response.status
             ch.reply_headers = response.headers
-        pool = select_delay_pool(self.config.delay_specs, ch)
+        peer = self.peer
+        # a reply from a cache_peer marked no-delay is not slowed (Squid's setNoDelay)
+        pool = None if peer is not None and peer.no_delay else select_delay_pool(self.config.delay_specs, ch)
         if pool is not None or response is not None:
             self._emit(c.Throttle(pool, self.client.client_ip, self.entry.user, ch.tag))
 

@@ -218,14 +218,14 @@ class ExchangeDriver:
             return
         pool, peer = self.service.pool, cmd.peer
         if peer is not None:
-            # connections to a peer serve every request sent through it
+            # connections to a peer serve every request sent through it (from the same address)
             key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
         else:
             key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
-            if cmd.bind is not None:
-                key += (cmd.bind,)          # reused only for requests sent from the same address
-            if cmd.source is not None:
-                key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
+        if cmd.bind is not None:
+            key += (cmd.bind,)          # reused only for requests sent from the same address
+        if cmd.source is not None:
+            key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -251,8 +251,7 @@ class ExchangeDriver:
         elif cmd.scheme == "https" and not cmd.tunnel:
             tls, checklist = self.service.tls, self.exchange.checklist
             tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
-        bind = None if peer is not None else cmd.bind
-        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout, bind,
+        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout, cmd.bind,
                                                      cmd.source))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
