@@ -345,7 +345,7 @@ def finish(config, warn_at, error_at) -> None:
                         warn_at(port.where, f"{cert_file}: {message}")
                 else:
                     _check_readable(cert_file, key_file)
-                if port.https:
+                if port.https and port.interception is None:     # an intercepting one bumps: no static context
                     tls.server_context = _port_context(tls)
             except CaError as e:
                 error_at(port.where, f"tls-cert={cert_file}: {e}")

@@ -352,10 +352,11 @@ def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool =
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise ValueError(f"unknown {directive} option '{opt}'{hint}")
-        if (https or kind != "http") and (INTERCEPT in options or TPROXY in options):
-            raise ValueError(f"{directive}: interception (intercept, tproxy) is for http_port only in squidpy")
+        interception = INTERCEPT if INTERCEPT in options else TPROXY if TPROXY in options else None
+        if kind != "http" and interception is not None:
+            raise ValueError(f"{directive}: interception (intercept, tproxy) is for http_port and https_port")
         if https or tls.has_tls:
-            tls.check(https, warn)
+            tls.check(https, warn, interception)
     except TlsOptionError as e:
         raise ValueError(str(e)) from None
     return ListenAddress(host, port, options.get("name") or spec, options,
