@@ -226,7 +226,7 @@ class ExchangeDriver:
                 key += (cmd.bind,)          # reused only for requests sent from the same address
             if cmd.source is not None:
                 key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
-            if cmd.original_dst:
+            if cmd.original_dst and cmd.addresses:
                 key += ("to", cmd.addresses[0])     # a name pinned to the address a client connected to
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
