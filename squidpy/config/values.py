@@ -225,7 +225,8 @@ HTTP_PORT_OPTIONS = {"name": "names the port for myportname ACLs (default: the p
                                              "whose client address stands for the connection's; see "
                                              "proxy_protocol_access",
                      INTERCEPT: "NAT interception (REDIRECT/DNAT): the original destination from the socket "
-                                "(transparent is its older name); docs/intercept.md",
+                                "(transparent is its older name); on an https_port with ssl-bump, port 443 "
+                                "(SslBump by SNI); docs/intercept.md",
                      "transparent": "the older name of intercept",
                      TPROXY: "Linux TPROXY interception, origin connections from the client's address "
                              "(spoof_client_ip); docs/intercept.md"}
@@ -233,7 +234,8 @@ FLAG_OPTIONS = {INTERCEPT, TPROXY, "require-proxy-header"}      # written withou
 
 # TLS options of http_port and https_port squidpy implements (squidpy.tls.options.PortTls)
 TLS_PORT_OPTIONS = {
-    "ssl-bump": "SslBump on this port: CONNECTs follow the ssl_bump rules (docs/https.md)",
+    "ssl-bump": "SslBump on this port: CONNECTs follow the ssl_bump rules (docs/https.md); on an intercepting "
+                "https_port, every connection does",
     "sslBump": "the deprecated spelling of ssl-bump (with Squid's warning)",
     "generate-host-certificates": "=on (the default) mints a certificate per origin, signed by tls-cert=; "
                                   "=off serves tls-cert= itself",
