@@ -8,6 +8,7 @@ test runs Squid 5.7 (built with OpenSSL) as the same gateway and compares the ac
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -30,7 +31,7 @@ from tests.squidproc import SQUID_OPENSSL, SquidProcess
 from tests.tlscert import TestCA, write_pair
 from tests.tlsorigins import TlsOrigin
 
-HTTPS_PORT = 3130
+HTTPS_PORT, TPROXY_PORT = 3130, 3132
 CERTGEN = "/opt/squid-openssl/usr/lib/squid/security_file_certgen"
 NO_PROXY_ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 NOWHERE = "198.51.100.9"            # a name that does not resolve to where the client connects
@@ -103,6 +104,7 @@ def gateway(net, tmp_path_factory):
         dns = DnsServer({name: [address] for name, address in NAMES.items()}).start()
     proxy = ProxyProcess(tmp_path_factory.mktemp("gateway"),
                          POLICY.format(http=3128, port=HTTPS_PORT, ca=net.ca_pem, root=net.root_ca)
+                         + f"https_port {TPROXY_PORT} tproxy ssl-bump tls-cert={net.ca_pem}\n"
                          + f"dns_nameservers 127.0.0.1:{dns.port}\ncache_mem 16 MB\n",
                          prefix=net.topo.gateway.exec_prefix())
     net.topo.intercept(https_port=HTTPS_PORT)
@@ -172,6 +174,20 @@ def test_a_tls_connection_to_the_intercepting_port_itself_is_reset(net, gateway)
                 raise ConnectionError("closed without an answer")
     [line] = lines_for(gateway, f"CONNECT {GATEWAY_CLIENT4}:{HTTPS_PORT}")
     assert " TCP_DENIED/000 0 " in line and "HIER_NONE/-" in line
+
+
+def test_tproxy_splices_and_bumps_with_the_clients_address(net, gateway):
+    net.topo.intercept(https_port=TPROXY_PORT, mode="tproxy")
+    try:
+        status, body, err = net.curl("origin.test", "/echo/tp-splice", "--cacert", str(net.root_ca))
+        assert status == 200 and json.loads(body)["peer"] == CLIENT4, err
+        status, body, err = net.curl("bumped.test", "/echo/tp-bump", "--cacert", str(net.ca_crt))
+        assert status == 200 and json.loads(body)["peer"] == CLIENT4, err
+        [line] = lines_for(gateway, "GET https://bumped.test/echo/tp-bump")
+        assert fields(line) == (CLIENT4, "TCP_MISS/200", "GET", "https://bumped.test/echo/tp-bump",
+                                f"ORIGINAL_DST/{ORIGIN4}")
+    finally:
+        net.topo.intercept(https_port=HTTPS_PORT)
 
 
 @pytest.mark.parametrize("recipe", ["nft-redirect-443", "iptables-redirect-443"])
