@@ -350,7 +350,8 @@ class Exchange:
         elif target.kind != "internal" and client.interception is None and (client.metrics_port or (
                 # only a URL on one of our ports can name us (most name port 80 or 443)
                 (target.port == client.local_port or target.port == shared.my_port) and addressed_to_proxy(
-                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port))):
+                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port,
+                    shared.cached_addresses))):
             if client.metrics_port:
                 e.url = target.url
                 return self.fail("ERR_INVALID_URL", "this port serves /metrics only: it forwards nothing", 404,
@@ -1377,11 +1378,11 @@ class Exchange:
             e.hierarchy = "HIER_NONE"
             error, status = NO_CANDIDATE
             return self.fail(error, "no peer or origin server could be used for this request", status,
-                             result="TCP_TUNNEL" if self.tunnel else self._miss_result())
+                             result="NONE_NONE" if self.tunnel else self._miss_result())
         error, detail, status, server_ip = failure
         if self.tunnel:
             self.keep_alive = False
-        self.fail(error, detail, status, result="TCP_TUNNEL" if self.tunnel else self._miss_result(),
+        self.fail(error, detail, status, result="NONE_NONE" if self.tunnel else self._miss_result(),
                   server_ip=server_ip)
 
     def _may_retry(self, connected: bool) -> bool:
@@ -1660,7 +1661,8 @@ class Exchange:
             return bumping.splice_failed(self, event)
         if self.tunnel:
             self.keep_alive = False
-            return self.fail(event.error, event.detail, event.status, result="TCP_TUNNEL",
+            # Squid 5.7 logs a tunnel that was never established NONE_NONE/503, not TCP_TUNNEL
+            return self.fail(event.error, event.detail, event.status, result="NONE_NONE",
                              server_ip=event.server_ip)
         if self._stale_instead():
             return
