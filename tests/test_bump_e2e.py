@@ -348,3 +348,31 @@ never_direct allow all
     assert parent.log_line(f"CONNECT good.test:{port}") is not None
     assert " TCP_DENIED/403 " in parent.log_line(f"CONNECT expired.test:{port}")
     assert "GET" not in parent.access_log.read_text()  # nothing decrypted reached the parent
+
+
+def test_an_https_url_sent_in_clear_goes_to_a_parent_as_it_is(make_proxy, ca, dns, tls_origins, tmp_path):
+    """A client that sends 'GET https://...' itself (no CONNECT): to a parent the request
+    goes as it is, the parent making the TLS connection (Squid's FwdState: "If a peer is
+    used the request is forwarded as is"), never TLS with the parent under the origin's name."""
+    parent = make_proxy(f"""
+acl local src 127.0.0.0/8
+http_access allow local
+http_access deny all
+http_port 127.0.0.1:0
+visible_hostname parent.test
+dns_nameservers 127.0.0.1:{dns.port}
+tls_outgoing_options cafile={tls_origins.cafile}
+""", name="parent")
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, extra=f"""
+cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest
+never_direct allow all
+"""))
+    target = url(tls_origins, "good", "/size/3000")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=15) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: good.test\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"x" * 3000), reply[:300]
+    assert " FIRSTUP_PARENT/127.0.0.1 " in proxy.log_line(f"GET {target}")
+    assert " TCP_MISS/200 " in parent.log_line(f"GET {target}")

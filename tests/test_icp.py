@@ -174,12 +174,16 @@ def test_squid_reads_our_replies(make_squid, opcode, code):
     try:
         # a new URL each time ('cache deny' would keep siblings out, as would a revalidation)
         urls = (origin.url(f"/size/10?n={i}") for i in range(1000))
-        conn = http.client.HTTPConnection("127.0.0.1", squid.port, timeout=10)
-
         def served_with_query() -> bool:
             url = next(urls)
-            conn.request("GET", url)
-            conn.getresponse().read()
+            conn = http.client.HTTPConnection("127.0.0.1", squid.port, timeout=10)
+            try:
+                conn.request("GET", url)
+                conn.getresponse().read()
+            except OSError:         # refused or reset while the loaded machine starts Squid: not yet
+                return False
+            finally:
+                conn.close()
             return bool(sibling.queries) and sibling.queries[-1].url == url
 
         assert wait_for(served_with_query, timeout=15), squid.read_cache_log()

@@ -130,9 +130,8 @@ def test_multicast_peers_are_refused():
 def test_ignored_and_unknown_options_warn_and_the_rest_of_a_comment_is_skipped():
     p, warnings = peer("p parent 3128 0 no-delay no-tproxy digest-url=http://x/ connection-auth=off ttl=5 "
                        "frobnicate # default proxy-only")
+    assert p.no_delay and p.no_tproxy          # delay pools and tproxy exist: their peer options are read
     assert warnings == [
-        "cache_peer option 'no-delay' is ignored: squidpy has no delay pools",
-        "cache_peer option 'no-tproxy' is ignored: squidpy does not spoof client addresses (TPROXY)",
         "cache_peer option 'digest-url=http://x/' is ignored: squidpy does not fetch cache digests",
         "cache_peer option 'connection-auth=off' is ignored: squidpy does not pin connections for NTLM or Negotiate",
         "cache_peer option 'ttl=5' is ignored: squidpy sends no multicast ICP queries",

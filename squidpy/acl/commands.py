@@ -90,7 +90,7 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
     if target.kind == "origin":         # a request to the proxy itself, as the running proxy sees it
         target = internal_target(target.path, config.visible_hostname, first)
     elif addressed_to_proxy(target, own_names(config.visible_hostname, config.hostname_aliases), first,
-                            local_ip, local_port):
+                            local_ip, local_port, lambda host: list(dst) or None):
         target = for_proxy(target)      # a URL naming the proxy: answered there, never forwarded
     request_headers = []
     if user_agent:

@@ -211,6 +211,24 @@ def explicit_lifetime(response_headers: Fields, resp_cc: Directives | None) -> f
     return max(0.0, expires - date)
 
 
+def expiration_time(response_headers: Fields, stored_at: float) -> float | None:
+    """When a stored reply expires, as Squid records it (HttpReply::hdrExpirationTime, the
+    ``EX:`` of mgr:objects): Date plus s-maxage or max-age (the time it was stored without
+    a Date), else Expires (that time when invalid); None without any of them."""
+    resp_cc = cache_control(response_headers)
+    max_age = delta_seconds(resp_cc.get("s-maxage"))
+    if max_age is None:
+        max_age = delta_seconds(resp_cc.get("max-age"))
+    if max_age is not None:
+        date = parse_http_date(field(response_headers, b"date"))
+        return stored_at if date is None else date + max_age
+    expires_raw = field(response_headers, b"expires")
+    if expires_raw is None:
+        return None
+    expires = parse_http_date(expires_raw)
+    return stored_at if expires is None else expires
+
+
 def lastmod_lifetime(response_headers: Fields, rule: RefreshRule, timestamp: float | None = None) -> float | None:
     """Squid's LM-factor: PERCENT of how long before ``timestamp`` (the reply's Date by
     default) it was last modified; None without a Last-Modified strictly before it."""
@@ -466,19 +484,17 @@ def invalidated_urls(method: str, status: int, url: str, response_headers: Field
 
 # ---------------------------------------------------------------- ranges (RFC 9110 14)
 
-def parse_range(value: bytes | None, length: int) -> list[tuple[int, int]] | None:
-    """RFC 9110 14.1.2: byte ranges as (first, last) within ``length``.
-
-    None when there is no usable Range (ignore it and send everything); []
-    when none of the ranges can be satisfied (416).
-    """
+def range_specs(value: bytes | None) -> list[tuple[int | None, int | None]] | None:
+    """RFC 9110 14.1.1: a ``bytes`` Range's byte-range-specs as (first, last), None for
+    a position not given (``bytes=-N`` is (None, N), ``bytes=N-`` is (N, None)); None
+    when the field is absent or not a byte range squidpy can use."""
     if value is None:
         return None
     text = value.decode("latin-1").strip()
     unit, _, spec = text.partition("=")
     if unit.strip().lower() != "bytes" or not spec:
         return None
-    ranges = []
+    specs: list[tuple[int | None, int | None]] = []
     for part in spec.split(","):
         part = part.strip()
         if not part:
@@ -490,23 +506,65 @@ def parse_range(value: bytes | None, length: int) -> list[tuple[int, int]] | Non
         if first_text == "":
             if not last_text.isdigit():
                 return None
-            suffix = int(last_text)
+            specs.append((None, int(last_text)))
+            continue
+        if not first_text.isdigit() or (last_text and not last_text.isdigit()):
+            return None
+        specs.append((int(first_text), int(last_text) if last_text else None))
+    return specs
+
+
+def parse_range(value: bytes | None, length: int) -> list[tuple[int, int]] | None:
+    """RFC 9110 14.1.2: byte ranges as (first, last) within ``length``.
+
+    None when there is no usable Range (ignore it and send everything); []
+    when none of the ranges can be satisfied (416).
+    """
+    specs = range_specs(value)
+    if specs is None:
+        return None
+    ranges = []
+    for first, last in specs:
+        if first is None:
+            suffix = last or 0
             if suffix == 0:
                 continue
             ranges.append((max(0, length - suffix), length - 1))
             continue
-        if not first_text.isdigit() or (last_text and not last_text.isdigit()):
-            return None
-        first = int(first_text)
-        last = int(last_text) if last_text else length - 1
         if first >= length:
             continue
+        if last is None:
+            last = length - 1
         if last < first:
             return None
         ranges.append((first, min(last, length - 1)))
     if len(ranges) > 64:
         return None                     # 14.2: too many ranges, as a denial of service, is ignored
     return ranges
+
+
+def range_offset_limit_exceeded(specs: list[tuple[int | None, int | None]], limit: int) -> bool:
+    """Squid 5.7's HttpHdrRange::offsetLimitExceeded for range_offset_limit ``limit``
+    (bytes; -1: none): True when the Range goes upstream as asked, False when the
+    whole object is fetched instead.  0 always forwards the Range, -1 never does;
+    otherwise the lowest first byte must be within the limit, and a request whose
+    first position Squid finds unknown (a suffix ``bytes=-N``) is forwarded."""
+    if limit == 0:
+        return True
+    if limit == -1:
+        return False
+    first = _first_offset(specs)
+    return first is None or first > limit
+
+
+def _first_offset(specs: list[tuple[int | None, int | None]]) -> int | None:
+    """HttpHdrRange::firstOffset, walked as Squid walks it: a suffix spec makes the
+    lowest offset unknown, and a later spec with a known start replaces the unknown."""
+    offset: int | None = None
+    for first, _last in specs:
+        if offset is None or first is None or first < offset:
+            offset = first
+    return offset
 
 
 def if_range_allows(request_headers: Fields, stored_headers: Fields) -> bool:

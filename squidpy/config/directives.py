@@ -194,12 +194,14 @@ def _outgoing_address(args, ctx):
 
 directive(
     "tcp_outgoing_address", "ADDRESS [[!]ACL ...]", _outgoing_address, None, "Network", kind=APPEND,
-    doc="""The local address connections to origins are made from. Lines are
-    tried in order for each address of the origin: a line applies only to
-    origin addresses of its own IP version (an IPv4 ADDRESS to IPv4 origins),
-    and the first whose ACLs all match decides (no ACL: always); no line: the
-    system chooses. dst ACLs here test the address being connected to (the
-    origin's name is looked up first if need be); other ACLs that need a lookup
+    doc="""The local address connections to origins, to cache_peer peers and to
+    an intercepted request's original destination are made from. Lines are
+    tried in order for each address connected to: a line applies only to
+    addresses of its own IP version (an IPv4 ADDRESS to IPv4 origins), and the
+    first whose ACLs all match decides (no ACL: always); no line: the system
+    chooses. dst ACLs here test the address being connected to (a peer's, or the
+    origin's, whose name is looked up first if need be); a tproxy request that
+    connects from the client's address (spoof_client_ip) ignores it; other ACLs that need a lookup
     do not match, as in Squid. Idle connections are reused only for requests
     that would be sent from the same address. any_addr: the system chooses.
     The address must be one of this machine's, or connecting fails
@@ -582,7 +584,7 @@ def _access_log(args, ctx):
     rule = None
     if rest:
         holder = AccessList("access_log")
-        rule = holder.add_rule(["allow", *rest], ctx.config.acls, ctx.where, ctx.text)
+        rule = holder.add_rule(["allow", *rest], ctx.config.acls, ctx.where, ctx.text, warn=ctx.warn)
     return AccessLogSpec(destination, fmt, rule, ctx.where, rotate, buffer_size, on_error)
 
 
@@ -1421,6 +1423,29 @@ directive("cache_miss_revalidate", "on|off", _onoff, "on", "Cache",
 directive("offline_mode", "on|off", _onoff, "off", "Cache",
           doc="""Serve every stored object without asking the origin, however
           stale (TCP_OFFLINE_HIT): for a network that is down.""")
+def _range_offset_limit(args, ctx):
+    if not args:
+        raise ValueError("expected: range_offset_limit SIZE|none [[!]ACL ...]")
+    size, rest = take_size(args, "bytes", ctx.warn)
+    rule = None
+    if rest:
+        holder = AccessList("range_offset_limit")
+        rule = holder.add_rule(["allow", *rest], ctx.config.acls, ctx.where, ctx.text, warn=ctx.warn)
+    return SizeRule(size, rule)
+
+
+directive(
+    "range_offset_limit", "SIZE|none [[!]ACL ...]", _range_offset_limit, None, "Cache", kind=APPEND,
+    doc="""How far into an object a Range request may start for squidpy to fetch the
+    whole object instead (without the Range), store it if it may, and answer the
+    range from it. The first line whose ACLs match decides; no line matches: 0,
+    Squid's default, where the Range goes to the origin as asked and its 206 is not
+    stored. none (or -1): always fetch the whole object, and a client that leaves
+    does not stop the fetch (quick_abort does not apply). A request for the last
+    bytes (bytes=-N) is forwarded as asked unless the limit is none. The ACLs are
+    tested as Squid's fast checks (one that needs a lookup does not match).""",
+)
+
 directive("collapsed_forwarding", "on|off", _onoff, "on", "Cache",
           doc="""Concurrent misses for one URL wait for a single fetch from the
           origin and are then answered from the cache, instead of all going to
@@ -1524,6 +1549,25 @@ directive(
     "forward_max_tries", "N", lambda args, ctx: parse_int(args, 0), "25", "Peers",
     doc="""Most attempts to forward one request: each origin address or peer
     address tried counts, retries on a reused connection too.""",
+)
+
+def _connect_retries(args, ctx):
+    value = parse_int(args)
+    if value > 10:
+        ctx.warn("WARNING: connect_retries cannot be larger than 10. Resetting to 10.")
+        value = 10
+    return value
+
+
+directive(
+    "connect_retries", "N", _connect_retries, "0", "Peers",
+    doc="""How often a connection to one address (an origin's or a peer's) is opened
+    in all when opening it fails at once (refused, unreachable), as Squid 5.7's
+    ConnOpener counts: N tries, at least one, 50 ms apart, all within
+    connect_timeout (peer_connect_timeout for a peer). 0 and 1: one try. A
+    connect that times out is not repeated. These tries do not count towards
+    forward_max_tries; then the next address or peer is tried. At most 10 (a
+    larger value is taken as 10, with Squid's warning).""",
 )
 
 directive(

@@ -106,7 +106,6 @@ unsupported(REFUSED, "sslcrtvalidator_program sslcrtvalidator_children",
 unsupported(REFUSED, "sslproxy_foreign_intermediate_certs",
             "intermediate certificates for origins that do not send their whole chain")
 unsupported(REFUSED, "neighbor_type_domain", "a cache_peer of another type for some domains")
-unsupported(REFUSED, "connect_retries", "retrying a connection to the same address")
 unsupported(REFUSED, "memory_cache_mode", "choosing which objects the memory cache keeps", accepts=("always",))
 unsupported(REFUSED, "cache_store_log", "the store.log", accepts=("none",))
 unsupported(REFUSED, "log_mime_hdrs", "logging request and reply headers", accepts=("off",))
@@ -114,7 +113,7 @@ unsupported(REFUSED, "client_netmask", "masking client addresses in logs")
 unsupported(REFUSED, "strip_query_terms", "removing query terms from logged URLs (squidpy logs them whole)",
             accepts=("off",))
 unsupported(REFUSED, "send_hit store_miss collapsed_forwarding_access", "access lists on cache hits and stores")
-unsupported(REFUSED, "range_offset_limit vary_ignore_expire negative_ttl", "this cache policy setting")
+unsupported(REFUSED, "vary_ignore_expire negative_ttl", "this cache policy setting")
 unsupported(REFUSED, "broken_posts request_entities force_request_body_continuation",
             "this handling of request bodies")
 unsupported(REFUSED, "note", "transaction annotations")

@@ -121,6 +121,7 @@ class ConnectFailed(Event):
     status: int = 503
     server_ip: str | None = None
     tls: Any = None             # the TlsFailure of an ERR_SECURE_CONNECT_FAIL (squidpy.tls.errors)
+    errno: int | None = None    # connect()'s error (111: refused ...); None: timed out, or no connect() failed
 
 
 @dataclass(slots=True)

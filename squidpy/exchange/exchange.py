@@ -19,6 +19,7 @@ into docs/architecture.md) lists every legal one.
 
 from __future__ import annotations
 
+import copy
 import enum
 import html
 from typing import Any, Callable
@@ -52,7 +53,7 @@ from squidpy.mgr.actions import needs_of
 from squidpy.mgr.request import (
     ManagerError, ManagerRequest, is_metrics, manager_base, manager_request, password_ok,
 )
-from squidpy.peers.forwarding import NO_CANDIDATE, Forwarding
+from squidpy.peers.forwarding import NO_CANDIDATE, REOPEN_PAUSE, Forwarding, reopens
 from squidpy.peers.peer import SIBLING, login_fields
 from squidpy.peers.selection import HIER_DIRECT, TIMEOUT_PREFIX, PeerSelector, Ping, RequestFacts, is_hierarchical
 
@@ -62,6 +63,7 @@ CONNECTION_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 MAX_BUFFERED_BODY = 256 * 1024     # request body held while connecting, before reading pauses
 MULTIRANGE_READ_LIMIT = 8 << 20     # several ranges of a disk object are cut from it in memory up to this
 REPLACED_ON_PARTS = frozenset({b"content-length", b"content-range"})   # a 304/206/416 from a stored 200
+RANGE_FIELDS = frozenset({b"range", b"if-range", b"request-range"})      # left out when the whole is fetched
 CLOSE_AFTER = frozenset({
     "ERR_INVALID_REQ", "ERR_INVALID_URL", "ERR_UNSUP_REQ", "ERR_UNSUP_HTTPVERSION", "ERR_TOO_BIG",
     "ERR_LIFETIME_EXP",
@@ -212,10 +214,12 @@ class Exchange:
     upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
     indirect: IndirectClient | None = None   # follow_x_forwarded_for's walk, while under way
     bind: Bind | None = None            # tcp_outgoing_address's local addresses
+    source: str | None = None           # tproxy: the client's address, to connect from (spoof_client_ip)
     connect_after_lookup = False        # connecting once the origin's addresses are known (tcp_outgoing_address)
     body_buffer: list[bytes] | None = None   # the body held until the request goes upstream
     buffered = 0
     refusal: tuple[str, str, int] | None = None
+    intercepted_tls = False             # the CONNECT an intercepting https_port makes of a connection (no bytes sent it)
     response: ResponseHead | None = None
     framing = NO_BODY
     reply_started = False
@@ -236,8 +240,14 @@ class Exchange:
     callout: Callout | None = None      # what helpers decide about it (only when they do)
     host_verified = False               # the Host passed verification (interception, host_verify_strict)
     original_dst = False                # it goes to the address the client connected to (interception)
+    redirected = False                  # the URL rewriter gave it another URL (Squid's flags.redirected)
     _head_cmd: c.SendToClient | None = None
     bump = None                         # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
+    range_limit: int | None = None      # range_offset_limit for this Range request (None: not looked at)
+    whole_for_range = False             # its Range was left out upstream: the whole object is fetched
+    sliced: list[int] | None = None     # [first, last, sent]: the one range of the whole reply relayed
+    connect_failures = 0                # connect_retries: failed opens of the destination being tried
+    connect_deadline = 0.0              # when connect_timeout ends for the destination being tried
 
     def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
@@ -319,11 +329,14 @@ class Exchange:
         client = self.client
         bumped = client.bumped
         try:
-            if client.interception is None:
+            if client.interception is None or bumped is not None:
                 target = parse_target(head.method, head.target)
                 if bumped is not None and target.kind == "origin":     # inside a bumped connection
                     target = parse_target(head.method, bumping.inner_url(bumped, head, target.path))
                 self.target = target = with_domain(target, self.config.append_domain)
+                if client.interception is not None:     # bumped after interception: where did it connect?
+                    verdict = intercept.verify_target(target, client.local_ip, client.local_port,
+                                                      self.shared.cached_addresses)
             else:
                 target, verdict = intercept.intercepted_request(
                     head.method, head.target, head.host, client.local_ip, client.local_port,
@@ -339,7 +352,8 @@ class Exchange:
         elif target.kind != "internal" and client.interception is None and (client.metrics_port or (
                 # only a URL on one of our ports can name us (most name port 80 or 443)
                 (target.port == client.local_port or target.port == shared.my_port) and addressed_to_proxy(
-                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port))):
+                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port,
+                    shared.cached_addresses))):
             if client.metrics_port:
                 e.url = target.url
                 return self.fail("ERR_INVALID_URL", "this port serves /metrics only: it forwards nothing", 404,
@@ -360,6 +374,8 @@ class Exchange:
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
         if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
+        if client.to_proxy and self.intercepted_tls:
+            return self._reset_intercepted("TCP_DENIED")
         if client.to_proxy:
             return self.fail("ERR_ACCESS_DENIED", "this request was sent to the proxy's interception port itself, "
                              "not redirected to it: its destination is this proxy, and forwarding it would loop",
@@ -771,6 +787,7 @@ class Exchange:
         if not self.config.url_rewrite_host_header and self.callout.host is None:
             self.callout.host = old.authority
         self.target = target
+        self.redirected = True
         self.entry.url = target.url
         self.entry.path = target.path
         self.checklist.retarget(target.url, target.scheme, target.host, target.port, target.path,
@@ -935,6 +952,8 @@ class Exchange:
         deny_info picks the page (never the 407 itself), and no redirect while
         credentials are needed.  ``page``: the list's own page when deny_info names
         none (miss_access: ERR_FORWARDING_DENIED)."""
+        if self.intercepted_tls:
+            return self._reset_intercepted(result, 403)
         info = self.config.deny_info.get(name) if name else None
         if auth_required and info is not None and info.kind == "redirect":
             info = None                 # Squid: no 30x while credentials are missing
@@ -984,6 +1003,8 @@ class Exchange:
         e = self.entry
         e.error = error
         e.error_detail = detail
+        if self.intercepted_tls:
+            return self._reset_intercepted(result, status or STATUS.get(error, 500))
         if error in CLOSE_AFTER or self.client.bumped is not None:
             # Squid closes after a request it could not make sense of, and after any error
             # page inside a bumped connection (Squid 5.7 sends Connection: close there)
@@ -1007,6 +1028,16 @@ class Exchange:
         if extra:
             fields += extra
         self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", page.body, fields)
+
+    def _reset_intercepted(self, result: str, status: int = 0) -> None:
+        """An intercepted TLS connection that is not bumped has nothing a page could be
+        shown in (the client speaks TLS to the origin it believes it reached): reset."""
+        e = self.entry
+        e.result, e.status = result, status
+        e.reply_header_size = e.reply_body_size = 0
+        self.keep_alive = False
+        self._emit(c.AbortClient)
+        self.finish()
 
     def _take_back(self) -> bool:
         """Withdraw the reply head (and what followed it) if it has not left yet:
@@ -1277,7 +1308,7 @@ class Exchange:
         if self.config.miss_access.rules and not self._miss_allowed():
             return
         peers = self.shared.peers
-        if not peers or self._to_original_dst():
+        if not peers:
             return self._connect()
         if self.selector is None:
             self.forwarding = Forwarding(self.config.forward_max_tries)
@@ -1290,7 +1321,11 @@ class Exchange:
         no_cache = role is None and head.method in ("GET", "HEAD") or (role is not None and role.reload)
         return RequestFacts(
             head.method, target.url, scheme, target.host, target.port, target.path, self.client.client_ip,
-            self.checklist, user=self.checklist.user, hierarchical=is_hierarchical(head.method, scheme, head.headers),
+            self.checklist, user=self.checklist.user,
+            # Squid's clientHierarchical: an intercepted request whose Host was not verified is
+            # not (parents only under never_direct or nonhierarchical_direct off, no ICP)
+            hierarchical=is_hierarchical(head.method, scheme, head.headers) and (
+                self.client.interception is None or self.host_verified),
             no_cache=no_cache, refresh=role is not None and role.reload,
             need_validation=role is not None and role.revalidating)
 
@@ -1352,11 +1387,11 @@ class Exchange:
             e.hierarchy = "HIER_NONE"
             error, status = NO_CANDIDATE
             return self.fail(error, "no peer or origin server could be used for this request", status,
-                             result="TCP_TUNNEL" if self.tunnel else self._miss_result())
+                             result="NONE_NONE" if self.tunnel else self._miss_result())
         error, detail, status, server_ip = failure
         if self.tunnel:
             self.keep_alive = False
-        self.fail(error, detail, status, result="TCP_TUNNEL" if self.tunnel else self._miss_result(),
+        self.fail(error, detail, status, result="NONE_NONE" if self.tunnel else self._miss_result(),
                   server_ip=server_ip)
 
     def _may_retry(self, connected: bool) -> bool:
@@ -1367,20 +1402,40 @@ class Exchange:
                                          and self.entry.request_body_size > 0, self.reply_started)
 
     def _connect(self, fresh: bool = False) -> None:
-        """Connect to the destination chosen: a peer, or the origin from the local
-        address tcp_outgoing_address picks (which may need the origin's addresses
-        first); a fresh retry keeps the address chosen."""
-        if not fresh and self.peer is None and self.config.tcp_outgoing_address and not self._choose_outgoing():
-            return
+        """Connect to the destination chosen (a peer, the origin, or an intercepted request's
+        original destination) from the local address Squid's getOutgoingAddress picks for
+        every connection: under tproxy the client's own (spoof_client_ip; not to a peer marked
+        no-tproxy), else tcp_outgoing_address's, whose dst ACLs test the address connected to
+        (which may need the origin's addresses first).  A fresh retry keeps what was chosen."""
+        if not fresh:
+            peer, client = self.peer, self.client
+            self.original_dst = peer is None and self._to_original_dst()
+            self.source = (client.client_ip if client.interception == intercept.TPROXY and self._spoofs()
+                           and (peer is None or not peer.no_tproxy) else None)
+            self.bind = None
+            if self.source is None and self.config.tcp_outgoing_address and not self._choose_outgoing():
+                return
         self._open(fresh)
 
-    def _open(self, fresh: bool) -> None:
+    def _open(self, fresh: bool, reopen: bool = False) -> None:
+        """``reopen``: connect_retries' next try of the same destination (not an attempt
+        forward_max_tries counts), after Squid's pause, within what connect_timeout left."""
         target, peer = self.target, self.peer
         self.state = State.CONNECTING
         self.upstream = "connecting"
         self.attempts += 1
-        if self.forwarding is not None:
-            self.forwarding.attempt()
+        timing: dict = {}
+        if reopen:
+            left = self.connect_deadline - self.shared.now() - REOPEN_PAUSE
+            timing = {"delay": REOPEN_PAUSE, "timeout": left}
+        else:
+            if self.forwarding is not None:
+                self.forwarding.attempt()
+            if self.config.connect_retries > 1:
+                self.connect_failures = 0
+                self.connect_deadline = self.shared.now() + (
+                    (peer.connect_timeout or self.config.peer_connect_timeout) if peer is not None
+                    else self.config.connect_timeout)
         if peer is not None:
             role = self.cache
             if role is not None and role.leader:
@@ -1392,22 +1447,26 @@ class Exchange:
             state = self.shared.peers.state(peer)
             through = self._bump_through(peer)
             return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=state.addresses or None, peer=peer, through=through,
-                                        through_host=target.host if through is not None else None))
+                                        addresses=state.addresses or None, peer=peer, bind=self.bind,
+                                        source=self.source, through=through,
+                                        through_host=target.host if through is not None else None, **timing))
         client = self.client
-        if client.interception is None:
-            addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
-            return self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=addresses, bind=self.bind))
-        source = client.client_ip if client.interception == intercept.TPROXY and self._spoofs() else None
-        self.original_dst = self._to_original_dst()
+        if self.original_dst and target.scheme == "https" and not self.tunnel:
+            # bumped after interception: TLS with the name (SNI, certificate check), to the address
+            return self._emit(c.Connect(target.scheme, target.host, client.local_port, fresh=fresh,
+                                        addresses=[client.local_ip], bind=self.bind, source=self.source,
+                                        original_dst=True, **timing))
         if self.original_dst:
-            self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=[client.local_ip], source=source))
+            return self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh,
+                                        tunnel=self.tunnel, addresses=[client.local_ip], bind=self.bind,
+                                        source=self.source, **timing))
+        if target.ip_literal:
+            addresses = [target.host]
         else:
-            addresses = [target.host] if target.ip_literal else None
-            self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=addresses, source=source, bind=self.bind))
+            # an intercepted request's dst ACLs may have seen the original destination instead
+            addresses = (self.checklist.dst or None) if client.interception is None else None
+        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
+                             addresses=addresses, bind=self.bind, source=self.source, **timing))
 
     def _bump_through(self, peer) -> bytes | None:
         """A request inside a bumped connection never goes to a parent in clear: as in
@@ -1427,9 +1486,10 @@ class Exchange:
         return head + b"\r\n"
 
     def _to_original_dst(self) -> bool:
-        """An intercepted request goes to the address the client connected to (Squid's
-        ORIGINAL_DST): always when its Host failed verification, else as client_dst_passthru says."""
-        return self.client.interception is not None and intercept.to_original_destination(
+        """An intercepted request that goes direct goes to the address the client connected
+        to (Squid's ORIGINAL_DST): always when its Host failed verification, else as
+        client_dst_passthru says; not once the URL rewriter gave it another URL."""
+        return self.client.interception is not None and not self.redirected and intercept.to_original_destination(
             True, self.config.client_dst_passthru, self.host_verified)
 
     def _spoofs(self) -> bool:
@@ -1464,11 +1524,20 @@ class Exchange:
         return False
 
     def _choose_outgoing(self) -> bool:
-        """tcp_outgoing_address: the local address of the origin connection, per
-        address of the origin (a line applies to the addresses of its own family and
-        its dst ACLs test the address being connected to).  False while the origin's
-        addresses are being looked up for a dst ACL."""
-        ch, target = self.checklist, self.target
+        """tcp_outgoing_address: the local address of the connection, per address connected
+        to (a line applies to the addresses of its own family and its dst ACLs test the
+        address being connected to: a peer's, the original destination, or the origin's).
+        False while the origin's addresses are being looked up for a dst ACL."""
+        ch, target, peer = self.checklist, self.target, self.peer
+        if peer is not None or self.original_dst:
+            addresses = self.shared.peers.state(peer).addresses if peer is not None else [self.client.local_ip]
+            known = ch.dst
+            ch.dst = list(addresses)
+            try:
+                self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
+            finally:
+                ch.dst = known
+            return True
         if target.ip_literal:
             ch.dst = [target.host]
         try:
@@ -1495,7 +1564,9 @@ class Exchange:
         if destination is None:
             return "ORIGINAL_DST" if self.original_dst else HIER_DIRECT
         timed_out = self.selected is not None and self.selected.timed_out
-        return (TIMEOUT_PREFIX if timed_out else "") + destination.code
+        # Squid's resolveSelected: an intercepted request's DIRECT becomes ORIGINAL_DST
+        code = "ORIGINAL_DST" if self.original_dst and destination.peer is None else destination.code
+        return (TIMEOUT_PREFIX if timed_out else "") + code
 
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
@@ -1520,7 +1591,7 @@ class Exchange:
             self.state = State.TUNNEL
             if self.config.delay_specs:
                 self._delay_pool()
-            if self.bump is None:       # after a peek the client has had its 200 already
+            if self.bump is None and not self.intercepted_tls:   # after a peek the client has had its 200 already
                 e.reply_header_size = len(CONNECTION_ESTABLISHED)
                 self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
             self._emit(c.StartTunnel())
@@ -1538,6 +1609,8 @@ class Exchange:
                     drop = message.CONDITIONAL_FIELDS
             elif not self.config.cache_miss_revalidate and head.cache_fields:
                 drop = role.miss_conditionals()
+            if head.cache_fields and head.method == "GET" and self._fetches_whole():
+                drop = RANGE_FIELDS if drop is None else drop | RANGE_FIELDS
         authority = target.authority
         if self.callout is not None and self.callout.host is not None:
             authority = self.callout.host       # url_rewrite_host_header off
@@ -1573,8 +1646,52 @@ class Exchange:
         if self.body_done and self.chunked_body:
             self._emit(c.SendUpstream(message.LAST_CHUNK))
 
+    def _fetches_whole(self) -> bool:
+        """Squid's decideIfWeDoRanges: a cacheable GET whose Range starts within
+        range_offset_limit is fetched whole (and stored), its range cut out here."""
+        specs = policy.range_specs(field(self.head.headers, b"range"))
+        if specs is None:
+            return False
+        if self.range_limit is None:
+            self.range_limit = self._range_offset_limit()
+        self.whole_for_range = not policy.range_offset_limit_exceeded(specs, self.range_limit)
+        return self.whole_for_range
+
+    def _range_offset_limit(self) -> int:
+        """The first range_offset_limit line whose ACLs match (Squid's fast check: one
+        that needs a lookup does not match); none: 0."""
+        ch = self.checklist
+        for rule in self.config.range_offset_limit:
+            try:
+                if rule.filter is None or matches(rule.filter, ch):
+                    return rule.size
+            except UNDECIDED:
+                continue
+        return 0
+
+    def _slice_whole(self, resp: ResponseHead) -> ResponseHead | None:
+        """The whole object came for a Range request: the client gets its one range as a
+        206 (Squid's buildRangeHeader) when the reply is a 200 of known length without
+        Content-Range and the range fits; else the reply as it is (several ranges:
+        the whole 200, see docs/cache.md)."""
+        length = resp.content_length
+        if resp.status != 200 or length is None or resp.framing.kind != LENGTH or resp.header(
+                b"content-range") is not None:
+            return None
+        ranges = policy.parse_range(field(self.head.headers, b"range"), length)
+        if not ranges or len(ranges) != 1:
+            return None
+        first, last = ranges[0]
+        self.sliced = [first, last, 0]
+        headers = [kv for kv in resp.headers if kv[0].lower() not in REPLACED_ON_PARTS]
+        headers.append((b"Content-Range", b"bytes %d-%d/%d" % (first, last, length)))
+        headers.append((b"Content-Length", b"%d" % (last - first + 1)))
+        return ResponseHead(206, b"Partial Content", resp.version, headers, resp.size, self.head.method)
+
     @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.CHECKING, State.SERVING_STORED))
     def _connect_failed(self, event: ev.ConnectFailed) -> None:
+        if self.config.connect_retries > 1 and event.errno is not None and self._reopen(event):
+            return
         self.upstream = None
         e = self.entry
         peer = self.peer
@@ -1592,7 +1709,8 @@ class Exchange:
             return bumping.splice_failed(self, event)
         if self.tunnel:
             self.keep_alive = False
-            return self.fail(event.error, event.detail, event.status, result="TCP_TUNNEL",
+            # Squid 5.7 logs a tunnel that was never established NONE_NONE/503, not TCP_TUNNEL
+            return self.fail(event.error, event.detail, event.status, result="NONE_NONE",
                              server_ip=event.server_ip)
         if self._stale_instead():
             return
@@ -1604,6 +1722,15 @@ class Exchange:
             return self.fail(event.error, event.detail, event.status, result=self._miss_result(),
                              server_ip=event.server_ip)
         self.fail(event.error, event.detail, event.status, result=self._miss_result(), server_ip=event.server_ip)
+
+    def _reopen(self, event: ev.ConnectFailed) -> bool:
+        """connect_retries: the same destination is opened again (Squid's ConnOpener)."""
+        self.connect_failures += 1
+        if not reopens(self.config.connect_retries, self.connect_failures, event.errno,
+                       self.connect_deadline - self.shared.now()):
+            return False
+        self._open(fresh=True, reopen=True)
+        return True
 
     def _miss_result(self) -> str:
         result = self.entry.result
@@ -1704,10 +1831,17 @@ class Exchange:
         if self.tunnel and resp.status == 200:
             # CONNECT through a parent: it connected; the tunnel starts with the bytes after its answer
             e.status = 200
-            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
             self.state = State.RELAYING
+            if self.bump is not None:       # spliced after a peek: the client has had its 200 already
+                return
+            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             return self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+        if self.tunnel and self.bump is not None:
+            # a splice the parent refuses: the client is mid-TLS, an HTTP answer cannot reach it
+            self._drop_upstream()
+            return bumping.splice_failed(self, ev.ConnectFailed(
+                "ERR_CONNECT_FAIL", f"the parent answered the CONNECT with {resp.status}", 503, e.server_ip))
         if self.tunnel:
             self.keep_alive = False         # the parent's refusal is passed on; the CONNECT is over
         elif self.selected is not None and self.forwarding.may_reforward(
@@ -1753,7 +1887,10 @@ class Exchange:
         if self.reply_limit and resp.content_length is not None and resp.content_length > self.reply_limit:
             self._drop_upstream()
             return self.fail("ERR_TOO_BIG", "the reply is larger than reply_body_max_size", 403)
-        framing = message.client_framing(resp.framing, self.head.version)
+        client_resp = resp
+        if self.whole_for_range:
+            client_resp = self._slice_whole(resp) or resp
+        framing = message.client_framing(client_resp.framing, self.head.version)
         self.framing = framing.kind
         if framing.kind == CLOSE or self.client.closing:
             self.keep_alive = False
@@ -1761,10 +1898,10 @@ class Exchange:
                 resp.status >= 400 and not self.config.persistent_connection_after_error):
             self.keep_alive = False
         head = message.response_head_for_client(
-            resp, framing, self.keep_alive, self.head.version, shared.via_header, shared.x_cache_miss)
+            client_resp, framing, self.keep_alive, self.head.version, shared.via_header, shared.x_cache_miss)
         if self.config.reply_header_access.active:
-            head = self._reply_rules(head, resp.status, resp.headers)
-        e.status = resp.status
+            head = self._reply_rules(head, client_resp.status, resp.headers)
+        e.status = client_resp.status
         e.mime_type = resp.mime_type
         e.reply_headers = resp.headers
         e.reply_header_size = len(head)
@@ -1784,7 +1921,9 @@ class Exchange:
         if response is not None:
             ch.reply_status = response.status
             ch.reply_headers = response.headers
-        pool = select_delay_pool(self.config.delay_specs, ch)
+        peer = self.peer
+        # a reply from a cache_peer marked no-delay is not slowed (Squid's setNoDelay)
+        pool = None if peer is not None and peer.no_delay else select_delay_pool(self.config.delay_specs, ch)
         if pool is not None or response is not None:
             self._emit(c.Throttle(pool, self.client.client_ip, self.entry.user, ch.tag))
 
@@ -1840,6 +1979,13 @@ class Exchange:
         if self.reply_limit and e.reply_body_size > self.reply_limit:
             self._drop_upstream()
             return self.fail("ERR_TOO_BIG", "the reply grew larger than reply_body_max_size", 403)
+        sliced = self.sliced
+        if sliced is not None:
+            start = e.reply_body_size - len(data)
+            data = data[max(0, sliced[0] - start):max(0, sliced[1] + 1 - start)]
+            sliced[2] += len(data)
+            if not data:
+                return
         if self.framing == CHUNKED:
             self._emit(c.SendToClient(message.chunk(data)))
         elif self.framing != NO_BODY:
@@ -2026,7 +2172,8 @@ class Exchange:
             return False
         waiters = len(self.shared.cache.pending.get(role.key) or ()) if role.leader else 0
         return keeps_fetching(QuickAbort.from_config(self.config), role.teeing, resp.size or 1,
-                              resp.content_length, self.entry.reply_body_size, waiters)
+                              resp.content_length, self.entry.reply_body_size, waiters,
+                              whole_for_range=self.range_limit == -1)
 
     @on([State.DONE], type(ev.ClientGone))
     def _gone_after_done(self, _event) -> None:
@@ -2046,7 +2193,12 @@ class Exchange:
         if self.callout is not None:
             self._log_helper_facts()
         if not self.background:
-            self._emit(c.Log(self.entry, self.checklist))
+            entry = self.entry
+            if self.sliced is not None:
+                # the log counts what the client got: its range, not the whole object fetched
+                entry = copy.copy(entry)
+                entry.reply_body_size = self.sliced[2]
+            self._emit(c.Log(entry, self.checklist))
         self._emit(c.Finished(self.keep_alive))
 
 

@@ -27,6 +27,16 @@ ALWAYS_REFORWARDED = frozenset({502, 504})
 REFORWARDED_ON_ERROR = frozenset({403, 500, 501, 503})
 
 NO_CANDIDATE = ("ERR_READ_ERROR", 502)      # what Squid 5.7 answers when selection found nothing
+REOPEN_PAUSE = 0.05         # Squid's ConnOpener waits this long before opening again
+
+
+def reopens(connect_retries: int, failures: int, errno: int | None, time_left: float) -> bool:
+    """connect_retries, as Squid 5.7's ConnOpener counts: after the ``failures``-th
+    failed connect() to one address (``errno``: its error; a timeout has none and is
+    not repeated), open it again while fewer than ``connect_retries`` tries failed and
+    connect_timeout leaves ``time_left`` seconds beyond the pause.  So 0 and 1 both
+    mean one try; these tries are not forward_max_tries' attempts."""
+    return errno is not None and failures < connect_retries and time_left > REOPEN_PAUSE
 
 
 def reforwardable_status(status: int, retry_on_error: bool) -> bool:

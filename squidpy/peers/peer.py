@@ -43,12 +43,12 @@ FLAGS = {
     "sourcehash": "sourcehash",
     "userhash": "userhash",
     "allow-miss": "allow_miss",
+    "no-tproxy": "no_tproxy",
+    "no-delay": "no_delay",
 }
 
 # Accepted and without effect in squidpy, as Squid accepts them when built without the feature.
 IGNORED = {
-    "no-tproxy": "squidpy does not spoof client addresses (TPROXY)",
-    "no-delay": "squidpy has no delay pools",
     "auth-no-keytab": "squidpy does not log in to peers with Kerberos",
 }
 IGNORED_PREFIXES = {
@@ -142,6 +142,8 @@ class CachePeer:
     sourcehash: bool = False
     userhash: bool = False
     allow_miss: bool = False
+    no_tproxy: bool = False             # connect from squidpy's address even for a tproxy request
+    no_delay: bool = False              # replies from this peer are not slowed by delay pools
     login: str | None = None            # unescaped
     connect_timeout: float | None = None   # seconds; None: peer_connect_timeout
     connect_fail_limit: int = PEER_TCP_MAGIC_COUNT

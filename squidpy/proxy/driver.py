@@ -10,6 +10,7 @@ exchange, and every result goes back to it as an event.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -209,19 +210,27 @@ class ExchangeDriver:
 
     # the origin, or a peer
     def _connect(self, cmd: c.Connect) -> None:
+        if cmd.delay:
+            def later():
+                if not self.finished:
+                    self._connect(dataclasses.replace(cmd, delay=0.0))
+            self.service.reactor.callLater(cmd.delay, later)
+            return
         pool, peer = self.service.pool, cmd.peer
         if peer is not None and cmd.through is not None:
             # a tunnel through the peer to one origin, TLS with it inside: only for that origin
             key = ("peer-bump", peer.name, cmd.port, cmd.through)
         elif peer is not None:
-            # connections to a peer serve every request sent through it
+            # connections to a peer serve every request sent through it (from the same address)
             key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
         else:
             key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
-            if cmd.bind is not None:
-                key += (cmd.bind,)          # reused only for requests sent from the same address
-            if cmd.source is not None:
-                key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
+            if cmd.original_dst and cmd.addresses:
+                key += ("to", cmd.addresses[0])     # a name pinned to the address a client connected to
+        if cmd.bind is not None:
+            key += (cmd.bind,)          # reused only for requests sent from the same address
+        if cmd.source is not None:
+            key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -246,10 +255,12 @@ class ExchangeDriver:
                 tls, checklist, origin = self.service.tls, self.exchange.checklist, cmd.through_host
                 tls_factory = lambda: tls.origin_session(origin, checklist)    # noqa: E731
         elif cmd.scheme == "https" and not cmd.tunnel:
+            # TLS with the origin itself; to a peer an https:// URL goes as it is (Squid)
             tls, checklist = self.service.tls, self.exchange.checklist
             tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
-        bind = None if peer is not None else cmd.bind
-        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout, bind,
+        if cmd.timeout is not None:
+            timeout = cmd.timeout
+        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout, cmd.bind,
                                                      cmd.source, cmd.through))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
@@ -273,7 +284,7 @@ class ExchangeDriver:
         if isinstance(err, DnsError):
             event = ev.ConnectFailed("ERR_DNS_FAIL", str(err), 503)
         elif isinstance(err, UpstreamError):
-            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls)
+            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls, err.errno)
         else:
             log.error("unexpected failure connecting to %s: %s", self.exchange.entry.url, failure.getErrorMessage())
             event = ev.ConnectFailed("ERR_CANNOT_FORWARD", failure.getErrorMessage(), 503)

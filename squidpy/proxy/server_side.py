@@ -51,11 +51,12 @@ ATTEMPT_DELAY = 0.25        # seconds before the next address is tried alongside
 
 class UpstreamError(Exception):
     """Talking to the origin failed; ``error`` is the ERR_* page to show (``tls``: the
-    TlsFailure of an ERR_SECURE_CONNECT_FAIL)."""
+    TlsFailure of an ERR_SECURE_CONNECT_FAIL; ``errno``: connect()'s error number)."""
 
     def __init__(self, error: str, detail: str, status: int = 502, retriable: bool = False,
-                 server_ip: str | None = None, tls=None):
+                 server_ip: str | None = None, tls=None, errno: int | None = None):
         super().__init__(detail)
+        self.errno = errno
         self.error = error
         self.detail = detail
         self.status = status
@@ -725,8 +726,10 @@ class ServerPool:
             e = failure.value
             if isinstance(e, UpstreamError):
                 return failure
+            os_error = getattr(e, "osError", None)
             raise UpstreamError("ERR_CONNECT_FAIL", _describe_connect_error(e), status=503,
-                                server_ip=addresses[-1] if addresses else None)
+                                server_ip=addresses[-1] if addresses else None,
+                                errno=os_error if isinstance(os_error, int) else None)
         d = endpoint.connect(_ServerFactory(self, key, tls_factory, through)).addErrback(failed)
         if tls_factory is not None:
             d.addCallback(lambda conn: conn.handshake if conn.handshake is not None else conn)
