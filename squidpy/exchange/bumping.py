@@ -175,15 +175,22 @@ def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
 
 def _established(x) -> None:
     """200 Connection established (not counted in the CONNECT's logged bytes, as in Squid),
-    then the client's hello."""
+    then the client's hello.  An intercepted connection was sent no CONNECT, so it gets
+    no answer to one (logged /000, as Squid logs it)."""
     e = x.entry
-    e.status = 200
+    e.status = 0 if x.intercepted_tls else 200
     if e.result != "TCP_DENIED":
         e.result = "NONE_NONE"
     x.reply_started = True
     x.state = State.BUMP_CLIENT_HELLO
-    x._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+    if not x.intercepted_tls:
+        x._emit(c.SendToClient(CONNECTION_ESTABLISHED))
     x._emit(c.ReadClientHello)
+
+
+def _direct(x) -> str:
+    """The hierarchy code of a connection SslBump made to the origin."""
+    return "ORIGINAL_DST" if x.intercepted_tls else "HIER_DIRECT"
 
 
 @on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS,
@@ -252,7 +259,7 @@ def _peek(x) -> None:
 def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
     x.upstream = "open"
-    e.hierarchy, e.server_ip, e.server_port = "HIER_DIRECT", event.peer_ip, event.peer_port
+    e.hierarchy, e.server_ip, e.server_port = _direct(x), event.peer_ip, event.peer_port
     if event.seconds:
         e.dns_time = (e.dns_time or 0) + event.seconds
     role.server_cert = ch.server_cert = e.server_cert = event.cert
@@ -268,7 +275,7 @@ def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
 def _server_hello(x, event: ev.ServerHelloRead) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
     x.upstream = "open"
-    e.hierarchy, e.server_ip, e.server_port = "HIER_DIRECT", event.peer_ip, event.peer_port
+    e.hierarchy, e.server_ip, e.server_port = _direct(x), event.peer_ip, event.peer_port
     role.extra = [event.data]
     if event.hello is not None:
         e.server_tls = hello_facts(event.hello)
@@ -367,12 +374,16 @@ def _splice(x) -> None:
     role.spliced = True
     e = x.entry
     first = _copy_entry(e)
-    first.result, first.status, first.hierarchy, first.server_ip = "NONE_NONE", 200, "HIER_NONE", None
+    first.result, first.status, first.hierarchy, first.server_ip = "NONE_NONE", e.status, "HIER_NONE", None
     first.reply_header_size = first.reply_body_size = 0
     first.end = x.shared.now()
     x._emit(c.Log(first, x.checklist))
     e.start = first.end
     e.result = "TCP_TUNNEL"
+    sni = x.checklist.sni
+    if x.intercepted_tls and sni:
+        # Squid makes a second CONNECT of it, to the SNI's name (logged so); it still goes where the client connected
+        e.url = f"{sni}:{x.target.port}"
     if x.upstream == "open":            # after a peek: the origin's first flight goes to the client
         x.tunnel = True
         x.state = State.TUNNEL

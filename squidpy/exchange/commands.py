@@ -171,6 +171,7 @@ class Connect(Command):
     bind: Bind | None = None
     peer: Any = None
     source: str | None = None         # tproxy: connect from this (the client's) address
+    original_dst: bool = False        # by name to the address the client connected to (bumped after interception)
     delay: float = 0.0                # connect_retries: wait this long first (Squid's pause between tries)
     timeout: float | None = None      # connect_retries: what connect_timeout leaves for this try
 

@@ -219,6 +219,7 @@ class Exchange:
     body_buffer: list[bytes] | None = None   # the body held until the request goes upstream
     buffered = 0
     refusal: tuple[str, str, int] | None = None
+    intercepted_tls = False             # the CONNECT an intercepting https_port makes of a connection (no bytes sent it)
     response: ResponseHead | None = None
     framing = NO_BODY
     reply_started = False
@@ -328,11 +329,14 @@ class Exchange:
         client = self.client
         bumped = client.bumped
         try:
-            if client.interception is None:
+            if client.interception is None or bumped is not None:
                 target = parse_target(head.method, head.target)
                 if bumped is not None and target.kind == "origin":     # inside a bumped connection
                     target = parse_target(head.method, bumping.inner_url(bumped, head, target.path))
                 self.target = target = with_domain(target, self.config.append_domain)
+                if client.interception is not None:     # bumped after interception: where did it connect?
+                    verdict = intercept.verify_target(target, client.local_ip, client.local_port,
+                                                      self.shared.cached_addresses)
             else:
                 target, verdict = intercept.intercepted_request(
                     head.method, head.target, head.host, client.local_ip, client.local_port,
@@ -370,6 +374,8 @@ class Exchange:
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
         if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
+        if client.to_proxy and self.intercepted_tls:
+            return self._reset_intercepted("TCP_DENIED")
         if client.to_proxy:
             return self.fail("ERR_ACCESS_DENIED", "this request was sent to the proxy's interception port itself, "
                              "not redirected to it: its destination is this proxy, and forwarding it would loop",
@@ -946,6 +952,8 @@ class Exchange:
         deny_info picks the page (never the 407 itself), and no redirect while
         credentials are needed.  ``page``: the list's own page when deny_info names
         none (miss_access: ERR_FORWARDING_DENIED)."""
+        if self.intercepted_tls:
+            return self._reset_intercepted(result, 403)
         info = self.config.deny_info.get(name) if name else None
         if auth_required and info is not None and info.kind == "redirect":
             info = None                 # Squid: no 30x while credentials are missing
@@ -995,6 +1003,8 @@ class Exchange:
         e = self.entry
         e.error = error
         e.error_detail = detail
+        if self.intercepted_tls:
+            return self._reset_intercepted(result, status or STATUS.get(error, 500))
         if error in CLOSE_AFTER:
             self.keep_alive = False     # Squid closes after a request it could not make sense of
         if self.reply_started and self._take_back():
@@ -1016,6 +1026,16 @@ class Exchange:
         if extra:
             fields += extra
         self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", page.body, fields)
+
+    def _reset_intercepted(self, result: str, status: int = 0) -> None:
+        """An intercepted TLS connection that is not bumped has nothing a page could be
+        shown in (the client speaks TLS to the origin it believes it reached): reset."""
+        e = self.entry
+        e.result, e.status = result, status
+        e.reply_header_size = e.reply_body_size = 0
+        self.keep_alive = False
+        self._emit(c.AbortClient)
+        self.finish()
 
     def _take_back(self) -> bool:
         """Withdraw the reply head (and what followed it) if it has not left yet:
@@ -1427,6 +1447,11 @@ class Exchange:
                                         addresses=state.addresses or None, peer=peer, bind=self.bind,
                                         source=self.source, **timing))
         client = self.client
+        if self.original_dst and target.scheme == "https" and not self.tunnel:
+            # bumped after interception: TLS with the name (SNI, certificate check), to the address
+            return self._emit(c.Connect(target.scheme, target.host, client.local_port, fresh=fresh,
+                                        addresses=[client.local_ip], bind=self.bind, source=self.source,
+                                        original_dst=True, **timing))
         if self.original_dst:
             return self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh,
                                         tunnel=self.tunnel, addresses=[client.local_ip], bind=self.bind,
@@ -1545,7 +1570,7 @@ class Exchange:
             self.state = State.TUNNEL
             if self.config.delay_specs:
                 self._delay_pool()
-            if self.bump is None:       # after a peek the client has had its 200 already
+            if self.bump is None and not self.intercepted_tls:   # after a peek the client has had its 200 already
                 e.reply_header_size = len(CONNECTION_ESTABLISHED)
                 self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
             self._emit(c.StartTunnel())

@@ -222,6 +222,8 @@ class ExchangeDriver:
             key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
         else:
             key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
+            if cmd.original_dst and cmd.addresses:
+                key += ("to", cmd.addresses[0])     # a name pinned to the address a client connected to
         if cmd.bind is not None:
             key += (cmd.bind,)          # reused only for requests sent from the same address
         if cmd.source is not None:

@@ -288,14 +288,18 @@ class PortTls(TlsOptions):
     def has_tls(self) -> bool:
         return bool(self.certs) or self.ssl_bump
 
-    def check(self, https: bool, warn) -> None:
-        """What Squid checks once a port's line is read; raises TlsOptionError."""
+    def check(self, https: bool, warn, interception: str | None = None) -> None:
+        """What Squid checks once a port's line is read; raises TlsOptionError.
+        ``interception``: the port's intercept or tproxy option, if any."""
         if https and not self.certs:
             raise TlsOptionError("https_port requires a tls-cert= parameter")
         if self.ssl_bump and not self.certs:
             raise TlsOptionError("ssl-bump requires tls-cert= (the CA that signs the certificates it makes)")
-        if self.ssl_bump and https:
-            raise TlsOptionError("ssl-bump on https_port requires intercept or tproxy, which squidpy does not do yet")
+        if self.ssl_bump and https and interception is None:
+            raise TlsOptionError("ssl-bump on https_port requires tproxy/intercept which is missing.")
+        if https and interception is not None and not self.ssl_bump:
+            raise TlsOptionError(f"https_port {interception} without ssl-bump (TLS ended with the port's own "
+                                 "certificate) is not implemented by squidpy yet: add ssl-bump (docs/intercept.md)")
         if not self.ssl_bump and not https and self.certs:
             warn("tls-cert= on an http_port without ssl-bump is not used")
 
