@@ -1499,8 +1499,11 @@ directive(
     (10), max-conn=N, standby=N idle connections kept open to it. tls (and
     tls-cert=, tls-key=, tls-cafile=, tls-capath=, tls-crlfile=, tls-cipher=,
     tls-min-version=, tls-options=, tls-flags=DONT_VERIFY_PEER|DONT_VERIFY_DOMAIN,
-    tls-domain=, tls-default-ca=off, tls-no-npn; the older ssl* spellings too)
-    encrypts the connection to the peer. no-query, no-digest, no-netdb-exchange,
+    tls-domain=, tls-default-ca=off, tls-no-npn; the older ssl* spellings too;
+    the words of tls_outgoing_options) encrypts the connection to the peer: its
+    certificate must carry tls-domain= (else the peer's host, also sent as SNI)
+    and come from the system's CAs or tls-cafile=, and a failed handshake is a
+    failed connection to the peer (the next candidate is tried). no-query, no-digest, no-netdb-exchange,
     closest-only, background-ping and basetime= are Squid's. originserver is
     refused: squidpy is not a reverse proxy. An unknown option is ignored with a
     warning, as Squid ignores it.""",

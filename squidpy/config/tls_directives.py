@@ -330,7 +330,8 @@ def adaptations(config, ch, connect_host: str) -> dict[str, str | bool]:
 
 
 def finish(config, warn_at, error_at) -> None:
-    """Checks that need the whole file: ssl_bump's implicit rule, the CAs of ssl-bump ports."""
+    """Checks that need the whole file: ssl_bump's implicit rule, the CAs of ssl-bump ports,
+    the files of tls_outgoing_options and of cache_peers with tls."""
     where = config.tls_used.get("ssl_bump")
     if where:
         config.ssl_bump.finish(config.acls, where, lambda message: warn_at(where, message))
@@ -363,6 +364,13 @@ def finish(config, warn_at, error_at) -> None:
         except TlsSetupError as e:
             error_at(config.tls_used.get("tls_outgoing_options") or f"{config.source}:0",
                      f"tls_outgoing_options {e}")
+    for peer in config.cache_peer:
+        if peer.tls is not None:
+            from squidpy.tls.verify import TlsSetupError, client_context
+            try:
+                client_context(peer.tls)
+            except TlsSetupError as e:
+                error_at(peer.where, f"cache_peer {peer.name} tls-{e}")
 
 
 def _port_context(tls):

@@ -247,10 +247,10 @@ class ExchangeDriver:
                 dns_seconds[0] = time.monotonic() - started
                 return result
             d.addBoth(timed)
-        tls_factory = peer_tls = timeout = None
+        tls_factory = timeout = None
         if peer is not None:
             peering = self.service.peering
-            peer_tls, timeout = peering.tls_for(peer), peering.connect_timeout(peer)
+            tls_factory, timeout = peering.tls_factory(peer), peering.connect_timeout(peer)
             if cmd.through is not None:
                 tls, checklist, origin = self.service.tls, self.exchange.checklist, cmd.through_host
                 tls_factory = lambda: tls.origin_session(origin, checklist)    # noqa: E731
@@ -260,8 +260,8 @@ class ExchangeDriver:
             tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
         if cmd.timeout is not None:
             timeout = cmd.timeout
-        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout, cmd.bind,
-                                                     cmd.source, cmd.through))
+        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, timeout, cmd.bind, cmd.source,
+                                                     cmd.through))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:

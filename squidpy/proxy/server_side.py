@@ -18,7 +18,7 @@ import httptools
 from twisted.internet import defer, interfaces
 from twisted.internet import error as ierror
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import (
     IHostnameResolver, IHostResolution, IReactorPluggableNameResolver, IReactorTCP, IReactorTime,
 )
@@ -88,13 +88,14 @@ class ServerConnection(PausableReading, Protocol):
     written to the client, at once)."""
 
     limit = None                # write_timeout while what we write waits (see proxy/timeouts.py)
+    handshake_timeout = None    # the TLS handshake's time, when not connect_timeout (a peer's, a retry's)
     opened = 0.0
     _unsent = 0
 
     def __init__(self, pool: "ServerPool", key: tuple, tls=None, through: bytes | None = None):
         self.pool = pool
         self.key = key
-        self.tls = tls             # a squidpy.tls.session.TlsSession for https:// origins
+        self.tls = tls             # a squidpy.tls.session.TlsSession for https:// origins and TLS peers
         self.through = through     # a CONNECT to a parent, answered before TLS starts (SslBump via a peer)
         self._through_answer = b""
         self.handshake = None      # fires when the TLS handshake is done (or fails)
@@ -142,7 +143,7 @@ class ServerConnection(PausableReading, Protocol):
         self.pool.opened(self, 1)
         if self.tls is not None:
             self.handshake = defer.Deferred()
-            self.deadline = time.monotonic() + self.pool.connect_timeout
+            self.deadline = time.monotonic() + (self.handshake_timeout or self.pool.connect_timeout)
             if self.through is not None:
                 self.transport.write(self.through)
                 return
@@ -555,14 +556,19 @@ class ServerConnection(PausableReading, Protocol):
 
 
 class _ServerFactory(Factory):
-    def __init__(self, pool: "ServerPool", key: tuple, tls_factory=None, through: bytes | None = None):
+    def __init__(self, pool: "ServerPool", key: tuple, tls_factory=None, timeout: float | None = None,
+                 through: bytes | None = None):
         self.pool = pool
         self.key = key
         self.tls_factory = tls_factory
+        self.timeout = timeout
         self.through = through
 
     def buildProtocol(self, addr):
-        return ServerConnection(self.pool, self.key, self.tls_factory() if self.tls_factory else None, self.through)
+        conn = ServerConnection(self.pool, self.key, self.tls_factory() if self.tls_factory else None, self.through)
+        if self.timeout:
+            conn.handshake_timeout = self.timeout
+        return conn
 
 
 @implementer(IHostResolution)
@@ -697,15 +703,15 @@ class ServerPool:
                 lose(conn.transport)
         self.idle.clear()
 
-    def connect(self, key: tuple, addresses: list[str], tls_factory=None, peer_tls=None,
+    def connect(self, key: tuple, addresses: list[str], tls_factory=None,
                 timeout: float | None = None, bind=None, source: str | None = None,
                 through: bytes | None = None) -> defer.Deferred:
         """Connect to ``addresses`` (happy eyeballs), from the local addresses ``bind``
         names (tcp_outgoing_address); fires with the ServerConnection or fails with
         UpstreamError naming the last address tried.  With ``tls_factory`` (a function
-        making a client TlsSession: https:// origins) it fires once the TLS handshake
-        is done, or fails with ERR_SECURE_CONNECT_FAIL saying why.  ``peer_tls``:
-        Twisted's client TLS options for a cache_peer with ``tls``.  ``source``: the
+        making a client TlsSession: https:// origins, cache_peers with ``tls``) it
+        fires once the TLS handshake is done, within ``timeout`` too, or fails with
+        ERR_SECURE_CONNECT_FAIL saying why.  ``source``: the
         address to connect from, which need not be this host's (tproxy: the client's);
         only addresses of its family can be reached from it.  ``through``: a CONNECT head
         for the parent at ``addresses``, whose 2xx answer comes before TLS starts."""
@@ -719,8 +725,6 @@ class ServerPool:
                     status=503))
         endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses, bind, source), host, port,
                                     timeout=timeout or self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
-        if peer_tls is not None:
-            endpoint = wrapClientTLS(peer_tls, endpoint)
 
         def failed(failure):
             e = failure.value
@@ -730,7 +734,7 @@ class ServerPool:
             raise UpstreamError("ERR_CONNECT_FAIL", _describe_connect_error(e), status=503,
                                 server_ip=addresses[-1] if addresses else None,
                                 errno=os_error if isinstance(os_error, int) else None)
-        d = endpoint.connect(_ServerFactory(self, key, tls_factory, through)).addErrback(failed)
+        d = endpoint.connect(_ServerFactory(self, key, tls_factory, timeout, through)).addErrback(failed)
         if tls_factory is not None:
             d.addCallback(lambda conn: conn.handshake if conn.handshake is not None else conn)
         return d

@@ -1,5 +1,6 @@
-"""Squid's TLS option syntax: ``tls_outgoing_options`` and the TLS options of
-``http_port``/``https_port``, read into plain data.
+"""Squid's TLS option syntax: ``tls_outgoing_options``, ``cache_peer``'s
+``tls-*`` options and the TLS options of ``http_port``/``https_port``, read
+into plain data.
 
 The words are Squid's (src/security/PeerOptions.cc, ServerOptions.cc):
 ``cert=``, ``key=``, ``cipher=``, ``options=`` (OpenSSL option names joined by
@@ -81,19 +82,21 @@ class TlsOptions:
     disabled: bool = False               # "disable": no https:// URLs at all
     version: int | None = None           # the deprecated version=N
 
-    def parse(self, token: str, warn, resolve_path=lambda p: p) -> None:
+    def parse(self, token: str, warn, resolve_path=lambda p: p, unknown=None) -> bool:
         """Apply one option word (``min-version=1.2``); ``warn(message)`` for what
-        Squid reports and goes on with.  Raises TlsOptionError."""
+        Squid reports and goes on with, ``unknown(token)`` (when given) instead of
+        warn for a word that is no TLS option.  False for such a word.  Raises
+        TlsOptionError."""
         key, eq, value = token.partition("=")
         if key == "disable":
             self.__init__()              # Squid clears every setting
             self.disabled = True
-            return
+            return True
         if key == "cert":
             self.certs.append((resolve_path(value), resolve_path(value)))
         elif key == "key":
             if not self.certs:
-                raise TlsOptionError("cert= must come before key=")
+                raise TlsOptionError("cert= option must be set before key= is used")
             self.certs[-1] = (self.certs[-1][0], resolve_path(value))
         elif key == "version":
             warn("UPGRADE WARNING: version= is deprecated; use options= and min-version= to limit protocols")
@@ -104,7 +107,7 @@ class TlsOptions:
         elif key == "min-version":
             if not _MIN_VERSION.match(value):
                 warn(f"unknown TLS minimum version '{value}' (1.0, 1.1, 1.2 or 1.3); ignored")
-                return
+                return True
             self.min_version = value
         elif key == "options":
             self.options = value
@@ -134,9 +137,13 @@ class TlsOptions:
         elif token == "no-npn":
             self.npn = False
         else:
-            warn(f"unknown TLS option '{token}'; ignored")
-            return
+            if unknown is not None:
+                unknown(token)
+            else:
+                warn(f"unknown TLS option '{token}'; ignored")
+            return False
         self.disabled = False
+        return True
 
     def _parse_flags(self, text: str, warn) -> frozenset[str]:
         found = set()
