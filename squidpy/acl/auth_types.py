@@ -17,10 +17,14 @@ from squidpy.acl.types import AclType, AclWarning, _RegexAcl
 from squidpy.auth.cache import forget_addresses
 
 
-def _authenticated_user(ch: Checklist) -> str:
+def _authenticated_user(ch: Checklist) -> str | None:
+    """The user, or None inside a bumped connection whose CONNECT brought none (no match)."""
     if ch.auth is None:
         raise Pending("auth")
     if ch.user is None:
+        from squidpy.auth.decide import ENCAPSULATED   # squidpy.auth.decide imports the ACL types
+        if ch.auth.kind == ENCAPSULATED:
+            return None
         raise AuthRequired()
     return ch.user
 
@@ -56,6 +60,8 @@ class ProxyAuthAcl(AclType):
 
     def match(self, ch: Checklist) -> bool:
         user = _authenticated_user(ch)
+        if user is None:
+            return False
         if self.required:
             return True
         return (user.lower() if "-i" in self.flags else user) in self.users
@@ -75,7 +81,8 @@ class ProxyAuthRegexAcl(_UserRegexAcl):
     example = "-i ^admin"
 
     def match(self, ch: Checklist) -> bool:
-        return self.search(_authenticated_user(ch))
+        user = _authenticated_user(ch)
+        return user is not None and self.search(user)
 
 
 class MaxUserIpAcl(AclType):
@@ -107,8 +114,7 @@ class MaxUserIpAcl(AclType):
         return "-s" in self.flags
 
     def match(self, ch: Checklist) -> bool:
-        _authenticated_user(ch)
-        if ch.user_ip_count <= self.maximum:
+        if _authenticated_user(ch) is None or ch.user_ip_count <= self.maximum:
             return False
         entry = ch.auth.entry
         if entry is not None:
@@ -179,9 +185,12 @@ class ExternalAcl(AclType):
         return self.definition is not None and self.definition.require_auth
 
     def match(self, ch: Checklist) -> bool:
-        from squidpy.helpers.external import apply_reply
+        from squidpy.helpers.external import NoLogin, apply_reply
         from squidpy.helpers.protocol import ERR, OK
-        line = self.definition.request_line(ch, self.acl_name, self.args)
+        try:
+            line = self.definition.request_line(ch, self.acl_name, self.args)
+        except NoLogin:
+            return False
         answer = ch.external.get((self.type_name, line))
         if answer is None:
             raise ExternalPending(self.type_name, line)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from squidpy.acl.checklist import Pending
+from squidpy.auth.decide import inherited
 from squidpy.config.tls_directives import adaptations, sign_algorithm
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
@@ -56,6 +57,8 @@ class BumpedInfo:
     bump_mode: str = bump.BUMP
     failure: tuple | None = None         # (error, detail, status, TlsFailure): the first request's answer
     denial: tuple | None = None          # (verdict, access list): the CONNECT's denial, shown to the first request
+    # what its requests are authenticated as: the CONNECT's user, or nobody (squidpy.auth.decide.inherited)
+    auth: Any = field(default_factory=lambda: inherited(None))
 
 
 @dataclass
@@ -130,7 +133,11 @@ def inner_url(bumped: BumpedInfo, head, path: str) -> str:
 
 
 def tls_facts(ch, entry: LogEntry, bumped: BumpedInfo) -> None:
-    """What SslBump learnt, for the ACLs and the log of a bumped request."""
+    """What SslBump learnt, for the ACLs and the log of a bumped request; its user is
+    the CONNECT's (auth.inherited)."""
+    outcome = ch.auth = bumped.auth
+    if outcome.user is not None:
+        ch.user = entry.user_login = outcome.user
     ch.sni = bumped.sni
     ch.server_cert = bumped.server_cert
     ch.ssl_errors = bumped.ssl_errors
@@ -347,7 +354,8 @@ def _client_tls_ready(x, event: ev.ClientTlsReady) -> None:
     role, e = x.bump, x.entry
     target = x.target
     info = BumpedInfo(target.host, target.port, role.hello.server_name if role.hello is not None else None,
-                      role.server_cert, tuple(role.errors), e.bump_mode or bump.BUMP, role.failure, role.denial)
+                      role.server_cert, tuple(role.errors), e.bump_mode or bump.BUMP, role.failure, role.denial,
+                      inherited(x.checklist.auth))
     e.reply_header_size = e.reply_body_size = 0
     if event.tls is not None:
         e.client_tls = event.tls

@@ -959,7 +959,7 @@ class Exchange:
             info = None                 # Squid: no 30x while credentials are missing
         by_auth_acl = challenge and not auth_required and self._by_auth_acl(name)
         page = info.value if info is not None and info.kind == "page" else page
-        status, page = auth.denial(auth_required, by_auth_acl, page)
+        status, page = auth.denial(auth_required, by_auth_acl, page, self.client.bumped is not None)
         if info is None or info.kind == "page":
             if info is not None and info.status:
                 status = info.status    # deny_info STATUS:PAGE
@@ -1005,8 +1005,10 @@ class Exchange:
         e.error_detail = detail
         if self.intercepted_tls:
             return self._reset_intercepted(result, status or STATUS.get(error, 500))
-        if error in CLOSE_AFTER:
-            self.keep_alive = False     # Squid closes after a request it could not make sense of
+        if error in CLOSE_AFTER or self.client.bumped is not None:
+            # Squid closes after a request it could not make sense of, and after any error
+            # page inside a bumped connection (Squid 5.7 sends Connection: close there)
+            self.keep_alive = False
         if self.reply_started and self._take_back():
             e.reply_header_size = e.reply_body_size = 0
         if self.reply_started:
@@ -1443,9 +1445,11 @@ class Exchange:
                 role.leader = False
                 self._emit(c.ReleaseFetch(role.key))
             state = self.shared.peers.state(peer)
+            through = self._bump_through(peer)
             return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
                                         addresses=state.addresses or None, peer=peer, bind=self.bind,
-                                        source=self.source, **timing))
+                                        source=self.source, through=through,
+                                        through_host=target.host if through is not None else None, **timing))
         client = self.client
         if self.original_dst and target.scheme == "https" and not self.tunnel:
             # bumped after interception: TLS with the name (SNI, certificate check), to the address
@@ -1463,6 +1467,23 @@ class Exchange:
             addresses = (self.checklist.dst or None) if client.interception is None else None
         self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
                              addresses=addresses, bind=self.bind, source=self.source, **timing))
+
+    def _bump_through(self, peer) -> bytes | None:
+        """A request inside a bumped connection never goes to a parent in clear: as in
+        Squid 5.7 (FwdState's "encrypted traffic through a proxy"), a CONNECT to the
+        parent opens a tunnel and TLS with the origin runs inside it, the request in
+        origin form; the CONNECT carries the peer's login= credentials.  A parent
+        reached over TLS (cache_peer ... tls) gets the request itself, as Squid sends it."""
+        if self.client.bumped is None or peer.tls is not None:
+            return None
+        target = self.target
+        authority = f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        _, credentials = login_fields(peer.login, [], self.checklist.user)
+        head = ("\r\n".join(lines) + "\r\n").encode("latin-1", "replace")
+        if credentials is not None:
+            head += b"Proxy-Authorization: " + credentials + b"\r\n"
+        return head + b"\r\n"
 
     def _to_original_dst(self) -> bool:
         """An intercepted request that goes direct goes to the address the client connected
@@ -1594,7 +1615,7 @@ class Exchange:
         if self.callout is not None and self.callout.host is not None:
             authority = self.callout.host       # url_rewrite_host_header off
         path, proxy_auth, keep_proxy_auth = target.path, None, False
-        if peer is not None:
+        if peer is not None and (self.client.bumped is None or peer.tls is not None):
             # to a proxy: the absolute URL (host:port for CONNECT), login= credentials, and
             # to a sibling only what it has (only-if-cached, unless allow-miss)
             path = target.url

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from squidpy.acl.checklist import AuthRequired, Checklist, Pending
+from squidpy.auth.decide import ENCAPSULATED
 from squidpy.helpers.protocol import BH, ERR, OK, ChildConfig, escape
 
 # old name -> logformat code
@@ -87,6 +88,11 @@ class ExternalAclType:
         return " ".join(words)
 
 
+class NoLogin(Exception):
+    """%ul inside a bumped connection whose CONNECT was not authenticated: Squid asks no
+    helper and the external ACL does not match."""
+
+
 def shell_quote(value: str) -> str:
     """Squid's strwordquote (protocol=2.5): quotes around values with spaces,
     backslash before quotes and backslashes, \\n and \\r written out."""
@@ -101,6 +107,8 @@ def _value(token: FormatToken, ch: Checklist) -> str:
         if outcome is None:
             raise Pending("auth")
         if ch.user is None:
+            if outcome.kind == ENCAPSULATED:
+                raise NoLogin()
             raise AuthRequired()
         return ch.user
     if code == "un":

@@ -592,8 +592,10 @@ class ClientConnection(PausableReading, Protocol):
     def become_bumped(self, info) -> None:
         """The CONNECT bumped: the connection goes on as HTTP inside TLS, a new session."""
         self.bumped_info = None
+        before = self.info
         self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
-                               self.info.port_tls, info, interception=self.info.interception)
+                               before.port_tls, info, interception=before.interception)
+        self.info.notes = before.notes      # the connection's annotations (annotate_client), as in Squid
         if self.tls is not None:
             self.info.tls = self.tls.facts()
         self.session = ClientSession()

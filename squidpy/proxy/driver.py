@@ -217,7 +217,10 @@ class ExchangeDriver:
             self.service.reactor.callLater(cmd.delay, later)
             return
         pool, peer = self.service.pool, cmd.peer
-        if peer is not None:
+        if peer is not None and cmd.through is not None:
+            # a tunnel through the peer to one origin, TLS with it inside: only for that origin
+            key = ("peer-bump", peer.name, cmd.port, cmd.through)
+        elif peer is not None:
             # connections to a peer serve every request sent through it (from the same address)
             key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
         else:
@@ -248,12 +251,17 @@ class ExchangeDriver:
         if peer is not None:
             peering = self.service.peering
             tls_factory, timeout = peering.tls_factory(peer), peering.connect_timeout(peer)
+            if cmd.through is not None:
+                tls, checklist, origin = self.service.tls, self.exchange.checklist, cmd.through_host
+                tls_factory = lambda: tls.origin_session(origin, checklist)    # noqa: E731
         elif cmd.scheme == "https" and not cmd.tunnel:
+            # TLS with the origin itself; to a peer an https:// URL goes as it is (Squid)
             tls, checklist = self.service.tls, self.exchange.checklist
             tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
         if cmd.timeout is not None:
             timeout = cmd.timeout
-        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, timeout, cmd.bind, cmd.source))
+        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, timeout, cmd.bind, cmd.source,
+                                                     cmd.through))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:
