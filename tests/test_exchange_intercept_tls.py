@@ -81,20 +81,24 @@ def test_a_metrics_port_still_refuses_interception():
 
 # ---------------------------------------------------------------- the steps
 def test_peek_then_splice_by_sni(ca_pem):
-    x = intercepted(shared_for(ca_pem, "ssl_bump peek step1\nssl_bump splice all\n"))
+    x = intercepted(shared_for(ca_pem, "ssl_bump peek step1\nssl_bump splice all\n",
+                               addresses={"www.site.test": ["198.51.100.7", ORIGIN]}))
     assert x.handle(ev.RequestStarted) == [c.ReadClientHello]          # no 200: nobody asked for one
     assert x.state is State.BUMP_CLIENT_HELLO
     out = x.handle(ev.ClientHelloRead(hello("www.site.test")))
     assert kinds(out) == ["Log", "Connect"]
     first, connect = out[0].entry, out[1]
+    first_checklist = out[0].checklist
     assert (first.result, first.status, first.url, first.hierarchy) == (
         "NONE_NONE", 0, f"{ORIGIN}:443", "HIER_NONE")
     assert connect.tunnel and connect.addresses == [ORIGIN] and connect.port == 443
     assert x.handle(ev.Connected(ORIGIN, 443)) == [c.StartTunnel()]
     out = x.handle(ev.TunnelEnded(500, 1500))
     tunnel = out[0].entry
-    assert (tunnel.result, tunnel.status, tunnel.url, tunnel.hierarchy, tunnel.server_ip) == (
-        "TCP_TUNNEL", 200, "www.site.test:443", "ORIGINAL_DST", ORIGIN)
+    assert (tunnel.result, tunnel.status, tunnel.url, tunnel.hierarchy, tunnel.server_ip, tunnel.bump_mode) == (
+        "TCP_TUNNEL", 200, "www.site.test:443", "ORIGINAL_DST", ORIGIN, "splice")
+    # the second CONNECT was judged with a checklist of its own: the first one's facts stay
+    assert (out[0].checklist.host, first_checklist.host) == ("www.site.test", ORIGIN)
 
 
 def test_no_sni_splices_under_the_address(ca_pem):
@@ -194,3 +198,89 @@ def test_a_bumped_request_naming_another_port_fails_verification(ca_pem):
     x = inner(ca_pem, b"GET /c HTTP/1.1\r\nHost: www.site.test:8443\r\n\r\n", {"www.site.test": [ORIGIN]})
     out = x.handle(ev.RequestStarted)
     assert kinds(out) == ["Connect"] and out[0].addresses == [ORIGIN] and not x.host_verified
+
+
+# ---------------------------------------------------------------- a splice at step 2: Squid's second CONNECT
+SPLICE = "ssl_bump peek step1\nssl_bump splice all\n"
+SOCIAL = POLICY.replace("http_access allow clients\n",
+                        "acl social dstdomain .social.test\nhttp_access deny social\nhttp_access allow clients\n")
+
+
+def spliced(ca_pem, sni: str, policy: str = POLICY, **kw) -> tuple[Exchange, list]:
+    """An intercepted connection peeked at step 1 and spliced at step 2, once its hello is read."""
+    x = intercepted(shared_for(ca_pem, SPLICE, policy=policy, names={ORIGIN: "cdn.test"}, **kw))
+    assert x.handle(ev.RequestStarted) == [c.ReadClientHello]
+    return x, x.handle(ev.ClientHelloRead(hello(sni)))
+
+
+def test_a_dstdomain_denial_of_the_sni_resets_the_splice(ca_pem):
+    """The first CONNECT (to the address) passes http_access; the second, named after the SNI,
+    is denied by dstdomain: nothing is spliced, the client is reset."""
+    x, out = spliced(ca_pem, "www.social.test", policy=SOCIAL, addresses={"www.social.test": [ORIGIN]})
+    assert kinds(out) == ["Log", "AbortClient", "Log", "Finished"]
+    first, second = out[0].entry, out[2].entry
+    assert (first.result, first.status, first.url) == ("NONE_NONE", 0, f"{ORIGIN}:443")
+    assert (second.result, second.status, second.url, second.hierarchy, second.bump_mode) == (
+        "TCP_DENIED", 403, "www.social.test:443", "HIER_NONE", "splice")
+    assert second.denied_by is not None and second.reply_header_size == second.reply_body_size == 0
+
+
+def test_an_sni_resolving_elsewhere_is_refused_409(ca_pem):
+    x, out = spliced(ca_pem, "www.elsewhere.test", addresses={"www.elsewhere.test": ["198.51.100.9"]})
+    assert kinds(out) == ["Log", "Report", "Report", "AbortClient", "Log", "Finished"]
+    assert [r.message for r in out[1:3]] == [
+        f"SECURITY ALERT: Host header forgery detected on local={ORIGIN}:443 remote={CLIENT}:40000 "
+        "(local IP does not match any domain IP)",
+        "SECURITY ALERT: on URL: www.elsewhere.test:443"]
+    refused = out[4].entry
+    assert (refused.result, refused.status, refused.url, refused.error, refused.bump_mode) == (
+        "NONE_NONE", 409, "www.elsewhere.test:443", "ERR_CONFLICT_HOST", None)
+
+
+def test_the_sni_is_looked_up_when_not_cached(ca_pem):
+    x, out = spliced(ca_pem, "www.new.test")
+    assert kinds(out) == ["Log", "LookUp"] and out[1] == c.LookUp("host", "www.new.test")
+    assert x.state is State.VERIFYING_HOST
+    out = x.handle(ev.FactKnown("host", [ORIGIN], seconds=0.004))
+    assert kinds(out) == ["Connect"] and out[0].tunnel and out[0].addresses == [ORIGIN]
+    assert x.entry.dns_time == 0.004
+
+
+def test_an_sni_that_does_not_resolve_is_refused_after_its_lookup(ca_pem):
+    x, out = spliced(ca_pem, "www.nowhere.test")
+    out = x.handle(ev.FactKnown("host", []))
+    assert kinds(out) == ["Report", "Report", "AbortClient", "Log", "Finished"]
+    assert (out[3].entry.result, out[3].entry.status) == ("NONE_NONE", 409)
+
+
+def test_the_second_connect_sees_the_sni_in_ssl_acls_and_dstdomain(ca_pem):
+    """ssl::server_name and at_step see the SNI and step 2 in the second CONNECT's http_access."""
+    policy = POLICY.replace("http_access allow clients\n", "acl late at_step SslBump2\nacl named ssl::server_name "
+                            ".ok.test\nhttp_access deny late !named\nhttp_access allow clients\n")
+    x, out = spliced(ca_pem, "www.ok.test", policy=policy, addresses={"www.ok.test": [ORIGIN], "www.no.test": [ORIGIN]})
+    assert kinds(out) == ["Log", "Connect"]
+    x, out = spliced(ca_pem, "www.no.test", policy=policy, addresses={"www.no.test": [ORIGIN]})
+    assert kinds(out) == ["Log", "AbortClient", "Log", "Finished"] and out[2].entry.status == 403
+
+
+def test_no_sni_makes_the_second_connect_to_the_address(ca_pem):
+    x, out = spliced(ca_pem, None, policy=SOCIAL)
+    assert kinds(out) == ["Log", "Connect"] and out[1].addresses == [ORIGIN]
+    assert x.entry.url == f"{ORIGIN}:443"
+
+
+def test_a_splice_after_peeking_at_the_server_is_logged_once_under_the_address(ca_pem):
+    """Step 3: Squid tunnels its first CONNECT (no second one, no Host verification,
+    no http_access of the SNI): one TCP_TUNNEL line under the address."""
+    x = intercepted(shared_for(ca_pem, "ssl_bump peek all\nssl_bump splice all\n", policy=SOCIAL,
+                               names={ORIGIN: "cdn.test"}))
+    x.handle(ev.RequestStarted)
+    out = x.handle(ev.ClientHelloRead(hello("www.social.test")))
+    assert out == [c.PeekServer(ORIGIN, 443, [ORIGIN])]
+    out = x.handle(ev.ServerHelloRead(None, b"\x16\x03\x03", "not a hello", ORIGIN, 443))
+    assert kinds(out) == ["StartTunnel"]
+    out = x.handle(ev.TunnelEnded(10, 20))
+    assert kinds(out) == ["Log", "Finished"]
+    entry = out[0].entry
+    assert (entry.result, entry.status, entry.url, entry.hierarchy, entry.bump_mode) == (
+        "TCP_TUNNEL", 200, f"{ORIGIN}:443", "ORIGINAL_DST", "splice")

@@ -36,7 +36,7 @@ CERTGEN = "/opt/squid-openssl/usr/lib/squid/security_file_certgen"
 NO_PROXY_ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 NOWHERE = "198.51.100.9"            # a name that does not resolve to where the client connects
 NAMES = {"origin.test": ORIGIN4, "blocked.test": ORIGIN4, "bumped.test": ORIGIN4, "denied.test": ORIGIN4,
-         "elsewhere.test": NOWHERE}
+         "late.test": ORIGIN4, "elsewhere.test": NOWHERE}
 POLICY = """
 http_port {http}
 https_port {port} intercept ssl-bump tls-cert={ca}
@@ -44,11 +44,16 @@ tls_outgoing_options cafile={root}
 acl step1 at_step SslBump1
 acl blocked ssl::server_name blocked.test
 acl bumped ssl::server_name bumped.test
+acl step2 at_step SslBump2
+acl late ssl::server_name late.test
 ssl_bump peek step1
 ssl_bump terminate blocked
 ssl_bump bump bumped
+ssl_bump peek step2 late
 ssl_bump splice all
 acl clients src 192.0.2.0/24 2001:db8:1::/64
+acl denied dstdomain -n denied.test
+http_access deny denied
 http_access allow clients
 http_access deny all
 strip_query_terms off
@@ -84,7 +89,8 @@ def net():
     test_ca = TestCA()
     root_ca = test_ca.write(root / "root.pem")
     os.chmod(root_ca, 0o644)
-    cert, key = test_ca.issue(["origin.test", "blocked.test", "bumped.test", "denied.test", ORIGIN4])
+    cert, key = test_ca.issue(["origin.test", "blocked.test", "bumped.test", "denied.test", "late.test", "elsewhere.test",
+                               ORIGIN4])
     cert_path, key_path = write_pair(root, "origin", cert, key)
     topo = netns.Topology.create()
     try:
@@ -148,6 +154,35 @@ def test_a_denied_server_name_is_reset(net, gateway):
     assert "blocked.test" not in "\n".join(log)
 
 
+def test_a_dstdomain_denied_sni_is_not_spliced(net, gateway):
+    """Squid's second CONNECT, named after the SNI, goes through http_access: denied by
+    dstdomain, the client is reset, nothing reaches the origin."""
+    before = net.origin.count()
+    status, body, err = net.curl("denied.test", "/obj/denied", "--cacert", str(net.root_ca))
+    assert status == 0 and body == b"", err
+    assert net.origin.count() == before
+    connect, denied = lines_for(gateway, "CONNECT ", 2)[-2:]
+    assert fields(connect) == (CLIENT4, "NONE_NONE/000", "CONNECT", f"{ORIGIN4}:443", "HIER_NONE/-")
+    assert fields(denied) == (CLIENT4, "TCP_DENIED/403", "CONNECT", "denied.test:443", "HIER_NONE/-")
+
+
+def test_an_sni_resolving_elsewhere_is_not_spliced(net, gateway):
+    before = net.origin.count()
+    status, body, err = net.curl("elsewhere.test", "/obj/elsewhere", "--cacert", str(net.root_ca))
+    assert status == 0 and body == b"", err
+    assert net.origin.count() == before
+    [refused] = lines_for(gateway, "CONNECT elsewhere.test:443")
+    assert fields(refused) == (CLIENT4, "NONE_NONE/409", "CONNECT", "elsewhere.test:443", "HIER_NONE/-")
+    assert wait_for(lambda: "SECURITY ALERT: on URL: elsewhere.test:443" in gateway.cache_log.read_text(), 5)
+
+
+def test_a_splice_after_peeking_at_the_server_is_logged_under_the_address(net, gateway):
+    status, body, err = net.curl("late.test", "/obj/late", "--cacert", str(net.root_ca))
+    assert (status, body) == (200, b"late served 1\n"), err
+    tunnel = lines_for(gateway, f"CONNECT {ORIGIN4}:443 - ORIGINAL_DST")[-1]
+    assert fields(tunnel) == (CLIENT4, "TCP_TUNNEL/200", "CONNECT", f"{ORIGIN4}:443", f"ORIGINAL_DST/{ORIGIN4}")
+
+
 def test_bump_decrypts_caches_and_logs_https_urls(net, gateway):
     path = "/obj/bumped?cc=max-age=600"
     first = net.curl("bumped.test", path, "--cacert", str(net.ca_crt))
@@ -157,8 +192,9 @@ def test_bump_decrypts_caches_and_logs_https_urls(net, gateway):
     miss, hit = lines_for(gateway, "GET https://bumped.test/", 2)
     assert fields(miss) == (CLIENT4, "TCP_MISS/200", "GET", f"https://bumped.test{path}", f"ORIGINAL_DST/{ORIGIN4}")
     assert fields(hit) == (CLIENT4, "TCP_MEM_HIT/200", "GET", f"https://bumped.test{path}", "HIER_NONE/-")
-    connects = [line for line in lines_for(gateway, f"CONNECT {ORIGIN4}:443 - ORIGINAL_DST", 2)]
-    assert all(" NONE_NONE/000 0 " in line for line in connects)
+    connects = [line for line in lines_for(gateway, f"CONNECT {ORIGIN4}:443 - ORIGINAL_DST", 2)
+                if " TCP_TUNNEL/" not in line]       # a splice after peeking at the server is logged so too
+    assert len(connects) >= 2 and all(" NONE_NONE/000 0 " in line for line in connects)
     # the client saw a certificate the proxy minted for the name: it trusts nothing else here
     assert net.curl("bumped.test", path, "--cacert", str(net.root_ca))[0] == 0
 
@@ -211,7 +247,11 @@ def test_the_port_443_recipes_of_the_docs(net, gateway, recipe):
 
 # ---------------------------------------------------------------- Squid 5.7 side by side
 SEQUENCE = [("origin.test", "/obj/s1", "root"), ("blocked.test", "/obj/b1", "root"),
-            ("bumped.test", "/obj/u1?cc=max-age=600", "ca"), ("bumped.test", "/obj/u1?cc=max-age=600", "ca")]
+            ("bumped.test", "/obj/u1?cc=max-age=600", "ca"), ("bumped.test", "/obj/u1?cc=max-age=600", "ca"),
+            ("denied.test", "/obj/d1", "root"), ("elsewhere.test", "/obj/e1", "root"), ("late.test", "/obj/l1", "root")]
+# after writing its 403/409 into the client's TLS stream Squid reads the client's next bytes as
+# a request and logs the connection's end as one more (squidpy resets at once: docs/intercept.md)
+NOT_A_REQUEST = "error:transaction-end-before-headers"
 
 
 def _same(row: tuple) -> tuple:
@@ -239,7 +279,8 @@ def test_squidpy_logs_what_squid_logs(net, tmp_path):
     try:
         net.topo.intercept(https_port=HTTPS_PORT + 1)
         _drive(net)
-        expected = [_same(fields(line)) for line in wait_for(lambda: squid.log_lines(7, timeout=0.2), 10)]
+        expected = [_same(fields(line)) for line in wait_for(lambda: squid.log_lines(14, timeout=0.2), 10)
+                    if NOT_A_REQUEST not in line]
     finally:
         squid.stop()
     with net.topo.gateway.entered():
@@ -254,5 +295,5 @@ def test_squidpy_logs_what_squid_logs(net, tmp_path):
         ours.stop()
         dns.stop()
         assert_no_tracebacks(ours)
-    assert len(expected) == 7
+    assert len(expected) == 12
     assert got == expected

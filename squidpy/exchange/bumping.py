@@ -33,12 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from squidpy import intercept
 from squidpy.acl.checklist import Pending
 from squidpy.auth.decide import inherited
 from squidpy.config.tls_directives import adaptations, sign_algorithm
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, State, on
+from squidpy.http.url import BadTarget
 from squidpy.log.entry import LogEntry
 from squidpy.tls import bump
 from squidpy.tls.mint import SIGN_TRUSTED, CertProperties
@@ -201,7 +203,8 @@ def _direct(x) -> str:
 
 
 @on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS,
-                                                      State.SELECTING, State.CHECKING, State.CONNECTING))
+                                                      State.SELECTING, State.CHECKING, State.CONNECTING,
+                                                      State.VERIFYING_HOST, State.REWRITING))
 def _client_hello(x, event: ev.ClientHelloRead) -> None:
     role = x.bump
     if event.hello is None:
@@ -377,28 +380,54 @@ def _client_tls_failed(x, event: ev.ClientTlsFailed) -> None:
 
 
 def _splice(x) -> None:
-    """Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced tunnel (TCP_TUNNEL)."""
+    """Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced tunnel (TCP_TUNNEL).
+    An intercepted connection spliced after peeking at the server is the one exception:
+    Squid tunnels its first CONNECT there, logged once, under the address."""
     role = x.bump
     role.spliced = True
     e = x.entry
-    first = _copy_entry(e)
-    first.result, first.status, first.hierarchy, first.server_ip = "NONE_NONE", e.status, "HIER_NONE", None
-    first.reply_header_size = first.reply_body_size = 0
-    first.end = x.shared.now()
-    x._emit(c.Log(first, x.checklist))
-    e.start = first.end
+    if not (x.intercepted_tls and x.upstream == "open"):
+        first = _copy_entry(e)
+        first.result, first.status, first.hierarchy, first.server_ip = "NONE_NONE", e.status, "HIER_NONE", None
+        first.reply_header_size = first.reply_body_size = 0
+        first.end = x.shared.now()
+        x._emit(c.Log(first, x.checklist))
+        e.start = first.end
     e.result = "TCP_TUNNEL"
-    sni = x.checklist.sni
-    if x.intercepted_tls and sni:
-        # Squid makes a second CONNECT of it, to the SNI's name (logged so); it still goes where the client connected
-        e.url = f"{sni}:{x.target.port}"
     if x.upstream == "open":            # after a peek: the origin's first flight goes to the client
+        e.status = 200
         x.tunnel = True
         x.state = State.TUNNEL
         x.upstream_started = x.shared.now()
         x._emit(c.StartTunnel(b"".join(role.extra)))
         return
+    if x.intercepted_tls:
+        return _second_connect(x)
     x._go_upstream(tunnel=True)
+
+
+def _second_connect(x) -> None:
+    """An intercepted connection spliced at step 2: Squid's second CONNECT (its
+    fakeAConnectRequest), named after the SNI (else the address) with the SNI as its Host.
+    It is a request of its own: Host verification (the SNI must resolve to the address the
+    client connected to, else 409), http_access again (a dstdomain denial of the SNI: 403),
+    then the tunnel.  A refusal resets the client (exchange._reset_intercepted).  It gets a
+    checklist of its own: the first CONNECT's, logged just before, keeps its facts."""
+    old, client = x.checklist, x.client
+    sni = old.sni
+    address = f"[{client.local_ip}]" if ":" in client.local_ip else client.local_ip
+    name = (f"[{sni}]" if ":" in sni else sni) if sni else address
+    x.entry.url = f"{name}:{client.local_port}"
+    try:
+        target, verdict = intercept.intercepted_request(
+            "CONNECT", x.entry.url, name.encode("latin-1", "replace"), client.local_ip, client.local_port,
+            x.shared.cached_addresses)
+    except BadTarget:       # a server name no URL can hold names nothing: it resolves to nothing
+        return x._host_checked(intercept.NOT_RESOLVING)
+    x.target = target
+    ch = x.checklist = x._checklist(target)
+    ch.sni, ch.bump_step = old.sni, old.bump_step
+    x._verify_host(verdict)
 
 
 def splice_failed(x, event: ev.ConnectFailed) -> None:
@@ -441,7 +470,8 @@ def _look_up(x, fact: str) -> None:
 
 
 @on([State.BUMP_CLIENT_HELLO, State.BUMP_SERVER], ev.FactKnown,
-    to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING))
+    to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING,
+        State.VERIFYING_HOST, State.REWRITING))
 def _fact_known(x, event: ev.FactKnown) -> None:
     setattr(x.checklist, event.fact, event.value)
     redo, x.bump.redo = x.bump.redo, None

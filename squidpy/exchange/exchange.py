@@ -72,7 +72,8 @@ CLOSE_AFTER = frozenset({
 
 class State(enum.Enum):
     IDLE = "waiting for its turn (pipelined); its body may already arrive"
-    VERIFYING_HOST = "an intercepted request's Host is being looked up (is it the address the client connected to?)"
+    VERIFYING_HOST = ("an intercepted request's Host (or a spliced connection's SNI) is being looked up (is it the "
+                      "address the client connected to?)")
     CHECKING = "an ACL needs a fact that is being looked up (DNS, credentials, an external ACL helper)"
     REWRITING = "the URL rewriter or the store-ID helper is being asked"
     CACHE_LOOKUP = "the store is being asked"
@@ -420,6 +421,8 @@ class Exchange:
                                                  (client.client_ip, client.client_port),
                                                  message.field(head.headers, b"user-agent"), self.entry.url):
                 self._emit(c.Report("warning", line))
+            if self.bump is not None:   # a splice's second CONNECT: Squid refuses it before it logs a bump mode
+                self.entry.bump_mode = None
             return self.fail("ERR_CONFLICT_HOST", f"the Host header does not match where the request goes "
                              f"({check.mismatch[0]} does not match {check.mismatch[1]})", 409)
         self._check()
@@ -797,6 +800,8 @@ class Exchange:
         """Every check is done: answer here, or from the cache, or forward."""
         head = self.head
         if head.method == "CONNECT":
+            if self.bump is not None and self.bump.spliced:     # an intercepted splice's second CONNECT
+                return self._go_upstream(tunnel=True)
             if bumping.bumps(self):
                 return bumping.step1(self)
             return self._go_upstream(tunnel=True)
