@@ -62,10 +62,16 @@ def parse():
     config = load_config()
     for warning in config.warnings:
         echo_problem(warning)
-    from squidpy.acl.check import https_blind_spots
-    for where, note in https_blind_spots(config):
+    from squidpy.acl.check import https_blind_spots, https_deny_pages
+    for where, note in sorted(https_blind_spots(config) + https_deny_pages(config), key=_line_order):
         click.echo(f"{where}: note: {note}", err=True)
     click.echo(f"{config.source}: OK")
+
+
+def _line_order(note: tuple[str, str]) -> tuple[str, int]:
+    where = note[0]
+    name, _, line = where.rpartition(":")
+    return (name, int(line)) if line.isdigit() else (where, 0)
 
 
 SIGNALS = {

@@ -21,7 +21,7 @@ from squidpy.config.values import INTERCEPT, TPROXY
 from squidpy.http.url import BadTarget, Target, parse_host, parse_target
 from squidpy.ip import ip_text
 
-__all__ = ["INTERCEPT", "TPROXY", "HostCheck", "addressed_to_proxy", "intercepted_request", "verify_forwarded", "check_addresses", "refuse_unverified", "to_original_destination", "security_alert"]
+__all__ = ["INTERCEPT", "TPROXY", "HostCheck", "addressed_to_proxy", "intercepted_request", "verify_forwarded", "check_addresses", "refuse_unverified", "to_original_destination", "security_alert", "verify_target"]
 
 _NOT_IN_HOST = frozenset("/?#@\\ \t")
 
@@ -144,6 +144,15 @@ def _resolves(host: str, literal: bool, dst_ip: str, known) -> HostCheck | str:
     if addresses is None:
         return host
     return check_addresses(addresses, dst_ip)
+
+
+def verify_target(target: Target, dst_ip: str, dst_port: int, known) -> HostCheck | str:
+    """A request bumped after interception (its URL from Host or the SNI): its port must
+    be the one the client connected to and its host must resolve to that address, as
+    :func:`intercepted_request` verifies a plain one (a name: look it up first)."""
+    if target.port != dst_port:
+        return HostCheck("failed", mismatch=("intercepted port", str(target.port)))
+    return _resolves(target.host, target.ip_literal, dst_ip, known)
 
 
 def verify_forwarded(host_field: bytes | None, method: str, target: Target) -> HostCheck:

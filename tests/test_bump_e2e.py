@@ -239,3 +239,140 @@ def test_a_client_that_refuses_our_certificate(make_proxy, ca, dns, tls_origins,
     assert r.returncode != 0
     assert re.search(r" NONE_NONE/200 0 CONNECT good\.test", proxy.log_line("CONNECT good.test"))
     assert still_serves(proxy, ca, tls_origins)
+
+
+REWRITER = """#!/usr/bin/env python3
+import sys
+for line in sys.stdin:
+    channel, url = line.split()[:2]
+    with open(sys.argv[1], "a") as seen:
+        seen.write(url + "\\n")
+    if "/old/" in url:
+        print(channel, "OK rewrite-url=" + url.replace("/old/", "/obj/"), flush=True)
+    elif "/moved/" in url:
+        print(channel, "OK status=302 url=" + url.replace("/moved/", "/obj/"), flush=True)
+    else:
+        print(channel, "ERR", flush=True)
+"""
+
+
+def test_rewriter_header_rules_and_delay_pools_inside_tls(make_proxy, ca, dns, tls_origins, tmp_path):
+    """The rest of the configuration applies to bumped requests: the URL rewriter sees the
+    CONNECT and then each https:// URL (a rewrite and a 302 work inside TLS), header rules
+    rewrite the request sent to the origin, and a delay pool counts the bumped body."""
+    script, seen = tmp_path / "rewriter.py", tmp_path / "seen.txt"
+    script.write_text(REWRITER)
+    script.chmod(0o755)
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, extra=f"""
+url_rewrite_program {script} {seen}
+url_rewrite_children 1 startup=1 concurrency=5
+request_header_access X-Secret deny all
+request_header_add X-Added inside all
+delay_pools 1
+delay_class 1 1
+delay_parameters 1 100000000/100000000
+delay_access 1 allow all
+"""))
+    rewritten = curl(proxy, url(tls_origins, "good", "/old/rewritten?size=70000"), ca[1])
+    body, _, status = rewritten.stdout.rpartition(b"\n")
+    assert status == b"200" and body.startswith(b"rewritten served 1"), rewritten.stderr
+    moved = curl(proxy, url(tls_origins, "good", "/moved/x"), ca[1], "-D", "-")
+    assert moved.stdout.endswith(b"302") and b"Location: https://good.test:" in moved.stdout
+    lines = seen.read_text().splitlines()
+    port = tls_origins.port("good")
+    assert lines[:2] == [f"good.test:{port}", f"https://good.test:{port}/old/rewritten?size=70000"], lines
+
+    echo = curl(proxy, url(tls_origins, "good", "/echo"), ca[1], "-H", "X-Secret: s", "-H", "X-Kept: k")
+    import json
+    headers = dict(json.loads(echo.stdout.rpartition(b"\n")[0])["headers"])
+    assert "X-Secret" not in headers and headers["X-Kept"] == "k" and headers["X-Added"] == "inside"
+
+    with __import__("urllib.request").request.urlopen(f"{proxy.url}/metrics", timeout=10) as reply:
+        metrics = reply.read().decode()
+    delivered = float(re.search(r'^squidpy_delay_pool_bytes_total\{pool="1"\} (\S+)$', metrics, re.M).group(1))
+    assert delivered >= 70000                # the bumped reply went through the pool
+
+
+def test_the_connects_connection_annotations_reach_the_requests_inside(make_proxy, ca, dns, tls_origins, tmp_path):
+    """annotate_client annotates the connection (Squid's ConnStateData notes): the requests
+    inside the TLS it bumped start with those annotations, as every request on it does."""
+    pem, _ = ca
+    proxy = make_proxy(f"""
+acl local src 127.0.0.0/8
+acl marker annotate_client mark=yes
+acl marked note mark yes
+acl inside url_regex ^https://
+acl step1 at_step SslBump1
+http_access deny inside marked
+http_access allow local marker
+http_access deny all
+http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
+sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
+dns_nameservers 127.0.0.1:{dns.port}
+tls_outgoing_options cafile={tls_origins.cafile}
+ssl_bump peek step1
+ssl_bump bump all
+""")
+    r = curl(proxy, url(tls_origins, "good", "/size/10"), ca[1])
+    assert r.stdout.endswith(b"403"), r.stdout[-200:]
+    assert " TCP_DENIED/403 " in proxy.log_line("GET https://good.test")
+
+
+def test_bumped_requests_reach_a_parent_only_through_a_connect_tunnel(make_proxy, ca, dns, tls_origins, tmp_path):
+    """With a parent and never_direct, a decrypted request never crosses to the parent in
+    clear: as in Squid 5.7, the parent sees a CONNECT and TLS with the origin runs inside it;
+    a parent that refuses the CONNECT gives the client an error page inside TLS.  (Bumped at
+    step 1: squidpy's own TLS with the origin at steps 2 and 3 does not go through peers yet.)"""
+    parent = make_proxy(f"""
+acl local src 127.0.0.0/8
+acl refused dstdomain expired.test
+http_access deny refused
+http_access allow local
+http_access deny all
+http_port 127.0.0.1:0
+visible_hostname parent.test
+dns_nameservers 127.0.0.1:{dns.port}
+""", name="parent")
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules="ssl_bump bump all\n", extra=f"""
+cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest
+never_direct allow all
+"""))
+    r = curl(proxy, url(tls_origins, "good", "/size/70000"), ca[1])
+    body, _, status = r.stdout.rpartition(b"\n")
+    assert status == b"200" and body == b"x" * 70000, r.stderr
+    assert " FIRSTUP_PARENT/127.0.0.1 " in proxy.log_line("GET https://good.test")
+    port = tls_origins.port("good")
+    refused = curl(proxy, f"https://expired.test:{port}/", ca[1])
+    assert refused.stdout[-3:].startswith(b"5"), refused.stdout[-300:]
+    proxy.stop()                                        # the parent logs tunnels when they close
+    assert parent.log_line(f"CONNECT good.test:{port}") is not None
+    assert " TCP_DENIED/403 " in parent.log_line(f"CONNECT expired.test:{port}")
+    assert "GET" not in parent.access_log.read_text()  # nothing decrypted reached the parent
+
+
+def test_an_https_url_sent_in_clear_goes_to_a_parent_as_it_is(make_proxy, ca, dns, tls_origins, tmp_path):
+    """A client that sends 'GET https://...' itself (no CONNECT): to a parent the request
+    goes as it is, the parent making the TLS connection (Squid's FwdState: "If a peer is
+    used the request is forwarded as is"), never TLS with the parent under the origin's name."""
+    parent = make_proxy(f"""
+acl local src 127.0.0.0/8
+http_access allow local
+http_access deny all
+http_port 127.0.0.1:0
+visible_hostname parent.test
+dns_nameservers 127.0.0.1:{dns.port}
+tls_outgoing_options cafile={tls_origins.cafile}
+""", name="parent")
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, extra=f"""
+cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest
+never_direct allow all
+"""))
+    target = url(tls_origins, "good", "/size/3000")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=15) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: good.test\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"x" * 3000), reply[:300]
+    assert " FIRSTUP_PARENT/127.0.0.1 " in proxy.log_line(f"GET {target}")
+    assert " TCP_MISS/200 " in parent.log_line(f"GET {target}")

@@ -164,3 +164,86 @@ dns_nameservers 127.0.0.1:{dns.port}
         ours.stop()
     if got != expected:
         pytest.fail("squidpy:\n" + "\n".join(got) + "\nSquid 5.7:\n" + "\n".join(expected), pytrace=False)
+
+
+AUTH_POLICIES = {
+    # the CONNECT is authenticated; the requests inside inherit its user, and their own
+    # denial by an authentication ACL is a 403 (no challenge inside TLS)
+    "connect-authenticated": """
+acl users proxy_auth REQUIRED
+acl alice proxy_auth alice
+acl secret urlpath_regex ^/secret
+acl step1 at_step SslBump1
+http_access deny !users
+http_access deny secret
+http_access deny !alice
+http_access allow all
+""",
+    # the CONNECT is let through unauthenticated: inside, authentication ACLs do not
+    # match (Squid asks for no credentials there)
+    "connect-not-authenticated": """
+acl users proxy_auth REQUIRED
+acl step1 at_step SslBump1
+http_access allow CONNECT
+http_access deny !users
+http_access allow all
+""",
+}
+
+
+def fetch_with_users(proxy_url: str, crt: Path, tls_origins) -> None:
+    base = f"https://good.test:{tls_origins.port('good')}"
+    for user, paths in ((None, ["/size/1"]), ("alice", ["/size/2", "/secret/3"]), ("bob", ["/size/4"])):
+        args = ["-U", f"{user}:pw"] if user else []
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-m", "10", "-x", proxy_url, "--cacert", str(crt), *args,
+                        *[base + p for p in paths]], capture_output=True, timeout=30)
+        time.sleep(0.1)
+
+
+def summary_with_users(lines: list[str]) -> list[tuple]:
+    """(result/status, method, URL path, user, hierarchy) of each line."""
+    out = []
+    for line in lines:
+        fields = line.split()
+        path = fields[6].split("/", 3)[3] if fields[5] != "CONNECT" else ""
+        out.append((fields[3], fields[5], path, fields[7], fields[8].split("/")[0]))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(AUTH_POLICIES))
+def test_authentication_inside_bumped_connections_as_squid(name, shared, tls_origins, tmp_path):
+    """Squid 5.7 authenticates the CONNECT only; requests inside the connection it bumps
+    are its user's, without a helper or a challenge (the same log lines, users included)."""
+    root, pem, crt, cafile, dns = shared
+    db = root / f"ssl_db-auth-{name}"
+    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
+    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
+    auth = "auth_param basic program /usr/lib/squid/basic_fake_auth\n"
+    rules = AUTH_POLICIES[name] + "ssl_bump peek step1\nssl_bump bump all\n"
+    port = free_port()
+    squid = SquidProcess(root / f"squid-auth-{name}", f"""
+http_port 127.0.0.1:{port} ssl-bump tls-cert={pem}
+sslcrtd_program {CERTGEN} -s {db} -M 4MB
+tls_outgoing_options cafile={cafile}
+{auth}{rules}""", hosts={"good.test": "127.0.0.1"}, binary=SQUID_OPENSSL)
+    try:
+        fetch_with_users(squid.url, crt, tls_origins)
+        time.sleep(1.2)
+        expected = summary_with_users([line for line in squid.access_log.read_text().splitlines() if line])
+    finally:
+        squid.stop()
+    ours = ProxyProcess(tmp_path / "squidpy", f"""
+http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
+sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
+tls_outgoing_options cafile={cafile}
+dns_nameservers 127.0.0.1:{dns.port}
+{auth}{rules}""")
+    try:
+        fetch_with_users(ours.url, crt, tls_origins)
+        ours.log_lines(count=len(expected), timeout=10)
+        got = summary_with_users([line for line in ours.access_log.read_text().splitlines() if line])
+    finally:
+        ours.stop()
+    if got != expected:
+        pytest.fail("squidpy:\n" + "\n".join(map(str, got)) + "\nSquid 5.7:\n" + "\n".join(map(str, expected)),
+                    pytrace=False)

@@ -317,3 +317,18 @@ def test_head_reply_updates_a_stored_get_only_with_matching_validators_4_3_5():
     assert not policy.head_updates_stored(stored, 10, h(("ETag", '"b"')))
     assert not policy.head_updates_stored(stored, 10, h(("ETag", '"a"'), ("Content-Length", "11")))
     assert not policy.head_updates_stored(stored, 10, h(("Content-Length", "10")))     # no validator
+
+
+def test_expiration_time_as_squid_records_it():
+    """HttpReply::hdrExpirationTime: s-maxage or max-age from Date first, then Expires."""
+    from email.utils import formatdate
+    date = formatdate(NOW - 10, usegmt=True).encode()
+    later = formatdate(NOW + 99, usegmt=True).encode()
+    at = NOW
+    assert policy.expiration_time([(b"Date", date), (b"Cache-Control", b"max-age=600")], at) == NOW - 10 + 600
+    assert policy.expiration_time([(b"Date", date), (b"Cache-Control", b"max-age=600, s-maxage=60"),
+                                   (b"Expires", later)], at) == NOW - 10 + 60
+    assert policy.expiration_time([(b"Cache-Control", b"max-age=600")], at) == at     # no Date: now
+    assert policy.expiration_time([(b"Date", date), (b"Expires", later)], at) == NOW + 99
+    assert policy.expiration_time([(b"Expires", b"0")], at) == at                     # invalid: expired
+    assert policy.expiration_time([(b"Date", date), (b"Cache-Control", b"public")], at) is None

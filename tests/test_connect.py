@@ -9,6 +9,7 @@ import ssl
 import subprocess
 
 from tests.conftest import raw_request, read_response
+from tests.squidproc import SquidProcess
 
 TUNNEL_POLICY = """
 acl local src 127.0.0.0/8
@@ -64,6 +65,30 @@ def test_connect_failure_is_503(make_proxy):
     raw = raw_request(proxy.port, f"CONNECT 127.0.0.1:{closed_port} HTTP/1.1\r\n\r\n".encode())
     assert raw.startswith(b"HTTP/1.1 503")
     assert b"ERR_CONNECT_FAIL" in raw
+
+
+def test_a_connect_that_fails_is_logged_as_squid_logs_it(make_proxy, tmp_path):
+    """Squid 5.7 logs a tunnel that was never established NONE_NONE/503 (not TCP_TUNNEL,
+    which monitoring counts as tunnels), with the address it tried."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    policy = TUNNEL_POLICY.format(port=closed_port)
+    squid = SquidProcess(tmp_path, policy)
+    try:
+        proxy = make_proxy(policy)
+        fields = []
+        for p in (squid, proxy):
+            assert raw_request(p.port, f"CONNECT 127.0.0.1:{closed_port} HTTP/1.1\r\n\r\n".encode()) \
+                .startswith(b"HTTP/1.1 503")
+            line = p.log_line(f"CONNECT 127.0.0.1:{closed_port}")
+            assert line is not None
+            words = line.split()
+            fields.append((words[3], words[5], words[8]))
+    finally:
+        squid.stop()
+    assert fields[0] == ("NONE_NONE/503", "CONNECT", "HIER_DIRECT/127.0.0.1")
+    assert fields[1] == fields[0]
 
 
 def test_tunnel_half_close(make_proxy, origin):

@@ -266,3 +266,88 @@ def _connect_checklist(shared, host):
 
 def test_failed_tls_code():
     assert TlsFailure(SQUID_TLS_ERR_CONNECT).brief() == "SQUID_TLS_ERR_CONNECT"
+
+
+# ---------------------------------------------------------------- proxy authentication and SslBump
+
+AUTH = """
+auth_param basic program /bin/true
+acl users proxy_auth REQUIRED
+acl alice proxy_auth alice
+acl secret urlpath_regex ^/secret
+"""
+
+
+def test_the_bumped_connection_keeps_the_connects_user(ca_pem):
+    from squidpy.auth.decide import DONE
+    shared = FakeShared(AUTH + f"http_access allow users\nhttp_port 3128 ssl-bump tls-cert={ca_pem}\n"
+                                "ssl_bump bump all\n")
+    client = ClientInfo("10.0.0.7", 40000, "10.0.0.1", 3128, "", shared.config.http_port[-1].tls)
+    x = Exchange(shared, client, request_head(b"CONNECT www.site.test:443 HTTP/1.1\r\n"
+                                              b"Proxy-Authorization: Basic YWxpY2U6cHc=\r\n\r\n"), NOW)   # alice:pw
+    out = x.handle(ev.RequestStarted)
+    assert kinds(out) == ["AskHelper"]
+    out = x.handle(ev.HelperAnswered("basic", _reply("OK")))
+    assert out == [c.SendToClient(ESTABLISHED), c.ReadClientHello]
+    x.handle(ev.ClientHelloRead(hello()))
+    out = x.handle(ev.ClientTlsReady())
+    assert out[0].info.auth.kind == DONE and out[0].info.auth.user == "alice"
+    assert out[1].entry.user_login == "alice"
+
+
+def _reply(result: str):
+    from squidpy.helpers.protocol import parse_reply
+    return parse_reply(result)
+
+
+def inner_with_user(ca_pem, raw: bytes, user: str | None, policy: str) -> Exchange:
+    from squidpy.auth.decide import DONE, Outcome, inherited
+    info = BumpedInfo("www.site.test", 443, "www.site.test",
+                      auth=inherited(Outcome(DONE, "basic", user) if user else None))
+    shared = FakeShared(AUTH + policy)
+    client = ClientInfo("10.0.0.7", 40000, "10.0.0.1", 3128, "", None, info)
+    return Exchange(shared, client, request_head(raw), NOW)
+
+
+def test_requests_inside_inherit_the_user_without_asking_a_helper(ca_pem):
+    x = inner_with_user(ca_pem, b"GET /p HTTP/1.1\r\nHost: www.site.test\r\n\r\n", "alice",
+                        "http_access deny !alice\nhttp_access allow users\n")
+    out = x.handle(ev.RequestStarted)
+    assert out == [c.Connect("https", "www.site.test", 443)]
+    assert x.entry.user_login == "alice"
+
+
+def test_their_own_proxy_authorization_is_ignored(ca_pem):
+    """Squid authenticates no request inside a bumped connection: bob's header changes nothing."""
+    x = inner_with_user(ca_pem, b"GET /p HTTP/1.1\r\nHost: www.site.test\r\n"
+                        b"Proxy-Authorization: Basic Ym9iOnB3\r\n\r\n", "alice",
+                        "http_access deny !alice\nhttp_access allow users\n")
+    out = x.handle(ev.RequestStarted)
+    assert out == [c.Connect("https", "www.site.test", 443)] and x.entry.user_login == "alice"
+
+
+def test_a_denial_by_an_authentication_acl_inside_is_a_403_and_closes(ca_pem):
+    x = inner_with_user(ca_pem, b"GET /p HTTP/1.1\r\nHost: www.site.test\r\n\r\n", "bob",
+                        "http_access deny !alice\nhttp_access allow users\n")
+    out = x.handle(ev.RequestStarted)
+    reply = sent(out)
+    assert reply.startswith(b"HTTP/1.1 403 ") and b"ERR_CACHE_ACCESS_DENIED" in reply
+    assert b"Proxy-Authenticate" not in reply
+    assert out[-1] == c.Finished(False)         # Squid 5.7: Connection: close after an error inside TLS
+    log = [cmd for cmd in out if isinstance(cmd, c.Log)][0].entry
+    assert (log.result, log.status, log.user_login) == ("TCP_DENIED", 403, "bob")
+
+
+def test_without_the_connects_credentials_authentication_acls_do_not_match(ca_pem):
+    policy = "http_access allow users\nhttp_access deny secret\nhttp_access allow all\n"
+    x = inner_with_user(ca_pem, b"GET /secret HTTP/1.1\r\nHost: www.site.test\r\n"
+                        b"Proxy-Authorization: Basic YWxpY2U6cHc=\r\n\r\n", None, policy)
+    out = x.handle(ev.RequestStarted)
+    assert kinds(out)[0] == "SendToClient" and sent(out).startswith(b"HTTP/1.1 403 ")
+    assert b"ERR_ACCESS_DENIED" in sent(out)   # 'allow users' did not match; 'deny secret' decided
+    x = inner_with_user(ca_pem, b"GET /open HTTP/1.1\r\nHost: www.site.test\r\n\r\n", None, policy)
+    assert x.handle(ev.RequestStarted) == [c.Connect("https", "www.site.test", 443)]
+    x = inner_with_user(ca_pem, b"GET /p HTTP/1.1\r\nHost: www.site.test\r\n\r\n", None,
+                        "http_access deny !users\nhttp_access allow all\n")
+    out = x.handle(ev.RequestStarted)
+    assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_CACHE_ACCESS_DENIED" in sent(out)

@@ -242,3 +242,34 @@ def test_connect_goes_direct_by_default_even_with_parents():
     x = make(CONNECT, with_peers("cache_peer a.test parent 3128 0\n"))
     cmd = connect_of(x.handle(ev.RequestStarted))
     assert cmd.peer is None and cmd.tunnel and cmd.host == "o.test"
+
+
+# ------------------------------------------------------------ requests inside a bumped connection
+def bumped(shared: FakeShared, raw: bytes):
+    from squidpy.exchange import ClientInfo, Exchange
+    from squidpy.exchange.bumping import BumpedInfo
+    client = ClientInfo("10.0.0.7", 40000, "10.0.0.1", 3128, "", None, BumpedInfo("o.test", 443, "o.test"))
+    return Exchange(shared, client, __import__("tests.exchange_kit", fromlist=["request_head"]).request_head(raw),
+                    NOW)
+
+
+def test_a_bumped_request_goes_to_a_parent_through_a_connect_tunnel_never_in_clear():
+    """Squid 5.7 (FwdState: encrypted traffic through a proxy): CONNECT to the parent (with
+    its login= credentials), TLS with the origin inside, the request in origin form."""
+    shared = with_peers("cache_peer a.test parent 3128 0 login=u:p\nnever_direct allow all\n")
+    x = bumped(shared, b"GET /a HTTP/1.1\r\nHost: o.test\r\n\r\n")
+    cmd = connect_of(x.handle(ev.RequestStarted))
+    assert (cmd.host, cmd.port, cmd.peer.name, cmd.through_host) == ("a.test", 3128, "a.test", "o.test")
+    assert cmd.through == (b"CONNECT o.test:443 HTTP/1.1\r\nHost: o.test:443\r\nProxy-Authorization: Basic "
+                           + base64.b64encode(b"u:p") + b"\r\n\r\n")
+    head = upstream(x.handle(ev.Connected("192.0.2.10", 3128)))
+    assert head.startswith(b"GET /a HTTP/1.1\r\nHost: o.test\r\n") and b"Proxy-Authorization" not in head
+    e = entry_of(reply(x))
+    assert (e.url, e.hierarchy) == ("https://o.test/a", "FIRSTUP_PARENT")
+
+
+def test_a_bumped_request_goes_as_it_is_to_a_tls_parent():
+    shared = with_peers("cache_peer a.test parent 3128 0 tls\nnever_direct allow all\n")
+    x = bumped(shared, b"GET /a HTTP/1.1\r\nHost: o.test\r\n\r\n")
+    assert connect_of(x.handle(ev.RequestStarted)).through is None
+    assert upstream(x.handle(ev.Connected("192.0.2.10", 3128))).startswith(b"GET https://o.test/a HTTP/1.1\r\n")

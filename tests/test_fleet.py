@@ -263,3 +263,25 @@ def test_the_fleet(fleet):
                  if line[5] in new and line[3].startswith("TCP_MISS")}
         return found if len(found) == len(fresh) else None
     assert wait_for(fetchers, timeout=10) == {u: fleet.owner(u) for u in fresh}
+
+
+def test_the_recipe_in_docs_fleet_md_is_the_configuration_tested_here():
+    """docs/fleet.md's node configuration loads as written and differs from node_config's
+    only in addresses, ports, names and log destinations (so the fleet test runs the recipe)."""
+    import re
+    from pathlib import Path
+    doc = (Path(__file__).parent.parent / "docs" / "fleet.md").read_text()
+    [recipe] = [b for b in re.findall(r"```\n(.*?)```", doc, re.S) if b.startswith("# squidpy.conf of node 1")]
+    documented = loader.load(text=recipe)
+    tested = loader.load(text=node_config(1, 3128, [3129, 3130, 3131], 5140).replace("{dir}", "/tmp"))
+
+    def words(text: str) -> list[str]:
+        return sorted({line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")})
+
+    assert words(recipe) == words(node_config(1, 1, [2, 3, 4], 5))
+    assert [p.name for p in documented.cache_peer] == [p.name for p in tested.cache_peer]
+    for doc_peer, test_peer in zip(documented.cache_peer, tested.cache_peer):
+        assert (doc_peer.carp, doc_peer.no_query, doc_peer.proxy_only, doc_peer.connect_fail_limit) == (
+            test_peer.carp, test_peer.no_query, test_peer.proxy_only, test_peer.connect_fail_limit)
+    assert [p.require_proxy_header for p in documented.http_port] == [True, False]
+    assert documented.via is tested.via is False

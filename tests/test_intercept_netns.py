@@ -272,6 +272,45 @@ def test_strict_verification_refuses_a_forged_host(net, strict):
     assert net.curl(f"http://{ORIGIN4}/obj/honest", "-H", "Host: origin.test") == (200, b"honest served 1\n")
 
 
+
+# ---------------------------------------------------------------- a parent behind the interception port
+PARENTED_PORT, PARENT_PORT = 3132, 3140
+
+
+@pytest.fixture(scope="module")
+def parented(net, tmp_path_factory):
+    """An interception gateway whose misses go to a parent (another squidpy on the
+    gateway's loopback), as Squid 5.7 sends intercepted requests through peer selection."""
+    parent = _proxy(net, tmp_path_factory.mktemp("parent"), "http_port 127.0.0.1:3140\nvisible_hostname parent.test\n"
+                    "acl local src 127.0.0.0/8\nhttp_access allow local\nhttp_access deny all\n")
+    config = CONFIG.replace("http_port 3128\n", "http_port 3139\n").replace(
+        f"http_port {INTERCEPT_PORT} intercept\nhttp_port {TPROXY_PORT} tproxy", f"http_port {PARENTED_PORT} intercept")
+    child = _proxy(net, tmp_path_factory.mktemp("child"),
+                   config + f"cache_peer 127.0.0.1 parent {PARENT_PORT} 0 no-query name=up\n")
+    yield parent, child
+    for proxy in (child, parent):
+        proxy.stop()
+        assert_no_tracebacks(proxy)
+
+
+def test_an_intercepted_request_goes_to_the_parent_and_a_forged_one_does_not(net, parented):
+    parent, child = parented
+    net.topo.intercept(PARENTED_PORT)
+    status, body = net.curl("http://origin.test/obj/via-parent", "--resolve", f"origin.test:80:{ORIGIN4}")
+    assert (status, body) == (200, b"via-parent served 1\n")
+    [line] = line_for(child, "/obj/via-parent")
+    assert f" {CLIENT4} TCP_MISS/200 " in line and "GET http://origin.test/obj/via-parent - FIRSTUP_PARENT/127.0.0.1" in line
+    [line] = line_for(parent, "/obj/via-parent")
+    assert " 127.0.0.1 TCP_MISS/200 " in line and f"HIER_DIRECT/{ORIGIN4}" in line
+    # a Host that does not resolve to where the client connected: there, never to the parent
+    status, body = net.curl(f"http://{ORIGIN4}/obj/forged-parent", "-H", "Host: other.test")
+    assert (status, body) == (200, b"forged-parent served 1\n")
+    [line] = line_for(child, "/obj/forged-parent")
+    assert f"GET http://other.test/obj/forged-parent - ORIGINAL_DST/{ORIGIN4}" in line
+    assert "forged-parent" not in parent.access_log.read_text()
+    assert net.origins["other"].count("/obj/forged-parent") == 0
+
+
 def _read_all(sock, limit: int = 1 << 20) -> bytes:
     out = b""
     deadline = time.monotonic() + 10

@@ -38,7 +38,9 @@ def recipes() -> dict[str, tuple[str, str]]:
 
 def test_the_page_has_every_recipe_the_tests_apply():
     assert set(recipes()) == {"nft-redirect", "iptables-redirect", "policy-routing", "nft-tproxy",
-                              "iptables-tproxy", "nft-output-redirect"}
+                              "iptables-tproxy", "nft-output-redirect",
+                              # port 443: tests/test_intercept_https.py applies them (it has the TLS origin)
+                              "nft-redirect-443", "iptables-redirect-443"}
 
 
 @pytest.fixture(scope="module")

@@ -125,6 +125,13 @@ def test_own_urls_are_recognised_by_name_and_port_or_by_the_address_they_came_to
     assert own("http://10.0.0.1:3128/proxy.pac")
     assert not own("http://10.0.0.1:80/squid-internal-mgr/info")
     assert not own("https://proxy.lan:3128/squid-internal-mgr/info")
+    # a name known (hosts_file, the DNS cache) to have the address it arrived on
+    known = {"self.lan": ["10.0.0.9", "10.0.0.1"], "other.lan": ["10.0.0.2"]}.get
+    by_name = lambda url: addressed_to_proxy(target(url), names, 3128, "10.0.0.1", 3128, known)
+    assert by_name("http://self.lan:3128/index.html")
+    assert not by_name("http://self.lan:3129/index.html")              # another port
+    assert not by_name("http://other.lan:3128/index.html")
+    assert not by_name("http://unknown.lan:3128/index.html")           # not looked up: forwarded
 
 
 def checklist(url: str, to_proxy: bool) -> Checklist:
@@ -348,16 +355,32 @@ def test_per_kid_pages_in_squids_layout():
     r["fqdncache"] = {"stats": {"requests": 1, "hits": 1, "negative_hits": 0, "misses": 0},
                       "entries": [["127.0.0.1", True, False, -1, ["localhost"]]]}
     assert "127.0.0.1" + " " * 38 + " H -001   1 localhost\n" in render("fqdncache", [r])
-    r["pconn"] = {"uses": {"1": 4, "3": 1}, "idle": ["o.test:80"]}
+    r["pconn"] = {"uses": {"1": 4, "3": 1}, "idle": [["192.0.2.1", 80, "o.test"], ["2001:db8::1", 8080, "v6.test"]]}
     assert render("pconn", [r]) == ("\n Pool 0 Stats\nserver-peers persistent connection counts:\n\n"
                                     "\t Requests\t Connection Count\n\t --------\t ----------------\n"
-                                    "\t1\t4\n\t3\t1\n\n Pool 0 Hash Table\n\t item 0:\to.test:80\n")
+                                    "\t1\t4\n\t3\t1\n\n Pool 0 Hash Table\n\t item 0:\t192.0.2.1:80/o.test\n"
+                                    "\t item 1:\t[2001:db8::1]:8080/v6.test\n")
     r["fds"] = [[7, "Socket", 118, 135, 0, "127.0.0.1:4000", "Reading next request"]]
     assert render("filedescriptors", [r]).splitlines()[-1] == \
         "   7 Socket  118     135        0  127.0.0.1:4000        Reading next request"
     text = render("utilization", [r])
     assert text.startswith("Cache Utilisation:\n\nLast 5 minutes:\n(no values recorded yet)\n")
     assert "Totals since cache startup:\nsample_time = " in text
+
+
+def test_per_kid_percentages_are_rounded_as_squids_int_percent():
+    """Squid's Math::intPercent rounds (2 hits of 16 requests: 13%, 14 misses: 88%); the
+    page Squid 5.7 printed for that client, side by side on this machine."""
+    r = report(busy_stats())
+    r["clients"] = [["127.0.0.1", "localhost", 1, 16, {"TCP_MISS": 14, "TCP_MEM_HIT": 2}]]
+    text = render("client_list", [r])
+    assert "        TCP_MISS                  14  88%\n        TCP_MEM_HIT                2  13%\n" in text
+    assert text.endswith("HTTP: 16 Requests, 2 Hits ( 13%)\n")
+    r["gauges"].update(disk_path="/c", disk_bytes=0, disk_limit=1 << 30, disk_entries=0,
+                       disk_fs=[30444388, 264212084, 630564, 16777216])
+    text = render("storedir", [r])
+    assert "Filesystem Space in use: 30444388/264212084 KB (12%)\n" in text      # 11.52%
+    assert "Filesystem Inodes in use: 630564/16777216 (4%)\n" in text           # 3.76%
 
 
 def test_objects_blocks_and_the_plain_list():
@@ -394,6 +417,10 @@ def test_config_page_hides_secrets():
         f"cache_peer p.lan parent 3128 0 login=bob:{MASK}"
     assert redact("auth_param", "basic program /usr/lib/squid/basic_ldap_auth -b dc=x -D cn=p -w hunter2 -h ldap") \
         == f"auth_param basic program /usr/lib/squid/basic_ldap_auth -b dc=x -D cn=p -w {MASK} -h ldap"
+    assert redact("auth_param", "basic program /usr/lib/squid/basic_ldap_auth -D cn=p -whunter2 -h ldap") \
+        == f"auth_param basic program /usr/lib/squid/basic_ldap_auth -D cn=p -w{MASK} -h ldap"
+    assert redact("external_acl_type", "g %LOGIN /bin/ext -W /etc/pw") == \
+        "external_acl_type g %LOGIN /bin/ext -W /etc/pw"                  # a file that holds it: shown
     assert redact("url_rewrite_program", "/bin/r --password hunter2 http://u:pw@h/") == \
         f"url_rewrite_program /bin/r --password {MASK} http://u:{MASK}@h/"
     config = load(text="acl a src 10.0.0.0/8\nhttp_access allow a\ncachemgr_passwd hunter2 all\n", path="/x.conf")

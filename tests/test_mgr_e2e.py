@@ -112,6 +112,9 @@ def test_the_layout_of_squids_per_process_pages(both):
         p_status, p_body = squidclient(proxy.port, action)
         assert (s_status, p_status) == (200, 200), action
         assert s_body.splitlines()[:3] == p_body.splitlines()[:3] or action in ("active_requests", "storedir")
+    # the idle connection to the origin, named as Squid's PconnPool::key names it
+    idle = [re.findall(r"^\t item \d+:\t(.*)$", squidclient(p.port, "pconn")[1], re.M) for p in (squid, proxy)]
+    assert idle[0] and idle[0] == idle[1] and idle[1][0].endswith("/127.0.0.1"), idle
     _, body = squidclient(proxy.port, "active_requests")
     assert "uri cache_object://127.0.0.1/active_requests\nlogType TCP_MISS\n" in body
     _, body = squidclient(proxy.port, "storedir")
@@ -145,16 +148,22 @@ def test_the_config_page_never_shows_a_password(make_proxy):
     assert "cachemgr_passwd XXXXXXXXXX config\n" in body and "http_access allow localhost manager\n" in body
 
 
-def test_a_manager_url_through_the_proxy_is_answered_once(make_proxy, origin):
-    proxy = make_proxy(MANAGER_POLICY + "visible_hostname proxy.test\n")
+def test_a_manager_url_through_the_proxy_is_answered_once(make_proxy, origin, tmp_path):
+    # self.test: another name of this machine's loopback address (as localhost is), known
+    # from hosts_file: the URL names the address and port the request came to
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 self.test\n")
+    proxy = make_proxy(MANAGER_POLICY + f"visible_hostname proxy.test\nhosts_file {hosts}\n")
     before = origin.count()
     for url in (f"http://proxy.test:{proxy.port}/squid-internal-mgr/menu",
-                f"http://127.0.0.1:{proxy.port}/squid-internal-mgr/menu"):
+                f"http://127.0.0.1:{proxy.port}/squid-internal-mgr/menu",
+                f"http://self.test:{proxy.port}/squid-internal-mgr/menu"):
         for _ in range(2):
             out = curl("-i", "-x", proxy.url, url)
             assert out.stdout.startswith(b"HTTP/1.1 200 OK") and b" index " in out.stdout
-    lines = proxy.log_lines(4)
-    assert len(lines) == 4 and all("TCP_MISS/200" in line and "HIER_NONE/-" in line for line in lines)
+    lines = proxy.log_lines(6)
+    assert len(lines) == 6 and all("TCP_MISS/200" in line and "HIER_NONE/-" in line for line in lines)
+    assert sum("http://self.test:" in line for line in lines) == 2
     assert origin.count() == before
     status, body = squidclient(proxy.port, "counters")
     assert "server.all.requests = 0\n" in body        # never forwarded, so never cached either
@@ -237,3 +246,22 @@ def test_workers_add_their_kids_up(tmp_path, origin):
     finally:
         proxy.stop()
     assert "Traceback" not in proxy.read_cache_log()
+
+
+def test_objects_show_when_each_object_expires_as_squid_records_it(make_proxy, origin):
+    """EX: is Squid's hdrExpirationTime: Date plus max-age (Squid 5.7 showed
+    ``EX:1796069488`` for a max-age=600 reply stored at 1796068888), -1 without one."""
+    proxy = make_proxy(MANAGER_POLICY.replace("cachemgr_passwd disable objects\n", ""))
+    for path in ("/obj/ex-maxage?cc=max-age%3D600", "/obj/ex-none?cc=public&lm=3600"):
+        curl("-o", "/dev/null", "-x", proxy.url, origin.url(path))
+    status, body = squidclient(proxy.port, "objects")
+    assert status == 200
+    times = {}
+    for block in body.split("\n\n"):
+        url = re.search(r"^\tGET (\S+)$", block, re.M)
+        lv = re.search(r"^\tLV:(-?\d+) +LU:(-?\d+) +LM:(-?\d+) +EX:(-?\d+)", block, re.M)
+        if url and lv:
+            times[url.group(1).rsplit("/", 1)[1].split("?")[0]] = [int(v) for v in lv.groups()]
+    stored, _, _, expires = times["ex-maxage"]
+    assert 599 <= expires - stored <= 601
+    assert times["ex-none"][3] == -1

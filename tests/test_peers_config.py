@@ -130,9 +130,8 @@ def test_multicast_peers_are_refused():
 def test_ignored_and_unknown_options_warn_and_the_rest_of_a_comment_is_skipped():
     p, warnings = peer("p parent 3128 0 no-delay no-tproxy digest-url=http://x/ connection-auth=off ttl=5 "
                        "frobnicate # default proxy-only")
+    assert p.no_delay and p.no_tproxy          # delay pools and tproxy exist: their peer options are read
     assert warnings == [
-        "cache_peer option 'no-delay' is ignored: squidpy has no delay pools",
-        "cache_peer option 'no-tproxy' is ignored: squidpy does not spoof client addresses (TPROXY)",
         "cache_peer option 'digest-url=http://x/' is ignored: squidpy does not fetch cache digests",
         "cache_peer option 'connection-auth=off' is ignored: squidpy does not pin connections for NTLM or Negotiate",
         "cache_peer option 'ttl=5' is ignored: squidpy sends no multicast ICP queries",
@@ -151,7 +150,7 @@ def test_tls_options(tmp_path):
                        "tls-default-ca=off tls-no-npn tls-cipher=HIGH")
     tls = p.tls
     assert warnings == []
-    assert tls.cafiles == [str(ca)] and tls.cert == str(cert) and tls.key == str(cert)
+    assert tls.cafiles == [str(ca)] and tls.certs == [(str(cert), str(cert))]
     assert tls.verify_peer and not tls.verify_domain
     assert (tls.min_version, tls.domain, tls.default_ca, tls.npn, tls.cipher) == (
         "1.2", "proxy.example.net", False, False, "HIGH")
@@ -166,6 +165,32 @@ def test_tls_options(tmp_path):
     with pytest.raises(ValueError, match="unknown TLS flag 'VERIFY_EVERYTHING'"):
         peer("p parent 3129 0 tls-flags=VERIFY_EVERYTHING")
     assert peer("p parent 3129 0 tls-frob=1")[1] == ["Ignoring unknown cache_peer option 'frob=1' (a TLS option)"]
+
+
+def test_tls_options_are_squids_peer_options(tmp_path):
+    """The words of tls_outgoing_options (squidpy.tls.options), with cache_peer's tls-
+    prefix or the older ssl one."""
+    cert = tmp_path / "client.pem"
+    cert.write_text("x")
+    tls = peer(f"p parent 3129 0 sslcert={cert} sslkey={cert} sslflags=DONT_VERIFY_PEER:DONT_VERIFY_DOMAIN "
+               "ssloptions=NO_TLSv1 sslcipher=HIGH ssldomain=proxy.example.net")[0].tls
+    assert tls.certs == [(str(cert), str(cert))] and not tls.verify_peer and not tls.verify_domain
+    assert (tls.options, tls.cipher, tls.domain) == ("NO_TLSv1", "HIGH", "proxy.example.net")
+    assert tls.uses_default_ca(True)            # the system's CAs unless said otherwise
+    assert not peer("p parent 3129 0 tls tls-flags=NO_DEFAULT_CA")[0].tls.uses_default_ca(True)
+    # tls-disable clears what came before; a later option turns TLS on again, from scratch
+    again = peer("p parent 3129 0 tls-domain=a.example tls-disable tls-cipher=HIGH")[0].tls
+    assert (again.domain, again.cipher) == (None, "HIGH")
+    _, warnings = peer("p parent 3129 0 tls tls-min-version=2.0 tls-options=NO_SUCH_THING")
+    assert warnings == ["unknown TLS minimum version '2.0' (1.0, 1.1, 1.2 or 1.3); ignored",
+                        "unknown TLS option 'NO_SUCH_THING'; ignored"]
+
+
+def test_a_tls_file_openssl_cannot_use_is_an_error_at_its_line(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    assert errors_of(f"cache_peer p.example parent 3128 0 tls tls-cafile={ca}\n") == [
+        f"{CONF}:1: cache_peer p.example tls-cafile={ca}: cannot read CA certificates from it"]
 
 
 # ------------------------------------------------------------ the whole configuration

@@ -248,6 +248,62 @@ def test_a_parent_over_tls(make_proxy, tls_origin, options, works):
         assert status >= 500 and body != b"xxxxxx"
 
 
+def test_a_tls_failure_to_a_parent_is_its_connect_failure_and_the_next_parent_serves(make_proxy, tls_origin, origin):
+    """A parent whose certificate does not carry tls-domain is failed as a connection to it
+    fails (counted towards connect-fail-limit, logged), and the next parent is tried."""
+    p = parent(make_proxy)
+    c = child_of(make_proxy, [f"cache_peer localhost parent {tls_origin.port} 0 no-query name=wrong-name "
+                              f"tls tls-cafile={tls_origin.cafile} tls-domain=other.test connect-fail-limit=1",
+                              f"cache_peer 127.0.0.1 parent {p.port} 0 no-query name=plain"],
+                 "never_direct allow all\n")
+    assert wait_for(lambda: c.read_cache_log().count("Configuring Parent") == 2)
+    url = origin.url("/size/3?tls-fallback")
+    assert wait_for(lambda: get_through(c.port, url)[:3:2] == (200, b"xxx"), timeout=10)
+    assert fields(p, url)[3] == "TCP_MISS/200"
+    log = c.read_cache_log()
+    assert f"TCP connection to localhost/{tls_origin.port} failed" in log
+    assert "Detected DEAD Parent: wrong-name" in log
+
+
+def test_connect_through_a_parent_over_tls(make_proxy, tmp_path):
+    """A CONNECT tunnel inside the TLS connection to a parent (an https_port of another squidpy)."""
+    from tests.tlscert import make_self_signed
+    cert, key = make_self_signed(tmp_path, "localhost")
+    echo = Echo()
+    try:
+        p = parent(make_proxy, extra=f"https_port 127.0.0.1:0 tls-cert={cert} tls-key={key}\n")
+        assert wait_for(lambda: p.https_ports)
+        c = child_of(make_proxy, [f"cache_peer localhost parent {p.https_ports[0]} 0 no-query tls tls-cafile={cert}"],
+                     "never_direct allow all\n")
+        assert wait_for(lambda: "Configuring Parent" in c.read_cache_log())
+
+        def tunnel() -> bytes | None:
+            with socket.create_connection(("127.0.0.1", c.port), timeout=10) as s:
+                s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (echo.port, echo.port))
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        return None
+                    head += chunk
+                if not head.startswith(b"HTTP/1.1 200 "):
+                    return head
+                s.sendall(b"ping inside TLS to the parent")
+                got = b""
+                while len(got) < 29:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+                return got
+
+        assert wait_for(lambda: tunnel() == b"ping inside TLS to the parent", timeout=10)
+        assert fields(c, f"CONNECT 127.0.0.1:{echo.port}")[8] == "FIRSTUP_PARENT/127.0.0.1"
+        assert fields(p, f"CONNECT 127.0.0.1:{echo.port}")[3] == "TCP_TUNNEL/200"
+    finally:
+        echo.stop()
+
+
 class CountingParent(RawOrigin):
     """A parent answering each request with 200 on persistent connections, counting the
     connections open at once."""

@@ -108,7 +108,46 @@ def test_parse_notes_url_rules_that_never_see_https(tmp_path):
                          timeout=60)
     assert out.returncode == 0
     assert f"{plain}:5: note: url_regex ACL 'secret' sees only host:port of HTTPS requests" in out.stderr
+    # without a CA, a refused CONNECT cannot show its page: the browser shows its own error
+    assert (f"{plain}:6: note: HTTPS requests this line denies (dstdomain ACL 'blocked') show the browser's own "
+            "error (ERR_TUNNEL_CONNECTION_FAILED)") in out.stderr
+    assert f"{plain}:5: note: HTTPS requests" not in out.stderr     # url_regex: its own note above
     bumping = bump_config(tmp_path, "ssl_bump peek step1\nssl_bump bump all\n")
     out = subprocess.run([sys.executable, "-m", "squidpy", "parse", "-f", bumping], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "note:" not in out.stderr
+
+
+def test_requests_inside_a_bumped_connection_are_the_connects_user(tmp_path):
+    """As Squid 5.7: the CONNECT is authenticated, the request inside inherits its user;
+    a CONNECT let through without credentials leaves the requests inside nobody's, so
+    authentication ACLs do not match there, and a denial they decide is a 403 (no 407
+    inside TLS)."""
+    from squidpy.tls.ca import init_ca
+    pem, _ = init_ca(str(tmp_path / "ca"))
+    conf = tmp_path / "squidpy.conf"
+
+    def run(policy: str, *args: str):
+        conf.write_text("auth_param basic program /bin/true\nacl users proxy_auth REQUIRED\n"
+                        "acl alice proxy_auth alice\nacl step1 at_step SslBump1\n"
+                        f"http_port 3128 ssl-bump tls-cert={pem}\nssl_bump peek step1\nssl_bump bump all\n" + policy)
+        return CliRunner().invoke(main, ["check", "-f", str(conf), *args, "https://www.example.test/",
+                                         "--dst", "127.0.0.1"])
+
+    authenticated = "acl get method GET\nhttp_access deny !users\nhttp_access deny get !alice\nhttp_access allow all\n"
+    alice = run(authenticated, "--user", "alice")
+    assert alice.exit_code == 0 and "ALLOW  GET https://www.example.test/" in alice.output, alice.output
+    bob = run(authenticated, "--user", "bob")
+    assert bob.exit_code == 1, bob.output
+    assert "answered with the ERR_CACHE_ACCESS_DENIED page (403)" in bob.output
+    assert "407" not in bob.output
+
+    unauthenticated = "http_access allow CONNECT\nhttp_access deny !users\nhttp_access allow all\n"
+    inside = run(unauthenticated, "--user", "alice")
+    assert inside.exit_code == 1, inside.output
+    assert "ALLOW  CONNECT" in inside.output and "DENY  GET https://www.example.test/" in inside.output
+    assert "decided by" in inside.output and "http_access deny !users" in inside.output
+    assert "ERR_CACHE_ACCESS_DENIED page (403)" in inside.output
+    refused = run("http_access deny !alice\nhttp_access allow all\n", "--user", "bob")
+    assert refused.exit_code == 1 and "ERR_CACHE_ACCESS_DENIED page (407)" in refused.output
+    assert "inside TLS" not in refused.output      # a challenge, never bumped to show a page

@@ -23,8 +23,8 @@ KINDS = ("good", "expired", "notyet", "wrongname", "selfsigned", "unknownca")
 
 class TlsOrigin(Origin):
     def __init__(self, cert_path: Path, key_path: Path, host: str = "127.0.0.1", max_version=None,
-                 alpn: tuple[str, ...] = ("http/1.1",)):
-        super().__init__(host)
+                 alpn: tuple[str, ...] = ("http/1.1",), port: int = 0):
+        super().__init__(host, port)
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert_path, key_path)
         if max_version is not None:

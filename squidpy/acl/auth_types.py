@@ -13,7 +13,7 @@ authentication ACL raises :class:`AuthRequired`: the client is challenged.
 
 from __future__ import annotations
 
-from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending, Undecided, authenticated_user
+from squidpy.acl.checklist import Checklist, ExternalPending, Undecided, authenticated_user
 from squidpy.acl.types import AclType, AclWarning, _RegexAcl
 from squidpy.auth.cache import forget_addresses
 
@@ -49,6 +49,8 @@ class ProxyAuthAcl(AclType):
 
     def match(self, ch: Checklist) -> bool:
         user = authenticated_user(ch)
+        if user is None:
+            return False
         if self.required:
             return True
         return (user.lower() if "-i" in self.flags else user) in self.users
@@ -68,7 +70,8 @@ class ProxyAuthRegexAcl(_UserRegexAcl):
     example = "-i ^admin"
 
     def match(self, ch: Checklist) -> bool:
-        return self.search(authenticated_user(ch))
+        user = authenticated_user(ch)
+        return user is not None and self.search(user)
 
 
 class MaxUserIpAcl(AclType):
@@ -100,8 +103,7 @@ class MaxUserIpAcl(AclType):
         return "-s" in self.flags
 
     def match(self, ch: Checklist) -> bool:
-        authenticated_user(ch)
-        if ch.user_ip_count <= self.maximum:
+        if authenticated_user(ch) is None or ch.user_ip_count <= self.maximum:
             return False
         entry = ch.auth.entry
         if entry is not None:
@@ -172,9 +174,12 @@ class ExternalAcl(AclType):
         return self.definition is not None and self.definition.require_auth
 
     def match(self, ch: Checklist) -> bool:
-        from squidpy.helpers.external import apply_reply
+        from squidpy.helpers.external import NoLogin, apply_reply
         from squidpy.helpers.protocol import ERR, OK
-        line = self.definition.request_line(ch, self.acl_name, self.args)
+        try:
+            line = self.definition.request_line(ch, self.acl_name, self.args)
+        except NoLogin:
+            return False
         answer = ch.external.get((self.type_name, line))
         if answer is None:
             raise ExternalPending(self.type_name, line)

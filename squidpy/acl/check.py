@@ -136,6 +136,29 @@ def https_blind_spots(config) -> list[tuple[str, str]]:
     return notes
 
 
+HOST_ACL_TYPES = ("dstdomain", "dstdom_regex", "dst", "ssl::server_name", "ssl::server_name_regex")
+
+
+def https_deny_pages(config) -> list[tuple[str, str]]:
+    """(FILE:LINE, note) for http_access deny lines that block hosts while no port can show
+    a refused CONNECT's page inside TLS (no ssl-bump port with a CA): HTTPS users of those
+    hosts see their browser's own error, never the page."""
+    from squidpy.tls.bump import bump_to_deny
+    if any(p.tls is not None and bump_to_deny(p.tls.ssl_bump, config.ssl_bump, p.tls.certs != [],
+                                              config.bump_denied_connect, 403) for p in config.http_port):
+        return []
+    notes = []
+    for rule in config.http_access.rules:
+        if rule.action != "deny":
+            continue
+        acl = next((a for _, a in rule.acls if a.type_name in HOST_ACL_TYPES and a.where != "<predefined>"), None)
+        if acl is not None:
+            notes.append((rule.where, f"HTTPS requests this line denies ({acl.type_name} ACL '{acl.name}') show "
+                                      "the browser's own error (ERR_TUNNEL_CONNECTION_FAILED), not the deny page: "
+                                      "no http_port has ssl-bump with a CA (tls-cert=) to show it inside TLS"))
+    return notes
+
+
 def render_bumped_note(view: HttpsView, url: str) -> str:
     lines = ["  HTTPS: SslBump decrypts this connection:"]
     lines += [f"    {step}" for step in view.steps]
@@ -170,7 +193,27 @@ def _matched_text(negated: bool, acl) -> str:
     return f"{_acl_text(False, acl)} matches"
 
 
-def render(report: Report, ch: Checklist, verbose: bool = False, page_in_tls: bool = False) -> str:
+def challenges(report: Report) -> bool:
+    """The denial was decided by an authentication ACL: the client is challenged (407),
+    never shown a page inside TLS (Squid's clientAccessCheckDone)."""
+    from squidpy.acl.auth_types import is_auth_acl
+    step = report.steps[-1] if report.steps else None
+    acl = step.tried[-1][1] if step is not None and step.tried else None
+    return acl is not None and is_auth_acl(acl.matcher)
+
+
+def _denial_text(report: Report, bumped: bool) -> str:
+    """The page a denial gets; inside a bumped connection a challenge is a 403."""
+    from squidpy.auth.decide import denial
+    status, page = denial(False, challenges(report), None, bumped)
+    note = " (no challenge is possible inside a bumped connection)" if bumped and status == 403 and \
+        page == "ERR_CACHE_ACCESS_DENIED" else ""
+    return f"  answered with the {page} page ({status}){note}"
+
+
+def render(report: Report, ch: Checklist, verbose: bool = False, page_in_tls: bool = False,
+           bumped: bool = False) -> str:
+    """``bumped``: the request is one inside a connection SslBump decrypted."""
     v = report.verdict
     lines = [f"{'ALLOW' if v.allowed else 'DENY'}  {ch.method} {ch.url} from {ch.src}"]
     if v.rule is None:
@@ -189,7 +232,7 @@ def render(report: Report, ch: Checklist, verbose: bool = False, page_in_tls: bo
         lines.append(f"  answered as deny_info for ACL '{report.deny_acl}' says ({info.where}): "
                      f"{info.kind} {info.value}" + (f" with status {info.status}" if info.status else ""))
     elif not v.allowed:
-        lines.append("  answered with the ERR_ACCESS_DENIED page (403)")
+        lines.append(_denial_text(report, bumped))
     if not v.allowed and ch.method == "CONNECT":
         lines.append("  (the port bumps the refused CONNECT to show it inside TLS, as the browser's page)"
                      if page_in_tls else "  (a browser shows its own error for a refused CONNECT, not this page)")

@@ -212,11 +212,15 @@ class Checklist:
 _header = field_text
 
 
-def authenticated_user(ch: Checklist) -> str:
+def authenticated_user(ch: Checklist) -> str | None:
     """The user an authentication ACL (or %LOGIN) matches: Pending until the credentials
-    are examined, AuthRequired without valid ones."""
+    are examined, AuthRequired without valid ones; None inside a bumped connection whose
+    CONNECT brought none (no match, never a 407 inside TLS)."""
     if ch.auth is None and (ch.authenticate is None or not ch.authenticate()):
         raise Pending("auth")
     if ch.user is None:
+        from squidpy.auth.decide import ENCAPSULATED   # squidpy.auth.decide imports the ACL types
+        if ch.auth.kind == ENCAPSULATED:
+            return None
         raise AuthRequired()
     return ch.user

@@ -8,7 +8,8 @@ import time
 
 import click
 
-from squidpy.acl.check import evaluate, https_view, render, render_bumped_note, render_tunnel_note, tunnel_target
+from squidpy.acl.check import (challenges, evaluate, https_view, render, render_bumped_note, render_tunnel_note,
+                               tunnel_target)
 from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending
 from squidpy.acl.indirect import IndirectClient
 from squidpy.cli_options import config_option, load_config
@@ -89,7 +90,7 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
     if target.kind == "origin":         # a request to the proxy itself, as the running proxy sees it
         target = internal_target(target.path, config.visible_hostname, first)
     elif addressed_to_proxy(target, own_names(config.visible_hostname, config.hostname_aliases), first,
-                            local_ip, local_port):
+                            local_ip, local_port, lambda host: list(dst) or None):
         target = for_proxy(target)      # a URL naming the proxy: answered there, never forwarded
     request_headers = []
     if user_agent:
@@ -117,8 +118,14 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
         ch.to_proxy = target.kind == "internal"
         return ch
 
-    def decide(method, target):
+    def decide(method, target, connect=None):
+        """``connect``: the CONNECT's checklist, for a request inside the connection it
+        bumped (its user is the CONNECT's, squidpy.auth.decide.inherited)."""
         ch = checklist(method, target)
+        if connect is not None:
+            from squidpy.auth.decide import inherited
+            ch.auth = inherited(connect.auth)
+            ch.user = ch.auth.user
         try:
             facts = lookup_facts(target, client_ip, dst, ch, user, dst_name, client_name)
             indirect = follow_x_forwarded_for(config, ch, request_headers, facts)
@@ -139,23 +146,24 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
         click.echo(render(report, ch, verbose))
         sys.exit(0 if report.verdict.allowed else 1)
     tunnel_ch, tunnel_report = decide("CONNECT", tunnel)
-    ch, report = decide(method, target)
     listen = next((p for p in config.http_port if p.port == local_port), None) or (
         config.http_port[0] if config.http_port else None)
     if not tunnel_report.verdict.allowed:
         from squidpy.tls.bump import bump_to_deny
         tls = listen.tls if listen is not None else None
-        shown = tls is not None and bump_to_deny(tls.ssl_bump, config.ssl_bump, tls.certs != [],
-                                                 config.bump_denied_connect, 403)
+        shown = tls is not None and not challenges(tunnel_report) and bump_to_deny(
+            tls.ssl_bump, config.ssl_bump, tls.certs != [], config.bump_denied_connect, 403)
         click.echo(render(tunnel_report, tunnel_ch, verbose, page_in_tls=shown))
         sys.exit(1)
     click.echo(render(tunnel_report, tunnel_ch, verbose))
     view = https_view(config, listen, tunnel_ch,
                       lookup_facts(tunnel, client_ip, dst, tunnel_ch, user, dst_name, client_name))
     if view.bumped:
+        ch, report = decide(method, target, tunnel_ch)
         click.echo(render_bumped_note(view, target.url))
-        click.echo("\n".join("  " + line for line in render(report, ch, verbose).splitlines()))
+        click.echo("\n".join("  " + line for line in render(report, ch, verbose, bumped=True).splitlines()))
         sys.exit(0 if report.verdict.allowed else 1)
+    ch, report = decide(method, target)
     click.echo(render_tunnel_note(target.url, target.path, tunnel_report, report, view))
     sys.exit(0)
 

@@ -1066,7 +1066,8 @@ ACL_TYPES: dict[str, type[AclType]] = {
 # Squid 5.7's other ACL types, refused with the reason.
 NOT_IMPLEMENTED: dict[str, str] = {
     "src_as": "AS numbers (whois lookups)", "dst_as": "AS numbers (whois lookups)",
-    "peername": "cache_peer, which squidpy refuses", "peername_regex": "cache_peer, which squidpy refuses",
+    **{name: "the name of the cache_peer a request is checked for (cache_peer_access lines are per peer already)"
+       for name in ("peername", "peername_regex")},
     "urllogin": "the login part of URLs",
     "ident": "ident lookups", "ident_regex": "ident lookups",
     "client_connection_mark": "netfilter connection marks", "arp": "MAC addresses", "eui64": "EUI-64 addresses",

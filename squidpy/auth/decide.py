@@ -28,6 +28,8 @@ ASK = "ask"               # send ``line`` to the scheme's helper, then call answ
 HANDSHAKE = "handshake"   # Negotiate/NTLM: 407 carrying the helper's token, same connection
 DONE = "ok"               # authenticated as ``user``
 REFUSED = "failed"        # wrong credentials (or the helper could not check them)
+ENCAPSULATED = "encapsulated"   # inside a bumped connection whose CONNECT was not authenticated:
+                                # Squid authenticates no request there, authentication ACLs do not match
 
 
 @dataclass
@@ -259,6 +261,16 @@ def _line(line: str, extras: str | None) -> str:
 AUTH_ACL_TYPES = frozenset({"proxy_auth", "proxy_auth_regex"})
 
 
+def inherited(connect: Outcome | None) -> Outcome:
+    """What a request inside a bumped connection is authenticated as (Squid 5.7's
+    AuthenticateAcl for an SslBumped request): the CONNECT's user when the CONNECT was
+    authenticated, with no helper asked again and its own Proxy-Authorization ignored;
+    else nobody, and authentication ACLs do not match (never a 407 inside TLS)."""
+    if connect is not None and connect.kind == DONE:
+        return connect
+    return Outcome(ENCAPSULATED, message="the CONNECT of this bumped connection was not authenticated")
+
+
 def denial(auth_required: bool, last_acl_is_auth: bool, deny_page: str | None,
            ssl_bumped: bool = False) -> tuple[int, str]:
     """(status, error page) of a denied request (Squid's clientAccessCheckDone):
@@ -270,5 +282,5 @@ def denial(auth_required: bool, last_acl_is_auth: bool, deny_page: str | None,
     return 403, deny_page or "ERR_ACCESS_DENIED"
 
 
-__all__ = ["ASK", "DONE", "HANDSHAKE", "MALFORMED", "NONE", "REFUSED", "UNCHECKED", "VALID",
-           "Authenticator", "ConnectionAuth", "Outcome", "denial"]
+__all__ = ["ASK", "DONE", "ENCAPSULATED", "HANDSHAKE", "MALFORMED", "NONE", "REFUSED", "UNCHECKED", "VALID",
+           "Authenticator", "ConnectionAuth", "Outcome", "denial", "inherited"]

@@ -211,6 +211,24 @@ def explicit_lifetime(response_headers: Fields, resp_cc: Directives | None) -> f
     return max(0.0, expires - date)
 
 
+def expiration_time(response_headers: Fields, stored_at: float) -> float | None:
+    """When a stored reply expires, as Squid records it (HttpReply::hdrExpirationTime, the
+    ``EX:`` of mgr:objects): Date plus s-maxage or max-age (the time it was stored without
+    a Date), else Expires (that time when invalid); None without any of them."""
+    resp_cc = cache_control(response_headers)
+    max_age = delta_seconds(resp_cc.get("s-maxage"))
+    if max_age is None:
+        max_age = delta_seconds(resp_cc.get("max-age"))
+    if max_age is not None:
+        date = parse_http_date(field(response_headers, b"date"))
+        return stored_at if date is None else date + max_age
+    expires_raw = field(response_headers, b"expires")
+    if expires_raw is None:
+        return None
+    expires = parse_http_date(expires_raw)
+    return stored_at if expires is None else expires
+
+
 def lastmod_lifetime(response_headers: Fields, rule: RefreshRule, timestamp: float | None = None) -> float | None:
     """Squid's LM-factor: PERCENT of how long before ``timestamp`` (the reply's Date by
     default) it was last modified; None without a Last-Modified strictly before it."""

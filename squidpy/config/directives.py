@@ -194,12 +194,14 @@ def _outgoing_address(args, ctx):
 
 directive(
     "tcp_outgoing_address", "ADDRESS [[!]ACL ...]", _outgoing_address, None, "Network", kind=APPEND,
-    doc="""The local address connections to origins are made from. Lines are
-    tried in order for each address of the origin: a line applies only to
-    origin addresses of its own IP version (an IPv4 ADDRESS to IPv4 origins),
-    and the first whose ACLs all match decides (no ACL: always); no line: the
-    system chooses. dst ACLs here test the address being connected to (the
-    origin's name is looked up first if need be); other ACLs that need a lookup
+    doc="""The local address connections to origins, to cache_peer peers and to
+    an intercepted request's original destination are made from. Lines are
+    tried in order for each address connected to: a line applies only to
+    addresses of its own IP version (an IPv4 ADDRESS to IPv4 origins), and the
+    first whose ACLs all match decides (no ACL: always); no line: the system
+    chooses. dst ACLs here test the address being connected to (a peer's, or the
+    origin's, whose name is looked up first if need be); a tproxy request that
+    connects from the client's address (spoof_client_ip) ignores it; other ACLs that need a lookup
     do not match, as in Squid. Idle connections are reused only for requests
     that would be sent from the same address. any_addr: the system chooses.
     The address must be one of this machine's, or connecting fails
@@ -1497,8 +1499,11 @@ directive(
     (10), max-conn=N, standby=N idle connections kept open to it. tls (and
     tls-cert=, tls-key=, tls-cafile=, tls-capath=, tls-crlfile=, tls-cipher=,
     tls-min-version=, tls-options=, tls-flags=DONT_VERIFY_PEER|DONT_VERIFY_DOMAIN,
-    tls-domain=, tls-default-ca=off, tls-no-npn; the older ssl* spellings too)
-    encrypts the connection to the peer. no-query, no-digest, no-netdb-exchange,
+    tls-domain=, tls-default-ca=off, tls-no-npn; the older ssl* spellings too;
+    the words of tls_outgoing_options) encrypts the connection to the peer: its
+    certificate must carry tls-domain= (else the peer's host, also sent as SNI)
+    and come from the system's CAs or tls-cafile=, and a failed handshake is a
+    failed connection to the peer (the next candidate is tried). no-query, no-digest, no-netdb-exchange,
     closest-only, background-ping and basetime= are Squid's. originserver is
     refused: squidpy is not a reverse proxy. An unknown option is ignored with a
     warning, as Squid ignores it.""",

@@ -6,7 +6,7 @@ as they were read (includes followed, macros expanded, comments dropped), then
 the defaults of the directives the file does not set, and hides every secret
 it can recognise the same way: cachemgr_passwd passwords, the password of any
 ``user:password@`` URL, ``login=user:password``, and a helper's password given on
-its command line (``-w PASSWORD``, ``--password PASSWORD``,
+its command line (``-w PASSWORD`` or ``-wPASSWORD``, ``--password PASSWORD``,
 ``--bind-password PASSWORD``, ``password=PASSWORD``).
 """
 
@@ -20,6 +20,8 @@ _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@
 _LOGIN = re.compile(r"(?P<head>\blogin=[^\s:]*:)\S+")
 _KEY_VALUE = re.compile(r"(?P<head>\b[\w-]*(?:password|passwd|secret)[\w-]*=)\S+", re.I)
 _FLAG_ARGUMENT = re.compile(r"(?P<head>(?:^|\s)(?:-w|--password|--bind-password|--passwd)\s+)\S+")
+# Squid's LDAP helpers also read -w with its value attached (-wPASSWORD)
+_ATTACHED_FLAG = re.compile(r"(?P<head>(?:^|\s)-w)(?=[^\s-])\S+")
 
 
 def redact(name: str, rest: str) -> str:
@@ -33,6 +35,7 @@ def redact(name: str, rest: str) -> str:
     rest = _LOGIN.sub(lambda m: m["head"] + MASK, rest)
     rest = _KEY_VALUE.sub(lambda m: m["head"] + MASK, rest)
     rest = _FLAG_ARGUMENT.sub(lambda m: m["head"] + MASK, rest)
+    rest = _ATTACHED_FLAG.sub(lambda m: m["head"] + MASK, rest)
     return f"{name} {rest}".rstrip()
 
 

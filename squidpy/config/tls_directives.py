@@ -203,12 +203,17 @@ def _https_port(args, ctx):
 
 
 directive(
-    "https_port", "[ADDRESS:]PORT tls-cert=FILE [tls-key=FILE] [tls-cafile=FILE] [TLS options] [name=NAME]",
+    "https_port", "[ADDRESS:]PORT [intercept|tproxy ssl-bump] tls-cert=FILE [tls-key=FILE] [tls-cafile=FILE] "
+    "[TLS options] [name=NAME]",
     _https_port, None, SECTION, kind=APPEND,
     doc="""A port where browsers speak TLS to squidpy itself (an https:// proxy, which
     Chromium and curl support), with squidpy's certificate (tls-cert=, and tls-key= unless
     the key is in the same file). tls-cafile= (or clientca=) asks clients for a certificate
-    signed by those CAs (the user_cert and ca_cert ACLs read it).""",
+    signed by those CAs (the user_cert and ca_cert ACLs read it). With intercept (or
+    tproxy) and ssl-bump, it takes the port-443 connections a gateway redirects: each
+    enters SslBump as a CONNECT to the address the client connected to (tls-cert= is
+    then the bumping CA), peeks at the TLS hello for the SNI, and splices, bumps or
+    terminates as ssl_bump says (docs/intercept.md).""",
 )
 
 
@@ -325,7 +330,8 @@ def adaptations(config, ch, connect_host: str) -> dict[str, str | bool]:
 
 
 def finish(config, warn_at, error_at) -> None:
-    """Checks that need the whole file: ssl_bump's implicit rule, the CAs of ssl-bump ports."""
+    """Checks that need the whole file: ssl_bump's implicit rule, the CAs of ssl-bump ports,
+    the files of tls_outgoing_options and of cache_peers with tls."""
     where = config.tls_used.get("ssl_bump")
     if where:
         config.ssl_bump.finish(config.acls, where, lambda message: warn_at(where, message))
@@ -345,7 +351,7 @@ def finish(config, warn_at, error_at) -> None:
                         warn_at(port.where, f"{cert_file}: {message}")
                 else:
                     _check_readable(cert_file, key_file)
-                if port.https:
+                if port.https and port.interception is None:     # an intercepting one bumps: no static context
                     tls.server_context = _port_context(tls)
             except CaError as e:
                 error_at(port.where, f"tls-cert={cert_file}: {e}")
@@ -358,6 +364,13 @@ def finish(config, warn_at, error_at) -> None:
         except TlsSetupError as e:
             error_at(config.tls_used.get("tls_outgoing_options") or f"{config.source}:0",
                      f"tls_outgoing_options {e}")
+    for peer in config.cache_peer:
+        if peer.tls is not None:
+            from squidpy.tls.verify import TlsSetupError, client_context
+            try:
+                client_context(peer.tls)
+            except TlsSetupError as e:
+                error_at(peer.where, f"cache_peer {peer.name} tls-{e}")
 
 
 def _port_context(tls):

@@ -225,7 +225,8 @@ HTTP_PORT_OPTIONS = {"name": "names the port for myportname ACLs (default: the p
                                              "whose client address stands for the connection's; see "
                                              "proxy_protocol_access",
                      INTERCEPT: "NAT interception (REDIRECT/DNAT): the original destination from the socket "
-                                "(transparent is its older name); docs/intercept.md",
+                                "(transparent is its older name); on an https_port with ssl-bump, port 443 "
+                                "(SslBump by SNI); docs/intercept.md",
                      "transparent": "the older name of intercept",
                      TPROXY: "Linux TPROXY interception, origin connections from the client's address "
                              "(spoof_client_ip); docs/intercept.md"}
@@ -233,7 +234,8 @@ FLAG_OPTIONS = {INTERCEPT, TPROXY, "require-proxy-header"}      # written withou
 
 # TLS options of http_port and https_port squidpy implements (squidpy.tls.options.PortTls)
 TLS_PORT_OPTIONS = {
-    "ssl-bump": "SslBump on this port: CONNECTs follow the ssl_bump rules (docs/https.md)",
+    "ssl-bump": "SslBump on this port: CONNECTs follow the ssl_bump rules (docs/https.md); on an intercepting "
+                "https_port, every connection does",
     "sslBump": "the deprecated spelling of ssl-bump (with Squid's warning)",
     "generate-host-certificates": "=on (the default) mints a certificate per origin, signed by tls-cert=; "
                                   "=off serves tls-cert= itself",
@@ -352,10 +354,11 @@ def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool =
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise ValueError(f"unknown {directive} option '{opt}'{hint}")
-        if (https or kind != "http") and (INTERCEPT in options or TPROXY in options):
-            raise ValueError(f"{directive}: interception (intercept, tproxy) is for http_port only in squidpy")
+        interception = INTERCEPT if INTERCEPT in options else TPROXY if TPROXY in options else None
+        if kind != "http" and interception is not None:
+            raise ValueError(f"{directive}: interception (intercept, tproxy) is for http_port and https_port")
         if https or tls.has_tls:
-            tls.check(https, warn)
+            tls.check(https, warn, interception)
     except TlsOptionError as e:
         raise ValueError(str(e)) from None
     return ListenAddress(host, port, options.get("name") or spec, options,

@@ -33,11 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from squidpy import intercept
 from squidpy.acl.checklist import Pending
+from squidpy.auth.decide import inherited
 from squidpy.config.tls_directives import adaptations, sign_algorithm
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, State, on
+from squidpy.http.url import BadTarget
 from squidpy.log.entry import LogEntry
 from squidpy.tls import bump
 from squidpy.tls.mint import SIGN_TRUSTED, CertProperties
@@ -56,6 +59,8 @@ class BumpedInfo:
     bump_mode: str = bump.BUMP
     failure: tuple | None = None         # (error, detail, status, TlsFailure): the first request's answer
     denial: tuple | None = None          # (verdict, access list): the CONNECT's denial, shown to the first request
+    # what its requests are authenticated as: the CONNECT's user, or nobody (squidpy.auth.decide.inherited)
+    auth: Any = field(default_factory=lambda: inherited(None))
 
 
 @dataclass
@@ -130,7 +135,11 @@ def inner_url(bumped: BumpedInfo, head, path: str) -> str:
 
 
 def tls_facts(ch, entry: LogEntry, bumped: BumpedInfo) -> None:
-    """What SslBump learnt, for the ACLs and the log of a bumped request."""
+    """What SslBump learnt, for the ACLs and the log of a bumped request; its user is
+    the CONNECT's (auth.inherited)."""
+    outcome = ch.auth = bumped.auth
+    if outcome.user is not None:
+        ch.user = entry.user_login = outcome.user
     ch.sni = bumped.sni
     ch.server_cert = bumped.server_cert
     ch.ssl_errors = bumped.ssl_errors
@@ -175,19 +184,27 @@ def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
 
 def _established(x) -> None:
     """200 Connection established (not counted in the CONNECT's logged bytes, as in Squid),
-    then the client's hello."""
+    then the client's hello.  An intercepted connection was sent no CONNECT, so it gets
+    no answer to one (logged /000, as Squid logs it)."""
     e = x.entry
-    e.status = 200
+    e.status = 0 if x.intercepted_tls else 200
     if e.result != "TCP_DENIED":
         e.result = "NONE_NONE"
     x.reply_started = True
     x.state = State.BUMP_CLIENT_HELLO
-    x._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+    if not x.intercepted_tls:
+        x._emit(c.SendToClient(CONNECTION_ESTABLISHED))
     x._emit(c.ReadClientHello)
 
 
+def _direct(x) -> str:
+    """The hierarchy code of a connection SslBump made to the origin."""
+    return "ORIGINAL_DST" if x.intercepted_tls else "HIER_DIRECT"
+
+
 @on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS,
-                                                      State.SELECTING, State.CHECKING, State.CONNECTING))
+                                                      State.SELECTING, State.CHECKING, State.CONNECTING,
+                                                      State.VERIFYING_HOST, State.REWRITING))
 def _client_hello(x, event: ev.ClientHelloRead) -> None:
     role = x.bump
     if event.hello is None:
@@ -252,7 +269,7 @@ def _peek(x) -> None:
 def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
     x.upstream = "open"
-    e.hierarchy, e.server_ip, e.server_port = "HIER_DIRECT", event.peer_ip, event.peer_port
+    e.hierarchy, e.server_ip, e.server_port = _direct(x), event.peer_ip, event.peer_port
     if event.seconds:
         e.dns_time = (e.dns_time or 0) + event.seconds
     role.server_cert = ch.server_cert = e.server_cert = event.cert
@@ -268,7 +285,7 @@ def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
 def _server_hello(x, event: ev.ServerHelloRead) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
     x.upstream = "open"
-    e.hierarchy, e.server_ip, e.server_port = "HIER_DIRECT", event.peer_ip, event.peer_port
+    e.hierarchy, e.server_ip, e.server_port = _direct(x), event.peer_ip, event.peer_port
     role.extra = [event.data]
     if event.hello is not None:
         e.server_tls = hello_facts(event.hello)
@@ -340,7 +357,8 @@ def _client_tls_ready(x, event: ev.ClientTlsReady) -> None:
     role, e = x.bump, x.entry
     target = x.target
     info = BumpedInfo(target.host, target.port, role.hello.server_name if role.hello is not None else None,
-                      role.server_cert, tuple(role.errors), e.bump_mode or bump.BUMP, role.failure, role.denial)
+                      role.server_cert, tuple(role.errors), e.bump_mode or bump.BUMP, role.failure, role.denial,
+                      inherited(x.checklist.auth))
     e.reply_header_size = e.reply_body_size = 0
     if event.tls is not None:
         e.client_tls = event.tls
@@ -362,31 +380,64 @@ def _client_tls_failed(x, event: ev.ClientTlsFailed) -> None:
 
 
 def _splice(x) -> None:
-    """Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced tunnel (TCP_TUNNEL)."""
+    """Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced tunnel (TCP_TUNNEL).
+    An intercepted connection spliced after peeking at the server is the one exception:
+    Squid tunnels its first CONNECT there, logged once, under the address."""
     role = x.bump
     role.spliced = True
     e = x.entry
-    first = _copy_entry(e)
-    first.result, first.status, first.hierarchy, first.server_ip = "NONE_NONE", 200, "HIER_NONE", None
-    first.reply_header_size = first.reply_body_size = 0
-    first.end = x.shared.now()
-    x._emit(c.Log(first, x.checklist))
-    e.start = first.end
+    if not (x.intercepted_tls and x.upstream == "open"):
+        first = _copy_entry(e)
+        first.result, first.status, first.hierarchy, first.server_ip = "NONE_NONE", e.status, "HIER_NONE", None
+        first.reply_header_size = first.reply_body_size = 0
+        first.end = x.shared.now()
+        x._emit(c.Log(first, x.checklist))
+        e.start = first.end
     e.result = "TCP_TUNNEL"
     if x.upstream == "open":            # after a peek: the origin's first flight goes to the client
+        e.status = 200
         x.tunnel = True
         x.state = State.TUNNEL
         x.upstream_started = x.shared.now()
         x._emit(c.StartTunnel(b"".join(role.extra)))
         return
+    if x.intercepted_tls:
+        return _second_connect(x)
     x._go_upstream(tunnel=True)
+
+
+def _second_connect(x) -> None:
+    """An intercepted connection spliced at step 2: Squid's second CONNECT (its
+    fakeAConnectRequest), named after the SNI (else the address) with the SNI as its Host.
+    It is a request of its own: Host verification (the SNI must resolve to the address the
+    client connected to, else 409), http_access again (a dstdomain denial of the SNI: 403),
+    then the tunnel.  A refusal resets the client (exchange._reset_intercepted).  It gets a
+    checklist of its own: the first CONNECT's, logged just before, keeps its facts."""
+    old, client = x.checklist, x.client
+    sni = old.sni
+    address = f"[{client.local_ip}]" if ":" in client.local_ip else client.local_ip
+    name = (f"[{sni}]" if ":" in sni else sni) if sni else address
+    x.entry.url = f"{name}:{client.local_port}"
+    try:
+        target, verdict = intercept.intercepted_request(
+            "CONNECT", x.entry.url, name.encode("latin-1", "replace"), client.local_ip, client.local_port,
+            x.shared.cached_addresses)
+    except BadTarget:       # a server name no URL can hold names nothing: it resolves to nothing
+        return x._host_checked(intercept.NOT_RESOLVING)
+    x.target = target
+    ch = x.checklist = x._checklist(target)
+    ch.sni, ch.bump_step = old.sni, old.bump_step
+    x._verify_host(verdict)
 
 
 def splice_failed(x, event: ev.ConnectFailed) -> None:
     """The origin of a spliced connection cannot be reached: the client, mid-TLS, is closed."""
     e = x.entry
     e.error, e.error_detail = event.error, event.detail
-    e.hierarchy = "HIER_NONE" if event.error == "ERR_DNS_FAIL" else "HIER_DIRECT"
+    if x.peer is not None:
+        e.hierarchy = x._hierarchy_code()
+    else:
+        e.hierarchy = "HIER_NONE" if event.error == "ERR_DNS_FAIL" else "HIER_DIRECT"
     e.server_ip = event.server_ip
     x.keep_alive = False
     x._emit(c.AbortClient)
@@ -419,7 +470,8 @@ def _look_up(x, fact: str) -> None:
 
 
 @on([State.BUMP_CLIENT_HELLO, State.BUMP_SERVER], ev.FactKnown,
-    to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING))
+    to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING,
+        State.VERIFYING_HOST, State.REWRITING))
 def _fact_known(x, event: ev.FactKnown) -> None:
     setattr(x.checklist, event.fact, event.value)
     redo, x.bump.redo = x.bump.redo, None

@@ -161,7 +161,7 @@ class Connect(Command):
     """A connection to the origin, or to ``peer`` (a cache_peer), idle pooled one first
     unless ``fresh`` -> Connected or ConnectFailed (``tunnel``: for CONNECT, never pooled;
     ``bind``: where to connect to the origin from; pooled connections are only reused
-    from the same)."""
+    from the same; ``through``: a bumped request to a parent, in a tunnel of its own)."""
     scheme: str
     host: str
     port: int
@@ -171,8 +171,13 @@ class Connect(Command):
     bind: Bind | None = None
     peer: Any = None
     source: str | None = None         # tproxy: connect from this (the client's) address
+    original_dst: bool = False        # by name to the address the client connected to (bumped after interception)
     delay: float = 0.0                # connect_retries: wait this long first (Squid's pause between tries)
     timeout: float | None = None      # connect_retries: what connect_timeout leaves for this try
+    # SslBump through a parent: this CONNECT head goes to the peer first, then TLS with the
+    # origin ``through_host`` (Squid's establishTunnelThruProxy); the request follows inside
+    through: bytes | None = None
+    through_host: str | None = None
 
 
 @dataclass(slots=True)

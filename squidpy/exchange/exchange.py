@@ -72,7 +72,8 @@ CLOSE_AFTER = frozenset({
 
 class State(enum.Enum):
     IDLE = "waiting for its turn (pipelined); its body may already arrive"
-    VERIFYING_HOST = "an intercepted request's Host is being looked up (is it the address the client connected to?)"
+    VERIFYING_HOST = ("an intercepted request's Host (or a spliced connection's SNI) is being looked up (is it the "
+                      "address the client connected to?)")
     CHECKING = "an ACL needs a fact that is being looked up (DNS, credentials, an external ACL helper)"
     REWRITING = "the URL rewriter or the store-ID helper is being asked"
     CACHE_LOOKUP = "the store is being asked"
@@ -225,10 +226,12 @@ class Exchange:
     upgrade_offer: bytes | None = None  # what http_upgrade_request_protocols let through
     indirect: IndirectClient | None = None   # follow_x_forwarded_for's walk, while under way
     bind: Bind | None = None            # tcp_outgoing_address's local addresses
+    source: str | None = None           # tproxy: the client's address, to connect from (spoof_client_ip)
     connect_after_lookup = False        # connecting once the origin's addresses are known (tcp_outgoing_address)
     body_buffer: list[bytes] | None = None   # the body held until the request goes upstream
     buffered = 0
     refusal: tuple[str, str, int] | None = None
+    intercepted_tls = False             # the CONNECT an intercepting https_port makes of a connection (no bytes sent it)
     response: ResponseHead | None = None
     framing = NO_BODY
     reply_started = False
@@ -249,6 +252,7 @@ class Exchange:
     callout: Callout | None = None      # what helpers decide about it (only when they do)
     host_verified = False               # the Host passed verification (interception, host_verify_strict)
     original_dst = False                # it goes to the address the client connected to (interception)
+    redirected = False                  # the URL rewriter gave it another URL (Squid's flags.redirected)
     _head_cmd: c.SendToClient | None = None
     bump = None                         # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
     range_limit: int | None = None      # range_offset_limit for this Range request (None: not looked at)
@@ -337,11 +341,14 @@ class Exchange:
         client = self.client
         bumped = client.bumped
         try:
-            if client.interception is None:
+            if client.interception is None or bumped is not None:
                 target = parse_target(head.method, head.target)
                 if bumped is not None and target.kind == "origin":     # inside a bumped connection
                     target = parse_target(head.method, bumping.inner_url(bumped, head, target.path))
                 self.target = target = with_domain(target, self.config.append_domain)
+                if client.interception is not None:     # bumped after interception: where did it connect?
+                    verdict = intercept.verify_target(target, client.local_ip, client.local_port,
+                                                      self.shared.cached_addresses)
             else:
                 target, verdict = intercept.intercepted_request(
                     head.method, head.target, head.host, client.local_ip, client.local_port,
@@ -357,7 +364,8 @@ class Exchange:
         elif target.kind != "internal" and client.interception is None and (client.metrics_port or (
                 # only a URL on one of our ports can name us (most name port 80 or 443)
                 (target.port == client.local_port or target.port == shared.my_port) and addressed_to_proxy(
-                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port))):
+                    target, shared.hostnames, shared.my_port, client.local_ip, client.local_port,
+                    shared.cached_addresses))):
             if client.metrics_port:
                 e.url = target.url
                 return self.fail("ERR_INVALID_URL", "this port serves /metrics only: it forwards nothing", 404,
@@ -378,6 +386,8 @@ class Exchange:
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
         if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
+        if client.to_proxy and self.intercepted_tls:
+            return self._reset_intercepted("TCP_DENIED")
         if client.to_proxy:
             return self.fail("ERR_ACCESS_DENIED", "this request was sent to the proxy's interception port itself, "
                              "not redirected to it: its destination is this proxy, and forwarding it would loop",
@@ -422,6 +432,8 @@ class Exchange:
                                                  (client.client_ip, client.client_port),
                                                  message.field(head.headers, b"user-agent"), self.entry.url):
                 self._emit(c.Report("warning", line))
+            if self.bump is not None:   # a splice's second CONNECT: Squid refuses it before it logs a bump mode
+                self.entry.bump_mode = None
             return self.fail("ERR_CONFLICT_HOST", f"the Host header does not match where the request goes "
                              f"({check.mismatch[0]} does not match {check.mismatch[1]})", 409)
         self._check()
@@ -816,6 +828,7 @@ class Exchange:
         if not self.config.url_rewrite_host_header and self.callout.host is None:
             self.callout.host = old.authority
         self.target = target
+        self.redirected = True
         self.entry.url = target.url
         self.entry.path = target.path
         self.checklist.retarget(target.url, target.scheme, target.host, target.port, target.path,
@@ -825,6 +838,8 @@ class Exchange:
         """Every check is done: answer here, or from the cache, or forward."""
         head = self.head
         if head.method == "CONNECT":
+            if self.bump is not None and self.bump.spliced:     # an intercepted splice's second CONNECT
+                return self._go_upstream(tunnel=True)
             if bumping.bumps(self):
                 return bumping.step1(self)
             return self._go_upstream(tunnel=True)
@@ -980,12 +995,14 @@ class Exchange:
         deny_info picks the page (never the 407 itself), and no redirect while
         credentials are needed.  ``page``: the list's own page when deny_info names
         none (miss_access: ERR_FORWARDING_DENIED)."""
+        if self.intercepted_tls:
+            return self._reset_intercepted(result, 403)
         info = self.config.deny_info.get(name) if name else None
         if auth_required and info is not None and info.kind == "redirect":
             info = None                 # Squid: no 30x while credentials are missing
         by_auth_acl = challenge and not auth_required and self._by_auth_acl(name)
         page = info.value if info is not None and info.kind == "page" else page
-        status, page = auth.denial(auth_required, by_auth_acl, page)
+        status, page = auth.denial(auth_required, by_auth_acl, page, self.client.bumped is not None)
         if info is None or info.kind == "page":
             if info is not None and info.status:
                 status = info.status    # deny_info STATUS:PAGE
@@ -1029,8 +1046,12 @@ class Exchange:
         e = self.entry
         e.error = error
         e.error_detail = detail
-        if error in CLOSE_AFTER:
-            self.keep_alive = False     # Squid closes after a request it could not make sense of
+        if self.intercepted_tls:
+            return self._reset_intercepted(result, status or STATUS.get(error, 500))
+        if error in CLOSE_AFTER or self.client.bumped is not None:
+            # Squid closes after a request it could not make sense of, and after any error
+            # page inside a bumped connection (Squid 5.7 sends Connection: close there)
+            self.keep_alive = False
         if self.reply_started and self._take_back():
             e.reply_header_size = e.reply_body_size = 0
         if self.reply_started:
@@ -1050,6 +1071,16 @@ class Exchange:
         if extra:
             fields += extra
         self.send_local(status or STATUS.get(error, 500), b"text/html;charset=utf-8", page.body, fields)
+
+    def _reset_intercepted(self, result: str, status: int = 0) -> None:
+        """An intercepted TLS connection that is not bumped has nothing a page could be
+        shown in (the client speaks TLS to the origin it believes it reached): reset."""
+        e = self.entry
+        e.result, e.status = result, status
+        e.reply_header_size = e.reply_body_size = 0
+        self.keep_alive = False
+        self._emit(c.AbortClient)
+        self.finish()
 
     def _take_back(self) -> bool:
         """Withdraw the reply head (and what followed it) if it has not left yet:
@@ -1320,7 +1351,7 @@ class Exchange:
         if self.config.miss_access.rules and not self._miss_allowed():
             return
         peers = self.shared.peers
-        if not peers or self._to_original_dst():
+        if not peers:
             return self._connect()
         if self.selector is None:
             self.forwarding = Forwarding(self.config.forward_max_tries)
@@ -1333,7 +1364,11 @@ class Exchange:
         no_cache = role is None and head.method in ("GET", "HEAD") or (role is not None and role.reload)
         return RequestFacts(
             head.method, target.url, scheme, target.host, target.port, target.path, self.client.client_ip,
-            self.checklist, user=self.checklist.user, hierarchical=is_hierarchical(head.method, scheme, head.headers),
+            self.checklist, user=self.checklist.user,
+            # Squid's clientHierarchical: an intercepted request whose Host was not verified is
+            # not (parents only under never_direct or nonhierarchical_direct off, no ICP)
+            hierarchical=is_hierarchical(head.method, scheme, head.headers) and (
+                self.client.interception is None or self.host_verified),
             no_cache=no_cache, refresh=role is not None and role.reload,
             need_validation=role is not None and role.revalidating)
 
@@ -1395,11 +1430,11 @@ class Exchange:
             e.hierarchy = "HIER_NONE"
             error, status = NO_CANDIDATE
             return self.fail(error, "no peer or origin server could be used for this request", status,
-                             result="TCP_TUNNEL" if self.tunnel else self._miss_result())
+                             result="NONE_NONE" if self.tunnel else self._miss_result())
         error, detail, status, server_ip = failure
         if self.tunnel:
             self.keep_alive = False
-        self.fail(error, detail, status, result="TCP_TUNNEL" if self.tunnel else self._miss_result(),
+        self.fail(error, detail, status, result="NONE_NONE" if self.tunnel else self._miss_result(),
                   server_ip=server_ip)
 
     def _may_retry(self, connected: bool) -> bool:
@@ -1410,11 +1445,19 @@ class Exchange:
                                          and self.entry.request_body_size > 0, self.reply_started)
 
     def _connect(self, fresh: bool = False) -> None:
-        """Connect to the destination chosen: a peer, or the origin from the local
-        address tcp_outgoing_address picks (which may need the origin's addresses
-        first); a fresh retry keeps the address chosen."""
-        if not fresh and self.peer is None and self.config.tcp_outgoing_address and not self._choose_outgoing():
-            return
+        """Connect to the destination chosen (a peer, the origin, or an intercepted request's
+        original destination) from the local address Squid's getOutgoingAddress picks for
+        every connection: under tproxy the client's own (spoof_client_ip; not to a peer marked
+        no-tproxy), else tcp_outgoing_address's, whose dst ACLs test the address connected to
+        (which may need the origin's addresses first).  A fresh retry keeps what was chosen."""
+        if not fresh:
+            peer, client = self.peer, self.client
+            self.original_dst = peer is None and self._to_original_dst()
+            self.source = (client.client_ip if client.interception == intercept.TPROXY and self._spoofs()
+                           and (peer is None or not peer.no_tproxy) else None)
+            self.bind = None
+            if self.source is None and self.config.tcp_outgoing_address and not self._choose_outgoing():
+                return
         self._open(fresh)
 
     def _open(self, fresh: bool, reopen: bool = False) -> None:
@@ -1445,27 +1488,51 @@ class Exchange:
                 role.leader = False
                 self._emit(c.ReleaseFetch(role.key))
             state = self.shared.peers.state(peer)
+            through = self._bump_through(peer)
             return self._emit(c.Connect(target.scheme, peer.host, peer.http_port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=state.addresses or None, peer=peer, **timing))
+                                        addresses=state.addresses or None, peer=peer, bind=self.bind,
+                                        source=self.source, through=through,
+                                        through_host=target.host if through is not None else None, **timing))
         client = self.client
-        if client.interception is None:
-            addresses = [target.host] if target.ip_literal else (self.checklist.dst or None)
-            return self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                        addresses=addresses, bind=self.bind, **timing))
-        source = client.client_ip if client.interception == intercept.TPROXY and self._spoofs() else None
-        self.original_dst = self._to_original_dst()
+        if self.original_dst and target.scheme == "https" and not self.tunnel:
+            # bumped after interception: TLS with the name (SNI, certificate check), to the address
+            return self._emit(c.Connect(target.scheme, target.host, client.local_port, fresh=fresh,
+                                        addresses=[client.local_ip], bind=self.bind, source=self.source,
+                                        original_dst=True, **timing))
         if self.original_dst:
-            self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=[client.local_ip], source=source, **timing))
+            return self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh,
+                                        tunnel=self.tunnel, addresses=[client.local_ip], bind=self.bind,
+                                        source=self.source, **timing))
+        if target.ip_literal:
+            addresses = [target.host]
         else:
-            addresses = [target.host] if target.ip_literal else None
-            self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
-                                 addresses=addresses, source=source, bind=self.bind, **timing))
+            # an intercepted request's dst ACLs may have seen the original destination instead
+            addresses = (self.checklist.dst or None) if client.interception is None else None
+        self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
+                             addresses=addresses, bind=self.bind, source=self.source, **timing))
+
+    def _bump_through(self, peer) -> bytes | None:
+        """A request inside a bumped connection never goes to a parent in clear: as in
+        Squid 5.7 (FwdState's "encrypted traffic through a proxy"), a CONNECT to the
+        parent opens a tunnel and TLS with the origin runs inside it, the request in
+        origin form; the CONNECT carries the peer's login= credentials.  A parent
+        reached over TLS (cache_peer ... tls) gets the request itself, as Squid sends it."""
+        if self.client.bumped is None or peer.tls is not None:
+            return None
+        target = self.target
+        authority = f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        _, credentials = login_fields(peer.login, [], self.checklist.user)
+        head = ("\r\n".join(lines) + "\r\n").encode("latin-1", "replace")
+        if credentials is not None:
+            head += b"Proxy-Authorization: " + credentials + b"\r\n"
+        return head + b"\r\n"
 
     def _to_original_dst(self) -> bool:
-        """An intercepted request goes to the address the client connected to (Squid's
-        ORIGINAL_DST): always when its Host failed verification, else as client_dst_passthru says."""
-        return self.client.interception is not None and intercept.to_original_destination(
+        """An intercepted request that goes direct goes to the address the client connected
+        to (Squid's ORIGINAL_DST): always when its Host failed verification, else as
+        client_dst_passthru says; not once the URL rewriter gave it another URL."""
+        return self.client.interception is not None and not self.redirected and intercept.to_original_destination(
             True, self.config.client_dst_passthru, self.host_verified)
 
     def _spoofs(self) -> bool:
@@ -1500,11 +1567,20 @@ class Exchange:
         return False
 
     def _choose_outgoing(self) -> bool:
-        """tcp_outgoing_address: the local address of the origin connection, per
-        address of the origin (a line applies to the addresses of its own family and
-        its dst ACLs test the address being connected to).  False while the origin's
-        addresses are being looked up for a dst ACL."""
-        ch, target = self.checklist, self.target
+        """tcp_outgoing_address: the local address of the connection, per address connected
+        to (a line applies to the addresses of its own family and its dst ACLs test the
+        address being connected to: a peer's, the original destination, or the origin's).
+        False while the origin's addresses are being looked up for a dst ACL."""
+        ch, target, peer = self.checklist, self.target, self.peer
+        if peer is not None or self.original_dst:
+            addresses = self.shared.peers.state(peer).addresses if peer is not None else [self.client.local_ip]
+            known = ch.dst
+            ch.dst = list(addresses)
+            try:
+                self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
+            finally:
+                ch.dst = known
+            return True
         if target.ip_literal:
             ch.dst = [target.host]
         try:
@@ -1531,7 +1607,9 @@ class Exchange:
         if destination is None:
             return "ORIGINAL_DST" if self.original_dst else HIER_DIRECT
         timed_out = self.selected is not None and self.selected.timed_out
-        return (TIMEOUT_PREFIX if timed_out else "") + destination.code
+        # Squid's resolveSelected: an intercepted request's DIRECT becomes ORIGINAL_DST
+        code = "ORIGINAL_DST" if self.original_dst and destination.peer is None else destination.code
+        return (TIMEOUT_PREFIX if timed_out else "") + code
 
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
@@ -1556,7 +1634,7 @@ class Exchange:
             self.state = State.TUNNEL
             if self.config.delay_specs:
                 self._delay_pool()
-            if self.bump is None:       # after a peek the client has had its 200 already
+            if self.bump is None and not self.intercepted_tls:   # after a peek the client has had its 200 already
                 e.reply_header_size = len(CONNECTION_ESTABLISHED)
                 self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
             self._emit(c.StartTunnel())
@@ -1580,7 +1658,7 @@ class Exchange:
         if self.callout is not None and self.callout.host is not None:
             authority = self.callout.host       # url_rewrite_host_header off
         path, proxy_auth, keep_proxy_auth = target.path, None, False
-        if peer is not None:
+        if peer is not None and (self.client.bumped is None or peer.tls is not None):
             # to a proxy: the absolute URL (host:port for CONNECT), login= credentials, and
             # to a sibling only what it has (only-if-cached, unless allow-miss)
             path = target.url
@@ -1674,7 +1752,8 @@ class Exchange:
             return bumping.splice_failed(self, event)
         if self.tunnel:
             self.keep_alive = False
-            return self.fail(event.error, event.detail, event.status, result="TCP_TUNNEL",
+            # Squid 5.7 logs a tunnel that was never established NONE_NONE/503, not TCP_TUNNEL
+            return self.fail(event.error, event.detail, event.status, result="NONE_NONE",
                              server_ip=event.server_ip)
         if self._stale_instead():
             return
@@ -1795,10 +1874,17 @@ class Exchange:
         if self.tunnel and resp.status == 200:
             # CONNECT through a parent: it connected; the tunnel starts with the bytes after its answer
             e.status = 200
-            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             self.reply_started = True
             self.state = State.RELAYING
+            if self.bump is not None:       # spliced after a peek: the client has had its 200 already
+                return
+            e.reply_header_size = len(CONNECTION_ESTABLISHED)
             return self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
+        if self.tunnel and self.bump is not None:
+            # a splice the parent refuses: the client is mid-TLS, an HTTP answer cannot reach it
+            self._drop_upstream()
+            return bumping.splice_failed(self, ev.ConnectFailed(
+                "ERR_CONNECT_FAIL", f"the parent answered the CONNECT with {resp.status}", 503, e.server_ip))
         if self.tunnel:
             self.keep_alive = False         # the parent's refusal is passed on; the CONNECT is over
         elif self.selected is not None and self.forwarding.may_reforward(
@@ -1878,7 +1964,9 @@ class Exchange:
         if response is not None:
             ch.reply_status = response.status
             ch.reply_headers = response.headers
-        pool = select_delay_pool(self.config.delay_specs, ch)
+        peer = self.peer
+        # a reply from a cache_peer marked no-delay is not slowed (Squid's setNoDelay)
+        pool = None if peer is not None and peer.no_delay else select_delay_pool(self.config.delay_specs, ch)
         if pool is not None or response is not None:
             self._emit(c.Throttle(pool, self.client.client_ip, self.entry.user, ch.tag))
 

@@ -87,6 +87,11 @@ class ExternalAclType:
         return " ".join(words)
 
 
+class NoLogin(Exception):
+    """%ul inside a bumped connection whose CONNECT was not authenticated: Squid asks no
+    helper and the external ACL does not match."""
+
+
 def shell_quote(value: str) -> str:
     """Squid's strwordquote (protocol=2.5): quotes around values with spaces,
     backslash before quotes and backslashes, \\n and \\r written out."""
@@ -97,7 +102,10 @@ def shell_quote(value: str) -> str:
 def _value(token: FormatToken, ch: Checklist) -> str:
     code = token.code
     if code == "ul":
-        return authenticated_user(ch)
+        user = authenticated_user(ch)
+        if user is None:            # a bumped connection whose CONNECT was not authenticated
+            raise NoLogin()
+        return user
     if code == "un":
         return ch.user or ch.ext_user or ""
     if code == "ue":

@@ -175,16 +175,22 @@ def with_domain(target: Target, domain: str | None) -> Target:
 
 
 def addressed_to_proxy(target: Target, hostnames: tuple[str, ...], my_port: int,
-                       local_ip: str, local_port: int) -> bool:
+                       local_ip: str, local_port: int,
+                       addresses: Callable[[str], list[str] | None] | None = None) -> bool:
     """Is this absolute-form request for the proxy itself, to be answered here rather
     than forwarded to itself?  As Squid decides: a ``/squid-internal-...`` path on
     its own name (visible_hostname, or a hostname_aliases name) and the port of its
     first http_port.  And, a squidpy rule: any URL naming the very address and port
-    the request arrived on (forwarding it could only come back here)."""
+    the request arrived on (forwarding it could only come back here), by that address
+    or by a name already known to have it (``addresses``: the DNS cache's answer, which
+    hosts_file fills: ``http://localhost:3128/...`` sent to 127.0.0.1:3128)."""
     if target.kind != "absolute" or target.scheme != "http":
         return False
-    if target.port == local_port and target.host == local_ip:
-        return True
+    if target.port == local_port:
+        if target.host == local_ip:
+            return True
+        if addresses is not None and not target.ip_literal and local_ip in (addresses(target.host) or ()):
+            return True
     return target.port == my_port and target.path.startswith(INTERNAL_PREFIX) and target.host in hostnames
 
 

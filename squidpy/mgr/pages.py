@@ -40,7 +40,8 @@ def _pct(part: float, whole: float) -> float:
 
 
 def _int_pct(part: int, whole: int) -> int:
-    return int(100 * part / whole) if whole else 0
+    """Squid's Math::intPercent: rounded to the nearest percent (2 of 16 is 13%), 0 for an empty whole."""
+    return int(100.0 * part / whole + 0.5) if whole else 0
 
 
 def _squid_time(t: float) -> str:
@@ -527,8 +528,10 @@ def pconn(report: dict, _request) -> str:
         if count:
             out.append(f"\t{uses}\t{count}\n")
     out.append("\n Pool 0 Hash Table\n")
-    for i, key in enumerate(data["idle"]):
-        out.append(f"\t item {i}:\t{key}\n")
+    for i, (address, port, host) in enumerate(data["idle"]):
+        # Squid's PconnPool::key: the server's address and port as in a URL, then the host asked for
+        shown = f"[{address}]" if ":" in address else address
+        out.append(f"\t item {i}:\t{shown}:{port}/{host}\n")
     return "".join(out)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from squidpy.acl.access import AccessList
 from squidpy.http.message import field_values
 from squidpy.http.url import rfc1738_unescape
+from squidpy.tls.options import TlsOptions
 
 PARENT = "parent"
 SIBLING = "sibling"
@@ -43,12 +44,12 @@ FLAGS = {
     "sourcehash": "sourcehash",
     "userhash": "userhash",
     "allow-miss": "allow_miss",
+    "no-tproxy": "no_tproxy",
+    "no-delay": "no_delay",
 }
 
 # Accepted and without effect in squidpy, as Squid accepts them when built without the feature.
 IGNORED = {
-    "no-tproxy": "squidpy does not spoof client addresses (TPROXY)",
-    "no-delay": "squidpy has no delay pools",
     "auth-no-keytab": "squidpy does not log in to peers with Kerberos",
 }
 IGNORED_PREFIXES = {
@@ -68,41 +69,6 @@ REFUSED = {
 }
 
 CARP_KEY_PARTS = ("scheme", "host", "port", "path", "params")
-
-# tls-* (and their older ssl* spellings): what each sets in TlsOptions
-TLS_VALUE_OPTIONS = {"cert": "cert", "key": "key", "cafile": "cafiles", "capath": "capath",
-                     "crlfile": "crlfile", "cipher": "cipher", "min-version": "min_version",
-                     "options": "options", "flags": "flags", "domain": "domain", "version": "version"}
-TLS_FLAGS = ("DONT_VERIFY_PEER", "DONT_VERIFY_DOMAIN", "NO_DEFAULT_CA", "NO_SESSION_REUSE",
-             "VERIFY_CRL", "VERIFY_CRL_ALL", "CONDITIONAL_AUTH")
-
-
-@dataclass
-class TlsOptions:
-    """``tls`` and ``tls-*``: the TLS connection to the peer (Squid's Security::PeerOptions)."""
-
-    cert: str | None = None
-    key: str | None = None
-    cafiles: list[str] = field(default_factory=list)
-    capath: str | None = None
-    crlfile: str | None = None
-    cipher: str | None = None
-    min_version: str | None = None
-    options: str | None = None
-    flags: frozenset[str] = frozenset()
-    domain: str | None = None
-    version: str | None = None
-    default_ca: bool = True
-    npn: bool = True
-
-    @property
-    def verify_peer(self) -> bool:
-        return "DONT_VERIFY_PEER" not in self.flags
-
-    @property
-    def verify_domain(self) -> bool:
-        return "DONT_VERIFY_DOMAIN" not in self.flags
-
 
 @dataclass(frozen=True)
 class CarpKey:
@@ -142,6 +108,8 @@ class CachePeer:
     sourcehash: bool = False
     userhash: bool = False
     allow_miss: bool = False
+    no_tproxy: bool = False             # connect from squidpy's address even for a tproxy request
+    no_delay: bool = False              # replies from this peer are not slowed by delay pools
     login: str | None = None            # unescaped
     connect_timeout: float | None = None   # seconds; None: peer_connect_timeout
     connect_fail_limit: int = PEER_TCP_MAGIC_COUNT
@@ -186,8 +154,6 @@ def parse_cache_peer(args: list[str], warn, path=lambda p: p) -> CachePeer:
     peer.weight = max(peer.weight, 1)
     if peer.connect_fail_limit < 1:
         peer.connect_fail_limit = PEER_TCP_MAGIC_COUNT
-    if peer.tls is not None and peer.tls.key and not peer.tls.cert:
-        raise ValueError("tls-key= needs tls-cert= before it")
     return peer
 
 
@@ -284,45 +250,24 @@ def _carp_key(spec: str) -> CarpKey:
 
 
 def _tls(peer: CachePeer, option: str, path, warn) -> None:
-    """One ``tls-*`` option (Squid's Security::PeerOptions::parse): an unknown one is
-    ignored, every known one turns TLS on."""
+    """One ``tls-*`` option, read as Squid's Security::PeerOptions::parse reads it
+    (squidpy.tls.options): ``tls`` alone or any known option turns TLS on,
+    ``tls-disable`` turns it off, an unknown one is ignored.  The files named must
+    exist."""
     tls = peer.tls or TlsOptions()
-    if option == "":
-        peer.tls = tls
-        return
-    if option.startswith("disable"):
-        peer.tls = None
-        return
-    name, eq, value = option.partition("=")
-    if name in ("default-ca", "no-default-ca"):
-        on = name == "default-ca" and value != "off"
-        if name == "default-ca" and value not in ("", "on", "off"):
-            raise ValueError(f"tls-default-ca= takes on or off, not '{value}'")
-        tls.default_ca = on
-    elif name == "no-npn" and not eq:
-        tls.npn = False
-    elif eq and name in TLS_VALUE_OPTIONS:
-        attr = TLS_VALUE_OPTIONS[name]
-        if name in ("cert", "key", "cafile", "capath", "crlfile"):
-            value = path(value)
-            if not os.path.exists(value):
-                raise ValueError(f"tls-{name}={value}: no such file or directory")
-        if name == "key" and not tls.cert:
-            raise ValueError("cert= option must be set before key= is used")
-        if name == "flags":
-            flags = frozenset(f for f in value.split(",") if f)
-            unknown = sorted(flags - set(TLS_FLAGS))
-            if unknown:
-                raise ValueError(f"unknown TLS flag '{unknown[0]}' (known: {', '.join(TLS_FLAGS)})")
-            tls.flags = flags
-        elif attr == "cafiles":
-            tls.cafiles.append(value)
-        else:
-            setattr(tls, attr, value)
-    else:
-        warn(f"Ignoring unknown cache_peer option '{option}' (a TLS option)")
-        return
-    peer.tls = tls
+    name = option.partition("=")[0]
+
+    def existing(value: str) -> str:
+        value = path(value)
+        if not os.path.exists(value):
+            raise ValueError(f"tls-{name}={value}: no such file or directory")
+        return value
+
+    def unknown(token: str) -> None:
+        warn(f"Ignoring unknown cache_peer option '{token}' (a TLS option)")
+    if option and not tls.parse(option, warn, existing, unknown):
+        return                          # TLS stays as it was
+    peer.tls = None if tls.disabled else tls
 
 
 def login_fields(login: str | None, request_headers, username: str | None) -> tuple[bool, bytes | None]:

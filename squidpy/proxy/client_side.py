@@ -123,10 +123,25 @@ class ClientConnection(PausableReading, Protocol):
         self.service.client_connected(self)
         if self.proxy_header is not None and self.transport.connected and not self._proxy_sender_allowed():
             self._proxy_refused("PROXY client not permitted by ACLs")
-        if listen is not None and listen.https and listen.tls.server_context is not None:
+        if listen is not None and listen.https and mode is not None:
+            self._intercepted_tls()
+        elif listen is not None and listen.https and listen.tls.server_context is not None:
             from squidpy.tls.session import TlsSession
             self.tls = TlsSession(listen.tls.server_context, server_side=True)
             self._tls_waiter = self._https_ready
+
+    def _intercepted_tls(self) -> None:
+        """An intercepting https_port: the connection enters SslBump as Squid's does, as a
+        CONNECT to the original destination that nobody sent (Squid's fakeAConnectRequest);
+        the bytes the client sends (its TLS hello) wait in ``raw`` for the steps."""
+        info = self.info
+        host = f"[{info.local_ip}]" if ":" in info.local_ip else info.local_ip
+        head = RequestHead("CONNECT", f"{host}:{info.local_port}", "1.1", [], 0)
+        exchange = Exchange(self.service, info, head, time.time())
+        exchange.intercepted_tls = True
+        self.drivers[exchange] = ExchangeDriver(exchange, self, self.service)
+        self.raw = []
+        self._session(self.session.received(exchange, False))
 
     # ------------------------------------------------------------ the PROXY protocol (require-proxy-header)
     def _proxy_sender_allowed(self) -> bool:
@@ -577,8 +592,10 @@ class ClientConnection(PausableReading, Protocol):
     def become_bumped(self, info) -> None:
         """The CONNECT bumped: the connection goes on as HTTP inside TLS, a new session."""
         self.bumped_info = None
+        before = self.info
         self.info = ClientInfo(self.client_ip, self.client_port, self.local_ip, self.local_port, self.port_name,
-                               self.info.port_tls, info)
+                               before.port_tls, info, interception=before.interception)
+        self.info.notes = before.notes      # the connection's annotations (annotate_client), as in Squid
         if self.tls is not None:
             self.info.tls = self.tls.facts()
         self.session = ClientSession()

@@ -217,15 +217,20 @@ class ExchangeDriver:
             self.service.reactor.callLater(cmd.delay, later)
             return
         pool, peer = self.service.pool, cmd.peer
-        if peer is not None:
-            # connections to a peer serve every request sent through it
+        if peer is not None and cmd.through is not None:
+            # a tunnel through the peer to one origin, TLS with it inside: only for that origin
+            key = ("peer-bump", peer.name, cmd.port, cmd.through)
+        elif peer is not None:
+            # connections to a peer serve every request sent through it (from the same address)
             key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
         else:
             key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
-            if cmd.bind is not None:
-                key += (cmd.bind,)          # reused only for requests sent from the same address
-            if cmd.source is not None:
-                key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
+            if cmd.original_dst and cmd.addresses:
+                key += ("to", cmd.addresses[0])     # a name pinned to the address a client connected to
+        if cmd.bind is not None:
+            key += (cmd.bind,)          # reused only for requests sent from the same address
+        if cmd.source is not None:
+            key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -242,18 +247,21 @@ class ExchangeDriver:
                 dns_seconds[0] = time.monotonic() - started
                 return result
             d.addBoth(timed)
-        tls_factory = peer_tls = timeout = None
+        tls_factory = timeout = None
         if peer is not None:
             peering = self.service.peering
-            peer_tls, timeout = peering.tls_for(peer), peering.connect_timeout(peer)
-        if cmd.timeout is not None:
-            timeout = cmd.timeout
+            tls_factory, timeout = peering.tls_factory(peer), peering.connect_timeout(peer)
+            if cmd.through is not None:
+                tls, checklist, origin = self.service.tls, self.exchange.checklist, cmd.through_host
+                tls_factory = lambda: tls.origin_session(origin, checklist)    # noqa: E731
         elif cmd.scheme == "https" and not cmd.tunnel:
+            # TLS with the origin itself; to a peer an https:// URL goes as it is (Squid)
             tls, checklist = self.service.tls, self.exchange.checklist
             tls_factory = lambda: tls.origin_session(cmd.host, checklist)    # noqa: E731
-        bind = None if peer is not None else cmd.bind
-        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, peer_tls, timeout, bind,
-                                                     cmd.source))
+        if cmd.timeout is not None:
+            timeout = cmd.timeout
+        d.addCallback(lambda addresses: pool.connect(key, addresses, tls_factory, timeout, cmd.bind, cmd.source,
+                                                     cmd.through))
         d.addCallbacks(lambda server: self._connected(server, False, dns_seconds[0]), self._connect_failed)
 
     def _connected(self, server, reused: bool, dns_seconds: float = 0.0) -> None:

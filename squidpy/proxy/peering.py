@@ -1,4 +1,4 @@
-"""The peers' I/O: their names looked up, TCP probes, TLS options, and the ICP port.
+"""The peers' I/O: their names looked up, TCP probes, TLS sessions, and the ICP port.
 
 Every decision is made by :mod:`squidpy.peers` (which parent, whether a peer is
 up, what an ICP message says) and by the exchanges; :class:`Peering` carries out
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from twisted.internet import protocol, ssl
+from twisted.internet import protocol
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 
@@ -71,7 +71,6 @@ class Peering:
         self.icp_key = None             # (address, port) it listens on
         self.waiting: dict[int, tuple] = {}      # reqnum -> (driver, sent at)
         self.timers: dict[object, object] = {}   # driver -> its ICP wait
-        self._tls: dict[int, object] = {}
         self._standby_opening: set[int] = set()     # id() of the peers a standby connection is opening to
         self._loop = LoopingCall(self.tick)
         service.pool.on_peer_connections = self._peer_connections
@@ -86,7 +85,6 @@ class Peering:
         self.table.reqnum = old.reqnum      # ICP request numbers never repeat while replies may be out
         self.table.icp_open = self.icp_port is not None
         self.first = False
-        self._tls = {}
         if self.started:
             self._resolve_all()
             self._open_icp()
@@ -170,7 +168,7 @@ class Peering:
             if table is self.table:     # standby failures count towards connect-fail-limit
                 for line in table.connect_failed(peer, time.time()):
                     log.warning("%s", line)
-        pool.connect(key, state.addresses, peer_tls=self.tls_for(peer), timeout=self.connect_timeout(peer)).addCallbacks(
+        pool.connect(key, state.addresses, self.tls_factory(peer), timeout=self.connect_timeout(peer)).addCallbacks(
             opened, failed)
 
     def _probe(self, table: PeerTable, peer) -> None:
@@ -191,15 +189,12 @@ class Peering:
     def connect_timeout(self, peer) -> float:
         return peer.connect_timeout or self.config.peer_connect_timeout
 
-    def tls_for(self, peer):
-        """Client TLS options for a ``tls`` peer (None: plain TCP)."""
-        opts = peer.tls
-        if opts is None:
+    def tls_factory(self, peer):
+        """What makes the TLS session of a connection to a ``tls`` peer (None: plain TCP)."""
+        if peer.tls is None:
             return None
-        made = self._tls.get(id(peer))
-        if made is None:
-            made = self._tls[id(peer)] = _tls_options(peer)
-        return made
+        tls = self.service.tls
+        return lambda: tls.peer_session(peer)
 
     # ------------------------------------------------------------ ICP: our queries
     def query(self, driver, queries, timeout: float) -> None:
@@ -330,34 +325,3 @@ def _address_of(host: str) -> str | None:
         return str(ip_address(host))
     except ValueError:
         return None
-
-
-def _tls_options(peer):
-    """Twisted client TLS options from a peer's tls-* settings: the peer's certificate is
-    checked against tls-cafile (or the system's CAs) and its name (tls-domain, else the
-    host), unless tls-flags says DONT_VERIFY_PEER or DONT_VERIFY_DOMAIN."""
-    opts = peer.tls
-    client = None
-    if opts.cert:
-        with open(opts.cert, "rb") as f:
-            data = f.read()
-        if opts.key and opts.key != opts.cert:
-            with open(opts.key, "rb") as f:
-                data += b"\n" + f.read()
-        client = ssl.PrivateCertificate.loadPEM(data)
-    mine = {"privateKey": client.privateKey.original, "certificate": client.original} if client else {}
-    if not opts.verify_peer:
-        return ssl.CertificateOptions(verify=False, **mine)
-    if opts.cafiles:
-        certificates = []
-        for path in opts.cafiles:
-            with open(path, "rb") as f:
-                certificates.append(ssl.Certificate.loadPEM(f.read()))
-        trust = ssl.trustRootFromCertificates(certificates)
-    elif opts.default_ca:
-        trust = ssl.platformTrust()
-    else:
-        trust = ssl.trustRootFromCertificates([])
-    if not opts.verify_domain:
-        return ssl.CertificateOptions(trustRoot=trust, **mine)
-    return ssl.optionsForClientTLS(opts.domain or peer.host, trustRoot=trust, clientCertificate=client)

@@ -17,7 +17,7 @@ import time
 from twisted.internet import defer
 
 from squidpy import __version__
-from squidpy.cache.policy import parse_http_date
+from squidpy.cache.policy import expiration_time, parse_http_date
 from squidpy.config.secrets import configuration_text
 from squidpy.http.message import field
 
@@ -59,7 +59,8 @@ def build(service, needs: frozenset, params: dict) -> defer.Deferred:
     if "pconn" in needs:
         pool = service.pool
         report["pconn"] = {"uses": {str(k): v for k, v in pool.uses.items()},
-                           "idle": [f"{key[1]}:{key[2]}" for key, conns in pool.idle.items() for _ in conns]}
+                           "idle": [[conn.peer_ip or key[1], conn.peer_port or key[2], key[1]]
+                                    for key, conns in pool.idle.items() for conn in conns]}
     if "config" in needs:
         report["config"] = configuration_text(service.config)
     if "objects" in needs:
@@ -271,7 +272,7 @@ def _objects(service, report: dict) -> defer.Deferred:
 def _object_row(url, status, size, tier, stored_at, headers, head_size, now) -> list:
     """[url, status, size, tier, stored, last used, expires, last modified, head size];
     -1 for a time the reply does not give."""
-    expires = parse_http_date(field(headers, b"expires"), now)
+    expires = expiration_time(headers, stored_at or now)
     lastmod = parse_http_date(field(headers, b"last-modified"), now)
     return [url, status, size, tier, stored_at or 0.0, stored_at or 0.0,
             -1 if expires is None else expires, -1 if lastmod is None else lastmod, head_size]

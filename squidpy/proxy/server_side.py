@@ -18,7 +18,7 @@ import httptools
 from twisted.internet import defer, interfaces
 from twisted.internet import error as ierror
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import (
     IHostnameResolver, IHostResolution, IReactorPluggableNameResolver, IReactorTCP, IReactorTime,
 )
@@ -88,13 +88,16 @@ class ServerConnection(PausableReading, Protocol):
     written to the client, at once)."""
 
     limit = None                # write_timeout while what we write waits (see proxy/timeouts.py)
+    handshake_timeout = None    # the TLS handshake's time, when not connect_timeout (a peer's, a retry's)
     opened = 0.0
     _unsent = 0
 
-    def __init__(self, pool: "ServerPool", key: tuple, tls=None):
+    def __init__(self, pool: "ServerPool", key: tuple, tls=None, through: bytes | None = None):
         self.pool = pool
         self.key = key
-        self.tls = tls             # a squidpy.tls.session.TlsSession for https:// origins
+        self.tls = tls             # a squidpy.tls.session.TlsSession for https:// origins and TLS peers
+        self.through = through     # a CONNECT to a parent, answered before TLS starts (SslBump via a peer)
+        self._through_answer = b""
         self.handshake = None      # fires when the TLS handshake is done (or fails)
         self.peeking = None        # SslBump peek: called with the origin's first flight
         self._peeked = b""
@@ -140,8 +143,39 @@ class ServerConnection(PausableReading, Protocol):
         self.pool.opened(self, 1)
         if self.tls is not None:
             self.handshake = defer.Deferred()
-            self.deadline = time.monotonic() + self.pool.connect_timeout
+            self.deadline = time.monotonic() + (self.handshake_timeout or self.pool.connect_timeout)
+            if self.through is not None:
+                self.transport.write(self.through)
+                return
             self.transport.write(self.tls.start().network)
+
+    def _tunnel_answer(self, data: bytes) -> bytes | None:
+        """The parent's answer to our CONNECT: after a 2xx head, TLS with the origin starts
+        (what followed the head is the origin's); anything else fails the connection."""
+        answer = self._through_answer = self._through_answer + data
+        end = answer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(answer) > self.pool.reply_header_max_size:
+                self._tunnel_refused(b"an answer too large")
+            return None
+        status_line = answer.split(b"\r\n", 1)[0]
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].startswith(b"2") \
+                or len(parts[1]) != 3:
+            self._tunnel_refused(status_line[:100])
+            return None
+        self.through, self._through_answer = None, b""
+        self.transport.write(self.tls.start().network)
+        return answer[end + 4:]
+
+    def _tunnel_refused(self, answer: bytes) -> None:
+        d, self.handshake = self.handshake, None
+        self.through = None
+        self.transport.abortConnection()
+        if d is not None:
+            self.deadline = None
+            d.errback(UpstreamError("ERR_CONNECT_FAIL", "the parent answered our CONNECT with "
+                                    + answer.decode("latin-1", "replace"), 502, server_ip=self.peer_ip))
 
     def _handshake_over(self, failure=None) -> None:
         d, self.handshake = self.handshake, None
@@ -200,7 +234,9 @@ class ServerConnection(PausableReading, Protocol):
         self.pool.forget(self)
         if was_connected:
             self.pool.opened(self, -1)
-        if self.handshake is not None:
+        if self.handshake is not None and self.through is not None:
+            self._tunnel_refused(b"no answer (the parent closed the connection)")
+        elif self.handshake is not None:
             self._handshake_over(self.tls.receive(b"").failure or self.tls.failure)
         self.parser = None          # it holds our bound methods (a reference cycle)
         tunnel, self.tunnel = self.tunnel, None
@@ -266,6 +302,11 @@ class ServerConnection(PausableReading, Protocol):
             self.delay.read(len(data))
         tls = self.tls
         if tls is not None:
+            if self.through is not None:
+                rest = self._tunnel_answer(data)
+                if not rest:
+                    return
+                data = rest
             out = tls.receive(data)
             if out.network:
                 self.transport.write(out.network)
@@ -493,6 +534,8 @@ class ServerConnection(PausableReading, Protocol):
         if self.peeking is not None:
             self._peek_over(None, "no TLS hello from the server within connect_timeout")
             self.transport.abortConnection()
+        elif self.handshake is not None and self.through is not None:
+            self._tunnel_refused(b"no answer within connect_timeout")
         elif self.handshake is not None:
             from squidpy.tls.errors import SQUID_TLS_ERR_CONNECT, TlsFailure
             self._handshake_over(TlsFailure(SQUID_TLS_ERR_CONNECT, lib_error="no TLS handshake within "
@@ -513,13 +556,19 @@ class ServerConnection(PausableReading, Protocol):
 
 
 class _ServerFactory(Factory):
-    def __init__(self, pool: "ServerPool", key: tuple, tls_factory=None):
+    def __init__(self, pool: "ServerPool", key: tuple, tls_factory=None, timeout: float | None = None,
+                 through: bytes | None = None):
         self.pool = pool
         self.key = key
         self.tls_factory = tls_factory
+        self.timeout = timeout
+        self.through = through
 
     def buildProtocol(self, addr):
-        return ServerConnection(self.pool, self.key, self.tls_factory() if self.tls_factory else None)
+        conn = ServerConnection(self.pool, self.key, self.tls_factory() if self.tls_factory else None, self.through)
+        if self.timeout:
+            conn.handshake_timeout = self.timeout
+        return conn
 
 
 @implementer(IHostResolution)
@@ -654,16 +703,18 @@ class ServerPool:
                 lose(conn.transport)
         self.idle.clear()
 
-    def connect(self, key: tuple, addresses: list[str], tls_factory=None, peer_tls=None,
-                timeout: float | None = None, bind=None, source: str | None = None) -> defer.Deferred:
+    def connect(self, key: tuple, addresses: list[str], tls_factory=None,
+                timeout: float | None = None, bind=None, source: str | None = None,
+                through: bytes | None = None) -> defer.Deferred:
         """Connect to ``addresses`` (happy eyeballs), from the local addresses ``bind``
         names (tcp_outgoing_address); fires with the ServerConnection or fails with
         UpstreamError naming the last address tried.  With ``tls_factory`` (a function
-        making a client TlsSession: https:// origins) it fires once the TLS handshake
-        is done, or fails with ERR_SECURE_CONNECT_FAIL saying why.  ``peer_tls``:
-        Twisted's client TLS options for a cache_peer with ``tls``.  ``source``: the
+        making a client TlsSession: https:// origins, cache_peers with ``tls``) it
+        fires once the TLS handshake is done, within ``timeout`` too, or fails with
+        ERR_SECURE_CONNECT_FAIL saying why.  ``source``: the
         address to connect from, which need not be this host's (tproxy: the client's);
-        only addresses of its family can be reached from it."""
+        only addresses of its family can be reached from it.  ``through``: a CONNECT head
+        for the parent at ``addresses``, whose 2xx answer comes before TLS starts."""
         scheme, host, port = key[:3]
         if source is not None:
             v6 = ":" in source
@@ -674,8 +725,6 @@ class ServerPool:
                     status=503))
         endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses, bind, source), host, port,
                                     timeout=timeout or self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
-        if peer_tls is not None:
-            endpoint = wrapClientTLS(peer_tls, endpoint)
 
         def failed(failure):
             e = failure.value
@@ -685,7 +734,7 @@ class ServerPool:
             raise UpstreamError("ERR_CONNECT_FAIL", _describe_connect_error(e), status=503,
                                 server_ip=addresses[-1] if addresses else None,
                                 errno=os_error if isinstance(os_error, int) else None)
-        d = endpoint.connect(_ServerFactory(self, key, tls_factory)).addErrback(failed)
+        d = endpoint.connect(_ServerFactory(self, key, tls_factory, timeout, through)).addErrback(failed)
         if tls_factory is not None:
             d.addCallback(lambda conn: conn.handshake if conn.handshake is not None else conn)
         return d

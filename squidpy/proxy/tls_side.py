@@ -1,7 +1,7 @@
 """The TLS objects a running configuration needs, made once per configuration.
 
-:class:`TlsSide` holds the OpenSSL client context for origins
-(``tls_outgoing_options``), one :class:`~squidpy.tls.certcache.Minter` per
+:class:`TlsSide` holds the OpenSSL client contexts for origins
+(``tls_outgoing_options``) and for ``cache_peer``s with ``tls``, one :class:`~squidpy.tls.certcache.Minter` per
 ``ssl-bump`` port (its CA, the memory cache sized by the port's
 ``dynamic_cert_mem_cache_size``, the disk cache and helper of
 ``sslcrtd_program``) and the server contexts made from minted certificates.
@@ -12,6 +12,8 @@ are the exchange's and the configuration's (squidpy.config.tls_directives).
 from __future__ import annotations
 
 from collections import OrderedDict
+
+from OpenSSL import SSL
 
 from squidpy.config.tls_directives import cert_error_allowed
 from squidpy.tls.certcache import CertCache, Minter
@@ -28,6 +30,7 @@ class TlsSide:
         self.config = config
         self.options = config.tls_outgoing_options
         self._client_context = None
+        self._peer_contexts: dict[str, SSL.Context] = {}
         self._minters: dict[str, Minter] = {}
         self._contexts: OrderedDict = OrderedDict()
         self._helper = None
@@ -50,6 +53,16 @@ class TlsSide:
             return checklist is not None and cert_error_allowed(config, checklist, error, peer_cert)
         return TlsSession(self.client_context, server_side=False,
                           verification=Verification(host, self.options, bypass))
+
+    def peer_session(self, peer) -> TlsSession:
+        """A client TLS session to a ``cache_peer`` with ``tls``, made from its tls-*
+        options (Squid's BlindPeerConnector): its certificate checked for tls-domain,
+        else the peer's host, which is also the SNI sent; no sslproxy_cert_error
+        bypass and no ALPN."""
+        ctx = self._peer_contexts.get(peer.name)
+        if ctx is None:
+            ctx = self._peer_contexts[peer.name] = client_context(peer.tls)
+        return TlsSession(ctx, server_side=False, verification=Verification(peer.tls.domain or peer.host, peer.tls))
 
     def minter(self, listen) -> Minter:
         """The minter of an ssl-bump port (made on first use)."""

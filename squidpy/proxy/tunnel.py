@@ -1,4 +1,4 @@
-"""A tunnel: bytes both ways between a client and an origin, untouched.
+"""A tunnel: bytes both ways between a client and an origin (or a peer), untouched.
 
 Used after ``CONNECT`` (TCP_TUNNEL) and after a ``101 Switching Protocols``
 (WebSocket).  Each side's write buffer throttles the other side's reads
@@ -36,9 +36,10 @@ class Tunnel:
         client.deadline = None
         server.pool.timeouts.add(self)
         self.spliced = None
-        # a client speaking TLS to us (https_port) has its bytes encrypted here, and a delay
-        # pool counts the bytes it lets through: those tunnels stay in Python (no splice(2))
-        self._can_splice = (getattr(client, "tls", None) is None and server.delay is None
+        # a client speaking TLS to us (https_port) or a peer we speak TLS to has its bytes
+        # encrypted here, and a delay pool counts the bytes it lets through: those tunnels
+        # stay in Python (no splice(2))
+        self._can_splice = (getattr(client, "tls", None) is None and server.tls is None and server.delay is None
                             and client.write_limit is None and splice.available(client.transport, server.transport))
         self._splice_pending = False
 
@@ -62,7 +63,7 @@ class Tunnel:
     def from_client(self, data: bytes) -> None:
         self.bytes_up += len(data)
         self.deadline = time.monotonic() + self.idle_timeout
-        self.server.transport.write(data)
+        self.server.write(data)
         self.maybe_splice()
 
     def from_server(self, data: bytes) -> None:
@@ -76,7 +77,10 @@ class Tunnel:
         if self.server_done:
             self._close_both()
         else:
-            self.server.transport.loseWriteConnection()
+            server = self.server
+            if server.tls is not None:
+                server.transport.write(server.tls.close())
+            server.transport.loseWriteConnection()
 
     def server_eof(self) -> None:
         self.server_done = True

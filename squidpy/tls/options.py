@@ -1,5 +1,6 @@
-"""Squid's TLS option syntax: ``tls_outgoing_options`` and the TLS options of
-``http_port``/``https_port``, read into plain data.
+"""Squid's TLS option syntax: ``tls_outgoing_options``, ``cache_peer``'s
+``tls-*`` options and the TLS options of ``http_port``/``https_port``, read
+into plain data.
 
 The words are Squid's (src/security/PeerOptions.cc, ServerOptions.cc):
 ``cert=``, ``key=``, ``cipher=``, ``options=`` (OpenSSL option names joined by
@@ -81,19 +82,21 @@ class TlsOptions:
     disabled: bool = False               # "disable": no https:// URLs at all
     version: int | None = None           # the deprecated version=N
 
-    def parse(self, token: str, warn, resolve_path=lambda p: p) -> None:
+    def parse(self, token: str, warn, resolve_path=lambda p: p, unknown=None) -> bool:
         """Apply one option word (``min-version=1.2``); ``warn(message)`` for what
-        Squid reports and goes on with.  Raises TlsOptionError."""
+        Squid reports and goes on with, ``unknown(token)`` (when given) instead of
+        warn for a word that is no TLS option.  False for such a word.  Raises
+        TlsOptionError."""
         key, eq, value = token.partition("=")
         if key == "disable":
             self.__init__()              # Squid clears every setting
             self.disabled = True
-            return
+            return True
         if key == "cert":
             self.certs.append((resolve_path(value), resolve_path(value)))
         elif key == "key":
             if not self.certs:
-                raise TlsOptionError("cert= must come before key=")
+                raise TlsOptionError("cert= option must be set before key= is used")
             self.certs[-1] = (self.certs[-1][0], resolve_path(value))
         elif key == "version":
             warn("UPGRADE WARNING: version= is deprecated; use options= and min-version= to limit protocols")
@@ -104,7 +107,7 @@ class TlsOptions:
         elif key == "min-version":
             if not _MIN_VERSION.match(value):
                 warn(f"unknown TLS minimum version '{value}' (1.0, 1.1, 1.2 or 1.3); ignored")
-                return
+                return True
             self.min_version = value
         elif key == "options":
             self.options = value
@@ -134,9 +137,13 @@ class TlsOptions:
         elif token == "no-npn":
             self.npn = False
         else:
-            warn(f"unknown TLS option '{token}'; ignored")
-            return
+            if unknown is not None:
+                unknown(token)
+            else:
+                warn(f"unknown TLS option '{token}'; ignored")
+            return False
         self.disabled = False
+        return True
 
     def _parse_flags(self, text: str, warn) -> frozenset[str]:
         found = set()
@@ -281,14 +288,18 @@ class PortTls(TlsOptions):
     def has_tls(self) -> bool:
         return bool(self.certs) or self.ssl_bump
 
-    def check(self, https: bool, warn) -> None:
-        """What Squid checks once a port's line is read; raises TlsOptionError."""
+    def check(self, https: bool, warn, interception: str | None = None) -> None:
+        """What Squid checks once a port's line is read; raises TlsOptionError.
+        ``interception``: the port's intercept or tproxy option, if any."""
         if https and not self.certs:
             raise TlsOptionError("https_port requires a tls-cert= parameter")
         if self.ssl_bump and not self.certs:
             raise TlsOptionError("ssl-bump requires tls-cert= (the CA that signs the certificates it makes)")
-        if self.ssl_bump and https:
-            raise TlsOptionError("ssl-bump on https_port requires intercept or tproxy, which squidpy does not do yet")
+        if self.ssl_bump and https and interception is None:
+            raise TlsOptionError("ssl-bump on https_port requires tproxy/intercept which is missing.")
+        if https and interception is not None and not self.ssl_bump:
+            raise TlsOptionError(f"https_port {interception} without ssl-bump (TLS ended with the port's own "
+                                 "certificate) is not implemented by squidpy yet: add ssl-bump (docs/intercept.md)")
         if not self.ssl_bump and not https and self.certs:
             warn("tls-cert= on an http_port without ssl-bump is not used")
 
