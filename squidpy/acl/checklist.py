@@ -220,7 +220,7 @@ def authenticated_user(ch: Checklist) -> str | None:
         raise Pending("auth")
     if ch.user is None:
         from squidpy.auth.decide import ENCAPSULATED   # squidpy.auth.decide imports the ACL types
-        if ch.auth.kind == ENCAPSULATED:
+        if ch.auth is not None and ch.auth.kind == ENCAPSULATED:
             return None
         raise AuthRequired()
     return ch.user
