@@ -78,6 +78,9 @@ def test_objects_survive_a_restart(tmp_path, origin):
         assert origin.count(path_of(small)) == 1 and origin.count(path_of(large)) == 1
         lines = p.log_lines(2)
         assert [l.split()[3] for l in lines[-2:]] == ["TCP_HIT/200", "TCP_HIT/200"]
+        # the small one is in memory now, as Squid keeps a disk hit; the large one is not
+        assert get(p.port, small)[2] == b_small and get(p.port, large)[2] == b_large
+        assert [l.split()[3] for l in p.log_lines(4)[-2:]] == ["TCP_MEM_HIT/200", "TCP_HIT/200"]
     finally:
         p.stop()
 

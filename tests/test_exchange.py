@@ -455,6 +455,17 @@ def test_disk_hit_streams():
     assert out[-2].entry.result == "TCP_HIT"
 
 
+def test_a_small_disk_hit_read_whole_is_one_write_and_still_a_tcp_hit():
+    """The driver reads a body that fits the memory tier with the entry (and keeps it in
+    memory): the reply goes out at once, and the log says where it came from, as Squid's."""
+    x = make(GET, cache_shared())
+    x.handle(ev.RequestStarted)
+    reply = stored("http://o.test/a", [(b"Cache-Control", b"max-age=60"), (b"Content-Length", b"5")], b"hello")
+    out = x.handle(ev.CacheFound(reply, b"hello", (), from_disk=True))
+    assert kinds(out) == ["SendToClient", "Log", "Finished"] and sent(out).endswith(b"\r\n\r\nhello")
+    assert out[1].entry.result == "TCP_HIT"
+
+
 def test_damaged_disk_body_is_cut_short():
     x = make(GET, cache_shared())
     x.handle(ev.RequestStarted)

@@ -113,6 +113,25 @@ def test_store_remove_url_counts_memory_and_disk(tmp_path):
         store.close()
 
 
+def test_a_small_disk_entry_is_read_whole_and_kept_in_memory(tmp_path):
+    """A disk hit that fits the memory tier comes with its body and goes into memory (Squid
+    keeps disk hits in memory); one larger than maximum_object_size_in_memory does not."""
+    store = Store(1 << 20, 4, DiskTier(str(tmp_path / "c"), 10))
+    try:
+        small, big = reply("http://o/s"), reply("http://o/b")
+        small.body_size, big.body_size = 2, 6
+        store.disk.store("http://o/s", small, None, b"xx")
+        store.disk.store("http://o/b", big, None, b"yyyyyy")
+        _writer_idle(store.disk)
+        found = store.find_on_disk("http://o/s", [])
+        assert found[1] == b"xx" and store.find_on_disk("http://o/b", [])[1] is None
+        assert store.find_in_memory("http://o/s", []) is None            # the disk must be asked ...
+        store.keep_in_memory("http://o/s", [], *found)
+        assert store.find_in_memory("http://o/s", [])[1] == b"xx"        # ... until it is kept
+    finally:
+        store.close()
+
+
 # ---------------------------------------------------------------- memory_replacement_policy
 def costed(url: str, body: bytes):
     r = reply(url)

@@ -772,11 +772,28 @@ class Store:
         return None, None, names
 
     def find_on_disk(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple]:
-        """The same, asking the disk (run it in a reader thread)."""
+        """The same, asking the disk (run it in a reader thread).  A body small enough for
+        the memory tier is read whole, for :meth:`keep_in_memory`: Squid keeps a disk hit
+        in memory, so the next hit on it costs no disk read."""
         names = self.vary_names(url) or ()
         key = entry_key(url, policy.vary_key(names, request_headers) if names else ())
-        reply = self.disk.lookup(key) if self.disk is not None else None
-        return reply, None, names
+        disk = self.disk
+        reply = disk.lookup(key) if disk is not None else None
+        body = None
+        if disk is not None and reply is not None and self.memory.limit and reply.body_size <= self.max_in_memory:
+            f = disk.open_body(reply)
+            if f is not None:
+                with f:
+                    data = f.read(reply.body_size + 1)
+                if len(data) == reply.body_size:
+                    body = data
+        return reply, body, names
+
+    def keep_in_memory(self, url: str, request_headers, reply: CachedReply, body: bytes, names: tuple) -> None:
+        """(reactor) A disk hit read whole goes into the memory tier, as Squid's does."""
+        key = entry_key(url, policy.vary_key(names, request_headers) if names else ())
+        reply.serialise_head()
+        self.memory.put(key, reply, body)
 
     def put(self, key: str, reply: CachedReply, body: bytes | None, body_path: str | None) -> None:
         reply.serialise_head()

@@ -51,13 +51,14 @@ class OnReply(enum.Enum):
 
 
 class CacheRole:
-    __slots__ = ("cache", "url", "method", "request_headers", "req_cc", "ims", "key", "names",
+    __slots__ = ("from_disk", "cache", "url", "method", "request_headers", "req_cc", "ims", "key", "names",
                  "stored", "stored_body", "revalidating", "leader", "teeing", "age", "facts",
                  "fail_on_error", "reason", "background")
 
     def __init__(self, cache: Any, url: str, method: str, request_headers: list, cache_fields: bool,
                  background: bool = False):
         self.cache = cache              # the shared cache settings and collapsed-fetch table
+        self.from_disk = False          # the stored entry was read from the cache_dir (a TCP_HIT)
         self.url = url
         self.method = method
         self.request_headers = request_headers

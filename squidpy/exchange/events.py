@@ -79,8 +79,9 @@ class HelperAnswered(Event):
 class CacheFound(Event):
     """The answer to :class:`~squidpy.exchange.commands.LookUpCache`."""
     reply: Any                  # CachedReply or None
-    body: bytes | None          # the body when it is in memory
+    body: bytes | None          # the body when it is in memory (or was read whole from disk)
     names: tuple[bytes, ...]    # the Vary field names the URL's replies use
+    from_disk: bool = False     # read from the cache_dir: a TCP_HIT even when the body came along
 
 
 @dataclass(slots=True)

@@ -1165,6 +1165,7 @@ class Exchange:
     @on([State.CACHE_LOOKUP], ev.CacheFound,
         to=(State.COLLAPSED, State.SELECTING, State.CONNECTING, State.SERVING_STORED, State.CHECKING))
     def _cache_found(self, event: ev.CacheFound) -> None:
+        self.cache.from_disk = event.from_disk
         self._found(event.reply, event.body, event.names)
 
     def _found(self, reply, body: bytes | None, names: tuple) -> None:
@@ -1207,7 +1208,7 @@ class Exchange:
         if self.upstream_started is None:
             e.server_ip = None
         if result is None:
-            result = "TCP_MEM_HIT" if body is not None else "TCP_HIT"
+            result = "TCP_MEM_HIT" if body is not None and not role.from_disk else "TCP_HIT"
         if head.cache_fields and reply.status in (200, 203, 206) and policy.not_modified_for_client(
                 head.headers, reply.headers):
             result = "TCP_INM_HIT" if field(head.headers, b"if-none-match") is not None else "TCP_IMS_HIT"

@@ -176,11 +176,14 @@ class ExchangeDriver:
     def _look_up_cache(self, cmd: c.LookUpCache) -> None:
         cache = self.service.cache
         cache.on_disk(cache.store.find_on_disk, cmd.url, cmd.request_headers).addCallbacks(
-            self._found_on_disk, self._disk_failed)
+            self._found_on_disk, self._disk_failed, callbackArgs=(cmd,))
 
-    def _found_on_disk(self, found) -> None:
+    def _found_on_disk(self, found, cmd: c.LookUpCache | None = None) -> None:
+        reply, body, names = found
+        if body is not None and cmd is not None:
+            self.service.cache.store.keep_in_memory(cmd.url, cmd.request_headers, reply, body, names)
         if not self.finished:
-            self.feed(ev.CacheFound(*found))
+            self.feed(ev.CacheFound(reply, body, names, from_disk=reply is not None))
 
     def _disk_failed(self, failure) -> None:
         log.error("cache_dir lookup failed: %s", failure.getErrorMessage())
