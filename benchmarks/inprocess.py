@@ -7,8 +7,12 @@ log, cache, counters) serves requests fed as bytes into a real
 :class:`~squidpy.proxy.client_side.ClientConnection` over a transport that only
 keeps what is written; the origin is a real
 :class:`~squidpy.proxy.server_side.ServerConnection` taken from the pool and fed
-its reply bytes.  Two paths: a memory hit of a 1 KB object, and a 1 KB miss
-(``no-store``).  Prints CPU microseconds per request (process time, so other
+its reply bytes.  Three paths: a memory hit of a 1 KB object, and a 1 KB miss
+(``no-store``), and the same hit with Basic credentials the user cache already
+holds (Squid's basic_ncsa_auth asked once, when it primes the cache).  With
+``--bumped``: the hit and the miss inside a bumped (SslBump) connection, TLS on
+both sides through the real sessions; the benchmark's own TLS peers (a browser
+and an origin session, which only encrypt) are timed apart.  Prints CPU microseconds per request (process time, so other
 processes on the machine disturb it less than wall time): compare
 two checkouts on the same machine, never across machines; on a busy machine
 trust the best round more than the median.
@@ -74,6 +78,7 @@ class Transport:
         kept, self.kept = self.kept, []
         return b"".join(kept or ())
 
+
     def pauseProducing(self):
         pass
 
@@ -91,7 +96,25 @@ def reply(cache_control: bytes) -> bytes:
             + b"\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
 
 
-def build(tmp: str):
+AUTH_USER, AUTH_PASSWORD = b"bench", b"bench password"
+AUTHORIZATION = b"Proxy-Authorization: Basic " + __import__("base64").b64encode(AUTH_USER + b":" + AUTH_PASSWORD)
+
+
+def auth_policy(tmp: str) -> str | None:
+    """Basic through Squid's basic_ncsa_auth and a bcrypt htpasswd file, as benchmarks/run.py's
+    auth path; None without them."""
+    import shutil
+    import subprocess
+    helper = "/usr/lib/squid/basic_ncsa_auth"
+    if not os.path.exists(helper) or not shutil.which("htpasswd"):
+        return None
+    passwd = os.path.join(tmp, "passwd")
+    subprocess.run(["htpasswd", "-cbB", passwd, AUTH_USER, AUTH_PASSWORD], check=True, capture_output=True)
+    return (f"auth_param basic program {helper} {passwd}\nauth_param basic children 1\n"
+            "acl users proxy_auth REQUIRED\nhttp_access allow users\n")
+
+
+def build(tmp: str, policy: str = ""):
     from twisted.internet import reactor
 
     from squidpy.config.loader import load
@@ -99,7 +122,7 @@ def build(tmp: str):
     from squidpy.proxy.server_side import ServerConnection
     from squidpy.proxy.service import ProxyService
 
-    config = load(text=f"""
+    config = load(text=policy + f"""
 acl local src 127.0.0.0/8
 http_access allow local
 http_access deny all
@@ -114,6 +137,8 @@ visible_hostname bench.test
     from squidpy.log.access_log import AccessLog
     service.access_log = AccessLog.from_config(config, on_fatal=None)
     service.dns.cached = lambda host: ["127.0.0.1"]
+    if policy:
+        service._start_helpers(config)
 
     client = ClientConnection(service, "")
     client.makeConnection(Transport(3128, 40000))
@@ -214,8 +239,9 @@ def _origin_handshake(server, transport: Transport, origin) -> None:
     raise AssertionError("the origin's handshake did not finish")
 
 
-def run_hit(client, n: int) -> float:
-    request = b"GET " + HIT_URL + b" HTTP/1.1\r\nHost: origin.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+def run_hit(client, n: int, extra: bytes = b"") -> float:
+    request = (b"GET " + HIT_URL + b" HTTP/1.1\r\nHost: origin.test\r\nUser-Agent: bench\r\nAccept: */*\r\n"
+               + extra + b"\r\n")
     started = time.process_time()
     for _ in range(n):
         client.dataReceived(request)
@@ -265,54 +291,93 @@ def peers_cost(browser, origin, n: int) -> float:
     return (time.process_time() - started) / n * 1e6
 
 
+def prime(service, client, server, extra: bytes = b"") -> None:
+    """Store the hit object through the miss path; with credentials, wait (running the
+    reactor, 20 seconds at most) for the helper to accept them: the user cache is warm."""
+    from twisted.internet import reactor
+    service.pool.release(server)
+    written = client.transport.written
+    client.dataReceived(b"GET " + HIT_URL + b" HTTP/1.1\r\nHost: origin.test\r\n" + extra + b"\r\n")
+    deadline = time.monotonic() + 20
+    while extra and time.monotonic() < deadline and not server.transport.written:
+        reactor.iterate(0.01)
+    server.dataReceived(reply(b"max-age=86400"))
+    assert service.cache.store.memory.items, "the hit object was not stored"
+    assert client.transport.written > written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", choices=("hit", "miss"), help="one path only (e.g. under valgrind's "
+    parser.add_argument("--only", choices=("hit", "miss", "auth"), help="one path only (e.g. under valgrind's "
                         "callgrind: instructions per request are what the machine's load cannot change)")
-    parser.add_argument("--bumped", action="store_true", help="the same paths inside a bumped (SslBump) "
-                        "connection to an https origin")
+    parser.add_argument("--bumped", action="store_true", help="the hit and the miss inside a bumped (SslBump) "
+                        "connection to an https origin instead")
     args = parser.parse_args()
     from squidpy.proxy.reactor import tune_malloc
     tune_malloc()           # as ``squidpy run`` does: buffers of 64 KB and more come from mmap
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.bumped:
-            service, client, server, browser, origin = build_bumped(tmp)
-            send_client, send_origin = browser.send, origin.send
-            hit = lambda: run_bumped_hit(client, browser, args.requests)      # noqa: E731
-            miss = lambda: run_bumped_miss(service, client, server, browser, origin, args.requests)  # noqa: E731
-            prefix = "bumped "
-        else:
-            service, client, server = build(tmp)
-            send_client = send_origin = bytes
-            hit = lambda: run_hit(client, args.requests)      # noqa: E731
-            miss = lambda: run_miss(service, client, server, args.requests)   # noqa: E731
-            prefix = ""
-        # prime the memory tier with the hit object, through the miss path
-        service.pool.release(server)
-        url = b"/hit.bin" if args.bumped else HIT_URL
-        client.dataReceived(send_client(b"GET " + url + b" HTTP/1.1\r\nHost: origin.test\r\n\r\n"))
-        server.dataReceived(send_origin(reply(b"max-age=86400")))
-        assert service.cache.store.memory.items, "the hit object was not stored"
-        results: dict[str, list[float]] = {prefix + "memory hit 1 KB": [], prefix + "miss 1 KB": []}
+    if args.bumped:
+        return main_bumped(args)
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as auth_tmp:
+        service, client, server = build(tmp)
+        prime(service, client, server)
+        authed = None
+        policy = auth_policy(auth_tmp) if args.only in (None, "auth") else None
+        if policy is not None:
+            authed = build(auth_tmp, policy)
+            prime(*authed, extra=AUTHORIZATION + b"\r\n")
+        results = {"memory hit 1 KB": [], "miss 1 KB": [], "hit, Basic (warm)": []}
         gc.collect()
         for _ in range(args.rounds):
-            if args.only != "miss":
-                results[prefix + "memory hit 1 KB"].append(hit())
-            if args.only != "hit":
-                results[prefix + "miss 1 KB"].append(miss())
+            if args.only in (None, "hit", "auth"):
+                results["memory hit 1 KB"].append(run_hit(client, args.requests))
+            if args.only in (None, "miss"):
+                results["miss 1 KB"].append(run_miss(service, client, server, args.requests))
+            if authed is not None:
+                results["hit, Basic (warm)"].append(run_hit(authed[1], args.requests, AUTHORIZATION + b"\r\n"))
+                authed[0].access_log.flush()
             service.access_log.flush()
-        if args.bumped and args.only is None:
-            results["(of which the benchmark's own TLS peers, miss)"] = [
-                peers_cost(browser, origin, args.requests) for _ in range(args.rounds)]
         for name, values in results.items():
             if not values:
                 continue
-            print(f"{name:<23} best {min(values):7.2f}  median {statistics.median(values):7.2f} us/request   "
+            print(f"{name:<16} best {min(values):7.2f}  median {statistics.median(values):7.2f} us/request   "
                   f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
+        for svc in (service, authed[0]) if authed is not None else (service,):
+            if svc.running_helpers is not None:
+                svc.running_helpers.stop(grace=0)
+            svc.access_log.close()
+            svc.cache.close()
+
+
+
+def main_bumped(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        service, client, server, browser, origin = build_bumped(tmp)
+        service.pool.release(server)        # prime the memory tier with the hit object
+        client.dataReceived(browser.send(b"GET /hit.bin HTTP/1.1\r\nHost: origin.test\r\n\r\n"))
+        server.dataReceived(origin.send(reply(b"max-age=86400")))
+        assert service.cache.store.memory.items, "the hit object was not stored"
+        results: dict[str, list[float]] = {"bumped memory hit 1 KB": [], "bumped miss 1 KB": [],
+                                           "(the benchmark's own TLS peers, miss)": []}
+        gc.collect()
+        for _ in range(args.rounds):
+            if args.only in (None, "hit"):
+                results["bumped memory hit 1 KB"].append(run_bumped_hit(client, browser, args.requests))
+            if args.only in (None, "miss"):
+                results["bumped miss 1 KB"].append(
+                    run_bumped_miss(service, client, server, browser, origin, args.requests))
+            service.access_log.flush()
+        if args.only is None:       # last: what the peers encrypt here never reaches the proxy
+            results["(the benchmark's own TLS peers, miss)"] = [
+                peers_cost(browser, origin, args.requests) for _ in range(args.rounds)]
+        for name, values in results.items():
+            if values:
+                print(f"{name:<38} best {min(values):7.2f}  median {statistics.median(values):7.2f} us/request   "
+                      f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
         service.access_log.close()
         service.cache.close()
+
 
 if __name__ == "__main__":
     main()

@@ -93,6 +93,27 @@ class Kdc:
         return subprocess.run(["kinit", USER], input=password + "\n", text=True, capture_output=True,
                               env={**os.environ, **self.env}, timeout=30)
 
+    def _admin(self, query: str) -> None:
+        subprocess.run(["/usr/sbin/kadmin.local", "-r", REALM, "-q", query], env={**os.environ, **self.env},
+                       check=True, capture_output=True, timeout=30)
+
+    def service_ticket(self) -> None:
+        """Get the HTTP service's ticket into the client's cache now (kvno), as a browser
+        holds one from an earlier visit."""
+        subprocess.run(["kvno", f"HTTP/{SERVICE_HOST}@{REALM}"], env={**os.environ, **self.env},
+                       check=True, capture_output=True, timeout=30)
+
+    def rekey(self, keytab: str) -> None:
+        """Give the HTTP service a new random key, written alone to ``keytab`` (the keytab an
+        admin regenerated); the shared keytab gets it too, so that tickets issued from now on
+        work with either.  Tickets already issued were made with the old key."""
+        self._admin(f"cpw -randkey HTTP/{SERVICE_HOST}")
+        for path in (keytab, self.keytab):
+            self._admin(f"ktadd -norandkey -k {path} HTTP/{SERVICE_HOST}")
+
+    def kdestroy(self) -> None:
+        subprocess.run(["kdestroy"], env={**os.environ, **self.env}, capture_output=True, timeout=30)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

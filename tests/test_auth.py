@@ -280,6 +280,31 @@ def test_basic_flow_asks_once_then_uses_cache():
     assert a.examine(basic(b"alice:bad")).kind == REFUSED
 
 
+def test_known_answers_only_what_needs_no_helper_and_no_parsing():
+    """The warm path: a Basic value accepted within credentialsttl, a logged-in connection;
+    everything else (unknown, refused, expired, other schemes) is left to examine()."""
+    a, clock = authenticator("auth_param basic program PROG\nauth_param basic credentialsttl 60 seconds\n"
+                             "auth_param negotiate program PROG")
+    value = basic(b"alice:pw")
+    assert a.known(value) is None and a.known(None) is None and a.known("Negotiate AAAA") is None
+    a.answered(a.examine(value), "OK", [])
+    assert a.known(value).user == "alice" and a.known(value.encode()).user == "alice"
+    assert a.known(basic(b"alice:other")) is None
+    conn = ConnectionAuth()                              # a browser's connection remembers its value's key
+    assert a.known(value.encode(), conn).user == "alice" and conn.basic_value == value.encode()
+    assert a.known(value.encode(), conn).user == "alice"
+    assert a.known(basic(b"alice:other").encode(), conn) is None and conn.basic_value != value.encode()
+    wrong = a.examine(basic(b"bob:bad"))
+    a.answered(wrong, "ERR", [])
+    assert a.known(basic(b"bob:bad")) is None and a.examine(basic(b"bob:bad")).kind == REFUSED
+    clock.now += 60
+    assert a.known(value) is None and a.examine(value).kind == ASK        # credentialsttl passed
+    conn = ConnectionAuth()
+    a.answered(a.examine("Negotiate AAAA", conn=conn), "OK", [("token", "T"), ("user", "carol")], conn=conn, child=1)
+    assert a.known(None, conn).user == "carol" and a.known("Negotiate AAAA", conn).user == "carol"
+    assert a.known("Negotiate OTHER", conn) is None
+
+
 def test_helper_line_cannot_be_split_by_a_client():
     a, _ = authenticator()
     outcome = a.examine(basic(b"eve x:pw\tOK"))

@@ -224,6 +224,59 @@ def test_kerberos_single_sign_on_with_curl_negotiate(make_proxy, origin, kdc):
     assert origin.count("/echo?forged") == 0
 
 
+def negotiate_proxy(make_proxy, kdc, program: str, env: dict | None = None):
+    """A proxy requiring Negotiate through ``program`` (negotiate_kerberos_auth, maybe behind
+    faketime); returns it and curl's arguments to reach it by the service's name."""
+    proxy = make_proxy(f"auth_param negotiate program {program} -s HTTP/{kdcmod.SERVICE_HOST}@{kdcmod.REALM}\n"
+                       "auth_param negotiate children 2\n" + REQUIRE, env={**kdc.env, **(env or {})})
+    return proxy, ["--proxy-negotiate", "-U", ":", "--resolve", f"{kdcmod.SERVICE_HOST}:{proxy.port}:127.0.0.1"]
+
+
+def refused_ticket(proxy, origin, kdc, args: list[str], path: str, why: str) -> None:
+    """curl's ticket is refused: 407, the denial logged, Squid's cache_log line naming the
+    helper's reason, nothing sent upstream."""
+    from tests.proxyproc import wait_for
+    named = f"http://{kdcmod.SERVICE_HOST}:{proxy.port}"
+    answer = curl(proxy, origin.url(path), *args, proxy_url=named, env=kdc.env)
+    assert answer.status == 407 and answer.headers["proxy-authenticate"] == "Negotiate"
+    assert log_fields(proxy, path)[3] == "TCP_DENIED/407"
+    line = wait_for(lambda: next((ln for ln in proxy.read_cache_log().splitlines()
+                                  if "ERROR: Negotiate Authentication validating user. Result: {result=BH" in ln), None), 5)
+    assert line and why in line, proxy.read_cache_log()[-2000:]
+    assert origin.count(path) == 0
+
+
+def test_a_ticket_made_with_the_services_old_key_gets_407(make_proxy, origin, kdc, tmp_path):
+    """The service was re-keyed (a new keytab) after the client got its ticket: the helper
+    cannot decrypt it.  A ticket issued after the re-key gets in through the same proxy."""
+    kdc.kdestroy()
+    assert kdc.kinit().returncode == 0
+    kdc.service_ticket()
+    keytab = tmp_path / "rekeyed.keytab"
+    kdc.rekey(str(keytab))
+    proxy, args = negotiate_proxy(make_proxy, kdc, f"{SQUID_HELPERS}/negotiate_kerberos_auth",
+                                  env={"KRB5_KTNAME": f"FILE:{keytab}"})
+    refused_ticket(proxy, origin, kdc, args, "/echo?old-key", "Cannot find key for")
+    kdc.kdestroy()
+    assert kdc.kinit().returncode == 0
+    named = f"http://{kdcmod.SERVICE_HOST}:{proxy.port}"
+    ok = curl(proxy, origin.url("/echo?new-key"), *args, proxy_url=named, env=kdc.env)
+    assert ok.status == 200 and origin.count("/echo?new-key") == 1
+    kdc.kdestroy()
+
+
+def test_an_expired_ticket_gets_407(make_proxy, origin, kdc):
+    """The helper runs two days ahead (libfaketime), past the ticket's end (24 hours): MIT
+    refuses it as expired, without the test waiting for it."""
+    faketime = shutil.which("faketime")
+    assert faketime, "faketime is missing: .ci/run installs it"
+    kdc.kdestroy()
+    assert kdc.kinit().returncode == 0
+    proxy, args = negotiate_proxy(make_proxy, kdc, f"{faketime} -f +2d {SQUID_HELPERS}/negotiate_kerberos_auth")
+    refused_ticket(proxy, origin, kdc, args, "/echo?expired", "Ticket expired")
+    kdc.kdestroy()
+
+
 def test_ntlm_handshake_with_ntlm_fake_auth(make_proxy, origin):
     proxy = make_proxy(f"auth_param ntlm program {SQUID_HELPERS}/ntlm_fake_auth\nauth_param ntlm children 2\n"
                        + REQUIRE)

@@ -148,6 +148,79 @@ def test_answers_out_of_order_reach_the_right_requests(make_proxy, origin):
 
 
 # ---------------------------------------------------------------- every helper busy, timeouts
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def queued(proxy, helper: str) -> float | None:
+    """The helper's queue length as /metrics shows it."""
+    import urllib.request
+    with urllib.request.urlopen(f"{proxy.url}/metrics", timeout=10) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith(f'squidpy_helper_queue_length{{helper="{helper}"}}'):
+                return float(line.split()[-1])
+    return None
+
+
+def overloaded_for_three_minutes(make_proxy, origin, tmp_path, action: str):
+    """One basic helper child stuck on its first request, ``queue-size=1`` and two more
+    waiting (the queue past its size: overloaded), then the proxy's clock moved 200
+    seconds on (libfaketime under the proxy, its offset read from a file at each clock
+    call; Squid acts once the overload has lasted 180 seconds).  Returns the proxy and
+    the held sockets."""
+    import socket
+    assert Path(LIBFAKETIME).exists(), "faketime is missing: .ci/run installs it"
+    offset = tmp_path / "clock-offset"
+    offset.write_text("+0\n")
+    proxy = make_proxy(f"auth_param basic program {fake('hang-on-slow')}\n"
+                       f"auth_param basic children 1 startup=1 queue-size=1 on-persistent-overload={action}\n"
+                       "http_access allow localhost manager\n" + REQUIRE + HELD,
+                       env={"LD_PRELOAD": LIBFAKETIME, "FAKETIME_TIMESTAMP_FILE": str(offset),
+                            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    held = []
+    for n in range(3):
+        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        sock.sendall(b"GET " + origin.url(f"/echo?slow{n}").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                     b"Proxy-Authorization: " + basic(b"slow%d:pw" % n) + b"\r\n\r\n")
+        held.append(sock)
+        assert wait_for(lambda: queued(proxy, "basicauthenticator") == max(n, 0), 10), n
+    offset.write_text("+200\n")
+    return proxy, held
+
+
+def test_on_persistent_overload_die_stops_the_proxy_as_squid_does(make_proxy, origin, tmp_path):
+    proxy, held = overloaded_for_three_minutes(make_proxy, origin, tmp_path, "die")
+    try:
+        reply = ask(proxy, origin, "/echo?one-more", basic(b"alice:pw"))
+        assert reply == b""                 # the proxy stops instead of answering
+        assert proxy.proc.wait(15) == 1
+    finally:
+        for sock in held:
+            sock.close()
+    log = proxy.read_cache_log()
+    assert log.count("FATAL: Too many queued basicauthenticator requests; see on-persistent-overload.") == 1, log
+    assert [origin.count(p) for p in ("/echo?slow0", "/echo?slow1", "/echo?slow2", "/echo?one-more")] == [0] * 4
+
+
+def test_on_persistent_overload_err_answers_err_without_the_helper(make_proxy, origin, tmp_path):
+    proxy, held = overloaded_for_three_minutes(make_proxy, origin, tmp_path, "ERR")
+    try:
+        # the only child is still stuck: an answer at all means nobody waited for it
+        for n in range(2):
+            reply = ask(proxy, origin, f"/echo?dropped{n}", basic(b"alice:pw"))
+            assert reply.startswith(b"HTTP/1.1 407 "), reply[:200]
+            assert log_fields(proxy, f"/echo?dropped{n}")[3:4] == ["TCP_DENIED/407"]
+        assert queued(proxy, "basicauthenticator") == 2 and proxy.proc.poll() is None
+    finally:
+        for sock in held:
+            sock.close()
+    log = proxy.read_cache_log()
+    assert log.count("WARNING: dropping requests to overloaded basicauthenticator helper configured with "
+                     "on-persistent-overload=err") == 1, log
+    assert "FATAL" not in log
+    assert [origin.count(p) for p in ("/echo?slow0", "/echo?slow1", "/echo?slow2", "/echo?dropped0",
+                                      "/echo?dropped1")] == [0] * 5
+
+
 def test_every_rewriter_busy_with_url_rewrite_bypass_passes_requests_unchanged(make_proxy, origin):
     proxy = make_proxy("acl local src 127.0.0.0/8\nhttp_access allow local\nhttp_access deny all\n"
                        f"url_rewrite_program {fake('hang-on-slow')}\nurl_rewrite_children 1 startup=1\n"

@@ -243,6 +243,22 @@ def test_negotiate_kerberos_login_then_the_connection_stays_authenticated():
     assert sent(elsewhere.handle(ev.RequestStarted)).startswith(b"HTTP/1.1 407 ")
 
 
+@pytest.mark.parametrize("line, shown", [
+    ("BH gss_accept_sec_context() failed: Ticket expired",
+     "{result=BH, notes={message: gss_accept_sec_context() failed: Ticket expired; }}"),
+    ("TimedOut", "{result=Timeout}")])
+def test_a_token_the_negotiate_helper_cannot_check_is_407_with_squids_cache_log_line(line, shown):
+    shared, conn = FakeShared(NEGOTIATE), connection()
+    x = make(get(auth=b"Negotiate YIIexpired"), shared, client=conn)
+    assert x.handle(ev.RequestStarted) == [c.AskHelper("negotiate", "YR YIIexpired")]
+    reply = parse_reply(line) if line.startswith("BH") else Reply(TIMEDOUT)
+    out = x.handle(ev.HelperAnswered("negotiate", reply, 3))
+    assert out[0] == c.Report("error", f"ERROR: Negotiate Authentication validating user. Result: {shown}")
+    assert out[1] == c.ReleaseHelper("negotiate", 3)
+    assert sent(out).startswith(b"HTTP/1.1 407 ") and not any(isinstance(cmd, c.Connect) for cmd in out)
+    assert (logged(out).result, logged(out).status) == ("TCP_DENIED", 407)
+
+
 def test_ntlm_handshake_over_two_requests_on_one_connection_reserves_the_child():
     config = NEGOTIATE.replace("negotiate", "ntlm")
     shared, conn = FakeShared(config), connection()

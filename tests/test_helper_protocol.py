@@ -285,15 +285,18 @@ def test_queue_overload_err_after_grace():
     p.start()
     p.submit("a", "t0")                        # sent
     p.submit("b", "t1")                        # queued (1: full)
-    p.submit("c", "t2")                        # queued (2: overloaded)
-    p.submit("c2", "t2b")                      # Squid notices the overload at the next submission
-    clock.now += OVERLOAD_GRACE + 1
+    p.submit("c", "t2")                        # queued (2: overloaded from now, as helper.cc's submitRequest syncs)
+    assert p.overload_start == clock.now
+    clock.now += OVERLOAD_GRACE
+    acts = p.submit("c2", "t2b")               # 180 seconds is not yet persistent
+    assert kinds(acts, Answer) == [] and p.queued() == 3
+    clock.now += 1
     acts = p.submit("d", "t3")
     assert kinds(acts, Answer)[0].reply.result == ERR
     assert "dropping requests" in kinds(acts, Log)[0].message
     acts = p.submit("e", "t4")
     assert kinds(acts, Answer)[0].reply.result == ERR and kinds(acts, Log) == []
-    acts = p.received(1, b"OK\n") + p.received(1, b"OK\n")   # queue back to 1: no longer overloaded
+    acts = p.received(1, b"OK\n") + p.received(1, b"OK\n") + p.received(1, b"OK\n")   # queue back to 1
     assert any("no longer overloaded after dropping 2" in log.message for log in kinds(acts, Log))
 
 
@@ -301,11 +304,10 @@ def test_queue_overload_die():
     p, clock = pool("1 startup=1 queue-size=0")
     p.start()
     p.submit("a", "t0")
-    p.submit("b", "t1")
-    p.submit("b2", "t1b")
+    p.submit("b", "t1")                        # queued past queue-size 0: overloaded from now
     clock.now += OVERLOAD_GRACE + 1
     acts = p.submit("c", "t2")
-    assert kinds(acts, Fatal)
+    assert kinds(acts, Fatal) and kinds(acts, Answer) == []     # Squid exits: no answer to anyone
 
 
 def test_busy_warning_once_per_interval():

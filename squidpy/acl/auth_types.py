@@ -3,8 +3,9 @@ ext_user, ext_user_regex and external (Squid 5.7: src/auth/Acl*.cc,
 src/acl/MaxUserIp.cc, src/external_acl.cc).
 
 They read facts the caller fills in once a helper has answered: ``ch.auth``
-(the request's authentication outcome, ``None`` until examined: the ACL raises
-:class:`Pending` ``"auth"``), ``ch.user``, ``ch.user_ip_count``,
+(the request's authentication outcome, ``None`` until examined: the ACL asks
+``ch.authenticate`` for credentials known at once, else raises :class:`Pending`
+``"auth"``), ``ch.user``, ``ch.user_ip_count``,
 ``ch.ext_user`` and ``ch.external`` (answers by request line: an unanswered
 line raises :class:`ExternalPending`).  Without valid credentials an
 authentication ACL raises :class:`AuthRequired`: the client is challenged.
@@ -12,21 +13,9 @@ authentication ACL raises :class:`AuthRequired`: the client is challenged.
 
 from __future__ import annotations
 
-from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending, Undecided
+from squidpy.acl.checklist import Checklist, ExternalPending, Undecided, authenticated_user
 from squidpy.acl.types import AclType, AclWarning, _RegexAcl
 from squidpy.auth.cache import forget_addresses
-
-
-def _authenticated_user(ch: Checklist) -> str | None:
-    """The user, or None inside a bumped connection whose CONNECT brought none (no match)."""
-    if ch.auth is None:
-        raise Pending("auth")
-    if ch.user is None:
-        from squidpy.auth.decide import ENCAPSULATED   # squidpy.auth.decide imports the ACL types
-        if ch.auth.kind == ENCAPSULATED:
-            return None
-        raise AuthRequired()
-    return ch.user
 
 
 class ProxyAuthAcl(AclType):
@@ -59,7 +48,7 @@ class ProxyAuthAcl(AclType):
         return []
 
     def match(self, ch: Checklist) -> bool:
-        user = _authenticated_user(ch)
+        user = authenticated_user(ch)
         if user is None:
             return False
         if self.required:
@@ -81,7 +70,7 @@ class ProxyAuthRegexAcl(_UserRegexAcl):
     example = "-i ^admin"
 
     def match(self, ch: Checklist) -> bool:
-        user = _authenticated_user(ch)
+        user = authenticated_user(ch)
         return user is not None and self.search(user)
 
 
@@ -114,7 +103,7 @@ class MaxUserIpAcl(AclType):
         return "-s" in self.flags
 
     def match(self, ch: Checklist) -> bool:
-        if _authenticated_user(ch) is None or ch.user_ip_count <= self.maximum:
+        if authenticated_user(ch) is None or ch.user_ip_count <= self.maximum:
             return False
         entry = ch.auth.entry
         if entry is not None:

@@ -80,7 +80,7 @@ class Checklist:
         "method", "scheme", "host", "port", "path", "url",
         "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
         "reply_status", "reply_headers", "user", "now", "_src_key", "_url_unescaped", "_path_unescaped",
-        "auth", "ext_user", "tag", "notes", "external", "user_ip_count", "to_proxy",
+        "auth", "authenticate", "ext_user", "tag", "notes", "external", "user_ip_count", "to_proxy",
         "sni", "server_cert", "ssl_errors", "client_cert", "bump_step", "client_encrypted",
         "connection", "initiator", "random", "entry",
     )
@@ -124,6 +124,9 @@ class Checklist:
         self.reply_headers: list[tuple[bytes, bytes]] | None = None
         self.user: str | None = None
         self.auth: Outcome | None = None                # the request's authentication outcome (squidpy.auth.decide), once examined
+        # set by the exchange: fills ``auth`` (and ``user``) at once and returns True when the
+        # credentials are known without a helper (the user cache), so the check goes on
+        self.authenticate: Callable[[], bool] | None = None
         self.ext_user: str | None = None            # user= from an external ACL helper
         self.tag: str | None = None                 # tag= from an external ACL helper
         self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
@@ -207,3 +210,17 @@ class Checklist:
 
 
 _header = field_text
+
+
+def authenticated_user(ch: Checklist) -> str | None:
+    """The user an authentication ACL (or %LOGIN) matches: Pending until the credentials
+    are examined, AuthRequired without valid ones; None inside a bumped connection whose
+    CONNECT brought none (no match, never a 407 inside TLS)."""
+    if ch.auth is None and (ch.authenticate is None or not ch.authenticate()):
+        raise Pending("auth")
+    if ch.user is None:
+        from squidpy.auth.decide import ENCAPSULATED   # squidpy.auth.decide imports the ACL types
+        if ch.auth is not None and ch.auth.kind == ENCAPSULATED:
+            return None
+        raise AuthRequired()
+    return ch.user

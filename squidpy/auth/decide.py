@@ -61,6 +61,10 @@ class ConnectionAuth:
     notes: list[tuple[str, str]] = field(default_factory=list)
     last_header: str | None = field(default=None, repr=False)   # the credentials that finished it
     entry: CachedUser | None = None      # the user's cache entry (max_user_ip)
+    # Basic: the last Proxy-Authorization value this connection sent and its cache key, so a
+    # browser's next request on it costs a comparison and a dict probe, not a keyed hash
+    basic_value: str | bytes | None = field(default=None, repr=False)
+    basic_key: bytes | None = field(default=None, repr=False)
 
 
 class Authenticator:
@@ -82,21 +86,15 @@ class Authenticator:
         one user seen with other extras is checked again (Squid's userKey)."""
         if isinstance(value, bytes):
             value = value.decode("latin-1")
-        if conn is not None and conn.user is not None and (value is None or value == conn.last_header):
-            # an authenticated connection: later requests need no credentials (Squid
-            # takes the same header again as the same login)
-            return Outcome(DONE, conn.scheme, conn.user, notes=conn.notes, entry=conn.entry)
+        known = self.known(value, conn, extras)
+        if known is not None:
+            return known
         if value is None:
             return Outcome(NONE)
         basic = self.basic
         header = None
         if basic is not None and value[:6].lower() == "basic ":
-            # the common case: a browser sends the header it logged in with again
-            more = extras("basic") if extras is not None and basic.key_extras else None
-            header = secret_digest(f"{value}\0{more}" if more else value)
-            entry = self.cache.known_header(header, basic.credentialsttl)
-            if entry is not None:
-                return entry.accepted
+            header = self._header_key(value, basic, extras)
         try:
             creds = cred.parse(value, casesensitive=basic.casesensitive if basic else False,
                                utf8=basic.utf8 if basic else False, accept_language=accept_language)
@@ -116,6 +114,38 @@ class Authenticator:
         if conn is not None:
             conn.last_header = value
         return outcome
+
+    def known(self, value: str | bytes | None, conn: ConnectionAuth | None = None, extras=None) -> Outcome | None:
+        """The outcome of credentials already known good, without parsing them or asking
+        a helper (the warm path, one dict probe): a logged-in Negotiate/NTLM connection,
+        or a Basic ``Proxy-Authorization`` value accepted within credentialsttl.  None:
+        :meth:`examine` decides."""
+        basic = self.basic
+        if conn is not None and value is not None and value == conn.basic_value and basic is not None:
+            # the common case: a browser sends the header it logged in with again, on the same connection
+            entry = self.cache.known_header(conn.basic_key, basic.credentialsttl)
+            return entry.accepted if entry is not None else None
+        raw = value
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if conn is not None and conn.user is not None and (value is None or value == conn.last_header):
+            # an authenticated connection: later requests need no credentials (Squid
+            # takes the same header again as the same login)
+            return Outcome(DONE, conn.scheme, conn.user, notes=conn.notes, entry=conn.entry)
+        if value is None or basic is None or value[:6].lower() != "basic ":
+            return None
+        key = self._header_key(value, basic, extras)
+        if conn is not None and not basic.key_extras:    # with key_extras the key is per request
+            conn.basic_value, conn.basic_key = raw, key
+        entry = self.cache.known_header(key, basic.credentialsttl)
+        return entry.accepted if entry is not None else None
+
+    @staticmethod
+    def _header_key(value: str, basic, extras) -> bytes:
+        """What a Basic header value is cached under: its keyed hash, with the request's
+        key_extras when the scheme has them."""
+        more = extras("basic") if extras is not None and basic.key_extras else None
+        return secret_digest(f"{value}\0{more}" if more else value)
 
     def _basic(self, creds: cred.Basic, config, extras: str | None = None) -> Outcome:
         key = _key(creds.user, extras)

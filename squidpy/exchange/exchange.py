@@ -103,6 +103,17 @@ AFTER_A_FACT = (State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTI
                 State.PURGING, State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO, State.COLLECTING)
 _PRIVATE_NOTES = frozenset({"password", "token", "ha1"})     # helper keys that never reach a log
 _CALLOUT_KEYS = frozenset({"url", "rewrite-url", "status", "store-id", "message"})
+_HANDSHAKE_SCHEMES = {"negotiate": "Negotiate", "ntlm": "NTLM"}
+_RESULT_WORDS = {TIMEDOUT: "Timeout"}
+
+
+def _handshake_failure(scheme: str, reply) -> str:
+    """Squid's cache_log line when a Negotiate or NTLM helper could not check the
+    client's token (BH: an expired ticket, one made with another key...): the reply as
+    Squid prints it, without the notes that may carry credentials."""
+    notes = "".join(f"{k}: {v}; " for k, v in reply.notes if k not in _PRIVATE_NOTES)
+    shown = f"{{result={_RESULT_WORDS.get(reply.result, reply.result)}" + (f", notes={{{notes}}}" if notes else "")
+    return f"ERROR: {_HANDSHAKE_SCHEMES[scheme]} Authentication validating user. Result: {shown}}}"
 
 
 def _field(headers, name: bytes) -> bytes | None:
@@ -441,6 +452,9 @@ class Exchange:
         if client.notes:
             ch.notes = list(client.notes)   # each request starts with its connection's annotations
         ch.entry = self.entry               # hier_code and squid_error ACLs read what the log will say
+        helpers = self.shared.helpers
+        if helpers is not None and helpers.auth is not None:
+            ch.authenticate = self._known_credentials
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
         if client.bumped is not None:
@@ -569,7 +583,7 @@ class Exchange:
         conn = client.auth
         if conn is None and helpers.stateful:
             conn = client.auth = auth.ConnectionAuth()
-        value = _field(head.headers, b"proxy-authorization")
+        value = head.proxy_authorization
         language = _field(head.headers, b"accept-language") if helpers.reads_language else None
         outcome = authenticator.examine(value, head.method, language, conn, helpers.key_extras_of(self.entry))
         if outcome.kind != auth.ASK:
@@ -579,12 +593,33 @@ class Exchange:
         reservation = conn.child if conn is not None and outcome.scheme == conn.scheme else None
         self._emit(c.AskHelper(outcome.scheme, outcome.line, reservation))
 
+    def _known_credentials(self) -> bool:
+        """An authentication ACL's first question, answered without leaving the check
+        when the credentials are known good (a logged-in browser): the warm path costs one
+        cache probe, no second pass over http_access.  False: _authenticate decides."""
+        callout = self.callout
+        helpers = self.shared.helpers if callout is None else callout.helpers
+        authenticator = helpers.auth if helpers is not None else None
+        if authenticator is None:
+            return False
+        client = self.client
+        conn = client.auth
+        if conn is None:        # remembers the connection's Basic credentials too (their cache key)
+            conn = client.auth = auth.ConnectionAuth()
+        outcome = authenticator.known(self.head.proxy_authorization, conn, helpers.key_extras_of(self.entry))
+        if outcome is None:
+            return False
+        self._note_credentials(outcome, helpers)
+        return True
+
     def _auth_answered(self, outcome: auth.Outcome, event: ev.HelperAnswered) -> None:
         helpers, conn = self.callout.helpers, self.client.auth
         authenticator = helpers.auth if helpers is not None else None
         if authenticator is None:       # a reconfigure removed auth_param meanwhile
             return self._authenticated(auth.Outcome(auth.NONE))
         reply = event.reply
+        if outcome.scheme in _HANDSHAKE_SCHEMES and reply.result in (BH, TIMEDOUT, UNKNOWN):
+            self._emit(c.Report("error", _handshake_failure(outcome.scheme, reply)))
         final = authenticator.answered(outcome, reply.result, reply.notes, self.head.method, conn, event.child)
         if conn is not None and outcome.scheme in ("negotiate", "ntlm") and event.child is not None:
             if final.kind != auth.HANDSHAKE:
@@ -600,6 +635,11 @@ class Exchange:
 
     def _authenticated(self, outcome: auth.Outcome) -> None:
         """The credentials are known good, bad, missing or unreadable: the ACLs decide."""
+        self._note_credentials(outcome, self.callout.helpers)
+        self._recheck()
+
+    def _note_credentials(self, outcome: auth.Outcome, helpers) -> None:
+        """What the ACLs and the log learn from the credentials' outcome."""
         ch = self.checklist
         ch.auth = outcome
         if outcome.user is not None:
@@ -608,11 +648,9 @@ class Exchange:
             ch.user = outcome.user
             if outcome.notes:
                 ch.notes.extend(kv for kv in outcome.notes if kv[0] not in _PRIVATE_NOTES)
-            helpers = self.callout.helpers
             if (outcome.entry is not None and helpers is not None and helpers.auth is not None
                     and helpers.counts_addresses):
                 ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, self.client.client_ip)
-        self._recheck()
 
     # ------------------------------------------------------------ external ACLs
     def _external(self, pending: ExternalPending) -> None:

@@ -21,8 +21,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from squidpy.acl.checklist import AuthRequired, Checklist, Pending
-from squidpy.auth.decide import ENCAPSULATED
+from squidpy.acl.checklist import Checklist, authenticated_user
 from squidpy.helpers.protocol import BH, ERR, OK, ChildConfig, escape
 
 # old name -> logformat code
@@ -103,14 +102,10 @@ def shell_quote(value: str) -> str:
 def _value(token: FormatToken, ch: Checklist) -> str:
     code = token.code
     if code == "ul":
-        outcome = ch.auth
-        if outcome is None:
-            raise Pending("auth")
-        if ch.user is None:
-            if outcome.kind == ENCAPSULATED:
-                raise NoLogin()
-            raise AuthRequired()
-        return ch.user
+        user = authenticated_user(ch)
+        if user is None:            # a bumped connection whose CONNECT was not authenticated
+            raise NoLogin()
+        return user
     if code == "un":
         return ch.user or ch.ext_user or ""
     if code == "ue":

@@ -155,9 +155,10 @@ class HelperManager:
             elif kind is Kill:
                 self._signal(action.index, "KILL")
             elif kind is Fatal:
-                self.log(f"FATAL: {action.message}")
                 if self.on_fatal is not None:
-                    self.on_fatal(action.message)
+                    self.on_fatal(action.message)       # it writes the FATAL line, once
+                else:
+                    self.log(f"FATAL: {action.message}")
 
     def _spawn(self, index: int) -> None:
         child = _Child(self, index)

@@ -140,6 +140,7 @@ class HelperPool:
         self.queue: deque[Request] = deque()
         self._numbers = itertools.count(1)
         self.overload_start: float | None = None
+        self.dying = False                   # on-persistent-overload=die acted: the proxy is stopping
         self.dropped = 0
         self.last_queue_warn: float | None = None
         self.backoff = 0.0
@@ -165,9 +166,11 @@ class HelperPool:
         if self.restart_at is not None and not self._running():
             return [Answer(token, Reply(UNKNOWN, [("message", "no helper is running")]))]
         if not self._prepare_submit(actions):
-            actions.append(Answer(token, Reply(ERR)))
+            if not self.dying:              # under die the proxy exits: nobody is answered, as in Squid
+                actions.append(Answer(token, Reply(ERR)))
             return actions
         self._submit_request(Request(line, token, reservation), actions)
+        self._sync_queue_stats(actions)     # the request that overflows the queue starts the overload
         return actions
 
     def will_overload(self) -> bool:
@@ -322,6 +325,7 @@ class HelperPool:
         if self.clock() - self.overload_start <= OVERLOAD_GRACE:
             return True
         if self.config.on_persistent_overload == "die":
+            self.dying = True
             actions.append(Fatal(f"Too many queued {self.name} requests; see on-persistent-overload."))
             return False
         if not self.dropped:

@@ -215,7 +215,7 @@ class RequestHead:
     __slots__ = (
         "method", "target", "version", "headers", "connection", "content_length",
         "transfer_encoding", "upgrade", "expect_continue", "via",
-        "forwarded_for", "max_forwards", "host", "size", "cache_fields", "framing",
+        "forwarded_for", "max_forwards", "host", "size", "cache_fields", "framing", "proxy_authorization",
     )
 
     def __init__(self, method: str, target: str, version: str, headers: list[tuple[bytes, bytes]], size: int = 0):
@@ -234,6 +234,7 @@ class RequestHead:
         self.max_forwards: bytes | None = None
         self.host: bytes | None = None
         self.cache_fields = False       # any field a cache must look at (Cache-Control, If-*, Range)
+        self.proxy_authorization: bytes | None = None   # the first one, as Squid reads credentials
         connection_values = []
         for name, value in headers:
             key = _INTERESTING.get(name.lower())
@@ -261,6 +262,9 @@ class RequestHead:
                 connection_values.append(value)
             elif key == 11:
                 self.cache_fields = True
+            elif key == 12:
+                if self.proxy_authorization is None:
+                    self.proxy_authorization = value
         self.connection = comma_tokens(connection_values) if connection_values else set()
         if self.upgrade is not None and b"upgrade" not in self.connection:
             self.upgrade = None
@@ -280,7 +284,7 @@ class RequestHead:
 _INTERESTING = {
     b"connection": 1, b"content-length": 2, b"transfer-encoding": 3, b"upgrade": 4,
     b"expect": 5, b"via": 6, b"x-forwarded-for": 7, b"max-forwards": 8, b"host": 9,
-    b"proxy-connection": 10,
+    b"proxy-connection": 10, b"proxy-authorization": 12,
     b"cache-control": 11, b"pragma": 11, b"if-none-match": 11, b"if-modified-since": 11,
     b"range": 11, b"if-range": 11, b"if-match": 11, b"if-unmodified-since": 11,
 }
