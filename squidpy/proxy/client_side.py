@@ -617,10 +617,6 @@ class ClientConnection(PausableReading, Protocol):
     def write(self, data: bytes) -> None:
         if self.tls is not None:
             data = self.tls.send(data)
-            if self.write_limit is not None:
-                return self.write_limit.write(data)
-            self.transport.write(data)
-            return
         if self.write_limit is not None:
             return self.write_limit.write(data)
         seam.write(self.transport, data)

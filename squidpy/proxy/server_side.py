@@ -214,12 +214,14 @@ class ServerConnection(PausableReading, Protocol):
 
     def write(self, data: bytes) -> None:
         if self.tls is not None:
-            data = self.tls.send(data)
+            # TLS records straight to the socket when nothing is queued, as clients' replies go
+            seam.write(self.transport, self.tls.send(data))
+            return
         self.transport.write(data)
 
     def write_sequence(self, parts) -> None:
         if self.tls is not None:
-            self.transport.write(self.tls.send(b"".join(parts)))
+            seam.write(self.transport, self.tls.send(b"".join(parts)))
         else:
             self.transport.writeSequence(parts)
 

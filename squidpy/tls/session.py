@@ -211,10 +211,12 @@ class TlsSession:
         if not self.established:
             self._pending_plaintext.append(plaintext)
             return b""
-        view = memoryview(plaintext)
-        while view:
-            written = self.conn.send(view[:16384])
-            view = view[written:]
+        conn, size = self.conn, len(plaintext)
+        written = conn.send(plaintext) if 0 < size <= 16384 else 0     # one record: no view, no slices
+        if written < size:
+            view = memoryview(plaintext)[written:]
+            while view:
+                view = view[conn.send(view[:16384]):]
         return self._drain()
 
     def close(self) -> bytes:
@@ -270,15 +272,25 @@ class TlsSession:
         return b"".join(chunks)
 
     def _drain(self) -> bytes:
-        chunks = []
+        """What the session has for the network.  A memory BIO gives all it holds up to
+        READ_SIZE, so a shorter read empties it (no second read to learn that: each
+        empty read costs an exception)."""
+        bio_read = self.conn.bio_read
+        try:
+            chunk = bio_read(READ_SIZE)
+        except SSL.WantReadError:
+            return b""
+        if len(chunk) < READ_SIZE:
+            return chunk
+        chunks = [chunk]
         while True:
             try:
-                chunk = self.conn.bio_read(READ_SIZE)
+                chunk = bio_read(READ_SIZE)
             except SSL.WantReadError:
                 break
-            if not chunk:
-                break
             chunks.append(chunk)
+            if len(chunk) < READ_SIZE:
+                break
         return b"".join(chunks)
 
     def _failure(self, exc: SSL.Error) -> TlsFailure:
