@@ -202,9 +202,12 @@ def test_no_original_destination_closes_the_connection(net, gateway):
         f"ip daddr {GATEWAY_CLIENT4} tcp dport {INTERCEPT_PORT} notrack\n}}\n"
         "chain rawout { type filter hook output priority raw; policy accept;\n"
         f"ip saddr {GATEWAY_CLIENT4} tcp sport {INTERCEPT_PORT} notrack\n}}"))
-    with net.topo.client.connect(GATEWAY_CLIENT4, INTERCEPT_PORT) as s:
-        s.sendall(b"GET /obj/untracked HTTP/1.1\r\nHost: origin.test\r\n\r\n")
-        reply = _read_all(s)
+    try:            # the proxy resets the connection at once: maybe before connect() returns
+        with net.topo.client.connect(GATEWAY_CLIENT4, INTERCEPT_PORT) as s:
+            s.sendall(b"GET /obj/untracked HTTP/1.1\r\nHost: origin.test\r\n\r\n")
+            reply = _read_all(s)
+    except (ConnectionResetError, BrokenPipeError):
+        reply = b""
     assert reply == b""
     assert wait_for(lambda: "ERROR: NAT/TPROXY lookup failed to locate original IPs on local=192.0.2.1:3129 "
                             f"remote={CLIENT4}:" in gateway.read_cache_log(), 5)
