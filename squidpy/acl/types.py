@@ -899,24 +899,35 @@ HIER_CODES = frozenset((
 ))
 
 
-class HierCodeAcl(AclType):
+class _KnownNamesAcl(AclType):
+    """An ACL of names from a fixed list Squid knows, matching one fact of the checklist."""
+
+    KNOWN: frozenset[str] = frozenset()
+    FACT = ""                       # the Checklist attribute compared
+    UNKNOWN = "'{}' is not known"   # the complaint about a name not in KNOWN
+
+    def __init__(self, flags=frozenset()):
+        super().__init__(flags)
+        self.names: set[str] = set()
+
+    def add(self, value: str, where: str | None = None) -> None:
+        if value not in self.KNOWN:
+            raise ValueError(self.UNKNOWN.format(value))
+        self.names.add(value)
+
+    def match(self, ch: Checklist) -> bool:
+        return getattr(ch, self.FACT) in self.names
+
+
+class HierCodeAcl(_KnownNamesAcl):
     """``hier_code HIER_DIRECT ...``: how the reply was obtained (the %Sh of the log).
     Before forwarding (http_access) it is HIER_NONE."""
 
     name = "hier_code"
     example = "HIER_DIRECT"
-
-    def __init__(self, flags=frozenset()):
-        super().__init__(flags)
-        self.codes: set[str] = set()
-
-    def add(self, value: str, where: str | None = None) -> None:
-        if value not in HIER_CODES:
-            raise ValueError(f"no such hier_code '{value}'")
-        self.codes.add(value)
-
-    def match(self, ch: Checklist) -> bool:
-        return ch.hier_code in self.codes
+    KNOWN = HIER_CODES
+    FACT = "hier_code"
+    UNKNOWN = "no such hier_code '{}'"
 
 
 SQUID_ERRORS = frozenset((
@@ -934,24 +945,15 @@ SQUID_ERRORS = frozenset((
 ))
 
 
-class SquidErrorAcl(AclType):
+class SquidErrorAcl(_KnownNamesAcl):
     """``squid_error ERR_... ...``: the error the transaction ended with (ERR_NONE while
     there is none, so in http_access only ERR_NONE can match)."""
 
     name = "squid_error"
     example = "ERR_CONNECT_FAIL ERR_DNS_FAIL"
-
-    def __init__(self, flags=frozenset()):
-        super().__init__(flags)
-        self.errors: set[str] = set()
-
-    def add(self, value: str, where: str | None = None) -> None:
-        if value not in SQUID_ERRORS:
-            raise ValueError(f"'{value}' is not a Squid error name")
-        self.errors.add(value)
-
-    def match(self, ch: Checklist) -> bool:
-        return ch.squid_error in self.errors
+    KNOWN = SQUID_ERRORS
+    FACT = "squid_error"
+    UNKNOWN = "'{}' is not a Squid error name"
 
 
 INITIATORS = {
