@@ -27,6 +27,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from squidpy.acl.access import AccessList
+from squidpy.acl.checklist import Checklist, Pending
 from squidpy.ip import ip_address, numeric_ipv4
 
 V1_MAGIC = b"PROXY"
@@ -40,6 +42,21 @@ LOCAL = "LOCAL"
 PROXY = "PROXY"
 AF_UNSPEC, AF_INET, AF_INET6, AF_UNIX = range(4)
 T_UNSPEC, T_STREAM, T_DGRAM = range(3)
+
+
+def sender_allowed(rules: AccessList, client_ip: str, client_port: int, local_ip: str, local_port: int,
+                   port_name: str) -> bool:
+    """proxy_protocol_access, once per connection, on the sender's own address (fast
+    ACLs only: one that needs a lookup does not allow).  No rules: refused, as Squid's
+    "PROXY client not permitted by default ACL"."""
+    if not rules:
+        return False
+    ch = Checklist(src=client_ip, src_port=client_port, local_ip=local_ip, local_port=local_port,
+                   port_name=port_name, method="", url="", host="", path="")
+    try:
+        return bool(rules.check(ch).allowed)
+    except Pending:
+        return False
 
 
 class ProxyHeaderError(ValueError):

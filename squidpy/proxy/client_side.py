@@ -24,7 +24,6 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from squidpy import intercept, proxyp
-from squidpy.acl.checklist import Checklist, Pending
 from squidpy.config.values import TPROXY
 from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import ClientInfo, Exchange, State
@@ -121,7 +120,9 @@ class ClientConnection(PausableReading, Protocol):
         if self.proxy_header is None:       # else once the PROXY header says who the client is
             self.write_limit = self.service.throttles.limit_client(self, self.info)
         self.service.client_connected(self)
-        if self.proxy_header is not None and self.transport.connected and not self._proxy_sender_allowed():
+        if self.proxy_header is not None and self.transport.connected and not proxyp.sender_allowed(
+                self.service.config.proxy_protocol_access, self.client_ip, self.client_port, self.local_ip,
+                self.local_port, self.port_name):
             self._proxy_refused("PROXY client not permitted by ACLs")
         if listen is not None and listen.https and mode is not None:
             self._intercepted_tls()
@@ -144,18 +145,6 @@ class ClientConnection(PausableReading, Protocol):
         self._session(self.session.received(exchange, False))
 
     # ------------------------------------------------------------ the PROXY protocol (require-proxy-header)
-    def _proxy_sender_allowed(self) -> bool:
-        """proxy_protocol_access, once, on the sender's own address (fast ACLs only)."""
-        rules = self.service.config.proxy_protocol_access
-        if not rules:
-            return False        # Squid: "PROXY client not permitted by default ACL"
-        ch = Checklist(src=self.client_ip, src_port=self.client_port, local_ip=self.local_ip,
-                       local_port=self.local_port, port_name=self.port_name, method="", url="", host="", path="")
-        try:
-            return rules.check(ch).allowed
-        except Pending:
-            return False
-
     def _proxy_refused(self, why: str) -> None:
         log.warning("%s from local=%s:%d remote=%s:%d", why, self.local_ip, self.local_port,
                     self.client_ip, self.client_port)
