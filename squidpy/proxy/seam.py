@@ -67,10 +67,7 @@ def buffers_empty(transport) -> bool:
 
 def unsent_bytes(transport) -> int:
     """How many bytes written to ``transport`` wait in its buffers (write_timeout
-    tells progress by it).  A TLS wrapper (a cache_peer with ``tls``) is looked
-    through to the TCP transport under it."""
-    while not hasattr(transport, "dataBuffer") and hasattr(transport, "transport"):
-        transport = transport.transport
+    tells progress by it)."""
     return (len(transport.dataBuffer) - transport.offset
             + sum(len(part) for part in transport._tempDataBuffer))
 
