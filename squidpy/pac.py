@@ -19,8 +19,12 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from squidpy import __version__
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 CONTENT_TYPE = b"application/x-ns-proxy-autoconfig"
 
@@ -34,7 +38,7 @@ class PacSettings:
     fallback: str = "direct"                 # "direct" or "none"
 
     @classmethod
-    def from_config(cls, config) -> "PacSettings":
+    def from_config(cls, config: Config) -> "PacSettings":
         direct = [item for line in config.pac_direct for item in line]
         return cls(
             proxies=tuple(config.pac_proxy or ()),

@@ -104,6 +104,10 @@ class AclTable:
     def get(self, name: str) -> Acl | None:
         return self.acls.get(acl_key(name))
 
+    def predefined(self, name: str) -> Acl:
+        """One of Squid's predefined ACLs (PREDEFINED), which every table holds."""
+        return self.acls[acl_key(name)]
+
     def names_method(self, method: str) -> bool:
         """Whether a ``method`` ACL lists ``method``: Squid honours PURGE only then
         (``acl Purge method PURGE``), whether or not http_access uses that ACL."""

@@ -8,9 +8,13 @@ a :class:`Report` that :func:`render` turns into the text an admin reads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from squidpy.acl.access import AccessList, Step, Verdict
 from squidpy.acl.checklist import Checklist, Pending
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 
 @dataclass
@@ -72,7 +76,7 @@ URL_ACL_TYPES = ("url_regex", "urlpath_regex")
 BUMPING_ACTIONS = frozenset({"bump", "client-first", "server-first", "stare"})
 
 
-def https_view(config, listen, ch: Checklist, lookup) -> HttpsView:
+def https_view(config: Config, listen, ch: Checklist, lookup) -> HttpsView:
     """Run ssl_bump's steps for the CONNECT in ``ch`` on the port ``listen``.  Step 2 takes
     the URL's host as the SNI a browser sends; step 3 cannot know the origin's certificate
     offline, so it is judged without it (ssl::server_name then uses the SNI)."""
@@ -119,7 +123,7 @@ def https_view(config, listen, ch: Checklist, lookup) -> HttpsView:
     return HttpsView(False, steps, "spliced at step 2" if second.next == bump.TUNNEL else "terminated")
 
 
-def https_blind_spots(config) -> list[tuple[str, str]]:
+def https_blind_spots(config: Config) -> list[tuple[str, str]]:
     """(FILE:LINE, note) for http_access lines whose URL or path ACLs can never see HTTPS:
     no port bumps, or no ssl_bump line can bump anything."""
     ports = [p for p in config.http_port if p.tls is not None and p.tls.ssl_bump]
@@ -139,7 +143,7 @@ def https_blind_spots(config) -> list[tuple[str, str]]:
 HOST_ACL_TYPES = ("dstdomain", "dstdom_regex", "dst", "ssl::server_name", "ssl::server_name_regex")
 
 
-def https_deny_pages(config) -> list[tuple[str, str]]:
+def https_deny_pages(config: Config) -> list[tuple[str, str]]:
     """(FILE:LINE, note) for http_access deny lines that block hosts while no port can show
     a refused CONNECT's page inside TLS (no ssl-bump port with a CA): HTTPS users of those
     hosts see their browser's own error, never the page."""

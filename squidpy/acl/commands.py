@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from squidpy.acl.indirect import IndirectClient
 from squidpy.cli_options import config_option, load_config
 from squidpy.http.url import (BadTarget, addressed_to_proxy, for_proxy, internal_target, own_names, parse_target,
                               with_domain)
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 
 def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklist | None = None,
@@ -168,7 +172,7 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
     sys.exit(0)
 
 
-def follow_x_forwarded_for(config, ch: Checklist, request_headers, lookup) -> str | None:
+def follow_x_forwarded_for(config: Config, ch: Checklist, request_headers, lookup) -> str | None:
     """The indirect client address the running proxy would find, or None when
     X-Forwarded-For is not followed; ACLs then test it if acl_uses_indirect_client."""
     values = [value for name, value in request_headers if name.lower() == b"x-forwarded-for"]

@@ -11,6 +11,10 @@ import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from squidpy.tls.options import PortTls
 
 # Squid's time units, matched as prefixes without regard to case ("minutes" is "minute")
 TIME_UNITS = (
@@ -195,7 +199,7 @@ class ListenAddress:
     port: int
     name: str          # for myportname; Squid names a port by its spec
     options: dict = field(default_factory=dict, compare=False, hash=False)
-    tls: object = field(default=None, compare=False, hash=False)      # squidpy.tls.options.PortTls
+    tls: PortTls | None = field(default=None, compare=False, hash=False)
     where: str = field(default="", compare=False, hash=False)         # FILE:LINE of its line
     https: bool = field(default=False, compare=False, hash=False)     # an https_port: TLS from the start
     kind: str = "http"  # "metrics" for a metrics_port

@@ -8,7 +8,10 @@ a command, never a call.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 
 class CacheSettings(Protocol):
@@ -30,7 +33,7 @@ class CacheSettings(Protocol):
 
 
 class Shared(Protocol):
-    config: Any                   # squidpy.config.loader.Config
+    config: Config
     visible_hostname: str
     hostnames: tuple              # visible_hostname and hostname_aliases, lower case: URLs naming the proxy
     my_port: int                  # the first http_port, which the proxy's own URLs carry

@@ -16,12 +16,15 @@ Helpers are named as exchanges ask them: the scheme (``basic``, ``digest``,
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from squidpy.auth.cache import UserCache
 from squidpy.auth.decide import Authenticator
 from squidpy.helpers.external import ExternalCache
 from squidpy.log.logformat import compile_format
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 URL_REWRITE = "url_rewrite"
 STORE_ID = "store_id"
@@ -33,14 +36,14 @@ def external_helper(type_name: str) -> str:
     return EXTERNAL + type_name
 
 
-def uses_helpers(config) -> bool:
+def uses_helpers(config: Config) -> bool:
     """Whether requests under ``config`` may need a helper at all."""
     return bool(config.auth_param or config.external_acl_type or config.url_rewrite_program is not None
                 or config.store_id_program is not None)
 
 
 class HelperState:
-    def __init__(self, config, clock: Callable[[], float],
+    def __init__(self, config: Config, clock: Callable[[], float],
                  will_overload: Callable[[str], bool] | None = None, previous: "HelperState | None" = None):
         self.clock = clock
         self._will_overload = will_overload or (lambda helper: False)

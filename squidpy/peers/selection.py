@@ -39,13 +39,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squidpy.acl.checklist import AuthRequired, Pending, Undecided
 from squidpy.http.message import field_values
 from squidpy.peers.hashing import HashArray
 from squidpy.peers.health import PeerHealth
 from squidpy.peers.peer import PARENT, SIBLING, CachePeer
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 # Hierarchy codes, as Squid's hier_code_str spells them in the access log.
 HIER_NONE = "HIER_NONE"
@@ -277,7 +280,7 @@ class Selected:
 class PeerSelector:
     """One request's peer selection."""
 
-    def __init__(self, table: PeerTable, config: Any, request: RequestFacts, now: float):
+    def __init__(self, table: PeerTable, config: Config, request: RequestFacts, now: float):
         self.table = table
         self.config = config
         self.request = request
