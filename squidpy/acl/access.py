@@ -58,7 +58,7 @@ PREDEFINED = (
 class AclTable:
     """Every ACL of a configuration, by name."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.acls: dict[str, Acl] = {}          # by acl_key(name)
         for name, type_name, values in PREDEFINED:
             acl = self.define(name, type_name, [], "<predefined>")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from squidpy.acl.access import AccessList, AccessRule, acl_key
-from squidpy.acl.types import ACL_TYPES, NOT_IMPLEMENTED, RENAMED
-from squidpy.config.reader import QUOTED, ConfigError, read_word_file
-from squidpy.config.registry import APPEND, COMPAT_DOC, CUSTOM, did_you_mean, directive
+from squidpy.acl.types import ACL_TYPES, NOT_IMPLEMENTED, RENAMED, AclType
+from squidpy.config.reader import QUOTED, ConfigError, Words, read_word_file
+from squidpy.config.registry import APPEND, COMPAT_DOC, CUSTOM, Report, did_you_mean, directive
 from squidpy.config.settings import PacDirect
 from squidpy.config.values import (
     ListenAddress,
@@ -268,7 +268,7 @@ directive(
 # ---------------------------------------------------------------- access control
 
 
-def _acl_options(words, cls) -> tuple[list[str], list[str]]:
+def _acl_options(words: Words, cls: type[AclType]) -> tuple[list[str], list[str]]:
     """Squid's ACL options: the words before the values that start with '-' or '+'
     (``-n``, ``-m=;``, ``--`` ends them).  Returns (options, flags the values
     carry: a regular expression's leading -i/+i)."""
@@ -296,14 +296,14 @@ def _acl_options(words, cls) -> tuple[list[str], list[str]]:
     return options, carried
 
 
-def _acl_values(words, cls, ctx, name: str) -> list[tuple[str, str]]:
+def _acl_values(words: Words, cls: type[AclType], ctx: ParseContext, name: str) -> list[tuple[str, str]]:
     """The values of an acl line with where each came from (Squid's strtokFile):
     a word in quotes names a file of values, unless quoted values are on."""
     quoted_values = bool(ctx.config.configuration_includes_quoted_values)
     if quoted_values and cls.regex_values:
         raise ValueError("regular expressions cannot be read while configuration_includes_quoted_values "
                          "is on (as in Squid); turn it off around this line")
-    values = []
+    values: list[tuple[str, str]] = []
     while (word := words.next(quoted_pair=cls.regex_values)) is not None:
         if not quoted_values and word[:1] in ("\"", "'"):
             file_name = re.split("[\"']", word[1:], maxsplit=1)[0]
@@ -1691,7 +1691,7 @@ directive(
 )
 
 
-def finish_delay_config(config: Config, warn_at, error_at) -> None:
+def finish_delay_config(config: Config, warn_at: Report, error_at: Report) -> None:
     """The delay pools as squidpy.delay builds them (config.delay_specs, config.client_delay_specs)."""
     from squidpy.delay import ClientPoolSpec, PoolSpec
     config.delay_specs = []
@@ -1730,7 +1730,7 @@ def _where_of(config: Config, name: str) -> str:
     return f"<default {name}>:0"
 
 
-def finish_config(config: Config, warn_at, error_at) -> None:
+def finish_config(config: Config, warn_at: Report, error_at: Report) -> None:
     """Checks that need the whole file: each ACL's values, once all are in; TLS files."""
     from squidpy.config import helper_directives, tls_directives
     from squidpy.errors import ErrorPages

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from squidpy.acl.access import AccessList
 from squidpy.auth.schemes import AuthConfig
 import squidpy.config.directives  # noqa: F401  (the core directives register first)
-from squidpy.config.registry import CUSTOM, directive
+from squidpy.config.registry import CUSTOM, Report, directive
 from squidpy.config.values import parse_onoff, parse_time
 from squidpy.helpers.external import parse_external_acl_type
 from squidpy.helpers.protocol import ChildConfig
@@ -245,7 +245,7 @@ directive(
 )
 
 
-def check_auth_acl_order(type_name: str, first_value, config: Config) -> None:
+def check_auth_acl_order(type_name: str, first_value: str | None, config: Config) -> None:
     """Squid reads an authentication ACL (proxy_auth, proxy_auth_regex, an external
     ACL whose type uses %LOGIN) only after an auth_param program line."""
     if config.auth_param:
@@ -259,7 +259,7 @@ def check_auth_acl_order(type_name: str, first_value, config: Config) -> None:
                          "(an 'auth_param SCHEME program ...' line must come before this ACL, as in Squid)")
 
 
-def finish_helper_config(config: Config, error_at) -> None:
+def finish_helper_config(config: Config, error_at: Report) -> None:
     """Checks needing the whole file: Digest's realm, external ACLs bound to their
     types, authentication ACLs only with a configured scheme."""
     for message in config.auth_param.check():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,7 @@ DEFAULT_CONFIG_NAME = "squidpy.conf"
 
 
 class ConfigErrors(Exception):
-    def __init__(self, errors: list[ConfigError], warnings: list[ConfigError] = ()):
+    def __init__(self, errors: list[ConfigError], warnings: Iterable[ConfigError] = ()):
         super().__init__("\n".join(str(e) for e in errors))
         self.errors = errors
         self.warnings = list(warnings)
@@ -212,6 +213,7 @@ def _apply(config: Config, line: ConfigLine, errors: list[ConfigError], seen: se
         if problem:
             errors.append(ConfigError(line.filename, line.lineno, problem))
         return
+    assert d.parse is not None, f"implemented directive {d.name} without a parser"
     try:
         value = d.parse([] if d.reads_line else ctx.words().all(), ctx)
     except ValueError as e:

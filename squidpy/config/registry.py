@@ -48,6 +48,9 @@ Parser = Callable[[list[str], "ParseContext"], object]
 whose type squidpy/config/settings.py declares (None for a CUSTOM directive, which
 stores what it reads itself)."""
 
+Report = Callable[[str, str], None]
+"""warn_at or error_at of the checks that need the whole file: (FILE:LINE, message)."""
+
 
 @dataclass(frozen=True)
 class Directive:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from squidpy.acl.access import AccessList, AccessRule, matches
 import squidpy.config.helper_directives  # noqa: F401  (the core and helper directives register first)
-from squidpy.config.registry import APPEND, CUSTOM, directive
+from squidpy.config.registry import APPEND, CUSTOM, Report, directive
 from squidpy.config.values import parse_http_port, parse_size
 from squidpy.helpers.protocol import ChildConfig
 from squidpy.tls.bump import SslBumpRules
@@ -33,7 +33,13 @@ from squidpy.tls.mint import ADAPT_ALGORITHMS, MAX_CN, SIGN_ALGORITHMS, SIGN_SEL
 from squidpy.tls.options import TlsOptionError, TlsOptions
 
 if TYPE_CHECKING:
+    from cryptography import x509
+    from OpenSSL import SSL
+
+    from squidpy.acl.checklist import Checklist
     from squidpy.config.loader import Config, ParseContext
+    from squidpy.tls.errors import CertError
+    from squidpy.tls.options import PortTls
     from squidpy.config.values import ListenAddress
 
 SECTION = "TLS and SslBump"
@@ -294,7 +300,7 @@ directive(
 
 # ---------------------------------------------------------------- decisions made from these lists
 
-def sign_algorithm(config: Config, ch) -> str:
+def sign_algorithm(config: Config, ch: Checklist) -> str:
     """sslproxy_cert_sign: the first configured line matching, then Squid's defaults
     (signUntrusted for ssl::certUntrusted, signSelf for ssl::certSelfSigned, else signTrusted)."""
     for rule in config.sslproxy_cert_sign:
@@ -308,7 +314,7 @@ def sign_algorithm(config: Config, ch) -> str:
     return SIGN_TRUSTED
 
 
-def cert_error_allowed(config: Config, ch, error, peer_cert) -> bool:
+def cert_error_allowed(config: Config, ch: Checklist, error: CertError, peer_cert: x509.Certificate | None) -> bool:
     """sslproxy_cert_error, asked about one problem with an origin's certificate (fast
     ACLs only, as in Squid: one that would need a lookup counts as not matching)."""
     if not config.sslproxy_cert_error:
@@ -323,7 +329,7 @@ def cert_error_allowed(config: Config, ch, error, peer_cert) -> bool:
         ch.ssl_errors, ch.server_cert = saved
 
 
-def adaptations(config: Config, ch, connect_host: str) -> dict[str, str | bool]:
+def adaptations(config: Config, ch: Checklist, connect_host: str) -> dict[str, str | bool]:
     """sslproxy_cert_adapt: per algorithm, the first matching line; setCommonName's value is
     its parameter or the CONNECT host."""
     chosen: dict[str, str | bool] = {}
@@ -335,7 +341,7 @@ def adaptations(config: Config, ch, connect_host: str) -> dict[str, str | bool]:
     return chosen
 
 
-def finish(config: Config, warn_at, error_at) -> None:
+def finish(config: Config, warn_at: Report, error_at: Report) -> None:
     """Checks that need the whole file: ssl_bump's implicit rule, the CAs of ssl-bump ports,
     the files of tls_outgoing_options and of cache_peers with tls."""
     where = config.tls_used.get("ssl_bump")
@@ -379,7 +385,7 @@ def finish(config: Config, warn_at, error_at) -> None:
                 error_at(peer.where, f"cache_peer {peer.name} tls-{e}")
 
 
-def _port_context(tls):
+def _port_context(tls: PortTls) -> SSL.Context:
     from OpenSSL import SSL
 
     from squidpy.tls.ca import CaError
