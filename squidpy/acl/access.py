@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from squidpy.acl import tls as tls_acls      # registers the TLS ACL types in ACL_TYPES
@@ -111,7 +112,8 @@ class AclTable:
     def names_method(self, method: str) -> bool:
         """Whether a ``method`` ACL lists ``method``: Squid honours PURGE only then
         (``acl Purge method PURGE``), whether or not http_access uses that ACL."""
-        return any(acl.type_name == "method" and method in acl.matcher.words for acl in self.acls.values())
+        return any(acl.type_name == "method" and method in acl.matcher.words  # type: ignore[attr-defined]  # a MethodAcl
+                   for acl in self.acls.values())
 
 
 @dataclass
@@ -177,7 +179,7 @@ class AccessList:
         self._default = Verdict(empty_allows, None, implicit=True)
 
     def add_rule(self, args: list[str], acls: AclTable, where: str, text: str,
-                 allow_reply: bool = False, warn=None) -> AccessRule:
+                 allow_reply: bool = False, warn: Callable[[str], None] | None = None) -> AccessRule:
         """Parse ``allow|deny [!]ACL ...``; raises ValueError.
 
         A reply ACL where there is no reply yet (``allow_reply`` false) never

@@ -7,14 +7,22 @@ a :class:`Report` that :func:`render` turns into the text an admin reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from squidpy.acl.access import AccessList, Step, Verdict
+from squidpy.acl.access import Acl, AccessList, Step, Verdict
 from squidpy.acl.checklist import Checklist, Pending
 
 if TYPE_CHECKING:
+    from squidpy.config.directives import DenyInfo
     from squidpy.config.loader import Config
+    from squidpy.config.values import ListenAddress
+    from squidpy.http.url import Target
+    from squidpy.tls.bump import Decision
+
+Lookup = Callable[[str], object]
+"""Supplies a fact an ACL waits for (dst, dst_name, src_name), by its name."""
 
 
 @dataclass
@@ -22,11 +30,12 @@ class Report:
     verdict: Verdict
     steps: list[Step]
     lookups: dict[str, object] = field(default_factory=dict)
-    deny_info: object | None = None
+    deny_info: DenyInfo | None = None
     deny_acl: str | None = None
 
 
-def evaluate(access: AccessList, ch: Checklist, lookup, deny_info: dict | None = None) -> Report:
+def evaluate(access: AccessList, ch: Checklist, lookup: Lookup,
+             deny_info: Mapping[str, DenyInfo] | None = None) -> Report:
     """Run ``access`` on ``ch``; ``lookup(fact)`` supplies facts ACLs wait for."""
     lookups: dict[str, object] = {}
     while True:
@@ -51,7 +60,7 @@ def evaluate(access: AccessList, ch: Checklist, lookup, deny_info: dict | None =
     return report
 
 
-def tunnel_target(method: str, target):
+def tunnel_target(method: str, target: Target) -> Target | None:
     """The CONNECT a browser sends instead of ``method target`` for an https:// URL, or None.
 
     For HTTPS the proxy sees ``CONNECT host:port`` first: that request is what http_access
@@ -76,7 +85,7 @@ URL_ACL_TYPES = ("url_regex", "urlpath_regex")
 BUMPING_ACTIONS = frozenset({"bump", "client-first", "server-first", "stare"})
 
 
-def https_view(config: Config, listen, ch: Checklist, lookup) -> HttpsView:
+def https_view(config: Config, listen: ListenAddress | None, ch: Checklist, lookup: Lookup) -> HttpsView:
     """Run ssl_bump's steps for the CONNECT in ``ch`` on the port ``listen``.  Step 2 takes
     the URL's host as the SNI a browser sends; step 3 cannot know the origin's certificate
     offline, so it is judged without it (ssl::server_name then uses the SNI)."""
@@ -89,7 +98,7 @@ def https_view(config: Config, listen, ch: Checklist, lookup) -> HttpsView:
         return HttpsView(False, [], "no ssl_bump line: CONNECTs are spliced")
     steps: list[str] = []
 
-    def decide(step, *args):
+    def decide(step: Callable[..., Decision], *args: str) -> Decision:
         while True:
             try:
                 decision = step(rules, ch, *args)
@@ -185,11 +194,11 @@ def render_tunnel_note(url: str, path: str, tunnel: Report, full: Report, view: 
     return "\n".join(lines)
 
 
-def _acl_text(negated: bool, acl) -> str:
+def _acl_text(negated: bool, acl: Acl) -> str:
     return f"{'!' if negated else ''}{acl.name} ({acl.type_name})"
 
 
-def _matched_text(negated: bool, acl) -> str:
+def _matched_text(negated: bool, acl: Acl) -> str:
     """One ACL of the deciding line, which matched as written: '!Safe_ports' matches
     because Safe_ports does not (the same answer -v shows as 'yes')."""
     if negated:

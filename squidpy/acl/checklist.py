@@ -19,6 +19,7 @@ from squidpy.ip import ip_key
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from squidpy.acl.access import Acl
     from squidpy.auth.decide import Outcome
     from squidpy.exchange.exchange import ClientInfo
     from squidpy.log.entry import LogEntry
@@ -48,7 +49,7 @@ class AuthRequired(Exception):
     ends here and the client is challenged (Squid's ACCESS_AUTH_REQUIRED).
     ``acl``: the ACL that raised it (set by the access list), Squid's deny_info key."""
 
-    acl = None
+    acl: Acl | None = None
 
 
 class Undecided(Exception):
@@ -56,7 +57,7 @@ class Undecided(Exception):
     overloaded): the check ends here, denied (Squid's ACCESS_DUNNO); ``message``
     is shown on the error page as %o."""
 
-    acl = None
+    acl: Acl | None = None
 
     def __init__(self, message: str = ""):
         super().__init__(message)
@@ -130,7 +131,7 @@ class Checklist:
         self.ext_user: str | None = None            # user= from an external ACL helper
         self.tag: str | None = None                 # tag= from an external ACL helper
         self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
-        self.external: dict[tuple[str, str], tuple[str, list]] = {}   # (type, line) -> (result, notes)
+        self.external: dict[tuple[str, str], tuple[str, list[tuple[str, str]]]] = {}   # (type, line) -> (result, notes)
         self.user_ip_count = 0          # addresses the user came from within authenticate_ip_ttl
         self.to_proxy = False           # a request for the proxy itself (its own URL, cache_object://)
         self.now = now

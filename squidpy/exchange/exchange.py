@@ -152,7 +152,7 @@ class ClientInfo:
         self.port_name = port_name
         self.closing = False
         self.metrics_port = metrics_port    # a metrics_port: /metrics only, nothing is forwarded
-        self.notes = None           # annotate_client ACLs' annotations: a list once one is made
+        self.notes: list[tuple[str, str]] | None = None           # annotate_client ACLs' annotations: a list once one is made
         self.auth = None        # squidpy.auth.decide.ConnectionAuth: Negotiate/NTLM on this connection
         self.port_tls = port_tls
         self.bumped = bumped
