@@ -351,3 +351,14 @@ def test_without_the_connects_credentials_authentication_acls_do_not_match(ca_pe
                         "http_access deny !users\nhttp_access allow all\n")
     out = x.handle(ev.RequestStarted)
     assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_CACHE_ACCESS_DENIED" in sent(out)
+
+
+def test_step1_waits_for_a_fact_its_acls_need(ca_pem):
+    """ssl_bump at step 1 naming a dst ACL: the CONNECT host's addresses are looked up, then
+    the steps go on with them (the lookup was once asked for with the fact's name alone)."""
+    x = connect(ca_pem, "acl origin_net dst 192.0.2.0/24\nssl_bump splice origin_net\nssl_bump bump all\n")
+    out = x.handle(ev.RequestStarted)
+    assert [(cmd.fact, cmd.name) for cmd in out if isinstance(cmd, c.LookUp)] == [("dst", "www.site.test")]
+    out = x.handle(ev.FactKnown("dst", ["192.0.2.5"]))
+    assert x.entry.bump_mode == "splice"
+    assert "Connect" in kinds(out)

@@ -92,7 +92,7 @@ def step1(x) -> None:
     try:
         decision = bump.step1(x.config.ssl_bump, x.checklist)
     except Pending as p:
-        return x._look_up(p.fact)       # the answer comes back through http_access and here again
+        return x._look_up(p)            # the answer comes back through http_access and here again
     x.entry.bump_mode = decision.action
     if decision.next == bump.TUNNEL:
         return x._go_upstream(tunnel=True)
