@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from squidpy.http.message import field_text
+from squidpy.http.message import Fields, field_text
 from squidpy.http.url import rfc1738_unescape
 from squidpy.ip import ip_key
 
@@ -122,7 +122,7 @@ class Checklist:
         self.src_name: str | None = None            # reverse DNS of the client
         self.client_connections = 0
         self.reply_status: int | None = None
-        self.reply_headers: list[tuple[bytes, bytes]] | None = None
+        self.reply_headers: Fields | None = None
         self.user: str | None = None
         self.auth: Outcome | None = None                # the request's authentication outcome (squidpy.auth.decide), once examined
         # set by the exchange: fills ``auth`` (and ``user``) at once and returns True when the

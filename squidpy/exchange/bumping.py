@@ -30,21 +30,35 @@ first request gets ERR_SECURE_CONNECT_FAIL, as in Squid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from squidpy import intercept
-from squidpy.acl.checklist import Pending
-from squidpy.auth.decide import inherited
+from squidpy.acl.checklist import Checklist, Pending
+from squidpy.auth.decide import Outcome, inherited
 from squidpy.config.tls_directives import adaptations, sign_algorithm
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
-from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, State, on
+from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, Exchange, State, on
 from squidpy.http.url import BadTarget
 from squidpy.log.entry import LogEntry
 from squidpy.tls import bump
 from squidpy.tls.mint import SIGN_TRUSTED, CertProperties
 from squidpy.tls.session import hello_facts
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from squidpy.acl.access import AccessList, Verdict
+    from squidpy.http.message import RequestHead
+    from squidpy.tls.errors import CertError, TlsFailure
+    from squidpy.tls.hello import ClientHello
+
+Failure = tuple[str, str, int, "TlsFailure | None"]
+"""(error, detail, status, TlsFailure): why TLS with the origin failed."""
+Denial = tuple["Verdict", "AccessList"]
+"""(verdict, access list): why http_access denied the CONNECT."""
 
 
 @dataclass
@@ -54,13 +68,13 @@ class BumpedInfo:
     connect_host: str
     connect_port: int
     sni: str | None = None
-    server_cert: Any = None
-    ssl_errors: tuple = ()
+    server_cert: x509.Certificate | None = None
+    ssl_errors: tuple[CertError, ...] = ()
     bump_mode: str = bump.BUMP
-    failure: tuple | None = None         # (error, detail, status, TlsFailure): the first request's answer
-    denial: tuple | None = None          # (verdict, access list): the CONNECT's denial, shown to the first request
+    failure: Failure | None = None       # the first request's answer
+    denial: Denial | None = None         # the CONNECT's denial, shown to the first request
     # what its requests are authenticated as: the CONNECT's user, or nobody (squidpy.auth.decide.inherited)
-    auth: Any = field(default_factory=lambda: inherited(None))
+    auth: Outcome = field(default_factory=lambda: inherited(None))
 
 
 @dataclass
@@ -69,25 +83,25 @@ class BumpRole:
 
     step1: str = ""                      # the action step 1 took
     step2: str = ""                      # ... step 2 (peek, stare, bump)
-    hello: Any = None                    # the client's ClientHello
-    server_cert: Any = None
-    errors: tuple = ()
-    failure: tuple | None = None
-    denial: tuple | None = None
-    redo: Any = None                     # the step to take again once a looked-up fact is in
+    hello: ClientHello | None = None     # the client's
+    server_cert: x509.Certificate | None = None
+    errors: tuple[CertError, ...] = ()
+    failure: Failure | None = None
+    denial: Denial | None = None
+    redo: Callable[[Exchange], None] | None = None   # the step to take again once a looked-up fact is in
     spliced: bool = False
-    extra: list = field(default_factory=list)
+    extra: list[bytes] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- entry points from the exchange
 
-def bumps(x) -> bool:
+def bumps(x: Exchange) -> bool:
     """The CONNECT arrived on an ssl-bump port and ssl_bump has lines."""
     tls = x.client.port_tls
     return tls is not None and tls.ssl_bump and bool(x.config.ssl_bump)
 
 
-def step1(x) -> None:
+def step1(x: Exchange) -> None:
     """http_access allowed the CONNECT: ssl_bump's first step."""
     try:
         decision = bump.step1(x.config.ssl_bump, x.checklist)
@@ -102,7 +116,7 @@ def step1(x) -> None:
     _established(x)
 
 
-def bump_to_deny(x, verdict, access_list) -> bool:
+def bump_to_deny(x: Exchange, verdict: Verdict, access_list: AccessList) -> bool:
     """A denied CONNECT: bump it to show the page inside TLS, if the port can."""
     tls = x.client.port_tls
     if tls is None:
@@ -117,7 +131,7 @@ def bump_to_deny(x, verdict, access_list) -> bool:
     return True
 
 
-def inner_url(bumped: BumpedInfo, head, path: str) -> str:
+def inner_url(bumped: BumpedInfo, head: RequestHead, path: str) -> str:
     """The URL of a request inside a bumped connection, as Squid builds it: from its Host
     header (with the CONNECT's port when Host names none), else the SNI, else the
     CONNECT host."""
@@ -134,7 +148,7 @@ def inner_url(bumped: BumpedInfo, head, path: str) -> str:
     return f"https://{authority}{path or '/'}"
 
 
-def tls_facts(ch, entry: LogEntry, bumped: BumpedInfo) -> None:
+def tls_facts(ch: Checklist, entry: LogEntry, bumped: BumpedInfo) -> None:
     """What SslBump learnt, for the ACLs and the log of a bumped request; its user is
     the CONNECT's (auth.inherited)."""
     outcome = ch.auth = bumped.auth
@@ -150,14 +164,14 @@ def tls_facts(ch, entry: LogEntry, bumped: BumpedInfo) -> None:
     entry.cert_errors = bumped.ssl_errors
 
 
-def certificate_user(cert) -> str | None:
+def certificate_user(cert: x509.Certificate) -> str | None:
     """%us: the common name of a client certificate (https_port), as Squid logs it."""
     from cryptography.x509.oid import NameOID
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return names[0].value if names else None
+    return names[0].value if names else None  # type: ignore[return-value]  # a commonName decodes to str
 
 
-def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
+def answer_for_bumped(x: Exchange, bumped: BumpedInfo) -> bool:
     """The first request of a connection bumped to show a page gets it; then the
     connection closes (as in Squid, logged NONE_NONE, with no bump mode)."""
     if bumped.denial is not None or bumped.failure is not None:
@@ -182,7 +196,7 @@ def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
 
 # ---------------------------------------------------------------- the steps
 
-def _established(x) -> None:
+def _established(x: Exchange) -> None:
     """200 Connection established (not counted in the CONNECT's logged bytes, as in Squid),
     then the client's hello.  An intercepted connection was sent no CONNECT, so it gets
     no answer to one (logged /000, as Squid logs it)."""
@@ -197,7 +211,7 @@ def _established(x) -> None:
     x._emit(c.ReadClientHello)
 
 
-def _direct(x) -> str:
+def _direct(x: Exchange) -> str:
     """The hierarchy code of a connection SslBump made to the origin."""
     return "ORIGINAL_DST" if x.intercepted_tls else "HIER_DIRECT"
 
@@ -205,7 +219,7 @@ def _direct(x) -> str:
 @on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS,
                                                       State.SELECTING, State.CHECKING, State.CONNECTING,
                                                       State.VERIFYING_HOST, State.REWRITING))
-def _client_hello(x, event: ev.ClientHelloRead) -> None:
+def _client_hello(x: Exchange, event: ev.ClientHelloRead) -> None:
     role = x.bump
     if event.hello is None:
         x.entry.error_detail = event.problem
@@ -221,7 +235,7 @@ def _client_hello(x, event: ev.ClientHelloRead) -> None:
     _step2(x)
 
 
-def _step2(x) -> None:
+def _step2(x: Exchange) -> None:
     role = x.bump
     role.redo = None
     try:
@@ -240,25 +254,25 @@ def _step2(x) -> None:
     _connect_tls(x)           # bump or stare: our own TLS with the origin
 
 
-def _server_name(x) -> str:
+def _server_name(x: Exchange) -> str:
     role = x.bump
     return (role.hello.server_name if role.hello is not None and role.hello.server_name else None) \
         or x.target.host
 
 
-def _addresses(x):
+def _addresses(x: Exchange) -> list[str] | None:
     target = x.target
     return [target.host] if target.ip_literal else (x.checklist.dst or None)
 
 
-def _connect_tls(x) -> None:
+def _connect_tls(x: Exchange) -> None:
     x.state = State.BUMP_SERVER
     x.upstream = "connecting"
     target = x.target
     x._emit(c.ConnectTls(target.host, target.port, _server_name(x), _addresses(x)))
 
 
-def _peek(x) -> None:
+def _peek(x: Exchange) -> None:
     x.state = State.BUMP_SERVER
     x.upstream = "connecting"
     target = x.target
@@ -266,7 +280,7 @@ def _peek(x) -> None:
 
 
 @on([State.BUMP_SERVER], ev.ServerTlsReady, to=(State.BUMP_CLIENT_TLS,))
-def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
+def _server_tls_ready(x: Exchange, event: ev.ServerTlsReady) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
     x.upstream = "open"
     e.hierarchy, e.server_ip, e.server_port = _direct(x), event.peer_ip, event.peer_port
@@ -282,7 +296,7 @@ def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
 
 
 @on([State.BUMP_SERVER], ev.ServerHelloRead, to=(State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING))
-def _server_hello(x, event: ev.ServerHelloRead) -> None:
+def _server_hello(x: Exchange, event: ev.ServerHelloRead) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
     x.upstream = "open"
     e.hierarchy, e.server_ip, e.server_port = _direct(x), event.peer_ip, event.peer_port
@@ -301,7 +315,7 @@ def _server_hello(x, event: ev.ServerHelloRead) -> None:
     _step3(x)
 
 
-def _step3(x) -> None:
+def _step3(x: Exchange) -> None:
     role = x.bump
     role.redo = None
     try:
@@ -318,7 +332,7 @@ def _step3(x) -> None:
 
 
 @on([State.BUMP_SERVER], ev.ConnectFailed, to=(State.BUMP_CLIENT_TLS,))
-def _server_failed(x, event: ev.ConnectFailed) -> None:
+def _server_failed(x: Exchange, event: ev.ConnectFailed) -> None:
     """TLS (or TCP) with the origin failed: the client still gets a certificate (the name
     alone, signed trusted, as Squid does) and then the error on its first request."""
     role, e = x.bump, x.entry
@@ -331,7 +345,7 @@ def _server_failed(x, event: ev.ConnectFailed) -> None:
     _mint_for_client(x, failed=True)
 
 
-def _mint_for_client(x, failed: bool = False) -> None:
+def _mint_for_client(x: Exchange, failed: bool = False) -> None:
     """Answer the client's hello: a certificate mimicking the origin's when it was seen,
     else one made from the name (SNI, else the CONNECT host)."""
     role, ch, config = x.bump, x.checklist, x.config
@@ -352,7 +366,7 @@ def _mint_for_client(x, failed: bool = False) -> None:
 
 
 @on([State.BUMP_CLIENT_TLS], ev.ClientTlsReady)
-def _client_tls_ready(x, event: ev.ClientTlsReady) -> None:
+def _client_tls_ready(x: Exchange, event: ev.ClientTlsReady) -> None:
     """Bumped: the CONNECT is logged; its connection goes on as HTTP inside TLS."""
     role, e = x.bump, x.entry
     target = x.target
@@ -369,7 +383,7 @@ def _client_tls_ready(x, event: ev.ClientTlsReady) -> None:
 
 
 @on([State.BUMP_CLIENT_TLS], ev.ClientTlsFailed)
-def _client_tls_failed(x, event: ev.ClientTlsFailed) -> None:
+def _client_tls_failed(x: Exchange, event: ev.ClientTlsFailed) -> None:
     """The client refused our certificate (it does not trust the CA) or spoke no TLS."""
     e = x.entry
     e.tls_failure = event.failure
@@ -379,7 +393,7 @@ def _client_tls_failed(x, event: ev.ClientTlsFailed) -> None:
     x.finish()
 
 
-def _splice(x) -> None:
+def _splice(x: Exchange) -> None:
     """Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced tunnel (TCP_TUNNEL).
     An intercepted connection spliced after peeking at the server is the one exception:
     Squid tunnels its first CONNECT there, logged once, under the address."""
@@ -406,7 +420,7 @@ def _splice(x) -> None:
     x._go_upstream(tunnel=True)
 
 
-def _second_connect(x) -> None:
+def _second_connect(x: Exchange) -> None:
     """An intercepted connection spliced at step 2: Squid's second CONNECT (its
     fakeAConnectRequest), named after the SNI (else the address) with the SNI as its Host.
     It is a request of its own: Host verification (the SNI must resolve to the address the
@@ -430,7 +444,7 @@ def _second_connect(x) -> None:
     x._verify_host(verdict)
 
 
-def splice_failed(x, event: ev.ConnectFailed) -> None:
+def splice_failed(x: Exchange, event: ev.ConnectFailed) -> None:
     """The origin of a spliced connection cannot be reached: the client, mid-TLS, is closed."""
     e = x.entry
     e.error, e.error_detail = event.error, event.detail
@@ -444,7 +458,7 @@ def splice_failed(x, event: ev.ConnectFailed) -> None:
     x.finish()
 
 
-def _terminate(x, established: bool) -> None:
+def _terminate(x: Exchange, established: bool) -> None:
     """ssl_bump terminate (or a client that does not speak TLS): close both sides."""
     e = x.entry
     if not established:
@@ -455,14 +469,14 @@ def _terminate(x, established: bool) -> None:
     x.finish()
 
 
-def _drop(x) -> None:
+def _drop(x: Exchange) -> None:
     if x.upstream is not None:
         if x.upstream != "connecting":
             x._emit(c.AbortUpstream)
         x.upstream = None
 
 
-def _look_up(x, fact: str) -> None:
+def _look_up(x: Exchange, fact: str) -> None:
     """A fact an ssl_bump ACL needs at step 2 or 3 (dst ...): looked up, then the step again."""
     target = x.target
     name = x.client.client_ip if fact == "src_name" else target.host
@@ -472,7 +486,7 @@ def _look_up(x, fact: str) -> None:
 @on([State.BUMP_CLIENT_HELLO, State.BUMP_SERVER], ev.FactKnown,
     to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING,
         State.VERIFYING_HOST, State.REWRITING))
-def _fact_known(x, event: ev.FactKnown) -> None:
+def _fact_known(x: Exchange, event: ev.FactKnown) -> None:
     setattr(x.checklist, event.fact, event.value)
     redo, x.bump.redo = x.bump.redo, None
     if redo is not None:
