@@ -289,11 +289,17 @@ _INTERESTING = {
 }
 
 
+_REPLY_INTERESTING = {b"content-length": 1, b"transfer-encoding": 2, b"connection": 3, b"content-type": 4,
+                      b"date": 5}
+
+
 class ResponseHead:
-    __slots__ = (
-        "status", "reason", "version", "headers", "connection", "content_length",
-        "transfer_encoding", "content_type", "has_date", "size", "framing",
-    )
+    # a field the reply does not carry leaves its class default: one head is made per reply
+    connection: set[bytes] | frozenset[bytes] = frozenset()
+    content_length: int | None = None
+    transfer_encoding: list[bytes] = []         # only ever replaced, never appended to in place
+    content_type: bytes | None = None
+    has_date = False
 
     def __init__(self, status: int, reason: bytes, version: str, headers: list[tuple[bytes, bytes]],
                  size: int = 0, request_method: str = "GET"):
@@ -302,24 +308,25 @@ class ResponseHead:
         self.version = version
         self.headers = headers
         self.size = size
-        self.content_length: int | None = None
-        self.transfer_encoding: list[bytes] = []
-        self.content_type: bytes | None = None
-        self.has_date = False
         connection_values = []
         for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
+            key = _REPLY_INTERESTING.get(name.lower())
+            if key is None:
+                continue
+            if key == 1:
                 self.content_length = int(value.strip())
-            elif lname == b"transfer-encoding":
-                token_list(value, self.transfer_encoding)
-            elif lname == b"connection":
+            elif key == 2:
+                te = list(self.transfer_encoding)
+                token_list(value, te)
+                self.transfer_encoding = te
+            elif key == 3:
                 connection_values.append(value)
-            elif lname == b"content-type":
+            elif key == 4:
                 self.content_type = value
-            elif lname == b"date":
+            else:
                 self.has_date = True
-        self.connection = comma_tokens(connection_values) if connection_values else set()
+        if connection_values:
+            self.connection = comma_tokens(connection_values)
         self.framing = framing_of(self, request_method)
 
     @property
