@@ -79,6 +79,7 @@ class Checklist:
     # only what it sets (one is made per request).
     dst: list[str] | None = None
     dst_name: str | None = None                 # reverse DNS of an IP-literal URL host
+    dst_peer_name: str | None = None            # the cache_peer connected to, for tcp_outgoing_address (peername)
     src_name: str | None = None                 # reverse DNS of the client
     client_connections = 0
     reply_status: int | None = None
