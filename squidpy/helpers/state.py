@@ -24,7 +24,9 @@ from squidpy.helpers.external import ExternalCache
 from squidpy.log.logformat import compile_format
 
 if TYPE_CHECKING:
+    from squidpy.auth.schemes import SchemeConfig
     from squidpy.config.loader import Config
+    from squidpy.log.entry import LogEntry
 
 URL_REWRITE = "url_rewrite"
 STORE_ID = "store_id"
@@ -48,7 +50,7 @@ class HelperState:
         self.clock = clock
         self._will_overload = will_overload or (lambda helper: False)
         self.auth: Authenticator | None = None
-        self.stateful: tuple = ()
+        self.stateful: tuple[SchemeConfig, ...] = ()
         if config.auth_param:
             # the users already checked stay known across a reconfigure, as in Squid
             users = previous.auth.cache if previous is not None and previous.auth is not None else None
@@ -74,7 +76,7 @@ class HelperState:
         self.store_id_extras = compile_format(config.store_id_extras) if self.store_ids else None
         self.refreshing: set[tuple[str, str]] = set()          # external lookups refreshed in the background
 
-    def key_extras_of(self, entry) -> Callable[[str], str | None] | None:
+    def key_extras_of(self, entry: LogEntry) -> Callable[[str], str | None] | None:
         """``auth_param SCHEME key_extras``, formatted for the request ``entry`` logs."""
         if not self.key_extras:
             return None
