@@ -1441,7 +1441,7 @@ class Exchange:
         if self.tunnel:
             self.keep_alive = False
         if failure.tls is not None:     # as when it is not retried: HIER_NONE/-, the TLS details kept
-            e.hierarchy, e.tls_failure = "HIER_NONE", failure.tls
+            e.hierarchy, e.server_ip, e.tls_failure = "HIER_NONE", None, failure.tls
             failure = dataclasses.replace(failure, server_ip=None)
         self.fail(failure.error, failure.detail, failure.status,
                   result="NONE_NONE" if self.tunnel else self._miss_result(), server_ip=failure.server_ip)
@@ -1450,8 +1450,10 @@ class Exchange:
         """Another candidate may be tried after this failure (Squid's checkRetry)."""
         if self.forwarding is None:
             return False
+        # the "200 Connection established" of a CONNECT SslBump reads is no reply of this forwarding
         return self.forwarding.may_retry(self.head.method, connected, self.entry.upstream_bytes_out > 0
-                                         and self.entry.request_body_size > 0, self.reply_started)
+                                         and self.entry.request_body_size > 0,
+                                         self.reply_started and self.bump is None)
 
     def _connect(self, fresh: bool = False) -> None:
         """Connect to the destination chosen (a peer, the origin, or an intercepted request's
