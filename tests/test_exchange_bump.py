@@ -510,3 +510,17 @@ def test_a_tls_failure_retried_through_peer_selection_keeps_its_details(ca_pem):
     assert sent(out).startswith(b"HTTP/1.1 503 ") and b"X509_V_ERR_CERT_HAS_EXPIRED" in sent(out)
     e = [cmd for cmd in out if isinstance(cmd, c.Log)][0].entry
     assert (e.hierarchy, e.server_ip, e.tls_failure) == ("HIER_NONE", None, failure)
+
+
+def test_a_bumped_request_the_parent_refuses_is_logged_hier_none(ca_pem):
+    """Client-first: the request's own CONNECT to the parent is refused; Squid 5.7 answers
+    with the parent's status and logs TCP_MISS/403 HIER_NONE/- (the parent was reached,
+    then refused, as after a failed TLS handshake)."""
+    from tests.test_exchange_peers import bumped, with_peers
+    x = bumped(with_peers(PARENT), b"GET /a HTTP/1.1\r\nHost: www.site.test\r\n\r\n")
+    x.handle(ev.RequestStarted)
+    out = x.handle(ev.ConnectFailed("ERR_CONNECT_FAIL", "the parent answered our CONNECT with HTTP/1.1 403 Forbidden",
+                                    403, "192.0.2.10", reached=True))
+    assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_CONNECT_FAIL" in sent(out)
+    e = [cmd for cmd in out if isinstance(cmd, c.Log)][0].entry
+    assert (e.result, e.status, e.hierarchy, e.server_ip) == ("TCP_MISS", 403, "HIER_NONE", None)

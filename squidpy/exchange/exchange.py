@@ -1440,7 +1440,7 @@ class Exchange:
             return bumping.no_server(self, failure)
         if self.tunnel:
             self.keep_alive = False
-        if failure.tls is not None:     # as when it is not retried: HIER_NONE/-, the TLS details kept
+        if failure.tls is not None or failure.reached:  # as when not retried: HIER_NONE/-, TLS details kept
             e.hierarchy, e.server_ip, e.tls_failure = "HIER_NONE", None, failure.tls
             failure = dataclasses.replace(failure, server_ip=None)
         self.fail(failure.error, failure.detail, failure.status,
@@ -1784,7 +1784,8 @@ class Exchange:
             return
         if event.error == "ERR_DNS_FAIL":
             return self.fail(event.error, event.detail, event.status, result=self._miss_result())
-        if event.tls is not None:       # Squid logs a failed TLS handshake HIER_NONE/-
+        if event.tls is not None or event.reached:
+            # Squid logs a failed TLS handshake, or a parent's refusal of our CONNECT, HIER_NONE/-
             e.hierarchy, e.server_ip = "HIER_NONE", None
             e.tls_failure = event.tls
             return self.fail(event.error, event.detail, event.status, result=self._miss_result(),

@@ -283,7 +283,8 @@ class ExchangeDriver:
         if isinstance(err, DnsError):
             event = ev.ConnectFailed("ERR_DNS_FAIL", str(err), 503)
         elif isinstance(err, UpstreamError):
-            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls, err.errno)
+            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls, err.errno,
+                                     err.reached or err.tls is not None)
         else:
             log.error("unexpected failure connecting to %s: %s", self.exchange.entry.url, failure.getErrorMessage())
             event = ev.ConnectFailed("ERR_CANNOT_FORWARD", failure.getErrorMessage(), 503)

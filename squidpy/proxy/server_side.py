@@ -51,12 +51,14 @@ ATTEMPT_DELAY = 0.25        # seconds before the next address is tried alongside
 
 class UpstreamError(Exception):
     """Talking to the origin failed; ``error`` is the ERR_* page to show (``tls``: the
-    TlsFailure of an ERR_SECURE_CONNECT_FAIL; ``errno``: connect()'s error number)."""
+    TlsFailure of an ERR_SECURE_CONNECT_FAIL; ``errno``: connect()'s error number;
+    ``reached``: the connection was made, a parent then refused our CONNECT)."""
 
     def __init__(self, error: str, detail: str, status: int = 502, retriable: bool = False,
-                 server_ip: str | None = None, tls=None, errno: int | None = None):
+                 server_ip: str | None = None, tls=None, errno: int | None = None, reached: bool = False):
         super().__init__(detail)
         self.errno = errno
+        self.reached = reached
         self.error = error
         self.detail = detail
         self.status = status
@@ -181,7 +183,8 @@ class ServerConnection(PausableReading, Protocol):
         if d is not None:
             self.deadline = None
             d.errback(UpstreamError("ERR_CONNECT_FAIL", "the parent answered our CONNECT with "
-                                    + answer.decode("latin-1", "replace"), status, server_ip=self.peer_ip))
+                                    + answer.decode("latin-1", "replace"), status, server_ip=self.peer_ip,
+                                    reached=True))
 
     def _handshake_over(self, failure=None) -> None:
         d, self.handshake = self.handshake, None
