@@ -524,3 +524,27 @@ def test_a_bumped_request_the_parent_refuses_is_logged_hier_none(ca_pem):
     assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_CONNECT_FAIL" in sent(out)
     e = [cmd for cmd in out if isinstance(cmd, c.Log)][0].entry
     assert (e.result, e.status, e.hierarchy, e.server_ip) == ("TCP_MISS", 403, "HIER_NONE", None)
+
+
+def test_miss_access_denying_the_server_connection(ca_pem):
+    """The client is mid-TLS when miss_access denies: a splice at step 2 is closed
+    (Squid 5.7 logs NONE_NONE/403 0), a bump shows ERR_FORWARDING_DENIED inside TLS."""
+    deny = "miss_access deny all\n"
+    x = via_peers(ca_pem, "ssl_bump peek step1\nssl_bump splice all\n", PARENT + deny)
+    out = _hello_in(x)
+    assert kinds(out) == ["Log", "AbortClient", "Log", "Finished"] and sent(out) == b""
+    e = out[2].entry
+    assert (e.result, e.status, e.hierarchy) == ("NONE_NONE", 403, "HIER_NONE")
+    x = via_peers(ca_pem, PEEK_BUMP, PARENT + deny)
+    out = _hello_in(x)
+    assert kinds(out) == ["StartClientTls"]
+    info = x.handle(ev.ClientTlsReady())[0].info
+    out = inner(ca_pem, b"GET /a HTTP/1.1\r\nHost: www.site.test\r\n\r\n", info).handle(ev.RequestStarted)
+    assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_FORWARDING_DENIED" in sent(out)
+
+
+def test_a_tls_parent_is_skipped_for_the_server_connection(ca_pem):
+    """Squid sends a TLS parent no CONNECT and squidpy runs no TLS inside TLS: the next
+    candidate (here the origin, nonhierarchical_direct off) is used instead."""
+    x = via_peers(ca_pem, STARE_BUMP, "cache_peer up.test parent 3128 0 no-query tls\nnonhierarchical_direct off\n")
+    assert _hello_in(x) == [c.ConnectTls("www.site.test", 443, "www.site.test", None)]

@@ -211,7 +211,7 @@ def _reached(x, peer_ip: str | None, peer_port: int | None, seconds: float = 0.0
     x.state = State.BUMP_SERVER
 
 
-@on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS,
+@on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_CLIENT_TLS,
                                                       State.SELECTING, State.CHECKING, State.CONNECTING,
                                                       State.VERIFYING_HOST, State.REWRITING))
 def _client_hello(x, event: ev.ClientHelloRead) -> None:
@@ -352,6 +352,19 @@ def no_server(x, event: ev.ConnectFailed) -> None:
     if x.tunnel:
         return splice_failed(x, event)
     _server_failed(x, event)
+
+
+def forwarding_denied(x) -> None:
+    """miss_access denies SslBump's connection to the server: a splice closes the client
+    (NONE_NONE/403 0, as Squid 5.7 logs it); a bump shows ERR_FORWARDING_DENIED to the first
+    request inside TLS (Squid 5.7 leaves that client waiting)."""
+    e = x.entry
+    if x.tunnel:
+        e.result, e.status = "NONE_NONE", 403
+        x.keep_alive = False
+        x._emit(c.AbortClient)
+        return x.finish()
+    _server_failed(x, ev.ConnectFailed("ERR_FORWARDING_DENIED", "miss_access denies this request", 403))
 
 
 def _server_failed(x, event: ev.ConnectFailed) -> None:
@@ -507,7 +520,7 @@ def _look_up(x, fact: str) -> None:
 
 
 @on([State.BUMP_CLIENT_HELLO, State.BUMP_SERVER], ev.FactKnown,
-    to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING,
+    to=(State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING,
         State.VERIFYING_HOST, State.REWRITING))
 def _fact_known(x, event: ev.FactKnown) -> None:
     setattr(x.checklist, event.fact, event.value)
@@ -523,4 +536,4 @@ def _copy_entry(e: LogEntry) -> LogEntry:
 
 
 __all__ = ["BumpRole", "BumpedInfo", "answer_for_bumped", "bump_to_deny", "bumps", "inner_url", "splice_failed",
-           "no_server", "open_server", "step1", "tls_facts"]
+           "forwarding_denied", "no_server", "open_server", "step1", "tls_facts"]

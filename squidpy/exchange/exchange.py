@@ -1580,6 +1580,9 @@ class Exchange:
         if verdict is None or verdict.allowed:
             return True
         self.entry.hierarchy = "HIER_NONE"
+        if self.bump is not None:       # the client is mid-TLS: no HTTP page can reach it now
+            bumping.forwarding_denied(self)
+            return False
         self.deny(verdict, self.config.miss_access, result="NONE_NONE" if self.tunnel else self._miss_result(),
                   challenge=False, page="ERR_FORWARDING_DENIED")
         return False

@@ -393,6 +393,8 @@ class ExchangeDriver:
             key = _through_key(cmd)
             if timeout is None:
                 timeout = self.service.peering.connect_timeout(cmd.peer)
+        else:
+            key = _from(key, cmd)
 
         def connect(found):
             addresses, seconds = found
