@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterable
 
-from squidpy.peers.peer import CachePeer
+from squidpy.peers.peer import CachePeer, CarpKey
 
 MASK = 0xFFFFFFFF
 MIX = 0x62531965
@@ -135,7 +135,7 @@ class HashArray:
             x_last = x
             p_last = m.load_factor
         self.members = members
-        self._rankings: dict = {}
+        self._rankings: dict[str, tuple[CachePeer, ...]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.members)
@@ -150,7 +150,7 @@ class HashArray:
                 return peer
         return None
 
-    def _remember(self, key, ranking: tuple[CachePeer, ...]) -> tuple[CachePeer, ...]:
+    def _remember(self, key: str, ranking: tuple[CachePeer, ...]) -> tuple[CachePeer, ...]:
         rankings = self._rankings
         if len(rankings) >= RANKINGS_KEPT:
             del rankings[next(iter(rankings))]
@@ -194,7 +194,7 @@ class HashArray:
         return self._remember(url, self._rank(scored))
 
 
-def carp_key(spec, url: str, scheme: str, host: str, port: int, path: str) -> str:
+def carp_key(spec: CarpKey | None, url: str, scheme: str, host: str, port: int, path: str) -> str:
     """The text CARP hashes for one peer: the URL, or the parts ``carp-key=`` names
     (scheme ``://``, host, ``:port`` always written, path without the query, the
     query with its ``?``); an empty result falls back to the URL."""

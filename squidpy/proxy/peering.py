@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from twisted.internet import protocol
 from twisted.internet.endpoints import HostnameEndpoint
@@ -26,6 +27,9 @@ from squidpy.log.entry import LogEntry
 from squidpy.peers import icp
 from squidpy.peers.selection import PeerTable
 from squidpy.proxy.server_side import _ResolvedReactor
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 log = logging.getLogger("squidpy")
 
@@ -76,7 +80,7 @@ class Peering:
         service.pool.on_peer_connections = self._peer_connections
 
     # ------------------------------------------------------------ configuration
-    def configure(self, config) -> None:
+    def configure(self, config: Config) -> None:
         """A configuration is taken: a new table of its peers (their state starts over,
         as Squid's does on reconfigure)."""
         self.config = config
