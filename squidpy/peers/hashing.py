@@ -21,10 +21,14 @@ The facts, from Squid's src/carp.cc, src/peer_sourcehash.cc and src/peer_userhas
 * sourcehash hashes the client's address as text, userhash the user name,
   once for all peers.
 
-Hashing a URL against 32 peers takes some hundred microseconds in Python
-(the key is hashed once per peer, one byte at a time), so the ranking of
-peers for a URL is remembered (:data:`RANKINGS_KEPT` URLs per array): the
-usable peer ranked first is picked at the cost of a dictionary lookup.
+A cold CARP pick therefore costs one step per key byte per peer (32 peers and an
+80-character URL: 2,560 steps, each ``h += rotl(h, 19) + c`` depends on the one before,
+so nothing can be shared, vectorised or skipped).  In Python that is about 100 ns a
+step: some hundred microseconds a URL (``benchmarks/carp_bench.py``).  The loop is as
+tight as CPython allows (an ASCII key iterated as bytes, everything per peer worked out
+when the configuration loads, no calls inside), and the ranking of peers for a URL is
+remembered (:attr:`HashArray.kept` URLs per array, oldest forgotten first): a URL seen
+before costs a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from squidpy.peers.peer import CachePeer
 MASK = 0xFFFFFFFF
 MIX = 0x62531965
 RANKINGS_KEPT = 65536
-_UNSET = object()
 
 
 def _rotl(x: int, n: int) -> int:
@@ -47,6 +50,14 @@ def _rotl(x: int, n: int) -> int:
 def _signed(data: bytes) -> list[int]:
     """Bytes as C's signed ``char`` promoted to ``unsigned int``."""
     return [b if b < 0x80 else b | 0xFFFFFF00 for b in data]
+
+
+def _codes(text: str) -> bytes | list[int]:
+    """A key's bytes as :func:`update` adds them: an ASCII key as its bytes (iterated as
+    ints, signed and unsigned agree below 0x80), any other through :func:`_signed`."""
+    if text.isascii():
+        return text.encode("ascii")
+    return _signed(text_bytes(text))
 
 
 def text_bytes(text: str) -> bytes:
@@ -65,7 +76,7 @@ def update(h: int, data: Iterable[int]) -> int:
 
 
 def peer_hash(name: str) -> int:
-    h = update(0, _signed(text_bytes(name)))
+    h = update(0, _codes(name))
     h = (h + h * MIX) & MASK
     return _rotl(h, 21)
 
@@ -111,7 +122,10 @@ class Member:
 
 
 class HashArray:
-    """The peers of one method (``carp``, ``sourcehash`` or ``userhash``), in Squid's order."""
+    """The peers of one method (``carp``, ``sourcehash`` or ``userhash``), in Squid's order.
+
+    Everything that depends only on the peers (hashes, multipliers, the distinct
+    ``carp-key=`` specifications) is worked out here, once per configuration."""
 
     def __init__(self, peers: Iterable[CachePeer]):
         chosen = [p for p in peers if p.weight != 0]
@@ -135,6 +149,14 @@ class HashArray:
             x_last = x
             p_last = m.load_factor
         self.members = members
+        self.kept = RANKINGS_KEPT
+        self._peers = tuple(m.peer for m in members)
+        specs: list = []
+        for m in members:
+            if m.peer.carp_key not in specs:
+                specs.append(m.peer.carp_key)
+        self._specs = tuple(specs)
+        self._scoring = tuple((specs.index(m.peer.carp_key), m.hash, m.load_multiplier) for m in members)
         self._rankings: dict = {}
 
     def __bool__(self) -> bool:
@@ -150,20 +172,18 @@ class HashArray:
                 return peer
         return None
 
-    def _remember(self, key, ranking: tuple[CachePeer, ...]) -> tuple[CachePeer, ...]:
+    def _remember(self, key, scores: list[float]) -> tuple[CachePeer, ...]:
+        """Peers by falling score, ties to the earlier (a stable sort); a score that is
+        not above 0 (or NaN) is never chosen by Squid, so it is left out."""
+        order = [i for i, score in enumerate(scores) if score > 0]
+        order.sort(key=scores.__getitem__, reverse=True)
+        peers = self._peers
+        ranking = tuple([peers[i] for i in order])
         rankings = self._rankings
-        if len(rankings) >= RANKINGS_KEPT:
+        if len(rankings) >= self.kept:
             del rankings[next(iter(rankings))]
         rankings[key] = ranking
         return ranking
-
-    @staticmethod
-    def _rank(scored: list[tuple[float, int, CachePeer]]) -> tuple[CachePeer, ...]:
-        """Peers by falling score, ties to the earlier; a score that is not above 0
-        (or NaN) is never chosen by Squid, so it is left out."""
-        kept = [s for s in scored if s[0] > 0]
-        kept.sort(key=lambda s: (-s[0], s[1]))
-        return tuple(s[2] for s in kept)
 
     # ------------------------------------------------------------ sourcehash, userhash
     def ranking_for_key(self, key: str) -> tuple[CachePeer, ...]:
@@ -171,27 +191,31 @@ class HashArray:
         ranking = self._rankings.get(key)
         if ranking is not None:
             return ranking
-        key_hash = update(0, _signed(key.encode("latin-1", "replace")))
-        return self._remember(key, self._rank([(m.score(key_hash), i, m.peer) for i, m in enumerate(self.members)]))
+        h = update(0, _codes(key))
+        scores = []
+        for _, peer_hash_value, multiplier in self._scoring:
+            scores.append(combine(h, peer_hash_value) * multiplier)
+        return self._remember(key, scores)
 
     # ------------------------------------------------------------ CARP
     def carp_ranking(self, url: str, scheme: str, host: str, port: int, path: str) -> tuple[CachePeer, ...]:
         """CARP: ``url`` is Squid's effective request URI; the other parts feed
-        ``carp-key=``.  Squid 5.7 keeps hashing into one value from peer to peer."""
+        ``carp-key=``.  Squid 5.7 keeps hashing into one value from peer to peer.
+
+        :func:`update` and :func:`combine` are written out in the loop: this is the
+        cost of a cold pick, and a call per peer is measurable here."""
         ranking = self._rankings.get(url)
         if ranking is not None:
             return ranking
-        scored = []
+        keys = [_codes(carp_key(spec, url, scheme, host, port, path)) for spec in self._specs]
         h = 0
-        last_spec, last_key = _UNSET, []
-        for i, m in enumerate(self.members):
-            spec = m.peer.carp_key
-            if spec != last_spec:
-                last_key = _signed(carp_key(spec, url, scheme, host, port, path).encode("latin-1", "replace"))
-                last_spec = spec
-            h = update(h, last_key)
-            scored.append((m.score(h), i, m.peer))
-        return self._remember(url, self._rank(scored))
+        scores = []
+        for which, peer_hash_value, multiplier in self._scoring:
+            for c in keys[which]:
+                h = (h * 524289 + (h >> 13) + c) & 0xFFFFFFFF
+            x = ((h ^ peer_hash_value) * 0x62531966) & 0xFFFFFFFF       # x += x * MIX
+            scores.append((((x << 21) | (x >> 11)) & 0xFFFFFFFF) * multiplier)
+        return self._remember(url, scores)
 
 
 def carp_key(spec, url: str, scheme: str, host: str, port: int, path: str) -> str:
