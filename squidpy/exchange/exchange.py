@@ -29,7 +29,7 @@ from squidpy.acl.access import matches
 from squidpy.acl.auth_types import is_auth_acl
 from squidpy.acl.checklist import UNDECIDED, AuthRequired, Checklist, ExternalPending, Pending, Undecided
 from squidpy.acl.indirect import IndirectClient
-from squidpy.acl.outgoing import Bind, outgoing_addresses
+from squidpy.acl.outgoing import Bind, outgoing_addresses, outgoing_to
 from squidpy.auth import decide as auth
 from squidpy.cache import policy
 from squidpy.delay import select as select_delay_pool
@@ -1575,12 +1575,7 @@ class Exchange:
         ch, target, peer = self.checklist, self.target, self.peer
         if peer is not None or self.original_dst:
             addresses = self.shared.peers.state(peer).addresses if peer is not None else [self.client.local_ip]
-            known = ch.dst
-            ch.dst = list(addresses)
-            try:
-                self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
-            finally:
-                ch.dst = known
+            self.bind = outgoing_to(self.config.tcp_outgoing_address, ch, addresses)
             return True
         if target.ip_literal:
             ch.dst = [target.host]
