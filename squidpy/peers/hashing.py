@@ -117,9 +117,6 @@ class Member:
         self.load_factor = load_factor
         self.load_multiplier = 0.0
 
-    def score(self, key_hash: int) -> float:
-        return combine(key_hash, self.hash) * self.load_multiplier
-
 
 class HashArray:
     """The peers of one method (``carp``, ``sourcehash`` or ``userhash``), in Squid's order.
@@ -165,48 +162,58 @@ class HashArray:
     def __len__(self) -> int:
         return len(self.members)
 
-    def pick(self, ranking: tuple[CachePeer, ...], usable: Callable[[CachePeer], bool]) -> CachePeer | None:
-        """The first usable peer of a ranking (Squid: the highest score among usable peers)."""
-        for peer in ranking:
-            if usable(peer):
-                return peer
-        return None
-
-    def _remember(self, key, scores: list[float]) -> tuple[CachePeer, ...]:
-        """Peers by falling score, ties to the earlier (a stable sort); a score that is
-        not above 0 (or NaN) is never chosen by Squid, so it is left out."""
+    # ------------------------------------------------------------ picking
+    def _remember(self, key, scores: list[float]) -> bytes | tuple[int, ...]:
+        """The members' indices by falling score, ties to the earlier (a stable sort); a
+        score that is not above 0 (or NaN) is never chosen by Squid, so it is left out.
+        Kept as bytes (a tuple of peers would take four times the memory per URL)."""
         order = [i for i, score in enumerate(scores) if score > 0]
         order.sort(key=scores.__getitem__, reverse=True)
-        peers = self._peers
-        ranking = tuple([peers[i] for i in order])
+        ranking = bytes(order) if len(self._peers) <= 256 else tuple(order)
         rankings = self._rankings
         if len(rankings) >= self.kept:
             del rankings[next(iter(rankings))]
         rankings[key] = ranking
         return ranking
 
+    def _first_usable(self, order, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
+        """Squid: the highest score among usable peers."""
+        peers = self._peers
+        for i in order:
+            peer = peers[i]
+            if usable(peer):
+                return peer
+        return None
+
     # ------------------------------------------------------------ sourcehash, userhash
-    def ranking_for_key(self, key: str) -> tuple[CachePeer, ...]:
-        """sourcehash and userhash: the key is hashed once for every peer."""
-        ranking = self._rankings.get(key)
-        if ranking is not None:
-            return ranking
+    def _key_order(self, key: str):
+        order = self._rankings.get(key)
+        if order is not None:
+            return order
         h = update(0, _codes(key))
         scores = []
         for _, peer_hash_value, multiplier in self._scoring:
             scores.append(combine(h, peer_hash_value) * multiplier)
         return self._remember(key, scores)
 
-    # ------------------------------------------------------------ CARP
-    def carp_ranking(self, url: str, scheme: str, host: str, port: int, path: str) -> tuple[CachePeer, ...]:
-        """CARP: ``url`` is Squid's effective request URI; the other parts feed
-        ``carp-key=``.  Squid 5.7 keeps hashing into one value from peer to peer.
+    def key_pick(self, key: str, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
+        """sourcehash and userhash: the key is hashed once for every peer."""
+        return self._first_usable(self._key_order(key), usable)
 
-        :func:`update` and :func:`combine` are written out in the loop: this is the
-        cost of a cold pick, and a call per peer is measurable here."""
-        ranking = self._rankings.get(url)
-        if ranking is not None:
-            return ranking
+    def ranking_for_key(self, key: str) -> tuple[CachePeer, ...]:
+        """The peers in the order :meth:`key_pick` tries them."""
+        peers = self._peers
+        return tuple([peers[i] for i in self._key_order(key)])
+
+    # ------------------------------------------------------------ CARP
+    def _carp_order(self, url: str, scheme: str, host: str, port: int, path: str):
+        """``url`` is Squid's effective request URI; the other parts feed ``carp-key=``.
+        Squid 5.7 keeps hashing into one value from peer to peer.  :func:`update` and
+        :func:`combine` are written out in the loop: this is the cost of a cold pick,
+        and a call per peer is measurable here."""
+        order = self._rankings.get(url)
+        if order is not None:
+            return order
         keys = [_codes(carp_key(spec, url, scheme, host, port, path)) for spec in self._specs]
         h = 0
         scores = []
@@ -216,6 +223,16 @@ class HashArray:
             x = ((h ^ peer_hash_value) * 0x62531966) & 0xFFFFFFFF       # x += x * MIX
             scores.append((((x << 21) | (x >> 11)) & 0xFFFFFFFF) * multiplier)
         return self._remember(url, scores)
+
+    def carp_pick(self, url: str, scheme: str, host: str, port: int, path: str,
+                  usable: Callable[[CachePeer], bool]) -> CachePeer | None:
+        """CARP's parent for a request: the usable peer of highest score."""
+        return self._first_usable(self._carp_order(url, scheme, host, port, path), usable)
+
+    def carp_ranking(self, url: str, scheme: str, host: str, port: int, path: str) -> tuple[CachePeer, ...]:
+        """The peers in the order :meth:`carp_pick` tries them."""
+        peers = self._peers
+        return tuple([peers[i] for i in self._carp_order(url, scheme, host, port, path)])
 
 
 def carp_key(spec, url: str, scheme: str, host: str, port: int, path: str) -> str:
