@@ -4,7 +4,9 @@
 
 URLs of 40 to 120 characters (evenly spread, 80 on average).  Each figure is the
 median over ``--rounds`` rounds of the mean cost per request in a round; the minimum
-is shown too (this machine is shared, the minimum is the least disturbed round):
+is shown too (this machine is shared, the minimum is the least disturbed round).
+Costs are the process's CPU time (``--wall`` for elapsed time): on a loaded machine
+elapsed time counts the moments other processes had the CPU.
 
 * cold pick: a URL never seen, hashed against every parent as Squid 5.7 does (the
   key is hashed once per parent, one byte at a time: 32 x 80 dependent steps);
@@ -12,9 +14,9 @@ is shown too (this machine is shared, the minimum is the least disturbed round):
   one ``h += rotl(h, 19) + c`` in this Python;
 * warm pick: the CARP parent of a URL whose ranking is remembered (a cache sees the
   same URLs again and again) -- a dictionary lookup and the first usable parent;
-* whole selection: :meth:`PeerSelector.start` for a warm URL with ``never_direct
-  allow all``, which also lists every other usable parent (ANY_OLD_PARENT) as Squid
-  does, for retries.
+* whole selection: a request's checklist and facts made and :meth:`PeerSelector.start`
+  run for a warm URL with ``never_direct allow all`` (the other usable parents,
+  ANY_OLD_PARENT, are only listed when a retry needs them).
 
 ``--against REV`` times squidpy/peers/hashing.py as it is at git revision REV on the
 same URLs, side by side.  Squid's own selection cannot be timed from outside; its
@@ -69,17 +71,20 @@ def urls(prefix: str, count: int) -> list:
     return out
 
 
+clock = time.process_time
+
+
 def per_pick(array, usable, targets) -> float:
     """Microseconds per CARP pick, as peer selection asks for it."""
     carp_pick = getattr(array, "carp_pick", None)
-    started = time.perf_counter()
+    started = clock()
     if carp_pick is not None:
         for t in targets:
             carp_pick(t.url, t.scheme, t.host, t.port, t.path, usable)
     else:       # hashing.py before carp_pick
         for t in targets:
             array.pick(array.carp_ranking(t.url, t.scheme, t.host, t.port, t.path), usable)
-    return (time.perf_counter() - started) / len(targets) * 1e6
+    return (clock() - started) / len(targets) * 1e6
 
 
 def module_at(rev: str):
@@ -120,7 +125,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--against", metavar="REV", help="also time hashing.py at this git revision")
+    parser.add_argument("--wall", action="store_true", help="elapsed time instead of CPU time")
     args = parser.parse_args()
+    global clock
+    if args.wall:
+        clock = time.perf_counter
     config, table = setup()
     some = urls("warm", 1)[0]
     selector = PeerSelector(table, config, RequestFacts("GET", some.url, "http", some.host, some.port, some.path,
@@ -136,16 +145,17 @@ def main() -> None:
         table.carp.carp_ranking(t.url, t.scheme, t.host, t.port, t.path)
 
     def whole() -> float:
-        started = time.perf_counter()
+        started = clock()
         for t in warm_targets:
             ch = Checklist(src="10.1.1.1", url=t.url, host=t.host, port=t.port, path=t.path)
             facts = RequestFacts("GET", t.url, "http", t.host, t.port, t.path, "10.1.1.1", ch)
             PeerSelector(table, config, facts, 0).start()
-        return (time.perf_counter() - started) / len(warm_targets) * 1e6
+        return (clock() - started) / len(warm_targets) * 1e6
 
     columns["this tree"]["whole selection (warm URL)"] = [whole() for _ in range(args.rounds)]
     print(f"CARP with {PARENTS} parents, URLs of 40-120 characters, {args.rounds} rounds, "
-          f"Python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
+          f"{'elapsed' if args.wall else 'CPU'} time, Python {sys.version.split()[0]}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'':>28} " + " ".join(f"{name + ' median':>18} {'min':>8}" for name in columns))
     for row in columns["this tree"]:
         cells = []

@@ -227,7 +227,10 @@ class HashArray:
     def carp_pick(self, url: str, scheme: str, host: str, port: int, path: str,
                   usable: Callable[[CachePeer], bool]) -> CachePeer | None:
         """CARP's parent for a request: the usable peer of highest score."""
-        return self._first_usable(self._carp_order(url, scheme, host, port, path), usable)
+        order = self._rankings.get(url)         # here too: the call saved is a sixth of a warm pick
+        if order is None:
+            order = self._carp_order(url, scheme, host, port, path)
+        return self._first_usable(order, usable)
 
     def carp_ranking(self, url: str, scheme: str, host: str, port: int, path: str) -> tuple[CachePeer, ...]:
         """The peers in the order :meth:`carp_pick` tries them."""
