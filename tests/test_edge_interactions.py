@@ -171,7 +171,7 @@ def test_standby_connections_choose_the_address_a_request_to_the_peer_gets():
     s = shared(PARENT + OUTGOING)
     x = make(b"GET http://o.test/a HTTP/1.1\r\nHost: o.test\r\n\r\n", s, client=client(None))
     cmd = connect(x.handle(ev.RequestStarted))
-    assert for_standby(s.config.tcp_outgoing_address, "parent.test", [PARENT_IP]) == cmd.bind
+    assert for_standby(s.config.tcp_outgoing_address, "up", "parent.test", [PARENT_IP]) == cmd.bind
 
 
 def test_a_standby_connection_is_for_a_made_up_request_without_a_client():
@@ -181,14 +181,16 @@ acl kids src 10.0.0.0/8
 acl options method OPTIONS
 acl pool transaction_initiator peer-pool
 acl its_host dstdomain parent.test
+acl via_up peername up
 tcp_outgoing_address 127.0.0.50 kids
-tcp_outgoing_address 127.0.0.60 options pool its_host
+tcp_outgoing_address 127.0.0.60 options pool its_host via_up
 tcp_outgoing_address 127.0.0.70
 """).config.tcp_outgoing_address
-    assert for_standby(lines, "parent.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.60"),))
-    assert for_standby(lines, "other.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.70"),))
+    assert for_standby(lines, "up", "parent.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.60"),))
+    assert for_standby(lines, "up", "other.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.70"),))
+    assert for_standby(lines, "up2", "parent.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.70"),))
     assert for_standby(shared("acl kids src 10.0.0.0/8\ntcp_outgoing_address 127.0.0.50 kids\n")
-                       .config.tcp_outgoing_address, "parent.test", [PARENT_IP]) is None
+                       .config.tcp_outgoing_address, "up", "parent.test", [PARENT_IP]) is None
 
 
 def test_tcp_outgoing_address_applies_to_the_original_destination():
@@ -292,3 +294,18 @@ def test_a_parents_refusal_of_a_spliced_connect_closes_the_client_mid_tls(tmp_pa
     assert sent(out) == b"" and c.AbortClient in out        # no HTTP answer inside the client's TLS
     e = next(cmd.entry for cmd in out if isinstance(cmd, c.Log))
     assert (e.result, e.hierarchy, e.server_ip) == ("TCP_TUNNEL", "FIRSTUP_PARENT", PARENT_IP)
+
+
+def test_peername_chooses_the_outgoing_address_of_one_named_parent():
+    """Squid's way to send one parent's traffic out of its own interface: a peername ACL
+    on tcp_outgoing_address (the only place Squid 5.7 knows the peer's name)."""
+    peers = PARENT + "cache_peer parent2.test parent 3128 0 name=up2 no-query\n"
+    rules = ("acl via_up2 peername up2\nacl via_up_re peername_regex -i ^UP$\n"
+             "tcp_outgoing_address 127.0.0.22 via_up2\ntcp_outgoing_address 127.0.0.21 via_up_re\n")
+    x = make(b"GET http://o.test/a HTTP/1.1\r\nHost: o.test\r\n\r\n", shared(peers + rules), client=client(None))
+    cmd = connect(x.handle(ev.RequestStarted))
+    assert (cmd.peer.name, cmd.bind) == ("up", Bind(by_address=((PARENT_IP, "127.0.0.21"),)))
+    cmd = connect(x.handle(ev.ConnectFailed("ERR_CONNECT_FAIL", "refused", 503, PARENT_IP)))
+    assert (cmd.peer.name, cmd.bind) == ("up2", Bind(by_address=((PARENT2_IP, "127.0.0.22"),)))
+    assert x.checklist.dst_peer_name is None        # known to that check only
+

@@ -80,23 +80,26 @@ def outgoing_addresses(lines: list[OutgoingAddress], ch: Checklist) -> Bind | No
     return bind if bind.binds else None
 
 
-def outgoing_to(lines: list[OutgoingAddress], ch: Checklist, addresses: list[str]) -> Bind | None:
+def outgoing_to(lines: list[OutgoingAddress], ch: Checklist, addresses: list[str],
+                peer_name: str | None = None) -> Bind | None:
     """The local addresses for connections to ``addresses`` already known (a peer's,
-    an intercepted request's original destination): ``dst`` ACLs test them, the
-    checklist's own ``dst`` is left as it was."""
+    an intercepted request's original destination): ``dst`` ACLs test them and
+    ``peername`` ACLs the peer connected to; the checklist is left as it was."""
     known = ch.dst
     ch.dst = list(addresses)
+    ch.dst_peer_name = peer_name
     try:
         return outgoing_addresses(lines, ch)
     finally:
         ch.dst = known
+        ch.dst_peer_name = None
 
 
-def for_standby(lines: list[OutgoingAddress], peer_host: str, addresses: list[str]) -> Bind | None:
+def for_standby(lines: list[OutgoingAddress], peer_name: str, peer_host: str, addresses: list[str]) -> Bind | None:
     """The local addresses of a peer's standby connections.  Squid 5.7 (PeerPoolMgr)
     opens them for a request it makes up: ``OPTIONS`` for ``*`` on the peer's host,
     initiated by ``peer-pool``, with no client (``src`` ACLs see no address, ``::``),
     connecting to the peer's addresses."""
     ch = Checklist(src="::", method="OPTIONS", url=f"http://{peer_host}/*", host=peer_host, path="*")
     ch.initiator = "peer-pool"
-    return outgoing_to(lines, ch, addresses)
+    return outgoing_to(lines, ch, addresses, peer_name)

@@ -1575,7 +1575,8 @@ class Exchange:
         ch, target, peer = self.checklist, self.target, self.peer
         if peer is not None or self.original_dst:
             addresses = self.shared.peers.state(peer).addresses if peer is not None else [self.client.local_ip]
-            self.bind = outgoing_to(self.config.tcp_outgoing_address, ch, addresses)
+            self.bind = outgoing_to(self.config.tcp_outgoing_address, ch, addresses,
+                                    peer.name if peer is not None else None)
             return True
         if target.ip_literal:
             ch.dst = [target.host]

@@ -154,7 +154,7 @@ class Peering:
         getOutgoingAddress, for a made-up request), and pooled under that address as
         the driver pools a request's connections, so requests sent from it reuse them."""
         pool, state = self.service.pool, table.state(peer)
-        bind = (for_standby(self.config.tcp_outgoing_address, peer.host, state.addresses)
+        bind = (for_standby(self.config.tcp_outgoing_address, peer.name, peer.host, state.addresses)
                 if self.config.tcp_outgoing_address else None)
         key = ("peer", peer.name, peer.http_port) if bind is None else ("peer", peer.name, peer.http_port, bind)
         state.standby_idle = pool.idle_count(key)
