@@ -117,3 +117,18 @@ def test_remembered_rankings_are_bounded_and_the_oldest_go_first():
     first = [array.carp_ranking(*target("GET", u)) for u in urls]
     assert list(array._rankings) == [target("GET", u)[0] for u in urls[2:]]
     assert [array.carp_ranking(*target("GET", u)) for u in urls] == first
+
+
+def test_a_pick_is_the_first_usable_peer_of_the_ranking():
+    array, _ = array_of("bench32")
+    args = target("GET", URLS[1][1])
+    ranking = array.carp_ranking(*args)
+    assert array.carp_pick(*args, lambda p: True) is ranking[0]
+    assert array.carp_pick(*args, lambda p: p is not ranking[0]) is ranking[1]
+    assert array.carp_pick(*args, lambda p: p is ranking[-1]) is ranking[-1]
+    assert array.carp_pick(*args, lambda p: False) is None
+    cold, _ = array_of("bench32")           # nothing remembered: the pick hashes
+    assert cold.carp_pick(*args, lambda p: p is not ranking[0]) is ranking[1]
+    keys, _ = array_of("five_equal")
+    assert keys.key_pick("10.0.0.7", lambda p: p is not keys.ranking_for_key("10.0.0.7")[0]) is \
+        keys.ranking_for_key("10.0.0.7")[1]
