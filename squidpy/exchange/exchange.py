@@ -31,7 +31,7 @@ from squidpy.acl.access import matches
 from squidpy.acl.auth_types import is_auth_acl
 from squidpy.acl.checklist import UNDECIDED, AuthRequired, Checklist, ExternalPending, Pending, Undecided
 from squidpy.acl.indirect import IndirectClient
-from squidpy.acl.outgoing import Bind, outgoing_addresses
+from squidpy.acl.outgoing import Bind, outgoing_addresses, outgoing_to
 from squidpy.auth import decide as auth
 from squidpy.cache import policy
 from squidpy.delay import select as select_delay_pool
@@ -1630,14 +1630,8 @@ class Exchange:
         ch, target, peer = self.checklist, self.target, self.peer
         if peer is not None or self.original_dst:
             addresses = self.shared.peers.state(peer).addresses if peer is not None else [self.client.local_ip]
-            known = ch.dst
-            ch.dst = list(addresses)
-            ch.dst_peer_name = peer.name if peer is not None else None      # peername ACLs
-            try:
-                self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
-            finally:
-                ch.dst = known
-                ch.dst_peer_name = None
+            self.bind = outgoing_to(self.config.tcp_outgoing_address, ch, addresses,
+                                    peer.name if peer is not None else None)
             return True
         if target.ip_literal:
             ch.dst = [target.host]

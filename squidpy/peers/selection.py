@@ -410,14 +410,14 @@ class PeerSelector:
         table, request = self.table, self.request
         peer, code = None, None
         if table.sourcehash:
-            peer = table.sourcehash.pick(table.sourcehash.ranking_for_key(request.client_ip), self.http_okay)
+            peer = table.sourcehash.key_pick(request.client_ip, self.http_okay)
             code = SOURCEHASH_PARENT
         if peer is None and table.userhash and request.user:
-            peer = table.userhash.pick(table.userhash.ranking_for_key(request.user), self.http_okay)
+            peer = table.userhash.key_pick(request.user, self.http_okay)
             code = USERHASH_PARENT
         if peer is None and table.carp:
-            ranking = table.carp.carp_ranking(request.url, request.scheme, request.host, request.port, request.path)
-            peer = table.carp.pick(ranking, self.http_okay)
+            peer = table.carp.carp_pick(request.url, request.scheme, request.host, request.port, request.path,
+                                        self.http_okay)
             code = CARP
         if peer is None:
             peer, code = self._round_robin(), ROUNDROBIN_PARENT
