@@ -379,7 +379,7 @@ def test_standby_connections_come_from_tcp_outgoing_address_and_carry_requests(m
 
 
 def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
-    slow, spare = CountingParent(delay=1.5), CountingParent()
+    slow, spare = CountingParent(delay=3), CountingParent()
     try:
         c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {slow.port} 0 no-query max-conn=1 name=slow",
                                   f"cache_peer 127.0.0.1 parent {spare.port} 0 no-query name=spare"],
@@ -388,9 +388,11 @@ def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
         results = []
         threads = [threading.Thread(target=lambda i=i: results.append(get_through(c.port, f"http://mc.test/{i}")))
                    for i in range(3)]
-        for t in threads:
+        # each request starts once the one before reached its parent: the slow parent's one
+        # connection is open (max-conn counts connections made, as Squid's conn_open does)
+        for t, reached in zip(threads, (lambda: slow.sources, lambda: spare.sources, lambda: True)):
             t.start()
-            threading.Event().wait(0.2)
+            assert wait_for(reached, 10)
         for t in threads:
             t.join(20)
         assert [r[2] for r in results] == [b"ok"] * 3

@@ -36,7 +36,9 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterable
 
-from squidpy.peers.peer import CachePeer
+from squidpy.peers.peer import CachePeer, CarpKey
+
+Order = bytes | tuple[int, ...]      # members' indices, best first
 
 MASK = 0xFFFFFFFF
 MIX = 0x62531965
@@ -148,13 +150,13 @@ class HashArray:
         self.members = members
         self.kept = RANKINGS_KEPT
         self._peers = tuple(m.peer for m in members)
-        specs: list = []
+        specs: list[CarpKey | None] = []
         for m in members:
             if m.peer.carp_key not in specs:
                 specs.append(m.peer.carp_key)
         self._specs = tuple(specs)
         self._scoring = tuple((specs.index(m.peer.carp_key), m.hash, m.load_multiplier) for m in members)
-        self._rankings: dict = {}
+        self._rankings: dict[str, Order] = {}
 
     def __bool__(self) -> bool:
         return bool(self.members)
@@ -163,7 +165,7 @@ class HashArray:
         return len(self.members)
 
     # ------------------------------------------------------------ picking
-    def _remember(self, key, scores: list[float]) -> bytes | tuple[int, ...]:
+    def _remember(self, key: str, scores: list[float]) -> Order:
         """The members' indices by falling score, ties to the earlier (a stable sort); a
         score that is not above 0 (or NaN) is never chosen by Squid, so it is left out.
         Kept as bytes (a tuple of peers would take four times the memory per URL)."""
@@ -176,7 +178,7 @@ class HashArray:
         rankings[key] = ranking
         return ranking
 
-    def _first_usable(self, order, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
+    def _first_usable(self, order: Order, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
         """Squid: the highest score among usable peers."""
         peers = self._peers
         for i in order:
@@ -186,7 +188,7 @@ class HashArray:
         return None
 
     # ------------------------------------------------------------ sourcehash, userhash
-    def _key_order(self, key: str):
+    def _key_order(self, key: str) -> Order:
         order = self._rankings.get(key)
         if order is not None:
             return order
@@ -206,7 +208,7 @@ class HashArray:
         return tuple([peers[i] for i in self._key_order(key)])
 
     # ------------------------------------------------------------ CARP
-    def _carp_order(self, url: str, scheme: str, host: str, port: int, path: str):
+    def _carp_order(self, url: str, scheme: str, host: str, port: int, path: str) -> Order:
         """``url`` is Squid's effective request URI; the other parts feed ``carp-key=``.
         Squid 5.7 keeps hashing into one value from peer to peer.  :func:`update` and
         :func:`combine` are written out in the loop: this is the cost of a cold pick,
@@ -238,7 +240,7 @@ class HashArray:
         return tuple([peers[i] for i in self._carp_order(url, scheme, host, port, path)])
 
 
-def carp_key(spec, url: str, scheme: str, host: str, port: int, path: str) -> str:
+def carp_key(spec: CarpKey | None, url: str, scheme: str, host: str, port: int, path: str) -> str:
     """The text CARP hashes for one peer: the URL, or the parts ``carp-key=`` names
     (scheme ``://``, host, ``:port`` always written, path without the query, the
     query with its ``?``); an empty result falls back to the URL."""
