@@ -124,9 +124,10 @@ class Checklist:
         self.reply_headers: list[tuple[bytes, bytes]] | None = None
         self.user: str | None = None
         self.auth: Outcome | None = None                # the request's authentication outcome (squidpy.auth.decide), once examined
-        # set by the exchange: fills ``auth`` (and ``user``) at once and returns True when the
-        # credentials are known without a helper (the user cache), so the check goes on
-        self.authenticate: Callable[[], bool] | None = None
+        # set by the exchange, called with this checklist: fills ``auth`` (and ``user``) at once
+        # and returns True when the credentials are known without a helper (the user cache), so
+        # the check goes on
+        self.authenticate: Callable[[Checklist], bool] | None = None
         self.ext_user: str | None = None            # user= from an external ACL helper
         self.tag: str | None = None                 # tag= from an external ACL helper
         self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
@@ -216,7 +217,7 @@ def authenticated_user(ch: Checklist) -> str | None:
     """The user an authentication ACL (or %LOGIN) matches: Pending until the credentials
     are examined, AuthRequired without valid ones; None inside a bumped connection whose
     CONNECT brought none (no match, never a 407 inside TLS)."""
-    if ch.auth is None and (ch.authenticate is None or not ch.authenticate()):
+    if ch.auth is None and (ch.authenticate is None or not ch.authenticate(ch)):
         raise Pending("auth")
     if ch.user is None:
         from squidpy.auth.decide import ENCAPSULATED   # squidpy.auth.decide imports the ACL types
