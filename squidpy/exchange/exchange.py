@@ -2228,7 +2228,8 @@ def _known_credentials(helpers, head: RequestHead, ch: Checklist) -> bool:
     conn = client.auth
     if conn is None:        # remembers the connection's Basic credentials too (their cache key)
         conn = client.auth = auth.ConnectionAuth()
-    outcome = authenticator.known(head.proxy_authorization, conn, helpers.key_extras_of(ch.entry))
+    extras = helpers.key_extras_of(ch.entry) if helpers.key_extras else None
+    outcome = authenticator.known(head.proxy_authorization, conn, extras)
     if outcome is None:
         return False
     _note_credentials(ch, outcome, helpers)
