@@ -18,7 +18,7 @@ import httptools
 from twisted.internet import defer, interfaces
 from twisted.internet import error as ierror
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import (
     IHostnameResolver, IHostResolution, IReactorPluggableNameResolver, IReactorTCP, IReactorTime,
 )
@@ -725,8 +725,15 @@ class ServerPool:
                 return defer.fail(UpstreamError(
                     "ERR_CONNECT_FAIL", f"no address of {host} can be reached from the client's address {source}",
                     status=503))
-        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses, bind, source), host, port,
-                                    timeout=timeout or self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
+        reactor = _ResolvedReactor(self.reactor, addresses, bind, source)
+        timeout = timeout or self.connect_timeout
+        if len(addresses) == 1:
+            # nothing to race: HostnameEndpoint would hold a refusal until its next attempt
+            # tick (ATTEMPT_DELAY), where Squid answers at once
+            only = addresses[0]
+            endpoint = (TCP6ClientEndpoint if ":" in only else TCP4ClientEndpoint)(reactor, only, port, timeout=timeout)
+        else:
+            endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout, attemptDelay=ATTEMPT_DELAY)
 
         def failed(failure):
             e = failure.value
