@@ -8,6 +8,13 @@ first, and prints medians and squidpy/Squid ratios.  Installs nothing: the
 tools it uses are wrk, curl, nginx and squid from Debian (`apt-get install
 wrk curl nginx-light squid`); a path whose tool is missing is skipped and
 says so.  Everything listens on 127.0.0.1 and stops when the run ends.
+
+    python benchmarks/run.py --instructions [--windows 5]
+
+counts instead, under valgrind's callgrind, the instructions squidpy runs per 1 KB
+memory hit with authentication configured step by step (no auth_param, auth_param
+without an authentication ACL, credentials sent or not, Basic with a warm cache):
+on a shared machine, where CPU time per request moves by 10 %, these move by 1-2 %.
 """
 
 from __future__ import annotations
@@ -199,7 +206,8 @@ def _knows(directive: str) -> bool:
 class Squidpy(Proxy):
     name = "squidpy"
 
-    def start(self, extra: str = "", workers: int = 1, policy: str = POLICY) -> None:
+    def start(self, extra: str = "", workers: int = 1, policy: str = POLICY, prefix: tuple = ()) -> None:
+        """``prefix``: a command to run squidpy under (valgrind)."""
         d = self.work / "squidpy"
         d.mkdir(exist_ok=True)
         conf = d / "squidpy.conf"
@@ -211,9 +219,10 @@ cache_log {d}/cache.log
 pid_filename {d}/squidpy.pid
 """ + (SQUIDPY_CACHE if _knows("cache_mem") else "") + disk
             + (f"workers {workers}\n" if workers > 1 else "") + extra)
-        self.proc = subprocess.Popen([sys.executable, "-m", "squidpy", "run", "-f", str(conf)],
-                                     cwd=ROOT, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "squidpy", "run", "-f", str(conf)],
+                                     cwd=ROOT, stderr=subprocess.DEVNULL,
+                                     env=dict(os.environ, PYTHONHASHSEED="0") if prefix else None)
+        wait_port(self.port, 600 if prefix else 20)
 
 
 class Squid(Proxy):
@@ -358,6 +367,98 @@ def password_file(work: Path) -> Path:
     return path
 
 
+# (label, auth_param, policy, credentials sent): what costs a request merely because
+# authentication is configured, apart from what the authentication ACL costs
+AUTH_STEPS = (("none", False, "open", False), ("credentials sent, no auth_param", False, "open", True),
+              ("auth_param, no auth ACL", True, "open", False),
+              ("auth_param, no auth ACL, credentials sent", True, "open", True),
+              ("Basic (warm)", True, "auth", True))
+
+
+def auth_instructions(work: Path, origin: Origin, windows: int, per_connection: int,
+                      connections: int = 20) -> None:
+    """Instructions squidpy runs per authenticated 1 KB memory hit, under valgrind's
+    callgrind, for each of AUTH_STEPS: exact where CPU time on a shared machine is not.
+    squidpy runs uninstrumented until its connections are open and warm; then each
+    window of ``connections`` x ``per_connection`` keep-alive requests is counted
+    alone (callgrind_control zeroes, then dumps), and the median window is printed."""
+    import base64
+    import threading
+    helper = "/usr/lib/squid/basic_ncsa_auth"
+    if not os.path.exists(helper) or not shutil.which("htpasswd") or not shutil.which("valgrind"):
+        sys.exit("--instructions needs valgrind, /usr/lib/squid/basic_ncsa_auth (squid) and htpasswd (apache2-utils)")
+    auth = f"auth_param basic program {helper} {password_file(work)}\nauth_param basic children 5 startup=1\n"
+    credentials = "Basic " + base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
+    url = origin.url("/c/1k.bin")
+    out = work / "callgrind"
+    out.mkdir(exist_ok=True)
+
+    def hits(port: int, count: int, sends: bool) -> None:
+        request = (f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1:{origin.port}\r\n"
+                   + (f"Proxy-Authorization: {credentials}\r\n" if sends else "") + "\r\n").encode()
+        failures = []
+
+        def one() -> None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+                    buf = b""
+                    for _ in range(count):
+                        sock.sendall(request)
+                        while True:
+                            end = buf.find(b"\r\n\r\n")
+                            if end >= 0:
+                                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", buf[:end + 2])
+                                total = end + 4 + int(length.group(1))
+                                if len(buf) >= total:
+                                    if not buf.startswith(b"HTTP/1.1 200 "):
+                                        raise RuntimeError(buf[:60])
+                                    buf = buf[total:]
+                                    break
+                            data = sock.recv(65536)
+                            if not data:
+                                raise RuntimeError("squidpy closed the connection")
+                            buf += data
+            except Exception as e:      # reported by the caller, in its thread
+                failures.append(e)
+
+        threads = [threading.Thread(target=one) for _ in range(connections)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        if failures:
+            raise RuntimeError(f"hits failed: {failures[0]}")
+
+    def control(pid: int, *what: str) -> None:
+        subprocess.run(["callgrind_control", *what, str(pid)], capture_output=True, timeout=120)
+
+    print(f"instructions per 1 KB memory hit (callgrind; {connections} keep-alive connections, "
+          f"windows of {connections * per_connection} requests, median of {windows})")
+    for label, with_auth, policy, sends in AUTH_STEPS:
+        proxy = Squidpy(work)
+        proxy.start(policy=(auth if with_auth else "") + (AUTH_POLICY if policy == "auth" else POLICY),
+                    prefix=("valgrind", "--tool=callgrind", "--instr-atstart=no",
+                            f"--callgrind-out-file={out}/callgrind.%p"))
+        try:
+            warm(proxy, url, user=f"{AUTH_USER}:{AUTH_PASSWORD}" if sends else None)
+            pid = proxy.proc.pid
+            hits(proxy.port, 5, sends)          # every connection open and its first request done
+            control(pid, "-i", "on")
+            counts = []
+            for _ in range(windows):
+                control(pid, "-z")
+                hits(proxy.port, per_connection, sends)
+                control(pid, "-d")
+                dump = max(out.glob(f"callgrind.{pid}.*"), key=os.path.getmtime)
+                total = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
+                counts.append(int(total.group(1)) / (connections * per_connection))
+                dump.unlink()
+            print(f"  {label:44} {statistics.median(counts) / 1000:7.1f}k   "
+                  f"(windows: {', '.join(f'{n / 1000:.1f}k' for n in counts)})", flush=True)
+        finally:
+            proxy.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -368,6 +469,10 @@ def main() -> None:
     ap.add_argument("--disk", choices=("both", "on", "off"), default="both",
                     help="measure with a disk cache on both sides (squidpy diskcache, Squid aufs), "
                          "without, or both (default)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead: squidpy's instructions per authenticated hit under valgrind (the auth "
+                         "path's configurations, step by step)")
+    ap.add_argument("--windows", type=int, default=5, help="with --instructions: windows counted")
     args = ap.parse_args()
     only = args.only.split(",")
     missing = [t for t in ("wrk", "curl") if not shutil.which(t)]
@@ -380,6 +485,13 @@ def main() -> None:
     os.chmod(work, 0o755)
     origin = Origin(work)
     origin.start()
+    if args.instructions:
+        try:
+            auth_instructions(work, origin, args.windows, 20)
+        finally:
+            origin.stop()
+            shutil.rmtree(work, ignore_errors=True)
+        return
     print(f"origin: {origin.kind} on port {origin.port}; rounds: {args.rounds}; wrk {args.duration}s, 50 connections")
     results: dict[str, dict[str, list]] = {}
 

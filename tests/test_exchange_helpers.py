@@ -104,6 +104,42 @@ def test_a_known_user_costs_no_helper_round_trip():
     assert other_password.handle(ev.RequestStarted) == [c.AskHelper("basic", "alice guess")]
 
 
+@pytest.mark.parametrize("path", ["warm", "helper", "challenge", "auth_param only"])
+def test_an_authenticating_exchange_is_freed_by_reference_counting(path):
+    """No reference cycle through the checklist's authenticate(): with auth_param
+    configured, every request's objects would otherwise wait for the garbage collector
+    (measured end to end: about 10 % more CPU per hit)."""
+    import gc
+    import weakref
+
+    shared = FakeShared(BASIC if path != "auth_param only" else
+                        BASIC.replace("acl users proxy_auth REQUIRED\nhttp_access allow users\n",
+                                      "acl local src 10.0.0.0/8\nhttp_access allow local\n"))
+    client = connection()
+    if path == "warm":
+        first = make(get(auth=basic(b"alice:pw")), shared, client=client)
+        first.handle(ev.RequestStarted)
+        first.handle(answer("basic", "OK"))
+        relay(first)
+    gc.disable()
+    try:
+        x = make(get(auth=None if path == "challenge" else basic(b"alice:pw")), shared, client=client)
+        out = x.handle(ev.RequestStarted)
+        if path == "helper":
+            assert out == [c.AskHelper("basic", "alice pw")]
+            out = x.handle(answer("basic", "OK"))
+        if path != "challenge":
+            assert out == [c.Connect("http", "o.test", 80)]
+            out = relay(x)
+        assert x.state is State.DONE
+        assert logged(out).user == (None if path in ("challenge", "auth_param only") else "alice")
+        ref = weakref.ref(x)
+        del x, out
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_refused_credentials_get_407_logged_with_the_user_and_stay_refused():
     shared = FakeShared(BASIC)
     x = make(get(auth=basic(b"alice:wrong")), shared)

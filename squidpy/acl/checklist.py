@@ -87,9 +87,10 @@ class Checklist:
     reply_headers: Fields | None = None
     user: str | None = None
     auth: Outcome | None = None                 # the request's authentication outcome (squidpy.auth.decide), once examined
-    # set by the exchange: fills ``auth`` (and ``user``) at once and returns True when the
-    # credentials are known without a helper (the user cache), so the check goes on
-    authenticate: Callable[[], bool] | None = None
+    # set by the exchange, called with this checklist: fills ``auth`` (and ``user``) at once
+    # and returns True when the credentials are known without a helper (the user cache), so
+    # the check goes on
+    authenticate: Callable[[Checklist], bool] | None = None
     ext_user: str | None = None                 # user= from an external ACL helper
     tag: str | None = None                      # tag= from an external ACL helper
     user_ip_count = 0                           # addresses the user came from within authenticate_ip_ttl
@@ -213,7 +214,7 @@ def authenticated_user(ch: Checklist) -> str | None:
     """The user an authentication ACL (or %LOGIN) matches: Pending until the credentials
     are examined, AuthRequired without valid ones; None inside a bumped connection whose
     CONNECT brought none (no match, never a 407 inside TLS)."""
-    if ch.auth is None and (ch.authenticate is None or not ch.authenticate()):
+    if ch.auth is None and (ch.authenticate is None or not ch.authenticate(ch)):
         raise Pending("auth")
     if ch.user is None:
         from squidpy.auth.decide import ENCAPSULATED   # squidpy.auth.decide imports the ACL types

@@ -24,6 +24,7 @@ import dataclasses
 import enum
 import html
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from squidpy import intercept
@@ -488,7 +489,10 @@ class Exchange:
         ch.entry = self.entry               # hier_code and squid_error ACLs read what the log will say
         helpers = self.shared.helpers
         if helpers is not None and helpers.auth is not None:
-            ch.authenticate = self._known_credentials
+            # a function of the checklist, never a method of this exchange: that would be a
+            # reference cycle (exchange, checklist, exchange), and every request's objects
+            # would wait for the garbage collector instead of going when the request does
+            ch.authenticate = partial(_known_credentials, helpers, head)
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
         if client.bumped is not None:
@@ -627,25 +631,6 @@ class Exchange:
         reservation = conn.child if conn is not None and outcome.scheme == conn.scheme else None
         self._emit(c.AskHelper(outcome.scheme, outcome.line, reservation))
 
-    def _known_credentials(self) -> bool:
-        """An authentication ACL's first question, answered without leaving the check
-        when the credentials are known good (a logged-in browser): the warm path costs one
-        cache probe, no second pass over http_access.  False: _authenticate decides."""
-        callout = self.callout
-        helpers = self.shared.helpers if callout is None else callout.helpers
-        authenticator = helpers.auth if helpers is not None else None
-        if authenticator is None:
-            return False
-        client = self.client
-        conn = client.auth
-        if conn is None:        # remembers the connection's Basic credentials too (their cache key)
-            conn = client.auth = auth.ConnectionAuth()
-        outcome = authenticator.known(self.head.proxy_authorization, conn, helpers.key_extras_of(self.entry))
-        if outcome is None:
-            return False
-        self._note_credentials(outcome, helpers)
-        return True
-
     def _auth_answered(self, outcome: auth.Outcome, event: ev.HelperAnswered) -> None:
         helpers, conn = self.callout.helpers, self.client.auth
         authenticator = helpers.auth if helpers is not None else None
@@ -669,22 +654,8 @@ class Exchange:
 
     def _authenticated(self, outcome: auth.Outcome) -> None:
         """The credentials are known good, bad, missing or unreadable: the ACLs decide."""
-        self._note_credentials(outcome, self.callout.helpers)
+        _note_credentials(self.checklist, outcome, self.callout.helpers)
         self._recheck()
-
-    def _note_credentials(self, outcome: auth.Outcome, helpers: HelperState) -> None:
-        """What the ACLs and the log learn from the credentials' outcome."""
-        ch = self.checklist
-        ch.auth = outcome
-        if outcome.user is not None:
-            self.entry.user_login = outcome.user     # logged even when the password was wrong, as Squid does
-        if outcome.kind == auth.DONE:
-            ch.user = outcome.user
-            if outcome.notes:
-                ch.notes.extend(kv for kv in outcome.notes if kv[0] not in _PRIVATE_NOTES)
-            if (outcome.entry is not None and helpers is not None and helpers.auth is not None
-                    and helpers.counts_addresses):
-                ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, self.client.client_ip)
 
     # ------------------------------------------------------------ external ACLs
     def _external(self, pending: ExternalPending) -> None:
@@ -2306,6 +2277,39 @@ class Exchange:
                 entry.reply_body_size = self.sliced[2]
             self._emit(c.Log(entry, self.checklist))
         self._emit(c.Finished(self.keep_alive))
+
+
+def _known_credentials(helpers: HelperState, head: RequestHead, ch: Checklist) -> bool:
+    """An authentication ACL's first question (``Checklist.authenticate``), answered
+    without leaving the check when the credentials are known good (a logged-in browser):
+    the warm path costs one cache probe, no second pass over http_access.  False: the
+    exchange's _authenticate decides.  ``helpers``: the HelperState when the request's
+    checks began (its user cache outlives a reconfigure)."""
+    authenticator = helpers.auth
+    client = ch.connection
+    conn = client.auth
+    if conn is None:        # remembers the connection's Basic credentials too (their cache key)
+        conn = client.auth = auth.ConnectionAuth()
+    extras = helpers.key_extras_of(ch.entry) if helpers.key_extras else None
+    outcome = authenticator.known(head.proxy_authorization, conn, extras)
+    if outcome is None:
+        return False
+    _note_credentials(ch, outcome, helpers)
+    return True
+
+
+def _note_credentials(ch: Checklist, outcome: auth.Outcome, helpers: HelperState | None) -> None:
+    """What the ACLs and the log learn from the credentials' outcome."""
+    ch.auth = outcome
+    if outcome.user is not None:
+        ch.entry.user_login = outcome.user       # logged even when the password was wrong, as Squid does
+    if outcome.kind == auth.DONE:
+        ch.user = outcome.user
+        if outcome.notes:
+            ch.notes.extend(kv for kv in outcome.notes if kv[0] not in _PRIVATE_NOTES)
+        if (outcome.entry is not None and helpers is not None and helpers.auth is not None
+                and helpers.counts_addresses):
+            ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, ch.connection.client_ip)
 
 
 def denial_line(verdict: Verdict, list_name: str) -> tuple[str, str]:
