@@ -185,3 +185,15 @@ def upstream(commands) -> bytes:
 def kinds(commands) -> list[str]:
     """The commands' class names, for transcripts that check order, not contents."""
     return [type(cmd).__name__.lstrip("_") for cmd in commands]
+
+
+def peers_known(shared: FakeShared, up: bool = True) -> None:
+    """Give ``shared`` its cache_peer table, each peer's address known (192.0.2.10, .11 ...)
+    and, unless ``up`` is False, probed alive."""
+    from squidpy.peers.selection import PeerTable
+    table = shared.peers = PeerTable(shared.config.cache_peer, NOW)
+    for i, peer in enumerate(table.peers):
+        table.resolved(peer, [f"192.0.2.{10 + i}"])
+    if up:
+        for peer in table.probes_due(NOW - 5):
+            table.probe_done(peer, True, NOW - 5)

@@ -323,16 +323,7 @@ def test_bumped_requests_reach_a_parent_only_through_a_connect_tunnel(make_proxy
     clear: as in Squid 5.7, the parent sees a CONNECT and TLS with the origin runs inside it;
     a parent that refuses the CONNECT gives the client its status (403) inside TLS, logged
     TCP_MISS/403 HIER_NONE as Squid logs it (bumped at step 1: client-first)."""
-    parent = make_proxy(f"""
-acl local src 127.0.0.0/8
-acl refused dstdomain expired.test
-http_access deny refused
-http_access allow local
-http_access deny all
-http_port 127.0.0.1:0
-visible_hostname parent.test
-dns_nameservers 127.0.0.1:{dns.port}
-""", name="parent")
+    parent = refusing_parent(make_proxy, dns, "expired.test")
     proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules="ssl_bump bump all\n", extra=f"""
 cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest
 never_direct allow all
@@ -390,11 +381,11 @@ STEP2_RULES = {
 }
 
 
-def refusing_parent(make_proxy, dns):
-    """A squidpy parent that tunnels CONNECTs, but refuses refused.test."""
+def refusing_parent(make_proxy, dns, refused: str = "refused.test"):
+    """A squidpy parent that tunnels CONNECTs, but refuses those to ``refused``."""
     return make_proxy(f"""
 acl local src 127.0.0.0/8
-acl refused dstdomain refused.test
+acl refused dstdomain {refused}
 http_access deny refused
 http_access allow local
 http_access deny all

@@ -21,6 +21,7 @@ from tests.squidproc import SQUID_OPENSSL, SquidProcess, free_port
 
 CERTGEN = "/opt/squid-openssl/usr/lib/squid/security_file_certgen"
 KINDS = ("good", "expired", "wrongname")
+SQUID_HOSTS = {f"{k}.test": "127.0.0.1" for k in (*KINDS, "blocked")}     # Squid's hosts_file
 POLICY = """
 acl step1 at_step SslBump1
 acl blocked dstdomain blocked.test
@@ -56,6 +57,18 @@ def shared(tls_origins):
     shutil.rmtree(root, ignore_errors=True)
 
 
+def bumping_squid(directory: Path, db: Path, pem, cafile, conf: str, **kwargs) -> SquidProcess:
+    """Squid 5.7 (the OpenSSL build) bumping on a port of its own, minting with its
+    certificate generator into a new database ``db``."""
+    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
+    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
+    return SquidProcess(directory, f"""
+http_port 127.0.0.1:{free_port()} ssl-bump tls-cert={pem}
+sslcrtd_program {CERTGEN} -s {db} -M 4MB
+tls_outgoing_options cafile={cafile}
+{conf}""", binary=SQUID_OPENSSL, **kwargs)
+
+
 def fetch_all(proxy_url: str, crt: Path, tls_origins) -> None:
     for kind in (*KINDS, "blocked"):
         port = tls_origins.port(kind if kind in KINDS else "good")
@@ -81,15 +94,8 @@ def summary(lines: list[str]) -> list[tuple]:
 def test_same_log_lines_as_squid(name, shared, tls_origins, tmp_path):
     root, pem, crt, cafile, dns = shared
     rules = RULES[name]
-    db = root / f"ssl_db-{name}"
-    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
-    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
-    port = free_port()
-    squid = SquidProcess(root / f"squid-{name}", f"""
-http_port 127.0.0.1:{port} ssl-bump tls-cert={pem}
-sslcrtd_program {CERTGEN} -s {db} -M 4MB
-tls_outgoing_options cafile={cafile}
-{POLICY}{rules}""", hosts={f"{k}.test": "127.0.0.1" for k in (*KINDS, "blocked")}, binary=SQUID_OPENSSL)
+    squid = bumping_squid(root / f"squid-{name}", root / f"ssl_db-{name}", pem, cafile, POLICY + rules,
+                          hosts=SQUID_HOSTS)
     try:
         fetch_all(squid.url, crt, tls_origins)
         time.sleep(1.2)         # buffered_logs off: the lines are written; the last ones within a second
@@ -127,19 +133,11 @@ def test_same_tls_log_codes_as_squid(name, shared, tls_origins, tmp_path):
     """%ssl:: codes: the same values on the same lines as Squid's."""
     root, pem, crt, cafile, dns = shared
     rules = TLS_RULES[name] + f"logformat tls {TLS_FORMAT}\n"
-    db = root / f"ssl_db-tls-{name}"
-    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
-    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
     squid_dir = root / f"squid-tls-{name}"
     squid_dir.mkdir()
     os.chmod(squid_dir, 0o777)      # Squid, as 'proxy', writes the tls log there
-    port = free_port()
-    squid = SquidProcess(squid_dir, f"""
-http_port 127.0.0.1:{port} ssl-bump tls-cert={pem}
-sslcrtd_program {CERTGEN} -s {db} -M 4MB
-tls_outgoing_options cafile={cafile}
-{POLICY}{rules}access_log {squid_dir}/tls.log tls
-""", hosts={f"{k}.test": "127.0.0.1" for k in (*KINDS, "blocked")}, binary=SQUID_OPENSSL)
+    squid = bumping_squid(squid_dir, root / f"ssl_db-tls-{name}", pem, cafile,
+                          f"{POLICY}{rules}access_log {squid_dir}/tls.log tls\n", hosts=SQUID_HOSTS)
     try:
         fetch_all(squid.url, crt, tls_origins)
         time.sleep(1.2)
@@ -216,17 +214,10 @@ def test_authentication_inside_bumped_connections_as_squid(name, shared, tls_ori
     """Squid 5.7 authenticates the CONNECT only; requests inside the connection it bumps
     are its user's, without a helper or a challenge (the same log lines, users included)."""
     root, pem, crt, cafile, dns = shared
-    db = root / f"ssl_db-auth-{name}"
-    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
-    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
     auth = "auth_param basic program /usr/lib/squid/basic_fake_auth\n"
     rules = AUTH_POLICIES[name] + "ssl_bump peek step1\nssl_bump bump all\n"
-    port = free_port()
-    squid = SquidProcess(root / f"squid-auth-{name}", f"""
-http_port 127.0.0.1:{port} ssl-bump tls-cert={pem}
-sslcrtd_program {CERTGEN} -s {db} -M 4MB
-tls_outgoing_options cafile={cafile}
-{auth}{rules}""", hosts={"good.test": "127.0.0.1"}, binary=SQUID_OPENSSL)
+    squid = bumping_squid(root / f"squid-auth-{name}", root / f"ssl_db-auth-{name}", pem, cafile, auth + rules,
+                          hosts={"good.test": "127.0.0.1"})
     try:
         fetch_with_users(squid.url, crt, tls_origins)
         time.sleep(1.2)
@@ -300,15 +291,8 @@ def test_through_a_parent_the_same_log_lines_as_squid(name, shared, squid_parent
     bundle = root / "bundle.pem"
     bundle.write_bytes(Path(crt).read_bytes() + Path(cafile).read_bytes())
     peering = f"cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest\nnever_direct allow all\n"
-    db = root / f"ssl_db-via-{name}"
-    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
-    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
-    port = free_port()
-    squid = SquidProcess(root / f"squid-via-{name}", f"""
-http_port 127.0.0.1:{port} ssl-bump tls-cert={pem}
-sslcrtd_program {CERTGEN} -s {db} -M 4MB
-tls_outgoing_options cafile={cafile}
-{peering}{POLICY}{PARENT_RULES[name]}""", binary=SQUID_OPENSSL)
+    squid = bumping_squid(root / f"squid-via-{name}", root / f"ssl_db-via-{name}", pem, cafile,
+                          peering + POLICY + PARENT_RULES[name])
     try:
         assert wait_until_forwarding(squid.port, f"{warm}/size/1?{name}")     # the parent probed alive
         fetch_via(squid.url, bundle, tls_origins)

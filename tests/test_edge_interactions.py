@@ -11,8 +11,7 @@ from squidpy.exchange import ClientInfo, State
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
 from squidpy.helpers.protocol import parse_reply
-from squidpy.peers.selection import PeerTable
-from tests.exchange_kit import NOW, FakeCache, FakeShared, make, response_head, sent
+from tests.exchange_kit import NOW, FakeCache, FakeShared, make, peers_known, response_head, sent
 
 ORIGIN, OTHER, CLIENT = "198.51.100.2", "198.51.100.3", "192.0.2.2"
 PARENT_IP, PARENT2_IP = "192.0.2.10", "192.0.2.11"
@@ -29,11 +28,7 @@ def shared(extra: str = "", cache: bool = False) -> FakeShared:
     s = FakeShared(POLICY + extra, cache=FakeCache() if cache else None,
                    addresses={"origin.test": [ORIGIN], "other.test": [OTHER]})
     if s.config.cache_peer:
-        table = s.peers = PeerTable(s.config.cache_peer, NOW)
-        for i, peer in enumerate(table.peers):
-            table.resolved(peer, [f"192.0.2.{10 + i}"])
-        for peer in table.probes_due(NOW - 5):
-            table.probe_done(peer, True, NOW - 5)
+        peers_known(s)
     return s
 
 

@@ -16,7 +16,7 @@ from squidpy.tls.ca import init_ca
 from squidpy.tls.errors import SQUID_TLS_ERR_CONNECT, CertError, TlsFailure, parse_error_name
 from squidpy.tls.hello import parse_client_hello
 from squidpy.tls.mint import SIGN_TRUSTED, SIGN_UNTRUSTED
-from tests.exchange_kit import NOW, FakeShared, request_head, sent
+from tests.exchange_kit import NOW, FakeShared, peers_known, request_head, sent
 from tests.tlsbytes import openssl_client_hello
 from tests.tlscert import TestCA
 
@@ -364,14 +364,8 @@ def test_without_the_connects_credentials_authentication_acls_do_not_match(ca_pe
 def via_peers(ca_pem, rules: str, peer_lines: str, up: bool = True) -> Exchange:
     """A CONNECT on an ssl-bump port of a proxy with cache_peer lines (their addresses known,
     probed alive unless ``up`` is False)."""
-    from squidpy.peers.selection import PeerTable
     shared = FakeShared(POLICY + f"http_port 3128 ssl-bump tls-cert={ca_pem}\n" + rules + peer_lines)
-    table = shared.peers = PeerTable(shared.config.cache_peer, NOW)
-    for i, peer in enumerate(table.peers):
-        table.resolved(peer, [f"192.0.2.{10 + i}"])
-    if up:
-        for peer in table.probes_due(NOW - 5):
-            table.probe_done(peer, True, NOW - 5)
+    peers_known(shared, up)
     client = ClientInfo("10.0.0.7", 40000, "10.0.0.1", 3128, "", shared.config.http_port[-1].tls)
     return Exchange(shared, client, request_head(b"CONNECT www.site.test:443 HTTP/1.1\r\n\r\n"), NOW)
 

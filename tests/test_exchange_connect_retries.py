@@ -10,8 +10,7 @@ from squidpy.exchange import State
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
 from squidpy.peers.forwarding import REOPEN_PAUSE, reopens
-from squidpy.peers.selection import PeerTable
-from tests.exchange_kit import NOW, FakeShared, kinds, make
+from tests.exchange_kit import FakeShared, kinds, make, peers_known
 
 POLICY = "acl local src 10.0.0.0/8 127.0.0.0/8\nhttp_access allow local\nhttp_access deny all\n"
 GET = b"GET http://o.test/a HTTP/1.1\r\nHost: o.test\r\n\r\n"
@@ -91,11 +90,7 @@ never_direct allow all
 
 def test_each_peer_is_tried_again_before_the_next_and_tries_are_not_forward_max_tries():
     shared = FakeShared(PEERS + "connect_retries 2\nforward_max_tries 2\n" + POLICY)
-    table = shared.peers = PeerTable(shared.config.cache_peer, NOW)
-    for i, peer in enumerate(table.peers):
-        table.resolved(peer, [f"192.0.2.{10 + i}"])
-    for peer in table.probes_due(NOW - 5):
-        table.probe_done(peer, True, NOW - 5)
+    peers_known(shared)
     x = make(GET, shared)
     out = x.handle(ev.RequestStarted)
     assert [(cmd.host, cmd.fresh, cmd.delay) for cmd in out if isinstance(cmd, c.Connect)] == [

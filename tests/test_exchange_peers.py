@@ -8,8 +8,7 @@ import base64
 from squidpy.exchange import State
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
-from squidpy.peers.selection import PeerTable
-from tests.exchange_kit import NOW, FakeCache, FakeShared, kinds, make, response_head, sent, upstream
+from tests.exchange_kit import NOW, FakeCache, FakeShared, kinds, make, peers_known, response_head, sent, upstream
 
 OPEN = "acl local src 10.0.0.0/8 127.0.0.0/8\nhttp_access allow local\nhttp_access deny all\n"
 GET = b"GET http://o.test/a HTTP/1.1\r\nHost: o.test\r\nUser-Agent: t\r\n\r\n"
@@ -18,12 +17,7 @@ REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r
 
 def with_peers(lines: str, cache: FakeCache | None = None, up: bool = True) -> FakeShared:
     shared = FakeShared(OPEN + lines, cache=cache)
-    table = shared.peers = PeerTable(shared.config.cache_peer, NOW)
-    for i, peer in enumerate(table.peers):
-        table.resolved(peer, [f"192.0.2.{10 + i}"])
-    if up:
-        for peer in table.probes_due(NOW - 5):
-            table.probe_done(peer, True, NOW - 5)
+    peers_known(shared, up)
     return shared
 
 
