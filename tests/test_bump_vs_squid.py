@@ -69,6 +69,16 @@ tls_outgoing_options cafile={cafile}
 {conf}""", binary=SQUID_OPENSSL, **kwargs)
 
 
+def bumping_squidpy(tmp_path: Path, pem, cafile, dns, conf: str) -> ProxyProcess:
+    """squidpy bumping as bumping_squid's Squid does, its names from the test DNS server."""
+    return ProxyProcess(tmp_path / "squidpy", f"""
+http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
+sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
+tls_outgoing_options cafile={cafile}
+dns_nameservers 127.0.0.1:{dns.port}
+{conf}""")
+
+
 def fetch_all(proxy_url: str, crt: Path, tls_origins) -> None:
     for kind in (*KINDS, "blocked"):
         port = tls_origins.port(kind if kind in KINDS else "good")
@@ -102,12 +112,7 @@ def test_same_log_lines_as_squid(name, shared, tls_origins, tmp_path):
         expected = summary([line for line in squid.access_log.read_text().splitlines() if line])
     finally:
         squid.stop()
-    ours = ProxyProcess(tmp_path / "squidpy", f"""
-http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
-sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
-tls_outgoing_options cafile={cafile}
-dns_nameservers 127.0.0.1:{dns.port}
-{POLICY}{rules}""")
+    ours = bumping_squidpy(tmp_path, pem, cafile, dns, POLICY + rules)
     try:
         fetch_all(ours.url, crt, tls_origins)
         got = summary(ours.log_lines(count=len(expected), timeout=10))
@@ -144,13 +149,7 @@ def test_same_tls_log_codes_as_squid(name, shared, tls_origins, tmp_path):
         expected = [line for line in (squid_dir / "tls.log").read_text().splitlines() if line]
     finally:
         squid.stop()
-    ours = ProxyProcess(tmp_path / "squidpy", f"""
-http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
-sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
-tls_outgoing_options cafile={cafile}
-dns_nameservers 127.0.0.1:{dns.port}
-{POLICY}{rules}access_log {tmp_path}/tls.log tls
-""")
+    ours = bumping_squidpy(tmp_path, pem, cafile, dns, f"{POLICY}{rules}access_log {tmp_path}/tls.log tls\n")
     try:
         fetch_all(ours.url, crt, tls_origins)
         ours.log_lines(count=len(expected), timeout=10)
@@ -224,12 +223,7 @@ def test_authentication_inside_bumped_connections_as_squid(name, shared, tls_ori
         expected = summary_with_users([line for line in squid.access_log.read_text().splitlines() if line])
     finally:
         squid.stop()
-    ours = ProxyProcess(tmp_path / "squidpy", f"""
-http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
-sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
-tls_outgoing_options cafile={cafile}
-dns_nameservers 127.0.0.1:{dns.port}
-{auth}{rules}""")
+    ours = bumping_squidpy(tmp_path, pem, cafile, dns, auth + rules)
     try:
         fetch_with_users(ours.url, crt, tls_origins)
         ours.log_lines(count=len(expected), timeout=10)
@@ -301,12 +295,7 @@ def test_through_a_parent_the_same_log_lines_as_squid(name, shared, squid_parent
                             and "plain.test" not in line])
     finally:
         squid.stop()
-    ours = ProxyProcess(tmp_path / "squidpy", f"""
-http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
-sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
-tls_outgoing_options cafile={cafile}
-dns_nameservers 127.0.0.1:{dns.port}
-{peering}{POLICY}{PARENT_RULES[name]}""")
+    ours = bumping_squidpy(tmp_path, pem, cafile, dns, peering + POLICY + PARENT_RULES[name])
     try:
         assert wait_until_forwarding(ours.port, f"{warm}/size/1?{name}-ours")
         fetch_via(ours.url, bundle, tls_origins)
