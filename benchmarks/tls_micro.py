@@ -9,7 +9,8 @@ established TLS 1.3 sessions over memory BIOs (EC certificates, AES-256-GCM as b
 libraries negotiate by default), with the peers' records encrypted before the clock
 starts, for three implementations:
 
-- ``TlsSession``: squidpy.tls.session as it is (whatever it uses);
+- ``squidpy``: squidpy.tls.session as it is (a ServerTlsSession on the client side, a
+  ClientTlsSession on the origin side);
 - ``pyOpenSSL``: the fewest pyOpenSSL calls that do the work (the same library, the
   least Python around it: a lower bound for tuning the current binding);
 - ``ssl.SSLObject``: the standard library's ``SSLObject`` over ``MemoryBIO``.
@@ -141,11 +142,11 @@ def std_pair(leaf_path, cafile):
 
 
 def session_pair(minted, cafile):
-    from squidpy.tls.session import TlsSession, bump_context
+    from squidpy.tls.session import ClientTlsSession, ServerTlsSession, bump_context
     client_ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     client_ctx.load_verify_locations(cafile)
-    client = TlsSession(client_ctx, server_side=False)
-    server = TlsSession(bump_context(minted), server_side=True)
+    client = ClientTlsSession(client_ctx)
+    server = ServerTlsSession(bump_context(minted))
     out = client.start()
     for _ in range(10):
         back = server.receive(out.network)
@@ -161,7 +162,7 @@ def session_pair(minted, cafile):
 def run(kind: str, minted, leaf, cafile, n: int, request: bytes, reply: bytes) -> dict[str, float]:
     """Per-request µs of: the client side (request in, reply out) and the origin side
     (request out, reply in), each on its own pair of sessions."""
-    if kind == "TlsSession":
+    if kind == "squidpy":
         browser, proxy_client = session_pair(minted, cafile)
         proxy_server, origin = session_pair(minted, cafile)
         enc_req = [browser.send(request) for _ in range(n)]
@@ -222,7 +223,7 @@ def main() -> None:
         minted, leaf, cafile = make_cert(tmp)
         results: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.rounds):
-            for kind in ("TlsSession", "pyOpenSSL", "ssl.SSLObject"):
+            for kind in ("squidpy", "pyOpenSSL", "ssl.SSLObject"):
                 for side, value in run(kind, minted, leaf, cafile, args.requests, request, reply).items():
                     results.setdefault((kind, side), []).append(value)
         for (kind, side), values in results.items():

@@ -374,13 +374,13 @@ def finish(config, warn_at, error_at) -> None:
 
 
 def _port_context(tls):
-    from OpenSSL import SSL
+    import ssl
 
     from squidpy.tls.ca import CaError
     from squidpy.tls.session import port_context
     try:
         return port_context(tls)
-    except (SSL.Error, OSError) as e:
+    except (ssl.SSLError, OSError) as e:
         raise CaError(f"OpenSSL cannot use it with tls-key={tls.certs[0][1]} and the port's options ({e})") from None
 
 

@@ -80,7 +80,7 @@ class ClientConnection(PausableReading, Protocol):
         self.nrequests = 0                  # requests read on this connection (the cache manager shows it)
         self.write_limit = None             # squidpy.proxy.throttle.ClientWriter: in a client delay pool
         self._http_again = False             # a CONNECT answered during this read: HTTP goes on
-        self.tls = None                      # a TlsSession once the connection speaks TLS (bumped, https_port)
+        self.tls = None                      # a ServerTlsSession once the connection speaks TLS (bumped, https_port)
         self.bumped_info = None              # set by a CONNECT that bumped: its requests' BumpedInfo
         self._hello_waiter = None            # SslBump reading the ClientHello
         self._tls_waiter = None              # SslBump waiting for the client's handshake
@@ -127,8 +127,8 @@ class ClientConnection(PausableReading, Protocol):
         if listen is not None and listen.https and mode is not None:
             self._intercepted_tls()
         elif listen is not None and listen.https and listen.tls.server_context is not None:
-            from squidpy.tls.session import TlsSession
-            self.tls = TlsSession(listen.tls.server_context, server_side=True)
+            from squidpy.tls.session import ServerTlsSession
+            self.tls = ServerTlsSession(listen.tls.server_context)
             self._tls_waiter = self._https_ready
 
     def _intercepted_tls(self) -> None:
@@ -534,11 +534,11 @@ class ClientConnection(PausableReading, Protocol):
     def start_tls(self, context, callback) -> None:
         """Answer the client's hello (already in ``raw``) with TLS; ``callback(failure)``
         once the handshake is done (failure None) or failed."""
-        from squidpy.tls.session import TlsSession
+        from squidpy.tls.session import ServerTlsSession
         initial = self.take_raw()
         self.raw = None
         self.resume_reading("raw")
-        self.tls = TlsSession(context, server_side=True)
+        self.tls = ServerTlsSession(context)
         self._tls_waiter = callback
         self.deadline = time.monotonic() + self.service.config.request_timeout
         if initial:
