@@ -198,3 +198,15 @@ def test_user_regular_expressions_are_posix_too():
     assert not c.acls.get("perl").match(req)
     req.ext_user = "d"
     assert c.acls.get("perl").match(req)
+
+
+def test_peername_matches_the_peer_being_connected_to_only():
+    c = conf("acl up peername up Up2\nacl up_re peername_regex -i ^UP[0-9]*$\n")
+    req = ch()
+    assert not c.acls.get("up").match(req) and not c.acls.get("up_re").match(req)   # no peer: no match
+    req.dst_peer_name = "up"
+    assert c.acls.get("up").match(req) and c.acls.get("up_re").match(req)
+    req.dst_peer_name = "UP"
+    assert not c.acls.get("up").match(req) and c.acls.get("up_re").match(req)       # names are case-sensitive
+    req.dst_peer_name = "Up2"
+    assert c.acls.get("up").match(req) and c.acls.get("up_re").match(req)

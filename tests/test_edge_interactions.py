@@ -266,3 +266,18 @@ def test_a_parents_refusal_of_a_spliced_connect_closes_the_client_mid_tls(tmp_pa
     assert sent(out) == b"" and c.AbortClient in out        # no HTTP answer inside the client's TLS
     e = next(cmd.entry for cmd in out if isinstance(cmd, c.Log))
     assert (e.result, e.hierarchy, e.server_ip) == ("TCP_TUNNEL", "FIRSTUP_PARENT", PARENT_IP)
+
+
+def test_peername_chooses_the_outgoing_address_of_one_named_parent():
+    """Squid's way to send one parent's traffic out of its own interface: a peername ACL
+    on tcp_outgoing_address (the only place Squid 5.7 knows the peer's name)."""
+    peers = PARENT + "cache_peer parent2.test parent 3128 0 name=up2 no-query\n"
+    rules = ("acl via_up2 peername up2\nacl via_up_re peername_regex -i ^UP$\n"
+             "tcp_outgoing_address 127.0.0.22 via_up2\ntcp_outgoing_address 127.0.0.21 via_up_re\n")
+    x = make(b"GET http://o.test/a HTTP/1.1\r\nHost: o.test\r\n\r\n", shared(peers + rules), client=client(None))
+    cmd = connect(x.handle(ev.RequestStarted))
+    assert (cmd.peer.name, cmd.bind) == ("up", Bind(by_address=((PARENT_IP, "127.0.0.21"),)))
+    cmd = connect(x.handle(ev.ConnectFailed("ERR_CONNECT_FAIL", "refused", 503, PARENT_IP)))
+    assert (cmd.peer.name, cmd.bind) == ("up2", Bind(by_address=((PARENT2_IP, "127.0.0.22"),)))
+    assert x.checklist.dst_peer_name is None        # known to that check only
+

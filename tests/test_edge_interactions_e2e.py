@@ -9,6 +9,8 @@ from __future__ import annotations
 import socket
 import ssl
 
+import pytest
+
 from squidpy.proxyp import encode_v1
 from tests.test_mgr_e2e import squidclient
 from tests.tlscert import make_self_signed
@@ -93,14 +95,15 @@ def test_the_client_a_proxy_header_names_picks_the_delay_pool_bucket(make_proxy,
     assert status == 200 and "\tIndividual:\n\t\tMax: 1000000\n\t\tRestore: 1000000\n\t\tCurrent: 77:" in page, page
 
 
-def test_tcp_outgoing_address_chooses_where_the_child_reaches_its_parent_from(make_proxy, origin):
+@pytest.mark.parametrize("acl", ["dst 127.0.0.1", "peername up"])
+def test_tcp_outgoing_address_chooses_where_the_child_reaches_its_parent_from(make_proxy, origin, acl):
     parent = make_proxy("acl local src 127.0.0.0/8\nhttp_access allow local\nhttp_access deny all\n"
                         "visible_hostname parent.test\n", name="parent")
     child = make_proxy("acl local src 127.0.0.0/8\nhttp_access allow local\nhttp_access deny all\n"
                        f"cache_peer 127.0.0.1 parent {parent.port} 0 no-query name=up\nnever_direct allow all\n"
-                       "acl to_parent dst 127.0.0.1\ntcp_outgoing_address 127.0.0.9 to_parent\n"
+                       f"acl to_parent {acl}\ntcp_outgoing_address 127.0.0.9 to_parent\n"
                        "tcp_outgoing_address 127.0.0.8\n", name="child")
-    url = origin.url("/size/3?outgoing-to-parent")
+    url = origin.url(f"/size/3?outgoing-to-parent-{acl.split()[0]}")
     with socket.create_connection(("127.0.0.1", child.port), timeout=10) as s:
         host = url.split("/")[2]
         s.sendall(f"GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())

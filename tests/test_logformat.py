@@ -324,3 +324,21 @@ def test_tls_codes_are_dashes_without_tls():
              "<negotiated_cipher", ">received_hello_version", "<received_hello_version",
              ">received_supported_version", "<received_supported_version"]
     assert fmt(" ".join(f"%ssl::{c}" for c in codes)) == " ".join("-" for _ in codes)
+
+
+def test_inlined_codes_read_what_their_getters_read():
+    """A code the compiled format inlines (``Code.expr``) prints what its getter gives,
+    with values present, missing and IPv4-mapped, bare and with modifiers."""
+    from squidpy.log.logformat import CODES
+    inlined = [name for name, code in CODES.items() if code.expr is not None]
+    assert {"ts", "tu", "tr", ">a", "Ss", "<st", "ru"} <= set(inlined)
+    cases = [entry(), entry(client_ip="::ffff:10.1.2.3", server_ip=None, mime_type=None, status=0),
+             entry(method="GET", url="http://h/a b\x01", user_login="bob smith", hierarchy="NONE")]
+    for name in inlined:
+        for spec in (f"%{name}", f"%6{name}", f"%-9{name}", f"%0{5}{name}", f"%[{name}", f"%#{name}"):
+            if name in ("ts", "tu", "tr") and spec[1] in "[#":
+                continue
+            fmt = compile_format(spec)
+            for e in cases:
+                assert fmt.format(e) == "".join(p if isinstance(p, str) else p.render(e) for p in fmt.parts), \
+                    (spec, e.__dict__)

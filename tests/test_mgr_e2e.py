@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import urllib.request
@@ -105,7 +106,7 @@ def test_the_info_page_carries_the_figures_scripts_read(both):
     assert int(values["client_http.hits"]) >= 1 and int(values["client_http.requests"]) == requests + 1
 
 
-def test_the_layout_of_squids_per_process_pages(both):
+def test_the_layout_of_squids_per_process_pages(both, origin):
     squid, proxy = both
     for action in ("pconn", "filedescriptors", "active_requests", "storedir"):
         s_status, s_body = squidclient(squid.port, action)
@@ -117,6 +118,25 @@ def test_the_layout_of_squids_per_process_pages(both):
     assert idle[0] and idle[0] == idle[1] and idle[1][0].endswith("/127.0.0.1"), idle
     _, body = squidclient(proxy.port, "active_requests")
     assert "uri cache_object://127.0.0.1/active_requests\nlogType TCP_MISS\n" in body
+    # as in Squid, the page's own request has been read and nothing written to it yet
+    assert re.search(r"^\tFD \d+, read [1-9]\d*, wrote 0$", body, re.M), body
+    _, body = squidclient(proxy.port, "filedescriptors")
+    own = [line for line in body.splitlines() if line.endswith("cache_object://127.0.0.1/filedescriptors")]
+    assert len(own) == 1 and int(own[0].split()[3]) > 0, body
+    # a keep-alive client between requests: what its finished request read and was sent
+    url = origin.url("/obj/mgr-a?cc=max-age%3D600&size=1000")
+    request = f"GET {url} HTTP/1.1\r\nHost: {url.split('/')[2]}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(request)
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < 1000:
+            chunk = s.recv(65536)       # the socket's timeout bounds the wait
+            assert chunk, reply
+            reply += chunk
+        _, body = squidclient(proxy.port, "filedescriptors")
+        mine = [line.split() for line in body.splitlines() if f" 127.0.0.1:{s.getsockname()[1]} " in line]
+    assert mine and mine[0][-3:] == ["Reading", "next", "request"], body
+    assert (int(mine[0][3]), int(mine[0][4])) == (len(request), len(reply)), (mine, len(reply))
     _, body = squidclient(proxy.port, "storedir")
     assert body.startswith("Store Directory Statistics:\nStore Entries          : ")
 

@@ -75,15 +75,37 @@ class Checklist:
     ``server_cert``, ``ssl_errors``, ``client_cert``) are ``None`` until SslBump
     learns them (squidpy.acl.tls)."""
 
-    __slots__ = (
-        "src", "src_port", "local_ip", "local_port", "port_name",
-        "method", "scheme", "host", "port", "path", "url",
-        "request_headers", "dst", "dst_name", "ip_literal", "src_name", "client_connections",
-        "reply_status", "reply_headers", "user", "now", "_src_key", "_url_unescaped", "_path_unescaped",
-        "auth", "authenticate", "ext_user", "tag", "notes", "external", "user_ip_count", "to_proxy",
-        "sni", "server_cert", "ssl_errors", "client_cert", "bump_step", "client_encrypted",
-        "connection", "initiator", "random", "entry",
-    )
+    # Facts nobody has learnt yet are class defaults, so a request's checklist costs
+    # only what it sets (one is made per request).
+    dst: list[str] | None = None
+    dst_name: str | None = None                 # reverse DNS of an IP-literal URL host
+    dst_peer_name: str | None = None            # the cache_peer connected to, for tcp_outgoing_address (peername)
+    src_name: str | None = None                 # reverse DNS of the client
+    client_connections = 0
+    reply_status: int | None = None
+    reply_headers: list[tuple[bytes, bytes]] | None = None
+    user: str | None = None
+    auth: Outcome | None = None                 # the request's authentication outcome (squidpy.auth.decide), once examined
+    # set by the exchange: fills ``auth`` (and ``user``) at once and returns True when the
+    # credentials are known without a helper (the user cache), so the check goes on
+    authenticate: Callable[[], bool] | None = None
+    ext_user: str | None = None                 # user= from an external ACL helper
+    tag: str | None = None                      # tag= from an external ACL helper
+    user_ip_count = 0                           # addresses the user came from within authenticate_ip_ttl
+    to_proxy = False                            # a request for the proxy itself (its own URL, cache_object://)
+    _src_key: tuple[int, int] | None = None
+    _url_unescaped: str | None = None
+    _path_unescaped: str | None = None
+    sni: str | None = None                      # the TLS ClientHello's server name (SslBump step 2 on)
+    server_cert: x509.Certificate | None = None     # the origin's certificate, once SslBump has seen it
+    ssl_errors: Sequence[CertError] | None = None   # CertErrors found verifying it
+    client_cert: x509.Certificate | None = None     # a client certificate (https_port with tls-cafile)
+    bump_step = "SslBump1"                      # at_step: not bumping counts as step 1, as in Squid
+    client_encrypted = False                    # the request came over TLS (https_port, a bumped connection)
+    connection: ClientInfo | None = None        # the client connection (its .notes: annotate_client), when there is one
+    initiator = "client"
+    random: Callable[[], float] | None = None   # a float source in [0, 1) for random ACLs (tests)
+    entry: LogEntry | None = None               # the transaction's LogEntry, once it exists
 
     def __init__(
         self,
@@ -115,38 +137,12 @@ class Checklist:
         self.path = path
         self.url = url
         self.request_headers = request_headers if request_headers is not None else []
-        self.dst = dst
-        self.dst_name: str | None = None            # reverse DNS of an IP-literal URL host
+        if dst is not None:
+            self.dst = dst
         self.ip_literal = ip_literal    # the URL host is an IP address
-        self.src_name: str | None = None            # reverse DNS of the client
-        self.client_connections = 0
-        self.reply_status: int | None = None
-        self.reply_headers: list[tuple[bytes, bytes]] | None = None
-        self.user: str | None = None
-        self.auth: Outcome | None = None                # the request's authentication outcome (squidpy.auth.decide), once examined
-        # set by the exchange: fills ``auth`` (and ``user``) at once and returns True when the
-        # credentials are known without a helper (the user cache), so the check goes on
-        self.authenticate: Callable[[], bool] | None = None
-        self.ext_user: str | None = None            # user= from an external ACL helper
-        self.tag: str | None = None                 # tag= from an external ACL helper
+        self.now = now
         self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
         self.external: dict[tuple[str, str], tuple[str, list]] = {}   # (type, line) -> (result, notes)
-        self.user_ip_count = 0          # addresses the user came from within authenticate_ip_ttl
-        self.to_proxy = False           # a request for the proxy itself (its own URL, cache_object://)
-        self.now = now
-        self._src_key: tuple[int, int] | None = None
-        self._url_unescaped: str | None = None
-        self._path_unescaped: str | None = None
-        self.sni: str | None = None                 # the TLS ClientHello's server name (SslBump step 2 on)
-        self.server_cert: x509.Certificate | None = None         # the origin's certificate, once SslBump has seen it
-        self.ssl_errors: Sequence[CertError] | None = None          # CertErrors found verifying it
-        self.client_cert: x509.Certificate | None = None         # a client certificate (https_port with tls-cafile)
-        self.bump_step = "SslBump1"     # at_step: not bumping counts as step 1, as in Squid
-        self.client_encrypted = False   # the request came over TLS (https_port, a bumped connection)
-        self.connection: ClientInfo | None = None          # the client connection (its .notes: annotate_client), when there is one
-        self.initiator = "client"
-        self.random: Callable[[], float] | None = None              # a float source in [0, 1) for random ACLs (tests)
-        self.entry: LogEntry | None = None               # the transaction's LogEntry, once it exists
 
     def set_src(self, address: str) -> None:
         """Test ``address`` as the client from now on (follow_x_forwarded_for's indirect

@@ -320,6 +320,19 @@ class ProtoAcl(_WordAcl):
         return ch.scheme.upper() in self.words
 
 
+class PeerNameAcl(_WordAcl):
+    """``peername``: the ``name=`` of the cache_peer a connection goes to.  As in
+    Squid 5.7 only tcp_outgoing_address knows it (FwdState sets it for that check
+    alone): anywhere else it matches nothing."""
+
+    name = "peername"
+    upper = False
+    example = "headoffice"
+
+    def match(self, ch: Checklist) -> bool:
+        return ch.dst_peer_name in self.words
+
+
 class MyPortNameAcl(_WordAcl):
     """``myportname``: the ``name=`` of the http_port the client used (case matters)."""
 
@@ -500,6 +513,16 @@ class DstDomRegexAcl(_RegexAcl):
 
     def match(self, ch: Checklist) -> bool:
         return match_destination(self, self.search, ch)
+
+
+class PeerNameRegexAcl(_RegexAcl):
+    """``peername_regex``: ``peername`` by regular expression."""
+
+    name = "peername_regex"
+    example = "-i ^parent[0-9]+$"
+
+    def match(self, ch: Checklist) -> bool:
+        return ch.dst_peer_name is not None and self.search(ch.dst_peer_name)
 
 
 class BrowserAcl(_RegexAcl):
@@ -1058,7 +1081,7 @@ ACL_TYPES: dict[str, type[AclType]] = {
     cls.name: cls
     for cls in (
         SrcAcl, DstAcl, LocalIpAcl, DstDomainAcl, SrcDomainAcl, DstDomRegexAcl, SrcDomRegexAcl, UrlRegexAcl,
-        UrlPathRegexAcl, PortAcl, LocalPortAcl, MyPortNameAcl, ProtoAcl, MethodAcl, BrowserAcl,
+        UrlPathRegexAcl, PortAcl, LocalPortAcl, MyPortNameAcl, PeerNameAcl, PeerNameRegexAcl, ProtoAcl, MethodAcl, BrowserAcl,
         RefererRegexAcl, ReqHeaderAcl, RepHeaderAcl, ReqMimeTypeAcl, RepMimeTypeAcl, HttpStatusAcl, TimeAcl,
         MaxConnAcl, AnyOfAcl, AllOfAcl, NoteAcl, AnnotateTransactionAcl, AnnotateClientAcl, HasAcl,
         RandomAcl, HierCodeAcl, SquidErrorAcl, TransactionInitiatorAcl, ConnectionsEncryptedAcl, TagAcl,
@@ -1068,8 +1091,6 @@ ACL_TYPES: dict[str, type[AclType]] = {
 # Squid 5.7's other ACL types, refused with the reason.
 NOT_IMPLEMENTED: dict[str, str] = {
     "src_as": "AS numbers (whois lookups)", "dst_as": "AS numbers (whois lookups)",
-    **{name: "the name of the cache_peer a request is checked for (cache_peer_access lines are per peer already)"
-       for name in ("peername", "peername_regex")},
     "urllogin": "the login part of URLs",
     "ident": "ident lookups", "ident_regex": "ident lookups",
     "client_connection_mark": "netfilter connection marks", "arp": "MAC addresses", "eui64": "EUI-64 addresses",

@@ -51,32 +51,32 @@ class OnReply(enum.Enum):
 
 
 class CacheRole:
-    __slots__ = ("from_disk", "cache", "url", "method", "request_headers", "req_cc", "ims", "key", "names",
-                 "stored", "stored_body", "revalidating", "leader", "teeing", "age", "facts",
-                 "fail_on_error", "reason", "background")
+    # what is not known at the lookup is a class default: one role is made per cacheable request
+    from_disk = False               # the stored entry was read from the cache_dir (a TCP_HIT)
+    names: tuple = ()
+    stored: Any = None              # the CachedReply found, if any
+    stored_body: bytes | None = None
+    revalidating = False
+    leader = False                  # this exchange fetches for a collapsed group
+    teeing = False                  # a copy of the reply is being kept
+    age = 0.0
+    facts: Any = None               # the stored reply's EntryFacts
+    fail_on_error = False           # a failed revalidation passes the error on (no stale reply)
+    reason: Reason | None = None    # Squid's refresh reason code, once checked
 
     def __init__(self, cache: Any, url: str, method: str, request_headers: list, cache_fields: bool,
                  background: bool = False):
         self.cache = cache              # the shared cache settings and collapsed-fetch table
-        self.from_disk = False          # the stored entry was read from the cache_dir (a TCP_HIT)
-        self.url = url
+        self.url = self.key = url
         self.method = method
         self.request_headers = request_headers
-        self.req_cc: dict = policy.request_directives(request_headers) if cache_fields else {}
-        # a valid If-Modified-Since (for refresh-ims and refresh_all_ims)
-        self.ims = cache_fields and policy.parse_http_date(field(request_headers,
-                                                                         b"if-modified-since")) is not None
-        self.key: str = url
-        self.names: tuple = ()
-        self.stored: Any = None         # the CachedReply found, if any
-        self.stored_body: bytes | None = None
-        self.revalidating = False
-        self.leader = False             # this exchange fetches for a collapsed group
-        self.teeing = False             # a copy of the reply is being kept
-        self.age = 0.0
-        self.facts: Any = None          # the stored reply's EntryFacts
-        self.fail_on_error = False      # a failed revalidation passes the error on (no stale reply)
-        self.reason: Reason | None = None   # Squid's refresh reason code, once checked
+        if cache_fields:
+            self.req_cc: dict = policy.request_directives(request_headers)
+            # a valid If-Modified-Since (for refresh-ims and refresh_all_ims)
+            self.ims = policy.parse_http_date(field(request_headers, b"if-modified-since")) is not None
+        else:
+            self.req_cc = {}
+            self.ims = False
         self.background = background    # a stale-while-revalidate refresh
 
     # ------------------------------------------------------------ the store's answer

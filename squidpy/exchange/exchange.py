@@ -1577,10 +1577,12 @@ class Exchange:
             addresses = self.shared.peers.state(peer).addresses if peer is not None else [self.client.local_ip]
             known = ch.dst
             ch.dst = list(addresses)
+            ch.dst_peer_name = peer.name if peer is not None else None      # peername ACLs
             try:
                 self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
             finally:
                 ch.dst = known
+                ch.dst_peer_name = None
             return True
         if target.ip_literal:
             ch.dst = [target.host]

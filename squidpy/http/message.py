@@ -212,11 +212,18 @@ def reads_end_after_heads(tail: bytes, data: bytes, heads: int) -> bool:
 
 
 class RequestHead:
-    __slots__ = (
-        "method", "target", "version", "headers", "connection", "content_length",
-        "transfer_encoding", "upgrade", "expect_continue", "via",
-        "forwarded_for", "max_forwards", "host", "size", "cache_fields", "framing", "proxy_authorization",
-    )
+    # a field the request does not carry leaves its class default: one head is made per request
+    connection: set[bytes] | frozenset[bytes] = frozenset()
+    content_length: int | None = None
+    transfer_encoding: list[bytes] = []         # only ever replaced, never appended to in place
+    upgrade: bytes | None = None
+    expect_continue = False
+    via: list[bytes] = []                       # (the same)
+    forwarded_for: list[bytes] = []             # (the same)
+    max_forwards: bytes | None = None
+    host: bytes | None = None
+    cache_fields = False            # any field a cache must look at (Cache-Control, If-*, Range)
+    proxy_authorization: bytes | None = None    # the first one, as Squid reads credentials
 
     def __init__(self, method: str, target: str, version: str, headers: list[tuple[bytes, bytes]], size: int = 0):
         self.method = method
@@ -224,17 +231,6 @@ class RequestHead:
         self.version = version            # "1.0" or "1.1"
         self.headers = headers
         self.size = size                  # bytes of the head as received
-        self.connection: set[bytes] = set()
-        self.content_length: int | None = None
-        self.transfer_encoding: list[bytes] = []
-        self.upgrade: bytes | None = None
-        self.expect_continue = False
-        self.via: list[bytes] = []
-        self.forwarded_for: list[bytes] = []
-        self.max_forwards: bytes | None = None
-        self.host: bytes | None = None
-        self.cache_fields = False       # any field a cache must look at (Cache-Control, If-*, Range)
-        self.proxy_authorization: bytes | None = None   # the first one, as Squid reads credentials
         connection_values = []
         for name, value in headers:
             key = _INTERESTING.get(name.lower())
@@ -245,15 +241,17 @@ class RequestHead:
             elif key == 2:
                 self.content_length = int(value.strip())
             elif key == 3:
-                token_list(value, self.transfer_encoding)
+                te = list(self.transfer_encoding)
+                token_list(value, te)
+                self.transfer_encoding = te
             elif key == 4:
                 self.upgrade = value if self.upgrade is None else self.upgrade + b", " + value
             elif key == 5:
                 self.expect_continue = value.strip().lower() == b"100-continue"
             elif key == 6:
-                self.via.append(value)
+                self.via = [*self.via, value]
             elif key == 7:
-                self.forwarded_for.append(value)
+                self.forwarded_for = [*self.forwarded_for, value]
             elif key == 8:
                 self.max_forwards = value.strip()
             elif key == 9:
@@ -265,7 +263,8 @@ class RequestHead:
             elif key == 12:
                 if self.proxy_authorization is None:
                     self.proxy_authorization = value
-        self.connection = comma_tokens(connection_values) if connection_values else set()
+        if connection_values:
+            self.connection = comma_tokens(connection_values)
         if self.upgrade is not None and b"upgrade" not in self.connection:
             self.upgrade = None
         self.framing = framing_of(self)
@@ -290,11 +289,17 @@ _INTERESTING = {
 }
 
 
+_REPLY_INTERESTING = {b"content-length": 1, b"transfer-encoding": 2, b"connection": 3, b"content-type": 4,
+                      b"date": 5}
+
+
 class ResponseHead:
-    __slots__ = (
-        "status", "reason", "version", "headers", "connection", "content_length",
-        "transfer_encoding", "content_type", "has_date", "size", "framing",
-    )
+    # a field the reply does not carry leaves its class default: one head is made per reply
+    connection: set[bytes] | frozenset[bytes] = frozenset()
+    content_length: int | None = None
+    transfer_encoding: list[bytes] = []         # only ever replaced, never appended to in place
+    content_type: bytes | None = None
+    has_date = False
 
     def __init__(self, status: int, reason: bytes, version: str, headers: list[tuple[bytes, bytes]],
                  size: int = 0, request_method: str = "GET"):
@@ -303,24 +308,25 @@ class ResponseHead:
         self.version = version
         self.headers = headers
         self.size = size
-        self.content_length: int | None = None
-        self.transfer_encoding: list[bytes] = []
-        self.content_type: bytes | None = None
-        self.has_date = False
         connection_values = []
         for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
+            key = _REPLY_INTERESTING.get(name.lower())
+            if key is None:
+                continue
+            if key == 1:
                 self.content_length = int(value.strip())
-            elif lname == b"transfer-encoding":
-                token_list(value, self.transfer_encoding)
-            elif lname == b"connection":
+            elif key == 2:
+                te = list(self.transfer_encoding)
+                token_list(value, te)
+                self.transfer_encoding = te
+            elif key == 3:
                 connection_values.append(value)
-            elif lname == b"content-type":
+            elif key == 4:
                 self.content_type = value
-            elif lname == b"date":
+            else:
                 self.has_date = True
-        self.connection = comma_tokens(connection_values) if connection_values else set()
+        if connection_values:
+            self.connection = comma_tokens(connection_values)
         self.framing = framing_of(self, request_method)
 
     @property

@@ -248,6 +248,8 @@ class Code:
     kind: str
     get: Getter
     parse_arg: Callable[[str | None], Any] = _time_arg
+    expr: str | None = None     # the same value as Python source over ``e`` (and ``end_us``/``start_us``),
+    #                             inlined by the compiled format: a log line is written per request
 
 
 def _local_time(e: LogEntry, arg: str | None) -> str:
@@ -269,17 +271,17 @@ def _server_url_part(index: int) -> Getter:
 
 CODES: dict[str, Code] = {
     # time
-    "ts": Code("int", lambda e, a: _usec(e.end) // 1_000_000),
-    "tu": Code("sub", lambda e, a: _usec(e.end) % 1_000_000),
+    "ts": Code("int", lambda e, a: _usec(e.end) // 1_000_000, expr="end_us // 1_000_000"),
+    "tu": Code("sub", lambda e, a: _usec(e.end) % 1_000_000, expr="end_us % 1_000_000"),
     "tl": Code("str", _local_time),
     "tg": Code("str", _gmt_time),
     "tS": Code("sec", lambda e, a: _usec(e.start)),
-    "tr": Code("ms", lambda e, a: _usec(e.end) - _usec(e.start)),
+    "tr": Code("ms", lambda e, a: _usec(e.end) - _usec(e.start), expr="end_us - start_us"),
     "dt": Code("ms", lambda e, a: None if e.dns_time is None else _usec(e.dns_time)),
     "<pt": Code("ms", lambda e, a: None if e.upstream_time is None else _usec(e.upstream_time)),
     "<tt": Code("ms", lambda e, a: None if e.upstream_time is None else _usec(e.upstream_time)),
     # client connection
-    ">a": Code("str", lambda e, a: _plain_ip(e.client_ip)),
+    ">a": Code("str", lambda e, a: _plain_ip(e.client_ip), expr="_plain_ip(e.client_ip)"),
     ">A": Code("str", lambda e, a: _plain_ip(e.client_ip)),    # no reverse DNS: the address, as Squid falls back to
     ">p": Code("int", lambda e, a: e.client_port),
     ">la": Code("str", lambda e, a: _plain_ip(e.local_ip)),
@@ -287,19 +289,19 @@ CODES: dict[str, Code] = {
     "la": Code("str", lambda e, a: _plain_ip(e.local_ip)),
     "lp": Code("int", lambda e, a: e.local_port),
     # server connection
-    "<a": Code("str", lambda e, a: _plain_ip(e.server_ip)),
+    "<a": Code("str", lambda e, a: _plain_ip(e.server_ip), expr="_plain_ip(e.server_ip)"),
     "<A": Code("text", lambda e, a: _url_parts(e.url)[1] if _forwarded(e) else None),
     "<p": Code("int", lambda e, a: e.server_port),
     "<la": Code("str", lambda e, a: _plain_ip(e.server_local_ip)),
     "<lp": Code("int", lambda e, a: e.server_local_port),
     # what squidpy did
-    "Ss": Code("str", lambda e, a: e.result),
-    "Sh": Code("str", lambda e, a: e.hierarchy),
+    "Ss": Code("str", lambda e, a: e.result, expr="e.result"),
+    "Sh": Code("str", lambda e, a: e.hierarchy, expr="e.hierarchy"),
     "err_code": Code("str", lambda e, a: e.error),
     "err_detail": Code("text", lambda e, a: e.error_detail),
     "note": Code("text", _note, _note_arg),
     # users and external ACLs
-    "un": Code("text", lambda e, a: e.user),
+    "un": Code("text", lambda e, a: e.user, expr="e.user_login or e.user_external or e.user_ssl or e.user_ident"),
     "ul": Code("text", lambda e, a: e.user_login),
     "ue": Code("text", lambda e, a: e.user_external),
     "ui": Code("text", lambda e, a: e.user_ident),
@@ -307,10 +309,10 @@ CODES: dict[str, Code] = {
     "et": Code("text", lambda e, a: e.tag),
     "ea": Code("text", lambda e, a: e.ext_log),
     # the request
-    "rm": Code("text", lambda e, a: e.method),
+    "rm": Code("text", lambda e, a: e.method, expr="e.method"),
     ">rm": Code("text", lambda e, a: e.method),
     "<rm": Code("text", lambda e, a: e.method if _forwarded(e) else None),
-    "ru": Code("text", lambda e, a: e.url),
+    "ru": Code("text", lambda e, a: e.url, expr="e.url"),
     ">ru": Code("text", lambda e, a: e.url),
     "<ru": Code("text", lambda e, a: e.url if _forwarded(e) else None),
     ">rs": Code("text", _client_url_part(0)),
@@ -322,7 +324,7 @@ CODES: dict[str, Code] = {
     "rp": Code("text", lambda e, a: e.path),
     ">rp": Code("text", lambda e, a: e.path),
     "<rp": Code("text", lambda e, a: e.path if _forwarded(e) else None),
-    "rv": Code("str", lambda e, a: e.version),
+    "rv": Code("str", lambda e, a: e.version, expr="e.version"),
     ">rv": Code("str", lambda e, a: e.version),
     "<rv": Code("str", lambda e, a: "1.1" if _forwarded(e) else None),
     # headers: >ha is >h (squidpy adapts nothing)
@@ -330,11 +332,11 @@ CODES: dict[str, Code] = {
     ">ha": Code("text", lambda e, a: _headers(_without_credentials(e.request_headers), a), _header_arg),
     "<h": Code("text", lambda e, a: _headers(e.reply_headers, a), _header_arg),
     # the reply
-    ">Hs": Code("int", lambda e, a: e.status),
+    ">Hs": Code("int", lambda e, a: e.status, expr="e.status"),
     "<Hs": Code("int", lambda e, a: e.upstream_status),
-    "mt": Code("text", lambda e, a: e.mime_type),
+    "mt": Code("text", lambda e, a: e.mime_type, expr="e.mime_type"),
     # sizes
-    "<st": Code("int", lambda e, a: e.bytes_sent),
+    "<st": Code("int", lambda e, a: e.bytes_sent, expr="e.reply_header_size + e.reply_body_size"),
     ">st": Code("int", lambda e, a: e.bytes_received),
     "st": Code("int", lambda e, a: e.bytes_sent + e.bytes_received),
     "<sh": Code("int", lambda e, a: e.reply_header_size),
@@ -513,7 +515,7 @@ def _fast_path(i: int, part: Field, value: str) -> str | None:
 
 
 def _generate(parts: list[str | Field]) -> Callable[..., str]:
-    namespace: dict[str, Any] = {"_render": _render}
+    namespace: dict[str, Any] = {"_render": _render, "_usec": _usec, "_plain_ip": _plain_ip}
     pieces = []
     for i, part in enumerate(parts):
         if isinstance(part, str):
@@ -524,10 +526,18 @@ def _generate(parts: list[str | Field]) -> Callable[..., str]:
         namespace[f"arg{i}"] = part.arg
         namespace[f"field{i}"] = part
         namespace[f"enc{i}"] = ENCODINGS[part.encoding]
-        value = "sn" if part.name == "sn" else f"get{i}(e, arg{i})"
+        if part.name == "sn":
+            value = "sn"
+        elif part.code.expr is not None and part.arg is None:
+            value = f"({part.code.expr})"
+        else:
+            value = f"get{i}(e, arg{i})"
         pieces.append(_fast_path(i, part, value) or f"_render(field{i}, {value})")
     joined = ", ".join(pieces) + "," if pieces else ""
-    source = "def format(e, sn=0):\n    return ''.join((" + joined + "))\n"
+    body = "".join(pieces)
+    prelude = ("    end_us = _usec(e.end)\n" if "end_us" in body else "") + (
+        "    start_us = _usec(e.start)\n" if "start_us" in body else "")
+    source = "def format(e, sn=0):\n" + prelude + "    return ''.join((" + joined + "))\n"
     exec(compile(source, "<logformat>", "exec"), namespace)
     generated: Callable[..., str] = namespace["format"]
     return generated

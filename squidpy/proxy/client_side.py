@@ -78,6 +78,8 @@ class ClientConnection(PausableReading, Protocol):
         self.info: ClientInfo | None = None
         self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
         self.nrequests = 0                  # requests read on this connection (the cache manager shows it)
+        self.bytes_read = 0                 # ... and the bytes of its finished requests and replies
+        self.bytes_written = 0
         self.write_limit = None             # squidpy.proxy.throttle.ClientWriter: in a client delay pool
         self._http_again = False             # a CONNECT answered during this read: HTTP goes on
         self.tls = None                      # a ServerTlsSession once the connection speaks TLS (bumped, https_port)
@@ -452,6 +454,9 @@ class ClientConnection(PausableReading, Protocol):
     def exchange_finished(self, driver: ExchangeDriver, keep_alive: bool) -> None:
         exchange = driver.exchange
         self.drivers.pop(exchange, None)
+        e = exchange.entry
+        self.bytes_read += e.request_header_size + e.request_body_size
+        self.bytes_written += e.reply_header_size + e.reply_body_size
         if driver is not self.active:
             return
         self.active = None

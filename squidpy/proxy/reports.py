@@ -173,8 +173,9 @@ def active_requests(service, now: float) -> list:
             continue
         e = driver.exchange.entry
         transport = client.transport
+        read, wrote = client_bytes(client)
         out.append({
-            "connection": f"0x{id(client):x}", "fd": _fileno(transport), "read": 0, "wrote": 0,
+            "connection": f"0x{id(client):x}", "fd": _fileno(transport), "read": read, "wrote": wrote,
             "desc": "Reading next request" if driver.finished else e.url[:200],
             "buffered": 0, "remote": f"{client.client_ip}:{client.client_port}",
             "local": f"{client.local_ip}:{client.local_port}",
@@ -187,6 +188,18 @@ def active_requests(service, now: float) -> list:
             "delay_pool": driver.delay_pool,
         })
     return out
+
+
+def client_bytes(client) -> tuple[int, int]:
+    """(read, written) on a client connection: its finished requests', and what the
+    request under way has read and been sent so far."""
+    read, wrote = client.bytes_read, client.bytes_written
+    driver = client.active
+    if driver is not None and not driver.finished:
+        e = driver.exchange.entry
+        read += e.request_header_size + e.request_body_size
+        wrote += e.reply_header_size + e.reply_body_size
+    return read, wrote
 
 
 def _fileno(transport) -> int:
@@ -216,12 +229,13 @@ def file_descriptors(service) -> list:
             desc = client.active.exchange.entry.url[:200]
         if client.tunnel is not None:
             desc = f"Tunnel: {client.active.exchange.entry.url[:200]}" if client.active else "Tunnel"
-        known[_fileno(client.transport)] = ("Socket", tout(client), 0, 0,
+        known[_fileno(client.transport)] = ("Socket", tout(client), *client_bytes(client),
                                             f"{client.client_ip}:{client.client_port}", desc)
         driver = client.active
         server = driver.server if driver is not None else None
         if server is not None and server.transport is not None:
-            known[_fileno(server.transport)] = ("Socket", tout(server), server.bytes_in, 0,
+            known[_fileno(server.transport)] = ("Socket", tout(server), server.bytes_in,
+                                                driver.exchange.entry.upstream_bytes_out,
                                                 f"{server.peer_ip}:{server.peer_port}", driver.exchange.entry.url[:200])
     for key, conns in service.pool.idle.items():
         for server in conns:
