@@ -197,6 +197,18 @@ class TlsSession:
         for chunk in pending:
             out.network += self.send(chunk)
 
+    @property
+    def version(self) -> str | None:
+        """The negotiated protocol in OpenSSL's words (``TLSv1.3``), once established."""
+        raise NotImplementedError
+
+    @property
+    def cipher(self) -> str | None:
+        raise NotImplementedError
+
+    def send(self, plaintext: bytes) -> bytes:
+        raise NotImplementedError
+
     def _step(self, out: TlsOutput) -> None:
         raise NotImplementedError
 
