@@ -97,3 +97,47 @@ def test_happy_eyeballs_a_silent_address_does_not_hold_the_request(make_proxy):
         silent.close()
         dns.stop()
         origin.stop()
+
+
+def _pool(reactor):
+    from squidpy.config import loader
+    from squidpy.proxy.server_side import ServerPool
+    return ServerPool(reactor, None, loader.load("/etc/squid/squid.conf", text=LOCAL_POLICY))
+
+
+def _refuse(reactor, index):
+    from twisted.internet.error import ConnectionRefusedError
+    from twisted.python.failure import Failure
+    host, port, factory, _timeout, _bind = reactor.tcpClients[index]
+    factory.clientConnectionFailed(reactor.connectors[index], Failure(ConnectionRefusedError(111)))
+    return host
+
+
+def test_a_refused_only_address_is_answered_at_once():
+    """One address, refused: the failure is known at once, as in Squid (happy eyeballs'
+    attempt timer would have held it 250 ms with nothing left to try)."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from squidpy.proxy.server_side import UpstreamError
+    reactor = MemoryReactorClock()
+    failures = []
+    _pool(reactor).connect(("http", "closed.test", 1), ["127.0.0.1"]).addErrback(failures.append)
+    assert _refuse(reactor, 0) == "127.0.0.1"
+    assert len(failures) == 1 and failures[0].check(UpstreamError)      # no clock advanced
+    assert (failures[0].value.detail, failures[0].value.server_ip) == ("(111) Connection refused", "127.0.0.1")
+
+
+def test_several_addresses_are_raced_and_all_refusals_reported():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from squidpy.proxy.server_side import ATTEMPT_DELAY, UpstreamError
+    reactor = MemoryReactorClock()
+    failures = []
+    _pool(reactor).connect(("http", "two.test", 1), ["127.0.0.2", "127.0.0.3"]).addErrback(failures.append)
+    assert [c[0] for c in reactor.tcpClients] == ["127.0.0.2"]
+    reactor.advance(ATTEMPT_DELAY)
+    assert [c[0] for c in reactor.tcpClients] == ["127.0.0.2", "127.0.0.3"]    # tried alongside
+    _refuse(reactor, 0)
+    _refuse(reactor, 1)
+    reactor.advance(ATTEMPT_DELAY)
+    assert len(failures) == 1 and failures[0].check(UpstreamError)
