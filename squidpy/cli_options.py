@@ -8,10 +8,14 @@ the subcommand's name.  Without it the embedded default configuration is used.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from squidpy.config import loader
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 CONFIG_HELP = "configuration file (default: the embedded default, same as etc/squidpy.conf)"
 CONFIG_KEY = "squidpy.config_path"
@@ -32,7 +36,7 @@ def _remember_config(ctx, param, value):
     return value
 
 
-def config_option(f):
+def config_option(f: _Command) -> _Command:
     """``-f FILE`` / ``--config FILE``: the configuration, the same option in every command."""
     return click.option("-f", "--config", "config_path", type=click.Path(dir_okay=False), expose_value=False,
                         callback=_remember_config, help=CONFIG_HELP)(f)
@@ -43,7 +47,7 @@ def config_path() -> str | None:
     return click.get_current_context().meta.get(CONFIG_KEY)
 
 
-def load_config():
+def load_config() -> loader.Config:
     return _load(config_path())
 
 

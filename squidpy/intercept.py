@@ -15,11 +15,15 @@ their answers.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from squidpy.config.values import INTERCEPT, TPROXY
 from squidpy.http.url import BadTarget, Target, parse_host, parse_target
 from squidpy.ip import ip_text
+
+Known = Callable[[str], "list[str] | None"]
+"""The addresses of a name if already known (the DNS cache), else None."""
 
 __all__ = ["INTERCEPT", "TPROXY", "HostCheck", "addressed_to_proxy", "intercepted_request", "verify_forwarded", "check_addresses", "refuse_unverified", "to_original_destination", "security_alert", "verify_target"]
 
@@ -83,7 +87,7 @@ def _bare(host: str) -> str:
 
 
 def intercepted_request(method: str, target: str, host_field: bytes | None, dst_ip: str, dst_port: int,
-                        known) -> tuple[Target, HostCheck | str]:
+                        known: Known) -> tuple[Target, HostCheck | str]:
     """An intercepted request's URL and Host verification, in one pass.
 
     The URL, as Squid makes it on an interception port: a target in absolute or
@@ -103,7 +107,8 @@ def intercepted_request(method: str, target: str, host_field: bytes | None, dst_
 
 
 @functools.lru_cache(maxsize=8192)
-def _read_request(method: str, target: str, host_field: bytes | None, dst_ip: str, dst_port: int):
+def _read_request(method: str, target: str, host_field: bytes | None, dst_ip: str,
+                  dst_port: int) -> tuple[Target, HostCheck | None, str, bool]:
     """What does not depend on DNS: (Target, verdict or None, name, is it an address).
     Cached: a client asks for the same URLs of the same hosts again and again."""
     host = host_field.decode("latin-1") if host_field else ""
@@ -137,7 +142,7 @@ def _read_request(method: str, target: str, host_field: bytes | None, dst_ip: st
     return found, None, found.host, found.ip_literal
 
 
-def _resolves(host: str, literal: bool, dst_ip: str, known) -> HostCheck | str:
+def _resolves(host: str, literal: bool, dst_ip: str, known: Known) -> HostCheck | str:
     if literal:
         return VERIFIED if host == dst_ip else check_addresses([host], dst_ip)
     addresses = known(host)
@@ -146,7 +151,7 @@ def _resolves(host: str, literal: bool, dst_ip: str, known) -> HostCheck | str:
     return check_addresses(addresses, dst_ip)
 
 
-def verify_target(target: Target, dst_ip: str, dst_port: int, known) -> HostCheck | str:
+def verify_target(target: Target, dst_ip: str, dst_port: int, known: Known) -> HostCheck | str:
     """A request bumped after interception (its URL from Host or the SNI): its port must
     be the one the client connected to and its host must resolve to that address, as
     :func:`intercepted_request` verifies a plain one (a name: look it up first)."""

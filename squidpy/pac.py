@@ -18,9 +18,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from squidpy import __version__
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 CONTENT_TYPE = b"application/x-ns-proxy-autoconfig"
 
@@ -29,12 +36,12 @@ CONTENT_TYPE = b"application/x-ns-proxy-autoconfig"
 class PacSettings:
     proxies: tuple[str, ...] = ()            # HOST:PORT, in order; empty: the address the browser used
     domains: tuple[str, ...] = ()            # ".example.lan" (and subdomains) or "host.example.com"
-    networks: tuple = ()                     # ip_network objects
+    networks: tuple[Network, ...] = ()
     plain_hosts_direct: bool = True
     fallback: str = "direct"                 # "direct" or "none"
 
     @classmethod
-    def from_config(cls, config) -> "PacSettings":
+    def from_config(cls, config: Config) -> "PacSettings":
         direct = [item for line in config.pac_direct for item in line]
         return cls(
             proxies=tuple(config.pac_proxy or ()),
@@ -45,7 +52,7 @@ class PacSettings:
         )
 
 
-def parse_direct(word: str):
+def parse_direct(word: str) -> Network | str:
     """One ``pac_direct`` value: a network (10.0.0.0/8, fc00::/7, one address) or a domain
     (.example.lan: it and its subdomains; host.example.lan: that host).  Raises ValueError."""
     try:
@@ -80,7 +87,7 @@ def parse_proxy(word: str) -> str:
     return word.lower()
 
 
-def _networks_js(networks) -> list[str]:
+def _networks_js(networks: Iterable[Network]) -> list[str]:
     lines = []
     v4 = [n for n in networks if n.version == 4]
     v6 = [n for n in networks if n.version == 6]

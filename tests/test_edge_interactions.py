@@ -6,7 +6,7 @@ Events in, commands out, no sockets."""
 
 from __future__ import annotations
 
-from squidpy.acl.outgoing import Bind
+from squidpy.acl.outgoing import Bind, for_standby
 from squidpy.exchange import ClientInfo, State
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
@@ -163,6 +163,34 @@ def test_the_next_peer_gets_its_own_outgoing_address():
     out = x.handle(ev.ConnectFailed("ERR_CONNECT_FAIL", "refused", 503, PARENT_IP))
     cmd = connect(out)
     assert (cmd.peer.name, cmd.bind) == ("up2", Bind(by_address=((PARENT2_IP, "127.0.0.40"),)))
+
+
+def test_standby_connections_choose_the_address_a_request_to_the_peer_gets():
+    """Squid's PeerPoolMgr asks getOutgoingAddress too: the same Bind as a request's,
+    so the driver pools both under one key and requests reuse the standby connections."""
+    s = shared(PARENT + OUTGOING)
+    x = make(b"GET http://o.test/a HTTP/1.1\r\nHost: o.test\r\n\r\n", s, client=client(None))
+    cmd = connect(x.handle(ev.RequestStarted))
+    assert for_standby(s.config.tcp_outgoing_address, "up", "parent.test", [PARENT_IP]) == cmd.bind
+
+
+def test_a_standby_connection_is_for_a_made_up_request_without_a_client():
+    """OPTIONS for ``*`` on the peer's host, initiated by peer-pool, no client address."""
+    lines = shared("""
+acl kids src 10.0.0.0/8
+acl options method OPTIONS
+acl pool transaction_initiator peer-pool
+acl its_host dstdomain parent.test
+acl via_up peername up
+tcp_outgoing_address 127.0.0.50 kids
+tcp_outgoing_address 127.0.0.60 options pool its_host via_up
+tcp_outgoing_address 127.0.0.70
+""").config.tcp_outgoing_address
+    assert for_standby(lines, "up", "parent.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.60"),))
+    assert for_standby(lines, "up", "other.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.70"),))
+    assert for_standby(lines, "up2", "parent.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.70"),))
+    assert for_standby(shared("acl kids src 10.0.0.0/8\ntcp_outgoing_address 127.0.0.50 kids\n")
+                       .config.tcp_outgoing_address, "up", "parent.test", [PARENT_IP]) is None
 
 
 def test_tcp_outgoing_address_applies_to_the_original_destination():

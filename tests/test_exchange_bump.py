@@ -548,3 +548,14 @@ def test_a_tls_parent_is_skipped_for_the_server_connection(ca_pem):
     candidate (here the origin, nonhierarchical_direct off) is used instead."""
     x = via_peers(ca_pem, STARE_BUMP, "cache_peer up.test parent 3128 0 no-query tls\nnonhierarchical_direct off\n")
     assert _hello_in(x) == [c.ConnectTls("www.site.test", 443, "www.site.test", None)]
+
+
+def test_step1_waits_for_a_fact_its_acls_need(ca_pem):
+    """ssl_bump at step 1 naming a dst ACL: the CONNECT host's addresses are looked up, then
+    the steps go on with them (the lookup was once asked for with the fact's name alone)."""
+    x = connect(ca_pem, "acl origin_net dst 192.0.2.0/24\nssl_bump splice origin_net\nssl_bump bump all\n")
+    out = x.handle(ev.RequestStarted)
+    assert [(cmd.fact, cmd.name) for cmd in out if isinstance(cmd, c.LookUp)] == [("dst", "www.site.test")]
+    out = x.handle(ev.FactKnown("dst", ["192.0.2.5"]))
+    assert x.entry.bump_mode == "splice"
+    assert "Connect" in kinds(out)

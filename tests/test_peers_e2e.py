@@ -306,10 +306,15 @@ def test_connect_through_a_parent_over_tls(make_proxy, tmp_path):
 
 class CountingParent(RawOrigin):
     """A parent answering each request with 200 on persistent connections, counting the
-    connections open at once."""
+    connections open at once; ``sources``: each connection's source address, in the
+    order accepted, ``served``: how many requests each carried, ``still_open``: the
+    sources of the connections open now."""
 
     def __init__(self, delay: float = 0.0):
         self.delay, self.open, self.most = delay, 0, 0
+        self.sources: list[str] = []
+        self.served: list[int] = []
+        self.still_open: dict[int, str] = {}
         self._lock = threading.Lock()
         super().__init__()
 
@@ -317,6 +322,10 @@ class CountingParent(RawOrigin):
         with self._lock:
             self.open += 1
             self.most = max(self.most, self.open)
+            index = len(self.sources)
+            self.sources.append(conn.getpeername()[0])
+            self.served.append(0)
+            self.still_open[index] = self.sources[index]
         try:
             data = b""
             while True:
@@ -328,10 +337,13 @@ class CountingParent(RawOrigin):
                 data = data.split(b"\r\n\r\n", 1)[1]
                 if self.delay:
                     threading.Event().wait(self.delay)
+                with self._lock:
+                    self.served[index] += 1
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: no-store\r\n\r\nok")
         finally:
             with self._lock:
                 self.open -= 1
+                del self.still_open[index]
 
 
 def test_standby_connections_wait_open_for_requests(make_proxy):
@@ -348,8 +360,26 @@ def test_standby_connections_wait_open_for_requests(make_proxy):
         p.stop()
 
 
+def test_standby_connections_come_from_tcp_outgoing_address_and_carry_requests(make_proxy):
+    """Squid opens standby connections from the address tcp_outgoing_address picks, as
+    every connection to the peer; a request sent from that address takes one.  (The
+    peer's first TCP probe, opened and closed before the peer is up, is not one.)"""
+    p = CountingParent()
+    try:
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {p.port} 0 no-query standby=2"],
+                     "never_direct allow all\ntcp_outgoing_address 127.0.0.7\n")
+        assert wait_for(lambda: p.open == 2, timeout=10)
+        assert sorted(p.still_open.values()) == ["127.0.0.7", "127.0.0.7"]
+        standby = sorted(p.still_open)
+        assert get_through(c.port, "http://standby.test/b")[2] == b"ok"
+        assert sum(p.served[i] for i in standby) == 1, (p.sources, p.served)   # not on a new connection
+        assert {p.sources[i] for i, n in enumerate(p.served) if n} == {"127.0.0.7"}
+    finally:
+        p.stop()
+
+
 def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
-    slow, spare = CountingParent(delay=1.5), CountingParent()
+    slow, spare = CountingParent(delay=3), CountingParent()
     try:
         c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {slow.port} 0 no-query max-conn=1 name=slow",
                                   f"cache_peer 127.0.0.1 parent {spare.port} 0 no-query name=spare"],
@@ -358,9 +388,11 @@ def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
         results = []
         threads = [threading.Thread(target=lambda i=i: results.append(get_through(c.port, f"http://mc.test/{i}")))
                    for i in range(3)]
-        for t in threads:
+        # each request starts once the one before reached its parent: the slow parent's one
+        # connection is open (max-conn counts connections made, as Squid's conn_open does)
+        for t, reached in zip(threads, (lambda: slow.sources, lambda: spare.sources, lambda: True)):
             t.start()
-            threading.Event().wait(0.2)
+            assert wait_for(reached, 10)
         for t in threads:
             t.join(20)
         assert [r[2] for r in results] == [b"ok"] * 3

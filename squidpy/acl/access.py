@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from squidpy.acl import tls as tls_acls      # registers the TLS ACL types in ACL_TYPES
@@ -58,7 +59,7 @@ PREDEFINED = (
 class AclTable:
     """Every ACL of a configuration, by name."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.acls: dict[str, Acl] = {}          # by acl_key(name)
         for name, type_name, values in PREDEFINED:
             acl = self.define(name, type_name, [], "<predefined>")
@@ -104,10 +105,15 @@ class AclTable:
     def get(self, name: str) -> Acl | None:
         return self.acls.get(acl_key(name))
 
+    def predefined(self, name: str) -> Acl:
+        """One of Squid's predefined ACLs (PREDEFINED), which every table holds."""
+        return self.acls[acl_key(name)]
+
     def names_method(self, method: str) -> bool:
         """Whether a ``method`` ACL lists ``method``: Squid honours PURGE only then
         (``acl Purge method PURGE``), whether or not http_access uses that ACL."""
-        return any(acl.type_name == "method" and method in acl.matcher.words for acl in self.acls.values())
+        return any(acl.type_name == "method" and method in acl.matcher.words  # type: ignore[attr-defined]  # a MethodAcl
+                   for acl in self.acls.values())
 
 
 @dataclass
@@ -173,7 +179,7 @@ class AccessList:
         self._default = Verdict(empty_allows, None, implicit=True)
 
     def add_rule(self, args: list[str], acls: AclTable, where: str, text: str,
-                 allow_reply: bool = False, warn=None) -> AccessRule:
+                 allow_reply: bool = False, warn: Callable[[str], None] | None = None) -> AccessRule:
         """Parse ``allow|deny [!]ACL ...``; raises ValueError.
 
         A reply ACL where there is no reply yet (``allow_reply`` false) never

@@ -55,7 +55,7 @@ def parse_address_entry(text: str) -> list[tuple[int, int, int]]:
     return [(ip.version, int(ip), int(ip))]
 
 
-def _ip(text: str):
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ip_address(text)
     except ValueError:
@@ -65,15 +65,16 @@ def _ip(text: str):
 _MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 
 
-def _network(spec: str, original: str):
+def _network(spec: str, original: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         # strict=False: Squid masks host bits ('10.0.0.1/8' means 10.0.0.0/8)
         net = ipaddress.ip_network(spec, strict=False)
     except ValueError:
         raise ValueError(f"'{original}' is not a valid network (use ADDRESS/BITS or ADDRESS/NETMASK)") from None
-    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+    if (isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96
+            and (ipv4 := net.network_address.ipv4_mapped) is not None):
         # '::ffff:10.0.0.0/104' is 10.0.0.0/8: mapped addresses are IPv4 (squidpy.ip)
-        return ipaddress.ip_network((net.network_address.ipv4_mapped, net.prefixlen - 96))
+        return ipaddress.ip_network((ipv4, net.prefixlen - 96))
     return net
 
 
@@ -82,9 +83,9 @@ class AddressSet:
 
     __slots__ = ("_lows", "_highs", "_pending", "_where")
 
-    def __init__(self):
-        self._lows = {4: [], 6: []}
-        self._highs = {4: [], 6: []}
+    def __init__(self) -> None:
+        self._lows: dict[int, list[int]] = {4: [], 6: []}
+        self._highs: dict[int, list[int]] = {4: [], 6: []}
         self._pending: list[tuple[int, int, int]] = []
         self._where: dict[tuple[int, int, int], str | None] = {}
 
@@ -102,7 +103,8 @@ class AddressSet:
                 continue
             spans.extend(zip(self._lows[version], self._highs[version]))
             spans.sort(key=lambda s: (s[0], -s[1]))
-            lows, highs = [], []
+            lows: list[int] = []
+            highs: list[int] = []
             for lo, hi in spans:
                 if highs and hi <= highs[-1] and lo >= lows[-1]:
                     warnings.append((

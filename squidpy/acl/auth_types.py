@@ -13,21 +13,27 @@ authentication ACL raises :class:`AuthRequired`: the client is challenged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from squidpy.acl.checklist import Checklist, ExternalPending, Undecided, authenticated_user
 from squidpy.acl.types import AclType, AclWarning, _RegexAcl
 from squidpy.auth.cache import forget_addresses
+
+if TYPE_CHECKING:
+    from squidpy.helpers.external import ExternalAclType
 
 
 class ProxyAuthAcl(AclType):
     """``proxy_auth``: the authenticated user (REQUIRED: any valid user)."""
 
     name = "proxy_auth"
-    needs = "auth"
+    needs: str | None = "auth"
     auth = True
     flags_allowed = frozenset({"-i"})
     example = "REQUIRED"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.users: set[str] = set()
         self.required = False
@@ -84,7 +90,7 @@ class MaxUserIpAcl(AclType):
     flags_allowed = frozenset({"-s"})
     example = "-s 2"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.maximum: int | None = None
 
@@ -103,9 +109,10 @@ class MaxUserIpAcl(AclType):
         return "-s" in self.flags
 
     def match(self, ch: Checklist) -> bool:
-        if authenticated_user(ch) is None or ch.user_ip_count <= self.maximum:
+        # finish() refused the ACL without a maximum; a user means ch.auth is set
+        if authenticated_user(ch) is None or ch.user_ip_count <= self.maximum:  # type: ignore[operator]
             return False
-        entry = ch.auth.entry
+        entry = ch.auth.entry  # type: ignore[union-attr]
         if entry is not None:
             forget_addresses(entry, ch.src, self.strict)
         return True
@@ -147,21 +154,21 @@ class ExternalAcl(AclType):
     needs = "external"
     example = "ldap_group Staff"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
-        self.type_name: str | None = None
+        self.type_name = ""                 # the external_acl_type, the line's first value
         self.args: list[str] = []
-        self.definition = None
+        self.definition: ExternalAclType | None = None     # bound by bind()
         self.acl_name = ""
 
     def add(self, value: str, where: str | None = None) -> None:
-        if self.type_name is None:
+        if not self.type_name:
             self.type_name = value
         else:
             self.args.append(value)
 
-    def bind(self, definitions: dict, acl_name: str) -> None:
-        if self.type_name is None:
+    def bind(self, definitions: Mapping[str, ExternalAclType], acl_name: str) -> None:
+        if not self.type_name:
             raise ValueError("external needs the name of an external_acl_type")
         definition = definitions.get(self.type_name)
         if definition is None:
@@ -177,7 +184,8 @@ class ExternalAcl(AclType):
         from squidpy.helpers.external import NoLogin, apply_reply
         from squidpy.helpers.protocol import ERR, OK
         try:
-            line = self.definition.request_line(ch, self.acl_name, self.args)
+            # bound when the configuration was read (finish_config), before any request
+            line = self.definition.request_line(ch, self.acl_name, self.args)  # type: ignore[union-attr]
         except NoLogin:
             return False
         answer = ch.external.get((self.type_name, line))

@@ -7,10 +7,22 @@ a :class:`Report` that :func:`render` turns into the text an admin reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from squidpy.acl.access import AccessList, Step, Verdict
+from squidpy.acl.access import Acl, AccessList, Step, Verdict
 from squidpy.acl.checklist import Checklist, Pending
+
+if TYPE_CHECKING:
+    from squidpy.config.directives import DenyInfo
+    from squidpy.config.loader import Config
+    from squidpy.config.values import ListenAddress
+    from squidpy.http.url import Target
+    from squidpy.tls.bump import Decision
+
+Lookup = Callable[[str], object]
+"""Supplies a fact an ACL waits for (dst, dst_name, src_name), by its name."""
 
 
 @dataclass
@@ -18,11 +30,12 @@ class Report:
     verdict: Verdict
     steps: list[Step]
     lookups: dict[str, object] = field(default_factory=dict)
-    deny_info: object | None = None
+    deny_info: DenyInfo | None = None
     deny_acl: str | None = None
 
 
-def evaluate(access: AccessList, ch: Checklist, lookup, deny_info: dict | None = None) -> Report:
+def evaluate(access: AccessList, ch: Checklist, lookup: Lookup,
+             deny_info: Mapping[str, DenyInfo] | None = None) -> Report:
     """Run ``access`` on ``ch``; ``lookup(fact)`` supplies facts ACLs wait for."""
     lookups: dict[str, object] = {}
     while True:
@@ -47,7 +60,7 @@ def evaluate(access: AccessList, ch: Checklist, lookup, deny_info: dict | None =
     return report
 
 
-def tunnel_target(method: str, target):
+def tunnel_target(method: str, target: Target) -> Target | None:
     """The CONNECT a browser sends instead of ``method target`` for an https:// URL, or None.
 
     For HTTPS the proxy sees ``CONNECT host:port`` first: that request is what http_access
@@ -72,7 +85,7 @@ URL_ACL_TYPES = ("url_regex", "urlpath_regex")
 BUMPING_ACTIONS = frozenset({"bump", "client-first", "server-first", "stare"})
 
 
-def https_view(config, listen, ch: Checklist, lookup) -> HttpsView:
+def https_view(config: Config, listen: ListenAddress | None, ch: Checklist, lookup: Lookup) -> HttpsView:
     """Run ssl_bump's steps for the CONNECT in ``ch`` on the port ``listen``.  Step 2 takes
     the URL's host as the SNI a browser sends; step 3 cannot know the origin's certificate
     offline, so it is judged without it (ssl::server_name then uses the SNI)."""
@@ -85,7 +98,7 @@ def https_view(config, listen, ch: Checklist, lookup) -> HttpsView:
         return HttpsView(False, [], "no ssl_bump line: CONNECTs are spliced")
     steps: list[str] = []
 
-    def decide(step, *args):
+    def decide(step: Callable[..., Decision], *args: str) -> Decision:
         while True:
             try:
                 decision = step(rules, ch, *args)
@@ -119,7 +132,7 @@ def https_view(config, listen, ch: Checklist, lookup) -> HttpsView:
     return HttpsView(False, steps, "spliced at step 2" if second.next == bump.TUNNEL else "terminated")
 
 
-def https_blind_spots(config) -> list[tuple[str, str]]:
+def https_blind_spots(config: Config) -> list[tuple[str, str]]:
     """(FILE:LINE, note) for http_access lines whose URL or path ACLs can never see HTTPS:
     no port bumps, or no ssl_bump line can bump anything."""
     ports = [p for p in config.http_port if p.tls is not None and p.tls.ssl_bump]
@@ -139,7 +152,7 @@ def https_blind_spots(config) -> list[tuple[str, str]]:
 HOST_ACL_TYPES = ("dstdomain", "dstdom_regex", "dst", "ssl::server_name", "ssl::server_name_regex")
 
 
-def https_deny_pages(config) -> list[tuple[str, str]]:
+def https_deny_pages(config: Config) -> list[tuple[str, str]]:
     """(FILE:LINE, note) for http_access deny lines that block hosts while no port can show
     a refused CONNECT's page inside TLS (no ssl-bump port with a CA): HTTPS users of those
     hosts see their browser's own error, never the page."""
@@ -181,11 +194,11 @@ def render_tunnel_note(url: str, path: str, tunnel: Report, full: Report, view: 
     return "\n".join(lines)
 
 
-def _acl_text(negated: bool, acl) -> str:
+def _acl_text(negated: bool, acl: Acl) -> str:
     return f"{'!' if negated else ''}{acl.name} ({acl.type_name})"
 
 
-def _matched_text(negated: bool, acl) -> str:
+def _matched_text(negated: bool, acl: Acl) -> str:
     """One ACL of the deciding line, which matched as written: '!Safe_ports' matches
     because Safe_ports does not (the same answer -v shows as 'yes')."""
     if negated:

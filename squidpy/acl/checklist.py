@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from squidpy.http.message import field_text
+from squidpy.http.message import Fields, field_text
 from squidpy.http.url import rfc1738_unescape
 from squidpy.ip import ip_key
 
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from squidpy.acl.access import Acl
     from squidpy.auth.decide import Outcome
     from squidpy.exchange.exchange import ClientInfo
     from squidpy.log.entry import LogEntry
@@ -48,7 +49,7 @@ class AuthRequired(Exception):
     ends here and the client is challenged (Squid's ACCESS_AUTH_REQUIRED).
     ``acl``: the ACL that raised it (set by the access list), Squid's deny_info key."""
 
-    acl = None
+    acl: Acl | None = None
 
 
 class Undecided(Exception):
@@ -56,7 +57,7 @@ class Undecided(Exception):
     overloaded): the check ends here, denied (Squid's ACCESS_DUNNO); ``message``
     is shown on the error page as %o."""
 
-    acl = None
+    acl: Acl | None = None
 
     def __init__(self, message: str = ""):
         super().__init__(message)
@@ -83,7 +84,7 @@ class Checklist:
     src_name: str | None = None                 # reverse DNS of the client
     client_connections = 0
     reply_status: int | None = None
-    reply_headers: list[tuple[bytes, bytes]] | None = None
+    reply_headers: Fields | None = None
     user: str | None = None
     auth: Outcome | None = None                 # the request's authentication outcome (squidpy.auth.decide), once examined
     # set by the exchange: fills ``auth`` (and ``user``) at once and returns True when the
@@ -142,7 +143,7 @@ class Checklist:
         self.ip_literal = ip_literal    # the URL host is an IP address
         self.now = now
         self.notes: list[tuple[str, str]] = []     # annotations: helpers' (group=, log= ...) and annotate_* ACLs'
-        self.external: dict[tuple[str, str], tuple[str, list]] = {}   # (type, line) -> (result, notes)
+        self.external: dict[tuple[str, str], tuple[str, list[tuple[str, str]]]] = {}   # (type, line) -> (result, notes)
 
     def set_src(self, address: str) -> None:
         """Test ``address`` as the client from now on (follow_x_forwarded_for's indirect

@@ -5,24 +5,30 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
-from squidpy.acl.check import (challenges, evaluate, https_view, render, render_bumped_note, render_tunnel_note,
-                               tunnel_target)
+from squidpy.acl.check import (Lookup, Report, challenges, evaluate, https_view, render, render_bumped_note,
+                               render_tunnel_note, tunnel_target)
 from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Pending
 from squidpy.acl.indirect import IndirectClient
 from squidpy.cli_options import config_option, load_config
 from squidpy.http.url import (BadTarget, addressed_to_proxy, for_proxy, internal_target, own_names, parse_target,
                               with_domain)
 
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
+    from squidpy.http.message import Fields
+    from squidpy.http.url import Target
 
-def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklist | None = None,
-                 user: str | None = None, dst_name: str | None = None, client_name: str | None = None):
+
+def lookup_facts(target: Target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklist | None = None,
+                 user: str | None = None, dst_name: str | None = None, client_name: str | None = None) -> Lookup:
     """Facts for ACLs that need them: --dst, --dst-name, --client-name if given,
     else this machine's resolver; ``user`` (--user) stands for credentials a
     helper accepted."""
-    def lookup(fact: str):
+    def lookup(fact: str) -> object:
         if fact == "auth":
             from squidpy.auth.decide import DONE, NONE, Outcome
             if ch is not None:
@@ -67,8 +73,10 @@ def lookup_facts(target, client_ip: str, dst: tuple[str, ...] = (), ch: Checklis
 @click.option("--at", "at_time", help="pretend it is this local time, 'YYYY-MM-DD HH:MM' (time ACLs)")
 @click.option("--user", help="the authenticated user (proxy_auth ACLs); without it credentials are missing")
 @click.option("-v", "--verbose", is_flag=True, help="show every line tried and each ACL's answer")
-def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, client_name, local_ip,
-          local_port, port_name, connections, at_time, user, verbose):
+def check(url: str, client_ip: str, method: str, user_agent: str | None, referer: str | None,
+          headers: tuple[str, ...], dst: tuple[str, ...], dst_name: str | None, client_name: str | None,
+          local_ip: str, local_port: int, port_name: str, connections: int, at_time: str | None,
+          user: str | None, verbose: bool) -> None:
     """Which http_access line allows or denies URL, and which ACLs decided it.
 
     For CONNECT, give URL as host:port with --method CONNECT; a bare path
@@ -110,7 +118,7 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
         except ValueError:
             click.echo("squidpy check: --at takes 'YYYY-MM-DD HH:MM'", err=True)
             sys.exit(2)
-    def checklist(method, target):
+    def checklist(method: str, target: Target) -> Checklist:
         ch = Checklist(src=client_ip, method=method, url=target.url, scheme=target.scheme, host=target.host,
                        port=target.port, path=target.path, request_headers=request_headers, local_ip=local_ip,
                        local_port=local_port, port_name=port_name, now=now, ip_literal=target.ip_literal)
@@ -118,7 +126,7 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
         ch.to_proxy = target.kind == "internal"
         return ch
 
-    def decide(method, target, connect=None):
+    def decide(method: str, target: Target, connect: Checklist | None = None) -> tuple[Checklist, Report]:
         """``connect``: the CONNECT's checklist, for a request inside the connection it
         bumped (its user is the CONNECT's, squidpy.auth.decide.inherited)."""
         ch = checklist(method, target)
@@ -168,7 +176,7 @@ def check(url, client_ip, method, user_agent, referer, headers, dst, dst_name, c
     sys.exit(0)
 
 
-def follow_x_forwarded_for(config, ch: Checklist, request_headers, lookup) -> str | None:
+def follow_x_forwarded_for(config: Config, ch: Checklist, request_headers: Fields, lookup: Lookup) -> str | None:
     """The indirect client address the running proxy would find, or None when
     X-Forwarded-For is not followed; ACLs then test it if acl_uses_indirect_client."""
     values = [value for name, value in request_headers if name.lower() == b"x-forwarded-for"]

@@ -23,7 +23,7 @@ class DomainSet:
 
     _VALID = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._:[]")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.exact: set[str] = set()      # 'example.com': only itself
         self.wild: set[str] = set()       # '.example.com' stored as 'example.com'
         self._pending: list[tuple[str, str | None]] = []

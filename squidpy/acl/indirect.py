@@ -14,8 +14,14 @@ where it stopped once the fact is known.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from squidpy.acl.checklist import Checklist
 from squidpy.ip import ip_address, numeric_ipv4
+
+if TYPE_CHECKING:
+    from squidpy.acl.access import AccessList
 
 _SEPARATORS = ", \t\r\n\v\f"
 
@@ -55,7 +61,7 @@ class IndirectClient:
         self.rest = text[:start]
         return True
 
-    def run(self, access, ch: Checklist, move) -> None:
+    def run(self, access: AccessList, ch: Checklist, move: Callable[[str], None]) -> None:
         """Walk to the end; ``move(address)`` makes ``ch`` test that address.  May raise
         Pending: call again with the fact known."""
         while access.check(ch).allowed and self._take_last():

@@ -5,7 +5,9 @@ Lines are tried in order for each address squidpy connects to; a line applies
 only to destinations of its own IP version (Squid's implicit version test),
 and the first whose ACLs all match gives the address to bind.  Its ``dst``
 ACLs test the address being connected to, so when one is used the exchange
-looks the origin's addresses up first.  Pure.
+looks the origin's addresses up first.  A peer's ``standby=`` connections
+choose theirs the same way, for a request Squid makes up (:func:`for_standby`).
+Pure.
 """
 
 from __future__ import annotations
@@ -76,3 +78,28 @@ def outgoing_addresses(lines: list[OutgoingAddress], ch: Checklist) -> Bind | No
             ch.dst = known
         bind = Bind(by_address=tuple(pairs))
     return bind if bind.binds else None
+
+
+def outgoing_to(lines: list[OutgoingAddress], ch: Checklist, addresses: list[str],
+                peer_name: str | None = None) -> Bind | None:
+    """The local addresses for connections to ``addresses`` already known (a peer's,
+    an intercepted request's original destination): ``dst`` ACLs test them and
+    ``peername`` ACLs the peer connected to; the checklist is left as it was."""
+    known = ch.dst
+    ch.dst = list(addresses)
+    ch.dst_peer_name = peer_name
+    try:
+        return outgoing_addresses(lines, ch)
+    finally:
+        ch.dst = known
+        ch.dst_peer_name = None
+
+
+def for_standby(lines: list[OutgoingAddress], peer_name: str, peer_host: str, addresses: list[str]) -> Bind | None:
+    """The local addresses of a peer's standby connections.  Squid 5.7 (PeerPoolMgr)
+    opens them for a request it makes up: ``OPTIONS`` for ``*`` on the peer's host,
+    initiated by ``peer-pool``, with no client (``src`` ACLs see no address, ``::``),
+    connecting to the peer's addresses."""
+    ch = Checklist(src="::", method="OPTIONS", url=f"http://{peer_host}/*", host=peer_host, path="*")
+    ch.initiator = "peer-pool"
+    return outgoing_to(lines, ch, addresses, peer_name)

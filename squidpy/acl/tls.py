@@ -29,6 +29,8 @@ STEPS = (STEP1, STEP2, STEP3)
 class _ServerName:
     """Squid's ACLServerNameStrategy: which name(s) the server has at this point."""
 
+    flags: frozenset[str]           # the AclType's
+
     def _policy(self) -> str | None:
         chosen = [o for o in SERVER_NAME_OPTIONS if o in self.flags]
         return chosen[0] if chosen else None
@@ -116,7 +118,7 @@ class SslErrorAcl(AclType):
     name = "ssl_error"
     example = "ssl::certHasExpired X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.codes: set[int] = set()
 
@@ -143,7 +145,7 @@ class ServerCertFingerprintAcl(AclType):
     name = "server_cert_fingerprint"
     example = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.values: set[str] = set()
         self._warnings: list[AclWarning] = []
@@ -180,7 +182,7 @@ class _CertificateAttributeAcl(AclType):
     """``ATTRIBUTE VALUE ...``: one attribute of a name (``DN`` for the whole name as
     OpenSSL writes it on one line), the same attribute on every line."""
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.attribute: str | None = None
         self.oid: str | None = None
@@ -228,7 +230,7 @@ class UserCertAcl(_CertificateAttributeAcl):
     name = "user_cert"
     example = "CN alice bob"
 
-    def name_of(self, cert):
+    def name_of(self, cert: x509.Certificate) -> x509.Name:
         return cert.subject
 
 
@@ -238,7 +240,7 @@ class CaCertAcl(_CertificateAttributeAcl):
     name = "ca_cert"
     example = "O Example-Corp"
 
-    def name_of(self, cert):
+    def name_of(self, cert: x509.Certificate) -> x509.Name:
         return cert.issuer
 
 
@@ -250,7 +252,7 @@ class AtStepAcl(AclType):
     example = "SslBump1"
     NAMES = {s.lower(): s for s in (*STEPS, "GeneratingCONNECT")}
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.steps: set[str] = set()
 

@@ -16,12 +16,18 @@ from __future__ import annotations
 import random as _random
 import re
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from squidpy.acl.addresses import AddressSet, parse_address_entry
-from squidpy.acl.checklist import Checklist, Pending, ip_key
+from squidpy.acl.checklist import Checklist, Pending
 from squidpy.acl.domains import DomainSet, normalize_host
 from squidpy.config.posix_regex import PosixRegex, PosixRegexError
-from squidpy.http.message import field_text
+from squidpy.http.message import Fields, field_text
+from squidpy.ip import ip_key
+
+if TYPE_CHECKING:
+    from squidpy.acl.access import Acl, AclTable
 
 AclWarning = tuple[str | None, str]     # (file:line or None, message)
 LineNote = tuple[str | None, str, bool]  # (file:line, message, is a warning)
@@ -34,7 +40,7 @@ class AclType:
     flags_allowed: frozenset[str] = frozenset()   # options accepted before the values
     regex_values = False                 # values are regular expressions (read as Squid reads them)
     example = ""                         # one value line, for docs and `squidpy check`
-    table = None                         # the AclTable, for types whose values name ACLs
+    table: AclTable | None = None        # the AclTable, for types whose values name ACLs
 
     def __init__(self, flags: frozenset[str] = frozenset()):
         self.flags = flags
@@ -52,7 +58,8 @@ class AclType:
 
     def end_line(self) -> list[LineNote]:
         """The values of one line are in: errors and warnings about them."""
-        return self.__dict__.pop("_pending_notes", [])
+        notes: list[LineNote] = self.__dict__.pop("_pending_notes", [])
+        return notes
 
     def finish(self) -> list[AclWarning]:
         """Called once every value is in; returns warnings."""
@@ -69,7 +76,7 @@ _ALL_SPELLINGS = ("0/0", "0.0.0.0/0", "0.0.0.0/0.0.0.0", "0.0.0.0-255.255.255.25
 
 
 class _AddressAcl(AclType):
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.addresses = AddressSet()
 
@@ -127,7 +134,7 @@ class DstAcl(_AddressAcl):
 class _DomainAcl(AclType):
     flags_allowed = frozenset({"-n", "-i"})
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.domains = DomainSet()
 
@@ -138,7 +145,7 @@ class _DomainAcl(AclType):
         return self.domains.finish()
 
 
-def match_destination(acl: AclType, test, ch: Checklist) -> bool:
+def match_destination(acl: AclType, test: Callable[[str], bool], ch: Checklist) -> bool:
     """Squid's destination-domain rule (dstdomain, dstdom_regex): the URL host, and
     for an address written in the URL (unless ``-n``) the name its reverse lookup
     gives, or ``none`` when there is none."""
@@ -187,7 +194,7 @@ class _RangeAcl(AclType):
 
     low, high, what = 0, 65535, "port"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.values: set[int] = set()
         self.ranges: list[tuple[int, int]] = []
@@ -255,7 +262,7 @@ class MaxConnAcl(AclType):
     name = "maxconn"
     example = "20"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.limit: int | None = None
 
@@ -282,7 +289,7 @@ class _WordAcl(AclType):
 
     upper = True
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.words: set[str] = set()
 
@@ -370,7 +377,7 @@ class _RegexAcl(AclType):
     flags_allowed = frozenset({"-i", "+i"})
     regex_values = True
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.regexes: list[PosixRegex] = []
         self._line: list[tuple[str, str | None]] = []
@@ -566,7 +573,7 @@ class _HeaderAcl(AclType):
     flags_allowed = frozenset({"-i", "+i"})
     regex_values = True
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.header: bytes | None = None
         self.regex = _RegexAcl()
@@ -592,7 +599,7 @@ class _HeaderAcl(AclType):
     def end_line(self) -> list[LineNote]:
         return self.regex.end_line()
 
-    def headers(self, ch: Checklist):
+    def headers(self, ch: Checklist) -> Fields | None:
         raise NotImplementedError
 
     def match(self, ch: Checklist) -> bool:
@@ -608,7 +615,7 @@ class ReqHeaderAcl(_HeaderAcl):
     name = "req_header"
     example = "Accept-Language -i ^fr"
 
-    def headers(self, ch: Checklist):
+    def headers(self, ch: Checklist) -> Fields | None:
         return ch.request_headers
 
 
@@ -619,7 +626,7 @@ class RepHeaderAcl(_HeaderAcl):
     reply = True
     example = "Server -i ^nginx"
 
-    def headers(self, ch: Checklist):
+    def headers(self, ch: Checklist) -> Fields | None:
         return ch.reply_headers
 
 
@@ -644,7 +651,7 @@ class TimeAcl(AclType):
     name = "time"
     example = "MTWHF 08:00-17:30"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.windows: list[tuple[frozenset[int], int, int]] = []
         self._days: set[int] = set()
@@ -697,9 +704,9 @@ class TimeAcl(AclType):
 class _NamesAcl(AclType):
     """``any-of`` / ``all-of``: values are other ACL names, each may be negated with ``!``."""
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
-        self.lines: list[list[tuple[bool, object]]] = []
+        self.lines: list[list[tuple[bool, Acl]]] = []
 
     def begin_line(self, flags: frozenset[str]) -> None:
         self.lines.append([])
@@ -713,7 +720,7 @@ class _NamesAcl(AclType):
         self.lines[-1].append((negated, acl))
 
     @staticmethod
-    def _true(ch: Checklist, negated: bool, acl) -> bool:
+    def _true(ch: Checklist, negated: bool, acl: Acl) -> bool:
         return acl.match(ch) != negated
 
 
@@ -742,7 +749,7 @@ class _AnnotationAcl(AclType):
 
     flags_allowed = frozenset({"-m"})
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.delimiters = ""
 
@@ -766,7 +773,7 @@ class NoteAcl(_AnnotationAcl):
     name = "note"
     example = "color green"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.note_name: str | None = None
         self.values: set[str] = set()
@@ -804,7 +811,7 @@ class _AnnotateAcl(_AnnotationAcl):
     """``KEY=VALUE`` (replace) or ``KEY+=VALUE`` (append) pairs added when the ACL
     is evaluated; it always matches."""
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.pairs: list[tuple[str, str, bool]] = []
 
@@ -814,7 +821,7 @@ class _AnnotateAcl(_AnnotationAcl):
             raise ValueError(f"'{value}' is not an annotation KEY=VALUE or KEY+=VALUE")
         self.pairs.append((m.group(1), m.group(3), bool(m.group(2))))
 
-    def annotate(self, notes: list) -> None:
+    def annotate(self, notes: list[tuple[str, str]]) -> None:
         for key, value, append in self.pairs:
             values = _split(value, self.delimiters)
             if not append:
@@ -861,7 +868,7 @@ class HasAcl(AclType):
     name = "has"
     example = "response"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.parts: set[str] = set()
         self._count = 0
@@ -889,7 +896,7 @@ class RandomAcl(AclType):
     example = "1/10"
     rng = _random.Random()
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.probability = 0.0
 
@@ -900,8 +907,8 @@ class RandomAcl(AclType):
             if a <= 0 or b <= 0 or (m.group(2) == "/" and a > b):
                 raise ValueError(f"'{value}' is not a valid random share")
             self.probability = a / (a + b) if m.group(2) == ":" else a / b
-        elif re.match(r"^0\.[0-9]", value):
-            self.probability = float(re.match(r"^0\.[0-9]*", value).group(0))
+        elif fraction := re.match(r"^0\.[0-9]+", value):
+            self.probability = float(fraction.group(0))
         else:
             raise ValueError(f"'{value}' is not a random share (0.N, A/B or A:B)")
 
@@ -929,7 +936,7 @@ class _KnownNamesAcl(AclType):
     FACT = ""                       # the Checklist attribute compared
     UNKNOWN = "'{}' is not known"   # the complaint about a name not in KNOWN
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.names: set[str] = set()
 
@@ -992,7 +999,7 @@ class TransactionInitiatorAcl(AclType):
     name = "transaction_initiator"
     example = "client"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.initiators: set[str] = set()
 
@@ -1055,7 +1062,7 @@ class TagAcl(AclType):
     name = "tag"
     example = "vip"
 
-    def __init__(self, flags=frozenset()):
+    def __init__(self, flags: frozenset[str] = frozenset()) -> None:
         super().__init__(flags)
         self.tags: set[str] = set()
 

@@ -25,7 +25,14 @@ import hmac
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from squidpy.auth.decide import Outcome
+
+Notes = Iterable[tuple[str, str]]
+"""A helper's key=value notes (group=, log= ...)."""
 
 OK = "ok"
 FAILED = "failed"
@@ -55,7 +62,7 @@ class CachedUser:
     requeried_for: str | None = None   # Digest: the response a fresh HA1 was fetched for
     ips: "OrderedDict[str, float]" = field(default_factory=OrderedDict)
     header: bytes | None = None        # Basic: keyed hash of the whole Proxy-Authorization value accepted
-    accepted: object = None            # the Outcome a request with that value gets (squidpy.auth.decide)
+    accepted: Outcome | None = None    # the Outcome a request with that value gets
 
 
 def forget_addresses(entry: CachedUser, ip: str, strict: bool) -> None:
@@ -123,13 +130,13 @@ class UserCache:
             self.users.move_to_end(key)
         return entry
 
-    def remember_header(self, entry: CachedUser, header: bytes, accepted) -> None:
+    def remember_header(self, entry: CachedUser, header: bytes, accepted: Outcome | None) -> None:
         entry.header, entry.accepted = header, accepted
         if len(self.headers) >= MAX_USERS:
             self.headers.clear()
         self.headers[header] = entry
 
-    def record_basic(self, user: str, password: str, result: str, notes=()) -> CachedUser:
+    def record_basic(self, user: str, password: str, result: str, notes: Notes = ()) -> CachedUser:
         """The helper's verdict: ``OK`` and ``ERR`` are remembered, anything else is not."""
         entry = self._entry("basic", user)
         entry.secret = secret_digest(password)
@@ -142,7 +149,7 @@ class UserCache:
         self.collect()
         return self._entry("digest", f"{user}\0{realm}")
 
-    def record_ha1(self, user: str, realm: str, ha1: str | None, notes=()) -> CachedUser:
+    def record_ha1(self, user: str, realm: str, ha1: str | None, notes: Notes = ()) -> CachedUser:
         entry = self._entry("digest", f"{user}\0{realm}")
         entry.ha1 = ha1.lower() if ha1 else None
         entry.checked = self.clock()
@@ -150,7 +157,7 @@ class UserCache:
         entry.notes = list(notes) if ha1 else []
         return entry
 
-    def authenticated(self, scheme: str, user: str, notes=()) -> CachedUser:
+    def authenticated(self, scheme: str, user: str, notes: Notes = ()) -> CachedUser:
         """A connection-oriented scheme finished its handshake for ``user``."""
         entry = self._entry(scheme, user)
         entry.state, entry.checked, entry.notes = OK, self.clock(), list(notes)

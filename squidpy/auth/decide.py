@@ -14,13 +14,17 @@ Connection-oriented schemes (Negotiate, NTLM) keep their state in a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from squidpy.auth import credentials as cred
 from squidpy.auth.cache import FAILED, OK, UNCHECKED, CachedUser, UserCache, secret_digest
 from squidpy.auth.digest import STALE, UNKNOWN, VALID, NonceRules, NonceStore, response_matches
-from squidpy.auth.schemes import AuthConfig, challenges
+from squidpy.auth.schemes import AuthConfig, SchemeConfig, challenges
 from squidpy.helpers.protocol import escape
+
+KeyExtras = Callable[[str], "str | None"]
+"""A scheme's ``key_extras`` for the request being checked (None: it has none)."""
 
 NONE = "none"             # no credentials: challenge
 MALFORMED = "malformed"   # unreadable credentials: challenge again
@@ -68,7 +72,7 @@ class ConnectionAuth:
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig, cache: UserCache, clock):
+    def __init__(self, config: AuthConfig, cache: UserCache, clock: Callable[[], float]) -> None:
         self.config = config
         self.cache = cache
         self.basic = config.get("basic")
@@ -80,7 +84,7 @@ class Authenticator:
     # ------------------------------------------------------------ reading credentials
 
     def examine(self, value: str | bytes | None, method: str = "GET", accept_language: str | None = None,
-                conn: ConnectionAuth | None = None, extras=None) -> Outcome:
+                conn: ConnectionAuth | None = None, extras: KeyExtras | None = None) -> Outcome:
         """``extras(scheme)``: that scheme's ``key_extras`` for this request (or None):
         appended to the helper's line, and part of the key users are cached under, so
         one user seen with other extras is checked again (Squid's userKey)."""
@@ -115,7 +119,8 @@ class Authenticator:
             conn.last_header = value
         return outcome
 
-    def known(self, value: str | bytes | None, conn: ConnectionAuth | None = None, extras=None) -> Outcome | None:
+    def known(self, value: str | bytes | None, conn: ConnectionAuth | None = None,
+              extras: KeyExtras | None = None) -> Outcome | None:
         """The outcome of credentials already known good, without parsing them or asking
         a helper (the warm path, one dict probe): a logged-in Negotiate/NTLM connection,
         or a Basic ``Proxy-Authorization`` value accepted within credentialsttl.  None:
@@ -141,13 +146,13 @@ class Authenticator:
         return entry.accepted if entry is not None else None
 
     @staticmethod
-    def _header_key(value: str, basic, extras) -> bytes:
+    def _header_key(value: str, basic: SchemeConfig, extras: KeyExtras | None) -> bytes:
         """What a Basic header value is cached under: its keyed hash, with the request's
         key_extras when the scheme has them."""
         more = extras("basic") if extras is not None and basic.key_extras else None
         return secret_digest(f"{value}\0{more}" if more else value)
 
-    def _basic(self, creds: cred.Basic, config, extras: str | None = None) -> Outcome:
+    def _basic(self, creds: cred.Basic, config: SchemeConfig, extras: str | None = None) -> Outcome:
         key = _key(creds.user, extras)
         state, entry = self.cache.basic(key, creds.password, config.credentialsttl)
         if state == OK:
@@ -157,7 +162,7 @@ class Authenticator:
         line = _line(f"{escape(creds.user)} {escape(creds.password)}", extras)
         return Outcome(ASK, "basic", creds.user, line=line, entry=entry, credentials=creds, extras=extras)
 
-    def _digest(self, creds: cred.Digest, config, method: str, extras: str | None = None) -> Outcome:
+    def _digest(self, creds: cred.Digest, config: SchemeConfig, method: str, extras: str | None = None) -> Outcome:
         if creds.realm != config.realm:
             return Outcome(MALFORMED, "digest", message="the Digest realm is not ours")
         entry = self.cache.digest_user(creds.user, _key(creds.realm, extras))
@@ -175,7 +180,8 @@ class Authenticator:
                            message="the nonce is stale")
         return Outcome(DONE, "digest", creds.user, notes=entry.notes, entry=entry)
 
-    def _ask_ha1(self, creds: cred.Digest, config, entry, extras: str | None = None) -> Outcome:
+    def _ask_ha1(self, creds: cred.Digest, config: SchemeConfig, entry: CachedUser,
+                 extras: str | None = None) -> Outcome:
         user = creds.user
         if config.utf8:
             user = cred.to_utf8(user.encode("latin-1", "replace"), None).decode("utf-8")

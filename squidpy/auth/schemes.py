@@ -8,6 +8,7 @@ Squid offers them; a scheme is active once it has a ``program``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from squidpy.config.values import parse_onoff, parse_time
@@ -63,7 +64,7 @@ class SchemeConfig:
 class AuthConfig:
     """Every ``auth_param`` line, by scheme, in the order Squid offers them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.schemes: dict[str, SchemeConfig] = {}
 
     def active(self) -> list[SchemeConfig]:
@@ -76,7 +77,7 @@ class AuthConfig:
     def __bool__(self) -> bool:
         return bool(self.active())
 
-    def parse_line(self, args: list[str], rest: str, where: str, warn) -> None:
+    def parse_line(self, args: list[str], rest: str, where: str, warn: Callable[[str], None]) -> None:
         """``auth_param SCHEME PARAMETER VALUE ...``; ``rest`` is the raw text after
         the directive name (realm keeps its spaces)."""
         if len(args) < 2:
@@ -156,7 +157,7 @@ def basic_challenge(config: SchemeConfig) -> str:
     return f'Basic realm="{realm}"'
 
 
-def challenges(auth: AuthConfig, new_nonce, handshake: dict[str, str] | None = None,
+def challenges(auth: AuthConfig, new_nonce: Callable[[], str], handshake: dict[str, str] | None = None,
                stale_digest: bool = False, digest_nonce: str | None = None) -> list[str]:
     """The ``Proxy-Authenticate`` values of a 407, one per active scheme, in order.
     ``new_nonce()`` makes a Digest nonce; ``handshake`` maps a connection-oriented

@@ -15,10 +15,14 @@ import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
 from squidpy.cli_options import config_option, load_config
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 
 @dataclass
@@ -31,7 +35,7 @@ class Answer:
     internal: bool        # addressed to the proxy itself (origin-form)
 
 
-def _address(config) -> tuple[str, int]:
+def _address(config: Config) -> tuple[str, int]:
     listen = config.http_port[0]
     host = listen.host or "127.0.0.1"
     if host in ("0.0.0.0", "::"):
@@ -43,7 +47,7 @@ def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _ask(config, method: str, target: str) -> Answer | None:
+def _ask(config: Config, method: str, target: str) -> Answer | None:
     """None when nothing listens (squidpy is not running)."""
     host, port = _address(config)
     if port == 0:
@@ -64,7 +68,7 @@ def _ask(config, method: str, target: str) -> Answer | None:
         conn.close()
 
 
-def _offline_store(config):
+def _offline_store(config: Config):
     if config.cache_dir is None:
         click.echo("squidpy cache: squidpy is not running and there is no cache_dir "
                    "(a memory-only cache lives and dies with the process)", err=True)
@@ -73,7 +77,7 @@ def _offline_store(config):
     return DiskTier(config.cache_dir.path, config.cache_dir.size_mb, config.cache_replacement_policy)
 
 
-def _denied(config, answer: Answer, what: str) -> None:
+def _denied(config: Config, answer: Answer, what: str) -> None:
     """A 403: say which http_access line refused it, as 'squidpy check' would; a 407:
     the proxy wants credentials this command does not send."""
     if answer.status == 407:
@@ -87,7 +91,7 @@ def _denied(config, answer: Answer, what: str) -> None:
         sys.exit(1)
 
 
-def explain_refusal(config, answer: Answer) -> str:
+def explain_refusal(config: Config, answer: Answer) -> str:
     """The http_access decision for the request this command made, from the configuration file."""
     from squidpy.acl.check import evaluate, render
     from squidpy.acl.checklist import AuthRequired, Checklist, ExternalPending, Undecided

@@ -4,6 +4,10 @@ CheckQuickAbortIsReasonable), as a pure function of what the exchange knows."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 
 @dataclass(frozen=True)
@@ -16,7 +20,7 @@ class QuickAbort:
     percent: int = 95
 
     @classmethod
-    def from_config(cls, config) -> "QuickAbort":
+    def from_config(cls, config: Config) -> "QuickAbort":
         return cls(config.quick_abort_min, config.quick_abort_max, config.quick_abort_pct)
 
 

@@ -8,13 +8,17 @@ text and parsed by the same code as the admin's lines.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from squidpy.acl.access import AccessList, AccessRule, acl_key
-from squidpy.acl.types import ACL_TYPES, NOT_IMPLEMENTED, RENAMED
-from squidpy.config.reader import QUOTED, ConfigError, read_word_file
-from squidpy.config.registry import APPEND, COMPAT_DOC, CUSTOM, did_you_mean, directive
+from squidpy.acl.types import ACL_TYPES, NOT_IMPLEMENTED, RENAMED, AclType
+from squidpy.config.reader import QUOTED, ConfigError, Words, read_word_file
+from squidpy.config.registry import APPEND, COMPAT_DOC, CUSTOM, Report, did_you_mean, directive
+from squidpy.config.settings import PacDirect
 from squidpy.config.values import (
+    ListenAddress,
     parse_http_port,
     parse_int,
     parse_ip,
@@ -29,19 +33,25 @@ from squidpy.http.upgrade import UpgradeRules
 from squidpy.log.destination import Destination, parse_destination
 from squidpy.log.logformat import PREDEFINED_FORMATS, compile_format
 
+if TYPE_CHECKING:
+    from squidpy.acl.outgoing import OutgoingAddress
+    from squidpy.cache.refresh import RefreshPattern
+    from squidpy.config.loader import Config, ParseContext
+    from squidpy.mgr.request import CacheMgrPasswd
 
-def _time(default_unit: str):
-    def parse(args, ctx):
+
+def _time(default_unit: str) -> Callable[[list[str], ParseContext], float]:
+    def parse(args: list[str], ctx: ParseContext) -> float:
         value, rest = take_time(args, default_unit, ctx.warn)
         ctx.ignore_extra(rest)
         return value
     return parse
 
 
-def _size(default_unit: str = "bytes", none: int | None = None):
+def _size(default_unit: str = "bytes", none: int | None = None) -> Callable[[list[str], ParseContext], int]:
     """A size; a bare number is in ``default_unit`` (bytes for every Squid size
     directive but a few); ``none``/``-1`` mean ``none`` (refused when None)."""
-    def parse(args, ctx):
+    def parse(args: list[str], ctx: ParseContext) -> int:
         value, rest = take_size(args, default_unit, ctx.warn)
         ctx.ignore_extra(rest)
         if value == -1:
@@ -52,29 +62,32 @@ def _size(default_unit: str = "bytes", none: int | None = None):
     return parse
 
 
-def _int(minimum: int = 0, maximum: int | None = None):
-    def parse(args, ctx):
-        ctx.ignore_extra(args[1:])
+def _int(minimum: int = 0, maximum: int | None = None,
+         warn_extra: bool = True) -> Callable[[list[str], ParseContext], int]:
+    """A number; ``warn_extra=False``: words after it are ignored without a warning."""
+    def parse(args: list[str], ctx: ParseContext) -> int:
+        if warn_extra:
+            ctx.ignore_extra(args[1:])
         return parse_int(args, minimum, maximum)
     return parse
 
 
-def _onoff(args, ctx):
+def _onoff(args: list[str], ctx: ParseContext) -> bool:
     if args and args[0] in ("enable", "disable"):
         ctx.warn(f"'{args[0]}' is deprecated: write '{'on' if args[0] == 'enable' else 'off'}'")
     ctx.ignore_extra(args[1:])
     return parse_onoff(args)
 
 
-def _word(args, ctx):
+def _word(args: list[str], ctx: ParseContext) -> str:
     if not args:
         raise ValueError("expected one value")
     ctx.ignore_extra(args[1:])
     return args[0]
 
 
-def _choice(*choices: str):
-    def parse(args, ctx):
+def _choice(*choices: str) -> Callable[[list[str], ParseContext], str]:
+    def parse(args: list[str], ctx: ParseContext) -> str:
         if not args or args[0] not in choices:
             raise ValueError(f"expected one of: {', '.join(choices)}")
         ctx.ignore_extra(args[1:])
@@ -82,17 +95,33 @@ def _choice(*choices: str):
     return parse
 
 
-def _path_or_none(args, ctx):
+def _path(args: list[str], ctx: ParseContext) -> str:
+    return ctx.path(_word(args, ctx))
+
+
+def _directory(args: list[str], ctx: ParseContext) -> str:
+    return ctx.directory(_word(args, ctx))
+
+
+def _rest_of_line(args: list[str], ctx: ParseContext) -> str:
+    return ctx.rest.strip()
+
+
+def _path_or_none(args: list[str], ctx: ParseContext) -> str | None:
     value = _word(args, ctx)
     return None if value == "none" else ctx.path(value)
 
 
 # ---------------------------------------------------------------- network
 
+def _http_port(args: list[str], ctx: ParseContext) -> ListenAddress:
+    return parse_http_port(args, ctx.warn, ctx.path, where=ctx.where)
+
+
 directive(
     "http_port", "[ADDRESS:]PORT [intercept|tproxy] [name=NAME] [require-proxy-header] "
     "[ssl-bump tls-cert=CA.pem [tls-key=FILE] [TLS options]]",
-    lambda args, ctx: parse_http_port(args, ctx.warn, ctx.path, where=ctx.where),
+    _http_port,
     "3128", "Network", kind=APPEND,
     doc="""Where squidpy listens for browsers. A bare port listens on every IPv4
     and IPv6 address; write 127.0.0.1:3128 or [::1]:3128 to listen on one.
@@ -145,7 +174,7 @@ directive(
 )
 
 
-def _user_or_none(args, ctx):
+def _user_or_none(args: list[str], ctx: ParseContext) -> str | None:
     value = _word(args, ctx)
     return None if value == "none" else value
 
@@ -170,7 +199,7 @@ directive(
 
 
 
-def _outgoing_address(args, ctx):
+def _outgoing_address(args: list[str], ctx: ParseContext) -> OutgoingAddress:
     from squidpy.acl.outgoing import OutgoingAddress
     if not args:
         raise ValueError("expected: tcp_outgoing_address ADDRESS [[!]ACL ...]")
@@ -223,7 +252,7 @@ directive("half_closed_clients", "on|off", _onoff, "off", "Network",
           until the request's read_timeout, as it would for a client that merely
           stalls. Either way, requests read completely before the EOF are
           answered, then the connection is closed.""")
-def _hostname_aliases(args, ctx):
+def _hostname_aliases(args: list[str], ctx: ParseContext) -> list[str]:
     if not args:
         raise ValueError("expected one or more host names")
     return [a.lower().rstrip(".") for a in args]
@@ -239,7 +268,7 @@ directive(
 # ---------------------------------------------------------------- access control
 
 
-def _acl_options(words, cls) -> tuple[list[str], list[str]]:
+def _acl_options(words: Words, cls: type[AclType]) -> tuple[list[str], list[str]]:
     """Squid's ACL options: the words before the values that start with '-' or '+'
     (``-n``, ``-m=;``, ``--`` ends them).  Returns (options, flags the values
     carry: a regular expression's leading -i/+i)."""
@@ -267,14 +296,14 @@ def _acl_options(words, cls) -> tuple[list[str], list[str]]:
     return options, carried
 
 
-def _acl_values(words, cls, ctx, name: str) -> list[tuple[str, str]]:
+def _acl_values(words: Words, cls: type[AclType], ctx: ParseContext, name: str) -> list[tuple[str, str]]:
     """The values of an acl line with where each came from (Squid's strtokFile):
     a word in quotes names a file of values, unless quoted values are on."""
     quoted_values = bool(ctx.config.configuration_includes_quoted_values)
     if quoted_values and cls.regex_values:
         raise ValueError("regular expressions cannot be read while configuration_includes_quoted_values "
                          "is on (as in Squid); turn it off around this line")
-    values = []
+    values: list[tuple[str, str]] = []
     while (word := words.next(quoted_pair=cls.regex_values)) is not None:
         if not quoted_values and word[:1] in ("\"", "'"):
             file_name = re.split("[\"']", word[1:], maxsplit=1)[0]
@@ -294,7 +323,7 @@ def _acl_values(words, cls, ctx, name: str) -> list[tuple[str, str]]:
     return values
 
 
-def _acl(args, ctx):
+def _acl(args: list[str], ctx: ParseContext) -> None:
     words = ctx.words()
     name, type_name = words.next(), words.next()
     if name is None or type_name is None:
@@ -328,8 +357,8 @@ def _acl(args, ctx):
             acl.matcher.add(value, where)
         except ValueError as e:
             ctx.error_at(where, f"ACL '{name}': {e}")
-    for where, message, warning in acl.matcher.end_line():
-        (ctx.warn_at if warning else ctx.error_at)(where or ctx.where, f"ACL '{name}': {message}")
+    for at, message, warning in acl.matcher.end_line():
+        (ctx.warn_at if warning else ctx.error_at)(at or ctx.where, f"ACL '{name}': {message}")
 
 
 directive(
@@ -345,8 +374,8 @@ directive(
 )
 
 
-def _access_list(list_name: str, allow_reply: bool = False):
-    def parse(args, ctx):
+def _access_list(list_name: str, allow_reply: bool = False) -> Callable[[list[str], ParseContext], None]:
+    def parse(args: list[str], ctx: ParseContext) -> None:
         getattr(ctx.config, list_name).add_rule(
             args, ctx.config.acls, ctx.where, ctx.text, allow_reply=allow_reply, warn=ctx.warn)
     return parse
@@ -429,7 +458,7 @@ directive(
 )
 
 
-def _upgrade_protocols(args, ctx):
+def _upgrade_protocols(args: list[str], ctx: ParseContext) -> None:
     ctx.config.http_upgrade_request_protocols.add_rule(args, ctx.config.acls, ctx.where, ctx.text)
 
 
@@ -472,7 +501,7 @@ _STATUS_PREFIX = re.compile(r"^([1-5]\d\d):(.+)$")
 _PAGE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def _deny_info(args, ctx):
+def _deny_info(args: list[str], ctx: ParseContext) -> None:
     if len(args) < 2:
         raise ValueError("expected: deny_info ERR_PAGE|URL|NNN:URL|TCP_RESET ACL ...")
     target, names = args[0], args[1:]
@@ -529,7 +558,7 @@ class AccessLogSpec:
     on_error: str = "die"              # on-error=die|drop: what a destination that fails does
 
 
-def _logformat(args, ctx):
+def _logformat(args: list[str], ctx: ParseContext) -> None:
     name, _, spec = ctx.rest.partition(" ")
     spec = spec.strip()
     if not name or not spec:
@@ -550,7 +579,7 @@ directive(
 )
 
 
-def _access_log(args, ctx):
+def _access_log(args: list[str], ctx: ParseContext) -> AccessLogSpec:
     if not args:
         raise ValueError("expected: access_log DESTINATION [logformat=NAME] [option=VALUE ...] [ACL ...]")
     destination = parse_destination(args[0], ctx.path)
@@ -614,13 +643,13 @@ directive(
 )
 
 directive(
-    "syslog_socket", "PATH", lambda args, ctx: ctx.path(_word(args, ctx)), "/dev/log", "Logging", squid=False,
+    "syslog_socket", "PATH", _path, "/dev/log", "Logging", squid=False,
     doc="""squidpy extension: the local syslog daemon's UNIX datagram socket,
     where 'access_log syslog:...' lines go.""",
 )
 
 directive(
-    "cache_log", "PATH", lambda args, ctx: ctx.path(_word(args, ctx)), "${state_dir}/cache.log", "Logging",
+    "cache_log", "PATH", _path, "${state_dir}/cache.log", "Logging",
     doc="""squidpy's diagnostics: start-up, reconfiguration, errors talking
     to origins, configuration warnings. Each line starts with the time.""",
 )
@@ -658,15 +687,15 @@ directive(
 )
 
 
-def _header_access(direction: str):
-    def parse(args, ctx):
+def _header_access(direction: str) -> Callable[[list[str], ParseContext], None]:
+    def parse(args: list[str], ctx: ParseContext) -> None:
         getattr(ctx.config, f"{direction}_header_access").add_access(
             args, ctx.config.acls, ctx.where, ctx.text, warn=ctx.warn)
     return parse
 
 
-def _header_replace(direction: str):
-    def parse(_args, ctx):
+def _header_replace(direction: str) -> Callable[[list[str], ParseContext], None]:
+    def parse(_args: list[str], ctx: ParseContext) -> None:
         name, value = (ctx.rest.strip().split(None, 1) + ["", ""])[:2]
         if ctx.config.configuration_includes_quoted_values and value[:1] in ("\"", "'"):
             value = ctx.words().all()[1]       # Squid's NextQuotedOrToEol: a quoted value is unquoted
@@ -676,8 +705,8 @@ def _header_replace(direction: str):
     return parse
 
 
-def _header_add(direction: str):
-    def parse(_args, ctx):
+def _header_add(direction: str) -> Callable[[list[str], ParseContext], None]:
+    def parse(_args: list[str], ctx: ParseContext) -> None:
         words = ctx.words()
         name = words.next()
         words.quoted_values = True          # the value may be quoted whatever the setting (Squid's NextQuotedToken)
@@ -761,7 +790,7 @@ directive(
 )
 
 
-def _follow_xff(args, ctx):
+def _follow_xff(args: list[str], ctx: ParseContext) -> None:
     ctx.config.follow_x_forwarded_for.add_rule(args, ctx.config.acls, ctx.where, ctx.text, warn=ctx.warn)
 
 
@@ -851,7 +880,7 @@ class SizeRule:
     filter: AccessRule | None
 
 
-def _reply_body_max_size(args, ctx):
+def _reply_body_max_size(args: list[str], ctx: ParseContext) -> SizeRule:
     if not args:
         raise ValueError("expected: reply_body_max_size SIZE [ACL ...]")
     size, rest = take_size(args, "bytes", ctx.warn)
@@ -891,7 +920,7 @@ directive("max_filedescriptors", "N", _int(0), "0", "Limits",
 # ---------------------------------------------------------------- error pages
 
 directive(
-    "error_directory", "DIRECTORY", lambda args, ctx: ctx.directory(_word(args, ctx)), None, "Error pages",
+    "error_directory", "DIRECTORY", _directory, None, "Error pages",
     doc="""A directory of error page templates named as Squid names them
     (ERR_ACCESS_DENIED ...). Templates missing there are taken from
     squidpy's built-in set. Templates use Squid's % codes (docs/errors.md).
@@ -900,7 +929,7 @@ directive(
 )
 
 
-def _language(args, ctx):
+def _language(args: list[str], ctx: ParseContext) -> str:
     tag = _word(args, ctx).lower()
     if not re.fullmatch(r"[a-z*-]+", tag.replace("_", "-")):
         raise ValueError(f"'{args[0]}' is not a language tag (en, de, pt-br ...)")
@@ -933,7 +962,7 @@ directive("email_err_data", "on|off", _onoff, "on", "Error pages",
           link to cache_mgr (write href="mailto:%w%W"), telling what happened:
           the page, the time, the client's address and the request (credentials
           and cookies left out).""")
-directive("err_html_text", "TEXT", lambda args, ctx: ctx.rest.strip(), None, "Error pages", reads_line=True,
+directive("err_html_text", "TEXT", _rest_of_line, None, "Error pages", reads_line=True,
           doc="""HTML put on error pages where a template says %L (the rest of the
           line, as written, not escaped).""")
 
@@ -945,7 +974,7 @@ directive(
 # ---------------------------------------------------------------- cache manager and metrics
 
 
-def _cachemgr_passwd(args, ctx):
+def _cachemgr_passwd(args: list[str], ctx: ParseContext) -> CacheMgrPasswd:
     from squidpy.mgr.actions import ACTIONS, SQUID_ONLY
     from squidpy.mgr.request import CacheMgrPasswd
     if not args:
@@ -975,7 +1004,7 @@ directive(
 )
 
 
-def _metrics_port(args, ctx):
+def _metrics_port(args: list[str], ctx: ParseContext) -> ListenAddress:
     return parse_http_port(args, ctx.warn, kind="metrics")
 
 
@@ -1005,7 +1034,7 @@ def _pool_number(text: str, count: int | None, directive: str, count_directive: 
     return number
 
 
-def _delay_class(args, ctx):
+def _delay_class(args: list[str], ctx: ParseContext) -> None:
     from squidpy.delay import CLASS_MEMBERS
     if len(args) < 2:
         raise ValueError("expected: delay_class POOL CLASS")
@@ -1019,7 +1048,7 @@ def _delay_class(args, ctx):
     ctx.config.delay_class[pool] = (int(args[1]), ctx.where)
 
 
-def _delay_parameters(args, ctx):
+def _delay_parameters(args: list[str], ctx: ParseContext) -> None:
     from squidpy.delay import CLASS_MEMBERS, parse_rate
     if not args:
         raise ValueError("expected: delay_parameters POOL RATE ...")
@@ -1034,8 +1063,8 @@ def _delay_parameters(args, ctx):
     ctx.config.delay_parameters[pool] = (rates, ctx.where)
 
 
-def _pool_access(count_directive: str, table: str, allow_reply: bool):
-    def parse(args, ctx):
+def _pool_access(count_directive: str, table: str, allow_reply: bool) -> Callable[[list[str], ParseContext], None]:
+    def parse(args: list[str], ctx: ParseContext) -> None:
         if len(args) < 2:
             raise ValueError(f"expected: {table} POOL allow|deny [!]ACL ...")
         pool = _pool_number(args[0], getattr(ctx.config, count_directive), table, count_directive)
@@ -1044,7 +1073,7 @@ def _pool_access(count_directive: str, table: str, allow_reply: bool):
     return parse
 
 
-def _client_delay_parameters(args, ctx):
+def _client_delay_parameters(args: list[str], ctx: ParseContext) -> None:
     if len(args) != 3:
         raise ValueError("expected: client_delay_parameters POOL SPEED_LIMIT MAX_BUCKET_SIZE")
     pool = _pool_number(args[0], ctx.config.client_delay_pools, "client_delay_parameters", "client_delay_pools")
@@ -1053,7 +1082,7 @@ def _client_delay_parameters(args, ctx):
 
 
 directive(
-    "delay_pools", "N", lambda args, ctx: parse_int(args, 0, 65535), "0", "Delay pools",
+    "delay_pools", "N", _int(0, 65535, warn_extra=False), "0", "Delay pools",
     doc="""How many delay pools (bandwidth limits on what is fetched from origin
     servers) there are; delay_class, delay_parameters and delay_access lines
     then configure pools 1 to N, and must come after this line. Delay pools
@@ -1091,13 +1120,13 @@ directive(
     lookup do not match.""",
 )
 directive(
-    "delay_initial_bucket_level", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "50", "Delay pools",
+    "delay_initial_bucket_level", "PERCENT", _int(0, 100, warn_extra=False), "50", "Delay pools",
     doc="""How full a bucket starts, in percent of its maximum: when squidpy
     starts or is reconfigured (aggregate buckets) and when a host, network,
     user or tag is first seen.""",
 )
 directive(
-    "client_delay_pools", "N", lambda args, ctx: parse_int(args, 0, 65535), "0", "Delay pools",
+    "client_delay_pools", "N", _int(0, 65535, warn_extra=False), "0", "Delay pools",
     doc="""How many client delay pools (bandwidth limits on what squidpy sends to
     clients, hits included) there are; client_delay_parameters and
     client_delay_access lines then configure pools 1 to N, after this line.""",
@@ -1119,7 +1148,7 @@ directive(
     used.""",
 )
 directive(
-    "client_delay_initial_bucket_level", "PERCENT", lambda args, ctx: parse_int(args, 0), "50", "Delay pools",
+    "client_delay_initial_bucket_level", "PERCENT", _int(0, warn_extra=False), "50", "Delay pools",
     doc="""How full a client's bucket starts, in percent of MAX_BUCKET_SIZE; over
     100 gives a larger first burst, spent before the bucket refills (as in Squid).""",
 )
@@ -1128,14 +1157,14 @@ directive(
 # ---------------------------------------------------------------- proxy auto-configuration
 
 
-def _pac_proxy(args, ctx):
+def _pac_proxy(args: list[str], ctx: ParseContext) -> list[str]:
     from squidpy.pac import parse_proxy
     if not args:
         raise ValueError("expected one or more HOST:PORT")
     return [parse_proxy(word) for word in args]
 
 
-def _pac_direct(args, ctx):
+def _pac_direct(args: list[str], ctx: ParseContext) -> list[PacDirect]:
     from squidpy.pac import parse_direct
     if not args:
         raise ValueError("expected domains (.example.lan) or networks (10.0.0.0/8)")
@@ -1180,7 +1209,7 @@ directive(
 # ---------------------------------------------------------------- DNS
 
 
-def _nameservers(args, ctx):
+def _nameservers(args: list[str], ctx: ParseContext) -> list[tuple[str, int]]:
     if not args:
         raise ValueError("expected one or more IP addresses")
     servers = []
@@ -1202,7 +1231,7 @@ directive(
     /etc/hosts are always answered from there first. squidpy also accepts
     IP:PORT (and [IPv6]:PORT) for a server on another port than 53.""",
 )
-def _append_domain(args, ctx):
+def _append_domain(args: list[str], ctx: ParseContext) -> str:
     domain = _word(args, ctx)
     if not domain.startswith("."):
         raise ValueError("append_domain must begin with a '.' (as Squid requires)")
@@ -1218,7 +1247,7 @@ directive(
 )
 
 
-def _hosts_file(args, ctx):
+def _hosts_file(args: list[str], ctx: ParseContext) -> str | None:
     value = _word(args, ctx)
     return None if value == "none" else ctx.path(value)
 
@@ -1241,19 +1270,19 @@ directive("positive_dns_ttl", "TIME", _time("second"), "6 hours", "DNS",
 directive("negative_dns_ttl", "TIME", _time("second"), "1 minute", "DNS",
           doc="""How long a failed DNS lookup is remembered before it is tried
           again.""")
-directive("ipcache_size", "N", lambda args, ctx: parse_int(args, 0), "1024", "DNS",
+directive("ipcache_size", "N", _int(0, warn_extra=False), "1024", "DNS",
           doc="""Most names whose DNS answers (addresses or failures) are
           remembered. Past the high-water mark the least recently used are
           forgotten down to the low-water mark, so endless distinct names cannot
           grow the proxy's memory.""")
-directive("ipcache_low", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "90", "DNS",
+directive("ipcache_low", "PERCENT", _int(0, 100, warn_extra=False), "90", "DNS",
           doc="""The low-water mark of the DNS cache, in percent of ipcache_size:
           trimming stops below it.""")
-directive("ipcache_high", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "95", "DNS",
+directive("ipcache_high", "PERCENT", _int(0, 100, warn_extra=False), "95", "DNS",
           doc="""The high-water mark of the DNS cache, in percent of ipcache_size:
           holding more entries than this starts trimming (Squid trims every 10
           seconds; squidpy as soon as the mark is passed).""")
-directive("fqdncache_size", "N", lambda args, ctx: parse_int(args, 0), "1024", "DNS",
+directive("fqdncache_size", "N", _int(0, warn_extra=False), "1024", "DNS",
           doc="""Most addresses whose names (reverse DNS, for srcdomain and for
           dstdomain on address URLs) are remembered; trimmed like ipcache_size,
           with fixed marks of 90 and 95 percent.""")
@@ -1272,7 +1301,7 @@ class CacheDir:
 SQUID_STORES = ("ufs", "aufs", "diskd", "rock")
 
 
-def _cache_dir(args, ctx):
+def _cache_dir(args: list[str], ctx: ParseContext) -> CacheDir:
     """Squid's ``cache_dir TYPE PATH MB ...``: every type is kept in one diskcache store
     at PATH, MB megabytes at most; ufs/aufs/diskd take Squid's L1 L2 too (unused here)."""
     if len(args) < 3:
@@ -1297,7 +1326,7 @@ def _cache_dir(args, ctx):
 REPLACEMENT_POLICIES = ("lru", "heap GDSF", "heap LFUDA", "heap LRU")
 
 
-def _replacement_policy(args, ctx):
+def _replacement_policy(args: list[str], ctx: ParseContext) -> str:
     """Squid's removal policies: ``lru``, ``heap GDSF``, ``heap LFUDA``, ``heap LRU``."""
     text = " ".join(args)
     for policy in REPLACEMENT_POLICIES:
@@ -1306,7 +1335,7 @@ def _replacement_policy(args, ctx):
     raise ValueError(f"expected one of: {', '.join(REPLACEMENT_POLICIES)}")
 
 
-def _refresh_pattern(args, ctx):
+def _refresh_pattern(args: list[str], ctx: ParseContext) -> RefreshPattern:
     from squidpy.cache.refresh import parse_refresh_pattern
     if ctx.config.configuration_includes_quoted_values:
         raise ValueError("regular expressions cannot be read while configuration_includes_quoted_values is on "
@@ -1397,7 +1426,7 @@ directive("refresh_all_ims", "on|off", _onoff, "off", "Cache",
           doc="""A client If-Modified-Since always makes squidpy revalidate the stored
           reply with the origin first, even when it is fresh (refresh-ims for
           every URL).""")
-def _kb_or_negative(args, ctx):
+def _kb_or_negative(args: list[str], ctx: ParseContext) -> int:
     """A size in KB (Squid's kb_int64_t); a negative one means "no limit" (-1)."""
     if args and args[0].startswith("-"):
         parse_size([args[0][1:]] + args[1:], "KB")
@@ -1411,7 +1440,7 @@ directive("quick_abort_min", "SIZE", _kb_or_negative, "16 KB", "Cache",
           -1 KB: always, while it is being stored. See quick_abort_pct.""")
 directive("quick_abort_max", "SIZE", _size("KB"), "16 KB", "Cache",
           doc="""... and is abandoned if more than this is left (0 KB for both: never go on).""")
-directive("quick_abort_pct", "PERCENT", lambda args, ctx: parse_int(args, 0, 100), "95", "Cache",
+directive("quick_abort_pct", "PERCENT", _int(0, 100, warn_extra=False), "95", "Cache",
           doc="""... and otherwise goes on if more than this percentage has arrived.
           A reply whose length is unknown is abandoned; one that other clients wait
           for (collapsed_forwarding) always goes on. As Squid's quick_abort.""")
@@ -1423,7 +1452,7 @@ directive("cache_miss_revalidate", "on|off", _onoff, "on", "Cache",
 directive("offline_mode", "on|off", _onoff, "off", "Cache",
           doc="""Serve every stored object without asking the origin, however
           stale (TCP_OFFLINE_HIT): for a network that is down.""")
-def _range_offset_limit(args, ctx):
+def _range_offset_limit(args: list[str], ctx: ParseContext) -> SizeRule:
     if not args:
         raise ValueError("expected: range_offset_limit SIZE|none [[!]ACL ...]")
     size, rest = take_size(args, "bytes", ctx.warn)
@@ -1453,7 +1482,7 @@ directive("collapsed_forwarding", "on|off", _onoff, "on", "Cache",
 
 # ---------------------------------------------------------------- peers
 
-def _cache_peer(args, ctx):
+def _cache_peer(args: list[str], ctx: ParseContext) -> None:
     from squidpy.peers.peer import parse_cache_peer
     peer = parse_cache_peer(args, ctx.warn, ctx.path)
     peers = ctx.config.cache_peer
@@ -1466,7 +1495,7 @@ def _cache_peer(args, ctx):
     peers.append(peer)
 
 
-def _cache_peer_access(args, ctx):
+def _cache_peer_access(args: list[str], ctx: ParseContext) -> None:
     if len(args) < 2:
         raise ValueError("expected: cache_peer_access PEER-NAME allow|deny [!]ACL ...")
     name = args[0]
@@ -1549,12 +1578,12 @@ directive(
 )
 
 directive(
-    "forward_max_tries", "N", lambda args, ctx: parse_int(args, 0), "25", "Peers",
+    "forward_max_tries", "N", _int(0, warn_extra=False), "25", "Peers",
     doc="""Most attempts to forward one request: each origin address or peer
     address tried counts, retries on a reused connection too.""",
 )
 
-def _connect_retries(args, ctx):
+def _connect_retries(args: list[str], ctx: ParseContext) -> int:
     value = parse_int(args)
     if value > 10:
         ctx.warn("WARNING: connect_retries cannot be larger than 10. Resetting to 10.")
@@ -1595,11 +1624,11 @@ directive(
 # ---------------------------------------------------------------- ICP
 
 
-def _icp_port(args, ctx):
+def _icp_port(args: list[str], ctx: ParseContext) -> int:
     return parse_int(args, 0, 65535)
 
 
-def _msec(args, ctx):
+def _msec(args: list[str], ctx: ParseContext) -> int:
     return parse_int(args, 0)
 
 
@@ -1611,7 +1640,7 @@ directive(
     ICP_MISS, and ICP_DENIED when icp_access denies the sender.""",
 )
 
-def _udp_address(args, ctx):
+def _udp_address(args: list[str], ctx: ParseContext) -> str:
     value = _word(args, ctx)
     return "" if value == "any_addr" else parse_ip(value)
 
@@ -1662,7 +1691,7 @@ directive(
 )
 
 
-def finish_delay_config(config, warn_at, error_at) -> None:
+def finish_delay_config(config: Config, warn_at: Report, error_at: Report) -> None:
     """The delay pools as squidpy.delay builds them (config.delay_specs, config.client_delay_specs)."""
     from squidpy.delay import ClientPoolSpec, PoolSpec
     config.delay_specs = []
@@ -1694,14 +1723,14 @@ def finish_delay_config(config, warn_at, error_at) -> None:
         config.client_delay_specs.append(ClientPoolSpec(number, params[0], params[1], access, params[2]))
 
 
-def _where_of(config, name: str) -> str:
+def _where_of(config: Config, name: str) -> str:
     for where, directive_name, _ in config.lines:
         if directive_name == name:
             return where
     return f"<default {name}>:0"
 
 
-def finish_config(config, warn_at, error_at) -> None:
+def finish_config(config: Config, warn_at: Report, error_at: Report) -> None:
     """Checks that need the whole file: each ACL's values, once all are in; TLS files."""
     from squidpy.config import helper_directives, tls_directives
     from squidpy.errors import ErrorPages

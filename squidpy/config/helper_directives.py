@@ -7,32 +7,37 @@ directive registry (imported by squidpy/config/directives.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from squidpy.acl.access import AccessList
 from squidpy.auth.schemes import AuthConfig
 import squidpy.config.directives  # noqa: F401  (the core directives register first)
-from squidpy.config.registry import CUSTOM, directive
+from squidpy.config.registry import CUSTOM, Report, directive
 from squidpy.config.values import parse_onoff, parse_time
 from squidpy.helpers.external import parse_external_acl_type
 from squidpy.helpers.protocol import ChildConfig
 from squidpy.log.logformat import compile_format
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config, ParseContext
 
 SECTION_AUTH = "Authentication"
 SECTION_EXTERNAL = "External ACL helpers"
 SECTION_REWRITE = "URL rewriting and store IDs"
 
 
-def _time(args, ctx):
+def _time(args: list[str], ctx: ParseContext) -> float:
     return parse_time([str(a) for a in args], "second")
 
 
-def _onoff(args, ctx):
+def _onoff(args: list[str], ctx: ParseContext) -> bool:
     return parse_onoff([str(a) for a in args])
 
 
-def _program(what: str):
-    def parse(args, ctx):
+def _program(what: str) -> Callable[[list[str], ParseContext], list[str] | None]:
+    def parse(args: list[str], ctx: ParseContext) -> list[str] | None:
         if not args or args[0] == "none":
             return None
         argv = [str(a) for a in args]
@@ -42,11 +47,11 @@ def _program(what: str):
     return parse
 
 
-def _children(args, ctx):
+def _children(args: list[str], ctx: ParseContext) -> ChildConfig:
     return ChildConfig.parse([str(a) for a in args], ctx.warn)
 
 
-def _extras(args, ctx):
+def _extras(args: list[str], ctx: ParseContext) -> str:
     spec = ctx.rest.strip()
     if len(spec) >= 2 and spec[0] == spec[-1] == '"':
         spec = spec[1:-1]
@@ -56,8 +61,8 @@ def _extras(args, ctx):
     return spec
 
 
-def _access(name: str):
-    def parse(args, ctx):
+def _access(name: str) -> Callable[[list[str], ParseContext], None]:
+    def parse(args: list[str], ctx: ParseContext) -> None:
         getattr(ctx.config, name).add_rule(args, ctx.config.acls, ctx.where, ctx.text)
     return parse
 
@@ -65,7 +70,7 @@ def _access(name: str):
 # ---------------------------------------------------------------- authentication
 
 
-def _auth_param(args, ctx):
+def _auth_param(args: list[str], ctx: ParseContext) -> None:
     ctx.config.auth_param.parse_line([str(a) for a in args], ctx.rest, ctx.where, ctx.warn)
 
 
@@ -105,7 +110,7 @@ directive(
 # ---------------------------------------------------------------- external ACLs
 
 
-def _external_acl_type(args, ctx):
+def _external_acl_type(args: list[str], ctx: ParseContext) -> None:
     definition = parse_external_acl_type([str(a) for a in args], ctx.where, ctx.warn)
     if definition.name in ctx.config.external_acl_type:
         raise ValueError(f"external_acl_type {definition.name} is defined twice")
@@ -142,7 +147,7 @@ class HelperTimeout:
     response: str | None = None
 
 
-def _url_rewrite_timeout(args, ctx):
+def _url_rewrite_timeout(args: list[str], ctx: ParseContext) -> HelperTimeout | None:
     raw = ctx.rest
     response = None
     if "response=" in raw:
@@ -240,7 +245,7 @@ directive(
 )
 
 
-def check_auth_acl_order(type_name: str, first_value, config) -> None:
+def check_auth_acl_order(type_name: str, first_value: str | None, config: Config) -> None:
     """Squid reads an authentication ACL (proxy_auth, proxy_auth_regex, an external
     ACL whose type uses %LOGIN) only after an auth_param program line."""
     if config.auth_param:
@@ -254,7 +259,7 @@ def check_auth_acl_order(type_name: str, first_value, config) -> None:
                          "(an 'auth_param SCHEME program ...' line must come before this ACL, as in Squid)")
 
 
-def finish_helper_config(config, error_at) -> None:
+def finish_helper_config(config: Config, error_at: Report) -> None:
     """Checks needing the whole file: Digest's realm, external ACLs bound to their
     types, authentication ACLs only with a configured scheme."""
     for message in config.auth_param.check():

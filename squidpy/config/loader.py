@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from squidpy.acl.access import AclTable
 from squidpy.config import directives, helper_directives, tls_directives, unsupported  # noqa: F401  (fill the registry)
@@ -24,16 +25,21 @@ from squidpy.config.registry import (
     IGNORED,
     IMPLEMENTED,
     OBSOLETE,
+    Directive,
     did_you_mean,
     lookup,
     refused_message,
 )
+from squidpy.config.settings import Settings
+
+if TYPE_CHECKING:
+    from squidpy.delay import ClientPoolSpec, PoolSpec
 
 DEFAULT_CONFIG_NAME = "squidpy.conf"
 
 
 class ConfigErrors(Exception):
-    def __init__(self, errors: list[ConfigError], warnings: list[ConfigError] = ()):
+    def __init__(self, errors: list[ConfigError], warnings: Iterable[ConfigError] = ()):
         super().__init__("\n".join(str(e) for e in errors))
         self.errors = errors
         self.warnings = list(warnings)
@@ -65,8 +71,12 @@ def default_config_path() -> str:
     return str(resources.files("squidpy.config").joinpath(DEFAULT_CONFIG_NAME))
 
 
-class Config:
-    """Directive values as attributes named after the directives."""
+class Config(Settings):
+    """Directive values as attributes named after the directives (their types are
+    declared in squidpy/config/settings.py)."""
+
+    delay_specs: list[PoolSpec]                  # delay_* lines made into pools (finish_config)
+    client_delay_specs: list[ClientPoolSpec]     # client_delay_* lines made into pools
 
     def __init__(self, source: str):
         self.source = source                # the main file
@@ -77,13 +87,8 @@ class Config:
         self.lines: list[tuple[str, str, str]] = []         # (FILE:LINE, name, arguments) as read
         self.default_lines: list[tuple[str, str]] = []      # (name, arguments) of the defaults applied
         for d in DIRECTIVES.values():
-            if d.status == IMPLEMENTED:
+            if d.has_value:
                 setattr(self, d.name, d.initial())
-
-    if TYPE_CHECKING:
-        # Not typed yet: each directive's value is an attribute set from the registry
-        # above, so the type checker sees them as Any (docs/architecture.md, "Types").
-        def __getattr__(self, name: str) -> Any: ...
 
 
 class ParseContext:
@@ -208,6 +213,7 @@ def _apply(config: Config, line: ConfigLine, errors: list[ConfigError], seen: se
         if problem:
             errors.append(ConfigError(line.filename, line.lineno, problem))
         return
+    assert d.parse is not None, f"implemented directive {d.name} without a parser"
     try:
         value = d.parse([] if d.reads_line else ctx.words().all(), ctx)
     except ValueError as e:
@@ -220,7 +226,7 @@ def _apply(config: Config, line: ConfigLine, errors: list[ConfigError], seen: se
         setattr(config, d.name, value)
 
 
-def _not_implemented(d, ctx: ParseContext) -> str | None:
+def _not_implemented(d: Directive, ctx: ParseContext) -> str | None:
     """An ignored, refused or obsolete Squid directive: warn, or say why it is refused."""
     name = ctx.line.name
     try:

@@ -58,8 +58,12 @@ def ascii_upper(text: str) -> str:
     return text.translate(_UPPER)
 
 
-def _chars(*spans) -> frozenset[int]:
-    out = set()
+_Element = tuple[str, str]
+"""A bracket expression's element: (char|coll|equiv|class, its text)."""
+
+
+def _chars(*spans: str | tuple[int, int]) -> frozenset[int]:
+    out: set[int] = set()
     for span in spans:
         if isinstance(span, str):
             out.update(ord(c) for c in span)
@@ -183,6 +187,7 @@ class _Parser:
 
     def expression(self, nest: int) -> str | None:
         kind, value = self.kind, self.value
+        tree: str | None
         if kind in (CHAR, CLOSE_SUB, CLOSE_DUP):       # an unmatched ')' or a '}' is a character
             if kind == CHAR and self.length == 2:
                 self._note_escape(value)
@@ -330,11 +335,10 @@ class _Parser:
         self.pos += length
         if "\\" in self.raw[opened:self.pos]:
             self.notes.append("a '\\' inside [...] is a backslash here, not an escape")
-        if negate:
-            members = _ALL - members
-        return _bracket_source(frozenset(members))
+        return _bracket_source(_ALL - members if negate else frozenset(members))
 
-    def _peek_bracket(self) -> tuple:
+    def _peek_bracket(self) -> tuple[int | str, str, int]:
+        """(END or CHAR or the syntax character, its text, its length)."""
         text, i = self.text, self.pos
         if i >= len(text):
             return END, "", 0
@@ -348,7 +352,7 @@ class _Parser:
             return c, c, 1
         return CHAR, c, 1
 
-    def _bracket_element(self, kind, value, length, accept_hyphen: bool) -> tuple:
+    def _bracket_element(self, kind: int | str, value: str, length: int, accept_hyphen: bool) -> _Element:
         self.pos += length
         if kind in ("[.", "[=", "[:"):
             return self._bracket_symbol(kind)
@@ -357,7 +361,7 @@ class _Parser:
                 raise PosixRegexError(ERANGE)
         return ("char", value)
 
-    def _bracket_symbol(self, kind: str) -> tuple:
+    def _bracket_symbol(self, kind: str) -> _Element:
         delim = kind[1]
         name = []
         if self.pos >= len(self.text):
@@ -379,7 +383,7 @@ class _Parser:
         word = "".join(name)
         return ({"[.": "coll", "[=": "equiv", "[:": "class"}[kind], word)
 
-    def _member(self, elem: tuple) -> frozenset[int]:
+    def _member(self, elem: _Element) -> frozenset[int]:
         what, value = elem
         if what == "char":
             return frozenset({ord(value)})
@@ -400,7 +404,7 @@ class _Parser:
             self.notes.append(note)
 
 
-def _range(start: tuple, end: tuple) -> frozenset[int]:
+def _range(start: _Element, end: _Element) -> frozenset[int]:
     if start[0] in ("class", "equiv") or end[0] in ("class", "equiv"):
         raise PosixRegexError(ERANGE)
     if (start[0] == "coll" and len(start[1]) != 1) or (end[0] == "coll" and len(end[1]) != 1):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from squidpy.config.values import squid_integer
@@ -57,7 +58,7 @@ class FileWord(str):
 
     where: str
 
-    def __new__(cls, text: str, where: str):
+    def __new__(cls, text: str, where: str) -> FileWord:
         word = super().__new__(cls, text)
         word.where = where
         return word
@@ -125,7 +126,8 @@ def _unquote(text: str, i: int) -> tuple[str, int]:
     return "".join(out), after
 
 
-def next_word(text: str, pos: int, quoted_values: bool, quoted_pair: bool = False, strict: bool | None = None):
+def next_word(text: str, pos: int, quoted_values: bool, quoted_pair: bool = False,
+              strict: bool | None = None) -> tuple[str | None, str, int]:
     """Squid's TokenParse: ``(word, kind, next_pos)``, or ``(None, SIMPLE, pos)`` at the end.
 
     ``quoted_pair`` is the mode of regular expressions: ``\\`` and the character
@@ -187,7 +189,7 @@ class _ParamFile:
         self.text = ""
         self.pos = 0
 
-    def word(self, quoted_values: bool):
+    def word(self, quoted_values: bool) -> tuple[str | None, str]:
         while True:
             word, kind, self.pos = next_word(self.text, self.pos, quoted_values)
             if word is not None:
@@ -311,7 +313,7 @@ def expand_macros(text: str, macros: dict[str, str], unknown: list[str] | None =
     if "${" not in text:
         return text
 
-    def sub(m: re.Match) -> str:
+    def sub(m: re.Match[str]) -> str:
         value = macros.get(m.group(1))
         if value is None:
             if unknown is not None:
@@ -322,7 +324,7 @@ def expand_macros(text: str, macros: dict[str, str], unknown: list[str] | None =
     return _MACRO.sub(sub, text)
 
 
-def physical_lines(text: str):
+def physical_lines(text: str) -> Iterator[tuple[int, str]]:
     """``(lineno, line)`` as Squid keeps them: cut at the first CR, leading blanks gone."""
     for lineno, raw in enumerate(text.split("\n"), 1):
         cr = raw.find("\r")
@@ -331,7 +333,7 @@ def physical_lines(text: str):
         yield lineno, raw.lstrip(C_SPACE)
 
 
-def logical_lines(text: str, dangling: list[int] | None = None):
+def logical_lines(text: str, dangling: list[int] | None = None) -> Iterator[tuple[int, str]]:
     """Yield ``(lineno, line)``: continuations joined, comments and blank lines gone.
 
     ``lineno`` is the first physical line.  A continuation left open at the end
@@ -387,7 +389,7 @@ def read_config(
     errors: list[ConfigError],
     depth: int = 0,
     warnings: list[ConfigError] | None = None,
-):
+) -> Iterator[ConfigLine]:
     """Yield every :class:`ConfigLine` of ``text``, following ``include`` and ``if``.
 
     Problems are appended to ``errors`` (and notes to ``warnings``) and the
@@ -473,7 +475,8 @@ def include_paths(text: str) -> list[str]:
     return words
 
 
-def _include(text, filename, lineno, macros, errors, depth, warnings):
+def _include(text: str, filename: str, lineno: int, macros: dict[str, str], errors: list[ConfigError],
+             depth: int, warnings: list[ConfigError] | None) -> Iterator[ConfigLine]:
     paths = include_paths(text)
     if depth >= MAX_INCLUDE_DEPTH:
         errors.append(ConfigError(filename, lineno, f"include nested deeper than {MAX_INCLUDE_DEPTH} levels"))

@@ -7,7 +7,7 @@ test fails when the committed page and the registry disagree.
 from __future__ import annotations
 
 import squidpy.config.loader  # noqa: F401  (fills the registry)
-from squidpy.config.registry import APPEND, DIRECTIVES, IMPLEMENTED
+from squidpy.config.registry import APPEND, DIRECTIVES, IMPLEMENTED, Directive
 
 HEADER = """# Configuration reference
 
@@ -39,7 +39,7 @@ This page is generated from the directive registry
 
 def render() -> str:
     out = [HEADER]
-    sections: dict[str, list] = {}
+    sections: dict[str, list[Directive]] = {}
     for d in DIRECTIVES.values():
         if d.status == IMPLEMENTED:
             sections.setdefault(d.section, []).append(d)

@@ -25,8 +25,12 @@ Squid's alternative names (``no_cache`` for ``cache``) are in :data:`ALIASES`.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import ParseContext
 
 REPLACE = "replace"   # a later line replaces an earlier one
 APPEND = "append"     # lines accumulate into a list
@@ -39,24 +43,39 @@ OBSOLETE = "obsolete"
 
 COMPAT_DOC = "docs/squid-compat.md"
 
+Parser = Callable[[list[str], "ParseContext"], object]
+"""A directive's parser: (the line's words, the ParseContext) -> the directive's value,
+whose type squidpy/config/settings.py declares (None for a CUSTOM directive, which
+stores what it reads itself)."""
+
+Report = Callable[[str, str], None]
+"""warn_at or error_at of the checks that need the whole file: (FILE:LINE, message)."""
+
 
 @dataclass(frozen=True)
 class Directive:
     name: str
     syntax: str
-    parse: Callable[[list[str], Any], Any] | None   # (args, ParseContext) -> value
+    parse: Parser | None
     default: str | None
     doc: str
     section: str
     kind: str = REPLACE
-    empty: Callable[[], Any] | None = None   # initial value when kind is CUSTOM/APPEND
+    empty: Callable[[], object] | None = None   # initial value when kind is CUSTOM (None: no value of its own)
     status: str = IMPLEMENTED
     squid: bool = True                       # False: a squidpy extension
     accepts: tuple[str, ...] = ()            # refused directive: values squidpy already behaves as
     refuse: bool = False                     # obsolete directive that Squid refuses too
     reads_line: bool = False                 # the parser reads ctx.words() itself
 
-    def initial(self) -> Any:
+    @property
+    def has_value(self) -> bool:
+        """Does the directive have a value of its own on a Config?  Not an ignored, refused
+        or obsolete one, nor a CUSTOM one without ``empty``, whose parser stores what it
+        reads into another directive's value (``acl``, ``cache_peer_access``)."""
+        return self.status == IMPLEMENTED and (self.kind != CUSTOM or self.empty is not None)
+
+    def initial(self) -> object:
         if self.empty is not None:
             return self.empty()
         return [] if self.kind == APPEND else None
@@ -73,8 +92,8 @@ def _register(d: Directive) -> Directive:
     return d
 
 
-def directive(name: str, syntax: str, parse, default: str | None, section: str,
-              doc: str, kind: str = REPLACE, empty=None, squid: bool = True,
+def directive(name: str, syntax: str, parse: Parser, default: str | None, section: str,
+              doc: str, kind: str = REPLACE, empty: Callable[[], object] | None = None, squid: bool = True,
               reads_line: bool = False) -> Directive:
     """Register an implemented directive; ``doc`` is the paragraph shown in the reference."""
     return _register(Directive(name, syntax, parse, default, " ".join(doc.split()), section, kind, empty,
@@ -106,7 +125,7 @@ def refused_message(name: str) -> str:
     return f"Squid directive {name} is not implemented by squidpy yet (see {COMPAT_DOC})"
 
 
-def did_you_mean(word: str, choices) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for a near miss, or nothing."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""

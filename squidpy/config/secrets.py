@@ -13,6 +13,10 @@ its command line (``-w PASSWORD`` or ``-wPASSWORD``, ``--password PASSWORD``,
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 MASK = "XXXXXXXXXX"
 
@@ -39,7 +43,7 @@ def redact(name: str, rest: str) -> str:
     return f"{name} {rest}".rstrip()
 
 
-def configuration_text(config) -> str:
+def configuration_text(config: Config) -> str:
     """What mgr:config shows for ``config`` (a squidpy.config.loader.Config)."""
     out = [f"# {config.source}\n"]
     for where, name, rest in config.lines:

@@ -18,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from squidpy.acl.access import AccessList, AccessRule, matches
 import squidpy.config.helper_directives  # noqa: F401  (the core and helper directives register first)
-from squidpy.config.registry import APPEND, CUSTOM, directive
+from squidpy.config.registry import APPEND, CUSTOM, Report, directive
 from squidpy.config.values import parse_http_port, parse_size
 from squidpy.helpers.protocol import ChildConfig
 from squidpy.tls.bump import SslBumpRules
@@ -30,12 +32,23 @@ from squidpy.tls.certgen import HelperCommand
 from squidpy.tls.mint import ADAPT_ALGORITHMS, MAX_CN, SIGN_ALGORITHMS, SIGN_SELF, SIGN_TRUSTED, SIGN_UNTRUSTED
 from squidpy.tls.options import TlsOptionError, TlsOptions
 
+if TYPE_CHECKING:
+    import ssl
+
+    from cryptography import x509
+
+    from squidpy.acl.checklist import Checklist
+    from squidpy.config.loader import Config, ParseContext
+    from squidpy.tls.errors import CertError
+    from squidpy.tls.options import PortTls
+    from squidpy.config.values import ListenAddress
+
 SECTION = "TLS and SslBump"
 
 
 # ---------------------------------------------------------------- ssl_bump
 
-def _ssl_bump(args, ctx):
+def _ssl_bump(args: list[str], ctx: ParseContext) -> None:
     ctx.config.ssl_bump.add(args, ctx.config.acls, ctx.where, ctx.text, ctx.warn)
     ctx.config.tls_used.setdefault("ssl_bump", ctx.where)
 
@@ -57,7 +70,7 @@ directive(
 )
 
 
-def _onoff(args, ctx):
+def _onoff(args: list[str], ctx: ParseContext) -> bool:
     from squidpy.config.values import parse_onoff
     return parse_onoff(args)
 
@@ -75,7 +88,7 @@ directive(
 
 # ---------------------------------------------------------------- certificate errors, signing, adaptation
 
-def _cert_error(args, ctx):
+def _cert_error(args: list[str], ctx: ParseContext) -> None:
     ctx.config.sslproxy_cert_error.add_rule(args, ctx.config.acls, ctx.where, ctx.text)
     ctx.config.tls_used.setdefault("sslproxy_cert_error", ctx.where)
 
@@ -100,7 +113,7 @@ class CertRule:
     parameter: str | None = None         # setCommonName{CN}
 
 
-def _cert_sign(args, ctx):
+def _cert_sign(args: list[str], ctx: ParseContext) -> None:
     if not args:
         raise ValueError("expected: sslproxy_cert_sign signTrusted|signUntrusted|signSelf ACL ...")
     if args[0] not in SIGN_ALGORITHMS:
@@ -121,7 +134,7 @@ directive(
 )
 
 
-def _cert_adapt(args, ctx):
+def _cert_adapt(args: list[str], ctx: ParseContext) -> None:
     if not args:
         raise ValueError("expected: sslproxy_cert_adapt setValidAfter|setValidBefore|setCommonName[{CN}] ACL ...")
     m = re.fullmatch(r"([A-Za-z]+)(?:\{([^}]*)\})?", args[0])
@@ -151,7 +164,7 @@ directive(
 _HASHES = ("sha1", "sha224", "sha256", "sha384", "sha512", "sha3-256", "sha3-384", "sha3-512")
 
 
-def _sign_hash(args, ctx):
+def _sign_hash(args: list[str], ctx: ParseContext) -> str:
     if len(args) != 1 or args[0].lower() not in _HASHES:
         raise ValueError(f"expected one of: {', '.join(_HASHES)}")
     return args[0].lower()
@@ -166,7 +179,7 @@ directive(
 
 # ---------------------------------------------------------------- origins
 
-def _outgoing(args, ctx):
+def _outgoing(args: list[str], ctx: ParseContext) -> None:
     if not args:
         raise ValueError("expected TLS options (cafile=, min-version=, options=, flags=, cipher= ...)")
     options = ctx.config.tls_outgoing_options
@@ -196,7 +209,7 @@ directive(
 
 # ---------------------------------------------------------------- https_port
 
-def _https_port(args, ctx):
+def _https_port(args: list[str], ctx: ParseContext) -> ListenAddress:
     port = parse_http_port(args, ctx.warn, ctx.path, https=True)
     ctx.config.tls_used.setdefault("https_port", ctx.where)
     return port
@@ -230,7 +243,7 @@ class CrtdProgram:
         return self.command.internal
 
 
-def _crtd_program(args, ctx):
+def _crtd_program(args: list[str], ctx: ParseContext) -> CrtdProgram:
     try:
         command = HelperCommand.parse(ctx.rest)
     except ValueError as e:
@@ -269,7 +282,7 @@ directive(
 )
 
 
-def _crtd_children(args, ctx):
+def _crtd_children(args: list[str], ctx: ParseContext) -> ChildConfig:
     """Squid's helper children syntax (the one every helper uses), at most 32 run."""
     children = ChildConfig.parse(args, ctx.warn)
     if children.n_max > 32:
@@ -288,21 +301,21 @@ directive(
 
 # ---------------------------------------------------------------- decisions made from these lists
 
-def sign_algorithm(config, ch) -> str:
+def sign_algorithm(config: Config, ch: Checklist) -> str:
     """sslproxy_cert_sign: the first configured line matching, then Squid's defaults
     (signUntrusted for ssl::certUntrusted, signSelf for ssl::certSelfSigned, else signTrusted)."""
     for rule in config.sslproxy_cert_sign:
         if matches(rule.rule, ch):
             return rule.algorithm
     acls = config.acls
-    if acls.get("ssl::certUntrusted").match(ch):
+    if acls.predefined("ssl::certUntrusted").match(ch):
         return SIGN_UNTRUSTED
-    if acls.get("ssl::certSelfSigned").match(ch):
+    if acls.predefined("ssl::certSelfSigned").match(ch):
         return SIGN_SELF
     return SIGN_TRUSTED
 
 
-def cert_error_allowed(config, ch, error, peer_cert) -> bool:
+def cert_error_allowed(config: Config, ch: Checklist, error: CertError, peer_cert: x509.Certificate | None) -> bool:
     """sslproxy_cert_error, asked about one problem with an origin's certificate (fast
     ACLs only, as in Squid: one that would need a lookup counts as not matching)."""
     if not config.sslproxy_cert_error:
@@ -317,7 +330,7 @@ def cert_error_allowed(config, ch, error, peer_cert) -> bool:
         ch.ssl_errors, ch.server_cert = saved
 
 
-def adaptations(config, ch, connect_host: str) -> dict[str, str | bool]:
+def adaptations(config: Config, ch: Checklist, connect_host: str) -> dict[str, str | bool]:
     """sslproxy_cert_adapt: per algorithm, the first matching line; setCommonName's value is
     its parameter or the CONNECT host."""
     chosen: dict[str, str | bool] = {}
@@ -329,7 +342,7 @@ def adaptations(config, ch, connect_host: str) -> dict[str, str | bool]:
     return chosen
 
 
-def finish(config, warn_at, error_at) -> None:
+def finish(config: Config, warn_at: Report, error_at: Report) -> None:
     """Checks that need the whole file: ssl_bump's implicit rule, the CAs of ssl-bump ports,
     the files of tls_outgoing_options and of cache_peers with tls."""
     where = config.tls_used.get("ssl_bump")
@@ -373,7 +386,7 @@ def finish(config, warn_at, error_at) -> None:
                 error_at(peer.where, f"cache_peer {peer.name} tls-{e}")
 
 
-def _port_context(tls):
+def _port_context(tls: PortTls) -> ssl.SSLContext:
     import ssl
 
     from squidpy.tls.ca import CaError

@@ -10,7 +10,12 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from squidpy.tls.options import PortTls
 
 # Squid's time units, matched as prefixes without regard to case ("minutes" is "minute")
 TIME_UNITS = (
@@ -41,7 +46,7 @@ def squid_number(text: str, what: str = "number") -> float:
     return value
 
 
-def _prefix_unit(word: str, units, abbreviations) -> float | None:
+def _prefix_unit(word: str, units: Iterable[tuple[str, float]], abbreviations: Mapping[str, float]) -> float | None:
     low = word.lower()
     for name, factor in units:
         if low.startswith(name.lower()):
@@ -57,7 +62,16 @@ def size_unit(word: str) -> float | None:
     return _prefix_unit(word, SIZE_UNITS, SIZE_ABBREVIATIONS)
 
 
-def take_time(args: list[str], default_unit: str = "second", warn=None) -> tuple[float, list[str]]:
+def _default_unit(name: str, unit: Callable[[str], float | None]) -> float:
+    """The factor of a directive's default unit, which the code names (never the admin)."""
+    factor = unit(name)
+    if factor is None:
+        raise LookupError(f"no unit called {name!r}")
+    return factor
+
+
+def take_time(args: list[str], default_unit: str = "second",
+              warn: Callable[[str], None] | None = None) -> tuple[float, list[str]]:
     """``30 seconds``, ``2 minutes``, ``1.5 hours`` -> (seconds, the words left).
 
     Squid requires a unit (except after 0); squidpy takes a bare number in the
@@ -69,20 +83,21 @@ def take_time(args: list[str], default_unit: str = "second", warn=None) -> tuple
     if value < 0:
         raise ValueError("a time cannot be negative")
     rest = args[1:]
-    if rest and time_unit(rest[0]) is not None:
-        factor, rest = time_unit(rest[0]), rest[1:]
+    if rest and (unit := time_unit(rest[0])) is not None:
+        factor, rest = unit, rest[1:]
     elif value == 0:
         factor = 1.0
     elif rest:
         raise ValueError(f"unknown time unit '{rest[0]}' (use seconds, minutes, hours, days ...)")
     else:
-        factor = time_unit(default_unit)
+        factor = _default_unit(default_unit, time_unit)
         if warn is not None:
             warn(f"no time unit after {args[0]}: taken as {default_unit}s (Squid 5.7 refuses a time without a unit)")
     return value * factor, rest
 
 
-def take_size(args: list[str], default_unit: str = "bytes", warn=None) -> tuple[int, list[str]]:
+def take_size(args: list[str], default_unit: str = "bytes",
+              warn: Callable[[str], None] | None = None) -> tuple[int, list[str]]:
     """``64 KB``, ``4 MB``, ``100 bytes`` -> (bytes, the words left); ``none`` and
     ``-1`` are -1.  A bare number is in the directive's default unit, as in Squid
     (which warns about it too)."""
@@ -91,25 +106,26 @@ def take_size(args: list[str], default_unit: str = "bytes", warn=None) -> tuple[
     text, rest = args[0], args[1:]
     if text in ("none", "-1"):
         return -1, rest
-    glued = None
+    glued: float | None = None
     i = len(text)
     while i and not (text[i - 1].isdigit() or text[i - 1] == "."):
         i -= 1
-    if 0 < i < len(text) and size_unit(text[i:]) is not None:     # '64KB', a squidpy extension
-        text, glued = text[:i], text[i:]
+    if 0 < i < len(text) and (glued := size_unit(text[i:])) is not None:     # '64KB', a squidpy extension
+        text = text[:i]
     value = squid_number(text, "size such as '64 KB'")
     if value < 0:
         raise ValueError("a size cannot be negative (write none for no limit)")
+    factor: float
     if glued is not None:
-        factor = size_unit(glued)
-    elif rest and size_unit(rest[0]) is not None:
-        factor, rest = size_unit(rest[0]), rest[1:]
+        factor = glued
+    elif rest and (unit := size_unit(rest[0])) is not None:
+        factor, rest = unit, rest[1:]
     elif value == 0:
         factor = 1
     elif rest:
         raise ValueError(f"unknown size unit '{rest[0]}' (use bytes, KB, MB or GB)")
     else:
-        factor = size_unit(default_unit)
+        factor = _default_unit(default_unit, size_unit)
         if warn is not None:
             warn(f"no unit after {args[0]}: taken as {args[0]} {default_unit}, as Squid takes it")
     return int(value * factor), rest
@@ -194,8 +210,8 @@ class ListenAddress:
     host: str          # "" means every IPv4 and IPv6 address
     port: int
     name: str          # for myportname; Squid names a port by its spec
-    options: dict = field(default_factory=dict, compare=False, hash=False)
-    tls: object = field(default=None, compare=False, hash=False)      # squidpy.tls.options.PortTls
+    options: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    tls: PortTls | None = field(default=None, compare=False, hash=False)
     where: str = field(default="", compare=False, hash=False)         # FILE:LINE of its line
     https: bool = field(default=False, compare=False, hash=False)     # an https_port: TLS from the start
     kind: str = "http"  # "metrics" for a metrics_port
@@ -297,7 +313,8 @@ def http_port_option(option: str) -> str:
     return key
 
 
-def parse_http_port(args: list[str], warn=None, resolve_path=None, https: bool = False,
+def parse_http_port(args: list[str], warn: Callable[[str], None] | None = None,
+                    resolve_path: Callable[[str], str] | None = None, https: bool = False,
                     where: str = "", kind: str = "http") -> ListenAddress:
     """``3128``, ``127.0.0.1:3128``, ``[::1]:3128``, ``[::]:3128``, then options: ``name=``,
     and the TLS ones (``ssl-bump``, ``tls-cert=`` ..., :class:`squidpy.tls.options.PortTls`);

@@ -30,21 +30,36 @@ first request gets ERR_SECURE_CONNECT_FAIL, as in Squid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squidpy import intercept
-from squidpy.acl.checklist import Pending
-from squidpy.auth.decide import inherited
+from squidpy.acl.checklist import Checklist, Pending
+from squidpy.auth.decide import Outcome, inherited
 from squidpy.config.tls_directives import adaptations, sign_algorithm
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
-from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, State, on
+from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, Exchange, State, on
 from squidpy.http.url import BadTarget
 from squidpy.log.entry import LogEntry
 from squidpy.tls import bump
 from squidpy.tls.mint import SIGN_TRUSTED, CertProperties
 from squidpy.tls.session import hello_facts
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from squidpy.acl.access import AccessList, Verdict
+    from squidpy.http.message import RequestHead
+    from squidpy.tls.errors import CertError, TlsFailure
+    from squidpy.tls.hello import ClientHello
+    from squidpy.tls.session import TlsFacts
+
+Failure = tuple[str, str, int, "TlsFailure | None"]
+"""(error, detail, status, TlsFailure): why TLS with the origin failed."""
+Denial = tuple["Verdict", "AccessList"]
+"""(verdict, access list): why http_access denied the CONNECT."""
 
 
 @dataclass
@@ -54,13 +69,13 @@ class BumpedInfo:
     connect_host: str
     connect_port: int
     sni: str | None = None
-    server_cert: Any = None
-    ssl_errors: tuple = ()
+    server_cert: x509.Certificate | None = None
+    ssl_errors: tuple[CertError, ...] = ()
     bump_mode: str = bump.BUMP
-    failure: tuple | None = None         # (error, detail, status, TlsFailure): the first request's answer
-    denial: tuple | None = None          # (verdict, access list): the CONNECT's denial, shown to the first request
+    failure: Failure | None = None       # the first request's answer
+    denial: Denial | None = None         # the CONNECT's denial, shown to the first request
     # what its requests are authenticated as: the CONNECT's user, or nobody (squidpy.auth.decide.inherited)
-    auth: Any = field(default_factory=lambda: inherited(None))
+    auth: Outcome = field(default_factory=lambda: inherited(None))
 
 
 @dataclass
@@ -69,31 +84,31 @@ class BumpRole:
 
     step1: str = ""                      # the action step 1 took
     step2: str = ""                      # ... step 2 (peek, stare, bump)
-    hello: Any = None                    # the client's ClientHello
-    server_cert: Any = None
-    errors: tuple = ()
-    failure: tuple | None = None
-    denial: tuple | None = None
-    redo: Any = None                     # the step to take again once a looked-up fact is in
+    hello: ClientHello | None = None     # the client's
+    server_cert: x509.Certificate | None = None
+    errors: tuple[CertError, ...] = ()
+    failure: Failure | None = None
+    denial: Denial | None = None
+    redo: Callable[[Exchange], None] | None = None   # the step to take again once a looked-up fact is in
     server: str | None = None            # SslBump's own connection to the server: TLS, or PEEK at it
     spliced: bool = False
-    extra: list = field(default_factory=list)
+    extra: list[bytes] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- entry points from the exchange
 
-def bumps(x) -> bool:
+def bumps(x: Exchange) -> bool:
     """The CONNECT arrived on an ssl-bump port and ssl_bump has lines."""
     tls = x.client.port_tls
     return tls is not None and tls.ssl_bump and bool(x.config.ssl_bump)
 
 
-def step1(x) -> None:
+def step1(x: Exchange) -> None:
     """http_access allowed the CONNECT: ssl_bump's first step."""
     try:
         decision = bump.step1(x.config.ssl_bump, x.checklist)
     except Pending as p:
-        return x._look_up(p.fact)       # the answer comes back through http_access and here again
+        return x._look_up(p)            # the answer comes back through http_access and here again
     x.entry.bump_mode = decision.action
     if decision.next == bump.TUNNEL:
         return x._go_upstream(tunnel=True)
@@ -103,7 +118,7 @@ def step1(x) -> None:
     _established(x)
 
 
-def bump_to_deny(x, verdict, access_list) -> bool:
+def bump_to_deny(x: Exchange, verdict: Verdict, access_list: AccessList) -> bool:
     """A denied CONNECT: bump it to show the page inside TLS, if the port can."""
     tls = x.client.port_tls
     if tls is None:
@@ -118,7 +133,7 @@ def bump_to_deny(x, verdict, access_list) -> bool:
     return True
 
 
-def inner_url(bumped: BumpedInfo, head, path: str) -> str:
+def inner_url(bumped: BumpedInfo, head: RequestHead, path: str) -> str:
     """The URL of a request inside a bumped connection, as Squid builds it: from its Host
     header (with the CONNECT's port when Host names none), else the SNI, else the
     CONNECT host."""
@@ -135,7 +150,7 @@ def inner_url(bumped: BumpedInfo, head, path: str) -> str:
     return f"https://{authority}{path or '/'}"
 
 
-def tls_facts(ch, entry: LogEntry, bumped: BumpedInfo) -> None:
+def tls_facts(ch: Checklist, entry: LogEntry, bumped: BumpedInfo) -> None:
     """What SslBump learnt, for the ACLs and the log of a bumped request; its user is
     the CONNECT's (auth.inherited)."""
     outcome = ch.auth = bumped.auth
@@ -151,14 +166,14 @@ def tls_facts(ch, entry: LogEntry, bumped: BumpedInfo) -> None:
     entry.cert_errors = bumped.ssl_errors
 
 
-def certificate_user(cert) -> str | None:
+def certificate_user(cert: x509.Certificate) -> str | None:
     """%us: the common name of a client certificate (https_port), as Squid logs it."""
     from cryptography.x509.oid import NameOID
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return names[0].value if names else None
+    return names[0].value if names else None  # type: ignore[return-value]  # a commonName decodes to str
 
 
-def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
+def answer_for_bumped(x: Exchange, bumped: BumpedInfo) -> bool:
     """The first request of a connection bumped to show a page gets it; then the
     connection closes (as in Squid, logged NONE_NONE, with no bump mode)."""
     if bumped.denial is not None or bumped.failure is not None:
@@ -183,7 +198,7 @@ def answer_for_bumped(x, bumped: BumpedInfo) -> bool:
 
 # ---------------------------------------------------------------- the steps
 
-def _established(x) -> None:
+def _established(x: Exchange) -> None:
     """200 Connection established (not counted in the CONNECT's logged bytes, as in Squid),
     then the client's hello.  An intercepted connection was sent no CONNECT, so it gets
     no answer to one (logged /000, as Squid logs it)."""
@@ -201,7 +216,8 @@ def _established(x) -> None:
 TLS, PEEK = "tls", "peek"
 
 
-def _reached(x, peer_ip: str | None, peer_port: int | None, seconds: float = 0.0, tls=None) -> None:
+def _reached(x: Exchange, peer_ip: str | None, peer_port: int | None, seconds: float = 0.0,
+             tls: TlsFacts | None = None) -> None:
     """SslBump's connection to the server is made: logged with the parent's hierarchy code
     when it runs through one, else as a connection to the origin (its original destination
     when intercepted); now step 3 decides."""
@@ -214,7 +230,7 @@ def _reached(x, peer_ip: str | None, peer_port: int | None, seconds: float = 0.0
 @on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_CLIENT_TLS,
                                                       State.SELECTING, State.CHECKING, State.CONNECTING,
                                                       State.VERIFYING_HOST, State.REWRITING))
-def _client_hello(x, event: ev.ClientHelloRead) -> None:
+def _client_hello(x: Exchange, event: ev.ClientHelloRead) -> None:
     role = x.bump
     if event.hello is None:
         x.entry.error_detail = event.problem
@@ -230,7 +246,7 @@ def _client_hello(x, event: ev.ClientHelloRead) -> None:
     _step2(x)
 
 
-def _step2(x) -> None:
+def _step2(x: Exchange) -> None:
     role = x.bump
     role.redo = None
     try:
@@ -249,28 +265,28 @@ def _step2(x) -> None:
     _connect_tls(x)           # bump or stare: our own TLS with the origin
 
 
-def _server_name(x) -> str:
+def _server_name(x: Exchange) -> str:
     role = x.bump
     return (role.hello.server_name if role.hello is not None and role.hello.server_name else None) \
         or x.target.host
 
 
-def _addresses(x):
+def _addresses(x: Exchange) -> list[str] | None:
     target = x.target
     return [target.host] if target.ip_literal else (x.checklist.dst or None)
 
 
-def _connect_tls(x) -> None:
+def _connect_tls(x: Exchange) -> None:
     x.bump.server = TLS
     _to_server(x)
 
 
-def _peek(x) -> None:
+def _peek(x: Exchange) -> None:
     x.bump.server = PEEK
     _to_server(x)
 
 
-def _to_server(x) -> None:
+def _to_server(x: Exchange) -> None:
     """Squid forwards the CONNECT to reach the server at step 2 (FwdState): with cache_peer
     lines peer selection chooses where it goes (never_direct, always_direct,
     cache_peer_access ...), as for a spliced one; without, straight to the origin."""
@@ -279,14 +295,14 @@ def _to_server(x) -> None:
     x._open(False)
 
 
-def open_server(x, timing: dict) -> None:
+def open_server(x: Exchange, timing: dict[str, float]) -> None:
     """The connection to the destination chosen (exchange._open): the origin, or a parent
     sent ``CONNECT host:port`` (with its login=) first, TLS or the peek running inside the
     tunnel (Squid's establishTunnelThruProxy).  A TLS parent gets no CONNECT in Squid
     and squidpy runs no TLS inside TLS: that candidate is skipped."""
     role, target, peer = x.bump, x.target, x.peer
     if peer is None:
-        where: dict = {"host": target.host, "port": target.port, "addresses": _addresses(x)}
+        where: dict[str, Any] = {"host": target.host, "port": target.port, "addresses": _addresses(x)}
     elif peer.tls is not None:
         x.upstream = None
         return x._next_destination(ev.ConnectFailed(
@@ -301,7 +317,7 @@ def open_server(x, timing: dict) -> None:
 
 
 @on([State.CONNECTING], ev.ServerTlsReady, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS))
-def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
+def _server_tls_ready(x: Exchange, event: ev.ServerTlsReady) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
     _reached(x, event.peer_ip, event.peer_port, event.seconds, event.tls)
     role.server_cert = ch.server_cert = e.server_cert = event.cert
@@ -312,7 +328,7 @@ def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
 
 
 @on([State.CONNECTING], ev.ServerHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL))
-def _server_hello(x, event: ev.ServerHelloRead) -> None:
+def _server_hello(x: Exchange, event: ev.ServerHelloRead) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
     _reached(x, event.peer_ip, event.peer_port)
     role.extra = [event.data]
@@ -330,7 +346,7 @@ def _server_hello(x, event: ev.ServerHelloRead) -> None:
     _step3(x)
 
 
-def _step3(x) -> None:
+def _step3(x: Exchange) -> None:
     role = x.bump
     role.redo = None
     try:
@@ -346,7 +362,7 @@ def _step3(x) -> None:
     _mint_for_client(x)
 
 
-def no_server(x, event: ev.ConnectFailed) -> None:
+def no_server(x: Exchange, event: ev.ConnectFailed) -> None:
     """No destination could be reached (every candidate peer selection found failed, or
     there was none): a splice closes the client, bumping shows the error inside TLS."""
     if x.tunnel:
@@ -354,7 +370,7 @@ def no_server(x, event: ev.ConnectFailed) -> None:
     _server_failed(x, event)
 
 
-def forwarding_denied(x) -> None:
+def forwarding_denied(x: Exchange) -> None:
     """miss_access denies SslBump's connection to the server: a splice closes the client
     (NONE_NONE/403 0, as Squid 5.7 logs it); a bump shows ERR_FORWARDING_DENIED to the first
     request inside TLS (Squid 5.7 leaves that client waiting)."""
@@ -367,7 +383,7 @@ def forwarding_denied(x) -> None:
     _server_failed(x, ev.ConnectFailed("ERR_FORWARDING_DENIED", "miss_access denies this request", 403))
 
 
-def _server_failed(x, event: ev.ConnectFailed) -> None:
+def _server_failed(x: Exchange, event: ev.ConnectFailed) -> None:
     """TLS (or TCP) with the origin, or the parent's tunnel to it, failed: the client
     still gets a certificate (the name alone, signed trusted, as Squid does) and then the
     error on its first request, logged HIER_NONE as Squid logs it."""
@@ -381,7 +397,7 @@ def _server_failed(x, event: ev.ConnectFailed) -> None:
     _mint_for_client(x, failed=True)
 
 
-def _mint_for_client(x, failed: bool = False) -> None:
+def _mint_for_client(x: Exchange, failed: bool = False) -> None:
     """Answer the client's hello: a certificate mimicking the origin's when it was seen,
     else one made from the name (SNI, else the CONNECT host)."""
     role, ch, config = x.bump, x.checklist, x.config
@@ -402,7 +418,7 @@ def _mint_for_client(x, failed: bool = False) -> None:
 
 
 @on([State.BUMP_CLIENT_TLS], ev.ClientTlsReady)
-def _client_tls_ready(x, event: ev.ClientTlsReady) -> None:
+def _client_tls_ready(x: Exchange, event: ev.ClientTlsReady) -> None:
     """Bumped: the CONNECT is logged; its connection goes on as HTTP inside TLS."""
     role, e = x.bump, x.entry
     target = x.target
@@ -419,7 +435,7 @@ def _client_tls_ready(x, event: ev.ClientTlsReady) -> None:
 
 
 @on([State.BUMP_CLIENT_TLS], ev.ClientTlsFailed)
-def _client_tls_failed(x, event: ev.ClientTlsFailed) -> None:
+def _client_tls_failed(x: Exchange, event: ev.ClientTlsFailed) -> None:
     """The client refused our certificate (it does not trust the CA) or spoke no TLS."""
     e = x.entry
     e.tls_failure = event.failure
@@ -429,7 +445,7 @@ def _client_tls_failed(x, event: ev.ClientTlsFailed) -> None:
     x.finish()
 
 
-def _splice(x) -> None:
+def _splice(x: Exchange) -> None:
     """Spliced at step 2, Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced
     tunnel (TCP_TUNNEL).  Spliced at step 3, after peeking at the server, it tunnels the
     connection its CONNECT made (through a parent too): one TCP_TUNNEL line."""
@@ -456,7 +472,7 @@ def _splice(x) -> None:
     x._go_upstream(tunnel=True)
 
 
-def _second_connect(x) -> None:
+def _second_connect(x: Exchange) -> None:
     """An intercepted connection spliced at step 2: Squid's second CONNECT (its
     fakeAConnectRequest), named after the SNI (else the address) with the SNI as its Host.
     It is a request of its own: Host verification (the SNI must resolve to the address the
@@ -480,7 +496,7 @@ def _second_connect(x) -> None:
     x._verify_host(verdict)
 
 
-def splice_failed(x, event: ev.ConnectFailed) -> None:
+def splice_failed(x: Exchange, event: ev.ConnectFailed) -> None:
     """The origin of a spliced connection cannot be reached: the client, mid-TLS, is closed."""
     e = x.entry
     e.error, e.error_detail = event.error, event.detail
@@ -494,7 +510,7 @@ def splice_failed(x, event: ev.ConnectFailed) -> None:
     x.finish()
 
 
-def _terminate(x, established: bool) -> None:
+def _terminate(x: Exchange, established: bool) -> None:
     """ssl_bump terminate (or a client that does not speak TLS): close both sides."""
     e = x.entry
     if not established:
@@ -505,14 +521,14 @@ def _terminate(x, established: bool) -> None:
     x.finish()
 
 
-def _drop(x) -> None:
+def _drop(x: Exchange) -> None:
     if x.upstream is not None:
         if x.upstream != "connecting":
             x._emit(c.AbortUpstream)
         x.upstream = None
 
 
-def _look_up(x, fact: str) -> None:
+def _look_up(x: Exchange, fact: str) -> None:
     """A fact an ssl_bump ACL needs at step 2 or 3 (dst ...): looked up, then the step again."""
     target = x.target
     name = x.client.client_ip if fact == "src_name" else target.host
@@ -522,7 +538,7 @@ def _look_up(x, fact: str) -> None:
 @on([State.BUMP_CLIENT_HELLO, State.BUMP_SERVER], ev.FactKnown,
     to=(State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING,
         State.VERIFYING_HOST, State.REWRITING))
-def _fact_known(x, event: ev.FactKnown) -> None:
+def _fact_known(x: Exchange, event: ev.FactKnown) -> None:
     setattr(x.checklist, event.fact, event.value)
     redo, x.bump.redo = x.bump.redo, None
     if redo is not None:

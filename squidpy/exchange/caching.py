@@ -13,13 +13,18 @@ clock: the time is always passed in.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import TYPE_CHECKING
 
 from squidpy.cache import policy
 from squidpy.cache.refresh import PLAIN_STALE, REFRESH_CHECKED_STATUSES, Reason, entry_facts, is_cachable, \
     refresh_check
 from squidpy.cache.store import entry_key
-from squidpy.http.message import ResponseHead, field
+from squidpy.http.message import Fields, ResponseHead, field
+
+if TYPE_CHECKING:
+    from squidpy.cache.refresh import EntryFacts
+    from squidpy.cache.store import CachedReply
+    from squidpy.exchange.shared import CacheSettings
 
 HIT_RESULTS = frozenset({"TCP_HIT", "TCP_MEM_HIT", "TCP_REFRESH_UNMODIFIED", "TCP_REFRESH_FAIL_OLD",
                          "TCP_INM_HIT", "TCP_IMS_HIT", "TCP_OFFLINE_HIT"})
@@ -53,25 +58,25 @@ class OnReply(enum.Enum):
 class CacheRole:
     # what is not known at the lookup is a class default: one role is made per cacheable request
     from_disk = False               # the stored entry was read from the cache_dir (a TCP_HIT)
-    names: tuple = ()
-    stored: Any = None              # the CachedReply found, if any
+    names: tuple[bytes, ...] = ()
+    stored: CachedReply | None = None   # the entry found, if any
     stored_body: bytes | None = None
     revalidating = False
     leader = False                  # this exchange fetches for a collapsed group
     teeing = False                  # a copy of the reply is being kept
     age = 0.0
-    facts: Any = None               # the stored reply's EntryFacts
+    facts: EntryFacts | None = None     # the stored reply's
     fail_on_error = False           # a failed revalidation passes the error on (no stale reply)
     reason: Reason | None = None    # Squid's refresh reason code, once checked
 
-    def __init__(self, cache: Any, url: str, method: str, request_headers: list, cache_fields: bool,
+    def __init__(self, cache: CacheSettings, url: str, method: str, request_headers: Fields, cache_fields: bool,
                  background: bool = False):
         self.cache = cache              # the shared cache settings and collapsed-fetch table
         self.url = self.key = url
         self.method = method
         self.request_headers = request_headers
         if cache_fields:
-            self.req_cc: dict = policy.request_directives(request_headers)
+            self.req_cc: dict[str, str | None] = policy.request_directives(request_headers)
             # a valid If-Modified-Since (for refresh-ims and refresh_all_ims)
             self.ims = policy.parse_http_date(field(request_headers, b"if-modified-since")) is not None
         else:
@@ -80,7 +85,8 @@ class CacheRole:
         self.background = background    # a stale-while-revalidate refresh
 
     # ------------------------------------------------------------ the store's answer
-    def found(self, reply: Any, body: bytes | None, names: tuple, now: float, may_wait: bool) -> Found:
+    def found(self, reply: CachedReply | None, body: bytes | None, names: tuple[bytes, ...], now: float,
+              may_wait: bool) -> Found:
         self.names = names
         self.key = entry_key(self.url, policy.vary_key(names, self.request_headers) if names else ())
         if reply is not None and reply.vary_names != names and reply.vary_names:
@@ -197,14 +203,15 @@ class CacheRole:
         reply (TCP_REFRESH_FAIL_OLD; RFC 9111 4.2.4 allows it when disconnected) unless
         the check said the error must pass (must-revalidate and its kin, an expired
         stale-if-error, beyond max_stale); RFC 9111 5.2.2.2 then wants a 504."""
-        if self.revalidating and self.stored is not None:
+        facts = self.facts          # set with stored, by found()
+        if self.revalidating and self.stored is not None and facts is not None:
             if not self.fail_on_error:
                 return OnReply.SERVE_STALE
-            if policy.must_revalidate(self.facts.cc):
+            if policy.must_revalidate(facts.cc):
                 return OnReply.FAIL
         return OnReply.PASS
 
-    def stored_under(self, resp_headers: list) -> tuple[str, tuple, tuple]:
+    def stored_under(self, resp_headers: Fields) -> tuple[str, tuple[bytes, ...], tuple[bytes, ...]]:
         """(key, names, values) for a reply about to be stored: its own Vary decides."""
         names = policy.vary_names(resp_headers)
         values = policy.vary_key(names, self.request_headers) if names else ()

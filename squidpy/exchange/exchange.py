@@ -23,14 +23,15 @@ import copy
 import dataclasses
 import enum
 import html
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from squidpy import intercept
 from squidpy.acl.access import matches
 from squidpy.acl.auth_types import is_auth_acl
 from squidpy.acl.checklist import UNDECIDED, AuthRequired, Checklist, ExternalPending, Pending, Undecided
 from squidpy.acl.indirect import IndirectClient
-from squidpy.acl.outgoing import Bind, outgoing_addresses
+from squidpy.acl.outgoing import Bind, outgoing_addresses, outgoing_to
 from squidpy.auth import decide as auth
 from squidpy.cache import policy
 from squidpy.delay import select as select_delay_pool
@@ -57,6 +58,22 @@ from squidpy.mgr.request import (
 from squidpy.peers.forwarding import NO_CANDIDATE, REOPEN_PAUSE, Forwarding, reopens
 from squidpy.peers.peer import SIBLING, login_fields
 from squidpy.peers.selection import HIER_DIRECT, TIMEOUT_PREFIX, PeerSelector, Ping, RequestFacts, is_hierarchical
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from squidpy.acl.access import AccessList, Verdict
+    from squidpy.cache.store import CachedReply
+    from squidpy.exchange.bumping import BumpedInfo
+    from squidpy.exchange.shared import Shared
+    from squidpy.helpers.protocol import Reply
+    from squidpy.helpers.state import HelperState
+    from squidpy.http.message import Fields
+    from squidpy.intercept import HostCheck
+    from squidpy.peers.peer import CachePeer
+    from squidpy.peers.selection import Selected
+    from squidpy.tls.options import PortTls
+    from squidpy.tls.session import TlsFacts
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -108,7 +125,7 @@ _HANDSHAKE_SCHEMES = {"negotiate": "Negotiate", "ntlm": "NTLM"}
 _RESULT_WORDS = {TIMEDOUT: "Timeout"}
 
 
-def _handshake_failure(scheme: str, reply) -> str:
+def _handshake_failure(scheme: str, reply: Reply) -> str:
     """Squid's cache_log line when a Negotiate or NTLM helper could not check the
     client's token (BH: an expired ticket, one made with another key...): the reply as
     Squid prints it, without the notes that may carry credentials."""
@@ -117,7 +134,7 @@ def _handshake_failure(scheme: str, reply) -> str:
     return f"ERROR: {_HANDSHAKE_SCHEMES[scheme]} Authentication validating user. Result: {shown}}}"
 
 
-def _field(headers, name: bytes) -> bytes | None:
+def _field(headers: Fields, name: bytes) -> bytes | None:
     """The first value of a request field (its name in lower case)."""
     for key, value in headers:
         if key.lower() == name:
@@ -144,8 +161,8 @@ class ClientInfo:
                  "notes", "auth", "port_tls", "bumped", "client_cert", "tls", "interception", "to_proxy")
 
     def __init__(self, client_ip: str, client_port: int, local_ip: str, local_port: int, port_name: str = "",
-                 port_tls=None, bumped=None, metrics_port: bool = False, interception: str | None = None,
-                 to_proxy: bool = False):
+                 port_tls: PortTls | None = None, bumped: BumpedInfo | None = None, metrics_port: bool = False,
+                 interception: str | None = None, to_proxy: bool = False) -> None:
         self.client_ip = client_ip
         self.client_port = client_port
         self.local_ip = local_ip
@@ -153,17 +170,28 @@ class ClientInfo:
         self.port_name = port_name
         self.closing = False
         self.metrics_port = metrics_port    # a metrics_port: /metrics only, nothing is forwarded
-        self.notes = None           # annotate_client ACLs' annotations: a list once one is made
-        self.auth = None        # squidpy.auth.decide.ConnectionAuth: Negotiate/NTLM on this connection
+        self.notes: list[tuple[str, str]] | None = None           # annotate_client ACLs' annotations: a list once one is made
+        self.auth: auth.ConnectionAuth | None = None    # Negotiate/NTLM on this connection
         self.port_tls = port_tls
         self.bumped = bumped
-        self.client_cert = None     # the certificate a client of an https_port presented
-        self.tls = None             # squidpy.tls.session.TlsFacts once the client speaks TLS to us
+        self.client_cert: x509.Certificate | None = None    # the one a client of an https_port presented
+        self.tls: TlsFacts | None = None    # once the client speaks TLS to us
         self.interception = interception
         self.to_proxy = to_proxy
 
 
 HTTP_ACCESS = "http_access"
+
+
+class Serving(TypedDict):
+    """A disk hit being streamed: what remains to do."""
+
+    result: str
+    age: float
+    ranges: list[tuple[int, int]] | None    # the Range asked for, when it is answered
+    window: tuple[int, int] | None          # the one range read from disk
+    head: bytes | None                      # the reply head, once sent
+    parts: list[bytes] | None               # several ranges: the body, gathered
 
 
 class Callout:
@@ -173,17 +201,22 @@ class Callout:
 
     __slots__ = ("helpers", "phase", "waiting", "host", "store_id")
 
-    def __init__(self, helpers):
+    def __init__(self, helpers: HelperState | None) -> None:
         self.helpers = helpers       # the HelperState when helpers first met this request (a reconfigure
                                      # may replace the shared one: this request keeps its own)
         self.phase = HTTP_ACCESS     # the list being checked: http_access, url_rewrite or store_id
-        self.waiting = None          # what the awaited helper answer is for: an auth Outcome or (type, line)
-        self.host = None             # url_rewrite_host_header off: the authority the client asked for
-        self.store_id = None         # the cache key a store-ID helper gave
+        self.waiting: auth.Outcome | tuple[str, str] | None = None   # what the awaited answer is for:
+                                     # an auth Outcome or (external ACL type, line)
+        self.host: str | None = None     # url_rewrite_host_header off: the authority the client asked for
+        self.store_id: str | None = None     # the cache key a store-ID helper gave
 
+
+Handler = Callable[..., None]
+"""A transition: Exchange method (or a role's function) taking the event."""
+_H = TypeVar("_H", bound=Handler)
 
 # (state, event type) -> (handler, the states it may lead to); filled by @on below.
-TRANSITIONS: dict[tuple[State, type], tuple[Callable, frozenset[State]]] = {}
+TRANSITIONS: dict[tuple[State, type], tuple[Handler, frozenset[State]]] = {}
 ANY_STATE = tuple(State)
 BEFORE_DONE = tuple(s for s in State if s is not State.DONE)
 
@@ -191,14 +224,14 @@ BEFORE_DONE = tuple(s for s in State if s is not State.DONE)
 # The same, for dispatch: per state (by its position in State), event type -> (handler, tuple
 # of allowed next states); a tuple and a list index, because hashing an Enum member runs
 # Python code and this is the hot path of every request.
-_DISPATCH: list[dict[type, tuple[Callable, tuple[State, ...]]]] = [{} for _ in State]
+_DISPATCH: list[dict[type, tuple[Handler, tuple[State, ...]]]] = [{} for _ in State]
 _INDEX = {state: n for n, state in enumerate(State)}
 
 
-def on(states, *event_types, to=()):
+def on(states: Iterable[State], *event_types: type, to: Iterable[State] = ()) -> Callable[[_H], _H]:
     """Declare a handler for ``event_types`` in ``states``; ``to``: where it may lead
     (besides staying and DONE)."""
-    def register(handler):
+    def register(handler: _H) -> _H:
         for state in states:
             for event_type in event_types:
                 key = (state, event_type)
@@ -242,7 +275,7 @@ class Exchange:
     upgrading = False
     upstream_started: float | None = None
     cache: CacheRole | None = None
-    serving: dict | None = None         # a disk hit being streamed: what remains to do
+    serving: Serving | None = None      # a disk hit being streamed: what remains to do
     waited = False                      # it already waited once for a collapsed fetch
     manager: ManagerRequest | None = None   # a cache manager request being answered
     selector: PeerSelector | None = None    # with cache_peer lines: where it may go, in order
@@ -262,7 +295,7 @@ class Exchange:
     connect_failures = 0                # connect_retries: failed opens of the destination being tried
     connect_deadline = 0.0              # when connect_timeout ends for the destination being tried
 
-    def __init__(self, shared: Any, client: ClientInfo, head: RequestHead, started: float,
+    def __init__(self, shared: Shared, client: ClientInfo, head: RequestHead, started: float,
                  background: bool = False):
         self.shared = shared
         self.config = shared.config
@@ -331,7 +364,7 @@ class Exchange:
         to=(State.VERIFYING_HOST, State.CHECKING, State.REWRITING, State.SELECTING, State.CONNECTING,
             State.CACHE_LOOKUP, State.PURGING, State.COLLAPSED, State.SERVING_STORED, State.BUMP_CLIENT_HELLO,
             State.COLLECTING))
-    def _start(self, _event) -> None:
+    def _start(self, _event: ev.Event) -> None:
         if self.refusal is not None:
             return self.fail(*self.refusal)
         head, e = self.head, self.entry
@@ -383,7 +416,7 @@ class Exchange:
         if framing.kind == INVALID:
             return self.fail("ERR_INVALID_REQ", framing.problem)
         limit = self.config.request_body_max_size
-        if limit and framing.kind == LENGTH and framing.length > limit:
+        if limit and framing.kind == LENGTH and framing.length > limit:  # type: ignore[operator]  # LENGTH has one
             return self.fail("ERR_TOO_BIG", "the request body is larger than request_body_max_size", 413)
         if head.method == "CONNECT" and framing.has_body:
             return self.fail("ERR_INVALID_REQ", "a CONNECT request cannot have a body")
@@ -405,7 +438,7 @@ class Exchange:
         self._check()
 
     # ------------------------------------------------------------ Host verification (CVE-2009-0801)
-    def _verify_host(self, verdict) -> None:
+    def _verify_host(self, verdict: HostCheck | str) -> None:
         """Squid's hostHeaderVerify, before http_access: an intercepted request's Host
         must resolve to the address the client connected to (``verdict``, from
         intercept.intercepted_request: a name means its addresses must be looked up)."""
@@ -639,7 +672,7 @@ class Exchange:
         self._note_credentials(outcome, self.callout.helpers)
         self._recheck()
 
-    def _note_credentials(self, outcome: auth.Outcome, helpers) -> None:
+    def _note_credentials(self, outcome: auth.Outcome, helpers: HelperState) -> None:
         """What the ACLs and the log learn from the credentials' outcome."""
         ch = self.checklist
         ch.auth = outcome
@@ -714,7 +747,7 @@ class Exchange:
             return self._recheck()
         self._forward()
 
-    def _allowed_by(self, access_list) -> bool | None:
+    def _allowed_by(self, access_list: AccessList) -> bool | None:
         """url_rewrite_access / store_id_access (no lines: all); None while a fact is
         being looked up.  A check that ends without an answer skips the helper."""
         if not access_list:
@@ -757,7 +790,7 @@ class Exchange:
             return self._forward()
         self._ask_callout(STORE_ID, helpers.store_id_extras)
 
-    def _ask_callout(self, helper: str, extras) -> None:
+    def _ask_callout(self, helper: str, extras: str | None) -> None:
         """The request line is the URL, then the extras (logformat codes)."""
         line = self.target.url
         if extras is not None:
@@ -789,7 +822,7 @@ class Exchange:
             self.callout.store_id = store_id
         self._forward()
 
-    def _rewrite_answered(self, reply) -> None:
+    def _rewrite_answered(self, reply: Reply) -> None:
         """Squid's clientRedirectDone: rewrite the URL, redirect the client, or go on."""
         if reply.result == TIMEDOUT:
             timeout = self.config.url_rewrite_timeout
@@ -909,7 +942,7 @@ class Exchange:
         self.manager = request
         self._collect(request.action, request.params)
 
-    def _collect(self, action: str, params: dict) -> None:
+    def _collect(self, action: str, params: dict[str, str]) -> None:
         self.state = State.COLLECTING
         self._emit(c.CollectStats(action, needs_of(action), params))
 
@@ -964,7 +997,7 @@ class Exchange:
         self.send_local(200 if event.removed else 404, None, b"")
 
     # ------------------------------------------------------------ denials and errors
-    def deny(self, verdict, access_list, result: str = "TCP_DENIED", challenge: bool = True,
+    def deny(self, verdict: Verdict, access_list: AccessList, result: str = "TCP_DENIED", challenge: bool = True,
              page: str | None = None) -> None:
         """A denial, answered as deny_info says for the ACL that decided it: the last
         ACL of the denying line, or after an implicit deny the last ACL evaluated
@@ -1138,7 +1171,7 @@ class Exchange:
         self._emit(c.SendToClient(head if self.head.method == "HEAD" or not body else head + body))
         self.finish()
 
-    def _reply_rules(self, head: bytes, status: int, headers) -> bytes:
+    def _reply_rules(self, head: bytes, status: int, headers: Fields) -> bytes:
         """reply_header_access/replace/add on a reply head about to leave; reply ACLs
         see this reply."""
         ch = self.checklist
@@ -1169,7 +1202,7 @@ class Exchange:
         self.cache.from_disk = event.from_disk
         self._found(event.reply, event.body, event.names)
 
-    def _found(self, reply, body: bytes | None, names: tuple) -> None:
+    def _found(self, reply: CachedReply | None, body: bytes | None, names: tuple[bytes, ...]) -> None:
         role = self.cache
         decision = role.found(reply, body, names, self.shared.now(), not self.waited)
         if decision is Found.ONLY_IF_CACHED_MISS:
@@ -1193,7 +1226,7 @@ class Exchange:
     @on([State.COLLAPSED], type(ev.CollapseReleased), to=(State.CACHE_LOOKUP, State.SELECTING, State.CONNECTING,
                                                          State.CHECKING,
                                                          State.SERVING_STORED))
-    def _collapse_released(self, _event) -> None:
+    def _collapse_released(self, _event: ev.Event) -> None:
         """The fetch we waited for is over: look again, and fetch ourselves if it is
         not there, without waiting a second time."""
         self.waited = True
@@ -1239,7 +1272,7 @@ class Exchange:
             return self._send_ranges(reply, b"", ranges, age, result)
         self._emit(c.StreamStored(reply, window, head_only=head.method == "HEAD"))
 
-    def _hit_head(self, reply, status: int, reason: bytes, age: float, fields: bytes) -> bytes:
+    def _hit_head(self, reply: CachedReply, status: int, reason: bytes, age: float, fields: bytes) -> bytes:
         shared = self.shared
         if status == reply.status:
             start = reply.head
@@ -1254,7 +1287,7 @@ class Exchange:
             head = self._reply_rules(head, status, reply.headers)
         return head
 
-    def _send_stored(self, reply, status: int, reason: bytes, age: float, body: bytes, result: str,
+    def _send_stored(self, reply: CachedReply, status: int, reason: bytes, age: float, body: bytes, result: str,
                      fields: bytes = b"") -> None:
         head = self._hit_head(reply, status, reason, age, fields)
         e = self.entry
@@ -1268,7 +1301,8 @@ class Exchange:
         self._emit(c.SendToClient(head + send_body if send_body else head))
         self.finish()
 
-    def _send_ranges(self, reply, body: bytes, ranges, age: float, result: str) -> None:
+    def _send_ranges(self, reply: CachedReply, body: bytes, ranges: list[tuple[int, int]], age: float,
+                     result: str) -> None:
         """RFC 9110 14: 206 with one range or multipart/byteranges; 416 when none fits."""
         length = reply.body_size
         if not ranges:
@@ -1332,7 +1366,7 @@ class Exchange:
         self.finish()
 
     @on([State.SERVING_STORED], type(ev.StoredBodyMissing), to=(State.SELECTING, State.CONNECTING, State.CHECKING))
-    def _stored_body_missing(self, _event) -> None:
+    def _stored_body_missing(self, _event: ev.Event) -> None:
         self._swap_failed()
 
     def _swap_failed(self) -> None:
@@ -1412,7 +1446,7 @@ class Exchange:
         if selected is not None:
             self._selected(selected)
 
-    def _selected(self, selected) -> None:
+    def _selected(self, selected: Selected) -> None:
         self.selected = selected
         for line in selected.lines:
             self._emit(c.Report("warning", line))
@@ -1478,7 +1512,7 @@ class Exchange:
         self.state = State.CONNECTING
         self.upstream = "connecting"
         self.attempts += 1
-        timing: dict = {}
+        timing: dict[str, float] = {}
         if reopen:
             left = self.connect_deadline - self.shared.now() - REOPEN_PAUSE
             timing = {"delay": REOPEN_PAUSE, "timeout": left}
@@ -1516,6 +1550,7 @@ class Exchange:
             return self._emit(c.Connect(target.scheme, client.local_ip, client.local_port, fresh=fresh,
                                         tunnel=self.tunnel, addresses=[client.local_ip], bind=self.bind,
                                         source=self.source, **timing))
+        addresses: list[str] | None
         if target.ip_literal:
             addresses = [target.host]
         else:
@@ -1524,7 +1559,7 @@ class Exchange:
         self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
                              addresses=addresses, bind=self.bind, source=self.source, **timing))
 
-    def _bump_through(self, peer) -> bytes | None:
+    def _bump_through(self, peer: CachePeer) -> bytes | None:
         """A request inside a bumped connection never goes to a parent in clear: as in
         Squid 5.7 (FwdState's "encrypted traffic through a proxy"), a CONNECT to the
         parent opens a tunnel and TLS with the origin runs inside it, the request in
@@ -1534,7 +1569,7 @@ class Exchange:
             return None
         return self.connect_head(peer)
 
-    def connect_head(self, peer) -> bytes:
+    def connect_head(self, peer: CachePeer) -> bytes:
         """``CONNECT host:port`` for the parent ``peer``: a tunnel to the target, with the
         peer's login= credentials."""
         target = self.target
@@ -1595,14 +1630,8 @@ class Exchange:
         ch, target, peer = self.checklist, self.target, self.peer
         if peer is not None or self.original_dst:
             addresses = self.shared.peers.state(peer).addresses if peer is not None else [self.client.local_ip]
-            known = ch.dst
-            ch.dst = list(addresses)
-            ch.dst_peer_name = peer.name if peer is not None else None      # peername ACLs
-            try:
-                self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
-            finally:
-                ch.dst = known
-                ch.dst_peer_name = None
+            self.bind = outgoing_to(self.config.tcp_outgoing_address, ch, addresses,
+                                    peer.name if peer is not None else None)
             return True
         if target.ip_literal:
             ch.dst = [target.host]
@@ -1620,7 +1649,7 @@ class Exchange:
         return True
 
     @property
-    def peer(self):
+    def peer(self) -> CachePeer | None:
         """The peer being tried (None: the origin itself)."""
         destination = self.destination
         return destination.peer if destination is not None else None
@@ -1634,7 +1663,8 @@ class Exchange:
         code = "ORIGINAL_DST" if self.original_dst and destination.peer is None else destination.code
         return (TIMEOUT_PREFIX if timed_out else "") + code
 
-    def reached(self, peer_ip: str | None, peer_port: int | None, seconds: float, tls, reused: bool = False) -> None:
+    def reached(self, peer_ip: str | None, peer_port: int | None, seconds: float, tls: TlsFacts | None,
+                reused: bool = False) -> None:
         """The destination is connected: what the log says of it; a peer's success counted."""
         e = self.entry
         e.hierarchy = self._hierarchy_code()
@@ -1853,7 +1883,7 @@ class Exchange:
             self._send_body(data)
 
     @on([State.DONE], ev.RequestBody, type(ev.RequestEnd))
-    def _late_request_body(self, _event) -> None:
+    def _late_request_body(self, _event: ev.Event) -> None:
         """The exchange answered before the body ended: the rest is not wanted."""
 
     def _send_body(self, data: bytes) -> None:
@@ -1864,7 +1894,7 @@ class Exchange:
         self.entry.upstream_bytes_out += len(data)
 
     @on(BEFORE_DONE, type(ev.RequestEnd))
-    def _request_end(self, _event) -> None:
+    def _request_end(self, _event: ev.Event) -> None:
         self.body_done = True
         if self.upstream == "open" and self.body_buffer is None and self.chunked_body and \
                 self.state in (State.AWAITING_REPLY, State.RELAYING):
@@ -1883,7 +1913,7 @@ class Exchange:
         self.fail(event.error, event.detail, event.status)
 
     @on([State.DONE], ev.RequestInvalid)
-    def _late_request_invalid(self, _event) -> None:
+    def _late_request_invalid(self, _event: ev.Event) -> None:
         self.keep_alive = False
 
     # the reply, from the origin
@@ -2219,7 +2249,7 @@ class Exchange:
 
     # ------------------------------------------------------------ the end
     @on(BEFORE_DONE, type(ev.ClientGone))
-    def _client_gone(self, _event) -> None:
+    def _client_gone(self, _event: ev.Event) -> None:
         """The client went away before the exchange ended."""
         if self.state is State.TUNNEL:
             return      # the tunnel logs when it ends
@@ -2252,7 +2282,7 @@ class Exchange:
                               whole_for_range=self.range_limit == -1)
 
     @on([State.DONE], type(ev.ClientGone))
-    def _gone_after_done(self, _event) -> None:
+    def _gone_after_done(self, _event: ev.Event) -> None:
         """Nothing left to do."""
 
     def finish(self) -> None:
@@ -2278,7 +2308,7 @@ class Exchange:
         self._emit(c.Finished(self.keep_alive))
 
 
-def denial_line(verdict, list_name: str) -> tuple[str, str]:
+def denial_line(verdict: Verdict, list_name: str) -> tuple[str, str]:
     """(FILE:LINE, the line) that denied a request, as the counters file it; a denial
     because no line matched is filed under the last line, marked implicit."""
     rule = verdict.rule

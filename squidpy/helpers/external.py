@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from squidpy.acl.checklist import Checklist, authenticated_user
@@ -143,7 +144,7 @@ def _value(token: FormatToken, ch: Checklist) -> str:
     return ""
 
 
-def _header(get, arg: str | None) -> str:
+def _header(get: Callable[[bytes], str | None], arg: str | None) -> str:
     """``Name`` the whole header; ``Name:member`` (or ``Name:;member``) one list member."""
     if not arg:
         return ""
@@ -163,7 +164,7 @@ def _header(get, arg: str | None) -> str:
     return ""
 
 
-def parse_token(word: str, warn) -> FormatToken:
+def parse_token(word: str, warn: Callable[[str], None]) -> FormatToken:
     if word == "%%":                    # a percent sign, as in Squid's formats
         return FormatToken("%")
     m = _OLD_HEADER.match(word)
@@ -183,7 +184,7 @@ def parse_token(word: str, warn) -> FormatToken:
     return FormatToken(code, arg)
 
 
-def parse_external_acl_type(args: list[str], where: str, warn) -> ExternalAclType:
+def parse_external_acl_type(args: list[str], where: str, warn: Callable[[str], None]) -> ExternalAclType:
     if len(args) < 2:
         raise ValueError("expected: external_acl_type NAME [options] FORMAT... /path/to/helper [args]")
     name = args[0]

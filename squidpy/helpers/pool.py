@@ -322,7 +322,8 @@ class HelperPool:
         self._sync_queue_stats(actions)
         if not self._overloaded():
             return True
-        if self.clock() - self.overload_start <= OVERLOAD_GRACE:
+        # _sync_queue_stats has just set overload_start: the queue is overloaded
+        if self.clock() - self.overload_start <= OVERLOAD_GRACE:  # type: ignore[operator]
             return True
         if self.config.on_persistent_overload == "die":
             self.dying = True

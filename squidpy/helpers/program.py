@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
-from squidpy.helpers.protocol import escape, unescape
+from squidpy.helpers.protocol import escape
+from squidpy.http.url import rfc1738_unescape as unescape
 
 
 def answer(result: str, **keys: str) -> str:

@@ -11,6 +11,7 @@ Squid 5.7's ``src/helper/Reply.cc``, ``src/helper/ChildConfig.cc``,
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from squidpy.http.url import rfc1738_unescape as unescape
@@ -43,7 +44,8 @@ class ChildConfig:
     queue_size_given: bool = False    # queue-size= written (else 2*N, or 0 under url_rewrite_bypass)
 
     @classmethod
-    def parse(cls, args: list[str], warn=lambda message: None, default_queue_size=None) -> "ChildConfig":
+    def parse(cls, args: list[str], warn: Callable[[str], None] = lambda message: None,
+              default_queue_size: Callable[[int], int] | None = None) -> "ChildConfig":
         """Parse the words after ``children``; ``warn`` gets Squid's override notes.
         ``default_queue_size(n_max)`` replaces Squid's 2*N when queue-size is not given
         (url_rewrite_bypass makes it 0)."""
@@ -229,7 +231,7 @@ def parse_reply(line: str) -> Reply:
             result, rest = OK, line[3:]
             w1, pos = wordtok(rest)
             w2, pos2 = wordtok(rest, pos)
-            if w2 is not None:
+            if w1 is not None and w2 is not None:
                 notes += [("token", w1), ("user", w2)]
                 rest = rest[pos2:]
             elif w1 is not None:

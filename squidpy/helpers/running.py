@@ -13,6 +13,7 @@ starts a new set and stops the old one (its children finish what they hold).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 
@@ -20,9 +21,12 @@ from squidpy.helpers.manager import HelperAnswer, HelperManager
 from squidpy.helpers.protocol import UNKNOWN, Reply
 from squidpy.helpers.state import EXTERNAL, STORE_ID, URL_REWRITE, HelperState, external_helper
 
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
+
 
 class RunningHelpers:
-    def __init__(self, config, reactor, on_fatal=None, previous: "RunningHelpers | None" = None, log=None):
+    def __init__(self, config: Config, reactor, on_fatal=None, previous: "RunningHelpers | None" = None, log=None):
         self.managers: dict[str, HelperManager] = {}
 
         def add(helper: str, name: str, program, children, **options) -> None:

@@ -16,12 +16,17 @@ Helpers are named as exchanges ask them: the scheme (``basic``, ``digest``,
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from squidpy.auth.cache import UserCache
 from squidpy.auth.decide import Authenticator
 from squidpy.helpers.external import ExternalCache
 from squidpy.log.logformat import compile_format
+
+if TYPE_CHECKING:
+    from squidpy.auth.schemes import SchemeConfig
+    from squidpy.config.loader import Config
+    from squidpy.log.entry import LogEntry
 
 URL_REWRITE = "url_rewrite"
 STORE_ID = "store_id"
@@ -33,19 +38,19 @@ def external_helper(type_name: str) -> str:
     return EXTERNAL + type_name
 
 
-def uses_helpers(config) -> bool:
+def uses_helpers(config: Config) -> bool:
     """Whether requests under ``config`` may need a helper at all."""
     return bool(config.auth_param or config.external_acl_type or config.url_rewrite_program is not None
                 or config.store_id_program is not None)
 
 
 class HelperState:
-    def __init__(self, config, clock: Callable[[], float],
+    def __init__(self, config: Config, clock: Callable[[], float],
                  will_overload: Callable[[str], bool] | None = None, previous: "HelperState | None" = None):
         self.clock = clock
         self._will_overload = will_overload or (lambda helper: False)
         self.auth: Authenticator | None = None
-        self.stateful: tuple = ()
+        self.stateful: tuple[SchemeConfig, ...] = ()
         if config.auth_param:
             # the users already checked stay known across a reconfigure, as in Squid
             users = previous.auth.cache if previous is not None and previous.auth is not None else None
@@ -71,7 +76,7 @@ class HelperState:
         self.store_id_extras = compile_format(config.store_id_extras) if self.store_ids else None
         self.refreshing: set[tuple[str, str]] = set()          # external lookups refreshed in the background
 
-    def key_extras_of(self, entry) -> Callable[[str], str | None] | None:
+    def key_extras_of(self, entry: LogEntry) -> Callable[[str], str | None] | None:
         """``auth_param SCHEME key_extras``, formatted for the request ``entry`` logs."""
         if not self.key_extras:
             return None

@@ -22,7 +22,7 @@ import socket
 import time
 from collections import deque
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet import error as ierror
@@ -35,6 +35,9 @@ from squidpy.ip import ip_address
 from squidpy.log.destination import Destination
 from squidpy.log.logformat import PREDEFINED_FORMATS, text_bytes
 from squidpy.log.rotate import rotate_numbered
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 log = logging.getLogger("squidpy")
 
@@ -749,7 +752,7 @@ class AccessLog:
         self.previous = None
 
     @classmethod
-    def from_config(cls, config, previous: "AccessLog | None" = None, on_fatal=None, resolve=None) -> "AccessLog":
+    def from_config(cls, config: Config, previous: "AccessLog | None" = None, on_fatal=None, resolve=None) -> "AccessLog":
         """The logs of ``config``.  On reconfigure (``previous``), destinations that stay keep
         their writer (open file, TCP connection, queued lines), and nothing changes until
         :meth:`commit` (or :meth:`discard`).  ``resolve`` looks up collectors' names."""

@@ -36,7 +36,7 @@ def logs():
 def _default_log() -> str:
     config = load_config()
     for spec in config.access_log:
-        if spec.destination.is_file:
+        if spec.destination.is_file and spec.destination.path is not None:
             return spec.destination.path
     raise click.UsageError("the configuration has no access_log file: name the FILE to read")
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 FACILITIES = {
@@ -37,7 +38,7 @@ class Destination:
         return self.kind == "file"
 
 
-def parse_destination(text: str, resolve=lambda path: path) -> Destination:
+def parse_destination(text: str, resolve: Callable[[str], str] = lambda path: path) -> Destination:
     """Parse one destination; ``resolve`` makes a relative path absolute.  Raises ValueError."""
     if text == "none":
         return Destination("none", text)

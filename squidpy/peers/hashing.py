@@ -21,10 +21,14 @@ The facts, from Squid's src/carp.cc, src/peer_sourcehash.cc and src/peer_userhas
 * sourcehash hashes the client's address as text, userhash the user name,
   once for all peers.
 
-Hashing a URL against 32 peers takes some hundred microseconds in Python
-(the key is hashed once per peer, one byte at a time), so the ranking of
-peers for a URL is remembered (:data:`RANKINGS_KEPT` URLs per array): the
-usable peer ranked first is picked at the cost of a dictionary lookup.
+A cold CARP pick therefore costs one step per key byte per peer (32 peers and an
+80-character URL: 2,560 steps, each ``h += rotl(h, 19) + c`` depends on the one before,
+so nothing can be shared, vectorised or skipped).  In Python that is about 100 ns a
+step: some hundred microseconds a URL (``benchmarks/carp_bench.py``).  The loop is as
+tight as CPython allows (an ASCII key iterated as bytes, everything per peer worked out
+when the configuration loads, no calls inside), and the ranking of peers for a URL is
+remembered (:attr:`HashArray.kept` URLs per array, oldest forgotten first): a URL seen
+before costs a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterable
 
-from squidpy.peers.peer import CachePeer
+from squidpy.peers.peer import CachePeer, CarpKey
+
+Order = bytes | tuple[int, ...]      # members' indices, best first
 
 MASK = 0xFFFFFFFF
 MIX = 0x62531965
 RANKINGS_KEPT = 65536
-_UNSET = object()
 
 
 def _rotl(x: int, n: int) -> int:
@@ -47,6 +52,14 @@ def _rotl(x: int, n: int) -> int:
 def _signed(data: bytes) -> list[int]:
     """Bytes as C's signed ``char`` promoted to ``unsigned int``."""
     return [b if b < 0x80 else b | 0xFFFFFF00 for b in data]
+
+
+def _codes(text: str) -> bytes | list[int]:
+    """A key's bytes as :func:`update` adds them: an ASCII key as its bytes (iterated as
+    ints, signed and unsigned agree below 0x80), any other through :func:`_signed`."""
+    if text.isascii():
+        return text.encode("ascii")
+    return _signed(text_bytes(text))
 
 
 def text_bytes(text: str) -> bytes:
@@ -65,7 +78,7 @@ def update(h: int, data: Iterable[int]) -> int:
 
 
 def peer_hash(name: str) -> int:
-    h = update(0, _signed(text_bytes(name)))
+    h = update(0, _codes(name))
     h = (h + h * MIX) & MASK
     return _rotl(h, 21)
 
@@ -106,12 +119,12 @@ class Member:
         self.load_factor = load_factor
         self.load_multiplier = 0.0
 
-    def score(self, key_hash: int) -> float:
-        return combine(key_hash, self.hash) * self.load_multiplier
-
 
 class HashArray:
-    """The peers of one method (``carp``, ``sourcehash`` or ``userhash``), in Squid's order."""
+    """The peers of one method (``carp``, ``sourcehash`` or ``userhash``), in Squid's order.
+
+    Everything that depends only on the peers (hashes, multipliers, the distinct
+    ``carp-key=`` specifications) is worked out here, once per configuration."""
 
     def __init__(self, peers: Iterable[CachePeer]):
         chosen = [p for p in peers if p.weight != 0]
@@ -135,7 +148,15 @@ class HashArray:
             x_last = x
             p_last = m.load_factor
         self.members = members
-        self._rankings: dict = {}
+        self.kept = RANKINGS_KEPT
+        self._peers = tuple(m.peer for m in members)
+        specs: list[CarpKey | None] = []
+        for m in members:
+            if m.peer.carp_key not in specs:
+                specs.append(m.peer.carp_key)
+        self._specs = tuple(specs)
+        self._scoring = tuple((specs.index(m.peer.carp_key), m.hash, m.load_multiplier) for m in members)
+        self._rankings: dict[str, Order] = {}
 
     def __bool__(self) -> bool:
         return bool(self.members)
@@ -143,58 +164,83 @@ class HashArray:
     def __len__(self) -> int:
         return len(self.members)
 
-    def pick(self, ranking: tuple[CachePeer, ...], usable: Callable[[CachePeer], bool]) -> CachePeer | None:
-        """The first usable peer of a ranking (Squid: the highest score among usable peers)."""
-        for peer in ranking:
-            if usable(peer):
-                return peer
-        return None
-
-    def _remember(self, key, ranking: tuple[CachePeer, ...]) -> tuple[CachePeer, ...]:
+    # ------------------------------------------------------------ picking
+    def _remember(self, key: str, scores: list[float]) -> Order:
+        """The members' indices by falling score, ties to the earlier (a stable sort); a
+        score that is not above 0 (or NaN) is never chosen by Squid, so it is left out.
+        Kept as bytes (a tuple of peers would take four times the memory per URL)."""
+        order = [i for i, score in enumerate(scores) if score > 0]
+        order.sort(key=scores.__getitem__, reverse=True)
+        ranking = bytes(order) if len(self._peers) <= 256 else tuple(order)
         rankings = self._rankings
-        if len(rankings) >= RANKINGS_KEPT:
+        if len(rankings) >= self.kept:
             del rankings[next(iter(rankings))]
         rankings[key] = ranking
         return ranking
 
-    @staticmethod
-    def _rank(scored: list[tuple[float, int, CachePeer]]) -> tuple[CachePeer, ...]:
-        """Peers by falling score, ties to the earlier; a score that is not above 0
-        (or NaN) is never chosen by Squid, so it is left out."""
-        kept = [s for s in scored if s[0] > 0]
-        kept.sort(key=lambda s: (-s[0], s[1]))
-        return tuple(s[2] for s in kept)
+    def _first_usable(self, order: Order, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
+        """Squid: the highest score among usable peers."""
+        peers = self._peers
+        for i in order:
+            peer = peers[i]
+            if usable(peer):
+                return peer
+        return None
 
     # ------------------------------------------------------------ sourcehash, userhash
-    def ranking_for_key(self, key: str) -> tuple[CachePeer, ...]:
+    def _key_order(self, key: str) -> Order:
+        order = self._rankings.get(key)
+        if order is not None:
+            return order
+        h = update(0, _codes(key))
+        scores = []
+        for _, peer_hash_value, multiplier in self._scoring:
+            scores.append(combine(h, peer_hash_value) * multiplier)
+        return self._remember(key, scores)
+
+    def key_pick(self, key: str, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
         """sourcehash and userhash: the key is hashed once for every peer."""
-        ranking = self._rankings.get(key)
-        if ranking is not None:
-            return ranking
-        key_hash = update(0, _signed(key.encode("latin-1", "replace")))
-        return self._remember(key, self._rank([(m.score(key_hash), i, m.peer) for i, m in enumerate(self.members)]))
+        return self._first_usable(self._key_order(key), usable)
+
+    def ranking_for_key(self, key: str) -> tuple[CachePeer, ...]:
+        """The peers in the order :meth:`key_pick` tries them."""
+        peers = self._peers
+        return tuple([peers[i] for i in self._key_order(key)])
 
     # ------------------------------------------------------------ CARP
-    def carp_ranking(self, url: str, scheme: str, host: str, port: int, path: str) -> tuple[CachePeer, ...]:
-        """CARP: ``url`` is Squid's effective request URI; the other parts feed
-        ``carp-key=``.  Squid 5.7 keeps hashing into one value from peer to peer."""
-        ranking = self._rankings.get(url)
-        if ranking is not None:
-            return ranking
-        scored = []
+    def _carp_order(self, url: str, scheme: str, host: str, port: int, path: str) -> Order:
+        """``url`` is Squid's effective request URI; the other parts feed ``carp-key=``.
+        Squid 5.7 keeps hashing into one value from peer to peer.  :func:`update` and
+        :func:`combine` are written out in the loop: this is the cost of a cold pick,
+        and a call per peer is measurable here."""
+        order = self._rankings.get(url)
+        if order is not None:
+            return order
+        keys = [_codes(carp_key(spec, url, scheme, host, port, path)) for spec in self._specs]
         h = 0
-        last_spec, last_key = _UNSET, []
-        for i, m in enumerate(self.members):
-            spec = m.peer.carp_key
-            if spec != last_spec:
-                last_key = _signed(carp_key(spec, url, scheme, host, port, path).encode("latin-1", "replace"))
-                last_spec = spec
-            h = update(h, last_key)
-            scored.append((m.score(h), i, m.peer))
-        return self._remember(url, self._rank(scored))
+        scores = []
+        for which, peer_hash_value, multiplier in self._scoring:
+            for c in keys[which]:
+                h = (h * 524289 + (h >> 13) + c) & 0xFFFFFFFF
+            x = ((h ^ peer_hash_value) * 0x62531966) & 0xFFFFFFFF       # x += x * MIX
+            scores.append((((x << 21) | (x >> 11)) & 0xFFFFFFFF) * multiplier)
+        return self._remember(url, scores)
+
+    def carp_pick(self, url: str, scheme: str, host: str, port: int, path: str,
+                  usable: Callable[[CachePeer], bool]) -> CachePeer | None:
+        """CARP's parent for a request: the usable peer of highest score."""
+        order = self._rankings.get(url)         # here too: the call saved is a sixth of a warm pick
+        if order is None:
+            order = self._carp_order(url, scheme, host, port, path)
+        return self._first_usable(order, usable)
+
+    def carp_ranking(self, url: str, scheme: str, host: str, port: int, path: str) -> tuple[CachePeer, ...]:
+        """The peers in the order :meth:`carp_pick` tries them."""
+        peers = self._peers
+        return tuple([peers[i] for i in self._carp_order(url, scheme, host, port, path)])
 
 
-def carp_key(spec, url: str, scheme: str, host: str, port: int, path: str) -> str:
+def carp_key(spec: CarpKey | None, url: str, scheme: str, host: str, port: int, path: str) -> str:
     """The text CARP hashes for one peer: the URL, or the parts ``carp-key=`` names
     (scheme ``://``, host, ``:port`` always written, path without the query, the
     query with its ``?``); an empty result falls back to the URL."""

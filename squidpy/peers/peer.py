@@ -15,10 +15,11 @@ from __future__ import annotations
 import base64
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from squidpy.acl.access import AccessList
-from squidpy.http.message import field_values
+from squidpy.http.message import Fields, field_values
 from squidpy.http.url import rfc1738_unescape
 from squidpy.tls.options import TlsOptions
 
@@ -126,7 +127,8 @@ class CachePeer:
         return f"<CachePeer {self.name} {self.type} {self.host}:{self.http_port}>"
 
 
-def parse_cache_peer(args: list[str], warn, path=lambda p: p) -> CachePeer:
+def parse_cache_peer(args: list[str], warn: Callable[[str], None],
+                     path: Callable[[str], str] = lambda p: p) -> CachePeer:
     """``HOST TYPE HTTP-PORT ICP-PORT [options]`` -> CachePeer; raises ValueError.
     ``warn(message)`` reports what is accepted but ignored; ``path`` makes file names
     absolute (relative to the configuration)."""
@@ -157,7 +159,7 @@ def parse_cache_peer(args: list[str], warn, path=lambda p: p) -> CachePeer:
     return peer
 
 
-def _option(peer: CachePeer, token: str, warn, path) -> None:
+def _option(peer: CachePeer, token: str, warn: Callable[[str], None], path: Callable[[str], str]) -> None:
     name, eq, value = token.partition("=")
     if token in FLAGS:
         if token in ("sourcehash", "userhash") and peer.type != PARENT:
@@ -249,7 +251,7 @@ def _carp_key(spec: str) -> CarpKey:
     return CarpKey(**parts)
 
 
-def _tls(peer: CachePeer, option: str, path, warn) -> None:
+def _tls(peer: CachePeer, option: str, path: Callable[[str], str], warn: Callable[[str], None]) -> None:
     """One ``tls-*`` option, read as Squid's Security::PeerOptions::parse reads it
     (squidpy.tls.options): ``tls`` alone or any known option turns TLS on,
     ``tls-disable`` turns it off, an unknown one is ignored.  The files named must
@@ -270,7 +272,7 @@ def _tls(peer: CachePeer, option: str, path, warn) -> None:
     peer.tls = None if tls.disabled else tls
 
 
-def login_fields(login: str | None, request_headers, username: str | None) -> tuple[bool, bytes | None]:
+def login_fields(login: str | None, request_headers: Fields, username: str | None) -> tuple[bool, bytes | None]:
     """What ``login=`` does to a request forwarded to a parent proxy (Squid's
     httpFixupAuthentication and its Proxy-Authorization copying rules).
 

@@ -39,13 +39,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squidpy.acl.checklist import AuthRequired, Pending, Undecided
-from squidpy.http.message import field_values
+from squidpy.http.message import Fields, field_values
 from squidpy.peers.hashing import HashArray
 from squidpy.peers.health import PeerHealth
 from squidpy.peers.peer import PARENT, SIBLING, CachePeer
+
+if TYPE_CHECKING:
+    from squidpy.acl.access import AccessList
+    from squidpy.acl.checklist import Checklist
+    from squidpy.config.loader import Config
 
 # Hierarchy codes, as Squid's hier_code_str spells them in the access log.
 HIER_NONE = "HIER_NONE"
@@ -195,7 +200,7 @@ class RequestFacts:
         return self.method != "CONNECT"
 
 
-def is_hierarchical(method: str, scheme: str, headers, loop_detected: bool = False) -> bool:
+def is_hierarchical(method: str, scheme: str, headers: Fields, loop_detected: bool = False) -> bool:
     """Squid's clientHierarchical for a forward proxy: TRACE, or a GET without an
     Authorization field that did not loop (If-Modified-Since is fine: squidpy's peers,
     like Squid's, use private keys); every URL scheme counts but the cache manager's."""
@@ -233,7 +238,11 @@ class Destination:
         return self.peer is None
 
 
-_ALL_PARENTS = object()     # where every other usable parent goes in the list, once it is wanted
+class _Marker(enum.Enum):
+    ALL_PARENTS = "all parents"
+
+
+_ALL_PARENTS = _Marker.ALL_PARENTS     # where every other usable parent goes in the list, once it is wanted
 
 
 class Selected:
@@ -247,7 +256,8 @@ class Selected:
 
     __slots__ = ("_selector", "_plan", "timed_out", "lines")
 
-    def __init__(self, selector: "PeerSelector", plan: list, timed_out: bool, lines: list[str]):
+    def __init__(self, selector: "PeerSelector", plan: list[Destination | _Marker], timed_out: bool,
+                 lines: list[str]) -> None:
         self._selector = selector
         self._plan = plan
         self.timed_out = timed_out
@@ -277,7 +287,7 @@ class Selected:
 class PeerSelector:
     """One request's peer selection."""
 
-    def __init__(self, table: PeerTable, config: Any, request: RequestFacts, now: float):
+    def __init__(self, table: PeerTable, config: Config, request: RequestFacts, now: float):
         self.table = table
         self.config = config
         self.request = request
@@ -285,7 +295,7 @@ class PeerSelector:
         self.always: bool | None = None
         self.never: bool | None = None
         self.direct: Direct | None = None
-        self.servers: list[Destination] = []
+        self.servers: list[Destination | _Marker] = []
         self._chosen: set[int] = set()         # id() of the peers in servers (None: direct)
         self.ping_state = "none"        # none, waiting, done
         self.ping_start = 0.0
@@ -400,14 +410,14 @@ class PeerSelector:
         table, request = self.table, self.request
         peer, code = None, None
         if table.sourcehash:
-            peer = table.sourcehash.pick(table.sourcehash.ranking_for_key(request.client_ip), self.http_okay)
+            peer = table.sourcehash.key_pick(request.client_ip, self.http_okay)
             code = SOURCEHASH_PARENT
         if peer is None and table.userhash and request.user:
-            peer = table.userhash.pick(table.userhash.ranking_for_key(request.user), self.http_okay)
+            peer = table.userhash.key_pick(request.user, self.http_okay)
             code = USERHASH_PARENT
         if peer is None and table.carp:
-            ranking = table.carp.carp_ranking(request.url, request.scheme, request.host, request.port, request.path)
-            peer = table.carp.pick(ranking, self.http_okay)
+            peer = table.carp.carp_pick(request.url, request.scheme, request.host, request.port, request.path,
+                                        self.http_okay)
             code = CARP
         if peer is None:
             peer, code = self._round_robin(), ROUNDROBIN_PARENT
@@ -587,7 +597,7 @@ class PeerSelector:
         return self._finish()
 
 
-def _allowed(rules, ch) -> bool:
+def _allowed(rules: AccessList, ch: Checklist) -> bool:
     """always_direct or never_direct allows the request; may raise Pending for a DNS fact.
     An ACL that wants credentials or whose helper failed does not allow."""
     if not rules:

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -27,6 +28,9 @@ from squidpy.cache.refresh import RefreshSettings, rule_for
 from squidpy.cache.store import CachedReply
 from squidpy.exchange import events as ev
 from squidpy.http import message
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 log = logging.getLogger("squidpy")
 
@@ -243,7 +247,7 @@ class Tee:
 class Cache:
     """The running cache: the store, the cache-related settings, collapsed fetches."""
 
-    def __init__(self, service, config, store):
+    def __init__(self, service, config: Config, store):
         self.service = service
         self.store = store
         self.readers: ThreadPool | None = None     # disk reads happen there, never on the reactor
@@ -251,7 +255,7 @@ class Cache:
         self.uncacheable: dict[str, float] = {}
         self.configure(config)
 
-    def configure(self, config) -> None:
+    def configure(self, config: Config) -> None:
         self.generation = getattr(self, "generation", 0) + 1     # stored entries' memos are stale now
         self.config = config
         self.patterns = config.refresh_pattern

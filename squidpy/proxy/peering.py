@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from twisted.internet import protocol
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 
 from squidpy.acl.checklist import Checklist, Pending
+from squidpy.acl.outgoing import for_standby
 from squidpy.exchange.caching import CacheRole, Found
 from squidpy.http.url import BadTarget, parse_target
 from squidpy.ip import ip_address, ip_text
@@ -26,6 +28,9 @@ from squidpy.log.entry import LogEntry
 from squidpy.peers import icp
 from squidpy.peers.selection import PeerTable
 from squidpy.proxy.server_side import _ResolvedReactor
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 log = logging.getLogger("squidpy")
 
@@ -76,7 +81,7 @@ class Peering:
         service.pool.on_peer_connections = self._peer_connections
 
     # ------------------------------------------------------------ configuration
-    def configure(self, config) -> None:
+    def configure(self, config: Config) -> None:
         """A configuration is taken: a new table of its peers (their state starts over,
         as Squid's does on reconfigure)."""
         self.config = config
@@ -148,9 +153,14 @@ class Peering:
 
     def _standby(self, table: PeerTable, peer, now: float) -> None:
         """standby=N: keep N idle connections open to an up peer, opening one at a time
-        (as Squid does); requests take them like any idle connection to the peer."""
+        (as Squid does); requests take them like any idle connection to the peer.  They
+        are opened from the address tcp_outgoing_address gives them (Squid's
+        getOutgoingAddress, for a made-up request), and pooled under that address as
+        the driver pools a request's connections, so requests sent from it reuse them."""
         pool, state = self.service.pool, table.state(peer)
-        key = ("peer", peer.name, peer.http_port)
+        bind = (for_standby(self.config.tcp_outgoing_address, peer.name, peer.host, state.addresses)
+                if self.config.tcp_outgoing_address else None)
+        key = ("peer", peer.name, peer.http_port) if bind is None else ("peer", peer.name, peer.http_port, bind)
         state.standby_idle = pool.idle_count(key)
         if (state.standby_idle >= peer.standby or id(peer) in self._standby_opening
                 or not state.up(now, self.config.dead_peer_timeout) or not state.can_open_more()):
@@ -168,7 +178,8 @@ class Peering:
             if table is self.table:     # standby failures count towards connect-fail-limit
                 for line in table.connect_failed(peer, time.time()):
                     log.warning("%s", line)
-        pool.connect(key, state.addresses, self.tls_factory(peer), timeout=self.connect_timeout(peer)).addCallbacks(
+        pool.connect(key, state.addresses, self.tls_factory(peer), timeout=self.connect_timeout(peer),
+                     bind=bind).addCallbacks(
             opened, failed)
 
     def _probe(self, table: PeerTable, peer) -> None:

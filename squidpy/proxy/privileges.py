@@ -21,6 +21,10 @@ import grp
 import os
 import pwd
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 
 class PrivilegeError(Exception):
@@ -38,7 +42,7 @@ class Identity:
         return f"user {self.user} (uid {self.uid}), group {self.group} (gid {self.gid})"
 
 
-def effective_identity(config, euid: int | None = None) -> Identity | None:
+def effective_identity(config: Config, euid: int | None = None) -> Identity | None:
     """Who squidpy should become: None when nothing changes (not root, or no
     cache_effective_user).  Raises PrivilegeError for a user or group that does not exist."""
     euid = os.geteuid() if euid is None else euid

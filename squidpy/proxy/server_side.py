@@ -13,6 +13,7 @@ of a tunnel and passes bytes through untouched.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import httptools
 from twisted.internet import defer, interfaces
@@ -40,6 +41,9 @@ from squidpy.proxy.closing import lose
 from squidpy.proxy.flow import PausableReading
 from squidpy.proxy.seam import connect_transparent, unlink_connector
 from squidpy.proxy.timeouts import idle_time
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 MAX_IDLE_PER_ORIGIN = 32
 # an idle TLS connection saves a handshake (two round trips and the origin's signature), not
@@ -645,7 +649,7 @@ class ServerPool:
     lives only while it has idle connections: its list is dropped when it empties,
     so the table is as large as the idle connections, not as every origin ever seen."""
 
-    def __init__(self, reactor, timeouts, config):
+    def __init__(self, reactor, timeouts, config: Config):
         self.reactor = reactor
         self.timeouts = timeouts
         self.idle: dict[tuple, list[ServerConnection]] = {}
@@ -661,7 +665,7 @@ class ServerPool:
     def idle_count(self, key: tuple) -> int:
         return len(self.idle.get(key, ()))
 
-    def configure(self, config) -> None:
+    def configure(self, config: Config) -> None:
         self.connect_timeout = config.connect_timeout
         self.idle_timeout = config.server_idle_pconn_timeout
         self.pconn_lifetime = config.pconn_lifetime

@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.internet import error as ierror
@@ -45,6 +46,9 @@ from squidpy.proxy.server_side import ServerPool
 from squidpy.proxy.throttle import Throttles
 from squidpy.proxy.timeouts import Timeouts
 
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
+
 log = logging.getLogger("squidpy")
 
 
@@ -59,7 +63,7 @@ class ReconfigureError(Exception):
 class Staged:
     """What a reconfigure opened before changing anything: all of it is taken, or none."""
 
-    def __init__(self, config):
+    def __init__(self, config: Config):
         self.config = config
         self.ports: dict[tuple[str, int], object] = {}
         self.cache = None                 # a new Cache, when the cache_dir changes
@@ -69,7 +73,7 @@ class Staged:
 
 
 class ProxyService:
-    def __init__(self, config, reactor, echo: bool = False, kid: int | None = None,
+    def __init__(self, config: Config, reactor, echo: bool = False, kid: int | None = None,
                  notifier: Notifier | None = None, identity: privileges.Identity | None = None,
                  run_dir: str | None = None):
         self.reactor = reactor
@@ -110,7 +114,7 @@ class ProxyService:
         self._derive(config)
 
     # ------------------------------------------------------------ configuration
-    def _derive(self, config) -> None:
+    def _derive(self, config: Config) -> None:
         """Everything that follows from the configuration and cannot fail."""
         self.config = config
         self.visible_hostname = config.visible_hostname
@@ -145,11 +149,11 @@ class ProxyService:
         return self.peering.table
 
     @staticmethod
-    def _cache_dir_of(config):
+    def _cache_dir_of(config: Config):
         return (config.cache_dir.path, config.cache_dir.size_mb, config.cache_replacement_policy) \
             if config.cache_dir else None
 
-    def _open_cache(self, config):
+    def _open_cache(self, config: Config):
         """A new cache for ``config``; raises CacheDirError when its cache_dir cannot be used."""
         from squidpy.cache.store import Store, open_cache_dir
         from squidpy.proxy.cache_side import Cache
@@ -250,7 +254,7 @@ class ProxyService:
         raise StartupError(message)
 
     # ------------------------------------------------------------ helpers
-    def _start_helpers(self, config) -> None:
+    def _start_helpers(self, config: Config) -> None:
         """Start the helper programs ``config`` names (a reconfigure starts a new set
         and lets the old one finish what it holds)."""
         from squidpy.helpers.running import RunningHelpers
@@ -741,7 +745,7 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-def places_to_prepare(config) -> tuple[list[str], list[str]]:
+def places_to_prepare(config: Config) -> tuple[list[str], list[str]]:
     """(directories, files) squidpy writes, made usable for cache_effective_user while still
     root: the directories of its logs, pid file and cache_dir, and its log files."""
     files = [config.cache_log]
@@ -758,7 +762,7 @@ def _owner(identity) -> tuple[int, int] | None:
     return (identity.uid, identity.gid) if identity is not None else None
 
 
-def listening(config) -> list:
+def listening(config: Config) -> list:
     """Every port the configuration listens on: its http_ports, https_ports, then its metrics_ports."""
     return [*config.http_port, *config.https_port, *config.metrics_port]
 
@@ -777,7 +781,7 @@ def _socket_reason(error: ierror.CannotListenError) -> str:
     return getattr(reason, "strerror", None) or str(reason)
 
 
-def _sweep_interval(config) -> float:
+def _sweep_interval(config: Config) -> float:
     """Sweep often enough that the shortest timeout fires within a quarter of itself."""
     shortest = min(config.request_timeout, config.read_timeout, config.client_idle_pconn_timeout,
                    config.server_idle_pconn_timeout, config.connect_timeout, config.request_start_timeout,

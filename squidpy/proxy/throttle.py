@@ -14,11 +14,15 @@ no timer per connection, nothing at all when no pool is configured.  Under
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from squidpy.acl.checklist import Checklist
 from squidpy.delay import ClientPool, DelayPool, select
 from squidpy.proxy import seam
 from squidpy.proxy.closing import lose
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 TICK = 0.1                  # seconds between two looks at a pool's waiting transfers
 READ_SIZE = 65536           # the most one read takes (Twisted's)
@@ -29,14 +33,14 @@ QUEUE_LOW = 64 * 1024       # ... until it is down to this
 class Throttles:
     """This process's delay pools and client delay pools, and the transfers waiting on them."""
 
-    def __init__(self, reactor, config, clock=time.monotonic):
+    def __init__(self, reactor, config: Config, clock=time.monotonic):
         self.reactor = reactor
         self.clock = clock
         self.waiting: dict[object, list] = {}      # pool -> transfers waiting for its buckets
         self.timers: dict[object, object] = {}     # pool -> its timer, while some wait
         self.configure(config)
 
-    def configure(self, config) -> None:
+    def configure(self, config: Config) -> None:
         """Pools for a new configuration, their buckets afresh (as Squid's reconfigure does);
         transfers under way go on drawing on the pools they started with."""
         now = self.clock()

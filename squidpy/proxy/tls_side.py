@@ -12,6 +12,7 @@ are the exchange's and the configuration's (squidpy.config.tls_directives).
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from OpenSSL import SSL
 
@@ -21,12 +22,15 @@ from squidpy.tls.certgen import CertgenHelper
 from squidpy.tls.session import ClientTlsSession, bump_context
 from squidpy.tls.verify import Verification, client_context
 
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
+
 ORIGIN_ALPN = [b"http/1.1"]
 CONTEXTS = 1024             # server contexts kept for minted certificates (least recently used go)
 
 
 class TlsSide:
-    def __init__(self, config):
+    def __init__(self, config: Config):
         self.config = config
         self.options = config.tls_outgoing_options
         self._client_context = None

@@ -32,11 +32,15 @@ import socket
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from squidpy import __version__
 from squidpy.log.access_log import file_destinations
 from squidpy.log.rotate import rotate_numbered
 from squidpy.proxy import notify
+
+if TYPE_CHECKING:
+    from squidpy.config.loader import Config
 
 log = logging.getLogger("squidpy")
 
@@ -45,7 +49,7 @@ RESTART_WINDOW = 30.0
 START_TIMEOUT = 60.0        # a kid that neither listens nor fails by then is given up
 
 
-def resolve_port_zero(config) -> None:
+def resolve_port_zero(config: Config) -> None:
     """With several kids, 'port 0' must mean one port for all of them: pick it now."""
     for directive in ("http_port", "metrics_port"):
         resolved = []
@@ -100,7 +104,7 @@ class KidReports:
 
 
 class Master:
-    def __init__(self, config, workers: int, echo: bool):
+    def __init__(self, config: Config, workers: int, echo: bool):
         self.config = config
         self.workers = workers
         self.echo = echo
@@ -308,7 +312,7 @@ def make_run_dir(owner: tuple[int, int] | None) -> str:
     return path
 
 
-def run_kid(config, number: int, echo: bool, pipe_w: int | None = None, identity=None,
+def run_kid(config: Config, number: int, echo: bool, pipe_w: int | None = None, identity=None,
             run_dir: str | None = None) -> int:
     """One kid: a full ProxyService with its own reactor, listening with SO_REUSEPORT."""
     from squidpy.proxy import reactor as squidpy_reactor
