@@ -166,7 +166,7 @@ def build_bumped(tmp: str):
     from squidpy.tls.ca import init_ca, load_ca
     from squidpy.tls.certcache import CertCache, Minter
     from squidpy.tls.mint import CertProperties
-    from squidpy.tls.session import TlsSession, bump_context
+    from squidpy.tls.session import ClientTlsSession, ServerTlsSession, bump_context
 
     bump_pem, _ = init_ca(os.path.join(tmp, "bump-ca"), "bench bump CA", key_type="ec")
     origin_pem, origin_crt = init_ca(os.path.join(tmp, "origin-ca"), "bench origin CA", key_type="ec")
@@ -194,7 +194,7 @@ visible_hostname bench.test
     client.makeConnection(transport)
     browser_context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     browser_context.set_alpn_protos([b"http/1.1"])
-    browser = TlsSession(browser_context, server_side=False)
+    browser = ClientTlsSession(browser_context)
     browser.conn.set_tlsext_host_name(b"origin.test")
     transport.kept = []
     client.dataReceived(b"CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n")
@@ -209,7 +209,7 @@ visible_hostname bench.test
     server = ServerConnection(service.pool, ("https", "origin.test", 443),
                               service.tls.origin_session("origin.test", None))
     server.makeConnection(server_transport)
-    origin = TlsSession(bump_context(origin_cert), server_side=True)
+    origin = ServerTlsSession(bump_context(origin_cert))
     _origin_handshake(server, server_transport, origin)
     server_transport.kept = None
     return service, client, server, browser, origin

@@ -20,7 +20,7 @@ from squidpy.tls.certcache import CertCache, Minter
 from squidpy.tls.hello import parse_client_hello
 from squidpy.tls.mint import CertProperties
 from squidpy.tls.options import outgoing_defaults
-from squidpy.tls.session import TlsSession, bump_context
+from squidpy.tls.session import ClientTlsSession, ServerTlsSession, bump_context
 from squidpy.tls.verify import Verification, client_context
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello bump!"
@@ -35,7 +35,7 @@ def minted(tmp_path_factory):
 
 
 def serve_one(listener: socket.socket, context, prefix_hello: bool = False, deadline: float = 15):
-    """Accept one connection and run a server TlsSession on it: answer one HTTP request.
+    """Accept one connection and run a ServerTlsSession on it: answer one HTTP request.
     Returns (session, the request's plaintext, failure)."""
     conn, _ = listener.accept()
     conn.setblocking(False)
@@ -48,7 +48,7 @@ def serve_one(listener: socket.socket, context, prefix_hello: bool = False, dead
                 received += conn.recv(65536)
             except BlockingIOError:
                 pass
-    session = TlsSession(context, server_side=True)
+    session = ServerTlsSession(context)
     request = b""
     pending = received if prefix_hello else None
     try:
@@ -163,7 +163,7 @@ def test_plain_http_on_the_bumping_side(minted, listener):
 
 def test_truncated_handshake(minted):
     cert, _ = minted
-    session = TlsSession(bump_context(cert), server_side=True)
+    session = ServerTlsSession(bump_context(cert))
     from tests.tlsbytes import openssl_client_hello
     hello = openssl_client_hello("bumped.test")
     assert session.receive(hello[:40]).failure is None           # half a hello: wait for more
@@ -175,7 +175,7 @@ def test_truncated_handshake(minted):
 def test_tls10_client_is_refused_cleanly(minted):
     """A TLS 1.0-only client: the handshake fails with a reason, nothing raises."""
     cert, _ = minted
-    server = TlsSession(bump_context(cert), server_side=True)
+    server = ServerTlsSession(bump_context(cert))
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_VERSION)
     ctx.set_max_proto_version(SSL.TLS1_VERSION)
@@ -192,8 +192,8 @@ def test_tls10_client_is_refused_cleanly(minted):
     assert out.network                                           # an alert tells the client why
 
 
-def drive_client(session: TlsSession, port: int, request: bytes, deadline: float = 10):
-    """A client TlsSession over a real socket: handshake, one request, the whole reply."""
+def drive_client(session: ClientTlsSession, port: int, request: bytes, deadline: float = 10):
+    """A ClientTlsSession over a real socket: handshake, one request, the whole reply."""
     with socket.create_connection(("127.0.0.1", port), timeout=deadline) as s:
         s.setblocking(False)
         out = session.start()
@@ -223,7 +223,7 @@ def test_client_side_to_origins(tls_origins):
     options = outgoing_defaults()
     options.cafiles.append(str(tls_origins.cafile))
     ctx = client_context(options, [b"http/1.1"])
-    good = TlsSession(ctx, server_side=False, verification=Verification("good.test", options))
+    good = ClientTlsSession(ctx, Verification("good.test", options))
     failure, reply = drive_client(good, tls_origins.port("good"),
                                   b"GET /size/5 HTTP/1.1\r\nHost: good.test\r\nConnection: close\r\n\r\n")
     assert failure is None and reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"xxxxx")
@@ -232,6 +232,69 @@ def test_client_side_to_origins(tls_origins):
     facts = good.facts()                 # what %ssl::<negotiated_version and the like log, in Squid's words
     assert facts.version in ("TLS/1.2", "TLS/1.3") and facts.cipher
     assert facts.hello_version == "TLS/1.2" and facts.supported_version == facts.version
-    bad = TlsSession(ctx, server_side=False, verification=Verification("expired.test", options))
+    bad = ClientTlsSession(ctx, Verification("expired.test", options))
     failure, reply = drive_client(bad, tls_origins.port("expired"), b"GET / HTTP/1.1\r\n\r\n")
     assert failure.name == "X509_V_ERR_CERT_HAS_EXPIRED" and reply == b""
+
+
+def session_pair(minted):
+    """An established ClientTlsSession (pyOpenSSL) and ServerTlsSession (ssl.SSLObject),
+    talking through memory only, the client trusting the minted certificate's CA."""
+    cert, ca_file = minted
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.load_verify_locations(str(ca_file))
+    client, server = ClientTlsSession(ctx), ServerTlsSession(bump_context(cert))
+    to_server = client.start().network
+    for _ in range(10):
+        out = server.receive(to_server)
+        to_server = client.receive(out.network).network
+        if client.established and server.established and not to_server:
+            break
+    assert client.established and server.established
+    assert server.receive(client.send(b"ping")).plaintext == b"ping"     # TLS 1.3 tickets read on the way
+    assert client.receive(server.send(b"pong")).plaintext == b"pong"
+    return client, server
+
+
+@pytest.mark.parametrize("direction", ["to the server side", "to the client side"])
+def test_records_split_joined_and_large(minted, direction):
+    """A record cut in two gives its plaintext with the second half, two records in one
+    read give both, a reply larger than one record arrives whole."""
+    client, server = session_pair(minted)
+    sender, receiver = (client, server) if direction == "to the server side" else (server, client)
+    record = sender.send(b"GET /one HTTP/1.1\r\n\r\n")
+    first = receiver.receive(record[:7])
+    assert first.plaintext == b"" and first.failure is None
+    assert receiver.receive(record[7:]).plaintext == b"GET /one HTTP/1.1\r\n\r\n"
+    both = sender.send(b"first") + sender.send(b"second")
+    assert receiver.receive(both).plaintext == b"firstsecond"
+    big = bytes(range(256)) * 300                                    # 76800 bytes: five records
+    wire = sender.send(big)
+    assert len(wire) > len(big)
+    assert receiver.receive(wire[:30000]).plaintext + receiver.receive(wire[30000:]).plaintext == big
+
+
+@pytest.mark.parametrize("direction", ["to the server side", "to the client side"])
+def test_close_notify_and_a_bare_eof(minted, direction):
+    client, server = session_pair(minted)
+    sender, receiver = (client, server) if direction == "to the server side" else (server, client)
+    out = receiver.receive(sender.send(b"last") + sender.close())
+    assert out.plaintext == b"last" and out.closed and not receiver.unclean and out.failure is None
+    client, server = session_pair(minted)
+    sender, receiver = (client, server) if direction == "to the server side" else (server, client)
+    assert receiver.receive(sender.send(b"cut")).plaintext == b"cut"
+    out = receiver.receive(b"")                                      # EOF without close_notify
+    assert out.closed and receiver.unclean and out.failure is None
+
+
+def test_the_pyopenssl_privates_the_client_side_reads(minted):
+    """ClientTlsSession asks a memory BIO how much it holds through pyOpenSSL's privates
+    (Connection._into_ssl and _from_ssl, OpenSSL._util.lib.BIO_get_mem_data): an
+    upgrade that changes them fails here."""
+    from squidpy.tls import session as module
+    client, _ = session_pair(minted)
+    assert module._held(client._into, client._data) == 0 and module._held(client._from, client._data) == 0
+    client.conn.bio_write(b"\x17\x03\x03")
+    assert module._held(client._into, client._data) == 3
+    client.conn.send(b"x")
+    assert module._held(client._from, client._data) > 0

@@ -33,8 +33,9 @@ from squidpy.tls.mint import ADAPT_ALGORITHMS, MAX_CN, SIGN_ALGORITHMS, SIGN_SEL
 from squidpy.tls.options import TlsOptionError, TlsOptions
 
 if TYPE_CHECKING:
+    import ssl
+
     from cryptography import x509
-    from OpenSSL import SSL
 
     from squidpy.acl.checklist import Checklist
     from squidpy.config.loader import Config, ParseContext
@@ -385,14 +386,14 @@ def finish(config: Config, warn_at: Report, error_at: Report) -> None:
                 error_at(peer.where, f"cache_peer {peer.name} tls-{e}")
 
 
-def _port_context(tls: PortTls) -> SSL.Context:
-    from OpenSSL import SSL
+def _port_context(tls: PortTls) -> ssl.SSLContext:
+    import ssl
 
     from squidpy.tls.ca import CaError
     from squidpy.tls.session import port_context
     try:
         return port_context(tls)
-    except (SSL.Error, OSError) as e:
+    except (ssl.SSLError, OSError) as e:
         raise CaError(f"OpenSSL cannot use it with tls-key={tls.certs[0][1]} and the port's options ({e})") from None
 
 

@@ -77,7 +77,7 @@ class ClientConnection(PausableReading, Protocol):
     bytes_written = 0
     write_limit = None                  # squidpy.proxy.throttle.ClientWriter: in a client delay pool
     _http_again = False                 # a CONNECT answered during this read: HTTP goes on
-    tls = None                          # a TlsSession once the connection speaks TLS (bumped, https_port)
+    tls = None                          # a ServerTlsSession once the connection speaks TLS (bumped, https_port)
     bumped_info = None                  # set by a CONNECT that bumped: its requests' BumpedInfo
     _hello_waiter = None                # SslBump reading the ClientHello
     _tls_waiter = None                  # SslBump waiting for the client's handshake
@@ -145,8 +145,8 @@ class ClientConnection(PausableReading, Protocol):
         if listen is not None and listen.https and mode is not None:
             self._intercepted_tls()
         elif listen is not None and listen.https and listen.tls.server_context is not None:
-            from squidpy.tls.session import TlsSession
-            self.tls = TlsSession(listen.tls.server_context, server_side=True)
+            from squidpy.tls.session import ServerTlsSession
+            self.tls = ServerTlsSession(listen.tls.server_context)
             self._tls_waiter = self._https_ready
 
     def _intercepted_tls(self) -> None:
@@ -559,11 +559,11 @@ class ClientConnection(PausableReading, Protocol):
     def start_tls(self, context, callback) -> None:
         """Answer the client's hello (already in ``raw``) with TLS; ``callback(failure)``
         once the handshake is done (failure None) or failed."""
-        from squidpy.tls.session import TlsSession
+        from squidpy.tls.session import ServerTlsSession
         initial = self.take_raw()
         self.raw = None
         self.resume_reading("raw")
-        self.tls = TlsSession(context, server_side=True)
+        self.tls = ServerTlsSession(context)
         self._tls_waiter = callback
         self.deadline = time.monotonic() + self.service.config.request_timeout
         if initial:

@@ -101,7 +101,7 @@ class ServerConnection(PausableReading, Protocol):
     def __init__(self, pool: "ServerPool", key: tuple, tls=None, through: bytes | None = None):
         self.pool = pool
         self.key = key
-        self.tls = tls             # a squidpy.tls.session.TlsSession for https:// origins and TLS peers
+        self.tls = tls             # a squidpy.tls.session.ClientTlsSession for https:// origins and TLS peers
         self.through = through     # a CONNECT to a parent, answered before TLS or a peek starts (SslBump via a peer)
         self._through_answer = b""
         self.handshake = None      # fires when the TLS handshake is done (or fails)
@@ -724,7 +724,7 @@ class ServerPool:
         """Connect to ``addresses`` (happy eyeballs), from the local addresses ``bind``
         names (tcp_outgoing_address); fires with the ServerConnection or fails with
         UpstreamError naming the last address tried.  With ``tls_factory`` (a function
-        making a client TlsSession: https:// origins, cache_peers with ``tls``) it
+        making a ClientTlsSession: https:// origins, cache_peers with ``tls``) it
         fires once the TLS handshake is done, within ``timeout`` too, or fails with
         ERR_SECURE_CONNECT_FAIL saying why.  ``source``: the
         address to connect from, which need not be this host's (tproxy: the client's);

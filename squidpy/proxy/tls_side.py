@@ -19,7 +19,7 @@ from OpenSSL import SSL
 from squidpy.config.tls_directives import cert_error_allowed
 from squidpy.tls.certcache import CertCache, Minter
 from squidpy.tls.certgen import CertgenHelper
-from squidpy.tls.session import TlsSession, bump_context
+from squidpy.tls.session import ClientTlsSession, bump_context
 from squidpy.tls.verify import Verification, client_context
 
 if TYPE_CHECKING:
@@ -48,17 +48,16 @@ class TlsSide:
             self._client_context = client_context(self.options, ORIGIN_ALPN)
         return self._client_context
 
-    def origin_session(self, host: str, checklist) -> TlsSession:
+    def origin_session(self, host: str, checklist) -> ClientTlsSession:
         """A client TLS session to an origin, checked for ``host``; problems
         sslproxy_cert_error allows are let through (and stay in the checklist)."""
         config = self.config
 
         def bypass(error, peer_cert) -> bool:
             return checklist is not None and cert_error_allowed(config, checklist, error, peer_cert)
-        return TlsSession(self.client_context, server_side=False,
-                          verification=Verification(host, self.options, bypass))
+        return ClientTlsSession(self.client_context, Verification(host, self.options, bypass))
 
-    def peer_session(self, peer) -> TlsSession:
+    def peer_session(self, peer) -> ClientTlsSession:
         """A client TLS session to a ``cache_peer`` with ``tls``, made from its tls-*
         options (Squid's BlindPeerConnector): its certificate checked for tls-domain,
         else the peer's host, which is also the SNI sent; no sslproxy_cert_error
@@ -66,7 +65,7 @@ class TlsSide:
         ctx = self._peer_contexts.get(peer.name)
         if ctx is None:
             ctx = self._peer_contexts[peer.name] = client_context(peer.tls)
-        return TlsSession(ctx, server_side=False, verification=Verification(peer.tls.domain or peer.host, peer.tls))
+        return ClientTlsSession(ctx, Verification(peer.tls.domain or peer.host, peer.tls))
 
     def minter(self, listen) -> Minter:
         """The minter of an ssl-bump port (made on first use)."""

@@ -17,6 +17,7 @@ then says why a handshake failed, as ERR_SECURE_CONNECT_FAIL tells it.
 
 from __future__ import annotations
 
+import ssl
 from typing import Callable
 
 from cryptography import x509
@@ -185,6 +186,8 @@ def library_reason(exc: BaseException | None) -> str:
         return f"({errno}) {text}"
     if isinstance(exc, SSL.ZeroReturnError):
         return "the server closed the TLS connection during the handshake"
+    if isinstance(exc, ssl.SSLError):
+        return _stdlib_reason(exc)
     if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
         parts = []
         for entry in exc.args[0]:
@@ -194,3 +197,19 @@ def library_reason(exc: BaseException | None) -> str:
         if parts:
             return "; ".join(parts)
     return str(exc) or type(exc).__name__
+
+
+def _stdlib_reason(exc: ssl.SSLError) -> str:
+    """The same words for the standard library's ssl errors (``[SSL: HTTP_REQUEST] http
+    request (_ssl.c:1006)`` becomes ``SSL routines::http request``)."""
+    if isinstance(exc, ssl.SSLEOFError):
+        return "the peer closed the connection during the TLS handshake"
+    if isinstance(exc, ssl.SSLZeroReturnError):
+        return "the peer closed the TLS connection during the handshake"
+    text = exc.args[1] if len(exc.args) >= 2 and isinstance(exc.args[1], str) else str(exc)
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    if text.endswith(")") and " (_ssl.c:" in text:
+        text = text.rsplit(" (_ssl.c:", 1)[0]
+    library = getattr(exc, "library", None)
+    return f"{library} routines::{text}" if library == "SSL" else f"{library}::{text}" if library else text
