@@ -45,6 +45,8 @@ def ip_address(text: str) -> Address:
 def ip_text(text: str) -> str:
     """The canonical text of an address (``::ffff:10.0.0.1`` -> ``10.0.0.1``);
     text that is not an address comes back unchanged."""
+    if ":" not in text:
+        return text     # IPv4 text is canonical or not an address (no leading zeros): as it came
     try:
         return str(ip_address(text))
     except ValueError:

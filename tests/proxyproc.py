@@ -25,6 +25,7 @@ from pathlib import Path
 
 PORT_LINE = re.compile(r"Accepting (?:NAT intercepted |TPROXY intercepted )?HTTP connections at (\S+):(\d+)")
 HTTPS_PORT_LINE = re.compile(r"Accepting HTTPS connections at (\S+):(\d+)")
+ANY_HTTPS_PORT_LINE = re.compile(r"Accepting (?:NAT intercepted |TPROXY intercepted )?HTTPS connections at ")
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -103,6 +104,10 @@ class ProxyProcess:
             raise RuntimeError(f"squidpy exited with {self.proc.returncode}:\n{self.read_stderr()}")
         text = self.read_cache_log()
         ports = [int(m.group(2)) for m in PORT_LINE.finditer(text)]
+        # started once every port is listening: https_port lines are logged after http_port ones
+        https_wanted = len(re.findall(r"^\s*https_port\s", self.config_path.read_text(), re.M))
+        if len(ANY_HTTPS_PORT_LINE.findall(text)) < https_wanted:
+            return None
         return ports or None
 
     @property

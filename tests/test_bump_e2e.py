@@ -17,7 +17,7 @@ from squidpy.tls.ca import init_ca
 from tests.dnsserver import DnsServer
 from tests.tlsbytes import openssl_client_hello
 
-NAMES = ("good", "expired", "wrongname", "selfsigned", "blocked", "bank", "secret")
+NAMES = ("good", "expired", "wrongname", "selfsigned", "blocked", "bank", "secret", "refused")
 
 
 @pytest.fixture(scope="module")
@@ -328,8 +328,8 @@ ssl_bump bump all
 def test_bumped_requests_reach_a_parent_only_through_a_connect_tunnel(make_proxy, ca, dns, tls_origins, tmp_path):
     """With a parent and never_direct, a decrypted request never crosses to the parent in
     clear: as in Squid 5.7, the parent sees a CONNECT and TLS with the origin runs inside it;
-    a parent that refuses the CONNECT gives the client an error page inside TLS.  (Bumped at
-    step 1: squidpy's own TLS with the origin at steps 2 and 3 does not go through peers yet.)"""
+    a parent that refuses the CONNECT gives the client its status (403) inside TLS, logged
+    TCP_MISS/403 HIER_NONE as Squid logs it (bumped at step 1: client-first)."""
     parent = make_proxy(f"""
 acl local src 127.0.0.0/8
 acl refused dstdomain expired.test
@@ -350,7 +350,9 @@ never_direct allow all
     assert " FIRSTUP_PARENT/127.0.0.1 " in proxy.log_line("GET https://good.test")
     port = tls_origins.port("good")
     refused = curl(proxy, f"https://expired.test:{port}/", ca[1])
-    assert refused.stdout[-3:].startswith(b"5"), refused.stdout[-300:]
+    assert refused.stdout.endswith(b"\n403") and b"ERR_CONNECT_FAIL" in refused.stdout, refused.stdout[-300:]
+    assert re.search(r" TCP_MISS/403 \d+ GET https://expired\.test:\d+/ - HIER_NONE/- ",
+                     proxy.log_line("GET https://expired.test")), proxy.log_line("GET https://expired.test")
     proxy.stop()                                        # the parent logs tunnels when they close
     assert parent.log_line(f"CONNECT good.test:{port}") is not None
     assert " TCP_DENIED/403 " in parent.log_line(f"CONNECT expired.test:{port}")
@@ -383,3 +385,88 @@ never_direct allow all
     assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"x" * 3000), reply[:300]
     assert " FIRSTUP_PARENT/127.0.0.1 " in proxy.log_line(f"GET {target}")
     assert " TCP_MISS/200 " in parent.log_line(f"GET {target}")
+
+
+# ---------------------------------------------------------------- peeking and staring through a parent
+
+STEP2_RULES = {
+    "peek-then-bump": "acl step1 at_step SslBump1\nssl_bump peek step1\nssl_bump bump all\n",
+    "stare-then-bump": "acl step1 at_step SslBump1\nssl_bump stare step1\nssl_bump stare all\nssl_bump bump all\n",
+    "peek-then-splice-at-step3": "acl step1 at_step SslBump1\nssl_bump peek step1\nssl_bump peek all\n"
+                                 "ssl_bump splice all\n",
+}
+
+
+def refusing_parent(make_proxy, dns):
+    """A squidpy parent that tunnels CONNECTs, but refuses refused.test."""
+    return make_proxy(f"""
+acl local src 127.0.0.0/8
+acl refused dstdomain refused.test
+http_access deny refused
+http_access allow local
+http_access deny all
+http_port 127.0.0.1:0
+visible_hostname parent.test
+dns_nameservers 127.0.0.1:{dns.port}
+""", name="parent")
+
+
+@pytest.mark.parametrize("name", sorted(STEP2_RULES))
+def test_peeking_and_staring_reach_the_origin_through_the_parent(name, make_proxy, ca, dns, tls_origins, tmp_path):
+    """never_direct: SslBump's own connection at step 2 goes to the parent as a CONNECT and
+    the TLS (or the peek) runs in its tunnel, as in Squid 5.7; the first request inside
+    reuses that tunnel (Squid pins it); the log names the parent (FIRSTUP_PARENT/127.0.0.1)
+    on the CONNECT and request lines, or on the one TCP_TUNNEL line of a splice."""
+    parent = refusing_parent(make_proxy, dns)
+    bundle = tmp_path / "cas.pem"
+    bundle.write_bytes(ca[1].read_bytes() if hasattr(ca[1], "read_bytes") else open(ca[1], "rb").read())
+    with open(bundle, "ab") as f, open(tls_origins.cafile, "rb") as root:
+        f.write(root.read())        # a spliced connection shows the origin's own certificate
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules=STEP2_RULES[name], extra=f"""
+cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest
+never_direct allow all
+"""))
+    path = f"/size/{4000 + len(name)}?{name}"
+    target = url(tls_origins, "good", path)
+    r = curl(proxy, target, bundle)
+    body, _, status = r.stdout.rpartition(b"\n")
+    assert status == b"200" and body == b"x" * (4000 + len(name)), r.stderr
+    assert tls_origins.origins["good"].count(path) == 1
+    port = tls_origins.port("good")
+    if name.endswith("splice-at-step3"):
+        line = proxy.log_line(f"CONNECT good.test:{port}")
+        assert re.search(r" TCP_TUNNEL/200 \d+ CONNECT good\.test:\d+ - FIRSTUP_PARENT/127\.0\.0\.1 -$", line), line
+        assert "NONE_NONE" not in proxy.access_log.read_text()      # one line, as Squid 5.7 logs it
+    else:
+        connect = proxy.log_line(f"CONNECT good.test:{port}")
+        assert re.search(r" NONE_NONE/200 0 CONNECT good\.test:\d+ - FIRSTUP_PARENT/127\.0\.0\.1 -$", connect), connect
+        get = proxy.log_line(f"GET {target}")
+        assert " TCP_MISS/200 " in get and " FIRSTUP_PARENT/127.0.0.1 " in get, get
+    refused = curl(proxy, url(tls_origins, "refused", "/size/5"), bundle)
+    assert refused.stdout.endswith(b"\n403") and b"ERR_CONNECT_FAIL" in refused.stdout, refused.stdout[-300:]
+    line = proxy.log_line("GET https://refused.test")
+    assert re.search(r" NONE_NONE/403 \d+ GET https://refused\.test:\d+/size/5 - HIER_NONE/- ", line), line
+    proxy.stop()                                        # the parent logs tunnels when they close
+    tunnels = [line for line in parent.access_log.read_text().splitlines() if f"CONNECT good.test:{port}" in line]
+    assert len(tunnels) == 1 and " TCP_TUNNEL/200 " in tunnels[0], tunnels    # one tunnel: the request reused it
+    assert " TCP_DENIED/403 " in parent.log_line(f"CONNECT refused.test:{port}")
+    assert "GET" not in parent.access_log.read_text()  # nothing decrypted reached the parent
+
+
+@pytest.mark.parametrize("name", ["peek-then-bump", "peek-then-splice-at-step3"])
+def test_a_dead_parent_under_never_direct_answers_inside_tls_as_squid_does(name, make_proxy, ca, dns, tls_origins,
+                                                                          tmp_path):
+    """The parent does not answer: no candidate is left (never_direct), and Squid 5.7 bumps
+    the client to answer its first request 502 ERR_READ_ERROR, logged NONE_NONE HIER_NONE."""
+    from tests.squidproc import free_port
+    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path, rules=STEP2_RULES[name], extra=f"""
+cache_peer 127.0.0.1 parent {free_port()} 0 no-query no-digest connect-fail-limit=1
+never_direct allow all
+"""))
+    for attempt in range(2):     # the first finds the parent dead (or is the connect that fails), the second too
+        r = curl(proxy, url(tls_origins, "good", f"/size/5?dead{attempt}"), ca[1])
+        assert r.stdout[-4:] in (b"\n502", b"\n503"), r.stdout[-300:]
+    assert b"ERR_READ_ERROR" in r.stdout and r.stdout.endswith(b"\n502")
+    line = proxy.log_line("GET https://good.test", count=2)
+    assert re.search(r" NONE_NONE/502 \d+ GET https://good\.test:\d+/size/5\?dead1 - HIER_NONE/- ", line), line
+    assert tls_origins.origins["good"].count("/size/5") == 0

@@ -31,6 +31,7 @@ RULES = {
     "peek-then-bump": "ssl_bump peek step1\nssl_bump bump all\n",
     "client-first": "ssl_bump bump all\n",
     "peek-then-splice": "ssl_bump peek step1\nssl_bump splice all\n",
+    "peek-then-splice-at-step3": "ssl_bump peek step1\nssl_bump peek all\nssl_bump splice all\n",
     "peek-then-terminate": "ssl_bump peek step1\nssl_bump terminate all\n",
     "stare-then-bump": "ssl_bump stare step1\nssl_bump stare all\nssl_bump bump all\n",
     "terminate-at-step1": "ssl_bump terminate all\n",
@@ -244,6 +245,93 @@ dns_nameservers 127.0.0.1:{dns.port}
         got = summary_with_users([line for line in ours.access_log.read_text().splitlines() if line])
     finally:
         ours.stop()
+    if got != expected:
+        pytest.fail("squidpy:\n" + "\n".join(map(str, got)) + "\nSquid 5.7:\n" + "\n".join(map(str, expected)),
+                    pytrace=False)
+
+
+# ---------------------------------------------------------------- through a parent (never_direct)
+
+PARENT_RULES = {
+    "peek-then-bump": RULES["peek-then-bump"],
+    "stare-then-bump": RULES["stare-then-bump"],
+    "peek-then-splice": RULES["peek-then-splice"],
+    "peek-then-splice-at-step3": RULES["peek-then-splice-at-step3"],
+}
+VIA = ("good", "refused", "expired")
+
+
+@pytest.fixture(scope="module")
+def squid_parent(shared, origin):
+    """Squid 5.7 (Debian's) as the parent of both children: it tunnels CONNECTs, refuses
+    refused.test (403) and serves a plain origin as plain.test (to see a child use it)."""
+    from tests.squidproc import SQUID
+    root = shared[0]
+    parent = SquidProcess(root / "parent", """
+visible_hostname squid-parent
+acl refused dstdomain refused.test
+http_access deny refused
+http_access allow localhost
+http_access deny all
+""", hosts={f"{k}.test": "127.0.0.1" for k in (*VIA, "plain")}, binary=SQUID)
+    yield parent, f"http://plain.test:{origin.port}"
+    parent.stop()
+
+
+def fetch_via(proxy_url: str, bundle: Path, tls_origins) -> None:
+    for kind in VIA:
+        port = tls_origins.port("expired" if kind == "expired" else "good")
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-m", "10", "-x", proxy_url, "--cacert", str(bundle),
+                        f"https://{kind}.test:{port}/size/3"], capture_output=True, timeout=30)
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("name", sorted(PARENT_RULES))
+def test_through_a_parent_the_same_log_lines_as_squid(name, shared, squid_parent, tls_origins, tmp_path):
+    """never_direct and a parent (Squid 5.7, refusing refused.test): SslBump's connection to
+    the server goes through it, and each child logs the same lines: the parent's
+    hierarchy code on the CONNECT, the requests inside and the spliced tunnel;
+    HIER_NONE and the parent's status when it refuses.  (Squid also logs a
+    'error:transaction-end-before-headers' line after a refused splice at step 2; squidpy
+    does not: only the lines of the test's own URLs are compared.)"""
+    from tests.squidproc import wait_until_forwarding
+    root, pem, crt, cafile, dns = shared
+    parent, warm = squid_parent
+    bundle = root / "bundle.pem"
+    bundle.write_bytes(Path(crt).read_bytes() + Path(cafile).read_bytes())
+    peering = f"cache_peer 127.0.0.1 parent {parent.port} 0 no-query no-digest\nnever_direct allow all\n"
+    db = root / f"ssl_db-via-{name}"
+    subprocess.run([CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True, timeout=30)
+    subprocess.run(["chown", "-R", "proxy:proxy", str(db)], check=False)
+    port = free_port()
+    squid = SquidProcess(root / f"squid-via-{name}", f"""
+http_port 127.0.0.1:{port} ssl-bump tls-cert={pem}
+sslcrtd_program {CERTGEN} -s {db} -M 4MB
+tls_outgoing_options cafile={cafile}
+{peering}{POLICY}{PARENT_RULES[name]}""", binary=SQUID_OPENSSL)
+    try:
+        assert wait_until_forwarding(squid.port, f"{warm}/size/1?{name}")     # the parent probed alive
+        fetch_via(squid.url, bundle, tls_origins)
+        time.sleep(1.2)
+        expected = summary([line for line in squid.access_log.read_text().splitlines() if ".test:" in line
+                            and "plain.test" not in line])
+    finally:
+        squid.stop()
+    ours = ProxyProcess(tmp_path / "squidpy", f"""
+http_port 127.0.0.1:0 ssl-bump tls-cert={pem}
+sslcrtd_program internal -s {tmp_path / 'ssl_db'} -M 4MB
+tls_outgoing_options cafile={cafile}
+dns_nameservers 127.0.0.1:{dns.port}
+{peering}{POLICY}{PARENT_RULES[name]}""")
+    try:
+        assert wait_until_forwarding(ours.port, f"{warm}/size/1?{name}-ours")
+        fetch_via(ours.url, bundle, tls_origins)
+        ours.log_lines(count=len(expected) + 1, timeout=10)
+        got = summary([line for line in ours.access_log.read_text().splitlines() if ".test:" in line
+                       and "plain.test" not in line])
+    finally:
+        ours.stop()
+    assert any("FIRSTUP_PARENT" in line for line in map(str, expected)), expected   # the parent was used
     if got != expected:
         pytest.fail("squidpy:\n" + "\n".join(map(str, got)) + "\nSquid 5.7:\n" + "\n".join(map(str, expected)),
                     pytrace=False)

@@ -4,6 +4,8 @@ with what Squid's steps call for; then requests inside a bumped connection."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from squidpy.exchange import ClientInfo, Exchange, State
@@ -64,7 +66,7 @@ def test_peek_then_bump(ca_pem, origin_cert):
     out = x.handle(ev.RequestStarted)
     assert out == [c.SendToClient(ESTABLISHED), c.ReadClientHello] and x.state is State.BUMP_CLIENT_HELLO
     out = x.handle(ev.ClientHelloRead(hello()))
-    assert out == [c.ConnectTls("www.site.test", 443, "www.site.test", None)] and x.state is State.BUMP_SERVER
+    assert out == [c.ConnectTls("www.site.test", 443, "www.site.test", None)] and x.state is State.CONNECTING
     out = x.handle(ev.ServerTlsReady("192.0.2.9", 443, origin_cert))
     assert kinds(out) == ["StartClientTls"]
     props = out[0].props
@@ -118,8 +120,12 @@ def test_peek_at_the_server_then_splice(ca_pem):
     out = x.handle(ev.ClientHelloRead(hello()))
     assert out == [c.PeekServer("www.site.test", 443, None)]
     out = x.handle(ev.ServerHelloRead(None, b"\x16\x03\x03flight", None, "192.0.2.9", 443))
-    assert kinds(out) == ["Log", "StartTunnel"]        # bump is impossible after a peek: splice
-    assert out[1] == c.StartTunnel(b"\x16\x03\x03flight") and x.state is State.TUNNEL
+    # bump is impossible after a peek: splice, logged once when the tunnel ends (as Squid 5.7 does)
+    assert out == [c.StartTunnel(b"\x16\x03\x03flight")] and x.state is State.TUNNEL
+    out = x.handle(ev.TunnelEnded(100, 200))
+    assert kinds(out) == ["Log", "Finished"]
+    e = out[0].entry
+    assert (e.result, e.status, e.hierarchy, e.server_ip) == ("TCP_TUNNEL", 200, "HIER_DIRECT", "192.0.2.9")
 
 
 def test_stare_then_terminate_on_the_certificate(ca_pem):
@@ -351,3 +357,194 @@ def test_without_the_connects_credentials_authentication_acls_do_not_match(ca_pe
                         "http_access deny !users\nhttp_access allow all\n")
     out = x.handle(ev.RequestStarted)
     assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_CACHE_ACCESS_DENIED" in sent(out)
+
+
+# ---------------------------------------------------------------- SslBump's server connection and cache_peer
+
+def via_peers(ca_pem, rules: str, peer_lines: str, up: bool = True) -> Exchange:
+    """A CONNECT on an ssl-bump port of a proxy with cache_peer lines (their addresses known,
+    probed alive unless ``up`` is False)."""
+    from squidpy.peers.selection import PeerTable
+    shared = FakeShared(POLICY + f"http_port 3128 ssl-bump tls-cert={ca_pem}\n" + rules + peer_lines)
+    table = shared.peers = PeerTable(shared.config.cache_peer, NOW)
+    for i, peer in enumerate(table.peers):
+        table.resolved(peer, [f"192.0.2.{10 + i}"])
+    if up:
+        for peer in table.probes_due(NOW - 5):
+            table.probe_done(peer, True, NOW - 5)
+    client = ClientInfo("10.0.0.7", 40000, "10.0.0.1", 3128, "", shared.config.http_port[-1].tls)
+    return Exchange(shared, client, request_head(b"CONNECT www.site.test:443 HTTP/1.1\r\n\r\n"), NOW)
+
+
+PEEK_BUMP = "ssl_bump peek step1\nssl_bump bump all\n"
+PEEK_SPLICE_AT_3 = "ssl_bump peek step1\nssl_bump peek all\nssl_bump splice all\n"
+STARE_BUMP = "ssl_bump stare step1\nssl_bump stare all\nssl_bump bump all\n"
+PARENT = "cache_peer up.test parent 3128 0 no-query name=up login=joe:pw\nnever_direct allow all\n"
+THROUGH = b"CONNECT www.site.test:443 HTTP/1.1\r\nHost: www.site.test:443\r\nProxy-Authorization: Basic am9lOnB3\r\n\r\n"
+
+
+def _hello_in(x, name: str = "www.site.test"):
+    x.handle(ev.RequestStarted)
+    return x.handle(ev.ClientHelloRead(hello(name)))
+
+
+@pytest.mark.parametrize("rules", [PEEK_BUMP, STARE_BUMP])
+def test_bumping_at_step2_reaches_the_origin_through_the_parent(ca_pem, origin_cert, rules):
+    """Squid 5.7 forwards the CONNECT at step 2 (FwdState): never_direct sends it to the
+    parent, which gets CONNECT host:port (with login=), TLS with the origin inside; the
+    CONNECT's line names the parent as Squid logs it."""
+    x = via_peers(ca_pem, rules, PARENT)
+    out = _hello_in(x)
+    assert len(out) == 1 and isinstance(out[0], c.ConnectTls) and x.state is State.CONNECTING
+    cmd = out[0]
+    assert (cmd.host, cmd.port, cmd.server_name, cmd.addresses, cmd.peer.name, cmd.through) == (
+        "up.test", 3128, "www.site.test", ["192.0.2.10"], "up", THROUGH)
+    out = x.handle(ev.ServerTlsReady("192.0.2.10", 3128, origin_cert))
+    assert kinds(out) == ["StartClientTls"] and out[0].props.mimic is origin_cert
+    out = x.handle(ev.ClientTlsReady("TLSv1.3", "http/1.1"))
+    assert kinds(out) == ["Bumped", "Log", "Finished"]
+    e = out[1].entry
+    assert (e.result, e.status, e.hierarchy, e.server_ip) == ("NONE_NONE", 200, "FIRSTUP_PARENT", "192.0.2.10")
+
+
+def test_peeking_at_the_server_through_the_parent_then_splicing_is_one_tunnel_line(ca_pem):
+    x = via_peers(ca_pem, PEEK_SPLICE_AT_3, PARENT)
+    out = _hello_in(x)
+    assert out == [c.PeekServer("up.test", 3128, ["192.0.2.10"], peer=out[0].peer, through=THROUGH)]
+    out = x.handle(ev.ServerHelloRead(None, b"\x16\x03\x03flight", None, "192.0.2.10", 3128))
+    assert out == [c.StartTunnel(b"\x16\x03\x03flight")] and x.state is State.TUNNEL
+    out = x.handle(ev.TunnelEnded(100, 200))
+    e = out[0].entry
+    assert (e.result, e.status, e.hierarchy, e.server_ip) == ("TCP_TUNNEL", 200, "FIRSTUP_PARENT", "192.0.2.10")
+
+
+def test_cache_peer_access_and_always_direct_decide_where_the_server_connection_goes(ca_pem):
+    """The same selection as any CONNECT: cache_peer_access keeps the parent for some
+    sites; always_direct sends a site straight to the origin; a CONNECT is not
+    hierarchical, so without never_direct it goes direct (Squid's peerSelect)."""
+    lines = ("cache_peer up.test parent 3128 0 no-query\nacl safe dstdomain .bank.test\n"
+             "cache_peer_access up.test deny safe\n")
+    x = via_peers(ca_pem, STARE_BUMP, lines + "never_direct allow all\n")
+    out = _hello_in(x)
+    assert isinstance(out[0], c.ConnectTls) and out[0].peer.name == "up.test"
+    x = via_peers(ca_pem, STARE_BUMP, lines + "acl site dstdomain www.site.test\nalways_direct allow site\n"
+                                              "never_direct allow all\n")
+    assert _hello_in(x) == [c.ConnectTls("www.site.test", 443, "www.site.test", None)]
+    x = via_peers(ca_pem, STARE_BUMP, lines)
+    assert _hello_in(x) == [c.ConnectTls("www.site.test", 443, "www.site.test", None)]
+    x = via_peers(ca_pem, STARE_BUMP, lines + "nonhierarchical_direct off\n")
+    out = _hello_in(x)
+    assert out[0].peer.name == "up.test"
+    out = x.handle(ev.ConnectFailed("ERR_CONNECT_FAIL", "(111) Connection refused", 503, "192.0.2.10"))
+    assert [cmd for cmd in out if not isinstance(cmd, c.Report)] == [
+        c.ConnectTls("www.site.test", 443, "www.site.test", None)]     # then the origin itself
+    out = x.handle(ev.ServerTlsReady("192.0.2.9", 443, None))
+    assert x.entry.hierarchy == "HIER_DIRECT"
+
+
+def test_a_parent_that_refuses_the_connect_gives_its_status_inside_tls(ca_pem):
+    """Squid 5.7 relays the parent's refusal (a 403) to the first request inside TLS,
+    logged NONE_NONE/403 HIER_NONE; another parent is tried first when there is one."""
+    x = via_peers(ca_pem, PEEK_BUMP, "cache_peer a.test parent 3128 0 no-query\n"
+                                     "cache_peer b.test parent 3129 0 no-query\nnever_direct allow all\n")
+    _hello_in(x)
+    refusal = ev.ConnectFailed("ERR_CONNECT_FAIL", "the parent answered our CONNECT with HTTP/1.1 403 Forbidden",
+                               403, "192.0.2.10")
+    out = x.handle(refusal)
+    connects = [cmd for cmd in out if isinstance(cmd, c.ConnectTls)]
+    assert len(connects) == 1 and connects[0].peer.name == "b.test"
+    out = x.handle(dataclasses.replace(refusal, server_ip="192.0.2.11"))
+    assert kinds(out)[-1] == "StartClientTls" and out[-1].props.mimic is None
+    out = x.handle(ev.ClientTlsReady())
+    info, e = out[0].info, out[1].entry
+    assert (e.result, e.status, e.hierarchy, e.server_ip) == ("NONE_NONE", 200, "HIER_NONE", None)
+    first = inner(ca_pem, b"GET /a HTTP/1.1\r\nHost: www.site.test\r\n\r\n", info)
+    out = first.handle(ev.RequestStarted)
+    assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_CONNECT_FAIL" in sent(out)
+    e = [cmd for cmd in out if isinstance(cmd, c.Log)][0].entry
+    assert (e.result, e.status, e.hierarchy) == ("NONE_NONE", 403, "HIER_NONE")
+
+
+def test_no_usable_parent_answers_as_squid_does_inside_tls(ca_pem):
+    """never_direct with the parent down: Squid 5.7 bumps the client and answers its
+    first request 502 ERR_READ_ERROR (what it answers when selection finds nothing)."""
+    x = via_peers(ca_pem, PEEK_SPLICE_AT_3, PARENT, up=False)
+    out = _hello_in(x)
+    assert kinds(out) == ["StartClientTls"]
+    out = x.handle(ev.ClientTlsReady())
+    first = inner(ca_pem, b"GET /a HTTP/1.1\r\nHost: www.site.test\r\n\r\n", out[0].info)
+    out = first.handle(ev.RequestStarted)
+    assert sent(out).startswith(b"HTTP/1.1 502 ") and b"ERR_READ_ERROR" in sent(out)
+
+
+def test_a_splice_at_step2_with_no_usable_parent_closes_the_client(ca_pem):
+    x = via_peers(ca_pem, "ssl_bump peek step1\nssl_bump splice all\n", PARENT, up=False)
+    out = _hello_in(x)
+    assert kinds(out) == ["Log", "AbortClient", "Log", "Finished"]     # no HTTP page into a TLS handshake
+    assert b"" == sent(out)
+
+
+def test_a_tls_failure_through_the_parent_is_the_first_requests_error(ca_pem):
+    x = via_peers(ca_pem, STARE_BUMP, PARENT)
+    _hello_in(x)
+    failure = TlsFailure(parse_error_name("X509_V_ERR_CERT_HAS_EXPIRED")[0])
+    out = x.handle(ev.ConnectFailed("ERR_SECURE_CONNECT_FAIL", failure.detail(), 503, "192.0.2.10", failure))
+    assert kinds(out)[-1] == "StartClientTls"
+    out = x.handle(ev.ClientTlsReady())
+    assert out[0].info.failure[0] == "ERR_SECURE_CONNECT_FAIL" and out[1].entry.hierarchy == "HIER_NONE"
+
+
+def test_a_tls_failure_retried_through_peer_selection_keeps_its_details(ca_pem):
+    """The last candidate's TLS failure is the answer, logged as when nothing was retried:
+    HIER_NONE/- with the TLS error (%err_detail, %ssl::<cert_errors)."""
+    from tests.exchange_kit import make
+    from tests.test_exchange_peers import with_peers
+    x = make(b"GET https://o.test/a HTTP/1.1\r\nHost: o.test\r\n\r\n",
+             with_peers("cache_peer a.test parent 3128 0 no-query\n"))
+    out = x.handle(ev.RequestStarted)
+    assert [cmd.host for cmd in out if isinstance(cmd, c.Connect)] == ["a.test"]
+    out = x.handle(ev.ConnectFailed("ERR_CONNECT_FAIL", "(111) Connection refused", 503, "192.0.2.10"))
+    assert [cmd.host for cmd in out if isinstance(cmd, c.Connect)] == ["o.test"]
+    failure = TlsFailure(parse_error_name("X509_V_ERR_CERT_HAS_EXPIRED")[0])
+    out = x.handle(ev.ConnectFailed("ERR_SECURE_CONNECT_FAIL", failure.detail(), 503, "198.51.100.1", failure))
+    assert sent(out).startswith(b"HTTP/1.1 503 ") and b"X509_V_ERR_CERT_HAS_EXPIRED" in sent(out)
+    e = [cmd for cmd in out if isinstance(cmd, c.Log)][0].entry
+    assert (e.hierarchy, e.server_ip, e.tls_failure) == ("HIER_NONE", None, failure)
+
+
+def test_a_bumped_request_the_parent_refuses_is_logged_hier_none(ca_pem):
+    """Client-first: the request's own CONNECT to the parent is refused; Squid 5.7 answers
+    with the parent's status and logs TCP_MISS/403 HIER_NONE/- (the parent was reached,
+    then refused, as after a failed TLS handshake)."""
+    from tests.test_exchange_peers import bumped, with_peers
+    x = bumped(with_peers(PARENT), b"GET /a HTTP/1.1\r\nHost: www.site.test\r\n\r\n")
+    x.handle(ev.RequestStarted)
+    out = x.handle(ev.ConnectFailed("ERR_CONNECT_FAIL", "the parent answered our CONNECT with HTTP/1.1 403 Forbidden",
+                                    403, "192.0.2.10", reached=True))
+    assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_CONNECT_FAIL" in sent(out)
+    e = [cmd for cmd in out if isinstance(cmd, c.Log)][0].entry
+    assert (e.result, e.status, e.hierarchy, e.server_ip) == ("TCP_MISS", 403, "HIER_NONE", None)
+
+
+def test_miss_access_denying_the_server_connection(ca_pem):
+    """The client is mid-TLS when miss_access denies: a splice at step 2 is closed
+    (Squid 5.7 logs NONE_NONE/403 0), a bump shows ERR_FORWARDING_DENIED inside TLS."""
+    deny = "miss_access deny all\n"
+    x = via_peers(ca_pem, "ssl_bump peek step1\nssl_bump splice all\n", PARENT + deny)
+    out = _hello_in(x)
+    assert kinds(out) == ["Log", "AbortClient", "Log", "Finished"] and sent(out) == b""
+    e = out[2].entry
+    assert (e.result, e.status, e.hierarchy) == ("NONE_NONE", 403, "HIER_NONE")
+    x = via_peers(ca_pem, PEEK_BUMP, PARENT + deny)
+    out = _hello_in(x)
+    assert kinds(out) == ["StartClientTls"]
+    info = x.handle(ev.ClientTlsReady())[0].info
+    out = inner(ca_pem, b"GET /a HTTP/1.1\r\nHost: www.site.test\r\n\r\n", info).handle(ev.RequestStarted)
+    assert sent(out).startswith(b"HTTP/1.1 403 ") and b"ERR_FORWARDING_DENIED" in sent(out)
+
+
+def test_a_tls_parent_is_skipped_for_the_server_connection(ca_pem):
+    """Squid sends a TLS parent no CONNECT and squidpy runs no TLS inside TLS: the next
+    candidate (here the origin, nonhierarchical_direct off) is used instead."""
+    x = via_peers(ca_pem, STARE_BUMP, "cache_peer up.test parent 3128 0 no-query tls\nnonhierarchical_direct off\n")
+    assert _hello_in(x) == [c.ConnectTls("www.site.test", 443, "www.site.test", None)]

@@ -164,6 +164,9 @@ CASES = [
     Case("localport", "acl p localport {port}\n", ["allow p", "deny all"], [Req(U, "allow")]),
     Case("myportname", "acl at_office myportname office\nacl elsewhere myportname other\n",
          ["deny elsewhere", "allow at_office", "deny all"], [Req(U, "allow")]),
+    # Squid 5.7 knows a peer's name only for tcp_outgoing_address: in http_access it matches nothing
+    Case("peername-outside-tcp_outgoing_address", "acl p peername up\nacl pr peername_regex .\n",
+         ["deny p", "deny pr", "allow all"], [Req(U, "allow")]),
     Case("any-of", "acl a src 127.0.0.2\nacl b dstdomain .facebook.test\nacl e any-of a b\n", ["deny e", "allow all"],
          [Req(U, "deny", client="127.0.0.2"), Req("http://www.facebook.test/", "deny"), Req(U, "allow")]),
     Case("all-of", "acl a src 127.0.0.2\nacl b dstdomain .facebook.test\nacl e all-of a !b\nacl e all-of b\n",
@@ -213,7 +216,7 @@ CASES = [
 # ACL types the table covers; a type squidpy implements must be here or be listed as not comparable
 COVERED = {"src", "dst", "dstdomain", "srcdomain", "dstdom_regex", "srcdom_regex", "port", "method", "proto",
            "url_regex", "urlpath_regex", "browser", "referer_regex", "req_header", "req_mime_type", "time",
-           "maxconn", "localip", "localport", "myportname", "any-of", "all-of", "annotate_transaction", "note",
+           "maxconn", "localip", "localport", "myportname", "peername", "peername_regex", "any-of", "all-of", "annotate_transaction", "note",
            "has", "random", "hier_code", "squid_error", "transaction_initiator", "http_status", "rep_mime_type",
            "rep_header", "connections_encrypted", "tag"}
 TLS_TYPES = tuple(cls.name for cls in (tls_acls.ServerNameAcl, tls_acls.ServerNameRegexAcl, tls_acls.SslErrorAcl,

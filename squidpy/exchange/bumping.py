@@ -75,6 +75,7 @@ class BumpRole:
     failure: tuple | None = None
     denial: tuple | None = None
     redo: Any = None                     # the step to take again once a looked-up fact is in
+    server: str | None = None            # SslBump's own connection to the server: TLS, or PEEK at it
     spliced: bool = False
     extra: list = field(default_factory=list)
 
@@ -197,12 +198,20 @@ def _established(x) -> None:
     x._emit(c.ReadClientHello)
 
 
-def _direct(x) -> str:
-    """The hierarchy code of a connection SslBump made to the origin."""
-    return "ORIGINAL_DST" if x.intercepted_tls else "HIER_DIRECT"
+TLS, PEEK = "tls", "peek"
 
 
-@on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS,
+def _reached(x, peer_ip: str | None, peer_port: int | None, seconds: float = 0.0, tls=None) -> None:
+    """SslBump's connection to the server is made: logged with the parent's hierarchy code
+    when it runs through one, else as a connection to the origin (its original destination
+    when intercepted); now step 3 decides."""
+    x.reached(peer_ip, peer_port, seconds, tls)
+    if x.peer is None:
+        x.entry.hierarchy = "ORIGINAL_DST" if x.intercepted_tls else "HIER_DIRECT"
+    x.state = State.BUMP_SERVER
+
+
+@on([State.BUMP_CLIENT_HELLO], ev.ClientHelloRead, to=(State.BUMP_CLIENT_TLS,
                                                       State.SELECTING, State.CHECKING, State.CONNECTING,
                                                       State.VERIFYING_HOST, State.REWRITING))
 def _client_hello(x, event: ev.ClientHelloRead) -> None:
@@ -252,40 +261,60 @@ def _addresses(x):
 
 
 def _connect_tls(x) -> None:
-    x.state = State.BUMP_SERVER
-    x.upstream = "connecting"
-    target = x.target
-    x._emit(c.ConnectTls(target.host, target.port, _server_name(x), _addresses(x)))
+    x.bump.server = TLS
+    _to_server(x)
 
 
 def _peek(x) -> None:
-    x.state = State.BUMP_SERVER
-    x.upstream = "connecting"
-    target = x.target
-    x._emit(c.PeekServer(target.host, target.port, _addresses(x)))
+    x.bump.server = PEEK
+    _to_server(x)
 
 
-@on([State.BUMP_SERVER], ev.ServerTlsReady, to=(State.BUMP_CLIENT_TLS,))
+def _to_server(x) -> None:
+    """Squid forwards the CONNECT to reach the server at step 2 (FwdState): with cache_peer
+    lines peer selection chooses where it goes (never_direct, always_direct,
+    cache_peer_access ...), as for a spliced one; without, straight to the origin."""
+    if x.shared.peers:
+        return x._go_upstream()
+    x._open(False)
+
+
+def open_server(x, timing: dict) -> None:
+    """The connection to the destination chosen (exchange._open): the origin, or a parent
+    sent ``CONNECT host:port`` (with its login=) first, TLS or the peek running inside the
+    tunnel (Squid's establishTunnelThruProxy).  A TLS parent gets no CONNECT in Squid
+    and squidpy runs no TLS inside TLS: that candidate is skipped."""
+    role, target, peer = x.bump, x.target, x.peer
+    if peer is None:
+        where: dict = {"host": target.host, "port": target.port, "addresses": _addresses(x)}
+    elif peer.tls is not None:
+        x.upstream = None
+        return x._next_destination(ev.ConnectFailed(
+            "ERR_CANNOT_FORWARD", f"SslBump does not reach servers through the TLS cache_peer {peer.name}", 503))
+    else:
+        where = {"host": peer.host, "port": peer.http_port, "addresses": x.shared.peers.state(peer).addresses or None,
+                 "peer": peer, "through": x.connect_head(peer), "bind": x.bind, "source": x.source}
+    if role.server == TLS:
+        x._emit(c.ConnectTls(server_name=_server_name(x), **where, **timing))
+    else:
+        x._emit(c.PeekServer(**where, **timing))
+
+
+@on([State.CONNECTING], ev.ServerTlsReady, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS))
 def _server_tls_ready(x, event: ev.ServerTlsReady) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
-    x.upstream = "open"
-    e.hierarchy, e.server_ip, e.server_port = _direct(x), event.peer_ip, event.peer_port
-    if event.seconds:
-        e.dns_time = (e.dns_time or 0) + event.seconds
+    _reached(x, event.peer_ip, event.peer_port, event.seconds, event.tls)
     role.server_cert = ch.server_cert = e.server_cert = event.cert
     role.errors = ch.ssl_errors = e.cert_errors = event.errors
-    if event.tls is not None:
-        e.server_tls = event.tls
     if role.step2 == bump.STARE:
         return _step3(x)
     _mint_for_client(x)
 
 
-@on([State.BUMP_SERVER], ev.ServerHelloRead, to=(State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING))
+@on([State.CONNECTING], ev.ServerHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL))
 def _server_hello(x, event: ev.ServerHelloRead) -> None:
     role, e, ch = x.bump, x.entry, x.checklist
-    x.upstream = "open"
-    e.hierarchy, e.server_ip, e.server_port = _direct(x), event.peer_ip, event.peer_port
+    _reached(x, event.peer_ip, event.peer_port)
     role.extra = [event.data]
     if event.hello is not None:
         e.server_tls = hello_facts(event.hello)
@@ -317,10 +346,31 @@ def _step3(x) -> None:
     _mint_for_client(x)
 
 
-@on([State.BUMP_SERVER], ev.ConnectFailed, to=(State.BUMP_CLIENT_TLS,))
+def no_server(x, event: ev.ConnectFailed) -> None:
+    """No destination could be reached (every candidate peer selection found failed, or
+    there was none): a splice closes the client, bumping shows the error inside TLS."""
+    if x.tunnel:
+        return splice_failed(x, event)
+    _server_failed(x, event)
+
+
+def forwarding_denied(x) -> None:
+    """miss_access denies SslBump's connection to the server: a splice closes the client
+    (NONE_NONE/403 0, as Squid 5.7 logs it); a bump shows ERR_FORWARDING_DENIED to the first
+    request inside TLS (Squid 5.7 leaves that client waiting)."""
+    e = x.entry
+    if x.tunnel:
+        e.result, e.status = "NONE_NONE", 403
+        x.keep_alive = False
+        x._emit(c.AbortClient)
+        return x.finish()
+    _server_failed(x, ev.ConnectFailed("ERR_FORWARDING_DENIED", "miss_access denies this request", 403))
+
+
 def _server_failed(x, event: ev.ConnectFailed) -> None:
-    """TLS (or TCP) with the origin failed: the client still gets a certificate (the name
-    alone, signed trusted, as Squid does) and then the error on its first request."""
+    """TLS (or TCP) with the origin, or the parent's tunnel to it, failed: the client
+    still gets a certificate (the name alone, signed trusted, as Squid does) and then the
+    error on its first request, logged HIER_NONE as Squid logs it."""
     role, e = x.bump, x.entry
     x.upstream = None
     if event.tls is not None:
@@ -380,13 +430,13 @@ def _client_tls_failed(x, event: ev.ClientTlsFailed) -> None:
 
 
 def _splice(x) -> None:
-    """Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced tunnel (TCP_TUNNEL).
-    An intercepted connection spliced after peeking at the server is the one exception:
-    Squid tunnels its first CONNECT there, logged once, under the address."""
+    """Spliced at step 2, Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced
+    tunnel (TCP_TUNNEL).  Spliced at step 3, after peeking at the server, it tunnels the
+    connection its CONNECT made (through a parent too): one TCP_TUNNEL line."""
     role = x.bump
     role.spliced = True
     e = x.entry
-    if not (x.intercepted_tls and x.upstream == "open"):
+    if x.upstream != "open":
         first = _copy_entry(e)
         first.result, first.status, first.hierarchy, first.server_ip = "NONE_NONE", e.status, "HIER_NONE", None
         first.reply_header_size = first.reply_body_size = 0
@@ -470,7 +520,7 @@ def _look_up(x, fact: str) -> None:
 
 
 @on([State.BUMP_CLIENT_HELLO, State.BUMP_SERVER], ev.FactKnown,
-    to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING,
+    to=(State.BUMP_CLIENT_TLS, State.TUNNEL, State.SELECTING, State.CHECKING, State.CONNECTING,
         State.VERIFYING_HOST, State.REWRITING))
 def _fact_known(x, event: ev.FactKnown) -> None:
     setattr(x.checklist, event.fact, event.value)
@@ -486,4 +536,4 @@ def _copy_entry(e: LogEntry) -> LogEntry:
 
 
 __all__ = ["BumpRole", "BumpedInfo", "answer_for_bumped", "bump_to_deny", "bumps", "inner_url", "splice_failed",
-           "step1", "tls_facts"]
+           "forwarding_denied", "no_server", "open_server", "step1", "tls_facts"]

@@ -231,20 +231,35 @@ class _ReadClientHello(Command):
 @dataclass(slots=True)
 class ConnectTls(Command):
     """A new TLS connection to the origin (``server_name`` for SNI, the certificate checked
-    for it, sslproxy_cert_error asked about problems) -> ServerTlsReady or ConnectFailed."""
+    for it, sslproxy_cert_error asked about problems) -> ServerTlsReady or ConnectFailed.
+    With ``peer`` (a parent peer selection chose) ``host``/``port`` are the parent's and
+    the ``through`` CONNECT head goes to it first: TLS with the origin runs in its tunnel."""
     host: str
     port: int
     server_name: str
     addresses: list[str] | None = None
+    peer: Any = None
+    through: bytes | None = None
+    bind: Bind | None = None
+    source: str | None = None
+    delay: float = 0.0                # connect_retries: as Connect's
+    timeout: float | None = None
 
 
 @dataclass(slots=True)
 class PeekServer(Command):
     """Connect to the origin, send it the client's own hello, read its first flight
-    -> ServerHelloRead or ConnectFailed."""
+    -> ServerHelloRead or ConnectFailed.  With ``peer``: through the parent's tunnel,
+    as ConnectTls."""
     host: str
     port: int
     addresses: list[str] | None = None
+    peer: Any = None
+    through: bytes | None = None
+    bind: Bind | None = None
+    source: str | None = None
+    delay: float = 0.0
+    timeout: float | None = None
 
 
 @dataclass(slots=True)

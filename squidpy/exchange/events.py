@@ -123,6 +123,7 @@ class ConnectFailed(Event):
     server_ip: str | None = None
     tls: Any = None             # the TlsFailure of an ERR_SECURE_CONNECT_FAIL (squidpy.tls.errors)
     errno: int | None = None    # connect()'s error (111: refused ...); None: timed out, or no connect() failed
+    reached: bool = False       # connected, then what came next failed (a parent's CONNECT answer, TLS)
 
 
 @dataclass(slots=True)

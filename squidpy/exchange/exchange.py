@@ -20,6 +20,7 @@ into docs/architecture.md) lists every legal one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 import html
 from typing import Any, Callable
@@ -85,7 +86,7 @@ class State(enum.Enum):
     RELAYING = "the origin's reply streams to the client"
     SERVING_STORED = "a stored body streams from disk"
     BUMP_CLIENT_HELLO = "SslBump: reading the client's TLS hello (step 2)"
-    BUMP_SERVER = "SslBump: TLS with the origin, or peeking at its hello (step 3)"
+    BUMP_SERVER = "SslBump: the server's TLS hello or handshake is in (step 3); ssl_bump may need a fact"
     BUMP_CLIENT_TLS = "SslBump: the client's TLS handshake with a minted certificate"
     TUNNEL = "bytes pass untouched both ways (CONNECT, 101)"
     COLLECTING = "the cache manager's or /metrics' figures are gathered (from every kid under workers)"
@@ -1417,9 +1418,9 @@ class Exchange:
             self._emit(c.Report("warning", line))
         self._next_destination(None)
 
-    def _next_destination(self, failure: tuple | None) -> None:
-        """Try the next candidate; ``failure``: why the last one failed (error, detail,
-        status, server IP), the answer when no candidate is left."""
+    def _next_destination(self, failure: ev.ConnectFailed | None) -> None:
+        """Try the next candidate; ``failure``: why the last one failed, the answer when
+        no candidate is left."""
         if not self.forwarding.exhausted:
             destination = self.selected.next(self.shared.now())
             if destination is not None:
@@ -1430,20 +1431,29 @@ class Exchange:
             # Squid 5.7 when selection found nothing (never_direct, every parent down)
             e.hierarchy = "HIER_NONE"
             error, status = NO_CANDIDATE
-            return self.fail(error, "no peer or origin server could be used for this request", status,
+            failure = ev.ConnectFailed(error, "no peer or origin server could be used for this request", status)
+            if self.bump is not None:
+                return bumping.no_server(self, failure)
+            return self.fail(failure.error, failure.detail, failure.status,
                              result="NONE_NONE" if self.tunnel else self._miss_result())
-        error, detail, status, server_ip = failure
+        if self.bump is not None:
+            return bumping.no_server(self, failure)
         if self.tunnel:
             self.keep_alive = False
-        self.fail(error, detail, status, result="NONE_NONE" if self.tunnel else self._miss_result(),
-                  server_ip=server_ip)
+        if failure.tls is not None or failure.reached:  # as when not retried: HIER_NONE/-, TLS details kept
+            e.hierarchy, e.server_ip, e.tls_failure = "HIER_NONE", None, failure.tls
+            failure = dataclasses.replace(failure, server_ip=None)
+        self.fail(failure.error, failure.detail, failure.status,
+                  result="NONE_NONE" if self.tunnel else self._miss_result(), server_ip=failure.server_ip)
 
     def _may_retry(self, connected: bool) -> bool:
         """Another candidate may be tried after this failure (Squid's checkRetry)."""
         if self.forwarding is None:
             return False
+        # the "200 Connection established" of a CONNECT SslBump reads is no reply of this forwarding
         return self.forwarding.may_retry(self.head.method, connected, self.entry.upstream_bytes_out > 0
-                                         and self.entry.request_body_size > 0, self.reply_started)
+                                         and self.entry.request_body_size > 0,
+                                         self.reply_started and self.bump is None)
 
     def _connect(self, fresh: bool = False) -> None:
         """Connect to the destination chosen (a peer, the origin, or an intercepted request's
@@ -1480,6 +1490,8 @@ class Exchange:
                 self.connect_deadline = self.shared.now() + (
                     (peer.connect_timeout or self.config.peer_connect_timeout) if peer is not None
                     else self.config.connect_timeout)
+        if self.bump is not None and not self.tunnel:
+            return bumping.open_server(self, timing)      # SslBump's own connection to the server
         if peer is not None:
             role = self.cache
             if role is not None and role.leader:
@@ -1520,6 +1532,11 @@ class Exchange:
         reached over TLS (cache_peer ... tls) gets the request itself, as Squid sends it."""
         if self.client.bumped is None or peer.tls is not None:
             return None
+        return self.connect_head(peer)
+
+    def connect_head(self, peer) -> bytes:
+        """``CONNECT host:port`` for the parent ``peer``: a tunnel to the target, with the
+        peer's login= credentials."""
         target = self.target
         authority = f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
         lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
@@ -1563,6 +1580,9 @@ class Exchange:
         if verdict is None or verdict.allowed:
             return True
         self.entry.hierarchy = "HIER_NONE"
+        if self.bump is not None:       # the client is mid-TLS: no HTTP page can reach it now
+            bumping.forwarding_denied(self)
+            return False
         self.deny(verdict, self.config.miss_access, result="NONE_NONE" if self.tunnel else self._miss_result(),
                   challenge=False, page="ERR_FORWARDING_DENIED")
         return False
@@ -1614,23 +1634,29 @@ class Exchange:
         code = "ORIGINAL_DST" if self.original_dst and destination.peer is None else destination.code
         return (TIMEOUT_PREFIX if timed_out else "") + code
 
+    def reached(self, peer_ip: str | None, peer_port: int | None, seconds: float, tls, reused: bool = False) -> None:
+        """The destination is connected: what the log says of it; a peer's success counted."""
+        e = self.entry
+        e.hierarchy = self._hierarchy_code()
+        e.server_ip, e.server_port = peer_ip, peer_port
+        if seconds:
+            e.dns_time = (e.dns_time or 0) + seconds
+        if tls is not None:
+            e.server_tls = tls
+        self.upstream = "open"
+        self.reused = reused
+        self.upstream_started = self.shared.now()
+        peer = self.peer
+        if peer is not None and not reused:
+            for line in self.shared.peers.connect_succeeded(peer, self.upstream_started):
+                self._emit(c.Report("warning", line))
+
     @on([State.CONNECTING], ev.Connected, to=(State.AWAITING_REPLY, State.TUNNEL))
     def _connected(self, event: ev.Connected) -> None:
         e = self.entry
-        e.hierarchy = self._hierarchy_code()
-        e.server_ip, e.server_port = event.peer_ip, event.peer_port
+        self.reached(event.peer_ip, event.peer_port, event.seconds, event.tls, event.reused)
         e.server_local_ip, e.server_local_port = event.local_ip, event.local_port
-        if event.seconds:
-            e.dns_time = (e.dns_time or 0) + event.seconds
-        if event.tls is not None:
-            e.server_tls = event.tls
-        self.upstream = "open"
-        self.reused = event.reused
-        self.upstream_started = self.shared.now()
         peer = self.peer
-        if peer is not None and not event.reused:
-            for line in self.shared.peers.connect_succeeded(peer, self.upstream_started):
-                self._emit(c.Report("warning", line))
         if self.tunnel and peer is None:
             e.status = 200
             self.reply_started = True
@@ -1734,7 +1760,8 @@ class Exchange:
         headers.append((b"Content-Length", b"%d" % (last - first + 1)))
         return ResponseHead(206, b"Partial Content", resp.version, headers, resp.size, self.head.method)
 
-    @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.CHECKING, State.SERVING_STORED))
+    @on([State.CONNECTING], ev.ConnectFailed, to=(State.CONNECTING, State.CHECKING, State.SERVING_STORED,
+                                                   State.BUMP_CLIENT_TLS))
     def _connect_failed(self, event: ev.ConnectFailed) -> None:
         if self.config.connect_retries > 1 and event.errno is not None and self._reopen(event):
             return
@@ -1750,9 +1777,9 @@ class Exchange:
             e.hierarchy = self._hierarchy_code()
             e.server_ip = event.server_ip
         if self.selected is not None and self._may_retry(connected=False):
-            return self._next_destination((event.error, event.detail, event.status, event.server_ip))
-        if self.tunnel and self.bump is not None:
-            return bumping.splice_failed(self, event)
+            return self._next_destination(event)
+        if self.bump is not None:
+            return bumping.no_server(self, event)
         if self.tunnel:
             self.keep_alive = False
             # Squid 5.7 logs a tunnel that was never established NONE_NONE/503, not TCP_TUNNEL
@@ -1762,7 +1789,8 @@ class Exchange:
             return
         if event.error == "ERR_DNS_FAIL":
             return self.fail(event.error, event.detail, event.status, result=self._miss_result())
-        if event.tls is not None:       # Squid logs a failed TLS handshake HIER_NONE/-
+        if event.tls is not None or event.reached:
+            # Squid logs a failed TLS handshake, or a parent's refusal of our CONNECT, HIER_NONE/-
             e.hierarchy, e.server_ip = "HIER_NONE", None
             e.tls_failure = event.tls
             return self.fail(event.error, event.detail, event.status, result=self._miss_result(),
@@ -1886,6 +1914,7 @@ class Exchange:
         if self.tunnel and self.bump is not None:
             # a splice the parent refuses: the client is mid-TLS, an HTTP answer cannot reach it
             self._drop_upstream()
+            e.status = resp.status          # Squid logs the parent's refusal: TCP_TUNNEL/403
             return bumping.splice_failed(self, ev.ConnectFailed(
                 "ERR_CONNECT_FAIL", f"the parent answered the CONNECT with {resp.status}", 503, e.server_ip))
         if self.tunnel:
@@ -2134,7 +2163,8 @@ class Exchange:
             self.body_buffer = []
             return self._connect(fresh=True)
         if self.selected is not None and not self.reply_started and self._may_retry(connected=True):
-            return self._next_destination((event.error, event.detail, event.status, self.entry.server_ip))
+            return self._next_destination(ev.ConnectFailed(event.error, event.detail, event.status,
+                                                           self.entry.server_ip))
         if not self.reply_started and self._stale_instead():
             return
         self._stop_teeing()

@@ -62,31 +62,47 @@ class ClientConnection(PausableReading, Protocol):
     _busy_until = None
     _write_until = None
     _unsent = 0
+    # State a new connection has not changed yet is a class default: thousands of idle
+    # (preconnected) clients keep only what they set (and a small instance dict)
+    metrics_port = False
+    proxy_header: bytes | None = None   # read so far, on a port that requires the PROXY header
+    active: ExchangeDriver | None = None
+    tunnel = None
+    parser = None
+    deadline: float | None = None
+    info: ClientInfo | None = None
+    raw: list[bytes] | None = None      # bytes after CONNECT/Upgrade, before the tunnel
+    nrequests = 0                       # requests read on this connection (the cache manager shows it)
+    bytes_read = 0                      # ... and the bytes of its finished requests and replies
+    bytes_written = 0
+    write_limit = None                  # squidpy.proxy.throttle.ClientWriter: in a client delay pool
+    _http_again = False                 # a CONNECT answered during this read: HTTP goes on
+    tls = None                          # a TlsSession once the connection speaks TLS (bumped, https_port)
+    bumped_info = None                  # set by a CONNECT that bumped: its requests' BumpedInfo
+    _hello_waiter = None                # SslBump reading the ClientHello
+    _tls_waiter = None                  # SslBump waiting for the client's handshake
+    # the request being read (_reset_request)
+    _url = b""
+    _head_size = 0
+    _head_bytes = 0
+    _in_head = False
+    _started = 0.0
+    _upgrade_pending: Exchange | None = None    # a CONNECT or Upgrade request
+    _body_after_upgrade: Exchange | None = None     # an Upgrade request with a body
+    _priming = False
+    _headers: list[tuple[bytes, bytes]]     # these two come with the parser, at the first bytes
+    _chunk_meter: ChunkMeter
 
     def __init__(self, service, port_name: str, metrics_port: bool = False,
                  require_proxy_header: bool = False):
         self.service = service
         self.port_name = port_name
-        self.metrics_port = metrics_port
-        self.proxy_header: bytes | None = b"" if require_proxy_header else None   # read so far
+        if metrics_port:
+            self.metrics_port = True
+        if require_proxy_header:
+            self.proxy_header = b""
         self.session = ClientSession()
         self.drivers: dict[Exchange, ExchangeDriver] = {}
-        self.active: ExchangeDriver | None = None
-        self.tunnel = None
-        self.parser = None
-        self.deadline = None
-        self.info: ClientInfo | None = None
-        self.raw: list[bytes] | None = None  # bytes after CONNECT/Upgrade, before the tunnel
-        self.nrequests = 0                  # requests read on this connection (the cache manager shows it)
-        self.bytes_read = 0                 # ... and the bytes of its finished requests and replies
-        self.bytes_written = 0
-        self.write_limit = None             # squidpy.proxy.throttle.ClientWriter: in a client delay pool
-        self._http_again = False             # a CONNECT answered during this read: HTTP goes on
-        self.tls = None                      # a TlsSession once the connection speaks TLS (bumped, https_port)
-        self.bumped_info = None              # set by a CONNECT that bumped: its requests' BumpedInfo
-        self._hello_waiter = None            # SslBump reading the ClientHello
-        self._tls_waiter = None              # SslBump waiting for the client's handshake
-        self._reset_request()
 
     @property
     def closing(self) -> bool:
@@ -243,9 +259,11 @@ class ClientConnection(PausableReading, Protocol):
             self._head_bytes += len(data)
         elif b" cache_object://" in data and self.session.receiving is None:
             data = hide_manager_scheme(data)        # squidclient's URLs, which httptools refuses
-        self._chunk_meter.before_read(len(data))
         if self.parser is None:         # made at the first bytes: idle (preconnected) clients cost less
             self.parser = httptools.HttpRequestParser(self)
+            self._headers = []
+            self._chunk_meter = ChunkMeter()
+        self._chunk_meter.before_read(len(data))
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -287,15 +305,16 @@ class ClientConnection(PausableReading, Protocol):
             self._refuse("ERR_INVALID_REQ", "the chunked request body carries too much besides its data", 400)
 
     def _reset_request(self) -> None:
+        """Forget the request being read (a connection bumped: HTTP starts again inside TLS)."""
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers = []
         self._head_size = 0
         self._head_bytes = 0
         self._in_head = False
         self._started = 0.0
         self._chunk_meter = ChunkMeter()
-        self._upgrade_pending: Exchange | None = None   # a CONNECT or Upgrade request
-        self._body_after_upgrade: Exchange | None = None   # an Upgrade request with a body
+        self._upgrade_pending = None
+        self._body_after_upgrade = None
         self._priming = False
 
     def _read_upgrade_body(self, exchange: Exchange, rest: bytes) -> None:
@@ -415,7 +434,8 @@ class ClientConnection(PausableReading, Protocol):
         When it is the body of a request already read, that request gets the error
         (nothing more of it goes upstream); otherwise the broken input gets an
         exchange of its own."""
-        self._chunk_meter.active = False
+        if self.parser is not None:
+            self._chunk_meter.active = False
         self._in_head = False       # the parser is spent: nothing more is read
         target = self._body_target()
         if target is not None and not target.finished:

@@ -221,19 +221,15 @@ class ExchangeDriver:
             return
         pool, peer = self.service.pool, cmd.peer
         if peer is not None and cmd.through is not None:
-            # a tunnel through the peer to one origin, TLS with it inside: only for that origin
-            key = ("peer-bump", peer.name, cmd.port, cmd.through)
+            key = _through_key(cmd)
         elif peer is not None:
             # connections to a peer serve every request sent through it (from the same address)
-            key = ("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port)
+            key = _from(("peer-tunnel" if cmd.tunnel else "peer", peer.name, cmd.port), cmd)
         else:
             key = ("tcp" if cmd.tunnel else cmd.scheme, cmd.host, cmd.port)
             if cmd.original_dst and cmd.addresses:
                 key += ("to", cmd.addresses[0])     # a name pinned to the address a client connected to
-        if cmd.bind is not None:
-            key += (cmd.bind,)          # reused only for requests sent from the same address
-        if cmd.source is not None:
-            key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
+            key = _from(key, cmd)
         if not cmd.fresh and not cmd.tunnel:
             server = pool.get_idle(key)
             if server is not None:
@@ -287,7 +283,8 @@ class ExchangeDriver:
         if isinstance(err, DnsError):
             event = ev.ConnectFailed("ERR_DNS_FAIL", str(err), 503)
         elif isinstance(err, UpstreamError):
-            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls, err.errno)
+            event = ev.ConnectFailed(err.error, err.detail, err.status, err.server_ip, err.tls, err.errno,
+                                     err.reached or err.tls is not None)
         else:
             log.error("unexpected failure connecting to %s: %s", self.exchange.entry.url, failure.getErrorMessage())
             event = ev.ConnectFailed("ERR_CANNOT_FORWARD", failure.getErrorMessage(), 503)
@@ -377,20 +374,43 @@ class ExchangeDriver:
         started = time.monotonic()
         return self.service.dns.resolve(host).addCallback(lambda found: (found, time.monotonic() - started))
 
-    def _connect_tls(self, cmd: c.ConnectTls) -> None:
-        tls, checklist, pool = self.service.tls, self.exchange.checklist, self.service.pool
-        sessions = []
+    def _later(self, cmd, run) -> bool:
+        """connect_retries' pause before the next try of the same address."""
+        if not cmd.delay:
+            return False
 
-        def session():
-            sessions.append(tls.origin_session(cmd.server_name, checklist))
-            return sessions[-1]
+        def later():
+            if not self.finished:
+                run(dataclasses.replace(cmd, delay=0.0))
+        self.service.reactor.callLater(cmd.delay, later)
+        return True
+
+    def _server_connect(self, cmd, key: tuple, session=None) -> defer.Deferred:
+        """SslBump's connection to the origin, or through a parent's tunnel (``cmd.through``,
+        pooled as bumped requests' are, so the first of them reuses it) -> (server, DNS time)."""
+        pool, timeout = self.service.pool, cmd.timeout
+        if cmd.peer is not None:
+            key = _through_key(cmd)
+            if timeout is None:
+                timeout = self.service.peering.connect_timeout(cmd.peer)
+        else:
+            key = _from(key, cmd)
 
         def connect(found):
             addresses, seconds = found
-            d = pool.connect(("https", cmd.host, cmd.port), addresses, session)
+            d = pool.connect(key, addresses, session, timeout, cmd.bind, cmd.source, cmd.through)
             return d.addCallback(lambda server: (server, seconds))
+        return self._resolved(cmd.host, cmd.addresses).addCallback(connect)
 
-        d = self._resolved(cmd.host, cmd.addresses).addCallback(connect)
+    def _connect_tls(self, cmd: c.ConnectTls) -> None:
+        if self._later(cmd, self._connect_tls):
+            return
+        tls, checklist = self.service.tls, self.exchange.checklist
+
+        def session():
+            return tls.origin_session(cmd.server_name, checklist)
+
+        d = self._server_connect(cmd, ("https", cmd.host, cmd.port), session)
         d.addCallbacks(lambda found: self._server_tls(found[0], found[1]), self._connect_failed)
 
     def _server_tls(self, server, seconds: float) -> None:
@@ -403,10 +423,10 @@ class ExchangeDriver:
                                     tuple(verification.errors), seconds, server.tls.facts()))
 
     def _peek_server(self, cmd: c.PeekServer) -> None:
-        pool = self.service.pool
-        d = self._resolved(cmd.host, cmd.addresses).addCallback(
-            lambda found: pool.connect(("tcp", cmd.host, cmd.port), found[0]))
-        d.addCallbacks(self._peek_connected, self._connect_failed)
+        if self._later(cmd, self._peek_server):
+            return
+        d = self._server_connect(cmd, ("tcp", cmd.host, cmd.port))
+        d.addCallbacks(lambda found: self._peek_connected(found[0]), self._connect_failed)
 
     def _peek_connected(self, server) -> None:
         if self.finished:
@@ -539,6 +559,19 @@ class ExchangeDriver:
     def source(self):
         """What feeds the client's connection now: the origin, or the disk reader."""
         return self.server if self.server is not None else self.streamer
+
+
+def _from(key: tuple, cmd) -> tuple:
+    if cmd.bind is not None:
+        key += (cmd.bind,)          # reused only for requests sent from the same address
+    if cmd.source is not None:
+        key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
+    return key
+
+
+def _through_key(cmd) -> tuple:
+    """A tunnel through the peer to one origin, TLS with it inside: only for that origin."""
+    return _from(("peer-bump", cmd.peer.name, cmd.port, cmd.through), cmd)
 
 
 _HANDLERS = {

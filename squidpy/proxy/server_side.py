@@ -51,12 +51,14 @@ ATTEMPT_DELAY = 0.25        # seconds before the next address is tried alongside
 
 class UpstreamError(Exception):
     """Talking to the origin failed; ``error`` is the ERR_* page to show (``tls``: the
-    TlsFailure of an ERR_SECURE_CONNECT_FAIL; ``errno``: connect()'s error number)."""
+    TlsFailure of an ERR_SECURE_CONNECT_FAIL; ``errno``: connect()'s error number;
+    ``reached``: the connection was made, a parent then refused our CONNECT)."""
 
     def __init__(self, error: str, detail: str, status: int = 502, retriable: bool = False,
-                 server_ip: str | None = None, tls=None, errno: int | None = None):
+                 server_ip: str | None = None, tls=None, errno: int | None = None, reached: bool = False):
         super().__init__(detail)
         self.errno = errno
+        self.reached = reached
         self.error = error
         self.detail = detail
         self.status = status
@@ -96,7 +98,7 @@ class ServerConnection(PausableReading, Protocol):
         self.pool = pool
         self.key = key
         self.tls = tls             # a squidpy.tls.session.TlsSession for https:// origins and TLS peers
-        self.through = through     # a CONNECT to a parent, answered before TLS starts (SslBump via a peer)
+        self.through = through     # a CONNECT to a parent, answered before TLS or a peek starts (SslBump via a peer)
         self._through_answer = b""
         self.handshake = None      # fires when the TLS handshake is done (or fails)
         self.peeking = None        # SslBump peek: called with the origin's first flight
@@ -141,7 +143,7 @@ class ServerConnection(PausableReading, Protocol):
         self.transport.registerProducer(self, True)
         self.pool.timeouts.add(self)
         self.pool.opened(self, 1)
-        if self.tls is not None:
+        if self.tls is not None or self.through is not None:
             self.handshake = defer.Deferred()
             self.deadline = time.monotonic() + (self.handshake_timeout or self.pool.connect_timeout)
             if self.through is not None:
@@ -150,8 +152,9 @@ class ServerConnection(PausableReading, Protocol):
             self.transport.write(self.tls.start().network)
 
     def _tunnel_answer(self, data: bytes) -> bytes | None:
-        """The parent's answer to our CONNECT: after a 2xx head, TLS with the origin starts
-        (what followed the head is the origin's); anything else fails the connection."""
+        """The parent's answer to our CONNECT: after a 200 head (Squid's Http::Tunneler takes
+        no other), TLS with the origin starts, or the connection is ready for a peek (what
+        followed the head is the origin's); anything else fails the connection."""
         answer = self._through_answer = self._through_answer + data
         end = answer.find(b"\r\n\r\n")
         if end < 0:
@@ -160,22 +163,28 @@ class ServerConnection(PausableReading, Protocol):
             return None
         status_line = answer.split(b"\r\n", 1)[0]
         parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].startswith(b"2") \
-                or len(parts[1]) != 3:
-            self._tunnel_refused(status_line[:100])
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or parts[1] != b"200":
+            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() and len(parts[1]) == 3 else 502
+            self._tunnel_refused(status_line[:100], status if 400 <= status <= 599 else 502)
             return None
         self.through, self._through_answer = None, b""
-        self.transport.write(self.tls.start().network)
+        if self.tls is None:
+            self._handshake_over()          # to peek: the origin's first flight comes through the tunnel
+        else:
+            self.transport.write(self.tls.start().network)
         return answer[end + 4:]
 
-    def _tunnel_refused(self, answer: bytes) -> None:
+    def _tunnel_refused(self, answer: bytes, status: int = 502) -> None:
+        """The parent refused our CONNECT: Squid answers with the parent's status (its reply
+        is relayed), 502 when there was no usable reply."""
         d, self.handshake = self.handshake, None
         self.through = None
         self.transport.abortConnection()
         if d is not None:
             self.deadline = None
             d.errback(UpstreamError("ERR_CONNECT_FAIL", "the parent answered our CONNECT with "
-                                    + answer.decode("latin-1", "replace"), 502, server_ip=self.peer_ip))
+                                    + answer.decode("latin-1", "replace"), status, server_ip=self.peer_ip,
+                                    reached=True))
 
     def _handshake_over(self, failure=None) -> None:
         d, self.handshake = self.handshake, None
@@ -238,7 +247,7 @@ class ServerConnection(PausableReading, Protocol):
             self.pool.opened(self, -1)
         if self.handshake is not None and self.through is not None:
             self._tunnel_refused(b"no answer (the parent closed the connection)")
-        elif self.handshake is not None:
+        elif self.handshake is not None and self.tls is not None:
             self._handshake_over(self.tls.receive(b"").failure or self.tls.failure)
         self.parser = None          # it holds our bound methods (a reference cycle)
         tunnel, self.tunnel = self.tunnel, None
@@ -302,13 +311,13 @@ class ServerConnection(PausableReading, Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.delay is not None:
             self.delay.read(len(data))
+        if self.through is not None:
+            rest = self._tunnel_answer(data)
+            if not rest:
+                return
+            data = rest
         tls = self.tls
         if tls is not None:
-            if self.through is not None:
-                rest = self._tunnel_answer(data)
-                if not rest:
-                    return
-                data = rest
             out = tls.receive(data)
             if out.network:
                 self.transport.write(out.network)
@@ -744,7 +753,7 @@ class ServerPool:
                                 server_ip=addresses[-1] if addresses else None,
                                 errno=os_error if isinstance(os_error, int) else None)
         d = endpoint.connect(_ServerFactory(self, key, tls_factory, timeout, through)).addErrback(failed)
-        if tls_factory is not None:
+        if tls_factory is not None or through is not None:
             d.addCallback(lambda conn: conn.handshake if conn.handshake is not None else conn)
         return d
 
