@@ -51,6 +51,8 @@ def public_dir(prefix: str, owner: str | None = None) -> Path:
 
 
 class ProxyProcess:
+    starts = 0          # processes started in this process (tests/cpu_accounting.py reports them)
+
     def __init__(self, tmp_path: Path, config: str, listen: str = "127.0.0.1:0", env: dict | None = None,
                  start: bool = True, flush_each_line: bool = True, prefix: list[str] | None = None):
         self.dir = Path(tmp_path)
@@ -83,6 +85,7 @@ class ProxyProcess:
             self.start()
 
     def start(self) -> "ProxyProcess":
+        ProxyProcess.starts += 1
         self.stderr = open(self.dir / "stderr.txt", "ab")
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "squidpy", "run", "-f", str(self.config_path)],

@@ -58,6 +58,7 @@ def free_port() -> int:
 
 class SquidProcess:
     USER = "proxy"          # whom Squid becomes when started as root (Debian's cache_effective_user)
+    starts = 0              # processes started in this process (tests/cpu_accounting.py reports them)
 
     def __init__(self, tmp_path: Path | None, config: str, hosts: dict[str, str] | None = None,
                  start: bool = True, binary: str = SQUID, prefix: list[str] | None = None):
@@ -114,6 +115,7 @@ class SquidProcess:
 
     def start(self) -> "SquidProcess":
         for attempt in range(3):
+            SquidProcess.starts += 1
             self.stderr = open(self.dir / "stderr.txt", "ab")
             self.proc = subprocess.Popen([*self.prefix, self.binary, "-N", "-f", str(self.config_path)],
                                          stdout=subprocess.DEVNULL, stderr=self.stderr)

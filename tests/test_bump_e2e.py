@@ -33,6 +33,13 @@ def ca(tmp_path_factory):
     return pem, crt
 
 
+@pytest.fixture(scope="module")
+def shared_db(tmp_path_factory):
+    """The certificate database of the module's shared bumping proxy (shared_proxy keys on
+    the configuration's text, so its tests name one directory)."""
+    return tmp_path_factory.mktemp("shared-bump")
+
+
 def config(ca, dns, tls_origins, tmp_path, rules: str = "acl step1 at_step SslBump1\nssl_bump peek step1\n"
            "ssl_bump bump all\n", extra: str = "") -> str:
     pem, _ = ca
@@ -72,8 +79,8 @@ def test_bumped_get_is_intact_and_logged_as_https(make_proxy, ca, dns, tls_origi
     assert " TCP_MISS/200 " in get and " HIER_DIRECT/127.0.0.1 " in get
 
 
-def test_second_fetch_is_a_cache_hit(make_proxy, ca, dns, tls_origins, tmp_path):
-    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+def test_second_fetch_is_a_cache_hit(shared_proxy, ca, dns, tls_origins, shared_db):
+    proxy = shared_proxy(config(ca, dns, tls_origins, shared_db))
     target = url(tls_origins, "good", "/obj/bumped-hit?cc=max-age%3D300")
     first = curl(proxy, target, ca[1])
     second = curl(proxy, target, ca[1])
@@ -82,8 +89,8 @@ def test_second_fetch_is_a_cache_hit(make_proxy, ca, dns, tls_origins, tmp_path)
     assert " TCP_MEM_HIT/200 " in proxy.log_line(f"GET {target}")
 
 
-def test_path_rules_deny_inside_tls(make_proxy, ca, dns, tls_origins, tmp_path):
-    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+def test_path_rules_deny_inside_tls(shared_proxy, ca, dns, tls_origins, shared_db):
+    proxy = shared_proxy(config(ca, dns, tls_origins, shared_db))
     target = url(tls_origins, "good", "/secret/plans")
     r = curl(proxy, target, ca[1])
     assert r.stdout.endswith(b"403") and b"ERR_ACCESS_DENIED" in r.stdout
@@ -137,15 +144,15 @@ def test_spliced_hosts_keep_their_own_certificate(make_proxy, ca, dns, tls_origi
     assert " TCP_TUNNEL/200 " in proxy.log_line("TCP_TUNNEL")
 
 
-def test_alpn_http11_to_clients(make_proxy, ca, dns, tls_origins, tmp_path):
-    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+def test_alpn_http11_to_clients(shared_proxy, ca, dns, tls_origins, shared_db):
+    proxy = shared_proxy(config(ca, dns, tls_origins, shared_db))
     r = curl(proxy, url(tls_origins, "good", "/size/2"), ca[1], "-v", "--http2")
     assert r.stdout.endswith(b"xx\n200")
     assert b"ALPN: server accepted http/1.1" in r.stderr or b"ALPN, server accepted to use http/1.1" in r.stderr
 
 
-def test_origins_with_bad_certificates_answer_inside_tls(make_proxy, ca, dns, tls_origins, tmp_path):
-    proxy = make_proxy(config(ca, dns, tls_origins, tmp_path))
+def test_origins_with_bad_certificates_answer_inside_tls(shared_proxy, ca, dns, tls_origins, shared_db):
+    proxy = shared_proxy(config(ca, dns, tls_origins, shared_db))
     for kind, code in (("expired", b"X509_V_ERR_CERT_HAS_EXPIRED"), ("wrongname", b"SQUID_X509_V_ERR_DOMAIN_MISMATCH"),
                        ("selfsigned", b"X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT")):
         target = url(tls_origins, kind, "/echo?bumped-to-a-bad-origin")

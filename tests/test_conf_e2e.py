@@ -52,8 +52,8 @@ reply_header_add X-Filtered "by %{Host}>h"
 """
 
 
-def test_header_rules_shape_what_the_origin_and_the_client_see(make_proxy, origin):
-    proxy = make_proxy(HEADER_RULES)
+def test_header_rules_shape_what_the_origin_and_the_client_see(shared_proxy, origin):
+    proxy = shared_proxy(HEADER_RULES)
     doc, seen = echoed(ask(proxy.port, origin.url("/echo"), {"Cookie": "id=secret", "User-Agent": "curl/8",
                                                               "X-Other": "kept"}))
     assert "cookie" not in seen and "via" not in seen
@@ -66,8 +66,8 @@ def test_header_rules_shape_what_the_origin_and_the_client_see(make_proxy, origi
     assert "Content-Length" in proxy.read_cache_log()          # the warning about the ignored rule
 
 
-def test_a_rule_naming_transfer_encoding_cannot_break_a_chunked_reply(make_proxy, origin):
-    proxy = make_proxy(HEADER_RULES)
+def test_a_rule_naming_transfer_encoding_cannot_break_a_chunked_reply(shared_proxy, origin):
+    proxy = shared_proxy(HEADER_RULES)
     out = subprocess.run(["curl", "-s", "-x", proxy.url, "-D", "-", origin.url("/chunked/5000")],
                          capture_output=True, timeout=20)
     head, body = out.stdout.split(b"\r\n\r\n", 1)
@@ -75,8 +75,8 @@ def test_a_rule_naming_transfer_encoding_cannot_break_a_chunked_reply(make_proxy
     assert b"Transfer-Encoding: chunked" in head and b"X-Filtered:" in head
 
 
-def test_a_posted_body_still_reaches_the_origin_whole(make_proxy, origin):
-    proxy = make_proxy(HEADER_RULES)
+def test_a_posted_body_still_reaches_the_origin_whole(shared_proxy, origin):
+    proxy = shared_proxy(HEADER_RULES)
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
         s.sendall(f"POST {origin.url('/echo')} HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n"
                   "Connection: close\r\n\r\nhello world".encode())
