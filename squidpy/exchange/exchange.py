@@ -51,7 +51,7 @@ from squidpy.http.upgrade import switch_refusal
 from squidpy.http.url import (BadTarget, Target, addressed_to_proxy, for_proxy, internal_target, parse_target,
                               same_origin_resolver, with_domain)
 from squidpy.log.entry import LogEntry
-from squidpy.mgr import internal, pages, prometheus
+from squidpy.mgr import internal, pages
 from squidpy.mgr.actions import needs_of
 from squidpy.mgr.request import (
     ManagerError, ManagerRequest, is_metrics, manager_base, manager_request, password_ok,
@@ -921,6 +921,7 @@ class Exchange:
     def _stats_collected(self, event: ev.StatsCollected) -> None:
         """The figures are in: the page is a pure function of them."""
         if self.manager is None:
+            from squidpy.mgr import prometheus     # prometheus_client: imported by the first /metrics request
             body, content_type = prometheus.render(event.reports), prometheus.CONTENT_TYPE
         else:
             body, content_type = pages.render(self.manager, event.reports, self.config.cachemgr_passwd)
