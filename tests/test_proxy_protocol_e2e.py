@@ -20,8 +20,13 @@ http_access deny all
 
 
 def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send ``data``, read until the proxy closes (b'' when it said nothing)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    """Send ``data``, read until the proxy closes (b'' when it said nothing, even when it
+    reset the connection before connect() returned)."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except ConnectionResetError:
+        return b""
+    with s:
         try:
             s.sendall(data)
         except OSError:
