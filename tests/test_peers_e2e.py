@@ -315,6 +315,7 @@ class CountingParent(RawOrigin):
         self.sources: list[str] = []
         self.served: list[int] = []
         self.still_open: dict[int, str] = {}
+        self.heads = 0          # request heads read (before the delay)
         self._lock = threading.Lock()
         super().__init__()
 
@@ -335,6 +336,8 @@ class CountingParent(RawOrigin):
                         return
                     data += chunk
                 data = data.split(b"\r\n\r\n", 1)[1]
+                with self._lock:
+                    self.heads += 1
                 if self.delay:
                     threading.Event().wait(self.delay)
                 with self._lock:
@@ -389,8 +392,9 @@ def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
         threads = [threading.Thread(target=lambda i=i: results.append(get_through(c.port, f"http://mc.test/{i}")))
                    for i in range(3)]
         # each request starts once the one before reached its parent: the slow parent's one
-        # connection is open (max-conn counts connections made, as Squid's conn_open does)
-        for t, reached in zip(threads, (lambda: slow.sources, lambda: spare.sources, lambda: True)):
+        # connection is open and counted (max-conn counts connections made, as Squid's
+        # conn_open does; a request is sent only on a connection the proxy saw open)
+        for t, reached in zip(threads, (lambda: slow.heads, lambda: spare.heads, lambda: True)):
             t.start()
             assert wait_for(reached, 10)
         for t in threads:

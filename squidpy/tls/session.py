@@ -206,7 +206,29 @@ class TlsSession:
     def cipher(self) -> str | None:
         raise NotImplementedError
 
+    def receive(self, data: bytes) -> TlsOutput:
+        """Bytes from the network (b"" for EOF): the plaintext they carried and what to send."""
+        out = TlsOutput()
+        if self.failure is not None:
+            out.failure = self.failure
+            return out
+        if data:
+            if self._hello_bytes is not None:
+                self._keep_hello(data)
+            self._feed(data)
+        else:
+            self._feed_eof()
+        self._step(out)
+        return out
+
     def send(self, plaintext: bytes) -> bytes:
+        raise NotImplementedError
+
+    def _feed(self, data: bytes) -> None:
+        """Hand received bytes to the TLS library."""
+        raise NotImplementedError
+
+    def _feed_eof(self) -> None:
         raise NotImplementedError
 
     def _step(self, out: TlsOutput) -> None:
@@ -250,20 +272,11 @@ class ServerTlsSession(TlsSession):
         der = self.obj.getpeercert(binary_form=True)
         return x509.load_der_x509_certificate(der) if der else None
 
-    def receive(self, data: bytes) -> TlsOutput:
-        """Bytes from the network (b"" for EOF): the plaintext they carried and what to send."""
-        out = TlsOutput()
-        if self.failure is not None:
-            out.failure = self.failure
-            return out
-        if data:
-            if self._hello_bytes is not None:
-                self._keep_hello(data)
-            self._in.write(data)
-        else:
-            self._in.write_eof()
-        self._step(out)
-        return out
+    def _feed(self, data: bytes) -> None:
+        self._in.write(data)
+
+    def _feed_eof(self) -> None:
+        self._in.write_eof()
 
     def send(self, plaintext: bytes) -> bytes:
         """Plaintext for the peer (once established): the bytes that carry it."""
@@ -353,21 +366,12 @@ class ClientTlsSession(TlsSession):
     def peer_certificate(self):
         return self.conn.get_peer_certificate(as_cryptography=True)
 
-    def receive(self, data: bytes) -> TlsOutput:
-        """Bytes from the network (b"" for EOF): the plaintext they carried and what to send."""
-        out = TlsOutput()
-        if self.failure is not None:
-            out.failure = self.failure
-            return out
-        if data:
-            if self._hello_bytes is not None:
-                self._keep_hello(data)
-            self.conn.bio_write(data)
-        else:
-            self.conn.bio_shutdown()
-            self._eof = True
-        self._step(out)
-        return out
+    def _feed(self, data: bytes) -> None:
+        self.conn.bio_write(data)
+
+    def _feed_eof(self) -> None:
+        self.conn.bio_shutdown()
+        self._eof = True
 
     def send(self, plaintext: bytes) -> bytes:
         """Plaintext for the peer (once established): the bytes that carry it."""
