@@ -213,11 +213,7 @@ class ExchangeDriver:
 
     # the origin, or a peer
     def _connect(self, cmd: c.Connect) -> None:
-        if cmd.delay:
-            def later():
-                if not self.finished:
-                    self._connect(dataclasses.replace(cmd, delay=0.0))
-            self.service.reactor.callLater(cmd.delay, later)
+        if self._later(cmd, self._connect):
             return
         pool, peer = self.service.pool, cmd.peer
         if peer is not None and cmd.through is not None:
