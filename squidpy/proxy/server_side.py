@@ -644,6 +644,16 @@ class _ResolvedReactor:
         return getattr(self._reactor, name)
 
 
+def pool_key(key: tuple, bind=None, source: str | None = None) -> tuple:
+    """The idle-pool key of a connection opened from ``bind``'s local addresses
+    (tcp_outgoing_address) or spoofing ``source`` (tproxy)."""
+    if bind is not None:
+        key += (bind,)          # reused only for requests sent from the same address
+    if source is not None:
+        key += (source,)        # a spoofed connection carries one client's address: never shared
+    return key
+
+
 class ServerPool:
     """Idle origin connections by (scheme, host, port), newest reused first.  A key
     lives only while it has idle connections: its list is dropped when it empties,
