@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import Proxy, children, rss_mb, wait_port, _user_exists  # benchmarks/run.py
+from run import Proxy, cpu_seconds, rss_mb, wait_port, _user_exists  # benchmarks/run.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -265,20 +265,6 @@ class Mitmproxy(BumpingProxy):
 
 
 # ---------------------------------------------------------------- measurements
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a proxy and its helpers so far: on a busy machine a steadier
-    figure than requests per second."""
-    total = 0
-    for p in [pid, *children(pid)]:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])          # utime, stime
-        except (FileNotFoundError, IndexError, ValueError):
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
-
 
 def curl_base(proxy: Proxy, ca: Path) -> list[str]:
     return ["curl", "-s", "--http1.1", "-x", proxy.url, "--cacert", str(ca)]

@@ -114,19 +114,20 @@ def auth_policy(tmp: str) -> str | None:
             "acl users proxy_auth REQUIRED\nhttp_access allow users\n")
 
 
-def build(tmp: str, policy: str = ""):
+def _service(tmp: str, policy: str, ports: str):
+    """A ProxyService (cache, access log, every name at 127.0.0.1) for ``policy`` and
+    ``ports`` with the lines every benchmark configuration shares."""
     from twisted.internet import reactor
 
     from squidpy.config.loader import load
-    from squidpy.proxy.client_side import ClientConnection
-    from squidpy.proxy.server_side import ServerConnection
+    from squidpy.log.access_log import AccessLog
     from squidpy.proxy.service import ProxyService
 
     config = load(text=policy + f"""
 acl local src 127.0.0.0/8
 http_access allow local
 http_access deny all
-http_port 127.0.0.1:3128
+{ports}
 access_log {tmp}/access.log squid
 cache_log {tmp}/cache.log
 pid_filename none
@@ -134,11 +135,18 @@ visible_hostname bench.test
 """, path=os.path.join(tmp, "squidpy.conf"))
     service = ProxyService(config, reactor)
     service.cache = service._open_cache(config)
-    from squidpy.log.access_log import AccessLog
     service.access_log = AccessLog.from_config(config, on_fatal=None)
     service.dns.cached = lambda host: ["127.0.0.1"]
+    return service
+
+
+def build(tmp: str, policy: str = ""):
+    from squidpy.proxy.client_side import ClientConnection
+    from squidpy.proxy.server_side import ServerConnection
+
+    service = _service(tmp, policy, "http_port 127.0.0.1:3128")
     if policy:
-        service._start_helpers(config)
+        service._start_helpers(service.config)
 
     client = ClientConnection(service, "")
     client.makeConnection(Transport(3128, 40000))
@@ -156,13 +164,9 @@ def build_bumped(tmp: str):
     (service, client, server, browser, origin): browser and origin are the peers' TLS
     sessions, which only encrypt (what the proxy sends them is counted and dropped)."""
     from OpenSSL import SSL
-    from twisted.internet import reactor
 
-    from squidpy.config.loader import load
-    from squidpy.log.access_log import AccessLog
     from squidpy.proxy.client_side import ClientConnection, ClientFactory
     from squidpy.proxy.server_side import ServerConnection
-    from squidpy.proxy.service import ProxyService
     from squidpy.tls.ca import init_ca, load_ca
     from squidpy.tls.certcache import CertCache, Minter
     from squidpy.tls.mint import CertProperties
@@ -171,22 +175,9 @@ def build_bumped(tmp: str):
     bump_pem, _ = init_ca(os.path.join(tmp, "bump-ca"), "bench bump CA", key_type="ec")
     origin_pem, origin_crt = init_ca(os.path.join(tmp, "origin-ca"), "bench origin CA", key_type="ec")
     origin_cert = Minter(load_ca(str(origin_pem)), CertCache(1 << 20)).certificate(CertProperties("origin.test"))
-    config = load(text=f"""
-acl local src 127.0.0.0/8
-http_access allow local
-http_access deny all
-http_port 127.0.0.1:3128 ssl-bump tls-cert={bump_pem} generate-host-certificates=on
-ssl_bump bump all
-tls_outgoing_options cafile={origin_crt}
-access_log {tmp}/access.log squid
-cache_log {tmp}/cache.log
-pid_filename none
-visible_hostname bench.test
-""", path=os.path.join(tmp, "squidpy.conf"))
-    service = ProxyService(config, reactor)
-    service.cache = service._open_cache(config)
-    service.access_log = AccessLog.from_config(config, on_fatal=None)
-    service.dns.cached = lambda host: ["127.0.0.1"]
+    service = _service(tmp, "", f"http_port 127.0.0.1:3128 ssl-bump tls-cert={bump_pem} generate-host-certificates=on\n"
+                                f"ssl_bump bump all\ntls_outgoing_options cafile={origin_crt}")
+    config = service.config
 
     client = ClientConnection(service, config.http_port[0].name)
     client.factory = ClientFactory(service, config.http_port[0])

@@ -274,3 +274,15 @@ def test_close_delimited_reply_is_chunked_without_its_length():
 def test_mime_type():
     assert response([("Content-Type", "text/html; charset=utf-8")]).mime_type == "text/html"
     assert response([]).mime_type is None
+
+
+@pytest.mark.parametrize("line,refusal", [
+    (b"HTTP/1.1 200 Connection established", None), (b"HTTP/1.0 200 OK", None),
+    (b"HTTP/1.1 403 Forbidden", 403), (b"HTTP/1.1 407 Proxy Authentication Required", 407),
+    (b"HTTP/1.1 503 Service Unavailable", 503), (b"HTTP/1.1 204 No Content", 502),
+    (b"HTTP/1.1 302 Found", 502), (b"HTTP/1.1 2000 x", 502), (b"SSH-2.0-OpenSSH", 502), (b"", 502),
+])
+def test_a_parents_answer_to_our_connect(line, refusal):
+    """Only 200 opens the tunnel (Squid's Http::Tunneler); an error status is passed on."""
+    from squidpy.http.message import tunnel_refusal
+    assert tunnel_refusal(line) == refusal

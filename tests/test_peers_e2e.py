@@ -67,6 +67,29 @@ class Echo(RawOrigin):
             conn.sendall(data)
 
 
+def echo_through(proxy_port: int, echo_port: int, payload: bytes) -> bytes | None:
+    """CONNECT to the Echo server through the proxy and send ``payload``: what came back
+    (the proxy's answer head when it was not 200, None when it closed first)."""
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as s:
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (echo_port, echo_port))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                return None
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 200 "):
+            return head
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
 def test_connect_through_a_parent(make_proxy):
     echo = Echo()
     try:
@@ -75,25 +98,8 @@ def test_connect_through_a_parent(make_proxy):
                      "never_direct allow all\n")
         assert wait_for(lambda: "Configuring Parent" in c.read_cache_log())
 
-        def tunnel() -> bytes | None:
-            s = socket.create_connection(("127.0.0.1", c.port), timeout=10)
-            with s:
-                s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (echo.port, echo.port))
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        return None
-                    head += chunk
-                if not head.startswith(b"HTTP/1.1 200 "):
-                    return head
-                s.sendall(b"ping through two proxies")
-                got = b""
-                while len(got) < 24:
-                    got += s.recv(4096)
-                return got
-
-        assert wait_for(lambda: tunnel() == b"ping through two proxies", timeout=10)
+        ping = b"ping through two proxies"
+        assert wait_for(lambda: echo_through(c.port, echo.port, ping) == ping, timeout=10)
         assert fields(c, f"CONNECT 127.0.0.1:{echo.port}")[3] == "TCP_TUNNEL/200"
         assert fields(c, f"CONNECT 127.0.0.1:{echo.port}")[8] == "FIRSTUP_PARENT/127.0.0.1"
         assert fields(p, f"CONNECT 127.0.0.1:{echo.port}")[8] == "HIER_DIRECT/127.0.0.1"
@@ -277,27 +283,8 @@ def test_connect_through_a_parent_over_tls(make_proxy, tmp_path):
                      "never_direct allow all\n")
         assert wait_for(lambda: "Configuring Parent" in c.read_cache_log())
 
-        def tunnel() -> bytes | None:
-            with socket.create_connection(("127.0.0.1", c.port), timeout=10) as s:
-                s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (echo.port, echo.port))
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        return None
-                    head += chunk
-                if not head.startswith(b"HTTP/1.1 200 "):
-                    return head
-                s.sendall(b"ping inside TLS to the parent")
-                got = b""
-                while len(got) < 29:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    got += chunk
-                return got
-
-        assert wait_for(lambda: tunnel() == b"ping inside TLS to the parent", timeout=10)
+        ping = b"ping inside TLS to the parent"
+        assert wait_for(lambda: echo_through(c.port, echo.port, ping) == ping, timeout=10)
         assert fields(c, f"CONNECT 127.0.0.1:{echo.port}")[8] == "FIRSTUP_PARENT/127.0.0.1"
         assert fields(p, f"CONNECT 127.0.0.1:{echo.port}")[3] == "TCP_TUNNEL/200"
     finally:

@@ -638,6 +638,17 @@ def raw_request_head(head: RequestHead) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+def tunnel_refusal(status_line: bytes) -> int | None:
+    """A parent's answer to our CONNECT, by its status line: None when the tunnel is
+    open (200: Squid's Http::Tunneler takes no other), else the status to answer with:
+    the parent's own error status, 502 for anything that is not one."""
+    parts = status_line.split(None, 2)
+    if len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1] == b"200":
+        return None
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() and len(parts[1]) == 3 else 502
+    return status if 400 <= status <= 599 else 502
+
+
 # ---------------------------------------------------------------- body framing
 LAST_CHUNK = b"0\r\n\r\n"
 

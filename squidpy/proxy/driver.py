@@ -21,7 +21,7 @@ from squidpy.exchange import events as ev
 from squidpy.exchange.exchange import Exchange, State
 from squidpy.proxy.closing import lose
 from squidpy.proxy.dns import DnsError
-from squidpy.proxy.server_side import UpstreamError
+from squidpy.proxy.server_side import UpstreamError, pool_key
 from squidpy.proxy.tunnel import Tunnel
 
 log = logging.getLogger("squidpy")
@@ -213,11 +213,7 @@ class ExchangeDriver:
 
     # the origin, or a peer
     def _connect(self, cmd: c.Connect) -> None:
-        if cmd.delay:
-            def later():
-                if not self.finished:
-                    self._connect(dataclasses.replace(cmd, delay=0.0))
-            self.service.reactor.callLater(cmd.delay, later)
+        if self._later(cmd, self._connect):
             return
         pool, peer = self.service.pool, cmd.peer
         if peer is not None and cmd.through is not None:
@@ -562,11 +558,7 @@ class ExchangeDriver:
 
 
 def _from(key: tuple, cmd) -> tuple:
-    if cmd.bind is not None:
-        key += (cmd.bind,)          # reused only for requests sent from the same address
-    if cmd.source is not None:
-        key += (cmd.source,)        # a spoofed connection carries one client's address: never shared
-    return key
+    return pool_key(key, cmd.bind, cmd.source)
 
 
 def _through_key(cmd) -> tuple:

@@ -27,7 +27,7 @@ from squidpy.ip import ip_address, ip_text
 from squidpy.log.entry import LogEntry
 from squidpy.peers import icp
 from squidpy.peers.selection import PeerTable
-from squidpy.proxy.server_side import _ResolvedReactor
+from squidpy.proxy.server_side import _ResolvedReactor, pool_key
 
 if TYPE_CHECKING:
     from squidpy.config.loader import Config
@@ -160,7 +160,7 @@ class Peering:
         pool, state = self.service.pool, table.state(peer)
         bind = (for_standby(self.config.tcp_outgoing_address, peer.name, peer.host, state.addresses)
                 if self.config.tcp_outgoing_address else None)
-        key = ("peer", peer.name, peer.http_port) if bind is None else ("peer", peer.name, peer.http_port, bind)
+        key = pool_key(("peer", peer.name, peer.http_port), bind)
         state.standby_idle = pool.idle_count(key)
         if (state.standby_idle >= peer.standby or id(peer) in self._standby_opening
                 or not state.up(now, self.config.dead_peer_timeout) or not state.can_open_more()):

@@ -35,6 +35,7 @@ from squidpy.http.message import (
     ChunkMeter,
     ResponseHead,
     reads_end_after_heads,
+    tunnel_refusal,
 )
 from squidpy.proxy import seam
 from squidpy.proxy.closing import lose
@@ -166,10 +167,9 @@ class ServerConnection(PausableReading, Protocol):
                 self._tunnel_refused(b"an answer too large")
             return None
         status_line = answer.split(b"\r\n", 1)[0]
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or parts[1] != b"200":
-            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() and len(parts[1]) == 3 else 502
-            self._tunnel_refused(status_line[:100], status if 400 <= status <= 599 else 502)
+        refused = tunnel_refusal(status_line)
+        if refused is not None:
+            self._tunnel_refused(status_line[:100], refused)
             return None
         self.through, self._through_answer = None, b""
         if self.tls is None:
@@ -642,6 +642,16 @@ class _ResolvedReactor:
 
     def __getattr__(self, name):
         return getattr(self._reactor, name)
+
+
+def pool_key(key: tuple, bind=None, source: str | None = None) -> tuple:
+    """The idle-pool key of a connection opened from ``bind``'s local addresses
+    (tcp_outgoing_address) or spoofing ``source`` (tproxy)."""
+    if bind is not None:
+        key += (bind,)          # reused only for requests sent from the same address
+    if source is not None:
+        key += (source,)        # a spoofed connection carries one client's address: never shared
+    return key
 
 
 class ServerPool:
