@@ -30,11 +30,13 @@ def run(debug):
     in cache_log, and the exit status is 1.  Under systemd (Type=notify) it
     reports READY, RELOADING, STOPPING and its request rate.
     """
+    from squidpy.proxy import reactor as squidpy_reactor
+
+    squidpy_reactor.import_twisted_without_tls()        # first: the kids inherit the master's modules
     config = load_config()
     if config.workers > 1:
         from squidpy.proxy.workers import Master
         sys.exit(Master(config, config.workers, debug).run())
-    from squidpy.proxy import reactor as squidpy_reactor
     from squidpy.proxy.service import AlreadyRunning, ProxyService, StartupError
 
     reactor = squidpy_reactor.install()

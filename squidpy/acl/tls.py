@@ -12,14 +12,16 @@ too, and the others do not match.
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from typing import TYPE_CHECKING
 
 from squidpy.acl.checklist import Checklist
 from squidpy.acl.domains import normalize_host
 from squidpy.acl.types import ACL_TYPES, AclType, AclWarning, _DomainAcl, _RegexAcl
 from squidpy.tls.errors import error_name, parse_error_name, x509_name_oneline
 from squidpy.tls.names import certificate_matches_host, certificate_names, match_domain_name
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 SERVER_NAME_OPTIONS = ("--client-requested", "--server-provided", "--consensus")
 STEP1, STEP2, STEP3 = "SslBump1", "SslBump2", "SslBump3"      # at_step names; SslBump's steps
@@ -134,6 +136,8 @@ class SslErrorAcl(AclType):
 
 def sha1_fingerprint(cert: x509.Certificate) -> str:
     """``AB:CD:...``, as Squid writes a certificate's fingerprint."""
+    from cryptography.hazmat.primitives import hashes   # here: only a certificate at hand needs it
+
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA1()))
 
 
@@ -217,6 +221,8 @@ class _CertificateAttributeAcl(AclType):
         if self.oid is None:
             text = x509_name_oneline(name)
         else:
+            from cryptography import x509       # here: only a client certificate at hand needs it
+
             found = name.get_attributes_for_oid(x509.ObjectIdentifier(self.oid))
             if not found:
                 return False

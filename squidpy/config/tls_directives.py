@@ -29,7 +29,6 @@ from squidpy.config.values import parse_http_port, parse_size
 from squidpy.helpers.protocol import ChildConfig
 from squidpy.tls.bump import SslBumpRules
 from squidpy.tls.certgen import HelperCommand
-from squidpy.tls.mint import ADAPT_ALGORITHMS, MAX_CN, SIGN_ALGORITHMS, SIGN_SELF, SIGN_TRUSTED, SIGN_UNTRUSTED
 from squidpy.tls.options import TlsOptionError, TlsOptions
 
 if TYPE_CHECKING:
@@ -114,6 +113,8 @@ class CertRule:
 
 
 def _cert_sign(args: list[str], ctx: ParseContext) -> None:
+    from squidpy.tls.mint import SIGN_ALGORITHMS    # mint loads cryptography: only a TLS configuration needs it
+
     if not args:
         raise ValueError("expected: sslproxy_cert_sign signTrusted|signUntrusted|signSelf ACL ...")
     if args[0] not in SIGN_ALGORITHMS:
@@ -135,6 +136,8 @@ directive(
 
 
 def _cert_adapt(args: list[str], ctx: ParseContext) -> None:
+    from squidpy.tls.mint import ADAPT_ALGORITHMS, MAX_CN   # mint loads cryptography: only a TLS configuration needs it
+
     if not args:
         raise ValueError("expected: sslproxy_cert_adapt setValidAfter|setValidBefore|setCommonName[{CN}] ACL ...")
     m = re.fullmatch(r"([A-Za-z]+)(?:\{([^}]*)\})?", args[0])
@@ -304,6 +307,8 @@ directive(
 def sign_algorithm(config: Config, ch: Checklist) -> str:
     """sslproxy_cert_sign: the first configured line matching, then Squid's defaults
     (signUntrusted for ssl::certUntrusted, signSelf for ssl::certSelfSigned, else signTrusted)."""
+    from squidpy.tls.mint import SIGN_SELF, SIGN_TRUSTED, SIGN_UNTRUSTED   # mint loads cryptography: bumping only
+
     for rule in config.sslproxy_cert_sign:
         if matches(rule.rule, ch):
             return rule.algorithm

@@ -44,8 +44,6 @@ from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, Exchange, State, o
 from squidpy.http.url import BadTarget
 from squidpy.log.entry import LogEntry
 from squidpy.tls import bump
-from squidpy.tls.mint import SIGN_TRUSTED, CertProperties
-from squidpy.tls.session import hello_facts
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -231,6 +229,8 @@ def _reached(x: Exchange, peer_ip: str | None, peer_port: int | None, seconds: f
                                                       State.SELECTING, State.CHECKING, State.CONNECTING,
                                                       State.VERIFYING_HOST, State.REWRITING))
 def _client_hello(x: Exchange, event: ev.ClientHelloRead) -> None:
+    from squidpy.tls.session import hello_facts     # session loads OpenSSL: a proxy that never bumps never does
+
     role = x.bump
     if event.hello is None:
         x.entry.error_detail = event.problem
@@ -333,6 +333,8 @@ def _server_hello(x: Exchange, event: ev.ServerHelloRead) -> None:
     _reached(x, event.peer_ip, event.peer_port)
     role.extra = [event.data]
     if event.hello is not None:
+        from squidpy.tls.session import hello_facts     # session loads OpenSSL: a proxy that never bumps never does
+
         e.server_tls = hello_facts(event.hello)
     if event.hello is not None and event.hello.certificates:
         from cryptography import x509
@@ -400,6 +402,8 @@ def _server_failed(x: Exchange, event: ev.ConnectFailed) -> None:
 def _mint_for_client(x: Exchange, failed: bool = False) -> None:
     """Answer the client's hello: a certificate mimicking the origin's when it was seen,
     else one made from the name (SNI, else the CONNECT host)."""
+    from squidpy.tls.mint import SIGN_TRUSTED, CertProperties  # mint loads cryptography: bumping only
+
     role, ch, config = x.bump, x.checklist, x.config
     name = _server_name(x)
     if role.server_cert is None or failed or role.denial is not None:

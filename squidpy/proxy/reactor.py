@@ -3,13 +3,41 @@
 ``install()`` puts :class:`squidpy.proxy.seam.EPollReactor` (Twisted's epoll
 reactor without a logging context around every I/O event) in place; it must
 run before anything imports ``twisted.internet.reactor``.
+:func:`import_twisted_without_tls`, for ``squidpy run`` only, must run before
+anything imports Twisted at all, so this module imports none of it at load.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
+import sys
 
-from squidpy.proxy.seam import EPollReactor
+#: the Twisted modules squidpy uses that look for pyOpenSSL when first imported
+#: (tcp's startTLS through _newtls, posixbase's listenSSL, endpoints' TLS endpoints)
+#: and take their plain-TCP path when it is missing
+TWISTED_TLS_PROBES = ("twisted.internet.tcp", "twisted.internet.posixbase", "twisted.internet.endpoints")
+
+
+def import_twisted_without_tls() -> None:
+    """Import Twisted as if pyOpenSSL were not installed (the ``tls`` extra Twisted
+    makes optional), for the proxy process only: squidpy never uses Twisted's TLS
+    (its own sessions are in squidpy.tls), and pyOpenSSL with cryptography is a
+    third of a started proxy's memory (33 MB) and of its start-up CPU.  pyOpenSSL
+    is hidden only while those modules load: a configuration that bumps or speaks
+    TLS imports it afterwards as usual.  A process that already imported Twisted
+    (tests, in-process benchmarks) keeps Twisted as it is."""
+    hidden = {name: module for name, module in sys.modules.items()
+              if name == "OpenSSL" or name.startswith("OpenSSL.")}
+    names = {"OpenSSL", *hidden}
+    sys.modules.update(dict.fromkeys(names, None))      # None in sys.modules: the import fails
+    try:
+        for name in TWISTED_TLS_PROBES:
+            importlib.import_module(name)
+    finally:
+        for name in names:
+            del sys.modules[name]
+        sys.modules.update(hidden)
 
 
 def tune_gc() -> None:
@@ -44,7 +72,7 @@ def tune_malloc() -> None:
 
 def install():
     """Install this reactor (falls back to Twisted's default where epoll is missing)."""
-    import sys
+    from squidpy.proxy.seam import EPollReactor     # seam imports Twisted: after import_twisted_without_tls
 
     if "twisted.internet.reactor" in sys.modules:
         from twisted.internet import reactor

@@ -22,12 +22,12 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
-
-from squidpy.tls.ca import SigningCa
-from squidpy.tls.certcache import Minted
-from squidpy.tls.mint import CertProperties
+if TYPE_CHECKING:
+    from squidpy.tls.ca import SigningCa
+    from squidpy.tls.certcache import Minted
+    from squidpy.tls.mint import CertProperties
 
 END_OF_MESSAGE = b"\x01"
 MAX_REPLY = 64 * 1024
@@ -40,6 +40,8 @@ class HelperError(RuntimeError):
 
 def compose_request(props: CertProperties, signer: SigningCa) -> bytes:
     """``new_certificate LENGTH BODY`` for one certificate (Ssl::CrtdMessage::composeRequest)."""
+    from cryptography.hazmat.primitives import serialization   # here: sslcrtd_program alone needs it
+
     lines = [f"host={props.common_name}"]
     if props.set_common_name:
         lines.append(f"setCommonName={props.common_name}")
@@ -174,6 +176,8 @@ class CertgenHelper:
             self._give_back(proc, healthy)
 
     def mint(self, props: CertProperties, signer: SigningCa) -> Minted:
+        from squidpy.tls.certcache import Minted    # cryptography: loaded once bumping mints
+
         code, body = parse_reply(self.request(compose_request(props, signer)))
         if code != "OK":
             raise HelperError(f"the certificate helper refused: {body.decode(errors='replace').strip()}")

@@ -1,16 +1,22 @@
-"""``squidpy ca``: make the CA that SslBump signs with, and hand it to clients."""
+"""``squidpy ca``: make the CA that SslBump signs with, and hand it to clients.
+
+Every squidpy command (``squidpy run`` too) loads this module to list its
+commands, so cryptography and :mod:`squidpy.tls.ca` are imported by the
+commands that use them.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from squidpy.cli_options import config_option, config_path, load_config
-from squidpy.tls.ca import CA_FILE, CERT_FILE, CaError, SigningCa, check_signing_ca, init_ca
+
+if TYPE_CHECKING:
+    from squidpy.tls.ca import SigningCa
 
 
 @click.group()
@@ -33,6 +39,8 @@ def ca():
 def init(directory, common_name, days, key_type, permit, exclude, force):
     """Create a CA fit for bumping in DIRECTORY: squidpy-ca.pem (certificate and key,
     mode 0600, for http_port ... tls-cert=) and squidpy-ca.crt (to import into clients)."""
+    from squidpy.tls.ca import CaError, init_ca
+
     try:
         pem, crt = init_ca(directory, common_name, days, key_type, tuple(permit), tuple(exclude), force)
     except CaError as e:
@@ -47,6 +55,10 @@ def init(directory, common_name, days, key_type, permit, exclude, force):
 
 def _ca_certificate(path: str) -> SigningCa:
     """The CA certificate in PATH: a directory made by 'ca init', or a PEM/DER file."""
+    from cryptography import x509
+
+    from squidpy.tls.ca import CA_FILE, CERT_FILE, CaError, SigningCa, check_signing_ca
+
     p = Path(path)
     if p.is_dir():
         p = p / CERT_FILE if (p / CERT_FILE).exists() else p / CA_FILE
@@ -64,6 +76,8 @@ def _ca_certificate(path: str) -> SigningCa:
 
 
 def _ca_from_config() -> SigningCa:
+    from squidpy.tls.ca import CaError
+
     config = load_config()
     for port in [*config.http_port, *getattr(config, "https_port", [])]:
         tls = port.tls
@@ -82,7 +96,10 @@ def export(path, der, pem_only, output):
     """Print the CA certificate clients must trust, with its fingerprints and how to import
     it (Debian, RHEL, macOS, Windows, Chrome/NSS, Firefox, phones).  PATH is a directory
     made by 'squidpy ca init' or a certificate file; without it, -f's ssl-bump port."""
-    from squidpy.tls.ca import export_text
+    from cryptography.hazmat.primitives import serialization
+
+    from squidpy.tls.ca import CaError, export_text
+
     try:
         if path is None and config_path() is None:
             raise CaError("give the CA (a directory made by 'squidpy ca init', or a file) or -f CONFIG "

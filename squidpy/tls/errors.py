@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from squidpy.tls.names import certificate_names
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # OpenSSL 3's X509_V_ERR_* codes (openssl/x509_vfy.h)
 OPENSSL_CODES: dict[str, int] = {

@@ -15,9 +15,10 @@ certificates).
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 def match_domain_name(host: str, domain: str, honor_wildcards: bool = False,
@@ -54,6 +55,9 @@ def match_domain_name(host: str, domain: str, honor_wildcards: bool = False,
 def certificate_names(cert: x509.Certificate) -> list[str]:
     """Every subject CN, then every DNS subjectAltName, as Squid lists them (names
     holding a NUL byte or longer than 1023 characters left out)."""
+    from cryptography import x509       # here: a proxy that never meets a certificate never loads it
+    from cryptography.x509.oid import NameOID
+
     names = []
     for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         value = attr.value if isinstance(attr.value, str) else attr.value.decode("latin-1")
@@ -68,6 +72,8 @@ def certificate_names(cert: x509.Certificate) -> list[str]:
 
 
 def certificate_addresses(cert: x509.Certificate) -> list[str]:
+    from cryptography import x509       # here: a proxy that never meets a certificate never loads it
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (x509.ExtensionNotFound, ValueError):

@@ -17,40 +17,46 @@ words run together, is an error.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
-from OpenSSL import SSL
-
 from squidpy.config.values import parse_size
 
-# options= names Squid knows, with OpenSSL 3's values (0: known to Squid, unsupported here)
-SSL_OPTIONS: dict[str, int] = {
-    "NETSCAPE_REUSE_CIPHER_CHANGE_BUG": SSL.OP_NETSCAPE_REUSE_CIPHER_CHANGE_BUG,
-    "SSLREF2_REUSE_CERT_TYPE_BUG": SSL.OP_SSLREF2_REUSE_CERT_TYPE_BUG,
-    "MICROSOFT_BIG_SSLV3_BUFFER": SSL.OP_MICROSOFT_BIG_SSLV3_BUFFER,
-    "SSLEAY_080_CLIENT_DH_BUG": SSL.OP_SSLEAY_080_CLIENT_DH_BUG,
-    "TLS_D5_BUG": SSL.OP_TLS_D5_BUG,
-    "TLS_BLOCK_PADDING_BUG": SSL.OP_TLS_BLOCK_PADDING_BUG,
-    "TLS_ROLLBACK_BUG": SSL.OP_TLS_ROLLBACK_BUG,
-    "ALL": SSL.OP_ALL,
-    "SINGLE_DH_USE": SSL.OP_SINGLE_DH_USE,
-    "EPHEMERAL_RSA": SSL.OP_EPHEMERAL_RSA,
-    "PKCS1_CHECK_1": SSL.OP_PKCS1_CHECK_1,
-    "PKCS1_CHECK_2": SSL.OP_PKCS1_CHECK_2,
-    "NETSCAPE_CA_DN_BUG": SSL.OP_NETSCAPE_CA_DN_BUG,
-    "NON_EXPORT_FIRST": 0,
-    "CIPHER_SERVER_PREFERENCE": SSL.OP_CIPHER_SERVER_PREFERENCE,
-    "NETSCAPE_DEMO_CIPHER_CHANGE_BUG": SSL.OP_NETSCAPE_DEMO_CIPHER_CHANGE_BUG,
-    "NO_SSLv3": SSL.OP_NO_SSLv3,
-    "NO_TLSv1": SSL.OP_NO_TLSv1,
-    "NO_TLSv1_1": SSL.OP_NO_TLSv1_1,
-    "NO_TLSv1_2": SSL.OP_NO_TLSv1_2,
-    "NO_TLSv1_3": SSL.OP_NO_TLSv1_3,
-    "No_Compression": SSL.OP_NO_COMPRESSION,
-    "NO_TICKET": SSL.OP_NO_TICKET,
-    "SINGLE_ECDH_USE": SSL.OP_SINGLE_ECDH_USE,
-}
+
+@functools.cache
+def ssl_options() -> dict[str, int]:
+    """options= names Squid knows, with OpenSSL 3's values (0: known to Squid, unsupported
+    here); made when first needed, so that a configuration without TLS never loads pyOpenSSL."""
+    from OpenSSL import SSL
+
+    return {
+        "NETSCAPE_REUSE_CIPHER_CHANGE_BUG": SSL.OP_NETSCAPE_REUSE_CIPHER_CHANGE_BUG,
+        "SSLREF2_REUSE_CERT_TYPE_BUG": SSL.OP_SSLREF2_REUSE_CERT_TYPE_BUG,
+        "MICROSOFT_BIG_SSLV3_BUFFER": SSL.OP_MICROSOFT_BIG_SSLV3_BUFFER,
+        "SSLEAY_080_CLIENT_DH_BUG": SSL.OP_SSLEAY_080_CLIENT_DH_BUG,
+        "TLS_D5_BUG": SSL.OP_TLS_D5_BUG,
+        "TLS_BLOCK_PADDING_BUG": SSL.OP_TLS_BLOCK_PADDING_BUG,
+        "TLS_ROLLBACK_BUG": SSL.OP_TLS_ROLLBACK_BUG,
+        "ALL": SSL.OP_ALL,
+        "SINGLE_DH_USE": SSL.OP_SINGLE_DH_USE,
+        "EPHEMERAL_RSA": SSL.OP_EPHEMERAL_RSA,
+        "PKCS1_CHECK_1": SSL.OP_PKCS1_CHECK_1,
+        "PKCS1_CHECK_2": SSL.OP_PKCS1_CHECK_2,
+        "NETSCAPE_CA_DN_BUG": SSL.OP_NETSCAPE_CA_DN_BUG,
+        "NON_EXPORT_FIRST": 0,
+        "CIPHER_SERVER_PREFERENCE": SSL.OP_CIPHER_SERVER_PREFERENCE,
+        "NETSCAPE_DEMO_CIPHER_CHANGE_BUG": SSL.OP_NETSCAPE_DEMO_CIPHER_CHANGE_BUG,
+        "NO_SSLv3": SSL.OP_NO_SSLv3,
+        "NO_TLSv1": SSL.OP_NO_TLSv1,
+        "NO_TLSv1_1": SSL.OP_NO_TLSv1_1,
+        "NO_TLSv1_2": SSL.OP_NO_TLSv1_2,
+        "NO_TLSv1_3": SSL.OP_NO_TLSv1_3,
+        "No_Compression": SSL.OP_NO_COMPRESSION,
+        "NO_TICKET": SSL.OP_NO_TICKET,
+        "SINGLE_ECDH_USE": SSL.OP_SINGLE_ECDH_USE,
+    }
+
 
 FLAGS = ("NO_DEFAULT_CA", "DELAYED_AUTH", "DONT_VERIFY_PEER", "CONDITIONAL_AUTH", "DONT_VERIFY_DOMAIN",
          "NO_SESSION_REUSE", "VERIFY_CRL", "VERIFY_CRL_ALL")
@@ -167,6 +173,8 @@ class TlsOptions:
     def openssl_options(self) -> int:
         """The OpenSSL option mask: options=, then what min-version= (or the old
         version=) removes, and SSLv2 always off (RFC 6176)."""
+        from OpenSSL import SSL     # here: a configuration without TLS never loads pyOpenSSL
+
         mask = option_mask(self.options)
         if self.min_version is not None:
             minor = int(self.min_version[2])
@@ -204,13 +212,13 @@ def option_mask(text: str, warn=None) -> int:
         m = re.compile(r"[A-Za-z0-9_]*").match(text, pos)
         word = m.group(0)
         pos = m.end()
-        value = SSL_OPTIONS.get(word)
+        value = ssl_options().get(word)
         if value is None and re.fullmatch(r"(0[xX])?[0-9A-Fa-f]+", word):
             value = int(word, 16)
         if value:
             mask = mask & ~value if remove else mask | value
         elif warn is not None:
-            warn(f"{'unsupported' if word in SSL_OPTIONS else 'unknown'} TLS option '{word}'; ignored")
+            warn(f"{'unsupported' if word in ssl_options() else 'unknown'} TLS option '{word}'; ignored")
         if pos < len(text):
             if text[pos] not in ":,":
                 raise TlsOptionError(f"unknown TLS option '{text[pos:]}'")
