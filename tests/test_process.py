@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from squidpy.proxy import privileges
+from squidpy.tls.ca import init_ca
 from tests.conftest import LOCAL_POLICY, assert_no_tracebacks
 from tests.proxyproc import ProxyProcess, wait_for
 
@@ -33,6 +34,17 @@ def get(port: int, url: str) -> int:
 def proc_status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as f:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def loads_tls_libraries(pid: int) -> bool:
+    """Whether process ``pid`` mapped cryptography's library (pyOpenSSL runs on it)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "/cryptography/" in f.read()
+
+
+def kids_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
 
 
 def free_low_port() -> int:
@@ -208,9 +220,24 @@ def test_workers_say_each_kid_listens_and_that_logs_rotated(tmp_path, origin):
         assert f"squidpy/0.1.0 kid2 listening on 127.0.0.1:{port}" in lines
         assert f"squidpy/0.1.0 kid1: configuration {proxy.config_path}" in lines
         assert get(port, origin.url("/size/1")) == 200
+        kids = kids_of(proxy.proc.pid)
+        assert len(kids) == 2 and not any(map(loads_tls_libraries, [proxy.proc.pid, *kids]))
         proxy.signal(signal.SIGUSR1)
         assert wait_for(lambda: proxy.read_cache_log().count("Reopened the log files after rotation") == 2, 10)
         rotated = (tmp_path / "cache.log.0").read_text() + proxy.read_cache_log()
         assert "master| Rotated logs (keeping 10); the kids reopen them" in rotated
     finally:
         assert proxy.stop() == 0
+
+
+# ------------------------------------------------------------ what a started proxy loads
+
+def test_only_a_configuration_that_speaks_tls_loads_the_tls_libraries(make_proxy, tmp_path):
+    """pyOpenSSL and cryptography are a third of a started proxy's memory: a proxy
+    without TLS never loads them (nor does Twisted, for squidpy never uses its TLS);
+    one that bumps does, at start."""
+    plain = make_proxy(LOCAL_POLICY)
+    assert not loads_tls_libraries(plain.proc.pid)
+    pem, _ = init_ca(str(tmp_path / "ca"), "Start-up Test CA", key_type="ec")
+    bumping = make_proxy(LOCAL_POLICY + f"http_port 127.0.0.1:0 ssl-bump tls-cert={pem}\n")
+    assert loads_tls_libraries(bumping.proc.pid)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
+import pytest
 from twisted.internet import epollreactor, protocol, tcp
 
 from squidpy.proxy import seam
@@ -170,3 +173,57 @@ def test_transparent_client_socket_connects_from_the_given_address():
         assert isinstance(result["failed"], ConnectBindError) and os.geteuid() != 0
     else:
         assert result == {"transparent": 1, "local": "127.0.0.2"}
+
+
+# what `squidpy run` does before anything imports Twisted (squidpy.proxy.reactor), in a fresh
+# interpreter: this one imported Twisted with its TLS long ago
+WITHOUT_TLS = r"""
+import sys
+if sys.argv[1] == "after-openssl":
+    import OpenSSL.SSL                          # a configuration's TLS loaded first: Twisted still goes without
+from squidpy.proxy.reactor import TWISTED_TLS_PROBES, import_twisted_without_tls
+import_twisted_without_tls()
+from twisted.internet import endpoints, interfaces, posixbase, protocol, tcp
+from squidpy.proxy import seam
+assert all(name in sys.modules for name in TWISTED_TLS_PROBES)
+assert sys.argv[1] == "after-openssl" or not {"OpenSSL", "cryptography"} & set(sys.modules), "Twisted loaded TLS"
+assert not tcp.Server.TLS and not interfaces.ITLSTransport.implementedBy(tcp.Server), "tcp.Server kept startTLS"
+assert posixbase.tls is None and posixbase.ssl is None and endpoints.TLSMemoryBIOFactory is None
+
+reactor = seam.EPollReactor()
+got = bytearray()
+
+class Echo(protocol.Protocol):
+    def dataReceived(self, data):
+        assert type(self.transport) is tcp.Server
+        seam.write(self.transport, data)
+
+class Client(protocol.Protocol):
+    def connectionMade(self):
+        self.transport.write(b"ping")
+    def dataReceived(self, data):
+        got.extend(data)
+        reactor.stop()
+
+port = reactor.listenTCP(0, protocol.Factory.forProtocol(Echo), interface="127.0.0.1")
+endpoint = endpoints.HostnameEndpoint(reactor, b"127.0.0.1", port.getHost().port)
+endpoint.connect(protocol.Factory.forProtocol(Client)).addErrback(lambda f: (print(f), reactor.stop()))
+reactor.callLater(10, reactor.stop)
+reactor.run()
+assert bytes(got) == b"ping", got
+
+import OpenSSL.SSL                              # squidpy's own TLS still has it
+from squidpy.tls.session import ClientTlsSession
+assert OpenSSL.SSL.Context is not None and ClientTlsSession
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("first", ["plain", "after-openssl"])
+def test_squidpy_run_imports_twisted_without_its_tls(first):
+    """Twisted's tcp, posixbase and endpoints take their plain-TCP paths when pyOpenSSL
+    cannot be imported (Twisted's ``tls`` extra is optional); import_twisted_without_tls
+    relies on it.  A Twisted release that probes elsewhere, or no longer falls back,
+    fails here (and the proxy's memory test in test_process.py)."""
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TLS, first], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stdout + done.stderr
