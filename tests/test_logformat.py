@@ -342,3 +342,16 @@ def test_inlined_codes_read_what_their_getters_read():
             for e in cases:
                 assert fmt.format(e) == "".join(p if isinstance(p, str) else p.render(e) for p in fmt.parts), \
                     (spec, e.__dict__)
+
+
+def test_each_escaping_finds_exactly_the_characters_it_escapes():
+    """The searches that spare clean values the escaping (written as the complement of what
+    stays when everything from 128 up is escaped) find every character the escaping changes,
+    and no other (text beyond latin-1 is escaped as its UTF-8 bytes, all of them >= 128)."""
+    from squidpy.log import logformat as lf
+    samples = [*range(0x800), 0xD7FF, 0xE000, 0xFFFF, 0x10000, 0x10FFFF]
+    for finder, escape in ((lf._NEEDS_PASS, lf._PASS_ESCAPE), (lf._NEEDS_URL, lf._URL_ESCAPE),
+                           (lf._NEEDS_BLOB, lf._BLOB_ESCAPE), (lf._NEEDS_RAW, lf._RAW_ESCAPE)):
+        for code in samples:
+            escaped = code in escape or (code > 255 and 255 in escape)
+            assert bool(finder("ab" + chr(code))) == escaped, (escape, code)
