@@ -61,10 +61,9 @@ def tune_malloc() -> None:
     (measured: +10 MB a minute under the soak test).  A fixed threshold of
     64 KB gives large buffers back to the kernel as soon as they are freed."""
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")         # glibc's own name: find_library("c") would run ldconfig
         libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
     except (OSError, AttributeError):
         pass                                    # not glibc: nothing to tune
