@@ -30,7 +30,8 @@ def import_twisted_without_tls() -> None:
     hidden = {name: module for name, module in sys.modules.items()
               if name == "OpenSSL" or name.startswith("OpenSSL.")}
     names = {"OpenSSL", *hidden}
-    sys.modules.update(dict.fromkeys(names, None))      # None in sys.modules: the import fails
+    # None in sys.modules makes the import fail (typeshed only knows modules there)
+    sys.modules.update(dict.fromkeys(names, None))  # type: ignore[arg-type]
     try:
         for name in TWISTED_TLS_PROBES:
             importlib.import_module(name)

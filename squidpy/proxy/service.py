@@ -257,12 +257,13 @@ class ProxyService:
     def _start_helpers(self, config: Config) -> None:
         """Start the helper programs ``config`` names (a reconfigure starts a new set
         and lets the old one finish what it holds)."""
-        from squidpy.helpers.running import RunningHelpers
         from squidpy.helpers.state import uses_helpers
 
         old = self.running_helpers
         self.running_helpers = self.helpers = None
         if uses_helpers(config):
+            from squidpy.helpers.running import RunningHelpers     # its pool and processes: only when used
+
             running = RunningHelpers(config, self.reactor, on_fatal=self._helper_fatal, previous=old)
             running.start()
             self.running_helpers, self.helpers = running, running.state
