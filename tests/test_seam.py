@@ -83,12 +83,49 @@ def test_transport_internals_and_direct_write():
         assert isinstance(server.socket, socket.socket)
         assert type(server) is tcp.Server and type(client) is tcp.Client
         assert seam.buffers_empty(server)
-        seam.write(server, payload[:1000])              # goes straight out
+        seam.write(server, payload[:1000])              # held for the end of the turn
+        assert not seam.buffers_empty(server) and seam.unsent_bytes(server) == 1000
+        server.reactor.flush()                          # one send(): the socket takes it all
         assert seam.buffers_empty(server)
-        seam.write(server, payload[1000:])              # the rest does not fit: queued in order
-        assert not seam.buffers_empty(server)
+        seam.write(server, payload[1000:2000])
+        seam.write(server, payload[2000:])
+        assert seam.unsent_bytes(server) == len(payload) - 1000
+        server.reactor.flush()                          # too much for the socket: the rest queued in order
+        assert not seam.buffers_empty(server) and server.reactor.replies == {}
 
     got, ends, connector = run_pair(script, len(payload))
+    assert got == payload
+
+
+def test_bytes_written_through_twisted_meanwhile_keep_their_place():
+    """A turn's queued replies come before what is written through Twisted after them
+    (flush puts them in front), and once Twisted holds bytes, later writes go behind those."""
+    payload = b"".join(b"%06d" % i for i in range(100000))
+
+    def script(server, client):
+        seam.write(server, payload[:10])
+        seam.write_sequence(server, [payload[10:20], payload[20:30]])
+        assert b"".join(server.reactor.replies[server]) == payload[:30]
+        server.write(payload[30:40])                    # Twisted's own path
+        seam.write(server, payload[40:50])              # Twisted has bytes: after them
+        seam.write(server, payload[50:])
+        assert b"".join(server.reactor.replies[server]) == payload[:30]
+
+    got, ends, _ = run_pair(script, len(payload))
+    assert got == payload
+
+
+def test_a_turns_replies_go_out_in_one_send_each():
+    payload = b"abcdefghij" * 3
+
+    def script(server, client):
+        seam.write(server, payload[:10])
+        seam.write(server, payload[10:20])
+        seam.write_sequence(server, [payload[20:25], payload[25:]])
+        assert server.reactor.replies[server] == [payload[:10], payload[10:20], payload[20:]]
+        assert client.reactor.replies == {server: server.reactor.replies[server]}
+
+    got, ends, _ = run_pair(script, len(payload))
     assert got == payload
 
 

@@ -3,8 +3,8 @@
 Twisted's public API does not cover five things a fast proxy needs: the
 reactor's poll loop without its per-event logging context, whether a
 transport's write buffers are empty (before handing its socket to splice),
-writing straight to a socket when nothing is queued (which spares two
-``epoll_ctl`` calls per reply), unlinking a client transport from its
+sending replies with one ``send()`` each at the end of the reactor's turn when
+nothing is queued (see :meth:`EPollReactor.flush`), unlinking a client transport from its
 connector (a reference cycle), reading less than 64 KB at a time from a
 socket (a delay pool reads no more than its bucket holds, as Squid does), and a
 client socket that gets IP_TRANSPARENT before it is bound (TPROXY: connecting
@@ -22,7 +22,7 @@ import socket
 from twisted.internet import epollreactor, tcp
 
 #: the attributes of twisted.internet.abstract.FileDescriptor / tcp.Connection used below
-TRANSPORT_ATTRIBUTES = ("_tempDataBuffer", "dataBuffer", "offset", "socket", "producer", "connected",
+TRANSPORT_ATTRIBUTES = ("_tempDataBuffer", "_tempDataLen", "dataBuffer", "offset", "socket", "producer", "connected",
                         "disconnecting")
 #: the attributes of twisted.internet.epollreactor.EPollReactor used by fast_poll
 REACTOR_ATTRIBUTES = ("_poller", "_selectables", "_doReadOrWrite")
@@ -38,12 +38,48 @@ _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 class EPollReactor(epollreactor.EPollReactor):
     """Twisted's epoll reactor without ``callWithLogger`` around every I/O event
     (several per cent of a request's CPU); our own errors already say which
-    exchange they belong to.  ``loops`` counts its turns (Squid's "Select loop called")."""
+    exchange they belong to.  ``loops`` counts its turns (Squid's "Select loop called").
+
+    What :func:`write` queues for a connection with nothing else queued waits in
+    ``replies`` until the end of the turn, then goes out with one ``send()``
+    (:meth:`flush`).  Sending each reply the moment it is made wakes the client
+    for every reply (measured: 9 µs of kernel time per 1 KB hit, a fifth of the
+    hit rate); Twisted's own write path batches them but costs two ``epoll_ctl``
+    calls and a poll event per reply."""
 
     loops = 0
 
+    def __init__(self):
+        super().__init__()
+        self.replies: dict = {}
+
+    def flush(self) -> None:
+        """Send what :func:`write` queued this turn, in the order it was written; what
+        a socket does not take goes to the transport's own buffer (sent when writable)."""
+        replies, self.replies = self.replies, {}
+        for transport, parts in replies.items():
+            if not transport.connected:
+                continue
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if transport._tempDataBuffer:
+                # written through Twisted after these, this turn: these go first
+                transport._tempDataBuffer.insert(0, data)
+                transport._tempDataLen += len(data)
+                continue
+            try:
+                sent = transport.socket.send(data)
+            except OSError as e:
+                if e.errno not in _RETRY:
+                    transport.write(data)       # the transport finds the error and closes
+                    continue
+                sent = 0
+            if sent != len(data):
+                transport.write(data[sent:])
+
     def doPoll(self, timeout):
         self.loops += 1
+        if self.replies:
+            self.flush()                # what timers and threads' calls wrote since the last turn
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
         except OSError as err:
@@ -56,20 +92,29 @@ class EPollReactor(epollreactor.EPollReactor):
             selectable = selectables.get(fd)
             if selectable is not None:
                 handle(selectable, fd, event)
+        if self.replies:
+            self.flush()
 
     doIteration = doPoll
 
 
+def _queued(transport) -> list[bytes] | None:
+    replies = getattr(getattr(transport, "reactor", None), "replies", None)
+    return None if replies is None else replies.get(transport)
+
+
 def buffers_empty(transport) -> bool:
-    """Nothing written to ``transport`` waits in its buffers."""
-    return not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer)
+    """Nothing written to ``transport`` waits in its buffers (Twisted's or the reactor's turn)."""
+    return (not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer)
+            and _queued(transport) is None)
 
 
 def unsent_bytes(transport) -> int:
     """How many bytes written to ``transport`` wait in its buffers (write_timeout
     tells progress by it)."""
     return (len(transport.dataBuffer) - transport.offset
-            + sum(len(part) for part in transport._tempDataBuffer))
+            + sum(len(part) for part in transport._tempDataBuffer)
+            + sum(len(part) for part in _queued(transport) or ()))
 
 
 def has_producer(transport) -> bool:
@@ -85,21 +130,21 @@ def unlink_connector(transport) -> None:
 
 
 def write(transport, data: bytes) -> None:
-    """Write ``data``: straight to the socket when the transport has nothing queued
-    (a plain TCP connection), else through the transport as usual."""
-    if (type(transport) is tcp.Server or type(transport) is tcp.Client) and transport.connected \
-            and not transport.disconnecting and not transport._tempDataBuffer \
-            and transport.offset == len(transport.dataBuffer):
-        try:
-            sent = transport.socket.send(data)
-        except OSError as e:
-            if e.errno not in _RETRY:
-                transport.write(data)       # the transport finds the error and closes
-                return
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
+    """Write ``data``: queued for the end of the reactor's turn (one ``send()``, see
+    :meth:`EPollReactor.flush`) when the transport is a plain TCP connection of our
+    reactor with nothing in Twisted's buffers, else through the transport as usual
+    (after what the turn queued for it, so that the order holds)."""
+    if type(transport) is tcp.Server or type(transport) is tcp.Client:
+        replies = getattr(transport.reactor, "replies", None)
+        if replies is not None:
+            if not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer):
+                queued = replies.get(transport)
+                if queued is not None:
+                    queued.append(data)
+                    return
+                if transport.connected and not transport.disconnecting:
+                    replies[transport] = [data]
+                    return
     transport.write(data)
 
 
