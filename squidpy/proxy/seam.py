@@ -11,7 +11,10 @@ client socket that gets IP_TRANSPARENT before it is bound (TPROXY: connecting
 with the client's address).  Each is done here and nowhere else; tests/test_seam.py
 checks every assumption against the installed Twisted, so an upgrade that
 changes them fails loudly, and setup.cfg bounds Twisted to the releases CI
-has proven.
+has proven.  One more must run before Twisted is imported at all, so it cannot
+live in this module (which imports Twisted): which Twisted modules probe for
+pyOpenSSL when they load (``reactor.import_twisted_without_tls``, tested in
+tests/test_seam.py too).
 """
 
 from __future__ import annotations
