@@ -10,13 +10,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from squidpy.tls.ca import init_ca
 from tests.dnsserver import DnsServer
-from tests.proxyproc import ProxyProcess
+from tests.proxyproc import ProxyProcess, wait_for
 from tests.squidproc import SQUID_OPENSSL, SquidProcess, free_port
 
 CERTGEN = "/opt/squid-openssl/usr/lib/squid/security_file_certgen"
@@ -69,6 +70,16 @@ tls_outgoing_options cafile={cafile}
 {conf}""", binary=SQUID_OPENSSL, **kwargs)
 
 
+def stopping(squid: SquidProcess) -> Future:
+    """Stop Squid in a thread: it takes a second or more (Squid waits shutdown_lifetime + 1 s),
+    in which squidpy's turn runs.  Its logs are read once the stop is over (``.result()``):
+    every line it was to write is written by then, the last ones included."""
+    pool = ThreadPoolExecutor(1)
+    stopped = pool.submit(squid.stop)
+    pool.shutdown(wait=False)
+    return stopped
+
+
 def bumping_squidpy(tmp_path: Path, pem, cafile, dns, conf: str) -> ProxyProcess:
     """squidpy bumping as bumping_squid's Squid does, its names from the test DNS server."""
     return ProxyProcess(tmp_path / "squidpy", f"""
@@ -108,13 +119,13 @@ def test_same_log_lines_as_squid(name, shared, tls_origins, tmp_path):
                           hosts=SQUID_HOSTS)
     try:
         fetch_all(squid.url, crt, tls_origins)
-        time.sleep(1.2)         # buffered_logs off: the lines are written; the last ones within a second
-        expected = summary([line for line in squid.access_log.read_text().splitlines() if line])
     finally:
-        squid.stop()
+        squid_stopped = stopping(squid)
     ours = bumping_squidpy(tmp_path, pem, cafile, dns, POLICY + rules)
     try:
         fetch_all(ours.url, crt, tls_origins)
+        squid_stopped.result(30)
+        expected = summary([line for line in squid.access_log.read_text().splitlines() if line])
         got = summary(ours.log_lines(count=len(expected), timeout=10))
     finally:
         ours.stop()
@@ -133,6 +144,13 @@ TLS_RULES = {
 }
 
 
+def lines_of(log: Path) -> list[str]:
+    try:
+        return [line for line in log.read_text().splitlines() if line]
+    except FileNotFoundError:
+        return []
+
+
 @pytest.mark.parametrize("name", sorted(TLS_RULES))
 def test_same_tls_log_codes_as_squid(name, shared, tls_origins, tmp_path):
     """%ssl:: codes: the same values on the same lines as Squid's."""
@@ -145,19 +163,17 @@ def test_same_tls_log_codes_as_squid(name, shared, tls_origins, tmp_path):
                           f"{POLICY}{rules}access_log {squid_dir}/tls.log tls\n", hosts=SQUID_HOSTS)
     try:
         fetch_all(squid.url, crt, tls_origins)
-        time.sleep(1.2)
-        expected = [line for line in (squid_dir / "tls.log").read_text().splitlines() if line]
     finally:
-        squid.stop()
-    ours = bumping_squidpy(tmp_path, pem, cafile, dns, f"{POLICY}{rules}access_log {tmp_path}/tls.log tls\n")
+        squid_stopped = stopping(squid)
+    # each line written as it is logged, as Squid's (buffered_logs off)
+    ours = bumping_squidpy(tmp_path, pem, cafile, dns,
+                           f"{POLICY}{rules}access_log {tmp_path}/tls.log buffer-size=1bytes tls\n")
     try:
         fetch_all(ours.url, crt, tls_origins)
-        ours.log_lines(count=len(expected), timeout=10)
-        deadline = time.monotonic() + 5
-        got = []
-        while time.monotonic() < deadline and len(got) < len(expected):
-            got = [line for line in (tmp_path / "tls.log").read_text().splitlines() if line]
-            time.sleep(0.2)
+        squid_stopped.result(30)
+        expected = lines_of(squid_dir / "tls.log")
+        wait_for(lambda: len(lines_of(tmp_path / "tls.log")) >= len(expected), timeout=10)
+        got = lines_of(tmp_path / "tls.log")
     finally:
         ours.stop()
     if got != expected:
@@ -219,13 +235,13 @@ def test_authentication_inside_bumped_connections_as_squid(name, shared, tls_ori
                           hosts={"good.test": "127.0.0.1"})
     try:
         fetch_with_users(squid.url, crt, tls_origins)
-        time.sleep(1.2)
-        expected = summary_with_users([line for line in squid.access_log.read_text().splitlines() if line])
     finally:
-        squid.stop()
+        squid_stopped = stopping(squid)
     ours = bumping_squidpy(tmp_path, pem, cafile, dns, auth + rules)
     try:
         fetch_with_users(ours.url, crt, tls_origins)
+        squid_stopped.result(30)
+        expected = summary_with_users([line for line in squid.access_log.read_text().splitlines() if line])
         ours.log_lines(count=len(expected), timeout=10)
         got = summary_with_users([line for line in ours.access_log.read_text().splitlines() if line])
     finally:
@@ -290,15 +306,15 @@ def test_through_a_parent_the_same_log_lines_as_squid(name, shared, squid_parent
     try:
         assert wait_until_forwarding(squid.port, f"{warm}/size/1?{name}")     # the parent probed alive
         fetch_via(squid.url, bundle, tls_origins)
-        time.sleep(1.2)
-        expected = summary([line for line in squid.access_log.read_text().splitlines() if ".test:" in line
-                            and "plain.test" not in line])
     finally:
-        squid.stop()
+        squid_stopped = stopping(squid)
     ours = bumping_squidpy(tmp_path, pem, cafile, dns, peering + POLICY + PARENT_RULES[name])
     try:
         assert wait_until_forwarding(ours.port, f"{warm}/size/1?{name}-ours")
         fetch_via(ours.url, bundle, tls_origins)
+        squid_stopped.result(30)
+        expected = summary([line for line in squid.access_log.read_text().splitlines() if ".test:" in line
+                            and "plain.test" not in line])
         ours.log_lines(count=len(expected) + 1, timeout=10)
         got = summary([line for line in ours.access_log.read_text().splitlines() if ".test:" in line
                        and "plain.test" not in line])
