@@ -110,12 +110,39 @@ def shared_proxy(tmp_path_factory):
         assert_no_tracebacks(proxy)
 
 
-@pytest.fixture
-def make_squid():
-    """``make_squid(config_text, **kw)`` starts the real Squid 5.7 (tests/squidproc.py) in a
-    directory its 'proxy' user can enter; all are stopped and removed at teardown."""
-    import shutil
+@pytest.fixture(scope="session")
+def squid_stops():
+    """``squid_stops(*squids, then=cleanup)``: tell the Squids to stop now, and wait for
+    them (then run ``cleanup``) in the background.  Squid takes a second or more to stop
+    whatever shutdown_lifetime says (it waits shutdown_lifetime + 1 s): a test whose Squids'
+    logs are read already need not wait for that.  Every stop has ended, or failed loudly,
+    by the end of the session."""
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(4, thread_name_prefix="squid-stop")
+    stops = []
 
+    def stop_later(*squids, then=None):
+        for squid in squids:
+            squid.terminate()
+
+        def stop():
+            for squid in squids:
+                squid.stop()
+            if then is not None:
+                then()
+        stops.append(pool.submit(stop))
+
+    yield stop_later
+    pool.shutdown(wait=True)
+    for stop in stops:
+        stop.result()
+
+
+@pytest.fixture
+def make_squid(squid_stops):
+    """``make_squid(config_text, **kw)`` starts the real Squid 5.7 (tests/squidproc.py) in a
+    directory its 'proxy' user can enter; at teardown all are told to stop, and finish
+    stopping (and their directory is removed) in the background (``squid_stops``)."""
     from tests.squidproc import SquidProcess, squid_root
     started = []
     root = squid_root()
@@ -126,9 +153,7 @@ def make_squid():
         return squid
 
     yield make
-    for squid in started:
-        squid.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    squid_stops(*started, then=lambda: shutil.rmtree(root, ignore_errors=True))
 
 
 @pytest.fixture

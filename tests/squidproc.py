@@ -82,6 +82,7 @@ class SquidProcess:
         self.port = free_port() if self.own_port else (int(found.group(1)) if found else None)
         self._write_config()
         self.proc: subprocess.Popen | None = None
+        self.terminated = False
         self.removed = False
         if start:
             self.start()
@@ -116,6 +117,7 @@ class SquidProcess:
     def start(self) -> "SquidProcess":
         for attempt in range(3):
             SquidProcess.starts += 1
+            self.terminated = False
             self.stderr = open(self.dir / "stderr.txt", "ab")
             self.proc = subprocess.Popen([*self.prefix, self.binary, "-N", "-f", str(self.config_path)],
                                          stdout=subprocess.DEVNULL, stderr=self.stderr)
@@ -168,9 +170,15 @@ class SquidProcess:
             return hits[-1] if len(hits) >= count else None
         return wait_for(find, timeout)
 
+    def terminate(self) -> None:
+        """Tell Squid to stop (SIGTERM) without waiting for it: ``stop()`` waits."""
+        if self.proc is not None and self.proc.poll() is None and not self.terminated:
+            self.terminated = True
+            self.proc.send_signal(signal.SIGTERM)
+
     def _end_process(self, timeout: float = 15.0) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -34,19 +34,22 @@ def shared_dir():
 
 
 @pytest.fixture
-def both(tmp_path, shared_dir):
+def both(tmp_path, squid_stops):
+    """``both(config)`` -> (squid, squidpy); the Squids finish stopping in the background
+    (conftest.squid_stops), their logs kept in tmp_path."""
     started = []
 
     def start(config: str):
-        squid = SquidProcess(shared_dir / f"squid{len(started)}", config)
+        squid = SquidProcess(tmp_path / f"squid{len(started)}", config)
         started.append(squid)
         ours = ProxyProcess(tmp_path / f"squidpy{len(started)}", VISIBLE + config)
         started.append(ours)
         return squid, ours
 
     yield start
-    for p in started:
-        p.stop()
+    squid_stops(*started[0::2])
+    for ours in started[1::2]:
+        ours.stop()
 
 
 @pytest.fixture(scope="module")

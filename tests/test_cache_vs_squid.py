@@ -49,11 +49,11 @@ def logged(proxy, needle: str, count: int) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def both(tmp_path):
+def both(tmp_path, squid_stops):
     squid = SquidProcess(tmp_path / "squid", POLICY + "cache_mem 8 MB\n")
     squidpy = ProxyProcess(tmp_path / "squidpy", POLICY)
     yield {"squid": squid, "squidpy": squidpy}
-    squid.stop()
+    squid_stops(squid)          # Squid finishes stopping in the background
     squidpy.stop()
 
 

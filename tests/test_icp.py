@@ -120,7 +120,7 @@ def test_squid_answers_our_queries(make_squid):
         assert "UDP_MISS/000" in log and "UDP_HIT/000" in log and "ICP_QUERY" in log
     finally:
         s.close()
-        squid.stop()
+        squid.terminate()       # make_squid waits for it to stop
         origin.stop()
 
 
@@ -132,7 +132,7 @@ def test_squid_denies_without_icp_access(make_squid):
         assert (denied.opcode, denied.reqnum) == (icp.ICP_DENIED, 7)
     finally:
         s.close()
-        squid.stop()
+        squid.terminate()       # make_squid waits for it to stop
 
 
 class FakeSibling:
@@ -195,6 +195,6 @@ def test_squid_reads_our_replies(make_squid, opcode, code):
         assert (sibling_http.count() if opcode == icp.ICP_HIT else origin.count()) >= 1
     finally:
         sibling.stop()
-        squid.stop()
+        squid.terminate()       # make_squid waits for it to stop
         origin.stop()
         sibling_http.stop()

@@ -57,7 +57,7 @@ def labels(body: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory, origin):
+def both(tmp_path_factory, origin, squid_stops):
     """squidpy and Squid 5.7 with one policy, each having served a miss, a hit and a 404."""
     # Squid gives up root for the 'proxy' user: its directory must be reachable by that user,
     # which pytest's private temporary directories are not
@@ -72,9 +72,8 @@ def both(tmp_path_factory, origin):
                 curl("-o", "/dev/null", "-x", p.url, origin.url(path))
         yield squid, proxy
     finally:
-        squid.stop()
+        squid_stops(squid, then=lambda: shutil.rmtree(squid_dir, ignore_errors=True))     # in the background
         proxy.stop()
-        shutil.rmtree(squid_dir, ignore_errors=True)
 
 
 # Lines Squid prints that squidpy has nothing behind: its memory pools' call counts.

@@ -133,7 +133,7 @@ def run_case(make_squid, peer_lines_for, count: int, urls: list[str]) -> dict[st
         try:
             theirs = squid_choices(squid, origins, urls)
         finally:
-            squid.stop()
+            squid.terminate()       # it stops while the rest runs (make_squid waits for it)
         ours = our_choices(lines, urls, origins)
         assert len(theirs) == len(urls)
         differ = {u: (ours[u], theirs.get(u)) for u in ours if ours[u] != theirs.get(u)}

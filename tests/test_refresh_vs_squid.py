@@ -83,15 +83,14 @@ CASES = [
 
 
 @pytest.fixture
-def both(tmp_path):
+def both(tmp_path, squid_stops):
     squid_dir = tempfile.mkdtemp(prefix="squid-", dir="/tmp")
     os.chmod(squid_dir, 0o755)
     squid = SquidProcess(Path(squid_dir), CONFIG)
     squidpy = ProxyProcess(tmp_path / "squidpy", CONFIG)
     yield {"squid": squid, "squidpy": squidpy}
-    squid.stop()
+    squid_stops(squid, then=lambda: shutil.rmtree(squid_dir, ignore_errors=True))     # in the background
     squidpy.stop()
-    shutil.rmtree(squid_dir, ignore_errors=True)
 
 
 def test_refresh_pattern_options_match_squid(both, origin):

@@ -30,8 +30,9 @@ VISIBLE = "visible_hostname squid-under-test\n"
 
 
 @pytest.fixture
-def both(tmp_path):
-    """``both(config)`` -> (squid, squidpy) started with the same configuration text."""
+def both(tmp_path, squid_stops):
+    """``both(config)`` -> (squid, squidpy) started with the same configuration text
+    (the Squids finish stopping in the background: conftest.squid_stops)."""
     started = []
     squid_root = Path(tempfile.mkdtemp(prefix="squid-conf-diff-"))
     os.chmod(squid_root, 0o755)
@@ -44,9 +45,9 @@ def both(tmp_path):
         return squid, ours
 
     yield start
-    for p in started:
-        p.stop()
-    shutil.rmtree(squid_root, ignore_errors=True)
+    squid_stops(*started[0::2], then=lambda: shutil.rmtree(squid_root, ignore_errors=True))
+    for ours in started[1::2]:
+        ours.stop()
 
 
 def ask(port: int, target: str, headers: dict | None = None, method: str = "GET", source: str = "127.0.0.1"):

@@ -39,8 +39,9 @@ def denied(answer) -> bool:
 
 
 @pytest.fixture
-def both(tmp_path):
-    """``both(config)`` -> (squid, squidpy) started with the same configuration text."""
+def both(tmp_path, squid_stops):
+    """``both(config)`` -> (squid, squidpy) started with the same configuration text
+    (the Squids finish stopping in the background: conftest.squid_stops)."""
     started = []
 
     def start(config: str):
@@ -51,8 +52,9 @@ def both(tmp_path):
         return squid, ours
 
     yield start
-    for p in started:
-        p.stop()
+    squid_stops(*started[0::2])
+    for ours in started[1::2]:
+        ours.stop()
 
 
 def check_denies(proxy, method: str, target: str) -> bool:
