@@ -123,9 +123,11 @@ def through(port: int, origin: RecordingOrigin, path: str, upgrade: str | None, 
 
 
 @pytest.fixture(params=["squidpy", "squid"])
-def pair(request, make_proxy, tmp_path):
-    """A proxy of each kind with the given extra lines, and a switching recording origin."""
+def pair(request, make_proxy, tmp_path, squid_stops):
+    """A proxy of each kind with the given extra lines, and a switching recording origin
+    (Squids finish stopping in the background: conftest.squid_stops)."""
     made = []
+    squids = []
 
     def make(lines: str = ""):
         origin = RecordingOrigin(switching)
@@ -133,12 +135,13 @@ def pair(request, make_proxy, tmp_path):
         if request.param == "squidpy":
             return make_proxy(POLICY + lines), origin
         squid = SquidProcess(tmp_path / f"squid{len(made)}", POLICY + lines)
-        made.append(squid)
+        squids.append(squid)
         return squid, origin
 
     yield make
-    for thing in made:
-        thing.stop()
+    squid_stops(*squids)
+    for origin in made:
+        origin.stop()
 
 
 def test_by_default_the_offer_is_removed_and_the_request_goes_on_as_http(pair):
