@@ -56,12 +56,48 @@ http_access deny all
 """
 
 
+MODULE_SECONDS = "squidpy/module-seconds"      # in pytest's cache (.pytest_cache)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Modules with a test marked ``slow`` first, each module's tests kept together and in
-    order: each module runs on one worker (--dist loadscope), and a long one must not be
-    the last to start."""
+    """The longest modules first, each module's tests kept together and in order: each
+    module runs on one worker (--dist loadscope), and a long one must not be the last to
+    start.  How long a module takes is what the last whole-suite run measured (pytest's
+    cache, written by pytest_sessionfinish below); a module it did not measure comes
+    before the measured ones, those with a test marked ``slow`` first (without a cache,
+    on a fresh checkout: the slow modules, then the others in file order)."""
+    seconds = config.cache.get(MODULE_SECONDS, {}) if getattr(config, "cache", None) else {}
     slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+    def order(item):
+        module = item.nodeid.split("::")[0]
+        if module not in seconds:
+            return (0 if module in slow else 1, 0.0)
+        return (2, -seconds[module])
+    items.sort(key=order)
+
+
+_module_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Each module's duration (setup, call and teardown of its tests), added up where the
+    reports arrive: in the controller of a parallel run."""
+    module = report.nodeid.split("::")[0]
+    _module_seconds[module] = _module_seconds.get(module, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    """After a run of the whole suite (no paths, -k, -m or --lf), remember how long each
+    module took, for the next run's order."""
+    config = session.config
+    if hasattr(config, "workerinput") or getattr(config, "cache", None) is None or not _module_seconds:
+        return
+    whole = (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.keyword
+             and not config.option.markexpr and not getattr(config.option, "lf", False)
+             and not getattr(config.option, "failedfirst", False))
+    if whole:
+        config.cache.set(MODULE_SECONDS, {m: round(s, 2) for m, s in sorted(_module_seconds.items())})
 
 
 @pytest.fixture(scope="session")
