@@ -16,7 +16,7 @@
 
 /* One peer as hashing.pack_scoring() lays it out (struct format "@IId"). */
 struct peer {
-    uint32_t key;           /* which of the keys is added to the running hash first */
+    uint32_t key;           /* which key goes into the running hash before this peer is scored */
     uint32_t hash;          /* the peer's hash */
     double multiplier;      /* its load multiplier */
 };
@@ -26,9 +26,9 @@ struct ranked {
     Py_ssize_t index;
 };
 
-/* Keeps a value computed where it stands: without it GCC and Clang add the byte to the
- * rotated hash and that sum to the hash, three operations on the path from one byte's
- * hash to the next's instead of two (a third of the time of a cold pick). */
+/* Keeps a value computed where it stands: without it GCC adds the byte to the rotated
+ * hash and that sum to the hash, three operations on the path from one byte's hash to the
+ * next's instead of two (0.5 of the 3 us of a cold pick with 32 parents). */
 #if defined(__GNUC__)
 #define KEEP(x) __asm__("" : "+r"(x))
 #else
@@ -77,10 +77,10 @@ static PyObject *carp_order(PyObject *module, PyObject *const *args, Py_ssize_t 
             return NULL;
         }
         PyObject *key = PyTuple_GET_ITEM(keys, p.key);
-        const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(key);
-        const unsigned char *end = c + PyBytes_GET_SIZE(key);
+        const signed char *c = (const signed char *)PyBytes_AS_STRING(key);    /* char is signed in Squid on x86 */
+        const signed char *end = c + PyBytes_GET_SIZE(key);
         for (; c < end; c++) {
-            uint32_t plus = h + ((*c ^ 0x80u) - 0x80u);      /* the byte as C's signed char */
+            uint32_t plus = h + (uint32_t)*c;
             KEEP(plus);
             h = plus + rotl(h, 19);
         }
