@@ -33,9 +33,18 @@ pauses and resumes the connections.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from squidpy.acl.checklist import Pending
+
+if TYPE_CHECKING:
+    from squidpy.acl.access import AccessList
+    from squidpy.acl.checklist import Checklist
+
+_Key = TypeVar("_Key", bound=Hashable)
+_Bucket = TypeVar("_Bucket", "Bucket", "ClientBucket")
 
 MAX_KEYED = 65536           # buckets kept per table (users, tags, client addresses); full ones go first
 
@@ -73,7 +82,7 @@ class PoolSpec:
     number: int
     klass: int
     rates: tuple[Rate | None, ...] = ()
-    access: object = None                   # an AccessList, or None: never used
+    access: AccessList | None = None        # None: never used
     where: str = ""
 
 
@@ -82,11 +91,25 @@ class ClientPoolSpec:
     number: int
     rate: int = 0
     maximum: int = 0
-    access: object = None
+    access: AccessList | None = None
     where: str = ""
 
 
-def select(pools: list, checklist) -> int | None:
+class MemberReport(TypedDict):
+    """One level of a pool's buckets, for the delay page and /metrics."""
+
+    label: str
+    restore: int | None
+    max: int | None
+    layout: str                 # single, vector (by host or network byte), hosts (by network), keyed
+    buckets: list[object]       # levels; [key, level] pairs; [network, [[host, level]...]] for hosts
+
+
+PoolReport = TypedDict("PoolReport", {
+    "number": int, "class": "int | str", "kind": str, "members": "list[MemberReport]", "bytes": int, "pauses": int})
+
+
+def select(pools: Sequence[PoolSpec | ClientPoolSpec], checklist: Checklist) -> int | None:
     """The index of the first pool whose access list allows the request (Squid's
     DelayId::DelayClient / the client_delay_access loop); an ACL that would need a
     lookup does not match here (these are fast checks)."""
@@ -123,7 +146,7 @@ class DelayPool:
     def __init__(self, spec: PoolSpec, initial_percent: int, now: float):
         self.spec = spec
         self.initial = initial_percent
-        members = dict(zip(CLASS_MEMBERS[spec.klass], spec.rates))
+        members: dict[str, Rate | None] = dict(zip(CLASS_MEMBERS[spec.klass], spec.rates))
         self.rates = members
         aggregate = members.get("Aggregate")
         self.aggregate = Bucket(self._initial(aggregate), now) if aggregate is not None else None
@@ -139,11 +162,14 @@ class DelayPool:
         """Squid's DelayBucket::init: the maximum times the initial percentage, truncated."""
         return int(rate.maximum * self.initial / 100)
 
-    def _bucket(self, table: dict, key, rate: Rate, now: float) -> tuple[Bucket, Rate]:
+    def _bucket(self, table: dict[_Key, Bucket], key: _Key, rate: Rate, now: float) -> tuple[Bucket, Rate]:
         bucket = table.get(key)
         if bucket is None:
             if len(table) >= MAX_KEYED:
-                _forget_full(table, lambda b: (b.refill(rate, now), b.level >= rate.maximum)[1])
+                def full(b: Bucket) -> bool:
+                    b.refill(rate, now)
+                    return b.level >= rate.maximum
+                _forget_full(table, full)
             bucket = table[key] = Bucket(self._initial(rate), now)
         return bucket, rate
 
@@ -154,7 +180,9 @@ class DelayPool:
         rates = self.rates
         buckets: list[tuple[Bucket, Rate]] = []
         if self.aggregate is not None:
-            buckets.append((self.aggregate, rates["Aggregate"]))
+            aggregate_rate = rates["Aggregate"]
+            assert aggregate_rate is not None, "the aggregate bucket exists only with its rate"
+            buckets.append((self.aggregate, aggregate_rate))
         klass = self.spec.klass
         ipv4 = _ipv4_bytes(client_ip) if klass in (2, 3, 4) else None
         if klass == 2 and ipv4 is not None and rates["Individual"] is not None:
@@ -171,30 +199,30 @@ class DelayPool:
             buckets.append(self._bucket(self.tags, tag, rates["Per Tag"], now))
         return DelayId(self, tuple(buckets)) if buckets else None
 
-    def report(self, now: float) -> dict:
+    def report(self, now: float) -> PoolReport:
         """The pool as the delay page and /metrics show it (every bucket refilled to now)."""
-        members = []
+        members: list[MemberReport] = []
         for label, rate in self.rates.items():
-            m = {"label": label, "restore": None if rate is None else rate.restore,
-                 "max": None if rate is None else rate.maximum}
+            buckets: list[object]
             if label == "Aggregate":
-                m["layout"], m["buckets"] = "single", [_level(self.aggregate, rate, now)]
+                layout, buckets = "single", [_level(self.aggregate, rate, now)]
             elif label == "Individual" and self.spec.klass == 2:
-                m["layout"], m["buckets"] = "vector", _levels(self.individual, rate, now)
+                layout, buckets = "vector", _levels(self.individual, rate, now)
             elif label == "Network":
-                m["layout"], m["buckets"] = "vector", _levels(self.network, rate, now)
+                layout, buckets = "vector", _levels(self.network, rate, now)
             elif label == "Individual":
-                m["layout"] = "hosts"
-                m["buckets"] = [[net, _levels(hosts, rate, now)] for net, hosts in self.hosts.items()]
+                layout = "hosts"
+                buckets = [[net, _levels(hosts, rate, now)] for net, hosts in self.hosts.items()]
             else:
-                m["layout"] = "keyed"
-                m["buckets"] = _levels(self.users if label == "Per User" else self.tags, rate, now)
-            members.append(m)
+                layout = "keyed"
+                buckets = _levels(self.users if label == "Per User" else self.tags, rate, now)
+            members.append({"label": label, "restore": None if rate is None else rate.restore,
+                            "max": None if rate is None else rate.maximum, "layout": layout, "buckets": buckets})
         return {"number": self.spec.number, "class": self.spec.klass, "kind": "server", "members": members,
                 "bytes": self.bytes, "pauses": self.pauses}
 
 
-def _forget_full(table: dict, full) -> None:
+def _forget_full(table: dict[_Key, _Bucket], full: Callable[[_Bucket], bool]) -> None:
     """Bound a table of buckets: full buckets hold nothing back, so forgetting them
     changes nothing (a new one starts at the initial level); if none is full, the oldest half."""
     doomed = [key for key, bucket in table.items() if full(bucket)] or list(table)[:len(table) // 2]
@@ -209,7 +237,7 @@ def _level(bucket: Bucket | None, rate: Rate | None, now: float) -> float:
     return bucket.level
 
 
-def _levels(table: dict, rate: Rate | None, now: float) -> list:
+def _levels(table: dict[_Key, Bucket], rate: Rate | None, now: float) -> list[object]:
     return [[key, _level(bucket, rate, now)] for key, bucket in table.items()] if rate is not None else []
 
 
@@ -226,13 +254,13 @@ class DelayId:
 
     __slots__ = ("pool", "buckets")
 
-    def __init__(self, pool: DelayPool, buckets: tuple):
+    def __init__(self, pool: DelayPool, buckets: tuple[tuple[Bucket, Rate], ...]):
         self.pool = pool
         self.buckets = buckets
 
     def wanted(self, maximum: int, now: float) -> int:
         """How many bytes may be read now: the emptiest bucket's level, at most ``maximum``."""
-        allowed = maximum
+        allowed: float = maximum
         for bucket, rate in self.buckets:
             bucket.refill(rate, now)
             if bucket.level < allowed:
@@ -302,7 +330,7 @@ class ClientPool:
 
     spec: ClientPoolSpec
     initial: int
-    buckets: dict = field(default_factory=dict)
+    buckets: dict[str, ClientBucket] = field(default_factory=dict)
     bytes: int = 0
     pauses: int = 0
 
@@ -310,14 +338,17 @@ class ClientPool:
         bucket = self.buckets.get(client_ip)
         if bucket is None:
             if len(self.buckets) >= MAX_KEYED:
-                _forget_full(self.buckets, lambda b: (b.refill(now), b.level >= b.maximum)[1])
+                def full(b: ClientBucket) -> bool:
+                    b.refill(now)
+                    return b.level >= b.maximum
+                _forget_full(self.buckets, full)
             # Squid: floor(0.5 + highwatermark * initial / 100)
             level = int(0.5 + self.spec.maximum * self.initial / 100.0)
             bucket = self.buckets[client_ip] = ClientBucket(self.spec.rate, self.spec.maximum, level, now)
         return bucket
 
-    def report(self, now: float) -> dict:
-        levels = []
+    def report(self, now: float) -> PoolReport:
+        levels: list[object] = []
         for ip, bucket in self.buckets.items():
             bucket.refill(now)
             levels.append([ip, bucket.level])

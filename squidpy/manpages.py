@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from squidpy import __version__
+
+if TYPE_CHECKING:
+    from squidpy.config.registry import Directive
 
 FOOTER = f"squidpy {__version__}"
 
@@ -54,6 +58,7 @@ def _commands(group: click.Group, ctx: click.Context, prefix: str) -> list[str]:
     out = []
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
+        assert command is not None, "list_commands names only the group's own commands"
         sub = click.Context(command, info_name=name, parent=ctx)
         path = f"{prefix} {name}"
         if isinstance(command, click.Group):
@@ -124,7 +129,7 @@ def squidpy_conf_5() -> str:
     ]
     for paragraph in intro:
         lines += [roff(paragraph.replace("`", "")), ".PP"]
-    sections: dict[str, list] = {}
+    sections: dict[str, list[Directive]] = {}
     for d in DIRECTIVES.values():
         if d.status == IMPLEMENTED:
             sections.setdefault(d.section, []).append(d)

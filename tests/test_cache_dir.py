@@ -204,7 +204,8 @@ def test_kill_9_while_storing_never_yields_a_corrupt_hit(tmp_path, origin):
     for t in threads:
         t.start()
     incoming = cache_dir / "incoming" / str(p.proc.pid)
-    assert wait_for(lambda: any(incoming.iterdir()), 10, interval=0.01)     # bodies are being written
+    # bodies are being written (the kid's folder appears with its first body)
+    assert wait_for(lambda: incoming.is_dir() and any(incoming.iterdir()), 10, interval=0.01)
     p.proc.send_signal(signal.SIGKILL)
     p.proc.wait(10)
     for t in threads:

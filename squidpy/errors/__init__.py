@@ -25,10 +25,17 @@ import html
 import os
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from squidpy import __version__
+
+if TYPE_CHECKING:
+    from squidpy.http.message import Fields
+
+Escape = Callable[[str], str]      # how a value is written into a page (HTML) or a URL
 
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 LANGPACK_DIR = "/usr/share/squid-langpack"      # Debian's squid-langpack: one directory per language
@@ -95,7 +102,7 @@ class ErrorContext:
     accept_language: str | None = None   # the request's Accept-Language, for negotiation
     path: str | None = None         # the request's path and version and fields, for %W
     version: str | None = None
-    request_headers: list | None = None
+    request_headers: Fields | None = None
     user: str | None = None         # %a: the user name, when known
     auth_message: str | None = None  # %m: why the credentials were refused
     external_message: str | None = None  # %o: message= from an external ACL helper
@@ -108,7 +115,7 @@ class ErrorPage:
 
     __slots__ = ("body", "fields", "missing")
 
-    def __init__(self, body: bytes, fields: list, missing: list):
+    def __init__(self, body: bytes, fields: list[tuple[bytes, bytes]], missing: list[str]):
         self.body = body
         self.fields = fields
         self.missing = missing
@@ -202,9 +209,10 @@ class ErrorPages:
             return self._own(name, None)
         if tag not in self.languages:
             return None
+        assert self.langpack, "languages are only found in a language pack"
         return self._file(os.path.join(self.langpack, tag), name)
 
-    def choose(self, name: str, accept_language: str | None) -> tuple[str, list, list]:
+    def choose(self, name: str, accept_language: str | None) -> tuple[str, list[tuple[bytes, bytes]], list[str]]:
         """(template, the fields naming its language, languages asked for without a
         translation), as Squid 5.7 negotiates."""
         if self.directory:
@@ -252,9 +260,9 @@ class ErrorPages:
         """A deny_info redirect URL with its % codes filled in, URL-encoded."""
         return self._fill(template, ctx, now, _url)
 
-    def _fill(self, template: str, ctx: ErrorContext, now: float | None, escape) -> str:
-        now = time.time() if now is None else now
-        values = self._values(ctx, now)
+    def _fill(self, template: str, ctx: ErrorContext, now: float | None, escape: Escape) -> str:
+        when = time.time() if now is None else now
+        values = self._values(ctx, when)
         out = []
         i, n = 0, len(template)
         while i < n:
@@ -263,11 +271,12 @@ class ErrorPages:
                 out.append(template[i:])
                 break
             out.append(template[i:j])
-            out.append(self._code(template[j + 1], values, escape))
+            out.append(self._code(template[j + 1], values, escape, ctx, when))
             i = j + 2
         return "".join(out)
 
-    def _code(self, code: str, values: dict, escape) -> str:
+    def _code(self, code: str, values: dict[str, str | int | None], escape: Escape,
+              ctx: ErrorContext, now: float) -> str:
         if code == "%":
             return "%"
         if code == "l":
@@ -277,7 +286,7 @@ class ErrorPages:
         if code == "W":
             if escape is not _html or not (self.email_err_data and self.cache_mgr):
                 return ""
-            return escape(self._mail_data(values["ctx"], values["now"]))
+            return escape(self._mail_data(ctx, now))
         value = values.get(code)
         if value is None:
             if code == "x":
@@ -287,7 +296,7 @@ class ErrorPages:
             return escape("[unknown]") if code in _KNOWN else "%" + code
         return escape(str(value))
 
-    def _values(self, ctx: ErrorContext, now: float) -> dict:
+    def _values(self, ctx: ErrorContext, now: float) -> dict[str, str | int | None]:
         return {
             "a": ctx.user or "-",
             "c": ctx.name,
@@ -310,8 +319,6 @@ class ErrorPages:
             "u": ctx.url,
             "w": self.cache_mgr,
             "x": ctx.tls_code,
-            "ctx": ctx,
-            "now": now,
             "z": ctx.dns_error,
         }
 
@@ -331,8 +338,8 @@ class ErrorPages:
         body.append("\r\nHTTP Request:\r\n")
         if ctx.method and ctx.path is not None:
             body.append(f"{ctx.method} {ctx.path} HTTP/{ctx.version or '1.1'}\n")
-            for name, value in ctx.request_headers or ():
-                name = name.decode("latin-1")
+            for raw_name, value in ctx.request_headers or ():
+                name = raw_name.decode("latin-1")
                 shown = "********" if name.lower() in _SENSITIVE else value.decode("latin-1")
                 body.append(f"{name}: {shown}\r\n")
         body.append("\r\n\r\n")
@@ -350,7 +357,7 @@ def rfc1738_escape_part(text: str) -> str:
     return "".join(chr(b) if b in _RFC1738_KEPT else f"%{b:02X}" for b in data)
 
 
-def accept_language_tags(value: str):
+def accept_language_tags(value: str) -> Iterator[str]:
     """The language tags of an Accept-Language value, in order, as Squid reads them
     (strHdrAcptLangGetItem): lower case, ``_`` read as ``-``, parameters (q=)
     ignored; a tag with anything but letters, ``-`` and ``*`` is skipped."""

@@ -30,7 +30,7 @@ def verify(password: str, stored: str) -> bool:
     for handler in (apr_md5_crypt, ldap_sha1, md5_crypt, sha256_crypt, sha512_crypt, des_crypt):
         if handler.identify(stored):
             try:
-                return handler.verify(password, stored)
+                return bool(handler.verify(password, stored))
             except (ValueError, TypeError):
                 return False
     return False
@@ -41,7 +41,7 @@ class PasswordFile:
 
     def __init__(self, path: str):
         self.path = path
-        self.stamp = None
+        self.stamp: tuple[int, int, int] | None = None
         self.users: dict[str, str] = {}
 
     def refresh(self) -> None:

@@ -23,11 +23,15 @@ from __future__ import annotations
 import argparse
 import ssl
 import sys
+from typing import TYPE_CHECKING
 
 from squidpy.helpers.program import answer, serve
 
+if TYPE_CHECKING:
+    from ldap3 import Connection, Server
 
-def _server(args):
+
+def _server(args: argparse.Namespace) -> Server:
     from ldap3 import Server, Tls
     tls = None
     if args.starttls or args.uri.startswith("ldaps://"):
@@ -36,7 +40,8 @@ def _server(args):
     return Server(args.uri, use_ssl=args.uri.startswith("ldaps://"), tls=tls, connect_timeout=args.timeout)
 
 
-def _connection(args, server, user=None, password=None):
+def _connection(args: argparse.Namespace, server: Server, user: str | None = None,
+                password: str | None = None) -> Connection:
     from ldap3 import Connection
     conn = Connection(server, user=user, password=password, receive_timeout=args.timeout,
                       raise_exceptions=False, auto_bind=False)
@@ -46,19 +51,20 @@ def _connection(args, server, user=None, password=None):
     return conn
 
 
-def _service_password(args) -> str | None:
+def _service_password(args: argparse.Namespace) -> str | None:
     if args.bind_password_file:
         with open(args.bind_password_file, encoding="utf-8") as f:
             return f.readline().rstrip("\r\n")
     return None
 
 
-def find_user_dn(args, server, user: str) -> str | None:
+def find_user_dn(args: argparse.Namespace, server: Server, user: str) -> str | None:
     """The user's DN: from the template, or the single entry a search finds."""
     from ldap3.utils.conv import escape_filter_chars
     from ldap3.utils.dn import escape_rdn
     if args.user_dn:
-        return args.user_dn.replace("%s", escape_rdn(user))
+        made: str = args.user_dn.replace("%s", escape_rdn(user))
+        return made
     conn = _connection(args, server, args.bind_dn, _service_password(args))
     try:
         if args.bind_dn and not conn.bind():
@@ -68,12 +74,13 @@ def find_user_dn(args, server, user: str) -> str | None:
         entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
         if len(entries) != 1:
             return None
-        return entries[0]["dn"]
+        dn: str = entries[0]["dn"]
+        return dn
     finally:
         conn.unbind()
 
 
-def check_password(args, user: str, password: str) -> str:
+def check_password(args: argparse.Namespace, user: str, password: str) -> str:
     from ldap3.core.exceptions import LDAPException
     if not password:
         return answer("ERR", message="Empty password")
@@ -92,7 +99,7 @@ def check_password(args, user: str, password: str) -> str:
     return answer("OK") if ok else answer("ERR", message="Wrong password")
 
 
-def check_groups(args, user: str, groups: list[str]) -> str:
+def check_groups(args: argparse.Namespace, user: str, groups: list[str]) -> str:
     from ldap3.core.exceptions import LDAPException
     from ldap3.utils.conv import escape_filter_chars
     try:
@@ -101,9 +108,10 @@ def check_groups(args, user: str, groups: list[str]) -> str:
         if args.user_base or args.user_dn:
             lookup = argparse.Namespace(**{**vars(args), "base": args.user_base or args.base,
                                            "filter": args.user_filter})
-            user_dn = find_user_dn(lookup, server, user)
-            if user_dn is None:
+            found = find_user_dn(lookup, server, user)
+            if found is None:
                 return answer("ERR", message="No such user")
+            user_dn = found
         conn = _connection(args, server, args.bind_dn, _service_password(args))
         try:
             if args.bind_dn and not conn.bind():

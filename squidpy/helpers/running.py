@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 
 class RunningHelpers:
+    state: HelperState      # set last in __init__: a new set reads the previous one's
+
     def __init__(self, config: Config, reactor, on_fatal=None, previous: "RunningHelpers | None" = None, log=None):
         self.managers: dict[str, HelperManager] = {}
 

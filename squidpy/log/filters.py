@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import Callable
 
 from squidpy.ip import ip_address
@@ -55,7 +56,7 @@ class Selection:
     """The filters of one command line; every one given must match (values of one filter: any)."""
 
     denied: bool = False
-    clients: list = field(default_factory=list)       # ip_network objects
+    clients: list[IPv4Network | IPv6Network] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
     domains: list[str] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)  # "404" or "4xx"
@@ -63,7 +64,7 @@ class Selection:
     results: list[str] = field(default_factory=list)
     since: float | None = None
     until: float | None = None
-    grep: re.Pattern | None = None
+    grep: re.Pattern[str] | None = None
 
     @property
     def empty(self) -> bool:
@@ -128,7 +129,7 @@ def parse_status(text: str) -> str:
     raise ValueError(f"'{text}' is not a status: use a code like 404 or a class like 4xx")
 
 
-def parse_network(text: str):
+def parse_network(text: str) -> IPv4Network | IPv6Network:
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -139,7 +140,7 @@ def _in_domains(domain: str, suffixes: list[str]) -> bool:
     return any(domain == s or domain.endswith("." + s) for s in suffixes)
 
 
-def _in_networks(client: str, networks) -> bool:
+def _in_networks(client: str, networks: list[IPv4Network | IPv6Network]) -> bool:
     try:
         ip = ip_address(client)
     except ValueError:

@@ -13,7 +13,7 @@ import html
 import time
 from collections.abc import Sequence
 
-from squidpy.log.report import SITES_PER_USER, Report, human_bytes, local_time, percent, sections
+from squidpy.log.report import SITES_PER_USER, Report, Section, human_bytes, local_time, percent, sections
 
 BAR = "#2563eb"
 HIT = "#16a34a"
@@ -68,7 +68,7 @@ footer { margin-top: 2rem; color: #6b7280; font-size: .8rem; }
 """
 
 
-def esc(text) -> str:
+def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
@@ -132,7 +132,7 @@ def columns(title: str, buckets: list[tuple[str, float]], shown_max: str, colour
             f'<div class="axis"><span>{esc(buckets[0][0])}</span><span>{esc(buckets[-1][0])}</span></div></figure>')
 
 
-def _table(section: dict) -> str:
+def _table(section: Section) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in section["headers"])
     line_table = section["id"] == "malformed"
     body = []

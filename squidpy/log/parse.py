@@ -26,8 +26,9 @@ class Record:
     __slots__ = ("time", "elapsed", "client", "result", "status", "size", "method", "url",
                  "user", "hierarchy", "peer", "mime", "referer", "agent", "line")
 
-    def __init__(self, time, elapsed, client, result, status, size, method, url, user,
-                 hierarchy, peer, mime, referer=None, agent=None, line=""):
+    def __init__(self, time: float, elapsed: int | None, client: str, result: str | None, status: int,
+                 size: int, method: str, url: str, user: str, hierarchy: str | None, peer: str | None,
+                 mime: str | None, referer: str | None = None, agent: str | None = None, line: str = ""):
         self.time = time
         self.elapsed = elapsed
         self.client = client
@@ -56,7 +57,7 @@ class Record:
     def hit(self) -> bool:
         return is_hit(self.result)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         d = {name: getattr(self, name) for name in self.__slots__ if name != "line"}
         d["domain"] = self.domain
         return d
@@ -103,8 +104,8 @@ def parse_squid(line: str) -> Record | None:
     try:
         t = float(f[0])
         elapsed = int(f[1])
-        result, slash, status = f[3].partition("/")
-        status = int(status)
+        result, slash, code = f[3].partition("/")
+        status = int(code)
         size = int(f[4])
     except ValueError:
         return None
@@ -144,7 +145,7 @@ def parse_clf_time(text: str) -> float | None:
     return calendar.timegm((year, month, day, hour, minute, second)) - offset
 
 
-_last_clf_time = ["", 0.0]
+_last_clf_time: tuple[str, float] = ("", 0.0)     # the last time field read, and its value
 
 
 def parse_common(line: str) -> Record | None:
@@ -153,13 +154,15 @@ def parse_common(line: str) -> Record | None:
     if m is None:
         return None
     client, _ident, user, when, method, url, _version, status, size, referer, agent, result, hier = m.groups()
+    global _last_clf_time
     if when == _last_clf_time[0]:
         t = _last_clf_time[1]
     else:
-        t = parse_clf_time(when)
-        if t is None:
+        parsed = parse_clf_time(when)
+        if parsed is None:
             return None
-        _last_clf_time[0], _last_clf_time[1] = when, t
+        t = parsed
+        _last_clf_time = (when, t)
     if referer is not None:
         referer, agent = _unquote(referer), _unquote(agent)
     return Record(t, None, client, result, int(status), 0 if size == "-" else int(size), method, url, user,

@@ -11,10 +11,24 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from squidpy.log.parse import Record, domain_of, is_denied, is_hit, is_tunnel
 
 MAX_KEYS = 100_000
+
+
+class _Section(TypedDict):
+    id: str
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+
+
+class Section(_Section, total=False):
+    """One table of the report, as the terminal and the HTML page show it."""
+
+    note: str | None
 
 
 class Table:
@@ -22,12 +36,12 @@ class Table:
 
     def __init__(self, width: int, max_keys: int = MAX_KEYS):
         self.width = width
-        self.rows: dict[str, list] = {}
+        self.rows: dict[str, list[int]] = {}
         self.max_keys = max_keys
         self.others = [0] * width         # what pruned keys had
         self.pruned = 0                   # how many keys were folded into others
 
-    def row(self, key: str) -> list:
+    def row(self, key: str) -> list[int]:
         row = self.rows.get(key)
         if row is None:
             if len(self.rows) >= self.max_keys:
@@ -49,7 +63,7 @@ class Table:
     def exact(self) -> bool:
         return self.pruned == 0
 
-    def top(self, n: int, column: int = 0) -> list[tuple[str, list]]:
+    def top(self, n: int, column: int = 0) -> list[tuple[str, list[int]]]:
         return sorted(self.rows.items(), key=lambda kv: (-kv[1][column], kv[0]))[:n]
 
 
@@ -82,7 +96,7 @@ class Report:
         self.connect_refused = Table(3, max_keys)   # CONNECTs that were no tunnel: all, denied, failed
         self.status: Counter[int] = Counter()
         self.results: Counter[str] = Counter()
-        self.hours: dict[float, list] = {}      # local hour start -> [requests, bytes]
+        self.hours: dict[float, list[int]] = {}     # local hour start -> [requests, bytes]
         self.denied = 0
         self.cacheable_requests = 0             # neither denied nor CONNECT: what a cache could answer
         self.cacheable_bytes = 0
@@ -90,7 +104,7 @@ class Report:
         self.hit_bytes = 0
         self._hour_start = 0.0
         self._hour_end = -1.0
-        self._hour_row: list = []
+        self._hour_row: list[int] = []
 
     def add(self, r: Record) -> None:
         t, size = r.time, r.size
@@ -170,21 +184,21 @@ class Report:
         rows.sort(key=lambda x: (-x[2], x[0]))
         return rows[:n]
 
-    def served_domains(self, n: int) -> list[tuple[str, list]]:
+    def served_domains(self, n: int) -> list[tuple[str, list[int]]]:
         """Domains by requests that were not denied (denials have their own table)."""
         return [(k, row) for k, row in self.domains.top(n, 6) if row[6]]
 
-    def sites_of(self, users: list[str], n: int) -> dict[str, list[tuple[str, list]]]:
+    def sites_of(self, users: list[str], n: int) -> dict[str, list[tuple[str, list[int]]]]:
         """Each user's top ``n`` sites by requests: [(domain, [requests, bytes])]."""
         wanted = set(users)
-        found: dict[str, list] = {user: [] for user in users}
+        found: dict[str, list[tuple[str, list[int]]]] = {user: [] for user in users}
         for key, row in self.user_sites.rows.items():
             user, _, domain = key.partition("\0")
             if user in wanted:
                 found[user].append((domain, row))
         return {user: sorted(rows, key=lambda kv: (-kv[1][0], kv[0]))[:n] for user, rows in found.items()}
 
-    def denied_by(self, table: Table, n: int, column: int = 2) -> list[tuple[str, list]]:
+    def denied_by(self, table: Table, n: int, column: int = 2) -> list[tuple[str, list[int]]]:
         return [(k, row) for k, row in table.top(n, column) if row[column]]
 
     def traffic(self, max_buckets: int = 400) -> tuple[str, list[tuple[float, int, int]]]:
@@ -193,7 +207,7 @@ class Report:
             return "hour", []
         starts = sorted(self.hours)
         unit = "hour"
-        buckets: dict[float, list] = self.hours
+        buckets: dict[float, list[int]] = self.hours
         if (starts[-1] - starts[0]) / 3600 + 1 > max_buckets:
             unit = "day"
             buckets = {}
@@ -256,7 +270,7 @@ def local_time(t: float | None, seconds: bool = True) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M", time.localtime(t))
 
 
-def table_text(title: str, headers: list[str], rows: list[list], note: str | None = None) -> str:
+def table_text(title: str, headers: list[str], rows: list[list[str]], note: str | None = None) -> str:
     """A plain-text table: first column left-aligned, the others right-aligned."""
     if not rows:
         return f"{title}\n  (none)\n"
@@ -273,10 +287,10 @@ def table_text(title: str, headers: list[str], rows: list[list], note: str | Non
     return "\n".join(lines) + "\n"
 
 
-def sections(report: Report, top: int = 10, min_requests: int = 5) -> list[dict]:
+def sections(report: Report, top: int = 10, min_requests: int = 5) -> list[Section]:
     """The report as data (title, headers, rows) shared by the terminal and the HTML page."""
     total = report.requests or 1
-    out = []
+    out: list[Section] = []
     out.append({"id": "totals", "title": "Totals", "headers": ["", "value"], "rows": [
         ["requests", f"{report.requests:,}"],
         ["bytes sent to clients", human_bytes(report.bytes)],
@@ -291,7 +305,7 @@ def sections(report: Report, top: int = 10, min_requests: int = 5) -> list[dict]
         ["malformed lines", f"{report.malformed.count:,}"],
     ]})
 
-    def by(table: Table, title: str, ident: str, what: str):
+    def by(table: Table, title: str, ident: str, what: str) -> Section:
         rows = [[k, f"{r[0]:,}", percent(r[0] / total), human_bytes(r[1])] for k, r in table.top(top)]
         note = None if table.exact else f"approximate: {table.pruned:,} rarer {what} were folded together"
         return {"id": ident, "title": title, "headers": [what[:-1] if what.endswith("s") else what,
@@ -347,7 +361,7 @@ def sections(report: Report, top: int = 10, min_requests: int = 5) -> list[dict]
 SITES_PER_USER = 5
 
 
-def user_sites_section(report: Report, top: int) -> dict:
+def user_sites_section(report: Report, top: int) -> Section:
     """Who went where: each of the top users' busiest sites and the bytes they brought."""
     users = [user for user, _ in report.users.top(top)]
     rows = []

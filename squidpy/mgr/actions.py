@@ -10,6 +10,7 @@ page shows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -22,7 +23,8 @@ class Action:
     needs: frozenset[str] = frozenset()
 
 
-def _action(name, description, password_required=False, per_kid=False, needs=()):
+def _action(name: str, description: str, password_required: bool = False, per_kid: bool = False,
+            needs: Iterable[str] = ()) -> tuple[str, Action]:
     return name, Action(name, description, password_required, per_kid, frozenset(needs))
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 
 from squidpy.mgr.actions import ACTIONS
 from squidpy.mgr.internal import url_contains
-from squidpy.mgr.request import ManagerRequest, protection
-from squidpy.mgr.stats import HIT, MISS, NEAR_HIT, NOT_MODIFIED, Counters, quantile
+from squidpy.mgr.request import CacheMgrPasswd, ManagerRequest, protection
+from squidpy.mgr.stats import HIT, MISS, NEAR_HIT, NOT_MODIFIED, Counters, JsonObject, quantile
 
 SMP_OPEN = "by kid{kid} {{\n"
 SMP_CLOSE = "}} by kid{kid}\n\n"
@@ -53,7 +54,7 @@ def _squid_time(t: float) -> str:
 TEXT = b"text/plain;charset=utf-8"
 
 
-def render(request: ManagerRequest, reports: list[dict], passwords) -> tuple[bytes, bytes]:
+def render(request: ManagerRequest, reports: list[JsonObject], passwords: list[CacheMgrPasswd]) -> tuple[bytes, bytes]:
     """(body, content type) of ``request.action`` from the processes' reports (non-empty).
 
     Two squidpy extensions serve ``squidpy cache``: ``info?format=json`` (the figures
@@ -85,12 +86,12 @@ def render(request: ManagerRequest, reports: list[dict], passwords) -> tuple[byt
 
 
 # ---------------------------------------------------------------- menu and index
-def menu(passwords) -> str:
+def menu(passwords: list[CacheMgrPasswd]) -> str:
     return "".join(f" {a.name:<22}\t{a.description:<32}\t{protection(a.name, passwords)}\n"
                    for a in ACTIONS.values())
 
 
-def index(passwords, base: str) -> str:
+def index(passwords: list[CacheMgrPasswd], base: str) -> str:
     """The HTML page of /squid-internal-mgr/ (Squid's MGR_INDEX template): each action, linked."""
     rows = []
     for a in ACTIONS.values():
@@ -105,14 +106,14 @@ def index(passwords, base: str) -> str:
 
 
 # ---------------------------------------------------------------- adding reports up
-def summed(reports: list[dict], key: str = "counters") -> Counters:
+def summed(reports: list[JsonObject], key: str = "counters") -> Counters:
     total = Counters()
     for r in reports:
         total.add(Counters.from_json(r[key]))
     return total
 
 
-def summed_since(reports: list[dict], seconds: int) -> tuple[float, float, Counters, Counters]:
+def summed_since(reports: list[JsonObject], seconds: int) -> tuple[float, float, Counters, Counters]:
     """(start, end, counters at start, counters at end), added up over the reports:
     each report's own copy from ``seconds`` ago (or its oldest), and its counters now."""
     start = min(r["since"][str(seconds)][0] for r in reports)
@@ -123,12 +124,14 @@ def summed_since(reports: list[dict], seconds: int) -> tuple[float, float, Count
     return start, end, old, summed(reports)
 
 
-def gauge(reports: list[dict], name: str, how=sum):
-    return how(r["gauges"][name] for r in reports)
+def gauge(reports: list[JsonObject], name: str, how: Callable[[Iterable[float]], float] = sum) -> float:
+    """A gauge of every report, added up (or the largest, or ...)."""
+    figures: Iterable[float] = (r["gauges"][name] for r in reports)
+    return how(figures)
 
 
 # ---------------------------------------------------------------- info
-def info(reports: list[dict]) -> str:
+def info(reports: list[JsonObject]) -> str:
     first = reports[0]
     now = max(r["now"] for r in reports)
     started = min(r["started"] for r in reports)
@@ -137,11 +140,15 @@ def info(reports: list[dict]) -> str:
     _, _, old60, _ = summed_since(reports, 3600)
     d5, d60 = total.minus(old5), total.minus(old60)
     runtime = max(now - started, 1.0)
-    g = lambda name: gauge(reports, name)       # noqa: E731
+
+    def g(name: str) -> float:
+        return gauge(reports, name)
     cpu5 = _cpu_usage(reports, 300)
     cpu60 = _cpu_usage(reports, 3600)
     loops = total.select_loops
-    shared = lambda name: gauge(reports, name, max)   # noqa: E731  (the kids share one cache_dir)
+
+    def shared(name: str) -> float:
+        return gauge(reports, name, max)    # the kids share one cache_dir
     swap_size, swap_cap = shared("disk_bytes"), shared("disk_limit")
     mem_size, mem_cap = g("mem_bytes"), g("mem_limit")
     disk_entries = shared("disk_entries")
@@ -213,12 +220,14 @@ def info(reports: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def info_json(reports: list[dict]) -> dict:
+def info_json(reports: list[JsonObject]) -> dict[str, object]:
     """The figures ``squidpy cache stats`` shows, added up over the processes."""
     total = summed(reports)
-    g = lambda name: gauge(reports, name)       # noqa: E731
+
+    def g(name: str) -> float:
+        return gauge(reports, name)
     first = reports[0]
-    out = {
+    out: dict[str, object] = {
         "version": first["version"], "pid": first["pid"],
         "uptime_seconds": int(max(r["now"] for r in reports) - min(r["started"] for r in reports)),
         "client_connections": g("client_connections"),
@@ -238,8 +247,8 @@ def info_json(reports: list[dict]) -> dict:
     return out
 
 
-def object_lines(reports: list[dict], pattern: str) -> str:
-    seen = set()
+def object_lines(reports: list[JsonObject], pattern: str) -> str:
+    seen: set[str] = set()
     out = []
     for r in reports:
         for url, status, size, tier, *_ in r["objects"]:
@@ -262,7 +271,7 @@ def _medians(label: str, five: list[int], sixty: list[int]) -> str:
     return f"{label}{quantile(five, 0.5):8.5f} {quantile(sixty, 0.5):8.5f}"
 
 
-def _cpu_usage(reports: list[dict], seconds: int) -> float:
+def _cpu_usage(reports: list[JsonObject], seconds: int) -> float:
     """CPU seconds used per wall second over the span, in percent, added up over the kids."""
     total = 0.0
     for r in reports:
@@ -274,13 +283,15 @@ def _cpu_usage(reports: list[dict], seconds: int) -> float:
 
 
 # ---------------------------------------------------------------- counters, 5min, 60min, utilization
-def counters_page(reports: list[dict]) -> str:
+def counters_page(reports: list[JsonObject]) -> str:
     last_tick = max(r["last_tick"] for r in reports)
     return counters_text(summed(reports), last_tick, max(r["now"] for r in reports))
 
 
 def counters_text(c: Counters, sample_time: float, now: float) -> str:
-    kb = lambda n: n // 1024        # noqa: E731  (Squid's kbytes counters)
+
+    def kb(n: int) -> int:
+        return n // 1024            # Squid's kbytes counters
     http_requests = c.server_requests - c.server_other_requests
     lines = [
         f"sample_time = {_squid_time(sample_time)} ({rfc1123(sample_time)})",
@@ -325,7 +336,7 @@ ICP_COUNTERS = ("pkts_sent", "pkts_recv", "queries_sent", "replies_sent", "queri
                 "r_kbytes_sent", "q_kbytes_recv", "r_kbytes_recv")
 
 
-def interval_page(reports: list[dict], seconds: int) -> str:
+def interval_page(reports: list[JsonObject], seconds: int) -> str:
     start, end, old, new = summed_since(reports, seconds)
     return interval_text(start, end, old, new)
 
@@ -334,9 +345,15 @@ def interval_text(start: float, end: float, old: Counters, new: Counters) -> str
     """Squid's statAvgDump: rates per second between two copies of the counters."""
     d = new.minus(old)
     dt = end - start
-    rate = lambda n: f"{(n / dt if dt else 0.0):f}/sec"      # noqa: E731
-    krate = lambda n: rate(n / 1024)                          # noqa: E731
-    median = lambda h: f"{quantile(h, 0.5):f} seconds"        # noqa: E731
+
+    def rate(n: float) -> str:
+        return f"{(n / dt if dt else 0.0):f}/sec"
+
+    def krate(n: float) -> str:
+        return rate(n / 1024)
+
+    def median(h: list[int]) -> str:
+        return f"{quantile(h, 0.5):f} seconds"
     lines = [
         f"sample_start_time = {_squid_time(start)} ({rfc1123(start)})",
         f"sample_end_time = {_squid_time(end)} ({rfc1123(end)})",
@@ -396,7 +413,7 @@ UTILIZATION_SPANS = (("Last 5 minutes:", 300), ("Last 15 minutes:", 900), ("Last
                      ("Last 8 hours:", 28800), ("Last day:", 86400), ("Last 3 days:", 259200))
 
 
-def utilization(report: dict, _request) -> str:
+def utilization(report: JsonObject, _request: ManagerRequest) -> str:
     out = ["Cache Utilisation:\n\n"]
     new = Counters.from_json(report["counters"])
     for label, seconds in UTILIZATION_SPANS:
@@ -414,7 +431,7 @@ def utilization(report: dict, _request) -> str:
 
 
 # ---------------------------------------------------------------- per-kid pages
-def client_list(report: dict, _request) -> str:
+def client_list(report: JsonObject, _request: ManagerRequest) -> str:
     out = ["Cache Clients:\n"]
     total = hits = 0
     for ip, name, established, requests, results in report["clients"]:
@@ -441,7 +458,7 @@ def _is_hit(result: str) -> bool:
     return _INFO[result].hit
 
 
-def ipcache(report: dict, _request) -> str:
+def ipcache(report: JsonObject, _request: ManagerRequest) -> str:
     data = report["ipcache"]
     s = data["stats"]
     out = [
@@ -473,7 +490,7 @@ def ipcache(report: dict, _request) -> str:
     return "".join(out)
 
 
-def fqdncache(report: dict, _request) -> str:
+def fqdncache(report: JsonObject, _request: ManagerRequest) -> str:
     data = report["fqdncache"]
     s = data["stats"]
     out = [
@@ -495,7 +512,7 @@ def fqdncache(report: dict, _request) -> str:
     return "".join(out)
 
 
-def active_requests(report: dict, _request) -> str:
+def active_requests(report: JsonObject, _request: ManagerRequest) -> str:
     out = []
     for a in report["active"]:
         out.append(f"Connection: {a['connection']}\n")
@@ -518,7 +535,7 @@ def active_requests(report: dict, _request) -> str:
     return "".join(out)
 
 
-def pconn(report: dict, _request) -> str:
+def pconn(report: JsonObject, _request: ManagerRequest) -> str:
     data = report["pconn"]
     out = ["\n Pool 0 Stats\n",
            "server-peers persistent connection counts:\n\n",
@@ -535,7 +552,7 @@ def pconn(report: dict, _request) -> str:
     return "".join(out)
 
 
-def filedescriptors(report: dict, _request) -> str:
+def filedescriptors(report: JsonObject, _request: ManagerRequest) -> str:
     out = ["Active file descriptors:\n",
            f"{'File':<4} {'Type':<6} {'Tout':<4} {'Nread':<7}* {'Nwrite':<7}* {'Remote Address':<21} Description\n",
            "---- ------ ---- -------- -------- --------------------- ------------------------------\n"]
@@ -544,7 +561,7 @@ def filedescriptors(report: dict, _request) -> str:
     return "".join(out)
 
 
-def storedir(report: dict, _request) -> str:
+def storedir(report: JsonObject, _request: ManagerRequest) -> str:
     g = report["gauges"]
     disk_size, disk_limit = g["disk_bytes"], g["disk_limit"]
     out = [
@@ -576,7 +593,7 @@ def storedir(report: dict, _request) -> str:
     return "".join(out)
 
 
-def objects(report: dict, request) -> str:
+def objects(report: JsonObject, request: ManagerRequest) -> str:
     """Squid's store entry dump, one block per stored object; ``?pattern=TEXT`` keeps
     the objects whose URL contains TEXT (plain text, never a regular expression)."""
     pattern = request.params.get("pattern", "")
@@ -603,11 +620,12 @@ def objects(report: dict, request) -> str:
     return "".join(out)
 
 
-def config_page(report: dict, _request) -> str:
-    return report["config"]
+def config_page(report: JsonObject, _request: ManagerRequest) -> str:
+    text: str = report["config"]
+    return text
 
 
-def delay(report: dict, _request) -> str:
+def delay(report: JsonObject, _request: ManagerRequest) -> str:
     """Squid's DelayPools::Stats: each pool's class, and each bucket's spec and level."""
     pools = report["delay"]["pools"]
     out = [f"Delay pools configured: {len(pools)}\n\n"]
@@ -618,7 +636,7 @@ def delay(report: dict, _request) -> str:
     return "".join(out)
 
 
-def _delay_member(m: dict) -> str:
+def _delay_member(m: JsonObject) -> str:
     label, layout = m["label"], m["layout"]
     if m["restore"] is None:
         text = f"\t{label}:\n\t\tDisabled.\n\n"

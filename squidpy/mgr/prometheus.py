@@ -11,30 +11,33 @@ metric; the Grafana dashboard and alert rules there use only these.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from squidpy.mgr.pages import byte_hit_ratio, gauge, summed, summed_since
-from squidpy.mgr.stats import BOUNDS, KINDS, Counters, status_class
+from squidpy.mgr.stats import BOUNDS, KINDS, Counters, JsonObject, status_class
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-def render(reports: list[dict]) -> bytes:
+def render(reports: list[JsonObject]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(reports))
     return generate_latest(registry)
 
 
 class _Families:
-    def __init__(self, reports: list[dict]):
+    def __init__(self, reports: list[JsonObject]):
         self.reports = reports
 
-    def collect(self):
+    def collect(self) -> list[Metric]:
         return list(families(self.reports))
 
 
-def _histogram(name: str, doc: str, labels: list[str]):
+def _histogram(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, labels=labels)
 
 
@@ -48,11 +51,15 @@ def _buckets(counts: list[int]) -> list[tuple[str, float]]:
     return out
 
 
-def families(reports: list[dict]):
+def families(reports: list[JsonObject]) -> Iterator[Metric]:
     """Every metric family, from the reports (one per process)."""
     total = summed(reports)
-    g = lambda name: gauge(reports, name)               # noqa: E731
-    once = lambda name: gauge(reports, name, max)       # noqa: E731  (the shared cache_dir: not per kid)
+
+    def g(name: str) -> float:
+        return gauge(reports, name)
+
+    def once(name: str) -> float:
+        return gauge(reports, name, max)        # the shared cache_dir: not per kid
     first = reports[0]
 
     info = GaugeMetricFamily("squidpy_info", "squidpy's version (always 1)", labels=["version"])
@@ -170,18 +177,18 @@ def families(reports: list[dict]):
                             value=g("max_fd"))
 
 
-def _counter(name: str, doc: str, value) -> CounterMetricFamily:
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
-def helper_families(reports: list[dict]):
+def helper_families(reports: list[JsonObject]) -> Iterator[Metric]:
     """The helpers' children and queues (auth_param, external_acl_type, url_rewrite ...)."""
     children = GaugeMetricFamily("squidpy_helper_children", "Helper children by state", labels=["helper", "state"])
     queue = GaugeMetricFamily("squidpy_helper_queue_length", "Requests waiting for a helper child", labels=["helper"])
     requests = CounterMetricFamily("squidpy_helper_requests", "Requests sent to a helper", labels=["helper"])
     timeouts = CounterMetricFamily("squidpy_helper_timeouts", "Helper requests that timed out", labels=["helper"])
     restarts = CounterMetricFamily("squidpy_helper_restarts", "Helper children restarted", labels=["helper"])
-    merged: dict[str, dict] = {}
+    merged: dict[str, dict[str, int]] = {}
     for r in reports:
         for h in r.get("helpers", ()):
             m = merged.setdefault(h["name"], {"running": 0, "busy": 0, "queue": 0, "requests": 0,
@@ -198,7 +205,7 @@ def helper_families(reports: list[dict]):
     yield from (children, queue, requests, timeouts, restarts)
 
 
-def delay_families(reports: list[dict]):
+def delay_families(reports: list[JsonObject]) -> Iterator[Metric]:
     """Delay pools: each bucket's level, and what each pool let through and held back
     (per process: under workers every kid has its own buckets, as in Squid)."""
     level = GaugeMetricFamily("squidpy_delay_pool_bucket_bytes", "Bytes in a delay pool's bucket, by pool, "
@@ -225,7 +232,7 @@ def delay_families(reports: list[dict]):
     yield from (level, delivered, waits)
 
 
-def _bucket_levels(member: dict):
+def _bucket_levels(member: JsonObject) -> Iterator[tuple[str, float]]:
     if member["restore"] is None:
         return
     buckets = member["buckets"]
@@ -244,7 +251,7 @@ def metric_names() -> set[str]:
     """Every series name /metrics can carry (for the dashboard and alert checks)."""
     from prometheus_client.parser import text_string_to_metric_families
     empty = empty_report()
-    names = set()
+    names: set[str] = set()
     for family in text_string_to_metric_families(render([empty]).decode()):
         names.add(family.name + ("_total" if family.type == "counter" else ""))
         if family.type == "histogram":
@@ -252,7 +259,7 @@ def metric_names() -> set[str]:
     return names
 
 
-def empty_report() -> dict:
+def empty_report() -> JsonObject:
     """A report of a process that has counted nothing yet."""
     zero = Counters().to_json()
     return {

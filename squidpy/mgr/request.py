@@ -23,6 +23,7 @@ import hmac
 import urllib.parse
 from dataclasses import dataclass, field
 
+from squidpy.http.message import Fields
 from squidpy.http.url import MANAGER_SCHEME, Target
 from squidpy.mgr.actions import ACTIONS
 
@@ -61,7 +62,8 @@ def is_metrics(target: Target) -> bool:
         target.path.partition("?")[0] == METRICS_PATH
 
 
-def manager_request(target: Target, request_headers, passwords: list[CacheMgrPasswd]) -> ManagerRequest | None:
+def manager_request(target: Target, request_headers: Fields | None,
+                    passwords: list[CacheMgrPasswd]) -> ManagerRequest | None:
     """The manager request ``target`` makes (None: it is not for the cache manager).
     Raises :class:`ManagerError` for an action that does not exist or is hidden or
     disabled by ``cachemgr_passwd``."""
@@ -113,7 +115,7 @@ def manager_base(target: Target) -> str:
     return f"{target.scheme}://{target.authority}{MANAGER_PREFIX}"
 
 
-def basic_credentials(request_headers) -> tuple[str | None, str | None]:
+def basic_credentials(request_headers: Fields | None) -> tuple[str | None, str | None]:
     """(user, password) of an ``Authorization: Basic`` field, else (None, None)."""
     for name, value in request_headers or ():
         if name.lower() != b"authorization":

@@ -22,6 +22,17 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from squidpy.log.entry import LogEntry
+
+#: a report, or part of one, as it travels between processes: a JSON object as json.loads
+#: gives it (what its values are is the sending process's word, not checked on arrival)
+JsonObject = dict[str, Any]
+
+_Key = TypeVar("_Key", bound=Hashable)
 
 #: histogram bucket upper bounds, seconds (Prometheus' defaults, extended for long transfers)
 BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -62,7 +73,7 @@ class ResultInfo:
         self.aborted = base != result
 
 
-class _Infos(dict):
+class _Infos(dict[str, ResultInfo]):
     def __missing__(self, result: str) -> ResultInfo:
         info = self[result] = ResultInfo(result)
         return info
@@ -159,7 +170,7 @@ class Counters:
         return out
 
     # -------------------------------------------------------- as JSON, between kids
-    def to_json(self) -> dict:
+    def to_json(self) -> JsonObject:
         return {
             "scalars": {name: getattr(self, name) for name in SCALARS},
             "by": [[r, s, m, n] for (r, s, m), n in self.by.items()],
@@ -168,7 +179,7 @@ class Counters:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Counters":
+    def from_json(cls, data: JsonObject) -> "Counters":
         c = cls()
         for name, value in data["scalars"].items():
             if name in SCALARS:
@@ -182,7 +193,7 @@ class Counters:
         return c
 
 
-def _add_counts(mine: dict, theirs: dict) -> None:
+def _add_counts(mine: dict[_Key, int], theirs: dict[_Key, int]) -> None:
     for key, n in theirs.items():
         mine[key] = mine.get(key, 0) + n
 
@@ -223,7 +234,7 @@ class Stats:
         self.hours: deque[tuple[float, Counters]] = deque([(now, Counters())], maxlen=self.HOURS + 1)
         self._ticks = 0
 
-    def record(self, e) -> None:
+    def record(self, e: LogEntry) -> None:
         """Count one finished transaction (a LogEntry).  On the hot path: keep it short."""
         result = e.result
         r = self.results.get(result)
@@ -262,7 +273,7 @@ class Stats:
             table[folded] = table.get(folded, 0) + n
 
     @staticmethod
-    def _server(c: "Counters", e, kind: int) -> None:
+    def _server(c: "Counters", e: LogEntry, kind: int) -> None:
         c.server_requests += 1
         c.server_bytes_in += e.upstream_bytes_in
         c.server_bytes_out += e.upstream_bytes_out
@@ -358,7 +369,7 @@ class Stats:
         return copies[needed]
 
 
-def _at_least(copies, when: float) -> tuple[float, Counters]:
+def _at_least(copies: deque[tuple[float, Counters]], when: float) -> tuple[float, Counters]:
     for at, counters in copies:
         if at <= when:
             return at, counters

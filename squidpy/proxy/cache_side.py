@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -31,6 +31,7 @@ from squidpy.http import message
 
 if TYPE_CHECKING:
     from squidpy.config.loader import Config
+    from squidpy.proxy.server_side import ServerConnection
 
 log = logging.getLogger("squidpy")
 
@@ -130,14 +131,14 @@ class Tee:
     def __init__(self, cache, resp, request_time: float, driver=None):
         self.cache = cache
         self.driver = driver                # whose origin connection is held while the disk lags
-        self.held = None                    # that connection, while paused for the store
+        self.held: ServerConnection | None = None   # that connection, while paused for the store
         self.resp = resp
         self.request_time = request_time
         self.chunks: list[bytes] = []
         self.size = 0
         self.digest = hashlib.sha256()
-        self.temp = None                    # the temp file, while the reply is being received
-        self.file = None                    # the same, for the writer thread, to the end
+        self.temp: IO[bytes] | None = None  # the temp file, while the reply is being received
+        self.file: IO[bytes] | None = None  # the same, for the writer thread, to the end
         self.failed = False
         self.lock = threading.Lock()        # unwritten, backlog, queued: the reactor and the writer
         self.unwritten: list[bytes] = []
@@ -178,8 +179,8 @@ class Tee:
             self.discard()
             return False
         if hold and self.held is None and self.driver is not None and self.driver.server is not None:
-            self.held = self.driver.server
-            self.held.pause_reading("store")
+            held = self.held = self.driver.server
+            held.pause_reading("store")
         return True
 
     def _let_go(self) -> None:
@@ -195,13 +196,15 @@ class Tee:
             self.queued = False
         if self.failed or not chunks:
             return
+        file = self.file
+        assert file is not None, "a _drain job is queued only once the temp file exists"
         try:
-            self.file.write(b"".join(chunks))
+            file.write(b"".join(chunks))
         except ValueError:          # discarded and closed meanwhile (the queue was full)
             return
         except OSError as e:
             self.failed = True
-            self.cache.store.disk.report_failure(f"writing {self.file.name}", e)
+            self.cache.store.disk.report_failure(f"writing {file.name}", e)
         with self.lock:
             self.backlog -= sum(len(c) for c in chunks)
             caught_up = self.backlog <= RESUME_AT

@@ -148,7 +148,7 @@ class DnsCache:
         self.timeout = timeout
         self.clock = clock
         self._cache = LruCache(*ipcache)            # name -> (expires, addresses or DnsError)
-        self._waiting: dict[str, list[defer.Deferred]] = {}
+        self._waiting: dict[str, list[defer.Deferred[list[str]]]] = {}
         self._names = LruCache(fqdncache_size, FQDNCACHE_LOW, FQDNCACHE_HIGH)   # address -> (expires, name)
         self.hosts = hosts or Hosts()
 
@@ -170,7 +170,7 @@ class DnsCache:
             return hit[1]
         return None
 
-    def resolve(self, host: str) -> defer.Deferred:
+    def resolve(self, host: str) -> defer.Deferred[list[str]]:
         """Fires with a non-empty list of addresses or fails with :class:`DnsError`."""
         static = self.hosts.names.get(host)
         if static is not None:
@@ -185,7 +185,7 @@ class DnsCache:
             if stats is not None:
                 stats.record_dns(0.0, "hit")
             return defer.succeed(hit[1])
-        d = defer.Deferred()
+        d: defer.Deferred[list[str]] = defer.Deferred()
         waiting = self._waiting.get(host)
         if waiting is not None:
             waiting.append(d)

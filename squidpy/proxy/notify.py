@@ -77,6 +77,7 @@ class Notifier:
         self.pipe_fd = pipe_fd          # a kid writes to its master instead of to systemd
 
     def _kid(self, line: str) -> None:
+        assert self.pipe_fd is not None, "only a kid (which has a pipe to its master) writes there"
         try:
             os.write(self.pipe_fd, f"{os.getpid()} {line}\n".encode())
         except OSError:

@@ -30,7 +30,10 @@ from squidpy.peers.selection import PeerTable
 from squidpy.proxy.server_side import _ResolvedReactor, pool_key
 
 if TYPE_CHECKING:
+    from twisted.internet.base import DelayedCall
+
     from squidpy.config.loader import Config
+    from squidpy.proxy.driver import ExchangeDriver
 
 log = logging.getLogger("squidpy")
 
@@ -75,7 +78,7 @@ class Peering:
         self.icp_port = None            # the listening UDP port
         self.icp_key = None             # (address, port) it listens on
         self.waiting: dict[int, tuple] = {}      # reqnum -> (driver, sent at)
-        self.timers: dict[object, object] = {}   # driver -> its ICP wait
+        self.timers: dict[ExchangeDriver, DelayedCall] = {}     # driver -> its ICP wait
         self._standby_opening: set[int] = set()     # id() of the peers a standby connection is opening to
         self._loop = LoopingCall(self.tick)
         service.pool.on_peer_connections = self._peer_connections
@@ -198,7 +201,9 @@ class Peering:
                 log.warning("%s", line)
             if table.state(peer).probe_wanted:
                 self.tick()
-        endpoint.connect(_ProbeFactory()).addCallbacks(lambda _p: done(True), lambda _f: done(False))
+        # Factory provides IProtocolFactory through zope's @implementer, which mypy does not read
+        probing = endpoint.connect(_ProbeFactory())  # type: ignore[arg-type]
+        probing.addCallbacks(lambda _p: done(True), lambda _f: done(False))
 
     # ------------------------------------------------------------ connecting to peers
     def connect_timeout(self, peer) -> float:

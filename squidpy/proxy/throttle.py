@@ -22,6 +22,8 @@ from squidpy.proxy import seam
 from squidpy.proxy.closing import lose
 
 if TYPE_CHECKING:
+    from twisted.internet.base import DelayedCall
+
     from squidpy.config.loader import Config
 
 TICK = 0.1                  # seconds between two looks at a pool's waiting transfers
@@ -36,8 +38,9 @@ class Throttles:
     def __init__(self, reactor, config: Config, clock=time.monotonic):
         self.reactor = reactor
         self.clock = clock
-        self.waiting: dict[object, list] = {}      # pool -> transfers waiting for its buckets
-        self.timers: dict[object, object] = {}     # pool -> its timer, while some wait
+        # pool -> transfers waiting for its buckets; its timer, while some wait
+        self.waiting: dict[DelayPool | ClientPool, list[DelayedReads | ClientWriter]] = {}
+        self.timers: dict[DelayPool | ClientPool, DelayedCall] = {}
         self.configure(config)
 
     def configure(self, config: Config) -> None:

@@ -35,7 +35,7 @@ class Tunnel:
         server.deadline = None
         client.deadline = None
         server.pool.timeouts.add(self)
-        self.spliced = None
+        self.spliced: splice.SplicedTunnel | None = None
         # a client speaking TLS to us (https_port) or a peer we speak TLS to has its bytes
         # encrypted here, and a delay pool counts the bytes it lets through: those tunnels
         # stay in Python (no splice(2))

@@ -41,6 +41,8 @@ from squidpy.proxy import notify
 
 if TYPE_CHECKING:
     from squidpy.config.loader import Config
+    from squidpy.proxy.pidfile import PidFile
+    from squidpy.proxy.privileges import Identity
 
 log = logging.getLogger("squidpy")
 
@@ -114,9 +116,9 @@ class Master:
         self.reports = KidReports()
         self.waiting_ready: set[int] | None = None  # kid pids we wait for before READY=1
         self.started = False
-        self.identity = None
-        self.pidfile = None
-        self.run_dir = None
+        self.identity: Identity | None = None
+        self.pidfile: PidFile | None = None
+        self.run_dir: str | None = None         # the kids' report sockets, once made
 
     def run(self) -> int:
         from squidpy.log.cache_log import CacheLog
