@@ -1,14 +1,20 @@
 """CARP, sourcehash and userhash rankings pinned: the expected tables were written by the
-implementation before the cold path was rewritten for speed (issue 15), whose picks
-tests/test_peer_select_squid.py checks against Squid 5.7.  Pure: no sockets."""
+pure-Python implementation before the cold path was rewritten for speed (issue 15),
+whose picks tests/test_peer_select_squid.py checks against Squid 5.7.  The ranking is
+now made in C (squidpy/peers/_carp.c); :func:`reference_order` below is the loop in
+Python, its specification, and the C is compared with it on thousands of random cases.
+Pure: no sockets."""
 
 from __future__ import annotations
+
+import math
+import random
 
 import pytest
 
 from squidpy.config import loader
 from squidpy.http.url import parse_target
-from squidpy.peers import hashing
+from squidpy.peers import _carp, hashing
 from squidpy.peers.hashing import HashArray
 
 ARRAYS = {
@@ -132,3 +138,104 @@ def test_a_pick_is_the_first_usable_peer_of_the_ranking():
     keys, _ = array_of("five_equal")
     assert keys.key_pick("10.0.0.7", lambda p: p is not keys.ranking_for_key("10.0.0.7")[0]) is \
         keys.ranking_for_key("10.0.0.7")[1]
+
+
+# ---------------------------------------------------------------- the C ranking against its specification
+def reference_order(keys: list[bytes], scoring: list[tuple[int, int, float]]) -> list[int]:
+    """The specification of ``_carp.order``, as Squid 5.7's carp.cc computes it: one hash
+    runs on over each peer's key (bytes as C's signed char); a peer's score is that hash
+    combined with its own, times its multiplier; the highest score first, ties to the
+    earlier peer, and a score not above 0 (or NaN) never chosen."""
+    h = 0
+    scores = []
+    for which, peer_hash_value, multiplier in scoring:
+        h = hashing.update(h, hashing._signed(keys[which]))
+        scores.append(hashing.combine(h, peer_hash_value) * multiplier)
+    order = [i for i, score in enumerate(scores) if score > 0]
+    order.sort(key=scores.__getitem__, reverse=True)
+    return order
+
+
+MULTIPLIERS = [0.0, -0.0, math.nan, math.inf, -math.inf, -1.5, 5e-324, 1e-300, 1e300, 1.0, 0.25, 0.9999999]
+
+
+def random_key(rnd: random.Random) -> bytes:
+    size = rnd.choice([0, 1, 2, rnd.randrange(3, 40), rnd.randrange(40, 121), rnd.randrange(121, 400)])
+    if rnd.random() < 0.5:
+        return bytes(rnd.randrange(0x20, 0x7F) for _ in range(size))        # ASCII
+    return bytes(rnd.randrange(256) for _ in range(size))                    # any byte, 0x80-0xFF included
+
+
+def random_scoring(rnd: random.Random, peers: int, keys: int) -> list[tuple[int, int, float]]:
+    scoring = []
+    for _ in range(peers):
+        if scoring and rnd.random() < 0.1:              # a twin: ties when the key adds nothing
+            scoring.append((rnd.randrange(keys),) + scoring[-1][1:])
+            continue
+        multiplier = rnd.choice(MULTIPLIERS) if rnd.random() < 0.3 else rnd.uniform(0.0, 3.0)
+        peer_hash_value = rnd.choice([0, 0xFFFFFFFF, rnd.randrange(1 << 32)])
+        scoring.append((rnd.randrange(keys), peer_hash_value, multiplier))
+    return scoring
+
+
+def test_the_c_ranking_is_the_specifications_on_random_keys_and_arrays():
+    """4,000 cases: 1 to 64 peers, one to four keys (carp-key= parts) of 0 to 400 bytes,
+    ASCII or any byte, multipliers zero, negative, NaN, infinite or tiny, twins."""
+    rnd = random.Random(15)
+    for case in range(4000):
+        keys = [random_key(rnd) for _ in range(rnd.randrange(1, 5))]
+        scoring = random_scoring(rnd, rnd.randrange(1, 65), len(keys))
+        got = _carp.order(tuple(keys), hashing.pack_scoring(scoring))
+        assert isinstance(got, bytes)
+        assert list(got) == reference_order(keys, scoring), (case, keys, scoring)
+
+
+def test_ties_go_to_the_earlier_peer_and_nothing_not_above_zero_is_ranked():
+    scoring = [(0, 7, 1.0), (0, 9, 2.0), (0, 7, 1.0), (0, 5, math.nan), (0, 9, 2.0), (0, 3, 0.0), (0, 1, -1.0)]
+    expected = reference_order([b""], scoring)
+    assert expected[:4] in ([1, 4, 0, 2], [0, 2, 1, 4])
+    assert sorted(expected) == [0, 1, 2, 4]
+    assert list(_carp.order((b"",), hashing.pack_scoring(scoring))) == expected
+
+
+def test_more_than_256_peers_are_ranked_as_a_tuple():
+    rnd = random.Random(256)
+    keys = [random_key(rnd), b"\xff\x80 key"]
+    scoring = random_scoring(rnd, 300, 2)
+    got = _carp.order(tuple(keys), hashing.pack_scoring(scoring))
+    assert isinstance(got, tuple) and list(got) == reference_order(keys, scoring)
+    assert _carp.order((b"",), b"") == b""
+
+
+def test_the_c_ranking_refuses_what_it_cannot_read():
+    packed = hashing.pack_scoring([(1, 5, 1.0)])
+    with pytest.raises(IndexError):
+        _carp.order((b"only one key",), packed)
+    with pytest.raises(TypeError):
+        _carp.order(("text",), hashing.pack_scoring([(0, 5, 1.0)]))
+    with pytest.raises(TypeError):
+        _carp.order([b"a list"], packed)
+    with pytest.raises(TypeError):
+        _carp.order((b"k",), packed[:-1])
+    with pytest.raises(TypeError):
+        _carp.order((b"k",))
+
+
+@pytest.mark.parametrize("name", sorted(ARRAYS))
+def test_an_arrays_rankings_are_the_specifications(name):
+    """HashArray's part: the keys of its carp-key= specifications, the names' hashes and
+    the multipliers, on URLs with and without bytes from 0x80; sourcehash and userhash
+    hash their key once for all peers."""
+    array, index = array_of(name)
+    rnd = random.Random(name)
+    scoring = [(array._specs.index(m.peer.carp_key), m.hash, m.load_multiplier) for m in array.members]
+    once = [(0 if n == 0 else 1, h, x) for n, (_, h, x) in enumerate(scoring)]
+    for n in range(300):
+        path = "".join(rnd.choice("abc/%?=&\xe9\xff\u20ac") for _ in range(rnd.randrange(0, 90)))
+        args = target("GET", f"http://h{n % 7}.test:{rnd.choice([80, 8080])}/{path}")
+        keys = [hashing.text_bytes(hashing.carp_key(spec, *args)) for spec in array._specs]
+        ranked = [array.members[i].peer for i in reference_order(keys, scoring)]
+        assert list(array.carp_ranking(*args)) == ranked, args
+        key = path or "10.0.0.1"
+        by_key = [array.members[i].peer for i in reference_order([hashing.text_bytes(key), b""], once)]
+        assert list(array.ranking_for_key(key)) == by_key, key

@@ -23,19 +23,22 @@ The facts, from Squid's src/carp.cc, src/peer_sourcehash.cc and src/peer_userhas
 
 A cold CARP pick therefore costs one step per key byte per peer (32 peers and an
 80-character URL: 2,560 steps, each ``h += rotl(h, 19) + c`` depends on the one before,
-so nothing can be shared, vectorised or skipped).  In Python that is about 100 ns a
-step: some hundred microseconds a URL (``benchmarks/carp_bench.py``).  The loop is as
-tight as CPython allows (an ASCII key iterated as bytes, everything per peer worked out
-when the configuration loads, no calls inside), and the ranking of peers for a URL is
-remembered (:attr:`HashArray.kept` URLs per array, oldest forgotten first): a URL seen
-before costs a dictionary lookup.
+so nothing can be shared, vectorised or skipped): about 100 ns a step in Python, some
+hundred microseconds a URL.  The ranking is therefore made in C
+(``squidpy/peers/_carp.c``, built when squidpy is installed; a nanosecond a step), from
+what this module works out once per configuration; tests/test_carp_hash.py keeps the loop
+in Python as the specification and compares the two.  The ranking of peers for a key is
+also remembered (:attr:`HashArray.kept` keys per array, oldest forgotten first): a key
+seen before costs a dictionary lookup (``benchmarks/carp_bench.py``).
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from typing import Callable, Iterable
 
+from squidpy.peers import _carp
 from squidpy.peers.peer import CachePeer, CarpKey
 
 Order = bytes | tuple[int, ...]      # members' indices, best first
@@ -78,12 +81,11 @@ def update(h: int, data: Iterable[int]) -> int:
 
 
 def peer_hash(name: str) -> int:
-    h = update(0, _codes(name))
-    h = (h + h * MIX) & MASK
-    return _rotl(h, 21)
+    return combine(update(0, _codes(name)), 0)
 
 
 def combine(key_hash: int, peer_hash_value: int) -> int:
+    """A key's hash on one peer (a peer's own hash is its name's on 0)."""
     h = key_hash ^ peer_hash_value
     h = (h + h * MIX) & MASK
     return _rotl(h, 21)
@@ -106,6 +108,12 @@ def _pow(x: float, y: float) -> float:
         return math.inf
     except ValueError:
         return math.nan
+
+
+def pack_scoring(scoring: Iterable[tuple[int, int, float]]) -> bytes:
+    """(key index, peer hash, load multiplier) per peer, in Squid's order, as
+    ```_carp.order`` reads them (its ``struct peer``)."""
+    return b"".join([struct.pack("@IId", *peer) for peer in scoring])
 
 
 class Member:
@@ -155,7 +163,12 @@ class HashArray:
             if m.peer.carp_key not in specs:
                 specs.append(m.peer.carp_key)
         self._specs = tuple(specs)
-        self._scoring = tuple((specs.index(m.peer.carp_key), m.hash, m.load_multiplier) for m in members)
+        self._url_only = self._specs == (None,)
+        scoring = [(specs.index(m.peer.carp_key), m.hash, m.load_multiplier) for m in members]
+        self._scoring = pack_scoring(scoring)
+        # sourcehash and userhash hash their key once: the first peer is scored on the key,
+        # the others on nothing more (key 1 is empty), so one running hash serves all three
+        self._key_scoring = pack_scoring([(0 if n == 0 else 1, h, x) for n, (_, h, x) in enumerate(scoring)])
         self._rankings: dict[str, Order] = {}
 
     def __bool__(self) -> bool:
@@ -165,18 +178,13 @@ class HashArray:
         return len(self.members)
 
     # ------------------------------------------------------------ picking
-    def _remember(self, key: str, scores: list[float]) -> Order:
-        """The members' indices by falling score, ties to the earlier (a stable sort); a
-        score that is not above 0 (or NaN) is never chosen by Squid, so it is left out.
-        Kept as bytes (a tuple of peers would take four times the memory per URL)."""
-        order = [i for i, score in enumerate(scores) if score > 0]
-        order.sort(key=scores.__getitem__, reverse=True)
-        ranking = bytes(order) if len(self._peers) <= 256 else tuple(order)
+    def _remember(self, key: str, order: Order) -> Order:
+        """Kept as bytes (a tuple of peers would take four times the memory per key)."""
         rankings = self._rankings
         if len(rankings) >= self.kept:
             del rankings[next(iter(rankings))]
-        rankings[key] = ranking
-        return ranking
+        rankings[key] = order
+        return order
 
     def _first_usable(self, order: Order, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
         """Squid: the highest score among usable peers."""
@@ -192,11 +200,7 @@ class HashArray:
         order = self._rankings.get(key)
         if order is not None:
             return order
-        h = update(0, _codes(key))
-        scores = []
-        for _, peer_hash_value, multiplier in self._scoring:
-            scores.append(combine(h, peer_hash_value) * multiplier)
-        return self._remember(key, scores)
+        return self._remember(key, _carp.order((text_bytes(key), b""), self._key_scoring))
 
     def key_pick(self, key: str, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
         """sourcehash and userhash: the key is hashed once for every peer."""
@@ -209,22 +213,15 @@ class HashArray:
 
     # ------------------------------------------------------------ CARP
     def _carp_order(self, url: str, scheme: str, host: str, port: int, path: str) -> Order:
-        """``url`` is Squid's effective request URI; the other parts feed ``carp-key=``.
-        Squid 5.7 keeps hashing into one value from peer to peer.  :func:`update` and
-        :func:`combine` are written out in the loop: this is the cost of a cold pick,
-        and a call per peer is measurable here."""
+        """``url`` is Squid's effective request URI; the other parts feed ``carp-key=``."""
         order = self._rankings.get(url)
         if order is not None:
             return order
-        keys = [_codes(carp_key(spec, url, scheme, host, port, path)) for spec in self._specs]
-        h = 0
-        scores = []
-        for which, peer_hash_value, multiplier in self._scoring:
-            for c in keys[which]:
-                h = (h * 524289 + (h >> 13) + c) & 0xFFFFFFFF
-            x = ((h ^ peer_hash_value) * 0x62531966) & 0xFFFFFFFF       # x += x * MIX
-            scores.append((((x << 21) | (x >> 11)) & 0xFFFFFFFF) * multiplier)
-        return self._remember(url, scores)
+        if self._url_only:
+            keys: tuple[bytes, ...] = (text_bytes(url),)
+        else:
+            keys = tuple([text_bytes(carp_key(spec, url, scheme, host, port, path)) for spec in self._specs])
+        return self._remember(url, _carp.order(keys, self._scoring))
 
     def carp_pick(self, url: str, scheme: str, host: str, port: int, path: str,
                   usable: Callable[[CachePeer], bool]) -> CachePeer | None:

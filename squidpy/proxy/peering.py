@@ -20,7 +20,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 
 from squidpy.acl.checklist import Checklist, Pending
-from squidpy.acl.outgoing import for_standby
+from squidpy.acl.outgoing import for_probe, for_standby
 from squidpy.exchange.caching import CacheRole, Found
 from squidpy.http.url import BadTarget, parse_target
 from squidpy.ip import ip_address, ip_text
@@ -186,8 +186,12 @@ class Peering:
             opened, failed)
 
     def _probe(self, table: PeerTable, peer) -> None:
+        """A TCP connect to the peer, closed once made, from the address tcp_outgoing_address
+        gives a connection without a request (as Squid's peerProbeConnect)."""
         addresses = table.state(peer).addresses
-        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses), peer.host, peer.http_port,
+        lines = self.config.tcp_outgoing_address
+        bind = for_probe(lines, peer.name, addresses) if lines else None
+        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses, bind), peer.host, peer.http_port,
                                     timeout=self.connect_timeout(peer))
 
         def done(ok: bool) -> None:
