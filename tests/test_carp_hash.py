@@ -1,8 +1,9 @@
 """CARP, sourcehash and userhash rankings pinned: the expected tables were written by the
 pure-Python implementation before the cold path was rewritten for speed (issue 15),
 whose picks tests/test_peer_select_squid.py checks against Squid 5.7.  The ranking is
-now made in C (squidpy/peers/_carp.c); :func:`reference_order` below is the loop in
-Python, its specification, and the C is compared with it on thousands of random cases.
+now made in C (squidpy/peers/_carp.c) where squidpy was built with a C compiler, else by
+hashing.ranking_in_python: the pinned tables hold for both, and the C is compared with the
+Python one, its specification, on thousands of random cases.
 Pure: no sockets."""
 
 from __future__ import annotations
@@ -90,8 +91,17 @@ KEY_RANKINGS = {
 }
 
 
+@pytest.fixture(params=["c", "python"])
+def ranked_in(request, monkeypatch):
+    """The pinned tables hold for the C ranking and for the Python one (a squidpy
+    installed without a C compiler)."""
+    if request.param == "python":
+        monkeypatch.setattr(hashing, "ranking", hashing.ranking_in_python)
+    return request.param
+
+
 @pytest.mark.parametrize("name", sorted(RANKINGS))
-def test_carp_rankings_are_the_pinned_ones(name):
+def test_carp_rankings_are_the_pinned_ones(name, ranked_in):
     array, index = array_of(name)
     for (method, raw), expected in zip(URLS, RANKINGS[name]):
         args = target(method, raw)
@@ -99,13 +109,13 @@ def test_carp_rankings_are_the_pinned_ones(name):
         assert [index[id(p)] for p in array.carp_ranking(*args)] == expected, "remembered: " + raw
 
 
-def test_carp_picks_of_240_urls_among_32_parents_are_the_pinned_ones():
+def test_carp_picks_of_240_urls_among_32_parents_are_the_pinned_ones(ranked_in):
     array, index = array_of("bench32")
     assert [index[id(array.carp_ranking(*target("GET", u))[0])] for u in many_urls()] == PICKS_32
 
 
 @pytest.mark.parametrize("name", sorted(KEY_RANKINGS))
-def test_sourcehash_and_userhash_rankings_are_the_pinned_ones(name):
+def test_sourcehash_and_userhash_rankings_are_the_pinned_ones(name, ranked_in):
     array, index = array_of(name)
     assert [[index[id(p)] for p in array.ranking_for_key(k)] for k in KEYS] == KEY_RANKINGS[name]
 
@@ -142,18 +152,14 @@ def test_a_pick_is_the_first_usable_peer_of_the_ranking():
 
 # ---------------------------------------------------------------- the C ranking against its specification
 def reference_order(keys: list[bytes], scoring: list[tuple[int, int, float]]) -> list[int]:
-    """The specification of ``_carp.order``, as Squid 5.7's carp.cc computes it: one hash
-    runs on over each peer's key (bytes as C's signed char); a peer's score is that hash
-    combined with its own, times its multiplier; the highest score first, ties to the
-    earlier peer, and a score not above 0 (or NaN) never chosen."""
-    h = 0
-    scores = []
-    for which, peer_hash_value, multiplier in scoring:
-        h = hashing.update(h, hashing._signed(keys[which]))
-        scores.append(hashing.combine(h, peer_hash_value) * multiplier)
-    order = [i for i, score in enumerate(scores) if score > 0]
-    order.sort(key=scores.__getitem__, reverse=True)
-    return order
+    """The specification of ``_carp.order``: hashing.ranking_in_python (which a squidpy
+    installed without a C compiler ranks with)."""
+    return list(hashing.ranking_in_python(tuple(keys), hashing.pack_scoring(scoring)))
+
+
+def test_the_ranking_is_made_in_c():
+    """Where squidpy is installed with a C compiler (CI is), arrays rank in C."""
+    assert hashing.RANKING_IN_C and hashing.ranking is _carp.order
 
 
 MULTIPLIERS = [0.0, -0.0, math.nan, math.inf, -math.inf, -1.5, 5e-324, 1e-300, 1e300, 1.0, 0.25, 0.9999999]

@@ -24,12 +24,14 @@ The facts, from Squid's src/carp.cc, src/peer_sourcehash.cc and src/peer_userhas
 A cold CARP pick therefore costs one step per key byte per peer (32 peers and an
 80-character URL: 2,560 steps, each ``h += rotl(h, 19) + c`` depends on the one before,
 so nothing can be shared, vectorised or skipped): about 100 ns a step in Python, some
-hundred microseconds a URL.  The ranking is therefore made in C
-(``squidpy/peers/_carp.c``, built when squidpy is installed; a nanosecond a step), from
-what this module works out once per configuration; tests/test_carp_hash.py keeps the loop
-in Python as the specification and compares the two.  The ranking of peers for a key is
-also remembered (:attr:`HashArray.kept` keys per array, oldest forgotten first): a key
-seen before costs a dictionary lookup (``benchmarks/carp_bench.py``).
+hundred microseconds a URL.  The ranking is therefore made in C when it can be
+(``squidpy/peers/_carp.c``, built when squidpy is installed with a C compiler; a
+nanosecond a step); :func:`ranking_in_python` is the same ranking, for a squidpy
+installed without one, and the specification tests/test_carp_hash.py holds the C to.
+Either way it starts from what this module works out once per configuration.  The
+ranking of peers for a key is also remembered (:attr:`HashArray.kept` keys per array,
+oldest forgotten first): a key seen before costs a dictionary lookup
+(``benchmarks/carp_bench.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import math
 import struct
 from typing import Callable, Iterable
 
-from squidpy.peers import _carp
 from squidpy.peers.peer import CachePeer, CarpKey
 
 Order = bytes | tuple[int, ...]      # members' indices, best first
@@ -110,10 +111,38 @@ def _pow(x: float, y: float) -> float:
         return math.nan
 
 
+SCORING = struct.Struct("@IId")       # what pack_scoring writes per peer
+
+
 def pack_scoring(scoring: Iterable[tuple[int, int, float]]) -> bytes:
     """(key index, peer hash, load multiplier) per peer, in Squid's order, as
-    ```_carp.order`` reads them (its ``struct peer``)."""
-    return b"".join([struct.pack("@IId", *peer) for peer in scoring])
+    :func:`ranking` reads them (its ``struct peer``)."""
+    return b"".join([SCORING.pack(*peer) for peer in scoring])
+
+
+def ranking_in_python(keys: tuple[bytes, ...], scoring: bytes) -> Order:
+    """What ``_carp.order`` computes, as Squid 5.7's carp.cc does: one hash runs on over
+    each peer's key (``scoring``: key index, peer hash, multiplier per peer, in Squid's
+    order; bytes as C's signed char); a peer's score is that hash combined with its own,
+    times its multiplier; the highest score first, ties to the earlier peer (a stable
+    sort), and a score not above 0 (or NaN) never chosen.  Bytes for up to 256 peers
+    (a tuple of peers would take four times the memory per key), else a tuple."""
+    h = 0
+    scores = []
+    for which, peer_hash_value, multiplier in SCORING.iter_unpack(scoring):
+        h = update(h, _signed(keys[which]))
+        scores.append(combine(h, peer_hash_value) * multiplier)
+    order = [i for i, score in enumerate(scores) if score > 0]
+    order.sort(key=scores.__getitem__, reverse=True)
+    return bytes(order) if len(scores) <= 256 else tuple(order)
+
+
+try:
+    from squidpy.peers._carp import order as ranking
+    RANKING_IN_C = True
+except ImportError:         # installed without a C compiler: the same ranking, slower
+    ranking = ranking_in_python
+    RANKING_IN_C = False
 
 
 class Member:
@@ -200,7 +229,7 @@ class HashArray:
         order = self._rankings.get(key)
         if order is not None:
             return order
-        return self._remember(key, _carp.order((text_bytes(key), b""), self._key_scoring))
+        return self._remember(key, ranking((text_bytes(key), b""), self._key_scoring))
 
     def key_pick(self, key: str, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
         """sourcehash and userhash: the key is hashed once for every peer."""
@@ -221,7 +250,7 @@ class HashArray:
             keys: tuple[bytes, ...] = (text_bytes(url),)
         else:
             keys = tuple([text_bytes(carp_key(spec, url, scheme, host, port, path)) for spec in self._specs])
-        return self._remember(url, _carp.order(keys, self._scoring))
+        return self._remember(url, ranking(keys, self._scoring))
 
     def carp_pick(self, url: str, scheme: str, host: str, port: int, path: str,
                   usable: Callable[[CachePeer], bool]) -> CachePeer | None:

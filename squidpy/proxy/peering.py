@@ -25,7 +25,7 @@ from squidpy.exchange.caching import CacheRole, Found
 from squidpy.http.url import BadTarget, parse_target
 from squidpy.ip import ip_address, ip_text
 from squidpy.log.entry import LogEntry
-from squidpy.peers import icp
+from squidpy.peers import hashing, icp
 from squidpy.peers.selection import PeerTable
 from squidpy.proxy.server_side import _ResolvedReactor, pool_key
 
@@ -93,6 +93,11 @@ class Peering:
         self.table.reqnum = old.reqnum      # ICP request numbers never repeat while replies may be out
         self.table.icp_open = self.icp_port is not None
         self.first = False
+        table = self.table
+        if not hashing.RANKING_IN_C and (table.carp or table.sourcehash or table.userhash):
+            log.warning("cache_peer: squidpy was installed without a C compiler: CARP, sourcehash and "
+                        "userhash rank parents in Python, about 100 times slower for a URL not seen before "
+                        "(reinstall with gcc and python3-dev for squidpy/peers/_carp.c)")
         if self.started:
             self._resolve_all()
             self._open_icp()
