@@ -10,8 +10,8 @@ elapsed time counts the moments other processes had the CPU.
 
 * cold pick: a URL never seen, hashed against every parent as Squid 5.7 does (the
   key is hashed once per parent, one byte at a time: 32 x 80 dependent steps);
-* hash step: the cold pick divided by the number of key bytes hashed, the cost of
-  one ``h += rotl(h, 19) + c`` in this Python;
+* hash step: the cold pick divided by the number of key bytes hashed, about the cost
+  of one ``h += rotl(h, 19) + c`` (squidpy/peers/_carp.c; pure Python before it);
 * warm pick: the CARP parent of a URL whose ranking is remembered (a cache sees the
   same URLs again and again) -- a dictionary lookup and the first usable parent;
 * whole selection: a request's checklist and facts made and :meth:`PeerSelector.start`

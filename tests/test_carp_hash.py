@@ -1,14 +1,21 @@
 """CARP, sourcehash and userhash rankings pinned: the expected tables were written by the
-implementation before the cold path was rewritten for speed (issue 15), whose picks
-tests/test_peer_select_squid.py checks against Squid 5.7.  Pure: no sockets."""
+pure-Python implementation before the cold path was rewritten for speed (issue 15),
+whose picks tests/test_peer_select_squid.py checks against Squid 5.7.  The ranking is
+now made in C (squidpy/peers/_carp.c) where squidpy was built with a C compiler, else by
+hashing.ranking_in_python: the pinned tables hold for both, and the C is compared with the
+Python one, its specification, on thousands of random cases.
+Pure: no sockets."""
 
 from __future__ import annotations
+
+import math
+import random
 
 import pytest
 
 from squidpy.config import loader
 from squidpy.http.url import parse_target
-from squidpy.peers import hashing
+from squidpy.peers import _carp, hashing
 from squidpy.peers.hashing import HashArray
 
 ARRAYS = {
@@ -84,8 +91,17 @@ KEY_RANKINGS = {
 }
 
 
+@pytest.fixture(params=["c", "python"])
+def ranked_in(request, monkeypatch):
+    """The pinned tables hold for the C ranking and for the Python one (a squidpy
+    installed without a C compiler)."""
+    if request.param == "python":
+        monkeypatch.setattr(hashing, "ranking", hashing.ranking_in_python)
+    return request.param
+
+
 @pytest.mark.parametrize("name", sorted(RANKINGS))
-def test_carp_rankings_are_the_pinned_ones(name):
+def test_carp_rankings_are_the_pinned_ones(name, ranked_in):
     array, index = array_of(name)
     for (method, raw), expected in zip(URLS, RANKINGS[name]):
         args = target(method, raw)
@@ -93,13 +109,13 @@ def test_carp_rankings_are_the_pinned_ones(name):
         assert [index[id(p)] for p in array.carp_ranking(*args)] == expected, "remembered: " + raw
 
 
-def test_carp_picks_of_240_urls_among_32_parents_are_the_pinned_ones():
+def test_carp_picks_of_240_urls_among_32_parents_are_the_pinned_ones(ranked_in):
     array, index = array_of("bench32")
     assert [index[id(array.carp_ranking(*target("GET", u))[0])] for u in many_urls()] == PICKS_32
 
 
 @pytest.mark.parametrize("name", sorted(KEY_RANKINGS))
-def test_sourcehash_and_userhash_rankings_are_the_pinned_ones(name):
+def test_sourcehash_and_userhash_rankings_are_the_pinned_ones(name, ranked_in):
     array, index = array_of(name)
     assert [[index[id(p)] for p in array.ranking_for_key(k)] for k in KEYS] == KEY_RANKINGS[name]
 
@@ -132,3 +148,100 @@ def test_a_pick_is_the_first_usable_peer_of_the_ranking():
     keys, _ = array_of("five_equal")
     assert keys.key_pick("10.0.0.7", lambda p: p is not keys.ranking_for_key("10.0.0.7")[0]) is \
         keys.ranking_for_key("10.0.0.7")[1]
+
+
+# ---------------------------------------------------------------- the C ranking against its specification
+def reference_order(keys: list[bytes], scoring: list[tuple[int, int, float]]) -> list[int]:
+    """The specification of ``_carp.order``: hashing.ranking_in_python (which a squidpy
+    installed without a C compiler ranks with)."""
+    return list(hashing.ranking_in_python(tuple(keys), hashing.pack_scoring(scoring)))
+
+
+def test_the_ranking_is_made_in_c():
+    """Where squidpy is installed with a C compiler (CI is), arrays rank in C."""
+    assert hashing.RANKING_IN_C and hashing.ranking is _carp.order
+
+
+MULTIPLIERS = [0.0, -0.0, math.nan, math.inf, -math.inf, -1.5, 5e-324, 1e-300, 1e300, 1.0, 0.25, 0.9999999]
+
+
+def random_key(rnd: random.Random) -> bytes:
+    size = rnd.choice([0, 1, 2, rnd.randrange(3, 40), rnd.randrange(40, 121), rnd.randrange(121, 400)])
+    if rnd.random() < 0.5:
+        return bytes(rnd.randrange(0x20, 0x7F) for _ in range(size))        # ASCII
+    return bytes(rnd.randrange(256) for _ in range(size))                    # any byte, 0x80-0xFF included
+
+
+def random_scoring(rnd: random.Random, peers: int, keys: int) -> list[tuple[int, int, float]]:
+    scoring = []
+    for _ in range(peers):
+        if scoring and rnd.random() < 0.1:              # a twin: ties when the key adds nothing
+            scoring.append((rnd.randrange(keys),) + scoring[-1][1:])
+            continue
+        multiplier = rnd.choice(MULTIPLIERS) if rnd.random() < 0.3 else rnd.uniform(0.0, 3.0)
+        peer_hash_value = rnd.choice([0, 0xFFFFFFFF, rnd.randrange(1 << 32)])
+        scoring.append((rnd.randrange(keys), peer_hash_value, multiplier))
+    return scoring
+
+
+def test_the_c_ranking_is_the_specifications_on_random_keys_and_arrays():
+    """4,000 cases: 1 to 64 peers, one to four keys (carp-key= parts) of 0 to 400 bytes,
+    ASCII or any byte, multipliers zero, negative, NaN, infinite or tiny, twins."""
+    rnd = random.Random(15)
+    for case in range(4000):
+        keys = [random_key(rnd) for _ in range(rnd.randrange(1, 5))]
+        scoring = random_scoring(rnd, rnd.randrange(1, 65), len(keys))
+        got = _carp.order(tuple(keys), hashing.pack_scoring(scoring))
+        assert isinstance(got, bytes)
+        assert list(got) == reference_order(keys, scoring), (case, keys, scoring)
+
+
+def test_ties_go_to_the_earlier_peer_and_nothing_not_above_zero_is_ranked():
+    scoring = [(0, 7, 1.0), (0, 9, 2.0), (0, 7, 1.0), (0, 5, math.nan), (0, 9, 2.0), (0, 3, 0.0), (0, 1, -1.0)]
+    expected = reference_order([b""], scoring)
+    assert expected[:4] in ([1, 4, 0, 2], [0, 2, 1, 4])
+    assert sorted(expected) == [0, 1, 2, 4]
+    assert list(_carp.order((b"",), hashing.pack_scoring(scoring))) == expected
+
+
+def test_more_than_256_peers_are_ranked_as_a_tuple():
+    rnd = random.Random(256)
+    keys = [random_key(rnd), b"\xff\x80 key"]
+    scoring = random_scoring(rnd, 300, 2)
+    got = _carp.order(tuple(keys), hashing.pack_scoring(scoring))
+    assert isinstance(got, tuple) and list(got) == reference_order(keys, scoring)
+    assert _carp.order((b"",), b"") == b""
+
+
+def test_the_c_ranking_refuses_what_it_cannot_read():
+    packed = hashing.pack_scoring([(1, 5, 1.0)])
+    with pytest.raises(IndexError):
+        _carp.order((b"only one key",), packed)
+    with pytest.raises(TypeError):
+        _carp.order(("text",), hashing.pack_scoring([(0, 5, 1.0)]))
+    with pytest.raises(TypeError):
+        _carp.order([b"a list"], packed)
+    with pytest.raises(TypeError):
+        _carp.order((b"k",), packed[:-1])
+    with pytest.raises(TypeError):
+        _carp.order((b"k",))
+
+
+@pytest.mark.parametrize("name", sorted(ARRAYS))
+def test_an_arrays_rankings_are_the_specifications(name):
+    """HashArray's part: the keys of its carp-key= specifications, the names' hashes and
+    the multipliers, on URLs with and without bytes from 0x80; sourcehash and userhash
+    hash their key once for all peers."""
+    array, index = array_of(name)
+    rnd = random.Random(name)
+    scoring = [(array._specs.index(m.peer.carp_key), m.hash, m.load_multiplier) for m in array.members]
+    once = [(0 if n == 0 else 1, h, x) for n, (_, h, x) in enumerate(scoring)]
+    for n in range(300):
+        path = "".join(rnd.choice("abc/%?=&\xe9\xff\u20ac") for _ in range(rnd.randrange(0, 90)))
+        args = target("GET", f"http://h{n % 7}.test:{rnd.choice([80, 8080])}/{path}")
+        keys = [hashing.text_bytes(hashing.carp_key(spec, *args)) for spec in array._specs]
+        ranked = [array.members[i].peer for i in reference_order(keys, scoring)]
+        assert list(array.carp_ranking(*args)) == ranked, args
+        key = path or "10.0.0.1"
+        by_key = [array.members[i].peer for i in reference_order([hashing.text_bytes(key), b""], once)]
+        assert list(array.ranking_for_key(key)) == by_key, key

@@ -6,7 +6,7 @@ Events in, commands out, no sockets."""
 
 from __future__ import annotations
 
-from squidpy.acl.outgoing import Bind, for_standby
+from squidpy.acl.outgoing import Bind, for_probe, for_standby
 from squidpy.exchange import ClientInfo, State
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
@@ -186,6 +186,40 @@ tcp_outgoing_address 127.0.0.70
     assert for_standby(lines, "up2", "parent.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.70"),))
     assert for_standby(shared("acl kids src 10.0.0.0/8\ntcp_outgoing_address 127.0.0.50 kids\n")
                        .config.tcp_outgoing_address, "up", "parent.test", [PARENT_IP]) is None
+
+
+def test_a_probe_has_no_request_its_peer_and_the_address_probed_decide():
+    """Squid's peerProbeConnect asks getOutgoingAddress with no request: ACLs about the
+    request do not match (negated they do), peername and dst see the peer and the address
+    probed, src sees no client."""
+    lines = shared("""
+acl anyone src all
+acl kids src 10.0.0.0/8
+acl options method OPTIONS
+acl pool transaction_initiator all
+acl its_host dstdomain parent.test
+acl port_any port 1-65535
+acl any_url url_regex http
+acl http proto HTTP
+acl via_up peername up
+acl second dst 192.0.2.11
+tcp_outgoing_address 127.0.0.50 kids
+tcp_outgoing_address 127.0.0.51 options
+tcp_outgoing_address 127.0.0.52 pool
+tcp_outgoing_address 127.0.0.53 its_host
+tcp_outgoing_address 127.0.0.54 port_any
+tcp_outgoing_address 127.0.0.55 any_url
+tcp_outgoing_address 127.0.0.56 http
+tcp_outgoing_address 127.0.0.60 via_up second
+tcp_outgoing_address 127.0.0.61 via_up !options anyone
+tcp_outgoing_address 127.0.0.70
+""").config.tcp_outgoing_address
+    assert for_probe(lines, "up", [PARENT_IP, PARENT2_IP]) == Bind(
+        by_address=((PARENT_IP, "127.0.0.61"), (PARENT2_IP, "127.0.0.60")))
+    assert for_probe(lines, "other", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.70"),))
+    assert for_standby(lines, "up", "parent.test", [PARENT_IP]) == Bind(by_address=((PARENT_IP, "127.0.0.51"),))
+    assert for_probe(shared("acl kids src 10.0.0.0/8\ntcp_outgoing_address 127.0.0.50 kids\n")
+                     .config.tcp_outgoing_address, "up", [PARENT_IP]) is None
 
 
 def test_tcp_outgoing_address_applies_to_the_original_destination():

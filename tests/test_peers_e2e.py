@@ -368,6 +368,90 @@ def test_standby_connections_come_from_tcp_outgoing_address_and_carry_requests(m
         p.stop()
 
 
+class ParentAt:
+    """A parent on a given loopback port (it can be stopped and started again there):
+    answers requests with 200; ``seen``: each connection's source address and whether
+    it sent anything (a TCP probe sends nothing)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.seen: list[tuple[str, bool]] = []
+        self.sock: socket.socket | None = None
+
+    def start(self) -> "ParentAt":
+        sock = self.sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(16)
+        sock.settimeout(0.2)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, args=(sock, self._stopping), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Closed once its accept loop is out (a socket closed under a blocked accept()
+        would still take connections until it returns)."""
+        if self.sock is not None:
+            self._stopping.set()
+            self._thread.join(5)
+            self.sock.close()
+            self.sock = None
+
+    def _accept(self, sock: socket.socket, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            try:
+                conn, (source, _) = sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            threading.Thread(target=self._serve, args=(conn, source), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, source: str) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.seen.append((source, bool(data)))
+                if data:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            except OSError:
+                self.seen.append((source, bool(data)))
+
+
+def test_probes_of_a_dead_parent_come_from_tcp_outgoing_address(make_proxy, origin):
+    """Squid's peerProbeConnect asks tcp_outgoing_address too, without a request (the peer's
+    name and address decide): the probes that bring a dead parent back connect from the
+    address given, like the requests sent to it."""
+    from tests.squidproc import free_port
+    back = ParentAt(free_port()).start()
+    try:
+        c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {back.port} 0 no-query connect-fail-limit=1 name=back"],
+                     "acl to_back peername back\nacl options method OPTIONS\n"
+                     "tcp_outgoing_address 127.0.0.3 options\ntcp_outgoing_address 127.0.0.2 to_back\n")
+        assert wait_for(lambda: back.seen, timeout=10)                     # the first probe, at start
+        assert get_through(c.port, "http://probe.test/up")[2] == b"ok"
+        assert fields(c, "http://probe.test/up")[8] == "FIRSTUP_PARENT/127.0.0.1"
+        back.stop()
+        assert get_through(c.port, origin.url("/size/2?down"))[0] == 200    # refused, then direct
+        assert wait_for(lambda: "Detected DEAD Parent: back" in c.read_cache_log(), timeout=10)
+        back.seen.clear()
+        back.start()
+
+        def revived() -> bool:          # each request asks whether the parent is up: a probe
+            get_through(c.port, origin.url("/size/1?again"))
+            return "Detected REVIVED Parent: back" in c.read_cache_log()
+        assert wait_for(revived, timeout=15, interval=0.5)
+        assert back.seen and {source for source, _ in back.seen} == {"127.0.0.2"}, back.seen
+        assert (("127.0.0.2", False)) in back.seen          # the probe: connected, sent nothing
+    finally:
+        back.stop()
+
+
 def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
     slow, spare = CountingParent(delay=3), CountingParent()
     try:

@@ -6,7 +6,8 @@ only to destinations of its own IP version (Squid's implicit version test),
 and the first whose ACLs all match gives the address to bind.  Its ``dst``
 ACLs test the address being connected to, so when one is used the exchange
 looks the origin's addresses up first.  A peer's ``standby=`` connections
-choose theirs the same way, for a request Squid makes up (:func:`for_standby`).
+choose theirs the same way, for a request Squid makes up (:func:`for_standby`),
+and its TCP probes without any request (:func:`for_probe`).
 Pure.
 """
 
@@ -102,4 +103,16 @@ def for_standby(lines: list[OutgoingAddress], peer_name: str, peer_host: str, ad
     connecting to the peer's addresses."""
     ch = Checklist(src="::", method="OPTIONS", url=f"http://{peer_host}/*", host=peer_host, path="*")
     ch.initiator = "peer-pool"
+    return outgoing_to(lines, ch, addresses, peer_name)
+
+
+def for_probe(lines: list[OutgoingAddress], peer_name: str, addresses: list[str]) -> Bind | None:
+    """The local addresses of a TCP probe to a peer that is down.  Squid 5.7
+    (neighbors.cc, peerProbeConnect) asks getOutgoingAddress with no request at all:
+    ``dst`` tests the address probed, ``peername`` the peer, there is no client (``::``)
+    nor proxy address, and an ACL about the request does not match (Squid: "used in
+    context without an HTTP request. Assuming mismatch"; negated, it matches).  Here
+    the request's facts are empty: no method, scheme, URL, host, port or initiator."""
+    ch = Checklist(src="::", method="", url="", scheme="", host="", port=0, path="", local_ip="::", local_port=0)
+    ch.initiator = ""
     return outgoing_to(lines, ch, addresses, peer_name)

@@ -23,17 +23,21 @@ The facts, from Squid's src/carp.cc, src/peer_sourcehash.cc and src/peer_userhas
 
 A cold CARP pick therefore costs one step per key byte per peer (32 peers and an
 80-character URL: 2,560 steps, each ``h += rotl(h, 19) + c`` depends on the one before,
-so nothing can be shared, vectorised or skipped).  In Python that is about 100 ns a
-step: some hundred microseconds a URL (``benchmarks/carp_bench.py``).  The loop is as
-tight as CPython allows (an ASCII key iterated as bytes, everything per peer worked out
-when the configuration loads, no calls inside), and the ranking of peers for a URL is
-remembered (:attr:`HashArray.kept` URLs per array, oldest forgotten first): a URL seen
-before costs a dictionary lookup.
+so nothing can be shared, vectorised or skipped): about 100 ns a step in Python, some
+hundred microseconds a URL.  The ranking is therefore made in C when it can be
+(``squidpy/peers/_carp.c``, built when squidpy is installed with a C compiler; a
+nanosecond a step); :func:`ranking_in_python` is the same ranking, for a squidpy
+installed without one, and the specification tests/test_carp_hash.py holds the C to.
+Either way it starts from what this module works out once per configuration.  The
+ranking of peers for a key is also remembered (:attr:`HashArray.kept` keys per array,
+oldest forgotten first): a key seen before costs a dictionary lookup
+(``benchmarks/carp_bench.py``).
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from typing import Callable, Iterable
 
 from squidpy.peers.peer import CachePeer, CarpKey
@@ -78,12 +82,11 @@ def update(h: int, data: Iterable[int]) -> int:
 
 
 def peer_hash(name: str) -> int:
-    h = update(0, _codes(name))
-    h = (h + h * MIX) & MASK
-    return _rotl(h, 21)
+    return combine(update(0, _codes(name)), 0)
 
 
 def combine(key_hash: int, peer_hash_value: int) -> int:
+    """A key's hash on one peer (a peer's own hash is its name's on 0)."""
     h = key_hash ^ peer_hash_value
     h = (h + h * MIX) & MASK
     return _rotl(h, 21)
@@ -106,6 +109,40 @@ def _pow(x: float, y: float) -> float:
         return math.inf
     except ValueError:
         return math.nan
+
+
+SCORING = struct.Struct("@IId")       # what pack_scoring writes per peer
+
+
+def pack_scoring(scoring: Iterable[tuple[int, int, float]]) -> bytes:
+    """(key index, peer hash, load multiplier) per peer, in Squid's order, as
+    :func:`ranking` reads them (its ``struct peer``)."""
+    return b"".join([SCORING.pack(*peer) for peer in scoring])
+
+
+def ranking_in_python(keys: tuple[bytes, ...], scoring: bytes) -> Order:
+    """What ``_carp.order`` computes, as Squid 5.7's carp.cc does: one hash runs on over
+    each peer's key (``scoring``: key index, peer hash, multiplier per peer, in Squid's
+    order; bytes as C's signed char); a peer's score is that hash combined with its own,
+    times its multiplier; the highest score first, ties to the earlier peer (a stable
+    sort), and a score not above 0 (or NaN) never chosen.  Bytes for up to 256 peers
+    (a tuple of peers would take four times the memory per key), else a tuple."""
+    h = 0
+    scores = []
+    for which, peer_hash_value, multiplier in SCORING.iter_unpack(scoring):
+        h = update(h, _signed(keys[which]))
+        scores.append(combine(h, peer_hash_value) * multiplier)
+    order = [i for i, score in enumerate(scores) if score > 0]
+    order.sort(key=scores.__getitem__, reverse=True)
+    return bytes(order) if len(scores) <= 256 else tuple(order)
+
+
+try:
+    from squidpy.peers._carp import order as ranking
+    RANKING_IN_C = True
+except ImportError:         # installed without a C compiler: the same ranking, slower
+    ranking = ranking_in_python
+    RANKING_IN_C = False
 
 
 class Member:
@@ -155,7 +192,12 @@ class HashArray:
             if m.peer.carp_key not in specs:
                 specs.append(m.peer.carp_key)
         self._specs = tuple(specs)
-        self._scoring = tuple((specs.index(m.peer.carp_key), m.hash, m.load_multiplier) for m in members)
+        self._url_only = self._specs == (None,)
+        scoring = [(specs.index(m.peer.carp_key), m.hash, m.load_multiplier) for m in members]
+        self._scoring = pack_scoring(scoring)
+        # sourcehash and userhash hash their key once: the first peer is scored on the key,
+        # the others on nothing more (key 1 is empty), so one running hash serves all three
+        self._key_scoring = pack_scoring([(0 if n == 0 else 1, h, x) for n, (_, h, x) in enumerate(scoring)])
         self._rankings: dict[str, Order] = {}
 
     def __bool__(self) -> bool:
@@ -165,18 +207,13 @@ class HashArray:
         return len(self.members)
 
     # ------------------------------------------------------------ picking
-    def _remember(self, key: str, scores: list[float]) -> Order:
-        """The members' indices by falling score, ties to the earlier (a stable sort); a
-        score that is not above 0 (or NaN) is never chosen by Squid, so it is left out.
-        Kept as bytes (a tuple of peers would take four times the memory per URL)."""
-        order = [i for i, score in enumerate(scores) if score > 0]
-        order.sort(key=scores.__getitem__, reverse=True)
-        ranking = bytes(order) if len(self._peers) <= 256 else tuple(order)
+    def _remember(self, key: str, order: Order) -> Order:
+        """Kept as bytes (a tuple of peers would take four times the memory per key)."""
         rankings = self._rankings
         if len(rankings) >= self.kept:
             del rankings[next(iter(rankings))]
-        rankings[key] = ranking
-        return ranking
+        rankings[key] = order
+        return order
 
     def _first_usable(self, order: Order, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
         """Squid: the highest score among usable peers."""
@@ -192,11 +229,7 @@ class HashArray:
         order = self._rankings.get(key)
         if order is not None:
             return order
-        h = update(0, _codes(key))
-        scores = []
-        for _, peer_hash_value, multiplier in self._scoring:
-            scores.append(combine(h, peer_hash_value) * multiplier)
-        return self._remember(key, scores)
+        return self._remember(key, ranking((text_bytes(key), b""), self._key_scoring))
 
     def key_pick(self, key: str, usable: Callable[[CachePeer], bool]) -> CachePeer | None:
         """sourcehash and userhash: the key is hashed once for every peer."""
@@ -209,22 +242,15 @@ class HashArray:
 
     # ------------------------------------------------------------ CARP
     def _carp_order(self, url: str, scheme: str, host: str, port: int, path: str) -> Order:
-        """``url`` is Squid's effective request URI; the other parts feed ``carp-key=``.
-        Squid 5.7 keeps hashing into one value from peer to peer.  :func:`update` and
-        :func:`combine` are written out in the loop: this is the cost of a cold pick,
-        and a call per peer is measurable here."""
+        """``url`` is Squid's effective request URI; the other parts feed ``carp-key=``."""
         order = self._rankings.get(url)
         if order is not None:
             return order
-        keys = [_codes(carp_key(spec, url, scheme, host, port, path)) for spec in self._specs]
-        h = 0
-        scores = []
-        for which, peer_hash_value, multiplier in self._scoring:
-            for c in keys[which]:
-                h = (h * 524289 + (h >> 13) + c) & 0xFFFFFFFF
-            x = ((h ^ peer_hash_value) * 0x62531966) & 0xFFFFFFFF       # x += x * MIX
-            scores.append((((x << 21) | (x >> 11)) & 0xFFFFFFFF) * multiplier)
-        return self._remember(url, scores)
+        if self._url_only:
+            keys: tuple[bytes, ...] = (text_bytes(url),)
+        else:
+            keys = tuple([text_bytes(carp_key(spec, url, scheme, host, port, path)) for spec in self._specs])
+        return self._remember(url, ranking(keys, self._scoring))
 
     def carp_pick(self, url: str, scheme: str, host: str, port: int, path: str,
                   usable: Callable[[CachePeer], bool]) -> CachePeer | None:

@@ -20,12 +20,12 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 
 from squidpy.acl.checklist import Checklist, Pending
-from squidpy.acl.outgoing import for_standby
+from squidpy.acl.outgoing import for_probe, for_standby
 from squidpy.exchange.caching import CacheRole, Found
 from squidpy.http.url import BadTarget, parse_target
 from squidpy.ip import ip_address, ip_text
 from squidpy.log.entry import LogEntry
-from squidpy.peers import icp
+from squidpy.peers import hashing, icp
 from squidpy.peers.selection import PeerTable
 from squidpy.proxy.server_side import _ResolvedReactor, pool_key
 
@@ -93,6 +93,11 @@ class Peering:
         self.table.reqnum = old.reqnum      # ICP request numbers never repeat while replies may be out
         self.table.icp_open = self.icp_port is not None
         self.first = False
+        table = self.table
+        if not hashing.RANKING_IN_C and (table.carp or table.sourcehash or table.userhash):
+            log.warning("cache_peer: squidpy was installed without a C compiler: CARP, sourcehash and "
+                        "userhash rank parents in Python, about 100 times slower for a URL not seen before "
+                        "(reinstall with gcc and python3-dev for squidpy/peers/_carp.c)")
         if self.started:
             self._resolve_all()
             self._open_icp()
@@ -186,8 +191,12 @@ class Peering:
             opened, failed)
 
     def _probe(self, table: PeerTable, peer) -> None:
+        """A TCP connect to the peer, closed once made, from the address tcp_outgoing_address
+        gives a connection without a request (as Squid's peerProbeConnect)."""
         addresses = table.state(peer).addresses
-        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses), peer.host, peer.http_port,
+        lines = self.config.tcp_outgoing_address
+        bind = for_probe(lines, peer.name, addresses) if lines else None
+        endpoint = HostnameEndpoint(_ResolvedReactor(self.reactor, addresses, bind), peer.host, peer.http_port,
                                     timeout=self.connect_timeout(peer))
 
         def done(ok: bool) -> None:
