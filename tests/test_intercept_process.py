@@ -32,9 +32,11 @@ def test_interception_ports_are_announced_as_such(make_proxy):
     intercept, tproxy = free_port(), free_port()
     proxy = make_proxy(LOCAL_POLICY + f"http_port 127.0.0.1:{intercept} intercept\n"
                                       f"http_port 127.0.0.1:{tproxy} tproxy\n")
-    log = proxy.read_cache_log()
-    assert f"Accepting NAT intercepted HTTP connections at 127.0.0.1:{intercept}" in log
-    assert f"Accepting TPROXY intercepted HTTP connections at 127.0.0.1:{tproxy}" in log
+    # the proxy counts as started at its first port's line: the second may follow a moment later
+    assert wait_for(lambda: f"Accepting NAT intercepted HTTP connections at 127.0.0.1:{intercept}"
+                    in proxy.read_cache_log(), 10)
+    assert wait_for(lambda: f"Accepting TPROXY intercepted HTTP connections at 127.0.0.1:{tproxy}"
+                    in proxy.read_cache_log(), 10)
     assert wait_for(lambda: f"listening on 127.0.0.1:{tproxy} (tproxy)" in proxy.read_stderr(), 10)
 
 
