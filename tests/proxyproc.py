@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.proxyfork import popen
+
 PORT_LINE = re.compile(r"Accepting (?:NAT intercepted |TPROXY intercepted )?HTTP connections at (\S+):(\d+)")
 HTTPS_PORT_LINE = re.compile(r"Accepting HTTPS connections at (\S+):(\d+)")
 ANY_HTTPS_PORT_LINE = re.compile(r"Accepting (?:NAT intercepted |TPROXY intercepted )?HTTPS connections at ")
@@ -54,7 +56,8 @@ class ProxyProcess:
     starts = 0          # processes started in this process (tests/cpu_accounting.py reports them)
 
     def __init__(self, tmp_path: Path, config: str, listen: str = "127.0.0.1:0", env: dict | None = None,
-                 start: bool = True, flush_each_line: bool = True, prefix: list[str] | None = None):
+                 start: bool = True, flush_each_line: bool = True, prefix: list[str] | None = None,
+                 fork: bool = True):
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.access_log = self.dir / "access.log"
@@ -78,6 +81,7 @@ class ProxyProcess:
         self.config_path.write_text(config + "\n" + "\n".join(lines) + "\n")
         self.env = dict(os.environ, **(env or {}))
         self.prefix = list(prefix or ())     # e.g. ip netns exec NAME: run it inside a network namespace
+        self.fork = fork and not self.prefix     # from the worker's fork server (tests/proxyfork.py)
         self.proc = None
         self.port = None
         self.ports: list[int] = []
@@ -87,10 +91,8 @@ class ProxyProcess:
     def start(self) -> "ProxyProcess":
         ProxyProcess.starts += 1
         self.stderr = open(self.dir / "stderr.txt", "ab")
-        self.proc = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "squidpy", "run", "-f", str(self.config_path)],
-            stdout=subprocess.DEVNULL, stderr=self.stderr, env=self.env,
-        )
+        self.proc = popen([*self.prefix, sys.executable, "-m", "squidpy", "run", "-f", str(self.config_path)],
+                          env=self.env, stdout=subprocess.DEVNULL, stderr=self.stderr, fork=self.fork)
         found = wait_for(self._ports_from_log, timeout=15)
         if not found:
             self.stop()

@@ -236,7 +236,7 @@ def test_only_a_configuration_that_speaks_tls_loads_the_tls_libraries(make_proxy
     """pyOpenSSL and cryptography are a third of a started proxy's memory: a proxy
     without TLS never loads them (nor does Twisted, for squidpy never uses its TLS);
     one that bumps does, at start."""
-    plain = make_proxy(LOCAL_POLICY)
+    plain = make_proxy(LOCAL_POLICY, fork=False)      # a fresh interpreter: what it imports at start
     assert not loads_tls_libraries(plain.proc.pid)
     pem, _ = init_ca(str(tmp_path / "ca"), "Start-up Test CA", key_type="ec")
     bumping = make_proxy(LOCAL_POLICY + f"http_port 127.0.0.1:0 ssl-bump tls-cert={pem}\n")

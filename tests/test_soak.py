@@ -173,7 +173,7 @@ http_access deny all
 request_timeout 30 seconds
 cache_dir diskcache {tmp_path}/cache 200
 maximum_object_size_in_memory 32 KB
-""")
+""", fork=False)            # its memory is measured: the process exactly as it starts in production
     try:
         stats: dict = {}
         samples = []
