@@ -263,6 +263,11 @@ def _become(request: dict, stdio: list[int]) -> list[str]:
                 os.close(int(name))
             except OSError:
                 pass
+    import gc
+    import random
+    for obj in gc.get_objects():    # seeded at import (RandomAcl.rng): each proxy its own sequence
+        if isinstance(obj, random.Random):
+            obj.seed()
     os.environ.clear()
     os.environ.update(request["env"])
     os.umask(request["umask"])
