@@ -188,6 +188,9 @@ def popen(args: list[str], env: dict, stdout, stderr, fork: bool = True):
 
 # ------------------------------------------------------------------ the fork server
 
+_import_randoms: list = []
+
+
 def _preload() -> None:
     """What ``python -m squidpy run`` imports before it reads its configuration."""
     import squidpy.cli  # noqa: F401 - what squidpy/__main__.py imports
@@ -196,6 +199,11 @@ def _preload() -> None:
     import squidpy.proxy.service  # noqa: F401
     for module in ("twisted.internet.reactor", "OpenSSL", "cryptography"):
         assert module not in sys.modules, f"the fork server must not import {module}"
+    import gc
+    import random
+    _import_randoms.extend(obj for obj in gc.get_objects() if isinstance(obj, random.Random))
+    gc.collect()
+    gc.freeze()     # what the proxy's tune_gc() does once started: its first collection need not copy every page
 
 
 def _serve(ctl: socket.socket):
@@ -263,11 +271,8 @@ def _become(request: dict, stdio: list[int]) -> list[str]:
                 os.close(int(name))
             except OSError:
                 pass
-    import gc
-    import random
-    for obj in gc.get_objects():    # seeded at import (RandomAcl.rng): each proxy its own sequence
-        if isinstance(obj, random.Random):
-            obj.seed()
+    for rng in _import_randoms:     # seeded at import (RandomAcl.rng): each proxy its own sequence
+        rng.seed()
     os.environ.clear()
     os.environ.update(request["env"])
     os.umask(request["umask"])

@@ -3,7 +3,9 @@
 ``ProxyProcess(tmp_path, config_text)`` writes a configuration (adding
 ``http_port 127.0.0.1:0``, logs and pid file in ``tmp_path`` unless the text
 sets them), runs ``python -m squidpy run -f FILE``, and learns the port from
-cache_log.  Everything stops by itself: every wait has a deadline.
+cache_log.  Everything stops by itself: every wait has a deadline.  The process is
+forked from the worker's fork server after the imports (tests/proxyfork.py says when it
+is not); ``fork=False`` execs a fresh interpreter, for a test of what one does at start.
 
 The access_log it adds writes each line as the transaction ends (``buffer-size=1bytes``)
 instead of once a second, so a test reading the log does not wait for the flush (as
