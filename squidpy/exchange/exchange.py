@@ -1303,6 +1303,7 @@ class Exchange:
     @on([State.SERVING_STORED], ev.StoredBody)
     def _stored_body(self, event: ev.StoredBody) -> None:
         serving = self.serving
+        assert serving is not None, "SERVING_STORED streams a disk hit: serve set what remains to do"
         if serving["parts"] is not None:
             serving["parts"].append(event.data)
             return
@@ -1311,10 +1312,12 @@ class Exchange:
         self._emit(c.SendToClient(event.data))
 
     def _start_stored_reply(self) -> None:
-        serving = self.serving
+        serving, role = self.serving, self.cache
+        assert serving is not None and role is not None and role.stored is not None, \
+            "a disk hit being streamed: its stored reply, found by the cache lookup"
         if serving["head"] is not None:
             return
-        reply, window = self.cache.stored, serving["window"]
+        reply, window = role.stored, serving["window"]
         if window is None:
             status, reason, fields = reply.status, reply.reason, b""
         else:
@@ -1330,7 +1333,10 @@ class Exchange:
 
     @on([State.SERVING_STORED], ev.StoredBodyEnd)
     def _stored_body_end(self, event: ev.StoredBodyEnd) -> None:
-        serving, reply = self.serving, self.cache.stored
+        serving, role = self.serving, self.cache
+        assert serving is not None and role is not None and role.stored is not None, \
+            "a disk hit being streamed: its stored reply, found by the cache lookup"
+        reply = role.stored
         if serving["parts"] is not None:
             if not event.intact:
                 return self._swap_failed()
@@ -2002,6 +2008,7 @@ class Exchange:
         origin.  As in Squid, it is chosen when the request goes out, and again once the
         reply's head is known (reply ACLs match then; no pool then: not delayed)."""
         ch = self.checklist
+        assert ch is not None, "the request goes out only after http_access checked it"
         response = self.response
         if response is not None:
             ch.reply_status = response.status
