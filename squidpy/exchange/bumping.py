@@ -40,8 +40,8 @@ from squidpy.auth.decide import Outcome, inherited
 from squidpy.config.tls_directives import adaptations, sign_algorithm
 from squidpy.exchange import commands as c
 from squidpy.exchange import events as ev
-from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, Exchange, State, on
-from squidpy.http.url import BadTarget
+from squidpy.exchange.exchange import CONNECTION_ESTABLISHED, ConnectTiming, Exchange, State, on
+from squidpy.http.url import BadTarget, Target
 from squidpy.log.entry import LogEntry
 from squidpy.tls import bump
 
@@ -104,7 +104,7 @@ def bumps(x: Exchange) -> bool:
 def step1(x: Exchange) -> None:
     """http_access allowed the CONNECT: ssl_bump's first step."""
     try:
-        decision = bump.step1(x.config.ssl_bump, x.checklist)
+        decision = bump.step1(x.config.ssl_bump, _checklist(x))
     except Pending as p:
         return x._look_up(p)            # the answer comes back through http_access and here again
     x.entry.bump_mode = decision.action
@@ -231,12 +231,12 @@ def _reached(x: Exchange, peer_ip: str | None, peer_port: int | None, seconds: f
 def _client_hello(x: Exchange, event: ev.ClientHelloRead) -> None:
     from squidpy.tls.session import hello_facts     # session loads OpenSSL: a proxy that never bumps never does
 
-    role = x.bump
+    role = _role(x)
     if event.hello is None:
         x.entry.error_detail = event.problem
         return _terminate(x, established=True)
     role.hello = event.hello
-    x.checklist.sni = x.entry.sni = event.hello.server_name
+    _checklist(x).sni = x.entry.sni = event.hello.server_name
     x.entry.client_tls = hello_facts(event.hello)
     if role.denial is not None or role.step1 in (bump.BUMP, bump.CLIENT_FIRST):
         return _mint_for_client(x)
@@ -247,10 +247,10 @@ def _client_hello(x: Exchange, event: ev.ClientHelloRead) -> None:
 
 
 def _step2(x: Exchange) -> None:
-    role = x.bump
+    role = _role(x)
     role.redo = None
     try:
-        decision = bump.step2(x.config.ssl_bump, x.checklist)
+        decision = bump.step2(x.config.ssl_bump, _checklist(x))
     except Pending as p:
         role.redo = _step2
         return _look_up(x, p.fact)
@@ -266,23 +266,23 @@ def _step2(x: Exchange) -> None:
 
 
 def _server_name(x: Exchange) -> str:
-    role = x.bump
+    role = _role(x)
     return (role.hello.server_name if role.hello is not None and role.hello.server_name else None) \
-        or x.target.host
+        or _target(x).host
 
 
 def _addresses(x: Exchange) -> list[str] | None:
-    target = x.target
-    return [target.host] if target.ip_literal else (x.checklist.dst or None)
+    target = _target(x)
+    return [target.host] if target.ip_literal else (_checklist(x).dst or None)
 
 
 def _connect_tls(x: Exchange) -> None:
-    x.bump.server = TLS
+    _role(x).server = TLS
     _to_server(x)
 
 
 def _peek(x: Exchange) -> None:
-    x.bump.server = PEEK
+    _role(x).server = PEEK
     _to_server(x)
 
 
@@ -295,12 +295,12 @@ def _to_server(x: Exchange) -> None:
     x._open(False)
 
 
-def open_server(x: Exchange, timing: dict[str, float]) -> None:
+def open_server(x: Exchange, timing: ConnectTiming) -> None:
     """The connection to the destination chosen (exchange._open): the origin, or a parent
     sent ``CONNECT host:port`` (with its login=) first, TLS or the peek running inside the
     tunnel (Squid's establishTunnelThruProxy).  A TLS parent gets no CONNECT in Squid
     and squidpy runs no TLS inside TLS: that candidate is skipped."""
-    role, target, peer = x.bump, x.target, x.peer
+    role, target, peer = _role(x), _target(x), x.peer
     if peer is None:
         where: dict[str, Any] = {"host": target.host, "port": target.port, "addresses": _addresses(x)}
     elif peer.tls is not None:
@@ -318,7 +318,7 @@ def open_server(x: Exchange, timing: dict[str, float]) -> None:
 
 @on([State.CONNECTING], ev.ServerTlsReady, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS))
 def _server_tls_ready(x: Exchange, event: ev.ServerTlsReady) -> None:
-    role, e, ch = x.bump, x.entry, x.checklist
+    role, e, ch = _role(x), x.entry, _checklist(x)
     _reached(x, event.peer_ip, event.peer_port, event.seconds, event.tls)
     role.server_cert = ch.server_cert = e.server_cert = event.cert
     role.errors = ch.ssl_errors = e.cert_errors = event.errors
@@ -329,7 +329,7 @@ def _server_tls_ready(x: Exchange, event: ev.ServerTlsReady) -> None:
 
 @on([State.CONNECTING], ev.ServerHelloRead, to=(State.BUMP_SERVER, State.BUMP_CLIENT_TLS, State.TUNNEL))
 def _server_hello(x: Exchange, event: ev.ServerHelloRead) -> None:
-    role, e, ch = x.bump, x.entry, x.checklist
+    role, e, ch = _role(x), x.entry, _checklist(x)
     _reached(x, event.peer_ip, event.peer_port)
     role.extra = [event.data]
     if event.hello is not None:
@@ -349,10 +349,10 @@ def _server_hello(x: Exchange, event: ev.ServerHelloRead) -> None:
 
 
 def _step3(x: Exchange) -> None:
-    role = x.bump
+    role = _role(x)
     role.redo = None
     try:
-        decision = bump.step3(x.config.ssl_bump, x.checklist, role.step2)
+        decision = bump.step3(x.config.ssl_bump, _checklist(x), role.step2)
     except Pending as p:
         role.redo = _step3
         return _look_up(x, p.fact)
@@ -389,10 +389,10 @@ def _server_failed(x: Exchange, event: ev.ConnectFailed) -> None:
     """TLS (or TCP) with the origin, or the parent's tunnel to it, failed: the client
     still gets a certificate (the name alone, signed trusted, as Squid does) and then the
     error on its first request, logged HIER_NONE as Squid logs it."""
-    role, e = x.bump, x.entry
+    role, e = _role(x), x.entry
     x.upstream = None
     if event.tls is not None:
-        role.errors = x.checklist.ssl_errors = e.cert_errors = event.tls.errors
+        role.errors = _checklist(x).ssl_errors = e.cert_errors = event.tls.errors
         e.server_cert = event.tls.peer_cert     # logged (%ssl::<cert_subject), not mimicked
     role.failure = (event.error, event.detail, event.status, event.tls)
     e.hierarchy, e.server_ip = "HIER_NONE", None
@@ -404,12 +404,12 @@ def _mint_for_client(x: Exchange, failed: bool = False) -> None:
     else one made from the name (SNI, else the CONNECT host)."""
     from squidpy.tls.mint import SIGN_TRUSTED, CertProperties  # mint loads cryptography: bumping only
 
-    role, ch, config = x.bump, x.checklist, x.config
+    role, ch, config = _role(x), _checklist(x), x.config
     name = _server_name(x)
     if role.server_cert is None or failed or role.denial is not None:
         props = CertProperties(name, sign=SIGN_TRUSTED, sign_hash=config.sslproxy_cert_sign_hash or "sha256")
     else:
-        adapt = adaptations(config, ch, x.target.host)
+        adapt = adaptations(config, ch, _target(x).host)
         common_name = adapt.get("setCommonName")
         props = CertProperties(common_name if isinstance(common_name, str) else name, mimic=role.server_cert,
                                set_valid_after=bool(adapt.get("setValidAfter")),
@@ -424,11 +424,11 @@ def _mint_for_client(x: Exchange, failed: bool = False) -> None:
 @on([State.BUMP_CLIENT_TLS], ev.ClientTlsReady)
 def _client_tls_ready(x: Exchange, event: ev.ClientTlsReady) -> None:
     """Bumped: the CONNECT is logged; its connection goes on as HTTP inside TLS."""
-    role, e = x.bump, x.entry
-    target = x.target
+    role, e = _role(x), x.entry
+    target = _target(x)
     info = BumpedInfo(target.host, target.port, role.hello.server_name if role.hello is not None else None,
                       role.server_cert, tuple(role.errors), e.bump_mode or bump.BUMP, role.failure, role.denial,
-                      inherited(x.checklist.auth))
+                      inherited(_checklist(x).auth))
     e.reply_header_size = e.reply_body_size = 0
     if event.tls is not None:
         e.client_tls = event.tls
@@ -453,7 +453,7 @@ def _splice(x: Exchange) -> None:
     """Spliced at step 2, Squid logs the CONNECT (NONE_NONE/200 0) and then the spliced
     tunnel (TCP_TUNNEL).  Spliced at step 3, after peeking at the server, it tunnels the
     connection its CONNECT made (through a parent too): one TCP_TUNNEL line."""
-    role = x.bump
+    role = _role(x)
     role.spliced = True
     e = x.entry
     if x.upstream != "open":
@@ -483,7 +483,7 @@ def _second_connect(x: Exchange) -> None:
     client connected to, else 409), http_access again (a dstdomain denial of the SNI: 403),
     then the tunnel.  A refusal resets the client (exchange._reset_intercepted).  It gets a
     checklist of its own: the first CONNECT's, logged just before, keeps its facts."""
-    old, client = x.checklist, x.client
+    old, client = _checklist(x), x.client
     sni = old.sni
     address = f"[{client.local_ip}]" if ":" in client.local_ip else client.local_ip
     name = (f"[{sni}]" if ":" in sni else sni) if sni else address
@@ -534,8 +534,7 @@ def _drop(x: Exchange) -> None:
 
 def _look_up(x: Exchange, fact: str) -> None:
     """A fact an ssl_bump ACL needs at step 2 or 3 (dst ...): looked up, then the step again."""
-    target = x.target
-    name = x.client.client_ip if fact == "src_name" else target.host
+    name = x.client.client_ip if fact == "src_name" else _target(x).host
     x._emit(c.LookUp(fact, name))
 
 
@@ -544,9 +543,31 @@ def _look_up(x: Exchange, fact: str) -> None:
         State.VERIFYING_HOST, State.REWRITING))
 def _fact_known(x: Exchange, event: ev.FactKnown) -> None:
     setattr(x.checklist, event.fact, event.value)
-    redo, x.bump.redo = x.bump.redo, None
+    role = _role(x)
+    redo, role.redo = role.redo, None
     if redo is not None:
         redo(x)
+
+
+def _role(x: Exchange) -> BumpRole:
+    """The bump under way: every state past step 1 has one (step1, bump_to_deny)."""
+    role = x.bump
+    assert role is not None, "a bumping step without a BumpRole"
+    return role
+
+
+def _target(x: Exchange) -> Target:
+    """The CONNECT's target: _start set it before http_access, so before any step."""
+    target = x.target
+    assert target is not None, "a bumping step before the target was parsed"
+    return target
+
+
+def _checklist(x: Exchange) -> Checklist:
+    """The CONNECT's checklist: made before http_access, so before any step."""
+    ch = x.checklist
+    assert ch is not None, "a bumping step before the checklist was made"
+    return ch
 
 
 def _copy_entry(e: LogEntry) -> LogEntry:

@@ -65,14 +65,14 @@ if TYPE_CHECKING:
 
     from squidpy.acl.access import AccessList, Verdict
     from squidpy.cache.store import CachedReply
-    from squidpy.exchange.bumping import BumpedInfo
+    from squidpy.exchange.bumping import BumpedInfo, BumpRole
     from squidpy.exchange.shared import Shared
     from squidpy.helpers.protocol import Reply
     from squidpy.helpers.state import HelperState
     from squidpy.http.message import Fields
     from squidpy.intercept import HostCheck
     from squidpy.peers.peer import CachePeer
-    from squidpy.peers.selection import Selected
+    from squidpy.peers.selection import Destination, Selected
     from squidpy.tls.options import PortTls
     from squidpy.tls.session import TlsFacts
 
@@ -184,6 +184,14 @@ class ClientInfo:
 HTTP_ACCESS = "http_access"
 
 
+class ConnectTiming(TypedDict, total=False):
+    """A reopen's connect_retries pause and what connect_timeout leaves it (Connect's
+    ``delay`` and ``timeout``)."""
+
+    delay: float
+    timeout: float
+
+
 class Serving(TypedDict):
     """A disk hit being streamed: what remains to do."""
 
@@ -280,8 +288,8 @@ class Exchange:
     waited = False                      # it already waited once for a collapsed fetch
     manager: ManagerRequest | None = None   # a cache manager request being answered
     selector: PeerSelector | None = None    # with cache_peer lines: where it may go, in order
-    selected = None                     # the candidates selection found (peers.selection.Selected)
-    destination = None                  # the candidate being tried (None: straight to the origin)
+    selected: Selected | None = None    # the candidates selection found
+    destination: Destination | None = None  # the candidate being tried (None: straight to the origin)
     forwarding: Forwarding | None = None
     attempts = 0                        # connections asked for (the events of one read belong to one)
     callout: Callout | None = None      # what helpers decide about it (only when they do)
@@ -289,7 +297,7 @@ class Exchange:
     original_dst = False                # it goes to the address the client connected to (interception)
     redirected = False                  # the URL rewriter gave it another URL (Squid's flags.redirected)
     _head_cmd: c.SendToClient | None = None
-    bump = None                         # a CONNECT being bumped: squidpy.exchange.bumping.BumpRole
+    bump: BumpRole | None = None        # a CONNECT being bumped
     range_limit: int | None = None      # range_offset_limit for this Range request (None: not looked at)
     whole_for_range = False             # its Range was left out upstream: the whole object is fetched
     sliced: list[int] | None = None     # [first, last, sent]: the one range of the whole reply relayed
@@ -1295,6 +1303,7 @@ class Exchange:
     @on([State.SERVING_STORED], ev.StoredBody)
     def _stored_body(self, event: ev.StoredBody) -> None:
         serving = self.serving
+        assert serving is not None, "SERVING_STORED streams a disk hit: serve set what remains to do"
         if serving["parts"] is not None:
             serving["parts"].append(event.data)
             return
@@ -1303,10 +1312,12 @@ class Exchange:
         self._emit(c.SendToClient(event.data))
 
     def _start_stored_reply(self) -> None:
-        serving = self.serving
+        serving, role = self.serving, self.cache
+        assert serving is not None and role is not None and role.stored is not None, \
+            "a disk hit being streamed: its stored reply, found by the cache lookup"
         if serving["head"] is not None:
             return
-        reply, window = self.cache.stored, serving["window"]
+        reply, window = role.stored, serving["window"]
         if window is None:
             status, reason, fields = reply.status, reply.reason, b""
         else:
@@ -1322,7 +1333,10 @@ class Exchange:
 
     @on([State.SERVING_STORED], ev.StoredBodyEnd)
     def _stored_body_end(self, event: ev.StoredBodyEnd) -> None:
-        serving, reply = self.serving, self.cache.stored
+        serving, role = self.serving, self.cache
+        assert serving is not None and role is not None and role.stored is not None, \
+            "a disk hit being streamed: its stored reply, found by the cache lookup"
+        reply = role.stored
         if serving["parts"] is not None:
             if not event.intact:
                 return self._swap_failed()
@@ -1484,7 +1498,7 @@ class Exchange:
         self.state = State.CONNECTING
         self.upstream = "connecting"
         self.attempts += 1
-        timing: dict[str, float] = {}
+        timing: ConnectTiming = {}
         if reopen:
             left = self.connect_deadline - self.shared.now() - REOPEN_PAUSE
             timing = {"delay": REOPEN_PAUSE, "timeout": left}
@@ -1994,6 +2008,7 @@ class Exchange:
         origin.  As in Squid, it is chosen when the request goes out, and again once the
         reply's head is known (reply ACLs match then; no pool then: not delayed)."""
         ch = self.checklist
+        assert ch is not None, "the request goes out only after http_access checked it"
         response = self.response
         if response is not None:
             ch.reply_status = response.status
