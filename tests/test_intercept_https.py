@@ -148,7 +148,9 @@ def test_a_denied_server_name_is_reset(net, gateway):
     status, body, err = net.curl("blocked.test", "/obj/blocked", "--cacert", str(net.root_ca))
     assert status == 0 and body == b"" and ("SSL_ERROR_SYSCALL" in err or "reset" in err), err
     assert net.origin.count() == before
+    tunnels = gateway.access_log.read_text().count("TCP_TUNNEL/")
     assert net.curl("origin.test", "/obj/after-block", "--cacert", str(net.root_ca))[0] == 200
+    lines_for(gateway, "TCP_TUNNEL/", tunnels + 1)     # the tunnel's line comes once it has closed
     log = gateway.access_log.read_text().splitlines()
     assert fields(log[-3]) == (CLIENT4, "NONE_NONE/000", "CONNECT", f"{ORIGIN4}:443", "HIER_NONE/-")
     assert "blocked.test" not in "\n".join(log)
