@@ -20,6 +20,9 @@ from tests.conftest import LOCAL_POLICY, raw_request, read_response
 from tests.dnsserver import DnsServer
 from tests.proxyproc import wait_for
 
+# about 11 s of wall-clock time: on a fresh checkout (no timings in pytest's cache) it starts first
+pytestmark = pytest.mark.slow
+
 
 def fetch(proxy, url: str, timeout: float = 10) -> int:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy.url}))

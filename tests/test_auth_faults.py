@@ -20,6 +20,9 @@ from tests.conftest import raw_request
 from tests.proxyproc import wait_for
 from tests.test_auth_e2e import REQUIRE, curl, log_fields
 
+# about 15 s of wall-clock time: on a fresh checkout (no timings in pytest's cache) it starts first
+pytestmark = pytest.mark.slow
+
 FAKE = Path(__file__).parent / "helpers" / "fake_helper.py"
 # A request a hung helper holds stays until its client resets the connection (a
 # half-closed client still gets its answer) or the proxy stops; these tests stop

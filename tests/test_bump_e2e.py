@@ -17,6 +17,9 @@ from squidpy.tls.ca import init_ca
 from tests.dnsserver import DnsServer
 from tests.tlsbytes import openssl_client_hello
 
+# about 10 s of wall-clock time: on a fresh checkout (no timings in pytest's cache) it starts first
+pytestmark = pytest.mark.slow
+
 NAMES = ("good", "expired", "wrongname", "selfsigned", "blocked", "bank", "secret", "refused")
 
 

@@ -20,6 +20,9 @@ from tests.dnsserver import DnsServer
 from tests.proxyproc import ProxyProcess, wait_for
 from tests.squidproc import SQUID_OPENSSL, SquidProcess, free_port
 
+# about 37 s of wall-clock time: on a fresh checkout (no timings in pytest's cache) it starts first
+pytestmark = pytest.mark.slow
+
 CERTGEN = "/opt/squid-openssl/usr/lib/squid/security_file_certgen"
 KINDS = ("good", "expired", "wrongname")
 SQUID_HOSTS = {f"{k}.test": "127.0.0.1" for k in (*KINDS, "blocked")}     # Squid's hosts_file

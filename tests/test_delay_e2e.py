@@ -11,7 +11,12 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.test_mgr_e2e import squidclient
+
+# about 14 s of wall-clock time: on a fresh checkout (no timings in pytest's cache) it starts first
+pytestmark = pytest.mark.slow
 
 RATE = 200_000          # bytes per second
 SLOW, FAST = "127.0.0.2", "127.0.0.1"

@@ -31,6 +31,9 @@ from tests.origin import Origin
 from tests.proxyproc import ProxyProcess, wait_for
 from tests.squidproc import free_port
 
+# about 10 s of wall-clock time: on a fresh checkout (no timings in pytest's cache) it starts first
+pytestmark = pytest.mark.slow
+
 CLIENTS = [f"127.0.0.{21 + i}" for i in range(8)]
 NODES = 3
 

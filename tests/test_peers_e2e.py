@@ -13,6 +13,9 @@ from tests.origin import Origin, RawOrigin
 from tests.proxyproc import wait_for
 from tests.squidproc import get_through, wait_until_forwarding
 
+# about 17 s of wall-clock time: on a fresh checkout (no timings in pytest's cache) it starts first
+pytestmark = pytest.mark.slow
+
 
 def child_of(make_proxy, peer_lines: list[str], extra: str = "", name: str = "child"):
     return make_proxy(LOCAL_POLICY + f"visible_hostname {name}.test\n" + "\n".join(peer_lines) + "\n" + extra,
