@@ -58,14 +58,6 @@ def _signed(data: bytes) -> list[int]:
     return [b if b < 0x80 else b | 0xFFFFFF00 for b in data]
 
 
-def _codes(text: str) -> bytes | list[int]:
-    """A key's bytes as :func:`update` adds them: an ASCII key as its bytes (iterated as
-    ints, signed and unsigned agree below 0x80), any other through :func:`_signed`."""
-    if text.isascii():
-        return text.encode("ascii")
-    return _signed(text_bytes(text))
-
-
 def text_bytes(text: str) -> bytes:
     """The bytes a configuration word was written with: squidpy.config.reader reads
     files as Latin-1, as Squid reads bytes.  tests/test_peer_select_squid.py checks a
@@ -82,7 +74,7 @@ def update(h: int, data: Iterable[int]) -> int:
 
 
 def peer_hash(name: str) -> int:
-    return combine(update(0, _codes(name)), 0)
+    return combine(update(0, _signed(text_bytes(name))), 0)
 
 
 def combine(key_hash: int, peer_hash_value: int) -> int:
