@@ -48,7 +48,7 @@ class Kdc:
 
     def start(self) -> "Kdc":
         """Create the realm and start krb5kdc.  A port another process took meanwhile (tests
-        run in parallel; krb5kdc then exits at once, saying why only to syslog) is chosen
+        run in parallel; krb5kdc then exits at once, saying why in its log) is chosen
         again, a few times."""
         db = os.path.join(self.dir, "principal")
         self._write_configs(db)
@@ -58,7 +58,7 @@ class Kdc:
         run("/usr/sbin/kadmin.local", "-r", REALM, "-q", f"addprinc -pw {USER_PASSWORD} {USER}")
         run("/usr/sbin/kadmin.local", "-r", REALM, "-q", f"addprinc -randkey HTTP/{SERVICE_HOST}")
         run("/usr/sbin/kadmin.local", "-r", REALM, "-q", f"ktadd -k {self.keytab} HTTP/{SERVICE_HOST}")
-        for attempt in range(3):
+        for attempt in range(5):
             if attempt:
                 self.port = free_port()
                 self._write_configs(db)
@@ -74,7 +74,9 @@ class Kdc:
             if self.proc.poll() is None:
                 break
         if self.proc.poll() is not None:
-            raise RuntimeError(f"krb5kdc exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}")
+            log = os.path.join(self.dir, "kdc.log")
+            said = open(log, errors="replace").read()[-2000:] if os.path.exists(log) else ""
+            raise RuntimeError(f"krb5kdc exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}{said}")
         self.stop()
         raise RuntimeError("krb5kdc did not listen within 10 seconds")
 
@@ -85,7 +87,10 @@ class Kdc:
                     f"[realms]\n {REALM} = {{\n  kdc = 127.0.0.1:{self.port}\n }}\n"
                     f"[domain_realm]\n .example.test = {REALM}\n example.test = {REALM}\n")
         with open(os.path.join(self.dir, "kdc.conf"), "w") as f:
-            f.write(f"[kdcdefaults]\n kdc_ports = {self.port}\n kdc_tcp_ports = {self.port}\n"
+            # listening on the loopback address only (by default krb5kdc binds every address, so
+            # any test's socket on that port, on any address, made it exit); its log in a file
+            f.write(f"[kdcdefaults]\n kdc_listen = 127.0.0.1:{self.port}\n kdc_tcp_listen = 127.0.0.1:{self.port}\n"
+                    f"[logging]\n kdc = FILE:{self.dir}/kdc.log\n"
                     f"[realms]\n {REALM} = {{\n  database_name = {db}\n"
                     f"  key_stash_file = {self.dir}/stash\n  acl_file = {self.dir}/kadm5.acl\n }}\n")
 
