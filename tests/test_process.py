@@ -42,6 +42,12 @@ def loads_tls_libraries(pid: int) -> bool:
         return "/cryptography/" in f.read()
 
 
+def maps_openssl(pid: int) -> bool:
+    """Whether process ``pid`` mapped OpenSSL's own libraries (hashlib's and ssl's)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "/libcrypto.so" in f.read()
+
+
 def kids_of(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
@@ -232,12 +238,19 @@ def test_workers_say_each_kid_listens_and_that_logs_rotated(tmp_path, origin):
 
 # ------------------------------------------------------------ what a started proxy loads
 
-def test_only_a_configuration_that_speaks_tls_loads_the_tls_libraries(make_proxy, tmp_path):
+def test_only_a_configuration_that_speaks_tls_loads_the_tls_libraries(make_proxy, origin, tmp_path):
     """pyOpenSSL and cryptography are a third of a started proxy's memory: a proxy
     without TLS never loads them (nor does Twisted, for squidpy never uses its TLS);
     one that bumps does, at start."""
     plain = make_proxy(LOCAL_POLICY, fork=False)      # a fresh interpreter: what it imports at start
     assert not loads_tls_libraries(plain.proc.pid)
+    # nor OpenSSL's libcrypto (4.5 MB), which Python's hashlib, hmac and ssl load: once
+    # requests were served, stored (a CRC-32) and looked up on disk (SHA-256 keys)
+    plain = make_proxy(LOCAL_POLICY + f"cache_dir diskcache {tmp_path / 'cache'} 10\n", fork=False)
+    url = origin.url("/obj/no-openssl?cc=max-age%3D600&size=5000")
+    assert [get(plain.port, url) for _ in range(2)] == [200, 200]
+    assert "TCP_MEM_HIT" in plain.log_line("no-openssl", count=2)
+    assert not maps_openssl(plain.proc.pid) and not loads_tls_libraries(plain.proc.pid)
     pem, _ = init_ca(str(tmp_path / "ca"), "Start-up Test CA", key_type="ec")
     bumping = make_proxy(LOCAL_POLICY + f"http_port 127.0.0.1:0 ssl-bump tls-cert={pem}\n")
     assert loads_tls_libraries(bumping.proc.pid)

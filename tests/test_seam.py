@@ -225,6 +225,9 @@ from twisted.internet import endpoints, interfaces, posixbase, protocol, tcp
 from squidpy.proxy import seam
 assert all(name in sys.modules for name in TWISTED_TLS_PROBES)
 assert sys.argv[1] == "after-openssl" or not {"OpenSSL", "cryptography"} & set(sys.modules), "Twisted loaded TLS"
+assert sys.argv[1] == "after-openssl" or not {"ssl", "_hashlib"} & set(sys.modules), "Twisted loaded Python's OpenSSL"
+import asyncio.sslproto, hashlib
+assert asyncio.sslproto.ssl is None and hashlib.sha256(b"abc").hexdigest().startswith("ba7816bf")
 assert not tcp.Server.TLS and not interfaces.ITLSTransport.implementedBy(tcp.Server), "tcp.Server kept startTLS"
 assert posixbase.tls is None and posixbase.ssl is None and endpoints.TLSMemoryBIOFactory is None
 

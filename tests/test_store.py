@@ -349,3 +349,32 @@ def test_the_origin_is_held_while_the_disk_catches_up(tmp_path):
         assert _stored_body(cache, "http://o/held") == piece * count
     finally:
         cache.close()
+
+
+# ---------------------------------------------------------------- a stored body read back
+def test_a_body_read_back_is_checked_by_its_crc32():
+    import zlib
+    body = bytes(range(256)) * 40
+    reply = CachedReply(url="http://o/x", status=200, reason=b"OK", headers=[], request_time=0, response_time=0,
+                        body_size=len(body), crc32=zlib.crc32(body))
+    check = reply.body_check()
+    for i in range(0, len(body), 1000):        # as the streamer reads it: in chunks
+        check.update(body[i:i + 1000])
+    assert check.intact()
+    damaged = reply.body_check()
+    damaged.update(body[:5000] + b"\x00" + body[5001:])     # one byte changed, the same length
+    assert not damaged.intact()
+
+
+def test_an_entry_stored_before_the_crc32_is_checked_by_its_sha256():
+    import hashlib
+    body = b"stored by an older squidpy" * 100
+    meta = {"url": "http://o/old", "status": 200, "reason": b"OK", "headers": [], "request_time": 0,
+            "response_time": 0, "body_size": len(body), "vary_names": (), "vary_key": (),
+            "sha256": hashlib.sha256(body).hexdigest(), "body_key": "b:1", "stored_at": 0}     # no crc32
+    reply = CachedReply.from_meta(meta)
+    good, bad = reply.body_check(), reply.body_check()
+    good.update(body)
+    bad.update(body[:-1] + b"?")
+    assert good.intact() and not bad.intact()
+    assert CachedReply.from_meta(reply.meta()).meta() == reply.meta()

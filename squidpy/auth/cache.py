@@ -20,13 +20,12 @@ The clock is injected.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable
+
+from squidpy.digests import blake2b, compare_digest, token_bytes
 
 if TYPE_CHECKING:
     from squidpy.auth.decide import Outcome
@@ -41,12 +40,12 @@ UNCHECKED = "unchecked"     # ask the helper
 MAX_USERS = 100_000         # bounded whatever clients send: the least recently seen go first
 MAX_IPS_PER_USER = 1024
 
-_KEY = secrets.token_bytes(32)
+_KEY = token_bytes(32)
 
 
 def secret_digest(secret: str) -> bytes:
     """A keyed hash (BLAKE2b with a key made at start): what is kept instead of a secret."""
-    return hashlib.blake2b(secret.encode("latin-1", "replace"), key=_KEY, digest_size=32).digest()
+    return blake2b(secret.encode("latin-1", "replace"), key=_KEY, digest_size=32).digest()
 
 
 @dataclass
@@ -103,7 +102,7 @@ class UserCache:
         self.collect()
         entry = self._entry("basic", user)
         digest = secret_digest(password)
-        if entry.secret is None or not hmac.compare_digest(entry.secret, digest):
+        if entry.secret is None or not compare_digest(entry.secret, digest):
             entry.secret, entry.state, entry.notes = digest, UNCHECKED, []
             return UNCHECKED, entry
         if entry.state in (OK, FAILED) and self.clock() - entry.checked < credentials_ttl:

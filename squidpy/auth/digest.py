@@ -9,13 +9,11 @@ src/auth/digest/Config.cc and UserRequest.cc.  Clock injected.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 from typing import Callable
 
 from squidpy.auth.credentials import Digest
+from squidpy.digests import compare_digest, md5, token_bytes
 
 VALID = "valid"
 STALE = "stale"          # one of ours, but used up or too old: the client retries with stale=true
@@ -49,7 +47,7 @@ class NonceStore:
 
     def new(self) -> str:
         self.collect()
-        nonce = secrets.token_hex(16)
+        nonce = token_bytes(16).hex()
         self.nonces[nonce] = Nonce(self.clock())
         if len(self.nonces) > MAX_NONCES:
             del self.nonces[next(iter(self.nonces))]
@@ -96,7 +94,7 @@ class NonceStore:
 
 
 def _md5(text: str) -> str:
-    return hashlib.md5(text.encode("latin-1", "replace")).hexdigest()
+    return md5(text.encode("latin-1", "replace")).hexdigest()
 
 
 def ha1_from_password(user: str, realm: str, password: str) -> str:
@@ -114,10 +112,10 @@ def expected_response(ha1: str, creds: Digest, method: str) -> str:
 
 
 def response_matches(ha1: str, creds: Digest, method: str, post_workaround: bool = False) -> bool:
-    if hmac.compare_digest(expected_response(ha1, creds, method), creds.response.lower()):
+    if compare_digest(expected_response(ha1, creds, method), creds.response.lower()):
         return True
     # post_workaround: old browsers computed a POST's digest with GET
-    return post_workaround and method != "GET" and hmac.compare_digest(
+    return post_workaround and method != "GET" and compare_digest(
         expected_response(ha1, creds, "GET"), creds.response.lower())
 
 

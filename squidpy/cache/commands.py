@@ -9,7 +9,6 @@ directly.
 
 from __future__ import annotations
 
-import http.client
 import json
 import sys
 import time
@@ -52,6 +51,8 @@ def _ask(config: Config, method: str, target: str) -> Answer | None:
     host, port = _address(config)
     if port == 0:
         return None         # 'http_port 0' is chosen at start: only the cache_dir is reachable
+    import http.client      # here: it loads the ssl module, which 'squidpy run' never needs
+
     conn = http.client.HTTPConnection(host, port, timeout=30)
     try:
         conn.request(method, target, headers={"Host": _authority(host, port)})

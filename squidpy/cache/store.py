@@ -11,7 +11,7 @@
   for several processes.  A body is stored completely under a fresh key before
   the metadata that points at it is written, in one transaction each, so a
   crash at any moment leaves either the old entry, the new one, or none, never
-  a truncated one; length and SHA-256 are checked again on the way out.
+  a truncated one; length and CRC-32 are checked again on the way out.
 * Every disk write happens on one writer thread fed by a bounded queue; when
   the queue is full the object is simply not stored, so the reactor never
   waits for the disk.
@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import io
 import logging
@@ -32,12 +31,14 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from squidpy.cache import policy, refresh
 from squidpy.http import message
 from squidpy.cache.refresh import EntryFacts
+from squidpy.digests import sha256
 
 log = logging.getLogger("squidpy")
 
@@ -55,11 +56,11 @@ def entry_key(url: str, vary: tuple[bytes, ...] = ()) -> str:
 
 def disk_key(key: str) -> str:
     """Keys on disk are fixed-length digests of the store's keys."""
-    return "e:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+    return "e:" + sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def index_key(url: str) -> str:
-    return "v:" + hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()
+    return "v:" + sha256(url.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass
@@ -76,7 +77,8 @@ class CachedReply:
     body_size: int
     vary_names: tuple[bytes, ...] = ()
     vary_key: tuple[bytes, ...] = ()
-    sha256: str = ""
+    crc32: int = -1             # the body's CRC-32 (-1: stored before squidpy kept one)
+    sha256: str = ""            # what entries stored before the CRC-32 carry instead
     body_key: str = ""
     head: bytes = b""
     stored_at: float = 0.0
@@ -123,8 +125,11 @@ class CachedReply:
             "url": self.url, "status": self.status, "reason": self.reason, "headers": self.headers,
             "request_time": self.request_time, "response_time": self.response_time,
             "body_size": self.body_size, "vary_names": self.vary_names, "vary_key": self.vary_key,
-            "sha256": self.sha256, "body_key": self.body_key, "stored_at": self.stored_at,
+            "crc32": self.crc32, "sha256": self.sha256, "body_key": self.body_key, "stored_at": self.stored_at,
         }
+
+    def body_check(self) -> "BodyCheck":
+        return BodyCheck(self.crc32, self.sha256)
 
     def without_field(self, name: bytes) -> "CachedReply":
         """A copy without the field ``name`` (a multipart reply has its own Content-Type)."""
@@ -137,6 +142,29 @@ class CachedReply:
         reply = cls(**meta)
         reply.serialise_head()
         return reply
+
+
+class BodyCheck:
+    """Whether a stored body read back is the one stored: its CRC-32 (zlib: a few
+    times faster than SHA-256 and made to catch damaged bytes; the length is checked
+    apart), or the SHA-256 that entries stored before carry."""
+
+    def __init__(self, crc32: int, sha256_hex: str):
+        self.expected = crc32
+        self.crc = 0
+        self.legacy = sha256_hex
+        self.sha = sha256() if crc32 < 0 and sha256_hex else None
+
+    def update(self, chunk: bytes) -> None:
+        if self.sha is not None:
+            self.sha.update(chunk)
+        else:
+            self.crc = zlib.crc32(chunk, self.crc)
+
+    def intact(self) -> bool:
+        if self.sha is not None:
+            return self.sha.hexdigest() == self.legacy
+        return self.expected < 0 or self.crc == self.expected
 
 
 class MemoryTier:

@@ -16,12 +16,12 @@ zero.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
 
+from squidpy.digests import md5
 from squidpy.mgr.actions import ACTIONS
 from squidpy.mgr.internal import url_contains
 from squidpy.mgr.request import CacheMgrPasswd, ManagerRequest, protection
@@ -601,7 +601,7 @@ def objects(report: JsonObject, request: ManagerRequest) -> str:
     for url, status, size, tier, stored_at, lastref, expires, lastmod, head_size in report["objects"]:
         if not url_contains(url, pattern):
             continue
-        key = hashlib.md5(url.encode("utf-8", "surrogateescape")).hexdigest().upper()
+        key = md5(url.encode("utf-8", "surrogateescape")).hexdigest().upper()
         in_memory = tier == "memory"
         out.append(f"KEY {key}\n")
         out.append(f"\t{'STORE_OK':<13} {'IN_MEMORY' if in_memory else 'NOT_IN_MEMORY':<13} "

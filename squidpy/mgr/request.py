@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import urllib.parse
 from dataclasses import dataclass, field
 
+from squidpy.digests import compare_digest
 from squidpy.http.message import Fields
 from squidpy.http.url import MANAGER_SCHEME, Target
 from squidpy.mgr.actions import ACTIONS
@@ -165,5 +165,5 @@ def password_ok(request: ManagerRequest, passwords: list[CacheMgrPasswd]) -> boo
     if wanted == "none":
         return True
     given = request.password
-    return given is not None and given != "" and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+    return given is not None and given != "" and compare_digest(given.encode("utf-8", "surrogateescape"),
                                                wanted.encode("utf-8", "surrogateescape"))

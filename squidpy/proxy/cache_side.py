@@ -10,10 +10,10 @@ settings and the collapsed fetches under way.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
+import zlib
 import time
 from typing import IO, TYPE_CHECKING
 
@@ -48,7 +48,7 @@ WRITE_BACKLOG = 16 * 1024 * 1024
 
 class BodyStreamer:
     """Sends a stored body from disk in chunks read by a reader thread, one chunk at a
-    time and only while the client takes them, and checks its length and SHA-256 on
+    time and only while the client takes them, and checks its length and CRC-32 on
     the way (a damaged entry is removed)."""
 
     def __init__(self, driver, cache, reply: CachedReply, stream, window: tuple[int, int] | None = None):
@@ -62,7 +62,7 @@ class BodyStreamer:
         self.whole = window is None
         if window is not None and window[0]:
             stream.seek(window[0])
-        self.digest = hashlib.sha256()
+        self.check = reply.body_check()
         self.paused = {"start"}
         self.reading = False
         self.done = False
@@ -93,7 +93,7 @@ class BodyStreamer:
             return self._end()
         self.sent += len(chunk)
         if self.whole:
-            self.digest.update(chunk)
+            self.check.update(chunk)
         self.driver.feed(ev.StoredBody(chunk))
         if self.done:
             return
@@ -103,8 +103,7 @@ class BodyStreamer:
             self._read()
 
     def _end(self) -> None:
-        intact = self.sent == self.expected and (
-            not self.whole or not self.reply.sha256 or self.digest.hexdigest() == self.reply.sha256)
+        intact = self.sent == self.expected and (not self.whole or self.check.intact())
         self.stop()
         if not intact:
             self.cache.store.remove_url(self.reply.url)
@@ -136,7 +135,7 @@ class Tee:
         self.request_time = request_time
         self.chunks: list[bytes] = []
         self.size = 0
-        self.digest = hashlib.sha256()
+        self.crc32 = 0
         self.temp: IO[bytes] | None = None  # the temp file, while the reply is being received
         self.file: IO[bytes] | None = None  # the same, for the writer thread, to the end
         self.failed = False
@@ -147,7 +146,7 @@ class Tee:
 
     def add(self, data: bytes) -> bool:
         self.size += len(data)
-        self.digest.update(data)
+        self.crc32 = zlib.crc32(data, self.crc32)
         if not self.cache.size_allowed(self.size):
             self.discard()
             return False
@@ -218,7 +217,7 @@ class Tee:
         headers = policy.headers_to_store(self.resp.headers, self.size, message.http_date(now))
         reply = CachedReply(url=url, status=self.resp.status, reason=self.resp.reason, headers=headers,
                             request_time=self.request_time, response_time=now, body_size=self.size,
-                            vary_names=names, vary_key=vary_key, sha256=self.digest.hexdigest(),
+                            vary_names=names, vary_key=vary_key, crc32=self.crc32,
                             stored_at=now)
         self.cache.service.stats.direct.swap_outs += 1
         if self.temp is None:

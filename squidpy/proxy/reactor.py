@@ -17,19 +17,25 @@ import sys
 #: (tcp's startTLS through _newtls, posixbase's listenSSL, endpoints' TLS endpoints)
 #: and take their plain-TCP path when it is missing
 TWISTED_TLS_PROBES = ("twisted.internet.tcp", "twisted.internet.posixbase", "twisted.internet.endpoints")
+#: what import_twisted_without_tls hides while they load
+HIDDEN_WHILE_TWISTED_LOADS = ("OpenSSL", "ssl", "_hashlib")
 
 
 def import_twisted_without_tls() -> None:
-    """Import Twisted as if pyOpenSSL were not installed (the ``tls`` extra Twisted
-    makes optional), for the proxy process only: squidpy never uses Twisted's TLS
-    (its own sessions are in squidpy.tls), and pyOpenSSL with cryptography is a
-    third of a started proxy's memory (33 MB) and of its start-up CPU.  pyOpenSSL
-    is hidden only while those modules load: a configuration that bumps or speaks
-    TLS imports it afterwards as usual.  A process that already imported Twisted
-    (tests, in-process benchmarks) keeps Twisted as it is."""
+    """Import Twisted as if pyOpenSSL and Python's OpenSSL modules were not installed,
+    for the proxy process only: squidpy never uses Twisted's TLS (its own sessions are
+    in squidpy.tls).  pyOpenSSL with cryptography is a third of a started proxy's
+    memory (33 MB) and of its start-up CPU.  The ssl module comes in through asyncio
+    (which Twisted's defer imports), hashlib's OpenSSL through http.cookiejar (which
+    twisted.python.compat imports); both take them only if they are there, and
+    without them nothing maps libssl or libcrypto (4.5 MB).  hashlib then gives
+    CPython's own hashes, which squidpy uses anyway (squidpy.digests).  They are
+    hidden only while those modules load: a configuration that bumps or speaks TLS
+    imports pyOpenSSL and ssl afterwards as usual.  A process that already imported
+    Twisted (tests, in-process benchmarks) keeps Twisted as it is."""
     hidden = {name: module for name, module in sys.modules.items()
-              if name == "OpenSSL" or name.startswith("OpenSSL.")}
-    names = {"OpenSSL", *hidden}
+              if name in HIDDEN_WHILE_TWISTED_LOADS or name.startswith("OpenSSL.")}
+    names = {*HIDDEN_WHILE_TWISTED_LOADS, *hidden}
     # None in sys.modules makes the import fail (typeshed only knows modules there)
     sys.modules.update(dict.fromkeys(names, None))  # type: ignore[arg-type]
     try:
