@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import raw_request
+from tests.conftest import raw_request, read_response
 from tests.proxyproc import ProxyProcess, wait_for
 from tests.squidproc import SquidProcess
 
@@ -138,6 +138,32 @@ def test_the_layout_of_squids_per_process_pages(both, origin):
     assert (int(mine[0][3]), int(mine[0][4])) == (len(request), len(reply)), (mine, len(reply))
     _, body = squidclient(proxy.port, "storedir")
     assert body.startswith("Store Directory Statistics:\nStore Entries          : ")
+
+
+def test_connections_that_have_sent_nothing_are_listed_counted_and_served(make_proxy, origin):
+    """A connection that has not sent a byte is held as a bare descriptor (seam.Waiting):
+    it is still a client connection for the reports, and its first request is served."""
+    proxy = make_proxy("acl local src 127.0.0.1\nhttp_access allow local\n")
+    silent = [socket.create_connection(("127.0.0.1", proxy.port), timeout=10) for _ in range(5)]
+    try:
+        ports = {s.getsockname()[1] for s in silent}
+
+        def listed():
+            body = squidclient(proxy.port, "filedescriptors")[1]
+            rows = [line.split() for line in body.splitlines() if line.endswith("Reading next request")]
+            return {int(row[-4].rsplit(":", 1)[1]) for row in rows if row[-4].startswith("127.0.0.1:")} >= ports
+        assert wait_for(listed, 10)
+        info = squidclient(proxy.port, "info")[1]
+        assert int(re.search(r"^\tNumber of file desc currently in use:\s+(\d+)$", info, re.M).group(1)) >= 5
+        url = origin.url("/size/100")
+        for s in silent:
+            s.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            with s.makefile("rb") as f:
+                status, _, body = read_response(f)
+            assert (status, len(body)) == (200, 100)
+    finally:
+        for s in silent:
+            s.close()
 
 
 def test_passwords_as_squid_asks_them(both):

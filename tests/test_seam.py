@@ -4,6 +4,7 @@ against the installed Twisted: if a release changes them, these fail, loudly."""
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -264,3 +265,136 @@ def test_squidpy_run_imports_twisted_without_its_tls(first):
     fails here (and the proxy's memory test in test_process.py)."""
     done = subprocess.run([sys.executable, "-c", WITHOUT_TLS, first], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "ok\n", done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- connections that wait for their first bytes
+class Answerer(protocol.Protocol):
+    accepted = 0.0
+    timeouts = 0
+
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+    def timed_out(self):
+        self.timeouts += 1
+        self.transport.loseConnection()
+
+
+class Answerers(protocol.Factory):
+    def __init__(self):
+        self.built = []
+
+    def buildProtocol(self, addr):
+        p = Answerer()
+        p.factory, p.addr = self, addr
+        self.built.append(p)
+        return p
+
+
+def turn(reactor, until, turns=200):
+    """Run the reactor's turns (up to ``turns`` of 10 ms) until ``until()``."""
+    for _ in range(turns):
+        if until():
+            return True
+        reactor.doPoll(0.01)
+    return until()
+
+
+def waiting_port(admit=lambda ip: True, timeout=60.0):
+    reactor = seam.EPollReactor()
+    counted = []
+    released = []
+
+    def admitted(ip):
+        ok = admit(ip)
+        if ok:
+            counted.append(ip)
+        return ok
+
+    waiting = seam.Waiting(reactor, admitted, released.append, timeout)
+    factory = Answerers()
+    port = seam.listen_tcp(reactor, 0, factory, 50, "127.0.0.1", waiting)
+    return reactor, waiting, factory, port, counted, released
+
+
+def test_port_internals_exist():
+    reactor = seam.EPollReactor()
+    port = seam.listen_tcp(reactor, 0, Answerers(), 5, "127.0.0.1", None)
+    try:
+        for name in seam.PORT_ATTRIBUTES:
+            assert hasattr(port, name), name
+        assert port.transport is tcp.Server
+        assert isinstance(port, tcp.Port)
+    finally:
+        port.stopListening()
+
+
+def test_a_silent_connection_is_a_descriptor_until_its_first_bytes():
+    reactor, waiting, factory, port, counted, released = waiting_port()
+    with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5) as client:
+        assert turn(reactor, lambda: len(waiting) == 1)
+        assert factory.built == [] and counted == ["127.0.0.1"] and released == []
+        client.sendall(b"hello")
+        # woken and read in the same turn: no turn passes between the protocol's birth and its bytes
+        assert turn(reactor, lambda: factory.built)
+        assert len(waiting) == 0 and released == ["127.0.0.1"]
+        got = bytearray()
+
+        def answered():
+            ready, _, _ = select.select([client], [], [], 0)
+            if ready:
+                got.extend(client.recv(100))
+            return got == b"hello"
+
+        assert turn(reactor, answered)
+        echo = factory.built[0]
+        assert echo.addr.host == "127.0.0.1" and echo.addr.port == client.getsockname()[1]
+        assert 0 < echo.accepted <= __import__("time").monotonic()
+    port.stopListening()
+
+
+def test_a_silent_connection_that_closes_reaches_its_protocol_as_closed():
+    reactor, waiting, factory, port, counted, released = waiting_port()
+    lost = []
+    Answerer.connectionLost = lambda self, reason: lost.append(reason.type)
+    try:
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        assert turn(reactor, lambda: len(waiting) == 1)
+        client.close()
+        assert turn(reactor, lambda: lost)
+        assert len(factory.built) == 1 and released == ["127.0.0.1"] and len(waiting) == 0
+    finally:
+        del Answerer.connectionLost
+        port.stopListening()
+
+
+def test_a_connection_not_admitted_is_served_at_once():
+    reactor, waiting, factory, port, counted, released = waiting_port(admit=lambda ip: False)
+    with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5):
+        assert turn(reactor, lambda: factory.built)
+        assert len(waiting) == 0 and counted == [] and released == []
+    port.stopListening()
+
+
+def test_a_connection_that_waits_too_long_is_timed_out_by_its_protocol():
+    reactor, waiting, factory, port, counted, released = waiting_port(timeout=0.0)
+    with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5) as client:
+        assert turn(reactor, lambda: len(waiting) == 1)
+        assert waiting.deadline is not None and waiting.limit is None
+        waiting.timed_out()         # what Timeouts' sweep calls once the deadline passed
+        assert [p.timeouts for p in factory.built] == [1] and len(waiting) == 0
+        assert turn(reactor, lambda: not factory.built[0].transport.connected)
+        assert client.recv(10) == b""
+    assert waiting.deadline is None
+    port.stopListening()
+
+
+def test_close_all_closes_the_waiting_descriptors():
+    reactor, waiting, factory, port, counted, released = waiting_port()
+    with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5) as client:
+        assert turn(reactor, lambda: len(waiting) == 1)
+        waiting.close_all()
+        assert len(waiting) == 0 and released == ["127.0.0.1"] and factory.built == []
+        assert client.recv(10) == b""
+    assert not any(isinstance(s, seam.WaitingConnection) for s in reactor._selectables.values())
+    port.stopListening()

@@ -90,6 +90,7 @@ class ClientConnection(PausableReading, Protocol):
     _upgrade_pending: Exchange | None = None    # a CONNECT or Upgrade request
     _body_after_upgrade: Exchange | None = None     # an Upgrade request with a body
     _priming = False
+    accepted = 0.0                      # time.monotonic() of the accept, when it waited for its first bytes
     _headers: list[tuple[bytes, bytes]]     # these two come with the parser, at the first bytes
     _chunk_meter: ChunkMeter
 
@@ -133,7 +134,7 @@ class ClientConnection(PausableReading, Protocol):
                                interception=mode, to_proxy=to_proxy)
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
-        self.opened = now = time.monotonic()
+        self.opened = now = self.accepted or time.monotonic()
         self.deadline = now + self.service.config.request_start_timeout
         if self.proxy_header is None:       # else once the PROXY header says who the client is
             self.write_limit = self.service.throttles.limit_client(self, self.info)

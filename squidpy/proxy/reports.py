@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import time
 
 from twisted.internet import defer
@@ -20,6 +21,7 @@ from squidpy import __version__
 from squidpy.cache.policy import expiration_time, parse_http_date
 from squidpy.config.secrets import configuration_text
 from squidpy.http.message import field
+from squidpy.ip import ip_text
 
 SINCE = (300, 3600)                                  # the info page's and /metrics' windows
 RECORDED = (300, 900, 3600, 28800, 86400, 259200)    # the utilization page's spans
@@ -93,7 +95,7 @@ def gauges(service) -> dict:
     fds = _open_fds()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     g = {
-        "client_connections": len(service.clients),
+        "client_connections": service.client_connections,
         "clients": service.stats.client_count(),
         "max_fd": service.fd_limit,
         "fds_open": len(fds),
@@ -202,6 +204,16 @@ def client_bytes(client) -> tuple[int, int]:
     return read, wrote
 
 
+def _peer_of(fd: int, ip: str) -> str:
+    """ip:port of a connection squidpy holds only as a descriptor (seam.Waiting)."""
+    try:
+        with socket.fromfd(fd, socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM) as s:
+            host, port = s.getpeername()[:2]
+    except OSError:
+        return ip_text(ip)
+    return f"{ip_text(host)}:{port}"
+
+
 def _fileno(transport) -> int:
     try:
         return transport.fileno()
@@ -223,6 +235,10 @@ def file_descriptors(service) -> list:
         address = port.getHost()
         known[_fileno(port)] = ("Socket", 0, 0, 0, f"{address.host}:{address.port}",
                                 "metrics Socket" if listen_key[0] == "metrics" else "HTTP Socket")
+    waiting = service.waiting
+    for fd, conn in waiting.connections.items():
+        known[fd] = ("Socket", max(0, int(conn.accepted + waiting.timeout - now)), 0, 0, _peer_of(fd, conn.ip),
+                     "Reading next request")
     for client in service.clients:
         desc = "Reading next request"
         if client.active is not None:

@@ -1,7 +1,9 @@
 """Every private Twisted detail squidpy relies on, in one place.
 
-Twisted's public API does not cover five things a fast proxy needs: the
-reactor's poll loop without its per-event logging context, whether a
+Twisted's public API does not cover six things a fast proxy needs: the
+reactor's poll loop without its per-event logging context, accepted
+connections that wait as bare descriptors until they send something (see
+:class:`Waiting`), whether a
 transport's write buffers are empty (before handing its socket to splice),
 sending replies with one ``send()`` each at the end of the reactor's turn when
 nothing is queued (see :meth:`EPollReactor.flush`), unlinking a client transport from its
@@ -20,15 +22,21 @@ tests/test_seam.py too).
 from __future__ import annotations
 
 import errno
+import select
 import socket
+import sys
+import time
+from typing import Any, Callable
 
 from twisted.internet import epollreactor, tcp
 
 #: the attributes of twisted.internet.abstract.FileDescriptor / tcp.Connection used below
 TRANSPORT_ATTRIBUTES = ("_tempDataBuffer", "_tempDataLen", "dataBuffer", "offset", "socket", "producer", "connected",
                         "disconnecting")
-#: the attributes of twisted.internet.epollreactor.EPollReactor used by fast_poll
+#: the attributes of twisted.internet.epollreactor.EPollReactor used by fast_poll and Waiting
 REACTOR_ATTRIBUTES = ("_poller", "_selectables", "_doReadOrWrite")
+#: what Waiting uses of twisted.internet.tcp.Port (besides overriding doRead)
+PORT_ATTRIBUTES = ("transport", "sessionno", "_buildAddr", "addressFamily", "factory", "socket", "numberAccepts")
 #: what connect_transparent overrides in twisted.internet.tcp
 CONNECTOR_METHODS = ((tcp.Connector, "_makeTransport"), (tcp.Client, "createInternetSocket"))
 
@@ -94,6 +102,10 @@ class EPollReactor(epollreactor.EPollReactor):
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is not None:
+                if selectable.__class__ is WaitingConnection:
+                    selectable = selectable.waiting.wake(selectable)
+                    if selectable is None:
+                        continue
                 handle(selectable, fd, event)
         if self.replies:
             self.flush()
@@ -205,3 +217,167 @@ def connect_transparent(reactor, host: str, port: int, factory, timeout: float =
     connector = _TransparentConnector(host, port, factory, timeout, bindAddress, reactor)
     connector.connect()
     return connector
+
+
+# ---------------------------------------------------------------- connections that have sent nothing yet
+class WaitingConnection:
+    """An accepted client connection that has sent nothing yet: its descriptor is in the
+    poller, and this is all squidpy holds for it (about 150 bytes, where a Twisted
+    transport and its protocol take 1.7 KB).  Browsers open connections ahead of
+    need, and a proxy of a big network holds thousands of them."""
+
+    __slots__ = ("fd", "ip", "accepted", "port", "waiting")
+
+    def __init__(self, fd: int, ip: str, accepted: float, port: WaitingPort, waiting: Waiting):
+        self.fd = fd
+        self.ip = ip
+        self.accepted = accepted
+        self.port = port
+        self.waiting = waiting
+
+
+class Waiting:
+    """The connections a service's ports accepted that have not sent a byte yet, oldest
+    first.  The first event on one (bytes, or the client closing) makes it the
+    transport and protocol the port would have made at once (:meth:`wake`), and the
+    reactor carries on with that event in the same turn, so nothing a client sees
+    changes.  ``admit(ip)`` says whether a new connection may wait (and counts it
+    for that address); ``released(ip)`` uncounts it when it wakes or closes.  After
+    ``timeout`` seconds a waiting connection wakes and is timed out like any other
+    (the registry is watched by :class:`squidpy.proxy.timeouts.Timeouts`)."""
+
+    limit = None
+
+    def __init__(self, reactor, admit: Callable[[str], bool], released: Callable[[str], None], timeout: float):
+        self.reactor = reactor
+        self.admit = admit
+        self.released = released
+        self.timeout = timeout
+        self.connections: dict[int, WaitingConnection] = {}
+
+    def __len__(self) -> int:
+        return len(self.connections)
+
+    def add(self, port: WaitingPort, fd: int, ip: str) -> bool:
+        """Keep an accepted connection waiting (False: ``admit`` says serve it now)."""
+        ip = sys.intern(ip)
+        if not self.admit(ip):
+            return False
+        conn = WaitingConnection(fd, ip, time.monotonic(), port, self)
+        self.connections[fd] = conn
+        self.reactor._selectables[fd] = conn
+        self.reactor._poller.register(fd, select.EPOLLIN)
+        return True
+
+    def _forget(self, conn: WaitingConnection) -> None:
+        fd = conn.fd
+        del self.connections[fd]
+        del self.reactor._selectables[fd]
+        self.reactor._poller.unregister(fd)
+        self.released(conn.ip)
+
+    def wake(self, conn: WaitingConnection):
+        """The transport the port makes of ``conn`` now (None: it was gone already)."""
+        self._forget(conn)
+        port = conn.port
+        skt = socket.socket(port.addressFamily, socket.SOCK_STREAM, fileno=conn.fd)
+        try:
+            addr = _peer_address(skt.getpeername())
+        except OSError:             # reset before it said anything
+            skt.close()
+            return None
+        return port.serve(skt, addr, conn.accepted)
+
+    @property
+    def deadline(self) -> float | None:
+        for conn in self.connections.values():
+            return conn.accepted + self.timeout
+        return None
+
+    def timed_out(self) -> None:
+        """Wake the connections that waited ``timeout`` and time them out."""
+        before = time.monotonic() - self.timeout
+        expired = []
+        for conn in self.connections.values():
+            if conn.accepted > before:
+                break
+            expired.append(conn)
+        for conn in expired:
+            transport = self.wake(conn)
+            if transport is not None and transport.connected:
+                transport.protocol.timed_out()
+
+    def close_all(self) -> None:
+        for conn in list(self.connections.values()):
+            self._forget(conn)
+            try:
+                socket.close(conn.fd)
+            except OSError:
+                pass
+
+
+def _peer_address(addr: tuple) -> tuple:
+    """An accepted socket's address as Twisted gives it: IPv6 with its scope as text."""
+    if len(addr) == 4:
+        host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+        return (host[0], *addr[1:])
+    return addr
+
+
+class WaitingPort(tcp.Port):
+    """A listening port whose new connections wait in ``waiting`` (when it admits them)
+    instead of becoming transports at once; see :class:`Waiting`."""
+
+    waiting: Waiting | None = None
+
+    def doRead(self):
+        waiting = self.waiting
+        if waiting is None:
+            return super().doRead()
+        listening = self.socket
+        for _ in range(self.numberAccepts):
+            try:
+                skt, addr = listening.accept()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR):
+                    continue
+                return super().doRead()     # out of descriptors: Twisted's accept sheds and logs
+            addr = _peer_address(addr)
+            if not waiting.add(self, skt.fileno(), addr[0]):
+                self.serve(skt, addr, time.monotonic())
+                continue
+            skt.detach()
+
+    def serve(self, skt: socket.socket, addr: tuple, accepted: float):
+        """What tcp.Port.doRead makes of an accepted socket: a protocol from the factory
+        (told when the connection was ``accepted``) and its transport."""
+        factory = self.factory
+        assert factory is not None     # a listening port has its factory
+        protocol: Any = factory.buildProtocol(self._buildAddr(addr))
+        if protocol is None:
+            skt.close()
+            return None
+        protocol.accepted = accepted
+        session = self.sessionno
+        self.sessionno = session + 1
+        transport = self.transport(skt, protocol, addr, self, session, self.reactor)
+        protocol.makeConnection(transport)
+        return transport
+
+
+def listen_tcp(reactor, port: int, factory, backlog: int, interface: str, waiting: Waiting | None):
+    """reactor.listenTCP, with a :class:`WaitingPort`."""
+    listener = WaitingPort(port, factory, backlog, interface, reactor)
+    listener.waiting = waiting
+    listener.startListening()
+    return listener
+
+
+def adopt_port(reactor, fd: int, family: int, factory, waiting: Waiting | None):
+    """reactor.adoptStreamPort, with a :class:`WaitingPort`."""
+    listener = WaitingPort._fromListeningDescriptor(reactor, fd, family, factory)
+    listener.waiting = waiting
+    listener.startListening()
+    return listener

@@ -31,6 +31,7 @@ from squidpy.config.values import INTERCEPT, TPROXY
 from squidpy.errors import ErrorPages
 from squidpy.http.message import app_name, via_value
 from squidpy.http.url import own_names
+from squidpy.ip import ip_text as plain_ip
 from squidpy.log.access_log import AccessLog
 from squidpy.log.cache_log import CacheLog
 from squidpy.mgr.stats import Stats
@@ -41,7 +42,7 @@ from squidpy.proxy.closing import lose
 from squidpy.proxy.dns import DnsCache, build_resolver, read_hosts
 from squidpy.proxy.notify import STATUS_INTERVAL, Notifier, rate, status_text
 from squidpy.proxy.pidfile import AlreadyRunning, PidFile
-from squidpy.proxy.seam import set_transparent
+from squidpy.proxy.seam import Waiting, adopt_port, listen_tcp, set_transparent
 from squidpy.proxy.server_side import ServerPool
 from squidpy.proxy.throttle import Throttles
 from squidpy.proxy.timeouts import Timeouts
@@ -92,6 +93,9 @@ class ProxyService:
         self.started = time.time()
         self._over_capacity = False
         self.timeouts = Timeouts(_sweep_interval(config))
+        # connections accepted that have sent nothing yet (counted in _per_ip, not in clients)
+        self.waiting = Waiting(reactor, self._may_wait, self._waited, config.request_start_timeout)
+        self.timeouts.add(self.waiting)
         self.pool = ServerPool(reactor, self.timeouts, config)
         self.dns = None
         self.access_log = None
@@ -141,6 +145,7 @@ class ProxyService:
         self.pool.configure(config)
         self.throttles.configure(config)
         self.timeouts.set_interval(_sweep_interval(config))
+        self.waiting.timeout = config.request_start_timeout
         self.peering.configure(config)
 
     @property
@@ -309,15 +314,18 @@ class ProxyService:
 
     def _listen(self, listen, into: dict | None = None) -> None:
         factory = ClientFactory(self, listen)
+        # a connection waits for its first bytes as a bare descriptor unless something
+        # must happen before them (TLS, the original destination, the PROXY header)
+        waiting = None if listen.https or listen.interception or listen.require_proxy_header else self.waiting
         if self.kid is not None or "reuseport" in listen.options or listen.interception == TPROXY:
-            port = self._listen_socket(listen, factory)
+            port = self._listen_socket(listen, factory, waiting)
         elif listen.host:
-            port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface=listen.host)
+            port = listen_tcp(self.reactor, listen.port, factory, 1024, listen.host, waiting)
         else:
             try:
-                port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface="::")
+                port = listen_tcp(self.reactor, listen.port, factory, 1024, "::", waiting)
             except ierror.CannotListenError:
-                port = self.reactor.listenTCP(listen.port, factory, backlog=1024, interface="0.0.0.0")
+                port = listen_tcp(self.reactor, listen.port, factory, 1024, "0.0.0.0", waiting)
         (self.listeners if into is None else into)[listen.key] = port
         address = port.getHost()
         factory.bound_port = address.port
@@ -326,7 +334,7 @@ class ProxyService:
         kind = "metrics" if listen.kind == "metrics" else "HTTPS" if listen.https else "HTTP"
         log.info("Accepting %s%s connections at %s:%d", mode, kind, shown, address.port)
 
-    def _listen_socket(self, listen, factory):
+    def _listen_socket(self, listen, factory, waiting: Waiting | None):
         """A listening socket made here: one other processes may share (SO_REUSEPORT:
         the kernel spreads new connections among them), or a transparent one for
         tproxy (IP_TRANSPARENT: it accepts connections addressed to other hosts)."""
@@ -348,7 +356,7 @@ class ProxyService:
             sock.bind((host, listen.port))
             sock.listen(1024)
             sock.setblocking(False)
-            return self.reactor.adoptStreamPort(sock.fileno(), family, factory)
+            return adopt_port(self.reactor, sock.fileno(), family, factory, waiting)
         except OSError as e:
             raise ierror.CannotListenError(host, listen.port, e) from None
         finally:
@@ -511,14 +519,14 @@ class ProxyService:
     # ------------------------------------------------------------ status and fatal errors
     def status_text(self) -> str:
         count, then = self._rate_mark
-        return status_text(rate(self.stats.requests(), count, time.monotonic(), then), len(self.clients))
+        return status_text(rate(self.stats.requests(), count, time.monotonic(), then), self.client_connections)
 
     def report_status(self) -> None:
         now = time.monotonic()
         count, then = self._rate_mark
         requests = self.stats.requests()
         self._rate_mark = (requests, now)
-        self.notifier.status(rate(requests, count, now, then), len(self.clients))
+        self.notifier.status(rate(requests, count, now, then), self.client_connections)
 
     def tick_stats(self) -> None:
         """Once a minute: a copy of the counters for the 5 and 60 minute figures."""
@@ -544,6 +552,7 @@ class ProxyService:
         self.reactor.callLater(0, self._die)
 
     def _die(self) -> None:
+        self.waiting.close_all()
         for client in list(self.clients):
             client.transport.abortConnection()
         if self.running_helpers is not None:
@@ -562,6 +571,7 @@ class ProxyService:
                  lifetime, sum(1 for c in self.clients if c.active is not None or c.tunnel is not None))
         stops = [defer.maybeDeferred(p.stopListening) for p in self.listeners.values()]
         self.listeners.clear()
+        self.waiting.close_all()
         for client in list(self.clients):
             if client.shut_down():
                 lose(client.transport)
@@ -628,6 +638,30 @@ class ProxyService:
             self.pidfile = None
 
     # ------------------------------------------------------------ shared state for connections
+    @property
+    def client_connections(self) -> int:
+        """Open client connections, the ones that have not sent anything yet included."""
+        return len(self.clients) + len(self.waiting)
+
+    def _may_wait(self, ip: str) -> bool:
+        """May a new connection from ``ip`` wait for its first bytes as a bare descriptor?
+        Not one :meth:`client_connected` would refuse: that is said at once, as now."""
+        ip = plain_ip(ip)
+        per_ip = self.config.client_ip_max_connections
+        if (self.shutting_down or self._over_capacity or self.client_connections >= self.max_clients
+                or (per_ip >= 0 and self._per_ip[ip] >= per_ip)):
+            return False
+        self._per_ip[ip] += 1
+        return True
+
+    def _waited(self, ip: str) -> None:
+        self._uncount(plain_ip(ip))
+
+    def _uncount(self, ip: str) -> None:
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+
     def client_connected(self, client) -> None:
         """Count a new client; refuse it over the connection limits."""
         self.clients.add(client)
@@ -640,20 +674,19 @@ class ProxyService:
         if per_ip >= 0 and self._per_ip[client.client_ip] > per_ip:
             log.warning("client %s exceeds client_ip_max_connections %d: connection closed", client.client_ip, per_ip)
             client.transport.abortConnection()
-        elif len(self.clients) > self.max_clients:
+        elif self.client_connections > self.max_clients:
             if not self._over_capacity:
-                log.warning("%d client connections: refusing new ones (max_client_connections)", len(self.clients))
+                log.warning("%d client connections: refusing new ones (max_client_connections)",
+                            self.client_connections)
             self._over_capacity = True
             client.refuse_now("ERR_CANNOT_FORWARD", "this proxy is serving as many connections as it can", 503)
-        elif self._over_capacity and len(self.clients) < self.max_clients * 0.9:
+        elif self._over_capacity and self.client_connections < self.max_clients * 0.9:
             self._over_capacity = False
 
     def client_disconnected(self, client) -> None:
         if client in self.clients:
             self.clients.discard(client)
-            self._per_ip[client.client_ip] -= 1
-            if self._per_ip[client.client_ip] <= 0:
-                del self._per_ip[client.client_ip]
+            self._uncount(client.client_ip)
         self.timeouts.discard(client)
 
     def connections_from(self, ip: str) -> int:
