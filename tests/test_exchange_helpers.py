@@ -562,3 +562,11 @@ def test_without_helpers_the_shared_state_has_none():
     x = make(get(), shared)
     x.handle(ev.RequestStarted)
     assert x.callout is None
+
+
+def test_utf8_credentials_are_read_in_the_browsers_language():
+    """auth_param basic utf8 on: CP1251 credentials from a browser that prefers Russian
+    reach the helper as UTF-8 (the Accept-Language value is read as text, never bytes)."""
+    x = make(get(auth=basic("иван:pw".encode("cp1251")), extra=b"Accept-Language: ru-RU,ru;q=0.9\r\n"),
+             FakeShared(BASIC + "auth_param basic utf8 on\n"))
+    assert x.handle(ev.RequestStarted) == [c.AskHelper("basic", "%D0%B8%D0%B2%D0%B0%D0%BD pw")]

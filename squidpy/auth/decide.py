@@ -48,7 +48,7 @@ class Outcome:
     stale: bool = False                  # Digest: the nonce is used up, say stale=true
     token: str | None = None             # HANDSHAKE: what goes in the challenge
     close: bool = False                  # close the connection after the 407 (failed handshake)
-    credentials: object = field(default=None, repr=False)
+    credentials: cred.Basic | cred.Digest | cred.Token | None = field(default=None, repr=False)   # for ASK
     extras: str | None = None            # auth_param key_extras, as formatted for this request
     header: bytes | None = field(default=None, repr=False)   # Basic: keyed hash of the header value
 
@@ -67,8 +67,9 @@ class ConnectionAuth:
     entry: CachedUser | None = None      # the user's cache entry (max_user_ip)
     # Basic: the last Proxy-Authorization value this connection sent and its cache key, so a
     # browser's next request on it costs a comparison and a dict probe, not a keyed hash
+    # (the two are set together: the key is read only once the value matched)
     basic_value: str | bytes | None = field(default=None, repr=False)
-    basic_key: bytes | None = field(default=None, repr=False)
+    basic_key: bytes = field(default=b"", repr=False)
 
 
 class Authenticator:
@@ -172,7 +173,9 @@ class Authenticator:
             if entry.requeried_for != creds.response:
                 return self._ask_ha1(creds, config, entry, extras)     # the password may have changed
             return Outcome(REFUSED, "digest", creds.user, message="Incorrect password", entry=entry)
-        state = self.nonces.check(creds.nonce, creds.nc)
+        nonces = self.nonces
+        assert nonces is not None, "a Digest scheme is configured: so are its nonces"
+        state = nonces.check(creds.nonce, creds.nc)
         if state == UNKNOWN:
             return Outcome(REFUSED, "digest", creds.user, message="not a nonce this proxy issued", entry=entry)
         if state == STALE:
@@ -206,7 +209,7 @@ class Authenticator:
         """Turn the helper's reply to ``outcome.line`` into the final outcome."""
         creds = outcome.credentials
         message = next((v for k, v in notes if k == "message"), None)
-        if outcome.scheme == "basic":
+        if isinstance(creds, cred.Basic):
             entry = self.cache.record_basic(_key(creds.user, outcome.extras), creds.password, result, notes)
             if result == "OK":
                 accepted = Outcome(DONE, "basic", creds.user, notes=list(notes), entry=entry)
@@ -216,32 +219,35 @@ class Authenticator:
             return Outcome(REFUSED, "basic", creds.user, entry=entry,
                            message=message or ("Incorrect password" if result == "ERR" else
                                                "the authentication helper could not check the password"))
-        if outcome.scheme == "digest":
+        if isinstance(creds, cred.Digest):
             ha1 = next((v for k, v in notes if k == "ha1"), None) if result == "OK" else None
             entry = self.cache.record_ha1(creds.user, _key(creds.realm, outcome.extras), ha1,
                                           [(k, v) for k, v in notes if k != "ha1"])
             if ha1 is None:
                 return Outcome(REFUSED, "digest", creds.user, entry=entry, message=message or "Incorrect password")
             entry.requeried_for = creds.response
-            return self._digest(creds, self.config.get("digest"), method, outcome.extras)
-        # Negotiate / NTLM
-        assert conn is not None
+            digest = self.config.get("digest")
+            assert digest is not None, "the helper was asked for a Digest user: the scheme is configured"
+            return self._digest(creds, digest, method, outcome.extras)
+        # Negotiate / NTLM (their ASK outcomes carry the token)
+        assert conn is not None and creds is not None
+        scheme = creds.scheme
         conn.child = child
         if result == "TT":
             token = next((v for k, v in notes if k == "token"), None)
-            return Outcome(HANDSHAKE, outcome.scheme, token=token)
+            return Outcome(HANDSHAKE, scheme, token=token)
         if result == "OK":
             user = next((v for k, v in notes if k == "user"), None)
             if not user:
                 conn.child = None
-                return Outcome(REFUSED, outcome.scheme, message="the helper named no user", close=True)
+                return Outcome(REFUSED, scheme, message="the helper named no user", close=True)
             conn.user, conn.notes = user, [(k, v) for k, v in notes if k != "token"]
             conn.child = None                    # the handshake is over: the child is released
             token = next((v for k, v in notes if k == "token"), None)
-            conn.entry = self.cache.authenticated(outcome.scheme, user, conn.notes)
-            return Outcome(DONE, outcome.scheme, user, notes=conn.notes, token=token, entry=conn.entry)
+            conn.entry = self.cache.authenticated(scheme, user, conn.notes)
+            return Outcome(DONE, scheme, user, notes=conn.notes, token=token, entry=conn.entry)
         conn.child, conn.scheme = None, None
-        return Outcome(REFUSED, outcome.scheme, message=message or "authentication failed", close=True)
+        return Outcome(REFUSED, scheme, message=message or "authentication failed", close=True)
 
     # ------------------------------------------------------------ the 407
 
@@ -251,7 +257,8 @@ class Authenticator:
         if outcome is not None and outcome.kind == HANDSHAKE and outcome.token:
             return [f"{'Negotiate' if outcome.scheme == 'negotiate' else 'NTLM'} {outcome.token}"]
         stale = outcome is not None and outcome.stale
-        nonce = outcome.credentials.nonce if stale and outcome.credentials is not None else None
+        creds = outcome.credentials if outcome is not None else None
+        nonce = creds.nonce if stale and isinstance(creds, cred.Digest) else None
         return challenges(self.config, self.nonces.new if self.nonces else (lambda: ""), handshake,
                           stale_digest=stale, digest_nonce=nonce)
 

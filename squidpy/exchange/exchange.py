@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from squidpy.helpers.state import HelperState
     from squidpy.http.message import Fields
     from squidpy.intercept import HostCheck
+    from squidpy.log.logformat import LogFormat
     from squidpy.peers.peer import CachePeer
     from squidpy.peers.selection import Destination, Selected
     from squidpy.tls.options import PortTls
@@ -133,14 +134,6 @@ def _handshake_failure(scheme: str, reply: Reply) -> str:
     notes = "".join(f"{k}: {v}; " for k, v in reply.notes if k not in _PRIVATE_NOTES)
     shown = f"{{result={_RESULT_WORDS.get(reply.result, reply.result)}" + (f", notes={{{notes}}}" if notes else "")
     return f"ERROR: {_HANDSHAKE_SCHEMES[scheme]} Authentication validating user. Result: {shown}}}"
-
-
-def _field(headers: Fields, name: bytes) -> bytes | None:
-    """The first value of a request field (its name in lower case)."""
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
 
 
 class IllegalEvent(RuntimeError):
@@ -454,7 +447,7 @@ class Exchange:
         if verdict is intercept.VERIFIED:
             self.host_verified = True
             return self._check()
-        if verdict.__class__ is str:
+        if isinstance(verdict, str):
             self.state = State.VERIFYING_HOST
             return self._emit(c.LookUp("host", verdict))
         self._host_checked(verdict)
@@ -500,7 +493,7 @@ class Exchange:
             # a function of the checklist, never a method of this exchange: that would be a
             # reference cycle (exchange, checklist, exchange), and every request's objects
             # would wait for the garbage collector instead of going when the request does
-            ch.authenticate = partial(_known_credentials, helpers, head)
+            ch.authenticate = partial(_known_credentials, helpers, helpers.auth, client, self.entry, head)
         if target.ip_literal:           # a known name spares dstdomain ACLs a lookup round
             ch.dst_name = self.shared.cached_name(target.host)
         if client.bumped is not None:
@@ -521,13 +514,17 @@ class Exchange:
         credentials, or ask an external ACL helper)."""
         if self.indirect is not None and not self._follow_x_forwarded_for():
             return
+        ch = self.checklist
+        assert ch is not None, "_start made the checklist before the first check"
         try:
-            verdict = self.config.http_access.check(self.checklist)
+            verdict = self.config.http_access.check(ch)
         except Pending as p:
             return self._look_up(p)
         except AuthRequired as needed:
+            assert needed.acl is not None, "the access list names the ACL that ended its check"
             return self._deny_as(needed.acl.name, auth_required=True)
         except Undecided as failed:
+            assert failed.acl is not None, "the access list names the ACL that ended its check"
             return self._deny_as(failed.acl.name)
         if not verdict.allowed:
             return self.deny(verdict, self.config.http_access)
@@ -537,6 +534,7 @@ class Exchange:
         """Find the indirect client (follow_x_forwarded_for); False while a lookup it
         needs is under way."""
         walk, ch, config = self.indirect, self.checklist, self.config
+        assert walk is not None and ch is not None, "_check calls it while the walk is under way"
         try:
             walk.run(config.follow_x_forwarded_for, ch, self._test_client)
         except Pending as p:
@@ -551,6 +549,7 @@ class Exchange:
     def _test_client(self, address: str) -> None:
         """ACLs test ``address`` as the client (its own connection count for maxconn)."""
         ch = self.checklist
+        assert ch is not None, "follow_x_forwarded_for runs after _start made the checklist"
         if ch.src != address:
             ch.set_src(address)
             ch.client_connections = self.shared.connections_from(address)
@@ -568,7 +567,7 @@ class Exchange:
         fact = pending.fact
         if fact == "auth":
             return self._authenticate()
-        if fact == "external":
+        if isinstance(pending, ExternalPending):     # (fact "external")
             return self._external(pending)
         if self._need(fact):
             return self._recheck()
@@ -599,12 +598,14 @@ class Exchange:
 
     @on([State.CHECKING], ev.FactKnown, to=AFTER_A_FACT)
     def _fact_known(self, event: ev.FactKnown) -> None:
-        setattr(self.checklist, event.fact, event.value)
+        ch = self.checklist
+        assert ch is not None, "a fact is looked up for the checklist _start made"
+        setattr(ch, event.fact, event.value)
         if event.fact == "dst" and event.seconds:
             self.entry.dns_time = (self.entry.dns_time or 0) + event.seconds
         if self.connect_after_lookup:   # tcp_outgoing_address waited for the origin's addresses
             self.connect_after_lookup = False
-            self.bind = outgoing_addresses(self.config.tcp_outgoing_address, self.checklist)
+            self.bind = outgoing_addresses(self.config.tcp_outgoing_address, ch)
             return self._open(False)
         self._recheck()
 
@@ -620,49 +621,56 @@ class Exchange:
         answers most requests at once), or ask the scheme's helper."""
         callout = self._callout()
         helpers = callout.helpers
-        authenticator = helpers.auth if helpers is not None else None
-        if authenticator is None:
+        if helpers is None or helpers.auth is None:
             # a reconfigure removed auth_param while this request was under way: no
             # credentials can be checked, so none are valid (denied, never let through)
             return self._authenticated(auth.Outcome(auth.NONE))
+        authenticator = helpers.auth
         head, client = self.head, self.client
         conn = client.auth
         if conn is None and helpers.stateful:
             conn = client.auth = auth.ConnectionAuth()
         value = head.proxy_authorization
-        language = _field(head.headers, b"accept-language") if helpers.reads_language else None
+        language = message.field_text(head.headers, b"accept-language") if helpers.reads_language else None
         outcome = authenticator.examine(value, head.method, language, conn, helpers.key_extras_of(self.entry))
         if outcome.kind != auth.ASK:
             return self._authenticated(outcome)
+        scheme, line = outcome.scheme, outcome.line
+        assert scheme is not None and line is not None, "an ASK outcome names its scheme and the helper's line"
         callout.waiting = outcome
         self.state = State.CHECKING
-        reservation = conn.child if conn is not None and outcome.scheme == conn.scheme else None
-        self._emit(c.AskHelper(outcome.scheme, outcome.line, reservation))
+        reservation = conn.child if conn is not None and scheme == conn.scheme else None
+        self._emit(c.AskHelper(scheme, line, reservation))
 
     def _auth_answered(self, outcome: auth.Outcome, event: ev.HelperAnswered) -> None:
-        helpers, conn = self.callout.helpers, self.client.auth
-        authenticator = helpers.auth if helpers is not None else None
-        if authenticator is None:       # a reconfigure removed auth_param meanwhile
+        callout = self.callout
+        assert callout is not None, "the helper was asked for this request's credentials"
+        helpers, conn = callout.helpers, self.client.auth
+        if helpers is None or helpers.auth is None:     # a reconfigure removed auth_param meanwhile
             return self._authenticated(auth.Outcome(auth.NONE))
+        authenticator = helpers.auth
         reply = event.reply
-        if outcome.scheme in _HANDSHAKE_SCHEMES and reply.result in (BH, TIMEDOUT, UNKNOWN):
-            self._emit(c.Report("error", _handshake_failure(outcome.scheme, reply)))
+        scheme = outcome.scheme
+        if scheme in _HANDSHAKE_SCHEMES and reply.result in (BH, TIMEDOUT, UNKNOWN):
+            self._emit(c.Report("error", _handshake_failure(scheme, reply)))
         final = authenticator.answered(outcome, reply.result, reply.notes, self.head.method, conn, event.child)
-        if conn is not None and outcome.scheme in ("negotiate", "ntlm") and event.child is not None:
+        if conn is not None and scheme in ("negotiate", "ntlm") and event.child is not None:
             if final.kind != auth.HANDSHAKE:
-                self._emit(c.ReleaseHelper(outcome.scheme, event.child))
+                self._emit(c.ReleaseHelper(scheme, event.child))
             elif self.keep_alive and not self.client.closing:
-                self._emit(c.ReserveHelper(outcome.scheme, event.child))
+                self._emit(c.ReserveHelper(scheme, event.child))
             else:
                 # the handshake goes on over this connection only, which is about to close
                 conn.child = conn.scheme = None
-                final = auth.Outcome(auth.REFUSED, outcome.scheme, close=True,
-                                     message=f"{outcome.scheme} authentication requires a persistent connection")
+                final = auth.Outcome(auth.REFUSED, scheme, close=True,
+                                     message=f"{scheme} authentication requires a persistent connection")
         self._authenticated(final)
 
     def _authenticated(self, outcome: auth.Outcome) -> None:
         """The credentials are known good, bad, missing or unreadable: the ACLs decide."""
-        _note_credentials(self.checklist, outcome, self.callout.helpers)
+        ch, callout = self.checklist, self.callout
+        assert ch is not None and callout is not None, "an authentication ACL met it: _authenticate ran"
+        _note_credentials(ch, outcome, callout.helpers, self.entry, self.client)
         self._recheck()
 
     # ------------------------------------------------------------ external ACLs
@@ -670,24 +678,24 @@ class Exchange:
         """An external ACL needs its helper's answer: from the result cache (refreshed
         in the background within its grace period), else from the helper."""
         callout = self._callout()
-        helpers = callout.helpers
+        helpers, ch = callout.helpers, self.checklist
+        assert ch is not None, "an external ACL met it: _start made the checklist"
         name, line = pending.type_name, pending.line
         key = (name, line)
-        results = helpers.external.get(name) if helpers is not None else None
-        if results is None:
+        if helpers is None or (results := helpers.external.get(name)) is None:
             # a reconfigure removed this external_acl_type while the request was under way
-            self.checklist.external[key] = (BH, [("message", f"external_acl_type {name} is gone")])
+            ch.external[key] = (BH, [("message", f"external_acl_type {name} is gone")])
             return self._recheck()
         freshness, cached = results.lookup(line, self.shared.now())
         if cached is not None:
-            self.checklist.external[key] = (cached.result, cached.notes)
+            ch.external[key] = (cached.result, cached.notes)
             if freshness == GRACE and helpers.start_refresh(name, line):
                 self._emit(c.RefreshExternal(name, line))
             return self._recheck()
         helper = external_helper(name)
         if helpers.will_overload(helper):
             self._emit(c.Report("warning", f"WARNING: external ACL '{name}' queue full. Request rejected."))
-            self.checklist.external[key] = (BH, [("message", "SYSTEM TOO BUSY, TRY AGAIN LATER")])
+            ch.external[key] = (BH, [("message", "SYSTEM TOO BUSY, TRY AGAIN LATER")])
             return self._recheck()
         callout.waiting = key
         self.state = State.CHECKING
@@ -696,14 +704,15 @@ class Exchange:
     @on([State.CHECKING], ev.HelperAnswered, to=AFTER_A_FACT)
     def _acl_helper_answered(self, event: ev.HelperAnswered) -> None:
         """Credentials checked, or an external ACL answered: the ACLs decide again."""
-        callout = self.callout
+        callout, ch = self.callout, self.checklist
+        assert callout is not None and ch is not None, "CHECKING for a helper: _authenticate or _external asked it"
         waiting, callout.waiting = callout.waiting, None
-        if type(waiting) is tuple:
+        if isinstance(waiting, tuple):
             name, line = waiting
             if event.helper != external_helper(name):
                 raise IllegalEvent(f"{event.helper} answered while {name} was asked ({self!r})")
             reply = event.reply
-            self.checklist.external[waiting] = (reply.result, reply.notes)
+            ch.external[waiting] = (reply.result, reply.notes)
             helpers = callout.helpers
             results = helpers.external.get(name) if helpers is not None else None
             if results is not None:
@@ -717,7 +726,9 @@ class Exchange:
     def _checked(self) -> None:
         """http_access allowed the request: the rewriter and the store-ID helper, if any,
         then on."""
-        if self.target.kind == "internal":
+        target = self.target
+        assert target is not None, "_start set the target before http_access"
+        if target.kind == "internal":
             return self._serve_internal()
         callout = self.callout
         helpers = self.shared.helpers if callout is None else callout.helpers
@@ -731,8 +742,10 @@ class Exchange:
         being looked up.  A check that ends without an answer skips the helper."""
         if not access_list:
             return True
+        ch = self.checklist
+        assert ch is not None, "after http_access: _start made the checklist"
         try:
-            return access_list.check(self.checklist).allowed
+            return access_list.check(ch).allowed
         except Pending as p:
             self._look_up(p)
             return None
@@ -744,7 +757,7 @@ class Exchange:
         allowed = self._allowed_by(config.url_rewrite_access)
         if allowed is None:
             return
-        helpers = self.callout.helpers
+        helpers = self._callout_helpers()
         if allowed and config.url_rewrite_bypass and helpers.will_overload(URL_REWRITE):
             allowed = False             # every rewriter is busy: the URL stays as it is
         if not allowed:
@@ -752,8 +765,8 @@ class Exchange:
         self._ask_callout(URL_REWRITE, helpers.rewrite_extras)
 
     def _rewritten(self) -> None:
-        if self.callout.helpers.store_ids:
-            self.callout.phase = STORE_ID
+        if self._callout_helpers().store_ids:
+            self._callout().phase = STORE_ID
             return self._store_id()
         self._forward()
 
@@ -762,16 +775,25 @@ class Exchange:
         allowed = self._allowed_by(config.store_id_access)
         if allowed is None:
             return
-        helpers = self.callout.helpers
+        helpers = self._callout_helpers()
         if allowed and config.store_id_bypass and helpers.will_overload(STORE_ID):
             allowed = False
         if not allowed:
             return self._forward()
         self._ask_callout(STORE_ID, helpers.store_id_extras)
 
-    def _ask_callout(self, helper: str, extras: str | None) -> None:
+    def _callout_helpers(self) -> HelperState:
+        """The helpers of a request past http_access whose url_rewrite or store_id phase
+        began (_checked found a rewriter or a store-ID helper)."""
+        callout = self.callout
+        assert callout is not None and callout.helpers is not None, "a url_rewrite or store_id phase"
+        return callout.helpers
+
+    def _ask_callout(self, helper: str, extras: LogFormat | None) -> None:
         """The request line is the URL, then the extras (logformat codes)."""
-        line = self.target.url
+        target = self.target
+        assert target is not None, "_start set the target before http_access"
+        line = target.url
         if extras is not None:
             more = extras.format(self.entry)
             if more:
@@ -786,19 +808,21 @@ class Exchange:
     @on([State.REWRITING], ev.HelperAnswered, to=(State.CHECKING, *AFTER_A_FACT))
     def _callout_answered(self, event: ev.HelperAnswered) -> None:
         reply = event.reply
-        phase = self.callout.phase
+        callout, ch, target = self.callout, self.checklist, self.target
+        assert callout is not None and ch is not None and target is not None, "_ask_callout asked it"
+        phase = callout.phase
         if event.helper != phase:
             raise IllegalEvent(f"{event.helper} answered while {phase} was asked ({self!r})")
         notes = [kv for kv in reply.notes if kv[0] not in _CALLOUT_KEYS]
         if notes:
-            self.checklist.notes.extend(notes)
+            ch.notes.extend(notes)
         if phase == URL_REWRITE:
             return self._rewrite_answered(reply)
         store_id = store_id_decision(reply)
         if reply.result not in (OK, ERR):
             self._emit(c.Report("error", f"ERROR: storeID helper: {reply.result}"))
-        if store_id is not None and store_id != self.target.url:
-            self.callout.store_id = store_id
+        if store_id is not None and store_id != target.url:
+            callout.store_id = store_id
         self._forward()
 
     def _rewrite_answered(self, reply: Reply) -> None:
@@ -816,12 +840,14 @@ class Exchange:
         decision = url_rewrite_decision(reply)
         if decision.problem:
             self._emit(c.Report("error", decision.problem))
+        url = decision.url
         if decision.kind == REDIRECT:
+            assert url is not None and decision.status is not None, "a redirect has its status and URL"
             self.entry.result = "TCP_REDIRECT"
-            return self.send_local(decision.status, None, b"",
-                                   [(b"Location", decision.url.encode("latin-1", "replace"))])
+            return self.send_local(decision.status, None, b"", [(b"Location", url.encode("latin-1", "replace"))])
         if decision.kind == REWRITE:
-            self._retarget(decision.url)
+            assert url is not None, "a rewrite has its URL"
+            self._retarget(url)
         self._rewritten()
 
     def _retarget(self, url: str) -> None:
@@ -835,21 +861,22 @@ class Exchange:
             self._emit(c.Report("error", f"ERROR: URL-rewrite produces invalid request: {head.method} {url} "
                                          f"HTTP/{head.version}"))
             return
-        old = self.target
+        old, callout, ch = self.target, self.callout, self.checklist
+        assert old is not None and callout is not None and ch is not None, "the rewriter's answer to _ask_callout"
         if target.url == old.url:
             return
-        if not self.config.url_rewrite_host_header and self.callout.host is None:
-            self.callout.host = old.authority
+        if not self.config.url_rewrite_host_header and callout.host is None:
+            callout.host = old.authority
         self.target = target
         self.redirected = True
         self.entry.url = target.url
         self.entry.path = target.path
-        self.checklist.retarget(target.url, target.scheme, target.host, target.port, target.path,
-                                target.ip_literal)
+        ch.retarget(target.url, target.scheme, target.host, target.port, target.path, target.ip_literal)
 
     def _forward(self) -> None:
         """Every check is done: answer here, or from the cache, or forward."""
-        head = self.head
+        head, target, ch = self.head, self.target, self.checklist
+        assert target is not None and ch is not None, "_start made both before http_access"
         if head.method == "CONNECT":
             if self.bump is not None and self.bump.spliced:     # an intercepted splice's second CONNECT
                 return self._go_upstream(tunnel=True)
@@ -869,17 +896,16 @@ class Exchange:
             # only what http_upgrade_request_protocols allows (by default nothing). RFC 9110
             # 7.8: an Upgrade in an HTTP/1.0 request is ignored; squidpy ignores one on a
             # request with a body too (that body is read as HTTP: client_side)
-            self.upgrade_offer = self.config.http_upgrade_request_protocols.allowed_offers(
-                head.upgrade, self.checklist)
+            self.upgrade_offer = self.config.http_upgrade_request_protocols.allowed_offers(head.upgrade, ch)
         cache = self.shared.cache
-        if (cache is not None and head.method in ("GET", "HEAD") and cache.allows(self.checklist)
+        if (cache is not None and head.method in ("GET", "HEAD") and cache.allows(ch)
                 # an intercepted request whose Host failed verification neither stores its reply nor is
                 # answered from the cache: the reply came from an address the name does not have, and a
                 # stored page of that name must not reach a script the same-origin check keeps from it
                 # (Squid 5.7 does not store it either, but still serves it stored copies)
                 and (self.client.interception is None or self.host_verified)):
             callout = self.callout
-            key = callout.store_id or self.target.url if callout is not None else self.target.url
+            key = callout.store_id or target.url if callout is not None else target.url
             self.cache = role = CacheRole(cache, key, head.method, head.headers, head.cache_fields,
                                           self.background)
             if role.reload:
@@ -894,6 +920,7 @@ class Exchange:
         cache manager (``cache_object://...``, ``/squid-internal-mgr/...``; the
         ``manager`` ACL lets a configuration guard both, as in Squid), and its own pages."""
         head, client, target = self.head, self.client, self.target
+        assert target is not None, "_checked found it internal"
         self.entry.result = "TCP_MISS"
         if is_metrics(target):
             return self._collect("metrics", {})
@@ -961,8 +988,10 @@ class Exchange:
         self.entry.result = "TCP_MISS"
         if self.shared.cache is None:
             return self.send_local(404, None, b"")
+        target = self.target
+        assert target is not None, "PURGE is forwarded after http_access"
         self.state = State.PURGING
-        self._emit(c.Purge(self.target.url))
+        self._emit(c.Purge(target.url))
 
     def _answer_max_forwards(self) -> None:
         """RFC 9110 7.6.2: Max-Forwards 0 means this proxy answers OPTIONS/TRACE itself."""
@@ -986,7 +1015,9 @@ class Exchange:
         name = verdict.last_acl
         self.entry.denied_by = denial_line(verdict, access_list.name)
         if verdict.implicit:
-            steps = access_list.explain(self.checklist)[1]
+            ch = self.checklist
+            assert ch is not None, "a list that decided checked the checklist _start made"
+            steps = access_list.explain(ch)[1]
             name = steps[-1].last_acl if steps else None
         if (self.head.method == "CONNECT" and self.bump is None and page is None
                 and not self._by_auth_acl(name)):
@@ -1041,9 +1072,11 @@ class Exchange:
         callout = self.callout
         helpers = callout.helpers if callout is not None else self.shared.helpers
         authenticator = helpers.auth if helpers is not None else None
-        outcome = self.checklist.auth
         if authenticator is None or status != 407:
             return self.fail(page, None, status if authenticator is not None else 403, result=result)
+        ch = self.checklist
+        assert helpers is not None and ch is not None, "http_access, with its checklist, denied it"
+        outcome = ch.auth
         if outcome is not None and outcome.close:
             self.keep_alive = False
         elif (outcome is None or outcome.kind == auth.NONE) and helpers.close_on_first_challenge():
@@ -1169,8 +1202,10 @@ class Exchange:
     # ------------------------------------------------------------ the cache
     def _look_in_cache(self) -> None:
         """The memory tier answers at once (no I/O); the disk is asked by a command."""
-        url = self.cache.url
-        found = self.shared.cache.find_in_memory(url, self.head.headers)
+        role, cache = self.cache, self.shared.cache
+        assert role is not None and cache is not None, "_forward made the role: the proxy has a cache"
+        url = role.url
+        found = cache.find_in_memory(url, self.head.headers)
         if found is not None:
             return self._found(*found)
         self.state = State.CACHE_LOOKUP
@@ -1179,11 +1214,14 @@ class Exchange:
     @on([State.CACHE_LOOKUP], ev.CacheFound,
         to=(State.COLLAPSED, State.SELECTING, State.CONNECTING, State.SERVING_STORED, State.CHECKING))
     def _cache_found(self, event: ev.CacheFound) -> None:
-        self.cache.from_disk = event.from_disk
+        role = self.cache
+        assert role is not None, "_look_in_cache asked the store"
+        role.from_disk = event.from_disk
         self._found(event.reply, event.body, event.names)
 
     def _found(self, reply: CachedReply | None, body: bytes | None, names: tuple[bytes, ...]) -> None:
         role = self.cache
+        assert role is not None, "_look_in_cache asked the store"
         decision = role.found(reply, body, names, self.shared.now(), not self.waited)
         if decision is Found.ONLY_IF_CACHED_MISS:
             return self.fail("ERR_ONLY_IF_CACHED_MISS", "the request asked for a cached reply only", 504,
@@ -1195,7 +1233,9 @@ class Exchange:
         if decision is Found.LEAD:
             self._emit(c.LeadFetch(role.key))
         elif decision is Found.SERVE:
-            return self.serve("TCP_OFFLINE_HIT" if self.shared.cache.offline else None)
+            cache = self.shared.cache
+            assert cache is not None, "_forward made the role: there is a cache"
+            return self.serve("TCP_OFFLINE_HIT" if cache.offline else None)
         elif decision is Found.SERVE_AND_REFRESH:
             self._emit(c.BackgroundRefresh(self.head.target, self.head.headers))
             return self.serve(None)
@@ -1215,6 +1255,7 @@ class Exchange:
     def serve(self, result: str | None, age: float | None = None) -> None:
         """Answer from the stored entry (a 304, ranges, the whole body)."""
         role = self.cache
+        assert role is not None and role.stored is not None, "the cache lookup found the entry"
         reply, body = role.stored, role.stored_body
         head, e = self.head, self.entry
         age = role.age if age is None else age
@@ -1340,8 +1381,9 @@ class Exchange:
         if serving["parts"] is not None:
             if not event.intact:
                 return self._swap_failed()
-            return self._send_ranges(reply, b"".join(serving["parts"]), serving["ranges"], serving["age"],
-                                     serving["result"])
+            ranges = serving["ranges"]
+            assert ranges is not None, "the parts of several ranges are gathered"
+            return self._send_ranges(reply, b"".join(serving["parts"]), ranges, serving["age"], serving["result"])
         self._start_stored_reply()
         if not event.intact:
             e = self.entry
@@ -1357,8 +1399,10 @@ class Exchange:
 
     def _swap_failed(self) -> None:
         """The stored body could not be read: fetch it (Squid's TCP_SWAPFAIL_MISS)."""
+        role = self.cache
+        assert role is not None, "a disk hit failed: the cache lookup found it"
         self.entry.result = "TCP_SWAPFAIL_MISS"
-        self.cache.forget_stored()
+        role.forget_stored()
         self.serving = None
         self._drop_upstream()       # a revalidation's 304 still draining
         self._go_upstream()
@@ -1381,12 +1425,13 @@ class Exchange:
         self._select()
 
     def _selection_facts(self) -> RequestFacts:
-        head, target, role = self.head, self.target, self.cache
+        head, target, role, ch = self.head, self.target, self.cache, self.checklist
+        assert target is not None and ch is not None, "it goes upstream after http_access"
         scheme = "" if head.method == "CONNECT" else target.scheme
         no_cache = role is None and head.method in ("GET", "HEAD") or (role is not None and role.reload)
         return RequestFacts(
             head.method, target.url, scheme, target.host, target.port, target.path, self.client.client_ip,
-            self.checklist, user=self.checklist.user,
+            ch, user=ch.user,
             # Squid's clientHierarchical: an intercepted request whose Host was not verified is
             # not (parents only under never_direct or nonhierarchical_direct off, no ICP)
             hierarchical=is_hierarchical(head.method, scheme, head.headers) and (
@@ -1396,13 +1441,15 @@ class Exchange:
 
     def _select(self) -> None:
         """Ask peer selection; it may need a fact (a lookup) or ICP replies first."""
+        selector = self.selector
+        assert selector is not None, "_go_upstream made it"
         try:
-            step = self.selector.start()
+            step = selector.start()
         except Pending as p:
             if p.fact in ("auth", "external"):
                 # credentials are checked by http_access, external ACLs asked there: here
                 # one that is not known yet does not match (Squid's ACCESS_DUNNO, "not relevant")
-                self.selector.undecided()
+                selector.undecided()
                 return self._select()
             if self._need(p.fact):
                 return self._select()
@@ -1420,15 +1467,19 @@ class Exchange:
 
     @on([State.SELECTING], ev.IcpReply, to=(State.CONNECTING, State.CHECKING))
     def _icp_reply(self, event: ev.IcpReply) -> None:
-        selected = self.selector.icp_reply(event.peer, event.opcode, event.reqnum, event.at)
+        selector = self.selector
+        assert selector is not None, "SELECTING: _go_upstream made it"
+        selected = selector.icp_reply(event.peer, event.opcode, event.reqnum, event.at)
         if selected is not None:
-            self._emit(c.ForgetIcp(tuple(self.selector.queried)))
+            self._emit(c.ForgetIcp(tuple(selector.queried)))
             self._selected(selected)
 
     @on([State.SELECTING], ev.TimedOut, to=(State.CONNECTING, State.CHECKING))
     def _icp_timed_out(self, _event: ev.TimedOut) -> None:
-        selected = self.selector.ping_timeout()
-        self._emit(c.ForgetIcp(tuple(self.selector.queried)))
+        selector = self.selector
+        assert selector is not None, "SELECTING: _go_upstream made it"
+        selected = selector.ping_timeout()
+        self._emit(c.ForgetIcp(tuple(selector.queried)))
         if selected is not None:
             self._selected(selected)
 
@@ -1441,8 +1492,10 @@ class Exchange:
     def _next_destination(self, failure: ev.ConnectFailed | None) -> None:
         """Try the next candidate; ``failure``: why the last one failed, the answer when
         no candidate is left."""
-        if not self.forwarding.exhausted:
-            destination = self.selected.next(self.shared.now())
+        forwarding, selected = self.forwarding, self.selected
+        assert forwarding is not None and selected is not None, "_go_upstream made one, selection the other"
+        if not forwarding.exhausted:
+            destination = selected.next(self.shared.now())
             if destination is not None:
                 self.destination = destination
                 return self._connect()
@@ -1494,7 +1547,8 @@ class Exchange:
     def _open(self, fresh: bool, reopen: bool = False) -> None:
         """``reopen``: connect_retries' next try of the same destination (not an attempt
         forward_max_tries counts), after Squid's pause, within what connect_timeout left."""
-        target, peer = self.target, self.peer
+        target, peer, ch = self.target, self.peer, self.checklist
+        assert target is not None and ch is not None, "it goes upstream after http_access"
         self.state = State.CONNECTING
         self.upstream = "connecting"
         self.attempts += 1
@@ -1541,7 +1595,7 @@ class Exchange:
             addresses = [target.host]
         else:
             # an intercepted request's dst ACLs may have seen the original destination instead
-            addresses = (self.checklist.dst or None) if client.interception is None else None
+            addresses = (ch.dst or None) if client.interception is None else None
         self._emit(c.Connect(target.scheme, target.host, target.port, fresh=fresh, tunnel=self.tunnel,
                              addresses=addresses, bind=self.bind, source=self.source, **timing))
 
@@ -1558,10 +1612,11 @@ class Exchange:
     def connect_head(self, peer: CachePeer) -> bytes:
         """``CONNECT host:port`` for the parent ``peer``: a tunnel to the target, with the
         peer's login= credentials."""
-        target = self.target
+        target, ch = self.target, self.checklist
+        assert target is not None and ch is not None, "it goes upstream after http_access"
         authority = f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
         lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
-        _, credentials = login_fields(peer.login, [], self.checklist.user)
+        _, credentials = login_fields(peer.login, [], ch.user)
         head = ("\r\n".join(lines) + "\r\n").encode("latin-1", "replace")
         if credentials is not None:
             head += b"Proxy-Authorization: " + credentials + b"\r\n"
@@ -1577,8 +1632,10 @@ class Exchange:
     def _spoofs(self) -> bool:
         """spoof_client_ip: a tproxy request connects with the client's address unless
         a line denies it (an ACL that needs a lookup cannot decide: no spoofing)."""
+        ch = self.checklist
+        assert ch is not None, "it goes upstream after http_access"
         try:
-            return self.config.spoof_client_ip.check(self.checklist).allowed
+            return self.config.spoof_client_ip.check(ch).allowed
         except Pending:
             return False
 
@@ -1588,6 +1645,7 @@ class Exchange:
         denial answers ERR_FORWARDING_DENIED (or deny_info), a check that needs a
         lookup does not deny."""
         ch, direct = self.checklist, self.client.client_ip
+        assert ch is not None, "it goes upstream after http_access"
         tested = ch.src
         if tested != direct:
             ch.set_src(direct)
@@ -1614,6 +1672,7 @@ class Exchange:
         address being connected to: a peer's, the original destination, or the origin's).
         False while the origin's addresses are being looked up for a dst ACL."""
         ch, target, peer = self.checklist, self.target, self.peer
+        assert ch is not None and target is not None, "it goes upstream after http_access"
         if peer is not None or self.original_dst:
             addresses = self.shared.peers.state(peer).addresses if peer is not None else [self.client.local_ip]
             self.bind = outgoing_to(self.config.tcp_outgoing_address, ch, addresses,
@@ -1684,7 +1743,8 @@ class Exchange:
                 self._emit(c.SendToClient(CONNECTION_ESTABLISHED))
             self._emit(c.StartTunnel())
             return
-        head, target, shared = self.head, self.target, self.shared
+        head, target, shared, ch = self.head, self.target, self.shared, self.checklist
+        assert target is not None and ch is not None, "it went upstream after http_access"
         max_forwards = None
         if head.max_forwards is not None and head.method in ("OPTIONS", "TRACE"):
             max_forwards = int(head.max_forwards) - 1
@@ -1707,7 +1767,7 @@ class Exchange:
             # to a proxy: the absolute URL (host:port for CONNECT), login= credentials, and
             # to a sibling only what it has (only-if-cached, unless allow-miss)
             path = target.url
-            keep_proxy_auth, proxy_auth = login_fields(peer.login, head.headers, self.checklist.user)
+            keep_proxy_auth, proxy_auth = login_fields(peer.login, head.headers, ch.user)
             if peer.type == SIBLING and not peer.allow_miss and not self.tunnel:
                 extra = [*(extra or ()), (b"Cache-Control", b"only-if-cached")]
         request = message.request_head_for_origin(
@@ -1717,7 +1777,7 @@ class Exchange:
             proxy_authorization=proxy_auth, keep_proxy_authorization=keep_proxy_auth)
         rules = self.config.request_header_access
         if rules.active:
-            request = rules.apply(request, self.checklist, e)
+            request = rules.apply(request, ch, e)
         e.upstream_bytes_out = len(request)
         self.state = State.AWAITING_REPLY
         if self.config.delay_specs:
@@ -1749,6 +1809,7 @@ class Exchange:
         """The first range_offset_limit line whose ACLs match (Squid's fast check: one
         that needs a lookup does not match); none: 0."""
         ch = self.checklist
+        assert ch is not None, "it goes upstream after http_access"
         for rule in self.config.range_offset_limit:
             try:
                 if rule.filter is None or matches(rule.filter, ch):
@@ -1935,7 +1996,7 @@ class Exchange:
                 "ERR_CONNECT_FAIL", f"the parent answered the CONNECT with {resp.status}", 503, e.server_ip))
         if self.tunnel:
             self.keep_alive = False         # the parent's refusal is passed on; the CONNECT is over
-        elif self.selected is not None and self.forwarding.may_reforward(
+        elif self.selected is not None and self.forwarding is not None and self.forwarding.may_reforward(
                 resp.status, self.config.retry_on_error, e.request_body_size > 0) and self._try_next():
             return
         if resp.status == 101:
@@ -1945,6 +2006,7 @@ class Exchange:
             self.upgrading = True
         if self.config.http_reply_access:
             ch = self.checklist
+            assert ch is not None, "it went upstream after http_access"
             ch.reply_status = resp.status
             ch.reply_headers = resp.headers
             try:
@@ -1957,8 +2019,10 @@ class Exchange:
                                  challenge=False)
         role = self.cache
         if role is not None:
+            cache, ch = shared.cache, self.checklist
+            assert cache is not None and ch is not None, "_forward made the role: there is a cache"
             peer = self.peer        # what comes through a proxy-only peer is not kept here
-            storable = (peer is None or not peer.proxy_only) and self.shared.cache.allows(self.checklist)
+            storable = (peer is None or not peer.proxy_only) and cache.allows(ch)
             decision = role.on_reply(resp, storable, shared.now())
             if decision is OnReply.FRESHEN:
                 return self._freshen(resp)
@@ -1969,7 +2033,9 @@ class Exchange:
             if refresh is not None:
                 e.result = refresh
             if decision is OnReply.STORE:
-                self._emit(c.StoreStart(resp, self.upstream_started))
+                started = self.upstream_started
+                assert started is not None, "reached() set it when the connection was made"
+                self._emit(c.StoreStart(resp, started))
             elif role.leader:
                 # nobody should wait for this URL: the waiters fetch on their own, now and next time
                 role.leader = False
@@ -2022,7 +2088,9 @@ class Exchange:
     def _try_next(self) -> bool:
         """The reply head is one the next candidate may do better than (a 502 or 504 from
         a parent, as Squid reforwards it): drop it and try that candidate, if there is one."""
-        destination = self.selected.next(self.shared.now())
+        selected = self.selected
+        assert selected is not None, "the caller found a selection"
+        destination = selected.next(self.shared.now())
         if destination is None:
             return False
         self._drop_upstream()
@@ -2033,6 +2101,7 @@ class Exchange:
     def _freshen(self, resp: ResponseHead) -> None:
         """The origin says the stored entry is still good: update its fields, answer from it."""
         role = self.cache
+        assert role is not None and role.stored is not None, "a revalidation of what the cache lookup found"
         reply = role.stored
         now = self.shared.now()
         reply.freshen(policy.freshen_headers(reply.headers, resp.headers), self.upstream_started or now, now)
@@ -2047,6 +2116,7 @@ class Exchange:
         if not rules:
             return 0
         ch = self.checklist
+        assert ch is not None, "it went upstream after http_access"
         ch.reply_status = resp.status
         ch.reply_headers = resp.headers
         for rule in rules:
@@ -2064,7 +2134,9 @@ class Exchange:
         e.reply_body_size += len(data)
         role = self.cache
         if role is not None and role.teeing:
-            if self.shared.cache.size_allowed(e.reply_body_size):
+            cache = self.shared.cache
+            assert cache is not None, "_forward made the role: there is a cache"
+            if cache.size_allowed(e.reply_body_size):
                 self._emit(c.StoreBody(data))
             else:
                 self._stop_teeing()
@@ -2092,14 +2164,17 @@ class Exchange:
         if role is not None and role.teeing:
             role.teeing = False
             resp = self.response
+            assert resp is not None, "RELAYING: the reply head came"
             if resp.content_length is not None and self.entry.reply_body_size != resp.content_length:
                 self._emit(c.StoreDiscard)
             else:
                 key, names, values = role.stored_under(resp.headers)
                 self._emit(c.StoreEnd(key, role.url, names, values, self.shared.now()))
         if self.shared.cache is not None and self.head.method not in SAFE_METHODS:
-            urls = policy.invalidated_urls(self.head.method, self.response.status, self.target.url,
-                                           self.response.headers, same_origin_resolver(self.target.url))
+            resp, target = self.response, self.target
+            assert resp is not None and target is not None, "RELAYING: the reply head came"
+            urls = policy.invalidated_urls(self.head.method, resp.status, target.url, resp.headers,
+                                           same_origin_resolver(target.url))
             if urls:
                 self._emit(c.Invalidate(tuple(urls)))
         self.finish()
@@ -2117,8 +2192,10 @@ class Exchange:
         """The cache answered instead: the origin's reply is read to its end and dropped;
         or the client left and quick_abort keeps fetching it for the store."""
         if self._require_draining():
+            cache = self.shared.cache
+            assert cache is not None, "quick_abort stores it: there is a cache"
             self.entry.reply_body_size += len(event.data)
-            if self.shared.cache.size_allowed(self.entry.reply_body_size):
+            if cache.size_allowed(self.entry.reply_body_size):
                 self._emit(c.StoreBody(event.data))
             else:
                 self._stored_without_client(False)
@@ -2150,6 +2227,7 @@ class Exchange:
     def _stored_without_client(self, complete: bool) -> None:
         """The end of a fetch the client left: stored if it all came, then the waiters go."""
         role, resp = self.cache, self.response
+        assert role is not None and resp is not None, "a fetch for the store: its role, its reply head"
         if self.upstream == "storing":
             self._emit(c.AbortUpstream)
         self.upstream = None
@@ -2263,7 +2341,9 @@ class Exchange:
         role, resp = self.cache, self.response
         if self.upstream != "open" or role is None or resp is None:
             return False
-        waiters = len(self.shared.cache.pending.get(role.key) or ()) if role.leader else 0
+        cache = self.shared.cache
+        assert cache is not None, "_forward made the role: there is a cache"
+        waiters = len(cache.pending.get(role.key) or ()) if role.leader else 0
         return keeps_fetching(QuickAbort.from_config(self.config), role.teeing, resp.size or 1,
                               resp.content_length, self.entry.reply_body_size, waiters,
                               whole_for_range=self.range_limit == -1)
@@ -2295,37 +2375,38 @@ class Exchange:
         self._emit(c.Finished(self.keep_alive))
 
 
-def _known_credentials(helpers: HelperState, head: RequestHead, ch: Checklist) -> bool:
+def _known_credentials(helpers: HelperState, authenticator: auth.Authenticator, client: ClientInfo,
+                       entry: LogEntry, head: RequestHead, ch: Checklist) -> bool:
     """An authentication ACL's first question (``Checklist.authenticate``), answered
     without leaving the check when the credentials are known good (a logged-in browser):
     the warm path costs one cache probe, no second pass over http_access.  False: the
     exchange's _authenticate decides.  ``helpers``: the HelperState when the request's
-    checks began (its user cache outlives a reconfigure)."""
-    authenticator = helpers.auth
-    client = ch.connection
+    checks began (its user cache outlives a reconfigure), ``authenticator`` its own;
+    ``client`` and ``entry``: the checklist's connection and log entry."""
     conn = client.auth
     if conn is None:        # remembers the connection's Basic credentials too (their cache key)
         conn = client.auth = auth.ConnectionAuth()
-    extras = helpers.key_extras_of(ch.entry) if helpers.key_extras else None
+    extras = helpers.key_extras_of(entry) if helpers.key_extras else None
     outcome = authenticator.known(head.proxy_authorization, conn, extras)
     if outcome is None:
         return False
-    _note_credentials(ch, outcome, helpers)
+    _note_credentials(ch, outcome, helpers, entry, client)
     return True
 
 
-def _note_credentials(ch: Checklist, outcome: auth.Outcome, helpers: HelperState | None) -> None:
-    """What the ACLs and the log learn from the credentials' outcome."""
+def _note_credentials(ch: Checklist, outcome: auth.Outcome, helpers: HelperState | None, entry: LogEntry,
+                      client: ClientInfo) -> None:
+    """What the ACLs and the log (``entry``) learn from the credentials' outcome."""
     ch.auth = outcome
     if outcome.user is not None:
-        ch.entry.user_login = outcome.user       # logged even when the password was wrong, as Squid does
+        entry.user_login = outcome.user       # logged even when the password was wrong, as Squid does
     if outcome.kind == auth.DONE:
         ch.user = outcome.user
         if outcome.notes:
             ch.notes.extend(kv for kv in outcome.notes if kv[0] not in _PRIVATE_NOTES)
         if (outcome.entry is not None and helpers is not None and helpers.auth is not None
                 and helpers.counts_addresses):
-            ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, ch.connection.client_ip)
+            ch.user_ip_count = helpers.auth.cache.note_ip(outcome.entry, client.client_ip)
 
 
 def denial_line(verdict: Verdict, list_name: str) -> tuple[str, str]:

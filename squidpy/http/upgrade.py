@@ -86,7 +86,8 @@ class UpgradeRules:
         return verdict.allowed and not verdict.implicit
 
 
-def switch_refusal(offered: bytes | None, reply_upgrade: bytes | None, reply_connection: set[bytes]) -> str | None:
+def switch_refusal(offered: bytes | None, reply_upgrade: bytes | None,
+                   reply_connection: set[bytes] | frozenset[bytes]) -> str | None:
     """Why a 101 (Switching Protocols) must not become a tunnel, or None when it may
     (RFC 9110 7.8, as Squid checks it): an upgrade squidpy offered, confirmed by the
     origin's ``Upgrade`` field naming a protocol and its ``Connection: upgrade``."""

@@ -281,7 +281,7 @@ class Selected:
         if _ALL_PARENTS in plan:
             at = plan.index(_ALL_PARENTS)
             plan[at:at + 1] = self._selector._all_parents(None)
-        return list(plan)
+        return [item for item in plan if item is not _ALL_PARENTS]
 
 
 class PeerSelector:
@@ -408,7 +408,7 @@ class PeerSelector:
         if self.direct is Direct.YES:
             return
         table, request = self.table, self.request
-        peer, code = None, None
+        peer, code = None, ""           # the code goes with the peer found
         if table.sourcehash:
             peer = table.sourcehash.key_pick(request.client_ip, self.http_okay)
             code = SOURCEHASH_PARENT
@@ -446,25 +446,28 @@ class PeerSelector:
         return found
 
     def _round_robin(self) -> CachePeer | None:
-        chosen, chosen_state = None, None
+        chosen: CachePeer               # set with chosen_state
+        chosen_state: PeerHealth | None = None
         for p in self.table.peers:
             if not p.round_robin or p.type != PARENT or not self.http_okay(p):
                 continue
             state = self.table.state(p)
-            if chosen is not None:
+            if chosen_state is not None:
                 if p.weight == chosen.weight:
                     if chosen_state.rr_count < state.rr_count:
                         continue
                 elif chosen_state.rr_count / chosen.weight < state.rr_count / p.weight:
                     continue
             chosen, chosen_state = p, state
-        if chosen_state is not None:
-            chosen_state.rr_count += 1
+        if chosen_state is None:
+            return None
+        chosen_state.rr_count += 1
         return chosen
 
     def _weighted_round_robin(self) -> CachePeer | None:
         table = self.table
-        chosen, chosen_state = None, None
+        chosen: CachePeer               # set with chosen_state
+        chosen_state: PeerHealth | None = None
         for p in table.peers:
             if not p.weighted_round_robin or p.type != PARENT or not self.http_okay(p):
                 continue
