@@ -228,6 +228,8 @@ assert sys.argv[1] == "after-openssl" or not {"OpenSSL", "cryptography"} & set(s
 assert sys.argv[1] == "after-openssl" or not {"ssl", "_hashlib"} & set(sys.modules), "Twisted loaded Python's OpenSSL"
 import asyncio.sslproto, hashlib
 assert asyncio.sslproto.ssl is None and hashlib.sha256(b"abc").hexdigest().startswith("ba7816bf")
+from urllib.request import HTTPSHandler       # whole when imported later (prometheus_client needs it)
+from http.client import HTTPSConnection
 assert not tcp.Server.TLS and not interfaces.ITLSTransport.implementedBy(tcp.Server), "tcp.Server kept startTLS"
 assert posixbase.tls is None and posixbase.ssl is None and endpoints.TLSMemoryBIOFactory is None
 

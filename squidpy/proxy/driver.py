@@ -87,6 +87,12 @@ class ExchangeDriver:
             self._run(self.exchange.handle_all(events))
             while self._queue:
                 self._run(self.exchange.handle_all(self._queue.pop(0)))
+        except Exception:
+            # a bug: said in cache_log with its traceback, and the client's connection is
+            # closed (no half reply, and no client left waiting on a request that went nowhere)
+            log.exception("BUG: %r failed; closing the client's connection", self.exchange)
+            self._queue.clear()
+            self.client.abort()
         finally:
             self._busy = False
 

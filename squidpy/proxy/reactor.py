@@ -19,6 +19,9 @@ import sys
 TWISTED_TLS_PROBES = ("twisted.internet.tcp", "twisted.internet.posixbase", "twisted.internet.endpoints")
 #: what import_twisted_without_tls hides while they load
 HIDDEN_WHILE_TWISTED_LOADS = ("OpenSSL", "ssl", "_hashlib")
+#: modules Twisted imports that leave out their HTTPS parts when ssl is missing: forgotten
+#: afterwards, so that whoever imports them later (prometheus_client) gets them whole
+WITHOUT_HTTPS_IF_LOADED_MEANWHILE = ("http.client", "urllib.request")
 
 
 def import_twisted_without_tls() -> None:
@@ -31,11 +34,13 @@ def import_twisted_without_tls() -> None:
     without them nothing maps libssl or libcrypto (4.5 MB).  hashlib then gives
     CPython's own hashes, which squidpy uses anyway (squidpy.digests).  They are
     hidden only while those modules load: a configuration that bumps or speaks TLS
-    imports pyOpenSSL and ssl afterwards as usual.  A process that already imported
-    Twisted (tests, in-process benchmarks) keeps Twisted as it is."""
+    imports pyOpenSSL and ssl afterwards as usual; asyncio, which squidpy does not run,
+    stays without TLS.  A process that already imported Twisted (tests, in-process
+    benchmarks) keeps Twisted as it is."""
     hidden = {name: module for name, module in sys.modules.items()
               if name in HIDDEN_WHILE_TWISTED_LOADS or name.startswith("OpenSSL.")}
     names = {*HIDDEN_WHILE_TWISTED_LOADS, *hidden}
+    loaded = set(sys.modules)
     # None in sys.modules makes the import fail (typeshed only knows modules there)
     sys.modules.update(dict.fromkeys(names, None))  # type: ignore[arg-type]
     try:
@@ -45,6 +50,9 @@ def import_twisted_without_tls() -> None:
         for name in names:
             del sys.modules[name]
         sys.modules.update(hidden)
+        for name in WITHOUT_HTTPS_IF_LOADED_MEANWHILE:
+            if name not in loaded:
+                sys.modules.pop(name, None)
 
 
 def tune_gc() -> None:
