@@ -187,6 +187,29 @@ def test_authenticate_ttl_garbage():
     assert ("basic", "alice") not in cache.users
 
 
+def test_the_warm_path_keeps_a_users_last_use_to_the_second():
+    """known_header (a logged-in browser's requests) records when the user was seen, and
+    moves it to the recently used end, at most once a second; authenticate_ttl still
+    forgets a user who stopped."""
+    clock = Clock()
+    cache = UserCache(clock, authenticate_ttl=3600, garbage_interval=600)
+    alice = cache.record_basic("alice", "pw", "OK")
+    cache.remember_header(alice, b"Basic alice", None)
+    cache.record_basic("bob", "pw", "OK")
+    clock.now += 0.5
+    assert cache.known_header(b"Basic alice", 7200) is alice
+    assert alice.seen == 5000.0 and list(cache.users)[-1] == ("basic", "bob")
+    clock.now += 0.5
+    assert cache.known_header(b"Basic alice", 7200) is alice
+    assert alice.seen == 5001.0 and list(cache.users)[-1] == ("basic", "alice")
+    clock.now += 3599.5                 # bob was last seen 3600.5 s ago, alice 3599.5
+    assert cache.known_header(b"Basic alice", 7200) is alice
+    assert list(cache.users) == [("basic", "alice")]
+    clock.now += 3600
+    cache.basic("carol", "pw", 7200)    # alice unused for authenticate_ttl: forgotten
+    assert ("basic", "alice") not in cache.users
+
+
 def test_max_user_ip_counts_addresses_within_ttl():
     clock = Clock()
     cache = UserCache(clock, ip_ttl=60)

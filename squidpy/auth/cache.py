@@ -39,6 +39,7 @@ UNCHECKED = "unchecked"     # ask the helper
 
 MAX_USERS = 100_000         # bounded whatever clients send: the least recently seen go first
 MAX_IPS_PER_USER = 1024
+SEEN_RESOLUTION = 1.0       # seconds: how finely known_header keeps a user's last use
 
 _KEY = token_bytes(32)
 
@@ -121,12 +122,15 @@ class UserCache:
         if entry.header != header or entry.state != OK or now - entry.checked >= credentials_ttl:
             del self.headers[header]
             return None
-        if now - self.last_gc >= self.garbage_interval:
-            self.collect()
-        entry.seen = now
-        key = (entry.scheme, entry.user)
-        if key in self.users:
-            self.users.move_to_end(key)
+        if now - entry.seen >= SEEN_RESOLUTION:
+            # when it was last seen (authenticate_ttl, the least recently seen first out)
+            # is kept to the second: the browser's next requests cost no bookkeeping
+            if now - self.last_gc >= self.garbage_interval:
+                self.collect()
+            entry.seen = now
+            key = (entry.scheme, entry.user)
+            if key in self.users:
+                self.users.move_to_end(key)
         return entry
 
     def remember_header(self, entry: CachedUser, header: bytes, accepted: Outcome | None) -> None:
