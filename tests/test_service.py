@@ -144,12 +144,16 @@ def test_reconfigure_opens_and_closes_ports(make_proxy, origin):
     assert get(second, origin.url("/size/1")) == (200, b"x")
     # the first port survived untouched
     assert get(proxy.port, origin.url("/size/1")) == (200, b"x")
-    # and taking the line out again closes the second port
+    # and taking the line out again closes the second port; a connection it accepted
+    # that had not sent anything yet (a bare descriptor, seam.Waiting) lives on, as in Squid
+    silent = socket.create_connection(("127.0.0.1", second), timeout=10)
     proxy.config_path.write_text(text)
     proxy.signal(signal.SIGHUP)
     assert wait_for(lambda: "Closed HTTP port" in proxy.read_cache_log(), 10)
     assert wait_for(lambda: _refused(second), 5)
     assert get(proxy.port, origin.url("/size/1")) == (200, b"x")
+    with silent:
+        assert get(second, origin.url("/size/2"), sock=silent) == (200, b"xx")
 
 
 # ------------------------------------------------------------ rotate
