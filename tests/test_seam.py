@@ -305,7 +305,7 @@ def turn(reactor, until, turns=200):
     return until()
 
 
-def waiting_port(admit=lambda ip: True, timeout=60.0):
+def waiting_port(admit=lambda ip: True, timeout=60.0, interface="127.0.0.1"):
     reactor = seam.EPollReactor()
     counted = []
     released = []
@@ -318,7 +318,7 @@ def waiting_port(admit=lambda ip: True, timeout=60.0):
 
     waiting = seam.Waiting(reactor, admitted, released.append, timeout)
     factory = Answerers()
-    port = seam.listen_tcp(reactor, 0, factory, 50, "127.0.0.1", waiting)
+    port = seam.listen_tcp(reactor, 0, factory, 50, interface, waiting)
     return reactor, waiting, factory, port, counted, released
 
 
@@ -402,4 +402,16 @@ def test_close_all_closes_the_waiting_descriptors():
         assert len(waiting) == 0 and released == ["127.0.0.1"] and factory.built == []
         assert client.recv(10) == b""
     assert not any(isinstance(s, seam.WaitingConnection) for s in reactor._selectables.values())
+    port.stopListening()
+
+
+def test_an_ipv6_connection_waits_and_wakes_with_twisteds_address():
+    reactor, waiting, factory, port, counted, released = waiting_port(interface="::1")
+    with socket.create_connection(("::1", port.getHost().port), timeout=5) as client:
+        assert turn(reactor, lambda: len(waiting) == 1)
+        client.sendall(b"hi")
+        assert turn(reactor, lambda: factory.built)
+        addr = factory.built[0].addr
+        assert (type(addr).__name__, addr.host, addr.port) == ("IPv6Address", "::1", client.getsockname()[1])
+        assert counted == released == ["::1"]
     port.stopListening()
