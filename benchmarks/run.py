@@ -339,6 +339,44 @@ def idle_connections_rss(proxy: Proxy, n: int) -> float:
             s.close()
 
 
+def keepalive_idle_rss(proxy: Proxy, url: str, n: int) -> float:
+    """RSS once ``n`` keep-alive clients got one hit each and wait (what browsers mostly
+    hold), the proxy's start included."""
+    warm(proxy, url)
+    host = url.split("/")[2]
+    request = f"GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+            s.sendall(request)
+            socks.append(s)
+            if len(socks) % 200 == 0:
+                _read_replies(socks[-200:])
+        _read_replies(socks[len(socks) // 200 * 200:])
+        time.sleep(1.0)
+        return rss_mb(proxy.proc.pid)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _read_replies(socks: list) -> None:
+    """One whole reply (head and Content-Length body) on each socket."""
+    for s in socks:
+        got = b""
+        while True:
+            end = got.find(b"\r\n\r\n")
+            if end >= 0:
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", got[:end + 2])
+                if length and len(got) >= end + 4 + int(length.group(1)):
+                    break
+            data = s.recv(65536)
+            if not data:
+                raise RuntimeError("the proxy closed a keep-alive connection")
+            got += data
+
+
 def streaming_rss(proxy: Proxy, url: str) -> float:
     peak = 0.0
     p = subprocess.Popen(["curl", "-s", "-x", proxy.url, "-o", "/dev/null", "--limit-rate", "400M", url])
@@ -612,6 +650,9 @@ def run_path(path, proxy, origin, args, record, work):
         elif path == "memory":
             record("RSS MB, 10k idle clients", name, idle_connections_rss(proxy, 10_000))
             record("RSS MB, streaming 2 GB", name, streaming_rss(proxy, origin.make_big(2 << 30)))
+            # last: what it measures stays in the process's RSS
+            record("RSS MB, 5k keep-alive clients idle after a hit", name,
+                   keepalive_idle_rss(proxy, origin.url("/c/1k.bin"), 5_000))
     finally:
         proxy.stop()
 
