@@ -42,7 +42,7 @@ from squidpy.proxy.closing import lose
 from squidpy.proxy.dns import DnsCache, build_resolver, read_hosts
 from squidpy.proxy.notify import STATUS_INTERVAL, Notifier, rate, status_text
 from squidpy.proxy.pidfile import AlreadyRunning, PidFile
-from squidpy.proxy.seam import Waiting, adopt_port, listen_tcp, set_transparent
+from squidpy.proxy.seam import EPollReactor, Waiting, adopt_port, listen_tcp, set_transparent
 from squidpy.proxy.server_side import ServerPool
 from squidpy.proxy.throttle import Throttles
 from squidpy.proxy.timeouts import Timeouts
@@ -315,8 +315,10 @@ class ProxyService:
     def _listen(self, listen, into: dict | None = None) -> None:
         factory = ClientFactory(self, listen)
         # a connection waits for its first bytes as a bare descriptor unless something
-        # must happen before them (TLS, the original destination, the PROXY header)
-        waiting = None if listen.https or listen.interception or listen.require_proxy_header else self.waiting
+        # must happen before them (TLS, the original destination, the PROXY header), or
+        # the reactor is not ours (no epoll: Twisted's default)
+        waiting = (None if listen.https or listen.interception or listen.require_proxy_header
+                   or not isinstance(self.reactor, EPollReactor) else self.waiting)
         if self.kid is not None or "reuseport" in listen.options or listen.interception == TPROXY:
             port = self._listen_socket(listen, factory, waiting)
         elif listen.host:
