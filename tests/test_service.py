@@ -147,6 +147,9 @@ def test_reconfigure_opens_and_closes_ports(make_proxy, origin):
     # and taking the line out again closes the second port; a connection it accepted
     # that had not sent anything yet (a bare descriptor, seam.Waiting) lives on, as in Squid
     silent = socket.create_connection(("127.0.0.1", second), timeout=10)
+    # accepted first (one still in the port's backlog when it closes is reset, as in Squid)
+    fds = f"http://127.0.0.1:{proxy.port}/squid-internal-mgr/filedescriptors"
+    assert wait_for(lambda: f" 127.0.0.1:{silent.getsockname()[1]} " in get(proxy.port, fds)[1].decode(), 10)
     proxy.config_path.write_text(text)
     proxy.signal(signal.SIGHUP)
     assert wait_for(lambda: "Closed HTTP port" in proxy.read_cache_log(), 10)
