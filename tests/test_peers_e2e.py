@@ -300,12 +300,14 @@ class CountingParent(RawOrigin):
     order accepted, ``served``: how many requests each carried, ``still_open``: the
     sources of the connections open now."""
 
-    def __init__(self, delay: float = 0.0):
-        self.delay, self.open, self.most = delay, 0, 0
+    def __init__(self, gate: threading.Event | None = None):
+        """``gate``: each answer waits until the test sets it (at most 20 seconds)."""
+        self.open, self.most = 0, 0
+        self.gate = gate
         self.sources: list[str] = []
         self.served: list[int] = []
         self.still_open: dict[int, str] = {}
-        self.heads = 0          # request heads read (before the delay)
+        self.heads = 0          # request heads read (before the gate)
         self._lock = threading.Lock()
         super().__init__()
 
@@ -328,8 +330,8 @@ class CountingParent(RawOrigin):
                 data = data.split(b"\r\n\r\n", 1)[1]
                 with self._lock:
                     self.heads += 1
-                if self.delay:
-                    threading.Event().wait(self.delay)
+                if self.gate is not None:
+                    self.gate.wait(20)
                 with self._lock:
                     self.served[index] += 1
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: no-store\r\n\r\nok")
@@ -456,7 +458,8 @@ def test_probes_of_a_dead_parent_come_from_tcp_outgoing_address(make_proxy, orig
 
 
 def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
-    slow, spare = CountingParent(delay=3), CountingParent()
+    gate = threading.Event()
+    slow, spare = CountingParent(gate=gate), CountingParent()
     try:
         c = child_of(make_proxy, [f"cache_peer 127.0.0.1 parent {slow.port} 0 no-query max-conn=1 name=slow",
                                   f"cache_peer 127.0.0.1 parent {spare.port} 0 no-query name=spare"],
@@ -467,10 +470,12 @@ def test_max_conn_sends_the_overflow_elsewhere(make_proxy):
                    for i in range(3)]
         # each request starts once the one before reached its parent: the slow parent's one
         # connection is open and counted (max-conn counts connections made, as Squid's
-        # conn_open does; a request is sent only on a connection the proxy saw open)
-        for t, reached in zip(threads, (lambda: slow.heads, lambda: spare.heads, lambda: True)):
+        # conn_open does; a request is sent only on a connection the proxy saw open); the
+        # slow parent answers only once all three arrived
+        for t, reached in zip(threads, (lambda: slow.heads, lambda: spare.heads == 1, lambda: spare.heads == 2)):
             t.start()
             assert wait_for(reached, 10)
+        gate.set()
         for t in threads:
             t.join(20)
         assert [r[2] for r in results] == [b"ok"] * 3
