@@ -14,6 +14,8 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+__all__ = ["blake2b", "compare_digest", "md5", "sha256", "token_bytes"]
+
 
 def _builtin(name: str, *modules: str) -> Any:
     for module in modules:
