@@ -14,14 +14,18 @@ import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from squidpy.cli_options import config_option, load_config
 
 if TYPE_CHECKING:
+    from squidpy.cache.store import DiskTier
     from squidpy.config.loader import Config
+
+Info = dict[str, Any]
+"""The cache manager's figures (mgr:info as JSON), or the same read from the cache_dir."""
 
 
 @dataclass
@@ -69,7 +73,7 @@ def _ask(config: Config, method: str, target: str) -> Answer | None:
         conn.close()
 
 
-def _offline_store(config: Config):
+def _offline_store(config: Config) -> DiskTier:
     if config.cache_dir is None:
         click.echo("squidpy cache: squidpy is not running and there is no cache_dir "
                    "(a memory-only cache lives and dies with the process)", err=True)
@@ -127,21 +131,21 @@ def explain_refusal(config: Config, answer: Answer) -> str:
 
 @click.group()
 @config_option
-def cache():
+def cache() -> None:
     """Look at and purge the running squidpy's cache."""
 
 
 @cache.command()
 @config_option
 @click.option("--json", "raw_json", is_flag=True, help="the figures as JSON, for scripts")
-def stats(raw_json):
+def stats(raw_json: bool) -> None:
     """Entries, bytes, and hit ratios by requests and by bytes."""
     config = load_config()
     answer = _ask(config, "GET", "/squid-internal-mgr/info?format=json")
     if answer is not None:
         _denied(config, answer, "the cache manager")
         try:
-            info = json.loads(answer.body)
+            info: Info = json.loads(answer.body)
         except ValueError:
             click.echo(answer.body.decode("utf-8", "replace"), nl=False)
             return
@@ -156,11 +160,11 @@ def stats(raw_json):
     click.echo(as_json(info) if raw_json else format_stats(info))
 
 
-def as_json(info: dict) -> str:
+def as_json(info: Info) -> str:
     return json.dumps(info, indent=1)
 
 
-def _size(n) -> str:
+def _size(n: int) -> str:
     from squidpy.log.report import human_bytes
     return f"{human_bytes(n)} ({n:,} bytes)" if n >= 1024 else f"{n:,} bytes"
 
@@ -171,7 +175,7 @@ def _duration(seconds: int) -> str:
     return f"{days}d {text}" if days else text
 
 
-def format_stats(info: dict) -> str:
+def format_stats(info: Info) -> str:
     """The manager's figures for people: labelled, ratios as percentages, sizes with units."""
     rows = []
     if info.get("running") is False:
@@ -209,7 +213,7 @@ def format_stats(info: dict) -> str:
 @cache.command(name="ls")
 @click.argument("pattern", default="")
 @config_option
-def ls(pattern):
+def ls(pattern: str) -> None:
     """Stored objects (URL, status, size, tier) whose URL contains PATTERN (plain text)."""
     from squidpy.mgr.internal import url_contains
     config = load_config()
@@ -230,7 +234,7 @@ def ls(pattern):
 @cache.command()
 @click.argument("urls", nargs=-1, required=True)
 @config_option
-def purge(urls):
+def purge(urls: tuple[str, ...]) -> None:
     """Remove URLs from the cache (Squid's PURGE); exit 1 if one was not cached."""
     config = load_config()
     missing = 0

@@ -33,18 +33,64 @@ import time
 import uuid
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypedDict
 
 from squidpy.cache import policy, refresh
 from squidpy.http import message
 from squidpy.cache.refresh import EntryFacts
 from squidpy.digests import sha256
 
+if TYPE_CHECKING:
+    from squidpy.cache.policy import RefreshRule
+    from squidpy.cache.refresh import RefreshSettings
+    from squidpy.http.message import Fields
+
 log = logging.getLogger("squidpy")
 
 WRITE_QUEUE = 256
 # what a misbehaving disk or database raises
 DISK_ERRORS = (OSError, sqlite3.Error, pickle.UnpicklingError, EOFError)
+
+
+Meta = dict[str, Any]
+"""A :class:`CachedReply`'s fields by name, as stored on disk; read back, the values are
+whatever was pickled (entries stored by older versions lack the newer fields)."""
+
+
+class FactsSource(Protocol):
+    """What :meth:`CachedReply.facts` needs of the cache (the running proxy's cache settings)."""
+
+    @property
+    def generation(self) -> int: ...
+    @property
+    def refresh_settings(self) -> RefreshSettings: ...
+    def refresh_rule(self, url: str) -> RefreshRule: ...
+
+
+class _Memo(TypedDict, total=False):
+    """A reply's derived facts, memoised per process (never stored)."""
+
+    generation: int
+    facts: EntryFacts
+    mime: str | None
+
+
+class DiskCache(Protocol):
+    """The part of diskcache's Cache the store uses (diskcache has no type information).
+    ``get`` answers whatever was stored, unchecked: callers look before they trust it."""
+
+    size_limit: int
+
+    def get(self, key: str, default: object = None, read: bool = False, retry: bool = False) -> Any: ...
+    def set(self, key: str, value: object, read: bool = False, retry: bool = False) -> bool: ...
+    def delete(self, key: str, retry: bool = False) -> bool: ...
+    def transact(self, retry: bool = False) -> AbstractContextManager[object]: ...
+    def iterkeys(self) -> Iterator[object]: ...
+    def volume(self) -> int: ...
+    def close(self) -> None: ...
 
 
 def entry_key(url: str, vary: tuple[bytes, ...] = ()) -> str:
@@ -82,9 +128,9 @@ class CachedReply:
     body_key: str = ""
     head: bytes = b""
     stored_at: float = 0.0
-    extra: dict = field(default_factory=dict)     # per-process memo of derived facts, never stored
+    extra: _Memo = field(default_factory=_Memo)   # per-process memo of derived facts, never stored
 
-    def facts(self, cache) -> "EntryFacts":
+    def facts(self, cache: FactsSource) -> EntryFacts:
         """What the freshness check needs (:class:`squidpy.cache.refresh.EntryFacts`),
         computed once per configuration (``cache.generation`` changes on reconfigure;
         ``cache.refresh_rule(url)`` is the refresh_pattern rule)."""
@@ -95,7 +141,7 @@ class CachedReply:
             memo["generation"] = cache.generation
         return memo["facts"]
 
-    def freshen(self, headers, request_time: float, response_time: float) -> None:
+    def freshen(self, headers: list[tuple[bytes, bytes]], request_time: float, response_time: float) -> None:
         """New fields and times from a 304 (RFC 9111 4.3.4): the derived facts are redone."""
         self.headers, self.request_time, self.response_time = headers, request_time, response_time
         self.extra = {}
@@ -119,7 +165,7 @@ class CachedReply:
         lines.extend(b"%s: %s\r\n" % kv for kv in policy.fields_for_hit(self.headers))
         self.head = b"".join(lines)
 
-    def meta(self) -> dict:
+    def meta(self) -> Meta:
         """What goes to disk (the body is stored separately)."""
         return {
             "url": self.url, "status": self.status, "reason": self.reason, "headers": self.headers,
@@ -138,7 +184,7 @@ class CachedReply:
         return copy
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "CachedReply":
+    def from_meta(cls, meta: Meta) -> "CachedReply":
         reply = cls(**meta)
         reply.serialise_head()
         return reply
@@ -181,7 +227,7 @@ class MemoryTier:
         self.index: dict[str, tuple[bytes, ...]] = {}
         self.by_url: dict[str, set[str]] = {}
 
-    def get(self, key: str):
+    def get(self, key: str) -> tuple[CachedReply, bytes] | None:
         item = self.items.get(key)
         if item is not None:
             self.items.move_to_end(key)
@@ -239,10 +285,10 @@ class FinishedBody:
         self.path, self.size = path, size
 
 
-_BODY_DISK = None
+_BODY_DISK: type[object] | None = None
 
 
-def _body_disk():
+def _body_disk() -> type[object]:
     """diskcache's Disk, storing a :class:`FinishedBody` by renaming its file (the temp
     file and the cache's files are on the same file system: both in the cache_dir), so a
     large object is written once, not written then copied."""
@@ -252,9 +298,11 @@ def _body_disk():
         from diskcache.core import MODE_BINARY
 
         class BodyDisk(diskcache.Disk):
-            def store(self, value, read, key=diskcache.core.UNKNOWN):
+            def store(self, value: object, read: bool,
+                      key: object = diskcache.core.UNKNOWN) -> tuple[int, int, str | None, object]:
                 if type(value) is not FinishedBody:
-                    return super().store(value, read, key)
+                    stored: tuple[int, int, str | None, object] = super().store(value, read, key)
+                    return stored
                 filename, full_path = self.filename(key, value)
                 os.makedirs(os.path.dirname(full_path), exist_ok=True)
                 os.rename(value.path, full_path)
@@ -289,7 +337,7 @@ class HeapMemoryTier(MemoryTier):
             self.heap = [(rank, clock, k) for k, (rank, clock, _h, _c) in self.keys.items()]
             heapq.heapify(self.heap)
 
-    def get(self, key: str):
+    def get(self, key: str) -> tuple[CachedReply, bytes] | None:
         item = self.items.get(key)
         if item is not None:
             _rank, _clock, hits, cost = self.keys[key]
@@ -328,12 +376,12 @@ def memory_tier(limit: int, policy: str = "lru") -> MemoryTier:
 class DiskWriter(threading.Thread):
     """The one thread that writes to the cache_dir; jobs are callables."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(name="squidpy-cache-writer", daemon=True)
-        self.jobs: queue.Queue = queue.Queue(WRITE_QUEUE)
+        self.jobs: queue.Queue[Callable[[], object] | None] = queue.Queue(WRITE_QUEUE)
         self.start()
 
-    def submit(self, job) -> bool:
+    def submit(self, job: Callable[[], object]) -> bool:
         try:
             self.jobs.put_nowait(job)
             return True
@@ -390,7 +438,7 @@ class DiskIndex:
     def discard(self, on_disk: str) -> None:
         self.keys.discard(int(on_disk[2:18], 16))
 
-    def load(self, keys) -> None:
+    def load(self, keys: Iterable[object]) -> None:
         """Merge the keys a scan found (in the writer thread); adds made meanwhile stay."""
         found = {int(k[2:18], 16) for k in keys if isinstance(k, str) and k[:2] in ("e:", "v:")}
         self.keys |= found
@@ -426,7 +474,7 @@ class DiskTier:
         self.invalidated: dict[str, float] = {}
         # on-disk key -> metadata a 304 freshened, until the writer thread has written it,
         # so that a lookup meanwhile does not find the stale fields and revalidate again
-        self.refreshed: dict[str, dict] = {}
+        self.refreshed: dict[str, Meta] = {}
         self.known = DiskIndex()
         # other processes (workers) write this cache_dir too: what they store is not in
         # ``known``, so every miss asks the disk
@@ -443,14 +491,15 @@ class DiskTier:
     def may_hold(self, on_disk: str) -> bool:
         """Whether a lookup of ``on_disk`` can find anything (no disk access)."""
         return self.shared or self.known.may_hold(on_disk)
-    def _open(self):
+    def _open(self) -> DiskCache:
         import diskcache
         # sqlite's page cache and memory map are per connection (one per thread
         # here); diskcache's defaults (32 MB and 64 MB) make a long-running
         # proxy's memory creep up to ~200 MB, 4 MB each keeps the index hot
-        return diskcache.Cache(self.path, size_limit=self.size_limit,
-                               eviction_policy=self.eviction_policy, cull_limit=50,
-                               sqlite_cache_size=1024, sqlite_mmap_size=1 << 22, disk=_body_disk())
+        cache: DiskCache = diskcache.Cache(self.path, size_limit=self.size_limit,
+                                           eviction_policy=self.eviction_policy, cull_limit=50,
+                                           sqlite_cache_size=1024, sqlite_mmap_size=1 << 22, disk=_body_disk())
+        return cache
 
     # ---------------------------------------------------------------- failures
     def report_failure(self, what: str, error: Exception) -> None:
@@ -522,7 +571,7 @@ class DiskTier:
             return None
         return tuple(value["names"]) if isinstance(value, dict) else tuple(value)
 
-    def open_body(self, reply: CachedReply):
+    def open_body(self, reply: CachedReply) -> IO[bytes] | None:
         """A file-like object of the body, or None if it is gone."""
         try:
             value = self.cache.get(reply.body_key, read=True, retry=True)
@@ -533,9 +582,10 @@ class DiskTier:
             return None
         if isinstance(value, (bytes, bytearray)):
             return io.BytesIO(value)
-        return value
+        stream: IO[bytes] = value           # diskcache's file for a body stored as a file
+        return stream
 
-    def new_temp(self):
+    def new_temp(self) -> IO[bytes] | None:
         """A temp file for a large body being received; None when the disk refuses."""
         try:
             return tempfile.NamedTemporaryFile(dir=self.tmp, prefix="obj-", delete=False)
@@ -548,7 +598,7 @@ class DiskTier:
         """Queue a whole reply for writing (body from memory or from a finished temp file)."""
         on_disk = disk_key(key)
 
-        def job():
+        def job() -> None:
             reply.body_key = f"b:{on_disk[2:]}:{uuid.uuid4().hex}"
             try:
                 if body_path is not None:
@@ -594,7 +644,7 @@ class DiskTier:
         body_key = reply.body_key
         meta = reply.meta()
 
-        def job():
+        def job() -> None:
             try:
                 with self.cache.transact(retry=True):
                     current = self.cache.get(on_disk, retry=True)
@@ -622,13 +672,13 @@ class DiskTier:
             self.cache.delete(meta["body_key"], retry=True)
         return True
 
-    def remove_url(self, url: str, done=None) -> None:
+    def remove_url(self, url: str, done: Callable[[int], object] | None = None) -> None:
         """Queue the removal of every variant of ``url`` (the variants the URL's index
         names, so the cost does not depend on the cache's size); until it is done,
         lookups do not find them.  ``done(count)`` runs in the writer thread."""
         self.invalidated[url] = time.time()
 
-        def job():
+        def job() -> None:
             count = 0
             try:
                 count += self._remove(disk_key(entry_key(url)))
@@ -664,11 +714,12 @@ class DiskTier:
         import sqlite3 as sql
         try:
             with sql.connect(f"file:{os.path.join(self.path, 'cache.db')}?mode=ro", uri=True, timeout=5) as con:
-                return con.execute("SELECT COUNT(*) FROM Cache WHERE key >= 'e:' AND key < 'e;'").fetchone()[0]
+                count: int = con.execute("SELECT COUNT(*) FROM Cache WHERE key >= 'e:' AND key < 'e;'").fetchone()[0]
+                return count
         except sql.Error:
             return sum(1 for _ in self.entries())
 
-    def entries(self):
+    def entries(self) -> Iterator[tuple[str, Meta]]:
         """(store key, metadata) of every entry on disk."""
         try:
             for key in self.cache.iterkeys():
@@ -782,7 +833,8 @@ class Store:
             names = self.disk.index(url)
         return names
 
-    def find_in_memory(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple] | None:
+    def find_in_memory(self, url: str, request_headers: Fields) \
+            -> tuple[CachedReply | None, bytes | None, tuple[bytes, ...]] | None:
         """The stored reply for a request if memory answers: (reply, body, Vary names),
         (None, None, names) when nothing is stored at all (the disk's index in memory
         says it holds neither the URL's Vary index nor its entry); None when the disk
@@ -799,7 +851,8 @@ class Store:
             return None
         return None, None, names
 
-    def find_on_disk(self, url: str, request_headers) -> tuple[CachedReply | None, bytes | None, tuple]:
+    def find_on_disk(self, url: str, request_headers: Fields) \
+            -> tuple[CachedReply | None, bytes | None, tuple[bytes, ...]]:
         """The same, asking the disk (run it in a reader thread).  A body small enough for
         the memory tier is read whole, for :meth:`keep_in_memory`: Squid keeps a disk hit
         in memory, so the next hit on it costs no disk read."""
@@ -817,7 +870,8 @@ class Store:
                     body = data
         return reply, body, names
 
-    def keep_in_memory(self, url: str, request_headers, reply: CachedReply, body: bytes, names: tuple) -> None:
+    def keep_in_memory(self, url: str, request_headers: Fields, reply: CachedReply, body: bytes,
+                       names: tuple[bytes, ...]) -> None:
         """(reactor) A disk hit read whole goes into the memory tier, as Squid's does."""
         key = entry_key(url, policy.vary_key(names, request_headers) if names else ())
         reply.serialise_head()
@@ -845,7 +899,7 @@ class Store:
         if self.disk is not None:
             self.disk.refresh(key, reply)
 
-    def remove_url(self, url: str, done=None) -> int:
+    def remove_url(self, url: str, done: Callable[[int], object] | None = None) -> int:
         """Every stored variant of ``url`` (for PURGE and invalidation), from memory at
         once and from disk by the writer thread.  Returns how many were in memory;
         ``done(count)``, when given, is called (in the writer thread, or at once without a
