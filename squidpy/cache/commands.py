@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,9 +23,7 @@ from squidpy.cli_options import config_option, load_config
 if TYPE_CHECKING:
     from squidpy.cache.store import DiskTier
     from squidpy.config.loader import Config
-
-Info = dict[str, Any]
-"""The cache manager's figures (mgr:info as JSON), or the same read from the cache_dir."""
+    from squidpy.mgr.stats import JsonObject
 
 
 @dataclass
@@ -145,7 +143,7 @@ def stats(raw_json: bool) -> None:
     if answer is not None:
         _denied(config, answer, "the cache manager")
         try:
-            info: Info = json.loads(answer.body)
+            info: JsonObject = json.loads(answer.body)
         except ValueError:
             click.echo(answer.body.decode("utf-8", "replace"), nl=False)
             return
@@ -160,7 +158,7 @@ def stats(raw_json: bool) -> None:
     click.echo(as_json(info) if raw_json else format_stats(info))
 
 
-def as_json(info: Info) -> str:
+def as_json(info: JsonObject) -> str:
     return json.dumps(info, indent=1)
 
 
@@ -175,7 +173,7 @@ def _duration(seconds: int) -> str:
     return f"{days}d {text}" if days else text
 
 
-def format_stats(info: Info) -> str:
+def format_stats(info: JsonObject) -> str:
     """The manager's figures for people: labelled, ratios as percentages, sizes with units."""
     rows = []
     if info.get("running") is False:
