@@ -311,10 +311,10 @@ def waiting_port(admit=lambda ip: True, timeout=60.0, interface="127.0.0.1"):
     released = []
 
     def admitted(ip):
-        ok = admit(ip)
-        if ok:
-            counted.append(ip)
-        return ok
+        if not admit(ip):
+            return None
+        counted.append(ip)
+        return ip
 
     waiting = seam.Waiting(reactor, admitted, released.append, timeout)
     factory = Answerers()

@@ -166,4 +166,4 @@ def password_ok(request: ManagerRequest, passwords: list[CacheMgrPasswd]) -> boo
         return True
     given = request.password
     return given is not None and given != "" and compare_digest(given.encode("utf-8", "surrogateescape"),
-                                               wanted.encode("utf-8", "surrogateescape"))
+                                                                wanted.encode("utf-8", "surrogateescape"))

@@ -204,13 +204,13 @@ def client_bytes(client) -> tuple[int, int]:
     return read, wrote
 
 
-def _peer_of(fd: int, ip: str) -> str:
-    """ip:port of a connection squidpy holds only as a descriptor (seam.Waiting)."""
+def _peer_of(conn) -> str:
+    """ip:port of a connection squidpy holds only as a descriptor (seam.WaitingConnection)."""
     try:
-        with socket.fromfd(fd, socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM) as s:
+        with socket.fromfd(conn.fd, conn.port.addressFamily, socket.SOCK_STREAM) as s:
             host, port = s.getpeername()[:2]
     except OSError:
-        return ip_text(ip)
+        return conn.ip
     return f"{ip_text(host)}:{port}"
 
 
@@ -237,7 +237,7 @@ def file_descriptors(service) -> list:
                                 "metrics Socket" if listen_key[0] == "metrics" else "HTTP Socket")
     waiting = service.waiting
     for fd, conn in waiting.connections.items():
-        known[fd] = ("Socket", max(0, int(conn.accepted + waiting.timeout - now)), 0, 0, _peer_of(fd, conn.ip),
+        known[fd] = ("Socket", max(0, int(conn.accepted + waiting.timeout - now)), 0, 0, _peer_of(conn),
                      "Reading next request")
     for client in service.clients:
         desc = "Reading next request"

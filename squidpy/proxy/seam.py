@@ -241,14 +241,16 @@ class Waiting:
     first.  The first event on one (bytes, or the client closing) makes it the
     transport and protocol the port would have made at once (:meth:`wake`), and the
     reactor carries on with that event in the same turn, so nothing a client sees
-    changes.  ``admit(ip)`` says whether a new connection may wait (and counts it
-    for that address); ``released(ip)`` uncounts it when it wakes or closes.  After
+    changes.  ``admit(ip)`` says whether a new connection may wait: the key it was
+    counted under, or None to serve it now; ``released(key)`` uncounts it when it
+    wakes or closes.  After
     ``timeout`` seconds a waiting connection wakes and is timed out like any other
     (the registry is watched by :class:`squidpy.proxy.timeouts.Timeouts`)."""
 
     limit = None
 
-    def __init__(self, reactor, admit: Callable[[str], bool], released: Callable[[str], None], timeout: float):
+    def __init__(self, reactor, admit: Callable[[str], str | None], released: Callable[[str], None],
+                 timeout: float):
         self.reactor = reactor
         self.admit = admit
         self.released = released
@@ -260,10 +262,10 @@ class Waiting:
 
     def add(self, port: WaitingPort, fd: int, ip: str) -> bool:
         """Keep an accepted connection waiting (False: ``admit`` says serve it now)."""
-        ip = sys.intern(ip)
-        if not self.admit(ip):
+        key = self.admit(ip)
+        if key is None:
             return False
-        conn = WaitingConnection(fd, ip, time.monotonic(), port, self)
+        conn = WaitingConnection(fd, sys.intern(key), time.monotonic(), port, self)
         self.connections[fd] = conn
         self.reactor._selectables[fd] = conn
         self.reactor._poller.register(fd, select.EPOLLIN)

@@ -94,7 +94,7 @@ class ProxyService:
         self._over_capacity = False
         self.timeouts = Timeouts(_sweep_interval(config))
         # connections accepted that have sent nothing yet (counted in _per_ip, not in clients)
-        self.waiting = Waiting(reactor, self._may_wait, self._waited, config.request_start_timeout)
+        self.waiting = Waiting(reactor, self._may_wait, self._uncount, config.request_start_timeout)
         self.timeouts.add(self.waiting)
         self.pool = ServerPool(reactor, self.timeouts, config)
         self.dns = None
@@ -645,19 +645,17 @@ class ProxyService:
         """Open client connections, the ones that have not sent anything yet included."""
         return len(self.clients) + len(self.waiting)
 
-    def _may_wait(self, ip: str) -> bool:
+    def _may_wait(self, ip: str) -> str | None:
         """May a new connection from ``ip`` wait for its first bytes as a bare descriptor?
-        Not one :meth:`client_connected` would refuse: that is said at once, as now."""
+        Not one :meth:`client_connected` would refuse: that is said at once, as now.  The
+        address it is counted under, or None."""
         ip = plain_ip(ip)
         per_ip = self.config.client_ip_max_connections
         if (self.shutting_down or self._over_capacity or self.client_connections >= self.max_clients
                 or (per_ip >= 0 and self._per_ip[ip] >= per_ip)):
-            return False
+            return None
         self._per_ip[ip] += 1
-        return True
-
-    def _waited(self, ip: str) -> None:
-        self._uncount(plain_ip(ip))
+        return ip
 
     def _uncount(self, ip: str) -> None:
         self._per_ip[ip] -= 1
